@@ -1,0 +1,1 @@
+"""From Kafka out to the world: the shipment write-back."""

@@ -1,0 +1,149 @@
+"""Channels: one seller account in one Amazon region, with its marketplaces, credentials and settings.
+
+Declared in the YAML file named by ``ORDERSYNC_CHANNELS_FILE``::
+
+    channels:
+      - name: acme-us
+        seller_id: A2ACMESELLER
+        region: na
+        marketplaces: [ATVPDKIKX0DER, A2EUQ1WTGCTBG2]
+        orders_api: "2026-01-01"
+        credentials:                     # by reference: never the secret itself in the file
+          client_id: {env: ACME_LWA_CLIENT_ID}
+          client_secret: {env: ACME_LWA_CLIENT_SECRET}
+          refresh_token: {file: /run/secrets/acme_refresh_token}
+        rate_limits:                     # Amazon's dynamic usage plans for this account, if raised
+          getOrders: {rate: 0.0334, burst: 20}
+
+Loading validates every channel and names the channel and field of each problem.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from ordersync.errors import ConfigurationError
+from ordersync.settings import Region
+
+OrdersApiVersion = Literal["v0", "2026-01-01"]
+FulfillmentChannel = Literal["AFN", "MFN"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SecretRef(_Frozen):
+    """Where a secret lives: an environment variable, a file, or (for the simulator) inline."""
+
+    env: str | None = None
+    file: Path | None = None
+    value: SecretStr | None = None
+
+    def resolve(self, what: str) -> SecretStr:
+        if self.env is not None:
+            found = os.environ.get(self.env)
+            if found is None:
+                raise ConfigurationError(f"{what}: environment variable {self.env} is not set")
+            return SecretStr(found)
+        if self.file is not None:
+            try:
+                return SecretStr(self.file.read_text().strip())
+            except OSError as exc:
+                raise ConfigurationError(f"{what}: cannot read {self.file}: {exc.strerror}") from exc
+        if self.value is not None:
+            return self.value
+        raise ConfigurationError(f"{what}: give one of env, file or value")
+
+
+class LwaCredentials(_Frozen):
+    client_id: SecretRef
+    client_secret: SecretRef
+    refresh_token: SecretRef
+
+
+class UsagePlan(_Frozen):
+    """A token bucket: ``burst`` tokens, refilled at ``rate`` per second."""
+
+    rate: Annotated[float, Field(gt=0)]
+    burst: Annotated[int, Field(ge=1)]
+
+
+class Channel(_Frozen):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
+    seller_id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9]+$")]
+    region: Region = "na"
+    marketplaces: Annotated[tuple[str, ...], Field(min_length=1, max_length=50)]
+    active: bool = True
+    orders_api: OrdersApiVersion = "2026-01-01"
+    fulfillment_channels: tuple[FulfillmentChannel, ...] = ("MFN", "AFN")
+    credentials: LwaCredentials
+    rate_limits: dict[str, UsagePlan] = Field(default_factory=dict)
+    sales_order_prefix: Annotated[str, Field(max_length=16)] = "SO"
+    default_carrier: str | None = Field(
+        None, description="Carrier name on write-back when the back-office gives none."
+    )
+
+    @field_validator("marketplaces")
+    @classmethod
+    def _no_duplicate_marketplaces(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("a marketplace is listed twice")
+        return value
+
+
+class ChannelsFile(_Frozen):
+    channels: tuple[Channel, ...]
+
+    @field_validator("channels")
+    @classmethod
+    def _unique(cls, value: tuple[Channel, ...]) -> tuple[Channel, ...]:
+        names = [c.name for c in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"channel names must be unique: {', '.join(dupes)}")
+        sellers = [(c.seller_id, c.region) for c in value]
+        dup_sellers = sorted({s for s, r in sellers if sellers.count((s, r)) > 1})
+        if dup_sellers:
+            raise ValueError(f"one channel per seller and region: {', '.join(dup_sellers)}")
+        return value
+
+    def by_name(self, name: str) -> Channel:
+        for channel in self.channels:
+            if channel.name == name:
+                return channel
+        raise ConfigurationError(f"no channel named {name!r} (known: {', '.join(self.names())})")
+
+    def by_seller(self, seller_id: str) -> Channel:
+        for channel in self.channels:
+            if channel.seller_id == seller_id:
+                return channel
+        raise ConfigurationError(f"no channel for seller {seller_id!r}")
+
+    def names(self) -> list[str]:
+        return [c.name for c in self.channels]
+
+    def active(self) -> tuple[Channel, ...]:
+        return tuple(c for c in self.channels if c.active)
+
+
+def load_channels(path: Path) -> ChannelsFile:
+    """Read and validate the channels file; every problem is reported with its location."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigurationError(f"channels file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"channels file {path}: not valid YAML: {exc}") from exc
+    try:
+        return ChannelsFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigurationError(f"channels file {path}: {problems}") from exc

@@ -1,0 +1,100 @@
+"""The one error hierarchy the pipeline acts on.
+
+Every failure a stage can meet is one of three kinds, and the kind alone decides what happens:
+
+- :class:`Throttled`: Amazon (or our own quota) says "not now". Wait and try again; never counts as a
+  failed attempt.
+- :class:`Retryable`: a transient fault (timeout, 5xx, Redis unreachable). Try again with backoff; counts
+  as an attempt where attempts are limited (shipment write-back).
+- :class:`Permanent`: retrying the same input cannot succeed (Amazon's 4xx, an invalid event, an unknown
+  stock code). Record the reason, route it (dead-letter topic or a failure event) and move on.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base of every error a stage routes by kind."""
+
+    kind: str = "error"
+
+
+class Throttled(PipelineError):
+    """Wait ``retry_after_s`` and try again; not a failed attempt."""
+
+    kind = "throttled"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Retryable(PipelineError):
+    """A transient fault: try again with backoff."""
+
+    kind = "retryable"
+
+
+class Permanent(PipelineError):
+    """Retrying the same input cannot succeed."""
+
+    kind = "permanent"
+
+
+class AmazonApiError(PipelineError):
+    """What Amazon answered: operation, HTTP status, Amazon's error code and message, request id."""
+
+    def __init__(
+        self,
+        operation: str,
+        status: int | None,
+        code: str,
+        message: str,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(f"{operation}: {status or 'no response'} {code}: {message}")
+        self.operation = operation
+        self.status = status
+        self.code = code
+        self.amazon_message = message
+        self.request_id = request_id
+
+
+class AmazonThrottled(AmazonApiError, Throttled):
+    """HTTP 429 QuotaExceeded."""
+
+    def __init__(
+        self,
+        operation: str,
+        status: int | None,
+        code: str,
+        message: str,
+        request_id: str | None = None,
+        retry_after_s: float = 1.0,
+    ) -> None:
+        AmazonApiError.__init__(self, operation, status, code, message, request_id)
+        self.retry_after_s = retry_after_s
+
+
+class AmazonUnavailable(AmazonApiError, Retryable):
+    """5xx, a timeout or a dropped connection: the outcome is unknown or transient."""
+
+
+class AmazonRejected(AmazonApiError, Permanent):
+    """4xx other than 429: Amazon refused the request as sent."""
+
+
+class QuotaUnavailable(Retryable):
+    """The rate limiter cannot decide (Redis unreachable): fail closed, send nothing."""
+
+
+class QuotaTimeout(Throttled):
+    """No token within the caller's timeout."""
+
+
+class InvalidEvent(Permanent):
+    """An input event that does not parse or validate; it goes to the topic's dead-letter companion."""
+
+
+class ConfigurationError(Permanent):
+    """Settings or the channels file are wrong; the message says where."""

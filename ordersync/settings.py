@@ -1,0 +1,166 @@
+"""The one settings tree: environment variables with the prefix ``ORDERSYNC_``, nested with ``__``.
+
+``ORDERSYNC_KAFKA__BOOTSTRAP=broker:9092`` sets ``settings.kafka.bootstrap``. Where a variable is not set
+and ``ordersync dev up`` is running, the embedded broker's and Redis's addresses are taken from its state
+file, so commands run after ``dev up`` find them without any export.
+
+Secrets are ``SecretStr``: they print as ``**********`` and never reach a log line or an event.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+Region = Literal["na", "eu", "fe"]
+
+#: Amazon's SP-API endpoints per region (docs: sp-api-endpoints).
+AMAZON_REGION_ENDPOINTS: dict[str, str] = {
+    "na": "https://sellingpartnerapi-na.amazon.com",
+    "eu": "https://sellingpartnerapi-eu.amazon.com",
+    "fe": "https://sellingpartnerapi-fe.amazon.com",
+}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Frozen):
+    bootstrap: str = Field("127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(None, description="CA bundle for TLS to the brokers.")
+    # Short group timeouts: a stage restarted after a crash is back in seconds, and the embedded
+    # broker needs them (its defaults make every group join take about 30 s).
+    session_timeout_s: float = 6.0
+    rebalance_timeout_s: float = 6.0
+    heartbeat_interval_s: float = 1.0
+    # How long a fetch waits for data: per-hop latency follows it on the embedded broker.
+    fetch_max_wait_ms: int = Field(50, ge=1, le=1500)
+
+
+class RedisSettings(_Frozen):
+    url: str = Field("redis://127.0.0.1:6379/0", description="redis:// or rediss:// URL (no password here).")
+    password: SecretStr | None = Field(None, description="Redis AUTH password, kept out of the URL.")
+    username: str | None = None
+    key_prefix: str = Field("os", description="Prefix of every key ordersync writes, to share a Redis.")
+    socket_timeout_s: float = 2.0
+
+
+class AmazonSettings(_Frozen):
+    endpoint: str | None = Field(
+        None,
+        description="SP-API base URL for every region (e.g. the simulator). Unset: Amazon's regional endpoint.",
+    )
+    lwa_endpoint: str = Field("https://api.amazon.com/auth/o2/token", description="LWA token endpoint.")
+    application_id: str = Field(
+        "ordersync", description="Names the application in rate-limit keys: Amazon limits per seller+app."
+    )
+    request_timeout_s: float = Field(30.0, gt=0)
+    time_scale: float = Field(
+        1.0,
+        gt=0,
+        description="Multiplies every rate Amazon grants. 1 for Amazon; the simulator's --time-scale for it.",
+    )
+
+    def endpoint_for(self, region: Region) -> str:
+        return (self.endpoint or AMAZON_REGION_ENDPOINTS[region]).rstrip("/")
+
+
+class RateLimitSettings(_Frozen):
+    acquire_timeout_s: float = Field(600.0, gt=0, description="Longest wait for one Amazon token.")
+    send_deadline_s: float = Field(
+        2.0, gt=0, description="A granted token must be used within this time, or the request is dropped."
+    )
+
+
+class DownloadSettings(_Frozen):
+    poll_interval_s: float = Field(60.0, gt=0, description="Pause between download rounds per channel.")
+    overlap_s: float = Field(900.0, ge=0, description="Each round re-reads this much before the cursor.")
+    initial_lookback_s: float = Field(7 * 86400.0, gt=0, description="First run: how far back to look.")
+
+
+class WriteBackSettings(_Frozen):
+    max_attempts: int = Field(5, ge=1)
+    retry_backoff_s: float = Field(30.0, ge=0)
+
+
+class StageSettings(_Frozen):
+    partitions: int = Field(4, ge=1, description="Partitions of every catalogue topic at creation.")
+    replication_factor: int = Field(1, ge=1)
+    web_port: int | None = Field(None, description="Port of the stage's /metrics and health endpoints.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ORDERSYNC_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    amazon: AmazonSettings = AmazonSettings()
+    ratelimit: RateLimitSettings = RateLimitSettings()
+    download: DownloadSettings = DownloadSettings()
+    writeback: WriteBackSettings = WriteBackSettings()
+    stage: StageSettings = StageSettings()
+    channels_file: Path = Field(Path("channels.yaml"), description="YAML file declaring the channels.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = Field(False, description="One JSON object per log line.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Order is precedence: explicit arguments, then the environment, then `ordersync dev up`.
+        return (init_settings, env_settings, _DevStateSource(settings_cls), file_secret_settings)
+
+
+def dev_state_file() -> Path:
+    """Where ``ordersync dev up`` records the addresses of what it started."""
+    base = os.environ.get("ORDERSYNC_STATE_DIR") or os.environ.get("XDG_STATE_HOME")
+    root = Path(base) if base else Path.home() / ".local" / "state"
+    return (root if os.environ.get("ORDERSYNC_STATE_DIR") else root / "ordersync") / "dev.json"
+
+
+class _DevStateSource(PydanticBaseSettingsSource):
+    """Broker and Redis addresses of a running ``ordersync dev up``, below the environment."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = dev_state_file()
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        values: dict[str, Any] = {}
+        if state.get("kafka_bootstrap"):
+            values["kafka"] = {"bootstrap": state["kafka_bootstrap"]}
+        if state.get("redis_url"):
+            values["redis"] = {"url": state["redis_url"]}
+        return values
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()

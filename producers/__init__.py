@@ -1,0 +1,1 @@
+"""From the outside world into Kafka: the Amazon order poller, the inventory feed producer."""

@@ -1,0 +1,1 @@
+"""Event models, the versioned envelope, the codec and the topic catalogue."""

@@ -1,0 +1,313 @@
+"""Every event ordersync reads or writes, as frozen pydantic models with past-tense names.
+
+The Amazon order model here is ordersync's own, normalised from both Orders API versions (v0 and
+2026-01-01), so that stages after download never care which version a channel uses.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ordersync.schemas.envelope import Event
+
+OrderStatus = Literal[
+    "PendingAvailability",
+    "Pending",
+    "Unshipped",
+    "PartiallyShipped",
+    "Shipped",
+    "InvoiceUnconfirmed",
+    "Canceled",
+    "Unfulfillable",
+]
+FulfillmentChannel = Literal["AFN", "MFN"]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+PositiveInt = Annotated[int, Field(gt=0)]
+AmazonOrderId = Annotated[str, Field(pattern=r"^\d{3}-\d{7}-\d{7}$")]
+
+
+class _Value(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Money(_Value):
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+    amount: Decimal
+
+
+class Address(_Value):
+    name: str | None = None
+    line1: str | None = None
+    line2: str | None = None
+    line3: str | None = None
+    city: str | None = None
+    county: str | None = None
+    state_or_region: str | None = None
+    postal_code: str | None = None
+    country_code: str | None = None
+    phone: str | None = None
+
+
+class AmazonOrderItem(_Value):
+    order_item_id: NonEmptyStr
+    asin: NonEmptyStr
+    seller_sku: str | None = None
+    title: str | None = None
+    quantity_ordered: Annotated[int, Field(ge=0)]
+    quantity_shipped: Annotated[int, Field(ge=0)] = 0
+    #: Price of the whole line (unit price x quantity), as Amazon gives it. None while Pending.
+    item_price: Money | None = None
+    item_tax: Money | None = None
+    shipping_price: Money | None = None
+    shipping_tax: Money | None = None
+    shipping_discount: Money | None = None
+    promotion_discount: Money | None = None
+    #: "MarketplaceFacilitator" when Amazon collects and remits the tax itself.
+    tax_collection_model: str | None = None
+    is_gift: bool = False
+    buyer_requested_cancel: bool = False
+
+
+class AmazonOrder(_Value):
+    amazon_order_id: AmazonOrderId
+    seller_id: NonEmptyStr
+    marketplace_id: NonEmptyStr
+    order_status: OrderStatus
+    fulfillment_channel: FulfillmentChannel
+    purchase_date: AwareDatetime
+    last_update_date: AwareDatetime
+    order_total: Money | None = None
+    ship_service_level: str | None = None
+    shipment_service_level_category: str | None = None
+    is_prime: bool = False
+    is_business_order: bool = False
+    buyer_email: str | None = None
+    buyer_name: str | None = None
+    shipping_address: Address | None = None
+    earliest_ship_date: AwareDatetime | None = None
+    latest_ship_date: AwareDatetime | None = None
+    #: Items when the API embeds them (2026-01-01); None when they must be fetched (v0).
+    items: tuple[AmazonOrderItem, ...] | None = None
+    api_version: Literal["v0", "2026-01-01"]
+
+
+# --- amazon.orders.downloaded / amazon.orders.enriched -------------------------------------------
+
+
+class OrderDownloaded(Event):
+    """An order as listed by getOrders/searchOrders: new, or changed since it was last seen."""
+
+    channel: NonEmptyStr
+    order: AmazonOrder
+    #: Which task found it: the regular poll, a catch-up scan, a reconciliation or an operator retry.
+    found_by: Literal["poll", "catch-up", "reconciliation", "retry"] = "poll"
+
+
+class OrderEnriched(Event):
+    """An order with its items (fetched through getOrderItems, or embedded by searchOrders)."""
+
+    channel: NonEmptyStr
+    order: AmazonOrder
+
+    @model_validator(mode="after")
+    def _has_items(self) -> OrderEnriched:
+        if self.order.items is None:
+            raise ValueError("an enriched order carries its items")
+        return self
+
+
+# --- orders.imported / orders.import-failed ------------------------------------------------------
+
+
+class SalesOrderLine(_Value):
+    order_item_id: NonEmptyStr
+    seller_sku: str | None
+    asin: NonEmptyStr
+    stock_code: NonEmptyStr
+    quantity: Annotated[int, Field(ge=0)]
+    unit_price: Decimal
+    tax: Decimal
+    line_total: Decimal
+
+
+class SalesOrder(_Value):
+    code: NonEmptyStr
+    channel: NonEmptyStr
+    seller_id: NonEmptyStr
+    marketplace_id: NonEmptyStr
+    amazon_order_id: AmazonOrderId
+    order_status: OrderStatus
+    fulfillment_channel: FulfillmentChannel
+    purchase_date: AwareDatetime
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+    customer_name: str | None
+    customer_email: str | None
+    shipping_address: Address | None
+    ship_service_level: str | None
+    lines: tuple[SalesOrderLine, ...]
+    shipping_charge: Decimal = Decimal(0)
+    shipping_tax: Decimal = Decimal(0)
+    promotion_discount: Decimal = Decimal(0)
+    total: Decimal
+
+
+class OrderImported(Event):
+    """A sales order the back-office should create (first import of this Amazon order)."""
+
+    sales_order: SalesOrder
+
+
+ImportFailureReason = Literal[
+    "unknown_stock_code",
+    "no_shipping_address",
+    "pending_no_prices",
+    "no_items",
+    "invalid_order",
+]
+
+
+class OrderImportFailed(Event):
+    channel: NonEmptyStr
+    amazon_order_id: AmazonOrderId
+    reason_code: ImportFailureReason
+    #: A sentence a person understands, e.g. "Unknown stock code for seller SKU ABC-1 (ASIN B0...)".
+    reason: NonEmptyStr
+
+
+# --- invoices.issued (written by the back-office) -------------------------------------------------
+
+
+class ShippedLine(_Value):
+    """One line of a package: the Amazon order item (or the seller SKU) and how many were shipped."""
+
+    order_item_id: str | None = None
+    seller_sku: str | None = None
+    quantity: PositiveInt
+
+    @model_validator(mode="after")
+    def _identified(self) -> ShippedLine:
+        if not self.order_item_id and not self.seller_sku:
+            raise ValueError("a shipped line names order_item_id or seller_sku")
+        return self
+
+
+class Package(_Value):
+    carrier_code: NonEmptyStr
+    carrier_name: str | None = None
+    shipping_method: str | None = None
+    tracking_number: NonEmptyStr
+    ship_date: AwareDatetime
+    lines: Annotated[tuple[ShippedLine, ...], Field(min_length=1)]
+
+
+class InvoiceIssued(Event):
+    """The back-office invoiced (and shipped) an imported order."""
+
+    invoice_number: NonEmptyStr
+    amazon_order_id: AmazonOrderId
+    sales_order_code: str | None = None
+    packages: Annotated[tuple[Package, ...], Field(min_length=1)]
+
+
+# --- shipments.requested / confirmed / failed ----------------------------------------------------
+
+
+class ShipmentItem(_Value):
+    order_item_id: NonEmptyStr
+    quantity: PositiveInt
+
+
+class ShipmentRequested(Event):
+    """Confirm one package of an order on Amazon (from an invoice, or straight from a warehouse)."""
+
+    channel: NonEmptyStr
+    amazon_order_id: AmazonOrderId
+    #: Positive number, unique within the order (Amazon's packageReferenceId).
+    package_reference_id: Annotated[str, Field(pattern=r"^[1-9]\d{0,17}$")]
+    carrier_code: NonEmptyStr
+    carrier_name: str | None = None
+    shipping_method: str | None = None
+    tracking_number: NonEmptyStr
+    ship_date: AwareDatetime
+    items: Annotated[tuple[ShipmentItem, ...], Field(min_length=1)]
+    source: str | None = Field(None, description="What asked for it, e.g. the invoice number.")
+
+
+class ShipmentConfirmed(Event):
+    channel: NonEmptyStr
+    amazon_order_id: AmazonOrderId
+    package_reference_id: NonEmptyStr
+    method: Literal["confirmShipment", "feed", "already-confirmed"]
+    attempts: PositiveInt
+    carrier_code: NonEmptyStr
+    tracking_number: NonEmptyStr
+    quantity: PositiveInt
+    confirmed_at: AwareDatetime
+
+
+class ShipmentFailed(Event):
+    channel: NonEmptyStr
+    amazon_order_id: AmazonOrderId
+    package_reference_id: NonEmptyStr
+    attempts: Annotated[int, Field(ge=0)]
+    error_code: NonEmptyStr
+    error_message: NonEmptyStr
+    carrier_code: NonEmptyStr
+    shipping_method: str | None = None
+    tracking_number: NonEmptyStr
+    ship_date: AwareDatetime
+    quantity: PositiveInt
+
+
+# --- inventory.levels (written by the back-office) ------------------------------------------------
+
+
+class InventoryLevelChanged(Event):
+    channel: NonEmptyStr
+    seller_sku: NonEmptyStr
+    quantity: Annotated[int, Field(ge=0)]
+    observed_at: AwareDatetime
+
+
+# --- ops.commands ---------------------------------------------------------------------------------
+
+
+class OperatorCommandIssued(Event):
+    """An operator asked for an action on orders (from the CLI or the dashboard)."""
+
+    command: Literal["ignore", "unignore", "retry-download", "retry-import", "retry-writeback"]
+    channel: NonEmptyStr
+    amazon_order_ids: Annotated[tuple[AmazonOrderId, ...], Field(min_length=1, max_length=1000)]
+    operator: str | None = None
+
+
+# --- every .dlq companion -------------------------------------------------------------------------
+
+
+class EventDeadLettered(Event):
+    """An input that could not be processed, kept whole with why and where it came from."""
+
+    source_topic: NonEmptyStr
+    source_partition: Annotated[int, Field(ge=0)]
+    source_offset: Annotated[int, Field(ge=0)]
+    source_key: str | None
+    #: The original bytes, base64-encoded, so a replay after a fix sends exactly what arrived.
+    original_value_b64: str
+    stage: NonEmptyStr
+    error_type: NonEmptyStr
+    error: NonEmptyStr
+    dead_lettered_at: datetime
+
+    @field_validator("original_value_b64")
+    @classmethod
+    def _is_base64(cls, value: str) -> str:
+        base64.b64decode(value, validate=True)
+        return value
+
+    def original_value(self) -> bytes:
+        return base64.b64decode(self.original_value_b64)

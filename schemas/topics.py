@@ -1,0 +1,175 @@
+"""THE topic catalogue: the only place a topic name is spelled.
+
+Each topic names its key, the event types it carries (one schema each, versioned by the envelope), its
+partitions and cleanup policy, who writes it, and its dead-letter companion when another system writes
+to it. Keys keep one order's (or one SKU's) events on one partition, hence in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ordersync.schemas.envelope import Event
+from ordersync.schemas.events import (
+    EventDeadLettered,
+    InventoryLevelChanged,
+    InvoiceIssued,
+    OperatorCommandIssued,
+    OrderDownloaded,
+    OrderEnriched,
+    OrderImported,
+    OrderImportFailed,
+    ShipmentConfirmed,
+    ShipmentFailed,
+    ShipmentRequested,
+)
+
+KeyKind = Literal["order", "sku", "channel"]
+
+KEY_FORMATS: dict[KeyKind, str] = {
+    "order": "seller_id:amazon_order_id",
+    "sku": "seller_id:seller_sku",
+    "channel": "channel",
+}
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    key: KeyKind
+    events: tuple[type[Event], ...]
+    writer: str
+    description: str
+    cleanup_policy: Literal["delete", "compact"] = "delete"
+    #: Written by a system outside ordersync: every record is validated, failures go to the DLQ.
+    external: bool = False
+    #: None: the catalogue's default partition count (settings.stage.partitions).
+    partitions: int | None = None
+    dlq: TopicSpec | None = field(default=None, compare=False)
+
+    def accepts(self, event_type: str) -> type[Event] | None:
+        for event in self.events:
+            if event.event_type() == event_type:
+                return event
+        return None
+
+
+def _dlq_of(name: str, key: KeyKind) -> TopicSpec:
+    return TopicSpec(
+        name=f"{name}.dlq",
+        key=key,
+        events=(EventDeadLettered,),
+        writer="the stage that consumed the source topic",
+        description=f"Records of {name} that failed validation or processing, with the reason.",
+    )
+
+
+def _external(name: str, key: KeyKind, **kwargs: object) -> TopicSpec:
+    return TopicSpec(name=name, key=key, external=True, dlq=_dlq_of(name, key), **kwargs)  # type: ignore[arg-type]
+
+
+ORDERS_DOWNLOADED = TopicSpec(
+    name="amazon.orders.downloaded",
+    key="order",
+    events=(OrderDownloaded,),
+    writer="order-download",
+    description="Orders listed by Amazon, new or changed, deduplicated on (seller, order, LastUpdateDate).",
+)
+ORDERS_ENRICHED = TopicSpec(
+    name="amazon.orders.enriched",
+    key="order",
+    events=(OrderEnriched,),
+    writer="item-fetch",
+    description="Downloaded orders with their items (and address where configured).",
+)
+ORDERS_IMPORTED = TopicSpec(
+    name="orders.imported",
+    key="order",
+    events=(OrderImported,),
+    writer="import",
+    description="Sales orders for the back-office: the contract it consumes.",
+)
+ORDERS_IMPORT_FAILED = TopicSpec(
+    name="orders.import-failed",
+    key="order",
+    events=(OrderImportFailed,),
+    writer="import",
+    description="Orders that could not become a sales order, with a reason code and a sentence.",
+)
+INVOICES_ISSUED = _external(
+    "invoices.issued",
+    key="order",
+    events=(InvoiceIssued,),
+    writer="the back-office (ERP)",
+    description="Invoices issued for imported orders, with the packages shipped.",
+)
+SHIPMENTS_REQUESTED = _external(
+    "shipments.requested",
+    key="order",
+    events=(ShipmentRequested,),
+    writer="invoice-issued (or a warehouse system directly)",
+    description="One package of an order to confirm on Amazon.",
+)
+SHIPMENTS_CONFIRMED = TopicSpec(
+    name="shipments.confirmed",
+    key="order",
+    events=(ShipmentConfirmed,),
+    writer="shipment-write-back",
+    description="Packages Amazon accepted as shipped.",
+)
+SHIPMENTS_FAILED = TopicSpec(
+    name="shipments.failed",
+    key="order",
+    events=(ShipmentFailed,),
+    writer="shipment-write-back",
+    description="Packages that could not be confirmed after every attempt, with Amazon's message.",
+)
+INVENTORY_LEVELS = _external(
+    "inventory.levels",
+    key="sku",
+    events=(InventoryLevelChanged,),
+    writer="the back-office (ERP/WMS)",
+    description="Stock available to sell per channel and SKU; the latest value wins.",
+    cleanup_policy="compact",
+)
+OPS_COMMANDS = _external(
+    "ops.commands",
+    key="channel",
+    events=(OperatorCommandIssued,),
+    writer="ordersync CLI and dashboard (operators)",
+    description="Operator actions on orders: ignore, retry download, retry import, retry write-back.",
+)
+
+#: Every topic ordersync uses, dead-letter companions included, in pipeline order.
+CATALOGUE: tuple[TopicSpec, ...] = tuple(
+    spec
+    for main in (
+        ORDERS_DOWNLOADED,
+        ORDERS_ENRICHED,
+        ORDERS_IMPORTED,
+        ORDERS_IMPORT_FAILED,
+        INVOICES_ISSUED,
+        SHIPMENTS_REQUESTED,
+        SHIPMENTS_CONFIRMED,
+        SHIPMENTS_FAILED,
+        INVENTORY_LEVELS,
+        OPS_COMMANDS,
+    )
+    for spec in ((main, main.dlq) if main.dlq else (main,))
+)
+
+
+def by_name(name: str) -> TopicSpec:
+    for spec in CATALOGUE:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"{name!r} is not in the topic catalogue")
+
+
+def order_key(seller_id: str, amazon_order_id: str) -> str:
+    return f"{seller_id}:{amazon_order_id}"
+
+
+def sku_key(seller_id: str, seller_sku: str) -> str:
+    return f"{seller_id}:{seller_sku}"

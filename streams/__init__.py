@@ -1,0 +1,1 @@
+"""Stream stages (faust agents), one stage per module."""
