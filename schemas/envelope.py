@@ -33,6 +33,7 @@ class Event(BaseModel):
 
 
 EventT = TypeVar("EventT", bound=Event)
+E = TypeVar("E", bound=Event)
 
 
 def utc_now() -> datetime:
@@ -71,3 +72,9 @@ class Envelope(BaseModel, Generic[EventT]):
             payload=payload,
             **extra,
         )
+
+    def payload_as(self, model: type[E]) -> E:
+        """The payload as ``model``; the codec already checked the type against the topic."""
+        if not isinstance(self.payload, model):
+            raise TypeError(f"expected {model.__name__}, got {type(self.payload).__name__}")
+        return self.payload

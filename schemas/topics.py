@@ -69,15 +69,20 @@ def _external(name: str, key: KeyKind, **kwargs: object) -> TopicSpec:
     return TopicSpec(name=name, key=key, external=True, dlq=_dlq_of(name, key), **kwargs)  # type: ignore[arg-type]
 
 
-ORDERS_DOWNLOADED = TopicSpec(
-    name="amazon.orders.downloaded",
+def _consumed(name: str, key: KeyKind, **kwargs: object) -> TopicSpec:
+    """An internal topic a stage consumes: it gets a dead-letter companion too, so nothing is lost."""
+    return TopicSpec(name=name, key=key, dlq=_dlq_of(name, key), **kwargs)  # type: ignore[arg-type]
+
+
+ORDERS_DOWNLOADED = _consumed(
+    "amazon.orders.downloaded",
     key="order",
     events=(OrderDownloaded,),
     writer="order-download",
     description="Orders listed by Amazon, new or changed, deduplicated on (seller, order, LastUpdateDate).",
 )
-ORDERS_ENRICHED = TopicSpec(
-    name="amazon.orders.enriched",
+ORDERS_ENRICHED = _consumed(
+    "amazon.orders.enriched",
     key="order",
     events=(OrderEnriched,),
     writer="item-fetch",

@@ -1,0 +1,172 @@
+"""Shipment write-back: confirms each requested package on Amazon, with a result per package.
+
+- Input: ``shipments.requested`` (from the invoice-issued stage, or a warehouse system directly).
+- Output: ``shipments.confirmed``, or ``shipments.failed`` with Amazon's message after up to
+  ``writeback.max_attempts`` attempts; invalid requests go to ``shipments.requested.dlq``.
+- Amazon operations and quotas (per seller, through the rate limiter): ``confirmShipment`` (v0; 2/s,
+  burst 10). Throttling waits and is never counted as an attempt.
+- State in Redis, per package (what ShipGear shows): status Pending/Success/Failed, attempts, last
+  attempt, last error, carrier, tracking, quantity. A package already confirmed is never sent again;
+  after an unknown outcome (timeout, 5xx) Amazon's "already fulfilled" answer counts as confirmed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import faust
+
+from ordersync.errors import AmazonApiError, Permanent, QuotaUnavailable, Retryable, Throttled
+from ordersync.runtime import REDIS_PROBE_INTERVAL_S, StageRuntime
+from ordersync.schemas.envelope import Envelope, Event
+from ordersync.schemas.events import ShipmentConfirmed, ShipmentFailed, ShipmentRequested
+from ordersync.schemas.topics import SHIPMENTS_CONFIRMED, SHIPMENTS_FAILED, SHIPMENTS_REQUESTED, order_key
+
+log = logging.getLogger(__name__)
+STAGE = "shipment-write-back"
+ALREADY_FULFILLED = "PackageToUpdateNotFound"
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """What one attempt's error means for the package."""
+
+    retry: bool
+    outcome_unknown: bool
+    already_confirmed: bool = False
+
+
+def classify_attempt_error(error: Exception, earlier_outcome_unknown: bool) -> AttemptOutcome:
+    """Retry transient faults (the request may or may not have reached Amazon); stop on refusals,
+    except Amazon's "already fulfilled" after an unknown outcome, which means our earlier try landed."""
+    if isinstance(error, AmazonApiError) and error.code == ALREADY_FULFILLED and earlier_outcome_unknown:
+        return AttemptOutcome(retry=False, outcome_unknown=False, already_confirmed=True)
+    if isinstance(error, Retryable):
+        return AttemptOutcome(retry=True, outcome_unknown=True)
+    return AttemptOutcome(retry=False, outcome_unknown=False)
+
+
+def error_parts(error: Exception) -> tuple[str, str]:
+    if isinstance(error, AmazonApiError):
+        return error.code, error.amazon_message or str(error)
+    return type(error).__name__, str(error) or type(error).__name__
+
+
+def total_quantity(request: ShipmentRequested) -> int:
+    return sum(item.quantity for item in request.items)
+
+
+async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
+    request = envelope.payload_as(ShipmentRequested)
+    seller = envelope.seller_id
+    store = runtime.store
+    order_id, package = request.amazon_order_id, request.package_reference_id
+    state = await store.shipment_state(seller, order_id, package)
+    if state.get("status") in ("Success", "Failed"):
+        return  # a replayed request: its result was published already
+    channel = runtime.channels.by_name(request.channel)
+    sales_order = await store.sales_order(seller, order_id)
+    marketplace = envelope.marketplace_id or (sales_order.marketplace_id if sales_order else None)
+    key = order_key(seller, order_id)
+    common = {
+        "carrier": request.carrier_code,
+        "service": request.shipping_method or "",
+        "tracking": request.tracking_number,
+        "quantity": total_quantity(request),
+    }
+    amazon_status = (await store.order_status(seller, order_id)).get("amazon_status")
+    attempts = int(state.get("attempts", 0))
+    outcome_unknown = state.get("outcome") == "unknown"
+    error: Exception | None = None
+    if amazon_status == "Canceled":
+        error = Permanent(f"order {order_id} is cancelled on Amazon; a cancelled order is never confirmed")
+    elif marketplace is None:
+        error = Permanent(f"no marketplace known for order {order_id}: it was not imported by ordersync")
+    client = runtime.amazon(channel)
+    max_attempts = runtime.settings.writeback.max_attempts
+    while error is None and attempts < max_attempts:
+        attempts += 1
+        await store.update_shipment_state(
+            seller, order_id, package, status="Pending", attempts=attempts,
+            last_attempt=datetime.now(UTC).isoformat(), **common,
+        )
+        try:
+            await client.confirm_shipment(request, marketplace or "")
+            method = "confirmShipment"
+        except Throttled as exc:
+            attempts -= 1  # throttling is a wait, never a failed attempt
+            await asyncio.sleep(exc.retry_after_s)
+            continue
+        except QuotaUnavailable as exc:
+            attempts -= 1  # fail closed: nothing was sent
+            log.error("%s: rate limiter unavailable, nothing sent: %s", order_id, exc)
+            await asyncio.sleep(REDIS_PROBE_INTERVAL_S)
+            continue
+        except (Retryable, Permanent) as exc:
+            verdict = classify_attempt_error(exc, outcome_unknown)
+            if not verdict.already_confirmed:
+                code, message = error_parts(exc)
+                await store.update_shipment_state(
+                    seller, order_id, package, last_error=f"{code}: {message}",
+                    outcome="unknown" if verdict.outcome_unknown else "refused",
+                )
+                outcome_unknown = outcome_unknown or verdict.outcome_unknown
+                if verdict.retry and attempts < max_attempts:
+                    await asyncio.sleep(runtime.settings.writeback.retry_backoff_s * 2 ** (attempts - 1))
+                    continue
+                error = exc
+                break
+            method = "already-confirmed"
+        confirmed = ShipmentConfirmed(
+            channel=channel.name,
+            amazon_order_id=order_id,
+            package_reference_id=package,
+            method=method,  # type: ignore[arg-type]
+            attempts=attempts,
+            carrier_code=request.carrier_code,
+            tracking_number=request.tracking_number,
+            quantity=total_quantity(request),
+            confirmed_at=datetime.now(UTC),
+        )
+        await runtime.emit(
+            SHIPMENTS_CONFIRMED, key,
+            Envelope.wrap(confirmed, seller_id=seller, marketplace_id=marketplace,
+                          correlation_id=envelope.correlation_id),
+        )
+        await store.update_shipment_state(seller, order_id, package, status="Success", outcome="confirmed")
+        await store.set_order_status(seller, order_id, writeback="Success")
+        return
+    code, message = error_parts(error) if error else ("Unknown", "no attempt was made")
+    failed = ShipmentFailed(
+        channel=channel.name,
+        amazon_order_id=order_id,
+        package_reference_id=package,
+        attempts=attempts,
+        error_code=code,
+        error_message=message,
+        carrier_code=request.carrier_code,
+        shipping_method=request.shipping_method,
+        tracking_number=request.tracking_number,
+        ship_date=request.ship_date,
+        quantity=total_quantity(request),
+    )
+    await runtime.emit(
+        SHIPMENTS_FAILED, key,
+        Envelope.wrap(failed, seller_id=seller, marketplace_id=marketplace, correlation_id=envelope.correlation_id),
+    )
+    await store.update_shipment_state(seller, order_id, package, status="Failed", last_error=f"{code}: {message}")
+    await store.set_order_status(seller, order_id, writeback="Failed", writeback_error=f"{code}: {message}")
+
+
+def register(app: faust.App, runtime: StageRuntime) -> None:
+    runtime.topic(SHIPMENTS_CONFIRMED)
+    runtime.topic(SHIPMENTS_FAILED)
+
+    @app.agent(runtime.topic(SHIPMENTS_REQUESTED), name="shipment-write-back")
+    async def write_back(stream: faust.StreamT[bytes]) -> None:
+        await runtime.start()
+        async for event in stream.events():
+            await runtime.process(SHIPMENTS_REQUESTED, event, lambda env: handle(runtime, env))

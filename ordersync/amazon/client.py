@@ -1,0 +1,337 @@
+"""The SP-API client every stage uses: async, typed, rate-limited, errors classified for the pipeline.
+
+A thin httpx client rather than ``python-amazon-sp-api``: that library binds endpoints to its own
+marketplace table, retries and sleeps on 429 inside each process (which a shared, exact budget must
+not do), and hides the response headers ordersync feeds back into the rate limiter. Here every request
+
+1. gets an LWA access token (refresh-token flow, cached until shortly before it expires),
+2. takes one token from the distributed rate limiter for (seller, application, operation),
+3. is sent before the grant's deadline, or dropped and re-acquired (the token stays spent),
+4. hands ``x-amzn-RateLimit-Limit`` to the limiter, and a 429 empties our model of the bucket,
+5. maps the outcome to the pipeline's errors: 429 -> :class:`AmazonThrottled`, timeouts and 5xx ->
+   :class:`AmazonUnavailable` (retryable), other 4xx -> :class:`AmazonRejected` (permanent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from ordersync.amazon.normalize import (
+    STATUS_TO_2026,
+    item_from_v0,
+    order_from_2026,
+    order_from_v0,
+    parse_time,
+)
+from ordersync.channels import Channel
+from ordersync.errors import AmazonRejected, AmazonThrottled, AmazonUnavailable
+from ordersync.ratelimit import RateLimiter
+from ordersync.schemas.events import AmazonOrder, AmazonOrderItem, OrderStatus, ShipmentRequested
+from ordersync.settings import AmazonSettings
+
+log = logging.getLogger(__name__)
+
+RATE_LIMIT_HEADER = "x-amzn-RateLimit-Limit"
+REQUEST_ID_HEADER = "x-amzn-RequestId"
+#: Renew the LWA access token this long before Amazon says it expires.
+TOKEN_RENEW_MARGIN_S = 60.0
+
+
+def amazon_time(value: datetime) -> str:
+    """ISO 8601 in UTC with a Z, as Amazon's examples write it."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class OrdersPage:
+    orders: tuple[AmazonOrder, ...]
+    next_token: str | None
+    #: Amazon's guarantee: every order updated up to this instant was returned (LastUpdatedBefore).
+    updated_before: datetime | None
+
+
+class LwaTokenProvider:
+    """Login with Amazon: exchanges the channel's refresh token for short-lived access tokens."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        endpoint: str,
+        client_id: SecretStr,
+        client_secret: SecretStr,
+        refresh_token: SecretStr,
+    ) -> None:
+        self._http = http
+        self._endpoint = endpoint
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._refresh_token = refresh_token
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._lock = asyncio.Lock()
+
+    @property
+    def client_id(self) -> str:
+        return self._client_id.get_secret_value()
+
+    def invalidate(self) -> None:
+        self._token = None
+
+    async def access_token(self) -> str:
+        async with self._lock:
+            if self._token is not None and time.monotonic() < self._expires_at:
+                return self._token
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": self._refresh_token.get_secret_value(),
+                "client_id": self._client_id.get_secret_value(),
+                "client_secret": self._client_secret.get_secret_value(),
+            }
+            try:
+                response = await self._http.post(self._endpoint, data=form)
+            except httpx.HTTPError as exc:
+                raise AmazonUnavailable("lwaToken", None, type(exc).__name__, str(exc) or "no answer") from exc
+            if response.status_code >= 500 or response.status_code == 429:
+                raise AmazonUnavailable("lwaToken", response.status_code, "LwaUnavailable", response.text[:200])
+            body = _json(response)
+            if response.status_code != 200 or "access_token" not in body:
+                # LWA answers {"error": "invalid_grant", "error_description": "..."}; no secret in it.
+                raise AmazonRejected(
+                    "lwaToken",
+                    response.status_code,
+                    str(body.get("error", "LwaRejected")),
+                    str(body.get("error_description", "the credentials were refused")),
+                )
+            self._token = str(body["access_token"])
+            self._expires_at = time.monotonic() + float(body.get("expires_in", 3600)) - TOKEN_RENEW_MARGIN_S
+            return self._token
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _first_error(body: dict[str, Any]) -> tuple[str, str]:
+    errors = body.get("errors") or []
+    if errors and isinstance(errors[0], dict):
+        return str(errors[0].get("code", "Unknown")), str(errors[0].get("message", ""))
+    return "Unknown", "no error details"
+
+
+class SpApiClient:
+    """One channel's view of SP-API: its endpoint, credentials and rate-limit buckets."""
+
+    def __init__(
+        self,
+        *,
+        channel: Channel,
+        amazon: AmazonSettings,
+        limiter: RateLimiter,
+        http: httpx.AsyncClient,
+        lwa: LwaTokenProvider | None = None,
+    ) -> None:
+        self.channel = channel
+        self._base_url = amazon.endpoint_for(channel.region)
+        self._limiter = limiter
+        self._http = http
+        creds = channel.credentials
+        self._lwa = lwa or LwaTokenProvider(
+            http,
+            amazon.lwa_endpoint,
+            creds.client_id.resolve(f"channel {channel.name} client_id"),
+            creds.client_secret.resolve(f"channel {channel.name} client_secret"),
+            creds.refresh_token.resolve(f"channel {channel.name} refresh_token"),
+        )
+
+    @property
+    def seller_id(self) -> str:
+        return self.channel.seller_id
+
+    # --- the one request path -------------------------------------------------------------------
+
+    async def call(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json_body: dict[str, Any] | None = None,
+        lane: str = "default",
+    ) -> httpx.Response:
+        """Send one request under the rate limiter and classify its outcome; returns 2xx responses."""
+        token = await self._lwa.access_token()
+        while True:
+            grant = await self._limiter.acquire(operation, self.seller_id, lane=lane)
+            if time.monotonic() <= grant.deadline:
+                break
+            # Too late to send safely (the request could reach Amazon after its bucket emptied):
+            # drop it; the token stays spent.
+            log.warning("dropped %s for %s: grant deadline passed before sending", operation, self.seller_id)
+        headers = {"x-amz-access-token": token, "accept": "application/json"}
+        try:
+            response = await self._http.request(
+                method, self._base_url + path, params=params, json=json_body, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise AmazonUnavailable(operation, None, type(exc).__name__, str(exc) or "no answer") from exc
+        request_id = response.headers.get(REQUEST_ID_HEADER)
+        limit = response.headers.get(RATE_LIMIT_HEADER)
+        if limit:
+            try:
+                await self._limiter.observe_rate_limit(operation, self.seller_id, float(limit))
+            except ValueError:
+                log.warning("ignored malformed %s header %r", RATE_LIMIT_HEADER, limit)
+        status = response.status_code
+        if status < 300:
+            return response
+        code, message = _first_error(_json(response))
+        if status == 429:
+            await self._limiter.on_throttled(operation, self.seller_id)
+            raise AmazonThrottled(operation, status, code, message, request_id)
+        if status >= 500:
+            raise AmazonUnavailable(operation, status, code, message, request_id)
+        if status == 403:
+            self._lwa.invalidate()
+        raise AmazonRejected(operation, status, code, message, request_id)
+
+    # --- orders ---------------------------------------------------------------------------------
+
+    async def list_orders_page(
+        self,
+        *,
+        updated_after: datetime | None = None,
+        next_token: str | None = None,
+        statuses: tuple[OrderStatus, ...] = (),
+    ) -> OrdersPage:
+        """One page of orders updated after ``updated_after`` (or the page ``next_token`` names)."""
+        if self.channel.orders_api == "v0":
+            return await self._get_orders_v0(updated_after, next_token, statuses)
+        return await self._search_orders(updated_after, next_token, statuses)
+
+    async def iter_orders(
+        self, updated_after: datetime, statuses: tuple[OrderStatus, ...] = ()
+    ) -> AsyncIterator[OrdersPage]:
+        """Every page of one window, each page asking the rate limiter first."""
+        page = await self.list_orders_page(updated_after=updated_after, statuses=statuses)
+        yield page
+        while page.next_token:
+            page = await self.list_orders_page(next_token=page.next_token)
+            yield page
+
+    async def _get_orders_v0(
+        self, updated_after: datetime | None, next_token: str | None, statuses: tuple[OrderStatus, ...]
+    ) -> OrdersPage:
+        params = {"MarketplaceIds": ",".join(self.channel.marketplaces)}
+        if next_token:
+            params["NextToken"] = next_token
+        else:
+            if updated_after is None:
+                raise ValueError("the first page needs updated_after")
+            params["LastUpdatedAfter"] = amazon_time(updated_after)
+            params["MaxResultsPerPage"] = "100"
+            if statuses:
+                params["OrderStatuses"] = ",".join(statuses)
+            if self.channel.fulfillment_channels:
+                params["FulfillmentChannels"] = ",".join(self.channel.fulfillment_channels)
+        response = await self.call("getOrders", "GET", "/orders/v0/orders", params=params)
+        payload = _json(response).get("payload") or {}
+        before = payload.get("LastUpdatedBefore")
+        return OrdersPage(
+            orders=tuple(order_from_v0(raw, self.seller_id) for raw in payload.get("Orders") or []),
+            next_token=payload.get("NextToken") or None,
+            updated_before=parse_time(before) if before else None,
+        )
+
+    async def _search_orders(
+        self, updated_after: datetime | None, next_token: str | None, statuses: tuple[OrderStatus, ...]
+    ) -> OrdersPage:
+        params = {"marketplaceIds": ",".join(self.channel.marketplaces)}
+        if next_token:
+            params["paginationToken"] = next_token
+        else:
+            if updated_after is None:
+                raise ValueError("the first page needs updated_after")
+            params["lastUpdatedAfter"] = amazon_time(updated_after)
+            params["maxResultsPerPage"] = "100"
+            if statuses:
+                params["fulfillmentStatuses"] = ",".join(STATUS_TO_2026[s] for s in statuses)
+            fulfilled_by = {"MFN": "MERCHANT", "AFN": "AMAZON"}
+            if self.channel.fulfillment_channels:
+                params["fulfilledBy"] = ",".join(fulfilled_by[c] for c in self.channel.fulfillment_channels)
+        params["includedData"] = "BUYER,RECIPIENT,PROCEEDS,FULFILLMENT,CANCELLATION,TAX"
+        response = await self.call("searchOrders", "GET", "/orders/2026-01-01/orders", params=params)
+        body = _json(response)
+        before = body.get("lastUpdatedBefore")
+        return OrdersPage(
+            orders=tuple(order_from_2026(raw, self.seller_id) for raw in body.get("orders") or []),
+            next_token=(body.get("pagination") or {}).get("nextToken") or None,
+            updated_before=parse_time(before) if before else None,
+        )
+
+    async def get_order(self, amazon_order_id: str) -> AmazonOrder:
+        if self.channel.orders_api == "v0":
+            response = await self.call("getOrder", "GET", f"/orders/v0/orders/{amazon_order_id}")
+            return order_from_v0(_json(response).get("payload") or {}, self.seller_id)
+        response = await self.call(
+            "getOrder",
+            "GET",
+            f"/orders/2026-01-01/orders/{amazon_order_id}",
+            params={"includedData": "BUYER,RECIPIENT,PROCEEDS,FULFILLMENT,CANCELLATION,TAX"},
+        )
+        return order_from_2026(_json(response).get("order") or {}, self.seller_id)
+
+    async def get_order_items(self, amazon_order_id: str) -> tuple[AmazonOrderItem, ...]:
+        """Every item of a v0 order, page by page, each page under the limiter."""
+        items: list[AmazonOrderItem] = []
+        next_token: str | None = None
+        while True:
+            params = {"NextToken": next_token} if next_token else None
+            response = await self.call(
+                "getOrderItems", "GET", f"/orders/v0/orders/{amazon_order_id}/orderItems", params=params
+            )
+            payload = _json(response).get("payload") or {}
+            try:
+                items.extend(item_from_v0(raw) for raw in payload.get("OrderItems") or [])
+            except (KeyError, ValueError) as exc:
+                raise AmazonRejected(
+                    "getOrderItems", response.status_code, "UnexpectedResponse", f"item not understood: {exc}"
+                ) from exc
+            next_token = payload.get("NextToken") or None
+            if not next_token:
+                return tuple(items)
+
+    async def confirm_shipment(self, shipment: ShipmentRequested, marketplace_id: str) -> None:
+        """confirmShipment (v0): 204 on success; Amazon's errors raise classified."""
+        package: dict[str, Any] = {
+            "packageReferenceId": shipment.package_reference_id,
+            "carrierCode": shipment.carrier_code,
+            "trackingNumber": shipment.tracking_number,
+            "shipDate": amazon_time(shipment.ship_date),
+            "orderItems": [
+                {"orderItemId": item.order_item_id, "quantity": item.quantity} for item in shipment.items
+            ],
+        }
+        if shipment.carrier_name:
+            package["carrierName"] = shipment.carrier_name
+        if shipment.shipping_method:
+            package["shippingMethod"] = shipment.shipping_method
+        await self.call(
+            "confirmShipment",
+            "POST",
+            f"/orders/v0/orders/{shipment.amazon_order_id}/shipmentConfirmation",
+            json_body={"marketplaceId": marketplace_id, "packageDetail": package},
+        )

@@ -1,0 +1,111 @@
+"""A back-office stand-in for the demo and the end-to-end tests: behaves as an ERP would.
+
+It consumes ``orders.imported`` with a plain Kafka client (kafka-python, not faust: another system,
+same codec, same bytes) and, a short delay after each merchant-fulfilled order arrives, invoices and
+ships it: it publishes ``invoices.issued`` with carrier, service, tracking, ship date and every line.
+Orders fulfilled by Amazon (AFN) are never invoiced for shipping: Amazon ships them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+import signal
+import time
+from datetime import UTC, datetime
+from types import FrameType
+
+from kafka import KafkaConsumer, KafkaProducer
+
+from ordersync.errors import InvalidEvent
+from ordersync.kafka_admin import kafka_client_config
+from ordersync.schemas.codec import decode, encode
+from ordersync.schemas.envelope import Envelope
+from ordersync.schemas.events import InvoiceIssued, OrderImported, Package, SalesOrder, ShippedLine
+from ordersync.schemas.topics import INVOICES_ISSUED, ORDERS_IMPORTED, order_key
+from ordersync.settings import Settings
+
+log = logging.getLogger(__name__)
+CARRIERS = (("UPS", "Ground"), ("USPS", "Priority Mail"), ("FedEx", "Home Delivery"), ("DHL", "Paket"))
+
+
+def invoice_for(order: SalesOrder, rng: random.Random, now: datetime) -> InvoiceIssued:
+    carrier, service = rng.choice(CARRIERS)
+    return InvoiceIssued(
+        invoice_number=f"INV-{order.code}",
+        amazon_order_id=order.amazon_order_id,
+        sales_order_code=order.code,
+        packages=(
+            Package(
+                carrier_code=carrier,
+                shipping_method=service,
+                tracking_number=f"{carrier[:2].upper()}{rng.randrange(10**11, 10**12)}",
+                # Never before the purchase (a time-scaled simulator's clock runs ahead of ours).
+                ship_date=max(now, order.purchase_date),
+                lines=tuple(
+                    ShippedLine(order_item_id=line.order_item_id, quantity=line.quantity)
+                    for line in order.lines
+                    if line.quantity > 0
+                ),
+            ),
+        ),
+    )
+
+
+def run_backoffice(settings: Settings, *, delay_s: float = 1.0, seed: int = 7) -> None:
+    """Invoice every imported merchant-fulfilled order ``delay_s`` after it arrives, until SIGTERM."""
+    stop = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    config = kafka_client_config(settings.kafka)
+    consumer = KafkaConsumer(
+        ORDERS_IMPORTED.name,
+        group_id="ordersync-backoffice-standin",
+        auto_offset_reset="earliest",
+        enable_auto_commit=True,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        fetch_max_wait_ms=100,
+        **config,
+    )
+    producer = KafkaProducer(acks="all", linger_ms=5, **config)
+    rng = random.Random(seed)
+    due: list[tuple[float, str, SalesOrder, str]] = []
+    invoiced: set[str] = set()
+    try:
+        while not stop:
+            for records in consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    try:
+                        envelope = decode(record.value, ORDERS_IMPORTED)
+                    except InvalidEvent as exc:
+                        log.error("skipped an unreadable orders.imported record: %s", exc)
+                        continue
+                    order = envelope.payload_as(OrderImported).sales_order
+                    if order.fulfillment_channel == "AFN" or order.amazon_order_id in invoiced:
+                        continue
+                    invoiced.add(order.amazon_order_id)
+                    heapq.heappush(due, (time.monotonic() + delay_s, order.amazon_order_id, order, envelope.correlation_id))
+            while due and due[0][0] <= time.monotonic():
+                _, _, order, correlation = heapq.heappop(due)
+                invoice = invoice_for(order, rng, datetime.now(UTC))
+                envelope = Envelope.wrap(
+                    invoice, seller_id=order.seller_id, marketplace_id=order.marketplace_id,
+                    correlation_id=correlation,
+                )
+                producer.send(
+                    INVOICES_ISSUED.name,
+                    key=order_key(order.seller_id, order.amazon_order_id).encode(),
+                    value=encode(envelope),
+                )
+            producer.flush()
+    finally:
+        producer.flush()
+        producer.close()
+        consumer.close()

@@ -1,0 +1,140 @@
+"""The ``ordersync`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ordersync.settings import get_settings
+
+app = typer.Typer(
+    help="ordersync: keeps an Amazon seller's back-office in sync with Amazon, on Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold secrets
+)
+
+
+def _mount() -> None:
+    from ordersync.devinfra import dev_app
+    from ordersync.kafka_admin import topics_app
+    from ordersync.simulator.cli import sim_app
+
+    app.add_typer(dev_app, name="dev", help="Start, stop and show the embedded broker and Redis.")
+    app.add_typer(topics_app, name="topics", help="Create and list the catalogue's Kafka topics.")
+    app.add_typer(sim_app, name="sim", help="The Amazon SP-API simulator.")
+
+
+_mount()
+
+schemas_app = typer.Typer(help="The event schemas.", no_args_is_help=True)
+listings_app = typer.Typer(help="Channel listings: Amazon seller SKU -> back-office stock code.", no_args_is_help=True)
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(listings_app, name="listings")
+
+
+def _setup_logging() -> None:
+    from ordersync.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+
+
+@app.command()
+def run(
+    stage: Annotated[str, typer.Argument(help="order-download | item-fetch | import | invoice-issued | shipment-write-back")],
+) -> None:
+    """Run one stage's worker until stopped (SIGTERM or Ctrl-C)."""
+    from ordersync.stages import STAGES, run_stage
+
+    if stage not in STAGES:
+        typer.echo(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}", err=True)
+        raise typer.Exit(2)
+    _setup_logging()
+    run_stage(stage, get_settings())
+
+
+@app.command()
+def backoffice(
+    delay: Annotated[float, typer.Option(help="Seconds between an order's import and its invoice.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed for carriers and tracking numbers.")] = 7,
+) -> None:
+    """A back-office stand-in (demo, tests): invoices imported orders as an ERP would."""
+    from ordersync.backoffice import run_backoffice
+
+    _setup_logging()
+    run_backoffice(get_settings(), delay_s=delay, seed=seed)
+
+
+@schemas_app.command("export")
+def schemas_export(directory: Annotated[Path, typer.Argument(help="Folder to write the JSON Schemas into.")]) -> None:
+    """Write one JSON Schema per event (in its envelope), for teams in other languages."""
+    from ordersync.schemas.envelope import Envelope
+    from ordersync.schemas.topics import CATALOGUE
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written: set[str] = set()
+    for spec in CATALOGUE:
+        for event in spec.events:
+            name = f"{event.event_type()}.v{event.schema_version}.json"
+            if name in written:
+                continue
+            schema = Envelope[event].model_json_schema()  # type: ignore[valid-type]
+            schema["title"] = event.event_type()
+            schema["description"] = (event.__doc__ or "").strip()
+            (directory / name).write_text(json.dumps(schema, indent=2) + "\n")
+            written.add(name)
+            typer.echo(f"{directory / name}")
+
+
+@listings_app.command("import")
+def listings_import(
+    file: Annotated[Path, typer.Argument(help="CSV with Increff's channel-listings columns.")],
+    channel: Annotated[str, typer.Option(help="The channel the listings belong to.")],
+) -> None:
+    """Load a listings CSV; applied whole, or not at all when any row is wrong."""
+    from ordersync.channels import load_channels
+    from ordersync.errors import ConfigurationError
+    from ordersync.listings import ListingsRejected, parse_listings_csv
+    from ordersync.store import Store, redis_client
+
+    settings = get_settings()
+    try:
+        load_channels(settings.channels_file).by_name(channel)
+        listings = parse_listings_csv(file.read_text())
+    except (ListingsRejected, ConfigurationError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+
+    async def apply() -> None:
+        redis = redis_client(settings.redis)
+        try:
+            await Store(redis, settings.redis.key_prefix).set_listings(channel, listings.by_seller_sku())
+        finally:
+            await redis.aclose()
+
+    asyncio.run(apply())
+    typer.echo(f"{len(listings.rows)} listings loaded for channel {channel}")
+
+
+@app.command()
+def demo(
+    time_scale: Annotated[float, typer.Option(help="How much faster than real time the simulated Amazon runs.")] = 20.0,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated orders.")] = 42,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 240.0,
+) -> None:
+    """Everything on one machine: embedded broker and Redis, the simulator, every stage, a back-office."""
+    from ordersync.demo import run_demo
+
+    raise typer.Exit(run_demo(time_scale=time_scale, seed=seed, timeout_s=timeout))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,449 @@
+"""``ordersync demo``: the whole pipeline on one machine, and the harness the end-to-end tests share.
+
+:class:`LocalPipeline` starts the embedded broker and Redis, the SP-API simulator with a scenario, the
+catalogue's topics, the channels file and listings the back-office would provide, every stage as its
+own process, and the back-office stand-in. :class:`OutcomeWatcher` reads the outcome topics like any
+Kafka client. :func:`account` compares what the simulated Amazon holds with what the pipeline did,
+order by order.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from ordersync.devinfra import EmbeddedBroker, EmbeddedRedis, stop_process_group
+from ordersync.errors import InvalidEvent
+from ordersync.kafka_admin import create_topics, kafka_client_config
+from ordersync.listings import ListingRow, listings_csv
+from ordersync.schemas.codec import decode
+from ordersync.schemas.events import OrderImportFailed, ShipmentFailed
+from ordersync.schemas.topics import (
+    CATALOGUE,
+    INVOICES_ISSUED,
+    ORDERS_DOWNLOADED,
+    ORDERS_ENRICHED,
+    ORDERS_IMPORT_FAILED,
+    ORDERS_IMPORTED,
+    SHIPMENTS_CONFIRMED,
+    SHIPMENTS_FAILED,
+    SHIPMENTS_REQUESTED,
+)
+from ordersync.settings import Settings
+from ordersync.simulator.runner import RunningSimulator
+from ordersync.simulator.scenario import Scenario, load_scenario
+from ordersync.stages import STAGES
+
+WATCHED_TOPICS = (
+    ORDERS_DOWNLOADED,
+    ORDERS_ENRICHED,
+    ORDERS_IMPORTED,
+    ORDERS_IMPORT_FAILED,
+    INVOICES_ISSUED,
+    SHIPMENTS_REQUESTED,
+    SHIPMENTS_CONFIRMED,
+    SHIPMENTS_FAILED,
+)
+
+
+# --- what the pipeline did, read from its topics -------------------------------------------------
+
+
+@dataclass
+class Outcomes:
+    """Order ids seen per topic, and the latest failure reasons."""
+
+    orders: dict[str, set[str]] = field(default_factory=lambda: {spec.name: set() for spec in WATCHED_TOPICS})
+    import_failures: dict[str, str] = field(default_factory=dict)
+    shipment_failures: dict[str, str] = field(default_factory=dict)
+    dead_letters: int = 0
+
+    def count(self, topic: str) -> int:
+        return len(self.orders[topic])
+
+
+class OutcomeWatcher(threading.Thread):
+    """Reads the outcome topics from the start, as any Kafka client would (no consumer group)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(name="outcome-watcher", daemon=True)
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._outcomes = Outcomes()
+        self._stop_event = threading.Event()
+        self.error: BaseException | None = None
+
+    def snapshot(self) -> Outcomes:
+        with self._lock:
+            return Outcomes(
+                orders={k: set(v) for k, v in self._outcomes.orders.items()},
+                import_failures=dict(self._outcomes.import_failures),
+                shipment_failures=dict(self._outcomes.shipment_failures),
+                dead_letters=self._outcomes.dead_letters,
+            )
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=10)
+
+    def run(self) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        try:
+            consumer = KafkaConsumer(
+                fetch_max_wait_ms=100, enable_auto_commit=False, **kafka_client_config(self._settings.kafka)
+            )
+            specs = {spec.name: spec for spec in (*WATCHED_TOPICS, *(s for s in CATALOGUE if s.name.endswith(".dlq")))}
+            partitions = [
+                TopicPartition(name, p)
+                for name in specs
+                for p in sorted(consumer.partitions_for_topic(name) or ())
+            ]
+            consumer.assign(partitions)
+            consumer.seek_to_beginning(*partitions)
+            while not self._stop_event.is_set():
+                for tp, records in consumer.poll(timeout_ms=200).items():
+                    for record in records:
+                        self._record(specs[tp.topic].name, record.value)
+            consumer.close()
+        except BaseException as exc:  # reported by the demo, never swallowed
+            self.error = exc
+
+    def _record(self, topic: str, value: bytes) -> None:
+        from ordersync.schemas.topics import by_name
+
+        with self._lock:
+            if topic.endswith(".dlq"):
+                self._outcomes.dead_letters += 1
+                return
+            try:
+                envelope = decode(value, by_name(topic))
+            except InvalidEvent:
+                return
+            payload = envelope.payload
+            order_id = getattr(payload, "amazon_order_id", None)
+            if order_id is None:
+                inner = getattr(payload, "order", None) or getattr(payload, "sales_order", None)
+                order_id = getattr(inner, "amazon_order_id", None)
+            if order_id is None:
+                return
+            self._outcomes.orders[topic].add(order_id)
+            if isinstance(payload, OrderImportFailed):
+                self._outcomes.import_failures[order_id] = payload.reason_code
+            elif topic == ORDERS_IMPORTED.name:
+                self._outcomes.import_failures.pop(order_id, None)
+            elif isinstance(payload, ShipmentFailed):
+                self._outcomes.shipment_failures[order_id] = f"{payload.error_code}: {payload.error_message}"
+
+
+# --- order-by-order accounting -------------------------------------------------------------------
+
+
+@dataclass
+class Accounting:
+    on_amazon: int
+    categories: Counter[str]
+    unaccounted: list[str]
+    throttled: int
+    sim_calls: int
+
+    @property
+    def complete(self) -> bool:
+        return not self.unaccounted
+
+
+def account(truth: list[dict[str, Any]], outcomes: Outcomes, throttled: int, calls: int) -> Accounting:
+    """Every order on the simulated Amazon must end in exactly one known state."""
+    categories: Counter[str] = Counter()
+    unaccounted: list[str] = []
+    imported = outcomes.orders[ORDERS_IMPORTED.name]
+    for order in truth:
+        order_id = order["amazon_order_id"]
+        status = order["status"]
+        if status == "Canceled":
+            categories["cancelled on Amazon"] += 1
+        elif status in ("Pending", "PendingAvailability"):
+            categories["awaiting payment on Amazon"] += 1
+        elif order["fulfillment_channel"] == "AFN" and order_id in imported:
+            categories["imported, fulfilled by Amazon"] += 1
+        elif order_id in outcomes.import_failures:
+            categories[f"import failed: {outcomes.import_failures[order_id]}"] += 1
+        elif order_id in outcomes.shipment_failures:
+            categories["write-back failed"] += 1
+        elif order["fulfillment_channel"] == "MFN" and status == "Shipped" and order.get("confirmed_by_seller"):
+            categories["confirmed on Amazon"] += 1
+        else:
+            unaccounted.append(f"{order_id} ({order['fulfillment_channel']}, {status})")
+    return Accounting(len(truth), categories, unaccounted, throttled, calls)
+
+
+# --- the local pipeline --------------------------------------------------------------------------
+
+
+def channels_for(scenario: Scenario) -> dict[str, Any]:
+    """A channels file for the scenario's sellers; both Orders API versions are exercised."""
+    channels = []
+    for index, seller in enumerate(scenario.sellers):
+        app = seller.applications[0]
+        channels.append(
+            {
+                "name": f"{seller.seller_id.lower()}",
+                "seller_id": seller.seller_id,
+                "region": seller.region,
+                "marketplaces": list(seller.marketplaces),
+                "orders_api": "v0" if index % 2 == 0 else "2026-01-01",
+                "credentials": {
+                    "client_id": {"value": app.client_id},
+                    "client_secret": {"value": app.client_secret},
+                    "refresh_token": {"value": app.refresh_token},
+                },
+                "rate_limits": {op: plan.model_dump() for op, plan in seller.usage_plans.items()},
+            }
+        )
+    return {"channels": channels}
+
+
+class LocalPipeline:
+    """Everything ``make demo`` runs, started and stopped as one (also the e2e tests' harness)."""
+
+    def __init__(
+        self,
+        *,
+        scenario: Scenario,
+        run_dir: Path,
+        stages: tuple[str, ...] = tuple(STAGES),
+        kafka_bootstrap: str | None = None,
+        redis_url: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.run_dir = run_dir
+        self.stages = stages
+        self._kafka_bootstrap = kafka_bootstrap
+        self._redis_url = redis_url
+        self._extra_env = extra_env or {}
+        self._broker: EmbeddedBroker | None = None
+        self._redis: EmbeddedRedis | None = None
+        self.simulator: RunningSimulator | None = None
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.env: dict[str, str] = {}
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self._kafka_bootstrap is None:
+            self._broker = EmbeddedBroker().start()
+            self._kafka_bootstrap = self._broker.bootstrap
+        if self._redis_url is None:
+            self._redis = EmbeddedRedis().start()
+            self._redis_url = self._redis.url
+        self.simulator = RunningSimulator(self.scenario)
+        self.simulator.start()
+        channels_file = self.run_dir / "channels.yaml"
+        channels_file.write_text(yaml.safe_dump(channels_for(self.scenario), sort_keys=False))
+        self.env = {
+            "ORDERSYNC_KAFKA__BOOTSTRAP": self._kafka_bootstrap,
+            "ORDERSYNC_REDIS__URL": self._redis_url,
+            "ORDERSYNC_AMAZON__ENDPOINT": self.simulator.base_url,
+            "ORDERSYNC_AMAZON__LWA_ENDPOINT": f"{self.simulator.base_url}/auth/o2/token",
+            "ORDERSYNC_AMAZON__TIME_SCALE": str(self.scenario.time_scale),
+            "ORDERSYNC_CHANNELS_FILE": str(channels_file),
+            "ORDERSYNC_STATE_DIR": str(self.run_dir),
+            "ORDERSYNC_DOWNLOAD__POLL_INTERVAL_S": "1",
+            "ORDERSYNC_DOWNLOAD__INITIAL_LOOKBACK_S": str(30 * 86400),
+            "ORDERSYNC_WRITEBACK__RETRY_BACKOFF_S": "0.5",
+            **self._extra_env,
+        }
+        settings = self.settings()
+        create_topics(settings)
+        self._load_listings()
+        for stage in self.stages:
+            self.start_process(stage, ["run", stage])
+        self.start_process("backoffice", ["backoffice", "--delay", "0.5"])
+
+    def settings(self) -> Settings:
+        return Settings(
+            kafka={"bootstrap": self.env["ORDERSYNC_KAFKA__BOOTSTRAP"]},  # type: ignore[arg-type]
+            redis={"url": self.env["ORDERSYNC_REDIS__URL"]},  # type: ignore[arg-type]
+        )
+
+    def _load_listings(self) -> None:
+        """What the back-office knows: the catalogue's SKUs, through the real `listings import`."""
+        assert self.simulator is not None
+        for seller in self.scenario.sellers:
+            products = self.simulator.state.catalogue(seller.seller_id)
+            rows = [ListingRow(f"STK-{p.sku}", p.sku, p.asin, p.ean) for p in products]
+            path = self.run_dir / f"listings-{seller.seller_id}.csv"
+            path.write_text(listings_csv(rows))
+            self.cli("listings", "import", str(path), "--channel", seller.seller_id.lower())
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "ordersync.cli", *args],
+            env={**os.environ, **self.env}, capture_output=True, text=True, timeout=120, check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"ordersync {' '.join(args)} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def start_process(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = (self.run_dir / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ordersync.cli", *args],
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes[name] = process
+        return process
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one process (crash tests)."""
+        process = self.processes.pop(name)
+        os.killpg(process.pid, 9)
+        process.wait(timeout=10)
+
+    # -- observe -------------------------------------------------------------------------------
+
+    def truth(self) -> tuple[list[dict[str, Any]], int, int]:
+        """Every order the simulator holds, and how many calls and 429s it counted."""
+        assert self.simulator is not None
+        with httpx.Client(base_url=self.simulator.base_url, timeout=30) as http:
+            orders = http.get("/_sim/orders").raise_for_status().json()["orders"]
+            counters = http.get("/_sim/counters").raise_for_status().json()
+        throttled = sum(c.get("throttled", 0) for c in counters["operations"])
+        calls = sum(c.get("calls", 0) for c in counters["operations"])
+        return orders, throttled, calls
+
+    def dead_processes(self) -> list[str]:
+        return [name for name, p in self.processes.items() if p.poll() is not None]
+
+    # -- stop ----------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        for name, process in list(self.processes.items()):
+            stop_process_group(process.pid, grace_s=10.0)
+            process.wait(timeout=10)
+            del self.processes[name]
+        if self.simulator is not None:
+            self.simulator.stop()
+        if self._redis is not None:
+            self._redis.stop()
+        if self._broker is not None:
+            self._broker.stop()
+
+
+@contextmanager
+def local_pipeline(**kwargs: Any) -> Iterator[LocalPipeline]:
+    pipeline = LocalPipeline(**kwargs)
+    try:
+        pipeline.start()
+        yield pipeline
+    finally:
+        pipeline.stop()
+
+
+def wait_until_accounted(
+    pipeline: LocalPipeline, watcher: OutcomeWatcher, *, timeout_s: float, on_tick: Any = None
+) -> Accounting:
+    """Wait until the simulator's arrivals are over and every order is accounted for twice in a row."""
+    deadline = time.monotonic() + timeout_s
+    arrivals_end = time.monotonic() + max(
+        seller.orders.arrival_window_s for seller in pipeline.scenario.sellers
+    ) / max(pipeline.scenario.time_scale, 1e-9)
+    streak = 0
+    while True:
+        truth, throttled, calls = pipeline.truth()
+        accounting = account(truth, watcher.snapshot(), throttled, calls)
+        if on_tick is not None:
+            on_tick(accounting, watcher.snapshot())
+        dead = pipeline.dead_processes()
+        if dead:
+            raise RuntimeError(f"stage process(es) died: {', '.join(dead)}; see the logs in {pipeline.run_dir}")
+        streak = streak + 1 if accounting.complete and time.monotonic() >= arrivals_end else 0
+        if streak >= 2 or time.monotonic() >= deadline:
+            return accounting
+        time.sleep(1.0)
+
+
+def run_demo(*, time_scale: float, seed: int, timeout_s: float) -> int:
+    """Run the demo; returns the exit status (non-zero when any order is unaccounted for)."""
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    console = Console()
+    scenario = load_scenario("demo", seed=seed, time_scale=time_scale)
+    started = time.monotonic()
+
+    def table(accounting: Accounting | None, outcomes: Outcomes, final: bool = False) -> Table:
+        title = "ordersync demo: result" if final else "ordersync demo: orders flowing (Ctrl-C stops everything)"
+        grid = Table(title=title, show_header=True)
+        grid.add_column("")
+        grid.add_column("orders", justify="right")
+        grid.add_row("on Amazon (simulator)", str(accounting.on_amazon if accounting else "-"))
+        grid.add_row("downloaded", str(outcomes.count(ORDERS_DOWNLOADED.name)))
+        grid.add_row("items fetched", str(outcomes.count(ORDERS_ENRICHED.name)))
+        grid.add_row("imported as sales orders", str(outcomes.count(ORDERS_IMPORTED.name)))
+        for reason, n in sorted(Counter(outcomes.import_failures.values()).items()):
+            grid.add_row(f"  import failed: {reason}", str(n))
+        grid.add_row("invoiced by the back-office", str(outcomes.count(INVOICES_ISSUED.name)))
+        grid.add_row("confirmed on Amazon", str(outcomes.count(SHIPMENTS_CONFIRMED.name)))
+        grid.add_row("write-back failed", str(outcomes.count(SHIPMENTS_FAILED.name)))
+        if accounting:
+            for category, n in sorted(accounting.categories.items()):
+                if not category.startswith(("import failed", "confirmed")):
+                    grid.add_row(f"  {category}", str(n))
+            grid.add_row("unaccounted for", str(len(accounting.unaccounted)))
+            grid.add_row("429s received from Amazon", str(accounting.throttled))
+            grid.add_row("Amazon calls made", str(accounting.sim_calls))
+        grid.add_row("elapsed", f"{time.monotonic() - started:.0f} s")
+        return grid
+
+    run_dir = Path(tempfile.mkdtemp(prefix="ordersync-demo-"))
+    console.print(f"[bold]ordersync demo[/]: {sum(s.orders.count for s in scenario.sellers)} orders, "
+                  f"{len(scenario.sellers)} sellers, simulated Amazon at {time_scale}x; logs in {run_dir}")
+    pipeline = LocalPipeline(scenario=scenario, run_dir=run_dir)
+    watcher: OutcomeWatcher | None = None
+    try:
+        with console.status("starting the broker, Redis, the simulator and the stages..."):
+            pipeline.start()
+        watcher = OutcomeWatcher(pipeline.settings())
+        watcher.start()
+        with Live(table(None, Outcomes()), console=console, refresh_per_second=2) as live:
+            accounting = wait_until_accounted(
+                pipeline, watcher, timeout_s=timeout_s,
+                on_tick=lambda acc, out: live.update(table(acc, out)),
+            )
+            live.update(table(accounting, watcher.snapshot(), final=True))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: stopping everything[/]")
+        return 130
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        pipeline.stop()
+    if accounting.unaccounted:
+        console.print(f"[red]{len(accounting.unaccounted)} order(s) unaccounted for[/], e.g. "
+                      + ", ".join(accounting.unaccounted[:5]))
+        return 1
+    if accounting.throttled:
+        console.print(f"[red]Amazon answered 429 {accounting.throttled} time(s)[/]")
+        return 1
+    console.print("[green]every order is accounted for, with zero 429s[/]")
+    return 0

@@ -1,0 +1,688 @@
+"""The distributed rate limiter every Amazon call passes through.
+
+Each decision is one atomic Lua script in Redis (``gcra.lua``), clocked by Redis ``TIME``, so any number of
+workers on any number of hosts share one token bucket per (seller, application, operation) and never send a
+request Amazon would throttle. Workers only ever use *durations* from Redis (how long to wait), so their
+own clocks do not matter.
+
+Waiting: a request that cannot be granted joins a per-bucket queue and sleeps (``asyncio.sleep``, never in
+Redis, never polling in a loop) for the time the script says its turn will come. The script serves waiters
+first come, first served across processes; lanes with a reserve (``packing``) are held back so that lanes
+without one (``inventory``) always find their tokens.
+
+Failure: when Redis cannot be reached nothing is granted (:class:`~ordersync.errors.QuotaUnavailable`);
+the next call works again once Redis is back, and a Redis that lost its state starts every bucket empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any, Protocol, runtime_checkable
+
+import redis.asyncio
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from ordersync.channels import Channel
+from ordersync.errors import ConfigurationError, QuotaTimeout, QuotaUnavailable
+from ordersync.ratelimit import metrics
+from ordersync.ratelimit.gcra import MICROS, AcquireReply, GcraStore, PeekReply, PlanArgs, bucket_shape
+from ordersync.ratelimit.plans import PlanBook
+from ordersync.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: How many tokens each lane must leave in the bucket. ``inventory`` (the hourly, must-not-miss run) may
+#: take the last token; ``packing`` may not take the last two, so the inventory run always finds its feeds.
+DEFAULT_LANE_RESERVES: Mapping[str, int] = {"default": 0, "inventory": 0, "packing": 2}
+
+#: Redis errors that mean "cannot decide now", beyond connection errors: the server is loading, a replica,
+#: short of replicas (min-replicas-to-write) or a cluster that is down. All fail closed.
+_UNAVAILABLE_REPLIES = (
+    "LOADING",
+    "READONLY",
+    "NOREPLICAS",
+    "MASTERDOWN",
+    "MISCONF",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Permission to send one request now.
+
+    ``deadline`` is on the limiter's monotonic clock (``time.monotonic`` for Redis): a request not sent by
+    then must be dropped, because the headroom that keeps it within Amazon's bucket assumes it is sent
+    within ``send_deadline_s`` of the decision. The token stays spent either way.
+    """
+
+    operation: str
+    seller_id: str
+    lane: str
+    deadline: float
+    tokens_left: int = 0
+    waited_s: float = 0.0
+    decided_at_us: int = 0
+    """Redis ``TIME`` (µs) of the decision, for diagnostics and tests; never compare it with local time."""
+
+    def expired(self, now: float | None = None) -> bool:
+        return (time.monotonic() if now is None else now) > self.deadline
+
+
+@dataclass(frozen=True)
+class BucketStatus:
+    """One bucket as ``ordersync quota status`` shows it."""
+
+    seller_id: str
+    application_id: str
+    operation: str
+    rate: float
+    """Enforced requests per second (after any adopted lower rate and the time scale)."""
+    burst: int
+    """The configured burst."""
+    effective_burst: int
+    """The burst the limiter grants up to: ``burst`` minus the send-deadline headroom."""
+    tokens_left: float
+    waiters: int
+    adopted_rate: float | None
+    """A lower rate Amazon reported (Amazon's units), in force while the configured plan is unchanged."""
+
+
+@runtime_checkable
+class RateLimiter(Protocol):
+    """What a stage needs from the limiter."""
+
+    async def acquire(
+        self,
+        operation: str,
+        seller_id: str,
+        *,
+        lane: str = "default",
+        # The timeout is part of the decision (an exact wait beyond it fails at once), so it is a parameter.
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> Grant:
+        """Wait for a token; :class:`QuotaTimeout` if none within ``timeout`` (None: the default)."""
+        ...
+
+    async def observe_rate_limit(self, operation: str, seller_id: str, rate_per_s: float) -> None:
+        """Amazon's ``x-amzn-RateLimit-Limit`` (its units): adopted only if lower than the plan."""
+        ...
+
+    async def on_throttled(self, operation: str, seller_id: str) -> None:
+        """Amazon answered 429: its bucket is empty, so empty ours."""
+        ...
+
+    async def status(self, seller_id: str | None = None) -> list[BucketStatus]:
+        """Tokens left per (seller, operation) bucket in use."""
+        ...
+
+
+def _jitter(retry_s: float) -> float:
+    # Spreads waiters that were told the same instant, without giving away much of the rate.
+    return random.uniform(0.0, min(0.02 * retry_s, 0.05)) + random.uniform(0.0, 0.001)
+
+
+class _GcraLimiter(ABC):
+    """The waiting, timeout, lane and metrics logic shared by the Redis and in-memory limiters; each
+    subclass provides the script's operations."""
+
+    def __init__(
+        self,
+        *,
+        plans: PlanBook,
+        application_id: str,
+        send_deadline_s: float,
+        default_timeout_s: float,
+        lane_reserves: Mapping[str, int] | None,
+        waiter_grace_s: float,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[Any]],
+    ) -> None:
+        if send_deadline_s <= 0:
+            raise ConfigurationError(f"rate limiter: send_deadline_s must be positive, not {send_deadline_s}")
+        if default_timeout_s < 0:
+            raise ConfigurationError(
+                f"rate limiter: default_timeout_s must not be negative: {default_timeout_s}"
+            )
+        reserves = dict(DEFAULT_LANE_RESERVES if lane_reserves is None else lane_reserves)
+        if any(reserve < 0 for reserve in reserves.values()):
+            raise ConfigurationError(f"rate limiter: lane reserves must not be negative: {reserves}")
+        reserves.setdefault("default", 0)
+        _check_key_part(application_id, "application id")
+        self.plans = plans
+        self.application_id = application_id
+        self.send_deadline_s = send_deadline_s
+        self.default_timeout_s = default_timeout_s
+        self.lane_reserves: Mapping[str, int] = reserves
+        self.waiter_grace_s = waiter_grace_s
+        self._clock = clock
+        self._sleep = sleep
+
+    # --- what a backend provides -------------------------------------------------------------------
+
+    @abstractmethod
+    async def _acquire_once(
+        self,
+        operation: str,
+        seller_id: str,
+        plan: PlanArgs,
+        *,
+        reserve: int,
+        member: str,
+        previous_score: int | None,
+        enqueue: bool,
+    ) -> AcquireReply: ...
+
+    @abstractmethod
+    async def _leave(self, operation: str, seller_id: str, plan: PlanArgs, member: str) -> None: ...
+
+    @abstractmethod
+    async def _throttled(self, operation: str, seller_id: str, plan: PlanArgs) -> int: ...
+
+    @abstractmethod
+    async def _adopt(self, operation: str, seller_id: str, plan: PlanArgs, observed_text: str) -> bool: ...
+
+    @abstractmethod
+    async def status(self, seller_id: str | None = None) -> list[BucketStatus]: ...
+
+    # --- shared logic ------------------------------------------------------------------------------
+
+    def _plan_args(self, operation: str, seller_id: str) -> PlanArgs:
+        _check_key_part(seller_id, "seller id")
+        _check_key_part(operation, "operation")
+        rate, burst = self.plans.amazon_plan(operation, seller_id)
+        return PlanArgs(
+            # repr() round-trips a float exactly, so every worker writes and compares the same text.
+            plan_rate_text=repr(float(rate)),
+            time_scale=self.plans.time_scale,
+            burst=burst,
+            send_deadline_us=math.ceil(self.send_deadline_s * MICROS),
+        )
+
+    def reserve_of(self, lane: str) -> int:
+        try:
+            return self.lane_reserves[lane]
+        except KeyError:
+            known = ", ".join(sorted(self.lane_reserves))
+            raise ConfigurationError(f"rate limiter: unknown lane {lane!r} (known: {known})") from None
+
+    async def acquire(
+        self,
+        operation: str,
+        seller_id: str,
+        *,
+        lane: str = "default",
+        # The timeout is part of the decision (an exact wait beyond it fails at once), so it is a parameter.
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> Grant:
+        """Wait for a token of ``operation``'s bucket for ``seller_id``.
+
+        ``timeout`` None uses ``default_timeout_s``; 0 makes a single attempt. Raises
+        :class:`QuotaTimeout` when no token comes in time (at once when the wait is already known to be
+        longer), :class:`QuotaUnavailable` when Redis cannot be reached.
+        """
+        plan = self._plan_args(operation, seller_id)
+        reserve = self.reserve_of(lane)
+        budget = self.default_timeout_s if timeout is None else max(0.0, timeout)
+        started = self._clock()
+        give_up_at = started + budget
+        member = f"{reserve}|{uuid.uuid4().hex}"
+        score: int | None = None
+        queued = False
+        counted_wait = False
+        try:
+            while True:
+                asked_at = self._clock()
+                enqueue = give_up_at > asked_at
+                reply = await self._acquire_once(
+                    operation,
+                    seller_id,
+                    plan,
+                    reserve=reserve,
+                    member=member,
+                    previous_score=score,
+                    enqueue=enqueue,
+                )
+                if reply.granted:
+                    queued = False
+                    waited = self._clock() - started
+                    metrics.GRANTS.labels(operation, lane).inc()
+                    metrics.WAIT_SECONDS.labels(operation).observe(waited)
+                    return Grant(
+                        operation=operation,
+                        seller_id=seller_id,
+                        lane=lane,
+                        deadline=asked_at + self.send_deadline_s,
+                        tokens_left=reply.tokens_left,
+                        waited_s=waited,
+                        decided_at_us=reply.now_us,
+                    )
+                if not counted_wait:
+                    counted_wait = True
+                    metrics.WAITS.labels(operation).inc()
+                if enqueue:
+                    queued = True
+                    score = reply.waiter_score
+                retry_s = reply.retry_after_us / MICROS
+                remaining = give_up_at - self._clock()
+                # First in line, the wait is exact: no point sleeping through a timeout known to come.
+                if remaining <= 0 or (reply.queued_before == 0 and retry_s > remaining):
+                    metrics.TIMEOUTS.labels(operation).inc()
+                    raise QuotaTimeout(
+                        f"no {operation} token for seller {seller_id} within {budget:g} s "
+                        f"(next in about {retry_s:.3f} s)",
+                        retry_after_s=retry_s,
+                    )
+                await self._sleep(min(retry_s + _jitter(retry_s), remaining))
+        except QuotaUnavailable:
+            metrics.UNAVAILABLE.labels(operation).inc()
+            raise
+        except BaseException:
+            if queued:
+                await self._leave_quietly(operation, seller_id, plan, member)
+            raise
+
+    async def _leave_quietly(self, operation: str, seller_id: str, plan: PlanArgs, member: str) -> None:
+        # Best effort: a waiter left behind is dropped as stale once its promised wake-up plus grace passes.
+        try:
+            await self._leave(operation, seller_id, plan, member)
+        except Exception:  # the caller's own error matters more than this cleanup
+            log.debug("rate limiter: could not leave the %s queue of %s", operation, seller_id, exc_info=True)
+
+    async def observe_rate_limit(self, operation: str, seller_id: str, rate_per_s: float) -> None:
+        """Adopt Amazon's reported rate (its units, before time scaling) if it is below the plan.
+
+        Only ever lowers: a higher figure is ignored, and raising a rate is done by configuration (a changed
+        plan discards the adopted rate).
+        """
+        if not math.isfinite(rate_per_s) or rate_per_s <= 0:
+            log.warning("rate limiter: ignoring rate %r reported for %s", rate_per_s, operation)
+            return
+        plan = self._plan_args(operation, seller_id)
+        if rate_per_s >= plan.plan_rate:
+            return  # the common case: Amazon confirms the plan; no Redis round trip
+        if await self._adopt(operation, seller_id, plan, repr(float(rate_per_s))):
+            metrics.RATE_ADOPTIONS.labels(operation).inc()
+            log.info(
+                "rate limiter: %s for seller %s lowered to %g/s as Amazon reports (plan %g/s)",
+                operation,
+                seller_id,
+                rate_per_s,
+                plan.plan_rate,
+            )
+
+    async def on_throttled(self, operation: str, seller_id: str) -> None:
+        """Record a 429: empty the bucket (``tat = max(tat, now + burst * T)``)."""
+        plan = self._plan_args(operation, seller_id)
+        metrics.THROTTLED.labels(operation).inc()
+        retry_us = await self._throttled(operation, seller_id, plan)
+        log.warning(
+            "rate limiter: Amazon throttled %s for seller %s; bucket emptied, next token in %.3f s",
+            operation,
+            seller_id,
+            retry_us / MICROS,
+        )
+
+    def _status_of(self, seller_id: str, operation: str, peek: PeekReply) -> BucketStatus:
+        _, burst = self.plans.amazon_plan(operation, seller_id)
+        return BucketStatus(
+            seller_id=seller_id,
+            application_id=self.application_id,
+            operation=operation,
+            rate=peek.rate,
+            burst=burst,
+            effective_burst=peek.effective_burst,
+            tokens_left=peek.tokens_left,
+            waiters=peek.waiters,
+            adopted_rate=peek.adopted_rate,
+        )
+
+
+def _check_key_part(value: str, what: str) -> None:
+    # Braces would break the Redis Cluster hash tag; an empty part would merge unrelated buckets.
+    if not value or any(char in value for char in "{}") or any(char.isspace() for char in value):
+        raise ConfigurationError(f"rate limiter: invalid {what} {value!r}")
+
+
+# --- Redis -------------------------------------------------------------------------------------------
+
+
+@cache
+def gcra_script_text() -> str:
+    """The Lua script shipped as package data."""
+    return resources.files("ordersync.ratelimit").joinpath("gcra.lua").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class BucketKeys:
+    """The Redis keys of one bucket, in the script's KEYS order; one hash tag, so one cluster slot."""
+
+    bucket: str
+    epoch: str
+    waiters: str
+    waiter_expiry: str
+
+    @classmethod
+    def of(cls, prefix: str, seller_id: str, application_id: str, operation: str) -> BucketKeys:
+        tag = "{" + f"{seller_id}:{application_id}" + "}"
+        return cls(
+            bucket=f"{prefix}:rl:{tag}:{operation}",
+            epoch=f"{prefix}:rl-epoch:{tag}",
+            waiters=f"{prefix}:rlq:{tag}:{operation}",
+            waiter_expiry=f"{prefix}:rlqx:{tag}:{operation}",
+        )
+
+    def as_list(self) -> list[str]:
+        return [self.bucket, self.epoch, self.waiters, self.waiter_expiry]
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _glob_escape(value: str) -> str:
+    return "".join("\\" + char if char in "*?[]\\" else char for char in value)
+
+
+def _is_unavailable(exc: redis.exceptions.RedisError) -> bool:
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return True
+    if isinstance(exc, redis.exceptions.ReadOnlyError):
+        return True
+    if isinstance(exc, redis.exceptions.ResponseError):
+        first_word = str(exc).split(" ", 1)[0].upper()
+        return first_word in _UNAVAILABLE_REPLIES
+    return False
+
+
+class RedisRateLimiter(_GcraLimiter):
+    """The limiter, shared through Redis by every worker of every host.
+
+    Keys (``{prefix}`` is ``key_prefix``; the hash tag keeps a seller-application pair in one slot):
+
+    - ``{prefix}:rl:{<seller>:<app>}:<operation>``: the bucket (hash: tat, last_now, adopted_rate,
+      adopted_for), kept without expiry, as losing it could only make the bucket start empty.
+    - ``{prefix}:rl-epoch:{<seller>:<app>}``: when the pair's state began; a missing bucket is empty then.
+    - ``{prefix}:rlq:{<seller>:<app>}:<operation>`` / ``rlqx``: the waiter queue and each waiter's expiry.
+    """
+
+    def __init__(
+        self,
+        redis: redis.asyncio.Redis,
+        *,
+        plans: PlanBook,
+        application_id: str,
+        key_prefix: str = "os",
+        send_deadline_s: float = 2.0,
+        default_timeout_s: float = 600.0,
+        lane_reserves: Mapping[str, int] | None = None,
+        waiter_grace_s: float = 5.0,
+    ) -> None:
+        super().__init__(
+            plans=plans,
+            application_id=application_id,
+            send_deadline_s=send_deadline_s,
+            default_timeout_s=default_timeout_s,
+            lane_reserves=lane_reserves,
+            waiter_grace_s=waiter_grace_s,
+            clock=time.monotonic,
+            sleep=asyncio.sleep,
+        )
+        _check_key_part(key_prefix, "key prefix")
+        self.redis = redis
+        self.key_prefix = key_prefix
+        # register_script runs EVALSHA and loads the script on NOSCRIPT (a restarted or new Redis).
+        self._script = redis.register_script(gcra_script_text())
+
+    def keys(self, operation: str, seller_id: str) -> BucketKeys:
+        return BucketKeys.of(self.key_prefix, seller_id, self.application_id, operation)
+
+    async def _run(
+        self, op: str, operation: str, seller_id: str, plan: PlanArgs, *rest: str | int
+    ) -> list[Any]:
+        args: list[str | int | float] = [
+            op,
+            plan.plan_rate_text,
+            repr(plan.time_scale),
+            plan.burst,
+            plan.send_deadline_us,
+            *rest,
+        ]
+        try:
+            reply: list[Any] = await self._script(keys=self.keys(operation, seller_id).as_list(), args=args)
+        except redis.exceptions.RedisError as exc:
+            if _is_unavailable(exc):
+                raise QuotaUnavailable(
+                    f"rate limiter: Redis cannot decide ({type(exc).__name__}: {exc}); nothing is granted"
+                ) from exc
+            raise
+        return reply
+
+    async def _acquire_once(
+        self,
+        operation: str,
+        seller_id: str,
+        plan: PlanArgs,
+        *,
+        reserve: int,
+        member: str,
+        previous_score: int | None,
+        enqueue: bool,
+    ) -> AcquireReply:
+        reply = await self._run(
+            "acquire",
+            operation,
+            seller_id,
+            plan,
+            reserve,
+            member,
+            "" if previous_score is None else previous_score,
+            1 if enqueue else 0,
+            math.ceil(self.waiter_grace_s * MICROS),
+        )
+        granted, retry_us, tokens, score, now_us, before = (int(value) for value in reply)
+        return AcquireReply(bool(granted), retry_us, tokens, score, now_us, before)
+
+    async def _leave(self, operation: str, seller_id: str, plan: PlanArgs, member: str) -> None:
+        await self._run("leave", operation, seller_id, plan, member)
+
+    async def _throttled(self, operation: str, seller_id: str, plan: PlanArgs) -> int:
+        reply = await self._run("throttled", operation, seller_id, plan)
+        return int(reply[0])
+
+    async def _adopt(self, operation: str, seller_id: str, plan: PlanArgs, observed_text: str) -> bool:
+        reply = await self._run("adopt", operation, seller_id, plan, observed_text)
+        return bool(int(reply[0]))
+
+    async def _peek(self, operation: str, seller_id: str) -> PeekReply:
+        plan = self._plan_args(operation, seller_id)
+        tokens, rate, b_eff, waiters, adopted, now_us = await self._run("peek", operation, seller_id, plan)
+        adopted_text = _text(adopted)
+        return PeekReply(
+            tokens_left=float(_text(tokens)),
+            rate=float(_text(rate)),
+            effective_burst=int(b_eff),
+            waiters=int(waiters),
+            adopted_rate=float(adopted_text) if adopted_text else None,
+            now_us=int(now_us),
+        )
+
+    async def status(self, seller_id: str | None = None) -> list[BucketStatus]:
+        """Every bucket this application has used (for one seller, or all), with its tokens left now."""
+        prefix = f"{self.key_prefix}:rl:"
+        if seller_id is None:
+            pattern = _glob_escape(prefix) + "*"
+        else:
+            _check_key_part(seller_id, "seller id")
+            pattern = _glob_escape(f"{prefix}{{{seller_id}:{self.application_id}}}:") + "*"
+        found: list[tuple[str, str]] = []
+        try:
+            async for raw_key in self.redis.scan_iter(match=pattern, count=500):
+                parsed = self._parse_bucket_key(_text(raw_key), prefix)
+                if parsed is not None:
+                    found.append(parsed)
+        except redis.exceptions.RedisError as exc:
+            if _is_unavailable(exc):
+                raise QuotaUnavailable(f"rate limiter: Redis cannot be read ({exc})") from exc
+            raise
+        statuses: list[BucketStatus] = []
+        for seller, operation in sorted(set(found)):
+            statuses.append(self._status_of(seller, operation, await self._peek(operation, seller)))
+        return statuses
+
+    def _parse_bucket_key(self, key: str, prefix: str) -> tuple[str, str] | None:
+        """``{prefix}:rl:{seller:app}:operation`` -> (seller, operation) for this application's known
+        operations; anything else (another application, a retired operation) is skipped."""
+        rest = key[len(prefix) :]
+        if not rest.startswith("{") or "}:" not in rest:
+            return None
+        tag, operation = rest[1:].split("}:", 1)
+        seller, _, application = tag.partition(":")
+        if application != self.application_id or operation not in self.plans.operations():
+            return None
+        return seller, operation
+
+    async def aclose(self) -> None:
+        """Close the Redis client (for a limiter made by :func:`build_rate_limiter`)."""
+        await self.redis.aclose()
+
+
+def build_rate_limiter(settings: Settings, channels: Iterable[Channel]) -> RedisRateLimiter:
+    """The limiter for a stage: Redis from ``settings.redis``, plans from the models and the channels'
+    overrides, scaled by ``settings.amazon.time_scale``."""
+    # Given only when set: from_url lets the URL's own user and password win over these anyway.
+    credentials: dict[str, Any] = {}
+    if settings.redis.username is not None:
+        credentials["username"] = settings.redis.username
+    if settings.redis.password is not None:
+        credentials["password"] = settings.redis.password.get_secret_value()
+    client = redis.asyncio.Redis.from_url(
+        settings.redis.url,
+        socket_timeout=settings.redis.socket_timeout_s,
+        socket_connect_timeout=settings.redis.socket_timeout_s,
+        # Few, quick retries: an outage must surface as QuotaUnavailable promptly, not after many seconds.
+        retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries=2),
+        health_check_interval=30,
+        **credentials,
+    )
+    return RedisRateLimiter(
+        client,
+        plans=PlanBook.from_channels(channels, time_scale=settings.amazon.time_scale),
+        application_id=settings.amazon.application_id,
+        key_prefix=settings.redis.key_prefix,
+        send_deadline_s=settings.ratelimit.send_deadline_s,
+        default_timeout_s=settings.ratelimit.acquire_timeout_s,
+    )
+
+
+# --- in memory (unit tests) --------------------------------------------------------------------------
+
+
+class InMemoryRateLimiter(_GcraLimiter):
+    """The same decisions as :class:`RedisRateLimiter`, made by :class:`GcraStore` in this process, on an
+    injectable clock (seconds) and sleep. For unit tests only: it limits nothing across processes."""
+
+    def __init__(
+        self,
+        *,
+        plans: PlanBook,
+        application_id: str = "ordersync",
+        send_deadline_s: float = 2.0,
+        default_timeout_s: float = 600.0,
+        lane_reserves: Mapping[str, int] | None = None,
+        waiter_grace_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
+        super().__init__(
+            plans=plans,
+            application_id=application_id,
+            send_deadline_s=send_deadline_s,
+            default_timeout_s=default_timeout_s,
+            lane_reserves=lane_reserves,
+            waiter_grace_s=waiter_grace_s,
+            clock=clock,
+            sleep=sleep,
+        )
+        self.store = GcraStore()
+
+    def _now_us(self) -> int:
+        return math.floor(self._clock() * MICROS)
+
+    def _pair(self, seller_id: str) -> str:
+        return f"{seller_id}:{self.application_id}"
+
+    async def _acquire_once(
+        self,
+        operation: str,
+        seller_id: str,
+        plan: PlanArgs,
+        *,
+        reserve: int,
+        member: str,
+        previous_score: int | None,
+        enqueue: bool,
+    ) -> AcquireReply:
+        return self.store.acquire(
+            self._pair(seller_id),
+            operation,
+            plan,
+            self._now_us(),
+            reserve=reserve,
+            member=member,
+            previous_score=previous_score,
+            enqueue=enqueue,
+            grace_us=math.ceil(self.waiter_grace_s * MICROS),
+        )
+
+    async def _leave(self, operation: str, seller_id: str, plan: PlanArgs, member: str) -> None:
+        self.store.leave(self._pair(seller_id), operation, member)
+
+    async def _throttled(self, operation: str, seller_id: str, plan: PlanArgs) -> int:
+        return self.store.throttled(self._pair(seller_id), operation, plan, self._now_us())
+
+    async def _adopt(self, operation: str, seller_id: str, plan: PlanArgs, observed_text: str) -> bool:
+        return self.store.adopt(self._pair(seller_id), operation, plan, self._now_us(), observed_text)
+
+    async def status(self, seller_id: str | None = None) -> list[BucketStatus]:
+        statuses: list[BucketStatus] = []
+        for pair, operation in self.store.bucket_names():
+            seller = pair.rsplit(":", 1)[0]
+            if seller_id is not None and seller != seller_id:
+                continue
+            plan = self._plan_args(operation, seller)
+            peek = self.store.peek(pair, operation, plan, self._now_us())
+            statuses.append(self._status_of(seller, operation, peek))
+        return statuses
+
+
+def effective_burst(rate: float, burst: int, send_deadline_s: float) -> int:
+    """``burst`` minus the headroom for ``send_deadline_s`` of send delay at ``rate`` (already scaled)."""
+    return bucket_shape(rate, 1.0, burst, send_deadline_s * MICROS).effective_burst
+
+
+__all__: Sequence[str] = (
+    "DEFAULT_LANE_RESERVES",
+    "BucketKeys",
+    "BucketStatus",
+    "Grant",
+    "InMemoryRateLimiter",
+    "RateLimiter",
+    "RedisRateLimiter",
+    "build_rate_limiter",
+    "effective_burst",
+    "gcra_script_text",
+)

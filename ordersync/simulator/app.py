@@ -1,0 +1,225 @@
+"""The simulator over HTTP: Amazon's paths (LWA, Orders v0 and 2026-01-01, Tokens) and the
+unauthenticated control and truth API under ``/_sim/``.
+
+Handlers only translate HTTP to :class:`~ordersync.simulator.state.SimulatorState` calls and back.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ordersync.simulator.state import SimResponse, SimulatorState
+from ordersync.simulator.validation import ControlError
+
+#: Stands for a body that is not JSON; operations answer it with 400 InvalidInput.
+UNPARSABLE = object()
+
+
+def _first_values(request: Request) -> dict[str, str]:
+    """The first value of each query parameter: Amazon reads a repeated key that way
+    (saleweaver/python-amazon-sp-api#164)."""
+    query: dict[str, str] = {}
+    for key, value in request.query_params.multi_items():
+        query.setdefault(key, value)
+    return query
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return UNPARSABLE
+
+
+def _respond(result: SimResponse) -> Response:
+    if result.body is None:
+        return Response(status_code=result.status, headers=result.headers)
+    return JSONResponse(result.body, status_code=result.status, headers=result.headers)
+
+
+def _sp_api(operation: str, *, with_body: bool = False) -> Any:
+    async def endpoint(request: Request) -> Response:
+        state: SimulatorState = request.app.state.sim
+        body = await _json_body(request) if with_body else None
+        result = state.call(
+            operation,
+            access_token=request.headers.get("x-amz-access-token"),
+            path=request.url.path,
+            path_params={k: str(v) for k, v in request.path_params.items()},
+            query=_first_values(request),
+            body=body,
+        )
+        return _respond(result)
+
+    endpoint.__name__ = f"sp_api_{operation}"
+    return endpoint
+
+
+async def lwa_token(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    raw = await request.body()
+    form: dict[str, str] = {}
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            parsed = json.loads(raw or b"{}")
+        except ValueError:
+            parsed = {}
+        if isinstance(parsed, dict):
+            form = {str(k): str(v) for k, v in parsed.items()}
+    else:
+        form = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+    status, body = state.issue_access_token(form)
+    headers = {"cache-control": "no-store", "x-amzn-RequestId": str(uuid.uuid4())}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+# --- control and truth API ------------------------------------------------------------------------------
+
+
+def _control_error(exc: ControlError) -> Response:
+    return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+
+async def sim_orders(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    if request.method == "POST":
+        try:
+            created = state.add_order(await _json_body(request))
+        except ControlError as exc:
+            return _control_error(exc)
+        return JSONResponse(created, status_code=201)
+    seller_id = request.query_params.get("seller_id")
+    status = request.query_params.get("status")
+    orders = state.truth_orders(seller_id, status)
+    return JSONResponse({"now": state.clock_json()["now"], "count": len(orders), "orders": orders})
+
+
+async def sim_order(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    try:
+        return JSONResponse(state.truth_order(request.path_params["order_id"]))
+    except ControlError as exc:
+        return _control_error(exc)
+
+
+async def sim_order_status(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    body = await _json_body(request)
+    status = body.get("status") if isinstance(body, dict) else None
+    try:
+        return JSONResponse(state.set_order_status(request.path_params["order_id"], str(status)))
+    except ControlError as exc:
+        return _control_error(exc)
+
+
+async def sim_counters(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    if request.method == "DELETE":
+        state.reset_counters()
+    return JSONResponse(state.counters_json())
+
+
+async def sim_clock(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    return JSONResponse(state.clock_json())
+
+
+async def sim_clock_advance(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    body = await _json_body(request)
+    seconds = body.get("seconds") if isinstance(body, dict) else None
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+        return JSONResponse({"error": 'give {"seconds": N} with N >= 0'}, status_code=400)
+    state.advance_clock(float(seconds))
+    return JSONResponse(state.clock_json())
+
+
+async def sim_faults(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    try:
+        return JSONResponse(state.set_faults(await _json_body(request)))
+    except ControlError as exc:
+        return _control_error(exc)
+
+
+async def sim_catalogue(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    return JSONResponse(state.catalogue_json())
+
+
+async def sim_scenario(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    return JSONResponse(state.scenario_json())
+
+
+async def sim_revoke_tokens(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    return JSONResponse({"revoked": state.revoke_access_tokens()})
+
+
+async def sim_reset_buckets(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    state.reset_buckets()
+    return Response(status_code=204)
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    code = "NotFound" if status == 404 else "InvalidInput" if status == 405 else "InternalFailure"
+    return JSONResponse(
+        {
+            "errors": [
+                {"code": code, "message": "Resource not found." if status == 404 else str(exc), "details": ""}
+            ]
+        },
+        status_code=status,
+        headers={"x-amzn-RequestId": str(uuid.uuid4())},
+    )
+
+
+def create_app(state: SimulatorState) -> Starlette:
+    """The simulator's ASGI app over ``state``."""
+    routes = [
+        Route("/auth/o2/token", lwa_token, methods=["POST"]),
+        Route("/orders/v0/orders", _sp_api("getOrders"), methods=["GET"]),
+        Route("/orders/v0/orders/{orderId}", _sp_api("getOrder"), methods=["GET"]),
+        Route("/orders/v0/orders/{orderId}/orderItems", _sp_api("getOrderItems"), methods=["GET"]),
+        Route(
+            "/orders/v0/orders/{orderId}/shipmentConfirmation",
+            _sp_api("confirmShipment", with_body=True),
+            methods=["POST"],
+        ),
+        Route("/orders/2026-01-01/orders", _sp_api("searchOrders"), methods=["GET"]),
+        Route("/orders/2026-01-01/orders/{orderId}", _sp_api("getOrder@2026-01-01"), methods=["GET"]),
+        Route(
+            "/tokens/2021-03-01/restrictedDataToken",
+            _sp_api("createRestrictedDataToken", with_body=True),
+            methods=["POST"],
+        ),
+        Route("/_sim/orders", sim_orders, methods=["GET", "POST"]),
+        Route("/_sim/orders/{order_id}", sim_order, methods=["GET"]),
+        Route("/_sim/orders/{order_id}/status", sim_order_status, methods=["POST"]),
+        Route("/_sim/counters", sim_counters, methods=["GET", "DELETE"]),
+        Route("/_sim/clock", sim_clock, methods=["GET"]),
+        Route("/_sim/clock/advance", sim_clock_advance, methods=["POST"]),
+        Route("/_sim/faults", sim_faults, methods=["PUT", "POST"]),
+        Route("/_sim/catalogue", sim_catalogue, methods=["GET"]),
+        Route("/_sim/scenario", sim_scenario, methods=["GET"]),
+        Route("/_sim/tokens/revoke", sim_revoke_tokens, methods=["POST"]),
+        Route("/_sim/buckets/reset", sim_reset_buckets, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: not_found})
+    app.state.sim = state
+    return app

@@ -1,0 +1,62 @@
+"""``ordersync sim``: the SP-API simulator from the command line."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from ordersync.errors import ConfigurationError
+from ordersync.simulator.runner import serve
+from ordersync.simulator.scenario import load_scenario
+from ordersync.simulator.state import SimulatorState
+
+log = logging.getLogger("ordersync.simulator")
+
+sim_app = typer.Typer(
+    help="The SP-API simulator (Amazon's Orders, Tokens and LWA endpoints).", no_args_is_help=True
+)
+
+
+@sim_app.callback()
+def _group() -> None:
+    """The SP-API simulator."""
+
+
+@sim_app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8100,
+    scenario: Annotated[
+        str | None,
+        typer.Option(help="Scenario YAML file, or a built-in one: default, demo. Default: default."),
+    ] = None,
+    time_scale: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Simulated seconds per real second (default: the scenario's)."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: the scenario's).")] = None,
+) -> None:
+    """Serve the simulator until interrupted."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        loaded = load_scenario(scenario, seed, time_scale=time_scale)
+    except ConfigurationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    state = SimulatorState(loaded)
+    clock = state.clock_json()
+    log.info(
+        "SP-API simulator on http://%s:%d (scenario %s, seed %d, time scale %g, %d orders placed, %d to come;"
+        " control API under /_sim/)",
+        host,
+        port,
+        loaded.name,
+        loaded.seed,
+        loaded.time_scale,
+        clock["orders"],
+        clock["orders_upcoming"],
+    )
+    serve(state, host, port)

@@ -1,0 +1,321 @@
+"""Scenarios: who sells what, how orders arrive and live, and what goes wrong, as validated YAML.
+
+A scenario is seeded: the same file and seed give the same sellers, catalogue, orders, timelines,
+visibility lags and faults (for the same sequence of requests). Two are built in:
+``default`` (one US seller, a few hundred orders over the past days) and ``demo`` (two sellers,
+300 orders arriving over the first simulated minutes). Format::
+
+    name: demo
+    seed: 7                      # --seed overrides it
+    start: 2026-01-05T09:00:00Z  # optional; default: the wall clock when the simulator starts
+    time_scale: 20               # optional; --time-scale overrides it
+    pii_requires_rdt: true       # names/address lines/buyer only with a Restricted Data Token
+    access_token_lifetime_s: 3600
+    visibility_lag: {p_late: 0.1, max_late_s: 600}
+    faults: {http_500: 0.0, http_503: 0.0}
+    sellers:
+      - seller_id: A1DEMOSELLERUS
+        region: na
+        marketplaces: [ATVPDKIKX0DER]
+        applications:            # the LWA apps this seller authorised
+          - {client_id: amzn1.application-oa2-client.demo, client_secret: s3cret, refresh_token: Atzr|us}
+        usage_plans:             # per-account overrides of Amazon's default plans
+          getOrders: {rate: 0.0334, burst: 20}
+        catalogue:               # the SKUs the seller's back-office knows; or catalogue_size: N
+          - {sku: MUG-001, asin: B0DEMO0001, ean: "4006381333931", title: Mug, price: "12.90"}
+        orders:
+          count: 150
+          history_s: 0           # first order this long before start ...
+          arrival_window_s: 1200 # ... last one this long after start
+          items_per_order: [1, 3]
+          quantity: [1, 3]
+          pending_share: 0.2
+          pending_duration_s: [60, 300]
+          afn_share: 0.2
+          afn_ship_delay_s: [600, 3600]
+          cancel_share: 0.03
+          cancel_after_s: [120, 3600]
+          unknown_sku_share: 0.05   # orders with one item whose SKU starts with UNMAPPED-
+          missing_address_share: 0.0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from ordersync.amazon.models import default_plans
+from ordersync.errors import ConfigurationError
+from ordersync.settings import Region
+
+#: SKU prefix of items the seller's back-office does not know.
+UNMAPPED_SKU_PREFIX = "UNMAPPED-"
+
+
+@dataclass(frozen=True)
+class Marketplace:
+    marketplace_id: str
+    region: Region
+    country_code: str
+    currency: str
+    sales_channel: str
+    #: Minor-unit digits of the currency (JPY has none).
+    decimals: int = 2
+
+
+#: Amazon's marketplaces (docs: marketplace-ids), by id.
+MARKETPLACES: dict[str, Marketplace] = {
+    m.marketplace_id: m
+    for m in (
+        Marketplace("ATVPDKIKX0DER", "na", "US", "USD", "Amazon.com"),
+        Marketplace("A2EUQ1WTGCTBG2", "na", "CA", "CAD", "Amazon.ca"),
+        Marketplace("A1AM78C64UM0Y8", "na", "MX", "MXN", "Amazon.com.mx"),
+        Marketplace("A2Q3Y263D00KWC", "na", "BR", "BRL", "Amazon.com.br"),
+        Marketplace("A1PA6795UKMFR9", "eu", "DE", "EUR", "Amazon.de"),
+        Marketplace("A1F83G8C2ARO7P", "eu", "GB", "GBP", "Amazon.co.uk"),
+        Marketplace("A13V1IB3VIYZZH", "eu", "FR", "EUR", "Amazon.fr"),
+        Marketplace("APJ6JRA9NG5V4", "eu", "IT", "EUR", "Amazon.it"),
+        Marketplace("A1RKKUPIHCS9HS", "eu", "ES", "EUR", "Amazon.es"),
+        Marketplace("A1805IZSGTT6HS", "eu", "NL", "EUR", "Amazon.nl"),
+        Marketplace("AMEN7PMS3EDWL", "eu", "BE", "EUR", "Amazon.com.be"),
+        Marketplace("A28R8C7NBKEWEA", "eu", "IE", "EUR", "Amazon.ie"),
+        Marketplace("A2NODRKZP88ZB9", "eu", "SE", "SEK", "Amazon.se"),
+        Marketplace("A1C3SOZRARQ6R3", "eu", "PL", "PLN", "Amazon.pl"),
+        Marketplace("A33AVAJ2PDY3EV", "eu", "TR", "TRY", "Amazon.com.tr"),
+        Marketplace("AE08WJ6YKNBMC", "eu", "ZA", "ZAR", "Amazon.co.za"),
+        Marketplace("ARBP9OOSHTCHU", "eu", "EG", "EGP", "Amazon.eg"),
+        Marketplace("A17E79C6D8DWNP", "eu", "SA", "SAR", "Amazon.sa"),
+        Marketplace("A2VIGQ35RCS4UG", "eu", "AE", "AED", "Amazon.ae"),
+        Marketplace("A21TJRUUN4KGV", "eu", "IN", "INR", "Amazon.in"),
+        Marketplace("A1VC38T7YXB528", "fe", "JP", "JPY", "Amazon.co.jp", decimals=0),
+        Marketplace("A39IBJ37TRP1C6", "fe", "AU", "AUD", "Amazon.com.au"),
+        Marketplace("A19VAU5U5O7RUS", "fe", "SG", "SGD", "Amazon.sg"),
+    )
+}
+
+Share = Annotated[float, Field(ge=0, le=1)]
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _ordered_pair(value: tuple[float, float], what: str) -> None:
+    if value[0] > value[1]:
+        raise ValueError(f"{what}: the lower bound {value[0]} exceeds the upper bound {value[1]}")
+
+
+class UsagePlanOverride(_Frozen):
+    """A token bucket replacing Amazon's default plan of one operation for one seller."""
+
+    rate: Annotated[float, Field(gt=0)]
+    burst: Annotated[int, Field(ge=1)]
+
+
+class Application(_Frozen):
+    """An LWA application the seller authorised, with the refresh token it was given."""
+
+    client_id: Annotated[str, Field(min_length=1)]
+    client_secret: Annotated[str, Field(min_length=1)]
+    refresh_token: Annotated[str, Field(min_length=1)]
+
+
+class Product(_Frozen):
+    sku: Annotated[str, Field(min_length=1, max_length=40)]
+    asin: Annotated[str, Field(pattern=r"^[A-Z0-9]{10}$")]
+    ean: Annotated[str, Field(pattern=r"^[0-9]{8,14}$")]
+    title: Annotated[str, Field(min_length=1)]
+    price: Annotated[Decimal, Field(gt=0)]
+
+    @field_validator("sku")
+    @classmethod
+    def _not_unmapped(cls, value: str) -> str:
+        if value.startswith(UNMAPPED_SKU_PREFIX):
+            raise ValueError(f"catalogue SKUs must not start with {UNMAPPED_SKU_PREFIX}")
+        return value
+
+
+class OrderProfile(_Frozen):
+    """How one seller's orders arrive and live. Durations are simulated seconds; pairs are ranges."""
+
+    count: Annotated[int, Field(ge=0, le=1_000_000)] = 300
+    history_s: NonNegative = 3 * 86400.0
+    arrival_window_s: NonNegative = 0.0
+    items_per_order: tuple[int, int] = (1, 3)
+    quantity: tuple[int, int] = (1, 3)
+    pending_share: Share = 0.15
+    pending_duration_s: tuple[NonNegative, NonNegative] = (300.0, 4 * 3600.0)
+    afn_share: Share = 0.2
+    afn_ship_delay_s: tuple[NonNegative, NonNegative] = (3600.0, 2 * 86400.0)
+    cancel_share: Share = 0.03
+    cancel_after_s: tuple[NonNegative, NonNegative] = (600.0, 86400.0)
+    unknown_sku_share: Share = 0.0
+    missing_address_share: Share = 0.0
+    expedited_share: Share = 0.1
+
+    @model_validator(mode="after")
+    def _ranges(self) -> OrderProfile:
+        if self.items_per_order[0] < 1 or self.quantity[0] < 1:
+            raise ValueError("items_per_order and quantity start at 1")
+        for name in (
+            "items_per_order",
+            "quantity",
+            "pending_duration_s",
+            "afn_ship_delay_s",
+            "cancel_after_s",
+        ):
+            _ordered_pair(getattr(self, name), name)
+        return self
+
+
+class SellerScenario(_Frozen):
+    seller_id: Annotated[str, Field(pattern=r"^[A-Z0-9]{4,20}$")]
+    region: Region = "na"
+    marketplaces: Annotated[tuple[str, ...], Field(min_length=1, max_length=50)]
+    applications: Annotated[tuple[Application, ...], Field(min_length=1)]
+    usage_plans: dict[str, UsagePlanOverride] = Field(default_factory=dict)
+    catalogue: tuple[Product, ...] = ()
+    catalogue_size: Annotated[int, Field(ge=1, le=100_000)] = 40
+    orders: OrderProfile = OrderProfile()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SellerScenario:
+        if len(set(self.marketplaces)) != len(self.marketplaces):
+            raise ValueError("a marketplace is listed twice")
+        for marketplace_id in self.marketplaces:
+            known = MARKETPLACES.get(marketplace_id)
+            if known is None:
+                raise ValueError(f"unknown marketplace id {marketplace_id}")
+            if known.region != self.region:
+                raise ValueError(
+                    f"marketplace {marketplace_id} is in region {known.region}, not {self.region}"
+                )
+        unknown_ops = sorted(set(self.usage_plans) - set(default_plans()))
+        if unknown_ops:
+            raise ValueError(f"usage_plans: unknown operations {', '.join(unknown_ops)}")
+        skus = [p.sku for p in self.catalogue]
+        if len(set(skus)) != len(skus):
+            raise ValueError("catalogue: a SKU is listed twice")
+        return self
+
+
+class VisibilityLag(_Frozen):
+    """A change stamped T is queryable by getOrders/searchOrders only from T + lag: with probability
+    ``p_late`` the lag is uniform in (0, max_late_s], else 0."""
+
+    p_late: Share = 0.0
+    max_late_s: NonNegative = 0.0
+
+
+class Faults(_Frozen):
+    """Fractions of authorised, unthrottled SP-API requests answered 500 InternalFailure / 503."""
+
+    http_500: Share = 0.0
+    http_503: Share = 0.0
+
+    @model_validator(mode="after")
+    def _total(self) -> Faults:
+        if self.http_500 + self.http_503 > 1:
+            raise ValueError("http_500 + http_503 exceeds 1")
+        return self
+
+
+class Scenario(_Frozen):
+    name: str = "custom"
+    seed: int = 0
+    start: AwareDatetime | None = None
+    time_scale: Annotated[float, Field(ge=0)] = 1.0
+    pii_requires_rdt: bool = True
+    access_token_lifetime_s: Annotated[int, Field(ge=1)] = 3600
+    visibility_lag: VisibilityLag = VisibilityLag()
+    faults: Faults = Faults()
+    sellers: Annotated[tuple[SellerScenario, ...], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique(self) -> Scenario:
+        ids = [s.seller_id for s in self.sellers]
+        if len(set(ids)) != len(ids):
+            raise ValueError("seller ids must be unique")
+        creds = [(a.client_id, a.refresh_token) for s in self.sellers for a in s.applications]
+        if len(set(creds)) != len(creds):
+            raise ValueError("one (client_id, refresh_token) pair may authorise only one seller")
+        secrets: dict[str, str] = {}
+        for seller in self.sellers:
+            for app in seller.applications:
+                if secrets.setdefault(app.client_id, app.client_secret) != app.client_secret:
+                    raise ValueError(f"client {app.client_id} has two different client secrets")
+        return self
+
+    def seller(self, seller_id: str) -> SellerScenario:
+        for seller in self.sellers:
+            if seller.seller_id == seller_id:
+                return seller
+        raise KeyError(seller_id)
+
+
+BUILTIN_SCENARIOS = ("default", "demo")
+
+
+def builtin_scenario_text(name: str) -> str:
+    if name not in BUILTIN_SCENARIOS:
+        raise ConfigurationError(f"no built-in scenario {name!r} (known: {', '.join(BUILTIN_SCENARIOS)})")
+    return resources.files("ordersync.simulator").joinpath("scenarios", f"{name}.yaml").read_text()
+
+
+def parse_scenario(raw: Any, where: str = "scenario") -> Scenario:
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise ConfigurationError(f"{where}: {problems}") from exc
+
+
+def load_scenario(
+    path: str | Path | None = None,
+    seed: int | None = None,
+    *,
+    time_scale: float | None = None,
+    start: datetime | None = None,
+) -> Scenario:
+    """Read a scenario file, or a built-in one by name (``default``, ``demo``); ``None`` is ``default``.
+
+    ``seed``, ``time_scale`` and ``start`` override the file's values when given.
+    """
+    name = "default" if path is None else str(path)
+    if name in BUILTIN_SCENARIOS and not Path(name).exists():
+        text, where = builtin_scenario_text(name), f"built-in scenario {name}"
+    else:
+        try:
+            text, where = Path(name).read_text(), f"scenario {name}"
+        except OSError as exc:
+            raise ConfigurationError(f"scenario {name}: {exc.strerror}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{where}: not valid YAML: {exc}") from exc
+    scenario = parse_scenario(raw, where)
+    updates: dict[str, Any] = {}
+    if seed is not None:
+        updates["seed"] = seed
+    if time_scale is not None:
+        updates["time_scale"] = time_scale
+    if start is not None:
+        updates["start"] = start
+    # Validate the overrides too (model_copy alone would not).
+    return parse_scenario({**scenario.model_dump(), **updates}, where) if updates else scenario

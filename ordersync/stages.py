@@ -1,0 +1,46 @@
+"""The stages, each its own process: ``ordersync run <stage>``."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Protocol
+
+import faust
+
+from ordersync.faustapp import make_app
+from ordersync.runtime import StageRuntime
+from ordersync.settings import Settings
+
+#: Stage name -> the module that registers its agents and tasks on a faust app.
+STAGES: dict[str, str] = {
+    "order-download": "ordersync.producers.order_download",
+    "item-fetch": "ordersync.streams.item_fetch",
+    "import": "ordersync.streams.order_import",
+    "invoice-issued": "ordersync.streams.invoice_issued",
+    "shipment-write-back": "ordersync.consumers.shipment_write_back",
+}
+
+
+class StageModule(Protocol):
+    STAGE: str
+
+    def register(self, app: faust.App, runtime: StageRuntime) -> None: ...
+
+
+def build_stage(name: str, settings: Settings) -> tuple[faust.App, StageRuntime]:
+    if name not in STAGES:
+        raise KeyError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    module: StageModule = importlib.import_module(STAGES[name])  # type: ignore[assignment]
+    app = make_app(name, settings)
+    runtime = StageRuntime(name, settings, app)
+    module.register(app, runtime)
+    return app, runtime
+
+
+def run_stage(name: str, settings: Settings) -> None:
+    """Run one stage's faust worker until SIGTERM/SIGINT."""
+    app, _ = build_stage(name, settings)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
+    logging.getLogger("ordersync").setLevel(settings.log_level)
+    worker.execute_from_commandline()

@@ -1,0 +1,193 @@
+"""State that must be right, kept in Redis (not faust Tables): cursors, dedupe marks, the SKU listings,
+sales-order codes, imported orders, shipment write-back status and task health.
+
+Every write is idempotent, so a stage that re-processes an event after a crash (at-least-once) leaves
+the same state. Keys live under ``settings.redis.key_prefix`` (default ``os``) and carry the seller in a
+hash tag, so one seller's keys can share a Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+
+from ordersync.schemas.events import SalesOrder
+from ordersync.settings import RedisSettings
+
+#: Dedupe marks and per-order state outlive Amazon's 90-day order-change horizon with margin.
+ORDER_STATE_TTL_S = 120 * 86400
+
+
+def redis_client(settings: RedisSettings) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        settings.url,
+        username=settings.username,
+        password=settings.password.get_secret_value() if settings.password else None,
+        socket_timeout=settings.socket_timeout_s,
+        socket_connect_timeout=settings.socket_timeout_s,
+        decode_responses=True,
+    )
+
+
+# Keep a version only if it is newer than the stored one; returns 1 when stored.
+_SET_IF_NEWER = """
+local current = redis.call('GET', KEYS[1])
+if current and current >= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+
+def _iso(value: datetime) -> str:
+    # Fixed width, UTC, microseconds: lexicographic order is time order.
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Store:
+    def __init__(self, redis: aioredis.Redis, prefix: str = "os") -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self._set_if_newer = redis.register_script(_SET_IF_NEWER)
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    # --- download cursor and dedupe ---------------------------------------------------------------
+
+    async def cursor(self, channel: str) -> datetime | None:
+        raw = await self.redis.get(self.key("cursor", channel))
+        return datetime.fromisoformat(raw.replace("Z", "+00:00")) if raw else None
+
+    async def save_cursor(self, channel: str, value: datetime) -> None:
+        await self.redis.set(self.key("cursor", channel), _iso(value))
+
+    async def is_new_version(self, mark: str, seller_id: str, order_id: str, version: datetime) -> bool:
+        """Has this (seller, order, LastUpdateDate) not been recorded under ``mark`` yet?"""
+        current = await self.redis.get(self.key(mark, f"{{{seller_id}}}", order_id))
+        return current is None or current < _iso(version)
+
+    async def record_version(self, mark: str, seller_id: str, order_id: str, version: datetime) -> bool:
+        stored = await self._set_if_newer(
+            keys=[self.key(mark, f"{{{seller_id}}}", order_id)], args=[_iso(version), ORDER_STATE_TTL_S]
+        )
+        return bool(stored)
+
+    async def forget_versions(self, seller_id: str, order_id: str, marks: tuple[str, ...]) -> None:
+        await self.redis.delete(*(self.key(mark, f"{{{seller_id}}}", order_id) for mark in marks))
+
+    # --- listings: Amazon seller SKU -> back-office stock code ----------------------------------
+
+    async def set_listings(self, channel: str, mapping: dict[str, str]) -> None:
+        if mapping:
+            await self.redis.hset(self.key("listings", channel), mapping=mapping)
+
+    async def stock_codes(self, channel: str, seller_skus: list[str]) -> dict[str, str]:
+        if not seller_skus:
+            return {}
+        values = await self.redis.hmget(self.key("listings", channel), seller_skus)
+        return {sku: code for sku, code in zip(seller_skus, values, strict=True) if code}
+
+    # --- sales orders -----------------------------------------------------------------------------
+
+    async def sales_order_code(self, seller_id: str, order_id: str, prefix: str) -> tuple[str, bool]:
+        """The order's sales-order code, assigning the next of ``prefix``'s sequence on first call.
+
+        Returns (code, newly_assigned). A code is never reused: the sequence only grows.
+        """
+        key = self.key("so-code", f"{{{seller_id}}}", order_id)
+        existing = await self.redis.get(key)
+        if existing:
+            return existing, False
+        number = await self.redis.incr(self.key("so-seq", prefix))
+        code = f"{prefix}{number:08d}"
+        if await self.redis.set(key, code, nx=True):
+            return code, True
+        # Another worker assigned one in between: theirs stands; our number stays unused.
+        return cast(str, await self.redis.get(key)), False
+
+    async def save_sales_order(self, order: SalesOrder) -> None:
+        await self.redis.set(
+            self.key("sales-order", f"{{{order.seller_id}}}", order.amazon_order_id),
+            order.model_dump_json(),
+            ex=ORDER_STATE_TTL_S,
+        )
+
+    async def sales_order(self, seller_id: str, order_id: str) -> SalesOrder | None:
+        raw = await self.redis.get(self.key("sales-order", f"{{{seller_id}}}", order_id))
+        return SalesOrder.model_validate_json(raw) if raw else None
+
+    # --- per-order status (for the status view) -------------------------------------------------
+
+    async def set_order_status(self, seller_id: str, order_id: str, **fields: str | int) -> None:
+        key = self.key("order", f"{{{seller_id}}}", order_id)
+        await self.redis.hset(key, mapping={k: str(v) for k, v in fields.items()})
+        await self.redis.expire(key, ORDER_STATE_TTL_S)
+
+    async def order_status(self, seller_id: str, order_id: str) -> dict[str, str]:
+        return cast(dict[str, str], await self.redis.hgetall(self.key("order", f"{{{seller_id}}}", order_id)))
+
+    # --- shipments: what was requested and confirmed per order item -----------------------------
+
+    async def shipment_state(self, seller_id: str, order_id: str, package_id: str) -> dict[str, str]:
+        key = self.key("shipment", f"{{{seller_id}}}", order_id, package_id)
+        return cast(dict[str, str], await self.redis.hgetall(key))
+
+    async def update_shipment_state(
+        self, seller_id: str, order_id: str, package_id: str, **fields: str | int
+    ) -> None:
+        key = self.key("shipment", f"{{{seller_id}}}", order_id, package_id)
+        await self.redis.hset(key, mapping={k: str(v) for k, v in fields.items()})
+        await self.redis.expire(key, ORDER_STATE_TTL_S)
+
+    async def requested_quantities(self, seller_id: str, order_id: str) -> dict[str, int]:
+        """Quantity per order item already requested for shipment (by earlier invoices)."""
+        raw = await self.redis.hgetall(self.key("requested", f"{{{seller_id}}}", order_id))
+        return {item: int(qty) for item, qty in raw.items()}
+
+    async def invoice_seen(self, seller_id: str, order_id: str, invoice: str) -> bool:
+        return bool(await self.redis.exists(self.key("invoice", f"{{{seller_id}}}", order_id, invoice)))
+
+    async def package_reference(self, seller_id: str, order_id: str, invoice: str, index: int) -> str:
+        """Amazon's packageReferenceId for package ``index`` of an invoice: a positive number unique
+        within the order, the same every time this invoice is processed."""
+        key = self.key("package", f"{{{seller_id}}}", order_id, invoice, str(index))
+        existing = await self.redis.get(key)
+        if existing:
+            return cast(str, existing)
+        number = await self.redis.incr(self.key("package-seq", f"{{{seller_id}}}", order_id))
+        if await self.redis.set(key, str(number), nx=True, ex=ORDER_STATE_TTL_S):
+            return str(number)
+        return cast(str, await self.redis.get(key))
+
+    async def add_requested(self, seller_id: str, order_id: str, invoice: str, quantities: dict[str, int]) -> bool:
+        """Record an invoice's quantities once; False when this invoice was recorded before."""
+        marker = self.key("invoice", f"{{{seller_id}}}", order_id, invoice)
+        if not await self.redis.set(marker, "1", nx=True, ex=ORDER_STATE_TTL_S):
+            return False
+        key = self.key("requested", f"{{{seller_id}}}", order_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for item, qty in quantities.items():
+                pipe.hincrby(key, item, qty)
+            pipe.expire(key, ORDER_STATE_TTL_S)
+            await pipe.execute()
+        return True
+
+    # --- task health ----------------------------------------------------------------------------
+
+    async def record_task(self, task: str, scope: str, *, ok: bool, detail: str = "", **extra: Any) -> None:
+        now = _iso(datetime.now(UTC))
+        fields: dict[str, str] = {"last_run": now}
+        if ok:
+            fields["last_success"] = now
+            fields["last_result"] = detail
+        else:
+            fields["last_error"] = detail
+            fields["last_error_at"] = now
+        fields.update({k: json.dumps(v) if not isinstance(v, str) else v for k, v in extra.items()})
+        await self.redis.hset(self.key("task", task, scope), mapping=fields)
+
+    async def task(self, task: str, scope: str) -> dict[str, str]:
+        return cast(dict[str, str], await self.redis.hgetall(self.key("task", task, scope)))

@@ -1,0 +1,131 @@
+"""Invoice issued: turns the back-office's invoices into shipment requests, one per package.
+
+- Input: ``invoices.issued`` (written by the back-office).
+- Output: ``shipments.requested``; invalid invoices (bad JSON, wrong types, unknown order, unknown
+  item, quantity above what is left to ship) go to ``invoices.issued.dlq`` with the reason.
+- Amazon operations and quotas: none.
+- State in Redis: quantities already requested per order item (each invoice counted once), package
+  reference ids per (invoice, package) so a replayed invoice asks for the very same packages.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from ordersync.errors import InvalidEvent
+from ordersync.runtime import StageRuntime
+from ordersync.schemas.envelope import Envelope, Event
+from ordersync.schemas.events import InvoiceIssued, SalesOrder, ShipmentItem, ShipmentRequested
+from ordersync.schemas.topics import INVOICES_ISSUED, SHIPMENTS_REQUESTED, order_key
+
+log = logging.getLogger(__name__)
+STAGE = "invoice-issued"
+
+
+def shipped_quantities(invoice: InvoiceIssued, order: SalesOrder) -> list[dict[str, int]]:
+    """Quantity per order item for each package, checked against the order; raises InvalidEvent."""
+    by_item = {line.order_item_id: line for line in order.lines}
+    by_sku = {line.seller_sku: line for line in order.lines if line.seller_sku}
+    packages: list[dict[str, int]] = []
+    for number, package in enumerate(invoice.packages, start=1):
+        quantities: dict[str, int] = {}
+        for shipped in package.lines:
+            line = by_item.get(shipped.order_item_id or "") or by_sku.get(shipped.seller_sku or "")
+            if line is None:
+                raise InvalidEvent(
+                    f"invoice {invoice.invoice_number}, package {number}: order {invoice.amazon_order_id} "
+                    f"has no item {shipped.order_item_id or shipped.seller_sku}"
+                )
+            quantities[line.order_item_id] = quantities.get(line.order_item_id, 0) + shipped.quantity
+        packages.append(quantities)
+    return packages
+
+
+def check_quantities(
+    invoice: InvoiceIssued, order: SalesOrder, packages: list[dict[str, int]], already: dict[str, int]
+) -> None:
+    """No item may be shipped more than ordered minus what earlier invoices already shipped."""
+    ordered = {line.order_item_id: line.quantity for line in order.lines}
+    total: dict[str, int] = {}
+    for package in packages:
+        for item, qty in package.items():
+            total[item] = total.get(item, 0) + qty
+    for item, qty in total.items():
+        left = ordered[item] - already.get(item, 0)
+        if qty > left:
+            raise InvalidEvent(
+                f"invoice {invoice.invoice_number}: item {item} of order {invoice.amazon_order_id} ships {qty}, "
+                f"but only {left} of {ordered[item]} are left to ship"
+            )
+
+
+def shipment_requests(
+    invoice: InvoiceIssued, order: SalesOrder, packages: list[dict[str, int]], reference_ids: list[str]
+) -> list[ShipmentRequested]:
+    requests = []
+    for package, quantities, reference in zip(invoice.packages, packages, reference_ids, strict=True):
+        requests.append(
+            ShipmentRequested(
+                channel=order.channel,
+                amazon_order_id=order.amazon_order_id,
+                package_reference_id=reference,
+                carrier_code=package.carrier_code,
+                carrier_name=package.carrier_name,
+                shipping_method=package.shipping_method,
+                tracking_number=package.tracking_number,
+                ship_date=package.ship_date,
+                items=tuple(ShipmentItem(order_item_id=i, quantity=q) for i, q in quantities.items()),
+                source=f"invoice {invoice.invoice_number}",
+            )
+        )
+    return requests
+
+
+async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
+    invoice = envelope.payload_as(InvoiceIssued)
+    store = runtime.store
+    seller = envelope.seller_id
+    order = await store.sales_order(seller, invoice.amazon_order_id)
+    if order is None:
+        raise InvalidEvent(
+            f"invoice {invoice.invoice_number}: order {invoice.amazon_order_id} of seller {seller} "
+            "was never imported"
+        )
+    packages = shipped_quantities(invoice, order)
+    first_time = not await store.invoice_seen(seller, invoice.amazon_order_id, invoice.invoice_number)
+    if first_time:
+        already = await store.requested_quantities(seller, invoice.amazon_order_id)
+        check_quantities(invoice, order, packages, already)
+    references = [
+        await store.package_reference(seller, invoice.amazon_order_id, invoice.invoice_number, index)
+        for index in range(len(packages))
+    ]
+    for request in shipment_requests(invoice, order, packages, references):
+        await runtime.emit(
+            SHIPMENTS_REQUESTED,
+            order_key(seller, order.amazon_order_id),
+            Envelope.wrap(
+                request, seller_id=seller, marketplace_id=order.marketplace_id,
+                correlation_id=envelope.correlation_id,
+            ),
+        )
+    if first_time:
+        totals: dict[str, int] = {}
+        for package in packages:
+            for item, qty in package.items():
+                totals[item] = totals.get(item, 0) + qty
+        await store.add_requested(seller, invoice.amazon_order_id, invoice.invoice_number, totals)
+    await store.set_order_status(seller, invoice.amazon_order_id, invoice_number=invoice.invoice_number)
+
+
+def register(app: faust.App, runtime: StageRuntime) -> None:
+    runtime.topic(SHIPMENTS_REQUESTED)
+    runtime.topic(INVOICES_ISSUED.dlq)  # type: ignore[arg-type]
+
+    @app.agent(runtime.topic(INVOICES_ISSUED), name="invoice-issued")
+    async def issue_shipments(stream: faust.StreamT[bytes]) -> None:
+        await runtime.start()
+        async for event in stream.events():
+            await runtime.process(INVOICES_ISSUED, event, lambda env: handle(runtime, env))

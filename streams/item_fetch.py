@@ -1,0 +1,86 @@
+"""Item fetch: gives every downloaded order its items.
+
+- Input: ``amazon.orders.downloaded``.
+- Output: ``amazon.orders.enriched``; undecodable or unprocessable records go to
+  ``amazon.orders.downloaded.dlq`` with the reason.
+- Amazon operations and quotas (per seller, through the rate limiter): ``getOrderItems`` (v0; 0.5/s,
+  burst 30), one call per page of items. Orders of 2026-01-01 channels carry their items already and
+  spend nothing.
+- Pending orders (no prices yet) are held: recorded as awaiting payment, no call spent; they flow on
+  when Amazon moves them to Unshipped, which changes their LastUpdateDate and so downloads them again.
+- Items are fetched again only when the order changed (dedupe mark per LastUpdateDate).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from ordersync.errors import ConfigurationError
+from ordersync.runtime import StageRuntime
+from ordersync.schemas.envelope import Envelope, Event
+from ordersync.schemas.events import AmazonOrder, AmazonOrderItem, OrderDownloaded, OrderEnriched
+from ordersync.schemas.topics import ORDERS_DOWNLOADED, ORDERS_ENRICHED, order_key
+
+log = logging.getLogger(__name__)
+STAGE = "item-fetch"
+DEDUPE_MARK = "enriched"
+AWAITING_PAYMENT = frozenset({"Pending", "PendingAvailability"})
+
+
+def hold_reason(order: AmazonOrder) -> str | None:
+    """Why an order does not go on yet, or None."""
+    if order.order_status in AWAITING_PAYMENT:
+        return "awaiting payment: Amazon gives no prices or address until payment is authorised"
+    return None
+
+
+def enrich(downloaded: OrderDownloaded, items: tuple[AmazonOrderItem, ...] | None) -> OrderEnriched:
+    """The order with its items: the fetched ones, or those the API embedded."""
+    order = downloaded.order if items is None else downloaded.order.model_copy(update={"items": items})
+    return OrderEnriched(channel=downloaded.channel, order=order)
+
+
+async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
+    downloaded = envelope.payload_as(OrderDownloaded)
+    order = downloaded.order
+    store = runtime.store
+    if not await store.is_new_version(DEDUPE_MARK, order.seller_id, order.amazon_order_id, order.last_update_date):
+        return
+    reason = hold_reason(order)
+    if reason is not None:
+        await store.set_order_status(order.seller_id, order.amazon_order_id, stage="held", held_reason=reason)
+        return
+    try:
+        channel = runtime.channels.by_name(downloaded.channel)
+    except ConfigurationError:
+        channel = runtime.channels.by_seller(order.seller_id)
+    items = None
+    if order.items is None:
+        client = runtime.amazon(channel)
+        items = await runtime.retrying(
+            f"items of {order.amazon_order_id}", lambda: client.get_order_items(order.amazon_order_id)
+        )
+    enriched = enrich(downloaded, items)
+    await runtime.emit(
+        ORDERS_ENRICHED,
+        order_key(order.seller_id, order.amazon_order_id),
+        Envelope.wrap(
+            enriched,
+            seller_id=order.seller_id,
+            marketplace_id=order.marketplace_id,
+            correlation_id=envelope.correlation_id,
+        ),
+    )
+    await store.record_version(DEDUPE_MARK, order.seller_id, order.amazon_order_id, order.last_update_date)
+
+
+def register(app: faust.App, runtime: StageRuntime) -> None:
+    runtime.topic(ORDERS_ENRICHED)
+
+    @app.agent(runtime.topic(ORDERS_DOWNLOADED), name="item-fetch")
+    async def fetch_items(stream: faust.StreamT[bytes]) -> None:
+        await runtime.start()
+        async for event in stream.events():
+            await runtime.process(ORDERS_DOWNLOADED, event, lambda env: handle(runtime, env))

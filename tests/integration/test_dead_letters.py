@@ -1,0 +1,203 @@
+"""Bad input from another system goes to the topic's dead-letter companion, whole, with the reason, and
+the stage keeps running: the invoice-issued stage as its own process on the embedded broker and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import yaml
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from ordersync.devinfra import stop_process_group
+from ordersync.schemas.codec import decode, encode
+from ordersync.schemas.envelope import Envelope
+from ordersync.schemas.events import (
+    EventDeadLettered,
+    InvoiceIssued,
+    Package,
+    SalesOrder,
+    SalesOrderLine,
+    ShipmentRequested,
+    ShippedLine,
+)
+from ordersync.schemas.topics import INVOICES_ISSUED, SHIPMENTS_REQUESTED, order_key
+from ordersync.store import Store, redis_client
+from ordersync.settings import RedisSettings
+from tests.factories import T0
+
+pytestmark = pytest.mark.integration
+
+ORDER_ID = "222-2222222-2222222"
+ITEM_ID = "33333333333333"
+
+
+def _sales_order(seller: str) -> SalesOrder:
+    return SalesOrder(
+        code="SO00000001",
+        channel="dlq-test",
+        seller_id=seller,
+        marketplace_id="ATVPDKIKX0DER",
+        amazon_order_id=ORDER_ID,
+        order_status="Unshipped",
+        fulfillment_channel="MFN",
+        purchase_date=T0,
+        currency="USD",
+        customer_name="Jane",
+        customer_email=None,
+        shipping_address=None,
+        ship_service_level="Std",
+        lines=(
+            SalesOrderLine(
+                order_item_id=ITEM_ID,
+                seller_sku="SKU-1",
+                asin="B000000001",
+                stock_code="STK-1",
+                quantity=2,
+                unit_price=Decimal(10),
+                tax=Decimal(0),
+                line_total=Decimal(20),
+            ),
+        ),
+        total=Decimal(20),
+    )
+
+
+def _invoice(seller: str, number: str, order_id: str = ORDER_ID, quantity: int = 1) -> bytes:
+    invoice = InvoiceIssued(
+        invoice_number=number,
+        amazon_order_id=order_id,
+        packages=(
+            Package(
+                carrier_code="UPS",
+                tracking_number=f"1Z{number}",
+                ship_date=T0,
+                lines=(ShippedLine(order_item_id=ITEM_ID, quantity=quantity),),
+            ),
+        ),
+    )
+    return encode(Envelope.wrap(invoice, seller_id=seller, correlation_id=number))
+
+
+@pytest.fixture
+def invoice_stage(
+    ordersync_env: dict[str, str], topics: tuple[str, ...], tmp_path: Path
+) -> Iterator[tuple[str, dict[str, str]]]:
+    seller = f"A{uuid.uuid4().hex[:10].upper()}"
+    channels = tmp_path / "channels.yaml"
+    secret = {"value": "x"}
+    channels.write_text(
+        yaml.safe_dump(
+            {
+                "channels": [
+                    {
+                        "name": "dlq-test",
+                        "seller_id": seller,
+                        "marketplaces": ["ATVPDKIKX0DER"],
+                        "credentials": {
+                            "client_id": secret,
+                            "client_secret": secret,
+                            "refresh_token": secret,
+                        },
+                    }
+                ]
+            }
+        )
+    )
+    env = {**ordersync_env, "ORDERSYNC_CHANNELS_FILE": str(channels)}
+
+    async def seed() -> None:
+        redis = redis_client(RedisSettings(url=env["ORDERSYNC_REDIS__URL"]))
+        await Store(redis, env["ORDERSYNC_REDIS__KEY_PREFIX"]).save_sales_order(_sales_order(seller))
+        await redis.aclose()
+
+    asyncio.run(seed())
+    log = (tmp_path / "stage.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ordersync.cli", "run", "invoice-issued"],
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield seller, env
+        assert process.poll() is None, (tmp_path / "stage.log").read_text()[-3000:]
+    finally:
+        stop_process_group(process.pid, grace_s=10)
+        process.wait(timeout=10)
+
+
+def _read(
+    bootstrap: str, topic: str, seller: str, want: int, timeout_s: float = 90
+) -> list[tuple[int, bytes]]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    found: list[tuple[int, bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    while len(found) < want and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            for record in records:
+                if record.key and record.key.decode().startswith(f"{seller}:"):
+                    found.append((record.offset, record.value))
+    consumer.close()
+    return found
+
+
+def test_bad_invoices_are_dead_lettered_and_the_stage_keeps_going(
+    invoice_stage: tuple[str, dict[str, str]],
+) -> None:
+    seller, env = invoice_stage
+    bootstrap = env["ORDERSYNC_KAFKA__BOOTSTRAP"]
+    key = order_key(seller, ORDER_ID).encode()
+    wrong_types = json.loads(_invoice(seller, "INV-T"))
+    wrong_types["payload"]["packages"] = "three boxes"
+    # A negative quantity cannot be built through the model (it validates): write what a careless
+    # ERP would send.
+    negative = json.loads(_invoice(seller, "INV-N"))
+    negative["payload"]["packages"][0]["lines"][0]["quantity"] = -2
+    bad = {
+        b"{this is not json": "not JSON",
+        json.dumps(wrong_types).encode(): "packages",
+        json.dumps(negative).encode(): "greater than 0",
+        _invoice(seller, "INV-U", order_id="999-9999999-9999999"): "was never imported",
+        _invoice(seller, "INV-O", quantity=3): "only 2 of 2 are left",
+    }
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for value in bad:
+        producer.send(INVOICES_ISSUED.name, key=key, value=value)
+    good = _invoice(seller, "INV-OK", quantity=2)
+    producer.send(INVOICES_ISSUED.name, key=key, value=good)
+    producer.flush()
+    producer.close()
+
+    assert INVOICES_ISSUED.dlq is not None
+    dead = _read(bootstrap, INVOICES_ISSUED.dlq.name, seller, want=len(bad))
+    letters = [decode(value, INVOICES_ISSUED.dlq).payload_as(EventDeadLettered) for _, value in dead]
+    assert len(letters) == len(bad)
+    by_original = {letter.original_value(): letter for letter in letters}
+    assert set(by_original) == set(bad)
+    for original, expected in bad.items():
+        letter = by_original[original]
+        assert expected in letter.error
+        assert letter.stage == "invoice-issued"
+        assert letter.source_topic == INVOICES_ISSUED.name
+        assert letter.source_key == key.decode()
+    assert len({letter.source_offset for letter in letters}) == len(bad)
+
+    # The valid invoice after the bad ones still became a shipment request.
+    (request,) = _read(bootstrap, SHIPMENTS_REQUESTED.name, seller, want=1)
+    shipment = decode(request[1], SHIPMENTS_REQUESTED).payload_as(ShipmentRequested)
+    assert shipment.tracking_number == "1ZINV-OK"
+    assert shipment.items[0].quantity == 2

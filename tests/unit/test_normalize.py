@@ -1,0 +1,75 @@
+"""Golden tests: Amazon's own example responses (the models' sandbox and examples) parse into
+ordersync's order model."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from ordersync.amazon.models import default_plans, load_model
+from ordersync.amazon.normalize import item_from_v0, order_from_2026, order_from_v0
+
+pytestmark = pytest.mark.unit
+
+
+def _sandbox_responses(api: str, operation: str, status: str = "200") -> list[dict[str, Any]]:
+    for methods in load_model(api)["paths"].values():
+        for op in methods.values():
+            if isinstance(op, dict) and op.get("operationId") == operation:
+                sandbox = op["responses"][status].get("x-amzn-api-sandbox", {})
+                return [case["response"] for case in sandbox.get("static", [])]
+    raise AssertionError(f"{operation} not in {api}")
+
+
+def test_every_v0_get_orders_sandbox_example_parses() -> None:
+    responses = _sandbox_responses("orders-v0", "getOrders")
+    assert responses
+    parsed = 0
+    for response in responses:
+        for raw in response["payload"]["Orders"]:
+            order = order_from_v0(raw, "A1SELLER")
+            assert order.amazon_order_id == raw["AmazonOrderId"]
+            assert order.order_status == raw["OrderStatus"]
+            assert order.items is None  # v0 lists orders without items
+            parsed += 1
+    assert parsed > 0
+
+
+def test_v0_get_order_items_sandbox_example_parses_with_prices() -> None:
+    (response,) = _sandbox_responses("orders-v0", "getOrderItems")
+    raws = response["payload"]["OrderItems"]
+    items = [item_from_v0(raw) for raw in raws]
+    assert [i.order_item_id for i in items] == [r["OrderItemId"] for r in raws]
+    for item, raw in zip(items, raws, strict=True):
+        assert item.quantity_ordered == raw["QuantityOrdered"]
+        if "ItemPrice" in raw:
+            assert item.item_price is not None
+            assert item.item_price.amount == Decimal(raw["ItemPrice"]["Amount"])
+
+
+def test_2026_search_orders_example_parses_with_embedded_items() -> None:
+    model = load_model("orders-2026-01-01")
+    example = model["paths"]["/orders/2026-01-01/orders"]["get"]["responses"]["200"]["examples"][
+        "application/json"
+    ]
+    for raw in example["orders"]:
+        order = order_from_2026(raw, "A1SELLER")
+        assert order.amazon_order_id == raw["orderId"]
+        assert order.items is not None
+        assert len(order.items) == len(raw["orderItems"])
+        first = order.items[0]
+        unit = Decimal(raw["orderItems"][0]["product"]["price"]["unitPrice"]["amount"])
+        assert first.item_price is not None
+        assert first.item_price.amount == unit * raw["orderItems"][0]["quantityOrdered"]
+        assert order.shipping_address is not None
+
+
+def test_default_plans_come_from_the_models() -> None:
+    plans = default_plans()
+    assert plans["getOrders"] == (0.0167, 20)
+    assert plans["searchOrders"] == (0.0056, 20)
+    assert plans["getOrderItems"] == (0.5, 30)
+    assert plans["confirmShipment"] == (2.0, 10)
+    assert plans["createFeed"] == (0.0083, 15)

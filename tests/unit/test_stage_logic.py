@@ -1,0 +1,169 @@
+"""The pure steps of each stage, without Kafka, Redis or Amazon."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from ordersync.errors import AmazonRejected, AmazonUnavailable, InvalidEvent
+from ordersync.producers.order_download import window_start
+from ordersync.schemas.events import InvoiceIssued, Money, OrderDownloaded, Package, ShippedLine
+from ordersync.settings import DownloadSettings
+from ordersync.streams.invoice_issued import check_quantities, shipment_requests, shipped_quantities
+from ordersync.streams.item_fetch import enrich, hold_reason
+from ordersync.streams.order_import import build_sales_order, check_importable
+from ordersync.consumers.shipment_write_back import classify_attempt_error
+from tests.factories import T0, channel, item, order
+
+pytestmark = pytest.mark.unit
+
+
+# --- download ------------------------------------------------------------------------------------
+
+
+def test_window_starts_at_cursor_minus_overlap_or_the_initial_lookback() -> None:
+    settings = DownloadSettings(overlap_s=900, initial_lookback_s=86400)
+    assert window_start(T0, T0 + timedelta(hours=1), settings) == T0 - timedelta(minutes=15)
+    assert window_start(None, T0, settings) == T0 - timedelta(days=1)
+
+
+# --- item fetch ----------------------------------------------------------------------------------
+
+
+def test_pending_orders_are_held_and_unshipped_go_on() -> None:
+    assert hold_reason(order(order_status="Pending")) is not None
+    assert hold_reason(order(order_status="PendingAvailability")) is not None
+    assert hold_reason(order(order_status="Unshipped")) is None
+
+
+def test_enrich_uses_fetched_items_or_the_embedded_ones() -> None:
+    downloaded = OrderDownloaded(channel="acme-us", order=order(items=None))
+    fetched = (item(order_item_id="22"),)
+    assert enrich(downloaded, fetched).order.items == fetched
+    embedded = OrderDownloaded(channel="acme-us", order=order())
+    assert enrich(embedded, None).order.items == order().items
+    with pytest.raises(ValueError, match="carries its items"):
+        enrich(downloaded, None)
+
+
+# --- import --------------------------------------------------------------------------------------
+
+
+def test_importable_order_becomes_a_sales_order_with_prices_and_tax() -> None:
+    codes = {"SKU-1": "STK-1"}
+    assert check_importable(order(), codes) is None
+    sales = build_sales_order(order(), channel(), codes, "SO00000001")
+    (line,) = sales.lines
+    assert line.stock_code == "STK-1"
+    assert line.unit_price == Decimal("10.00")
+    assert line.tax == Decimal("1.60")
+    assert sales.shipping_charge == Decimal("4.99")
+    assert sales.total == Decimal("20.00") + Decimal("1.60") + Decimal("4.99")
+    assert sales.currency == "USD"
+
+
+def test_marketplace_facilitator_tax_is_not_booked_as_the_sellers() -> None:
+    facilitated = order(items=(item(tax_collection_model="MarketplaceFacilitator"),))
+    sales = build_sales_order(facilitated, channel(), {"SKU-1": "STK-1"}, "SO1")
+    assert sales.lines[0].tax == Decimal(0)
+    assert sales.total == Decimal("24.99")
+
+
+@pytest.mark.parametrize(
+    ("amazon_order", "codes", "reason_code", "sentence"),
+    [
+        (order(), {}, "unknown_stock_code", "Unknown stock code for seller SKU SKU-1 (ASIN B000000001)"),
+        (order(shipping_address=None), {"SKU-1": "S"}, "no_shipping_address", "No shipping address yet"),
+        (order(order_status="Pending"), {"SKU-1": "S"}, "pending_no_prices", "Pending: no prices yet"),
+        (order(items=(item(item_price=None),)), {"SKU-1": "S"}, "pending_no_prices", "Pending"),
+        (order(items=()), {"SKU-1": "S"}, "no_items", "no items"),
+    ],
+)
+def test_refusals_carry_a_code_and_a_sentence(amazon_order, codes, reason_code, sentence) -> None:  # type: ignore[no-untyped-def]
+    refused = check_importable(amazon_order, codes)
+    assert refused is not None
+    assert refused.reason_code == reason_code
+    assert sentence in refused.reason
+
+
+def test_amazon_fulfilled_orders_need_no_address() -> None:
+    assert check_importable(order(fulfillment_channel="AFN", shipping_address=None), {"SKU-1": "S"}) is None
+
+
+# --- invoice issued ------------------------------------------------------------------------------
+
+
+def _invoice(*quantities: int, item_id: str = "11111111111111") -> InvoiceIssued:
+    return InvoiceIssued(
+        invoice_number="INV-1",
+        amazon_order_id="111-1111111-1111111",
+        packages=tuple(
+            Package(
+                carrier_code="UPS",
+                tracking_number=f"1Z{n}",
+                ship_date=T0,
+                lines=(ShippedLine(order_item_id=item_id, quantity=q),),
+            )
+            for n, q in enumerate(quantities)
+        ),
+    )
+
+
+def test_invoice_packages_become_one_request_each() -> None:
+    sales = build_sales_order(order(), channel(), {"SKU-1": "S"}, "SO1")
+    invoice = _invoice(1, 1)
+    packages = shipped_quantities(invoice, sales)
+    check_quantities(invoice, sales, packages, already={})
+    requests = shipment_requests(invoice, sales, packages, ["1", "2"])
+    assert [r.package_reference_id for r in requests] == ["1", "2"]
+    assert [r.tracking_number for r in requests] == ["1Z0", "1Z1"]
+    assert all(r.items[0].quantity == 1 for r in requests)
+
+
+def test_invoice_lines_may_name_the_seller_sku() -> None:
+    sales = build_sales_order(order(), channel(), {"SKU-1": "S"}, "SO1")
+    invoice = InvoiceIssued(
+        invoice_number="INV-2",
+        amazon_order_id="111-1111111-1111111",
+        packages=(
+            Package(
+                carrier_code="UPS",
+                tracking_number="1Z",
+                ship_date=T0,
+                lines=(ShippedLine(seller_sku="SKU-1", quantity=2),),
+            ),
+        ),
+    )
+    assert shipped_quantities(invoice, sales) == [{"11111111111111": 2}]
+
+
+def test_invoice_rejects_unknown_items_and_over_shipping() -> None:
+    sales = build_sales_order(order(), channel(), {"SKU-1": "S"}, "SO1")
+    with pytest.raises(InvalidEvent, match="has no item 999"):
+        shipped_quantities(_invoice(1, item_id="999"), sales)
+    invoice = _invoice(2)
+    packages = shipped_quantities(invoice, sales)
+    with pytest.raises(InvalidEvent, match="only 1 of 2 are left"):
+        check_quantities(invoice, sales, packages, already={"11111111111111": 1})
+
+
+# --- write-back ----------------------------------------------------------------------------------
+
+
+def test_write_back_retries_unknown_outcomes_and_stops_on_refusals() -> None:
+    timeout = AmazonUnavailable("confirmShipment", None, "ReadTimeout", "no answer")
+    refused = AmazonRejected("confirmShipment", 400, "InvalidInput", "bad carrier")
+    fulfilled = AmazonRejected("confirmShipment", 400, "PackageToUpdateNotFound", "already fulfilled")
+    assert classify_attempt_error(timeout, False).retry
+    assert classify_attempt_error(timeout, False).outcome_unknown
+    assert not classify_attempt_error(refused, False).retry
+    # "already fulfilled" is our own earlier try only when that try's outcome was unknown.
+    assert classify_attempt_error(fulfilled, True).already_confirmed
+    assert not classify_attempt_error(fulfilled, False).already_confirmed
+
+
+def test_money_must_have_a_currency_code() -> None:
+    with pytest.raises(ValueError, match="currency"):
+        Money(currency="usd", amount=Decimal(1))
