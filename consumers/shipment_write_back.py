@@ -22,8 +22,14 @@ import faust
 from ordersync.errors import AmazonApiError, Permanent, QuotaUnavailable, Retryable, Throttled
 from ordersync.runtime import REDIS_PROBE_INTERVAL_S, StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
-from ordersync.schemas.events import ShipmentConfirmed, ShipmentFailed, ShipmentRequested
-from ordersync.schemas.topics import SHIPMENTS_CONFIRMED, SHIPMENTS_FAILED, SHIPMENTS_REQUESTED, order_key
+from ordersync.schemas.events import ConfirmationMethod, ShipmentConfirmed, ShipmentFailed, ShipmentRequested
+from ordersync.schemas.topics import (
+    SHIPMENTS_CONFIRMED,
+    SHIPMENTS_FAILED,
+    SHIPMENTS_REQUESTED,
+    TopicSpec,
+    order_key,
+)
 
 log = logging.getLogger(__name__)
 STAGE = "shipment-write-back"
@@ -59,106 +65,147 @@ def total_quantity(request: ShipmentRequested) -> int:
     return sum(item.quantity for item in request.items)
 
 
-async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
-    request = envelope.payload_as(ShipmentRequested)
-    seller = envelope.seller_id
-    store = runtime.store
-    order_id, package = request.amazon_order_id, request.package_reference_id
-    state = await store.shipment_state(seller, order_id, package)
-    if state.get("status") in ("Success", "Failed"):
-        return  # a replayed request: its result was published already
-    channel = runtime.channels.by_name(request.channel)
-    sales_order = await store.sales_order(seller, order_id)
-    marketplace = envelope.marketplace_id or (sales_order.marketplace_id if sales_order else None)
-    key = order_key(seller, order_id)
-    common = {
-        "carrier": request.carrier_code,
-        "service": request.shipping_method or "",
-        "tracking": request.tracking_number,
-        "quantity": total_quantity(request),
-    }
-    amazon_status = (await store.order_status(seller, order_id)).get("amazon_status")
-    attempts = int(state.get("attempts", 0))
-    outcome_unknown = state.get("outcome") == "unknown"
-    error: Exception | None = None
-    if amazon_status == "Canceled":
-        error = Permanent(f"order {order_id} is cancelled on Amazon; a cancelled order is never confirmed")
-    elif marketplace is None:
-        error = Permanent(f"no marketplace known for order {order_id}: it was not imported by ordersync")
-    client = runtime.amazon(channel)
-    max_attempts = runtime.settings.writeback.max_attempts
-    while error is None and attempts < max_attempts:
-        attempts += 1
-        await store.update_shipment_state(
-            seller, order_id, package, status="Pending", attempts=attempts,
-            last_attempt=datetime.now(UTC).isoformat(), **common,
+@dataclass
+class PackageWriteBack:
+    """One package's way to Amazon: the attempts, then one published result."""
+
+    runtime: StageRuntime
+    envelope: Envelope[Event]
+    request: ShipmentRequested
+    marketplace: str | None
+
+    @property
+    def seller(self) -> str:
+        return self.envelope.seller_id
+
+    async def record_state(self, **fields: str | int) -> None:
+        request = self.request
+        await self.runtime.store.update_shipment_state(
+            self.seller, request.amazon_order_id, request.package_reference_id, **fields
         )
-        try:
-            await client.confirm_shipment(request, marketplace or "")
-            method = "confirmShipment"
-        except Throttled as exc:
-            attempts -= 1  # throttling is a wait, never a failed attempt
-            await asyncio.sleep(exc.retry_after_s)
-            continue
-        except QuotaUnavailable as exc:
-            attempts -= 1  # fail closed: nothing was sent
-            log.error("%s: rate limiter unavailable, nothing sent: %s", order_id, exc)
-            await asyncio.sleep(REDIS_PROBE_INTERVAL_S)
-            continue
-        except (Retryable, Permanent) as exc:
-            verdict = classify_attempt_error(exc, outcome_unknown)
-            if not verdict.already_confirmed:
+
+    async def attempt(
+        self, attempts: int, outcome_unknown: bool
+    ) -> tuple[ConfirmationMethod | None, Exception | None, int]:
+        """Try until confirmed, refused, or out of attempts: (method, error, attempts made)."""
+        runtime, request = self.runtime, self.request
+        client = runtime.amazon(runtime.channels.by_name(request.channel))
+        max_attempts = runtime.settings.writeback.max_attempts
+        error: Exception | None = None
+        while attempts < max_attempts:
+            attempts += 1
+            await self.record_state(
+                status="Pending", attempts=attempts, last_attempt=datetime.now(UTC).isoformat()
+            )
+            try:
+                await client.confirm_shipment(request, self.marketplace or "")
+                return "confirmShipment", None, attempts
+            except Throttled as exc:
+                attempts -= 1  # throttling is a wait, never a failed attempt
+                await asyncio.sleep(exc.retry_after_s)
+            except QuotaUnavailable as exc:
+                attempts -= 1  # fail closed: nothing was sent
+                log.error("%s: rate limiter unavailable, nothing sent: %s", request.amazon_order_id, exc)
+                await asyncio.sleep(REDIS_PROBE_INTERVAL_S)
+            except (Retryable, Permanent) as exc:
+                verdict = classify_attempt_error(exc, outcome_unknown)
+                if verdict.already_confirmed:
+                    return "already-confirmed", None, attempts
                 code, message = error_parts(exc)
-                await store.update_shipment_state(
-                    seller, order_id, package, last_error=f"{code}: {message}",
+                await self.record_state(
+                    last_error=f"{code}: {message}",
                     outcome="unknown" if verdict.outcome_unknown else "refused",
                 )
                 outcome_unknown = outcome_unknown or verdict.outcome_unknown
-                if verdict.retry and attempts < max_attempts:
-                    await asyncio.sleep(runtime.settings.writeback.retry_backoff_s * 2 ** (attempts - 1))
-                    continue
                 error = exc
-                break
-            method = "already-confirmed"
+                if not verdict.retry:
+                    break
+                if attempts < max_attempts:
+                    await asyncio.sleep(runtime.settings.writeback.retry_backoff_s * 2 ** (attempts - 1))
+        return None, error, attempts
+
+    async def publish_confirmed(self, method: ConfirmationMethod, attempts: int) -> None:
+        request = self.request
         confirmed = ShipmentConfirmed(
-            channel=channel.name,
-            amazon_order_id=order_id,
-            package_reference_id=package,
-            method=method,  # type: ignore[arg-type]
+            channel=request.channel,
+            amazon_order_id=request.amazon_order_id,
+            package_reference_id=request.package_reference_id,
+            method=method,
             attempts=attempts,
             carrier_code=request.carrier_code,
             tracking_number=request.tracking_number,
             quantity=total_quantity(request),
             confirmed_at=datetime.now(UTC),
         )
-        await runtime.emit(
-            SHIPMENTS_CONFIRMED, key,
-            Envelope.wrap(confirmed, seller_id=seller, marketplace_id=marketplace,
-                          correlation_id=envelope.correlation_id),
+        await self._publish(SHIPMENTS_CONFIRMED, confirmed)
+        await self.record_state(status="Success", outcome="confirmed")
+        await self.runtime.store.set_order_status(self.seller, request.amazon_order_id, writeback="Success")
+
+    async def publish_failed(self, error: Exception | None, attempts: int) -> None:
+        request = self.request
+        code, message = error_parts(error) if error else ("Unknown", "no attempt was made")
+        failed = ShipmentFailed(
+            channel=request.channel,
+            amazon_order_id=request.amazon_order_id,
+            package_reference_id=request.package_reference_id,
+            attempts=attempts,
+            error_code=code,
+            error_message=message,
+            carrier_code=request.carrier_code,
+            shipping_method=request.shipping_method,
+            tracking_number=request.tracking_number,
+            ship_date=request.ship_date,
+            quantity=total_quantity(request),
         )
-        await store.update_shipment_state(seller, order_id, package, status="Success", outcome="confirmed")
-        await store.set_order_status(seller, order_id, writeback="Success")
-        return
-    code, message = error_parts(error) if error else ("Unknown", "no attempt was made")
-    failed = ShipmentFailed(
-        channel=channel.name,
-        amazon_order_id=order_id,
-        package_reference_id=package,
-        attempts=attempts,
-        error_code=code,
-        error_message=message,
-        carrier_code=request.carrier_code,
-        shipping_method=request.shipping_method,
-        tracking_number=request.tracking_number,
-        ship_date=request.ship_date,
+        await self._publish(SHIPMENTS_FAILED, failed)
+        await self.record_state(status="Failed", last_error=f"{code}: {message}")
+        await self.runtime.store.set_order_status(
+            self.seller, request.amazon_order_id, writeback="Failed", writeback_error=f"{code}: {message}"
+        )
+
+    async def _publish(self, spec: TopicSpec, event: Event) -> None:
+        await self.runtime.emit(
+            spec,
+            order_key(self.seller, self.request.amazon_order_id),
+            Envelope.wrap(
+                event,
+                seller_id=self.seller,
+                marketplace_id=self.marketplace,
+                correlation_id=self.envelope.correlation_id,
+            ),
+        )
+
+
+async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
+    request = envelope.payload_as(ShipmentRequested)
+    seller = envelope.seller_id
+    store = runtime.store
+    order_id = request.amazon_order_id
+    state = await store.shipment_state(seller, order_id, request.package_reference_id)
+    if state.get("status") in ("Success", "Failed"):
+        return  # a replayed request: its result was published already
+    sales_order = await store.sales_order(seller, order_id)
+    marketplace = envelope.marketplace_id or (sales_order.marketplace_id if sales_order else None)
+    package = PackageWriteBack(runtime, envelope, request, marketplace)
+    await package.record_state(
+        carrier=request.carrier_code,
+        service=request.shipping_method or "",
+        tracking=request.tracking_number,
         quantity=total_quantity(request),
     )
-    await runtime.emit(
-        SHIPMENTS_FAILED, key,
-        Envelope.wrap(failed, seller_id=seller, marketplace_id=marketplace, correlation_id=envelope.correlation_id),
-    )
-    await store.update_shipment_state(seller, order_id, package, status="Failed", last_error=f"{code}: {message}")
-    await store.set_order_status(seller, order_id, writeback="Failed", writeback_error=f"{code}: {message}")
+    attempts = int(state.get("attempts", 0))
+    if (await store.order_status(seller, order_id)).get("amazon_status") == "Canceled":
+        error: Exception | None = Permanent(
+            f"order {order_id} is cancelled on Amazon; a cancelled order is never confirmed"
+        )
+    elif marketplace is None:
+        error = Permanent(f"no marketplace known for order {order_id}: it was not imported by ordersync")
+    else:
+        method, error, attempts = await package.attempt(attempts, state.get("outcome") == "unknown")
+        if method is not None:
+            await package.publish_confirmed(method, attempts)
+            return
+    await package.publish_failed(error, attempts)
 
 
 def register(app: faust.App, runtime: StageRuntime) -> None:

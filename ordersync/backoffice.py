@@ -91,12 +91,17 @@ def run_backoffice(settings: Settings, *, delay_s: float = 1.0, seed: int = 7) -
                     if order.fulfillment_channel == "AFN" or order.amazon_order_id in invoiced:
                         continue
                     invoiced.add(order.amazon_order_id)
-                    heapq.heappush(due, (time.monotonic() + delay_s, order.amazon_order_id, order, envelope.correlation_id))
+                    heapq.heappush(
+                        due,
+                        (time.monotonic() + delay_s, order.amazon_order_id, order, envelope.correlation_id),
+                    )
             while due and due[0][0] <= time.monotonic():
                 _, _, order, correlation = heapq.heappop(due)
                 invoice = invoice_for(order, rng, datetime.now(UTC))
                 envelope = Envelope.wrap(
-                    invoice, seller_id=order.seller_id, marketplace_id=order.marketplace_id,
+                    invoice,
+                    seller_id=order.seller_id,
+                    marketplace_id=order.marketplace_id,
                     correlation_id=correlation,
                 )
                 producer.send(

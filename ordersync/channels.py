@@ -143,7 +143,5 @@ def load_channels(path: Path) -> ChannelsFile:
     try:
         return ChannelsFile.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigurationError(f"channels file {path}: {problems}") from exc

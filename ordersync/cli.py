@@ -31,7 +31,9 @@ def _mount() -> None:
 _mount()
 
 schemas_app = typer.Typer(help="The event schemas.", no_args_is_help=True)
-listings_app = typer.Typer(help="Channel listings: Amazon seller SKU -> back-office stock code.", no_args_is_help=True)
+listings_app = typer.Typer(
+    help="Channel listings: Amazon seller SKU -> back-office stock code.", no_args_is_help=True
+)
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(listings_app, name="listings")
 
@@ -45,7 +47,10 @@ def _setup_logging() -> None:
 
 @app.command()
 def run(
-    stage: Annotated[str, typer.Argument(help="order-download | item-fetch | import | invoice-issued | shipment-write-back")],
+    stage: Annotated[
+        str,
+        typer.Argument(help="order-download | item-fetch | import | invoice-issued | shipment-write-back"),
+    ],
 ) -> None:
     """Run one stage's worker until stopped (SIGTERM or Ctrl-C)."""
     from ordersync.stages import STAGES, run_stage
@@ -70,7 +75,9 @@ def backoffice(
 
 
 @schemas_app.command("export")
-def schemas_export(directory: Annotated[Path, typer.Argument(help="Folder to write the JSON Schemas into.")]) -> None:
+def schemas_export(
+    directory: Annotated[Path, typer.Argument(help="Folder to write the JSON Schemas into.")],
+) -> None:
     """Write one JSON Schema per event (in its envelope), for teams in other languages."""
     from ordersync.schemas.envelope import Envelope
     from ordersync.schemas.topics import CATALOGUE
@@ -122,7 +129,9 @@ def listings_import(
 
 @app.command()
 def demo(
-    time_scale: Annotated[float, typer.Option(help="How much faster than real time the simulated Amazon runs.")] = 20.0,
+    time_scale: Annotated[
+        float, typer.Option(help="How much faster than real time the simulated Amazon runs.")
+    ] = 20.0,
     seed: Annotated[int, typer.Option(help="Seed of the simulated orders.")] = 42,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 240.0,
 ) -> None:

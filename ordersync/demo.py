@@ -24,6 +24,10 @@ from typing import Any
 
 import httpx
 import yaml
+from kafka import KafkaConsumer, TopicPartition
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
 
 from ordersync.devinfra import EmbeddedBroker, EmbeddedRedis, stop_process_group
 from ordersync.errors import InvalidEvent
@@ -41,8 +45,9 @@ from ordersync.schemas.topics import (
     SHIPMENTS_CONFIRMED,
     SHIPMENTS_FAILED,
     SHIPMENTS_REQUESTED,
+    by_name,
 )
-from ordersync.settings import Settings
+from ordersync.settings import KafkaSettings, RedisSettings, Settings
 from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.scenario import Scenario, load_scenario
 from ordersync.stages import STAGES
@@ -100,13 +105,14 @@ class OutcomeWatcher(threading.Thread):
         self.join(timeout=10)
 
     def run(self) -> None:
-        from kafka import KafkaConsumer, TopicPartition
-
         try:
             consumer = KafkaConsumer(
                 fetch_max_wait_ms=100, enable_auto_commit=False, **kafka_client_config(self._settings.kafka)
             )
-            specs = {spec.name: spec for spec in (*WATCHED_TOPICS, *(s for s in CATALOGUE if s.name.endswith(".dlq")))}
+            specs = {
+                spec.name: spec
+                for spec in (*WATCHED_TOPICS, *(s for s in CATALOGUE if s.name.endswith(".dlq")))
+            }
             partitions = [
                 TopicPartition(name, p)
                 for name in specs
@@ -123,8 +129,6 @@ class OutcomeWatcher(threading.Thread):
             self.error = exc
 
     def _record(self, topic: str, value: bytes) -> None:
-        from ordersync.schemas.topics import by_name
-
         with self._lock:
             if topic.endswith(".dlq"):
                 self._outcomes.dead_letters += 1
@@ -183,7 +187,9 @@ def account(truth: list[dict[str, Any]], outcomes: Outcomes, throttled: int, cal
             categories[f"import failed: {outcomes.import_failures[order_id]}"] += 1
         elif order_id in outcomes.shipment_failures:
             categories["write-back failed"] += 1
-        elif order["fulfillment_channel"] == "MFN" and status == "Shipped" and order.get("confirmed_by_seller"):
+        elif (
+            order["fulfillment_channel"] == "MFN" and status == "Shipped" and order.get("confirmed_by_seller")
+        ):
             categories["confirmed on Amazon"] += 1
         else:
             unaccounted.append(f"{order_id} ({order['fulfillment_channel']}, {status})")
@@ -277,8 +283,8 @@ class LocalPipeline:
 
     def settings(self) -> Settings:
         return Settings(
-            kafka={"bootstrap": self.env["ORDERSYNC_KAFKA__BOOTSTRAP"]},  # type: ignore[arg-type]
-            redis={"url": self.env["ORDERSYNC_REDIS__URL"]},  # type: ignore[arg-type]
+            kafka=KafkaSettings(bootstrap=self.env["ORDERSYNC_KAFKA__BOOTSTRAP"]),
+            redis=RedisSettings(url=self.env["ORDERSYNC_REDIS__URL"]),
         )
 
     def _load_listings(self) -> None:
@@ -294,7 +300,11 @@ class LocalPipeline:
     def cli(self, *args: str) -> str:
         done = subprocess.run(
             [sys.executable, "-m", "ordersync.cli", *args],
-            env={**os.environ, **self.env}, capture_output=True, text=True, timeout=120, check=False,
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         if done.returncode != 0:
             raise RuntimeError(f"ordersync {' '.join(args)} failed: {done.stderr.strip()}")
@@ -374,50 +384,57 @@ def wait_until_accounted(
             on_tick(accounting, watcher.snapshot())
         dead = pipeline.dead_processes()
         if dead:
-            raise RuntimeError(f"stage process(es) died: {', '.join(dead)}; see the logs in {pipeline.run_dir}")
+            raise RuntimeError(
+                f"stage process(es) died: {', '.join(dead)}; see the logs in {pipeline.run_dir}"
+            )
         streak = streak + 1 if accounting.complete and time.monotonic() >= arrivals_end else 0
         if streak >= 2 or time.monotonic() >= deadline:
             return accounting
         time.sleep(1.0)
 
 
+def progress_table(
+    accounting: Accounting | None, outcomes: Outcomes, elapsed_s: float, final: bool = False
+) -> Table:
+    """The demo's live view, and its final result."""
+    title = "ordersync demo: result" if final else "ordersync demo: orders flowing (Ctrl-C stops everything)"
+    grid = Table(title=title, show_header=True)
+    grid.add_column("")
+    grid.add_column("orders", justify="right")
+    grid.add_row("on Amazon (simulator)", str(accounting.on_amazon if accounting else "-"))
+    grid.add_row("downloaded", str(outcomes.count(ORDERS_DOWNLOADED.name)))
+    grid.add_row("items fetched", str(outcomes.count(ORDERS_ENRICHED.name)))
+    grid.add_row("imported as sales orders", str(outcomes.count(ORDERS_IMPORTED.name)))
+    for reason, n in sorted(Counter(outcomes.import_failures.values()).items()):
+        grid.add_row(f"  import failed: {reason}", str(n))
+    grid.add_row("invoiced by the back-office", str(outcomes.count(INVOICES_ISSUED.name)))
+    grid.add_row("confirmed on Amazon", str(outcomes.count(SHIPMENTS_CONFIRMED.name)))
+    grid.add_row("write-back failed", str(outcomes.count(SHIPMENTS_FAILED.name)))
+    if accounting:
+        for category, n in sorted(accounting.categories.items()):
+            if not category.startswith(("import failed", "confirmed")):
+                grid.add_row(f"  {category}", str(n))
+        grid.add_row("unaccounted for", str(len(accounting.unaccounted)))
+        grid.add_row("429s received from Amazon", str(accounting.throttled))
+        grid.add_row("Amazon calls made", str(accounting.sim_calls))
+    grid.add_row("elapsed", f"{elapsed_s:.0f} s")
+    return grid
+
+
 def run_demo(*, time_scale: float, seed: int, timeout_s: float) -> int:
     """Run the demo; returns the exit status (non-zero when any order is unaccounted for)."""
-    from rich.console import Console
-    from rich.live import Live
-    from rich.table import Table
-
     console = Console()
     scenario = load_scenario("demo", seed=seed, time_scale=time_scale)
     started = time.monotonic()
 
     def table(accounting: Accounting | None, outcomes: Outcomes, final: bool = False) -> Table:
-        title = "ordersync demo: result" if final else "ordersync demo: orders flowing (Ctrl-C stops everything)"
-        grid = Table(title=title, show_header=True)
-        grid.add_column("")
-        grid.add_column("orders", justify="right")
-        grid.add_row("on Amazon (simulator)", str(accounting.on_amazon if accounting else "-"))
-        grid.add_row("downloaded", str(outcomes.count(ORDERS_DOWNLOADED.name)))
-        grid.add_row("items fetched", str(outcomes.count(ORDERS_ENRICHED.name)))
-        grid.add_row("imported as sales orders", str(outcomes.count(ORDERS_IMPORTED.name)))
-        for reason, n in sorted(Counter(outcomes.import_failures.values()).items()):
-            grid.add_row(f"  import failed: {reason}", str(n))
-        grid.add_row("invoiced by the back-office", str(outcomes.count(INVOICES_ISSUED.name)))
-        grid.add_row("confirmed on Amazon", str(outcomes.count(SHIPMENTS_CONFIRMED.name)))
-        grid.add_row("write-back failed", str(outcomes.count(SHIPMENTS_FAILED.name)))
-        if accounting:
-            for category, n in sorted(accounting.categories.items()):
-                if not category.startswith(("import failed", "confirmed")):
-                    grid.add_row(f"  {category}", str(n))
-            grid.add_row("unaccounted for", str(len(accounting.unaccounted)))
-            grid.add_row("429s received from Amazon", str(accounting.throttled))
-            grid.add_row("Amazon calls made", str(accounting.sim_calls))
-        grid.add_row("elapsed", f"{time.monotonic() - started:.0f} s")
-        return grid
+        return progress_table(accounting, outcomes, time.monotonic() - started, final)
 
     run_dir = Path(tempfile.mkdtemp(prefix="ordersync-demo-"))
-    console.print(f"[bold]ordersync demo[/]: {sum(s.orders.count for s in scenario.sellers)} orders, "
-                  f"{len(scenario.sellers)} sellers, simulated Amazon at {time_scale}x; logs in {run_dir}")
+    console.print(
+        f"[bold]ordersync demo[/]: {sum(s.orders.count for s in scenario.sellers)} orders, "
+        f"{len(scenario.sellers)} sellers, simulated Amazon at {time_scale}x; logs in {run_dir}"
+    )
     pipeline = LocalPipeline(scenario=scenario, run_dir=run_dir)
     watcher: OutcomeWatcher | None = None
     try:
@@ -427,7 +444,9 @@ def run_demo(*, time_scale: float, seed: int, timeout_s: float) -> int:
         watcher.start()
         with Live(table(None, Outcomes()), console=console, refresh_per_second=2) as live:
             accounting = wait_until_accounted(
-                pipeline, watcher, timeout_s=timeout_s,
+                pipeline,
+                watcher,
+                timeout_s=timeout_s,
                 on_tick=lambda acc, out: live.update(table(acc, out)),
             )
             live.update(table(accounting, watcher.snapshot(), final=True))
@@ -439,8 +458,10 @@ def run_demo(*, time_scale: float, seed: int, timeout_s: float) -> int:
             watcher.stop()
         pipeline.stop()
     if accounting.unaccounted:
-        console.print(f"[red]{len(accounting.unaccounted)} order(s) unaccounted for[/], e.g. "
-                      + ", ".join(accounting.unaccounted[:5]))
+        console.print(
+            f"[red]{len(accounting.unaccounted)} order(s) unaccounted for[/], e.g. "
+            + ", ".join(accounting.unaccounted[:5])
+        )
         return 1
     if accounting.throttled:
         console.print(f"[red]Amazon answered 429 {accounting.throttled} time(s)[/]")

@@ -65,7 +65,7 @@ class EmbeddedServerError(RuntimeError):
     """An embedded server could not be found, started or made ready; the message says why."""
 
 
-class DevAlreadyRunning(RuntimeError):  # noqa: N818 - it is a refusal, not a fault
+class DevAlreadyRunning(RuntimeError):
     """``dev up`` found a running pair in the state file and started nothing."""
 
     def __init__(self, state: DevState) -> None:

@@ -70,6 +70,7 @@ class AmazonThrottled(AmazonApiError, Throttled):
         code: str,
         message: str,
         request_id: str | None = None,
+        *,
         retry_after_s: float = 1.0,
     ) -> None:
         AmazonApiError.__init__(self, operation, status, code, message, request_id)

@@ -32,7 +32,9 @@ def _patch_fetch_wait(fetch_max_wait_ms: int) -> None:
             consumer._fetch_max_wait_ms = _fetch_wait_ms
             return consumer
 
-        faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer
+        faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = (  # type: ignore[method-assign]
+            create_worker_consumer
+        )
     _fetch_wait_ms = fetch_max_wait_ms
 
 

@@ -63,7 +63,9 @@ def parse_listings_csv(text: str) -> Listings:
         if not seller_sku:
             problems.append(f"line {line}: neither Merchant SKU nor Channel SKU Id is given")
         if seller_sku and seller_sku in seen:
-            problems.append(f"line {line}: seller SKU {seller_sku} is already mapped on line {seen[seller_sku]}")
+            problems.append(
+                f"line {line}: seller SKU {seller_sku} is already mapped on line {seen[seller_sku]}"
+            )
         if stock_code and seller_sku:
             seen.setdefault(seller_sku, line)
             listings.rows.append(

@@ -95,7 +95,7 @@ class StageRuntime:
     def decode(self, spec: TopicSpec, value: bytes | None) -> Envelope[Event]:
         return decode(value, spec)
 
-    async def dead_letter(self, spec: TopicSpec, event: faust.EventT, error: Exception) -> None:
+    async def dead_letter(self, spec: TopicSpec, event: faust.EventT[Any], error: Exception) -> None:
         """Keep the record whole on the topic's dead-letter companion, with why and where it was."""
         if spec.dlq is None:
             raise RuntimeError(f"{spec.name} has no dead-letter topic in the catalogue") from error
@@ -118,7 +118,11 @@ class StageRuntime:
         await self.emit(spec.dlq, key or "unknown", envelope)
         log.warning(
             "dead-lettered %s[%d]@%d to %s: %s",
-            spec.name, message.partition, message.offset, spec.dlq.name, error,
+            spec.name,
+            message.partition,
+            message.offset,
+            spec.dlq.name,
+            error,
         )
 
     async def retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -143,7 +147,7 @@ class StageRuntime:
                 await asyncio.sleep(delay)
 
     async def process(
-        self, spec: TopicSpec, event: faust.EventT, handle: Callable[[Envelope[Event]], Awaitable[None]]
+        self, spec: TopicSpec, event: faust.EventT[Any], handle: Callable[[Envelope[Event]], Awaitable[None]]
     ) -> None:
         """Decode one record and hand it to the stage; whatever cannot be processed is dead-lettered
         with the reason, and the stage keeps running."""
@@ -156,4 +160,3 @@ class StageRuntime:
             await handle(envelope)
         except (Permanent, Retryable) as exc:
             await self.dead_letter(spec, event, exc)
-

@@ -63,7 +63,7 @@ class RedisSettings(_Frozen):
 class AmazonSettings(_Frozen):
     endpoint: str | None = Field(
         None,
-        description="SP-API base URL for every region (e.g. the simulator). Unset: Amazon's regional endpoint.",
+        description="SP-API base URL for every region (e.g. the simulator); unset: Amazon's, per region.",
     )
     lwa_endpoint: str = Field("https://api.amazon.com/auth/o2/token", description="LWA token endpoint.")
     application_id: str = Field(

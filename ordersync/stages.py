@@ -31,7 +31,7 @@ class StageModule(Protocol):
 def build_stage(name: str, settings: Settings) -> tuple[faust.App, StageRuntime]:
     if name not in STAGES:
         raise KeyError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
-    module: StageModule = importlib.import_module(STAGES[name])  # type: ignore[assignment]
+    module: StageModule = importlib.import_module(STAGES[name])
     app = make_app(name, settings)
     runtime = StageRuntime(name, settings, app)
     module.register(app, runtime)

@@ -55,10 +55,22 @@ class Store:
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
+    # The client decodes responses (``decode_responses=True``): every value read back is a str.
+
+    async def _get(self, key: str) -> str | None:
+        value = await self.redis.get(key)
+        return value.decode() if isinstance(value, bytes) else value
+
+    async def _hgetall(self, key: str) -> dict[str, str]:
+        return cast(dict[str, str], await self.redis.hgetall(key))
+
+    async def _hset(self, key: str, fields: dict[str, str]) -> None:
+        await self.redis.hset(key, mapping=cast(dict[Any, Any], fields))
+
     # --- download cursor and dedupe ---------------------------------------------------------------
 
     async def cursor(self, channel: str) -> datetime | None:
-        raw = await self.redis.get(self.key("cursor", channel))
+        raw = await self._get(self.key("cursor", channel))
         return datetime.fromisoformat(raw.replace("Z", "+00:00")) if raw else None
 
     async def save_cursor(self, channel: str, value: datetime) -> None:
@@ -66,7 +78,7 @@ class Store:
 
     async def is_new_version(self, mark: str, seller_id: str, order_id: str, version: datetime) -> bool:
         """Has this (seller, order, LastUpdateDate) not been recorded under ``mark`` yet?"""
-        current = await self.redis.get(self.key(mark, f"{{{seller_id}}}", order_id))
+        current = await self._get(self.key(mark, f"{{{seller_id}}}", order_id))
         return current is None or current < _iso(version)
 
     async def record_version(self, mark: str, seller_id: str, order_id: str, version: datetime) -> bool:
@@ -82,12 +94,12 @@ class Store:
 
     async def set_listings(self, channel: str, mapping: dict[str, str]) -> None:
         if mapping:
-            await self.redis.hset(self.key("listings", channel), mapping=mapping)
+            await self._hset(self.key("listings", channel), mapping)
 
     async def stock_codes(self, channel: str, seller_skus: list[str]) -> dict[str, str]:
         if not seller_skus:
             return {}
-        values = await self.redis.hmget(self.key("listings", channel), seller_skus)
+        values = cast(list[str | None], await self.redis.hmget(self.key("listings", channel), seller_skus))
         return {sku: code for sku, code in zip(seller_skus, values, strict=True) if code}
 
     # --- sales orders -----------------------------------------------------------------------------
@@ -98,7 +110,7 @@ class Store:
         Returns (code, newly_assigned). A code is never reused: the sequence only grows.
         """
         key = self.key("so-code", f"{{{seller_id}}}", order_id)
-        existing = await self.redis.get(key)
+        existing = await self._get(key)
         if existing:
             return existing, False
         number = await self.redis.incr(self.key("so-seq", prefix))
@@ -106,7 +118,7 @@ class Store:
         if await self.redis.set(key, code, nx=True):
             return code, True
         # Another worker assigned one in between: theirs stands; our number stays unused.
-        return cast(str, await self.redis.get(key)), False
+        return cast(str, await self._get(key)), False
 
     async def save_sales_order(self, order: SalesOrder) -> None:
         await self.redis.set(
@@ -116,35 +128,35 @@ class Store:
         )
 
     async def sales_order(self, seller_id: str, order_id: str) -> SalesOrder | None:
-        raw = await self.redis.get(self.key("sales-order", f"{{{seller_id}}}", order_id))
+        raw = await self._get(self.key("sales-order", f"{{{seller_id}}}", order_id))
         return SalesOrder.model_validate_json(raw) if raw else None
 
     # --- per-order status (for the status view) -------------------------------------------------
 
     async def set_order_status(self, seller_id: str, order_id: str, **fields: str | int) -> None:
         key = self.key("order", f"{{{seller_id}}}", order_id)
-        await self.redis.hset(key, mapping={k: str(v) for k, v in fields.items()})
+        await self._hset(key, {k: str(v) for k, v in fields.items()})
         await self.redis.expire(key, ORDER_STATE_TTL_S)
 
     async def order_status(self, seller_id: str, order_id: str) -> dict[str, str]:
-        return cast(dict[str, str], await self.redis.hgetall(self.key("order", f"{{{seller_id}}}", order_id)))
+        return await self._hgetall(self.key("order", f"{{{seller_id}}}", order_id))
 
     # --- shipments: what was requested and confirmed per order item -----------------------------
 
     async def shipment_state(self, seller_id: str, order_id: str, package_id: str) -> dict[str, str]:
         key = self.key("shipment", f"{{{seller_id}}}", order_id, package_id)
-        return cast(dict[str, str], await self.redis.hgetall(key))
+        return await self._hgetall(key)
 
     async def update_shipment_state(
         self, seller_id: str, order_id: str, package_id: str, **fields: str | int
     ) -> None:
         key = self.key("shipment", f"{{{seller_id}}}", order_id, package_id)
-        await self.redis.hset(key, mapping={k: str(v) for k, v in fields.items()})
+        await self._hset(key, {k: str(v) for k, v in fields.items()})
         await self.redis.expire(key, ORDER_STATE_TTL_S)
 
     async def requested_quantities(self, seller_id: str, order_id: str) -> dict[str, int]:
         """Quantity per order item already requested for shipment (by earlier invoices)."""
-        raw = await self.redis.hgetall(self.key("requested", f"{{{seller_id}}}", order_id))
+        raw = await self._hgetall(self.key("requested", f"{{{seller_id}}}", order_id))
         return {item: int(qty) for item, qty in raw.items()}
 
     async def invoice_seen(self, seller_id: str, order_id: str, invoice: str) -> bool:
@@ -154,15 +166,17 @@ class Store:
         """Amazon's packageReferenceId for package ``index`` of an invoice: a positive number unique
         within the order, the same every time this invoice is processed."""
         key = self.key("package", f"{{{seller_id}}}", order_id, invoice, str(index))
-        existing = await self.redis.get(key)
+        existing = await self._get(key)
         if existing:
-            return cast(str, existing)
+            return existing
         number = await self.redis.incr(self.key("package-seq", f"{{{seller_id}}}", order_id))
         if await self.redis.set(key, str(number), nx=True, ex=ORDER_STATE_TTL_S):
             return str(number)
-        return cast(str, await self.redis.get(key))
+        return cast(str, await self._get(key))
 
-    async def add_requested(self, seller_id: str, order_id: str, invoice: str, quantities: dict[str, int]) -> bool:
+    async def add_requested(
+        self, seller_id: str, order_id: str, invoice: str, quantities: dict[str, int]
+    ) -> bool:
         """Record an invoice's quantities once; False when this invoice was recorded before."""
         marker = self.key("invoice", f"{{{seller_id}}}", order_id, invoice)
         if not await self.redis.set(marker, "1", nx=True, ex=ORDER_STATE_TTL_S):
@@ -187,7 +201,7 @@ class Store:
             fields["last_error"] = detail
             fields["last_error_at"] = now
         fields.update({k: json.dumps(v) if not isinstance(v, str) else v for k, v in extra.items()})
-        await self.redis.hset(self.key("task", task, scope), mapping=fields)
+        await self._hset(self.key("task", task, scope), fields)
 
     async def task(self, task: str, scope: str) -> dict[str, str]:
-        return cast(dict[str, str], await self.redis.hgetall(self.key("task", task, scope)))
+        return await self._hgetall(self.key("task", task, scope))

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import faust
 
@@ -26,7 +27,7 @@ from ordersync.channels import Channel
 from ordersync.errors import PipelineError
 from ordersync.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
-from ordersync.schemas.events import AmazonOrder, OperatorCommandIssued, OrderDownloaded
+from ordersync.schemas.events import AmazonOrder, FoundBy, OperatorCommandIssued, OrderDownloaded
 from ordersync.schemas.topics import OPS_COMMANDS, ORDERS_DOWNLOADED, order_key
 from ordersync.settings import DownloadSettings
 
@@ -42,9 +43,11 @@ def window_start(cursor: datetime | None, now: datetime, settings: DownloadSetti
     return cursor - timedelta(seconds=settings.overlap_s)
 
 
-def downloaded_event(channel: Channel, order: AmazonOrder, found_by: str = "poll") -> Envelope[OrderDownloaded]:
+def downloaded_event(
+    channel: Channel, order: AmazonOrder, found_by: FoundBy = "poll"
+) -> Envelope[OrderDownloaded]:
     return Envelope.wrap(
-        OrderDownloaded(channel=channel.name, order=order, found_by=found_by),  # type: ignore[arg-type]
+        OrderDownloaded(channel=channel.name, order=order, found_by=found_by),
         seller_id=channel.seller_id,
         marketplace_id=order.marketplace_id,
         correlation_id=order_key(channel.seller_id, order.amazon_order_id),
@@ -63,7 +66,7 @@ async def download_window(
     runtime: StageRuntime,
     channel: Channel,
     fetch_page: Callable[[datetime | None, str | None], Awaitable[OrdersPage]],
-    found_by: str = "poll",
+    found_by: FoundBy = "poll",
 ) -> WindowReport:
     """One window from the channel's cursor to what Amazon guarantees now; saves the cursor last."""
     store = runtime.store
@@ -73,14 +76,15 @@ async def download_window(
     next_token: str | None = None
     while True:
         # A throttled page is retried with the same token (the limiter waits; nothing is skipped).
-        token = next_token
         page = await runtime.retrying(
-            f"{channel.name} orders page", lambda: fetch_page(None if token else start, token)
+            f"{channel.name} orders page", partial(fetch_page, None if next_token else start, next_token)
         )
         report.pages += 1
         report.listed += len(page.orders)
         for order in page.orders:
-            if await store.is_new_version(DEDUPE_MARK, channel.seller_id, order.amazon_order_id, order.last_update_date):
+            if await store.is_new_version(
+                DEDUPE_MARK, channel.seller_id, order.amazon_order_id, order.last_update_date
+            ):
                 await runtime.emit(
                     ORDERS_DOWNLOADED,
                     order_key(channel.seller_id, order.amazon_order_id),
@@ -127,7 +131,11 @@ async def poll_channel(runtime: StageRuntime, channel: Channel) -> None:
             )
             log.info(
                 "%s: %d pages, %d orders listed, %d new or changed, cursor %s",
-                channel.name, report.pages, report.listed, report.emitted, report.updated_before,
+                channel.name,
+                report.pages,
+                report.listed,
+                report.emitted,
+                report.updated_before,
             )
         except PipelineError as exc:
             await runtime.store.record_task("download", channel.name, ok=False, detail=str(exc))
@@ -144,7 +152,7 @@ async def retry_download(runtime: StageRuntime, envelope: Envelope[Event]) -> No
     client = runtime.amazon(channel)
     store = runtime.store
     for order_id in command.amazon_order_ids:
-        order = await runtime.retrying(f"getOrder {order_id}", lambda oid=order_id: client.get_order(oid))
+        order = await runtime.retrying(f"getOrder {order_id}", partial(client.get_order, order_id))
         # From scratch: forget what was seen, so item fetch and import treat this version as new.
         await store.forget_versions(channel.seller_id, order_id, (DEDUPE_MARK, "enriched"))
         await runtime.emit(
@@ -154,7 +162,10 @@ async def retry_download(runtime: StageRuntime, envelope: Envelope[Event]) -> No
         )
         await store.record_version(DEDUPE_MARK, channel.seller_id, order_id, order.last_update_date)
     await store.record_task(
-        "retry-download", channel.name, ok=True, detail=f"{len(command.amazon_order_ids)} orders downloaded again"
+        "retry-download",
+        channel.name,
+        ok=True,
+        detail=f"{len(command.amazon_order_ids)} orders downloaded again",
     )
 
 
@@ -167,7 +178,7 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
         async for event in stream.events():
             await runtime.process(OPS_COMMANDS, event, lambda env: retry_download(runtime, env))
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]
     async def download_orders() -> None:
         await runtime.start()
         await asyncio.gather(*(poll_channel(runtime, channel) for channel in runtime.channels.active()))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -63,7 +63,10 @@ class Envelope(BaseModel, Generic[EventT]):
         occurred_at: datetime | None = None,
     ) -> Envelope[EventT]:
         extra: dict[str, Any] = {} if occurred_at is None else {"occurred_at": occurred_at}
-        return Envelope[type(payload)](  # type: ignore[misc,return-value]
+        # Parametrised with the payload's own class: an Envelope[Event] would serialise only the
+        # fields of the base class.
+        model: type[Envelope[EventT]] = cast(Any, Envelope)[type(payload)]
+        return model(
             event_type=payload.event_type(),
             schema_version=payload.schema_version,
             seller_id=seller_id,

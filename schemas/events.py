@@ -99,13 +99,16 @@ class AmazonOrder(_Value):
 # --- amazon.orders.downloaded / amazon.orders.enriched -------------------------------------------
 
 
+#: Which task found an order: the regular poll, a catch-up scan, a reconciliation or an operator retry.
+FoundBy = Literal["poll", "catch-up", "reconciliation", "retry"]
+
+
 class OrderDownloaded(Event):
     """An order as listed by getOrders/searchOrders: new, or changed since it was last seen."""
 
     channel: NonEmptyStr
     order: AmazonOrder
-    #: Which task found it: the regular poll, a catch-up scan, a reconciliation or an operator retry.
-    found_by: Literal["poll", "catch-up", "reconciliation", "retry"] = "poll"
+    found_by: FoundBy = "poll"
 
 
 class OrderEnriched(Event):
@@ -238,11 +241,15 @@ class ShipmentRequested(Event):
     source: str | None = Field(None, description="What asked for it, e.g. the invoice number.")
 
 
+#: How Amazon learnt of the shipment; "already-confirmed": an earlier try whose answer was lost landed.
+ConfirmationMethod = Literal["confirmShipment", "feed", "already-confirmed"]
+
+
 class ShipmentConfirmed(Event):
     channel: NonEmptyStr
     amazon_order_id: AmazonOrderId
     package_reference_id: NonEmptyStr
-    method: Literal["confirmShipment", "feed", "already-confirmed"]
+    method: ConfirmationMethod
     attempts: PositiveInt
     carrier_code: NonEmptyStr
     tracking_number: NonEmptyStr

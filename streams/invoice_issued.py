@@ -56,8 +56,8 @@ def check_quantities(
         left = ordered[item] - already.get(item, 0)
         if qty > left:
             raise InvalidEvent(
-                f"invoice {invoice.invoice_number}: item {item} of order {invoice.amazon_order_id} ships {qty}, "
-                f"but only {left} of {ordered[item]} are left to ship"
+                f"invoice {invoice.invoice_number}: item {item} of order {invoice.amazon_order_id} "
+                f"ships {qty}, but only {left} of {ordered[item]} are left to ship"
             )
 
 
@@ -107,7 +107,9 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
             SHIPMENTS_REQUESTED,
             order_key(seller, order.amazon_order_id),
             Envelope.wrap(
-                request, seller_id=seller, marketplace_id=order.marketplace_id,
+                request,
+                seller_id=seller,
+                marketplace_id=order.marketplace_id,
                 correlation_id=envelope.correlation_id,
             ),
         )

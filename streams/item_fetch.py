@@ -46,7 +46,9 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     downloaded = envelope.payload_as(OrderDownloaded)
     order = downloaded.order
     store = runtime.store
-    if not await store.is_new_version(DEDUPE_MARK, order.seller_id, order.amazon_order_id, order.last_update_date):
+    if not await store.is_new_version(
+        DEDUPE_MARK, order.seller_id, order.amazon_order_id, order.last_update_date
+    ):
         return
     reason = hold_reason(order)
     if reason is not None:

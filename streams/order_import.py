@@ -77,7 +77,9 @@ def check_importable(order: AmazonOrder, stock_codes: dict[str, str]) -> ImportR
     return None
 
 
-def build_sales_order(order: AmazonOrder, channel: Channel, stock_codes: dict[str, str], code: str) -> SalesOrder:
+def build_sales_order(
+    order: AmazonOrder, channel: Channel, stock_codes: dict[str, str], code: str
+) -> SalesOrder:
     """The sales order for an importable order (``check_importable`` returned None).
 
     Marketplace-facilitator tax is Amazon's to collect and remit, so it is not booked as the seller's.
@@ -142,7 +144,10 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
         return
     if order.order_status in NOT_IMPORTED_STATUSES:
         await store.set_order_status(
-            order.seller_id, order.amazon_order_id, stage="not-imported", reason=f"{order.order_status} on Amazon"
+            order.seller_id,
+            order.amazon_order_id,
+            stage="not-imported",
+            reason=f"{order.order_status} on Amazon",
         )
         return
     skus = sorted({item.seller_sku for item in order.items or () if item.seller_sku})
@@ -159,13 +164,18 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
             ORDERS_IMPORT_FAILED,
             key,
             Envelope.wrap(
-                failed, seller_id=order.seller_id, marketplace_id=order.marketplace_id,
+                failed,
+                seller_id=order.seller_id,
+                marketplace_id=order.marketplace_id,
                 correlation_id=envelope.correlation_id,
             ),
         )
         await store.set_order_status(
-            order.seller_id, order.amazon_order_id, stage="import-failed",
-            reason_code=refused.reason_code, reason=refused.reason,
+            order.seller_id,
+            order.amazon_order_id,
+            stage="import-failed",
+            reason_code=refused.reason_code,
+            reason=refused.reason,
         )
         return
     code, _ = await store.sales_order_code(order.seller_id, order.amazon_order_id, channel.sales_order_prefix)
@@ -183,7 +193,12 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     # Saved after Kafka acknowledged the event: a crash in between re-imports with the same code.
     await store.save_sales_order(sales_order)
     await store.set_order_status(
-        order.seller_id, order.amazon_order_id, stage="imported", sales_order_code=code, reason_code="", reason=""
+        order.seller_id,
+        order.amazon_order_id,
+        stage="imported",
+        sales_order_code=code,
+        reason_code="",
+        reason="",
     )
 
 

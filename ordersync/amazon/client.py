@@ -99,9 +99,13 @@ class LwaTokenProvider:
             try:
                 response = await self._http.post(self._endpoint, data=form)
             except httpx.HTTPError as exc:
-                raise AmazonUnavailable("lwaToken", None, type(exc).__name__, str(exc) or "no answer") from exc
+                raise AmazonUnavailable(
+                    "lwaToken", None, type(exc).__name__, str(exc) or "no answer"
+                ) from exc
             if response.status_code >= 500 or response.status_code == 429:
-                raise AmazonUnavailable("lwaToken", response.status_code, "LwaUnavailable", response.text[:200])
+                raise AmazonUnavailable(
+                    "lwaToken", response.status_code, "LwaUnavailable", response.text[:200]
+                )
             body = _json(response)
             if response.status_code != 200 or "access_token" not in body:
                 # LWA answers {"error": "invalid_grant", "error_description": "..."}; no secret in it.

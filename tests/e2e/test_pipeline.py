@@ -34,7 +34,11 @@ def _scenario() -> Scenario:
             "region": region,
             "marketplaces": [marketplace],
             "applications": [
-                {"client_id": "amzn1.application-oa2-client.e2e", "client_secret": "e2e", "refresh_token": token}
+                {
+                    "client_id": "amzn1.application-oa2-client.e2e",
+                    "client_secret": "e2e",
+                    "refresh_token": token,
+                }
             ],
             "catalogue_size": 8,
             "orders": orders,

@@ -31,8 +31,8 @@ from ordersync.schemas.events import (
     ShippedLine,
 )
 from ordersync.schemas.topics import INVOICES_ISSUED, SHIPMENTS_REQUESTED, order_key
-from ordersync.store import Store, redis_client
 from ordersync.settings import RedisSettings
+from ordersync.store import Store, redis_client
 from tests.factories import T0
 
 pytestmark = pytest.mark.integration

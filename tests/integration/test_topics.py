@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer
-from ordersync.schemas.topics import CATALOGUE, TopicSpec
 from pydantic import SecretStr
 
 from ordersync import kafka_admin
@@ -26,6 +25,7 @@ from ordersync.kafka_admin import (
     topic_partitions,
     topics_app,
 )
+from ordersync.schemas.topics import CATALOGUE, TopicSpec
 from ordersync.settings import KafkaSettings, Settings, StageSettings
 
 pytestmark = pytest.mark.integration

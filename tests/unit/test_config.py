@@ -41,7 +41,8 @@ def test_settings_come_from_the_environment_nested_with_double_underscore(
     assert settings.redis.url == "redis://cache:6379/2"
     assert settings.amazon.endpoint_for("eu") == "http://127.0.0.1:8100"
     assert settings.channels_file == Path("/etc/ordersync/channels.yaml")
-    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in str(settings.model_dump())
     with pytest.raises(ValueError, match="frozen"):
         settings.log_level = "DEBUG"  # type: ignore[misc]
 

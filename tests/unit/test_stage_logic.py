@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from ordersync.consumers.shipment_write_back import classify_attempt_error
 from ordersync.errors import AmazonRejected, AmazonUnavailable, InvalidEvent
 from ordersync.producers.order_download import window_start
 from ordersync.schemas.events import InvoiceIssued, Money, OrderDownloaded, Package, ShippedLine
@@ -14,7 +15,6 @@ from ordersync.settings import DownloadSettings
 from ordersync.streams.invoice_issued import check_quantities, shipment_requests, shipped_quantities
 from ordersync.streams.item_fetch import enrich, hold_reason
 from ordersync.streams.order_import import build_sales_order, check_importable
-from ordersync.consumers.shipment_write_back import classify_attempt_error
 from tests.factories import T0, channel, item, order
 
 pytestmark = pytest.mark.unit

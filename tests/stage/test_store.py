@@ -1,0 +1,91 @@
+"""The Redis state every stage relies on, against a real Redis: idempotent under re-processing."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+import redis.asyncio as aioredis
+
+from ordersync.channels import Channel
+from ordersync.store import Store
+from ordersync.streams.order_import import build_sales_order
+from tests.factories import T0, channel, order
+
+pytestmark = pytest.mark.stage
+
+
+@pytest.fixture
+def store(redis_client: aioredis.Redis, redis_key_prefix: str) -> Store:
+    return Store(redis_client, redis_key_prefix)
+
+
+async def test_cursor_roundtrip(store: Store) -> None:
+    assert await store.cursor("acme-us") is None
+    await store.save_cursor("acme-us", T0)
+    assert await store.cursor("acme-us") == T0
+
+
+async def test_versions_only_move_forward(store: Store) -> None:
+    later = T0 + timedelta(minutes=5)
+    assert await store.is_new_version("downloaded", "S1", "111-1111111-1111111", T0)
+    assert await store.record_version("downloaded", "S1", "111-1111111-1111111", later)
+    assert not await store.is_new_version("downloaded", "S1", "111-1111111-1111111", T0)
+    assert not await store.is_new_version("downloaded", "S1", "111-1111111-1111111", later)
+    assert not await store.record_version("downloaded", "S1", "111-1111111-1111111", T0)
+    assert await store.is_new_version("downloaded", "S1", "111-1111111-1111111", later + timedelta(seconds=1))
+    await store.forget_versions("S1", "111-1111111-1111111", ("downloaded",))
+    assert await store.is_new_version("downloaded", "S1", "111-1111111-1111111", T0)
+
+
+async def test_sales_order_codes_are_stable_and_never_reused(store: Store) -> None:
+    first = await asyncio.gather(
+        *(store.sales_order_code("S1", "111-1111111-1111111", "SO") for _ in range(5))
+    )
+    codes = {code for code, _ in first}
+    assert len(codes) == 1, "concurrent imports of one order agree on one code"
+    assert sum(new for _, new in first) == 1
+    other, new = await store.sales_order_code("S1", "222-2222222-2222222", "SO")
+    assert new
+    assert other not in codes
+    assert other > codes.pop()
+
+
+async def test_sales_order_and_listings(store: Store) -> None:
+    chan: Channel = channel()
+    sales = build_sales_order(order(), chan, {"SKU-1": "STK-1"}, "SO00000001")
+    await store.save_sales_order(sales)
+    assert await store.sales_order("A1ACME", "111-1111111-1111111") == sales
+    assert await store.sales_order("A1ACME", "999-9999999-9999999") is None
+    await store.set_listings("acme-us", {"SKU-1": "STK-1", "SKU-2": "STK-2"})
+    assert await store.stock_codes("acme-us", ["SKU-1", "SKU-9"]) == {"SKU-1": "STK-1"}
+
+
+async def test_invoice_quantities_count_once_and_package_ids_are_stable(store: Store) -> None:
+    assert not await store.invoice_seen("S1", "111-1111111-1111111", "INV-1")
+    assert await store.add_requested("S1", "111-1111111-1111111", "INV-1", {"A": 1, "B": 2})
+    assert not await store.add_requested("S1", "111-1111111-1111111", "INV-1", {"A": 1, "B": 2})
+    assert await store.invoice_seen("S1", "111-1111111-1111111", "INV-1")
+    assert await store.requested_quantities("S1", "111-1111111-1111111") == {"A": 1, "B": 2}
+    first = [await store.package_reference("S1", "111-1111111-1111111", "INV-1", i) for i in range(2)]
+    again = [await store.package_reference("S1", "111-1111111-1111111", "INV-1", i) for i in range(2)]
+    second_invoice = await store.package_reference("S1", "111-1111111-1111111", "INV-2", 0)
+    assert first == again == ["1", "2"]
+    assert second_invoice == "3"
+
+
+async def test_status_and_task_health(store: Store) -> None:
+    await store.set_order_status("S1", "111-1111111-1111111", stage="imported", attempts=2)
+    await store.set_order_status("S1", "111-1111111-1111111", writeback="Success")
+    assert await store.order_status("S1", "111-1111111-1111111") == {
+        "stage": "imported",
+        "attempts": "2",
+        "writeback": "Success",
+    }
+    await store.record_task("download", "acme-us", ok=True, detail="3 pages")
+    await store.record_task("download", "acme-us", ok=False, detail="timeout")
+    task = await store.task("download", "acme-us")
+    assert task["last_result"] == "3 pages"
+    assert task["last_error"] == "timeout"
+    assert task["last_success"] <= task["last_error_at"]
