@@ -1,7 +1,7 @@
 """The embedded broker and Redis, alone and as the detached pair of ``dev up`` / ``status`` / ``down``.
 
 The CLI runs as a real subprocess, so these tests also prove that what ``dev up`` starts outlives it.
-It is invoked as ``python -m ordersync.devinfra``; the root CLI mounts the same app as ``ordersync dev``.
+It is invoked as the user does, ``ordersync dev ...`` (``python -m ordersync.cli dev ...``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from ordersync.devinfra import (
     dev_down,
     port_is_open,
 )
+from ordersync.schemas.topics import CATALOGUE
 from ordersync.settings import Settings, get_settings
 
 pytestmark = pytest.mark.integration
@@ -83,7 +84,7 @@ def dev_cli(state_dir: Path) -> Iterator[DevCli]:
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "ordersync.devinfra", *args],
+            [sys.executable, "-m", "ordersync.cli", "dev", *args],
             env=env,
             capture_output=True,
             text=True,
@@ -193,6 +194,37 @@ def test_settings_find_the_pair_through_the_state_file(
         check=True,
     )
     assert result.stdout.split() == [state["kafka_bootstrap"], state["redis_url"]]
+
+
+def test_after_dev_up_topics_create_shows_the_whole_catalogue_to_any_client(
+    dev_pair: tuple[str, dict[str, Any]], state_dir: Path
+) -> None:
+    """The issue's "done when": `dev up`, then `ordersync topics create`, and a plain Kafka client
+    listing the broker's topics sees every catalogue topic."""
+    _, state = dev_pair
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERSYNC_")}
+    env["ORDERSYNC_STATE_DIR"] = str(state_dir)
+    created = subprocess.run(
+        [sys.executable, "-m", "ordersync.cli", "topics", "create"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert created.returncode == 0, created.stderr
+    listed = set(_kafka_topics(state["kafka_bootstrap"]))
+    assert {spec.name for spec in CATALOGUE} <= listed
+    again = subprocess.run(
+        [sys.executable, "-m", "ordersync.cli", "topics", "create"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+    assert "already there" in again.stdout
 
 
 def test_status_says_alive(dev_pair: tuple[str, dict[str, Any]], dev_cli: DevCli) -> None:
