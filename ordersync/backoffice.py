@@ -22,7 +22,14 @@ from ordersync.errors import InvalidEvent
 from ordersync.kafka_admin import kafka_client_config
 from ordersync.schemas.codec import decode, encode
 from ordersync.schemas.envelope import Envelope
-from ordersync.schemas.events import InvoiceIssued, OrderImported, Package, SalesOrder, ShippedLine
+from ordersync.schemas.events import (
+    InvoiceIssued,
+    OrderCancelled,
+    OrderImported,
+    Package,
+    SalesOrder,
+    ShippedLine,
+)
 from ordersync.schemas.topics import INVOICES_ISSUED, ORDERS_IMPORTED, order_key
 from ordersync.settings import Settings
 
@@ -78,6 +85,7 @@ def run_backoffice(settings: Settings, *, delay_s: float = 1.0, seed: int = 7) -
     rng = random.Random(seed)
     due: list[tuple[float, str, SalesOrder, str]] = []
     invoiced: set[str] = set()
+    cancelled: set[str] = set()
     try:
         while not stop:
             for records in consumer.poll(timeout_ms=200).values():
@@ -87,7 +95,13 @@ def run_backoffice(settings: Settings, *, delay_s: float = 1.0, seed: int = 7) -
                     except InvalidEvent as exc:
                         log.error("skipped an unreadable orders.imported record: %s", exc)
                         continue
-                    order = envelope.payload_as(OrderImported).sales_order
+                    payload = envelope.payload
+                    if isinstance(payload, OrderCancelled):
+                        cancelled.add(payload.amazon_order_id)
+                        continue
+                    if not isinstance(payload, OrderImported):
+                        continue  # updates: nothing to invoice
+                    order = payload.sales_order
                     if order.fulfillment_channel == "AFN" or order.amazon_order_id in invoiced:
                         continue
                     invoiced.add(order.amazon_order_id)
@@ -97,6 +111,8 @@ def run_backoffice(settings: Settings, *, delay_s: float = 1.0, seed: int = 7) -
                     )
             while due and due[0][0] <= time.monotonic():
                 _, _, order, correlation = heapq.heappop(due)
+                if order.amazon_order_id in cancelled:
+                    continue  # an ERP does not ship a cancelled order
                 invoice = invoice_for(order, rng, datetime.now(UTC))
                 envelope = Envelope.wrap(
                     invoice,

@@ -32,6 +32,7 @@ from ordersync.settings import Region
 
 OrdersApiVersion = Literal["v0", "2026-01-01"]
 FulfillmentChannel = Literal["AFN", "MFN"]
+ImportableStatus = Literal["Unshipped", "PartiallyShipped", "Shipped", "InvoiceUnconfirmed"]
 
 
 class _Frozen(BaseModel):
@@ -82,6 +83,14 @@ class Channel(_Frozen):
     active: bool = True
     orders_api: OrdersApiVersion = "2026-01-01"
     fulfillment_channels: tuple[FulfillmentChannel, ...] = ("MFN", "AFN")
+    #: Orders first seen in another status are not imported (Pending ones are held until paid);
+    #: changes to orders already imported always flow on.
+    import_statuses: tuple[ImportableStatus, ...] = (
+        "Unshipped",
+        "PartiallyShipped",
+        "Shipped",
+        "InvoiceUnconfirmed",
+    )
     credentials: LwaCredentials
     rate_limits: dict[str, UsagePlan] = Field(default_factory=dict)
     sales_order_prefix: Annotated[str, Field(max_length=16)] = "SO"

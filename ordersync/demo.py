@@ -34,7 +34,7 @@ from ordersync.errors import InvalidEvent
 from ordersync.kafka_admin import create_topics, kafka_client_config
 from ordersync.listings import ListingRow, listings_csv
 from ordersync.schemas.codec import decode
-from ordersync.schemas.events import OrderImportFailed, ShipmentFailed
+from ordersync.schemas.events import OrderCancelled, OrderImported, OrderImportFailed, ShipmentFailed
 from ordersync.schemas.topics import (
     CATALOGUE,
     INVOICES_ISSUED,
@@ -73,6 +73,7 @@ class Outcomes:
 
     orders: dict[str, set[str]] = field(default_factory=lambda: {spec.name: set() for spec in WATCHED_TOPICS})
     import_failures: dict[str, str] = field(default_factory=dict)
+    cancelled: set[str] = field(default_factory=set)
     shipment_failures: dict[str, str] = field(default_factory=dict)
     dead_letters: int = 0
 
@@ -96,6 +97,7 @@ class OutcomeWatcher(threading.Thread):
             return Outcomes(
                 orders={k: set(v) for k, v in self._outcomes.orders.items()},
                 import_failures=dict(self._outcomes.import_failures),
+                cancelled=set(self._outcomes.cancelled),
                 shipment_failures=dict(self._outcomes.shipment_failures),
                 dead_letters=self._outcomes.dead_letters,
             )
@@ -144,6 +146,10 @@ class OutcomeWatcher(threading.Thread):
                 order_id = getattr(inner, "amazon_order_id", None)
             if order_id is None:
                 return
+            if topic == ORDERS_IMPORTED.name and not isinstance(payload, OrderImported):
+                if isinstance(payload, OrderCancelled):
+                    self._outcomes.cancelled.add(order_id)
+                return  # updates and cancellations of orders counted when imported
             self._outcomes.orders[topic].add(order_id)
             if isinstance(payload, OrderImportFailed):
                 self._outcomes.import_failures[order_id] = payload.reason_code

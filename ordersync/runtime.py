@@ -37,7 +37,14 @@ REDIS_PROBE_INTERVAL_S = 2.0
 
 
 class StageRuntime:
-    def __init__(self, stage: str, settings: Settings, app: faust.App, channels: ChannelsFile | None = None):
+    def __init__(
+        self,
+        stage: str,
+        settings: Settings,
+        app: faust.App,
+        channels: ChannelsFile | None = None,
+        limiter: RateLimiter | None = None,
+    ):
         self.stage = stage
         self.settings = settings
         self.app = app
@@ -45,7 +52,7 @@ class StageRuntime:
         self._topics: dict[str, faust.TopicT] = {}
         self._started = asyncio.Lock()
         self._store: Store | None = None
-        self._limiter: RateLimiter | None = None
+        self._limiter: RateLimiter | None = limiter
         self._http: httpx.AsyncClient | None = None
         self._amazon: dict[str, SpApiClient] = {}
 
@@ -57,8 +64,15 @@ class StageRuntime:
                 return
             redis = redis_client(self.settings.redis)
             self._store = Store(redis, self.settings.redis.key_prefix)
-            self._limiter = build_rate_limiter(self.settings, self.channels.channels)
+            if self._limiter is None:
+                self._limiter = build_rate_limiter(self.settings, self.channels.channels)
             self._http = httpx.AsyncClient(timeout=self.settings.amazon.request_timeout_s)
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+        if self._store is not None:
+            await self._store.redis.aclose()
 
     @property
     def store(self) -> Store:

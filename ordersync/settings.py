@@ -91,6 +91,15 @@ class DownloadSettings(_Frozen):
     poll_interval_s: float = Field(60.0, gt=0, description="Pause between download rounds per channel.")
     overlap_s: float = Field(900.0, ge=0, description="Each round re-reads this much before the cursor.")
     initial_lookback_s: float = Field(7 * 86400.0, gt=0, description="First run: how far back to look.")
+    catch_up_interval_s: float = Field(3600.0, gt=0, description="How often to re-scan the last 48 hours.")
+    catch_up_window_s: float = Field(48 * 3600.0, gt=0, description="The rolling re-scan's window.")
+    fba_catch_up_interval_s: float = Field(
+        6 * 3600.0, gt=0, description="How often to re-scan orders fulfilled by Amazon (reported late)."
+    )
+    fba_catch_up_window_s: float = Field(7 * 86400.0, gt=0, description="The FBA re-scan's window.")
+    reconciliation_interval_s: float = Field(
+        86400.0, gt=0, description="How often to list the previous day's orders and emit any not seen."
+    )
 
 
 class WriteBackSettings(_Frozen):

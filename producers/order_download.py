@@ -1,4 +1,4 @@
-"""Order download: polls Amazon for orders updated since each channel's cursor.
+"""Order download: polls Amazon for orders updated since each channel's cursor, and never loses one.
 
 - Input: Amazon, per active channel, every ``download.poll_interval_s``; and ``ops.commands``
   (``retry-download``: fetch the named orders again from scratch, as KCC's "Retry Download").
@@ -9,6 +9,10 @@
 - State in Redis: the cursor per channel (Amazon's returned ``LastUpdatedBefore``), saved only after
   every event of the window is acknowledged by Kafka, so a crash re-reads rather than skips; a dedupe
   mark per (seller, order, LastUpdateDate), so the overlap never emits an order version twice.
+- Catch-ups (scheduled, each run's findings recorded as task health): a rolling re-scan of the last
+  48 hours, a 7-day re-scan of orders fulfilled by Amazon, and a daily reconciliation listing the
+  previous day's orders; whatever version the pipeline has not seen is emitted. Amazon guarantees
+  completeness only up to the ``LastUpdatedBefore`` it returns, and changes can become visible late.
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ from functools import partial
 
 import faust
 
-from ordersync.amazon.client import OrdersPage
+from ordersync.amazon.client import OrdersPage, OrdersQuery
 from ordersync.channels import Channel
-from ordersync.errors import PipelineError
+from ordersync.errors import Permanent, PipelineError
 from ordersync.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import AmazonOrder, FoundBy, OperatorCommandIssued, OrderDownloaded
@@ -55,88 +59,191 @@ def downloaded_event(
 
 
 @dataclass
-class WindowReport:
+class ScanReport:
+    """What one scan found: pages read, orders listed, versions new to the pipeline, Amazon's bound."""
+
+    task: str
     pages: int = 0
     listed: int = 0
     emitted: int = 0
-    updated_before: datetime | None = None
+    restarts: int = 0
+    bound: datetime | None = None
+
+    def summary(self) -> str:
+        restarted = f", restarted {self.restarts}x after a refused page token" if self.restarts else ""
+        return f"{self.pages} pages, {self.listed} listed, {self.emitted} new or changed{restarted}"
 
 
-async def download_window(
+#: A refused or expired page token restarts the scan from its first page, at most this often.
+MAX_SCAN_RESTARTS = 3
+
+FetchPage = Callable[[OrdersQuery, str | None], Awaitable[OrdersPage]]
+
+
+async def emit_if_new(runtime: StageRuntime, channel: Channel, order: AmazonOrder, found_by: FoundBy) -> bool:
+    """Send an order version the pipeline has not seen; the dedupe mark is set after Kafka's ack."""
+    store = runtime.store
+    if not await store.is_new_version(
+        DEDUPE_MARK, channel.seller_id, order.amazon_order_id, order.last_update_date
+    ):
+        return False
+    await runtime.emit(
+        ORDERS_DOWNLOADED,
+        order_key(channel.seller_id, order.amazon_order_id),
+        downloaded_event(channel, order, found_by),
+    )
+    await store.record_version(DEDUPE_MARK, channel.seller_id, order.amazon_order_id, order.last_update_date)
+    await store.set_order_status(
+        channel.seller_id,
+        order.amazon_order_id,
+        channel=channel.name,
+        marketplace_id=order.marketplace_id,
+        amazon_status=order.order_status,
+        fulfillment_channel=order.fulfillment_channel,
+        downloaded_at=datetime.now(UTC).isoformat(),
+    )
+    return True
+
+
+async def scan(
     runtime: StageRuntime,
     channel: Channel,
-    fetch_page: Callable[[datetime | None, str | None], Awaitable[OrdersPage]],
-    found_by: FoundBy = "poll",
-) -> WindowReport:
-    """One window from the channel's cursor to what Amazon guarantees now; saves the cursor last."""
-    store = runtime.store
-    cursor = await store.cursor(channel.name)
-    start = window_start(cursor, datetime.now(UTC), runtime.settings.download)
-    report = WindowReport()
+    query: OrdersQuery,
+    fetch_page: FetchPage,
+    *,
+    found_by: FoundBy,
+    task: str,
+) -> ScanReport:
+    """Every page of ``query``; each order version new to the pipeline is emitted.
+
+    A throttled page is retried with the same token (the limiter waits; nothing is skipped). A page
+    token Amazon refuses (malformed or expired) restarts the scan from its first page: the dedupe
+    marks make the re-read free of duplicates.
+    """
+    report = ScanReport(task)
     next_token: str | None = None
     while True:
-        # A throttled page is retried with the same token (the limiter waits; nothing is skipped).
-        page = await runtime.retrying(
-            f"{channel.name} orders page", partial(fetch_page, None if next_token else start, next_token)
-        )
+        try:
+            page = await runtime.retrying(
+                f"{channel.name} {task} page", partial(fetch_page, query, next_token)
+            )
+        except Permanent as exc:
+            if next_token is None or report.restarts >= MAX_SCAN_RESTARTS:
+                raise
+            log.warning("%s: %s page token refused (%s); restarting the scan", channel.name, task, exc)
+            report.restarts += 1
+            next_token = None
+            continue
         report.pages += 1
         report.listed += len(page.orders)
         for order in page.orders:
-            if await store.is_new_version(
-                DEDUPE_MARK, channel.seller_id, order.amazon_order_id, order.last_update_date
-            ):
-                await runtime.emit(
-                    ORDERS_DOWNLOADED,
-                    order_key(channel.seller_id, order.amazon_order_id),
-                    downloaded_event(channel, order, found_by),
-                )
-                await store.record_version(
-                    DEDUPE_MARK, channel.seller_id, order.amazon_order_id, order.last_update_date
-                )
-                await store.set_order_status(
-                    channel.seller_id,
-                    order.amazon_order_id,
-                    channel=channel.name,
-                    marketplace_id=order.marketplace_id,
-                    amazon_status=order.order_status,
-                    fulfillment_channel=order.fulfillment_channel,
-                    downloaded_at=datetime.now(UTC).isoformat(),
-                )
-                report.emitted += 1
+            report.emitted += await emit_if_new(runtime, channel, order, found_by)
         if page.updated_before is not None:
-            report.updated_before = page.updated_before
+            report.bound = page.updated_before
         next_token = page.next_token
         if not next_token:
-            break
-    if report.updated_before is not None and (cursor is None or report.updated_before > cursor):
-        await store.save_cursor(channel.name, report.updated_before)
+            return report
+
+
+async def download_window(runtime: StageRuntime, channel: Channel, fetch_page: FetchPage) -> ScanReport:
+    """One window from the channel's cursor to what Amazon guarantees now; saves the cursor last,
+    after every event of the window was acknowledged, so a crash re-reads rather than skips."""
+    store = runtime.store
+    cursor = await store.cursor(channel.name)
+    start = window_start(cursor, datetime.now(UTC), runtime.settings.download)
+    report = await scan(
+        runtime, channel, OrdersQuery(updated_after=start), fetch_page, found_by="poll", task="download"
+    )
+    if report.bound is not None and (cursor is None or report.bound > cursor):
+        await store.save_cursor(channel.name, report.bound)
     return report
 
 
+@dataclass(frozen=True)
+class CatchUp:
+    """A scheduled re-scan that does not move the cursor."""
+
+    task: str
+    interval_s: float
+    query: Callable[[datetime], OrdersQuery]
+    found_by: FoundBy
+
+
+def catch_ups(settings: DownloadSettings) -> tuple[CatchUp, ...]:
+    """The rolling re-scans (48 hours; 7 days for orders fulfilled by Amazon, which Amazon reports
+    late) and the daily reconciliation of the previous day's orders, each relative to the cursor."""
+
+    def last(window_s: float, channels: tuple[str, ...] | None = None) -> Callable[[datetime], OrdersQuery]:
+        return lambda cursor: OrdersQuery(
+            updated_after=cursor - timedelta(seconds=window_s), fulfillment_channels=channels
+        )
+
+    def previous_day(cursor: datetime) -> OrdersQuery:
+        day_end = cursor.replace(hour=0, minute=0, second=0, microsecond=0)
+        return OrdersQuery(created_after=day_end - timedelta(days=1), created_before=day_end)
+
+    return (
+        CatchUp("catch-up-48h", settings.catch_up_interval_s, last(settings.catch_up_window_s), "catch-up"),
+        CatchUp(
+            "catch-up-fba",
+            settings.fba_catch_up_interval_s,
+            last(settings.fba_catch_up_window_s, ("AFN",)),
+            "catch-up",
+        ),
+        CatchUp("reconciliation", settings.reconciliation_interval_s, previous_day, "reconciliation"),
+    )
+
+
+async def run_due_catch_ups(
+    runtime: StageRuntime, channel: Channel, fetch_page: FetchPage
+) -> list[ScanReport]:
+    """Run each catch-up whose interval has passed since its last success (kept in Redis, so a
+    restarted worker does not rerun them all at once)."""
+    store = runtime.store
+    cursor = await store.cursor(channel.name)
+    if cursor is None:
+        return []  # the first window has not completed: there is nothing to catch up on yet
+    reports = []
+    now = datetime.now(UTC)
+    for catch_up in catch_ups(runtime.settings.download):
+        last_success = (await store.task(catch_up.task, channel.name)).get("last_success")
+        if last_success and now - datetime.fromisoformat(last_success.replace("Z", "+00:00")) < timedelta(
+            seconds=catch_up.interval_s
+        ):
+            continue
+        try:
+            report = await scan(
+                runtime,
+                channel,
+                catch_up.query(cursor),
+                fetch_page,
+                found_by=catch_up.found_by,
+                task=catch_up.task,
+            )
+        except PipelineError as exc:
+            await store.record_task(catch_up.task, channel.name, ok=False, detail=str(exc))
+            log.error("%s: %s failed: %s", channel.name, catch_up.task, exc)
+            continue
+        await store.record_task(catch_up.task, channel.name, ok=True, detail=report.summary())
+        log.info("%s: %s: %s", channel.name, catch_up.task, report.summary())
+        reports.append(report)
+    return reports
+
+
 async def poll_channel(runtime: StageRuntime, channel: Channel) -> None:
-    """Download rounds for one channel, forever; each round's outcome is recorded as task health."""
+    """Download rounds for one channel, forever, with the catch-ups when due; each round's outcome
+    is recorded as task health."""
     client = runtime.amazon(channel)
 
-    async def fetch_page(after: datetime | None, token: str | None) -> OrdersPage:
-        return await client.list_orders_page(updated_after=after, next_token=token)
+    async def fetch_page(query: OrdersQuery, token: str | None) -> OrdersPage:
+        return await client.list_orders_page(query, next_token=token)
 
     while True:
         try:
             report = await download_window(runtime, channel, fetch_page)
-            await runtime.store.record_task(
-                "download",
-                channel.name,
-                ok=True,
-                detail=f"{report.pages} pages, {report.listed} listed, {report.emitted} new or changed",
-            )
-            log.info(
-                "%s: %d pages, %d orders listed, %d new or changed, cursor %s",
-                channel.name,
-                report.pages,
-                report.listed,
-                report.emitted,
-                report.updated_before,
-            )
+            await runtime.store.record_task("download", channel.name, ok=True, detail=report.summary())
+            log.info("%s: download: %s, cursor %s", channel.name, report.summary(), report.bound)
+            await run_due_catch_ups(runtime, channel, fetch_page)
         except PipelineError as exc:
             await runtime.store.record_task("download", channel.name, ok=False, detail=str(exc))
             log.error("%s: download round failed: %s", channel.name, exc)

@@ -165,6 +165,35 @@ class OrderImported(Event):
     sales_order: SalesOrder
 
 
+class OrderLineState(_Value):
+    order_item_id: NonEmptyStr
+    quantity_ordered: Annotated[int, Field(ge=0)]
+    quantity_shipped: Annotated[int, Field(ge=0)]
+    buyer_requested_cancel: bool = False
+
+
+class OrderUpdated(Event):
+    """An imported order changed on Amazon (status, shipped quantities, a buyer's cancel request)."""
+
+    channel: NonEmptyStr
+    sales_order_code: NonEmptyStr
+    amazon_order_id: AmazonOrderId
+    order_status: OrderStatus
+    lines: tuple[OrderLineState, ...]
+    changed_at: AwareDatetime
+
+
+class OrderCancelled(Event):
+    """An imported order was cancelled on Amazon (by the buyer, or by Amazon): cancel the sales order."""
+
+    channel: NonEmptyStr
+    sales_order_code: NonEmptyStr
+    amazon_order_id: AmazonOrderId
+    reason: NonEmptyStr
+    buyer_requested: bool
+    cancelled_at: AwareDatetime
+
+
 ImportFailureReason = Literal[
     "unknown_stock_code",
     "no_shipping_address",

@@ -16,10 +16,12 @@ from ordersync.schemas.events import (
     InventoryLevelChanged,
     InvoiceIssued,
     OperatorCommandIssued,
+    OrderCancelled,
     OrderDownloaded,
     OrderEnriched,
     OrderImported,
     OrderImportFailed,
+    OrderUpdated,
     ShipmentConfirmed,
     ShipmentFailed,
     ShipmentRequested,
@@ -91,9 +93,10 @@ ORDERS_ENRICHED = _consumed(
 ORDERS_IMPORTED = TopicSpec(
     name="orders.imported",
     key="order",
-    events=(OrderImported,),
+    events=(OrderImported, OrderUpdated, OrderCancelled),
     writer="import",
-    description="Sales orders for the back-office: the contract it consumes.",
+    description="Sales orders for the back-office (the contract it consumes), then their updates and "
+    "cancellations; one sales order per Amazon order, ever.",
 )
 ORDERS_IMPORT_FAILED = TopicSpec(
     name="orders.import-failed",

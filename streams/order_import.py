@@ -1,9 +1,9 @@
 """Import: turns an enriched Amazon order into the back-office's sales order.
 
 - Input: ``amazon.orders.enriched``.
-- Output: ``orders.imported`` (the sales order, once per Amazon order, ever) or
-  ``orders.import-failed`` (a reason code and a sentence a person understands); undecodable records go
-  to ``amazon.orders.enriched.dlq``.
+- Output: ``orders.imported`` (the sales order, once per Amazon order, ever; later versions of it as
+  ``OrderUpdated`` or ``OrderCancelled``) or ``orders.import-failed`` (a reason code and a sentence a
+  person understands); undecodable records go to ``amazon.orders.enriched.dlq``.
 - Amazon operations and quotas: none (SKU mapping reads the channel listings in Redis).
 - State in Redis: the sales-order code per Amazon order (prefix + a sequence that is never reused),
   the imported sales order (for the invoice stage), the per-order status.
@@ -24,9 +24,12 @@ from ordersync.schemas.events import (
     AmazonOrder,
     ImportFailureReason,
     Money,
+    OrderCancelled,
     OrderEnriched,
     OrderImported,
     OrderImportFailed,
+    OrderLineState,
+    OrderUpdated,
     SalesOrder,
     SalesOrderLine,
 )
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 STAGE = "import"
 MARKETPLACE_FACILITATOR = "MarketplaceFacilitator"
 NOT_IMPORTED_STATUSES = frozenset({"Canceled", "Unfulfillable"})
+UPDATE_MARK = "imported"
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,76 @@ def build_sales_order(
     )
 
 
+def line_states(order: AmazonOrder) -> tuple[OrderLineState, ...]:
+    return tuple(
+        OrderLineState(
+            order_item_id=item.order_item_id,
+            quantity_ordered=item.quantity_ordered,
+            quantity_shipped=item.quantity_shipped,
+            buyer_requested_cancel=item.buyer_requested_cancel,
+        )
+        for item in order.items or ()
+    )
+
+
+def order_change(sales_order: SalesOrder, order: AmazonOrder, known_state: str | None) -> Event | None:
+    """What a newer version of an imported order means for the back-office: a cancellation, an
+    update (status, shipped quantities, a buyer's cancel request), or nothing new."""
+    if order.order_status == "Canceled":
+        buyer = any(item.buyer_requested_cancel for item in order.items or ())
+        return OrderCancelled(
+            channel=sales_order.channel,
+            sales_order_code=sales_order.code,
+            amazon_order_id=order.amazon_order_id,
+            reason="cancelled at the buyer's request" if buyer else "cancelled on Amazon",
+            buyer_requested=buyer,
+            cancelled_at=order.last_update_date,
+        )
+    update = OrderUpdated(
+        channel=sales_order.channel,
+        sales_order_code=sales_order.code,
+        amazon_order_id=order.amazon_order_id,
+        order_status=order.order_status,
+        lines=line_states(order),
+        changed_at=order.last_update_date,
+    )
+    state = update.model_dump_json(include={"order_status", "lines"})
+    return None if state == known_state else update
+
+
+async def handle_change(
+    runtime: StageRuntime, envelope: Envelope[Event], sales_order: SalesOrder, order: AmazonOrder
+) -> None:
+    """One sales order per Amazon order, ever: later versions become updates or a cancellation."""
+    store = runtime.store
+    seller, order_id = order.seller_id, order.amazon_order_id
+    if not await store.is_new_version(UPDATE_MARK, seller, order_id, order.last_update_date):
+        return
+    known = (await store.order_status(seller, order_id)).get("amazon_state")
+    change = order_change(sales_order, order, known)
+    if change is not None:
+        await runtime.emit(
+            ORDERS_IMPORTED,
+            order_key(seller, order_id),
+            Envelope.wrap(
+                change,
+                seller_id=seller,
+                marketplace_id=order.marketplace_id,
+                correlation_id=envelope.correlation_id,
+            ),
+        )
+    state = OrderUpdated(
+        channel=sales_order.channel,
+        sales_order_code=sales_order.code,
+        amazon_order_id=order_id,
+        order_status=order.order_status,
+        lines=line_states(order),
+        changed_at=order.last_update_date,
+    ).model_dump_json(include={"order_status", "lines"})
+    await store.set_order_status(seller, order_id, amazon_status=order.order_status, amazon_state=state)
+    await store.record_version(UPDATE_MARK, seller, order_id, order.last_update_date)
+
+
 async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     enriched = envelope.payload_as(OrderEnriched)
     order = enriched.order
@@ -139,15 +213,15 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     key = order_key(order.seller_id, order.amazon_order_id)
     existing = await store.sales_order(order.seller_id, order.amazon_order_id)
     if existing is not None:
-        # One sales order per Amazon order, ever: later versions are updates, never a second import.
-        await store.set_order_status(order.seller_id, order.amazon_order_id, amazon_status=order.order_status)
+        await handle_change(runtime, envelope, existing, order)
         return
-    if order.order_status in NOT_IMPORTED_STATUSES:
+    if order.order_status in NOT_IMPORTED_STATUSES or order.order_status not in channel.import_statuses:
         await store.set_order_status(
             order.seller_id,
             order.amazon_order_id,
             stage="not-imported",
-            reason=f"{order.order_status} on Amazon",
+            reason=f"{order.order_status} on Amazon; the channel imports "
+            + ", ".join(channel.import_statuses),
         )
         return
     skus = sorted({item.seller_sku for item in order.items or () if item.seller_sku})
@@ -192,6 +266,7 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     )
     # Saved after Kafka acknowledged the event: a crash in between re-imports with the same code.
     await store.save_sales_order(sales_order)
+    await store.record_version(UPDATE_MARK, order.seller_id, order.amazon_order_id, order.last_update_date)
     await store.set_order_status(
         order.seller_id,
         order.amazon_order_id,

@@ -51,11 +51,28 @@ def amazon_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: What ordersync asks the 2026-01-01 API to embed in every order.
+INCLUDED_DATA = "BUYER,RECIPIENT,PROCEEDS,FULFILLMENT,CANCELLATION,TAX"
+
+
+@dataclass(frozen=True)
+class OrdersQuery:
+    """Which orders to list: updated after an instant, or created within a span; optional filters."""
+
+    updated_after: datetime | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    statuses: tuple[OrderStatus, ...] = ()
+    #: None: the channel's own fulfilment channels.
+    fulfillment_channels: tuple[str, ...] | None = None
+
+
 @dataclass(frozen=True)
 class OrdersPage:
     orders: tuple[AmazonOrder, ...]
     next_token: str | None
-    #: Amazon's guarantee: every order updated up to this instant was returned (LastUpdatedBefore).
+    #: Amazon's guarantee: every order up to this instant was returned (LastUpdatedBefore or
+    #: CreatedBefore).
     updated_before: datetime | None
 
 
@@ -216,15 +233,21 @@ class SpApiClient:
 
     async def list_orders_page(
         self,
+        query: OrdersQuery | None = None,
         *,
         updated_after: datetime | None = None,
         next_token: str | None = None,
         statuses: tuple[OrderStatus, ...] = (),
     ) -> OrdersPage:
-        """One page of orders updated after ``updated_after`` (or the page ``next_token`` names)."""
+        """One page of the orders ``query`` selects (or the page ``next_token`` names).
+
+        ``updated_after`` and ``statuses`` are a shorthand for ``OrdersQuery(updated_after=...)``.
+        """
+        if query is None:
+            query = OrdersQuery(updated_after=updated_after, statuses=statuses)
         if self.channel.orders_api == "v0":
-            return await self._get_orders_v0(updated_after, next_token, statuses)
-        return await self._search_orders(updated_after, next_token, statuses)
+            return await self._get_orders_v0(query, next_token)
+        return await self._search_orders(query, next_token)
 
     async def iter_orders(
         self, updated_after: datetime, statuses: tuple[OrderStatus, ...] = ()
@@ -236,50 +259,61 @@ class SpApiClient:
             page = await self.list_orders_page(next_token=page.next_token)
             yield page
 
-    async def _get_orders_v0(
-        self, updated_after: datetime | None, next_token: str | None, statuses: tuple[OrderStatus, ...]
-    ) -> OrdersPage:
+    def _fulfillment_channels(self, query: OrdersQuery) -> tuple[str, ...]:
+        if query.fulfillment_channels is not None:
+            return query.fulfillment_channels
+        return self.channel.fulfillment_channels
+
+    async def _get_orders_v0(self, query: OrdersQuery, next_token: str | None) -> OrdersPage:
         params = {"MarketplaceIds": ",".join(self.channel.marketplaces)}
         if next_token:
             params["NextToken"] = next_token
         else:
-            if updated_after is None:
-                raise ValueError("the first page needs updated_after")
-            params["LastUpdatedAfter"] = amazon_time(updated_after)
+            if query.updated_after is not None:
+                params["LastUpdatedAfter"] = amazon_time(query.updated_after)
+            elif query.created_after is not None:
+                params["CreatedAfter"] = amazon_time(query.created_after)
+                if query.created_before is not None:
+                    params["CreatedBefore"] = amazon_time(query.created_before)
+            else:
+                raise ValueError("the first page needs updated_after or created_after")
             params["MaxResultsPerPage"] = "100"
-            if statuses:
-                params["OrderStatuses"] = ",".join(statuses)
-            if self.channel.fulfillment_channels:
-                params["FulfillmentChannels"] = ",".join(self.channel.fulfillment_channels)
+            if query.statuses:
+                params["OrderStatuses"] = ",".join(query.statuses)
+            if channels := self._fulfillment_channels(query):
+                params["FulfillmentChannels"] = ",".join(channels)
         response = await self.call("getOrders", "GET", "/orders/v0/orders", params=params)
         payload = _json(response).get("payload") or {}
-        before = payload.get("LastUpdatedBefore")
+        before = payload.get("LastUpdatedBefore") or payload.get("CreatedBefore")
         return OrdersPage(
             orders=tuple(order_from_v0(raw, self.seller_id) for raw in payload.get("Orders") or []),
             next_token=payload.get("NextToken") or None,
             updated_before=parse_time(before) if before else None,
         )
 
-    async def _search_orders(
-        self, updated_after: datetime | None, next_token: str | None, statuses: tuple[OrderStatus, ...]
-    ) -> OrdersPage:
+    async def _search_orders(self, query: OrdersQuery, next_token: str | None) -> OrdersPage:
         params = {"marketplaceIds": ",".join(self.channel.marketplaces)}
         if next_token:
             params["paginationToken"] = next_token
         else:
-            if updated_after is None:
-                raise ValueError("the first page needs updated_after")
-            params["lastUpdatedAfter"] = amazon_time(updated_after)
+            if query.updated_after is not None:
+                params["lastUpdatedAfter"] = amazon_time(query.updated_after)
+            elif query.created_after is not None:
+                params["createdAfter"] = amazon_time(query.created_after)
+                if query.created_before is not None:
+                    params["createdBefore"] = amazon_time(query.created_before)
+            else:
+                raise ValueError("the first page needs updated_after or created_after")
             params["maxResultsPerPage"] = "100"
-            if statuses:
-                params["fulfillmentStatuses"] = ",".join(STATUS_TO_2026[s] for s in statuses)
+            if query.statuses:
+                params["fulfillmentStatuses"] = ",".join(STATUS_TO_2026[s] for s in query.statuses)
             fulfilled_by = {"MFN": "MERCHANT", "AFN": "AMAZON"}
-            if self.channel.fulfillment_channels:
-                params["fulfilledBy"] = ",".join(fulfilled_by[c] for c in self.channel.fulfillment_channels)
-        params["includedData"] = "BUYER,RECIPIENT,PROCEEDS,FULFILLMENT,CANCELLATION,TAX"
+            if channels := self._fulfillment_channels(query):
+                params["fulfilledBy"] = ",".join(fulfilled_by[c] for c in channels)
+        params["includedData"] = INCLUDED_DATA
         response = await self.call("searchOrders", "GET", "/orders/2026-01-01/orders", params=params)
         body = _json(response)
-        before = body.get("lastUpdatedBefore")
+        before = body.get("lastUpdatedBefore") or body.get("createdBefore")
         return OrdersPage(
             orders=tuple(order_from_2026(raw, self.seller_id) for raw in body.get("orders") or []),
             next_token=(body.get("pagination") or {}).get("nextToken") or None,
@@ -294,7 +328,7 @@ class SpApiClient:
             "getOrder",
             "GET",
             f"/orders/2026-01-01/orders/{amazon_order_id}",
-            params={"includedData": "BUYER,RECIPIENT,PROCEEDS,FULFILLMENT,CANCELLATION,TAX"},
+            params={"includedData": INCLUDED_DATA},
         )
         return order_from_2026(_json(response).get("order") or {}, self.seller_id)
 
