@@ -34,6 +34,8 @@ schemas_app = typer.Typer(help="The event schemas.", no_args_is_help=True)
 listings_app = typer.Typer(
     help="Channel listings: Amazon seller SKU -> back-office stock code.", no_args_is_help=True
 )
+orders_app = typer.Typer(help="Act on orders (the actions are events on ops.commands).", no_args_is_help=True)
+app.add_typer(orders_app, name="orders")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(listings_app, name="listings")
 
@@ -125,6 +127,23 @@ def listings_import(
 
     asyncio.run(apply())
     typer.echo(f"{len(listings.rows)} listings loaded for channel {channel}")
+
+
+@orders_app.command("retry-download")
+def orders_retry_download(
+    order_ids: Annotated[list[str], typer.Argument(help="Amazon order ids (3-7-7 digits).")],
+    channel: Annotated[str, typer.Option(help="The channel the orders belong to.")],
+    operator: Annotated[str | None, typer.Option(help="Who asks, for the record.")] = None,
+) -> None:
+    """Download the orders again from scratch (as KCC's "Retry Download"), through the pipeline."""
+    from ordersync.commands import CommandRejected, publish_command
+
+    try:
+        published = publish_command(get_settings(), "retry-download", channel, order_ids, operator=operator)
+    except CommandRejected as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"retry-download of {len(order_ids)} order(s) on {channel} sent as event {published}")
 
 
 @app.command()

@@ -10,6 +10,7 @@ order by order.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -240,6 +241,7 @@ class LocalPipeline:
         kafka_bootstrap: str | None = None,
         redis_url: str | None = None,
         extra_env: dict[str, str] | None = None,
+        backoffice: bool = True,
     ) -> None:
         self.scenario = scenario
         self.run_dir = run_dir
@@ -247,6 +249,7 @@ class LocalPipeline:
         self._kafka_bootstrap = kafka_bootstrap
         self._redis_url = redis_url
         self._extra_env = extra_env or {}
+        self._backoffice = backoffice
         self._broker: EmbeddedBroker | None = None
         self._redis: EmbeddedRedis | None = None
         self.simulator: RunningSimulator | None = None
@@ -285,7 +288,8 @@ class LocalPipeline:
         self._load_listings()
         for stage in self.stages:
             self.start_process(stage, ["run", stage])
-        self.start_process("backoffice", ["backoffice", "--delay", "0.5"])
+        if self._backoffice:
+            self.start_process("backoffice", ["backoffice", "--delay", "0.5"])
 
     def settings(self) -> Settings:
         return Settings(
@@ -303,8 +307,12 @@ class LocalPipeline:
             path.write_text(listings_csv(rows))
             self.cli("listings", "import", str(path), "--channel", seller.seller_id.lower())
 
-    def cli(self, *args: str) -> str:
-        done = subprocess.run(
+    def channel_names(self) -> list[str]:
+        return [channel["name"] for channel in channels_for(self.scenario)["channels"]]
+
+    def cli_result(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``ordersync ARGS`` against this pipeline."""
+        return subprocess.run(
             [sys.executable, "-m", "ordersync.cli", *args],
             env={**os.environ, **self.env},
             capture_output=True,
@@ -312,6 +320,10 @@ class LocalPipeline:
             timeout=120,
             check=False,
         )
+
+    def cli(self, *args: str) -> str:
+        """Run ``ordersync ARGS``; its output, or an error with what it printed."""
+        done = self.cli_result(*args)
         if done.returncode != 0:
             raise RuntimeError(f"ordersync {' '.join(args)} failed: {done.stderr.strip()}")
         return done.stdout
@@ -331,8 +343,13 @@ class LocalPipeline:
     def kill(self, name: str) -> None:
         """SIGKILL one process (crash tests)."""
         process = self.processes.pop(name)
-        os.killpg(process.pid, 9)
+        os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+
+    def restart(self, stage: str) -> None:
+        """SIGKILL a stage's process and start it again, as an orchestrator would after a crash."""
+        self.kill(stage)
+        self.start_process(stage, ["run", stage])
 
     # -- observe -------------------------------------------------------------------------------
 

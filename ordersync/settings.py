@@ -76,8 +76,29 @@ class AmazonSettings(_Frozen):
         description="Multiplies every rate Amazon grants. 1 for Amazon; the simulator's --time-scale for it.",
     )
 
+    listings_feed_limit: Literal["separate", "shared"] = Field(
+        "separate",
+        description="JSON_LISTINGS_FEED's own createFeed limit (5 per 5 min): separate from createFeed's"
+        " (the model: it 'differs'), or shared (a token from both).",
+    )
+
     def endpoint_for(self, region: Region) -> str:
         return (self.endpoint or AMAZON_REGION_ENDPOINTS[region]).rstrip("/")
+
+
+class FeedTypeLimit(_Frozen):
+    """A feed type's own token bucket, checked together with createFeed's."""
+
+    rate: float = Field(gt=0, description="Feeds of this type per second.")
+    burst: int = Field(ge=1)
+
+
+def _default_lane_reserves() -> dict[str, int]:
+    return {"default": 0, "packing": 0, "inventory": 1}
+
+
+def _default_feed_type_limits() -> dict[str, FeedTypeLimit]:
+    return {"JSON_LISTINGS_FEED": FeedTypeLimit(rate=5 / 300, burst=5)}
 
 
 class RateLimitSettings(_Frozen):
@@ -85,6 +106,30 @@ class RateLimitSettings(_Frozen):
     send_deadline_s: float = Field(
         2.0, gt=0, description="A granted token must be used within this time, or the request is dropped."
     )
+    lane_reserves: dict[str, int] = Field(
+        default_factory=_default_lane_reserves,
+        description="Tokens each lane must leave in a bucket it shares: shipments (packing) first.",
+    )
+    inventory_lane: str = Field("inventory", description="The lane of the inventory feeds.")
+    inventory_reserved_feeds: int = Field(
+        1, ge=0, description="createFeed tokens reserved for the inventory lane per flush interval (0: none)."
+    )
+    inventory_flush_interval_s: float = Field(3600.0, gt=0, description="The inventory flush interval.")
+    inventory_reservation_lead_s: float = Field(
+        600.0, ge=0, description="The reservation starts this long before each flush interval begins."
+    )
+    feed_type_limits_enabled: bool = Field(True, description="Check feed types' own limits with createFeed.")
+    feed_type_limits: dict[str, FeedTypeLimit] = Field(
+        default_factory=_default_feed_type_limits,
+        description="Feed types with their own limit (Amazon: JSON_LISTINGS_FEED 5 per 5 minutes).",
+    )
+    failover_quarantine: bool = Field(
+        True, description="Treat every bucket as empty when Redis turns out to be another server (failover)."
+    )
+    wait_replicas: int = Field(
+        0, ge=0, description="Replicas that must acknowledge a grant (Redis WAIT) before it is used; 0: off."
+    )
+    wait_timeout_ms: int = Field(50, ge=0, description="How long WAIT waits for the replicas.")
 
 
 class DownloadSettings(_Frozen):
@@ -92,7 +137,12 @@ class DownloadSettings(_Frozen):
     overlap_s: float = Field(900.0, ge=0, description="Each round re-reads this much before the cursor.")
     initial_lookback_s: float = Field(7 * 86400.0, gt=0, description="First run: how far back to look.")
     catch_up_interval_s: float = Field(3600.0, gt=0, description="How often to re-scan the last 48 hours.")
-    catch_up_window_s: float = Field(48 * 3600.0, gt=0, description="The rolling re-scan's window.")
+    catch_up_window_s: float = Field(
+        49 * 3600.0,
+        gt=0,
+        description="The rolling re-scan's window: 48 hours, plus an interval, so that a change Amazon "
+        "shows 48 hours late is still inside the next run's window.",
+    )
     fba_catch_up_interval_s: float = Field(
         6 * 3600.0, gt=0, description="How often to re-scan orders fulfilled by Amazon (reported late)."
     )

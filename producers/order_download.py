@@ -159,39 +159,70 @@ async def download_window(runtime: StageRuntime, channel: Channel, fetch_page: F
     return report
 
 
+#: A catch-up's plan: from the cursor and how far its last run reached, the scans to run now and how
+#: far they will reach.
+CatchUpPlan = Callable[[datetime, datetime | None], tuple[list[OrdersQuery], datetime]]
+
+#: The reconciliation catches up on at most this many missed days per run.
+MAX_RECONCILED_DAYS = 7
+
+
 @dataclass(frozen=True)
 class CatchUp:
     """A scheduled re-scan that does not move the cursor."""
 
     task: str
     interval_s: float
-    query: Callable[[datetime], OrdersQuery]
+    plan: CatchUpPlan
     found_by: FoundBy
+
+
+def rolling(window_s: float, channels: tuple[str, ...] | None = None) -> CatchUpPlan:
+    """Re-scan changes of the last ``window_s`` before the cursor. The scan reaches back from where
+    the previous run ended, so runs overlap however far apart they are: a change Amazon shows up to
+    ``window_s`` late is always inside one of them."""
+
+    def plan(cursor: datetime, reached: datetime | None) -> tuple[list[OrdersQuery], datetime]:
+        anchor = min(cursor, reached) if reached else cursor
+        query = OrdersQuery(updated_after=anchor - timedelta(seconds=window_s), fulfillment_channels=channels)
+        return [query], cursor
+
+    return plan
+
+
+def daily_reconciliation(cursor: datetime, reached: datetime | None) -> tuple[list[OrdersQuery], datetime]:
+    """List every order created on each whole day since the last reconciled one (the previous day on
+    the first run), by creation date, so an order whose changes were all missed is still found."""
+    today = cursor.replace(hour=0, minute=0, second=0, microsecond=0)
+    first = reached if reached is not None else today - timedelta(days=1)
+    first = max(first, today - timedelta(days=MAX_RECONCILED_DAYS))
+    days = []
+    day = first
+    while day < today:
+        days.append(OrdersQuery(created_after=day, created_before=day + timedelta(days=1)))
+        day += timedelta(days=1)
+    return days, max(today, first)
 
 
 def catch_ups(settings: DownloadSettings) -> tuple[CatchUp, ...]:
     """The rolling re-scans (48 hours; 7 days for orders fulfilled by Amazon, which Amazon reports
-    late) and the daily reconciliation of the previous day's orders, each relative to the cursor."""
-
-    def last(window_s: float, channels: tuple[str, ...] | None = None) -> Callable[[datetime], OrdersQuery]:
-        return lambda cursor: OrdersQuery(
-            updated_after=cursor - timedelta(seconds=window_s), fulfillment_channels=channels
-        )
-
-    def previous_day(cursor: datetime) -> OrdersQuery:
-        day_end = cursor.replace(hour=0, minute=0, second=0, microsecond=0)
-        return OrdersQuery(created_after=day_end - timedelta(days=1), created_before=day_end)
-
+    late) and the daily reconciliation, each relative to the cursor (Amazon's clock, not ours)."""
     return (
-        CatchUp("catch-up-48h", settings.catch_up_interval_s, last(settings.catch_up_window_s), "catch-up"),
+        CatchUp(
+            "catch-up-48h", settings.catch_up_interval_s, rolling(settings.catch_up_window_s), "catch-up"
+        ),
         CatchUp(
             "catch-up-fba",
             settings.fba_catch_up_interval_s,
-            last(settings.fba_catch_up_window_s, ("AFN",)),
+            rolling(settings.fba_catch_up_window_s, ("AFN",)),
             "catch-up",
         ),
-        CatchUp("reconciliation", settings.reconciliation_interval_s, previous_day, "reconciliation"),
+        CatchUp("reconciliation", settings.reconciliation_interval_s, daily_reconciliation, "reconciliation"),
     )
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
 async def run_due_catch_ups(
@@ -206,25 +237,28 @@ async def run_due_catch_ups(
     reports = []
     now = datetime.now(UTC)
     for catch_up in catch_ups(runtime.settings.download):
-        last_success = (await store.task(catch_up.task, channel.name)).get("last_success")
-        if last_success and now - datetime.fromisoformat(last_success.replace("Z", "+00:00")) < timedelta(
-            seconds=catch_up.interval_s
-        ):
+        health = await store.task(catch_up.task, channel.name)
+        last_success = _parse(health.get("last_success"))
+        if last_success and now - last_success < timedelta(seconds=catch_up.interval_s):
             continue
+        queries, reaches = catch_up.plan(cursor, _parse(health.get("reached")))
+        report = ScanReport(catch_up.task)
         try:
-            report = await scan(
-                runtime,
-                channel,
-                catch_up.query(cursor),
-                fetch_page,
-                found_by=catch_up.found_by,
-                task=catch_up.task,
-            )
+            for query in queries:
+                part = await scan(
+                    runtime, channel, query, fetch_page, found_by=catch_up.found_by, task=catch_up.task
+                )
+                report.pages += part.pages
+                report.listed += part.listed
+                report.emitted += part.emitted
+                report.restarts += part.restarts
         except PipelineError as exc:
             await store.record_task(catch_up.task, channel.name, ok=False, detail=str(exc))
             log.error("%s: %s failed: %s", channel.name, catch_up.task, exc)
             continue
-        await store.record_task(catch_up.task, channel.name, ok=True, detail=report.summary())
+        await store.record_task(
+            catch_up.task, channel.name, ok=True, detail=report.summary(), reached=reaches.isoformat()
+        )
         log.info("%s: %s: %s", channel.name, catch_up.task, report.summary())
         reports.append(report)
     return reports

@@ -313,10 +313,13 @@ class InventoryLevelChanged(Event):
 # --- ops.commands ---------------------------------------------------------------------------------
 
 
+OperatorCommand = Literal["ignore", "unignore", "retry-download", "retry-import", "retry-writeback"]
+
+
 class OperatorCommandIssued(Event):
     """An operator asked for an action on orders (from the CLI or the dashboard)."""
 
-    command: Literal["ignore", "unignore", "retry-download", "retry-import", "retry-writeback"]
+    command: OperatorCommand
     channel: NonEmptyStr
     amazon_order_ids: Annotated[tuple[AmazonOrderId, ...], Field(min_length=1, max_length=1000)]
     operator: str | None = None

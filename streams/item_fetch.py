@@ -14,10 +14,11 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import faust
 
-from ordersync.errors import ConfigurationError
+from ordersync.errors import ConfigurationError, Permanent, Retryable
 from ordersync.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import AmazonOrder, AmazonOrderItem, OrderDownloaded, OrderEnriched
@@ -61,10 +62,20 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     items = None
     if order.items is None:
         client = runtime.amazon(channel)
-        items = await runtime.retrying(
-            f"items of {order.amazon_order_id}", lambda: client.get_order_items(order.amazon_order_id)
-        )
+        try:
+            items = await runtime.retrying(
+                f"items of {order.amazon_order_id}", partial(client.get_order_items, order.amazon_order_id)
+            )
+        except (Permanent, Retryable) as exc:
+            await store.record_task(
+                "item-fetch", channel.name, ok=False, detail=f"{order.amazon_order_id}: {exc}"
+            )
+            raise
     enriched = enrich(downloaded, items)
+    if items is not None:
+        await store.record_task(
+            "item-fetch", channel.name, ok=True, detail=f"items of {order.amazon_order_id}"
+        )
     await runtime.emit(
         ORDERS_ENRICHED,
         order_key(order.seller_id, order.amazon_order_id),

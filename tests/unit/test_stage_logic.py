@@ -9,12 +9,20 @@ import pytest
 
 from ordersync.consumers.shipment_write_back import classify_attempt_error
 from ordersync.errors import AmazonRejected, AmazonUnavailable, InvalidEvent
-from ordersync.producers.order_download import window_start
-from ordersync.schemas.events import InvoiceIssued, Money, OrderDownloaded, Package, ShippedLine
+from ordersync.producers.order_download import daily_reconciliation, rolling, window_start
+from ordersync.schemas.events import (
+    InvoiceIssued,
+    Money,
+    OrderCancelled,
+    OrderDownloaded,
+    OrderUpdated,
+    Package,
+    ShippedLine,
+)
 from ordersync.settings import DownloadSettings
 from ordersync.streams.invoice_issued import check_quantities, shipment_requests, shipped_quantities
 from ordersync.streams.item_fetch import enrich, hold_reason
-from ordersync.streams.order_import import build_sales_order, check_importable
+from ordersync.streams.order_import import build_sales_order, check_importable, order_change
 from tests.factories import T0, channel, item, order
 
 pytestmark = pytest.mark.unit
@@ -167,3 +175,51 @@ def test_write_back_retries_unknown_outcomes_and_stops_on_refusals() -> None:
 def test_money_must_have_a_currency_code() -> None:
     with pytest.raises(ValueError, match="currency"):
         Money(currency="usd", amount=Decimal(1))
+
+
+# --- import: later versions of an imported order ----------------------------------------------------
+
+
+def test_a_cancelled_order_becomes_one_cancellation_naming_the_buyer() -> None:
+    sales = build_sales_order(order(), channel(), {"SKU-1": "S"}, "SO1")
+    cancelled = order_change(
+        sales, order(order_status="Canceled", items=(item(buyer_requested_cancel=True),)), None
+    )
+    assert isinstance(cancelled, OrderCancelled)
+    assert cancelled.sales_order_code == "SO1"
+    assert cancelled.buyer_requested
+    by_amazon = order_change(sales, order(order_status="Canceled"), None)
+    assert isinstance(by_amazon, OrderCancelled)
+    assert not by_amazon.buyer_requested
+
+
+def test_shipping_progress_is_an_update_and_an_unchanged_state_is_nothing() -> None:
+    sales = build_sales_order(order(), channel(), {"SKU-1": "S"}, "SO1")
+    shipped = order(order_status="Shipped", items=(item(quantity_shipped=2),))
+    update = order_change(sales, shipped, None)
+    assert isinstance(update, OrderUpdated)
+    assert update.order_status == "Shipped"
+    assert update.lines[0].quantity_shipped == 2
+    known = update.model_dump_json(include={"order_status", "lines"})
+    assert order_change(sales, shipped, known) is None
+
+
+def test_rolling_catch_ups_overlap_however_far_apart_they_run() -> None:
+    plan = rolling(49 * 3600)
+    (first,), reached = plan(T0, None)
+    assert first.updated_after == T0 - timedelta(hours=49)
+    # The next run comes 3 days later: it still reaches back 49 hours before where the last one ended.
+    (second,), _ = plan(T0 + timedelta(days=3), reached)
+    assert second.updated_after == T0 - timedelta(hours=49)
+
+
+def test_reconciliation_covers_every_day_since_the_last_one_at_most_a_week() -> None:
+    cursor = T0  # 2026-11-20 12:00
+    days, reached = daily_reconciliation(cursor, None)
+    assert [(q.created_after, q.created_before) for q in days] == [
+        (T0.replace(hour=0) - timedelta(days=1), T0.replace(hour=0))
+    ]
+    later, _ = daily_reconciliation(cursor + timedelta(days=3), reached)
+    assert [q.created_after for q in later] == [reached + timedelta(days=d) for d in range(3)]
+    long_after, _ = daily_reconciliation(cursor + timedelta(days=30), reached)
+    assert len(long_after) == 7

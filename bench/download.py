@@ -1,0 +1,162 @@
+"""Order download and item fetch under a backlog: how much of Amazon's quota they use, and how long an
+order takes from becoming visible on Amazon to its `orders.imported` event.
+
+Prints figures; asserts nothing. Runs the real stages (separate processes) on the embedded broker and
+Redis against the simulator, time-scaled:
+
+    .venv/bin/python bench/download.py [--orders 3000] [--time-scale 200] [--seconds 90]
+
+Quota use is reported twice: over the whole run (Amazon's burst included: ordersync's buckets start
+empty, so the burst Amazon would have allowed at the start is given up on purpose), and over the
+steady state after the first tenth of the run, while a backlog remains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from kafka import KafkaConsumer, TopicPartition
+
+from ordersync.amazon.models import default_plans
+from ordersync.demo import LocalPipeline
+from ordersync.schemas.codec import decode
+from ordersync.schemas.events import OrderImported
+from ordersync.schemas.topics import ORDERS_IMPORTED
+from ordersync.simulator.scenario import Scenario
+
+OPERATIONS = ("getOrders", "searchOrders", "getOrderItems")
+
+
+def scenario(orders: int, time_scale: float) -> Scenario:
+    profile: dict[str, Any] = {
+        "count": orders,
+        "history_s": 2 * 86400,
+        "arrival_window_s": 0,
+        "pending_share": 0.0,
+        "afn_share": 0.0,
+        "cancel_share": 0.0,
+    }
+    sellers = [
+        {
+            "seller_id": seller_id,
+            "region": region,
+            "marketplaces": [marketplace],
+            "applications": [
+                {"client_id": "amzn1.bench", "client_secret": "s", "refresh_token": f"Atzr|{seller_id}"}
+            ],
+            "catalogue_size": 40,
+            "orders": profile,
+        }
+        for seller_id, region, marketplace in (
+            ("A1BENCHV0", "na", "ATVPDKIKX0DER"),  # channel 1: Orders v0 (getOrders + getOrderItems)
+            ("A2BENCH2026", "eu", "A1PA6795UKMFR9"),  # channel 2: 2026-01-01 (searchOrders, items embedded)
+        )
+    ]
+    return Scenario.model_validate({"name": "bench", "seed": 5, "time_scale": time_scale, "sellers": sellers})
+
+
+def counters(pipeline: LocalPipeline) -> dict[str, int]:
+    assert pipeline.simulator is not None
+    body = httpx.get(f"{pipeline.simulator.base_url}/_sim/counters", timeout=30).json()
+    calls: dict[str, int] = {}
+    for row in body["operations"]:
+        calls[row["operation"]] = (
+            calls.get(row["operation"], 0) + row.get("calls", 0) - row.get("throttled", 0)
+        )
+    return calls
+
+
+def imported_at(bootstrap: str) -> dict[str, float]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
+    parts = [
+        TopicPartition(ORDERS_IMPORTED.name, p)
+        for p in consumer.partitions_for_topic(ORDERS_IMPORTED.name) or ()
+    ]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    seen: dict[str, float] = {}
+    idle = 0
+    while idle < 4:
+        batch = consumer.poll(timeout_ms=300)
+        idle = 0 if batch else idle + 1
+        for records in batch.values():
+            for record in records:
+                payload = decode(record.value, ORDERS_IMPORTED).payload
+                if isinstance(payload, OrderImported):
+                    seen.setdefault(payload.sales_order.amazon_order_id, record.timestamp / 1000)
+    consumer.close()
+    return seen
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=3000, help="backlog per seller")
+    parser.add_argument("--time-scale", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=90.0, help="how long to run")
+    args = parser.parse_args()
+    plans = default_plans()
+    with tempfile.TemporaryDirectory(prefix="ordersync-bench-") as run_dir:
+        pipeline = LocalPipeline(
+            scenario=scenario(args.orders, args.time_scale),
+            run_dir=Path(run_dir),
+            stages=("order-download", "item-fetch", "import"),
+            backoffice=False,
+        )
+        try:
+            pipeline.start()
+            assert pipeline.simulator is not None
+            clock = httpx.get(f"{pipeline.simulator.base_url}/_sim/clock", timeout=10).json()
+            real0, sim0 = time.time(), clock["now_epoch"]
+            started = time.monotonic()
+            time.sleep(args.seconds / 10)
+            warm = counters(pipeline)
+            warm_at = time.monotonic()
+            time.sleep(args.seconds * 9 / 10)
+            final = counters(pipeline)
+            elapsed = time.monotonic() - started
+            steady = time.monotonic() - warm_at
+            truth, throttled, _ = pipeline.truth()
+            imported = imported_at(pipeline.env["ORDERSYNC_KAFKA__BOOTSTRAP"])
+        finally:
+            pipeline.stop()
+
+    print(
+        f"backlog {2 * args.orders} orders, time scale {args.time_scale}x, {elapsed:.0f} s run, 429s: {throttled}"
+    )
+    print(f"{'operation':<16}{'calls':>8}{'allowed':>10}{'use':>8}{'steady use':>12}")
+    for operation in OPERATIONS:
+        rate, burst = plans[operation]
+        rate *= args.time_scale
+        calls = final.get(operation, 0)
+        steady_calls = calls - warm.get(operation, 0)
+        allowed = burst + rate * elapsed
+        print(
+            f"{operation:<16}{calls:>8}{allowed:>10.0f}{calls / allowed:>8.2f}"
+            f"{steady_calls / (rate * steady):>12.2f}"
+        )
+    lags = []
+    for order in truth:
+        at = imported.get(order["amazon_order_id"])
+        if at is not None:
+            visible = datetime.fromisoformat(order["visible_at"].replace("Z", "+00:00")).timestamp()
+            visible_real = real0 + (visible - sim0) / args.time_scale if visible > sim0 else real0
+            lags.append(at - visible_real)
+    if len(lags) >= 2:
+        cuts = statistics.quantiles(lags, n=20)
+        print(
+            f"visible -> orders.imported: {len(lags)} orders, p50 {statistics.median(lags):.1f} s, "
+            f"p95 {cuts[18]:.1f} s (real seconds; the backlog was visible at start)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

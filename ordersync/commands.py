@@ -1,0 +1,57 @@
+"""Operator actions on orders, published as events on ``ops.commands`` (from the CLI, later the
+dashboard), so the stage that owns the action carries it out, at least once and idempotently."""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Sequence
+
+from kafka import KafkaProducer
+from pydantic import ValidationError
+
+from ordersync.channels import load_channels
+from ordersync.errors import ConfigurationError, Permanent
+from ordersync.kafka_admin import kafka_client_config
+from ordersync.schemas.codec import encode
+from ordersync.schemas.envelope import Envelope
+from ordersync.schemas.events import OperatorCommand, OperatorCommandIssued
+from ordersync.schemas.topics import OPS_COMMANDS
+from ordersync.settings import Settings
+
+
+class CommandRejected(Permanent):
+    """The command is not valid (unknown channel, malformed order id); nothing was sent."""
+
+
+def build_command(
+    settings: Settings, command: OperatorCommand, channel: str, order_ids: Sequence[str], operator: str | None
+) -> Envelope[OperatorCommandIssued]:
+    try:
+        seller = load_channels(settings.channels_file).by_name(channel).seller_id
+        event = OperatorCommandIssued(
+            command=command,
+            channel=channel,
+            amazon_order_ids=tuple(order_ids),
+            operator=operator or getpass.getuser(),
+        )
+    except (ConfigurationError, ValidationError) as exc:
+        raise CommandRejected(str(exc)) from exc
+    return Envelope.wrap(event, seller_id=seller, correlation_id=f"{command}:{channel}")
+
+
+def publish_command(
+    settings: Settings,
+    command: OperatorCommand,
+    channel: str,
+    order_ids: Sequence[str],
+    *,
+    operator: str | None = None,
+) -> str:
+    """Validate and publish one command; returns its event id once Kafka has acknowledged it."""
+    envelope = build_command(settings, command, channel, order_ids, operator)
+    producer = KafkaProducer(acks="all", **kafka_client_config(settings.kafka))
+    try:
+        producer.send(OPS_COMMANDS.name, key=channel.encode(), value=encode(envelope)).get(timeout=30)
+    finally:
+        producer.close()
+    return str(envelope.event_id)

@@ -1,0 +1,162 @@
+"""No order is ever lost, none is imported twice: 20,000 orders over a simulated week, 2 sellers with
+3 marketplaces each, late visibility (10 % of changes, up to 48 hours), Pending for up to 3 days,
+20 % fulfilled by Amazon, cancellations after import, and the download and item-fetch workers killed
+with SIGKILL and restarted several times mid-run."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from kafka import KafkaConsumer, TopicPartition
+
+from ordersync.demo import LocalPipeline, local_pipeline
+from ordersync.schemas.codec import decode
+from ordersync.schemas.events import OrderCancelled, OrderImported
+from ordersync.schemas.topics import ORDERS_IMPORTED
+from ordersync.simulator.scenario import Scenario
+
+pytestmark = pytest.mark.e2e
+
+WEEK_S = 7 * 86400
+TIME_SCALE = 3000  # a simulated week in about 200 real seconds
+ORDERS_PER_SELLER = 10_000
+
+
+def _scenario() -> Scenario:
+    orders: dict[str, Any] = {
+        "count": ORDERS_PER_SELLER,
+        "history_s": 0,
+        "arrival_window_s": WEEK_S,
+        "items_per_order": [1, 3],
+        "pending_share": 0.05,
+        "pending_duration_s": [600, 3 * 86400],
+        "afn_share": 0.2,
+        "afn_ship_delay_s": [3600, 2 * 86400],
+        "cancel_share": 0.03,
+        "cancel_after_s": [4 * 3600, 2 * 86400],
+        "unknown_sku_share": 0.0,
+    }
+
+    def seller(seller_id: str, region: str, marketplaces: list[str]) -> dict[str, Any]:
+        return {
+            "seller_id": seller_id,
+            "region": region,
+            "marketplaces": marketplaces,
+            "applications": [
+                {
+                    "client_id": "amzn1.application-oa2-client.week",
+                    "client_secret": "s",
+                    "refresh_token": f"Atzr|{seller_id}",
+                }
+            ],
+            "catalogue_size": 50,
+            "orders": orders,
+        }
+
+    return Scenario.model_validate(
+        {
+            "name": "week",
+            "seed": 2026,
+            "time_scale": TIME_SCALE,
+            "pii_requires_rdt": True,
+            "visibility_lag": {"p_late": 0.10, "max_late_s": 48 * 3600},
+            "sellers": [
+                seller("A1WEEKSELLERNA", "na", ["ATVPDKIKX0DER", "A2EUQ1WTGCTBG2", "A1AM78C64UM0Y8"]),
+                seller("A2WEEKSELLEREU", "eu", ["A1PA6795UKMFR9", "A13V1IB3VIYZZH", "APJ6JRA9NG5V4"]),
+            ],
+        }
+    )
+
+
+def _pipeline_statuses(pipeline: LocalPipeline, truth: list[dict[str, Any]]) -> dict[str, str | None]:
+    """The latest Amazon status the pipeline downloaded, per order (from its Redis)."""
+    client = redis.Redis.from_url(pipeline.env["ORDERSYNC_REDIS__URL"], decode_responses=True)
+    try:
+        with client.pipeline(transaction=False) as batch:
+            for order in truth:
+                batch.hget(f"os:order:{{{order['seller_id']}}}:{order['amazon_order_id']}", "amazon_status")
+            values = batch.execute()
+    finally:
+        client.close()
+    return {order["amazon_order_id"]: value for order, value in zip(truth, values, strict=True)}
+
+
+def _imported_events(bootstrap: str) -> tuple[Counter[str], set[str]]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
+    partitions = [
+        TopicPartition(ORDERS_IMPORTED.name, p)
+        for p in consumer.partitions_for_topic(ORDERS_IMPORTED.name) or ()
+    ]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    imported: Counter[str] = Counter()
+    cancelled: set[str] = set()
+    idle = 0
+    while idle < 5:
+        batch = consumer.poll(timeout_ms=500)
+        idle = 0 if batch else idle + 1
+        for records in batch.values():
+            for record in records:
+                payload = decode(record.value, ORDERS_IMPORTED).payload
+                if isinstance(payload, OrderImported):
+                    imported[payload.sales_order.amazon_order_id] += 1
+                elif isinstance(payload, OrderCancelled):
+                    cancelled.add(payload.amazon_order_id)
+    consumer.close()
+    return imported, cancelled
+
+
+def test_twenty_thousand_orders_over_a_week_survive_crashes(tmp_path: Path) -> None:
+    scenario = _scenario()
+    arrivals_s = WEEK_S / TIME_SCALE
+    settle_s = 3 * 86400 / TIME_SCALE + 30  # the longest Pending period and lag, then some
+    extra_env = {
+        "ORDERSYNC_DOWNLOAD__POLL_INTERVAL_S": "1",
+        "ORDERSYNC_DOWNLOAD__CATCH_UP_INTERVAL_S": "10",
+        "ORDERSYNC_DOWNLOAD__FBA_CATCH_UP_INTERVAL_S": "30",
+        "ORDERSYNC_DOWNLOAD__RECONCILIATION_INTERVAL_S": "30",
+    }
+    with local_pipeline(
+        scenario=scenario,
+        run_dir=tmp_path / "run",
+        stages=("order-download", "item-fetch", "import"),
+        extra_env=extra_env,
+        backoffice=False,
+    ) as pipeline:
+        started = time.monotonic()
+        for fraction in (0.2, 0.45, 0.7, 0.9):
+            while time.monotonic() - started < arrivals_s * fraction:
+                time.sleep(1)
+                assert not pipeline.dead_processes(), pipeline.dead_processes()
+            pipeline.restart("order-download")
+            pipeline.restart("item-fetch")
+        # Wait for the week to end, for every late change to show, and for the pipeline to agree.
+        deadline = started + arrivals_s + settle_s + 600
+        while True:
+            time.sleep(5)
+            truth, throttled, _ = pipeline.truth()
+            statuses = _pipeline_statuses(pipeline, truth)
+            behind = [o["amazon_order_id"] for o in truth if statuses[o["amazon_order_id"]] != o["status"]]
+            settled = time.monotonic() > started + arrivals_s + settle_s
+            if (settled and not behind) or time.monotonic() > deadline:
+                break
+        imported, cancelled = _imported_events(pipeline.env["ORDERSYNC_KAFKA__BOOTSTRAP"])
+
+    assert len(truth) == 2 * ORDERS_PER_SELLER
+    assert behind == [], f"{len(behind)} orders not at their final status, e.g. {behind[:5]}"
+    assert throttled == 0
+    assert max(imported.values()) == 1, "an order was imported twice"
+    by_status = Counter(o["status"] for o in truth)
+    for order in truth:
+        order_id = order["amazon_order_id"]
+        if order["status"] in ("Unshipped", "PartiallyShipped", "Shipped"):
+            assert imported[order_id] == 1, f"{order_id} ({order['status']}) was never imported"
+        if order["status"] == "Canceled" and order_id in imported:
+            assert order_id in cancelled, f"{order_id} was cancelled after import but not reported"
+    assert by_status["Canceled"] > 0
+    assert cancelled, "some orders were cancelled after their import"
