@@ -473,6 +473,7 @@ def run_demo(*, time_scale: float, seed: int, timeout_s: float) -> int:
                 on_tick=lambda acc, out: live.update(table(acc, out)),
             )
             live.update(table(accounting, watcher.snapshot(), final=True))
+        console.print()
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: stopping everything[/]")
         return 130

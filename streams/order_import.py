@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import faust
@@ -274,6 +275,7 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
         sales_order_code=code,
         reason_code="",
         reason="",
+        imported_at=datetime.now(UTC).isoformat(),
     )
 
 
