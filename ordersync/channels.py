@@ -97,6 +97,11 @@ class Channel(_Frozen):
     default_carrier: str | None = Field(
         None, description="Carrier name on write-back when the back-office gives none."
     )
+    fetch_pii: bool = Field(
+        False,
+        description="Fetch restricted data (buyer name, street, phone) through Restricted Data Tokens;"
+        " needs the application's PII roles.",
+    )
 
     @field_validator("marketplaces")
     @classmethod

@@ -19,13 +19,17 @@ app = typer.Typer(
 
 
 def _mount() -> None:
+    from ordersync.amazon.cli import amazon_app
     from ordersync.devinfra import dev_app
     from ordersync.kafka_admin import topics_app
+    from ordersync.ratelimit.cli import quota_app
     from ordersync.simulator.cli import sim_app
 
     app.add_typer(dev_app, name="dev", help="Start, stop and show the embedded broker and Redis.")
     app.add_typer(topics_app, name="topics", help="Create and list the catalogue's Kafka topics.")
     app.add_typer(sim_app, name="sim", help="The Amazon SP-API simulator.")
+    app.add_typer(amazon_app, name="amazon", help="Amazon SP-API: check a channel's access.")
+    app.add_typer(quota_app, name="quota", help="Amazon quota per seller and operation.")
 
 
 _mount()

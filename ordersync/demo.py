@@ -453,6 +453,10 @@ def run_demo(*, time_scale: float, seed: int, timeout_s: float) -> int:
     def table(accounting: Accounting | None, outcomes: Outcomes, final: bool = False) -> Table:
         return progress_table(accounting, outcomes, time.monotonic() - started, final)
 
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops everything the demo started, as Ctrl-C does
+
+    signal.signal(signal.SIGTERM, interrupt)
     run_dir = Path(tempfile.mkdtemp(prefix="ordersync-demo-"))
     console.print(
         f"[bold]ordersync demo[/]: {sum(s.orders.count for s in scenario.sellers)} orders, "

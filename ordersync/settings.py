@@ -76,12 +76,6 @@ class AmazonSettings(_Frozen):
         description="Multiplies every rate Amazon grants. 1 for Amazon; the simulator's --time-scale for it.",
     )
 
-    listings_feed_limit: Literal["separate", "shared"] = Field(
-        "separate",
-        description="JSON_LISTINGS_FEED's own createFeed limit (5 per 5 min): separate from createFeed's"
-        " (the model: it 'differs'), or shared (a token from both).",
-    )
-
     def endpoint_for(self, region: Region) -> str:
         return (self.endpoint or AMAZON_REGION_ENDPOINTS[region]).rstrip("/")
 

@@ -4,8 +4,9 @@
 - Output: ``amazon.orders.enriched``; undecodable or unprocessable records go to
   ``amazon.orders.downloaded.dlq`` with the reason.
 - Amazon operations and quotas (per seller, through the rate limiter): ``getOrderItems`` (v0; 0.5/s,
-  burst 30), one call per page of items. Orders of 2026-01-01 channels carry their items already and
-  spend nothing.
+  burst 30), one call per page of items; with the channel's ``fetch_pii``, ``getOrderAddress`` (0.5/s,
+  burst 30) through ``createRestrictedDataToken`` (1/s, burst 10) for merchant-fulfilled orders.
+  Orders of 2026-01-01 channels carry their items already and spend nothing.
 - Pending orders (no prices yet) are held: recorded as awaiting payment, no call spent; they flow on
   when Amazon moves them to Unshipped, which changes their LastUpdateDate and so downloads them again.
 - Items are fetched again only when the order changed (dedupe mark per LastUpdateDate).
@@ -18,10 +19,11 @@ from functools import partial
 
 import faust
 
+from ordersync.channels import Channel
 from ordersync.errors import ConfigurationError, Permanent, Retryable
 from ordersync.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
-from ordersync.schemas.events import AmazonOrder, AmazonOrderItem, OrderDownloaded, OrderEnriched
+from ordersync.schemas.events import Address, AmazonOrder, AmazonOrderItem, OrderDownloaded, OrderEnriched
 from ordersync.schemas.topics import ORDERS_DOWNLOADED, ORDERS_ENRICHED, order_key
 
 log = logging.getLogger(__name__)
@@ -37,10 +39,24 @@ def hold_reason(order: AmazonOrder) -> str | None:
     return None
 
 
-def enrich(downloaded: OrderDownloaded, items: tuple[AmazonOrderItem, ...] | None) -> OrderEnriched:
-    """The order with its items: the fetched ones, or those the API embedded."""
-    order = downloaded.order if items is None else downloaded.order.model_copy(update={"items": items})
+def enrich(
+    downloaded: OrderDownloaded, items: tuple[AmazonOrderItem, ...] | None, address: Address | None = None
+) -> OrderEnriched:
+    """The order with its items (the fetched ones, or those the API embedded) and, when fetched
+    through a restricted data token, its full shipping address."""
+    update: dict[str, object] = {}
+    if items is not None:
+        update["items"] = items
+    if address is not None:
+        update["shipping_address"] = address
+    order = downloaded.order.model_copy(update=update) if update else downloaded.order
     return OrderEnriched(channel=downloaded.channel, order=order)
+
+
+def needs_address(channel: Channel, order: AmazonOrder) -> bool:
+    """v0 lists no name, street or phone: fetch them (getOrderAddress with a restricted data token)
+    when the channel is allowed personal data and the seller ships the order."""
+    return channel.fetch_pii and order.api_version == "v0" and order.fulfillment_channel == "MFN"
 
 
 async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
@@ -71,7 +87,13 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
                 "item-fetch", channel.name, ok=False, detail=f"{order.amazon_order_id}: {exc}"
             )
             raise
-    enriched = enrich(downloaded, items)
+    address = None
+    if needs_address(channel, order):
+        client = runtime.amazon(channel)
+        address = await runtime.retrying(
+            f"address of {order.amazon_order_id}", partial(client.get_order_address, order.amazon_order_id)
+        )
+    enriched = enrich(downloaded, items, address)
     if items is not None:
         await store.record_task(
             "item-fetch", channel.name, ok=True, detail=f"items of {order.amazon_order_id}"

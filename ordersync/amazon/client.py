@@ -27,6 +27,7 @@ from pydantic import SecretStr
 
 from ordersync.amazon.normalize import (
     STATUS_TO_2026,
+    address_from_v0,
     item_from_v0,
     order_from_2026,
     order_from_v0,
@@ -35,7 +36,7 @@ from ordersync.amazon.normalize import (
 from ordersync.channels import Channel
 from ordersync.errors import AmazonRejected, AmazonThrottled, AmazonUnavailable
 from ordersync.ratelimit import RateLimiter
-from ordersync.schemas.events import AmazonOrder, AmazonOrderItem, OrderStatus, ShipmentRequested
+from ordersync.schemas.events import Address, AmazonOrder, AmazonOrderItem, OrderStatus, ShipmentRequested
 from ordersync.settings import AmazonSettings
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,23 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
+def _window_bound(value: Any) -> datetime | None:
+    """The response's LastUpdatedBefore/CreatedBefore. ISO 8601 as documented; Amazon's own v0
+    sandbox example sends epoch seconds ("1.569521782042E9"), so that is read too; anything else is
+    no bound (the caller then keeps its own cursor)."""
+    if not value:
+        return None
+    try:
+        return parse_time(str(value))
+    except ValueError:
+        pass
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except (ValueError, OverflowError, OSError):
+        log.warning("ignored an unreadable window bound %r", value)
+        return None
+
+
 def _first_error(body: dict[str, Any]) -> tuple[str, str]:
     errors = body.get("errors") or []
     if errors and isinstance(errors[0], dict):
@@ -166,7 +184,11 @@ class SpApiClient:
     ) -> None:
         self.channel = channel
         self._base_url = amazon.endpoint_for(channel.region)
+        self.amazon = amazon
         self._limiter = limiter
+        #: The last ``x-amzn-RateLimit-Limit`` Amazon sent per operation.
+        self.last_rate_limits: dict[str, str] = {}
+        self._rdts: dict[tuple[str, str, tuple[str, ...]], tuple[str, float]] = {}
         self._http = http
         creds = channel.credentials
         self._lwa = lwa or LwaTokenProvider(
@@ -181,6 +203,18 @@ class SpApiClient:
     def seller_id(self) -> str:
         return self.channel.seller_id
 
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        return self._http
+
+    @property
+    def lwa(self) -> LwaTokenProvider:
+        return self._lwa
+
     # --- the one request path -------------------------------------------------------------------
 
     async def call(
@@ -192,11 +226,18 @@ class SpApiClient:
         params: dict[str, str] | None = None,
         json_body: dict[str, Any] | None = None,
         lane: str = "default",
+        feed_type: str | None = None,
+        access_token: str | None = None,
     ) -> httpx.Response:
-        """Send one request under the rate limiter and classify its outcome; returns 2xx responses."""
-        token = await self._lwa.access_token()
+        """Send one request under the rate limiter and classify its outcome; returns 2xx responses.
+
+        ``feed_type`` (createFeed): the limiter also takes a token of that feed type's own bucket
+        (JSON_LISTINGS_FEED: 5 per 5 minutes). ``access_token``: a Restricted Data Token to send
+        instead of the LWA access token.
+        """
+        token = access_token or await self._lwa.access_token()
         while True:
-            grant = await self._limiter.acquire(operation, self.seller_id, lane=lane)
+            grant = await self._limiter.acquire(operation, self.seller_id, lane=lane, feed_type=feed_type)
             if time.monotonic() <= grant.deadline:
                 break
             # Too late to send safely (the request could reach Amazon after its bucket emptied):
@@ -212,6 +253,8 @@ class SpApiClient:
         request_id = response.headers.get(REQUEST_ID_HEADER)
         limit = response.headers.get(RATE_LIMIT_HEADER)
         if limit:
+            self.last_rate_limits[operation] = limit
+        if limit:
             try:
                 await self._limiter.observe_rate_limit(operation, self.seller_id, float(limit))
             except ValueError:
@@ -221,11 +264,11 @@ class SpApiClient:
             return response
         code, message = _first_error(_json(response))
         if status == 429:
-            await self._limiter.on_throttled(operation, self.seller_id)
+            await self._limiter.on_throttled(operation, self.seller_id, feed_type=feed_type)
             raise AmazonThrottled(operation, status, code, message, request_id)
         if status >= 500:
             raise AmazonUnavailable(operation, status, code, message, request_id)
-        if status == 403:
+        if status == 403 and access_token is None:
             self._lwa.invalidate()
         raise AmazonRejected(operation, status, code, message, request_id)
 
@@ -288,7 +331,7 @@ class SpApiClient:
         return OrdersPage(
             orders=tuple(order_from_v0(raw, self.seller_id) for raw in payload.get("Orders") or []),
             next_token=payload.get("NextToken") or None,
-            updated_before=parse_time(before) if before else None,
+            updated_before=_window_bound(before),
         )
 
     async def _search_orders(self, query: OrdersQuery, next_token: str | None) -> OrdersPage:
@@ -317,7 +360,7 @@ class SpApiClient:
         return OrdersPage(
             orders=tuple(order_from_2026(raw, self.seller_id) for raw in body.get("orders") or []),
             next_token=(body.get("pagination") or {}).get("nextToken") or None,
-            updated_before=parse_time(before) if before else None,
+            updated_before=_window_bound(before),
         )
 
     async def get_order(self, amazon_order_id: str) -> AmazonOrder:
@@ -373,3 +416,46 @@ class SpApiClient:
             f"/orders/v0/orders/{shipment.amazon_order_id}/shipmentConfirmation",
             json_body={"marketplaceId": marketplace_id, "packageDetail": package},
         )
+
+    # --- restricted data (PII) ------------------------------------------------------------------
+
+    async def restricted_data_token(self, method: str, path: str, data_elements: tuple[str, ...] = ()) -> str:
+        """A Restricted Data Token for one resource (createRestrictedDataToken), cached until shortly
+        before it expires."""
+        key = (method, path, tuple(sorted(data_elements)))
+        cached = self._rdts.get(key)
+        if cached is not None and time.monotonic() < cached[1]:
+            return cached[0]
+        resource: dict[str, Any] = {"method": method, "path": path}
+        if data_elements:
+            resource["dataElements"] = list(data_elements)
+        response = await self.call(
+            "createRestrictedDataToken",
+            "POST",
+            "/tokens/2021-03-01/restrictedDataToken",
+            json_body={"restrictedResources": [resource]},
+        )
+        body = _json(response)
+        token = body.get("restrictedDataToken")
+        if not isinstance(token, str) or not token:
+            raise AmazonRejected(
+                "createRestrictedDataToken",
+                response.status_code,
+                "UnexpectedResponse",
+                "no restrictedDataToken",
+            )
+        expires_in = float(body.get("expiresIn", 3600))
+        self._rdts[key] = (token, time.monotonic() + max(0.0, expires_in - TOKEN_RENEW_MARGIN_S))
+        return token
+
+    async def get_order_address(self, amazon_order_id: str) -> Address | None:
+        """getOrderAddress (v0): the order's shipping address, None when Amazon shows none (Pending,
+        Canceled). With the channel's ``fetch_pii``, through a Restricted Data Token, so name, street
+        and phone are included; without, only city, region, postal code and country."""
+        path = f"/orders/v0/orders/{amazon_order_id}/address"
+        rdt = None
+        if self.channel.fetch_pii:
+            rdt = await self.restricted_data_token("GET", path, ("shippingAddress",))
+        response = await self.call("getOrderAddress", "GET", path, access_token=rdt)
+        payload = _json(response).get("payload") or {}
+        return address_from_v0(payload.get("ShippingAddress"))

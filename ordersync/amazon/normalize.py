@@ -63,6 +63,11 @@ def _address_v0(raw: dict[str, Any] | None) -> Address | None:
     )
 
 
+def address_from_v0(raw: dict[str, Any] | None) -> Address | None:
+    """A v0 ``Address`` (getOrder, getOrderAddress) as ordersync's address; None for none."""
+    return _address_v0(raw)
+
+
 def _address_2026(raw: dict[str, Any] | None) -> Address | None:
     if not raw:
         return None

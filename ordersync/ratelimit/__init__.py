@@ -3,7 +3,7 @@
 Usage::
 
     limiter = build_rate_limiter(settings, channels.active())
-    grant = await limiter.acquire("createFeed", seller_id, lane="packing")
+    grant = await limiter.acquire("createFeed", seller_id, lane="inventory", feed_type="JSON_LISTINGS_FEED")
     if grant.expired():
         ...  # too late to send within the headroom: drop it, ask again
     response = await send(...)
@@ -17,20 +17,24 @@ from __future__ import annotations
 
 from ordersync.ratelimit.limiter import (
     DEFAULT_LANE_RESERVES,
+    DEFAULT_SUB_LIMITS,
     BucketKeys,
     BucketStatus,
     Grant,
     InMemoryRateLimiter,
     RateLimiter,
     RedisRateLimiter,
+    Reservation,
     build_rate_limiter,
     effective_burst,
     gcra_script_text,
+    limiter_options,
 )
 from ordersync.ratelimit.plans import PlanBook, UnknownOperationError
 
 __all__ = [
     "DEFAULT_LANE_RESERVES",
+    "DEFAULT_SUB_LIMITS",
     "BucketKeys",
     "BucketStatus",
     "Grant",
@@ -38,8 +42,10 @@ __all__ = [
     "PlanBook",
     "RateLimiter",
     "RedisRateLimiter",
+    "Reservation",
     "UnknownOperationError",
     "build_rate_limiter",
     "effective_burst",
     "gcra_script_text",
+    "limiter_options",
 ]

@@ -37,15 +37,59 @@ from redis.backoff import ExponentialWithJitterBackoff
 from ordersync.channels import Channel
 from ordersync.errors import ConfigurationError, QuotaTimeout, QuotaUnavailable
 from ordersync.ratelimit import metrics
-from ordersync.ratelimit.gcra import MICROS, AcquireReply, GcraStore, PeekReply, PlanArgs, bucket_shape
+from ordersync.ratelimit.gcra import (
+    MICROS,
+    NO_RESERVATION,
+    AcquireReply,
+    GcraStore,
+    PeekReply,
+    PlanArgs,
+    ReservationArgs,
+    bucket_shape,
+    waiter_member,
+)
 from ordersync.ratelimit.plans import PlanBook
 from ordersync.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: How many tokens each lane must leave in the bucket. ``inventory`` (the hourly, must-not-miss run) may
-#: take the last token; ``packing`` may not take the last two, so the inventory run always finds its feeds.
-DEFAULT_LANE_RESERVES: Mapping[str, int] = {"default": 0, "inventory": 0, "packing": 2}
+#: How many tokens each lane must leave in the bucket (beyond any reservation, below). Shipments
+#: (``packing``) come first: they may take the last token. ``inventory`` beyond its reserved share leaves
+#: one for them. The inventory run's guaranteed share is a :class:`Reservation`, not a static reserve, so
+#: that it returns to the pool once used and never accumulates.
+DEFAULT_LANE_RESERVES: Mapping[str, int] = {"default": 0, "packing": 0, "inventory": 1}
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """``tokens`` of ``operation``'s bucket reserved for ``lane`` in every window of ``interval_s``.
+
+    Windows start ``lead_s`` before each multiple of ``interval_s`` on Redis's clock (so the tokens have
+    built up by the hour when an hourly run starts at HH:00). Until the lane has taken its ``tokens`` in
+    the current window, every other lane must leave that many in the bucket, and the lane itself takes them
+    with no reserve, so it is never starved by a backlog of the others. Reserved tokens are never debited
+    in advance: unused, they stay in the pool, and the long-run rate of the other lanes is unchanged; the
+    next window starts a fresh reservation (unused ones do not add up).
+    """
+
+    operation: str
+    lane: str
+    tokens: int = 1
+    interval_s: float = 3600.0
+    lead_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.tokens < 0 or self.interval_s <= 0 or not 0 <= self.lead_s < self.interval_s:
+            raise ConfigurationError(
+                f"rate limiter: invalid reservation {self}: tokens >= 0, interval > 0, 0 <= lead < interval"
+            )
+
+
+#: The feed-type sub-limits the limiter knows by default: ``createFeed`` of a ``JSON_LISTINGS_FEED`` is
+#: also limited to 5 per 5 minutes (Amazon's feed-type limit), checked atomically with ``createFeed``.
+DEFAULT_SUB_LIMITS: Mapping[str, Mapping[str, tuple[float, int]]] = {
+    "createFeed": {"JSON_LISTINGS_FEED": (5 / 300, 5)},
+}
 
 #: Redis errors that mean "cannot decide now", beyond connection errors: the server is loading, a replica,
 #: short of replicas (min-replicas-to-write) or a cluster that is down. All fail closed.
@@ -99,6 +143,10 @@ class BucketStatus:
     waiters: int
     adopted_rate: float | None
     """A lower rate Amazon reported (Amazon's units), in force while the configured plan is unchanged."""
+    reserved_outstanding: int = 0
+    """Tokens still reserved for a lane in the current reservation window (see :class:`Reservation`)."""
+    waiters_by_lane: tuple[tuple[str, int], ...] = ()
+    """Live waiters of every process, per lane."""
 
 
 @runtime_checkable
@@ -113,16 +161,20 @@ class RateLimiter(Protocol):
         lane: str = "default",
         # The timeout is part of the decision (an exact wait beyond it fails at once), so it is a parameter.
         timeout: float | None = None,  # noqa: ASYNC109
+        feed_type: str | None = None,
     ) -> Grant:
-        """Wait for a token; :class:`QuotaTimeout` if none within ``timeout`` (None: the default)."""
+        """Wait for a token; :class:`QuotaTimeout` if none within ``timeout`` (None: the default).
+
+        ``feed_type`` (createFeed): also take a token of that feed type's own bucket, atomically, where a
+        sub-limit is configured for it."""
         ...
 
     async def observe_rate_limit(self, operation: str, seller_id: str, rate_per_s: float) -> None:
         """Amazon's ``x-amzn-RateLimit-Limit`` (its units): adopted only if lower than the plan."""
         ...
 
-    async def on_throttled(self, operation: str, seller_id: str) -> None:
-        """Amazon answered 429: its bucket is empty, so empty ours."""
+    async def on_throttled(self, operation: str, seller_id: str, *, feed_type: str | None = None) -> None:
+        """Amazon answered 429: its bucket is empty, so empty ours (and the feed type's, if any)."""
         ...
 
     async def status(self, seller_id: str | None = None) -> list[BucketStatus]:
@@ -150,6 +202,9 @@ class _GcraLimiter(ABC):
         waiter_grace_s: float,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[Any]],
+        reservations: Iterable[Reservation] = (),
+        sub_limits: Mapping[str, Mapping[str, tuple[float, int]]] | None = None,
+        quarantine_on_failover: bool = True,
     ) -> None:
         if send_deadline_s <= 0:
             raise ConfigurationError(f"rate limiter: send_deadline_s must be positive, not {send_deadline_s}")
@@ -161,7 +216,32 @@ class _GcraLimiter(ABC):
         if any(reserve < 0 for reserve in reserves.values()):
             raise ConfigurationError(f"rate limiter: lane reserves must not be negative: {reserves}")
         reserves.setdefault("default", 0)
+        for lane in reserves:
+            _check_lane(lane)
         _check_key_part(application_id, "application id")
+        self.reservations: dict[str, Reservation] = {}
+        for reservation in reservations:
+            _check_lane(reservation.lane)
+            reserves.setdefault(reservation.lane, 0)
+            if reservation.operation in self.reservations:
+                raise ConfigurationError(f"rate limiter: two reservations for {reservation.operation}")
+            if reservation.tokens > 0:
+                self.reservations[reservation.operation] = reservation
+        self.sub_limits: dict[str, tuple[float, int]] = {}
+        for operation, subs in (DEFAULT_SUB_LIMITS if sub_limits is None else sub_limits).items():
+            for sub, (rate, burst) in subs.items():
+                _check_key_part(sub, "feed type")
+                if ":" in sub or rate <= 0 or burst < 1:
+                    raise ConfigurationError(
+                        f"rate limiter: invalid limit {sub} of {operation}: {rate}, {burst}"
+                    )
+                self.sub_limits[f"{operation}:{sub}"] = (float(rate), int(burst))
+        self.quarantine_on_failover = quarantine_on_failover
+        self._grace_us = math.ceil(waiter_grace_s * MICROS)
+        self._plan_cache: dict[tuple[str, str], PlanArgs] = {}
+        self._plan_cache_of: PlanBook | None = None
+        self.healthy = True
+        """False while Redis cannot be reached (nothing is granted); True again once it answers."""
         self.plans = plans
         self.application_id = application_id
         self.send_deadline_s = send_deadline_s
@@ -184,6 +264,8 @@ class _GcraLimiter(ABC):
         member: str,
         previous_score: int | None,
         enqueue: bool,
+        reservation: ReservationArgs,
+        subs: tuple[tuple[str, PlanArgs], ...],
     ) -> AcquireReply: ...
 
     @abstractmethod
@@ -201,9 +283,19 @@ class _GcraLimiter(ABC):
     # --- shared logic ------------------------------------------------------------------------------
 
     def _plan_args(self, operation: str, seller_id: str) -> PlanArgs:
+        if self._plan_cache_of is not self.plans:  # a new plan book (configuration) empties the cache
+            self._plan_cache = {}
+            self._plan_cache_of = self.plans
+        cached = self._plan_cache.get((operation, seller_id))
+        if cached is None:
+            cached = self._plan_cache[operation, seller_id] = self._make_plan_args(operation, seller_id)
+        return cached
+
+    def _make_plan_args(self, operation: str, seller_id: str) -> PlanArgs:
         _check_key_part(seller_id, "seller id")
         _check_key_part(operation, "operation")
-        rate, burst = self.plans.amazon_plan(operation, seller_id)
+        sub = self.sub_limits.get(operation)
+        rate, burst = sub if sub is not None else self.plans.amazon_plan(operation, seller_id)
         return PlanArgs(
             # repr() round-trips a float exactly, so every worker writes and compares the same text.
             plan_rate_text=repr(float(rate)),
@@ -212,6 +304,41 @@ class _GcraLimiter(ABC):
             send_deadline_us=math.ceil(self.send_deadline_s * MICROS),
         )
 
+    def bucket_names(self) -> list[str]:
+        """Every bucket name this limiter knows: the operations and the ``<operation>:<feed type>``s."""
+        return sorted({*self.plans.operations(), *self.sub_limits})
+
+    def _reservation_args(self, operation: str) -> ReservationArgs:
+        reservation = self.reservations.get(operation)
+        if reservation is None:
+            return NO_RESERVATION
+        scale = self.plans.time_scale
+        return ReservationArgs(
+            tokens=reservation.tokens,
+            window_us=max(1, math.ceil(reservation.interval_s / scale * MICROS)),
+            lead_us=math.floor(reservation.lead_s / scale * MICROS),
+        )
+
+    def _subs(
+        self, operation: str, seller_id: str, feed_type: str | None
+    ) -> tuple[tuple[str, PlanArgs], ...]:
+        if feed_type is None:
+            return ()
+        name = f"{operation}:{feed_type}"
+        if name not in self.sub_limits:
+            return ()
+        return ((name, self._plan_args(name, seller_id)),)
+
+    def _set_healthy(self, healthy: bool) -> None:
+        if healthy == self.healthy:
+            return
+        if healthy:
+            log.info("rate limiter: Redis answers again; granting resumes")
+        else:
+            log.error("rate limiter: Redis cannot be reached; failing closed (nothing is granted)")
+        self.healthy = healthy
+        metrics.REDIS_UP.set(1 if healthy else 0)
+
     def reserve_of(self, lane: str) -> int:
         try:
             return self.lane_reserves[lane]
@@ -219,7 +346,7 @@ class _GcraLimiter(ABC):
             known = ", ".join(sorted(self.lane_reserves))
             raise ConfigurationError(f"rate limiter: unknown lane {lane!r} (known: {known})") from None
 
-    async def acquire(
+    async def acquire(  # noqa: PLR0915 - one loop, read top to bottom
         self,
         operation: str,
         seller_id: str,
@@ -227,22 +354,29 @@ class _GcraLimiter(ABC):
         lane: str = "default",
         # The timeout is part of the decision (an exact wait beyond it fails at once), so it is a parameter.
         timeout: float | None = None,  # noqa: ASYNC109
+        feed_type: str | None = None,
     ) -> Grant:
         """Wait for a token of ``operation``'s bucket for ``seller_id``.
 
         ``timeout`` None uses ``default_timeout_s``; 0 makes a single attempt. Raises
         :class:`QuotaTimeout` when no token comes in time (at once when the wait is already known to be
-        longer), :class:`QuotaUnavailable` when Redis cannot be reached.
+        longer), :class:`QuotaUnavailable` when Redis cannot be reached. ``feed_type``: a createFeed of
+        that type also needs a token of the type's own bucket where one is configured (e.g.
+        ``JSON_LISTINGS_FEED``, 5 per 5 minutes); both are taken in one atomic decision, or neither.
         """
         plan = self._plan_args(operation, seller_id)
         reserve = self.reserve_of(lane)
+        reservation = self._reservation_args(operation)
+        reserved_lane = operation in self.reservations and self.reservations[operation].lane == lane
+        subs = self._subs(operation, seller_id, feed_type)
         budget = self.default_timeout_s if timeout is None else max(0.0, timeout)
         started = self._clock()
         give_up_at = started + budget
-        member = f"{reserve}|{uuid.uuid4().hex}"
+        member = waiter_member(reserve, reserved=reserved_lane, lane=lane, token=uuid.uuid4().hex)
         score: int | None = None
         queued = False
         counted_wait = False
+        waiting_gauge = metrics.WAITERS.labels(operation, lane)
         try:
             while True:
                 asked_at = self._clock()
@@ -255,7 +389,10 @@ class _GcraLimiter(ABC):
                     member=member,
                     previous_score=score,
                     enqueue=enqueue,
+                    reservation=reservation,
+                    subs=subs,
                 )
+                metrics.TOKENS_LEFT.labels(operation, seller_id).set(reply.tokens_left)
                 if reply.granted:
                     queued = False
                     waited = self._clock() - started
@@ -273,9 +410,10 @@ class _GcraLimiter(ABC):
                 if not counted_wait:
                     counted_wait = True
                     metrics.WAITS.labels(operation).inc()
+                    waiting_gauge.inc()
                 if enqueue:
                     queued = True
-                    score = reply.waiter_score
+                    score = reply.waiter_score or score
                 retry_s = reply.retry_after_us / MICROS
                 remaining = give_up_at - self._clock()
                 # First in line, the wait is exact: no point sleeping through a timeout known to come.
@@ -286,7 +424,9 @@ class _GcraLimiter(ABC):
                         f"(next in about {retry_s:.3f} s)",
                         retry_after_s=retry_s,
                     )
-                await self._sleep(min(retry_s + _jitter(retry_s), remaining))
+                # First in line the wait is exact; jitter only spreads those told about the same instant.
+                jitter = _jitter(retry_s) if reply.queued_before else 0.0
+                await self._sleep(min(retry_s + jitter, remaining))
         except QuotaUnavailable:
             metrics.UNAVAILABLE.labels(operation).inc()
             raise
@@ -294,6 +434,9 @@ class _GcraLimiter(ABC):
             if queued:
                 await self._leave_quietly(operation, seller_id, plan, member)
             raise
+        finally:
+            if counted_wait:
+                waiting_gauge.dec()
 
     async def _leave_quietly(self, operation: str, seller_id: str, plan: PlanArgs, member: str) -> None:
         # Best effort: a waiter left behind is dropped as stale once its promised wake-up plus grace passes.
@@ -324,10 +467,13 @@ class _GcraLimiter(ABC):
                 plan.plan_rate,
             )
 
-    async def on_throttled(self, operation: str, seller_id: str) -> None:
-        """Record a 429: empty the bucket (``tat = max(tat, now + burst * T)``)."""
+    async def on_throttled(self, operation: str, seller_id: str, *, feed_type: str | None = None) -> None:
+        """Record a 429: empty the bucket (``tat = max(tat, now + burst * T)``), and the feed type's own
+        bucket too when ``feed_type`` has one (which of the two Amazon enforced is not said)."""
         plan = self._plan_args(operation, seller_id)
         metrics.THROTTLED.labels(operation).inc()
+        for name, sub_plan in self._subs(operation, seller_id, feed_type):
+            await self._throttled(name, seller_id, sub_plan)
         retry_us = await self._throttled(operation, seller_id, plan)
         log.warning(
             "rate limiter: Amazon throttled %s for seller %s; bucket emptied, next token in %.3f s",
@@ -337,7 +483,8 @@ class _GcraLimiter(ABC):
         )
 
     def _status_of(self, seller_id: str, operation: str, peek: PeekReply) -> BucketStatus:
-        _, burst = self.plans.amazon_plan(operation, seller_id)
+        burst = self._plan_args(operation, seller_id).burst
+        metrics.TOKENS_LEFT.labels(operation, seller_id).set(peek.tokens_left)
         return BucketStatus(
             seller_id=seller_id,
             application_id=self.application_id,
@@ -348,7 +495,14 @@ class _GcraLimiter(ABC):
             tokens_left=peek.tokens_left,
             waiters=peek.waiters,
             adopted_rate=peek.adopted_rate,
+            reserved_outstanding=peek.reserved_outstanding,
+            waiters_by_lane=peek.waiters_by_lane,
         )
+
+
+def _check_lane(lane: str) -> None:
+    if not lane or any(char in lane for char in "|{}") or any(char.isspace() for char in lane):
+        raise ConfigurationError(f"rate limiter: invalid lane name {lane!r}")
 
 
 def _check_key_part(value: str, what: str) -> None:
@@ -374,6 +528,7 @@ class BucketKeys:
     epoch: str
     waiters: str
     waiter_expiry: str
+    server: str
 
     @classmethod
     def of(cls, prefix: str, seller_id: str, application_id: str, operation: str) -> BucketKeys:
@@ -383,10 +538,11 @@ class BucketKeys:
             epoch=f"{prefix}:rl-epoch:{tag}",
             waiters=f"{prefix}:rlq:{tag}:{operation}",
             waiter_expiry=f"{prefix}:rlqx:{tag}:{operation}",
+            server=f"{prefix}:rl-srv:{tag}",
         )
 
     def as_list(self) -> list[str]:
-        return [self.bucket, self.epoch, self.waiters, self.waiter_expiry]
+        return [self.bucket, self.epoch, self.waiters, self.waiter_expiry, self.server]
 
 
 def _text(value: object) -> str:
@@ -417,6 +573,14 @@ class RedisRateLimiter(_GcraLimiter):
       adopted_for), kept without expiry, as losing it could only make the bucket start empty.
     - ``{prefix}:rl-epoch:{<seller>:<app>}``: when the pair's state began; a missing bucket is empty then.
     - ``{prefix}:rlq:{<seller>:<app>}:<operation>`` / ``rlqx``: the waiter queue and each waiter's expiry.
+    - ``{prefix}:rl-srv:{<seller>:<app>}``: the run_id of the server that wrote the pair's state; another
+      one (a promoted replica, a restart that reloaded old data) quarantines the pair: its buckets are
+      treated as empty from then on.
+    - ``{prefix}:rl:{<seller>:<app>}:createFeed:JSON_LISTINGS_FEED``: a feed type's own bucket.
+
+    ``wait_replicas`` > 0 sends ``WAIT`` after every decision on the same connection; a grant that fewer
+    replicas acknowledged within ``wait_timeout_ms`` is not used (the token is burned, which is safe) and
+    :class:`QuotaUnavailable` is raised.
     """
 
     def __init__(
@@ -430,6 +594,11 @@ class RedisRateLimiter(_GcraLimiter):
         default_timeout_s: float = 600.0,
         lane_reserves: Mapping[str, int] | None = None,
         waiter_grace_s: float = 5.0,
+        reservations: Iterable[Reservation] = (),
+        sub_limits: Mapping[str, Mapping[str, tuple[float, int]]] | None = None,
+        quarantine_on_failover: bool = True,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 50,
     ) -> None:
         super().__init__(
             plans=plans,
@@ -440,7 +609,14 @@ class RedisRateLimiter(_GcraLimiter):
             waiter_grace_s=waiter_grace_s,
             clock=time.monotonic,
             sleep=asyncio.sleep,
+            reservations=reservations,
+            sub_limits=sub_limits,
+            quarantine_on_failover=quarantine_on_failover,
         )
+        if wait_replicas < 0 or wait_timeout_ms < 0:
+            raise ConfigurationError("rate limiter: wait_replicas and wait_timeout_ms must not be negative")
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         _check_key_part(key_prefix, "key prefix")
         self.redis = redis
         self.key_prefix = key_prefix
@@ -451,7 +627,14 @@ class RedisRateLimiter(_GcraLimiter):
         return BucketKeys.of(self.key_prefix, seller_id, self.application_id, operation)
 
     async def _run(
-        self, op: str, operation: str, seller_id: str, plan: PlanArgs, *rest: str | int
+        self,
+        op: str,
+        operation: str,
+        seller_id: str,
+        plan: PlanArgs,
+        *rest: str | int,
+        subs: Sequence[str] = (),
+        wait: bool = False,
     ) -> list[Any]:
         args: list[str | int | float] = [
             op,
@@ -459,17 +642,46 @@ class RedisRateLimiter(_GcraLimiter):
             repr(plan.time_scale),
             plan.burst,
             plan.send_deadline_us,
+            1 if self.quarantine_on_failover else 0,
             *rest,
         ]
+        keys = self.keys(operation, seller_id).as_list() + [self.keys(sub, seller_id).bucket for sub in subs]
         try:
-            reply: list[Any] = await self._script(keys=self.keys(operation, seller_id).as_list(), args=args)
+            if wait and self.wait_replicas > 0:
+                # WAIT covers the writes of its own connection, so it goes down the same one.
+                pipe = self.redis.pipeline(transaction=False)
+                await self._script(keys=keys, args=args, client=pipe)
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+                reply, acknowledged = await pipe.execute()
+                if int(reply[0]) == 1 and int(acknowledged) < self.wait_replicas:
+                    metrics.UNREPLICATED.labels(operation).inc()
+                    raise QuotaUnavailable(
+                        f"rate limiter: {acknowledged} of {self.wait_replicas} replicas acknowledged a "
+                        f"{operation} grant within {self.wait_timeout_ms} ms; not used (the token is burned)"
+                    )
+            else:
+                reply = await self._script(keys=keys, args=args)
         except redis.exceptions.RedisError as exc:
             if _is_unavailable(exc):
+                self._set_healthy(False)
                 raise QuotaUnavailable(
                     f"rate limiter: Redis cannot decide ({type(exc).__name__}: {exc}); nothing is granted"
                 ) from exc
             raise
-        return reply
+        self._set_healthy(True)
+        return list(reply)
+
+    async def probe(self) -> bool:
+        """Ping Redis and update :attr:`healthy` (and the ``ordersync_quota_redis_up`` gauge)."""
+        try:
+            await self.redis.ping()
+        except redis.exceptions.RedisError as exc:
+            if not _is_unavailable(exc):
+                raise
+            self._set_healthy(False)
+            return False
+        self._set_healthy(True)
+        return True
 
     async def _acquire_once(
         self,
@@ -481,7 +693,19 @@ class RedisRateLimiter(_GcraLimiter):
         member: str,
         previous_score: int | None,
         enqueue: bool,
+        reservation: ReservationArgs = NO_RESERVATION,
+        subs: tuple[tuple[str, PlanArgs], ...] = (),
     ) -> AcquireReply:
+        sub_args: list[str | int] = []
+        for _, sub_plan in subs:
+            sub_args += [sub_plan.plan_rate_text, sub_plan.burst]
+        # The script reads missing trailing arguments as "no reservation" and "no sub-buckets": fewer
+        # arguments to encode on the common path.
+        extra: list[str | int] = []
+        if reservation.tokens or subs:
+            extra = [reservation.tokens, reservation.window_us, reservation.lead_us]
+        if subs:
+            extra += [len(subs), *sub_args]
         reply = await self._run(
             "acquire",
             operation,
@@ -491,7 +715,10 @@ class RedisRateLimiter(_GcraLimiter):
             member,
             "" if previous_score is None else previous_score,
             1 if enqueue else 0,
-            math.ceil(self.waiter_grace_s * MICROS),
+            self._grace_us,
+            *extra,
+            subs=[name for name, _ in subs],
+            wait=True,
         )
         granted, retry_us, tokens, score, now_us, before = (int(value) for value in reply)
         return AcquireReply(bool(granted), retry_us, tokens, score, now_us, before)
@@ -509,7 +736,11 @@ class RedisRateLimiter(_GcraLimiter):
 
     async def _peek(self, operation: str, seller_id: str) -> PeekReply:
         plan = self._plan_args(operation, seller_id)
-        tokens, rate, b_eff, waiters, adopted, now_us = await self._run("peek", operation, seller_id, plan)
+        reservation = self._reservation_args(operation)
+        reply = await self._run(
+            "peek", operation, seller_id, plan, reservation.tokens, reservation.window_us, reservation.lead_us
+        )
+        tokens, rate, b_eff, waiters, adopted, now_us, outstanding, *lanes = reply
         adopted_text = _text(adopted)
         return PeekReply(
             tokens_left=float(_text(tokens)),
@@ -518,6 +749,8 @@ class RedisRateLimiter(_GcraLimiter):
             waiters=int(waiters),
             adopted_rate=float(adopted_text) if adopted_text else None,
             now_us=int(now_us),
+            reserved_outstanding=int(outstanding),
+            waiters_by_lane=tuple((_text(lanes[i]), int(lanes[i + 1])) for i in range(0, len(lanes), 2)),
         )
 
     async def status(self, seller_id: str | None = None) -> list[BucketStatus]:
@@ -536,6 +769,7 @@ class RedisRateLimiter(_GcraLimiter):
                     found.append(parsed)
         except redis.exceptions.RedisError as exc:
             if _is_unavailable(exc):
+                self._set_healthy(False)
                 raise QuotaUnavailable(f"rate limiter: Redis cannot be read ({exc})") from exc
             raise
         statuses: list[BucketStatus] = []
@@ -551,7 +785,7 @@ class RedisRateLimiter(_GcraLimiter):
             return None
         tag, operation = rest[1:].split("}:", 1)
         seller, _, application = tag.partition(":")
-        if application != self.application_id or operation not in self.plans.operations():
+        if application != self.application_id or operation not in self.bucket_names():
             return None
         return seller, operation
 
@@ -585,7 +819,38 @@ def build_rate_limiter(settings: Settings, channels: Iterable[Channel]) -> Redis
         key_prefix=settings.redis.key_prefix,
         send_deadline_s=settings.ratelimit.send_deadline_s,
         default_timeout_s=settings.ratelimit.acquire_timeout_s,
+        wait_replicas=settings.ratelimit.wait_replicas,
+        wait_timeout_ms=settings.ratelimit.wait_timeout_ms,
+        **limiter_options(settings),
     )
+
+
+def limiter_options(settings: Settings) -> dict[str, Any]:
+    """The lanes, the inventory reservation, the feed-type limits and the failover handling from
+    ``settings.ratelimit``, as keyword arguments of either limiter."""
+    rl = settings.ratelimit
+    reservations = []
+    if rl.inventory_reserved_feeds > 0:
+        reservations.append(
+            Reservation(
+                operation="createFeed",
+                lane=rl.inventory_lane,
+                tokens=rl.inventory_reserved_feeds,
+                interval_s=rl.inventory_flush_interval_s,
+                lead_s=min(rl.inventory_reservation_lead_s, rl.inventory_flush_interval_s / 2),
+            )
+        )
+    sub_limits = (
+        {"createFeed": {name: (limit.rate, limit.burst) for name, limit in rl.feed_type_limits.items()}}
+        if rl.feed_type_limits_enabled
+        else {}
+    )
+    return {
+        "lane_reserves": dict(rl.lane_reserves),
+        "reservations": reservations,
+        "sub_limits": sub_limits,
+        "quarantine_on_failover": rl.failover_quarantine,
+    }
 
 
 # --- in memory (unit tests) --------------------------------------------------------------------------
@@ -606,6 +871,10 @@ class InMemoryRateLimiter(_GcraLimiter):
         waiter_grace_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        reservations: Iterable[Reservation] = (),
+        sub_limits: Mapping[str, Mapping[str, tuple[float, int]]] | None = None,
+        quarantine_on_failover: bool = True,
+        store: GcraStore | None = None,
     ) -> None:
         super().__init__(
             plans=plans,
@@ -616,8 +885,11 @@ class InMemoryRateLimiter(_GcraLimiter):
             waiter_grace_s=waiter_grace_s,
             clock=clock,
             sleep=sleep,
+            reservations=reservations,
+            sub_limits=sub_limits,
+            quarantine_on_failover=quarantine_on_failover,
         )
-        self.store = GcraStore()
+        self.store = GcraStore() if store is None else store
 
     def _now_us(self) -> int:
         return math.floor(self._clock() * MICROS)
@@ -635,6 +907,8 @@ class InMemoryRateLimiter(_GcraLimiter):
         member: str,
         previous_score: int | None,
         enqueue: bool,
+        reservation: ReservationArgs = NO_RESERVATION,
+        subs: tuple[tuple[str, PlanArgs], ...] = (),
     ) -> AcquireReply:
         return self.store.acquire(
             self._pair(seller_id),
@@ -646,16 +920,28 @@ class InMemoryRateLimiter(_GcraLimiter):
             previous_score=previous_score,
             enqueue=enqueue,
             grace_us=math.ceil(self.waiter_grace_s * MICROS),
+            quarantine=self.quarantine_on_failover,
+            reservation=reservation,
+            subs=subs,
         )
 
     async def _leave(self, operation: str, seller_id: str, plan: PlanArgs, member: str) -> None:
         self.store.leave(self._pair(seller_id), operation, member)
 
     async def _throttled(self, operation: str, seller_id: str, plan: PlanArgs) -> int:
-        return self.store.throttled(self._pair(seller_id), operation, plan, self._now_us())
+        return self.store.throttled(
+            self._pair(seller_id), operation, plan, self._now_us(), quarantine=self.quarantine_on_failover
+        )
 
     async def _adopt(self, operation: str, seller_id: str, plan: PlanArgs, observed_text: str) -> bool:
-        return self.store.adopt(self._pair(seller_id), operation, plan, self._now_us(), observed_text)
+        return self.store.adopt(
+            self._pair(seller_id),
+            operation,
+            plan,
+            self._now_us(),
+            observed_text,
+            quarantine=self.quarantine_on_failover,
+        )
 
     async def status(self, seller_id: str | None = None) -> list[BucketStatus]:
         statuses: list[BucketStatus] = []
@@ -664,7 +950,14 @@ class InMemoryRateLimiter(_GcraLimiter):
             if seller_id is not None and seller != seller_id:
                 continue
             plan = self._plan_args(operation, seller)
-            peek = self.store.peek(pair, operation, plan, self._now_us())
+            peek = self.store.peek(
+                pair,
+                operation,
+                plan,
+                self._now_us(),
+                quarantine=self.quarantine_on_failover,
+                reservation=self._reservation_args(operation),
+            )
             statuses.append(self._status_of(seller, operation, peek))
         return statuses
 
@@ -676,13 +969,16 @@ def effective_burst(rate: float, burst: int, send_deadline_s: float) -> int:
 
 __all__: Sequence[str] = (
     "DEFAULT_LANE_RESERVES",
+    "DEFAULT_SUB_LIMITS",
     "BucketKeys",
     "BucketStatus",
     "Grant",
     "InMemoryRateLimiter",
     "RateLimiter",
     "RedisRateLimiter",
+    "Reservation",
     "build_rate_limiter",
     "effective_burst",
     "gcra_script_text",
+    "limiter_options",
 )

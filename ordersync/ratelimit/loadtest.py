@@ -41,6 +41,8 @@ class HammerPlan:
     burst: int
     send_deadline_s: float = 2.0
     application_id: str = "ordersync"
+    time_scale: float = 1.0
+    lane: str = "default"
 
 
 async def hammer_async(plan: HammerPlan, *, duration_s: float, tasks: int = 1) -> list[int]:
@@ -48,7 +50,7 @@ async def hammer_async(plan: HammerPlan, *, duration_s: float, tasks: int = 1) -
     client = redis.asyncio.Redis.from_url(plan.redis_url)
     limiter = RedisRateLimiter(
         client,
-        plans=PlanBook({plan.operation: (plan.rate, plan.burst)}),
+        plans=PlanBook({plan.operation: (plan.rate, plan.burst)}, time_scale=plan.time_scale),
         application_id=plan.application_id,
         key_prefix=plan.key_prefix,
         send_deadline_s=plan.send_deadline_s,
@@ -59,7 +61,9 @@ async def hammer_async(plan: HammerPlan, *, duration_s: float, tasks: int = 1) -
     async def take_until_stop() -> None:
         while (remaining := stop_at - time.monotonic()) > 0:
             try:
-                grant = await limiter.acquire(plan.operation, plan.seller_id, timeout=remaining)
+                grant = await limiter.acquire(
+                    plan.operation, plan.seller_id, lane=plan.lane, timeout=remaining
+                )
             except QuotaTimeout:
                 return
             granted_at.append(grant.decided_at_us)

@@ -1,9 +1,10 @@
-"""Prometheus metrics of the rate limiter, all named ``ordersync_quota_*``, labelled by operation only
-(seller ids would multiply the series for no operational gain; ``ordersync quota status`` has them)."""
+"""Prometheus metrics of the rate limiter, all named ``ordersync_quota_*``, labelled by operation (and
+lane), not by seller, except tokens left, which means nothing summed over sellers (sellers are few: one per
+channel). ``ordersync quota status`` shows every bucket in Redis."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 GRANTS = Counter(
     "ordersync_quota_grants",
@@ -39,5 +40,25 @@ THROTTLED = Counter(
 RATE_ADOPTIONS = Counter(
     "ordersync_quota_rate_adoptions",
     "Times a lower rate reported by Amazon (x-amzn-RateLimit-Limit) replaced the configured one.",
+    ["operation"],
+)
+TOKENS_LEFT = Gauge(
+    "ordersync_quota_tokens_left",
+    "Tokens left in a bucket at this process's last decision on it (whole tokens, after the headroom).",
+    ["operation", "seller"],
+)
+WAITERS = Gauge(
+    "ordersync_quota_waiters",
+    "Acquires of this process waiting for a token, per lane (`ordersync quota status`: every process's).",
+    ["operation", "lane"],
+)
+REDIS_UP = Gauge(
+    "ordersync_quota_redis_up",
+    "1 while the limiter's Redis answers, 0 while it cannot be reached (nothing is granted then).",
+)
+REDIS_UP.set(1)
+UNREPLICATED = Counter(
+    "ordersync_quota_unreplicated",
+    "Grants not used because fewer replicas than required acknowledged them (Redis WAIT).",
     ["operation"],
 )

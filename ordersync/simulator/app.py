@@ -1,12 +1,15 @@
-"""The simulator over HTTP: Amazon's paths (LWA, Orders v0 and 2026-01-01, Tokens) and the
-unauthenticated control and truth API under ``/_sim/``.
+"""The simulator over HTTP: Amazon's paths (LWA, Orders v0 and 2026-01-01, Tokens, Feeds), the
+presigned document URLs (``/_sim/s3/``) and the unauthenticated control and truth API under ``/_sim/``.
 
-Handlers only translate HTTP to :class:`~ordersync.simulator.state.SimulatorState` calls and back.
+Handlers only translate HTTP to :class:`~ordersync.simulator.state.SimulatorState` calls and back,
+plus the faults only HTTP can show: slow answers, and connections closed without an answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import uuid
 from typing import Any
 from urllib.parse import parse_qsl
@@ -16,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from ordersync.simulator.state import SimResponse, SimulatorState
 from ordersync.simulator.validation import ControlError
@@ -43,10 +47,55 @@ async def _json_body(request: Request) -> Any:
         return UNPARSABLE
 
 
-def _respond(result: SimResponse) -> Response:
+class SimulatedDrop(Exception):
+    """Raised after the response started, so that the server closes the connection mid-answer."""
+
+
+class _DropFilter(logging.Filter):
+    """Keeps the server's error log free of the drops the simulator makes on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        while exc is not None:
+            if isinstance(exc, SimulatedDrop):
+                return False
+            exc = exc.__cause__ or exc.__context__
+        return True
+
+
+logging.getLogger("uvicorn.error").addFilter(_DropFilter())
+
+
+class DroppedResponse(Response):
+    """Starts a response with a body promised, then breaks the connection: the client sees no answer."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=200, headers={"content-length": "1024"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        raise SimulatedDrop("connection dropped by the simulator")
+
+
+async def _respond(result: SimResponse, *, content_type: str | None = None) -> Response:
+    if result.delay_s > 0:
+        await asyncio.sleep(result.delay_s)
+    if result.drop:
+        return DroppedResponse()
     if result.body is None:
         return Response(status_code=result.status, headers=result.headers)
+    if isinstance(result.body, bytes):
+        return Response(
+            result.body,
+            status_code=result.status,
+            headers=result.headers,
+            media_type=content_type or "application/xml",
+        )
     return JSONResponse(result.body, status_code=result.status, headers=result.headers)
+
+
+def _base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
 
 
 def _sp_api(operation: str, *, with_body: bool = False) -> Any:
@@ -60,8 +109,9 @@ def _sp_api(operation: str, *, with_body: bool = False) -> Any:
             path_params={k: str(v) for k, v in request.path_params.items()},
             query=_first_values(request),
             body=body,
+            base_url=_base_url(request),
         )
-        return _respond(result)
+        return await _respond(result)
 
     endpoint.__name__ = f"sp_api_{operation}"
     return endpoint
@@ -175,6 +225,59 @@ async def sim_reset_buckets(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def s3_document(request: Request) -> Response:
+    """The presigned URLs of feed documents: PUT uploads, GET downloads (S3's behaviour and errors)."""
+    state: SimulatorState = request.app.state.sim
+    document_id = request.path_params["document_id"]
+    query = _first_values(request)
+    if request.method == "PUT":
+        result = state.upload_document(
+            document_id, query, request.headers.get("content-type"), await request.body()
+        )
+        return await _respond(result)
+    result, content_type = state.download_document(document_id, query)
+    return await _respond(result, content_type=content_type)
+
+
+async def sim_feeds(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    feeds = state.truth_feeds(request.query_params.get("seller_id"), request.query_params.get("feed_type"))
+    return JSONResponse({"count": len(feeds), "feeds": feeds})
+
+
+async def sim_feed(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    try:
+        return JSONResponse(state.truth_feed(request.path_params["feed_id"]))
+    except ControlError as exc:
+        return _control_error(exc)
+
+
+async def sim_listings(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    return JSONResponse(state.truth_listings(request.query_params.get("seller_id")))
+
+
+async def sim_forced_faults(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    if request.method == "DELETE":
+        return JSONResponse({"forced": state.clear_forced_faults()})
+    try:
+        return JSONResponse({"forced": state.force_fault(await _json_body(request))})
+    except ControlError as exc:
+        return _control_error(exc)
+
+
+async def sim_usage_plans(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    if request.method == "GET":
+        return JSONResponse(state.usage_plans_json())
+    try:
+        return JSONResponse(state.set_usage_plan(await _json_body(request)))
+    except ControlError as exc:
+        return _control_error(exc)
+
+
 async def not_found(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     code = "NotFound" if status == 404 else "InvalidInput" if status == 405 else "InternalFailure"
@@ -208,6 +311,19 @@ def create_app(state: SimulatorState) -> Starlette:
             _sp_api("createRestrictedDataToken", with_body=True),
             methods=["POST"],
         ),
+        Route("/orders/v0/orders/{orderId}/address", _sp_api("getOrderAddress"), methods=["GET"]),
+        Route("/feeds/2021-06-30/documents", _sp_api("createFeedDocument", with_body=True), methods=["POST"]),
+        Route("/feeds/2021-06-30/documents/{feedDocumentId}", _sp_api("getFeedDocument"), methods=["GET"]),
+        Route("/feeds/2021-06-30/feeds", _sp_api("getFeeds"), methods=["GET"]),
+        Route("/feeds/2021-06-30/feeds", _sp_api("createFeed", with_body=True), methods=["POST"]),
+        Route("/feeds/2021-06-30/feeds/{feedId}", _sp_api("getFeed"), methods=["GET"]),
+        Route("/feeds/2021-06-30/feeds/{feedId}", _sp_api("cancelFeed"), methods=["DELETE"]),
+        Route("/_sim/s3/{document_id}", s3_document, methods=["GET", "PUT"]),
+        Route("/_sim/feeds", sim_feeds, methods=["GET"]),
+        Route("/_sim/feeds/{feed_id}", sim_feed, methods=["GET"]),
+        Route("/_sim/listings", sim_listings, methods=["GET"]),
+        Route("/_sim/faults/next", sim_forced_faults, methods=["POST", "DELETE"]),
+        Route("/_sim/usage-plans", sim_usage_plans, methods=["GET", "PUT", "POST"]),
         Route("/_sim/orders", sim_orders, methods=["GET", "POST"]),
         Route("/_sim/orders/{order_id}", sim_order, methods=["GET"]),
         Route("/_sim/orders/{order_id}/status", sim_order_status, methods=["POST"]),

@@ -15,7 +15,7 @@ from ordersync.simulator.state import SimulatorState
 log = logging.getLogger("ordersync.simulator")
 
 sim_app = typer.Typer(
-    help="The SP-API simulator (Amazon's Orders, Tokens and LWA endpoints).", no_args_is_help=True
+    help="The SP-API simulator (Amazon's Orders, Feeds, Tokens and LWA endpoints).", no_args_is_help=True
 )
 
 

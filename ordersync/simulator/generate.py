@@ -11,7 +11,15 @@ import random
 import string
 from decimal import Decimal
 
-from ordersync.simulator.orders import Address, FulfillmentChannel, Item, Order, OrderBook, Snapshot
+from ordersync.simulator.orders import (
+    Address,
+    FulfillmentChannel,
+    Item,
+    Order,
+    OrderBook,
+    SimStatus,
+    Snapshot,
+)
 from ordersync.simulator.scenario import (
     MARKETPLACES,
     UNMAPPED_SKU_PREFIX,
@@ -188,6 +196,8 @@ def _populate_seller(
 ) -> None:
     profile = seller.orders
     rng = seller_rng(scenario, seller.seller_id)
+    # Draws added after the first release come from their own stream, so older scenarios keep their orders.
+    extra = random.Random(f"{scenario.seed}/{seller.seller_id}/order-life")
     products = catalogue(scenario, seller)
     first = start - profile.history_s
     span = profile.history_s + profile.arrival_window_s
@@ -226,8 +236,19 @@ def _populate_seller(
             ship_service_level=ship_level(marketplace, expedited),
             ship_category="Expedited" if expedited else "Standard",
         )
-        initial = Snapshot(status="Pending" if pending else "Unshipped", shipped=(0,) * len(items))
+        preorder = extra.random() < profile.preorder_share
+        release_at = created + max(1, int(extra.uniform(*profile.preorder_release_s)))
+        status: SimStatus = "PendingAvailability" if preorder else "Pending" if pending else "Unshipped"
+        if preorder:
+            order.preorder = True
+            pending = True
+            authorise_at = max(authorise_at, release_at + 1)
+            afn_ship_at = authorise_at + max(1, afn_ship_at - ship_from)
+            canceled = False
+        initial = Snapshot(status=status, shipped=(0,) * len(items))
         book.schedule_creation(order, initial, lags[0])
+        if preorder:
+            book.schedule(release_at, order.order_id, "release", lags[1])
         if pending:
             book.schedule(authorise_at, order.order_id, "authorise", lags[1])
         if canceled:

@@ -23,9 +23,19 @@ from typing import Literal
 
 from ordersync.simulator.scenario import UNMAPPED_SKU_PREFIX, Marketplace
 
-SimStatus = Literal["Pending", "Unshipped", "PartiallyShipped", "Shipped", "Canceled"]
+SimStatus = Literal[
+    "PendingAvailability",
+    "Pending",
+    "Unshipped",
+    "PartiallyShipped",
+    "Shipped",
+    "InvoiceUnconfirmed",
+    "Canceled",
+]
 FulfillmentChannel = Literal["MFN", "AFN"]
-EventKind = Literal["create", "authorise", "cancel", "afn_ship"]
+EventKind = Literal["create", "authorise", "cancel", "afn_ship", "release", "confirm_invoice"]
+#: Statuses in which nothing is paid or shipped yet, so the buyer (or seller) may still cancel.
+OPEN_STATUSES = frozenset({"PendingAvailability", "Pending", "Unshipped"})
 
 #: Why a buyer canceled, as Amazon's BuyerCancelReason shows it.
 BUYER_CANCEL_REASON = "Ordered by mistake"
@@ -81,6 +91,7 @@ class Snapshot:
     shipped: tuple[int, ...]
     packages: tuple[Package, ...] = ()
     cancel_reason: str | None = None
+    cancel_requester: Literal["BUYER", "SELLER"] = "BUYER"
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,7 @@ class Order:
     buyer_email: str
     ship_service_level: str
     ship_category: Literal["Standard", "Expedited"]
+    preorder: bool = False
     versions: list[Version] = field(default_factory=list)
 
     @property
@@ -206,9 +218,13 @@ class OrderBook:
             return
         order = self.orders[event.order_id]
         snap = order.current
-        if event.kind == "authorise" and snap.status == "Pending":
+        if event.kind == "release" and snap.status == "PendingAvailability":
+            self._record(order, replace(snap, status="Pending"), event.at, event.lag, "pre-order released")
+        elif event.kind == "authorise" and snap.status == "Pending":
             self._record(order, replace(snap, status="Unshipped"), event.at, event.lag, "payment authorised")
-        elif event.kind == "cancel" and snap.status in ("Pending", "Unshipped") and not any(snap.shipped):
+        elif event.kind == "confirm_invoice" and snap.status == "InvoiceUnconfirmed":
+            self._record(order, replace(snap, status="Shipped"), event.at, event.lag, "invoice confirmed")
+        elif event.kind == "cancel" and snap.status in OPEN_STATUSES and not any(snap.shipped):
             canceled = replace(snap, status="Canceled", cancel_reason=BUYER_CANCEL_REASON)
             self._record(order, canceled, event.at, event.lag, "canceled by the buyer")
         elif event.kind == "afn_ship" and order.channel == "AFN" and snap.status == "Unshipped":
@@ -242,7 +258,7 @@ class OrderBook:
         """The control API's status change, under the same rules Amazon's own changes follow."""
         snap = order.current
         if status == "Canceled":
-            if snap.status not in ("Pending", "Unshipped") or any(snap.shipped):
+            if snap.status not in OPEN_STATUSES or any(snap.shipped):
                 raise TransitionError(f"a {snap.status} order cannot be canceled")
             return self.change(
                 order,
@@ -251,11 +267,30 @@ class OrderBook:
                 lag,
                 "canceled",
             )
+        if status == "Pending":
+            if snap.status != "PendingAvailability":
+                raise TransitionError(
+                    f"only a PendingAvailability order becomes Pending, not a {snap.status} one"
+                )
+            return self.change(order, replace(snap, status="Pending"), now, lag, "pre-order released")
+        if status == "InvoiceUnconfirmed":
+            if snap.status not in ("Unshipped", "PartiallyShipped"):
+                raise TransitionError(f"a {snap.status} order cannot be shipped")
+            full = tuple(i.quantity for i in order.items)
+            return self.change(
+                order,
+                replace(snap, status="InvoiceUnconfirmed", shipped=full),
+                now,
+                lag,
+                "shipped, invoice unconfirmed",
+            )
         if status == "Unshipped":
             if snap.status != "Pending":
                 raise TransitionError(f"only a Pending order becomes Unshipped, not a {snap.status} one")
             return self.change(order, replace(snap, status="Unshipped"), now, lag, "payment authorised")
         if status == "Shipped":
+            if snap.status == "InvoiceUnconfirmed":
+                return self.change(order, replace(snap, status="Shipped"), now, lag, "invoice confirmed")
             if snap.status not in ("Unshipped", "PartiallyShipped"):
                 raise TransitionError(f"a {snap.status} order cannot be shipped")
             full = tuple(i.quantity for i in order.items)

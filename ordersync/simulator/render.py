@@ -26,7 +26,10 @@ STATUS_2026: dict[str, str] = {
     "Unfulfillable": "UNFULFILLABLE",
 }
 FULFILLED_BY_2026 = {"MFN": "MERCHANT", "AFN": "AMAZON"}
-_ADDRESS_STATUSES = frozenset({"Unshipped", "PartiallyShipped", "Shipped"})
+#: InvoiceUnconfirmed is shipped but not invoiced: 2026-01-01 has no such status and says SHIPPED.
+STATUS_2026_EXTRA = {"InvoiceUnconfirmed": "SHIPPED"}
+#: Statuses whose orders show a ShippingAddress (ordersV0.json OrderAddress).
+ADDRESS_STATUSES = frozenset({"Unshipped", "PartiallyShipped", "Shipped", "InvoiceUnconfirmed"})
 _DAY = 86400
 
 
@@ -46,11 +49,11 @@ def money_amount(amount: Decimal, decimals: int) -> str:
 
 
 def _priced(snapshot: Snapshot) -> bool:
-    return snapshot.status != "Pending"
+    return snapshot.status not in ("Pending", "PendingAvailability")
 
 
 def _has_address(order: Order, snapshot: Snapshot) -> bool:
-    return order.address is not None and snapshot.status in _ADDRESS_STATUSES
+    return order.address is not None and snapshot.status in ADDRESS_STATUSES
 
 
 def _order_total(order: Order) -> Decimal:
@@ -65,7 +68,7 @@ def _money_v0(order: Order, amount: Decimal) -> dict[str, str]:
     return {"CurrencyCode": market.currency, "Amount": money_amount(amount, market.decimals)}
 
 
-def _address_v0(address: Address, pii: Pii) -> dict[str, Any]:
+def address_v0(address: Address, pii: Pii) -> dict[str, Any]:
     shown: dict[str, Any] = {
         "City": address.city,
         "StateOrRegion": address.state_or_region,
@@ -103,7 +106,7 @@ def order_v0(order: Order, version: Version, pii: Pii) -> dict[str, Any]:
             "PaymentMethodDetails": ["Standard"],
             "MarketplaceId": order.marketplace.marketplace_id,
             "ShipmentServiceLevelCategory": order.ship_category,
-            "OrderType": "StandardOrder",
+            "OrderType": "Preorder" if order.preorder else "StandardOrder",
             "EarliestShipDate": epoch_to_iso(order.created + _DAY),
             "LatestShipDate": epoch_to_iso(order.created + 2 * _DAY),
             "IsBusinessOrder": False,
@@ -117,7 +120,7 @@ def order_v0(order: Order, version: Version, pii: Pii) -> dict[str, Any]:
         }
     )
     if order.address is not None and _has_address(order, snap):
-        body["ShippingAddress"] = _address_v0(order.address, pii)
+        body["ShippingAddress"] = address_v0(order.address, pii)
     if pii.buyer_info:
         body["BuyerInfo"] = {"BuyerEmail": order.buyer_email, "BuyerName": order.buyer_name}
     return body
@@ -163,7 +166,7 @@ def order_item_v0(order: Order, index: int, snapshot: Snapshot) -> dict[str, Any
             "SerialNumberRequired": False,
         }
     )
-    canceled = snapshot.status == "Canceled"
+    canceled = snapshot.status == "Canceled" and snapshot.cancel_requester == "BUYER"
     body["BuyerRequestedCancel"] = {"IsBuyerRequestedCancel": "true" if canceled else "false"}
     if canceled and snapshot.cancel_reason:
         body["BuyerRequestedCancel"]["BuyerCancelReason"] = snapshot.cancel_reason
@@ -222,7 +225,7 @@ def _item_2026(order: Order, index: int, snap: Snapshot, included: frozenset[str
     if "TAX" in included and _priced(snap) and order.marketplace.country_code == "US":
         collection = {"model": "MARKETPLACE_FACILITATOR", "responsibleParty": "AMAZON_SERVICES"}
         body["tax"] = {"taxCollections": [collection]}
-    if "CANCELLATION" in included and snap.status == "Canceled":
+    if "CANCELLATION" in included and snap.status == "Canceled" and snap.cancel_requester == "BUYER":
         body["cancellation"] = {
             "cancellationRequest": {"requester": "BUYER", "cancelReason": snap.cancel_reason or ""},
         }
@@ -270,7 +273,7 @@ def order_2026(order: Order, version: Version, included: frozenset[str], pii: Pi
         body["proceeds"] = {"grandTotal": _money_2026(order, _order_total(order))}
     if "FULFILLMENT" in included:
         body["fulfillment"] = {
-            "fulfillmentStatus": STATUS_2026[snap.status],
+            "fulfillmentStatus": STATUS_2026.get(snap.status) or STATUS_2026_EXTRA[snap.status],
             "fulfilledBy": FULFILLED_BY_2026[order.channel],
             "fulfillmentServiceLevel": order.ship_category.upper(),
             "shipByWindow": {

@@ -12,7 +12,14 @@ visibility lags and faults (for the same sequence of requests). Two are built in
     pii_requires_rdt: true       # names/address lines/buyer only with a Restricted Data Token
     access_token_lifetime_s: 3600
     visibility_lag: {p_late: 0.1, max_late_s: 600}
-    faults: {http_500: 0.0, http_503: 0.0}
+    faults: {http_500: 0.0, http_503: 0.0, timeout: 0.0, drop: 0.0, slow: 0.0, slow_s: 2, timeout_s: 60}
+    feeds:                       # Feeds API processing (simulated seconds)
+      queue_delay_s: [5, 60]     # IN_QUEUE at least this long
+      duration_s: [30, 300]      # IN_PROGRESS this long
+      stall_share: 0.02          # feeds stuck IN_QUEUE an extra stall_s
+      stall_s: [3600, 14400]
+      listings_limit: separate   # JSON_LISTINGS_FEED's 5-per-5-minutes limit: separate | shared
+      compress_reports: true     # result documents GZIP, as Amazon's often are
     sellers:
       - seller_id: A1DEMOSELLERUS
         region: na
@@ -37,6 +44,10 @@ visibility lags and faults (for the same sequence of requests). Two are built in
           cancel_after_s: [120, 3600]
           unknown_sku_share: 0.05   # orders with one item whose SKU starts with UNMAPPED-
           missing_address_share: 0.0
+          preorder_share: 0.0          # PendingAvailability until released
+          preorder_release_s: [3600, 259200]
+          invoice_unconfirmed_share: 0.0   # shipped by the seller, InvoiceUnconfirmed a while first
+          invoice_confirm_s: [600, 86400]
 """
 
 from __future__ import annotations
@@ -46,7 +57,7 @@ from datetime import datetime
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -168,6 +179,12 @@ class OrderProfile(_Frozen):
     unknown_sku_share: Share = 0.0
     missing_address_share: Share = 0.0
     expedited_share: Share = 0.1
+    #: Pre-orders: PendingAvailability until their release, then Pending/Unshipped as usual.
+    preorder_share: Share = 0.0
+    preorder_release_s: tuple[NonNegative, NonNegative] = (3600.0, 3 * 86400.0)
+    #: Seller-fulfilled orders that, once fully shipped, stay InvoiceUnconfirmed for a while.
+    invoice_unconfirmed_share: Share = 0.0
+    invoice_confirm_s: tuple[NonNegative, NonNegative] = (600.0, 86400.0)
 
     @model_validator(mode="after")
     def _ranges(self) -> OrderProfile:
@@ -179,6 +196,8 @@ class OrderProfile(_Frozen):
             "pending_duration_s",
             "afn_ship_delay_s",
             "cancel_after_s",
+            "preorder_release_s",
+            "invoice_confirm_s",
         ):
             _ordered_pair(getattr(self, name), name)
         return self
@@ -224,15 +243,58 @@ class VisibilityLag(_Frozen):
 
 
 class Faults(_Frozen):
-    """Fractions of authorised, unthrottled SP-API requests answered 500 InternalFailure / 503."""
+    """Fractions of authorised, unthrottled SP-API requests that go wrong, drawn in this order.
+
+    ``http_500`` / ``http_503``: answered 500 InternalFailure / 503 ServiceUnavailable without running
+    the operation. ``timeout``: the operation runs, then the server holds the connection ``timeout_s``
+    real seconds and closes it without an answer (the client's timeout fires first). ``drop``: the
+    operation runs and the connection is closed without an answer. ``slow``: answered normally after
+    ``slow_s`` real seconds. Timeouts and drops leave the caller not knowing whether the request took
+    effect, as on Amazon.
+    """
 
     http_500: Share = 0.0
     http_503: Share = 0.0
+    timeout: Share = 0.0
+    drop: Share = 0.0
+    slow: Share = 0.0
+    slow_s: Annotated[float, Field(ge=0, le=600)] = 2.0
+    timeout_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
 
     @model_validator(mode="after")
     def _total(self) -> Faults:
-        if self.http_500 + self.http_503 > 1:
-            raise ValueError("http_500 + http_503 exceeds 1")
+        if self.http_500 + self.http_503 + self.timeout + self.drop + self.slow > 1:
+            raise ValueError("http_500 + http_503 + timeout + drop + slow exceeds 1")
+        return self
+
+
+class FeedProfile(_Frozen):
+    """How the Feeds API processes feeds (simulated seconds; pairs are uniform ranges).
+
+    Feeds of one seller and one family (order feeds, listings/inventory feeds) are processed one
+    after another: each waits in IN_QUEUE at least ``queue_delay_s`` after its creation and until
+    the previous one ended, then stays IN_PROGRESS ``duration_s``. A ``stall_share`` of feeds sit in
+    IN_QUEUE an extra ``stall_s`` (docs#1151: stuck for hours).
+
+    ``listings_limit``: JSON_LISTINGS_FEED's own limit of 5 createFeed calls per 5 minutes per
+    seller and region, either ``separate`` (such a call takes a token only from its own bucket; the
+    model says this limit "differs from" createFeed's) or ``shared`` (it needs a token from both).
+    """
+
+    queue_delay_s: tuple[NonNegative, NonNegative] = (5.0, 60.0)
+    duration_s: tuple[NonNegative, NonNegative] = (30.0, 300.0)
+    stall_share: Share = 0.02
+    stall_s: tuple[NonNegative, NonNegative] = (3600.0, 4 * 3600.0)
+    listings_limit: Literal["shared", "separate"] = "separate"
+    compress_reports: bool = Field(
+        True, description="Result documents GZIP-compressed, as Amazon's often are."
+    )
+    document_url_ttl_s: Annotated[float, Field(gt=0)] = 300.0
+
+    @model_validator(mode="after")
+    def _ranges(self) -> FeedProfile:
+        for name in ("queue_delay_s", "duration_s", "stall_s"):
+            _ordered_pair(getattr(self, name), name)
         return self
 
 
@@ -245,6 +307,7 @@ class Scenario(_Frozen):
     access_token_lifetime_s: Annotated[int, Field(ge=1)] = 3600
     visibility_lag: VisibilityLag = VisibilityLag()
     faults: Faults = Faults()
+    feeds: FeedProfile = FeedProfile()
     sellers: Annotated[tuple[SellerScenario, ...], Field(min_length=1)]
 
     @model_validator(mode="after")

@@ -16,26 +16,49 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from functools import cache
+from typing import Any, Literal, cast
 
 from pydantic import ValidationError
 
+from ordersync.amazon.models import default_plans, load_model
 from ordersync.simulator import generate
 from ordersync.simulator.clock import SimClock, epoch_to_iso, parse_iso
+from ordersync.simulator.feeds import (
+    CODE_CANCELED_ORDER,
+    CODE_ORDER_STATE,
+    CODE_QUANTITY_ABOVE_UNSHIPPED,
+    CODE_UNKNOWN_ITEM,
+    CODE_UNKNOWN_ORDER,
+    FEED_STATUSES,
+    FEEDS_KEPT_S,
+    KNOWN_FEED_TYPES,
+    LISTINGS_FEED_OPERATION,
+    AcknowledgementMessage,
+    Document,
+    FeedEngine,
+    FulfillmentMessage,
+    Listing,
+    MessageResult,
+    S3Error,
+)
 from ordersync.simulator.orders import (
     Item,
     Order,
     OrderBook,
+    Package,
     SimStatus,
     Snapshot,
     TransitionError,
 )
 from ordersync.simulator.paging import TokenCodec
 from ordersync.simulator.render import (
+    ADDRESS_STATUSES,
     ALL_PII,
     STATUS_2026,
     Pii,
+    address_v0,
     order_2026,
     order_item_v0,
     order_truth,
@@ -48,8 +71,9 @@ from ordersync.simulator.scenario import (
     Product,
     Scenario,
     SellerScenario,
+    UsagePlanOverride,
 )
-from ordersync.simulator.throttle import Counters, Throttler
+from ordersync.simulator.throttle import Counters, Plan, Throttler
 from ordersync.simulator.validation import (
     ACCESS_DENIED_MESSAGE,
     QUOTA_EXCEEDED_MESSAGE,
@@ -91,7 +115,9 @@ INCLUDED_DATA_2026 = frozenset(
 )
 RDT_DATA_ELEMENTS = frozenset({"buyerInfo", "shippingAddress", "buyerTaxInformation"})
 _ORDER_ID = re.compile(r"^\d{3}-\d{7}-\d{7}$")
-_STATUS_FROM_2026 = {v: k for k, v in STATUS_2026.items()}
+_STATUS_FROM_2026: dict[str, tuple[str, ...]] = {
+    v: (k, "InvoiceUnconfirmed") if k == "Shipped" else (k,) for k, v in STATUS_2026.items()
+}
 _FULFILLED_BY = {"MERCHANT": "MFN", "AMAZON": "AFN"}
 
 
@@ -114,11 +140,35 @@ OPERATIONS: dict[str, Operation] = {
         Operation("confirmShipment", "orders-v0", "confirmShipment", "POST"),
         Operation("searchOrders", "orders-2026-01-01", "searchOrders", "GET"),
         Operation("getOrder@2026-01-01", "orders-2026-01-01", "getOrder", "GET"),
+        Operation("getOrderAddress", "orders-v0", "getOrderAddress", "GET"),
         Operation("createRestrictedDataToken", "tokens", "createRestrictedDataToken", "POST"),
+        Operation("createFeedDocument", "feeds", "createFeedDocument", "POST"),
+        Operation("createFeed", "feeds", "createFeed", "POST"),
+        Operation("getFeeds", "feeds", "getFeeds", "GET"),
+        Operation("getFeed", "feeds", "getFeed", "GET"),
+        Operation("cancelFeed", "feeds", "cancelFeed", "DELETE"),
+        Operation("getFeedDocument", "feeds", "getFeedDocument", "GET"),
     )
 }
-#: Statuses whose responses carry ``x-amzn-RateLimit-Limit`` (the models' response headers).
+#: Faults the control API can force on the next matching requests.
+FAULT_KINDS = ("500", "503", "429", "timeout", "drop", "slow")
+FEEDS_PAGE_SIZE = 10
+#: Statuses whose responses carry ``x-amzn-RateLimit-Limit`` when the model does not say.
 RATE_LIMIT_HEADER_STATUSES = frozenset({200, 201, 202, 204, 400, 404})
+
+
+@cache
+def rate_limit_header_statuses(api: str, operation_id: str) -> frozenset[int]:
+    """The statuses whose responses the model documents with ``x-amzn-RateLimit-Limit``."""
+    for methods in load_model(api).get("paths", {}).values():
+        for op in methods.values():
+            if isinstance(op, dict) and op.get("operationId") == operation_id:
+                return frozenset(
+                    int(status)
+                    for status, response in op.get("responses", {}).items()
+                    if status.isdigit() and "x-amzn-RateLimit-Limit" in (response.get("headers") or {})
+                )
+    return RATE_LIMIT_HEADER_STATUSES
 
 
 @dataclass(frozen=True)
@@ -126,6 +176,17 @@ class SimResponse:
     status: int
     body: Any
     headers: dict[str, str]
+    #: Real seconds the HTTP layer waits before answering (slow responses, timeouts).
+    delay_s: float = 0.0
+    #: Close the connection without an answer (after ``delay_s``).
+    drop: bool = False
+
+
+@dataclass
+class ForcedFault:
+    kind: str
+    operation: str | None
+    remaining: int
 
 
 @dataclass(frozen=True)
@@ -166,6 +227,7 @@ class _Runtime:
     faults: Faults
     pii_requires_rdt: bool
     access_tokens: dict[str, _IssuedToken] = field(default_factory=dict)
+    forced: list[ForcedFault] = field(default_factory=list)
 
 
 class SimulatorState:
@@ -197,6 +259,12 @@ class SimulatorState:
         self._fault_rng = random.Random(f"{scenario.seed}/faults")
         self._lag_rng = random.Random(f"{scenario.seed}/lags")
         self._control_rng = random.Random(f"{scenario.seed}/control")
+        self._order_rng = random.Random(f"{scenario.seed}/order-life")
+        self.feeds = FeedEngine(scenario.feeds, scenario.seed, self)
+        for seller_id, products in self.catalogues.items():
+            listings = self.feeds.seller_listings(seller_id)
+            for product in products:
+                listings[product.sku] = Listing(product.sku, 0)
         self._handlers: dict[str, Callable[[Principal, _Call], tuple[int, Any]]] = {
             "getOrders": self._get_orders,
             "getOrder": self._get_order_v0,
@@ -204,7 +272,14 @@ class SimulatorState:
             "confirmShipment": self._confirm_shipment,
             "searchOrders": self._search_orders,
             "getOrder@2026-01-01": self._get_order_2026,
+            "getOrderAddress": self._get_order_address,
             "createRestrictedDataToken": self._create_restricted_data_token,
+            "createFeedDocument": self._create_feed_document,
+            "createFeed": self._create_feed,
+            "getFeeds": self._get_feeds,
+            "getFeed": self._get_feed,
+            "cancelFeed": self._cancel_feed,
+            "getFeedDocument": self._get_feed_document,
         }
 
     # --- time ----------------------------------------------------------------------------------------
@@ -213,8 +288,20 @@ class SimulatorState:
         """Simulated now, with every change due by then applied."""
         with self._lock:
             now = self.clock.now()
-            self.book.advance(now)
+            self._advance(now)
             return now
+
+    def _advance(self, now: float) -> None:
+        """Apply every change due by ``now`` in time order: the order book's scheduled changes and
+        the feeds' status changes (whose messages change orders too)."""
+        while True:
+            event = self.feeds.next_event()
+            if event is None or event[0] > now:
+                break
+            at, feed = event
+            self.book.advance(at)
+            self.feeds.step(at, feed)
+        self.book.advance(now)
 
     def advance_clock(self, seconds: float) -> float:
         with self._lock:
@@ -309,7 +396,7 @@ class SimulatorState:
 
     # --- the SP-API front door -------------------------------------------------------------------------
 
-    def call(
+    def call(  # noqa: PLR0911 - one return per way Amazon's front door answers
         self,
         operation: str,
         *,
@@ -318,14 +405,16 @@ class SimulatorState:
         path_params: Mapping[str, str] | None = None,
         query: Mapping[str, str] | None = None,
         body: Any = None,
+        base_url: str = "",
     ) -> SimResponse:
         """Run one SP-API request. ``query`` holds the first value of each parameter (as Amazon reads
-        a repeated key); ``body`` is the parsed JSON body (anything else is refused as Amazon refuses it)."""
+        a repeated key); ``body`` is the parsed JSON body (anything else is refused as Amazon refuses it);
+        ``base_url`` prefixes the document URLs the Feeds API hands out."""
         op = OPERATIONS[operation]
         headers = {"x-amzn-RequestId": str(uuid.uuid4())}
         with self._lock:
             now = self.clock.now()
-            self.book.advance(now)
+            self._advance(now)
             try:
                 principal = self._authenticate(access_token, op.method, path)
             except SpApiError as exc:
@@ -335,14 +424,21 @@ class SimulatorState:
                 )
             seller = principal.seller_id
             plan = self.throttler.plan(seller, op.operation_id)
-            if not self.throttler.take(seller, principal.application, op.api, op.operation_id, now):
+            forced = self._forced_fault(operation)
+            buckets = self._buckets(seller, op, body)
+            if forced == "429" or not self.throttler.take_all(
+                [(seller, principal.application, api, operation_id, now) for api, operation_id in buckets]
+            ):
                 self.counters.count(seller, operation, 429)
                 error = SpApiError(429, "QuotaExceeded", QUOTA_EXCEEDED_MESSAGE, "")
-                return SimResponse(429, error.body(), headers)
-            fault = self._draw_fault()
-            if fault is not None:
+                return SimResponse(429, error.body(), self._rate_headers(headers, op, plan, 429))
+            kind = forced or self._draw_fault()
+            if kind in ("500", "503"):
+                fault = _server_error(int(kind))
                 self.counters.count(seller, operation, fault.status)
-                return SimResponse(fault.status, fault.body(), headers)
+                return SimResponse(
+                    fault.status, fault.body(), self._rate_headers(headers, op, plan, fault.status)
+                )
             call = _Call(
                 now,
                 path,
@@ -350,31 +446,67 @@ class SimulatorState:
                 dict(query or {}),
                 body,
                 self._pii(principal, op.method, path),
+                base_url.rstrip("/"),
             )
             try:
                 status, payload = self._handlers[operation](principal, call)
             except SpApiError as exc:
                 status, payload = exc.status, exc.body()
-            if status in RATE_LIMIT_HEADER_STATUSES:
-                headers["x-amzn-RateLimit-Limit"] = plan.header
+            headers = self._rate_headers(headers, op, plan, status)
             self.counters.count(seller, operation, status)
+            faults = self._runtime.faults
+            if kind == "timeout":
+                return SimResponse(status, payload, headers, delay_s=faults.timeout_s, drop=True)
+            if kind == "drop":
+                return SimResponse(status, payload, headers, drop=True)
+            if kind == "slow":
+                return SimResponse(status, payload, headers, delay_s=faults.slow_s)
             return SimResponse(status, payload, headers)
 
-    def _draw_fault(self) -> SpApiError | None:
+    @staticmethod
+    def _rate_headers(headers: dict[str, str], op: Operation, plan: Plan, status: int) -> dict[str, str]:
+        if status in rate_limit_header_statuses(op.api, op.operation_id):
+            return {**headers, "x-amzn-RateLimit-Limit": plan.header}
+        return headers
+
+    def _buckets(self, seller_id: str, op: Operation, body: Any) -> list[tuple[str, str]]:
+        """The (api, usage-plan operation) buckets a request takes a token from."""
+        own = [(op.api, op.operation_id)]
+        if op.key == "createFeed" and isinstance(body, dict) and body.get("feedType") == "JSON_LISTINGS_FEED":
+            region = self._seller_by_id(seller_id).region
+            listings = (f"feeds-{region}", LISTINGS_FEED_OPERATION)
+            return [listings] if self.scenario.feeds.listings_limit == "separate" else [*own, listings]
+        return own
+
+    def _forced_fault(self, operation: str) -> str | None:
+        for forced in self._runtime.forced:
+            if forced.operation in (None, operation):
+                forced.remaining -= 1
+                if forced.remaining <= 0:
+                    self._runtime.forced.remove(forced)
+                return forced.kind
+        return None
+
+    def _draw_fault(self) -> str | None:
         faults = self._runtime.faults
         draw = self._fault_rng.random()
-        if draw < faults.http_500:
-            return SpApiError(
-                500, "InternalFailure", "We encountered an internal error. Please try again.", ""
-            )
-        if draw < faults.http_500 + faults.http_503:
-            return SpApiError(
-                503, "ServiceUnavailable", "Service temporarily unavailable. Please try again.", ""
-            )
+        for kind, share in (
+            ("500", faults.http_500),
+            ("503", faults.http_503),
+            ("timeout", faults.timeout),
+            ("drop", faults.drop),
+            ("slow", faults.slow),
+        ):
+            if draw < share:
+                return kind
+            draw -= share
         return None
 
     def _seller(self, principal: Principal) -> SellerScenario:
         return self.scenario.seller(principal.seller_id)
+
+    def _seller_by_id(self, seller_id: str) -> SellerScenario:
+        return self.scenario.seller(seller_id)
 
     def _owned_order(self, principal: Principal, order_id: str) -> Order:
         if not _ORDER_ID.match(order_id):
@@ -576,8 +708,10 @@ class SimulatorState:
             )
         if snap.status == "Canceled":
             raise invalid_input(f"Order {order.order_id} is canceled.")
-        if snap.status == "Pending":
-            raise invalid_input(f"Order {order.order_id} is Pending: it cannot be shipped before payment.")
+        if snap.status in ("Pending", "PendingAvailability"):
+            raise invalid_input(
+                f"Order {order.order_id} is {snap.status}: it cannot be shipped before payment."
+            )
         existing = next(
             (p for p in snap.packages if p.package_reference_id == request.package_reference_id), None
         )
@@ -599,7 +733,7 @@ class SimulatorState:
             change = f"package {existing.package_reference_id} updated"
             self.book.change(order, edited, call.now, self._lag(), change)
             return 204, None
-        if snap.status == "Shipped":
+        if snap.status in ("Shipped", "InvoiceUnconfirmed"):
             raise SpApiError(
                 400,
                 "PackageToUpdateNotFound",
@@ -615,17 +749,32 @@ class SimulatorState:
                     f"{remaining} unit(s) not yet shipped."
                 )
             shipped[index] += quantity
-        complete = all(s == item.quantity for s, item in zip(shipped, order.items, strict=True))
-        snapshot = Snapshot(
-            "Shipped" if complete else "PartiallyShipped",
+        self._record_shipment(
+            order,
             tuple(shipped),
-            (*snap.packages, request.package(int(call.now))),
-            snap.cancel_reason,
-        )
-        self.book.change(
-            order, snapshot, call.now, self._lag(), f"shipment {request.package_reference_id} confirmed"
+            request.package(int(call.now)),
+            call.now,
+            f"shipment {request.package_reference_id} confirmed",
         )
         return 204, None
+
+    def _record_shipment(
+        self, order: Order, shipped: tuple[int, ...], package: Package, at: float, change: str
+    ) -> None:
+        """A seller's shipment (confirmShipment or a fulfillment feed): PartiallyShipped, or Shipped
+        when complete; some orders stay InvoiceUnconfirmed a while first (scenario)."""
+        snap = order.current
+        complete = all(s == item.quantity for s, item in zip(shipped, order.items, strict=True))
+        profile = self._seller_by_id(order.seller_id).orders
+        unconfirmed = complete and self._order_rng.random() < profile.invoice_unconfirmed_share
+        status: SimStatus = (
+            "InvoiceUnconfirmed" if unconfirmed else "Shipped" if complete else "PartiallyShipped"
+        )
+        snapshot = replace(snap, status=status, shipped=shipped, packages=(*snap.packages, package))
+        version = self.book.change(order, snapshot, at, self._lag(), change)
+        if unconfirmed:
+            delay = max(1, int(self._order_rng.uniform(*profile.invoice_confirm_s)))
+            self.book.schedule(version.at + delay, order.order_id, "confirm_invoice", self._lag())
 
     # --- Orders 2026-01-01 -----------------------------------------------------------------------------
 
@@ -666,7 +815,7 @@ class SimulatorState:
                 before,
                 call.now,
                 markets,
-                tuple(_STATUS_FROM_2026[s] for s in wanted),
+                tuple(status for s in wanted for status in _STATUS_FROM_2026[s]),
                 tuple(_FULFILLED_BY[f] for f in fulfilled_by),
                 (),
                 limit,
@@ -730,6 +879,372 @@ class SimulatorState:
         self._runtime.access_tokens[token] = _IssuedToken(rdt, self._real_clock() + ttl)
         return 200, {"restrictedDataToken": token, "expiresIn": ttl}
 
+    # --- getOrderAddress (v0) ------------------------------------------------------------------------------
+
+    def _get_order_address(self, principal: Principal, call: _Call) -> tuple[int, Any]:
+        order = self._owned_order(principal, call.path_params["orderId"])
+        payload: dict[str, Any] = {"AmazonOrderId": order.order_id}
+        snap = order.current
+        if order.address is not None and snap.status in ADDRESS_STATUSES:
+            payload["ShippingAddress"] = address_v0(order.address, call.pii)
+        return 200, {"payload": payload}
+
+    # --- Feeds 2021-06-30 -------------------------------------------------------------------------------
+
+    def _create_feed_document(self, principal: Principal, call: _Call) -> tuple[int, Any]:
+        body = call.body
+        content_type = body.get("contentType") if isinstance(body, dict) else None
+        if not isinstance(content_type, str) or not content_type.strip():
+            raise invalid_input("contentType is required.")
+        if isinstance(body, dict) and set(body) - {"contentType"}:
+            raise invalid_input(f"Unknown field(s): {', '.join(sorted(set(body) - {'contentType'}))}.")
+        region = self._seller(principal).region
+        doc = self.feeds.create_document(principal.seller_id, content_type.strip(), call.now, region)
+        url = call.base_url + self.feeds.presigned_path(doc, "PUT", call.now)
+        return 201, {"feedDocumentId": doc.document_id, "url": url}
+
+    def _owned_document(self, principal: Principal, document_id: str) -> Document:
+        doc = self.feeds.documents.get(document_id)
+        if doc is None or doc.seller_id != principal.seller_id:
+            raise SpApiError(404, "NotFound", "The requested feed document was not found.", "")
+        return doc
+
+    def _create_feed(self, principal: Principal, call: _Call) -> tuple[int, Any]:
+        body = call.body
+        if not isinstance(body, dict):
+            raise invalid_input("The body must be a CreateFeedSpecification JSON object.")
+        unknown = sorted(set(body) - {"feedType", "marketplaceIds", "inputFeedDocumentId", "feedOptions"})
+        if unknown:
+            raise invalid_input(f"Unknown field(s): {', '.join(unknown)}.")
+        feed_type, markets = body.get("feedType"), body.get("marketplaceIds")
+        document_id, options = body.get("inputFeedDocumentId"), body.get("feedOptions") or {}
+        if not isinstance(feed_type, str) or not feed_type:
+            raise invalid_input("feedType is required.")
+        if feed_type not in KNOWN_FEED_TYPES:
+            raise invalid_input(f"Invalid feedType: {feed_type}.", "Invalid request parameters")
+        if (
+            not isinstance(markets, list)
+            or not 1 <= len(markets) <= 25
+            or not all(isinstance(m, str) for m in markets)
+        ):
+            raise invalid_input("marketplaceIds must list 1 to 25 marketplace ids.")
+        foreign = [m for m in markets if m not in self._seller(principal).marketplaces]
+        if foreign:
+            raise invalid_input(
+                f"Invalid marketplaceIds: {', '.join(foreign)} (not a marketplace of this seller)."
+            )
+        if not isinstance(document_id, str) or not document_id:
+            raise invalid_input("inputFeedDocumentId is required.")
+        if not isinstance(options, dict) or not all(isinstance(v, str) for v in options.values()):
+            raise invalid_input("feedOptions is a map of strings.")
+        doc = self.feeds.documents.get(document_id)
+        if doc is None or doc.seller_id != principal.seller_id or doc.kind != "input":
+            raise invalid_input(f"Invalid inputFeedDocumentId: {document_id}.")
+        feed = self.feeds.create_feed(
+            principal.seller_id,
+            feed_type,
+            tuple(markets),
+            doc,
+            {str(k): v for k, v in options.items()},
+            call.now,
+        )
+        return 202, {"feedId": feed.feed_id}
+
+    def _get_feeds(self, principal: Principal, call: _Call) -> tuple[int, Any]:  # noqa: PLR0912 - one check per parameter
+        q = call.query
+        token = q.get("nextToken")
+        if token:
+            if set(q) - {"nextToken"}:
+                raise invalid_input("nextToken must be the only parameter.")
+            raw = self._tokens.decode("getFeeds", principal.seller_id, token)
+            if raw is None or not isinstance(raw.get("q"), dict) or not isinstance(raw.get("after"), int):
+                raise invalid_input("Invalid nextToken.", "We could not decode your nextToken.")
+            query, after = raw["q"], raw["after"]
+        else:
+            types = csv_values(q.get("feedTypes"))
+            if not types:
+                raise invalid_input("Either feedTypes or nextToken is required.")
+            if len(types) > 10:
+                raise invalid_input("feedTypes accepts at most 10 values.")
+            markets = csv_values(q.get("marketplaceIds"))
+            if len(markets) > 10:
+                raise invalid_input("marketplaceIds accepts at most 10 values.")
+            statuses = csv_values(q.get("processingStatuses"))
+            bad = [x for x in statuses if x not in FEED_STATUSES]
+            if bad:
+                raise invalid_input(f"Invalid processingStatuses: {', '.join(bad)}.")
+            size_raw = q.get("pageSize", str(FEEDS_PAGE_SIZE))
+            if not size_raw.isdigit() or not 1 <= int(size_raw) <= 100:
+                raise invalid_input("pageSize must be an integer from 1 to 100.")
+            try:
+                since = parse_iso(q["createdSince"]) if "createdSince" in q else call.now - FEEDS_KEPT_S
+                until = parse_iso(q["createdUntil"]) if "createdUntil" in q else call.now
+            except ValueError:
+                raise invalid_input("createdSince and createdUntil must be ISO 8601 date-times.") from None
+            if since > until:
+                raise invalid_input("createdSince must not be later than createdUntil.")
+            query = {
+                "types": list(types),
+                "markets": list(markets),
+                "statuses": list(statuses),
+                "size": int(size_raw),
+                "since": since,
+                "until": until,
+            }
+            after = -1
+        feeds = sorted(
+            (
+                f
+                for f in self.feeds.feeds.values()
+                if f.seller_id == principal.seller_id
+                and f.feed_type in query["types"]
+                and (not query["markets"] or set(f.marketplace_ids) & set(query["markets"]))
+                and (not query["statuses"] or f.status in query["statuses"])
+                and query["since"] <= f.created <= query["until"]
+                and f.created >= call.now - FEEDS_KEPT_S
+            ),
+            key=lambda f: -int(f.feed_id),
+        )
+        if after >= 0:
+            feeds = [f for f in feeds if int(f.feed_id) < after]
+        page = feeds[: query["size"]]
+        body: dict[str, Any] = {"feeds": [f.as_amazon() for f in page]}
+        if len(feeds) > len(page):
+            body["nextToken"] = self._tokens.encode(
+                "getFeeds", principal.seller_id, {"q": query, "after": int(page[-1].feed_id)}
+            )
+        return 200, body
+
+    def _owned_feed(self, principal: Principal, feed_id: str) -> Any:
+        if not feed_id.isdigit():
+            raise invalid_input(f"Invalid feedId {feed_id!r}.")
+        feed = self.feeds.feeds.get(feed_id)
+        if feed is None or feed.seller_id != principal.seller_id:
+            raise SpApiError(404, "NotFound", "The requested feed was not found.", f"feedId {feed_id}")
+        return feed
+
+    def _get_feed(self, principal: Principal, call: _Call) -> tuple[int, Any]:
+        return 200, self._owned_feed(principal, call.path_params["feedId"]).as_amazon()
+
+    def _cancel_feed(self, principal: Principal, call: _Call) -> tuple[int, Any]:
+        feed = self._owned_feed(principal, call.path_params["feedId"])
+        if feed.status != "IN_QUEUE":
+            raise invalid_input(
+                f"The feed {feed.feed_id} is {feed.status}; only IN_QUEUE feeds can be cancelled.",
+                "Feed cannot be cancelled.",
+            )
+        self.feeds.cancel(feed, call.now)
+        return 200, None
+
+    def _get_feed_document(self, principal: Principal, call: _Call) -> tuple[int, Any]:
+        enable = call.query.get("enableContentEncodingUrlHeader")
+        if enable is not None and enable not in ("true", "false"):
+            raise invalid_input("enableContentEncodingUrlHeader must be true or false.")
+        doc = self._owned_document(principal, call.path_params["feedDocumentId"])
+        if doc.content is None:
+            raise SpApiError(404, "NotFound", "The requested feed document was not found.", "not uploaded")
+        url = call.base_url + self.feeds.presigned_path(doc, "GET", call.now)
+        body: dict[str, Any] = {"feedDocumentId": doc.document_id, "url": url}
+        if doc.compression is not None:
+            body["compressionAlgorithm"] = doc.compression
+        return 200, body
+
+    # --- the presigned document URLs (S3, not SP-API: no access token, no usage plan) ------------------
+
+    def upload_document(
+        self, document_id: str, query: Mapping[str, str], content_type: str | None, content: bytes
+    ) -> SimResponse:
+        """``PUT`` on an upload URL createFeedDocument returned: 200, or S3's XML error."""
+        headers = {"x-amz-request-id": uuid.uuid4().hex[:16].upper()}
+        with self._lock:
+            now = self.now()
+            doc = self.feeds.documents.get(document_id)
+            seller = doc.seller_id if doc else ANONYMOUS
+            forced = self._forced_fault("uploadFeedDocument")
+            if forced in ("500", "503"):
+                self.counters.count(seller, "uploadFeedDocument", int(forced))
+                error = S3Error(
+                    int(forced), "InternalError" if forced == "500" else "SlowDown", "Please retry."
+                )
+                return SimResponse(error.status, error.body(), headers)
+            try:
+                self.feeds.upload(document_id, dict(query), content_type, content, now)
+            except S3Error as exc:
+                self.counters.count(seller, "uploadFeedDocument", exc.status)
+                return SimResponse(exc.status, exc.body(), headers)
+            self.counters.count(seller, "uploadFeedDocument", 200)
+            headers["ETag"] = '"' + uuid.uuid5(uuid.NAMESPACE_OID, document_id).hex + '"'
+            if forced == "drop":
+                return SimResponse(200, None, headers, drop=True)
+            if forced == "timeout":
+                return SimResponse(200, None, headers, delay_s=self._runtime.faults.timeout_s, drop=True)
+            return SimResponse(200, None, headers)
+
+    def download_document(self, document_id: str, query: Mapping[str, str]) -> tuple[SimResponse, str]:
+        """``GET`` on a URL getFeedDocument returned: (response with the bytes, content type)."""
+        headers = {"x-amz-request-id": uuid.uuid4().hex[:16].upper()}
+        with self._lock:
+            now = self.now()
+            try:
+                doc = self.feeds.download(document_id, dict(query), now)
+            except S3Error as exc:
+                return SimResponse(exc.status, exc.body(), headers), "application/xml"
+            self.counters.count(doc.seller_id, "downloadFeedDocument", 200)
+            return SimResponse(200, doc.content, headers), doc.content_type
+
+    # --- what order feeds do (called by the feed engine at a feed's end) -------------------------------
+
+    def fulfil(  # noqa: PLR0911 - one result per rule, as Amazon reports them
+        self, seller_id: str, message: FulfillmentMessage, feed_id: str, at: float
+    ) -> MessageResult:
+        """One OrderFulfillment message: the same rules as confirmShipment."""
+        key = message.order_id
+        order = self.book.orders.get(message.order_id)
+        if order is None or order.seller_id != seller_id:
+            return MessageResult(
+                message.message_id,
+                key,
+                False,
+                CODE_UNKNOWN_ORDER,
+                f"The order id {message.order_id} was not found in our system.",
+            )
+        snap = order.current
+        if snap.status == "Canceled":
+            return MessageResult(
+                message.message_id,
+                key,
+                False,
+                CODE_CANCELED_ORDER,
+                f"The order {order.order_id} has been canceled; it cannot be shipped.",
+            )
+        if order.channel == "AFN":
+            return MessageResult(
+                message.message_id,
+                key,
+                False,
+                CODE_ORDER_STATE,
+                f"The order {order.order_id} is fulfilled by Amazon.",
+            )
+        if snap.status in ("Pending", "PendingAvailability"):
+            return MessageResult(
+                message.message_id,
+                key,
+                False,
+                CODE_ORDER_STATE,
+                f"The order {order.order_id} is {snap.status}: payment is not authorised yet.",
+            )
+        shipped = list(snap.shipped)
+        if message.items:
+            wanted: list[tuple[int, int]] = []
+            for item in message.items:
+                found = order.item(item.order_item_id)
+                if found is None:
+                    return MessageResult(
+                        message.message_id,
+                        key,
+                        False,
+                        CODE_UNKNOWN_ITEM,
+                        f"AmazonOrderItemCode {item.order_item_id} is not an item of order {order.order_id}.",
+                    )
+                index = found[0]
+                remaining = order.items[index].quantity - shipped[index]
+                quantity = remaining if item.quantity is None else item.quantity
+                if quantity > remaining or quantity == 0:
+                    return MessageResult(
+                        message.message_id,
+                        key,
+                        False,
+                        CODE_QUANTITY_ABOVE_UNSHIPPED,
+                        f"Item {item.order_item_id}: quantity {quantity} exceeds the {remaining} unit(s) "
+                        f"not yet shipped of order {order.order_id}.",
+                    )
+                wanted.append((index, quantity))
+        else:
+            wanted = [
+                (i, it.quantity - shipped[i]) for i, it in enumerate(order.items) if it.quantity > shipped[i]
+            ]
+            if not wanted:
+                return MessageResult(
+                    message.message_id,
+                    key,
+                    False,
+                    CODE_QUANTITY_ABOVE_UNSHIPPED,
+                    f"The order {order.order_id} has no unit left to ship.",
+                )
+        for index, quantity in wanted:
+            shipped[index] += quantity
+        package = Package(
+            package_reference_id=f"{feed_id}{message.message_id:05d}",
+            carrier_code=message.carrier_code or "Other",
+            carrier_name=message.carrier_name,
+            shipping_method=message.shipping_method,
+            tracking_number=message.tracking_number or "",
+            ship_date=message.fulfillment_date,
+            items=tuple((order.items[i].order_item_id, q) for i, q in wanted),
+            confirmed_at=int(at),
+        )
+        self._record_shipment(order, tuple(shipped), package, at, f"shipment confirmed by feed {feed_id}")
+        return MessageResult(
+            message.message_id,
+            key,
+            True,
+            detail={"shipped": {order.items[i].order_item_id: q for i, q in wanted}},
+        )
+
+    def acknowledge(  # noqa: PLR0911 - one result per rule
+        self, seller_id: str, message: AcknowledgementMessage, at: float
+    ) -> MessageResult:
+        """One OrderAcknowledgement message: Success acknowledges; Failure is the seller's cancellation."""
+        key = message.order_id
+        order = self.book.orders.get(message.order_id)
+        if order is None or order.seller_id != seller_id:
+            return MessageResult(
+                message.message_id,
+                key,
+                False,
+                CODE_UNKNOWN_ORDER,
+                f"The order id {message.order_id} was not found in our system.",
+            )
+        for item_id, _reason in message.items:
+            if order.item(item_id) is None:
+                return MessageResult(
+                    message.message_id,
+                    key,
+                    False,
+                    CODE_UNKNOWN_ITEM,
+                    f"AmazonOrderItemCode {item_id} is not an item of order {order.order_id}.",
+                )
+        snap = order.current
+        if message.status_code == "Success":
+            if snap.status == "Canceled":
+                return MessageResult(
+                    message.message_id,
+                    key,
+                    False,
+                    CODE_CANCELED_ORDER,
+                    f"The order {order.order_id} is canceled; it cannot be acknowledged.",
+                )
+            return MessageResult(message.message_id, key, True, detail={"acknowledged": True})
+        if snap.status == "Canceled":
+            return MessageResult(message.message_id, key, True, detail={"canceled": "already"})
+        if (
+            order.channel == "AFN"
+            or any(snap.shipped)
+            or snap.status not in ("Pending", "PendingAvailability", "Unshipped")
+        ):
+            return MessageResult(
+                message.message_id,
+                key,
+                False,
+                CODE_ORDER_STATE,
+                f"The order {order.order_id} is {snap.status} ({order.channel}); "
+                "the seller cannot cancel it.",
+            )
+        reason = next((r for _, r in message.items if r), None) or "NoInventory"
+        canceled = replace(snap, status="Canceled", cancel_reason=reason, cancel_requester="SELLER")
+        self.book.change(order, canceled, at, self._lag(), "canceled by the seller (acknowledgement feed)")
+        return MessageResult(message.message_id, key, True, detail={"canceled": reason})
+
     # --- control and truth API ---------------------------------------------------------------------------
 
     def truth_orders(self, seller_id: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
@@ -780,12 +1295,22 @@ class SimulatorState:
                 buyer_email=f"{secrets.token_hex(7)}@marketplace.amazon.com",
                 ship_service_level=generate.ship_level(marketplace, expedited=False),
                 ship_category="Standard",
+                preorder=spec.preorder_release_s is not None,
             )
-            pending = spec.pending_s is not None
-            initial = Snapshot("Pending" if pending else "Unshipped", (0,) * len(items))
-            self.book.add_order(order, initial, self._lag())
-            ready_at = int(now) + int(spec.pending_s or 0)
-            if spec.pending_s is not None:
+            released_at = int(now) + int(spec.preorder_release_s or 0)
+            pending = spec.pending_s is not None or spec.preorder_release_s is not None
+            status: SimStatus = (
+                "PendingAvailability"
+                if spec.preorder_release_s is not None
+                else "Pending"
+                if pending
+                else "Unshipped"
+            )
+            self.book.add_order(order, Snapshot(status, (0,) * len(items)), self._lag())
+            ready_at = released_at + int(spec.pending_s or (1 if spec.preorder_release_s else 0))
+            if spec.preorder_release_s is not None:
+                self.book.schedule(released_at, order.order_id, "release", self._lag())
+            if pending:
                 self.book.schedule(ready_at, order.order_id, "authorise", self._lag())
             if spec.fulfillment_channel == "AFN":
                 delay = spec.afn_ship_after_s or rng.uniform(*seller.orders.afn_ship_delay_s)
@@ -825,22 +1350,116 @@ class SimulatorState:
         return tuple(items)
 
     def set_order_status(self, order_id: str, status: str) -> dict[str, Any]:
-        """``POST /_sim/orders/{id}/status``: Canceled, Unshipped (payment authorised) or Shipped."""
-        if status not in ("Canceled", "Unshipped", "Shipped"):
-            raise ControlError("status must be Canceled, Unshipped or Shipped")
+        """``POST /_sim/orders/{id}/status``: Canceled, Pending (pre-order released), Unshipped
+        (payment authorised), Shipped (by Amazon, or the invoice confirmed) or InvoiceUnconfirmed."""
+        allowed = ("Canceled", "Pending", "Unshipped", "Shipped", "InvoiceUnconfirmed")
+        if status not in allowed:
+            raise ControlError(f"status must be one of {', '.join(allowed)}")
         with self._lock:
             now = self.now()
             order = self.book.orders.get(order_id)
             if order is None:
                 raise ControlError(f"no order {order_id}", 404)
-            target: SimStatus = (
-                "Canceled" if status == "Canceled" else "Unshipped" if status == "Unshipped" else "Shipped"
-            )
+            target = cast(SimStatus, status)
             try:
                 self.book.set_status(order, target, now, self._lag())
             except TransitionError as exc:
                 raise ControlError(str(exc)) from exc
             return order_truth(order)
+
+    def truth_feeds(self, seller_id: str | None = None, feed_type: str | None = None) -> list[dict[str, Any]]:
+        """Every feed (oldest first) with its messages' outcomes and its report."""
+        with self._lock:
+            self.now()
+            return [
+                self.feeds.feed_truth(f)
+                for f in sorted(self.feeds.feeds.values(), key=lambda f: int(f.feed_id))
+                if (seller_id is None or f.seller_id == seller_id)
+                and (feed_type is None or f.feed_type == feed_type)
+            ]
+
+    def truth_feed(self, feed_id: str) -> dict[str, Any]:
+        with self._lock:
+            self.now()
+            feed = self.feeds.feeds.get(feed_id)
+            if feed is None:
+                raise ControlError(f"no feed {feed_id}", 404)
+            return self.feeds.feed_truth(feed, with_input=True)
+
+    def truth_listings(self, seller_id: str | None = None) -> dict[str, Any]:
+        """Each seller's listings (SKU -> quantity) as JSON_LISTINGS_FEED feeds left them."""
+        with self._lock:
+            self.now()
+            return {
+                seller: {sku: listing.as_json() for sku, listing in sorted(listings.items())}
+                for seller, listings in sorted(self.feeds.listings.items())
+                if seller_id is None or seller == seller_id
+            }
+
+    def listing_quantity(self, seller_id: str, sku: str) -> int | None:
+        with self._lock:
+            self.now()
+            listing = self.feeds.seller_listings(seller_id).get(sku)
+            return None if listing is None else listing.quantity
+
+    def force_fault(self, raw: Any) -> list[dict[str, Any]]:
+        """``POST /_sim/faults/next`` ``{"fault": "drop", "operation": "confirmShipment", "count": 1}``:
+        the next ``count`` requests of that operation (any, without one) fail that way."""
+        if not isinstance(raw, dict):
+            raise ControlError('give {"fault": KIND, "operation": NAME?, "count": N?}')
+        kind, operation, count = str(raw.get("fault")), raw.get("operation"), raw.get("count", 1)
+        if kind not in FAULT_KINDS:
+            raise ControlError(f"fault must be one of {', '.join(FAULT_KINDS)}")
+        known = {*OPERATIONS, "uploadFeedDocument"}
+        if operation is not None and operation not in known:
+            raise ControlError(f"unknown operation {operation}; known: {', '.join(sorted(known))}")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ControlError("count must be a positive integer")
+        with self._lock:
+            self._runtime.forced.append(ForcedFault(kind, operation, count))
+            return self._forced_json()
+
+    def clear_forced_faults(self) -> list[dict[str, Any]]:
+        with self._lock:
+            self._runtime.forced.clear()
+            return self._forced_json()
+
+    def _forced_json(self) -> list[dict[str, Any]]:
+        return [
+            {"fault": f.kind, "operation": f.operation, "count": f.remaining} for f in self._runtime.forced
+        ]
+
+    def usage_plans_json(self) -> dict[str, Any]:
+        with self._lock:
+            return {s.seller_id: self.throttler.plans_json(s.seller_id) for s in self.scenario.sellers}
+
+    def set_usage_plan(self, raw: Any) -> dict[str, Any]:
+        """``PUT /_sim/usage-plans`` ``{"seller_id", "operation", "rate", "burst"}`` (rate and burst
+        omitted: back to the default): Amazon's dynamic usage plans, changed while running."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("operation"), str):
+            raise ControlError('give {"seller_id": ID?, "operation": NAME, "rate": R, "burst": B}')
+        operation = raw["operation"]
+        if operation not in default_plans():
+            raise ControlError(f"no usage plan for operation {operation}")
+        seller = self._control_seller(raw.get("seller_id"))
+        plan: Plan | None = None
+        if raw.get("rate") is not None or raw.get("burst") is not None:
+            try:
+                override = UsagePlanOverride.model_validate(
+                    {"rate": raw.get("rate"), "burst": raw.get("burst")}
+                )
+            except ValidationError as exc:
+                raise ControlError(str(exc)) from exc
+            plan = Plan(override.rate, override.burst)
+        with self._lock:
+            applied = self.throttler.set_plan(seller.seller_id, operation, plan)
+            return {
+                "seller_id": seller.seller_id,
+                "operation": operation,
+                "rate": applied.rate,
+                "burst": applied.burst,
+                "header": applied.header,
+            }
 
     def set_faults(self, raw: Any) -> dict[str, float]:
         try:
@@ -904,6 +1523,13 @@ class _Call:
     query: dict[str, str]
     body: Any
     pii: Pii
+    base_url: str = ""
+
+
+def _server_error(status: int) -> SpApiError:
+    if status == 500:
+        return SpApiError(500, "InternalFailure", "We encountered an internal error. Please try again.", "")
+    return SpApiError(503, "ServiceUnavailable", "Service temporarily unavailable. Please try again.", "")
 
 
 def _lwa_error(error: str, description: str) -> dict[str, str]:

@@ -110,3 +110,44 @@ def validate_against_model(api: str, definition: str, instance: Any, *, strict: 
     definitions = _strict_definitions(api) if strict else load_model(api)["definitions"]
     schema = {"$ref": f"#/definitions/{definition}", "definitions": definitions}
     jsonschema.Draft4Validator(schema).validate(instance)
+
+
+def model_operation(api: str, operation_id: str) -> dict[str, Any]:
+    """The operation object of ``operation_id`` in the model ``api``."""
+    for methods in load_model(api)["paths"].values():
+        for op in methods.values():
+            if isinstance(op, dict) and op.get("operationId") == operation_id:
+                return op
+    raise KeyError(f"{operation_id} is not in the {api} model")
+
+
+def validate_response(
+    api: str, operation_id: str, status: int, body: Any, headers: dict[str, str] | None = None
+) -> None:
+    """Raise unless ``status`` is a response the model lists for the operation, ``body`` validates
+    (strictly) against that response's schema (or is empty where the model gives none), and the
+    headers are those the model documents: ``x-amzn-RequestId`` always, ``x-amzn-RateLimit-Limit``
+    exactly on the statuses that list it."""
+    import jsonschema  # noqa: PLC0415 - a dev dependency, needed only by tests
+
+    response = model_operation(api, operation_id)["responses"].get(str(status))
+    if response is None:
+        raise AssertionError(f"{api} {operation_id} does not document status {status}")
+    schema = response.get("schema")
+    if schema is None:
+        if body not in (None, b"", ""):
+            raise AssertionError(f"{operation_id} {status}: the model gives no body, got {body!r}")
+    else:
+        full = {"allOf": [schema], "definitions": _strict_definitions(api)}
+        jsonschema.Draft4Validator(full).validate(body)
+    if headers is not None:
+        lowered = {k.lower() for k in headers}
+        documented = {k.lower() for k in response.get("headers") or {}}
+        if "x-amzn-requestid" not in lowered:
+            raise AssertionError(f"{operation_id} {status}: no x-amzn-RequestId")
+        has_limit = "x-amzn-ratelimit-limit" in lowered
+        if has_limit != ("x-amzn-ratelimit-limit" in documented):
+            raise AssertionError(
+                f"{operation_id} {status}: x-amzn-RateLimit-Limit {'present' if has_limit else 'missing'}"
+                " against the model"
+            )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ordersync.amazon.models import default_plans
+from ordersync.simulator.feeds import LISTINGS_FEED_OPERATION, LISTINGS_FEED_PLAN
 from ordersync.simulator.scenario import Scenario
 
 
@@ -48,7 +49,7 @@ class Throttler:
     """Buckets keyed by (seller, application, api, operation), plans from the models and scenario."""
 
     def __init__(self, scenario: Scenario) -> None:
-        self._defaults = default_plans()
+        self._defaults = {**default_plans(), LISTINGS_FEED_OPERATION: LISTINGS_FEED_PLAN}
         self._overrides = {
             seller.seller_id: {op: Plan(p.rate, p.burst) for op, p in seller.usage_plans.items()}
             for seller in scenario.sellers
@@ -72,6 +73,34 @@ class Throttler:
 
     def take(self, seller_id: str, application: str, api: str, operation: str, now: float) -> bool:
         return self.bucket(seller_id, application, api, operation, now).take(now)
+
+    def take_all(self, keys: list[tuple[str, str, str, str, float]]) -> bool:
+        """One token from each bucket, or none at all when any is empty."""
+        buckets = [(self.bucket(*key), key[4]) for key in keys]
+        for bucket, now in buckets:
+            bucket.refill(now)
+        if any(bucket.tokens < 1.0 for bucket, _ in buckets):
+            return False
+        for bucket, _ in buckets:
+            bucket.tokens -= 1.0
+        return True
+
+    def set_plan(self, seller_id: str, operation: str, plan: Plan | None) -> Plan:
+        """Change one seller's plan for one operation now (Amazon's dynamic usage plans); ``None``
+        restores the default. The seller's buckets of that operation start again, full."""
+        if plan is None:
+            self._overrides.get(seller_id, {}).pop(operation, None)
+        else:
+            self._overrides.setdefault(seller_id, {})[operation] = plan
+        for key in [k for k in self._buckets if k[0] == seller_id and k[3] == operation]:
+            del self._buckets[key]
+        return self.plan(seller_id, operation)
+
+    def plans_json(self, seller_id: str) -> dict[str, dict[str, float]]:
+        return {
+            op: {"rate": plan.rate, "burst": plan.burst}
+            for op, plan in sorted(self._overrides.get(seller_id, {}).items())
+        }
 
     def reset(self) -> None:
         """Every bucket full again (they are recreated full on first use)."""

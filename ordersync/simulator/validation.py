@@ -119,6 +119,9 @@ class NewOrder(_Strict):
         None, description="Pending this long, then Unshipped."
     )
     afn_ship_after_s: Annotated[float, Field(ge=1)] | None = None
+    preorder_release_s: Annotated[float, Field(ge=1)] | None = Field(
+        None, description="A pre-order: PendingAvailability this long, then Pending, then Unshipped."
+    )
     missing_address: bool = False
 
 

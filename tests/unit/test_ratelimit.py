@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -13,10 +16,13 @@ from ordersync.ratelimit import (
     InMemoryRateLimiter,
     PlanBook,
     RateLimiter,
+    Reservation,
     UnknownOperationError,
     effective_burst,
+    limiter_options,
 )
-from ordersync.ratelimit.gcra import MICROS, GcraStore, PlanArgs
+from ordersync.ratelimit.gcra import MICROS, GcraStore, PlanArgs, ReservationArgs, waiter_member
+from ordersync.settings import FeedTypeLimit, RateLimitSettings, Settings
 
 pytestmark = pytest.mark.unit
 
@@ -59,13 +65,21 @@ def make_limiter(
     plans: dict[str, tuple[float, int]] | None = None,
     send_deadline_s: float = DEADLINE_S,
     time_scale: float = 1.0,
+    lane_reserves: dict[str, int] | None = None,
+    **options: Any,
 ) -> InMemoryRateLimiter:
     return InMemoryRateLimiter(
         plans=PlanBook(plans or {OP: (RATE, BURST)}, time_scale=time_scale),
         send_deadline_s=send_deadline_s,
         clock=clock,
         sleep=clock.sleep,
+        lane_reserves=lane_reserves,
+        **options,
     )
+
+
+#: Static reserves as the notes describe them: packing must leave the last 2 tokens, inventory none.
+STATIC_RESERVES = {"default": 0, "packing": 2, "inventory": 0}
 
 
 async def take_now(limiter: InMemoryRateLimiter, *, lane: str = "default", op: str = OP) -> bool:
@@ -172,7 +186,7 @@ def test_a_backwards_clock_step_grants_nothing_extra() -> None:
 
 async def test_reserve_keeps_packing_off_the_last_tokens() -> None:
     clock = FakeClock()
-    limiter = make_limiter(clock)  # lanes: packing reserves 2, inventory none
+    limiter = make_limiter(clock, lane_reserves=STATIC_RESERVES)
     await fill(limiter, clock)
     assert await take_now(limiter, lane="packing")
     assert await take_now(limiter, lane="packing")
@@ -184,7 +198,8 @@ async def test_reserve_keeps_packing_off_the_last_tokens() -> None:
 
 async def test_packing_uses_everything_but_the_reserve_when_inventory_is_idle() -> None:
     clock = FakeClock()
-    limiter = make_limiter(clock, plans={OP: (1.0, 12)}, send_deadline_s=1.0)  # b_eff = 11
+    # b_eff = 11
+    limiter = make_limiter(clock, plans={OP: (1.0, 12)}, send_deadline_s=1.0, lane_reserves=STATIC_RESERVES)
     await fill(limiter, clock)
     taken = 0
     while await take_now(limiter, lane="packing"):
@@ -194,7 +209,7 @@ async def test_packing_uses_everything_but_the_reserve_when_inventory_is_idle() 
 
 async def test_a_reserve_never_starves_a_lane_of_a_one_token_bucket() -> None:
     clock = FakeClock()
-    limiter = make_limiter(clock, send_deadline_s=2.0)  # b_eff = 1 < reserve 2
+    limiter = make_limiter(clock, send_deadline_s=2.0, lane_reserves=STATIC_RESERVES)  # b_eff = 1 < reserve 2
     await fill(limiter, clock)
     assert await take_now(limiter, lane="packing")
 
@@ -206,7 +221,7 @@ async def test_unknown_lane_is_a_configuration_error() -> None:
 
 async def test_waiting_packing_does_not_block_inventory() -> None:
     clock = FakeClock(frozen=True)
-    limiter = make_limiter(clock)
+    limiter = make_limiter(clock, lane_reserves=STATIC_RESERVES)
     await fill(limiter, clock)
     assert await take_now(limiter, lane="inventory")
     assert await take_now(limiter, lane="inventory")
@@ -422,3 +437,267 @@ def test_plan_book_rejects_an_override_of_an_unknown_operation() -> None:
     typo = _channel("acme-us", "A2ACME", {"getOrder5": UsagePlan(rate=1, burst=1)})
     with pytest.raises(UnknownOperationError, match="channel acme-us"):
         PlanBook.from_channels([typo])
+
+
+# --- the shared feed quota: lanes, the inventory reservation, feed-type sub-limits ---------------------
+
+FEED = "createFeed"
+#: createFeed scaled: 1 token/s, burst 6; 1 s of send deadline is one token of headroom, so b_eff = 5.
+FEED_PLAN = (1.0, 6)
+FEED_B_EFF = 5
+WINDOW_S = 60.0
+LEAD_S = 10.0
+
+
+def feed_store_plan() -> PlanArgs:
+    return PlanArgs(repr(FEED_PLAN[0]), 1.0, FEED_PLAN[1], MICROS)
+
+
+def feed_reservation(tokens: int = 1) -> ReservationArgs:
+    return ReservationArgs(tokens=tokens, window_us=int(WINDOW_S * MICROS), lead_us=int(LEAD_S * MICROS))
+
+
+@dataclass
+class Client:
+    """One simulated worker: ``lane``, asking from ``arrive_at`` (s) on; ``backlog`` asks again at once
+    after every grant, forever (a queue of shipments that never empties)."""
+
+    name: str
+    lane: str
+    arrive_at: float
+    backlog: bool = False
+    granted_at: list[float] = field(default_factory=list)
+    waited: list[float] = field(default_factory=list)
+
+
+def simulate(clients: list[Client], *, until: float, reservation: ReservationArgs) -> GcraStore:
+    """A discrete-event run of clients against the mirror of the script (Redis's exact decisions): each
+    wakes at its time, asks, and either is granted or sleeps the wait the script returns."""
+    store = GcraStore()
+    plan = feed_store_plan()
+    reserves = {"packing": 0, "inventory": 1}
+    # Date the epoch a minute back: the bucket is full at t = 0.
+    store.acquire(
+        "s:a", FEED, plan, 0, reserve=0, member="0|n|x|init", previous_score=None, enqueue=False, grace_us=0
+    )
+    store._buckets[("s:a", FEED)].tat = 0
+    store._buckets[("s:a", FEED)].last_now = 0
+    base_us = 0
+    events: list[tuple[int, int, int]] = []  # (time us, sequence, client index)
+    for index, client in enumerate(clients):
+        heapq.heappush(events, (int(client.arrive_at * MICROS), index, index))
+    members = {index: f"r{index}-0" for index in range(len(clients))}
+    asked = {index: int(client.arrive_at * MICROS) for index, client in enumerate(clients)}
+    scores: dict[int, int | None] = dict.fromkeys(members)
+    sequence = len(clients)
+    while events:
+        at, _, index = heapq.heappop(events)
+        if at > until * MICROS:
+            break
+        client = clients[index]
+        member = waiter_member(
+            reserves[client.lane], reserved=client.lane == "inventory", lane=client.lane, token=members[index]
+        )
+        reply = store.acquire(
+            "s:a",
+            FEED,
+            plan,
+            base_us + at,
+            reserve=reserves[client.lane],
+            member=member,
+            previous_score=scores[index],
+            enqueue=True,
+            grace_us=MICROS,
+            reservation=reservation,
+        )
+        sequence += 1
+        if reply.granted:
+            client.granted_at.append(at / MICROS)
+            client.waited.append((at - asked[index]) / MICROS)
+            scores[index] = None
+            members[index] = f"r{index}-{len(client.granted_at)}"
+            if client.backlog:
+                asked[index] = at
+                heapq.heappush(events, (at, sequence, index))
+        else:
+            scores[index] = reply.waiter_score or scores[index]
+            heapq.heappush(events, (at + reply.retry_after_us, sequence, index))
+    return store
+
+
+def test_a_packing_backlog_cannot_starve_the_inventory_reservation() -> None:
+    packers = [Client(f"packing{n}", "packing", 0.0, backlog=True) for n in range(4)]
+    # The hourly run (scaled: every WINDOW_S), one feed at each flush time.
+    inventory = [Client(f"inventory{k}", "inventory", k * WINDOW_S) for k in range(1, 6)]
+    duration = 6 * WINDOW_S - 1
+    simulate([*packers, *inventory], until=duration, reservation=feed_reservation())
+    for run in inventory:
+        assert run.granted_at, f"{run.name} starved"
+        # The reservation opened LEAD_S before the flush, so its token was waiting for it.
+        assert run.waited == [0.0], f"{run.name} waited {run.waited}"
+    packed = sum(len(client.granted_at) for client in packers)
+    # Work-conserving: together they used the whole quota (a full bucket, then 1 per second).
+    assert packed + len(inventory) >= FEED_B_EFF + duration * FEED_PLAN[0] - 2
+
+
+def test_inventory_idle_gives_shipments_the_whole_quota() -> None:
+    packers = [Client(f"packing{n}", "packing", 0.0, backlog=True) for n in range(3)]
+    duration = 5 * WINDOW_S
+    store = simulate(packers, until=duration, reservation=feed_reservation())
+    packed = sum(len(client.granted_at) for client in packers)
+    # All of the rate; of the starting burst, only the one reserved token is held back, once (unused
+    # reservations never add up).
+    assert packed >= FEED_B_EFF - 1 + duration * FEED_PLAN[0] - 1
+    peek = store.peek("s:a", FEED, feed_store_plan(), int(duration * MICROS), reservation=feed_reservation())
+    assert peek.tokens_left < 1 + 1e-9, "at most the reserved token sits unused"
+    assert peek.reserved_outstanding == 1
+
+
+def test_shipments_come_before_inventory_beyond_its_reserved_share() -> None:
+    packers = [Client(f"packing{n}", "packing", 0.0, backlog=True) for n in range(3)]
+    first = Client("inventory-reserved", "inventory", WINDOW_S)
+    extra = Client("inventory-extra", "inventory", WINDOW_S + 1)
+    simulate([*packers, first, extra], until=2 * WINDOW_S - LEAD_S - 1, reservation=feed_reservation())
+    assert first.waited == [0.0]
+    assert extra.granted_at == [], "beyond its share, inventory yields to the shipments backlog"
+
+
+async def test_the_reservation_returns_to_the_pool_once_used_and_does_not_add_up() -> None:
+    clock = FakeClock(start=0.0)
+    limiter = make_limiter(
+        clock,
+        plans={FEED: FEED_PLAN},
+        send_deadline_s=1.0,
+        reservations=[Reservation(FEED, "inventory", tokens=1, interval_s=WINDOW_S, lead_s=LEAD_S)],
+    )
+    assert not await take_now(limiter, op=FEED)
+    clock.advance(10 * WINDOW_S + WINDOW_S / 2)  # many idle windows: the bucket is full, b_eff = 5
+    taken = 0
+    while await take_now(limiter, lane="packing", op=FEED):
+        taken += 1
+    assert taken == FEED_B_EFF - 1, "packing leaves one reserved token, not one per idle window"
+    [status] = await limiter.status(SELLER)
+    assert status.reserved_outstanding == 1
+    assert await take_now(limiter, lane="inventory", op=FEED), "the reserved token is there"
+    assert not await take_now(limiter, lane="inventory", op=FEED), "beyond its share, inventory leaves 1"
+    clock.advance(1.0)
+    assert await take_now(limiter, lane="packing", op=FEED), "used: the reservation is back in the pool"
+    [status] = await limiter.status(SELLER)
+    assert status.reserved_outstanding == 0
+
+
+def json_feed_limiter(clock: FakeClock, **options: Any) -> InMemoryRateLimiter:
+    # createFeed's own plan (30 an hour, burst 15) and JSON_LISTINGS_FEED 5 per 5 minutes, at 2 s of
+    # send deadline: b_eff 14 and 4.
+    return make_limiter(clock, plans={FEED: (0.0083, 15)}, send_deadline_s=2.0, **options)
+
+
+async def fill_feed(limiter: InMemoryRateLimiter, clock: FakeClock) -> None:
+    assert not await take_now(limiter, op=FEED)
+    clock.advance(100_000)
+
+
+async def take_feed(limiter: InMemoryRateLimiter, feed_type: str | None) -> bool:
+    try:
+        await limiter.acquire(FEED, SELLER, lane="packing", timeout=0, feed_type=feed_type)
+    except QuotaTimeout:
+        return False
+    return True
+
+
+async def test_json_listings_feeds_also_need_a_token_of_their_own_bucket() -> None:
+    clock = FakeClock()
+    limiter = json_feed_limiter(clock)
+    await fill_feed(limiter, clock)
+    assert [await take_feed(limiter, "JSON_LISTINGS_FEED") for _ in range(5)] == [True] * 4 + [False]
+    statuses = {status.operation: status for status in await limiter.status(SELLER)}
+    assert statuses[FEED].tokens_left == pytest.approx(10, abs=0.01), "a refused feed debits neither bucket"
+    assert statuses["createFeed:JSON_LISTINGS_FEED"].tokens_left == pytest.approx(0, abs=0.01)
+    # Other feed types (and createFeed without a type) only need createFeed's token.
+    assert await take_feed(limiter, "POST_ORDER_FULFILLMENT_DATA")
+    assert await take_feed(limiter, None)
+    # JSON_LISTINGS_FEED refills at one per minute, and waits are exact.
+    with pytest.raises(QuotaTimeout) as caught:
+        await limiter.acquire(FEED, SELLER, lane="packing", timeout=1, feed_type="JSON_LISTINGS_FEED")
+    assert caught.value.retry_after_s == pytest.approx(60, abs=0.01)
+    clock.advance(60)
+    assert await take_feed(limiter, "JSON_LISTINGS_FEED")
+
+
+async def test_a_429_on_a_json_listings_feed_empties_both_buckets() -> None:
+    clock = FakeClock()
+    limiter = json_feed_limiter(clock)
+    await fill_feed(limiter, clock)
+    assert await take_feed(limiter, "JSON_LISTINGS_FEED")
+    await limiter.on_throttled(FEED, SELLER, feed_type="JSON_LISTINGS_FEED")
+    assert all(status.tokens_left == 0 for status in await limiter.status(SELLER))
+
+
+async def test_feed_type_limits_can_be_disabled() -> None:
+    clock = FakeClock()
+    limiter = json_feed_limiter(clock, sub_limits={})
+    await fill_feed(limiter, clock)
+    assert [await take_feed(limiter, "JSON_LISTINGS_FEED") for _ in range(15)] == [True] * 14 + [False]
+
+
+# --- failover quarantine ---------------------------------------------------------------------------
+
+
+async def test_a_new_redis_server_quarantines_every_bucket_of_the_pair() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock, plans={OP: (RATE, BURST), "other": (1.0, 10)})
+    await fill(limiter, clock)
+    assert await take_now(limiter, op="other")  # the pair's epoch is old: a new bucket is full
+    assert await take_now(limiter)
+    limiter.store.run_id = "promoted-replica"  # the same data, another server: a failover
+    assert not await take_now(limiter), "state may have lost grants: treat it as empty"
+    assert not await take_now(limiter, op="other")
+    assert all(status.tokens_left == 0 for status in await limiter.status(SELLER))
+    # Emptied with the full burst (5) at the failover: the next token comes 2 intervals later.
+    clock.advance(2 * T)
+    assert await take_now(limiter)
+    # Once per failover: later decisions on the same server are ordinary again.
+    clock.advance(100)
+    assert sum([await take_now(limiter) for _ in range(B_EFF + 1)]) == B_EFF
+
+
+async def test_quarantine_can_be_disabled() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock, quarantine_on_failover=False)
+    await fill(limiter, clock)
+    limiter.store.run_id = "promoted-replica"
+    assert await take_now(limiter)
+
+
+def test_settings_carry_lanes_reservation_and_feed_limits_to_the_limiter() -> None:
+    settings = Settings(
+        ratelimit=RateLimitSettings(
+            lane_reserves={"packing": 0, "inventory": 2},
+            inventory_reserved_feeds=2,
+            inventory_flush_interval_s=1800,
+            inventory_reservation_lead_s=300,
+            feed_type_limits={"JSON_LISTINGS_FEED": FeedTypeLimit(rate=0.01, burst=3)},
+        )
+    )
+    limiter = InMemoryRateLimiter(plans=PlanBook(), **limiter_options(settings))
+    assert limiter.lane_reserves == {"packing": 0, "inventory": 2, "default": 0}
+    assert limiter.reservations[FEED] == Reservation(FEED, "inventory", 2, 1800, 300)
+    assert limiter.sub_limits == {"createFeed:JSON_LISTINGS_FEED": (0.01, 3)}
+    off = Settings(ratelimit=RateLimitSettings(inventory_reserved_feeds=0, feed_type_limits_enabled=False))
+    limiter = InMemoryRateLimiter(plans=PlanBook(), **limiter_options(off))
+    assert limiter.reservations == {}
+    assert limiter.sub_limits == {}
+
+
+def test_default_settings_put_shipments_first_with_an_hourly_inventory_feed() -> None:
+    limiter = InMemoryRateLimiter(plans=PlanBook(), **limiter_options(Settings()))
+    assert limiter.reserve_of("packing") == 0
+    assert limiter.reserve_of("inventory") >= 1
+    assert limiter.reservations[FEED].tokens == 1
+    assert limiter.reservations[FEED].interval_s == 3600
+    assert "createFeed:JSON_LISTINGS_FEED" in limiter.sub_limits
+
+
+def test_reservation_lead_must_be_shorter_than_the_interval() -> None:
+    with pytest.raises(ConfigurationError):
+        Reservation(FEED, "inventory", tokens=1, interval_s=60, lead_s=60)

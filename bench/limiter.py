@@ -1,0 +1,141 @@
+"""Benchmark of the rate limiter's decisions (prints figures, asserts nothing).
+
+Decisions per second and p50/p99 latency of one ``acquire`` with 1, 4 and 16 concurrent clients (each a
+process running one asyncio client, as stages do), side by side with:
+
+- the ``limits`` library's moving-window limiter (``hit``) on the same Redis, through redis-py;
+- a bare EVALSHA of a no-op script from the same kind of client: the ceiling of any one-script decision.
+
+The bucket is made too large to ever refuse, so every call is a full decision that grants. It starts its
+own redis-server (``ordersync.devinfra.EmbeddedRedis``) unless ``ORDERSYNC_REDIS__URL`` is set.
+
+    .venv/bin/python bench/limiter.py [--seconds 3] [--clients 1,4,16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import statistics
+import time
+import uuid
+from contextlib import ExitStack
+from typing import Any
+
+RUNS = ("ordersync acquire", "limits moving window", "no-op EVALSHA (ceiling)")
+
+
+async def _client_loop(kind: str, url: str, prefix: str, seconds: float) -> list[float]:
+    import redis.asyncio  # noqa: PLC0415 - imported in the spawned process
+
+    latencies: list[float] = []
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        if kind == RUNS[0]:
+            from ordersync.ratelimit import PlanBook, RedisRateLimiter  # noqa: PLC0415
+
+            limiter = RedisRateLimiter(
+                client,
+                plans=PlanBook({"bench": (1_000_000.0, 1_000_000)}),
+                application_id="bench",
+                key_prefix=prefix,
+                send_deadline_s=0.000001,
+            )
+            # A pair whose state began long ago: the bucket is full.
+            await client.set(f"{prefix}:rl-epoch:{{SELLER:bench}}", 1)
+
+            async def decide() -> None:
+                await limiter.acquire("bench", "SELLER", timeout=0)
+
+        elif kind == RUNS[1]:
+            from limits import parse  # noqa: PLC0415
+            from limits.aio.storage import RedisStorage  # noqa: PLC0415
+            from limits.aio.strategies import MovingWindowRateLimiter  # noqa: PLC0415
+
+            storage = RedisStorage(url.replace("redis://", "async+redis://", 1), implementation="redispy")
+            moving = MovingWindowRateLimiter(storage)
+            item = parse("1000000/second")
+
+            async def decide() -> None:
+                await moving.hit(item, prefix, "SELLER")
+
+        else:
+            script = client.register_script("return 1")
+
+            async def decide() -> None:
+                await script(keys=[f"{prefix}:noop"], args=[])
+
+        for _ in range(50):  # warm up: connection, script cache
+            await decide()
+        stop_at = time.perf_counter() + seconds
+        while (started := time.perf_counter()) < stop_at:
+            await decide()
+            latencies.append(time.perf_counter() - started)
+    finally:
+        await client.aclose()
+    return latencies
+
+
+def _client_process(kind: str, url: str, prefix: str, seconds: float, *, start: Any, results: Any) -> None:
+    start.wait()
+    results.put(asyncio.run(_client_loop(kind, url, prefix, seconds)))
+
+
+def measure(kind: str, url: str, clients: int, seconds: float) -> tuple[float, float, float]:
+    """(decisions per second, p50 µs, p99 µs) of ``clients`` processes for ``seconds``."""
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(clients)
+    results = context.Queue()
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    processes = [
+        context.Process(
+            target=_client_process,
+            args=(kind, url, prefix, seconds),
+            kwargs={"start": start, "results": results},
+        )
+        for _ in range(clients)
+    ]
+    for process in processes:
+        process.start()
+    latencies = [value for _ in processes for value in results.get(timeout=120 + seconds)]
+    for process in processes:
+        process.join(30)
+    latencies.sort()
+    rate = len(latencies) / seconds
+    p50 = statistics.median(latencies) * 1e6
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1e6
+    return rate, p50, p99
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="Measured seconds per run.")
+    parser.add_argument("--clients", default="1,4,16", help="Comma-separated client counts.")
+    options = parser.parse_args()
+    counts = [int(part) for part in options.clients.split(",")]
+    with ExitStack() as stack:
+        url = os.environ.get("ORDERSYNC_REDIS__URL")
+        if not url:
+            from ordersync.devinfra import EmbeddedRedis  # noqa: PLC0415
+
+            url = stack.enter_context(EmbeddedRedis()).url
+        import redis  # noqa: PLC0415
+
+        info = redis.Redis.from_url(url).info("server")
+        version = info["redis_version"]
+        print(f"redis-server {version} at {url}; {os.cpu_count()} CPUs; {options.seconds:g} s per run")
+        header = ("client", "clients", "decisions/s", "p50 µs", "p99 µs", "of ceiling")
+        print("{:<26} {:>7} {:>12} {:>8} {:>8} {:>10}".format(*header))
+        for clients in counts:
+            figures = {kind: measure(kind, url, clients, options.seconds) for kind in RUNS}
+            ceiling = figures[RUNS[2]][0]
+            for kind in RUNS:
+                rate, p50, p99 = figures[kind]
+                share = rate / ceiling
+                print(f"{kind:<26} {clients:>7} {rate:>12,.0f} {p50:>8.0f} {p99:>8.0f} {share:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()

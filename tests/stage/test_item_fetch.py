@@ -1,0 +1,61 @@
+"""Item fetch against the simulator and a real Redis: items fetched once per order version, Pending
+orders held without spending quota, and the full address through a restricted data token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ordersync.amazon.client import OrdersQuery
+from ordersync.schemas.envelope import Envelope
+from ordersync.schemas.events import OrderDownloaded, OrderEnriched
+from ordersync.schemas.topics import ORDERS_ENRICHED
+from ordersync.simulator.runner import RunningSimulator
+from ordersync.simulator.testing import tiny_scenario
+from ordersync.streams.item_fetch import handle
+
+pytestmark = pytest.mark.stage
+
+
+async def _downloaded(runtime: Any) -> list[Envelope[OrderDownloaded]]:
+    channel = runtime.channels.channels[0]
+    page = await runtime.amazon(channel).list_orders_page(
+        OrdersQuery(
+            updated_after=__import__("datetime").datetime(2025, 1, 1, tzinfo=__import__("datetime").UTC)
+        )
+    )
+    return [
+        Envelope.wrap(
+            OrderDownloaded(channel=channel.name, order=o), seller_id=channel.seller_id, correlation_id="c"
+        )
+        for o in page.orders
+    ]
+
+
+async def test_items_once_per_version_pending_held_and_the_address_with_pii(make_runtime: Any) -> None:
+    scenario = tiny_scenario(orders={"count": 8, "pending_share": 0.5, "pending_duration_s": [90000, 90000]})
+    with RunningSimulator(scenario) as sim:
+        sim.state.advance_clock(300)
+        runtime = await make_runtime("item-fetch", scenario, sim)
+        runtime.channels = runtime.channels.model_copy(
+            update={"channels": (runtime.channels.channels[0].model_copy(update={"fetch_pii": True}),)}
+        )
+        events = await _downloaded(runtime)
+        for event in events:
+            await handle(runtime, event)
+            await handle(runtime, event)  # redelivered: no second fetch, no second event
+        enriched: list[OrderEnriched] = runtime.payloads(ORDERS_ENRICHED.name)
+        pending = [e for e in events if e.payload.order.order_status == "Pending"]
+        assert pending, "the scenario has Pending orders"
+        assert len(enriched) == len(events) - len(pending)
+        for event in enriched:
+            assert event.order.items
+            address = event.order.shipping_address
+            assert address is not None
+            # Name and street come only with the restricted data token.
+            assert address.name
+            assert address.line1
+        calls = sim.state.counters_json()["sellers"][scenario.sellers[0].seller_id]
+        assert calls["getOrderItems"]["calls"] == len(enriched)  # none for Pending, none twice
+        assert calls["getOrderAddress"]["calls"] == len(enriched)

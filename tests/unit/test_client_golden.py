@@ -1,0 +1,171 @@
+"""Golden tests through the client: every ``x-amzn-api-sandbox`` static example (and ``examples``)
+of the operations ordersync calls is served to :class:`SpApiClient` / :class:`FeedsClient` by a mock
+transport; success examples must parse, error examples must raise classified with Amazon's code and
+message. (tests/unit/test_normalize.py checks the normalizers on the list examples directly.)"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from ordersync.amazon.client import SpApiClient
+from ordersync.amazon.feeds import FeedsClient
+from ordersync.amazon.models import load_model
+from ordersync.channels import Channel, LwaCredentials, SecretRef
+from ordersync.errors import AmazonRejected
+from ordersync.ratelimit import InMemoryRateLimiter
+from ordersync.ratelimit.plans import PlanBook
+from ordersync.schemas.events import ShipmentItem, ShipmentRequested
+from ordersync.settings import AmazonSettings
+
+pytestmark = pytest.mark.unit
+
+#: operationId -> (API, how the client calls it, what to check on success).
+Call = Callable[[SpApiClient], Awaitable[Any]]
+WHEN = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def _shipment() -> ShipmentRequested:
+    return ShipmentRequested(
+        channel="golden",
+        amazon_order_id="902-1106328-1059050",
+        package_reference_id="1",
+        carrier_code="FedEx",
+        tracking_number="112345678",
+        ship_date=WHEN,
+        items=(ShipmentItem(order_item_id="79039765272157", quantity=1),),
+    )
+
+
+CALLS: dict[tuple[str, str], Call] = {
+    ("orders-v0", "getOrders"): lambda c: c.list_orders_page(updated_after=WHEN),
+    ("orders-v0", "getOrder"): lambda c: c.get_order("902-1845936-5435065"),
+    ("orders-v0", "getOrderItems"): lambda c: c.get_order_items("902-1845936-5435065"),
+    ("orders-v0", "getOrderAddress"): lambda c: c.get_order_address("902-1845936-5435065"),
+    ("orders-v0", "confirmShipment"): lambda c: c.confirm_shipment(_shipment(), "ATVPDKIKX0DER"),
+    ("orders-2026-01-01", "searchOrders"): lambda c: c.list_orders_page(updated_after=WHEN),
+    ("orders-2026-01-01", "getOrder"): lambda c: c.get_order("171-9876543-2109876"),
+    ("tokens", "createRestrictedDataToken"): lambda c: c.restricted_data_token("GET", "/orders/v0/orders"),
+    ("feeds", "createFeedDocument"): lambda c: FeedsClient(c).create_feed_document("text/xml"),
+    ("feeds", "createFeed"): lambda c: FeedsClient(c).create_feed("POST_ORDER_FULFILLMENT_DATA", "doc"),
+    ("feeds", "getFeed"): lambda c: FeedsClient(c).get_feed("FeedId1"),
+    ("feeds", "getFeeds"): lambda c: FeedsClient(c).get_feeds_page(["POST_PRODUCT_DATA"]),
+    ("feeds", "cancelFeed"): lambda c: FeedsClient(c).cancel_feed("FeedId1"),
+    ("feeds", "getFeedDocument"): lambda c: FeedsClient(c).get_feed_document_info("doc"),
+}
+
+
+def _examples() -> list[Any]:
+    found: list[Any] = []
+    for (api, operation_id), _ in CALLS.items():
+        for methods in load_model(api)["paths"].values():
+            for op in methods.values():
+                if not isinstance(op, dict) or op.get("operationId") != operation_id:
+                    continue
+                for status, response in op["responses"].items():
+                    bodies = [
+                        case.get("response")
+                        for case in (response.get("x-amzn-api-sandbox") or {}).get("static", [])
+                    ]
+                    bodies += list((response.get("examples") or {}).values())
+                    for index, body in enumerate(bodies):
+                        found.append(
+                            pytest.param(
+                                api,
+                                operation_id,
+                                int(status),
+                                body,
+                                id=f"{api}-{operation_id}-{status}-{index}",
+                            )
+                        )
+    return found
+
+
+def _client(api: str, body: Any, status: int, seen: list[httpx.Request]) -> SpApiClient:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/auth/o2/token":
+            return httpx.Response(
+                200, json={"access_token": "Atza|x", "token_type": "bearer", "expires_in": 3600}
+            )
+        seen.append(request)
+        headers = {"x-amzn-RequestId": "req-1"}
+        if "NextToken" in request.url.params and isinstance(body, dict) and "payload" in body:
+            # The example's NextToken asks for a next page: answer it as the last, empty one.
+            return httpx.Response(200, json={"payload": {"OrderItems": [], "Orders": []}}, headers=headers)
+        if body is None:
+            return httpx.Response(status, headers=headers)
+        return httpx.Response(
+            status, content=json.dumps(body).encode(), headers={**headers, "content-type": "application/json"}
+        )
+
+    channel = Channel(
+        name="golden",
+        seller_id="A1SELLER",
+        marketplaces=("ATVPDKIKX0DER",),
+        orders_api="v0" if api == "orders-v0" else "2026-01-01",
+        credentials=LwaCredentials(
+            client_id=SecretRef(value=SecretStr("id")),
+            client_secret=SecretRef(value=SecretStr("secret")),
+            refresh_token=SecretRef(value=SecretStr("Atzr|x")),
+        ),
+    )
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    limiter = InMemoryRateLimiter(plans=PlanBook(time_scale=100_000))
+    amazon = AmazonSettings(endpoint="https://sp.example", lwa_endpoint="https://sp.example/auth/o2/token")
+    return SpApiClient(channel=channel, amazon=amazon, limiter=limiter, http=http)
+
+
+@pytest.mark.parametrize(("api", "operation_id", "status", "body"), _examples())
+async def test_client_handles_amazons_example(api: str, operation_id: str, status: int, body: Any) -> None:
+    seen: list[httpx.Request] = []
+    client = _client(api, body, status, seen)
+    call = CALLS[(api, operation_id)]
+    if status >= 400:
+        with pytest.raises(AmazonRejected) as caught:
+            await call(client)
+        first = body["errors"][0]
+        assert (caught.value.status, caught.value.code, caught.value.amazon_message) == (
+            status,
+            first["code"],
+            first["message"],
+        )
+        assert caught.value.request_id == "req-1"
+        return
+    result = await call(client)
+    assert seen, "the client made the call"
+    if operation_id in ("getOrders", "searchOrders"):
+        raw = body["payload"]["Orders"] if "payload" in body else body["orders"]
+        assert [o.amazon_order_id for o in result.orders] == [
+            o.get("AmazonOrderId") or o.get("orderId") for o in raw
+        ]
+    elif operation_id == "getOrder":
+        raw = body.get("payload") or body["order"]
+        assert result.amazon_order_id == (raw.get("AmazonOrderId") or raw.get("orderId"))
+    elif operation_id == "getOrderItems":
+        assert [i.order_item_id for i in result] == [i["OrderItemId"] for i in body["payload"]["OrderItems"]]
+    elif operation_id == "getOrderAddress":
+        assert result is not None
+        assert result.city == body["payload"]["ShippingAddress"]["City"]
+        assert result.name == body["payload"]["ShippingAddress"].get("Name")
+    elif operation_id == "createRestrictedDataToken":
+        assert result == body["restrictedDataToken"]
+    elif operation_id == "createFeedDocument":
+        assert (result.feed_document_id, result.url) == (body["feedDocumentId"], body["url"])
+    elif operation_id == "createFeed":
+        assert result == body["feedId"]
+    elif operation_id == "getFeed":
+        assert (result.feed_id, result.processing_status) == (body["feedId"], body["processingStatus"])
+    elif operation_id == "getFeeds":
+        assert [f.feed_id for f in result.feeds] == [f["feedId"] for f in body["feeds"]]
+        assert result.next_token == body.get("nextToken")
+    elif operation_id == "getFeedDocument":
+        assert result.feed_document_id == body["feedDocumentId"]
+    else:
+        assert result is None  # confirmShipment, cancelFeed
+    await client.http.aclose()

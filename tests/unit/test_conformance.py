@@ -1,0 +1,338 @@
+"""Conformance: every operation the simulator serves, in every status it can answer, validates
+against that operation's response in Amazon's models (status listed, body schema, headers)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+from ordersync.simulator.clock import epoch_to_iso
+from ordersync.simulator.state import OPERATIONS, SimResponse, SimulatorState
+from ordersync.simulator.testing import access_token, tiny_scenario, validate_response
+
+pytestmark = pytest.mark.unit
+
+US = "ATVPDKIKX0DER"
+XML = "text/xml; charset=UTF-8"
+
+
+@dataclass(frozen=True)
+class Request:
+    path: str
+    path_params: dict[str, str]
+    query: dict[str, str]
+    body: Any = None
+
+
+@dataclass(frozen=True)
+class Case:
+    """How to make an operation answer: a valid request, an invalid one, one for a missing resource."""
+
+    ok: Request
+    invalid: Request
+    missing: Request | None = None
+
+
+class World:
+    """A simulator with one order in each interesting state and a finished feed."""
+
+    def __init__(self) -> None:
+        self.state = SimulatorState(
+            tiny_scenario(
+                orders={"count": 30, "pending_share": 0.3, "afn_share": 0.3, "cancel_share": 0.2},
+                feeds={
+                    "queue_delay_s": [1, 1],
+                    "duration_s": [1, 1],
+                    "stall_share": 0,
+                    "compress_reports": True,
+                },
+            )
+        )
+        self.token = access_token(self.state)
+        state = self.state
+        self.order = state.add_order({"items": [{"quantity": 2}]})["amazon_order_id"]
+        self.shipped = state.add_order({})["amazon_order_id"]
+        state.set_order_status(self.shipped, "Shipped")
+        self.pending = state.add_order({"pending_s": 3600})["amazon_order_id"]
+        self.preorder = state.add_order({"preorder_release_s": 3600})["amazon_order_id"]
+        unconfirmed = state.add_order({})["amazon_order_id"]
+        state.set_order_status(unconfirmed, "InvoiceUnconfirmed")
+        canceled = state.add_order({})["amazon_order_id"]
+        state.set_order_status(canceled, "Canceled")
+        self.all_orders = [self.order, self.shipped, self.pending, self.preorder, unconfirmed, canceled]
+        doc = self.sp(
+            "createFeedDocument", Request("/feeds/2021-06-30/documents", {}, {}, {"contentType": XML})
+        )
+        self.document_id = str(doc.body["feedDocumentId"])
+        split = urlsplit(doc.body["url"])
+        upload = state.upload_document(
+            self.document_id, dict(parse_qsl(split.query)), XML, b"<AmazonEnvelope/>"
+        )
+        assert upload.status == 200
+        spec = {
+            "feedType": "POST_ORDER_FULFILLMENT_DATA",
+            "marketplaceIds": [US],
+            "inputFeedDocumentId": self.document_id,
+        }
+        self.feed_spec = spec
+        self.feed_id = str(
+            self.sp("createFeed", Request("/feeds/2021-06-30/feeds", {}, {}, spec)).body["feedId"]
+        )
+        state.advance_clock(5)
+        self.queued_feed = str(
+            self.sp("createFeed", Request("/feeds/2021-06-30/feeds", {}, {}, spec)).body["feedId"]
+        )
+        self.result_document = str(
+            self.sp(
+                "getFeed", Request(f"/feeds/2021-06-30/feeds/{self.feed_id}", {"feedId": self.feed_id}, {})
+            ).body["resultFeedDocumentId"]
+        )
+
+    def sp(self, operation: str, request: Request, token: str | None = "own") -> SimResponse:  # noqa: S107
+        return self.state.call(
+            operation,
+            access_token=self.token if token == "own" else token,
+            path=request.path,
+            path_params=request.path_params,
+            query=request.query,
+            body=request.body,
+            base_url="http://sim",
+        )
+
+    def cases(self) -> dict[str, Case]:
+        week = epoch_to_iso(self.state.now() - 7 * 86400)
+        o = self.order
+
+        def order_path(order_id: str, suffix: str = "") -> Request:
+            return Request(f"/orders/v0/orders/{order_id}{suffix}", {"orderId": order_id}, {})
+
+        confirm = {
+            "marketplaceId": US,
+            "packageDetail": {
+                "packageReferenceId": "1",
+                "carrierCode": "UPS",
+                "trackingNumber": "1Z",
+                "shipDate": "2026-01-05T08:00:00Z",
+                "orderItems": [],
+            },
+        }
+        return {
+            "getOrders": Case(
+                Request("/orders/v0/orders", {}, {"MarketplaceIds": US, "LastUpdatedAfter": week}),
+                Request("/orders/v0/orders", {}, {"LastUpdatedAfter": week}),
+            ),
+            "getOrder": Case(order_path(o), order_path("bad"), order_path("111-0000000-0000000")),
+            "getOrderItems": Case(
+                order_path(o, "/orderItems"),
+                Request(f"/orders/v0/orders/{o}/orderItems", {"orderId": o}, {"NextToken": "bad"}),
+                order_path("111-0000000-0000000", "/orderItems"),
+            ),
+            "getOrderAddress": Case(
+                order_path(o, "/address"),
+                order_path("bad", "/address"),
+                order_path("111-0000000-0000000", "/address"),
+            ),
+            "confirmShipment": Case(
+                Request(f"/orders/v0/orders/{o}/shipmentConfirmation", {"orderId": o}, {}, confirm),
+                Request(
+                    f"/orders/v0/orders/{o}/shipmentConfirmation", {"orderId": o}, {}, {"marketplaceId": US}
+                ),
+                Request(
+                    "/orders/v0/orders/111-0000000-0000000/shipmentConfirmation",
+                    {"orderId": "111-0000000-0000000"},
+                    {},
+                    confirm,
+                ),
+            ),
+            "searchOrders": Case(
+                Request(
+                    "/orders/2026-01-01/orders",
+                    {},
+                    {
+                        "lastUpdatedAfter": week,
+                        "includedData": ",".join(
+                            [
+                                "BUYER",
+                                "RECIPIENT",
+                                "PROCEEDS",
+                                "FULFILLMENT",
+                                "CANCELLATION",
+                                "TAX",
+                                "PACKAGES",
+                                "EXPENSE",
+                            ]
+                        ),
+                    },
+                ),
+                Request("/orders/2026-01-01/orders", {}, {"createdAfter": week, "lastUpdatedAfter": week}),
+            ),
+            "getOrder@2026-01-01": Case(
+                Request(
+                    f"/orders/2026-01-01/orders/{o}", {"orderId": o}, {"includedData": "FULFILLMENT,PACKAGES"}
+                ),
+                Request(f"/orders/2026-01-01/orders/{o}", {"orderId": o}, {"includedData": "ALL"}),
+                Request(
+                    "/orders/2026-01-01/orders/111-0000000-0000000", {"orderId": "111-0000000-0000000"}, {}
+                ),
+            ),
+            "createRestrictedDataToken": Case(
+                Request(
+                    "/tokens/2021-03-01/restrictedDataToken",
+                    {},
+                    {},
+                    {
+                        "restrictedResources": [
+                            {"method": "GET", "path": "/orders/v0/orders", "dataElements": ["buyerInfo"]}
+                        ]
+                    },
+                ),
+                Request("/tokens/2021-03-01/restrictedDataToken", {}, {}, {"restrictedResources": []}),
+            ),
+            "createFeedDocument": Case(
+                Request("/feeds/2021-06-30/documents", {}, {}, {"contentType": XML}),
+                Request("/feeds/2021-06-30/documents", {}, {}, {}),
+            ),
+            "createFeed": Case(
+                Request("/feeds/2021-06-30/feeds", {}, {}, self.feed_spec),
+                Request("/feeds/2021-06-30/feeds", {}, {}, {**self.feed_spec, "feedType": "NOPE"}),
+            ),
+            "getFeeds": Case(
+                Request("/feeds/2021-06-30/feeds", {}, {"feedTypes": "POST_ORDER_FULFILLMENT_DATA"}),
+                Request("/feeds/2021-06-30/feeds", {}, {}),
+            ),
+            "getFeed": Case(
+                Request(f"/feeds/2021-06-30/feeds/{self.feed_id}", {"feedId": self.feed_id}, {}),
+                Request("/feeds/2021-06-30/feeds/x", {"feedId": "x"}, {}),
+                Request("/feeds/2021-06-30/feeds/1", {"feedId": "1"}, {}),
+            ),
+            "cancelFeed": Case(
+                Request(f"/feeds/2021-06-30/feeds/{self.queued_feed}", {"feedId": self.queued_feed}, {}),
+                Request(f"/feeds/2021-06-30/feeds/{self.feed_id}", {"feedId": self.feed_id}, {}),
+                Request("/feeds/2021-06-30/feeds/1", {"feedId": "1"}, {}),
+            ),
+            "getFeedDocument": Case(
+                Request(
+                    f"/feeds/2021-06-30/documents/{self.result_document}",
+                    {"feedDocumentId": self.result_document},
+                    {},
+                ),
+                Request(
+                    f"/feeds/2021-06-30/documents/{self.result_document}",
+                    {"feedDocumentId": self.result_document},
+                    {"enableContentEncodingUrlHeader": "maybe"},
+                ),
+                Request("/feeds/2021-06-30/documents/nope", {"feedDocumentId": "nope"}, {}),
+            ),
+        }
+
+
+def fix_confirm_items(world: World, case: Case) -> Case:
+    items = [
+        {"orderItemId": i["order_item_id"], "quantity": 1}
+        for i in world.state.truth_order(world.order)["items"]
+    ]
+    body = json.loads(json.dumps(case.ok.body))
+    body["packageDetail"]["orderItems"] = items
+    return Case(Request(case.ok.path, case.ok.path_params, case.ok.query, body), case.invalid, case.missing)
+
+
+def test_every_operation_and_status_the_simulator_serves_conforms_to_the_models() -> None:
+    world = World()
+    cases = world.cases()
+    cases["confirmShipment"] = fix_confirm_items(world, cases["confirmShipment"])
+    assert set(cases) == set(OPERATIONS), "every served operation has a conformance case"
+    seen: dict[str, set[int]] = {}
+
+    def check(operation: str, response: SimResponse) -> None:
+        op = OPERATIONS[operation]
+        validate_response(op.api, op.operation_id, response.status, response.body, response.headers)
+        seen.setdefault(operation, set()).add(response.status)
+
+    for operation, case in cases.items():
+        state = world.state
+        check(operation, world.sp(operation, case.ok))
+        check(operation, world.sp(operation, case.invalid))
+        if case.missing is not None:
+            check(operation, world.sp(operation, case.missing))
+        check(operation, world.sp(operation, case.ok, token=None))  # 403
+        for fault in ("429", "500", "503"):
+            state.force_fault({"fault": fault, "operation": operation})
+            check(operation, world.sp(operation, case.ok))
+
+    # Every order state renders valid in both APIs.
+    for order_id in world.all_orders:
+        for operation, request in (
+            ("getOrder", Request(f"/orders/v0/orders/{order_id}", {"orderId": order_id}, {})),
+            ("getOrderItems", Request(f"/orders/v0/orders/{order_id}/orderItems", {"orderId": order_id}, {})),
+            ("getOrderAddress", Request(f"/orders/v0/orders/{order_id}/address", {"orderId": order_id}, {})),
+            (
+                "getOrder@2026-01-01",
+                Request(
+                    f"/orders/2026-01-01/orders/{order_id}",
+                    {"orderId": order_id},
+                    {"includedData": "BUYER,RECIPIENT,PROCEEDS,FULFILLMENT,CANCELLATION,TAX,PACKAGES"},
+                ),
+            ),
+        ):
+            response = world.sp(operation, request)
+            assert response.status == 200, (operation, response.body)
+            check(operation, response)
+    # A paged getOrders / searchOrders over every generated order, with and without an RDT.
+    week = epoch_to_iso(world.state.now() - 7 * 86400)
+    rdt = world.sp("createRestrictedDataToken", cases["createRestrictedDataToken"].ok).body[
+        "restrictedDataToken"
+    ]
+    for token in ("own", rdt):
+        query = {"MarketplaceIds": US, "CreatedAfter": week, "MaxResultsPerPage": "7"}
+        while True:
+            response = world.sp("getOrders", Request("/orders/v0/orders", {}, query), token=token)
+            check("getOrders", response)
+            next_token = response.body["payload"].get("NextToken")
+            if not next_token:
+                break
+            query = {"MarketplaceIds": US, "NextToken": next_token}
+        world.state.reset_buckets()
+
+    expected_missing = {op: {404} for op, case in cases.items() if case.missing is not None}
+    for operation in cases:
+        success = {"createFeedDocument": 201, "createFeed": 202, "confirmShipment": 204}.get(operation, 200)
+        wanted = {success, 400, 403, 429, 500, 503} | expected_missing.get(operation, set())
+        assert wanted <= seen[operation], (operation, sorted(seen[operation]))
+
+
+def _sandbox_cases() -> list[tuple[str, str, str, Any]]:
+    from ordersync.amazon.models import load_model  # noqa: PLC0415
+
+    found: list[tuple[str, str, str, Any]] = []
+    for api in ("orders-v0", "orders-2026-01-01", "tokens", "feeds"):
+        for methods in load_model(api)["paths"].values():
+            for op in methods.values():
+                if not isinstance(op, dict):
+                    continue
+                for status, response in op.get("responses", {}).items():
+                    for case in (response.get("x-amzn-api-sandbox") or {}).get("static", []):
+                        if "response" in case:
+                            found.append((api, op["operationId"], status, case["response"]))
+    return found
+
+
+@pytest.mark.parametrize(("api", "operation", "status", "body"), _sandbox_cases())
+def test_the_validator_accepts_amazons_own_sandbox_examples(
+    api: str, operation: str, status: str, body: Any
+) -> None:
+    """Guards the validator itself: Amazon's examples pass it (non-strict: examples carry extra
+    fields the models do not declare)."""
+    import jsonschema  # noqa: PLC0415
+
+    from ordersync.amazon.models import load_model  # noqa: PLC0415
+    from ordersync.simulator.testing import model_operation  # noqa: PLC0415
+
+    schema = model_operation(api, operation)["responses"][status].get("schema")
+    if schema is None:
+        return
+    full = {"allOf": [schema], "definitions": load_model(api)["definitions"]}
+    jsonschema.Draft4Validator(full).validate(body)
