@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -66,6 +66,48 @@ class OrdersQuery:
     statuses: tuple[OrderStatus, ...] = ()
     #: None: the channel's own fulfilment channels.
     fulfillment_channels: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ListingParameters:
+    """How one Orders API version spells the listing query's parameters and values."""
+
+    marketplaces: str
+    token: str
+    updated_after: str
+    created_after: str
+    created_before: str
+    page_size: str
+    statuses: str
+    channels: str
+    status_value: Callable[[OrderStatus], str]
+    channel_value: Callable[[str], str]
+
+
+V0_LISTING = ListingParameters(
+    "MarketplaceIds",
+    "NextToken",
+    "LastUpdatedAfter",
+    "CreatedAfter",
+    "CreatedBefore",
+    "MaxResultsPerPage",
+    "OrderStatuses",
+    "FulfillmentChannels",
+    str,
+    str,
+)
+V2026_LISTING = ListingParameters(
+    "marketplaceIds",
+    "paginationToken",
+    "lastUpdatedAfter",
+    "createdAfter",
+    "createdBefore",
+    "maxResultsPerPage",
+    "fulfillmentStatuses",
+    "fulfilledBy",
+    STATUS_TO_2026.__getitem__,
+    {"MFN": "MERCHANT", "AFN": "AMAZON"}.__getitem__,
+)
 
 
 @dataclass(frozen=True)
@@ -307,24 +349,31 @@ class SpApiClient:
             return query.fulfillment_channels
         return self.channel.fulfillment_channels
 
-    async def _get_orders_v0(self, query: OrdersQuery, next_token: str | None) -> OrdersPage:
-        params = {"MarketplaceIds": ",".join(self.channel.marketplaces)}
+    def _listing_params(
+        self, query: OrdersQuery, next_token: str | None, names: ListingParameters
+    ) -> dict[str, str]:
+        """getOrders/searchOrders query parameters: the same query in each API's own words."""
+        params = {names.marketplaces: ",".join(self.channel.marketplaces)}
         if next_token:
-            params["NextToken"] = next_token
+            params[names.token] = next_token
+            return params
+        if query.updated_after is not None:
+            params[names.updated_after] = amazon_time(query.updated_after)
+        elif query.created_after is not None:
+            params[names.created_after] = amazon_time(query.created_after)
+            if query.created_before is not None:
+                params[names.created_before] = amazon_time(query.created_before)
         else:
-            if query.updated_after is not None:
-                params["LastUpdatedAfter"] = amazon_time(query.updated_after)
-            elif query.created_after is not None:
-                params["CreatedAfter"] = amazon_time(query.created_after)
-                if query.created_before is not None:
-                    params["CreatedBefore"] = amazon_time(query.created_before)
-            else:
-                raise ValueError("the first page needs updated_after or created_after")
-            params["MaxResultsPerPage"] = "100"
-            if query.statuses:
-                params["OrderStatuses"] = ",".join(query.statuses)
-            if channels := self._fulfillment_channels(query):
-                params["FulfillmentChannels"] = ",".join(channels)
+            raise ValueError("the first page needs updated_after or created_after")
+        params[names.page_size] = "100"
+        if query.statuses:
+            params[names.statuses] = ",".join(names.status_value(s) for s in query.statuses)
+        if channels := self._fulfillment_channels(query):
+            params[names.channels] = ",".join(names.channel_value(c) for c in channels)
+        return params
+
+    async def _get_orders_v0(self, query: OrdersQuery, next_token: str | None) -> OrdersPage:
+        params = self._listing_params(query, next_token, V0_LISTING)
         response = await self.call("getOrders", "GET", "/orders/v0/orders", params=params)
         payload = _json(response).get("payload") or {}
         before = payload.get("LastUpdatedBefore") or payload.get("CreatedBefore")
@@ -335,24 +384,7 @@ class SpApiClient:
         )
 
     async def _search_orders(self, query: OrdersQuery, next_token: str | None) -> OrdersPage:
-        params = {"marketplaceIds": ",".join(self.channel.marketplaces)}
-        if next_token:
-            params["paginationToken"] = next_token
-        else:
-            if query.updated_after is not None:
-                params["lastUpdatedAfter"] = amazon_time(query.updated_after)
-            elif query.created_after is not None:
-                params["createdAfter"] = amazon_time(query.created_after)
-                if query.created_before is not None:
-                    params["createdBefore"] = amazon_time(query.created_before)
-            else:
-                raise ValueError("the first page needs updated_after or created_after")
-            params["maxResultsPerPage"] = "100"
-            if query.statuses:
-                params["fulfillmentStatuses"] = ",".join(STATUS_TO_2026[s] for s in query.statuses)
-            fulfilled_by = {"MFN": "MERCHANT", "AFN": "AMAZON"}
-            if channels := self._fulfillment_channels(query):
-                params["fulfilledBy"] = ",".join(fulfilled_by[c] for c in channels)
+        params = self._listing_params(query, next_token, V2026_LISTING)
         params["includedData"] = INCLUDED_DATA
         response = await self.call("searchOrders", "GET", "/orders/2026-01-01/orders", params=params)
         body = _json(response)
