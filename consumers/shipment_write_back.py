@@ -3,8 +3,14 @@
 - Input: ``shipments.requested`` (from the invoice-issued stage, or a warehouse system directly).
 - Output: ``shipments.confirmed``, or ``shipments.failed`` with Amazon's message after up to
   ``writeback.max_attempts`` attempts; invalid requests go to ``shipments.requested.dlq``.
+- Modes (the channel's ``writeback_mode``, else ``writeback.mode``): ``confirm`` sends confirmShipment per
+  package here; ``feed`` parks it for the seller's next POST_ORDER_FULFILLMENT_DATA
+  (:mod:`ordersync.consumers.fulfillment_feed`, run by this stage's feed task); ``auto`` confirms while
+  the seller's backlog is small and feeds when it is large. The same task sends seller cancellations
+  (:mod:`ordersync.consumers.cancellation`). The channel's "don't upload order status" sends nothing.
 - Amazon operations and quotas (per seller, through the rate limiter): ``confirmShipment`` (v0; 2/s,
-  burst 10). Throttling waits and is never counted as an attempt.
+  burst 10); createFeed on the ``packing`` lane, getFeed, getFeedDocument. Throttling waits and is
+  never counted as an attempt.
 - State in Redis, per package (what ShipGear shows): status Pending/Success/Failed, attempts, last
   attempt, last error, carrier, tracking, quantity. A package already confirmed is never sent again;
   after an unknown outcome (timeout, 5xx) Amazon's "already fulfilled" answer counts as confirmed.
@@ -19,11 +25,15 @@ from datetime import UTC, datetime
 
 import faust
 
+from ordersync.channels import Channel
+from ordersync.consumers import cancellation, fulfillment_feed
 from ordersync.errors import AmazonApiError, Permanent, QuotaUnavailable, Retryable, Throttled
 from ordersync.runtime import REDIS_PROBE_INTERVAL_S, StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import ConfirmationMethod, ShipmentConfirmed, ShipmentFailed, ShipmentRequested
 from ordersync.schemas.topics import (
+    ORDERS_CANCELLATION_REQUESTED,
+    ORDERS_CANCELLATION_RESULTS,
     SHIPMENTS_CONFIRMED,
     SHIPMENTS_FAILED,
     SHIPMENTS_REQUESTED,
@@ -176,6 +186,28 @@ class PackageWriteBack:
         )
 
 
+def writeback_mode(runtime: StageRuntime, channel: Channel) -> str:
+    return channel.writeback_mode or runtime.settings.writeback.mode
+
+
+async def use_feed(runtime: StageRuntime, channel: Channel, seller: str) -> bool:
+    """feed: always; confirm: never; auto: when the seller's backlog is large (more requests within
+    ``auto_window_s`` than ``auto_feed_threshold``, or shipments already waiting for a feed)."""
+    mode = writeback_mode(runtime, channel)
+    if mode != "auto":
+        return mode == "feed"
+    settings = runtime.settings.writeback
+    if await fulfillment_feed.pending_count(runtime, seller):
+        return True
+    window_s = fulfillment_feed.scaled(runtime, settings.auto_window_s)
+    window = int(fulfillment_feed.clock() // window_s)
+    key = runtime.store.key("wb-recent", f"{{{seller}}}", str(window))
+    recent = int(await runtime.store.redis.incr(key))
+    if recent == 1:
+        await runtime.store.redis.expire(key, max(1, int(2 * window_s) + 1))
+    return recent > settings.auto_feed_threshold
+
+
 async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     request = envelope.payload_as(ShipmentRequested)
     seller = envelope.seller_id
@@ -184,6 +216,10 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     state = await store.shipment_state(seller, order_id, request.package_reference_id)
     if state.get("status") in ("Success", "Failed"):
         return  # a replayed request: its result was published already
+    if state.get("method") == "feed" and await fulfillment_feed.is_queued(
+        runtime, seller, fulfillment_feed.pending_field(request)
+    ):
+        return  # a replayed request: it waits for (or is inside) a feed already
     sales_order = await store.sales_order(seller, order_id)
     marketplace = envelope.marketplace_id or (sales_order.marketplace_id if sales_order else None)
     package = PackageWriteBack(runtime, envelope, request, marketplace)
@@ -194,12 +230,27 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
         quantity=total_quantity(request),
     )
     attempts = int(state.get("attempts", 0))
+    channel = runtime.channels.by_name(request.channel)
+    if not channel.upload_order_status:
+        # The channel's "don't upload order status": the back-office keeps it; nothing goes to Amazon.
+        await package.record_state(status="NotUploaded")
+        await store.set_order_status(seller, order_id, writeback="NotUploaded")
+        return
     if (await store.order_status(seller, order_id)).get("amazon_status") == "Canceled":
         error: Exception | None = Permanent(
             f"order {order_id} is cancelled on Amazon; a cancelled order is never confirmed"
         )
     elif marketplace is None:
         error = Permanent(f"no marketplace known for order {order_id}: it was not imported by ordersync")
+    elif await use_feed(runtime, channel, seller):
+        await fulfillment_feed.enqueue(
+            runtime,
+            fulfillment_feed.PendingShipment(
+                envelope, marketplace, attempts=attempts, outcome_unknown=state.get("outcome") == "unknown"
+            ),
+        )
+        await package.record_state(status="Pending", method="feed")
+        return
     else:
         method, error, attempts = await package.attempt(attempts, state.get("outcome") == "unknown")
         if method is not None:
@@ -208,9 +259,41 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     await package.publish_failed(error, attempts)
 
 
+async def feed_tick(runtime: StageRuntime) -> None:
+    """Every seller whose channel may write back by feed: settle its feed in flight, send the next."""
+    for channel in runtime.channels.channels:
+        if not channel.active:
+            continue
+        try:
+            if writeback_mode(runtime, channel) != "confirm":
+                await fulfillment_feed.run_feeds(runtime, channel)
+            await cancellation.run_feeds(runtime, channel)
+        except (Permanent, Retryable, Throttled) as exc:
+            log.warning("%s: write-back feed step failed, next tick retries: %s", channel.name, exc)
+
+
 def register(app: faust.App, runtime: StageRuntime) -> None:
     runtime.topic(SHIPMENTS_CONFIRMED)
     runtime.topic(SHIPMENTS_FAILED)
+    runtime.topic(ORDERS_CANCELLATION_RESULTS)
+    settings = runtime.settings.writeback
+
+    @app.agent(runtime.topic(ORDERS_CANCELLATION_REQUESTED), name="seller-cancellations")
+    async def cancellations(stream: faust.StreamT[bytes]) -> None:
+        await runtime.start()
+        async for event in stream.events():
+            await runtime.process(
+                ORDERS_CANCELLATION_REQUESTED, event, lambda env: cancellation.handle(runtime, env)
+            )
+
+    tick_s = min(settings.feed_poll_interval_s, settings.feed_flush_interval_s)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def feeds() -> None:
+        await runtime.start()
+        while True:
+            await feed_tick(runtime)
+            await asyncio.sleep(fulfillment_feed.scaled(runtime, tick_s))
 
     @app.agent(runtime.topic(SHIPMENTS_REQUESTED), name="shipment-write-back")
     async def write_back(stream: faust.StreamT[bytes]) -> None:

@@ -21,11 +21,20 @@ Loading validates every channel and names the channel and field of each problem.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ordersync.errors import ConfigurationError
 from ordersync.settings import Region
@@ -75,6 +84,51 @@ class UsagePlan(_Frozen):
     burst: Annotated[int, Field(ge=1)]
 
 
+SyncLevel = Literal["orders and stock", "stock only"]
+#: Which Amazon identifier maps an order item to a back-office stock code: the seller SKU (listings
+#: column Merchant SKU, else Channel SKU Id), the item's ASIN (column ASIN), the seller SKU read as an
+#: EAN (column EAN), or the seller SKU matched against one of the listings columns.
+ProductIdentification = Literal[
+    "seller_sku",
+    "asin",
+    "ean",
+    "Client SKU Id",
+    "Channel Serial No.",
+    "Channel SKU Id",
+    "EAN",
+    "ASIN",
+    "Merchant SKU",
+]
+
+
+class SkuCropRule(_Frozen):
+    """One rewrite of the Amazon seller SKU before it is mapped; a rule does one of the three."""
+
+    strip_prefix: Annotated[str, Field(min_length=1)] | None = None
+    strip_suffix: Annotated[str, Field(min_length=1)] | None = None
+    regex: Annotated[str, Field(min_length=1)] | None = None
+    replace: str = ""
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> SkuCropRule:
+        given = [n for n in ("strip_prefix", "strip_suffix", "regex") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("a crop rule gives exactly one of strip_prefix, strip_suffix, regex")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex {self.regex!r} does not compile: {exc}") from exc
+        return self
+
+    def apply(self, sku: str) -> str:
+        if self.strip_prefix is not None:
+            return sku.removeprefix(self.strip_prefix)
+        if self.strip_suffix is not None:
+            return sku.removesuffix(self.strip_suffix)
+        return re.sub(self.regex or "", self.replace, sku)
+
+
 class Channel(_Frozen):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
     seller_id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9]+$")]
@@ -97,11 +151,53 @@ class Channel(_Frozen):
     default_carrier: str | None = Field(
         None, description="Carrier name on write-back when the back-office gives none."
     )
+    writeback_mode: Literal["feed", "confirm", "auto"] | None = Field(
+        None, description="Shipment write-back mode of this channel (None: settings.writeback.mode)."
+    )
     fetch_pii: bool = Field(
         False,
         description="Fetch restricted data (buyer name, street, phone) through Restricted Data Tokens;"
         " needs the application's PII roles.",
     )
+    #: "stock only": no order of this channel is imported (stock levels still flow).
+    sync_level: SyncLevel = "orders and stock"
+    product_identification: ProductIdentification = "seller_sku"
+    #: Applied in order to the seller SKU before mapping (e.g. strip "FBA-", a "-NEW" suffix).
+    sku_crop: tuple[SkuCropRule, ...] = ()
+    default_shipping_service: str | None = Field(
+        None,
+        description="Shipping service on shipment upload when the back-office's does not match one"
+        " Amazon allows.",
+    )
+    default_shipping_method: str | None = Field(
+        None,
+        description="Shipping method on the sales order; also the carrier name on write-back when the"
+        " back-office gives none.",
+    )
+    cancellation_reason: str | None = Field(
+        None, description="Reason sent to Amazon when the back-office cancels an order."
+    )
+    ignore_amazon_tax: bool = Field(False, description="Book no tax from Amazon on the sales order.")
+    prices_include_tax: bool = Field(
+        False, description="Amazon's prices already include the tax (VAT marketplaces)."
+    )
+    upload_order_status: bool = Field(
+        True, description="False: the channel's \u201cdon't upload order status\u201d, no write-back."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _carrier_from_shipping_method(cls, data: object) -> object:
+        # The default order shipping method is also the carrier name on write-back, unless a
+        # default_carrier is given.
+        if isinstance(data, dict) and data.get("default_shipping_method") and not data.get("default_carrier"):
+            return {**data, "default_carrier": data["default_shipping_method"]}
+        return data
+
+    def crop_sku(self, sku: str) -> str:
+        for rule in self.sku_crop:
+            sku = rule.apply(sku)
+        return sku
 
     @field_validator("marketplaces")
     @classmethod

@@ -55,7 +55,9 @@ def _setup_logging() -> None:
 def run(
     stage: Annotated[
         str,
-        typer.Argument(help="order-download | item-fetch | import | invoice-issued | shipment-write-back"),
+        typer.Argument(
+            help="order-download | item-fetch | import | invoice-issued | shipment-write-back | inventory"
+        ),
     ],
 ) -> None:
     """Run one stage's worker until stopped (SIGTERM or Ctrl-C)."""
@@ -111,7 +113,7 @@ def listings_import(
     """Load a listings CSV; applied whole, or not at all when any row is wrong."""
     from ordersync.channels import load_channels
     from ordersync.errors import ConfigurationError
-    from ordersync.listings import ListingsRejected, parse_listings_csv
+    from ordersync.listings import ListingsRejected, apply_listings, parse_listings_csv
     from ordersync.store import Store, redis_client
 
     settings = get_settings()
@@ -125,7 +127,7 @@ def listings_import(
     async def apply() -> None:
         redis = redis_client(settings.redis)
         try:
-            await Store(redis, settings.redis.key_prefix).set_listings(channel, listings.by_seller_sku())
+            await apply_listings(Store(redis, settings.redis.key_prefix), channel, listings.rows)
         finally:
             await redis.aclose()
 
@@ -148,6 +150,52 @@ def orders_retry_download(
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"retry-download of {len(order_ids)} order(s) on {channel} sent as event {published}")
+
+
+def _order_command(command: str, order_ids: list[str], channel: str, operator: str | None) -> None:
+    from typing import cast
+
+    from ordersync.commands import CommandRejected, publish_command
+    from ordersync.schemas.events import OperatorCommand
+
+    try:
+        published = publish_command(
+            get_settings(), cast(OperatorCommand, command), channel, order_ids, operator=operator
+        )
+    except CommandRejected as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"{command} of {len(order_ids)} order(s) on {channel} sent as event {published}")
+
+
+@orders_app.command("ignore")
+def orders_ignore(
+    order_ids: Annotated[list[str], typer.Argument(help="Amazon order ids (3-7-7 digits).")],
+    channel: Annotated[str, typer.Option(help="The channel the orders belong to.")],
+    operator: Annotated[str | None, typer.Option(help="Who asks, for the record.")] = None,
+) -> None:
+    """Don't import the orders, even when they change later, until un-ignored (KCC's "Ignore")."""
+    _order_command("ignore", order_ids, channel, operator)
+
+
+@orders_app.command("unignore")
+def orders_unignore(
+    order_ids: Annotated[list[str], typer.Argument(help="Amazon order ids (3-7-7 digits).")],
+    channel: Annotated[str, typer.Option(help="The channel the orders belong to.")],
+    operator: Annotated[str | None, typer.Option(help="Who asks, for the record.")] = None,
+) -> None:
+    """Lift an Ignore; the orders are imported again from their downloaded data."""
+    _order_command("unignore", order_ids, channel, operator)
+
+
+@orders_app.command("retry-import")
+def orders_retry_import(
+    order_ids: Annotated[list[str], typer.Argument(help="Amazon order ids (3-7-7 digits).")],
+    channel: Annotated[str, typer.Option(help="The channel the orders belong to.")],
+    operator: Annotated[str | None, typer.Option(help="Who asks, for the record.")] = None,
+) -> None:
+    """Import the orders again from the downloaded data (after fixing listings); no Amazon call."""
+    _order_command("retry-import", order_ids, channel, operator)
 
 
 @app.command()

@@ -7,15 +7,29 @@ The CSV has the columns Increff's channel listings use::
 ``Client SKU Id`` is the back-office stock code; ``Merchant SKU`` (else ``Channel SKU Id``) is the
 Amazon seller SKU it maps from. A file is applied whole or not at all: every row is checked first and
 every bad row is reported with its line number.
+
+Every column is kept, so a channel can identify products by seller SKU, ASIN, EAN or another column
+(``product_identification`` in the channel settings). In Redis, per channel: the row per seller SKU,
+the legacy ``listings:<channel>`` hash (seller SKU -> stock code) and one index per other attribute;
+a file (or a batch of ``ListingChanged`` events from the compacted ``channel.listings`` topic) is
+written in one MULTI/EXEC transaction, so a reader never sees half of it.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass, field
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, cast
 
 from ordersync.errors import Permanent
+
+if TYPE_CHECKING:
+    from ordersync.channels import Channel
+    from ordersync.schemas.events import AmazonOrderItem, ListingChanged
+    from ordersync.store import Store
 
 COLUMNS = ("Client SKU Id", "Channel Serial No.", "Channel SKU Id", "EAN", "ASIN", "Merchant SKU")
 
@@ -32,6 +46,8 @@ class ListingRow:
     seller_sku: str
     asin: str | None = None
     ean: str | None = None
+    channel_serial_no: str | None = None
+    channel_sku_id: str | None = None
 
 
 @dataclass
@@ -69,7 +85,14 @@ def parse_listings_csv(text: str) -> Listings:
         if stock_code and seller_sku:
             seen.setdefault(seller_sku, line)
             listings.rows.append(
-                ListingRow(stock_code, seller_sku, row.get("ASIN") or None, row.get("EAN") or None)
+                ListingRow(
+                    stock_code,
+                    seller_sku,
+                    row.get("ASIN") or None,
+                    row.get("EAN") or None,
+                    row.get("Channel Serial No.") or None,
+                    row.get("Channel SKU Id") or None,
+                )
             )
     if problems:
         raise ListingsRejected(problems)
@@ -81,5 +104,106 @@ def listings_csv(rows: list[ListingRow]) -> str:
     writer = csv.writer(out)
     writer.writerow(COLUMNS)
     for row in rows:
-        writer.writerow([row.stock_code, "", row.seller_sku, row.ean or "", row.asin or "", row.seller_sku])
+        writer.writerow(
+            [
+                row.stock_code,
+                row.channel_serial_no or "",
+                row.channel_sku_id or row.seller_sku,
+                row.ean or "",
+                row.asin or "",
+                row.seller_sku,
+            ]
+        )
     return out.getvalue()
+
+
+# --- identification: which attribute of a listing an order item is matched on ---------------------
+
+#: The Redis index each product-identification setting reads ("seller_sku": the legacy hash).
+INDEX_OF = {
+    "seller_sku": "seller_sku",
+    "Merchant SKU": "seller_sku",
+    "asin": "asin",
+    "ASIN": "asin",
+    "ean": "ean",
+    "EAN": "ean",
+    "Client SKU Id": "stock_code",
+    "Channel Serial No.": "channel_serial_no",
+    "Channel SKU Id": "channel_sku_id",
+}
+OTHER_INDEXES = ("asin", "ean", "stock_code", "channel_serial_no", "channel_sku_id")
+
+
+def item_key(item: AmazonOrderItem, channel: Channel) -> str | None:
+    """The value an order item is looked up by, per the channel's product identification: the ASIN,
+    or the seller SKU after the channel's crop rules."""
+    if INDEX_OF[channel.product_identification] == "asin":
+        return item.asin
+    return channel.crop_sku(item.seller_sku) if item.seller_sku else None
+
+
+def _index_key(store: Store, channel: str, index: str) -> str:
+    if index == "seller_sku":
+        return store.key("listings", channel)
+    return store.key("listings", channel, "by", index)
+
+
+def _indexed(row: ListingRow) -> dict[str, str]:
+    values = {index: getattr(row, index) for index in OTHER_INDEXES}
+    return {index: value for index, value in values.items() if value}
+
+
+async def lookup_stock_codes(store: Store, channel: Channel, keys: list[str]) -> dict[str, str]:
+    """Stock code per identifying value found in the channel's listings."""
+    if not keys:
+        return {}
+    index = _index_key(store, channel.name, INDEX_OF[channel.product_identification])
+    values = cast(list[str | None], await store.redis.hmget(index, keys))
+    return {key: code for key, code in zip(keys, values, strict=True) if code}
+
+
+async def apply_listings(
+    store: Store, channel: str, rows: Iterable[ListingRow], removed: Iterable[str] = ()
+) -> None:
+    """Write listings (and remove the seller SKUs in ``removed``) in one transaction."""
+    rows = list(rows)
+    removed = list(removed)
+    skus = [row.seller_sku for row in rows] + removed
+    if not skus:
+        return
+    rows_key = store.key("listings", channel, "rows")
+    previous = cast(list[str | None], await store.redis.hmget(rows_key, skus))
+    async with store.redis.pipeline(transaction=True) as pipe:
+        for sku, raw in zip(skus, previous, strict=True):
+            if raw is None:
+                continue
+            old = ListingRow(**json.loads(raw))
+            pipe.hdel(_index_key(store, channel, "seller_sku"), sku)
+            for index, value in _indexed(old).items():
+                pipe.hdel(_index_key(store, channel, index), value)
+            pipe.hdel(rows_key, sku)
+        for row in rows:
+            pipe.hset(_index_key(store, channel, "seller_sku"), row.seller_sku, row.stock_code)
+            for index, value in _indexed(row).items():
+                pipe.hset(_index_key(store, channel, index), value, row.stock_code)
+            pipe.hset(rows_key, row.seller_sku, json.dumps(asdict(row)))
+        await pipe.execute()
+
+
+async def listing_rows(store: Store, channel: str) -> dict[str, ListingRow]:
+    raw = cast(dict[str, str], await store.redis.hgetall(store.key("listings", channel, "rows")))
+    return {sku: ListingRow(**json.loads(value)) for sku, value in raw.items()}
+
+
+def row_of(event: ListingChanged) -> ListingRow | None:
+    """The listing a ``ListingChanged`` sets, or None when it removes the listing."""
+    if not event.client_sku_id:
+        return None
+    return ListingRow(
+        event.client_sku_id,
+        event.merchant_sku,
+        event.asin,
+        event.ean,
+        event.channel_serial_no,
+        event.channel_sku_id,
+    )

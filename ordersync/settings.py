@@ -149,6 +149,33 @@ class DownloadSettings(_Frozen):
 class WriteBackSettings(_Frozen):
     max_attempts: int = Field(5, ge=1)
     retry_backoff_s: float = Field(30.0, ge=0)
+    mode: Literal["feed", "confirm", "auto"] = Field(
+        "auto",
+        description="feed: one POST_ORDER_FULFILLMENT_DATA feed per seller with every pending shipment;"
+        " confirm: confirmShipment per package; auto: confirm while the backlog is small, feed when large."
+        " A channel's writeback_mode overrides it.",
+    )
+    auto_feed_threshold: int = Field(
+        20, ge=0, description="auto: shipments of a seller within auto_window_s above which they go by feed."
+    )
+    auto_window_s: float = Field(60.0, gt=0, description="auto: the window the backlog is counted in.")
+    feed_flush_interval_s: float = Field(
+        120.0, gt=0, description="At most how often a seller's pending shipments are sent in a feed."
+    )
+    feed_poll_interval_s: float = Field(30.0, gt=0, description="getFeed polling interval.")
+    feed_timeout_s: float = Field(
+        3600.0, gt=0, description="A feed not done after this long is stalled: its outcome is unknown."
+    )
+    feed_max_messages: int = Field(10_000, ge=1, le=10_000, description="Messages per fulfillment feed.")
+
+
+class InventorySettings(_Frozen):
+    """The inventory producer; it flushes every ``ratelimit.inventory_flush_interval_s`` (the interval of
+    its reserved createFeed token)."""
+
+    max_messages: int = Field(25_000, ge=1, le=25_000, description="Messages per JSON_LISTINGS_FEED.")
+    feed_poll_interval_s: float = Field(30.0, gt=0, description="getFeed polling interval.")
+    feed_timeout_s: float = Field(3600.0, gt=0, description="Stop polling a feed after this long.")
 
 
 class StageSettings(_Frozen):
@@ -168,6 +195,7 @@ class Settings(BaseSettings):
     ratelimit: RateLimitSettings = RateLimitSettings()
     download: DownloadSettings = DownloadSettings()
     writeback: WriteBackSettings = WriteBackSettings()
+    inventory: InventorySettings = InventorySettings()
     stage: StageSettings = StageSettings()
     channels_file: Path = Field(Path("channels.yaml"), description="YAML file declaring the channels.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -19,6 +19,7 @@ STAGES: dict[str, str] = {
     "import": "ordersync.streams.order_import",
     "invoice-issued": "ordersync.streams.invoice_issued",
     "shipment-write-back": "ordersync.consumers.shipment_write_back",
+    "inventory": "ordersync.producers.inventory",
 }
 
 

@@ -136,6 +136,7 @@ class SalesOrderLine(_Value):
     unit_price: Decimal
     tax: Decimal
     line_total: Decimal
+    is_gift: bool = False
 
 
 class SalesOrder(_Value):
@@ -157,6 +158,10 @@ class SalesOrder(_Value):
     shipping_tax: Decimal = Decimal(0)
     promotion_discount: Decimal = Decimal(0)
     total: Decimal
+    #: The channel's default order shipping method (also the carrier name on write-back).
+    shipping_method: str | None = None
+    #: True when unit prices and line totals include the tax (the channel's "tax included in prices").
+    prices_include_tax: bool = False
 
 
 class OrderImported(Event):
@@ -300,6 +305,33 @@ class ShipmentFailed(Event):
     quantity: PositiveInt
 
 
+# --- orders.cancellation-requested (written by the back-office) -----------------------------------
+
+
+class OrderCancellationRequested(Event):
+    """The seller cancels an order in the back-office; ordersync tells Amazon by an order
+    acknowledgement with StatusCode Failure (POST_ORDER_ACKNOWLEDGEMENT_DATA), batched per seller."""
+
+    channel: NonEmptyStr
+    amazon_order_id: AmazonOrderId
+    reason: str | None = Field(
+        None, description="Amazon's CancelReason; None: the channel's cancellation_reason."
+    )
+    requested_at: AwareDatetime
+
+
+class OrderCancellationResult(Event):
+    """What Amazon's processing report said about a cancellation sent from the back-office."""
+
+    channel: NonEmptyStr
+    amazon_order_id: AmazonOrderId
+    cancelled: bool
+    reason: str
+    feed_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
 # --- inventory.levels (written by the back-office) ------------------------------------------------
 
 
@@ -308,6 +340,23 @@ class InventoryLevelChanged(Event):
     seller_sku: NonEmptyStr
     quantity: Annotated[int, Field(ge=0)]
     observed_at: AwareDatetime
+
+
+# --- channel.listings (written by the back-office; compacted) -------------------------------------
+
+
+class ListingChanged(Event):
+    """One channel listing, in Increff's columns; the latest per (seller, Merchant SKU) wins.
+
+    ``client_sku_id`` None removes the listing."""
+
+    channel: NonEmptyStr
+    merchant_sku: NonEmptyStr
+    client_sku_id: str | None = None
+    channel_serial_no: str | None = None
+    channel_sku_id: str | None = None
+    ean: str | None = None
+    asin: str | None = None
 
 
 # --- ops.commands ---------------------------------------------------------------------------------

@@ -15,7 +15,10 @@ from ordersync.schemas.events import (
     EventDeadLettered,
     InventoryLevelChanged,
     InvoiceIssued,
+    ListingChanged,
     OperatorCommandIssued,
+    OrderCancellationRequested,
+    OrderCancellationResult,
     OrderCancelled,
     OrderDownloaded,
     OrderEnriched,
@@ -141,6 +144,29 @@ INVENTORY_LEVELS = _external(
     description="Stock available to sell per channel and SKU; the latest value wins.",
     cleanup_policy="compact",
 )
+ORDERS_CANCELLATION_REQUESTED = _external(
+    "orders.cancellation-requested",
+    key="order",
+    events=(OrderCancellationRequested,),
+    writer="the back-office (ERP/WMS)",
+    description="Orders the seller cancels; sent to Amazon as order acknowledgements (Failure).",
+)
+ORDERS_CANCELLATION_RESULTS = TopicSpec(
+    name="orders.cancellation-results",
+    key="order",
+    events=(OrderCancellationResult,),
+    writer="shipment-write-back",
+    description="Per order, whether Amazon accepted the seller's cancellation, with Amazon's message.",
+)
+CHANNEL_LISTINGS = _external(
+    "channel.listings",
+    key="sku",
+    events=(ListingChanged,),
+    writer="the back-office (ERP/PIM)",
+    description="Channel listings (Increff's columns): which stock code an Amazon SKU, ASIN or EAN is;"
+    " the latest per SKU wins.",
+    cleanup_policy="compact",
+)
 OPS_COMMANDS = _external(
     "ops.commands",
     key="channel",
@@ -161,7 +187,10 @@ CATALOGUE: tuple[TopicSpec, ...] = tuple(
         SHIPMENTS_REQUESTED,
         SHIPMENTS_CONFIRMED,
         SHIPMENTS_FAILED,
+        ORDERS_CANCELLATION_REQUESTED,
+        ORDERS_CANCELLATION_RESULTS,
         INVENTORY_LEVELS,
+        CHANNEL_LISTINGS,
         OPS_COMMANDS,
     )
     for spec in ((main, main.dlq) if main.dlq else (main,))

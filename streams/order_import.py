@@ -4,9 +4,17 @@
 - Output: ``orders.imported`` (the sales order, once per Amazon order, ever; later versions of it as
   ``OrderUpdated`` or ``OrderCancelled``) or ``orders.import-failed`` (a reason code and a sentence a
   person understands); undecodable records go to ``amazon.orders.enriched.dlq``.
-- Amazon operations and quotas: none (SKU mapping reads the channel listings in Redis).
+- Also consumes ``ops.commands`` (ignore, unignore, retry-import; its own consumer group, as every
+  stage is its own faust app) and ``channel.listings`` (the back-office's compacted listings, into Redis).
+- Amazon operations and quotas: none (SKU mapping reads the channel listings in Redis; Retry Import
+  re-runs from the last enriched order kept in Redis).
 - State in Redis: the sales-order code per Amazon order (prefix + a sequence that is never reused),
-  the imported sales order (for the invoice stage), the per-order status.
+  the imported sales order (for the invoice stage), the per-order status, the last enriched order per
+  order, and the ignore marks.
+- Channel settings honoured: active, sync level ("stock only" imports nothing), fulfilment channels,
+  import statuses, product identification and SKU crop rules, default order shipping method, ignore
+  Amazon tax, tax included in prices, sales-order code prefix. (The default shipping service,
+  cancellation reason and "don't upload order status" are for the write-back stages.)
 """
 
 from __future__ import annotations
@@ -19,12 +27,16 @@ from decimal import Decimal
 import faust
 
 from ordersync.channels import Channel
+from ordersync.listings import apply_listings, item_key, lookup_stock_codes, row_of
 from ordersync.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import (
     AmazonOrder,
+    AmazonOrderItem,
     ImportFailureReason,
+    ListingChanged,
     Money,
+    OperatorCommandIssued,
     OrderCancelled,
     OrderEnriched,
     OrderImported,
@@ -34,13 +46,24 @@ from ordersync.schemas.events import (
     SalesOrder,
     SalesOrderLine,
 )
-from ordersync.schemas.topics import ORDERS_ENRICHED, ORDERS_IMPORT_FAILED, ORDERS_IMPORTED, order_key
+from ordersync.schemas.topics import (
+    CHANNEL_LISTINGS,
+    OPS_COMMANDS,
+    ORDERS_ENRICHED,
+    ORDERS_IMPORT_FAILED,
+    ORDERS_IMPORTED,
+    order_key,
+)
+from ordersync.store import ORDER_STATE_TTL_S
 
 log = logging.getLogger(__name__)
 STAGE = "import"
 MARKETPLACE_FACILITATOR = "MarketplaceFacilitator"
 NOT_IMPORTED_STATUSES = frozenset({"Canceled", "Unfulfillable"})
 UPDATE_MARK = "imported"
+#: Redis keys of this stage: the last enriched order per order (for Retry Import) and the ignore mark.
+LAST_ENRICHED = "enriched-order"
+IGNORED = "ignored"
 
 
 @dataclass(frozen=True)
@@ -62,8 +85,19 @@ def _currency(order: AmazonOrder) -> str | None:
     return None
 
 
-def check_importable(order: AmazonOrder, stock_codes: dict[str, str]) -> ImportRefused | None:
-    """Why this order cannot become a sales order yet, or None when it can."""
+def _key(item: AmazonOrderItem, channel: Channel | None) -> str | None:
+    if channel is None:
+        return item.seller_sku
+    return item_key(item, channel)
+
+
+def check_importable(
+    order: AmazonOrder, stock_codes: dict[str, str], channel: Channel | None = None
+) -> ImportRefused | None:
+    """Why this order cannot become a sales order yet, or None when it can.
+
+    ``stock_codes`` is keyed by what the channel identifies products by (``listings.item_key``; the
+    seller SKU when no channel is given)."""
     if order.order_status in ("Pending", "PendingAvailability"):
         return ImportRefused("pending_no_prices", "Pending: no prices yet (payment not authorised)")
     items = order.items or ()
@@ -74,10 +108,15 @@ def check_importable(order: AmazonOrder, stock_codes: dict[str, str]) -> ImportR
     if order.fulfillment_channel == "MFN" and order.shipping_address is None:
         return ImportRefused("no_shipping_address", "No shipping address yet")
     for item in items:
-        if not item.seller_sku or item.seller_sku not in stock_codes:
+        key = _key(item, channel)
+        if not key or key not in stock_codes:
+            looked_up = ""
+            if channel is not None and key and key not in (item.seller_sku, item.asin):
+                looked_up = f", looked up as {key}"
             return ImportRefused(
                 "unknown_stock_code",
-                f"Unknown stock code for seller SKU {item.seller_sku or '(none)'} (ASIN {item.asin})",
+                f"Unknown stock code for seller SKU {item.seller_sku or '(none)'} (ASIN {item.asin}"
+                f"{looked_up})",
             )
     return None
 
@@ -87,32 +126,36 @@ def build_sales_order(
 ) -> SalesOrder:
     """The sales order for an importable order (``check_importable`` returned None).
 
-    Marketplace-facilitator tax is Amazon's to collect and remit, so it is not booked as the seller's.
+    Marketplace-facilitator tax is Amazon's to collect and remit, so it is not booked as the seller's;
+    with the channel's "ignore Amazon tax" no tax is booked at all. With "tax included in prices" the
+    prices are gross: the tax is shown but not added to the totals.
     """
     lines: list[SalesOrderLine] = []
     shipping = shipping_tax = promotion = Decimal(0)
     for item in order.items or ():
         quantity = item.quantity_ordered
         line_price = _amount(item.item_price)
-        facilitated = item.tax_collection_model == MARKETPLACE_FACILITATOR
-        tax = Decimal(0) if facilitated else _amount(item.item_tax)
+        no_tax = channel.ignore_amazon_tax or item.tax_collection_model == MARKETPLACE_FACILITATOR
+        tax = Decimal(0) if no_tax else _amount(item.item_tax)
         unit_price = (line_price / quantity).quantize(Decimal("0.01")) if quantity else Decimal(0)
         lines.append(
             SalesOrderLine(
                 order_item_id=item.order_item_id,
                 seller_sku=item.seller_sku,
                 asin=item.asin,
-                stock_code=stock_codes[item.seller_sku or ""],
+                stock_code=stock_codes[_key(item, channel) or ""],
                 quantity=quantity,
                 unit_price=unit_price,
                 tax=tax,
-                line_total=line_price + tax,
+                line_total=line_price if channel.prices_include_tax else line_price + tax,
+                is_gift=item.is_gift,
             )
         )
         shipping += _amount(item.shipping_price) - _amount(item.shipping_discount)
-        shipping_tax += Decimal(0) if facilitated else _amount(item.shipping_tax)
+        shipping_tax += Decimal(0) if no_tax else _amount(item.shipping_tax)
         promotion += _amount(item.promotion_discount)
-    total = sum((line.line_total for line in lines), Decimal(0)) + shipping + shipping_tax - promotion
+    added_shipping_tax = Decimal(0) if channel.prices_include_tax else shipping_tax
+    total = sum((line.line_total for line in lines), Decimal(0)) + shipping + added_shipping_tax - promotion
     address = order.shipping_address
     return SalesOrder(
         code=code,
@@ -133,6 +176,9 @@ def build_sales_order(
         shipping_tax=shipping_tax,
         promotion_discount=promotion,
         total=total,
+        # Koongo's "default order shipping method": empty uses Amazon's value.
+        shipping_method=channel.default_shipping_method or order.ship_service_level,
+        prices_include_tax=channel.prices_include_tax,
     )
 
 
@@ -174,7 +220,7 @@ def order_change(sales_order: SalesOrder, order: AmazonOrder, known_state: str |
 
 
 async def handle_change(
-    runtime: StageRuntime, envelope: Envelope[Event], sales_order: SalesOrder, order: AmazonOrder
+    runtime: StageRuntime, correlation_id: str, sales_order: SalesOrder, order: AmazonOrder
 ) -> None:
     """One sales order per Amazon order, ever: later versions become updates or a cancellation."""
     store = runtime.store
@@ -191,7 +237,7 @@ async def handle_change(
                 change,
                 seller_id=seller,
                 marketplace_id=order.marketplace_id,
-                correlation_id=envelope.correlation_id,
+                correlation_id=correlation_id,
             ),
         )
     state = OrderUpdated(
@@ -206,28 +252,62 @@ async def handle_change(
     await store.record_version(UPDATE_MARK, seller, order_id, order.last_update_date)
 
 
+def _order_key(runtime: StageRuntime, kind: str, seller_id: str, order_id: str) -> str:
+    return runtime.store.key(kind, f"{{{seller_id}}}", order_id)
+
+
+def not_imported_because(channel: Channel, order: AmazonOrder) -> str | None:
+    """Why the channel's settings keep this (not yet imported) order out, or None."""
+    if not channel.active:
+        return "the channel is disabled"
+    if channel.sync_level == "stock only":
+        return "the channel syncs stock only"
+    if order.fulfillment_channel not in channel.fulfillment_channels:
+        return f"fulfilled by {order.fulfillment_channel}; the channel imports " + ", ".join(
+            channel.fulfillment_channels
+        )
+    if order.order_status in NOT_IMPORTED_STATUSES or order.order_status not in channel.import_statuses:
+        return f"{order.order_status} on Amazon; the channel imports " + ", ".join(channel.import_statuses)
+    return None
+
+
 async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     enriched = envelope.payload_as(OrderEnriched)
+    order = enriched.order
+    # Kept for Retry Import (no Amazon call): the newest version seen wins.
+    last_key = _order_key(runtime, LAST_ENRICHED, order.seller_id, order.amazon_order_id)
+    stored = await runtime.store.redis.get(last_key)
+    if stored is None or OrderEnriched.model_validate_json(stored).order.last_update_date <= (
+        order.last_update_date
+    ):
+        await runtime.store.redis.set(last_key, enriched.model_dump_json(), ex=ORDER_STATE_TTL_S)
+    await import_order(runtime, enriched, envelope.correlation_id)
+
+
+async def import_order(runtime: StageRuntime, enriched: OrderEnriched, correlation_id: str) -> None:
+    """Import one enriched order: a new sales order, a change of one, a refusal, or nothing."""
     order = enriched.order
     store = runtime.store
     channel = runtime.channels.by_name(enriched.channel)
     key = order_key(order.seller_id, order.amazon_order_id)
     existing = await store.sales_order(order.seller_id, order.amazon_order_id)
     if existing is not None:
-        await handle_change(runtime, envelope, existing, order)
+        await handle_change(runtime, correlation_id, existing, order)
         return
-    if order.order_status in NOT_IMPORTED_STATUSES or order.order_status not in channel.import_statuses:
+    if await store.redis.exists(_order_key(runtime, IGNORED, order.seller_id, order.amazon_order_id)):
         await store.set_order_status(
-            order.seller_id,
-            order.amazon_order_id,
-            stage="not-imported",
-            reason=f"{order.order_status} on Amazon; the channel imports "
-            + ", ".join(channel.import_statuses),
+            order.seller_id, order.amazon_order_id, stage="ignored", reason="ignored by an operator"
         )
         return
-    skus = sorted({item.seller_sku for item in order.items or () if item.seller_sku})
-    stock_codes = await store.stock_codes(channel.name, skus)
-    refused = check_importable(order, stock_codes)
+    why_not = not_imported_because(channel, order)
+    if why_not is not None:
+        await store.set_order_status(
+            order.seller_id, order.amazon_order_id, stage="not-imported", reason=why_not
+        )
+        return
+    keys = sorted({k for k in (item_key(item, channel) for item in order.items or ()) if k})
+    stock_codes = await lookup_stock_codes(store, channel, keys)
+    refused = check_importable(order, stock_codes, channel)
     if refused is not None:
         failed = OrderImportFailed(
             channel=channel.name,
@@ -242,7 +322,7 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
                 failed,
                 seller_id=order.seller_id,
                 marketplace_id=order.marketplace_id,
-                correlation_id=envelope.correlation_id,
+                correlation_id=correlation_id,
             ),
         )
         await store.set_order_status(
@@ -262,7 +342,7 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
             OrderImported(sales_order=sales_order),
             seller_id=order.seller_id,
             marketplace_id=order.marketplace_id,
-            correlation_id=envelope.correlation_id,
+            correlation_id=correlation_id,
         ),
     )
     # Saved after Kafka acknowledged the event: a crash in between re-imports with the same code.
@@ -279,9 +359,77 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     )
 
 
+async def operator_command(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
+    """Ignore, Un-ignore and Retry Import (other commands belong to other stages).
+
+    Ignore keeps an order out until un-ignored, whatever later versions arrive; an order already
+    imported stays imported (its updates still flow). Un-ignore and Retry Import re-run the import from
+    the last enriched order kept in Redis, without calling Amazon."""
+    command = envelope.payload_as(OperatorCommandIssued)
+    if command.command not in ("ignore", "unignore", "retry-import"):
+        return
+    channel = runtime.channels.by_name(command.channel)
+    store = runtime.store
+    seller = channel.seller_id
+    done = 0
+    for order_id in command.amazon_order_ids:
+        ignore_key = _order_key(runtime, IGNORED, seller, order_id)
+        if command.command == "ignore":
+            if await store.sales_order(seller, order_id) is not None:
+                await store.set_order_status(seller, order_id, note="ignore refused: already imported")
+                continue
+            await store.redis.set(ignore_key, command.operator or "operator", ex=ORDER_STATE_TTL_S)
+            await store.set_order_status(
+                seller, order_id, stage="ignored", reason="ignored by an operator", reason_code=""
+            )
+            done += 1
+            continue
+        if command.command == "unignore":
+            await store.redis.delete(ignore_key)
+            await store.set_order_status(seller, order_id, stage="unignored", reason="")
+        raw = await store.redis.get(_order_key(runtime, LAST_ENRICHED, seller, order_id))
+        if raw is None:
+            if command.command == "retry-import":
+                await store.set_order_status(
+                    seller, order_id, note="retry-import: no downloaded data yet; retry the download"
+                )
+            continue
+        await import_order(runtime, OrderEnriched.model_validate_json(raw), envelope.correlation_id)
+        done += 1
+    await store.record_task(
+        command.command,
+        channel.name,
+        ok=True,
+        detail=f"{done} of {len(command.amazon_order_ids)} orders",
+    )
+
+
+async def listing_changed(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
+    """A listing from the back-office's compacted topic, into the channel's listings in Redis."""
+    changed = envelope.payload_as(ListingChanged)
+    runtime.channels.by_name(changed.channel)  # an unknown channel is a configuration error: DLQ
+    row = row_of(changed)
+    if row is None:
+        await apply_listings(runtime.store, changed.channel, (), removed=(changed.merchant_sku,))
+    else:
+        await apply_listings(runtime.store, changed.channel, (row,))
+
+
 def register(app: faust.App, runtime: StageRuntime) -> None:
     runtime.topic(ORDERS_IMPORTED)
     runtime.topic(ORDERS_IMPORT_FAILED)
+
+    @app.agent(runtime.topic(OPS_COMMANDS), name="import-commands")
+    async def import_commands(stream: faust.StreamT[bytes]) -> None:
+        await runtime.start()
+        async for event in stream.events():
+            await runtime.process(OPS_COMMANDS, event, lambda env: operator_command(runtime, env))
+
+    @app.agent(runtime.topic(CHANNEL_LISTINGS), name="import-listings")
+    async def import_listings(stream: faust.StreamT[bytes]) -> None:
+        await runtime.start()
+        async for event in stream.events():
+            await runtime.process(CHANNEL_LISTINGS, event, lambda env: listing_changed(runtime, env))
 
     @app.agent(runtime.topic(ORDERS_ENRICHED), name="import")
     async def import_orders(stream: faust.StreamT[bytes]) -> None:

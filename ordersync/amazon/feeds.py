@@ -147,9 +147,11 @@ class FeedsClient:
         input_feed_document_id: str,
         marketplace_ids: Iterable[str] | None = None,
         feed_options: Mapping[str, str] | None = None,
+        *,
+        lane: str = "default",
     ) -> str:
-        """createFeed; returns the feed id. The limiter takes a token of createFeed and, for a
-        JSON_LISTINGS_FEED, of that feed type's own limit (5 per 5 minutes) too."""
+        """createFeed; returns the feed id. The limiter takes a token of createFeed (on ``lane``) and, for
+        a JSON_LISTINGS_FEED, of that feed type's own limit (5 per 5 minutes) too."""
         body: dict[str, Any] = {
             "feedType": feed_type,
             "marketplaceIds": list(marketplace_ids or self.client.channel.marketplaces),
@@ -158,7 +160,7 @@ class FeedsClient:
         if feed_options:
             body["feedOptions"] = dict(feed_options)
         response = await self.client.call(
-            "createFeed", "POST", "/feeds/2021-06-30/feeds", json_body=body, feed_type=feed_type
+            "createFeed", "POST", "/feeds/2021-06-30/feeds", json_body=body, feed_type=feed_type, lane=lane
         )
         feed_id = _body(response, "createFeed").get("feedId")
         if not isinstance(feed_id, str) or not feed_id:
@@ -172,11 +174,15 @@ class FeedsClient:
         content_type: str,
         marketplace_ids: Iterable[str] | None = None,
         feed_options: Mapping[str, str] | None = None,
+        *,
+        lane: str = "default",
     ) -> str:
-        """createFeedDocument, upload, createFeed; returns the feed id."""
+        """createFeedDocument, upload, createFeed (on ``lane``); returns the feed id."""
         document = await self.create_feed_document(content_type)
         await self.upload(document.url, content, content_type)
-        return await self.create_feed(feed_type, document.feed_document_id, marketplace_ids, feed_options)
+        return await self.create_feed(
+            feed_type, document.feed_document_id, marketplace_ids, feed_options, lane=lane
+        )
 
     async def get_feed(self, feed_id: str) -> Feed:
         response = await self.client.call("getFeed", "GET", f"/feeds/2021-06-30/feeds/{feed_id}")
@@ -403,6 +409,40 @@ def order_fulfillment_feed(seller_id: str, messages: Iterable[FulfillmentMessage
             item = etree.SubElement(body, "Item")
             etree.SubElement(item, "AmazonOrderItemCode").text = item_code
             etree.SubElement(item, "Quantity").text = str(quantity)
+    out: bytes = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    return out
+
+
+@dataclass(frozen=True)
+class AcknowledgementMessage:
+    """One OrderAcknowledgement message; StatusCode Failure is the seller's cancellation."""
+
+    message_id: int
+    amazon_order_id: str
+    status_code: Literal["Success", "Failure"]
+    #: (AmazonOrderItemCode, CancelReason or None); empty: the whole order.
+    items: tuple[tuple[str, str | None], ...] = ()
+
+
+def order_acknowledgement_feed(seller_id: str, messages: Iterable[AcknowledgementMessage]) -> bytes:
+    """A POST_ORDER_ACKNOWLEDGEMENT_DATA document (amzn-envelope.xsd, OrderAcknowledgement.xsd)."""
+    root = etree.Element("AmazonEnvelope", nsmap={"xsi": "http://www.w3.org/2001/XMLSchema-instance"})
+    root.set("{http://www.w3.org/2001/XMLSchema-instance}noNamespaceSchemaLocation", "amzn-envelope.xsd")
+    header = etree.SubElement(root, "Header")
+    etree.SubElement(header, "DocumentVersion").text = "1.01"
+    etree.SubElement(header, "MerchantIdentifier").text = seller_id
+    etree.SubElement(root, "MessageType").text = "OrderAcknowledgement"
+    for message in messages:
+        node = etree.SubElement(root, "Message")
+        etree.SubElement(node, "MessageID").text = str(message.message_id)
+        body = etree.SubElement(node, "OrderAcknowledgement")
+        etree.SubElement(body, "AmazonOrderID").text = message.amazon_order_id
+        etree.SubElement(body, "StatusCode").text = message.status_code
+        for item_code, reason in message.items:
+            item = etree.SubElement(body, "Item")
+            etree.SubElement(item, "AmazonOrderItemCode").text = item_code
+            if reason:
+                etree.SubElement(item, "CancelReason").text = reason
     out: bytes = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
     return out
 

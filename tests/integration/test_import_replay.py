@@ -1,0 +1,100 @@
+"""The import stage in the running pipeline: listings published by the back-office on the compacted
+``channel.listings`` topic land in Redis, and replaying ``amazon.orders.enriched`` from the beginning
+creates no second sales order."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from ordersync.demo import local_pipeline
+from ordersync.schemas.codec import decode, encode
+from ordersync.schemas.envelope import Envelope
+from ordersync.schemas.events import ListingChanged, OrderImported
+from ordersync.schemas.topics import CHANNEL_LISTINGS, ORDERS_ENRICHED, ORDERS_IMPORTED, sku_key
+from ordersync.simulator.testing import tiny_scenario
+
+pytestmark = pytest.mark.integration
+
+ORDERS = 20
+IMPORT_GROUP = "ordersync-import"  # the import stage's faust app id
+
+
+def _records(bootstrap: str, topic: str) -> list[Any]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    records = []
+    idle = 0
+    while idle < 3:
+        batch = consumer.poll(timeout_ms=300)
+        idle = 0 if batch else idle + 1
+        records += [r for rs in batch.values() for r in rs]
+    consumer.close()
+    return records
+
+
+def _imported_ids(bootstrap: str) -> list[str]:
+    payloads = [decode(r.value, ORDERS_IMPORTED).payload for r in _records(bootstrap, ORDERS_IMPORTED.name)]
+    return [p.sales_order.amazon_order_id for p in payloads if isinstance(p, OrderImported)]
+
+
+def _wait_for(condition: Any, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(1)
+
+
+def _caught_up(bootstrap: str, topic: str) -> bool:
+    """Has the import stage committed every record of ``topic``? (Reads the group's offsets; does
+    not join the group.)"""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=IMPORT_GROUP, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = consumer.end_offsets(partitions)
+        return all((consumer.committed(tp) or 0) >= end for tp, end in ends.items())
+    finally:
+        consumer.close(autocommit=False)
+
+
+def test_listings_topic_feeds_redis_and_a_replay_creates_no_second_sales_order(tmp_path: Path) -> None:
+    scenario = tiny_scenario(orders={"count": ORDERS, "history_s": 3600}, time_scale=60, start=None)
+    with local_pipeline(
+        scenario=scenario,
+        run_dir=tmp_path / "run",
+        stages=("order-download", "item-fetch", "import"),
+        backoffice=False,
+    ) as pipeline:
+        bootstrap = pipeline.env["ORDERSYNC_KAFKA__BOOTSTRAP"]
+        channel = pipeline.channel_names()[0]
+        seller = scenario.sellers[0].seller_id
+        _wait_for(lambda: len(_imported_ids(bootstrap)) == ORDERS)
+
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        listing = ListingChanged(channel=channel, merchant_sku="NEW-SKU", client_sku_id="STK-NEW", ean="123")
+        envelope = Envelope.wrap(listing, seller_id=seller, correlation_id="backoffice")
+        producer.send(
+            CHANNEL_LISTINGS.name, key=sku_key(seller, "NEW-SKU").encode(), value=encode(envelope)
+        ).get(timeout=30)
+
+        prefix = pipeline.settings().redis.key_prefix
+        client = redis.Redis.from_url(pipeline.env["ORDERSYNC_REDIS__URL"], decode_responses=True)
+        _wait_for(lambda: client.hget(f"{prefix}:listings:{channel}", "NEW-SKU") == "STK-NEW")
+        assert client.hget(f"{prefix}:listings:{channel}:by:ean", "123") == "STK-NEW"
+
+        # Replay the whole enriched topic, as an operator restoring it from the beginning would.
+        for record in _records(bootstrap, ORDERS_ENRICHED.name):
+            producer.send(ORDERS_ENRICHED.name, key=record.key, value=record.value)
+        producer.flush()
+        producer.close()
+        _wait_for(lambda: _caught_up(bootstrap, ORDERS_ENRICHED.name))
+        imported = _imported_ids(bootstrap)
+        assert len(imported) == len(set(imported)) == ORDERS
+        client.close()

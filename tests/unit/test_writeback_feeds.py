@@ -1,0 +1,69 @@
+"""Feed bodies and stage wiring of the write-back and inventory stages (no servers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from ordersync.amazon.feeds import AcknowledgementMessage, order_acknowledgement_feed
+from ordersync.settings import Settings, WriteBackSettings
+from ordersync.stages import STAGES, build_stage
+
+pytestmark = pytest.mark.unit
+
+CHANNELS = """
+channels:
+  - name: acme
+    seller_id: A2ACME
+    marketplaces: [ATVPDKIKX0DER]
+    writeback_mode: feed
+    cancellation_reason: NoInventory
+    credentials:
+      client_id: {value: x}
+      client_secret: {value: y}
+      refresh_token: {value: z}
+"""
+
+
+def test_acknowledgement_feed_cancels_each_item_with_its_reason() -> None:
+    content = order_acknowledgement_feed(
+        "A2ACME",
+        [
+            AcknowledgementMessage(
+                1, "111-0000000-0000001", "Failure", (("i1", "NoInventory"), ("i2", None))
+            ),
+            AcknowledgementMessage(2, "111-0000000-0000002", "Failure"),
+        ],
+    )
+    root = etree.fromstring(content)
+    assert root.findtext("MessageType") == "OrderAcknowledgement"
+    assert root.findtext("Header/MerchantIdentifier") == "A2ACME"
+    messages = root.findall("Message")
+    assert [m.findtext("MessageID") for m in messages] == ["1", "2"]
+    first = messages[0].find("OrderAcknowledgement")
+    assert first is not None
+    assert first.findtext("StatusCode") == "Failure"
+    assert [i.findtext("CancelReason") for i in first.findall("Item")] == ["NoInventory", None]
+    assert messages[1].findall("OrderAcknowledgement/Item") == []
+
+
+def test_the_inventory_stage_is_registered(tmp_path: Path) -> None:
+    channels = tmp_path / "channels.yaml"
+    channels.write_text(CHANNELS)
+    settings = Settings(channels_file=channels)
+    assert STAGES["inventory"] == "ordersync.producers.inventory"
+    app, runtime = build_stage("inventory", settings)
+    assert "inventory-levels" in app.agents
+    app, runtime = build_stage("shipment-write-back", settings)
+    assert {"shipment-write-back", "seller-cancellations"} <= set(app.agents)
+    assert runtime.channels.channels[0].writeback_mode == "feed"
+    assert runtime.channels.channels[0].cancellation_reason == "NoInventory"
+
+
+def test_writeback_defaults() -> None:
+    settings = WriteBackSettings()
+    assert settings.mode == "auto"
+    assert settings.max_attempts == 5
+    assert settings.feed_max_messages == 10_000
