@@ -70,6 +70,11 @@ class AmazonOrderItem(_Value):
     #: "MarketplaceFacilitator" when Amazon collects and remits the tax itself.
     tax_collection_model: str | None = None
     is_gift: bool = False
+    #: Gift wrap the buyer paid for, and the gift message (v0: the item's BuyerInfo; 2026-01-01: the
+    #: GIFT_WRAP proceeds and the packing gift option).
+    gift_wrap_price: Money | None = None
+    gift_wrap_tax: Money | None = None
+    gift_message: str | None = None
     buyer_requested_cancel: bool = False
 
 
@@ -139,6 +144,13 @@ class SalesOrderLine(_Value):
     is_gift: bool = False
 
 
+class GiftLine(_Value):
+    order_item_id: NonEmptyStr
+    gift_wrap_charge: Decimal
+    gift_wrap_tax: Decimal = Decimal(0)
+    gift_message: str | None = None
+
+
 class SalesOrder(_Value):
     code: NonEmptyStr
     channel: NonEmptyStr
@@ -160,6 +172,8 @@ class SalesOrder(_Value):
     total: Decimal
     #: The channel's default order shipping method (also the carrier name on write-back).
     shipping_method: str | None = None
+    #: Gift wrap charged to the buyer, one line per wrapped item, included in ``total``.
+    gift_lines: tuple[GiftLine, ...] = ()
     #: True when unit prices and line totals include the tax (the channel's "tax included in prices").
     prices_include_tax: bool = False
 

@@ -33,6 +33,7 @@ from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import (
     AmazonOrder,
     AmazonOrderItem,
+    GiftLine,
     ImportFailureReason,
     ListingChanged,
     Money,
@@ -131,6 +132,7 @@ def build_sales_order(
     prices are gross: the tax is shown but not added to the totals.
     """
     lines: list[SalesOrderLine] = []
+    gift_lines: list[GiftLine] = []
     shipping = shipping_tax = promotion = Decimal(0)
     for item in order.items or ():
         quantity = item.quantity_ordered
@@ -151,11 +153,34 @@ def build_sales_order(
                 is_gift=item.is_gift,
             )
         )
+        if item.gift_wrap_price is not None or item.gift_message:
+            wrap_tax = Decimal(0) if no_tax else _amount(item.gift_wrap_tax)
+            gift_lines.append(
+                GiftLine(
+                    order_item_id=item.order_item_id,
+                    gift_wrap_charge=_amount(item.gift_wrap_price),
+                    gift_wrap_tax=wrap_tax,
+                    gift_message=item.gift_message,
+                )
+            )
         shipping += _amount(item.shipping_price) - _amount(item.shipping_discount)
         shipping_tax += Decimal(0) if no_tax else _amount(item.shipping_tax)
         promotion += _amount(item.promotion_discount)
     added_shipping_tax = Decimal(0) if channel.prices_include_tax else shipping_tax
-    total = sum((line.line_total for line in lines), Decimal(0)) + shipping + added_shipping_tax - promotion
+    gift_wrap = sum(
+        (
+            g.gift_wrap_charge + (Decimal(0) if channel.prices_include_tax else g.gift_wrap_tax)
+            for g in gift_lines
+        ),
+        Decimal(0),
+    )
+    total = (
+        sum((line.line_total for line in lines), Decimal(0))
+        + shipping
+        + added_shipping_tax
+        + gift_wrap
+        - promotion
+    )
     address = order.shipping_address
     return SalesOrder(
         code=code,
@@ -179,6 +204,7 @@ def build_sales_order(
         # Koongo's "default order shipping method": empty uses Amazon's value.
         shipping_method=channel.default_shipping_method or order.ship_service_level,
         prices_include_tax=channel.prices_include_tax,
+        gift_lines=tuple(gift_lines),
     )
 
 

@@ -117,6 +117,7 @@ def order_from_v0(raw: dict[str, Any], seller_id: str) -> AmazonOrder:
 def item_from_v0(raw: dict[str, Any]) -> AmazonOrderItem:
     """One ``OrderItem`` of getOrderItems (v0)."""
     tax_collection = raw.get("TaxCollection") or {}
+    buyer_info = raw.get("BuyerInfo") or {}
     return AmazonOrderItem(
         order_item_id=raw["OrderItemId"],
         asin=raw["ASIN"],
@@ -132,6 +133,9 @@ def item_from_v0(raw: dict[str, Any]) -> AmazonOrderItem:
         promotion_discount=_money_v0(raw.get("PromotionDiscount")),
         tax_collection_model=tax_collection.get("Model"),
         is_gift=str(raw.get("IsGift", "false")).lower() == "true",
+        gift_wrap_price=_money_v0(buyer_info.get("GiftWrapPrice")),
+        gift_wrap_tax=_money_v0(buyer_info.get("GiftWrapTax")),
+        gift_message=buyer_info.get("GiftMessageText"),
         buyer_requested_cancel=str(
             (raw.get("BuyerRequestedCancel") or {}).get("IsBuyerRequestedCancel", "false")
         ).lower()
@@ -153,6 +157,7 @@ def item_from_2026(raw: dict[str, Any]) -> AmazonOrderItem:
     unit_price = _money_2026((product.get("price") or {}).get("unitPrice"))
     proceeds = raw.get("proceeds")
     fulfillment = raw.get("fulfillment") or {}
+    gift_option = (fulfillment.get("packing") or {}).get("giftOption")
     collections = (raw.get("tax") or {}).get("taxCollections") or []
     cancellation = (raw.get("cancellation") or {}).get("cancellationRequest") or {}
     discount = _breakdown(proceeds, "DISCOUNT")
@@ -172,7 +177,9 @@ def item_from_2026(raw: dict[str, Any]) -> AmazonOrderItem:
         tax_collection_model="MarketplaceFacilitator"
         if any(c.get("model") == "MARKETPLACE_FACILITATOR" for c in collections)
         else None,
-        is_gift=bool(product.get("giftOption") or raw.get("giftOption")),
+        is_gift=gift_option is not None,
+        gift_wrap_price=_breakdown(proceeds, "GIFT_WRAP"),
+        gift_message=(gift_option or {}).get("giftMessage"),
         buyer_requested_cancel=cancellation.get("requester") == "BUYER",
     )
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ordersync.amazon.models import default_plans, load_model
-from ordersync.amazon.normalize import item_from_v0, order_from_2026, order_from_v0
+from ordersync.amazon.normalize import item_from_2026, item_from_v0, order_from_2026, order_from_v0
 
 pytestmark = pytest.mark.unit
 
@@ -73,3 +73,38 @@ def test_default_plans_come_from_the_models() -> None:
     assert plans["getOrderItems"] == (0.5, 30)
     assert plans["confirmShipment"] == (2.0, 10)
     assert plans["createFeed"] == (0.0083, 15)
+
+
+def test_gift_wrap_and_message_are_read_from_both_api_versions() -> None:
+    v0 = item_from_v0(
+        {
+            "ASIN": "B0",
+            "OrderItemId": "1",
+            "QuantityOrdered": 1,
+            "IsGift": "true",
+            "BuyerInfo": {
+                "GiftWrapPrice": {"CurrencyCode": "USD", "Amount": "3.99"},
+                "GiftMessageText": "Hi",
+            },
+        }
+    )
+    assert v0.is_gift
+    assert v0.gift_wrap_price is not None
+    assert v0.gift_wrap_price.amount == Decimal("3.99")
+    assert v0.gift_message == "Hi"
+    raw = {
+        "orderItemId": "1",
+        "quantityOrdered": 1,
+        "product": {"asin": "B0"},
+        "proceeds": {
+            "breakdowns": [{"type": "GIFT_WRAP", "subtotal": {"amount": "2.50", "currencyCode": "EUR"}}]
+        },
+        "fulfillment": {"packing": {"giftOption": {"giftMessage": "Alles Gute", "giftWrapLevel": "Classic"}}},
+    }
+    v2026 = item_from_2026(raw)
+    assert v2026.is_gift
+    assert v2026.gift_wrap_price is not None
+    assert v2026.gift_wrap_price.amount == Decimal("2.50")
+    assert v2026.gift_message == "Alles Gute"
+    del raw["fulfillment"]
+    assert not item_from_2026(raw).is_gift

@@ -223,3 +223,25 @@ def test_reconciliation_covers_every_day_since_the_last_one_at_most_a_week() -> 
     assert [q.created_after for q in later] == [reached + timedelta(days=d) for d in range(3)]
     long_after, _ = daily_reconciliation(cursor + timedelta(days=30), reached)
     assert len(long_after) == 7
+
+
+def test_gift_wrap_becomes_a_gift_line_in_the_total() -> None:
+    wrapped = item(
+        is_gift=True,
+        gift_wrap_price=Money(currency="USD", amount=Decimal("3.99")),
+        gift_wrap_tax=Money(currency="USD", amount=Decimal("0.32")),
+        gift_message="Happy birthday",
+    )
+    sales = build_sales_order(order(items=(wrapped,)), channel(), {"SKU-1": "S"}, "SO1")
+    (gift,) = sales.gift_lines
+    assert (gift.gift_wrap_charge, gift.gift_wrap_tax, gift.gift_message) == (
+        Decimal("3.99"),
+        Decimal("0.32"),
+        "Happy birthday",
+    )
+    assert sales.lines[0].is_gift
+    assert sales.total == Decimal("20.00") + Decimal("1.60") + Decimal("4.99") + Decimal("3.99") + Decimal(
+        "0.32"
+    )
+    plain = build_sales_order(order(), channel(), {"SKU-1": "S"}, "SO2")
+    assert plain.gift_lines == ()
