@@ -4,7 +4,6 @@ creates no second sales order."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.events import ListingChanged, OrderImported
 from ordersync.schemas.topics import CHANNEL_LISTINGS, ORDERS_ENRICHED, ORDERS_IMPORTED, sku_key
 from ordersync.simulator.testing import tiny_scenario
+from tests.topics import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -45,13 +45,6 @@ def _imported_ids(bootstrap: str) -> list[str]:
     return [p.sales_order.amazon_order_id for p in payloads if isinstance(p, OrderImported)]
 
 
-def _wait_for(condition: Any, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(1)
-
-
 def _caught_up(bootstrap: str, topic: str) -> bool:
     """Has the import stage committed every record of ``topic``? (Reads the group's offsets; does
     not join the group.)"""
@@ -75,7 +68,7 @@ def test_listings_topic_feeds_redis_and_a_replay_creates_no_second_sales_order(t
         bootstrap = pipeline.env["ORDERSYNC_KAFKA__BOOTSTRAP"]
         channel = pipeline.channel_names()[0]
         seller = scenario.sellers[0].seller_id
-        _wait_for(lambda: len(_imported_ids(bootstrap)) == ORDERS)
+        wait_for(lambda: len(_imported_ids(bootstrap)) == ORDERS)
 
         producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
         listing = ListingChanged(channel=channel, merchant_sku="NEW-SKU", client_sku_id="STK-NEW", ean="123")
@@ -86,7 +79,7 @@ def test_listings_topic_feeds_redis_and_a_replay_creates_no_second_sales_order(t
 
         prefix = pipeline.settings().redis.key_prefix
         client = redis.Redis.from_url(pipeline.env["ORDERSYNC_REDIS__URL"], decode_responses=True)
-        _wait_for(lambda: client.hget(f"{prefix}:listings:{channel}", "NEW-SKU") == "STK-NEW")
+        wait_for(lambda: client.hget(f"{prefix}:listings:{channel}", "NEW-SKU") == "STK-NEW")
         assert client.hget(f"{prefix}:listings:{channel}:by:ean", "123") == "STK-NEW"
 
         # Replay the whole enriched topic, as an operator restoring it from the beginning would.
@@ -94,7 +87,7 @@ def test_listings_topic_feeds_redis_and_a_replay_creates_no_second_sales_order(t
             producer.send(ORDERS_ENRICHED.name, key=record.key, value=record.value)
         producer.flush()
         producer.close()
-        _wait_for(lambda: _caught_up(bootstrap, ORDERS_ENRICHED.name))
+        wait_for(lambda: _caught_up(bootstrap, ORDERS_ENRICHED.name))
         imported = _imported_ids(bootstrap)
         assert len(imported) == len(set(imported)) == ORDERS
         client.close()

@@ -4,52 +4,27 @@ Amazon calls (the simulator's counters prove it); an ignored order stays out."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from ordersync.demo import local_pipeline
 from ordersync.listings import ListingRow, listings_csv
-from ordersync.schemas.codec import decode
 from ordersync.schemas.events import OrderEnriched, OrderImported, OrderImportFailed
-from ordersync.schemas.topics import ORDERS_ENRICHED, ORDERS_IMPORT_FAILED, ORDERS_IMPORTED, TopicSpec
+from ordersync.schemas.topics import ORDERS_ENRICHED, ORDERS_IMPORT_FAILED, ORDERS_IMPORTED
 from ordersync.simulator.scenario import UNMAPPED_SKU_PREFIX
 from ordersync.simulator.testing import tiny_scenario
+from tests.topics import read_all, wait_for
 
 pytestmark = pytest.mark.integration
 
 ORDERS = 60
 
 
-def _read_all(bootstrap: str, spec: TopicSpec) -> list[Any]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
-    partitions = [TopicPartition(spec.name, p) for p in consumer.partitions_for_topic(spec.name) or ()]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
-    payloads = []
-    idle = 0
-    while idle < 3:
-        batch = consumer.poll(timeout_ms=300)
-        idle = 0 if batch else idle + 1
-        payloads += [decode(r.value, spec).payload for records in batch.values() for r in records]
-    consumer.close()
-    return payloads
-
-
-def _wait_for(condition: Any, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(1)
-
-
 def _imported_ids(bootstrap: str) -> list[str]:
     return [
         e.sales_order.amazon_order_id
-        for e in _read_all(bootstrap, ORDERS_IMPORTED)
+        for e in read_all(bootstrap, ORDERS_IMPORTED)
         if isinstance(e, OrderImported)
     ]
 
@@ -68,10 +43,10 @@ def test_unknown_skus_fail_then_retry_import_imports_them_without_calling_amazon
         channel = pipeline.channel_names()[0]
 
         def settled() -> bool:
-            return len(_imported_ids(bootstrap)) + len(_read_all(bootstrap, ORDERS_IMPORT_FAILED)) == ORDERS
+            return len(_imported_ids(bootstrap)) + len(read_all(bootstrap, ORDERS_IMPORT_FAILED)) == ORDERS
 
-        _wait_for(settled)
-        failed = [f for f in _read_all(bootstrap, ORDERS_IMPORT_FAILED) if isinstance(f, OrderImportFailed)]
+        wait_for(settled)
+        failed = [f for f in read_all(bootstrap, ORDERS_IMPORT_FAILED) if isinstance(f, OrderImportFailed)]
         assert len(failed) >= 2, "the scenario should have unknown SKUs"
         assert {f.reason_code for f in failed} == {"unknown_stock_code"}
         assert all(
@@ -88,7 +63,7 @@ def test_unknown_skus_fail_then_retry_import_imports_them_without_calling_amazon
         unknown = sorted(
             {
                 item.seller_sku
-                for e in _read_all(bootstrap, ORDERS_ENRICHED)
+                for e in read_all(bootstrap, ORDERS_ENRICHED)
                 if isinstance(e, OrderEnriched)
                 for item in e.order.items or ()
                 if item.seller_sku and item.seller_sku.startswith(UNMAPPED_SKU_PREFIX)
@@ -104,7 +79,7 @@ def test_unknown_skus_fail_then_retry_import_imports_them_without_calling_amazon
         output = pipeline.cli("orders", "retry-import", "--channel", channel, ignored, *retried)
         assert "sent as event" in output
 
-        _wait_for(lambda: set(retried) <= set(_imported_ids(bootstrap)))
+        wait_for(lambda: set(retried) <= set(_imported_ids(bootstrap)))
         imported = _imported_ids(bootstrap)
         assert len(imported) == len(set(imported)) == ORDERS - 1  # one sales order per order, ever
         assert ignored not in imported
