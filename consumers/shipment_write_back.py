@@ -22,6 +22,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
 import faust
 
@@ -103,6 +104,20 @@ class PackageWriteBack:
         max_attempts = runtime.settings.writeback.max_attempts
         error: Exception | None = None
         while attempts < max_attempts:
+            if outcome_unknown:
+                # An earlier try may have reached Amazon: read the order before sending again, so
+                # nothing is confirmed twice and a cancelled order is never confirmed.
+                order = await runtime.retrying(
+                    f"getOrder {request.amazon_order_id}", partial(client.get_order, request.amazon_order_id)
+                )
+                if order.order_status in ("Shipped", "InvoiceUnconfirmed"):
+                    return "already-confirmed", None, attempts
+                if order.order_status == "Canceled":
+                    return (
+                        None,
+                        Permanent(f"order {request.amazon_order_id} is cancelled on Amazon"),
+                        attempts,
+                    )
             attempts += 1
             await self.record_state(
                 status="Pending", attempts=attempts, last_attempt=datetime.now(UTC).isoformat()
