@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -268,7 +269,7 @@ def _stop_leftovers() -> None:
         server.stop(grace_s=1.0)
 
 
-class _EmbeddedServer:
+class _EmbeddedServer(ABC):
     """One server binary run as a child in its own process group, listening on 127.0.0.1:``port``."""
 
     name: ClassVar[str]
@@ -295,8 +296,9 @@ class _EmbeddedServer:
 
     # -- what subclasses say --------------------------------------------------------------------
 
+    @abstractmethod
     def _command(self, port: int, work_dir: Path) -> list[str]:
-        raise NotImplementedError
+        """The server's command line, listening on ``port``."""
 
     def _environment(self) -> dict[str, str]:
         return dict(os.environ)
