@@ -63,18 +63,8 @@ def kafka_client_config(kafka: KafkaSettings, *, client_id: str | None = None) -
 
 def aiokafka_client_config(kafka: KafkaSettings, *, client_id: str | None = None) -> dict[str, Any]:
     """The aiokafka twin of :func:`kafka_client_config`: TLS goes in as an ``ssl_context``."""
-    config: dict[str, Any] = {
-        "bootstrap_servers": _bootstrap_servers(kafka),
-        "security_protocol": kafka.security_protocol,
-    }
-    if client_id:
-        config["client_id"] = client_id
-    if kafka.security_protocol.startswith("SASL_"):
-        config["sasl_mechanism"] = kafka.sasl_mechanism or "PLAIN"
-        config["sasl_plain_username"] = kafka.sasl_username
-        config["sasl_plain_password"] = (
-            kafka.sasl_password.get_secret_value() if kafka.sasl_password is not None else None
-        )
+    config = kafka_client_config(kafka, client_id=client_id)
+    config.pop("ssl_cafile", None)
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
         from aiokafka.helpers import create_ssl_context  # noqa: PLC0415 - only TLS needs it
 
