@@ -4,7 +4,9 @@ Decisions per second and p50/p99 latency of one ``acquire`` with 1, 4 and 16 con
 process running one asyncio client, as stages do), side by side with:
 
 - the ``limits`` library's moving-window limiter (``hit``) on the same Redis, through redis-py;
-- a bare EVALSHA of a no-op script from the same kind of client: the ceiling of any one-script decision.
+- a bare EVALSHA of a no-op script from the same kind of client: the ceiling of any one-script decision;
+- the same no-op EVALSHA sent pre-encoded on a pooled connection, as ``acquire`` sends its script (it skips
+  redis-py's per-argument encoding and per-call hooks): how far the client side could still go.
 
 The bucket is made too large to ever refuse, so every call is a full decision that grants. It starts its
 own redis-server (``ordersync.devinfra.EmbeddedRedis``) unless ``ORDERSYNC_REDIS__URL`` is set.
@@ -24,7 +26,7 @@ import uuid
 from contextlib import ExitStack
 from typing import Any
 
-RUNS = ("ordersync acquire", "limits moving window", "no-op EVALSHA (ceiling)")
+RUNS = ("ordersync acquire", "limits moving window", "no-op EVALSHA (ceiling)", "no-op EVALSHA, pre-encoded")
 
 
 async def _client_loop(kind: str, url: str, prefix: str, seconds: float) -> list[float]:
@@ -61,11 +63,29 @@ async def _client_loop(kind: str, url: str, prefix: str, seconds: float) -> list
             async def decide() -> None:
                 await moving.hit(item, prefix, "SELLER")
 
-        else:
+        elif kind == RUNS[2]:
             script = client.register_script("return 1")
 
             async def decide() -> None:
                 await script(keys=[f"{prefix}:noop"], args=[])
+
+        else:
+            sha = await client.script_load("return 1")
+            key = f"{prefix}:noop".encode()
+            packed = b"*4\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$1\r\n1\r\n$%d\r\n%b\r\n" % (
+                sha.encode(),
+                len(key),
+                key,
+            )
+            pool: Any = client.connection_pool
+
+            async def decide() -> None:
+                connection = await pool.get_connection()
+                try:
+                    await connection.send_packed_command(packed, check_health=False)
+                    await connection.read_response()
+                finally:
+                    await pool.release(connection)
 
         for _ in range(50):  # warm up: connection, script cache
             await decide()

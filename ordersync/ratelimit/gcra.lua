@@ -11,7 +11,10 @@ KEYS (all carry the hash tag {<seller>:<app>}, so they live in one Redis Cluster
   4 expiry   {prefix}:rlqx:{seller:app}:<operation>    ZSET member -> time (us) after which it is stale
   5 server   {prefix}:rl-srv:{seller:app}              HASH run_id (the server that wrote the pair's state),
                                                         q_at (Redis TIME of the last failover quarantine)
-  6..       sub-buckets checked and debited together with bucket 1 (acquire only), e.g.
+  6 mark     {prefix}:rl-mark:{seller:app}             STRING "<run_id>|<LASTSAVE>|<q_at>": the failover
+                                                        check's answer, cached for MARK_TTL_MS, never
+                                                        replicated nor in the AOF
+  7..       sub-buckets checked and debited together with bucket 1 (acquire only), e.g.
              {prefix}:rl:{seller:app}:createFeed:JSON_LISTINGS_FEED
 
 ARGV (every operation):
@@ -53,7 +56,7 @@ changed, so every bucket of the pair is treated as emptied at that moment: tat =
 applied to each bucket the first time it is used after the quarantine (field q).
 
 Replies (Redis truncates Lua numbers to integers, so times are whole microseconds and fractions are strings):
-  acquire   {granted 0|1, retry_after_us, tokens_left_floor, waiter_score, now_us, queued_before}
+  acquire   "granted(0|1) retry_after_us tokens_left_floor waiter_score now_us queued_before" (one string)
   throttled {retry_after_us, now_us}
   adopt     {adopted 0|1, now_us}
   peek      {tokens_left "x.xxx", effective_rate "x.xxxxxx", b_eff, waiters, adopted_rate or "", now_us,
@@ -66,15 +69,23 @@ local epoch_key = KEYS[2]
 local waiters_key = KEYS[3]
 local expiry_key = KEYS[4]
 local server_key = KEYS[5]
+local mark_key = KEYS[6]
+local FIRST_SUB_KEY = 6 -- KEYS[FIRST_SUB_KEY + i] is sub-bucket i
+-- How long this server's identity is trusted without asking INFO again (INFO costs more than the rest of
+-- a decision). The mark is written with replication off, so a promoted replica never has it, and it is
+-- not in the AOF; a restart from a snapshot taken within this time would also need the same LASTSAVE
+-- second (checked on every call) to keep a stale mark.
+local MARK_TTL_MS = 100
 
 local op = ARGV[1]
 local time_scale = tonumber(ARGV[3])
 local send_deadline_us = tonumber(ARGV[5])
 local quarantine = ARGV[6] == '1'
 
--- Lua's tostring() prints large numbers as 1.7e+15; Redis needs plain integers.
+-- Lua's tostring() prints large numbers as 1.7e+15; Redis needs plain integers. Every caller passes a
+-- whole number, so %d (an integer conversion) is exact, and much cheaper than %.0f's float formatting.
 local function int_text(x)
-  return string.format('%.0f', x)
+  return string.format('%d', x)
 end
 
 if op == 'leave' then
@@ -95,42 +106,104 @@ local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local server_now = now
 
--- Failover detection: is this the server that wrote the pair's state?
-local q_at = nil
-if quarantine then
+-- Failover detection: is this the server that wrote the pair's state? Returns the time (us) of the
+-- pair's last quarantine, or nil. The answer is cached in the mark, "<run_id>|<LASTSAVE>|<q_at>", for
+-- MARK_TTL_MS: INFO and the server hash are read again only when it has expired or LASTSAVE changed.
+-- Only this script writes the server hash, so a fresh mark's q_at is the hash's.
+local function quarantined_at()
+  local lastsave = string.format('%d', redis.call('LASTSAVE'))
+  local mark = redis.call('GET', mark_key)
+  if mark then
+    local saved, marked_q_at = string.match(mark, '^%w*|(%d+)|(%d*)$')
+    if saved == lastsave then
+      return tonumber(marked_q_at)
+    end
+  end
   local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') or ''
   local server = redis.call('HMGET', server_key, 'run_id', 'q_at')
-  q_at = tonumber(server[2])
+  local q_at = tonumber(server[2])
   if server[1] ~= run_id then
     if server[1] then
       q_at = server_now
     end
-    if writes then
-      if q_at then
-        redis.call('HSET', server_key, 'run_id', run_id, 'q_at', int_text(q_at))
-      else
-        redis.call('HSET', server_key, 'run_id', run_id)
-      end
+    if not writes then
+      return q_at -- (peek may run where nothing can be written: no mark either)
+    end
+    if q_at then
+      redis.call('HSET', server_key, 'run_id', run_id, 'q_at', int_text(q_at))
+    else
+      redis.call('HSET', server_key, 'run_id', run_id)
     end
   end
+  if writes then
+    redis.set_repl(redis.REPL_NONE)
+    redis.call('SET', mark_key, run_id .. '|' .. lastsave .. '|' .. (q_at and int_text(q_at) or ''),
+      'PX', MARK_TTL_MS)
+    redis.set_repl(redis.REPL_ALL)
+  end
+  return q_at
 end
 
--- Load a bucket's state; its shape comes from its plan and any lower rate Amazon reported.
-local function load(key, plan_rate_text, burst)
-  local state = redis.call('HMGET', key, 'tat', 'last_now', 'adopted_rate', 'adopted_for', 'q',
-    'res_window', 'res_used')
+local q_at = nil
+if quarantine then
+  q_at = quarantined_at()
+end
+
+-- A bucket's shape: its plan, or a lower rate Amazon reported, scaled. Returns the rate in Amazon's
+-- units, the enforced rate, the emission interval (us) and the effective burst.
+local function shape(plan_rate_text, burst, adopted_text, adopted_for)
   local plan_rate = tonumber(plan_rate_text)
   -- A lower rate Amazon reported is honoured only while the configured plan is the one it was
   -- compared against; changing the configuration is how a rate is raised again.
   local amazon_rate = plan_rate
-  local adopted_rate = tonumber(state[3])
-  if adopted_rate ~= nil and state[4] == plan_rate_text and adopted_rate < plan_rate then
+  local adopted_rate = tonumber(adopted_text)
+  if adopted_rate ~= nil and adopted_for == plan_rate_text and adopted_rate < plan_rate then
     amazon_rate = adopted_rate
   end
   local rate = amazon_rate * time_scale
-  local interval = 1000000 / rate
   -- The tiny epsilon keeps float noise (10 * 0.1 = 1.0000000000000002) from adding a token of headroom.
   local headroom = math.max(1, math.ceil(rate * send_deadline_us / 1000000 - 1e-9))
+  return amazon_rate, rate, 1000000 / rate, math.max(1, burst - headroom)
+end
+
+-- Fast path: an acquire with no reservation and no sub-bucket (ARGV stops at 11), that is not a waiter
+-- coming back, on a bucket that exists, with nobody queued, and that fits: the common case, decided with
+-- two reads and one write. Anything else falls through to the general path below, which decides such a
+-- request exactly the same way (the test replaying script calls on the Python mirror covers both).
+if op == 'acquire' and ARGV[12] == nil and not (ARGV[9] ~= '' and ARGV[10] == '1') then
+  local state = redis.call('HMGET', bucket_key, 'tat', 'last_now', 'adopted_rate', 'adopted_for', 'q')
+  local tat = tonumber(state[1])
+  if tat ~= nil and redis.call('ZCARD', waiters_key) == 0 then
+    local burst = tonumber(ARGV[4])
+    local _, _, interval, b_eff = shape(ARGV[2], burst, state[3], state[4])
+    local last_now = tonumber(state[2])
+    if last_now ~= nil and last_now > now then
+      now = last_now
+    end
+    local applied_q = tonumber(state[5])
+    if q_at ~= nil and (applied_q == nil or applied_q < q_at) then
+      tat = math.max(tat, q_at + burst * interval)
+    end
+    local reserve = math.max(0, math.min(tonumber(ARGV[7]), b_eff - 1))
+    local start = math.max(tat, now)
+    if start - now + interval <= (b_eff - reserve) * interval + b_eff then
+      local new_tat = math.ceil(start + interval)
+      if q_at ~= nil then
+        redis.call('HSET', bucket_key, 'tat', int_text(new_tat), 'last_now', int_text(now), 'q', int_text(q_at))
+      else
+        redis.call('HSET', bucket_key, 'tat', int_text(new_tat), 'last_now', int_text(now))
+      end
+      local tokens = math.floor(math.max(0, b_eff - (math.max(new_tat, now) - now) / interval))
+      return string.format('1 0 %d 0 %d 0', tokens, now)
+    end
+  end
+end
+
+-- Load a bucket's state.
+local function load(key, plan_rate_text, burst)
+  local state = redis.call('HMGET', key, 'tat', 'last_now', 'adopted_rate', 'adopted_for', 'q',
+    'res_window', 'res_used')
+  local amazon_rate, rate, interval, b_eff = shape(plan_rate_text, burst, state[3], state[4])
   return {
     key = key,
     plan_rate_text = plan_rate_text,
@@ -144,7 +217,7 @@ local function load(key, plan_rate_text, burst)
     amazon_rate = amazon_rate,
     rate = rate,
     interval = interval,
-    b_eff = math.max(1, burst - headroom),
+    b_eff = b_eff,
   }
 end
 
@@ -153,7 +226,7 @@ local n_subs = 0
 if op == 'acquire' then
   n_subs = tonumber(ARGV[15]) or 0
   for i = 1, n_subs do
-    buckets[i + 1] = load(KEYS[5 + i], ARGV[14 + 2 * i], tonumber(ARGV[15 + 2 * i]))
+    buckets[i + 1] = load(KEYS[FIRST_SUB_KEY + i], ARGV[14 + 2 * i], tonumber(ARGV[15 + 2 * i]))
   end
 end
 -- Redis's clock stepped back: time must not run backwards for any bucket decided on.
@@ -275,6 +348,11 @@ if op ~= 'acquire' then
   return redis.error_reply('gcra.lua: unknown op ' .. tostring(op))
 end
 
+-- One string rather than an array of six: the client reads one line instead of seven.
+local function acquire_reply(granted, retry_us, tokens, score, before)
+  return string.format('%d %d %d %d %d %d', granted, retry_us, tokens, score, now, before)
+end
+
 local own_static = tonumber(ARGV[7])
 local member = ARGV[8]
 local previous_score = tonumber(ARGV[9])
@@ -303,11 +381,17 @@ local function save_all()
   end
 end
 
+-- An empty queue (the common case) has no stale waiter and nobody ahead: one call instead of three.
+-- (Waiters and their expiries are always added and removed together.)
+local queue_empty = redis.call('ZCARD', waiters_key) == 0 and not (previous_score ~= nil and enqueue)
+
 -- Drop waiters that stopped polling (crashed or cancelled without leaving).
-local stale = redis.call('ZRANGEBYSCORE', expiry_key, '-inf', int_text(now))
-for _, gone in ipairs(stale) do
-  redis.call('ZREM', waiters_key, gone)
-  redis.call('ZREM', expiry_key, gone)
+if not queue_empty then
+  local stale = redis.call('ZRANGEBYSCORE', expiry_key, '-inf', int_text(now))
+  for _, gone in ipairs(stale) do
+    redis.call('ZREM', waiters_key, gone)
+    redis.call('ZREM', expiry_key, gone)
+  end
 end
 
 -- A sub-bucket without a token: wait for it outside the queue (so as not to hold up requests that do not
@@ -321,24 +405,29 @@ for i = 2, #buckets do
   end
 end
 if sub_wait > 0 then
-  local existing = tonumber(redis.call('ZSCORE', waiters_key, member))
+  local existing = (not queue_empty) and tonumber(redis.call('ZSCORE', waiters_key, member)) or nil
   if existing then
     redis.call('ZREM', waiters_key, member)
     redis.call('ZREM', expiry_key, member)
   end
   save_all()
-  return {0, math.ceil(sub_wait), math.floor(math.max(0, tokens_left(main, main.tat))),
-    existing or previous_score or 0, now, 0}
+  return acquire_reply(0, math.ceil(sub_wait), math.floor(math.max(0, tokens_left(main, main.tat))),
+    existing or previous_score or 0, 0)
 end
 
 -- A live waiter dropped as stale (a long pause) gets its original place back.
-local rank = redis.call('ZRANK', waiters_key, member)
+local rank = false
+if not queue_empty then
+  rank = redis.call('ZRANK', waiters_key, member)
+end
 if rank == false and previous_score ~= nil and enqueue then
   redis.call('ZADD', waiters_key, int_text(previous_score), member)
   rank = redis.call('ZRANK', waiters_key, member)
 end
 local ahead
-if rank == false then
+if queue_empty then
+  ahead = {}
+elseif rank == false then
   ahead = redis.call('ZRANGE', waiters_key, 0, -1)
 elseif rank == 0 then
   ahead = {} -- (ZRANGE 0 -1 would mean the whole queue)
@@ -385,7 +474,7 @@ if fits(after_ahead, reserve) then
     redis.call('ZREM', waiters_key, member)
     redis.call('ZREM', expiry_key, member)
   end
-  return {1, 0, math.floor(math.max(0, tokens_left(main, math.ceil(new_tat)))), 0, now, 0}
+  return acquire_reply(1, 0, math.floor(math.max(0, tokens_left(main, math.ceil(new_tat)))), 0, 0)
 end
 
 -- Not now. Estimate when our turn comes, assuming everyone served before us takes one token.
@@ -399,7 +488,7 @@ retry = math.ceil(retry)
 save_all()
 local score = 0
 if enqueue then
-  local existing = redis.call('ZSCORE', waiters_key, member)
+  local existing = (not queue_empty) and redis.call('ZSCORE', waiters_key, member)
   if existing then
     score = tonumber(existing)
   else
@@ -408,4 +497,4 @@ if enqueue then
   end
   redis.call('ZADD', expiry_key, int_text(now + retry + grace_us), member)
 end
-return {0, retry, math.floor(math.max(0, tokens_left(main, main.tat))), score, now, served_before}
+return acquire_reply(0, retry, math.floor(math.max(0, tokens_left(main, main.tat))), score, served_before)

@@ -370,26 +370,28 @@ async def test_build_rate_limiter_from_settings(redis_url: str, redis_key_prefix
         await limiter.aclose()
 
 
+@pytest.mark.parametrize("general", [True, False], ids=["reservation-and-sub-bucket", "plain-fast-path"])
 async def test_the_python_mirror_decides_exactly_as_the_lua_script(
-    redis_client: aioredis.Redis, redis_key_prefix: str
+    redis_client: aioredis.Redis, redis_key_prefix: str, general: bool
 ) -> None:
     """Replays every script call on :class:`GcraStore` at the Redis TIME the script reported: the
     in-memory limiter of the unit tests must make the very same decisions, lanes, the reservation window
-    (2 s here, so the run crosses several) and a sub-bucket included."""
+    (2 s here, so the run crosses several) and a sub-bucket included. Without a reservation and a
+    sub-bucket, most grants take the script's fast path, which must decide exactly as the general one."""
     limiter = RedisRateLimiter(
         redis_client,
         plans=PlanBook({OP: (RATE, BURST)}),
         application_id=APP,
         key_prefix=redis_key_prefix,
         send_deadline_s=DEADLINE_S,
-        reservations=[Reservation(OP, "inventory", tokens=2, interval_s=2.0, lead_s=0.5)],
-        sub_limits={OP: {"SUB": (6.0, 4)}},
+        reservations=[Reservation(OP, "inventory", tokens=2, interval_s=2.0, lead_s=0.5)] if general else [],
+        sub_limits={OP: {"SUB": (6.0, 4)}} if general else {},
     )
     mirror = GcraStore()
     pair = f"{SELLER}:{APP}"
     plan = limiter._plan_args(OP, SELLER)
     reservation = limiter._reservation_args(OP)
-    subs = limiter._subs(OP, SELLER, "SUB")
+    subs = limiter._subs(OP, SELLER, "SUB") if general else ()
     grace_us = int(limiter.waiter_grace_s * 1_000_000)
     lanes = ("packing", "packing", "inventory", "inventory", "default")
     members = {
@@ -457,8 +459,9 @@ async def test_the_python_mirror_decides_exactly_as_the_lua_script(
     assert sum(granted for granted, _ in outcomes) >= 10
     assert sum(not granted for granted, _ in outcomes) >= 10
     assert sum(behind for _, behind in outcomes) >= 5
-    [sub_status] = [status for status in await limiter.status(SELLER) if status.operation == f"{OP}:SUB"]
-    assert sub_status.effective_burst == 3
+    if general:
+        [sub_status] = [status for status in await limiter.status(SELLER) if status.operation == f"{OP}:SUB"]
+        assert sub_status.effective_burst == 3
 
 
 async def test_lanes_on_redis_packing_backlog_and_the_hourly_inventory_feed(
@@ -621,6 +624,46 @@ async def test_a_failover_to_a_replica_quarantines_the_buckets(redis_key_prefix:
         await to_replica.aclose()
         primary.stop()
         replica.stop()
+
+
+class _RedisWithAof(EmbeddedRedis):
+    """A redis-server that keeps an append-only file in ``data_dir``, so a restart reloads its data."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        super().__init__(port)
+        self.data_dir = data_dir
+
+    def _command(self, port: int, work_dir: Path) -> list[str]:
+        command = super()._command(port, work_dir)
+        command[command.index("--appendonly") + 1] = "yes"
+        command[command.index("--dir") + 1] = str(self.data_dir)  # (the work dir is emptied at each start)
+        return command
+
+
+async def test_a_restart_that_reloads_old_data_quarantines_the_buckets(
+    redis_key_prefix: str, tmp_path: Path
+) -> None:
+    """Redis restarted from its AOF holds the buckets as they were written, maybe without the last grants:
+    the first decision after it notices another server (the cached server identity is neither in the AOF
+    nor trusted past a restart) and treats every bucket as empty."""
+    server = _RedisWithAof(tmp_path).start()
+    port = server.port
+    client = aioredis.Redis(host=server.host, port=port, retry=Retry(NoBackoff(), 1))
+    limiter = limiter_on(client, redis_key_prefix)
+    restarted: EmbeddedRedis | None = None
+    try:
+        await start_full(client, redis_key_prefix)
+        assert await take_now(limiter)
+        assert await take_now(limiter), "the same server: decisions go on from the full bucket"
+        server.stop()
+        restarted = _RedisWithAof(tmp_path, port).start()
+        assert await client.get(BucketKeys.of(redis_key_prefix, SELLER, APP, OP).epoch), "data reloaded"
+        assert not await take_now(limiter), "a restarted server: the reloaded bucket counts as empty"
+    finally:
+        await client.aclose()
+        server.stop()
+        if restarted is not None:
+            restarted.stop()
 
 
 async def test_a_grant_no_replica_acknowledged_is_not_used(
