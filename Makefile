@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-unit test-stage test-integration test-e2e lint format bench dev-up dev-down clean
+.PHONY: help venv demo test test-unit test-stage test-integration test-e2e lint format bench dev-up dev-down clean example-env image
+.PHONY: browser
 
 help: ## Show the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -58,6 +59,19 @@ dev-up: $(STAMP) ## Start the embedded broker and Redis in the background
 
 dev-down: $(STAMP) ## Stop them
 	$(BIN)/ordersync dev down
+
+example-env: $(STAMP) ## Regenerate deploy/example.env from the settings
+	$(BIN)/ordersync settings env > deploy/example.env
+
+image: ## Build the container image (needs a Docker engine)
+	docker build -f deploy/Dockerfile -t ordersync:$$($(PYTHON) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])') .
+
+# Root installs directly (CI, containers); anyone else through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser: ## Install Debian's chromium for the dashboard's browser test (apt-get; no browser download)
+	@if [ -x /usr/bin/chromium ]; then echo "chromium is installed: /usr/bin/chromium"; else \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -12,8 +12,13 @@
   burst 10); createFeed on the ``packing`` lane, getFeed, getFeedDocument. Throttling waits and is
   never counted as an attempt.
 - State in Redis, per package (what ShipGear shows): status Pending/Success/Failed, attempts, last
-  attempt, last error, carrier, tracking, quantity. A package already confirmed is never sent again;
-  after an unknown outcome (timeout, 5xx) Amazon's "already fulfilled" answer counts as confirmed.
+  attempt, last error, carrier, tracking, quantity, and the request itself (so it can be sent again
+  without another writer on ``shipments.requested``). A package already confirmed is never sent
+  again; after an unknown outcome (timeout, 5xx) Amazon's "already fulfilled" answer counts as
+  confirmed.
+- Also consumes ``ops.commands`` (its own agent; other commands belong to other stages):
+  ``retry-writeback`` sends each failed package of the named orders again through the normal path
+  (confirm or feed), attempts reset, so a new ShipmentConfirmed or ShipmentFailed follows.
 """
 
 from __future__ import annotations
@@ -23,16 +28,25 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from typing import Literal
 
 import faust
 
 from ordersync.channels import Channel
 from ordersync.consumers import cancellation, fulfillment_feed
-from ordersync.errors import AmazonApiError, Permanent, QuotaUnavailable, Retryable, Throttled
+from ordersync.errors import AmazonApiError, InvalidEvent, Permanent, QuotaUnavailable, Retryable, Throttled
 from ordersync.runtime import REDIS_PROBE_INTERVAL_S, StageRuntime
+from ordersync.schemas.codec import decode, encode
 from ordersync.schemas.envelope import Envelope, Event
-from ordersync.schemas.events import ConfirmationMethod, ShipmentConfirmed, ShipmentFailed, ShipmentRequested
+from ordersync.schemas.events import (
+    ConfirmationMethod,
+    OperatorCommandIssued,
+    ShipmentConfirmed,
+    ShipmentFailed,
+    ShipmentRequested,
+)
 from ordersync.schemas.topics import (
+    OPS_COMMANDS,
     ORDERS_CANCELLATION_REQUESTED,
     ORDERS_CANCELLATION_RESULTS,
     SHIPMENTS_CONFIRMED,
@@ -41,6 +55,7 @@ from ordersync.schemas.topics import (
     TopicSpec,
     order_key,
 )
+from ordersync.store import ORDER_STATE_TTL_S
 
 log = logging.getLogger(__name__)
 STAGE = "shipment-write-back"
@@ -243,7 +258,9 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
         service=request.shipping_method or "",
         tracking=request.tracking_number,
         quantity=total_quantity(request),
+        request=encode(envelope).decode(),  # what a retry-writeback sends again
     )
+    await remember_package(runtime, seller, order_id, request.package_reference_id)
     attempts = int(state.get("attempts", 0))
     channel = runtime.channels.by_name(request.channel)
     if not channel.upload_order_status:
@@ -272,6 +289,120 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
             await package.publish_confirmed(method, attempts)
             return
     await package.publish_failed(error, attempts)
+
+
+# --- retry-writeback (ops.commands) -------------------------------------------------------------
+
+
+def _packages_key(runtime: StageRuntime, seller: str, order_id: str) -> str:
+    return runtime.store.key("wb-packages", f"{{{seller}}}", order_id)
+
+
+async def remember_package(runtime: StageRuntime, seller: str, order_id: str, package_id: str) -> None:
+    """Index the order's packages, so a retry finds them without scanning Redis."""
+    key = _packages_key(runtime, seller, order_id)
+    async with runtime.store.redis.pipeline(transaction=False) as pipe:
+        pipe.sadd(key, package_id)
+        pipe.expire(key, ORDER_STATE_TTL_S)
+        await pipe.execute()
+
+
+async def order_packages(runtime: StageRuntime, seller: str, order_id: str) -> dict[str, dict[str, str]]:
+    """Every package of the order this stage has seen: reference id -> its shipment state."""
+    members = await runtime.store.redis.smembers(_packages_key(runtime, seller, order_id))
+    return {
+        str(package): await runtime.store.shipment_state(seller, order_id, str(package))
+        for package in sorted(members, key=str)
+    }
+
+
+RetryVerdict = Literal["retry", "resume", "skip"]
+
+
+def retry_verdict(state: dict[str, str], command_id: str) -> RetryVerdict:
+    """What a retry-writeback command does with one package.
+
+    Failed: send again, unless this very command already did (a redelivered command never retries
+    twice). Pending after this command started it: the worker stopped mid-retry, resume. Anything else
+    (confirmed, not uploaded, a regular attempt in progress): leave it."""
+    retried_by = state.get("retried_by")
+    status = state.get("status")
+    if status == "Failed":
+        return "skip" if retried_by == command_id else "retry"
+    if status in ("Retrying", "Pending") and retried_by == command_id:
+        return "resume"
+    return "skip"
+
+
+async def retry_package(
+    runtime: StageRuntime, seller: str, order_id: str, package_id: str, command_id: str
+) -> bool:
+    """Send one package again through :func:`handle`; True when it was (re)started."""
+    store = runtime.store
+    state = await store.shipment_state(seller, order_id, package_id)
+    verdict = retry_verdict(state, command_id)
+    if verdict == "skip":
+        log.info("retry-writeback %s/%s: %s, not sent again", order_id, package_id, state.get("status"))
+        return False
+    raw = state.get("request")
+    try:
+        envelope: Envelope[Event] | None = decode(raw.encode() if raw else None, SHIPMENTS_REQUESTED)
+    except InvalidEvent:
+        envelope = None  # handled before requests were kept in Redis
+    if verdict == "retry":
+        # Attempts start again; an unknown earlier outcome stays known, so the order is re-read on
+        # Amazon before anything is sent (nothing is confirmed twice).
+        await store.update_shipment_state(
+            seller,
+            order_id,
+            package_id,
+            status="Retrying",
+            attempts=0,
+            retried_by=command_id,
+            retried_at=datetime.now(UTC).isoformat(),
+        )
+    if envelope is None:
+        # Reset all the same: a replay of its request is then processed like a new one.
+        log.warning(
+            "retry-writeback %s/%s: the request is not kept in Redis; send it again with: ordersync "
+            "replay %s --from-offset 0 --filter amazon_order_id=%s",
+            order_id,
+            package_id,
+            SHIPMENTS_REQUESTED.name,
+            order_id,
+        )
+        return False
+    await store.set_order_status(seller, order_id, writeback="Pending")
+    await handle(runtime, envelope)
+    return True
+
+
+async def retry_writeback(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
+    """Retry Write-back: every failed package of the named orders is sent to Amazon again."""
+    command = envelope.payload_as(OperatorCommandIssued)
+    if command.command != "retry-writeback":
+        return  # other commands belong to other stages
+    channel = runtime.channels.by_name(command.channel)
+    seller = channel.seller_id
+    retried = 0
+    unknown: list[str] = []
+    for order_id in command.amazon_order_ids:
+        packages = await order_packages(runtime, seller, order_id)
+        if not packages:
+            unknown.append(order_id)
+            continue
+        for package_id in packages:
+            retried += await retry_package(runtime, seller, order_id, package_id, str(envelope.event_id))
+    if unknown:
+        log.warning("retry-writeback: no shipment known for %s on %s", ", ".join(unknown), channel.name)
+    await runtime.store.record_task(
+        "retry-writeback",
+        channel.name,
+        ok=True,
+        detail=f"{retried} package(s) sent again for {len(command.amazon_order_ids)} order(s)"
+        + (f"; no shipment known for {len(unknown)}" if unknown else ""),
+        operator=command.operator or "",
+    )
 
 
 async def feed_tick(runtime: StageRuntime) -> None:
@@ -309,6 +440,12 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
         while True:
             await feed_tick(runtime)
             await asyncio.sleep(fulfillment_feed.scaled(runtime, tick_s))
+
+    @app.agent(runtime.topic(OPS_COMMANDS), name="writeback-commands")
+    async def writeback_commands(stream: faust.StreamT[bytes]) -> None:
+        await runtime.start()
+        async for event in stream.events():
+            await runtime.process(OPS_COMMANDS, event, lambda env: retry_writeback(runtime, env))
 
     @app.agent(runtime.topic(SHIPMENTS_REQUESTED), name="shipment-write-back")
     async def write_back(stream: faust.StreamT[bytes]) -> None:

@@ -31,6 +31,21 @@ def _mount() -> None:
     app.add_typer(amazon_app, name="amazon", help="Amazon SP-API: check a channel's access.")
     app.add_typer(quota_app, name="quota", help="Amazon quota per seller and operation.")
 
+    from ordersync.envdoc import settings_app
+
+    app.add_typer(settings_app, name="settings", help="Every setting as an environment variable; check them.")
+
+    from ordersync.replaycli import dlq_app, replay_command
+
+    app.command("replay")(replay_command)
+    app.add_typer(dlq_app, name="dlq", help="Dead letters: list, show, send back to their source.")
+
+    from ordersync.opscli import export_app, status, status_model_app
+
+    app.command("status")(status)
+    app.add_typer(export_app, name="export", help="Export orders as CSV (failed write-backs and imports).")
+    app.add_typer(status_model_app, name="status-model", help="The status read model: rebuild it.")
+
 
 _mount()
 
@@ -42,6 +57,16 @@ orders_app = typer.Typer(help="Act on orders (the actions are events on ops.comm
 app.add_typer(orders_app, name="orders")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(listings_app, name="listings")
+
+
+def _mount_order_views() -> None:
+    from ordersync.opscli import orders_list, orders_show
+
+    orders_app.command("list")(orders_list)
+    orders_app.command("show")(orders_show)
+
+
+_mount_order_views()
 
 
 def _setup_logging() -> None:
@@ -57,6 +82,7 @@ def run(
         str,
         typer.Argument(
             help="order-download | item-fetch | import | invoice-issued | shipment-write-back | inventory"
+            " | status-projection"
         ),
     ],
 ) -> None:
@@ -198,6 +224,17 @@ def orders_retry_import(
     _order_command("retry-import", order_ids, channel, operator)
 
 
+@orders_app.command("retry-writeback")
+def orders_retry_writeback(
+    order_ids: Annotated[list[str], typer.Argument(help="Amazon order ids (3-7-7 digits).")],
+    channel: Annotated[str, typer.Option(help="The channel the orders belong to.")],
+    operator: Annotated[str | None, typer.Option(help="Who asks, for the record.")] = None,
+) -> None:
+    """Send the orders' failed shipments to Amazon again (after fixing the cause), attempts reset;
+    confirmed packages are never sent twice. Carried out by the shipment-write-back stage."""
+    _order_command("retry-writeback", order_ids, channel, operator)
+
+
 @app.command()
 def demo(
     time_scale: Annotated[
@@ -205,11 +242,32 @@ def demo(
     ] = 20.0,
     seed: Annotated[int, typer.Option(help="Seed of the simulated orders.")] = 42,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 240.0,
+    keep: Annotated[
+        bool, typer.Option(help="Keep everything running after the summary (to look around the dashboard).")
+    ] = False,
 ) -> None:
-    """Everything on one machine: embedded broker and Redis, the simulator, every stage, a back-office."""
+    """Everything on one machine: embedded broker and Redis, the simulator, every stage, a back-office,
+    and the dashboard."""
     from ordersync.demo import run_demo
 
-    raise typer.Exit(run_demo(time_scale=time_scale, seed=seed, timeout_s=timeout))
+    raise typer.Exit(run_demo(time_scale=time_scale, seed=seed, timeout_s=timeout, keep=keep))
+
+
+@app.command()
+def dashboard(
+    host: Annotated[
+        str | None, typer.Option(help="Listen address (default ORDERSYNC_DASHBOARD__HOST, 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Listen port (default ORDERSYNC_DASHBOARD__PORT, 8080).")
+    ] = None,
+) -> None:
+    """The operators' web page: status key, orders grid with actions, tasks, notifications, CSV export."""
+    from ordersync.dashboard import serve
+
+    _setup_logging()
+    settings = get_settings()
+    serve(settings, host=host, port=port, log_level=settings.log_level.lower())
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ order by order.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -26,10 +27,12 @@ from typing import Any
 import httpx
 import yaml
 from kafka import KafkaConsumer, TopicPartition
+from pydantic import SecretStr
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from ordersync.dashboard.server import RunningDashboard
 from ordersync.devinfra import EmbeddedBroker, EmbeddedRedis, stop_process_group
 from ordersync.errors import InvalidEvent
 from ordersync.kafka_admin import create_topics, kafka_client_config
@@ -444,8 +447,18 @@ def progress_table(
     return grid
 
 
-def run_demo(*, time_scale: float, seed: int, timeout_s: float) -> int:
-    """Run the demo; returns the exit status (non-zero when any order is unaccounted for)."""
+def _demo_dashboard(settings: Settings, console: Console) -> RunningDashboard:
+    """The dashboard over the demo's status model, with a fresh operator token for its actions."""
+    token = secrets.token_urlsafe(12)
+    dashboard_settings = settings.dashboard.model_copy(update={"operator_token": SecretStr(token)})
+    dashboard = RunningDashboard(settings.model_copy(update={"dashboard": dashboard_settings})).start()
+    console.print(f"dashboard: [bold]{dashboard.base_url}[/] (operator token for actions: {token})")
+    return dashboard
+
+
+def run_demo(*, time_scale: float, seed: int, timeout_s: float, keep: bool = False) -> int:
+    """Run the demo; returns the exit status (non-zero when any order is unaccounted for). ``keep``:
+    leave everything running after the summary, to look around the dashboard, until Ctrl-C."""
     console = Console()
     scenario = load_scenario("demo", seed=seed, time_scale=time_scale)
     started = time.monotonic()
@@ -464,9 +477,12 @@ def run_demo(*, time_scale: float, seed: int, timeout_s: float) -> int:
     )
     pipeline = LocalPipeline(scenario=scenario, run_dir=run_dir)
     watcher: OutcomeWatcher | None = None
+    dashboard: RunningDashboard | None = None
+    accounting: Accounting | None = None
     try:
         with console.status("starting the broker, Redis, the simulator and the stages..."):
             pipeline.start()
+        dashboard = _demo_dashboard(pipeline.settings(), console)
         watcher = OutcomeWatcher(pipeline.settings())
         watcher.start()
         with Live(table(None, Outcomes()), console=console, refresh_per_second=2) as live:
@@ -478,12 +494,19 @@ def run_demo(*, time_scale: float, seed: int, timeout_s: float) -> int:
             )
             live.update(table(accounting, watcher.snapshot(), final=True))
         console.print()
+        if keep:
+            console.print(f"everything keeps running; the dashboard is at {dashboard.base_url}; Ctrl-C stops")
+            while True:
+                time.sleep(3600)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted: stopping everything[/]")
-        return 130
+        if not keep or accounting is None:
+            console.print("[yellow]interrupted: stopping everything[/]")
+            return 130
     finally:
         if watcher is not None:
             watcher.stop()
+        if dashboard is not None:
+            dashboard.stop()
         pipeline.stop()
     if accounting.unaccounted:
         console.print(

@@ -14,6 +14,7 @@ from typing import Any
 import faust
 import faust.transport.drivers.aiokafka as faust_aiokafka
 
+from ordersync.logs import logging_config
 from ordersync.schemas.topics import TopicSpec
 from ordersync.settings import KafkaSettings, Settings
 
@@ -43,6 +44,12 @@ def broker_credentials(kafka: KafkaSettings) -> Any:
     context = None
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
         context = ssl.create_default_context(cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None)
+        if kafka.ssl_certfile is not None:  # mutual TLS
+            context.load_cert_chain(
+                str(kafka.ssl_certfile),
+                str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None,
+                kafka.ssl_key_password.get_secret_value() if kafka.ssl_key_password else None,
+            )
     if kafka.security_protocol.startswith("SASL"):
         mechanism = kafka.sasl_mechanism or "PLAIN"
         password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
@@ -78,6 +85,8 @@ def make_app(stage: str, settings: Settings) -> faust.App:
         topic_allow_declare=False,
         topic_disable_leader=True,
         web_enabled=False,
+        # The worker would install its own colour log handlers: keep ordersync's (JSON, masking).
+        logging_config=logging_config(settings.log_level, json_lines=settings.log_json),
         producer_acks=-1,
         stream_wait_empty=False,
         store="memory://",

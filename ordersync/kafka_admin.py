@@ -58,18 +58,30 @@ def kafka_client_config(kafka: KafkaSettings, *, client_id: str | None = None) -
         )
     if kafka.ssl_cafile is not None and kafka.security_protocol in ("SSL", "SASL_SSL"):
         config["ssl_cafile"] = str(kafka.ssl_cafile)
+    if kafka.ssl_certfile is not None and kafka.security_protocol in ("SSL", "SASL_SSL"):  # mutual TLS
+        config["ssl_certfile"] = str(kafka.ssl_certfile)
+        if kafka.ssl_keyfile is not None:
+            config["ssl_keyfile"] = str(kafka.ssl_keyfile)
+        if kafka.ssl_key_password is not None:
+            config["ssl_password"] = kafka.ssl_key_password.get_secret_value()
     return config
 
 
 def aiokafka_client_config(kafka: KafkaSettings, *, client_id: str | None = None) -> dict[str, Any]:
     """The aiokafka twin of :func:`kafka_client_config`: TLS goes in as an ``ssl_context``."""
     config = kafka_client_config(kafka, client_id=client_id)
-    config.pop("ssl_cafile", None)
+    for tls_option in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password"):
+        config.pop(tls_option, None)
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
         from aiokafka.helpers import create_ssl_context  # noqa: PLC0415 - only TLS needs it
 
         # aiokafka refuses SSL without a context; without a CA file the system's CAs verify the broker.
-        config["ssl_context"] = create_ssl_context(cafile=kafka.ssl_cafile)
+        config["ssl_context"] = create_ssl_context(
+            cafile=kafka.ssl_cafile,
+            certfile=kafka.ssl_certfile,
+            keyfile=kafka.ssl_keyfile,
+            password=kafka.ssl_key_password.get_secret_value() if kafka.ssl_key_password else None,
+        )
     return config
 
 

@@ -1,17 +1,72 @@
 """Logging for every ordersync process: plain or JSON lines, secrets never printed.
 
 Settings hold secrets as ``SecretStr`` (they format as ``**********``); nothing here formats a secret
-value, and the JSON formatter only emits the message, level, logger, time and explicit ``extra`` keys.
+value, and the JSON formatter only emits the message, level, logger, time, explicit ``extra`` keys and
+the record being processed (:func:`log_context`: stage, topic, partition, offset, key, seller_id,
+order_id), so every line a stage logs while handling one record names the order. Both formatters also
+mask what looks like a credential in a message or a traceback (LWA tokens, ``client_secret=...``,
+a password in a URL), in case an exception quotes one.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+#: What the current task is processing; set by StageRuntime.process for one record.
+_CONTEXT: ContextVar[Mapping[str, object]] = ContextVar("ordersync_log_context", default=MappingProxyType({}))
+
+MASK = "**********"
+_SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # LWA access and refresh tokens (Atza|..., Atzr|...).
+    (re.compile(r"Atz[a-z]\|[A-Za-z0-9_\-+/=|.%]+"), MASK),
+    # key=value and "key": "value" forms of credential fields.
+    (
+        re.compile(
+            r"""(?i)((?:client_secret|refresh_token|access_token|x-amz-access-token|restrictedDataToken"""
+            r"""|password|passwd|authorization|api[_-]?key|secret_key)["']?\s*[:=]\s*["']?)([^\s"'&,;}]+)"""
+        ),
+        r"\1" + MASK,
+    ),
+    # user:password@ in URLs (redis://, kafka SASL...).
+    (re.compile(r"(?i)([a-z][a-z0-9+.\-]*://[^/\s:@]*:)([^@\s/]+)(@)"), r"\1" + MASK + r"\3"),
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with anything that looks like a credential masked."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def current_log_context() -> Mapping[str, object]:
+    return _CONTEXT.get()
+
+
+@contextmanager
+def log_context(**fields: object) -> Iterator[None]:
+    """Every line logged inside (in this task) carries ``fields`` (None values are left out)."""
+    token = _CONTEXT.set({**_CONTEXT.get(), **{k: v for k, v in fields.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
+
+
+def bind_log_context(**fields: object) -> None:
+    """Add fields to the current ``log_context`` (e.g. the order id once the record is decoded)."""
+    _CONTEXT.set({**_CONTEXT.get(), **{k: v for k, v in fields.items() if v is not None}})
 
 
 class JsonFormatter(logging.Formatter):
@@ -20,21 +75,52 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
+        entry.update(_CONTEXT.get())
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        return redact(json.dumps(entry, default=str))
+
+
+class PlainFormatter(logging.Formatter):
+    """Human lines, with the record being processed appended and credentials masked."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        context = _CONTEXT.get()
+        if context:
+            line += " [" + " ".join(f"{k}={v}" for k, v in context.items()) + "]"
+        return redact(line)
+
+
+def logging_config(level: str = "INFO", *, json_lines: bool = False) -> dict[str, Any]:
+    """The same setup as :func:`configure_logging`, as a ``logging.config.dictConfig`` (the faust
+    worker applies its ``logging_config`` when it starts, replacing its own colour handlers)."""
+    formatter = "ordersync.logs.JsonFormatter" if json_lines else "ordersync.logs.PlainFormatter"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"ordersync": {"()": formatter}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "ordersync",
+            }
+        },
+        "root": {"level": level, "handlers": ["stderr"]},
+        "loggers": {"httpx": {"level": "WARNING"}},
+    }
 
 
 def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter()
-        if json_lines
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
+    handler.setFormatter(JsonFormatter() if json_lines else PlainFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -8,17 +8,22 @@ import asyncio
 import base64
 import logging
 import random
+import socket
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import faust
 import httpx
 
-from ordersync.amazon.client import SpApiClient
+from ordersync.amazon.client import ApiCall, SpApiClient
 from ordersync.channels import Channel, ChannelsFile, load_channels
 from ordersync.errors import InvalidEvent, Permanent, QuotaUnavailable, Retryable, Throttled
 from ordersync.faustapp import faust_topic
+from ordersync.health import ApiName, HealthBoard, HealthObserver
+from ordersync.lease import Lease
+from ordersync.logs import bind_log_context, log_context
 from ordersync.ratelimit import RateLimiter, build_rate_limiter
 from ordersync.schemas.codec import decode, encode
 from ordersync.schemas.envelope import Envelope, Event
@@ -26,6 +31,14 @@ from ordersync.schemas.events import EventDeadLettered
 from ordersync.schemas.topics import TopicSpec
 from ordersync.settings import Settings
 from ordersync.store import Store, redis_client
+from ordersync.web import (
+    AMAZON_REQUESTS,
+    DEAD_LETTERS,
+    PROCESSING_SECONDS,
+    RECORD_ERRORS,
+    RECORDS_PROCESSED,
+    StageWebServer,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,6 +47,22 @@ T = TypeVar("T")
 MAX_RETRYABLE_ATTEMPTS = 8
 MAX_BACKOFF_S = 60.0
 REDIS_PROBE_INTERVAL_S = 2.0
+#: Stages whose feeds are listings feeds: their feed calls count for the Listings API's health.
+LISTINGS_FEED_STAGES = frozenset({"inventory"})
+
+
+class _StageApiObserver:
+    """Counts every SP-API request in Prometheus and records it on the API health board."""
+
+    def __init__(self, board: HealthBoard) -> None:
+        self._health = HealthObserver(board)
+
+    async def on_call(self, channel: Channel, call: ApiCall) -> None:
+        AMAZON_REQUESTS.labels(call.operation, call.api, call.outcome).inc()
+        await self._health.on_call(channel, call)
+
+    async def on_feed_fatal(self, channel: Channel, api: ApiName, feed_id: str, feed_type: str) -> None:
+        await self._health.on_feed_fatal(channel, api, feed_id, feed_type)
 
 
 class StageRuntime:
@@ -55,6 +84,33 @@ class StageRuntime:
         self._limiter: RateLimiter | None = limiter
         self._http: httpx.AsyncClient | None = None
         self._amazon: dict[str, SpApiClient] = {}
+        self._health: HealthBoard | None = None
+        #: Next offset to process per (topic, partition): the consumer lag's low end.
+        self.next_offsets: dict[tuple[str, int], int] = {}
+        #: The worker's loop reached this stage's code (readiness of stages without a consumer).
+        self.loop_started = False
+        #: A rebalance gave this process its partitions (possibly none, when the group has more members).
+        self.assigned = False
+        # (mode's signal stubs accept no bound coroutine method.)
+        app.on_rebalance_complete.connect(cast(Any, self._on_rebalance_complete))
+        app.on_partitions_revoked.connect(cast(Any, self._on_partitions_revoked))
+        if settings.stage.web_port is not None:
+            # A dependency of the app: started before its consumer, stopped with it.
+            app.add_dependency(StageWebServer(self, settings.stage.web_host, settings.stage.web_port))
+
+    async def _on_rebalance_complete(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        self.assigned = True
+
+    async def _on_partitions_revoked(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked: Any = args[0] if args else ()
+        for tp in revoked:
+            self.next_offsets.pop((tp.topic, tp.partition), None)
+
+    def lease(self, job: str, scope: str) -> Lease:
+        """The lease on ``job`` for ``scope`` (a channel): one replica of the stage does it at a time."""
+        stage = self.settings.stage
+        owner = f"{stage.worker_id or socket.gethostname()}/{self.stage}"
+        return Lease(self.store.redis, self.store.key("lease", job, scope), owner, stage.lease_ttl_s)
 
     # --- lazily started resources (inside the worker's event loop) -------------------------------
 
@@ -67,12 +123,25 @@ class StageRuntime:
             if self._limiter is None:
                 self._limiter = build_rate_limiter(self.settings, self.channels.channels)
             self._http = httpx.AsyncClient(timeout=self.settings.amazon.request_timeout_s)
+            self._health = HealthBoard(redis, self.settings.redis.key_prefix, self.settings.health)
+            self.loop_started = True
 
     async def close(self) -> None:
         if self._http is not None:
             await self._http.aclose()
         if self._store is not None:
             await self._store.redis.aclose()
+
+    @property
+    def limiter_or_none(self) -> RateLimiter | None:
+        return self._limiter
+
+    @property
+    def health(self) -> HealthBoard:
+        """The API health board and notifications, on the runtime's Redis."""
+        if self._health is None:
+            raise RuntimeError("StageRuntime.start() was not awaited")
+        return self._health
 
     @property
     def store(self) -> Store:
@@ -86,7 +155,12 @@ class StageRuntime:
             if self._limiter is None or self._http is None:
                 raise RuntimeError("StageRuntime.start() was not awaited")
             client = SpApiClient(
-                channel=channel, amazon=self.settings.amazon, limiter=self._limiter, http=self._http
+                channel=channel,
+                amazon=self.settings.amazon,
+                limiter=self._limiter,
+                http=self._http,
+                observer=_StageApiObserver(self.health),
+                feeds_api="listings" if self.stage in LISTINGS_FEED_STAGES else "feeds",
             )
             self._amazon[channel.name] = client
         return client
@@ -130,6 +204,7 @@ class StageRuntime:
         seller = key.split(":", 1)[0] if key and ":" in key else "unknown"
         envelope = Envelope.wrap(record, seller_id=seller or "unknown", correlation_id=key or "unknown")
         await self.emit(spec.dlq, key or "unknown", envelope)
+        DEAD_LETTERS.labels(self.stage, spec.name).inc()
         log.warning(
             "dead-lettered %s[%d]@%d to %s: %s",
             spec.name,
@@ -164,13 +239,53 @@ class StageRuntime:
         self, spec: TopicSpec, event: faust.EventT[Any], handle: Callable[[Envelope[Event]], Awaitable[None]]
     ) -> None:
         """Decode one record and hand it to the stage; whatever cannot be processed is dead-lettered
-        with the reason, and the stage keeps running."""
+        with the reason, and the stage keeps running. Every line logged meanwhile names the record
+        (topic, partition, offset, key, seller, order id)."""
+        message = event.message
+        key = message.key.decode(errors="replace") if isinstance(message.key, bytes) else None
+        started = time.perf_counter()
+        seller_id = order_id = None
+        if key and ":" in key:
+            seller_id, rest = key.split(":", 1)
+            # Order-keyed topics: the key names the order even when the value cannot be read.
+            order_id = rest if spec.key == "order" else None
+        with log_context(
+            stage=self.stage,
+            topic=spec.name,
+            partition=message.partition,
+            offset=message.offset,
+            key=key,
+            seller_id=seller_id,
+            order_id=order_id,
+        ):
+            try:
+                await self._process(spec, event, handle)
+            finally:
+                PROCESSING_SECONDS.labels(self.stage, spec.name).observe(time.perf_counter() - started)
+                self.next_offsets[(message.topic, message.partition)] = message.offset + 1
+
+    async def _process(
+        self, spec: TopicSpec, event: faust.EventT[Any], handle: Callable[[Envelope[Event]], Awaitable[None]]
+    ) -> None:
         try:
             envelope = self.decode(spec, event.value)
         except InvalidEvent as exc:
+            RECORD_ERRORS.labels(self.stage, spec.name, "invalid").inc()
             await self.dead_letter(spec, event, exc)
             return
+        bind_log_context(
+            seller_id=envelope.seller_id,
+            order_id=getattr(envelope.payload, "amazon_order_id", None),
+            event_type=envelope.event_type,
+            event_id=str(envelope.event_id),
+        )
         try:
             await handle(envelope)
         except (Permanent, Retryable) as exc:
+            RECORD_ERRORS.labels(self.stage, spec.name, exc.kind).inc()
             await self.dead_letter(spec, event, exc)
+            return
+        except Exception:
+            RECORD_ERRORS.labels(self.stage, spec.name, "crash").inc()
+            raise
+        RECORDS_PROCESSED.labels(self.stage, spec.name).inc()

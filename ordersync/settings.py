@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -38,11 +38,19 @@ class _Frozen(BaseModel):
 
 class KafkaSettings(_Frozen):
     bootstrap: str = Field("127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers.")
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="SSL: TLS; SASL_SSL: SASL (e.g. SCRAM) over TLS, for production clusters."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism with SASL_* protocols (unset: PLAIN)."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password.")
     ssl_cafile: Path | None = Field(None, description="CA bundle for TLS to the brokers.")
+    # Mutual TLS: brokers that authenticate clients by certificate (ssl.client.auth=required).
+    ssl_certfile: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
+    ssl_keyfile: Path | None = Field(None, description="Private key (PEM) of ssl_certfile.")
+    ssl_key_password: SecretStr | None = Field(None, description="Password of ssl_keyfile, if encrypted.")
     # Short group timeouts: a stage restarted after a crash is back in seconds, and the embedded
     # broker needs them (its defaults make every group join take about 30 s).
     session_timeout_s: float = 6.0
@@ -55,9 +63,13 @@ class KafkaSettings(_Frozen):
 class RedisSettings(_Frozen):
     url: str = Field("redis://127.0.0.1:6379/0", description="redis:// or rediss:// URL (no password here).")
     password: SecretStr | None = Field(None, description="Redis AUTH password, kept out of the URL.")
-    username: str | None = None
+    username: str | None = Field(None, description="Redis ACL user name (unset: the default user).")
     key_prefix: str = Field("os", description="Prefix of every key ordersync writes, to share a Redis.")
     socket_timeout_s: float = 2.0
+    # TLS options apply to rediss:// URLs only; without ssl_ca_certs the system's CAs verify Redis.
+    ssl_ca_certs: Path | None = Field(None, description="CA bundle for Redis's certificate (rediss://).")
+    ssl_certfile: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS to Redis.")
+    ssl_keyfile: Path | None = Field(None, description="Private key (PEM) of ssl_certfile.")
 
 
 class AmazonSettings(_Frozen):
@@ -182,6 +194,86 @@ class StageSettings(_Frozen):
     partitions: int = Field(4, ge=1, description="Partitions of every catalogue topic at creation.")
     replication_factor: int = Field(1, ge=1)
     web_port: int | None = Field(None, description="Port of the stage's /metrics and health endpoints.")
+    web_host: str = Field(
+        "0.0.0.0",
+        description="Address the stage's /metrics /healthz /readyz server listens on (with web_port).",
+    )
+    worker_id: str | None = Field(
+        None,
+        description="This worker's name on the leases of per-channel jobs (order polling, inventory feeds);"
+        " unset: the host name. A worker restarted under the same name takes its leases back at once.",
+    )
+    lease_ttl_s: float = Field(
+        120.0,
+        gt=0,
+        description="How long a worker's lease on a per-channel job lasts unrenewed: a standby replica takes"
+        " the job over this long after its holder stopped.",
+    )
+
+
+class HealthSettings(_Frozen):
+    """How the per-account API health (Green/Yellow/Red/None) is judged from recorded SP-API calls."""
+
+    window_s: float = Field(900.0, gt=0, description="Calls of this last period are judged (15 minutes).")
+    yellow_error_rate: float = Field(
+        0.05, ge=0, le=1, description="Yellow when more than this share of calls in the window failed."
+    )
+    red_error_rate: float = Field(
+        0.5, ge=0, le=1, description="Red when more than this share of calls in the window failed."
+    )
+    min_calls: int = Field(
+        3,
+        ge=1,
+        description="Error rates are judged only from this many calls on (fewer: each failure Yellow).",
+    )
+    stale_after_s: float = Field(600.0, gt=0, description="None when no call was recorded for this long.")
+    throttled_yellow_rate: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Sustained throttling: Yellow when more than this share of calls got 429.",
+    )
+    throttled_min_minutes: int = Field(
+        3,
+        ge=1,
+        description="Sustained throttling: 429s in at least this many distinct minutes of the window.",
+    )
+    notifications_kept: int = Field(1000, ge=1, description="Notifications kept, newest first.")
+    notification_dedupe_s: float = Field(
+        3600.0, ge=0, description="A repeated notification is held back this long."
+    )
+
+
+def _default_dashboard_page_sizes() -> tuple[int, ...]:
+    return (50, 100, 500)
+
+
+class DashboardSettings(_Frozen):
+    """``ordersync dashboard``: the operators' web page and its JSON API."""
+
+    # Loopback by default: the page can publish operator actions and shows order data, so it is
+    # reachable from the network only when someone chooses it (containers: HOST=0.0.0.0, with tokens).
+    host: str = Field("127.0.0.1", description="Listen address; 0.0.0.0 in a container.")
+    port: int = Field(8080, ge=1, le=65535, description="Listen port.")
+    operator_token: SecretStr | None = Field(
+        None,
+        description="Token an operator gives for actions (Ignore, Retry ...); unset: actions are disabled.",
+    )
+    read_token: SecretStr | None = Field(
+        None, description="When set, reading the page and the JSON API needs this token too (or operator's)."
+    )
+    page_sizes: tuple[PositiveInt, ...] = Field(
+        default_factory=_default_dashboard_page_sizes,
+        min_length=1,
+        description="Page sizes offered in the orders grid.",
+    )
+    max_page_size: int = Field(500, ge=1, le=5000, description="Largest page the JSON API returns.")
+    max_action_orders: int = Field(
+        1000, ge=1, le=1000, description="Most orders one action may name (one ops.commands event a channel)."
+    )
+    cookie_secure: bool = Field(
+        False, description="Mark the read-token cookie Secure (set it when served over HTTPS)."
+    )
 
 
 class Settings(BaseSettings):
@@ -197,6 +289,8 @@ class Settings(BaseSettings):
     writeback: WriteBackSettings = WriteBackSettings()
     inventory: InventorySettings = InventorySettings()
     stage: StageSettings = StageSettings()
+    health: HealthSettings = HealthSettings()
+    dashboard: DashboardSettings = DashboardSettings()
     channels_file: Path = Field(Path("channels.yaml"), description="YAML file declaring the channels.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = Field(False, description="One JSON object per log line.")

@@ -20,6 +20,7 @@ STAGES: dict[str, str] = {
     "invoice-issued": "ordersync.streams.invoice_issued",
     "shipment-write-back": "ordersync.consumers.shipment_write_back",
     "inventory": "ordersync.producers.inventory",
+    "status-projection": "ordersync.consumers.status_projection",
 }
 
 

@@ -21,6 +21,18 @@ from ordersync.settings import RedisSettings
 ORDER_STATE_TTL_S = 120 * 86400
 
 
+def redis_tls_options(settings: RedisSettings) -> dict[str, Any]:
+    """redis-py's TLS arguments for a rediss:// URL (a plain connection refuses them)."""
+    if not settings.url.startswith("rediss://"):
+        return {}
+    files = {
+        "ssl_ca_certs": settings.ssl_ca_certs,
+        "ssl_certfile": settings.ssl_certfile,
+        "ssl_keyfile": settings.ssl_keyfile,
+    }
+    return {name: str(path) for name, path in files.items() if path is not None}
+
+
 def redis_client(settings: RedisSettings) -> aioredis.Redis:
     return aioredis.Redis.from_url(
         settings.url,
@@ -29,6 +41,7 @@ def redis_client(settings: RedisSettings) -> aioredis.Redis:
         socket_timeout=settings.socket_timeout_s,
         socket_connect_timeout=settings.socket_timeout_s,
         decode_responses=True,
+        **redis_tls_options(settings),
     )
 
 
@@ -202,6 +215,8 @@ class Store:
             fields["last_error_at"] = now
         fields.update({k: json.dumps(v) if not isinstance(v, str) else v for k, v in extra.items()})
         await self._hset(self.key("task", task, scope), fields)
+        # The index the status model lists tasks from (no SCAN over the keyspace).
+        await self.redis.sadd(self.key("tasks"), json.dumps([task, scope]))
 
     async def task(self, task: str, scope: str) -> dict[str, str]:
         return await self._hgetall(self.key("task", task, scope))

@@ -300,12 +300,20 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
     async def feeds() -> None:
         await runtime.start()
         poll_s = scaled(runtime, runtime.settings.inventory.feed_poll_interval_s)
-        while True:
-            for channel in runtime.channels.channels:
-                if not channel.active:
-                    continue
-                try:
-                    await tick(runtime, channel)
-                except (Permanent, Retryable, Throttled) as exc:
-                    log.warning("%s: inventory step failed, next tick retries: %s", channel.name, exc)
-            await asyncio.sleep(poll_s)
+        # One replica sends a channel's feeds at a time (the flush is not atomic across workers).
+        leases = {
+            channel.name: runtime.lease("inventory", channel.name) for channel in runtime.channels.channels
+        }
+        try:
+            while True:
+                for channel in runtime.channels.channels:
+                    if not channel.active or not await leases[channel.name].hold():
+                        continue
+                    try:
+                        await tick(runtime, channel)
+                    except (Permanent, Retryable, Throttled) as exc:
+                        log.warning("%s: inventory step failed, next tick retries: %s", channel.name, exc)
+                await asyncio.sleep(poll_s)
+        finally:
+            for lease in leases.values():
+                await asyncio.shield(lease.release())

@@ -40,6 +40,10 @@ STAGE = "order-download"
 DEDUPE_MARK = "downloaded"
 
 
+class LeaseLost(PipelineError):
+    """Another worker took this channel's polling over (ours had stopped renewing): stop the round."""
+
+
 def window_start(cursor: datetime | None, now: datetime, settings: DownloadSettings) -> datetime:
     """Where the next window begins: the cursor minus the overlap, or the initial look-back."""
     if cursor is None:
@@ -252,6 +256,8 @@ async def run_due_catch_ups(
                 report.listed += part.listed
                 report.emitted += part.emitted
                 report.restarts += part.restarts
+        except LeaseLost:
+            raise
         except PipelineError as exc:
             await store.record_task(catch_up.task, channel.name, ok=False, detail=str(exc))
             log.error("%s: %s failed: %s", channel.name, catch_up.task, exc)
@@ -266,22 +272,34 @@ async def run_due_catch_ups(
 
 async def poll_channel(runtime: StageRuntime, channel: Channel) -> None:
     """Download rounds for one channel, forever, with the catch-ups when due; each round's outcome
-    is recorded as task health."""
+    is recorded as task health. One worker polls a channel at a time (a lease, renewed with every page):
+    other replicas stand by, so the channel's quota is not spent twice."""
     client = runtime.amazon(channel)
+    lease = runtime.lease("download", channel.name)
 
     async def fetch_page(query: OrdersQuery, token: str | None) -> OrdersPage:
+        if not await lease.hold():
+            raise LeaseLost(f"{channel.name}: another worker polls this channel now")
         return await client.list_orders_page(query, next_token=token)
 
-    while True:
-        try:
-            report = await download_window(runtime, channel, fetch_page)
-            await runtime.store.record_task("download", channel.name, ok=True, detail=report.summary())
-            log.info("%s: download: %s, cursor %s", channel.name, report.summary(), report.bound)
-            await run_due_catch_ups(runtime, channel, fetch_page)
-        except PipelineError as exc:
-            await runtime.store.record_task("download", channel.name, ok=False, detail=str(exc))
-            log.error("%s: download round failed: %s", channel.name, exc)
-        await asyncio.sleep(runtime.settings.download.poll_interval_s)
+    try:
+        while True:
+            try:
+                if await lease.hold():
+                    report = await download_window(runtime, channel, fetch_page)
+                    await runtime.store.record_task(
+                        "download", channel.name, ok=True, detail=report.summary()
+                    )
+                    log.info("%s: download: %s, cursor %s", channel.name, report.summary(), report.bound)
+                    await run_due_catch_ups(runtime, channel, fetch_page)
+            except LeaseLost as exc:
+                log.warning("%s", exc)
+            except PipelineError as exc:
+                await runtime.store.record_task("download", channel.name, ok=False, detail=str(exc))
+                log.error("%s: download round failed: %s", channel.name, exc)
+            await asyncio.sleep(runtime.settings.download.poll_interval_s)
+    finally:
+        await asyncio.shield(lease.release())
 
 
 async def retry_download(runtime: StageRuntime, envelope: Envelope[Event]) -> None:

@@ -9,7 +9,9 @@ not do), and hides the response headers ordersync feeds back into the rate limit
 3. is sent before the grant's deadline, or dropped and re-acquired (the token stays spent),
 4. hands ``x-amzn-RateLimit-Limit`` to the limiter, and a 429 empties our model of the bucket,
 5. maps the outcome to the pipeline's errors: 429 -> :class:`AmazonThrottled`, timeouts and 5xx ->
-   :class:`AmazonUnavailable` (retryable), other 4xx -> :class:`AmazonRejected` (permanent).
+   :class:`AmazonUnavailable` (retryable), other 4xx -> :class:`AmazonRejected` (permanent),
+6. reports the outcome to an optional :class:`ApiObserver` (the API health board), which can never fail
+   the request.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from pydantic import SecretStr
@@ -35,6 +37,7 @@ from ordersync.amazon.normalize import (
 )
 from ordersync.channels import Channel
 from ordersync.errors import AmazonRejected, AmazonThrottled, AmazonUnavailable
+from ordersync.health import FEED_OPERATIONS, ApiName, CallOutcome, api_for_operation
 from ordersync.ratelimit import RateLimiter
 from ordersync.schemas.events import Address, AmazonOrder, AmazonOrderItem, OrderStatus, ShipmentRequested
 from ordersync.settings import AmazonSettings
@@ -45,6 +48,8 @@ RATE_LIMIT_HEADER = "x-amzn-RateLimit-Limit"
 REQUEST_ID_HEADER = "x-amzn-RequestId"
 #: Renew the LWA access token this long before Amazon says it expires.
 TOKEN_RENEW_MARGIN_S = 60.0
+#: Longest an observer may hold up a request; past it the outcome goes unrecorded.
+OBSERVER_TIMEOUT_S = 1.0
 
 
 def amazon_time(value: datetime) -> str:
@@ -117,6 +122,38 @@ class OrdersPage:
     #: Amazon's guarantee: every order up to this instant was returned (LastUpdatedBefore or
     #: CreatedBefore).
     updated_before: datetime | None
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """The outcome of one SP-API request, for the health board. ``detail`` names the failure
+    ("500 InternalFailure", "LWA refused the credentials: invalid_grant"); never a secret."""
+
+    operation: str
+    api: ApiName
+    outcome: CallOutcome
+    status: int | None = None
+    detail: str | None = None
+
+
+class ApiObserver(Protocol):
+    """Told of every SP-API request's outcome and of feeds Amazon could not process."""
+
+    async def on_call(self, channel: Channel, call: ApiCall) -> None: ...
+
+    async def on_feed_fatal(self, channel: Channel, api: ApiName, feed_id: str, feed_type: str) -> None: ...
+
+
+def _outcome(status: int) -> CallOutcome:
+    if status < 300:
+        return "ok"
+    if status == 429:
+        return "throttled"
+    if status in (401, 403):
+        return "auth"
+    if status in (502, 503, 504):
+        return "unavailable"
+    return "error"
 
 
 class LwaTokenProvider:
@@ -223,8 +260,15 @@ class SpApiClient:
         limiter: RateLimiter,
         http: httpx.AsyncClient,
         lwa: LwaTokenProvider | None = None,
+        observer: ApiObserver | None = None,
+        feeds_api: ApiName = "feeds",
     ) -> None:
+        """``observer``: told of every request's outcome. ``feeds_api``: which API this client's feed
+        calls whose feed type is unknown (getFeed, documents) count for: "listings" in the inventory
+        stage, whose feeds are all listings feeds."""
         self.channel = channel
+        self.observer = observer
+        self.feeds_api = feeds_api
         self._base_url = amazon.endpoint_for(channel.region)
         self.amazon = amazon
         self._limiter = limiter
@@ -259,6 +303,36 @@ class SpApiClient:
 
     # --- the one request path -------------------------------------------------------------------
 
+    def api_of(self, operation: str, feed_type: str | None = None) -> ApiName:
+        """The API an operation counts for on the health board."""
+        if feed_type is None and operation in FEED_OPERATIONS:
+            return self.feeds_api
+        return api_for_operation(operation, feed_type)
+
+    async def _observe(
+        self, operation: str, api: ApiName, outcome: CallOutcome, status: int | None, detail: str | None
+    ) -> None:
+        """Report one outcome; a failing or slow observer costs the request at most a second."""
+        if self.observer is None:
+            return
+        call = ApiCall(operation, api, outcome, status, detail)
+        try:
+            await asyncio.wait_for(self.observer.on_call(self.channel, call), OBSERVER_TIMEOUT_S)
+        except Exception as exc:  # recording health must never fail a request
+            log.warning("could not record %s %s for %s: %s", operation, outcome, self.channel.name, exc)
+
+    async def feed_fatal(self, feed_id: str, feed_type: str, *, api: ApiName | None = None) -> None:
+        """Report a feed Amazon could not process at all (FATAL)."""
+        if self.observer is None:
+            return
+        api = api or self.api_of("getFeed", feed_type)
+        try:
+            await asyncio.wait_for(
+                self.observer.on_feed_fatal(self.channel, api, feed_id, feed_type), OBSERVER_TIMEOUT_S
+            )
+        except Exception as exc:  # a notification must never fail the stage
+            log.warning("could not notify feed %s FATAL for %s: %s", feed_id, self.channel.name, exc)
+
     async def call(
         self,
         operation: str,
@@ -270,14 +344,26 @@ class SpApiClient:
         lane: str = "default",
         feed_type: str | None = None,
         access_token: str | None = None,
+        api: ApiName | None = None,
     ) -> httpx.Response:
         """Send one request under the rate limiter and classify its outcome; returns 2xx responses.
 
         ``feed_type`` (createFeed): the limiter also takes a token of that feed type's own bucket
         (JSON_LISTINGS_FEED: 5 per 5 minutes). ``access_token``: a Restricted Data Token to send
-        instead of the LWA access token.
+        instead of the LWA access token. ``api``: which API the call counts for on the health board
+        (default: the operation's, see :meth:`api_of`).
         """
-        token = access_token or await self._lwa.access_token()
+        api = api or self.api_of(operation, feed_type)
+        try:
+            token = access_token or await self._lwa.access_token()
+        except AmazonRejected as exc:
+            await self._observe(
+                operation, api, "auth", exc.status, f"LWA refused the credentials: {exc.code}"
+            )
+            raise
+        except AmazonUnavailable as exc:
+            await self._observe(operation, api, "unavailable", exc.status, f"LWA unavailable: {exc.code}")
+            raise
         while True:
             grant = await self._limiter.acquire(operation, self.seller_id, lane=lane, feed_type=feed_type)
             if time.monotonic() <= grant.deadline:
@@ -291,6 +377,7 @@ class SpApiClient:
                 method, self._base_url + path, params=params, json=json_body, headers=headers
             )
         except httpx.HTTPError as exc:
+            await self._observe(operation, api, "unavailable", None, f"no answer: {type(exc).__name__}")
             raise AmazonUnavailable(operation, None, type(exc).__name__, str(exc) or "no answer") from exc
         request_id = response.headers.get(REQUEST_ID_HEADER)
         limit = response.headers.get(RATE_LIMIT_HEADER)
@@ -303,8 +390,10 @@ class SpApiClient:
                 log.warning("ignored malformed %s header %r", RATE_LIMIT_HEADER, limit)
         status = response.status_code
         if status < 300:
+            await self._observe(operation, api, "ok", status, None)
             return response
         code, message = _first_error(_json(response))
+        await self._observe(operation, api, _outcome(status), status, f"{status} {code}")
         if status == 429:
             await self._limiter.on_throttled(operation, self.seller_id, feed_type=feed_type)
             raise AmazonThrottled(operation, status, code, message, request_id)

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ordersync.amazon.client import SpApiClient, amazon_time
 from ordersync.errors import AmazonRejected, AmazonUnavailable
+from ordersync.health import ApiName
 
 XML_CONTENT_TYPE = "text/xml; charset=UTF-8"
 JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
@@ -110,10 +111,14 @@ def _s3_error(operation: str, response: httpx.Response) -> tuple[str, str]:
 
 
 class FeedsClient:
-    """One channel's Feeds API, on its :class:`SpApiClient`."""
+    """One channel's Feeds API, on its :class:`SpApiClient`.
 
-    def __init__(self, client: SpApiClient) -> None:
+    ``api``: which API the feed calls count for on the health board ("listings" for listings feeds);
+    default: the client's choice (its ``feeds_api``, or the feed type's where it is known)."""
+
+    def __init__(self, client: SpApiClient, *, api: ApiName | None = None) -> None:
         self.client = client
+        self.api = api
 
     async def create_feed_document(self, content_type: str) -> FeedDocumentUpload:
         response = await self.client.call(
@@ -121,6 +126,7 @@ class FeedsClient:
             "POST",
             "/feeds/2021-06-30/documents",
             json_body={"contentType": content_type},
+            api=self.api,
         )
         return FeedDocumentUpload.model_validate(_body(response, "createFeedDocument"))
 
@@ -160,7 +166,13 @@ class FeedsClient:
         if feed_options:
             body["feedOptions"] = dict(feed_options)
         response = await self.client.call(
-            "createFeed", "POST", "/feeds/2021-06-30/feeds", json_body=body, feed_type=feed_type, lane=lane
+            "createFeed",
+            "POST",
+            "/feeds/2021-06-30/feeds",
+            json_body=body,
+            feed_type=feed_type,
+            lane=lane,
+            api=self.api,
         )
         feed_id = _body(response, "createFeed").get("feedId")
         if not isinstance(feed_id, str) or not feed_id:
@@ -185,8 +197,14 @@ class FeedsClient:
         )
 
     async def get_feed(self, feed_id: str) -> Feed:
-        response = await self.client.call("getFeed", "GET", f"/feeds/2021-06-30/feeds/{feed_id}")
-        return Feed.model_validate(_body(response, "getFeed"))
+        response = await self.client.call(
+            "getFeed", "GET", f"/feeds/2021-06-30/feeds/{feed_id}", api=self.api
+        )
+        feed = Feed.model_validate(_body(response, "getFeed"))
+        if feed.processing_status == "FATAL":
+            # Amazon rejected the whole feed: operators hear of it once (the notification is per feed).
+            await self.client.feed_fatal(feed.feed_id, feed.feed_type, api=self.api)
+        return feed
 
     async def get_feeds_page(
         self,
@@ -213,7 +231,9 @@ class FeedsClient:
                 params["createdSince"] = amazon_time(created_since)
             if created_until is not None:
                 params["createdUntil"] = amazon_time(created_until)
-        response = await self.client.call("getFeeds", "GET", "/feeds/2021-06-30/feeds", params=params)
+        response = await self.client.call(
+            "getFeeds", "GET", "/feeds/2021-06-30/feeds", params=params, api=self.api
+        )
         body = _body(response, "getFeeds")
         return FeedsPage(
             feeds=tuple(Feed.model_validate(raw) for raw in body.get("feeds") or []),
@@ -236,11 +256,11 @@ class FeedsClient:
 
     async def cancel_feed(self, feed_id: str) -> None:
         """cancelFeed: only an IN_QUEUE feed can be cancelled (Amazon's 400 otherwise, permanent)."""
-        await self.client.call("cancelFeed", "DELETE", f"/feeds/2021-06-30/feeds/{feed_id}")
+        await self.client.call("cancelFeed", "DELETE", f"/feeds/2021-06-30/feeds/{feed_id}", api=self.api)
 
     async def get_feed_document_info(self, feed_document_id: str) -> FeedDocument:
         response = await self.client.call(
-            "getFeedDocument", "GET", f"/feeds/2021-06-30/documents/{feed_document_id}"
+            "getFeedDocument", "GET", f"/feeds/2021-06-30/documents/{feed_document_id}", api=self.api
         )
         return FeedDocument.model_validate(_body(response, "getFeedDocument"))
 

@@ -3,6 +3,8 @@ catch-ups, reconciliation and refused page tokens."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,8 +13,10 @@ import pytest
 
 from ordersync.amazon.client import OrdersPage, OrdersQuery
 from ordersync.amazon.normalize import parse_time
+from ordersync.lease import Lease
 from ordersync.producers.order_download import (
     download_window,
+    poll_channel,
     run_due_catch_ups,
     scan,
 )
@@ -204,3 +208,34 @@ def sim_now(sim: RunningSimulator) -> datetime:
 
 def _time(value: str) -> datetime:
     return parse_time(value)
+
+
+async def test_one_worker_polls_a_channel_and_a_standby_takes_over(make_runtime: Any) -> None:
+    """Replicas of order-download share the channel through a lease: while another worker holds it, this
+    one makes no Amazon call; once released, this one polls, and gives the lease up when stopped."""
+    sim, runtime = await _setup(make_runtime, tiny_scenario(orders={"count": 5}), poll_interval_s=0.05)
+    channel = runtime.channels.channels[0]
+    other = Lease(runtime.store.redis, runtime.store.key("lease", "download", channel.name), "other/x", 60)
+    poller: asyncio.Task[None] | None = None
+    try:
+        sim.state.advance_clock(300)
+        assert await other.hold()
+        poller = asyncio.create_task(poll_channel(runtime, channel))
+        await asyncio.sleep(0.5)
+        assert downloaded(runtime) == [], "standing by: nothing polled"
+        assert await runtime.store.cursor(channel.name) is None
+        await other.release()
+        for _ in range(100):
+            if len(downloaded(runtime)) == 5:
+                break
+            await asyncio.sleep(0.05)
+        assert len(downloaded(runtime)) == 5, "took over once the other worker let go"
+        assert not await other.hold(), "now ours"
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
+        assert await other.hold(), "released when stopped"
+    finally:
+        if poller is not None:
+            poller.cancel()
+        sim.stop()

@@ -1,0 +1,110 @@
+"""Status projection: folds every outcome topic into the Redis read model behind ``ordersync orders
+list|show``, ``ordersync status``, ``ordersync export failed`` and the dashboard.
+
+- Input (consumer group ``ordersync-status-projection``, suffixed with the Redis key prefix when it is
+  not the default ``os``; from the earliest offset on first start):
+  ``amazon.orders.downloaded``, ``amazon.orders.enriched``, ``orders.imported``,
+  ``orders.import-failed``, ``invoices.issued``, ``shipments.requested``, ``shipments.confirmed``,
+  ``shipments.failed``, ``orders.cancellation-requested``, ``orders.cancellation-results``,
+  ``ops.commands`` and every ``.dlq`` topic (the list is :data:`ordersync.readmodel.FOLDED_TOPICS`).
+- Output: none on Kafka; the read model in Redis (:class:`ordersync.readmodel.ReadModel`), and a
+  ``dlq-growth`` notification on the health board when a dead-letter topic receives records.
+- Amazon operations and quotas: none.
+- A record that does not decode is skipped with a log line and counted (``ordersync status`` shows the
+  count): it is already the DLQ matter of the stage that consumes it, and this stage never writes to a
+  DLQ. Redis unavailable: the record is retried until Redis answers, nothing is skipped.
+- Rebuild from the topics: ``ordersync status-model rebuild`` (the fold is idempotent and
+  order-insensitive, so a rebuild while this stage runs is safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import faust
+from redis import exceptions as redis_errors
+
+from ordersync.errors import InvalidEvent
+from ordersync.readmodel import FOLDED_TOPICS, ReadModel
+from ordersync.runtime import REDIS_PROBE_INTERVAL_S, StageRuntime
+from ordersync.schemas.topics import TopicSpec
+
+log = logging.getLogger(__name__)
+STAGE = "status-projection"
+DEFAULT_KEY_PREFIX = "os"
+
+
+class Projection:
+    """The fold of one stage process: decode, apply, never crash, never skip a decodable record."""
+
+    def __init__(self, runtime: StageRuntime) -> None:
+        self.runtime = runtime
+        self._model: ReadModel | None = None
+
+    @property
+    def model(self) -> ReadModel:
+        if self._model is None:
+            store = self.runtime.store
+            self._model = ReadModel(store.redis, store.prefix)
+        return self._model
+
+    async def handle(self, spec: TopicSpec, value: bytes | None, partition: int, offset: int) -> None:
+        try:
+            envelope = self.runtime.decode(spec, value)
+        except InvalidEvent as exc:
+            log.warning("%s[%d]@%d skipped, not a valid event: %s", spec.name, partition, offset, exc)
+            await self._redis(lambda: self.model.count_skipped(spec.name, partition, offset))
+            return
+        try:
+            await self._redis(lambda: self.model.apply(spec.name, envelope))
+        except Exception:  # a fold bug must not stop the projection of every other order
+            log.exception("%s[%d]@%d could not be folded; skipped", spec.name, partition, offset)
+            await self._redis(lambda: self.model.count_skipped(spec.name, partition, offset))
+
+    async def _redis(self, call: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await call()
+                return
+            # Unreachable or loading: wait. Any other Redis error is a fault of the fold (skipped above).
+            except (
+                redis_errors.ConnectionError,
+                redis_errors.TimeoutError,
+                redis_errors.BusyLoadingError,
+                OSError,
+            ) as exc:
+                log.error("status projection: Redis unavailable, retrying: %s", exc)
+                await asyncio.sleep(REDIS_PROBE_INTERVAL_S)
+
+
+def group_id(key_prefix: str) -> str:
+    """The consumer group of the model under ``key_prefix``: a model's read positions belong to that
+    model, so a second model (another key prefix on the same cluster) starts from the earliest offsets
+    instead of inheriting the first one's."""
+    base = f"ordersync-{STAGE}"
+    return base if key_prefix == DEFAULT_KEY_PREFIX else f"{base}-{key_prefix}"
+
+
+def register(app: faust.App, runtime: StageRuntime) -> None:
+    app.conf.id = group_id(runtime.settings.redis.key_prefix)
+    projection = Projection(runtime)
+    for spec in FOLDED_TOPICS:
+        _fold_agent(app, runtime, projection, spec)
+
+
+def _fold_agent(app: faust.App, runtime: StageRuntime, projection: Projection, spec: TopicSpec) -> None:
+    async def fold(stream: faust.StreamT[bytes]) -> None:
+        await runtime.start()
+        async for event in stream.events():
+            message = event.message
+            value = message.value if isinstance(message.value, bytes | None) else None
+            await projection.handle(spec, value, message.partition, message.offset)
+            # Consumer lag on /metrics is measured from these positions where the runtime keeps them.
+            offsets = getattr(runtime, "next_offsets", None)
+            if isinstance(offsets, dict):
+                offsets[(message.topic, message.partition)] = message.offset + 1
+
+    # One agent per topic: topics fold concurrently, each in its partitions' order.
+    app.agent(runtime.topic(spec), name=f"{STAGE}-{spec.name}")(fold)

@@ -1,0 +1,151 @@
+"""Grid actions on selected orders: checked whole before anything is sent, then one ``ops.commands``
+event per channel (:func:`ordersync.commands.publish_command`, the CLI's own path)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from typing import Annotated, Any
+
+from kafka.errors import KafkaError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from ordersync.commands import CommandRejected, publish_command
+from ordersync.schemas.events import OperatorCommand
+from ordersync.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: The buttons, in the order shown, with their labels.
+ACTION_LABELS: dict[OperatorCommand, str] = {
+    "ignore": "Ignore",
+    "unignore": "Un-ignore",
+    "retry-download": "Retry Download",
+    "retry-import": "Retry Import",
+    "retry-writeback": "Retry Write-back",
+}
+
+
+class ActionRejected(ValueError):
+    """The request names no valid action on valid orders; nothing was sent."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class OrderRef(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    channel: Annotated[str, Field(min_length=1, max_length=63)]
+    amazon_order_id: Annotated[str, Field(pattern=r"^\d{3}-\d{7}-\d{7}$")]
+
+
+class ActionRequest(BaseModel):
+    """The body of ``POST /api/actions``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action: OperatorCommand
+    orders: Annotated[tuple[OrderRef, ...], Field(min_length=1)]
+    #: Who asks, for the record (the event's ``operator``); the token says nothing about who.
+    operator: Annotated[str | None, Field(max_length=64, pattern=r"^[\w .@+-]*$")] = None
+
+
+class PublishedCommand(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    channel: str
+    command: OperatorCommand
+    amazon_order_ids: tuple[str, ...]
+    event_id: str
+
+
+def parse_action(body: Any) -> ActionRequest:
+    try:
+        return ActionRequest.model_validate(body)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"]) or "body"
+            problems.append(f"{where}: {error['msg']}")
+        raise ActionRejected(problems) from None
+
+
+def plan_action(
+    request: ActionRequest, known_channels: Collection[str], max_orders: int
+) -> dict[str, tuple[str, ...]]:
+    """Order ids per channel, each once, in the order selected; every problem at once."""
+    problems: list[str] = []
+    unknown = sorted({o.channel for o in request.orders} - set(known_channels))
+    if unknown:
+        known = ", ".join(sorted(known_channels)) or "none configured"
+        problems.append(f"unknown channel {', '.join(unknown)} (known: {known})")
+    by_channel: dict[str, dict[str, None]] = {}
+    for ref in request.orders:
+        by_channel.setdefault(ref.channel, {})[ref.amazon_order_id] = None
+    for channel, ids in by_channel.items():
+        if len(ids) > max_orders:
+            problems.append(f"{len(ids)} orders of {channel} selected; one action takes at most {max_orders}")
+    if problems:
+        raise ActionRejected(problems)
+    return {channel: tuple(ids) for channel, ids in by_channel.items()}
+
+
+def operator_name(request: ActionRequest) -> str:
+    name = (request.operator or "").strip()
+    return f"dashboard:{name}" if name else "dashboard"
+
+
+class ActionOutcome(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    published: tuple[PublishedCommand, ...]
+    #: Why the remaining channels were not sent (Kafka unreachable ...); None: everything was sent.
+    failure: str | None = None
+    not_sent: tuple[str, ...] = ()
+
+
+async def publish_action(
+    settings: Settings, request: ActionRequest, plan: dict[str, tuple[str, ...]]
+) -> ActionOutcome:
+    """Publish one command per channel, in a thread (kafka-python blocks until the broker acknowledges).
+
+    Raises :class:`ActionRejected` when the first command is refused before sending (the channels file
+    disagrees). A broker failure stops there and says which channels were sent and which were not;
+    sending again is safe, every command is idempotent."""
+    published: list[PublishedCommand] = []
+    operator = operator_name(request)
+    channels = list(plan)
+    for index, channel in enumerate(channels):
+        ids = plan[channel]
+        try:
+            event_id = await run_in_threadpool(
+                publish_command, settings, request.action, channel, ids, operator=operator
+            )
+        except CommandRejected as exc:
+            if not published:
+                raise ActionRejected([str(exc)]) from exc
+            return ActionOutcome(
+                published=tuple(published), failure=str(exc), not_sent=tuple(channels[index:])
+            )
+        except KafkaError as exc:
+            log.warning("dashboard action %s on %s not sent: %s", request.action, channel, type(exc).__name__)
+            return ActionOutcome(
+                published=tuple(published),
+                failure=f"Kafka did not take the command ({type(exc).__name__}: {exc})",
+                not_sent=tuple(channels[index:]),
+            )
+        log.info(
+            "dashboard action %s on %d order(s) of %s sent as event %s by %s",
+            request.action,
+            len(ids),
+            channel,
+            event_id,
+            operator,
+        )
+        published.append(
+            PublishedCommand(channel=channel, command=request.action, amazon_order_ids=ids, event_id=event_id)
+        )
+    return ActionOutcome(published=tuple(published))

@@ -1,0 +1,659 @@
+"""The dashboard's Starlette application: pages, JSON API, CSV export, health probes.
+
+Pages (server-rendered, work without the script except for actions):
+``/`` orders grid with the status key, ``/orders/{seller}/{order}`` detail, ``/tasks``, ``/notifications``,
+``/login``. JSON: ``/api/orders``, ``/api/orders/{seller}/{order}``, ``/api/health``, ``/api/tasks``,
+``/api/notifications``, ``POST /api/actions``. ``/export.csv`` streams the current filter's orders.
+``/healthz`` (process up) and ``/readyz`` (Redis answers) are for orchestrators and need no token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import parse_qs
+
+import redis.asyncio as aioredis
+from jinja2 import Environment, PackageLoader, select_autoescape
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ordersync.channels import ChannelsFile, load_channels
+from ordersync.dashboard.actions import (
+    ACTION_LABELS,
+    ActionRejected,
+    parse_action,
+    plan_action,
+    publish_action,
+)
+from ordersync.dashboard.auth import (
+    READ_COOKIE,
+    cookie_value,
+    login_token_valid,
+    operator_access,
+    read_access,
+)
+from ordersync.dashboard.query import (
+    AMAZON_ORDER_ID,
+    FAILED_STAGES,
+    STATUSES,
+    BadQuery,
+    GridQuery,
+    parse_filter,
+    parse_grid_query,
+)
+from ordersync.errors import ConfigurationError
+from ordersync.health import API_NAMES, API_TITLES, ApiHealth, HealthBoard
+from ordersync.readmodel import OrderDetail, OrderFilter, ReadModel, write_orders_csv
+from ordersync.settings import Settings, get_settings
+from ordersync.store import redis_client
+
+log = logging.getLogger(__name__)
+
+_STATIC = Path(__file__).parent / "static"
+#: Bumped with the static files, so browsers never mix an old script with a new page.
+_ASSET_VERSION = "1"
+_NOTIFICATIONS_SHOWN = 200
+_CSV_CHUNK = 16 * 1024
+#: A thousand orders of a channel in one action is well under this.
+_MAX_ACTION_BODY = 1_000_000
+
+_SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class _SecurityHeaders:
+    """Strict headers on every answer; no caching of order data (pages, API, CSV)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        is_static = str(scope.get("path", "")).startswith("/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += _SECURITY_HEADERS
+                if not is_static:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+@dataclass
+class _Deps:
+    redis: aioredis.Redis
+    model: ReadModel
+    board: HealthBoard
+    channels: ChannelsFile | None
+    channels_problem: str | None
+
+
+def _load_channels(settings: Settings) -> tuple[ChannelsFile | None, str | None]:
+    try:
+        return load_channels(settings.channels_file), None
+    except ConfigurationError as exc:
+        # The grid still works from the read model; actions are checked against the channels file.
+        log.warning("dashboard without a channels file: %s", exc)
+        return None, str(exc)
+
+
+def _format_time(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _format_short_time(value: datetime | None) -> str:
+    return "" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _format_value(value: Any) -> str:
+    text: str
+    if value is None:
+        text = ""
+    elif isinstance(value, datetime):
+        text = _format_time(value)
+    elif isinstance(value, str):
+        # Times in the read model's dicts are ISO strings; show them like every other time.
+        text = _format_time(parsed) if (parsed := _iso_time(value)) else value
+    elif isinstance(value, list | tuple) and value and all(_is_item_quantity(v) for v in value):
+        text = ", ".join(f"{v['order_item_id']} \u00d7{v['quantity']}" for v in value)
+    elif isinstance(value, dict | list | tuple):
+        text = json.dumps(value, default=str, ensure_ascii=False)
+    else:
+        text = str(value)
+    return text
+
+
+def _is_item_quantity(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"order_item_id", "quantity"}
+
+
+def _iso_time(value: str) -> datetime | None:
+    if len(value) < 19 or value[4] != "-" or value[10] != "T":
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+#: Columns a person looks for first in the detail's tables; any other key the read model gives follows.
+_FIRST_COLUMNS: tuple[str, ...] = (
+    "at",
+    "stage",
+    "order_item_id",
+    "seller_sku",
+    "package_reference_id",
+    "status",
+    "carrier_code",
+    "carrier_name",
+    "shipping_method",
+    "tracking_number",
+    "ship_date",
+    "items",
+    "attempts",
+    "code",
+    "message",
+    "error_code",
+    "error_message",
+)
+
+
+def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Every key of ``rows``: the usual ones first, then the others in the order first seen (the read
+    model decides what a line, a package or an error holds)."""
+    keys = {key for row in rows for key in row}
+    seen: dict[str, None] = {key: None for key in _FIRST_COLUMNS if key in keys}
+    for row in rows:
+        for key in row:
+            seen.setdefault(key, None)
+    return list(seen)
+
+
+def _heading(key: str) -> str:
+    return key.replace("_", " ").capitalize()
+
+
+def _templates() -> Environment:
+    env = Environment(
+        loader=PackageLoader("ordersync.dashboard", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["time"] = _format_time
+    env.filters["short_time"] = _format_short_time
+    env.filters["value"] = _format_value
+    env.filters["heading"] = _heading
+    env.globals["columns"] = _columns
+    env.globals["asset_version"] = _ASSET_VERSION
+    return env
+
+
+def _group_health(health: Sequence[ApiHealth]) -> list[dict[str, Any]]:
+    accounts: dict[tuple[str, str], dict[str, ApiHealth]] = {}
+    for item in health:
+        accounts.setdefault((item.channel, item.seller_id), {})[item.api] = item
+    return [
+        {"channel": channel, "seller_id": seller, "apis": apis}
+        for (channel, seller), apis in sorted(accounts.items())
+    ]
+
+
+def _safe_next(target: str | None) -> str:
+    # Only a path of this site: never an open redirect to another host.
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def _api_error(status_code: int, message: str, problems: Sequence[str] = ()) -> JSONResponse:
+    body: dict[str, Any] = {"error": message}
+    if problems:
+        body["problems"] = list(problems)
+    return JSONResponse(body, status_code=status_code)
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
+class _BadBody(ValueError):
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+async def _json_body(request: Request) -> Any:
+    """The request's JSON body, refused when it is not JSON or too large to be an action."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise _BadBody(415, "send the action as application/json")
+    too_large = _BadBody(413, f"the action is larger than {_MAX_ACTION_BODY} bytes")
+    declared = request.headers.get("content-length", "0")
+    if declared.isdigit() and int(declared) > _MAX_ACTION_BODY:
+        raise too_large
+    raw = await request.body()
+    if len(raw) > _MAX_ACTION_BODY:
+        raise too_large
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise _BadBody(400, "the body is not JSON") from None
+
+
+class _Dashboard:
+    """The endpoints, sharing the settings, the templates and (from startup) Redis."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dashboard = settings.dashboard
+        self.templates = _templates()
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        redis = redis_client(self.settings.redis)
+        prefix = self.settings.redis.key_prefix
+        channels, problem = _load_channels(self.settings)
+        app.state.deps = _Deps(
+            redis=redis,
+            model=ReadModel(redis, prefix),
+            board=HealthBoard(redis, prefix, self.settings.health),
+            channels=channels,
+            channels_problem=problem,
+        )
+        try:
+            yield
+        finally:
+            await redis.aclose()
+
+    @staticmethod
+    def deps(request: Request) -> _Deps:
+        found: _Deps = request.app.state.deps
+        return found
+
+    # --- rendering ---------------------------------------------------------------------------------
+
+    def page(self, request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        html = self.templates.get_template(name).render(
+            request_path=request.url.path,
+            read_protected=self.dashboard.read_token is not None,
+            actions_enabled=self.dashboard.operator_token is not None,
+            action_labels=ACTION_LABELS,
+            **context,
+        )
+        return HTMLResponse(html, status_code=status_code)
+
+    # --- access --------------------------------------------------------------------------------------
+
+    def refuse_reading(self, request: Request, *, api: bool) -> Response | None:
+        access = read_access(request, self.dashboard)
+        if access == "granted":
+            return None
+        status_code = 401 if access == "missing" else 403
+        message = "a read token is needed" if access == "missing" else "the token is not valid"
+        if access == "refused":
+            log.warning("dashboard: reading refused, wrong token, from %s", _client(request))
+        if api:
+            response = _api_error(status_code, message)
+            if status_code == 401:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="ordersync dashboard"'
+            return response
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return self.page(request, "login.html", status_code, next=target, error=message, health=None)
+
+    def refuse_action(self, request: Request) -> Response | None:
+        access = operator_access(request, self.dashboard)
+        if access == "granted":
+            return None
+        if access == "disabled":
+            return _api_error(
+                403,
+                "actions are disabled: no operator token is configured (ORDERSYNC_DASHBOARD__OPERATOR_TOKEN)",
+            )
+        log.warning("dashboard: action refused, operator token %s, from %s", access, _client(request))
+        return _api_error(403, f"the operator token is {'missing' if access == 'missing' else 'not valid'}")
+
+    # --- shared page parts ---------------------------------------------------------------------------
+
+    async def known_accounts(self, d: _Deps) -> list[tuple[str, str]]:
+        """Accounts of the channels file, of the read model and of the health board."""
+        accounts: set[tuple[str, str]] = set()
+        if d.channels is not None:
+            accounts.update((c.name, c.seller_id) for c in d.channels.channels)
+        accounts.update(await d.model.sellers())
+        accounts.update(await d.board.accounts())
+        return sorted(accounts)
+
+    async def shell(self, d: _Deps) -> dict[str, Any]:
+        """What every page shows around its content: the status key."""
+        return {
+            "health": _group_health(await d.board.api_health(await self.known_accounts(d))),
+            "api_names": API_NAMES,
+            "api_titles": API_TITLES,
+            "channels_problem": d.channels_problem,
+        }
+
+    def default_query(self) -> GridQuery:
+        return GridQuery(limit=min(self.dashboard.page_sizes[0], self.dashboard.max_page_size))
+
+    # --- pages ---------------------------------------------------------------------------------------
+
+    async def orders_page(self, request: Request) -> Response:
+        if refused := self.refuse_reading(request, api=False):
+            return refused
+        d = self.deps(request)
+        error: str | None = None
+        try:
+            query = parse_grid_query(request.query_params, self.dashboard)
+        except BadQuery as exc:
+            error, query = str(exc), self.default_query()
+        result = await d.model.orders(
+            query.filter, sort=query.sort, descending=query.descending, offset=query.offset, limit=query.limit
+        )
+        configured = d.channels.channels if d.channels else ()
+        return self.page(
+            request,
+            "orders.html",
+            400 if error else 200,
+            tab="orders",
+            query=query,
+            result=result,
+            error=error,
+            statuses=STATUSES,
+            failed_stages=FAILED_STAGES,
+            sellers=await d.model.sellers(),
+            marketplaces=sorted({m for c in configured for m in c.marketplaces}),
+            page_sizes=[s for s in self.dashboard.page_sizes if s <= self.dashboard.max_page_size],
+            **await self.shell(d),
+        )
+
+    async def order_page(self, request: Request) -> Response:
+        if refused := self.refuse_reading(request, api=False):
+            return refused
+        d = self.deps(request)
+        seller_id, order_id = request.path_params["seller_id"], request.path_params["order_id"]
+        detail = await d.model.order(seller_id, order_id) if AMAZON_ORDER_ID.match(order_id) else None
+        return self.page(
+            request,
+            "order.html",
+            200 if detail is not None else 404,
+            tab="orders",
+            detail=detail,
+            seller_id=seller_id,
+            order_id=order_id,
+            **await self.shell(d),
+        )
+
+    async def tasks_page(self, request: Request) -> Response:
+        if refused := self.refuse_reading(request, api=False):
+            return refused
+        d = self.deps(request)
+        tasks = await d.model.tasks()
+        return self.page(request, "tasks.html", tab="tasks", tasks=tasks, **await self.shell(d))
+
+    async def notifications_page(self, request: Request) -> Response:
+        if refused := self.refuse_reading(request, api=False):
+            return refused
+        d = self.deps(request)
+        notifications = await d.board.notifications(_NOTIFICATIONS_SHOWN)
+        return self.page(
+            request,
+            "notifications.html",
+            tab="notifications",
+            notifications=notifications,
+            **await self.shell(d),
+        )
+
+    async def login(self, request: Request) -> Response:
+        if self.dashboard.read_token is None:
+            return RedirectResponse("/", status_code=303)
+        if request.method == "GET":
+            target = _safe_next(request.query_params.get("next"))
+            return self.page(request, "login.html", next=target, health=None)
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        given = (form.get("token") or [""])[0]
+        target = _safe_next((form.get("next") or ["/"])[0])
+        token = login_token_valid(given, self.dashboard) if given else None
+        if token is None:
+            log.warning("dashboard: sign-in refused for %s", _client(request))
+            return self.page(
+                request, "login.html", 403, next=target, error="the token is not valid", health=None
+            )
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            READ_COOKIE,
+            cookie_value(token),
+            httponly=True,
+            samesite="strict",
+            secure=self.dashboard.cookie_secure,
+            path="/",
+        )
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        response = RedirectResponse("/login" if self.dashboard.read_token else "/", status_code=303)
+        response.delete_cookie(READ_COOKIE, path="/")
+        return response
+
+    # --- JSON API ------------------------------------------------------------------------------------
+
+    async def api_orders(self, request: Request) -> Response:
+        if refused := self.refuse_reading(request, api=True):
+            return refused
+        try:
+            query = parse_grid_query(request.query_params, self.dashboard)
+        except BadQuery as exc:
+            return _api_error(400, str(exc))
+        result = await self.deps(request).model.orders(
+            query.filter, sort=query.sort, descending=query.descending, offset=query.offset, limit=query.limit
+        )
+        return JSONResponse(result.model_dump(mode="json"))
+
+    async def api_order(self, request: Request) -> Response:
+        if refused := self.refuse_reading(request, api=True):
+            return refused
+        seller_id, order_id = request.path_params["seller_id"], request.path_params["order_id"]
+        if not AMAZON_ORDER_ID.match(order_id):
+            return _api_error(400, f"{order_id[:40]!r} is not an Amazon order id (3-7-7 digits)")
+        detail = await self.deps(request).model.order(seller_id, order_id)
+        if detail is None:
+            return _api_error(404, f"order {order_id} of seller {seller_id} is not in the read model")
+        return JSONResponse(detail.model_dump(mode="json"))
+
+    async def api_health(self, request: Request) -> Response:
+        if refused := self.refuse_reading(request, api=True):
+            return refused
+        d = self.deps(request)
+        health = await d.board.api_health(await self.known_accounts(d))
+        return JSONResponse({"health": [h.model_dump(mode="json") for h in health]})
+
+    async def api_tasks(self, request: Request) -> Response:
+        if refused := self.refuse_reading(request, api=True):
+            return refused
+        tasks = await self.deps(request).model.tasks()
+        return JSONResponse({"tasks": [t.model_dump(mode="json") for t in tasks]})
+
+    async def api_notifications(self, request: Request) -> Response:
+        if refused := self.refuse_reading(request, api=True):
+            return refused
+        raw_limit = request.query_params.get("limit", "100")
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+            return _api_error(400, "limit: a whole number in 1..1000")
+        notifications = await self.deps(request).board.notifications(int(raw_limit))
+        return JSONResponse({"notifications": [n.model_dump(mode="json") for n in notifications]})
+
+    async def api_actions(self, request: Request) -> Response:
+        if refused := self.refuse_action(request):
+            return refused
+        try:
+            body = await _json_body(request)
+        except _BadBody as exc:
+            return _api_error(exc.status_code, str(exc))
+        d = self.deps(request)
+        try:
+            action = parse_action(body)
+            known = (
+                {c.name for c in d.channels.channels}
+                if d.channels is not None
+                else {c for c, _ in await d.model.sellers()}
+            )
+            plan = plan_action(action, known, self.dashboard.max_action_orders)
+            outcome = await publish_action(self.settings, action, plan)
+        except ActionRejected as exc:
+            return _api_error(422, "the action was not sent", exc.problems)
+        answer = outcome.model_dump(mode="json")
+        if outcome.failure is not None:
+            answer["error"] = outcome.failure
+        return JSONResponse(answer, status_code=200 if outcome.failure is None else 503)
+
+    # --- CSV export ----------------------------------------------------------------------------------
+
+    async def export_csv(self, request: Request) -> Response:
+        if refused := self.refuse_reading(request, api=True):
+            return refused
+        try:
+            order_filter, _ = parse_filter(request.query_params)
+        except BadQuery as exc:
+            return _api_error(400, str(exc))
+        filename = f"ordersync-orders-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.csv"
+        return StreamingResponse(
+            _csv_chunks(self.deps(request).model, order_filter),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="{filename}"'},
+        )
+
+    # --- probes and errors ---------------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(self, request: Request) -> Response:
+        try:
+            await self.deps(request).redis.ping()
+        except (RedisError, OSError) as exc:
+            return PlainTextResponse(f"redis unreachable: {type(exc).__name__}", status_code=503)
+        return PlainTextResponse("ready")
+
+    async def redis_down(self, request: Request, exc: Exception) -> Response:
+        log.warning("dashboard: Redis unreachable: %s", exc)
+        message = f"Redis is unreachable ({type(exc).__name__}); the read model cannot be shown"
+        if request.url.path.startswith("/api/") or request.url.path.endswith(".csv"):
+            return _api_error(503, message)
+        html = self.templates.get_template("error.html").render(message=message, health=None)
+        return HTMLResponse(html, status_code=503)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The dashboard for ``settings`` (default: the process's); Redis is opened at startup."""
+    d = _Dashboard(settings or get_settings())
+    routes = [
+        Route("/", d.orders_page),
+        Route("/orders/{seller_id}/{order_id}", d.order_page),
+        Route("/tasks", d.tasks_page),
+        Route("/notifications", d.notifications_page),
+        Route("/login", d.login, methods=["GET", "POST"]),
+        Route("/logout", d.logout, methods=["POST"]),
+        Route("/api/orders", d.api_orders),
+        Route("/api/orders/{seller_id}/{order_id}", d.api_order),
+        Route("/api/health", d.api_health),
+        Route("/api/tasks", d.api_tasks),
+        Route("/api/notifications", d.api_notifications),
+        Route("/api/actions", d.api_actions, methods=["POST"]),
+        Route("/export.csv", d.export_csv),
+        Route("/healthz", d.healthz),
+        Route("/readyz", d.readyz),
+        Mount("/static", StaticFiles(directory=_STATIC), name="static"),
+    ]
+    app = Starlette(routes=routes, lifespan=d.lifespan, exception_handlers={RedisError: d.redis_down})
+    app.add_middleware(_SecurityHeaders)
+    return app
+
+
+class _PacedOrders:
+    """The read model as :func:`write_orders_csv` sees it for a streamed export: it hands over the next
+    order only once the client has taken what was written, so a slow download slows the reading and
+    100,000 orders never pile up in memory."""
+
+    def __init__(self, model: ReadModel, buffer: io.StringIO) -> None:
+        self._model = model
+        self._buffer = buffer
+        self.ready = asyncio.Event()
+        self.drained = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else write_orders_csv may use is the model's own.
+        return getattr(self._model, name)
+
+    async def iter_orders(self, filter: OrderFilter, *, batch: int = 500) -> AsyncIterator[OrderDetail]:
+        async for detail in self._model.iter_orders(filter, batch=batch):
+            if self._buffer.tell() >= _CSV_CHUNK:
+                self.drained.clear()
+                self.ready.set()
+                await self.drained.wait()
+            yield detail
+
+
+async def _csv_chunks(model: ReadModel, order_filter: OrderFilter) -> AsyncIterator[str]:
+    """The export of :func:`ordersync.readmodel.write_orders_csv` (the CLI's), sent in chunks as written."""
+    buffer = io.StringIO()
+    paced = _PacedOrders(model, buffer)
+    # The paced view is the model for write_orders_csv: its orders come through the pacing.
+    writing = asyncio.ensure_future(write_orders_csv(cast(ReadModel, paced), order_filter, buffer))
+    try:
+        while True:
+            ready = asyncio.ensure_future(paced.ready.wait())
+            await asyncio.wait({writing, ready}, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            paced.ready.clear()
+            chunk = buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            if chunk:
+                yield chunk
+            paced.drained.set()
+            if writing.done():
+                writing.result()  # a failure while writing ends the download as an error
+                return
+    finally:
+        if not writing.done():
+            writing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writing

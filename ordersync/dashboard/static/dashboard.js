@@ -1,0 +1,195 @@
+// ordersync dashboard: row selection, actions with the operator token, filters that apply on change,
+// and a status key that refreshes itself. No framework and nothing from another host: it runs offline
+// under the page's Content-Security-Policy (script-src 'self').
+"use strict";
+
+(function () {
+  const TOKEN_KEY = "ordersync.operatorToken";
+  const HEALTH_REFRESH_MS = 30000;
+
+  function $(selector, root) { return (root || document).querySelector(selector); }
+  function $all(selector, root) { return Array.from((root || document).querySelectorAll(selector)); }
+
+  function showResult(kind, text, problems) {
+    const box = $("#action-result");
+    if (!box) { return; }
+    box.className = "notice " + kind;
+    box.textContent = text;
+    if (problems && problems.length) {
+      const list = document.createElement("ul");
+      for (const problem of problems) {
+        const item = document.createElement("li");
+        item.textContent = problem;
+        list.appendChild(item);
+      }
+      box.appendChild(list);
+    }
+    box.setAttribute("role", kind === "error" ? "alert" : "status");
+  }
+
+  // --- selection ---------------------------------------------------------------------------------
+
+  function selectedOrders() {
+    const detail = $("#order-detail");
+    if (detail) {
+      return [{ channel: detail.dataset.channel, amazon_order_id: detail.dataset.order }];
+    }
+    return $all("input.row-select:checked").map(function (box) {
+      return { channel: box.dataset.channel, amazon_order_id: box.value };
+    });
+  }
+
+  function updateSelection() {
+    const count = selectedOrders().length;
+    const label = $("#selection-count");
+    if (label && !$("#order-detail")) {
+      label.textContent = count ? count + " selected" : "select orders to act on them";
+    }
+    const enabled = $("#actions") && $("#actions").dataset.enabled === "yes";
+    for (const button of $all("button.action")) {
+      button.disabled = !enabled || count === 0;
+    }
+    const all = $("#select-all");
+    if (all) {
+      const boxes = $all("input.row-select");
+      all.checked = boxes.length > 0 && boxes.every(function (b) { return b.checked; });
+      all.indeterminate = count > 0 && !all.checked;
+    }
+  }
+
+  // --- actions -----------------------------------------------------------------------------------
+
+  function operatorToken() {
+    const field = $("#operator-token");
+    if (field && field.value) {
+      if ($("#remember-token") && $("#remember-token").checked) {
+        sessionStorage.setItem(TOKEN_KEY, field.value);
+      }
+      return field.value;
+    }
+    const remembered = sessionStorage.getItem(TOKEN_KEY);
+    if (remembered) { return remembered; }
+    const asked = window.prompt("Operator token (ORDERSYNC_DASHBOARD__OPERATOR_TOKEN)");
+    return asked ? asked.trim() : null;
+  }
+
+  async function runAction(button) {
+    const action = button.dataset.action;
+    const label = button.textContent.trim();
+    const orders = selectedOrders();
+    if (!orders.length) {
+      showResult("error", "Select at least one order first.");
+      return;
+    }
+    const channels = Array.from(new Set(orders.map(function (o) { return o.channel; })));
+    const what = orders.length === 1 ? "order " + orders[0].amazon_order_id : orders.length + " orders";
+    if (!window.confirm(label + " " + what + " (" + channels.join(", ") + ")?")) { return; }
+    const token = operatorToken();
+    if (!token) {
+      showResult("error", "No operator token given: nothing was sent.");
+      return;
+    }
+    const nameField = $("#operator-name");
+    const body = { action: action, orders: orders };
+    if (nameField && nameField.value.trim()) { body.operator = nameField.value.trim(); }
+    for (const b of $all("button.action")) { b.disabled = true; }
+    showResult("info", label + ": sending…");
+    try {
+      const response = await fetch("/api/actions", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-Operator-Token": token },
+        body: JSON.stringify(body),
+      });
+      let answer = {};
+      try { answer = await response.json(); } catch (e) { answer = {}; }
+      if (response.ok) {
+        const events = (answer.published || []).map(function (p) {
+          return p.channel + ": " + p.amazon_order_ids.length + " order(s), event " + p.event_id;
+        });
+        showResult("success", label + " sent for " + what + ". The grid shows the outcome once the pipeline has carried it out.", events);
+        for (const box of $all("input.row-select:checked")) { box.checked = false; }
+      } else if (response.status === 403) {
+        sessionStorage.removeItem(TOKEN_KEY);
+        showResult("error", label + " refused: " + (answer.error || "forbidden") + ". Nothing was sent.");
+      } else {
+        const sent = (answer.published || []).map(function (p) { return "sent: " + p.channel + " event " + p.event_id; });
+        const notSent = (answer.not_sent || []).map(function (c) { return "not sent: " + c; });
+        showResult("error", label + " failed: " + (answer.error || response.statusText),
+          (answer.problems || []).concat(sent, notSent));
+      }
+    } catch (err) {
+      showResult("error", label + " failed: the dashboard did not answer (" + err + "). It may or may not have been sent; sending again is safe.");
+    } finally {
+      updateSelection();
+    }
+  }
+
+  // --- status key --------------------------------------------------------------------------------
+
+  async function refreshHealth() {
+    const table = $("#status-key");
+    if (!table || document.hidden) { return; }
+    try {
+      const response = await fetch("/api/health", { credentials: "same-origin" });
+      if (!response.ok) { return; }
+      const answer = await response.json();
+      for (const h of answer.health || []) {
+        const row = $all("tr[data-account]", table).find(function (r) {
+          return r.dataset.account === h.channel + "|" + h.seller_id;
+        });
+        const cell = row && $("td[data-api='" + h.api + "']", row);
+        if (!cell) { continue; }
+        const badge = $(".badge", cell);
+        const reason = $(".reason", cell);
+        badge.className = "badge health-" + h.colour.toLowerCase();
+        badge.textContent = h.colour;
+        reason.textContent = h.reason;
+      }
+    } catch (e) {
+      // A missed refresh is retried on the next tick; the page keeps what it shows.
+    }
+  }
+
+  // --- wiring ------------------------------------------------------------------------------------
+
+  document.addEventListener("DOMContentLoaded", function () {
+    const all = $("#select-all");
+    if (all) {
+      all.addEventListener("change", function () {
+        for (const box of $all("input.row-select")) { box.checked = all.checked; }
+        updateSelection();
+      });
+    }
+    for (const box of $all("input.row-select")) { box.addEventListener("change", updateSelection); }
+    for (const button of $all("button.action")) {
+      button.addEventListener("click", function () { runAction(button); });
+    }
+    const form = $("#filters");
+    if (form) {
+      for (const control of $all("[data-autosubmit]", form)) {
+        control.addEventListener("change", function () {
+          const offset = form.querySelector("input[name=offset]");
+          if (offset) { offset.remove(); }
+          form.requestSubmit();
+        });
+      }
+      // Empty fields stay out of the address, so links and the CSV export carry only real filters.
+      form.addEventListener("submit", function () {
+        for (const field of $all("input[name], select[name]", form)) {
+          if (!field.value) { field.disabled = true; }
+        }
+      });
+    }
+    if (sessionStorage.getItem(TOKEN_KEY) && $("#remember-token")) {
+      $("#remember-token").checked = true;
+    }
+    updateSelection();
+    window.setInterval(refreshHealth, HEALTH_REFRESH_MS);
+  });
+
+  // Back to a page from the history: the fields disabled for the submit are usable again.
+  window.addEventListener("pageshow", function () {
+    for (const field of $all("#filters [disabled]")) { field.disabled = false; }
+  });
+})();

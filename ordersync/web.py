@@ -1,0 +1,231 @@
+"""Each stage's own HTTP endpoints for Prometheus and orchestrators (``stage.web_port``; off by default).
+
+- ``GET /metrics``: Prometheus text. Records processed, failed and dead-lettered per topic, processing
+  time, consumer lag per partition, partitions assigned, SP-API requests by outcome, and the rate
+  limiter's ``ordersync_quota_*`` metrics (tokens, waits, throttles).
+- ``GET /healthz``: 200 while the worker's event loop answers and nothing crashed; 503 once the faust
+  worker or one of its agents crashed (the orchestrator restarts the container).
+- ``GET /readyz``: 200 once the consumer has its partitions (or the stage has no consumer and its loop
+  runs), Redis answers PING and the rate limiter is not failing closed; 503 with a JSON reason otherwise.
+
+Consumer lag is the fetch high-watermark the broker sent with the last fetch of each assigned partition
+(aiokafka's ``highwater``), minus the next offset to process: the last offset this process handled plus
+one, or the group's committed offset before it handled any. No ListOffsets request is sent for it (end
+offsets lookups cost a broker round trip per scrape, and the embedded broker answers some wrongly).
+
+The server is an aiohttp site on the worker's own event loop, started as a dependency of the faust app
+(before the consumer, so ``/healthz`` answers while the group is still joining).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from mode import Service
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+
+from ordersync.logs import redact
+from ordersync.store import redis_client
+
+if TYPE_CHECKING:
+    from ordersync.runtime import StageRuntime
+
+log = logging.getLogger(__name__)
+
+RECORDS_PROCESSED = Counter(
+    "ordersync_records_processed",
+    "Records a stage handled to completion (emitted its outputs, or decided there was nothing to do).",
+    ["stage", "topic"],
+)
+RECORD_ERRORS = Counter(
+    "ordersync_record_errors",
+    "Records a stage could not process: kind invalid (not decodable), permanent, retryable (retries"
+    " exhausted) are dead-lettered; crash is an unexpected exception that stopped the agent.",
+    ["stage", "topic", "kind"],
+)
+DEAD_LETTERS = Counter(
+    "ordersync_dead_letters",
+    "Records this stage wrote to the topic's dead-letter companion (its DLQ growth since start).",
+    ["stage", "topic"],
+)
+PROCESSING_SECONDS = Histogram(
+    "ordersync_processing_seconds",
+    "Time to handle one record, decoding to the last emit, dead-lettered ones included.",
+    ["stage", "topic"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+CONSUMER_LAG = Gauge(
+    "ordersync_consumer_lag",
+    "Records behind on an assigned partition: fetch high-watermark minus the next offset to process.",
+    ["stage", "topic", "partition"],
+)
+ASSIGNED_PARTITIONS = Gauge(
+    "ordersync_consumer_assigned_partitions",
+    "Partitions assigned to this stage process.",
+    ["stage"],
+)
+STAGE_READY = Gauge("ordersync_stage_ready", "1 while /readyz answers 200, else 0.", ["stage"])
+AMAZON_REQUESTS = Counter(
+    "ordersync_amazon_requests",
+    "SP-API requests sent, by API (orders, feeds, listings) and outcome (ok, throttled, error, auth,"
+    " unavailable).",
+    ["operation", "api", "outcome"],
+)
+
+PING_TIMEOUT_S = 2.0
+
+
+def consumer_lag(runtime: StageRuntime) -> tuple[int, dict[tuple[str, int], int]] | None:
+    """Partitions assigned, and the lag per assigned (topic, partition); None when the stage has no
+    consumer (or it is not started). Partitions not fetched yet (no high-watermark) have no lag."""
+    app = runtime.app
+    if not app.agents:
+        return None
+    try:
+        consumer: Any = app.consumer
+        assignment = consumer.assignment()
+    except Exception:  # the consumer thread is not running yet
+        return None
+    committed: Any = getattr(consumer, "_committed_offset", {})
+    lags: dict[tuple[str, int], int] = {}
+    for tp in assignment:
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:  # noqa: S112 - revoked between assignment() and now
+            continue
+        if highwater is None:
+            continue
+        position = runtime.next_offsets.get((tp.topic, tp.partition))
+        if position is None:
+            position = committed.get(tp) if hasattr(committed, "get") else None
+        if position is None and highwater == 0:
+            position = 0  # an empty partition: nothing to be behind on
+        if position is None:
+            continue
+        lags[(tp.topic, tp.partition)] = max(0, int(highwater) - int(position))
+    return len(assignment), lags
+
+
+def crashed(runtime: StageRuntime) -> str | None:
+    """Why the worker is dead, or None while it lives."""
+    app: Any = runtime.app
+    services: list[tuple[str, Any]] = [("worker", app)]
+    services += [(f"agent {name}", agent) for name, agent in app.agents.items()]
+    for what, service in services:
+        if getattr(service, "crashed", False):
+            reason = getattr(service, "crash_reason", None)
+            why = f"{type(reason).__name__}: {reason}" if reason is not None else "unknown reason"
+            return redact(f"{what} crashed: {why}")[:300]
+    return None
+
+
+class StageWebServer(Service):
+    """/metrics, /healthz and /readyz of one stage, on the worker's loop."""
+
+    def __init__(self, runtime: StageRuntime, host: str, port: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.runtime = runtime
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+        self._redis: aioredis.Redis | None = None
+
+    def application(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        return app
+
+    async def on_start(self) -> None:
+        self._redis = redis_client(self.runtime.settings.redis)
+        self._runner = web.AppRunner(self.application(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server: Any = site._server  # the bound socket: port 0 picks a free one
+        if server is not None and server.sockets:
+            self.port = int(server.sockets[0].getsockname()[1])
+        log.info("stage %s: /metrics /healthz /readyz on %s:%d", self.runtime.stage, self.host, self.port)
+
+    async def on_stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    # --- handlers ------------------------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        reason = crashed(self.runtime)
+        if reason is not None:
+            return _json(503, {"status": "crashed", "stage": self.runtime.stage, "reason": reason})
+        return _json(200, {"status": "ok", "stage": self.runtime.stage})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        ready, checks = await self.readiness()
+        STAGE_READY.labels(self.runtime.stage).set(1 if ready else 0)
+        reasons = [f"{name}: {state}" for name, state in checks.items() if state != "ok"]
+        body = {
+            "ready": ready,
+            "stage": self.runtime.stage,
+            "checks": checks,
+            "reason": "; ".join(reasons) if reasons else "ready",
+        }
+        return _json(200 if ready else 503, body)
+
+    async def readiness(self) -> tuple[bool, dict[str, str]]:
+        runtime = self.runtime
+        checks: dict[str, str] = {}
+        reason = crashed(runtime)
+        checks["worker"] = "ok" if reason is None else reason
+        checks["consumer"] = self._consumer_state()
+        checks["redis"] = await self._redis_state()
+        limiter_healthy = getattr(runtime.limiter_or_none, "healthy", True)
+        checks["rate_limiter"] = "ok" if limiter_healthy else "failing closed: its Redis cannot be reached"
+        return all(state == "ok" for state in checks.values()), checks
+
+    def _consumer_state(self) -> str:
+        runtime = self.runtime
+        app: Any = runtime.app
+        if not app.agents:
+            return "ok" if runtime.loop_started else "loop not started"
+        if getattr(app, "rebalancing", False):
+            return "rebalancing"
+        if not runtime.assigned:
+            return "waiting for partitions (joining the consumer group)"
+        return "ok"
+
+    async def _redis_state(self) -> str:
+        if self._redis is None:
+            return "not connected"
+        try:
+            await asyncio.wait_for(self._redis.ping(), PING_TIMEOUT_S)
+        except Exception as exc:  # any failure means not ready
+            return f"PING failed: {type(exc).__name__}"
+        return "ok"
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        self.update_gauges()
+        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def update_gauges(self) -> None:
+        stage = self.runtime.stage
+        state = consumer_lag(self.runtime)
+        # Partitions revoked since the last scrape must not keep their last value.
+        CONSUMER_LAG.clear()
+        if state is None:
+            return
+        assigned, lags = state
+        ASSIGNED_PARTITIONS.labels(stage).set(assigned)
+        for (topic, partition), lag in lags.items():
+            CONSUMER_LAG.labels(stage, topic, str(partition)).set(lag)
+
+
+def _json(status: int, body: dict[str, Any]) -> web.Response:
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json")

@@ -1,0 +1,216 @@
+"""A stage process's /healthz, /readyz and /metrics, and its JSON log lines naming the order: the
+invoice-issued stage as its own process on the embedded broker and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from kafka import KafkaProducer
+
+from ordersync.devinfra import stop_process_group
+from ordersync.schemas.codec import encode
+from ordersync.schemas.envelope import Envelope
+from ordersync.schemas.events import InvoiceIssued, Package, SalesOrder, SalesOrderLine, ShippedLine
+from ordersync.schemas.topics import INVOICES_ISSUED, order_key
+from ordersync.settings import RedisSettings
+from ordersync.store import Store, redis_client
+from tests.factories import T0
+from tests.topics import wait_for
+
+pytestmark = pytest.mark.integration
+
+ORDER_ID = "111-1111111-1111111"
+UNKNOWN_ORDER_ID = "999-9999999-9999999"
+ITEM_ID = "44444444444444"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _sales_order(seller: str) -> SalesOrder:
+    line = SalesOrderLine(
+        order_item_id=ITEM_ID,
+        seller_sku="SKU-1",
+        asin="B000000001",
+        stock_code="STK-1",
+        quantity=5,
+        unit_price=Decimal(10),
+        tax=Decimal(0),
+        line_total=Decimal(50),
+    )
+    return SalesOrder(
+        code="SO00000001",
+        channel="web-test",
+        seller_id=seller,
+        marketplace_id="ATVPDKIKX0DER",
+        amazon_order_id=ORDER_ID,
+        order_status="Unshipped",
+        fulfillment_channel="MFN",
+        purchase_date=T0,
+        currency="USD",
+        customer_name="Jane",
+        customer_email=None,
+        shipping_address=None,
+        ship_service_level="Std",
+        lines=(line,),
+        total=Decimal(50),
+    )
+
+
+def _invoice(seller: str, number: str, order_id: str = ORDER_ID) -> bytes:
+    package = Package(
+        carrier_code="UPS",
+        tracking_number=f"1Z{number}",
+        ship_date=T0,
+        lines=(ShippedLine(order_item_id=ITEM_ID, quantity=1),),
+    )
+    invoice = InvoiceIssued(invoice_number=number, amazon_order_id=order_id, packages=(package,))
+    return encode(Envelope.wrap(invoice, seller_id=seller, correlation_id=number))
+
+
+@pytest.fixture
+def stage(
+    ordersync_env: dict[str, str], topics: tuple[str, ...], tmp_path: Path
+) -> Iterator[tuple[str, str, dict[str, str], Path]]:
+    """(seller, base URL, env, log file) of a running invoice-issued stage with its web port."""
+    seller = f"A{uuid.uuid4().hex[:10].upper()}"
+    secret = {"value": "x"}
+    channels = tmp_path / "channels.yaml"
+    channels.write_text(
+        yaml.safe_dump(
+            {
+                "channels": [
+                    {
+                        "name": "web-test",
+                        "seller_id": seller,
+                        "marketplaces": ["ATVPDKIKX0DER"],
+                        "credentials": {
+                            "client_id": secret,
+                            "client_secret": secret,
+                            "refresh_token": secret,
+                        },
+                    }
+                ]
+            }
+        )
+    )
+    port = _free_port()
+    env = {
+        **ordersync_env,
+        "ORDERSYNC_CHANNELS_FILE": str(channels),
+        "ORDERSYNC_STAGE__WEB_PORT": str(port),
+        "ORDERSYNC_STAGE__WEB_HOST": "127.0.0.1",
+        "ORDERSYNC_LOG_JSON": "true",
+    }
+
+    async def seed() -> None:
+        redis = redis_client(RedisSettings(url=env["ORDERSYNC_REDIS__URL"]))
+        await Store(redis, env["ORDERSYNC_REDIS__KEY_PREFIX"]).save_sales_order(_sales_order(seller))
+        await redis.aclose()
+
+    asyncio.run(seed())
+    log_path = tmp_path / "stage.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ordersync.cli", "run", "invoice-issued"],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield seller, f"http://127.0.0.1:{port}", env, log_path
+        assert process.poll() is None, log_path.read_text()[-3000:]
+    finally:
+        stop_process_group(process.pid, grace_s=10)
+        process.wait(timeout=10)
+
+
+def _get(url: str) -> httpx.Response | None:
+    try:
+        return httpx.get(url, timeout=5)
+    except httpx.TransportError:
+        return None
+
+
+def _samples(metrics: str, name: str, **labels: str) -> list[float]:
+    """Values of ``name`` samples whose labels include ``labels``."""
+    values = []
+    for line in metrics.splitlines():
+        match = re.fullmatch(rf"{name}\{{(.*)\}} (\S+)", line)
+        if match and all(f'{k}="{v}"' in match.group(1) for k, v in labels.items()):
+            values.append(float(match.group(2)))
+    return values
+
+
+def _metric(base: str, name: str, **labels: str) -> float:
+    response = _get(base + "/metrics")
+    return sum(_samples(response.text, name, **labels)) if response is not None else 0.0
+
+
+def test_health_readiness_metrics_and_json_logs(stage: tuple[str, str, dict[str, str], Path]) -> None:
+    seller, base, env, log_path = stage
+    wait_for(lambda: (r := _get(base + "/healthz")) is not None and r.status_code == 200, timeout_s=60)
+    wait_for(lambda: (r := _get(base + "/readyz")) is not None and r.status_code == 200, timeout_s=90)
+    ready = httpx.get(base + "/readyz").json()
+    assert ready["checks"] == {"worker": "ok", "consumer": "ok", "redis": "ok", "rate_limiter": "ok"}
+
+    topic = {"stage": "invoice-issued", "topic": INVOICES_ISSUED.name}
+    processed_before = _metric(base, "ordersync_records_processed_total", **topic)
+    key = order_key(seller, ORDER_ID).encode()
+    producer = KafkaProducer(bootstrap_servers=env["ORDERSYNC_KAFKA__BOOTSTRAP"], acks="all")
+    producer.send(INVOICES_ISSUED.name, key=key, value=_invoice(seller, "INV-1"))
+    producer.send(INVOICES_ISSUED.name, key=key, value=_invoice(seller, "INV-2"))
+    producer.send(INVOICES_ISSUED.name, key=key, value=b"{not json")
+    producer.send(
+        INVOICES_ISSUED.name,
+        key=order_key(seller, UNKNOWN_ORDER_ID).encode(),
+        value=_invoice(seller, "INV-U", order_id=UNKNOWN_ORDER_ID),
+    )
+    producer.flush()
+    producer.close()
+
+    wait_for(lambda: _metric(base, "ordersync_records_processed_total", **topic) >= processed_before + 2)
+    wait_for(lambda: _metric(base, "ordersync_dead_letters_total", **topic) >= 2)
+    metrics = httpx.get(base + "/metrics").text
+    assert _samples(metrics, "ordersync_record_errors_total", kind="invalid", **topic) == [1.0]
+    assert _samples(metrics, "ordersync_record_errors_total", kind="permanent", **topic) == [1.0]
+    assert _samples(metrics, "ordersync_processing_seconds_count", **topic)[0] >= 4
+    # Every partition of the topic is assigned to this one process, and it caught up.
+    assert _samples(metrics, "ordersync_consumer_assigned_partitions", stage="invoice-issued")[0] >= 4
+    partitions = int(_samples(metrics, "ordersync_consumer_assigned_partitions", stage="invoice-issued")[0])
+
+    def lags() -> list[float]:
+        return _samples(httpx.get(base + "/metrics").text, "ordersync_consumer_lag", **topic)
+
+    wait_for(lambda: len(lags()) == partitions and set(lags()) == {0})
+    assert "ordersync_quota_redis_up 1.0" in metrics  # the rate limiter's metrics, same registry
+
+    # The dead-letter warning of the invoice for an unknown order names it, in JSON.
+    text = log_path.read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    dead_letters = [line for line in lines if line.get("order_id") == UNKNOWN_ORDER_ID]
+    assert len(dead_letters) == 1, text[-3000:]
+    (dead,) = dead_letters
+    assert "dead-lettered" in dead["message"]
+    assert dead["seller_id"] == seller
+    assert dead["stage"] == "invoice-issued"
+    assert dead["topic"] == INVOICES_ISSUED.name
+    assert isinstance(dead["offset"], int)
+    assert dead["level"] == "WARNING"
