@@ -52,6 +52,7 @@ from ordersync.ratelimit.gcra import (
 )
 from ordersync.ratelimit.plans import PlanBook
 from ordersync.settings import Settings
+from ordersync.store import redis_tls_options
 
 log = logging.getLogger(__name__)
 
@@ -986,6 +987,7 @@ def build_rate_limiter(settings: Settings, channels: Iterable[Channel]) -> Redis
         retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries=2),
         health_check_interval=30,
         **credentials,
+        **redis_tls_options(settings.redis),
     )
     return RedisRateLimiter(
         client,
