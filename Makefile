@@ -23,7 +23,7 @@ venv: $(STAMP) ## Create .venv and install ordersync with its dev tools
 demo: $(STAMP) ## Run the whole pipeline against the simulator on an embedded broker and Redis
 	$(BIN)/ordersync demo
 
-test: $(STAMP) ## Run every test: unit, stage, integration (embedded broker, real Redis) and end-to-end
+test: $(STAMP) browser ## Run every test: unit, stage, integration (embedded broker, real Redis) and end-to-end
 	$(BIN)/pytest
 
 test-unit: $(STAMP) ## Pure functions only (fast, no servers)
@@ -32,7 +32,7 @@ test-unit: $(STAMP) ## Pure functions only (fast, no servers)
 test-stage: $(STAMP) ## One stage's logic with a real Redis and the simulator, no broker
 	$(BIN)/pytest -m stage
 
-test-integration: $(STAMP) ## Real embedded broker and Redis
+test-integration: $(STAMP) browser ## Real embedded broker and Redis (and the dashboard in chromium)
 	$(BIN)/pytest -m integration
 
 test-e2e: $(STAMP) ## All stages as separate processes against the simulator
