@@ -996,14 +996,14 @@ class ReadModel:
                     keys=[self._generation_key], args=[self.base, member, target.seller_id]
                 ),
             )
-            generation, facts_count, old_raw, known_channel = state[:4]
+            # (The seller's channel, 4th, is not used: an order's row comes from its own facts only, or
+            # the model would depend on the order records are folded in.)
+            generation, facts_count, old_raw = state[:3]
             space = _Space(self.base, generation or "0")
             raw_facts = dict(zip(state[4::2], state[5::2], strict=True))
             added = {k: v for k, v in new_facts.items() if raw_facts.get(k) != v}
             raw_facts.update(added)
             derived = derive(target.seller_id, target.amazon_order_id, _loaded_facts(raw_facts))
-            if not derived.row.channel and known_channel:
-                derived.row = derived.row.model_copy(update={"channel": known_channel})
             writes = _Writes()
             if added:
                 writes.add("HSET", space("facts", member), *(x for pair in added.items() for x in pair))
@@ -1265,7 +1265,6 @@ class ReadModel:
         if not raw_facts or not raw_row:
             return None
         derived = derive(seller_id, amazon_order_id, _loaded_facts(raw_facts))
-        # The stored row carries the channel learnt from the seller when no fact named it.
         row = OrderRow.model_validate(json.loads(raw_row)["row"])
         return OrderDetail(
             row=row,

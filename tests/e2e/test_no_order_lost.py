@@ -111,6 +111,8 @@ def _imported_events(bootstrap: str) -> tuple[Counter[str], set[str]]:
     return imported, cancelled
 
 
+# The test keeps its own deadline (the simulated week, the settling time, then 10 minutes at most).
+@pytest.mark.timeout(1500)
 def test_twenty_thousand_orders_over_a_week_survive_crashes(tmp_path: Path) -> None:
     scenario = _scenario()
     arrivals_s = WEEK_S / TIME_SCALE
