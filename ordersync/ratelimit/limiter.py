@@ -582,6 +582,50 @@ class BucketKeys:
         return [self.bucket, self.epoch, self.waiters, self.waiter_expiry, self.server, self.server_mark]
 
 
+class _DirectConnections:
+    """Connections made exactly as the client's pool makes them (address, credentials, TLS), used
+    without the pool: one per concurrent acquire, kept for the next. Their socket timeout applies to a
+    whole exchange through one ``asyncio.timeout`` instead of a task per read and per write."""
+
+    #: Idle connections kept; more concurrent acquires open more, closed when they come back.
+    MAX_IDLE = 8
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        pool: Any = client.connection_pool  # (redis-py leaves connection_class untyped)
+        kwargs = dict(pool.connection_kwargs)
+        self._timeout_s: float | None = kwargs.get("socket_timeout")
+        kwargs["socket_timeout"] = None
+        self._make: Callable[[], Any] = lambda: pool.connection_class(**kwargs)
+        self._idle: list[Any] = []
+
+    async def call(self, packed: bytes) -> Any:
+        connection = self._idle.pop() if self._idle else self._make()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await connection.send_packed_command(packed, check_health=False)
+                reply = await connection.read_response(timeout=math.inf)
+        except TimeoutError:
+            await connection.disconnect(nowait=True)
+            raise redis.exceptions.TimeoutError(f"no answer from Redis within {self._timeout_s} s") from None
+        except redis.exceptions.ResponseError:
+            self._idle.append(connection)  # (an error reply leaves the connection in order)
+            raise
+        except BaseException:
+            # A reply may still be on its way (cancelled mid-read): the connection cannot be reused.
+            await connection.disconnect(nowait=True)
+            raise
+        if len(self._idle) < self.MAX_IDLE:
+            self._idle.append(connection)
+        else:
+            await connection.disconnect()
+        return reply
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await connection.disconnect()
+
+
 @dataclass(frozen=True, slots=True)
 class _PreparedAcquire:
     """An acquire command in Redis's protocol with its fixed parts encoded once: ``head`` (EVALSHA, sha,
@@ -710,6 +754,7 @@ class RedisRateLimiter(_GcraLimiter):
         # register_script runs EVALSHA and loads the script on NOSCRIPT (a restarted or new Redis).
         self._script = redis.register_script(gcra_script_text())
         self._prepared: dict[tuple[str, str, int, int], _PreparedAcquire] = {}
+        self._connections = _DirectConnections(redis)
 
     def keys(self, operation: str, seller_id: str) -> BucketKeys:
         return BucketKeys.of(self.key_prefix, seller_id, self.application_id, operation)
@@ -867,32 +912,23 @@ class RedisRateLimiter(_GcraLimiter):
     async def _send_packed(self, packed: bytes) -> Any:
         """Send a command already in Redis's protocol and read its reply: the acquire fast path.
 
-        redis-py's ``execute_command`` encodes every argument and wraps each call in retries and
-        observability hooks, which together cost several times the script itself; an acquire goes out
-        whole instead. A connection that turns out dead is retried once on a new one (a decision it may
-        have made is a token burned: safe); NOSCRIPT loads the script and asks again.
+        redis-py's ``execute_command`` encodes every argument and wraps each call in retries, pool locking,
+        observability hooks and two timeout tasks, which together cost more than the script itself; an
+        acquire goes out whole on one of the limiter's own connections instead (see
+        :class:`_DirectConnections`). A connection that turns out dead is retried once on a new one (a
+        decision it may have made is a token burned: safe); NOSCRIPT loads the script and asks again.
         """
-        pool: Any = self.redis.connection_pool  # (redis-py leaves get_connection untyped)
         try:
             for attempt in range(3):
-                connection = await pool.get_connection()
                 try:
-                    await connection.send_packed_command(packed, check_health=False)
-                    reply = await connection.read_response()
+                    reply = await self._connections.call(packed)
                 except redis.exceptions.NoScriptError:
                     await self.redis.script_load(self._script.script)
                     continue
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-                    await connection.disconnect()
                     if attempt:
                         raise
                     continue
-                except BaseException:
-                    # A reply may still be on its way (cancelled mid-read): the connection cannot be reused.
-                    await connection.disconnect()
-                    raise
-                finally:
-                    await pool.release(connection)
                 self._set_healthy(True)
                 return reply
             raise redis.exceptions.NoScriptError("gcra.lua could not be loaded")
@@ -966,7 +1002,9 @@ class RedisRateLimiter(_GcraLimiter):
         return seller, operation
 
     async def aclose(self) -> None:
-        """Close the Redis client (for a limiter made by :func:`build_rate_limiter`)."""
+        """Close the limiter's connections and the Redis client (for a limiter made by
+        :func:`build_rate_limiter`)."""
+        await self._connections.aclose()
         await self.redis.aclose()
 
 
