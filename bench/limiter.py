@@ -133,6 +133,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="Measured seconds per run.")
     parser.add_argument("--clients", default="1,4,16", help="Comma-separated client counts.")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="Runs per figure, interleaved; the median is printed."
+    )
     options = parser.parse_args()
     counts = [int(part) for part in options.clients.split(",")]
     with ExitStack() as stack:
@@ -145,11 +148,21 @@ def main() -> None:
 
         info = redis.Redis.from_url(url).info("server")
         version = info["redis_version"]
-        print(f"redis-server {version} at {url}; {os.cpu_count()} CPUs; {options.seconds:g} s per run")
+        print(
+            f"redis-server {version} at {url}; {os.cpu_count()} CPUs; medians of {options.repeat} runs of "
+            f"{options.seconds:g} s"
+        )
         header = ("client", "clients", "decisions/s", "p50 µs", "p99 µs", "of ceiling")
         print("{:<26} {:>7} {:>12} {:>8} {:>8} {:>10}".format(*header))
         for clients in counts:
-            figures = {kind: measure(kind, url, clients, options.seconds) for kind in RUNS}
+            # Interleaved, so a slow spell of the machine touches every kind alike; medians per figure.
+            runs = [
+                [measure(kind, url, clients, options.seconds) for kind in RUNS] for _ in range(options.repeat)
+            ]
+            figures = {
+                kind: tuple(statistics.median(run[index][figure] for run in runs) for figure in range(3))
+                for index, kind in enumerate(RUNS)
+            }
             ceiling = figures[RUNS[2]][0]
             for kind in RUNS:
                 rate, p50, p99 = figures[kind]
