@@ -298,6 +298,7 @@ class LocalPipeline:
         return Settings(
             kafka=KafkaSettings(bootstrap=self.env["ORDERSYNC_KAFKA__BOOTSTRAP"]),
             redis=RedisSettings(url=self.env["ORDERSYNC_REDIS__URL"]),
+            channels_file=Path(self.env["ORDERSYNC_CHANNELS_FILE"]),
         )
 
     def _load_listings(self) -> None:
@@ -447,9 +448,10 @@ def progress_table(
     return grid
 
 
-def _demo_dashboard(settings: Settings, console: Console) -> RunningDashboard:
+def _demo_dashboard(pipeline: LocalPipeline, console: Console) -> RunningDashboard:
     """The dashboard over the demo's status model, with a fresh operator token for its actions."""
     token = secrets.token_urlsafe(12)
+    settings = pipeline.settings()
     dashboard_settings = settings.dashboard.model_copy(update={"operator_token": SecretStr(token)})
     dashboard = RunningDashboard(settings.model_copy(update={"dashboard": dashboard_settings})).start()
     console.print(f"dashboard: [bold]{dashboard.base_url}[/] (operator token for actions: {token})")
@@ -482,7 +484,7 @@ def run_demo(*, time_scale: float, seed: int, timeout_s: float, keep: bool = Fal
     try:
         with console.status("starting the broker, Redis, the simulator and the stages..."):
             pipeline.start()
-        dashboard = _demo_dashboard(pipeline.settings(), console)
+        dashboard = _demo_dashboard(pipeline, console)
         watcher = OutcomeWatcher(pipeline.settings())
         watcher.start()
         with Live(table(None, Outcomes()), console=console, refresh_per_second=2) as live:
@@ -503,6 +505,9 @@ def run_demo(*, time_scale: float, seed: int, timeout_s: float, keep: bool = Fal
             console.print("[yellow]interrupted: stopping everything[/]")
             return 130
     finally:
+        # A second Ctrl-C must not cut the cleanup short and leave processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if watcher is not None:
             watcher.stop()
         if dashboard is not None:
