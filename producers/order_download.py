@@ -85,7 +85,9 @@ FetchPage = Callable[[OrdersQuery, str | None], Awaitable[OrdersPage]]
 
 
 async def emit_if_new(runtime: StageRuntime, channel: Channel, order: AmazonOrder, found_by: FoundBy) -> bool:
-    """Send an order version the pipeline has not seen; the dedupe mark is set after Kafka's ack."""
+    """Send an order version the pipeline has not seen. The order's status and then the dedupe mark are
+    written after Kafka's ack, the mark last: a crash before it sends the version again (harmless
+    downstream), never leaves a version marked as sent with its status unwritten."""
     store = runtime.store
     if not await store.is_new_version(
         DEDUPE_MARK, channel.seller_id, order.amazon_order_id, order.last_update_date
@@ -96,7 +98,6 @@ async def emit_if_new(runtime: StageRuntime, channel: Channel, order: AmazonOrde
         order_key(channel.seller_id, order.amazon_order_id),
         downloaded_event(channel, order, found_by),
     )
-    await store.record_version(DEDUPE_MARK, channel.seller_id, order.amazon_order_id, order.last_update_date)
     await store.set_order_status(
         channel.seller_id,
         order.amazon_order_id,
@@ -106,6 +107,7 @@ async def emit_if_new(runtime: StageRuntime, channel: Channel, order: AmazonOrde
         fulfillment_channel=order.fulfillment_channel,
         downloaded_at=datetime.now(UTC).isoformat(),
     )
+    await store.record_version(DEDUPE_MARK, channel.seller_id, order.amazon_order_id, order.last_update_date)
     return True
 
 

@@ -239,3 +239,31 @@ async def test_one_worker_polls_a_channel_and_a_standby_takes_over(make_runtime:
         if poller is not None:
             poller.cancel()
         sim.stop()
+
+
+async def test_a_crash_after_sending_never_leaves_an_order_marked_sent_without_its_status(
+    make_runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dedupe mark is the last write of a sent version: a crash before it (here: the mark's write
+    fails) leaves the order's status written, and the next scan sends the version again."""
+    sim, runtime = await _setup(make_runtime, tiny_scenario(orders={"count": 1}))
+    try:
+        sim.state.advance_clock(300)
+        channel = runtime.channels.channels[0]
+        [truth] = sim.state.truth_orders()
+        record_version = runtime.store.record_version
+
+        async def crash(*args: Any, **kwargs: Any) -> bool:
+            raise ConnectionError("killed before the mark was written")
+
+        monkeypatch.setattr(runtime.store, "record_version", crash)
+        with pytest.raises(ConnectionError):
+            await download_window(runtime, channel, fetcher(runtime))
+        status = await runtime.store.order_status(channel.seller_id, truth["amazon_order_id"])
+        assert status["amazon_status"] == truth["status"]
+        monkeypatch.setattr(runtime.store, "record_version", record_version)
+        again = await download_window(runtime, channel, fetcher(runtime))
+        assert again.emitted == 1, "not marked as sent: sent again"
+        assert len(downloaded(runtime)) == 2
+    finally:
+        sim.stop()
