@@ -4,19 +4,14 @@ thread (:class:`RunningDashboard`, for tests), as the simulator is served."""
 from __future__ import annotations
 
 import logging
-import socket
-import threading
-import time
-from types import TracebackType
 
 import uvicorn
 
 from ordersync.dashboard.app import create_app
 from ordersync.settings import Settings
+from ordersync.threaded_server import ThreadedServer
 
 log = logging.getLogger(__name__)
-
-_START_TIMEOUT_S = 15.0
 
 
 def _config(settings: Settings, host: str, port: int, log_level: str) -> uvicorn.Config:
@@ -61,72 +56,21 @@ def serve(
     uvicorn.Server(_config(settings, host, port, log_level)).run()
 
 
-class RunningDashboard:
+class RunningDashboard(ThreadedServer):
     """The dashboard on 127.0.0.1 and a free port in a background thread::
 
     with RunningDashboard(settings) as dashboard:
         httpx.get(dashboard.base_url + "/api/orders")
     """
 
+    name = "dashboard"
+    start_timeout_s = 15.0
+
     def __init__(
         self, settings: Settings, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
     ) -> None:
+        super().__init__(host=host, port=port, log_level=log_level)
         self._settings = settings
-        self._host = host
-        self._port = port
-        self._log_level = log_level
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
 
-    @property
-    def port(self) -> int:
-        if self._socket is None:
-            raise RuntimeError("the dashboard is not running")
-        port: int = self._socket.getsockname()[1]
-        return port
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self._host}:{self.port}"
-
-    def start(self) -> RunningDashboard:
-        if self._thread is not None:
-            raise RuntimeError("already running")
-        # Bound here, so the port is known (and ours) before uvicorn starts.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self._host, self._port))
-        self._socket = sock
-        server = uvicorn.Server(_config(self._settings, self._host, self.port, self._log_level))
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="ordersync-dashboard", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the dashboard did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=_START_TIMEOUT_S)
-        if self._socket is not None:
-            self._socket.close()
-        self._server = None
-        self._thread = None
-        self._socket = None
-
-    def __enter__(self) -> RunningDashboard:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def config(self, host: str, port: int, log_level: str) -> uvicorn.Config:
+        return _config(self._settings, host, port, log_level)
