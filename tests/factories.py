@@ -7,7 +7,19 @@ from decimal import Decimal
 from typing import Any
 
 from ordersync.channels import Channel
-from ordersync.schemas.events import Address, AmazonOrder, AmazonOrderItem, Money
+from ordersync.schemas.codec import encode
+from ordersync.schemas.envelope import Envelope
+from ordersync.schemas.events import (
+    Address,
+    AmazonOrder,
+    AmazonOrderItem,
+    InvoiceIssued,
+    Money,
+    Package,
+    SalesOrder,
+    SalesOrderLine,
+    ShippedLine,
+)
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -58,3 +70,51 @@ def order(**overrides: Any) -> AmazonOrder:
     }
     data.update(overrides)
     return AmazonOrder(**data)
+
+
+def one_line_sales_order(
+    seller_id: str, amazon_order_id: str, *, channel: str, order_item_id: str, quantity: int
+) -> SalesOrder:
+    """An imported sales order of one line (SKU-1 at 10 USD), as the import stage saves it."""
+    total = Decimal(10 * quantity)
+    line = SalesOrderLine(
+        order_item_id=order_item_id,
+        seller_sku="SKU-1",
+        asin="B000000001",
+        stock_code="STK-1",
+        quantity=quantity,
+        unit_price=Decimal(10),
+        tax=Decimal(0),
+        line_total=total,
+    )
+    return SalesOrder(
+        code="SO00000001",
+        channel=channel,
+        seller_id=seller_id,
+        marketplace_id="ATVPDKIKX0DER",
+        amazon_order_id=amazon_order_id,
+        order_status="Unshipped",
+        fulfillment_channel="MFN",
+        purchase_date=T0,
+        currency="USD",
+        customer_name="Jane",
+        customer_email=None,
+        shipping_address=None,
+        ship_service_level="Std",
+        lines=(line,),
+        total=total,
+    )
+
+
+def invoice_record(
+    seller_id: str, number: str, amazon_order_id: str, order_item_id: str, quantity: int = 1
+) -> bytes:
+    """The bytes of an invoices.issued record: one UPS package of ``quantity`` units of one line."""
+    package = Package(
+        carrier_code="UPS",
+        tracking_number=f"1Z{number}",
+        ship_date=T0,
+        lines=(ShippedLine(order_item_id=order_item_id, quantity=quantity),),
+    )
+    invoice = InvoiceIssued(invoice_number=number, amazon_order_id=amazon_order_id, packages=(package,))
+    return encode(Envelope.wrap(invoice, seller_id=seller_id, correlation_id=number))

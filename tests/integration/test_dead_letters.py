@@ -11,7 +11,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -19,21 +18,16 @@ import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from ordersync.devinfra import stop_process_group
-from ordersync.schemas.codec import decode, encode
-from ordersync.schemas.envelope import Envelope
+from ordersync.schemas.codec import decode
 from ordersync.schemas.events import (
     EventDeadLettered,
-    InvoiceIssued,
-    Package,
     SalesOrder,
-    SalesOrderLine,
     ShipmentRequested,
-    ShippedLine,
 )
 from ordersync.schemas.topics import INVOICES_ISSUED, SHIPMENTS_REQUESTED, order_key
 from ordersync.settings import RedisSettings
 from ordersync.store import Store, redis_client
-from tests.factories import T0
+from tests.factories import invoice_record, one_line_sales_order
 
 pytestmark = pytest.mark.integration
 
@@ -42,50 +36,11 @@ ITEM_ID = "33333333333333"
 
 
 def _sales_order(seller: str) -> SalesOrder:
-    return SalesOrder(
-        code="SO00000001",
-        channel="dlq-test",
-        seller_id=seller,
-        marketplace_id="ATVPDKIKX0DER",
-        amazon_order_id=ORDER_ID,
-        order_status="Unshipped",
-        fulfillment_channel="MFN",
-        purchase_date=T0,
-        currency="USD",
-        customer_name="Jane",
-        customer_email=None,
-        shipping_address=None,
-        ship_service_level="Std",
-        lines=(
-            SalesOrderLine(
-                order_item_id=ITEM_ID,
-                seller_sku="SKU-1",
-                asin="B000000001",
-                stock_code="STK-1",
-                quantity=2,
-                unit_price=Decimal(10),
-                tax=Decimal(0),
-                line_total=Decimal(20),
-            ),
-        ),
-        total=Decimal(20),
-    )
+    return one_line_sales_order(seller, ORDER_ID, channel="dlq-test", order_item_id=ITEM_ID, quantity=2)
 
 
 def _invoice(seller: str, number: str, order_id: str = ORDER_ID, quantity: int = 1) -> bytes:
-    invoice = InvoiceIssued(
-        invoice_number=number,
-        amazon_order_id=order_id,
-        packages=(
-            Package(
-                carrier_code="UPS",
-                tracking_number=f"1Z{number}",
-                ship_date=T0,
-                lines=(ShippedLine(order_item_id=ITEM_ID, quantity=quantity),),
-            ),
-        ),
-    )
-    return encode(Envelope.wrap(invoice, seller_id=seller, correlation_id=number))
+    return invoice_record(seller, number, order_id, ITEM_ID, quantity)
 
 
 @pytest.fixture

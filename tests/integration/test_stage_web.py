@@ -12,7 +12,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -21,13 +20,10 @@ import yaml
 from kafka import KafkaProducer
 
 from ordersync.devinfra import stop_process_group
-from ordersync.schemas.codec import encode
-from ordersync.schemas.envelope import Envelope
-from ordersync.schemas.events import InvoiceIssued, Package, SalesOrder, SalesOrderLine, ShippedLine
 from ordersync.schemas.topics import INVOICES_ISSUED, order_key
 from ordersync.settings import RedisSettings
 from ordersync.store import Store, redis_client
-from tests.factories import T0
+from tests.factories import invoice_record, one_line_sales_order
 from tests.topics import wait_for
 
 pytestmark = pytest.mark.integration
@@ -41,47 +37,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _sales_order(seller: str) -> SalesOrder:
-    line = SalesOrderLine(
-        order_item_id=ITEM_ID,
-        seller_sku="SKU-1",
-        asin="B000000001",
-        stock_code="STK-1",
-        quantity=5,
-        unit_price=Decimal(10),
-        tax=Decimal(0),
-        line_total=Decimal(50),
-    )
-    return SalesOrder(
-        code="SO00000001",
-        channel="web-test",
-        seller_id=seller,
-        marketplace_id="ATVPDKIKX0DER",
-        amazon_order_id=ORDER_ID,
-        order_status="Unshipped",
-        fulfillment_channel="MFN",
-        purchase_date=T0,
-        currency="USD",
-        customer_name="Jane",
-        customer_email=None,
-        shipping_address=None,
-        ship_service_level="Std",
-        lines=(line,),
-        total=Decimal(50),
-    )
-
-
-def _invoice(seller: str, number: str, order_id: str = ORDER_ID) -> bytes:
-    package = Package(
-        carrier_code="UPS",
-        tracking_number=f"1Z{number}",
-        ship_date=T0,
-        lines=(ShippedLine(order_item_id=ITEM_ID, quantity=1),),
-    )
-    invoice = InvoiceIssued(invoice_number=number, amazon_order_id=order_id, packages=(package,))
-    return encode(Envelope.wrap(invoice, seller_id=seller, correlation_id=number))
 
 
 @pytest.fixture
@@ -121,7 +76,9 @@ def stage(
 
     async def seed() -> None:
         redis = redis_client(RedisSettings(url=env["ORDERSYNC_REDIS__URL"]))
-        await Store(redis, env["ORDERSYNC_REDIS__KEY_PREFIX"]).save_sales_order(_sales_order(seller))
+        await Store(redis, env["ORDERSYNC_REDIS__KEY_PREFIX"]).save_sales_order(
+            one_line_sales_order(seller, ORDER_ID, channel="web-test", order_item_id=ITEM_ID, quantity=5)
+        )
         await redis.aclose()
 
     asyncio.run(seed())
@@ -175,13 +132,13 @@ def test_health_readiness_metrics_and_json_logs(stage: tuple[str, str, dict[str,
     processed_before = _metric(base, "ordersync_records_processed_total", **topic)
     key = order_key(seller, ORDER_ID).encode()
     producer = KafkaProducer(bootstrap_servers=env["ORDERSYNC_KAFKA__BOOTSTRAP"], acks="all")
-    producer.send(INVOICES_ISSUED.name, key=key, value=_invoice(seller, "INV-1"))
-    producer.send(INVOICES_ISSUED.name, key=key, value=_invoice(seller, "INV-2"))
+    producer.send(INVOICES_ISSUED.name, key=key, value=invoice_record(seller, "INV-1", ORDER_ID, ITEM_ID))
+    producer.send(INVOICES_ISSUED.name, key=key, value=invoice_record(seller, "INV-2", ORDER_ID, ITEM_ID))
     producer.send(INVOICES_ISSUED.name, key=key, value=b"{not json")
     producer.send(
         INVOICES_ISSUED.name,
         key=order_key(seller, UNKNOWN_ORDER_ID).encode(),
-        value=_invoice(seller, "INV-U", order_id=UNKNOWN_ORDER_ID),
+        value=invoice_record(seller, "INV-U", UNKNOWN_ORDER_ID, ITEM_ID),
     )
     producer.flush()
     producer.close()
