@@ -29,6 +29,22 @@ pytestmark = pytest.mark.stage
 UNKNOWN_ORDER = "999-0000000-0000000"
 
 
+def _whole_order_package(channel: str, truth: dict[str, Any], *, tracking_number: str) -> ShipmentRequested:
+    """Package "1": every item of the simulator's order, by UPS."""
+    return ShipmentRequested(
+        channel=channel,
+        amazon_order_id=truth["amazon_order_id"],
+        package_reference_id="1",
+        carrier_code="UPS",
+        tracking_number=tracking_number,
+        ship_date=datetime.now(UTC),
+        items=tuple(
+            ShipmentItem(order_item_id=i["order_item_id"], quantity=i["quantity_ordered"])
+            for i in truth["items"]
+        ),
+    )
+
+
 def _command(channel: str, seller: str, *order_ids: str) -> Envelope[OperatorCommandIssued]:
     command = OperatorCommandIssued(
         command="retry-writeback", channel=channel, amazon_order_ids=order_ids, operator="test"
@@ -46,18 +62,7 @@ async def test_a_failed_package_is_sent_again_once_and_confirmed(make_runtime: A
         (truth,) = sim.state.truth_orders()
         order_id = truth["amazon_order_id"]
         channel = runtime.channels.channels[0]
-        request = ShipmentRequested(
-            channel=channel.name,
-            amazon_order_id=order_id,
-            package_reference_id="1",
-            carrier_code="UPS",
-            tracking_number="1Z-RETRY",
-            ship_date=datetime.now(UTC),
-            items=tuple(
-                ShipmentItem(order_item_id=i["order_item_id"], quantity=i["quantity_ordered"])
-                for i in truth["items"]
-            ),
-        )
+        request = _whole_order_package(channel.name, truth, tracking_number="1Z-RETRY")
         # Amazon fails every attempt (an outage): the package fails after max_attempts.
         sim.state.force_fault({"fault": "500", "operation": "confirmShipment", "count": 2})
         await handle(
@@ -155,18 +160,7 @@ async def test_in_feed_mode_a_failed_package_goes_in_the_next_feed(make_runtime:
         channel = runtime.channels.channels[0]
         (truth,) = sim.state.truth_orders()
         order_id = truth["amazon_order_id"]
-        request = ShipmentRequested(
-            channel=channel.name,
-            amazon_order_id=order_id,
-            package_reference_id="1",
-            carrier_code="UPS",
-            tracking_number="1Z-FEED",
-            ship_date=datetime.now(UTC),
-            items=tuple(
-                ShipmentItem(order_item_id=i["order_item_id"], quantity=i["quantity_ordered"])
-                for i in truth["items"]
-            ),
-        )
+        request = _whole_order_package(channel.name, truth, tracking_number="1Z-FEED")
         await handle(
             runtime,
             Envelope.wrap(
@@ -207,18 +201,7 @@ async def test_a_package_failed_before_requests_were_kept_is_released_for_a_repl
         channel = runtime.channels.channels[0]
         (truth,) = sim.state.truth_orders()
         order_id = truth["amazon_order_id"]
-        request = ShipmentRequested(
-            channel=channel.name,
-            amazon_order_id=order_id,
-            package_reference_id="1",
-            carrier_code="UPS",
-            tracking_number="1Z-OLD",
-            ship_date=datetime.now(UTC),
-            items=tuple(
-                ShipmentItem(order_item_id=i["order_item_id"], quantity=i["quantity_ordered"])
-                for i in truth["items"]
-            ),
-        )
+        request = _whole_order_package(channel.name, truth, tracking_number="1Z-OLD")
         envelope = Envelope.wrap(
             request, seller_id=channel.seller_id, marketplace_id=truth["marketplace_id"], correlation_id="c"
         )
