@@ -214,9 +214,12 @@ class Store:
             fields["last_error"] = detail
             fields["last_error_at"] = now
         fields.update({k: json.dumps(v) if not isinstance(v, str) else v for k, v in extra.items()})
-        await self._hset(self.key("task", task, scope), fields)
-        # The index the status model lists tasks from (no SCAN over the keyspace).
-        await self.redis.sadd(self.key("tasks"), json.dumps([task, scope]))
+        # With the index the status model lists tasks from (no SCAN over the keyspace), in one round trip:
+        # item fetch records a task per order.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(self.key("task", task, scope), mapping=cast(dict[Any, Any], fields))
+        pipe.sadd(self.key("tasks"), json.dumps([task, scope]))
+        await pipe.execute()
 
     async def task(self, task: str, scope: str) -> dict[str, str]:
         return await self._hgetall(self.key("task", task, scope))
