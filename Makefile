@@ -5,8 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-unit test-stage test-integration test-e2e lint format bench dev-up dev-down clean example-env image
-.PHONY: browser
+.PHONY: help venv demo test test-unit test-stage test-integration test-e2e test-thirdparty lint format bench dev-up dev-down clean example-env image
+.PHONY: browser test-shifted-clock
 
 help: ## Show the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -23,7 +23,7 @@ venv: $(STAMP) ## Create .venv and install ordersync with its dev tools
 demo: $(STAMP) ## Run the whole pipeline against the simulator on an embedded broker and Redis
 	$(BIN)/ordersync demo
 
-test: $(STAMP) browser ## Run every test: unit, stage, integration (embedded broker, real Redis) and end-to-end
+test: $(STAMP) browser ## Run every test: unit, stage, integration (embedded broker, real Redis), end-to-end, third-party
 	$(BIN)/pytest
 
 test-unit: $(STAMP) ## Pure functions only (fast, no servers)
@@ -35,8 +35,15 @@ test-stage: $(STAMP) ## One stage's logic with a real Redis and the simulator, n
 test-integration: $(STAMP) browser ## Real embedded broker and Redis (and the dashboard in chromium)
 	$(BIN)/pytest -m integration
 
+test-shifted-clock: $(STAMP) ## Unit and stage tests with the clock a year ahead and behind (Debian's faketime)
+	@command -v faketime >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime; }
+	$(BIN)/python tests/shifted_clock.py
+
 test-e2e: $(STAMP) ## All stages as separate processes against the simulator
 	$(BIN)/pytest -m e2e
+
+test-thirdparty: $(STAMP) ## python-amazon-sp-api, unchanged, against the simulator over HTTPS
+	$(BIN)/pytest -m thirdparty
 
 lint: $(STAMP) ## ruff and mypy (strict)
 	$(BIN)/ruff check .

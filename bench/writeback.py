@@ -31,7 +31,8 @@ from typing import Any
 import yaml
 
 from ordersync.channels import ChannelsFile
-from ordersync.consumers import fulfillment_feed, shipment_write_back
+from ordersync.clock import EpochClock
+from ordersync.consumers import shipment_write_back
 from ordersync.demo import channels_for
 from ordersync.faustapp import make_app
 from ordersync.producers import inventory
@@ -157,11 +158,11 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
             **limiter_options(settings),
         )
         stage = "shipment-write-back"
-        runtime = _Runtime(stage, settings, make_app(stage, settings), channels, limiter=limiter)
+        runtime = _Runtime(
+            stage, settings, make_app(stage, settings), channels, limiter=limiter, clock=EpochClock(state.now)
+        )
         runtime.emitted = []
         runtime.sim_now = state.now
-        saved_clocks = (fulfillment_feed.clock, inventory.clock)
-        fulfillment_feed.clock = inventory.clock = state.now
         await runtime.start()
         try:
             channel = channels.channels[0]
@@ -271,7 +272,6 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
             )
             figures.sku_errors = len(await inventory.sku_errors(runtime, TEST_SELLER))
         finally:
-            fulfillment_feed.clock, inventory.clock = saved_clocks
             await runtime.close()
     figures.wall_s = time.monotonic() - wall_started
     return figures

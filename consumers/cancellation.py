@@ -26,6 +26,7 @@ from ordersync.amazon.feeds import (
     parse_processing_report,
 )
 from ordersync.channels import Channel
+from ordersync.clock import epoch_seconds
 from ordersync.consumers import fulfillment_feed
 from ordersync.consumers.fulfillment_feed import PACKING_LANE, SellerLock, scaled
 from ordersync.errors import Permanent, QuotaUnavailable, Retryable, Throttled
@@ -129,7 +130,8 @@ async def submit_pending(runtime: StageRuntime, channel: Channel) -> str | None:
             entry["attempts"] = int(entry.get("attempts", 0)) + 1
         async with runtime.store.redis.pipeline(transaction=True) as pipe:
             pipe.hset(
-                inflight_key, mapping={"batch": json.dumps(batch), "started": str(fulfillment_feed.clock())}
+                inflight_key,
+                mapping={"batch": json.dumps(batch), "started": str(epoch_seconds(runtime.clock))},
             )
             pipe.hdel(pending_key, *(e["order_id"] for e in batch.values()))
             await pipe.execute()
@@ -188,7 +190,7 @@ async def _check_locked(runtime: StageRuntime, channel: Channel) -> bool:
     feeds = FeedsClient(runtime.amazon(channel))
     feed = await runtime.retrying(f"getFeed {feed_id}", lambda: feeds.get_feed(feed_id))
     if not feed.done:
-        if fulfillment_feed.clock() - float(record.get("started", "0")) < timeout:
+        if epoch_seconds(runtime.clock) - float(record.get("started", "0")) < timeout:
             return False
         if feed.processing_status == "IN_QUEUE":
             try:

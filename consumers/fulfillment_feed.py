@@ -28,9 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from ordersync.amazon.feeds import (
@@ -42,6 +40,7 @@ from ordersync.amazon.feeds import (
     parse_processing_report,
 )
 from ordersync.channels import Channel
+from ordersync.clock import epoch_seconds
 from ordersync.errors import AmazonApiError, AmazonRejected, Permanent, QuotaUnavailable, Retryable, Throttled
 from ordersync.runtime import StageRuntime
 from ordersync.schemas.codec import decode, encode
@@ -53,8 +52,6 @@ if TYPE_CHECKING:
     from ordersync.consumers.shipment_write_back import PackageWriteBack
 
 log = logging.getLogger(__name__)
-#: The clock of every interval, timeout and backoff here (Amazon time): wall time, or a simulator's.
-clock: Callable[[], float] = time.time
 FEED_TYPE = "POST_ORDER_FULFILLMENT_DATA"
 PACKING_LANE = "packing"
 #: A worker that dies holding a seller's lock blocks that seller's feed steps this long at most.
@@ -245,7 +242,7 @@ async def _gather(runtime: StageRuntime, channel: Channel) -> dict[int, PendingS
     shipped when re-read on Amazon, are settled on the way and never sent."""
     seller = channel.seller_id
     limit = runtime.settings.writeback.feed_max_messages
-    now = clock()
+    now = epoch_seconds(runtime.clock)
     pending_key, _, _ = _keys(runtime, seller)
     batch: dict[int, PendingShipment] = {}
     for entry in await _pending(runtime, seller):
@@ -279,7 +276,7 @@ async def _submit_locked(runtime: StageRuntime, channel: Channel) -> str | None:
     if not batch:
         return None
     pending_key, inflight_key, _ = _keys(runtime, seller)
-    started = datetime.now(UTC).isoformat()
+    started = runtime.clock.now().isoformat()
     for entry in batch.values():
         entry.attempts += 1
     async with runtime.store.redis.pipeline(transaction=True) as pipe:
@@ -288,7 +285,7 @@ async def _submit_locked(runtime: StageRuntime, channel: Channel) -> str | None:
             mapping={
                 "batch": json.dumps({str(k): v.dumps() for k, v in batch.items()}),
                 "fields": json.dumps([entry.field for entry in batch.values()]),
-                "started": str(clock()),
+                "started": str(epoch_seconds(runtime.clock)),
             },
         )
         pipe.hdel(pending_key, *(entry.field for entry in batch.values()))
@@ -347,7 +344,7 @@ async def _attempt_failed(
                 continue
             await _publish_failed(runtime, entry, error)
             continue
-        entry.not_before = clock() + scaled(
+        entry.not_before = epoch_seconds(runtime.clock) + scaled(
             runtime, settings.retry_backoff_s * 2 ** max(0, entry.attempts - 1)
         )
         back.append(entry)
@@ -395,7 +392,9 @@ async def _check_locked(runtime: StageRuntime, channel: Channel) -> bool:
     feed = await runtime.retrying(f"getFeed {feed_id}", lambda: feeds.get_feed(feed_id))
     if not feed.done:
         started = float(record.get("started", "0"))
-        if clock() - started < scaled(runtime, runtime.settings.writeback.feed_timeout_s):
+        if epoch_seconds(runtime.clock) - started < scaled(
+            runtime, runtime.settings.writeback.feed_timeout_s
+        ):
             return False
         return await _stalled(
             runtime, channel, feeds=feeds, feed_id=feed_id, status=feed.processing_status, batch=batch
@@ -502,9 +501,9 @@ async def run_feeds(runtime: StageRuntime, channel: Channel) -> str | None:
     key = runtime.store.key("wb-last-feed", f"{{{seller}}}")
     last = await runtime.store.redis.get(key)
     interval_s = scaled(runtime, runtime.settings.writeback.feed_flush_interval_s)
-    if last is not None and clock() - float(last) < interval_s:
+    if last is not None and epoch_seconds(runtime.clock) - float(last) < interval_s:
         return None
     feed_id = await submit_pending(runtime, channel)
     if feed_id is not None:
-        await runtime.store.redis.set(key, str(clock()), ex=max(1, int(interval_s) + 1))
+        await runtime.store.redis.set(key, str(epoch_seconds(runtime.clock)), ex=max(1, int(interval_s) + 1))
     return feed_id

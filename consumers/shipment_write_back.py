@@ -26,13 +26,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from typing import Literal
 
 import faust
 
 from ordersync.channels import Channel
+from ordersync.clock import epoch_seconds
 from ordersync.consumers import cancellation, fulfillment_feed
 from ordersync.errors import AmazonApiError, InvalidEvent, Permanent, QuotaUnavailable, Retryable, Throttled
 from ordersync.runtime import REDIS_PROBE_INTERVAL_S, StageRuntime
@@ -135,7 +135,7 @@ class PackageWriteBack:
                     )
             attempts += 1
             await self.record_state(
-                status="Pending", attempts=attempts, last_attempt=datetime.now(UTC).isoformat()
+                status="Pending", attempts=attempts, last_attempt=runtime.clock.now().isoformat()
             )
             try:
                 await client.confirm_shipment(request, self.marketplace or "")
@@ -175,7 +175,7 @@ class PackageWriteBack:
             carrier_code=request.carrier_code,
             tracking_number=request.tracking_number,
             quantity=total_quantity(request),
-            confirmed_at=datetime.now(UTC),
+            confirmed_at=self.runtime.clock.now(),
         )
         await self._publish(SHIPMENTS_CONFIRMED, confirmed)
         await self.record_state(status="Success", outcome="confirmed")
@@ -230,7 +230,7 @@ async def use_feed(runtime: StageRuntime, channel: Channel, seller: str) -> bool
     if await fulfillment_feed.pending_count(runtime, seller):
         return True
     window_s = fulfillment_feed.scaled(runtime, settings.auto_window_s)
-    window = int(fulfillment_feed.clock() // window_s)
+    window = int(epoch_seconds(runtime.clock) // window_s)
     key = runtime.store.key("wb-recent", f"{{{seller}}}", str(window))
     recent = int(await runtime.store.redis.incr(key))
     if recent == 1:
@@ -359,7 +359,7 @@ async def retry_package(
             status="Retrying",
             attempts=0,
             retried_by=command_id,
-            retried_at=datetime.now(UTC).isoformat(),
+            retried_at=runtime.clock.now().isoformat(),
         )
     if envelope is None:
         # Reset all the same: a replay of its request is then processed like a new one.

@@ -47,7 +47,7 @@ class Projection:
     def model(self) -> ReadModel:
         if self._model is None:
             store = self.runtime.store
-            self._model = ReadModel(store.redis, store.prefix)
+            self._model = ReadModel(store.redis, store.prefix, clock=self.runtime.clock)
         return self._model
 
     async def handle(self, spec: TopicSpec, value: bytes | None, partition: int, offset: int) -> None:

@@ -140,7 +140,8 @@ def listings_import(
     from ordersync.channels import load_channels
     from ordersync.errors import ConfigurationError
     from ordersync.listings import ListingsRejected, apply_listings, parse_listings_csv
-    from ordersync.store import Store, redis_client
+    from ordersync.redis_client import redis_client
+    from ordersync.store import Store
 
     settings = get_settings()
     try:

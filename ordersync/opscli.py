@@ -72,7 +72,7 @@ def parse_time(value: str | None, option: str) -> datetime | None:
 def _with_model(
     settings: Settings, work: Callable[[ReadModel], Awaitable[T]], prefix: str | None = None
 ) -> T:
-    from ordersync.store import redis_client  # noqa: PLC0415 - keeps CLI start-up fast
+    from ordersync.redis_client import redis_client  # noqa: PLC0415 - keeps CLI start-up fast
 
     async def run() -> T:
         redis = redis_client(settings.redis)

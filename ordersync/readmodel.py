@@ -40,6 +40,7 @@ from typing import Any, Literal, TextIO, cast
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
 
+from ordersync.clock import SYSTEM_CLOCK, Clock
 from ordersync.errors import InvalidEvent
 from ordersync.schemas.codec import decode
 from ordersync.schemas.envelope import Envelope, Event
@@ -933,9 +934,18 @@ class ReadModel:
     one command (every fold in flight notices and retries there), then deletes the old one.
     """
 
-    def __init__(self, redis: aioredis.Redis, prefix: str = "os", *, notify_dlq: bool = True) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        prefix: str = "os",
+        *,
+        notify_dlq: bool = True,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        """``clock``: what "live" is measured against for dead-letter notifications."""
         self.redis = redis
         self.prefix = prefix
+        self.clock = clock
         self.base = f"{prefix}:{{rm}}"
         #: Tell the health board when a dead-letter topic grows (the live projection does).
         self.notify_dlq = notify_dlq
@@ -1066,7 +1076,7 @@ class ReadModel:
         added, _ = await pipe.execute()
         if not added or not self.notify_dlq:
             return
-        if datetime.now(UTC) - envelope.occurred_at > DLQ_NOTIFY_WITHIN:
+        if self.clock.now() - envelope.occurred_at > DLQ_NOTIFY_WITHIN:
             return
         try:
             from ordersync.health import HealthBoard  # noqa: PLC0415 - optional until H2's part lands

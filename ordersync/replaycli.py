@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ordersync.errors import Retryable
+from ordersync.redis_client import redis_client
 from ordersync.replay import (
     DeadLetter,
     DeadLetterQueueSummary,
@@ -43,7 +44,7 @@ from ordersync.replay import (
     summarize,
 )
 from ordersync.settings import Settings, get_settings
-from ordersync.store import Store, redis_client
+from ordersync.store import Store
 
 T = TypeVar("T")
 out = Console(soft_wrap=True)  # long lines (JSON, errors) stay whole for copy and paste

@@ -11,7 +11,6 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 import faust
@@ -19,18 +18,20 @@ import httpx
 
 from ordersync.amazon.client import ApiCall, SpApiClient
 from ordersync.channels import Channel, ChannelsFile, load_channels
+from ordersync.clock import SYSTEM_CLOCK, Clock
 from ordersync.errors import InvalidEvent, Permanent, QuotaUnavailable, Retryable, Throttled
 from ordersync.faustapp import faust_topic
 from ordersync.health import ApiName, HealthBoard, HealthObserver
 from ordersync.lease import Lease
 from ordersync.logs import bind_log_context, log_context
 from ordersync.ratelimit import RateLimiter, build_rate_limiter
+from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import decode, encode
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import EventDeadLettered
 from ordersync.schemas.topics import TopicSpec
 from ordersync.settings import Settings
-from ordersync.store import Store, redis_client
+from ordersync.store import Store
 from ordersync.web import (
     AMAZON_REQUESTS,
     DEAD_LETTERS,
@@ -73,8 +74,13 @@ class StageRuntime:
         app: faust.App,
         channels: ChannelsFile | None = None,
         limiter: RateLimiter | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
     ):
+        """``clock``: Amazon's "now" for every instant the stage reckons with (windows, schedules,
+        recorded dates); the host's clock in production, the simulator's in tests."""
         self.stage = stage
+        self.clock = clock
         self.settings = settings
         self.app = app
         self.channels = channels if channels is not None else load_channels(settings.channels_file)
@@ -119,7 +125,7 @@ class StageRuntime:
             if self._store is not None:
                 return
             redis = redis_client(self.settings.redis)
-            self._store = Store(redis, self.settings.redis.key_prefix)
+            self._store = Store(redis, self.settings.redis.key_prefix, clock=self.clock)
             if self._limiter is None:
                 self._limiter = build_rate_limiter(self.settings, self.channels.channels)
             self._http = httpx.AsyncClient(timeout=self.settings.amazon.request_timeout_s)
@@ -199,7 +205,7 @@ class StageRuntime:
             stage=self.stage,
             error_type=type(error).__name__,
             error=str(error) or type(error).__name__,
-            dead_lettered_at=datetime.now(UTC),
+            dead_lettered_at=self.clock.now(),
         )
         seller = key.split(":", 1)[0] if key and ":" in key else "unknown"
         envelope = Envelope.wrap(record, seller_id=seller or "unknown", correlation_id=key or "unknown")

@@ -81,6 +81,13 @@ class AmazonSettings(_Frozen):
     application_id: str = Field(
         "ordersync", description="Names the application in rate-limit keys: Amazon limits per seller+app."
     )
+    user_agent_app: str = Field(
+        "ordersync",
+        min_length=1,
+        max_length=100,
+        description="Application name in the User-Agent header of every SP-API and LWA request"
+        " (AppName/AppVersion (Language=Python/3.x; Platform=...), as Amazon asks).",
+    )
     request_timeout_s: float = Field(30.0, gt=0)
     time_scale: float = Field(
         1.0,

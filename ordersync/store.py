@@ -14,35 +14,11 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
+from ordersync.clock import SYSTEM_CLOCK, Clock
 from ordersync.schemas.events import SalesOrder
-from ordersync.settings import RedisSettings
 
 #: Dedupe marks and per-order state outlive Amazon's 90-day order-change horizon with margin.
 ORDER_STATE_TTL_S = 120 * 86400
-
-
-def redis_tls_options(settings: RedisSettings) -> dict[str, Any]:
-    """redis-py's TLS arguments for a rediss:// URL (a plain connection refuses them)."""
-    if not settings.url.startswith("rediss://"):
-        return {}
-    files = {
-        "ssl_ca_certs": settings.ssl_ca_certs,
-        "ssl_certfile": settings.ssl_certfile,
-        "ssl_keyfile": settings.ssl_keyfile,
-    }
-    return {name: str(path) for name, path in files.items() if path is not None}
-
-
-def redis_client(settings: RedisSettings) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
-        settings.url,
-        username=settings.username,
-        password=settings.password.get_secret_value() if settings.password else None,
-        socket_timeout=settings.socket_timeout_s,
-        socket_connect_timeout=settings.socket_timeout_s,
-        decode_responses=True,
-        **redis_tls_options(settings),
-    )
 
 
 # Keep a version only if it is newer than the stored one; returns 1 when stored.
@@ -60,9 +36,11 @@ def _iso(value: datetime) -> str:
 
 
 class Store:
-    def __init__(self, redis: aioredis.Redis, prefix: str = "os") -> None:
+    def __init__(self, redis: aioredis.Redis, prefix: str = "os", *, clock: Clock = SYSTEM_CLOCK) -> None:
+        """``clock``: what the task-health dates are written in (the stage's clock)."""
         self.redis = redis
         self.prefix = prefix
+        self.clock = clock
         self._set_if_newer = redis.register_script(_SET_IF_NEWER)
 
     def key(self, *parts: str) -> str:
@@ -205,7 +183,7 @@ class Store:
     # --- task health ----------------------------------------------------------------------------
 
     async def record_task(self, task: str, scope: str, *, ok: bool, detail: str = "", **extra: Any) -> None:
-        now = _iso(datetime.now(UTC))
+        now = _iso(self.clock.now())
         fields: dict[str, str] = {"last_run": now}
         if ok:
             fields["last_success"] = now

@@ -30,7 +30,7 @@ from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 from ordersync.logs import redact
-from ordersync.store import redis_client
+from ordersync.redis_client import redis_client
 
 if TYPE_CHECKING:
     from ordersync.runtime import StageRuntime
@@ -205,7 +205,8 @@ class StageWebServer(Service):
         if self._redis is None:
             return "not connected"
         try:
-            await asyncio.wait_for(self._redis.ping(), PING_TIMEOUT_S)
+            async with asyncio.timeout(PING_TIMEOUT_S):
+                await self._redis.ping()
         except Exception as exc:  # any failure means not ready
             return f"PING failed: {type(exc).__name__}"
         return "ok"

@@ -23,7 +23,6 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -36,6 +35,7 @@ from ordersync.amazon.feeds import (
     parse_processing_report,
 )
 from ordersync.channels import Channel
+from ordersync.clock import epoch_seconds
 from ordersync.errors import Permanent, QuotaUnavailable, Retryable, Throttled
 from ordersync.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
@@ -43,8 +43,6 @@ from ordersync.schemas.events import InventoryLevelChanged
 from ordersync.schemas.topics import INVENTORY_LEVELS
 
 log = logging.getLogger(__name__)
-#: The clock of every interval, timeout and backoff here (Amazon time): wall time, or a simulator's.
-clock: Callable[[], float] = time.time
 STAGE = "inventory"
 FEED_TYPE = "JSON_LISTINGS_FEED"
 TASK = "inventory"
@@ -175,7 +173,7 @@ async def flush(runtime: StageRuntime, channel: Channel) -> str | None:
                 mapping={
                     "feed_id": feed_id,
                     "batch": json.dumps({str(i): [sku, qty] for i, (sku, qty) in batch.items()}),
-                    "started": str(clock()),
+                    "started": str(epoch_seconds(runtime.clock)),
                 },
             )
             pipe.eval(
@@ -205,7 +203,9 @@ async def check_inflight(runtime: StageRuntime, channel: Channel) -> bool:
         feeds = FeedsClient(runtime.amazon(channel))
         feed = await runtime.retrying(f"getFeed {feed_id}", lambda: feeds.get_feed(feed_id))
         if not feed.done:
-            if clock() - float(record.get("started", "0")) < scaled(runtime, settings.feed_timeout_s):
+            if epoch_seconds(runtime.clock) - float(record.get("started", "0")) < scaled(
+                runtime, settings.feed_timeout_s
+            ):
                 return False
             await _give_back(runtime, seller, batch, f"feed {feed_id} still {feed.processing_status}")
             return True
@@ -238,7 +238,7 @@ async def _apply_report(
     seller = channel.seller_id
     report = parse_processing_report(content)
     errors = report.errors_by_message()
-    at = _iso(datetime.now(UTC))
+    at = _iso(runtime.clock.now())
     accepted = refused = 0
     async with runtime.store.redis.pipeline(transaction=True) as pipe:
         for message_id, (sku, qty) in batch.items():
@@ -283,9 +283,9 @@ async def tick(runtime: StageRuntime, channel: Channel) -> str | None:
     key = _key(runtime, "inv-last-flush", seller)
     interval_s = scaled(runtime, runtime.settings.ratelimit.inventory_flush_interval_s)
     last = await runtime.store.redis.get(key)
-    if last is not None and clock() - float(last) < interval_s:
+    if last is not None and epoch_seconds(runtime.clock) - float(last) < interval_s:
         return None
-    await runtime.store.redis.set(key, str(clock()), ex=max(1, int(interval_s) + 1))
+    await runtime.store.redis.set(key, str(epoch_seconds(runtime.clock)), ex=max(1, int(interval_s) + 1))
     return await flush(runtime, channel)
 
 

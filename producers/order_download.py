@@ -6,6 +6,8 @@
 - Amazon operations and quotas (per seller, through the rate limiter): ``getOrders`` (v0; 0.0167/s,
   burst 20) or ``searchOrders`` (2026-01-01; 0.0056/s, burst 20), one call per page of 100;
   ``getOrder`` (0.5/s, burst 30) per order of a retry-download command.
+- Time: every instant (the first window's start, the catch-ups' schedule) comes from the runtime's
+  clock, Amazon's "now"; the windows themselves end where Amazon says (``LastUpdatedBefore``).
 - State in Redis: the cursor per channel (Amazon's returned ``LastUpdatedBefore``), saved only after
   every event of the window is acknowledged by Kafka, so a crash re-reads rather than skips; a dedupe
   mark per (seller, order, LastUpdateDate), so the overlap never emits an order version twice.
@@ -21,7 +23,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 import faust
@@ -105,7 +107,7 @@ async def emit_if_new(runtime: StageRuntime, channel: Channel, order: AmazonOrde
         marketplace_id=order.marketplace_id,
         amazon_status=order.order_status,
         fulfillment_channel=order.fulfillment_channel,
-        downloaded_at=datetime.now(UTC).isoformat(),
+        downloaded_at=runtime.clock.now().isoformat(),
     )
     await store.record_version(DEDUPE_MARK, channel.seller_id, order.amazon_order_id, order.last_update_date)
     return True
@@ -156,7 +158,7 @@ async def download_window(runtime: StageRuntime, channel: Channel, fetch_page: F
     after every event of the window was acknowledged, so a crash re-reads rather than skips."""
     store = runtime.store
     cursor = await store.cursor(channel.name)
-    start = window_start(cursor, datetime.now(UTC), runtime.settings.download)
+    start = window_start(cursor, runtime.clock.now(), runtime.settings.download)
     report = await scan(
         runtime, channel, OrdersQuery(updated_after=start), fetch_page, found_by="poll", task="download"
     )
@@ -241,7 +243,7 @@ async def run_due_catch_ups(
     if cursor is None:
         return []  # the first window has not completed: there is nothing to catch up on yet
     reports = []
-    now = datetime.now(UTC)
+    now = runtime.clock.now()
     for catch_up in catch_ups(runtime.settings.download):
         health = await store.task(catch_up.task, channel.name)
         last_success = _parse(health.get("last_success"))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 
 import faust
@@ -381,7 +380,7 @@ async def import_order(runtime: StageRuntime, enriched: OrderEnriched, correlati
         sales_order_code=code,
         reason_code="",
         reason="",
-        imported_at=datetime.now(UTC).isoformat(),
+        imported_at=runtime.clock.now().isoformat(),
     )
 
 

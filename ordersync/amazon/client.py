@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import platform
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
+from importlib import metadata
 from typing import Any, Protocol
 
 import httpx
@@ -50,6 +53,39 @@ REQUEST_ID_HEADER = "x-amzn-RequestId"
 TOKEN_RENEW_MARGIN_S = 60.0
 #: Longest an observer may hold up a request; past it the outcome goes unrecorded.
 OBSERVER_TIMEOUT_S = 1.0
+#: Amazon refuses a longer User-Agent header (docs "Include a User-Agent header in all requests").
+USER_AGENT_MAX = 500
+
+
+def _quoted(text: str, specials: str) -> str:
+    """``text`` with a backslash before each backslash and each of ``specials``: the quoting Amazon's
+    User-Agent format asks for."""
+    return "".join("\\" + c if c == "\\" or c in specials else c for c in text)
+
+
+@cache
+def ordersync_version() -> str:
+    """ordersync's version, from the installed package's metadata."""
+    try:
+        return metadata.version("ordersync")
+    except metadata.PackageNotFoundError:
+        from ordersync import __version__  # noqa: PLC0415 - only when not installed
+
+        return __version__
+
+
+def user_agent(app_name: str, version: str | None = None) -> str:
+    """The User-Agent header Amazon asks every SP-API integrator to send (docs "Include a User-Agent
+    header in all requests"): ``AppName/AppVersion (Language=Python/3.x.y; Platform=OS/release)``,
+    with ``/`` quoted in the name, ``(`` in the version and ``)`` and ``;`` in attribute values, and
+    at most 500 characters."""
+    attributes = {
+        "Language": f"Python/{platform.python_version()}",
+        "Platform": f"{platform.system() or 'unknown'}/{platform.release() or 'unknown'}",
+    }
+    pairs = "; ".join(f"{_quoted(k, '=')}={_quoted(v, ');')}" for k, v in attributes.items())
+    header = f"{_quoted(app_name, '/')}/{_quoted(version or ordersync_version(), '(')} ({pairs})"
+    return header[:USER_AGENT_MAX]
 
 
 def amazon_time(value: datetime) -> str:
@@ -87,6 +123,11 @@ class ListingParameters:
     channels: str
     status_value: Callable[[OrderStatus], str]
     channel_value: Callable[[str], str]
+    #: Whether a follow-up page repeats the first page's filters with the token. searchOrders requires
+    #: it ("All other parameters must be provided with the same values that were provided with the
+    #: request that generated this token, with the exception of maxResultsPerPage and includedData",
+    #: orders_2026-01-01.json); getOrders (v0) takes NextToken with MarketplaceIds alone.
+    token_repeats_filters: bool = False
 
 
 V0_LISTING = ListingParameters(
@@ -112,6 +153,7 @@ V2026_LISTING = ListingParameters(
     "fulfilledBy",
     STATUS_TO_2026.__getitem__,
     {"MFN": "MERCHANT", "AFN": "AMAZON"}.__getitem__,
+    token_repeats_filters=True,
 )
 
 
@@ -166,9 +208,13 @@ class LwaTokenProvider:
         client_id: SecretStr,
         client_secret: SecretStr,
         refresh_token: SecretStr,
+        *,
+        user_agent: str | None = None,
     ) -> None:
+        """``user_agent``: the User-Agent header of token requests (default: httpx's)."""
         self._http = http
         self._endpoint = endpoint
+        self._headers = {"user-agent": user_agent} if user_agent else {}
         self._client_id = client_id
         self._client_secret = client_secret
         self._refresh_token = refresh_token
@@ -194,7 +240,7 @@ class LwaTokenProvider:
                 "client_secret": self._client_secret.get_secret_value(),
             }
             try:
-                response = await self._http.post(self._endpoint, data=form)
+                response = await self._http.post(self._endpoint, data=form, headers=self._headers)
             except httpx.HTTPError as exc:
                 raise AmazonUnavailable(
                     "lwaToken", None, type(exc).__name__, str(exc) or "no answer"
@@ -276,6 +322,8 @@ class SpApiClient:
         self.last_rate_limits: dict[str, str] = {}
         self._rdts: dict[tuple[str, str, tuple[str, ...]], tuple[str, float]] = {}
         self._http = http
+        #: Sent on every request to Amazon (SP-API, LWA, feed documents).
+        self.user_agent = user_agent(amazon.user_agent_app)
         creds = channel.credentials
         self._lwa = lwa or LwaTokenProvider(
             http,
@@ -283,6 +331,7 @@ class SpApiClient:
             creds.client_id.resolve(f"channel {channel.name} client_id"),
             creds.client_secret.resolve(f"channel {channel.name} client_secret"),
             creds.refresh_token.resolve(f"channel {channel.name} refresh_token"),
+            user_agent=self.user_agent,
         )
 
     @property
@@ -317,7 +366,10 @@ class SpApiClient:
             return
         call = ApiCall(operation, api, outcome, status, detail)
         try:
-            await asyncio.wait_for(self.observer.on_call(self.channel, call), OBSERVER_TIMEOUT_S)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the caller's own
+            # cancellation when the inner call finishes at the same moment, and a stopped stage runs on.
+            async with asyncio.timeout(OBSERVER_TIMEOUT_S):
+                await self.observer.on_call(self.channel, call)
         except Exception as exc:  # recording health must never fail a request
             log.warning("could not record %s %s for %s: %s", operation, outcome, self.channel.name, exc)
 
@@ -327,9 +379,8 @@ class SpApiClient:
             return
         api = api or self.api_of("getFeed", feed_type)
         try:
-            await asyncio.wait_for(
-                self.observer.on_feed_fatal(self.channel, api, feed_id, feed_type), OBSERVER_TIMEOUT_S
-            )
+            async with asyncio.timeout(OBSERVER_TIMEOUT_S):
+                await self.observer.on_feed_fatal(self.channel, api, feed_id, feed_type)
         except Exception as exc:  # a notification must never fail the stage
             log.warning("could not notify feed %s FATAL for %s: %s", feed_id, self.channel.name, exc)
 
@@ -366,12 +417,12 @@ class SpApiClient:
             raise
         while True:
             grant = await self._limiter.acquire(operation, self.seller_id, lane=lane, feed_type=feed_type)
-            if time.monotonic() <= grant.deadline:
+            if not grant.expired():
                 break
             # Too late to send safely (the request could reach Amazon after its bucket emptied):
             # drop it; the token stays spent.
             log.warning("dropped %s for %s: grant deadline passed before sending", operation, self.seller_id)
-        headers = {"x-amz-access-token": token, "accept": "application/json"}
+        headers = {"x-amz-access-token": token, "accept": "application/json", "user-agent": self.user_agent}
         try:
             response = await self._http.request(
                 method, self._base_url + path, params=params, json=json_body, headers=headers
@@ -413,8 +464,10 @@ class SpApiClient:
         next_token: str | None = None,
         statuses: tuple[OrderStatus, ...] = (),
     ) -> OrdersPage:
-        """One page of the orders ``query`` selects (or the page ``next_token`` names).
+        """One page of the orders ``query`` selects: the first, or the one ``next_token`` names.
 
+        With ``next_token``, pass the query of the first page: searchOrders (2026-01-01) wants its
+        filters again, with the same values, on every page (v0 getOrders needs only the token).
         ``updated_after`` and ``statuses`` are a shorthand for ``OrdersQuery(updated_after=...)``.
         """
         if query is None:
@@ -426,11 +479,13 @@ class SpApiClient:
     async def iter_orders(
         self, updated_after: datetime, statuses: tuple[OrderStatus, ...] = ()
     ) -> AsyncIterator[OrdersPage]:
-        """Every page of one window, each page asking the rate limiter first."""
-        page = await self.list_orders_page(updated_after=updated_after, statuses=statuses)
+        """Every page of one window, each page asking the rate limiter first; every page request
+        is the same query with the previous page's token."""
+        query = OrdersQuery(updated_after=updated_after, statuses=statuses)
+        page = await self.list_orders_page(query)
         yield page
         while page.next_token:
-            page = await self.list_orders_page(next_token=page.next_token)
+            page = await self.list_orders_page(query, next_token=page.next_token)
             yield page
 
     def _fulfillment_channels(self, query: OrdersQuery) -> tuple[str, ...]:
@@ -441,11 +496,14 @@ class SpApiClient:
     def _listing_params(
         self, query: OrdersQuery, next_token: str | None, names: ListingParameters
     ) -> dict[str, str]:
-        """getOrders/searchOrders query parameters: the same query in each API's own words."""
+        """getOrders/searchOrders query parameters: the same query in each API's own words. A
+        follow-up page is the token, with the same filters when the API requires them (searchOrders:
+        the same values, so the same query must be passed for every page)."""
         params = {names.marketplaces: ",".join(self.channel.marketplaces)}
         if next_token:
             params[names.token] = next_token
-            return params
+            if not names.token_repeats_filters:
+                return params
         if query.updated_after is not None:
             params[names.updated_after] = amazon_time(query.updated_after)
         elif query.created_after is not None:
@@ -453,7 +511,7 @@ class SpApiClient:
             if query.created_before is not None:
                 params[names.created_before] = amazon_time(query.created_before)
         else:
-            raise ValueError("the first page needs updated_after or created_after")
+            raise ValueError("an orders query needs updated_after or created_after")
         params[names.page_size] = "100"
         if query.statuses:
             params[names.statuses] = ",".join(names.status_value(s) for s in query.statuses)
@@ -572,11 +630,14 @@ class SpApiClient:
     async def get_order_address(self, amazon_order_id: str) -> Address | None:
         """getOrderAddress (v0): the order's shipping address, None when Amazon shows none (Pending,
         Canceled). With the channel's ``fetch_pii``, through a Restricted Data Token, so name, street
-        and phone are included; without, only city, region, postal code and country."""
+        and phone are included; without, only city, region, postal code and country. The RDT names
+        no dataElements: the Tokens API needs them only for getOrders, getOrder and getOrderItems
+        (tokens_2021-03-01.json); an RDT for getOrderAddress opens the address. (Orders 2026-01-01
+        needs no RDT at all: the application's roles open buyer and recipient data.)"""
         path = f"/orders/v0/orders/{amazon_order_id}/address"
         rdt = None
         if self.channel.fetch_pii:
-            rdt = await self.restricted_data_token("GET", path, ("shippingAddress",))
+            rdt = await self.restricted_data_token("GET", path)
         response = await self.call("getOrderAddress", "GET", path, access_token=rdt)
         payload = _json(response).get("payload") or {}
         return address_from_v0(payload.get("ShippingAddress"))

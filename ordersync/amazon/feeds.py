@@ -135,7 +135,9 @@ class FeedsClient:
         operation = "uploadFeedDocument"
         try:
             response = await self.client.http.put(
-                url, content=content, headers={"content-type": content_type}
+                url,
+                content=content,
+                headers={"content-type": content_type, "user-agent": self.client.user_agent},
             )
         except httpx.HTTPError as exc:
             raise AmazonUnavailable(operation, None, type(exc).__name__, str(exc) or "no answer") from exc
@@ -258,17 +260,31 @@ class FeedsClient:
         """cancelFeed: only an IN_QUEUE feed can be cancelled (Amazon's 400 otherwise, permanent)."""
         await self.client.call("cancelFeed", "DELETE", f"/feeds/2021-06-30/feeds/{feed_id}", api=self.api)
 
-    async def get_feed_document_info(self, feed_document_id: str) -> FeedDocument:
+    async def get_feed_document_info(
+        self, feed_document_id: str, *, content_encoding_header: bool = False
+    ) -> FeedDocument:
+        """getFeedDocument. ``content_encoding_header``: ask for a URL whose download of a GZIP
+        document carries ``Content-Encoding: gzip`` (``enableContentEncodingUrlHeader``), so the
+        HTTP client decompresses it; :meth:`download` reads either kind."""
+        params = {"enableContentEncodingUrlHeader": "true"} if content_encoding_header else None
         response = await self.client.call(
-            "getFeedDocument", "GET", f"/feeds/2021-06-30/documents/{feed_document_id}", api=self.api
+            "getFeedDocument",
+            "GET",
+            f"/feeds/2021-06-30/documents/{feed_document_id}",
+            params=params,
+            api=self.api,
         )
         return FeedDocument.model_validate(_body(response, "getFeedDocument"))
 
     async def download(self, document: FeedDocument) -> bytes:
-        """The document's content from its presigned URL, decompressed when it is GZIP."""
+        """The document's content from its presigned URL, decompressed when it is GZIP: by the HTTP
+        client when the download says ``Content-Encoding: gzip`` (a URL asked for with
+        ``enableContentEncodingUrlHeader``), else here."""
         operation = "downloadFeedDocument"
         try:
-            response = await self.client.http.get(document.url)
+            response = await self.client.http.get(
+                document.url, headers={"user-agent": self.client.user_agent}
+            )
         except httpx.HTTPError as exc:
             raise AmazonUnavailable(operation, None, type(exc).__name__, str(exc) or "no answer") from exc
         if response.status_code >= 300:
@@ -278,16 +294,23 @@ class FeedsClient:
                 operation, response.status_code, code, message, response.headers.get("x-amz-request-id")
             )
         content = response.content
-        if document.compression_algorithm == "GZIP":
+        decoded = "gzip" in response.headers.get("content-encoding", "").lower()  # httpx gunzipped it
+        if document.compression_algorithm == "GZIP" and not decoded:
             try:
                 content = gzip.decompress(content)
             except (OSError, EOFError, zlib.error) as exc:
                 raise AmazonRejected(operation, response.status_code, "BadGzip", str(exc)) from exc
         return content
 
-    async def get_feed_document(self, feed_document_id: str) -> bytes:
-        """getFeedDocument and the download: the (result) document's content, gunzipped if need be."""
-        return await self.download(await self.get_feed_document_info(feed_document_id))
+    async def get_feed_document(
+        self, feed_document_id: str, *, content_encoding_header: bool = False
+    ) -> bytes:
+        """getFeedDocument and the download: the (result) document's content, gunzipped if need be
+        (``content_encoding_header``: see :meth:`get_feed_document_info`)."""
+        info = await self.get_feed_document_info(
+            feed_document_id, content_encoding_header=content_encoding_header
+        )
+        return await self.download(info)
 
 
 def _body(response: httpx.Response, operation: str) -> dict[str, Any]:

@@ -66,8 +66,8 @@ from ordersync.dashboard.query import (
 from ordersync.errors import ConfigurationError
 from ordersync.health import API_NAMES, API_TITLES, ApiHealth, HealthBoard
 from ordersync.readmodel import OrderDetail, OrderFilter, ReadModel, write_orders_csv
+from ordersync.redis_client import redis_client
 from ordersync.settings import Settings, get_settings
-from ordersync.store import redis_client
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any, Protocol, cast, runtime_checkable
@@ -51,8 +51,8 @@ from ordersync.ratelimit.gcra import (
     waiter_member,
 )
 from ordersync.ratelimit.plans import PlanBook
+from ordersync.redis_client import cancel_safe, redis_tls_options
 from ordersync.settings import Settings
-from ordersync.store import redis_tls_options
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +111,10 @@ _UNAVAILABLE_REPLIES = (
 class Grant:
     """Permission to send one request now.
 
-    ``deadline`` is on the limiter's monotonic clock (``time.monotonic`` for Redis): a request not sent by
-    then must be dropped, because the headroom that keeps it within Amazon's bucket assumes it is sent
-    within ``send_deadline_s`` of the decision. The token stays spent either way.
+    ``deadline`` is on the limiter's monotonic clock (``time.monotonic`` for Redis; ``clock`` reads it):
+    a request not sent by then must be dropped, because the headroom that keeps it within Amazon's
+    bucket assumes it is sent within ``send_deadline_s`` of the decision. The token stays spent either
+    way.
     """
 
     operation: str
@@ -125,8 +126,10 @@ class Grant:
     decided_at_us: int = 0
     """Redis ``TIME`` (µs) of the decision, for diagnostics and tests; never compare it with local time."""
 
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False, repr=False)
+
     def expired(self, now: float | None = None) -> bool:
-        return (time.monotonic() if now is None else now) > self.deadline
+        return (self.clock() if now is None else now) > self.deadline
 
 
 @dataclass(frozen=True)
@@ -441,6 +444,7 @@ class _GcraLimiter(ABC):
                         tokens_left=reply.tokens_left,
                         waited_s=waited,
                         decided_at_us=reply.now_us,
+                        clock=self._clock,
                     )
                 if not counted_wait:
                     counted_wait = True
@@ -1017,15 +1021,17 @@ def build_rate_limiter(settings: Settings, channels: Iterable[Channel]) -> Redis
         credentials["username"] = settings.redis.username
     if settings.redis.password is not None:
         credentials["password"] = settings.redis.password.get_secret_value()
-    client = redis.asyncio.Redis.from_url(
-        settings.redis.url,
-        socket_timeout=settings.redis.socket_timeout_s,
-        socket_connect_timeout=settings.redis.socket_timeout_s,
-        # Few, quick retries: an outage must surface as QuotaUnavailable promptly, not after many seconds.
-        retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries=2),
-        health_check_interval=30,
-        **credentials,
-        **redis_tls_options(settings.redis),
+    client = cancel_safe(
+        redis.asyncio.Redis.from_url(
+            settings.redis.url,
+            socket_timeout=settings.redis.socket_timeout_s,
+            socket_connect_timeout=settings.redis.socket_timeout_s,
+            # Few, quick retries: an outage must surface as QuotaUnavailable promptly, not after many seconds.
+            retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries=2),
+            health_check_interval=30,
+            **credentials,
+            **redis_tls_options(settings.redis),
+        )
     )
     return RedisRateLimiter(
         client,

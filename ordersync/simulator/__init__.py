@@ -8,7 +8,8 @@ answers, timeouts, dropped connections), plus a control and truth API under ``/_
 quantity per seller, as JSON_LISTINGS_FEED feeds left it), ``/_sim/counters``, ``/_sim/clock`` and
 ``/advance``, ``/_sim/faults`` (rates) and ``/_sim/faults/next`` (force the next requests' fault),
 ``/_sim/usage-plans`` (change a seller's plan while running), ``/_sim/buckets/reset``,
-``/_sim/tokens/revoke``, ``/_sim/catalogue``, ``/_sim/scenario``.
+``/_sim/tokens/revoke``, ``/_sim/catalogue``, ``/_sim/scenario``, ``/_sim/user-agents`` (the
+User-Agent header of each operation's last request).
 
 In-process::
 

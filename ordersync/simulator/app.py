@@ -110,6 +110,7 @@ def _sp_api(operation: str, *, with_body: bool = False) -> Any:
             query=_first_values(request),
             body=body,
             base_url=_base_url(request),
+            user_agent=request.headers.get("user-agent"),
         )
         return await _respond(result)
 
@@ -130,7 +131,7 @@ async def lwa_token(request: Request) -> Response:
             form = {str(k): str(v) for k, v in parsed.items()}
     else:
         form = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
-    status, body = state.issue_access_token(form)
+    status, body = state.issue_access_token(form, user_agent=request.headers.get("user-agent"))
     headers = {"cache-control": "no-store", "x-amzn-RequestId": str(uuid.uuid4())}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -202,6 +203,11 @@ async def sim_faults(request: Request) -> Response:
         return JSONResponse(state.set_faults(await _json_body(request)))
     except ControlError as exc:
         return _control_error(exc)
+
+
+async def sim_user_agents(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    return JSONResponse(state.user_agents_json())
 
 
 async def sim_catalogue(request: Request) -> Response:
@@ -332,6 +338,7 @@ def create_app(state: SimulatorState) -> Starlette:
         Route("/_sim/clock/advance", sim_clock_advance, methods=["POST"]),
         Route("/_sim/faults", sim_faults, methods=["PUT", "POST"]),
         Route("/_sim/catalogue", sim_catalogue, methods=["GET"]),
+        Route("/_sim/user-agents", sim_user_agents, methods=["GET"]),
         Route("/_sim/scenario", sim_scenario, methods=["GET"]),
         Route("/_sim/tokens/revoke", sim_revoke_tokens, methods=["POST"]),
         Route("/_sim/buckets/reset", sim_reset_buckets, methods=["POST"]),

@@ -83,6 +83,8 @@ LISTINGS_FEED_OPERATION = "createFeed:JSON_LISTINGS_FEED"
 LISTINGS_FEED_PLAN = (5 / 300, 5)
 
 FEEDS_KEPT_S = 90 * 86400.0
+#: The presigned download URL's parameter setting the Content-Encoding S3 answers with.
+CONTENT_ENCODING_PARAMETER = "response-content-encoding"
 
 # --- result codes (the simulator's) ------------------------------------------------------------------
 #: The XML is not well formed, or not an AmazonEnvelope of the expected MessageType.
@@ -142,6 +144,22 @@ class Document:
     uploaded_at: float | None = None
 
 
+@dataclass(frozen=True)
+class Issue:
+    """One problem with a listings message, as the JSON processing report names it."""
+
+    code: str
+    message: str
+    severity: Literal["ERROR", "WARNING"] = "ERROR"
+    attribute_name: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "severity": self.severity, "message": self.message}
+        if self.attribute_name:
+            body["attributeName"] = self.attribute_name
+        return body
+
+
 @dataclass
 class MessageResult:
     """What became of one feed message (for the truth API and the report)."""
@@ -154,11 +172,24 @@ class MessageResult:
     description: str = ""
     severity: Literal["ERROR", "WARNING"] = "ERROR"
     detail: dict[str, Any] = field(default_factory=dict)
+    #: The attribute the problem is with (listings reports' ``attributeName``).
+    attribute_name: str | None = None
+    #: Further problems with the same message (listings reports list each).
+    more: tuple[Issue, ...] = ()
+
+    def issues(self) -> list[Issue]:
+        if self.ok:
+            return []
+        return [Issue(self.code, self.description, self.severity, self.attribute_name), *self.more]
 
     def as_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"message_id": self.message_id, "key": self.key, "ok": self.ok}
         if not self.ok:
             body.update({"code": self.code, "description": self.description, "severity": self.severity})
+            if self.attribute_name:
+                body["attribute_name"] = self.attribute_name
+            if self.more:
+                body["more"] = [i.as_json() for i in self.more]
         if self.detail:
             body["detail"] = self.detail
         return body
@@ -240,20 +271,68 @@ class OrderFeedTarget(Protocol):
 
 @dataclass
 class Listing:
+    """A seller's listing: its ``fulfillment_availability`` entries by fulfillment channel code;
+    ``quantity`` is the DEFAULT (seller-fulfilled) entry's."""
+
     sku: str
     quantity: int | None
     updated_at: float | None = None
     feed_id: str | None = None
     product_type: str | None = None
+    availability: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.availability and self.quantity is not None:
+            self.availability = {
+                DEFAULT_CHANNEL: {"fulfillment_channel_code": DEFAULT_CHANNEL, "quantity": self.quantity}
+            }
+
+    def set_availability(self, entries: dict[str, dict[str, Any]]) -> None:
+        self.availability = entries
+        quantity = entries.get(DEFAULT_CHANNEL, {}).get("quantity")
+        self.quantity = quantity if isinstance(quantity, int) and not isinstance(quantity, bool) else None
 
     def as_json(self) -> dict[str, Any]:
         return {
             "sku": self.sku,
             "quantity": self.quantity,
+            "fulfillment_availability": list(self.availability.values()),
             "product_type": self.product_type,
             "updated_at": None if self.updated_at is None else epoch_to_iso(self.updated_at),
             "feed_id": self.feed_id,
         }
+
+
+#: The seller-fulfilled channel of ``fulfillment_availability``.
+DEFAULT_CHANNEL = "DEFAULT"
+FULFILLMENT_AVAILABILITY = "fulfillment_availability"
+#: What a ``fulfillment_availability`` value must be, as Amazon's product type definitions state it
+#: (an array of at least one entry; ``fulfillment_channel_code``, the selector, required;
+#: ``quantity`` and ``lead_time_to_ship_max_days`` integers >= 0; ``restock_date`` a date;
+#: ``is_inventory_available`` a boolean; no other property) and the Listings Items model
+#: (FulfillmentAvailability: fulfillmentChannelCode required, quantity an integer, minimum 0).
+FULFILLMENT_AVAILABILITY_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "minItems": 1,
+    "items": {
+        "type": "object",
+        "required": ["fulfillment_channel_code"],
+        "properties": {
+            "fulfillment_channel_code": {"type": "string", "minLength": 1},
+            "quantity": {"type": "integer", "minimum": 0},
+            "lead_time_to_ship_max_days": {"type": "integer", "minimum": 0},
+            "restock_date": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}"},
+            "is_inventory_available": {"type": "boolean"},
+        },
+        "additionalProperties": False,
+    },
+}
+#: How Amazon reports attribute problems (listings-feed-processing-report-schema-v2.example.json:
+#: 99022 "... does not have enough values" with ``attributeName``; the same message for a
+#: fulfillment_availability without fulfillment_channel_code in jlevers/selling-partner-api#493;
+#: 4000001 "The provided value for '...' is invalid." in selling-partner-api-models#5219).
+CODE_MISSING_VALUE = "99022"
+CODE_INVALID_VALUE = "4000001"
 
 
 @cache
@@ -286,20 +365,33 @@ class FeedEngine:
         self.documents[document_id] = doc
         return doc
 
-    def _signature(self, document_id: str, method: str, expires_at: int) -> str:
-        raw = f"{method}\n{document_id}\n{expires_at}".encode()
+    def _signature(self, document_id: str, method: str, expires_at: int, content_encoding: str = "") -> str:
+        raw = f"{method}\n{document_id}\n{expires_at}\n{content_encoding}".encode()
         return hmac.new(self._key, raw, hashlib.sha256).hexdigest()
 
-    def presigned_path(self, doc: Document, method: Literal["PUT", "GET"], now: float) -> str:
-        """``/_sim/s3/{id}?...``: the document's presigned URL path, valid ``document_url_ttl_s``."""
+    def presigned_path(
+        self,
+        doc: Document,
+        method: Literal["PUT", "GET"],
+        now: float,
+        *,
+        content_encoding: str | None = None,
+    ) -> str:
+        """``/_sim/s3/{id}?...``: the document's presigned URL path, valid ``document_url_ttl_s``.
+        ``content_encoding``: the Content-Encoding its download answers with (signed, like S3's
+        ``response-content-encoding``)."""
         expires_at = int(now + self.profile.document_url_ttl_s)
         query = {
             "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
             "X-Amz-Date": epoch_to_iso(now).replace("-", "").replace(":", ""),
             "X-Amz-Expires": str(int(self.profile.document_url_ttl_s)),
             "X-Amz-Expires-At": str(expires_at),
-            "X-Amz-Signature": self._signature(doc.document_id, method, expires_at),
         }
+        if content_encoding:
+            query[CONTENT_ENCODING_PARAMETER] = content_encoding
+        query["X-Amz-Signature"] = self._signature(
+            doc.document_id, method, expires_at, content_encoding or ""
+        )
         return f"/_sim/s3/{doc.document_id}?{urlencode(query)}"
 
     def _check_url(self, document_id: str, method: str, query: dict[str, str], now: float) -> Document:
@@ -307,7 +399,7 @@ class FeedEngine:
             expires_at = int(query.get("X-Amz-Expires-At", ""))
         except ValueError:
             raise S3Error(403, "AccessDenied", "Query-string authentication requires parameters.") from None
-        expected = self._signature(document_id, method, expires_at)
+        expected = self._signature(document_id, method, expires_at, query.get(CONTENT_ENCODING_PARAMETER, ""))
         if not hmac.compare_digest(expected, query.get("X-Amz-Signature", "")):
             raise S3Error(
                 403,
@@ -597,6 +689,20 @@ class FeedEngine:
                 results.append(MessageResult(message_id, sku, False, "4000001", "; ".join(invalid[index])))
             elif message_id in seen:
                 results.append(MessageResult(message_id, sku, False, "4000003", "messageId is not unique."))
+            elif issues := _attribute_issues(raw):
+                first, *more = issues
+                results.append(
+                    MessageResult(
+                        message_id,
+                        sku,
+                        False,
+                        first.code,
+                        first.message,
+                        first.severity,
+                        attribute_name=first.attribute_name,
+                        more=tuple(more),
+                    )
+                )
             else:
                 results.append(_apply_listing(listings, raw, feed.feed_id, at))
             if message_id is not None:
@@ -610,14 +716,13 @@ class FeedEngine:
     def _listings_report(self, feed: Feed, processed: int, accepted: int, invalid: int) -> dict[str, Any]:
         issues: list[dict[str, Any]] = []
         for r in feed.results:
-            if r.ok:
-                continue
-            issue: dict[str, Any] = {"code": r.code, "severity": r.severity, "message": r.description}
-            if r.message_id is not None:
-                issue["messageId"] = r.message_id
-            if r.key:
-                issue["sku"] = r.key
-            issues.append(issue)
+            for problem in r.issues():
+                issue: dict[str, Any] = {}
+                if r.message_id is not None:
+                    issue["messageId"] = r.message_id
+                if r.key:
+                    issue["sku"] = r.key
+                issues.append({**issue, **problem.as_json()})
         return {
             "header": {"sellerId": feed.seller_id, "version": "2.0", "feedId": feed.feed_id},
             "issues": issues,
@@ -660,6 +765,85 @@ def _schema_error_text(error: Any) -> str:
     return f"{where or '(document)'}: {error.message}"[:1000]
 
 
+def _attribute_issues(raw: dict[str, Any]) -> list[Issue]:
+    """What the product type's rules find wrong with a schema-valid message's
+    ``fulfillment_availability`` (given by UPDATE/PARTIAL_UPDATE attributes, or by a PATCH's add,
+    replace or merge of ``/attributes/fulfillment_availability``)."""
+    values: list[Any] = []
+    if raw["operationType"] == "PATCH":
+        for patch in raw.get("patches", []):
+            if patch.get("path") == _AVAILABILITY_PATH and patch.get("op") in ("add", "replace", "merge"):
+                values.append(patch.get("value"))
+    elif raw["operationType"] != "DELETE" and FULFILLMENT_AVAILABILITY in (raw.get("attributes") or {}):
+        values.append(raw["attributes"][FULFILLMENT_AVAILABILITY])
+    missing = invalid = False
+    for value in values:
+        for error in _availability_validator().iter_errors(value):
+            if error.validator == "required" or (
+                error.validator == "minLength"
+                and list(error.absolute_path)[-1:] == ["fulfillment_channel_code"]
+            ):
+                missing = True
+            else:
+                invalid = True
+        entries = value if isinstance(value, list) else []
+        codes = [e.get("fulfillment_channel_code") for e in entries if isinstance(e, dict)]
+        codes = [c for c in codes if c]
+        if len(set(codes)) != len(codes):
+            invalid = True  # one entry per fulfillment channel (the selector's maxUniqueItems 1)
+    issues: list[Issue] = []
+    if missing:
+        issues.append(
+            Issue(
+                CODE_MISSING_VALUE,
+                "The field 'fulfillment_channel_code' for the attribute 'fulfillment_availability' does not"
+                " have enough values. The required minimum is '1' value(s).",
+                attribute_name=FULFILLMENT_AVAILABILITY,
+            )
+        )
+    if invalid:
+        issues.append(
+            Issue(
+                CODE_INVALID_VALUE,
+                "The provided value for 'fulfillment_availability' is invalid.",
+                attribute_name=FULFILLMENT_AVAILABILITY,
+            )
+        )
+    return issues
+
+
+_AVAILABILITY_PATH = "/attributes/" + FULFILLMENT_AVAILABILITY
+
+
+@cache
+def _availability_validator() -> Any:
+    import jsonschema  # noqa: PLC0415 - loaded only when a listings feed is processed
+
+    return jsonschema.Draft7Validator(FULFILLMENT_AVAILABILITY_SCHEMA)
+
+
+def _entries(value: Any) -> dict[str, dict[str, Any]]:
+    """A validated ``fulfillment_availability`` value by fulfillment channel code."""
+    entries = value if isinstance(value, list) else []
+    return {str(e["fulfillment_channel_code"]): dict(e) for e in entries if isinstance(e, dict)}
+
+
+def _patched(current: dict[str, dict[str, Any]], op: str, value: Any) -> dict[str, dict[str, Any]]:
+    """``fulfillment_availability`` after one patch: add/replace set the whole attribute; merge
+    updates the entries its selectors name and leaves their other fields (restock_date,
+    lead_time_to_ship_max_days) and other channels as they were (docs "Merge a listing"); delete
+    removes the entries named, or the attribute."""
+    if op == "merge":
+        merged = {code: dict(entry) for code, entry in current.items()}
+        for code, entry in _entries(value).items():
+            merged[code] = {**merged.get(code, {}), **entry}
+        return merged
+    if op == "delete":
+        named = _entries(value)
+        return {code: entry for code, entry in current.items() if named and code not in named}
+    return _entries(value)
+
+
 def _apply_listing(
     listings: dict[str, Listing], raw: dict[str, Any], feed_id: str, at: float
 ) -> MessageResult:
@@ -672,7 +856,7 @@ def _apply_listing(
             return MessageResult(message_id, sku, False, "4000004", f"SKU {sku} has no listing to delete.")
         del listings[sku]
         return MessageResult(message_id, sku, True, detail={"deleted": True})
-    quantity: int | None = None
+    availability = dict(known.availability) if known is not None else {}
     found = False
     if operation == "PATCH":
         if known is None:
@@ -680,37 +864,25 @@ def _apply_listing(
                 message_id, sku, False, "4000004", f"SKU {sku} has no listing to patch; create it first."
             )
         for patch in raw.get("patches", []):
-            if patch.get("path") == "/attributes/fulfillment_availability":
-                if patch.get("op") == "delete":
-                    found, quantity = True, None
-                else:
-                    found, quantity = True, _availability_quantity(patch.get("value"))
+            if patch.get("path") == _AVAILABILITY_PATH:
+                found = True
+                availability = _patched(availability, str(patch.get("op")), patch.get("value"))
     else:  # UPDATE, PARTIAL_UPDATE
         if operation == "PARTIAL_UPDATE" and known is None:
             return MessageResult(
                 message_id, sku, False, "4000004", f"SKU {sku} has no listing to update partially."
             )
         attributes = raw.get("attributes") or {}
-        if "fulfillment_availability" in attributes:
-            found, quantity = True, _availability_quantity(attributes["fulfillment_availability"])
+        if FULFILLMENT_AVAILABILITY in attributes:
+            found, availability = True, _entries(attributes[FULFILLMENT_AVAILABILITY])
     listing = known or Listing(sku, None)
     listing.product_type = raw.get("productType", listing.product_type)
     if found:
-        listing.quantity = quantity
+        listing.set_availability(availability)
     listing.updated_at = at
     listing.feed_id = feed_id
     listings[sku] = listing
     return MessageResult(message_id, sku, True, detail={"quantity": listing.quantity})
-
-
-def _availability_quantity(value: Any) -> int | None:
-    if isinstance(value, list):
-        for entry in value:
-            if isinstance(entry, dict) and entry.get("fulfillment_channel_code", "DEFAULT") == "DEFAULT":
-                quantity = entry.get("quantity")
-                if isinstance(quantity, int) and not isinstance(quantity, bool):
-                    return quantity
-    return None
 
 
 # --- XML parsing ---------------------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 """JSON of simulated orders in Amazon's shapes (Orders v0 and 2026-01-01) and in the truth API's.
 
 What Amazon withholds is withheld here too: a Pending order has no OrderTotal, no item prices and
-no ShippingAddress; a Canceled order has no OrderTotal or address; without a Restricted Data Token
-(when the scenario enforces it) the address carries only city, region, postal code and country,
-and there is no buyer information.
+no ShippingAddress; a Canceled order has no OrderTotal or address. Personal data (:class:`Pii`)
+comes only where the request may see it: Orders v0 through a Restricted Data Token (when the
+scenario enforces it), without which the address carries only city, region, postal code and country
+and there is no buyer information; Orders 2026-01-01 with the application's restricted roles
+(docs "Access Orders PII"), without which the delivery address carries only city, region and country
+(2026-01-01 counts the postal code as personal data) and the buyer's name and email are left out.
 """
 
 from __future__ import annotations
@@ -35,13 +38,23 @@ _DAY = 86400
 
 @dataclass(frozen=True)
 class Pii:
-    """Which restricted data a request may see (Restricted Data Token data elements)."""
+    """Which personal data a request may see: v0, the Restricted Data Token's data elements the
+    application holds the roles for; 2026-01-01, the application's roles."""
 
+    #: Name, street lines, phone (and, in 2026-01-01, the postal code) of the shipping address.
     shipping_address: bool = False
-    buyer_info: bool = False
+    buyer_name: bool = False
+    buyer_email: bool = False
+
+    @property
+    def buyer_info(self) -> bool:
+        return self.buyer_name or self.buyer_email
 
 
-ALL_PII = Pii(shipping_address=True, buyer_info=True)
+ALL_PII = Pii(shipping_address=True, buyer_name=True, buyer_email=True)
+#: Statuses in which 2026-01-01 shows a seller-fulfilled order's buyer email ("Access Orders PII":
+#: UNSHIPPED, PARTIALLY_SHIPPED or SHIPPED; InvoiceUnconfirmed is SHIPPED there).
+BUYER_EMAIL_STATUSES = frozenset({"Unshipped", "PartiallyShipped", "Shipped", "InvoiceUnconfirmed"})
 
 
 def money_amount(amount: Decimal, decimals: int) -> str:
@@ -122,7 +135,12 @@ def order_v0(order: Order, version: Version, pii: Pii) -> dict[str, Any]:
     if order.address is not None and _has_address(order, snap):
         body["ShippingAddress"] = address_v0(order.address, pii)
     if pii.buyer_info:
-        body["BuyerInfo"] = {"BuyerEmail": order.buyer_email, "BuyerName": order.buyer_name}
+        buyer: dict[str, Any] = {}
+        if pii.buyer_email:
+            buyer["BuyerEmail"] = order.buyer_email
+        if pii.buyer_name:
+            buyer["BuyerName"] = order.buyer_name
+        body["BuyerInfo"] = buyer
     return body
 
 
@@ -182,18 +200,28 @@ def _money_2026(order: Order, amount: Decimal) -> dict[str, str]:
 
 
 def _address_2026(address: Address, pii: Pii) -> dict[str, Any]:
-    shown: dict[str, Any] = {
-        "city": address.city,
-        "stateOrRegion": address.state_or_region,
-        "postalCode": address.postal_code,
-        "countryCode": address.country_code,
-    }
+    shown: dict[str, Any] = {"city": address.city, "stateOrRegion": address.state_or_region}
     if pii.shipping_address:
-        shown = {"name": address.name, "addressLine1": address.line1, **shown, "phone": address.phone}
+        # name, address lines, postal code and phone are personal data ("Access Orders PII").
+        shown = {"name": address.name, "addressLine1": address.line1, **shown}
         if address.line2:
             shown["addressLine2"] = address.line2
+        shown["postalCode"] = address.postal_code
+    shown["countryCode"] = address.country_code
+    if pii.shipping_address:
+        shown["phone"] = address.phone
         shown["addressType"] = address.address_type.upper()
     return shown
+
+
+def _buyer_2026(order: Order, snap: Snapshot, pii: Pii) -> dict[str, Any]:
+    buyer: dict[str, Any] = {}
+    if pii.buyer_name:
+        buyer["buyerName"] = order.buyer_name
+    # "Only available for merchant-fulfilled (FBM) orders" (Buyer.buyerEmail), once paid.
+    if pii.buyer_email and order.channel == "MFN" and snap.status in BUYER_EMAIL_STATUSES:
+        buyer["buyerEmail"] = order.buyer_email
+    return buyer
 
 
 def _item_2026(order: Order, index: int, snap: Snapshot, included: frozenset[str]) -> dict[str, Any]:
@@ -265,8 +293,9 @@ def order_2026(order: Order, version: Version, included: frozenset[str], pii: Pi
             "marketplaceName": market.sales_channel,
         },
     }
-    if "BUYER" in included and pii.buyer_info:
-        body["buyer"] = {"buyerName": order.buyer_name, "buyerEmail": order.buyer_email}
+    buyer = _buyer_2026(order, snap, pii) if "BUYER" in included else {}
+    if buyer:
+        body["buyer"] = buyer
     if "RECIPIENT" in included and order.address is not None and _has_address(order, snap):
         body["recipient"] = {"deliveryAddress": _address_2026(order.address, pii)}
     if "PROCEEDS" in included and _priced(snap) and snap.status != "Canceled":

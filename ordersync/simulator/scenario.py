@@ -9,7 +9,8 @@ visibility lags and faults (for the same sequence of requests). Two are built in
     seed: 7                      # --seed overrides it
     start: 2026-01-05T09:00:00Z  # optional; default: the wall clock when the simulator starts
     time_scale: 20               # optional; --time-scale overrides it
-    pii_requires_rdt: true       # names/address lines/buyer only with a Restricted Data Token
+    pii_requires_rdt: true       # Orders v0: names/address lines/buyer only with a Restricted Data Token
+    pii_without_role: omit       # Orders 2026-01-01, BUYER/RECIPIENT asked without the role: omit | forbidden
     access_token_lifetime_s: 3600
     visibility_lag: {p_late: 0.1, max_late_s: 600}
     faults: {http_500: 0.0, http_503: 0.0, timeout: 0.0, drop: 0.0, slow: 0.0, slow_s: 2, timeout_s: 60}
@@ -25,7 +26,8 @@ visibility lags and faults (for the same sequence of requests). Two are built in
         region: na
         marketplaces: [ATVPDKIKX0DER]
         applications:            # the LWA apps this seller authorised
-          - {client_id: amzn1.application-oa2-client.demo, client_secret: s3cret, refresh_token: Atzr|us}
+          - {client_id: amzn1.application-oa2-client.demo, client_secret: s3cret, refresh_token: Atzr|us,
+             pii_roles: [direct_to_consumer_delivery, tax_invoicing, tax_remittance]}  # default: all three
         usage_plans:             # per-account overrides of Amazon's default plans
           getOrders: {rate: 0.0334, burst: 20}
         catalogue:               # the SKUs the seller's back-office knows; or catalogue_size: N
@@ -139,12 +141,33 @@ class UsagePlanOverride(_Frozen):
     burst: Annotated[int, Field(ge=1)]
 
 
+#: Amazon's restricted roles that open customer data (docs "Access Orders PII", "Get order
+#: information"): Direct-to-Consumer Delivery (shipping address; the buyer's email on seller-fulfilled
+#: orders), Tax Invoicing and Tax Remittance (either one: the buyer's name and buyer information).
+PiiRole = Literal["direct_to_consumer_delivery", "tax_invoicing", "tax_remittance"]
+PII_ROLES: tuple[PiiRole, ...] = ("direct_to_consumer_delivery", "tax_invoicing", "tax_remittance")
+
+
 class Application(_Frozen):
-    """An LWA application the seller authorised, with the refresh token it was given."""
+    """An LWA application the seller authorised, with the refresh token it was given.
+
+    ``pii_roles``: the restricted roles the application holds for this seller (default: all three,
+    an application that passed Amazon's review; ``[]`` models one without them). Orders 2026-01-01
+    shows buyer and recipient data only to an application with the role; Orders v0 only through a
+    Restricted Data Token, and only the data of the roles held.
+    """
 
     client_id: Annotated[str, Field(min_length=1)]
     client_secret: Annotated[str, Field(min_length=1)]
     refresh_token: Annotated[str, Field(min_length=1)]
+    pii_roles: tuple[PiiRole, ...] = PII_ROLES
+
+    @field_validator("pii_roles")
+    @classmethod
+    def _distinct_roles(cls, value: tuple[PiiRole, ...]) -> tuple[PiiRole, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("a role is listed twice")
+        return value
 
 
 class Product(_Frozen):
@@ -304,6 +327,10 @@ class Scenario(_Frozen):
     start: AwareDatetime | None = None
     time_scale: Annotated[float, Field(ge=0)] = 1.0
     pii_requires_rdt: bool = True
+    #: Orders 2026-01-01 asked for BUYER or RECIPIENT by an application without the role: Amazon does
+    #: not document the answer. ``omit``: 200 without the personal fields (city, region and country of
+    #: the address stay); ``forbidden``: 403 Unauthorized.
+    pii_without_role: Literal["omit", "forbidden"] = "omit"
     access_token_lifetime_s: Annotated[int, Field(ge=1)] = 3600
     visibility_lag: VisibilityLag = VisibilityLag()
     faults: Faults = Faults()

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Literal, cast
 
@@ -31,6 +32,7 @@ from ordersync.simulator.feeds import (
     CODE_QUANTITY_ABOVE_UNSHIPPED,
     CODE_UNKNOWN_ITEM,
     CODE_UNKNOWN_ORDER,
+    CONTENT_ENCODING_PARAMETER,
     FEED_STATUSES,
     FEEDS_KEPT_S,
     KNOWN_FEED_TYPES,
@@ -55,7 +57,6 @@ from ordersync.simulator.orders import (
 from ordersync.simulator.paging import TokenCodec
 from ordersync.simulator.render import (
     ADDRESS_STATUSES,
-    ALL_PII,
     STATUS_2026,
     Pii,
     address_v0,
@@ -114,6 +115,15 @@ INCLUDED_DATA_2026 = frozenset(
     | {"TAX", "PAYMENT", "FULFILLMENT_ORDERS"}
 )
 RDT_DATA_ELEMENTS = frozenset({"buyerInfo", "shippingAddress", "buyerTaxInformation"})
+#: The personal data each v0 restricted operation without data elements returns: an RDT for it
+#: opens that data ("dataElements ... is required only when getting an RDT for use with the getOrder,
+#: getOrders, or getOrderItems operation", tokens_2021-03-01.json; its sandbox example asks for
+#: getOrderAddress without dataElements).
+_V0_OWN_DATA: dict[tuple[str, ...], frozenset[str]] = {
+    ("address",): frozenset({"shippingAddress"}),
+    ("buyerInfo",): frozenset({"buyerInfo"}),
+    ("orderItems", "buyerInfo"): frozenset({"buyerInfo"}),
+}
 _ORDER_ID = re.compile(r"^\d{3}-\d{7}-\d{7}$")
 _STATUS_FROM_2026: dict[str, tuple[str, ...]] = {
     v: (k, "InvoiceUnconfirmed") if k == "Shipped" else (k,) for k, v in STATUS_2026.items()
@@ -171,6 +181,90 @@ def rate_limit_header_statuses(api: str, operation_id: str) -> frozenset[int]:
     return RATE_LIMIT_HEADER_STATUSES
 
 
+# --- searchOrders paging: the same filters on every page ----------------------------------------------
+
+#: searchOrders parameters a follow-up page may change (orders_2026-01-01.json, ``Pagination``: "All
+#: other parameters must be provided with the same values that were provided with the request that
+#: generated this token, with the exception of ``maxResultsPerPage`` and ``includedData``").
+SEARCH_PAGING_MAY_CHANGE = frozenset({"paginationToken", "maxResultsPerPage", "includedData"})
+SEARCH_PAGING_RULE = (
+    "All other parameters must be provided with the same values that were provided with the request "
+    "that generated this token, with the exception of maxResultsPerPage and includedData."
+)
+
+FilterKind = Literal["instant", "set", "text"]
+
+
+@cache
+def search_orders_filters() -> tuple[tuple[str, FilterKind], ...]:
+    """searchOrders' filters, from the model: every query parameter but those a follow-up page may
+    change, with how a follow-up's value is compared with the first request's (date-times as
+    instants, arrays as sets of values, anything else as text)."""
+    operation = load_model("orders-2026-01-01")["paths"]["/orders/2026-01-01/orders"]["get"]
+    filters: list[tuple[str, FilterKind]] = []
+    for parameter in operation.get("parameters", []):
+        name = parameter.get("name")
+        if parameter.get("in") != "query" or name in SEARCH_PAGING_MAY_CHANGE:
+            continue
+        kind: FilterKind = (
+            "instant"
+            if parameter.get("format") == "date-time"
+            else "set"
+            if parameter.get("type") == "array"
+            else "text"
+        )
+        filters.append((name, kind))
+    return tuple(filters)
+
+
+def search_filters(query: Mapping[str, str]) -> dict[str, Any]:
+    """The filters a searchOrders request carries, normalised so that equal values compare equal:
+    a date-time as its instant (``Z``, ``+00:00``, ``.000`` or another offset for the same instant are
+    the same value), an array as its sorted set of values (the order of comma-separated values and
+    repeats do not matter; values stay case-sensitive, as Amazon's enums and marketplace ids are). A
+    parameter left empty counts as absent, as the first request reads it. An unparseable date-time
+    stays text (the first request refuses it, so a follow-up sending it differs)."""
+    found: dict[str, Any] = {}
+    for name, kind in search_orders_filters():
+        raw = query.get(name)
+        if raw is None or not raw.strip():
+            continue
+        if kind == "set":
+            found[name] = sorted(set(csv_values(raw)))
+        elif kind == "instant":
+            try:
+                found[name] = parse_iso(raw)
+            except ValueError:
+                found[name] = raw.strip()
+        else:
+            found[name] = raw.strip()
+    return found
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return datetime.fromtimestamp(value, UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return repr(value)
+
+
+def search_filter_changes(issued: Mapping[str, Any], asked: Mapping[str, Any]) -> list[str]:
+    """How a follow-up page's filters (``asked``) differ from the first request's (``issued``)."""
+    changes: list[str] = []
+    for name, _ in search_orders_filters():
+        first, now = issued.get(name), asked.get(name)
+        if first == now:
+            continue
+        if now is None:
+            changes.append(f"{name} is missing (the first request had {_shown(first)})")
+        elif first is None:
+            changes.append(f"{name} {_shown(now)} was not in the first request")
+        else:
+            changes.append(f"{name} {_shown(now)} is not the first request's {_shown(first)}")
+    return changes
+
+
 @dataclass(frozen=True)
 class SimResponse:
     status: int
@@ -212,6 +306,8 @@ class Principal:
     seller_id: str
     application: str
     restricted: tuple[RestrictedResource, ...] | None = None
+    #: The restricted roles the application holds for this seller (scenario ``pii_roles``).
+    pii_roles: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -255,6 +351,8 @@ class SimulatorState:
         self.counters = Counters()
         self._runtime = _Runtime(faults=scenario.faults, pii_requires_rdt=scenario.pii_requires_rdt)
         self._tokens = TokenCodec()
+        #: The User-Agent header of the last request of each operation (and of "lwaToken").
+        self._user_agents: dict[str, str] = {}
         # Separate streams, so that e.g. fault draws do not shift lag draws.
         self._fault_rng = random.Random(f"{scenario.seed}/faults")
         self._lag_rng = random.Random(f"{scenario.seed}/lags")
@@ -310,9 +408,12 @@ class SimulatorState:
 
     # --- LWA ------------------------------------------------------------------------------------------
 
-    def issue_access_token(self, form: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+    def issue_access_token(
+        self, form: Mapping[str, str], *, user_agent: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
         """``POST /auth/o2/token`` (refresh-token grant): (status, body) as Login with Amazon answers."""
         with self._lock:
+            self._user_agents["lwaToken"] = user_agent or ""
             status, body, seller = self._lwa(form)
             self.counters.count(seller, "lwaToken", status)
             return status, body
@@ -341,7 +442,7 @@ class SimulatorState:
             if secrets.compare_digest(app.refresh_token, refresh_token):
                 token = "Atza|" + secrets.token_urlsafe(48)
                 lifetime = self.scenario.access_token_lifetime_s
-                principal = Principal(seller.seller_id, app.client_id)
+                principal = Principal(seller.seller_id, app.client_id, pii_roles=frozenset(app.pii_roles))
                 self._runtime.access_tokens[token] = _IssuedToken(principal, self._real_clock() + lifetime)
                 body = {
                     "access_token": token,
@@ -381,18 +482,44 @@ class SimulatorState:
             raise SpApiError(403, "Unauthorized", ACCESS_DENIED_MESSAGE, "")
         return issued.principal
 
-    def _pii(self, principal: Principal, method: str, path: str) -> Pii:
-        if not self._runtime.pii_requires_rdt:
-            return ALL_PII
-        if principal.restricted is None:
-            return Pii()
+    def _pii(self, principal: Principal, method: str, path: str, query: Mapping[str, str]) -> Pii:
+        """The personal data this request may see.
+
+        Orders 2026-01-01 never needs a Restricted Data Token: the application's roles decide ("Access
+        Orders PII"); an RDT for the path is accepted like any access token and adds nothing. BUYER or
+        RECIPIENT asked without the role: the fields are left out, or (scenario ``pii_without_role:
+        forbidden``) the request is refused with 403. Orders v0: the data elements of the Restricted
+        Data Token (all of them when the scenario does not enforce RDTs), of the roles held.
+        """
+        roles = principal.pii_roles
+        delivery = "direct_to_consumer_delivery" in roles
+        tax = bool({"tax_invoicing", "tax_remittance"} & roles)
         if path.startswith("/orders/2026-01-01/"):
-            return ALL_PII
+            if self.scenario.pii_without_role == "forbidden":
+                included = set(csv_values(query.get("includedData")))
+                lacking = [
+                    f"includedData {dataset} needs the {role} role"
+                    for dataset, held, role in (
+                        ("BUYER", tax, "Tax Invoicing or Tax Remittance (Restricted)"),
+                        ("RECIPIENT", delivery, "Direct-to-Consumer Delivery (Restricted)"),
+                    )
+                    if dataset in included and not held
+                ]
+                if lacking:
+                    raise SpApiError(403, "Unauthorized", ACCESS_DENIED_MESSAGE, "; ".join(lacking) + ".")
+            return Pii(shipping_address=delivery, buyer_name=tax, buyer_email=delivery)
         elements: set[str] = set()
-        for resource in principal.restricted:
-            if resource.matches(method, path):
-                elements |= resource.data_elements
-        return Pii(shipping_address="shippingAddress" in elements, buyer_info="buyerInfo" in elements)
+        if not self._runtime.pii_requires_rdt:
+            elements = set(RDT_DATA_ELEMENTS)
+        elif principal.restricted is not None:
+            for resource in principal.restricted:
+                if resource.matches(method, path):
+                    own = _v0_own_data(path)
+                    elements |= resource.data_elements if own is None else own
+        buyer = "buyerInfo" in elements and tax
+        return Pii(
+            shipping_address="shippingAddress" in elements and delivery, buyer_name=buyer, buyer_email=buyer
+        )
 
     # --- the SP-API front door -------------------------------------------------------------------------
 
@@ -406,13 +533,16 @@ class SimulatorState:
         query: Mapping[str, str] | None = None,
         body: Any = None,
         base_url: str = "",
+        user_agent: str | None = None,
     ) -> SimResponse:
         """Run one SP-API request. ``query`` holds the first value of each parameter (as Amazon reads
         a repeated key); ``body`` is the parsed JSON body (anything else is refused as Amazon refuses it);
-        ``base_url`` prefixes the document URLs the Feeds API hands out."""
+        ``base_url`` prefixes the document URLs the Feeds API hands out; ``user_agent`` is recorded
+        (:meth:`user_agents_json`)."""
         op = OPERATIONS[operation]
         headers = {"x-amzn-RequestId": str(uuid.uuid4())}
         with self._lock:
+            self._user_agents[operation] = user_agent or ""
             now = self.clock.now()
             self._advance(now)
             try:
@@ -439,16 +569,16 @@ class SimulatorState:
                 return SimResponse(
                     fault.status, fault.body(), self._rate_headers(headers, op, plan, fault.status)
                 )
-            call = _Call(
-                now,
-                path,
-                dict(path_params or {}),
-                dict(query or {}),
-                body,
-                self._pii(principal, op.method, path),
-                base_url.rstrip("/"),
-            )
             try:
+                call = _Call(
+                    now,
+                    path,
+                    dict(path_params or {}),
+                    dict(query or {}),
+                    body,
+                    self._pii(principal, op.method, path, query or {}),
+                    base_url.rstrip("/"),
+                )
                 status, payload = self._handlers[operation](principal, call)
             except SpApiError as exc:
                 status, payload = exc.status, exc.body()
@@ -647,8 +777,17 @@ class SimulatorState:
         return 200, {"payload": payload}
 
     def _resume(
-        self, kind: str, principal: Principal, token: str, now: float, *, expires: bool
+        self,
+        kind: str,
+        principal: Principal,
+        token: str,
+        now: float,
+        *,
+        expires: bool,
+        filters: Mapping[str, Any] | None = None,
     ) -> tuple[OrdersQuery, tuple[int, int, str]]:
+        """The query and position a page token carries. With ``filters`` (searchOrders), the request
+        must repeat the filters of the request that generated the token (:func:`search_filters`)."""
         raw = self._tokens.decode(kind, principal.seller_id, token)
         name = "NextToken" if kind == "getOrders" else "paginationToken"
         if raw is None:
@@ -664,6 +803,16 @@ class SimulatorState:
             raise invalid_input(f"Invalid {name}.", f"We could not decode your {name}.") from exc
         if expires and now - query.issued_at > PAGINATION_TOKEN_TTL_S:
             raise invalid_input(f"The {name} has expired (24 hours); start the search again.")
+        if filters is not None:
+            issued = raw.get("f")
+            if not isinstance(issued, dict):
+                raise invalid_input(f"Invalid {name}.", f"We could not decode your {name}.")
+            changes = search_filter_changes(issued, filters)
+            if changes:
+                raise invalid_input(
+                    SEARCH_PAGING_RULE,
+                    f"The {name} was generated by a request with other parameters: {'; '.join(changes)}.",
+                )
         return query, resume
 
     def _get_order_v0(self, principal: Principal, call: _Call) -> tuple[int, Any]:
@@ -789,8 +938,13 @@ class SimulatorState:
         q = call.query
         included = self._included(q.get("includedData"))
         token = q.get("paginationToken")
+        filters = search_filters(q)
         if token:
-            query, resume = self._resume("searchOrders", principal, token, call.now, expires=True)
+            # The first request's filters again (checked), its page size and includedData or new ones.
+            query, resume = self._resume(
+                "searchOrders", principal, token, call.now, expires=True, filters=filters
+            )
+            query = replace(query, limit=self._page_size(q.get("maxResultsPerPage"), "maxResultsPerPage"))
         else:
             markets = self._marketplaces(
                 principal, q.get("marketplaceIds"), required=False, name="marketplaceIds"
@@ -837,7 +991,7 @@ class SimulatorState:
         }
         if more is not None:
             token = self._tokens.encode(
-                "searchOrders", principal.seller_id, {"q": query.to_json(), "r": list(more)}
+                "searchOrders", principal.seller_id, {"q": query.to_json(), "r": list(more), "f": filters}
             )
             body["pagination"] = {"nextToken": token}
         body["createdBefore" if query.by == "created" else "lastUpdatedBefore"] = epoch_to_iso(query.before)
@@ -872,9 +1026,15 @@ class SimulatorState:
                 raise invalid_input("A restricted resource needs method (GET, PUT, POST, DELETE) and path.")
             if not isinstance(elements, list) or any(e not in RDT_DATA_ELEMENTS for e in elements):
                 raise invalid_input(f"dataElements must be among {', '.join(sorted(RDT_DATA_ELEMENTS))}.")
+            if not elements and method == "GET" and _v0_own_data(path.split("?")[0]) is None:
+                raise invalid_input(
+                    f"dataElements is required for {path}: an RDT for the getOrders, getOrder or "
+                    "getOrderItems operation names the data it opens (buyerInfo, shippingAddress, "
+                    "buyerTaxInformation)."
+                )
             resources.append(RestrictedResource(method, path.split("?")[0], frozenset(elements)))
         token = "Atz.sprdt|" + secrets.token_urlsafe(48)
-        rdt = Principal(principal.seller_id, principal.application, tuple(resources))
+        rdt = replace(principal, restricted=tuple(resources))
         ttl = min(RESTRICTED_DATA_TOKEN_TTL_S, self.scenario.access_token_lifetime_s)
         self._runtime.access_tokens[token] = _IssuedToken(rdt, self._real_clock() + ttl)
         return 200, {"restrictedDataToken": token, "expiresIn": ttl}
@@ -892,12 +1052,14 @@ class SimulatorState:
     # --- Feeds 2021-06-30 -------------------------------------------------------------------------------
 
     def _create_feed_document(self, principal: Principal, call: _Call) -> tuple[int, Any]:
+        # CreateFeedDocumentSpecification does not forbid other properties (python-amazon-sp-api
+        # sends some): they are ignored; contentType is checked.
         body = call.body
-        content_type = body.get("contentType") if isinstance(body, dict) else None
+        if not isinstance(body, dict):
+            raise invalid_input("The body must be a CreateFeedDocumentSpecification JSON object.")
+        content_type = body.get("contentType")
         if not isinstance(content_type, str) or not content_type.strip():
-            raise invalid_input("contentType is required.")
-        if isinstance(body, dict) and set(body) - {"contentType"}:
-            raise invalid_input(f"Unknown field(s): {', '.join(sorted(set(body) - {'contentType'}))}.")
+            raise invalid_input("contentType is required and must be a string.")
         region = self._seller(principal).region
         doc = self.feeds.create_document(principal.seller_id, content_type.strip(), call.now, region)
         url = call.base_url + self.feeds.presigned_path(doc, "PUT", call.now)
@@ -913,9 +1075,8 @@ class SimulatorState:
         body = call.body
         if not isinstance(body, dict):
             raise invalid_input("The body must be a CreateFeedSpecification JSON object.")
-        unknown = sorted(set(body) - {"feedType", "marketplaceIds", "inputFeedDocumentId", "feedOptions"})
-        if unknown:
-            raise invalid_input(f"Unknown field(s): {', '.join(unknown)}.")
+        # CreateFeedSpecification does not forbid other properties (python-amazon-sp-api's
+        # submit_feed sends some): they are ignored; the four known ones are checked.
         feed_type, markets = body.get("feedType"), body.get("marketplaceIds")
         document_id, options = body.get("inputFeedDocumentId"), body.get("feedOptions") or {}
         if not isinstance(feed_type, str) or not feed_type:
@@ -1043,7 +1204,11 @@ class SimulatorState:
         doc = self._owned_document(principal, call.path_params["feedDocumentId"])
         if doc.content is None:
             raise SpApiError(404, "NotFound", "The requested feed document was not found.", "not uploaded")
-        url = call.base_url + self.feeds.presigned_path(doc, "GET", call.now)
+        # "When true, the Content-Encoding header on the returned URL is set to gzip instead of the
+        # default identity when compressionAlgorithm is GZIP" (feeds_2021-06-30.json): the URL carries
+        # the (signed) encoding its download answers with, as S3's response-content-encoding does.
+        encoding = "gzip" if enable == "true" and doc.compression == "GZIP" else None
+        url = call.base_url + self.feeds.presigned_path(doc, "GET", call.now, content_encoding=encoding)
         body: dict[str, Any] = {"feedDocumentId": doc.document_id, "url": url}
         if doc.compression is not None:
             body["compressionAlgorithm"] = doc.compression
@@ -1090,6 +1255,11 @@ class SimulatorState:
             except S3Error as exc:
                 return SimResponse(exc.status, exc.body(), headers), "application/xml"
             self.counters.count(doc.seller_id, "downloadFeedDocument", 200)
+            # The stored bytes as they are (GZIP documents compressed); Content-Encoding only when the
+            # URL was asked for with enableContentEncodingUrlHeader.
+            encoding = query.get(CONTENT_ENCODING_PARAMETER)
+            if encoding:
+                headers["Content-Encoding"] = encoding
             return SimResponse(200, doc.content, headers), doc.content_type
 
     # --- what order feeds do (called by the feed engine at a feed's end) -------------------------------
@@ -1470,6 +1640,12 @@ class SimulatorState:
             self._runtime.faults = faults
             return faults.model_dump()
 
+    def user_agents_json(self) -> dict[str, str]:
+        """The User-Agent header of the last request of each operation ("" when it had none):
+        Amazon asks every integrator for ``AppName/AppVersion (Language=...; Platform=...)``."""
+        with self._lock:
+            return dict(self._user_agents)
+
     def counters_json(self) -> dict[str, Any]:
         with self._lock:
             return {"sellers": self.counters.as_json(), "operations": self.counters.as_rows()}
@@ -1524,6 +1700,18 @@ class _Call:
     body: Any
     pii: Pii
     base_url: str = ""
+
+
+def _v0_own_data(path: str) -> frozenset[str] | None:
+    """None for the v0 operations whose RDT names its data elements (getOrders, getOrder,
+    getOrderItems); else the data the path's own operation returns (empty when none)."""
+    parts = path.strip("/").split("/")
+    if parts[:3] != ["orders", "v0", "orders"]:
+        return frozenset()
+    rest = tuple(parts[4:])
+    if rest in ((), ("orderItems",)):
+        return None
+    return _V0_OWN_DATA.get(rest, frozenset())
 
 
 def _server_error(status: int) -> SpApiError:

@@ -1,10 +1,12 @@
 """No order is ever lost, none is imported twice: 20,000 orders over a simulated week, 2 sellers with
-3 marketplaces each, late visibility (10 % of changes, up to 48 hours), Pending for up to 3 days,
-20 % fulfilled by Amazon, cancellations after import, and the download and item-fetch workers killed
-with SIGKILL and restarted several times mid-run."""
+3 marketplaces each (one on Orders v0, one on Orders 2026-01-01, whose searchOrders pages must repeat
+the first page's filters, as the simulator enforces), late visibility (10 % of changes, up to 48
+hours), Pending for up to 3 days, 20 % fulfilled by Amazon, cancellations after import, and the
+download and item-fetch workers killed with SIGKILL and restarted several times mid-run."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 import redis
 from kafka import KafkaConsumer, TopicPartition
 
-from ordersync.demo import LocalPipeline, local_pipeline
+from ordersync.demo import LocalPipeline, channels_for, local_pipeline
 from ordersync.schemas.codec import decode
 from ordersync.schemas.events import OrderCancelled, OrderImported
 from ordersync.schemas.topics import ORDERS_IMPORTED
@@ -86,6 +88,30 @@ def _pipeline_statuses(pipeline: LocalPipeline, truth: list[dict[str, Any]]) -> 
     return {order["amazon_order_id"]: value for order, value in zip(truth, values, strict=True)}
 
 
+#: The order-download tasks whose health records a single query's page count (the reconciliation's
+#: is the sum over several days' queries).
+SINGLE_QUERY_TASKS = ("download", "catch-up-48h", "catch-up-fba")
+
+
+def _pages_per_scan(pipeline: LocalPipeline, channel: str) -> dict[str, int]:
+    """How many pages each single-query download task of ``channel`` read in its last successful run,
+    when that run read them in one pass (no restart after a refused page token): a run that read 3
+    pages walked two follow-up pages."""
+    client = redis.Redis.from_url(pipeline.env["ORDERSYNC_REDIS__URL"], decode_responses=True)
+    try:
+        results = {
+            task: client.hget(f"os:task:{task}:{channel}", "last_result") for task in SINGLE_QUERY_TASKS
+        }
+    finally:
+        client.close()
+    pages = {
+        task: re.match(r"(\d+) pages", result or "")
+        for task, result in results.items()
+        if "restarted" not in (result or "")
+    }
+    return {task: int(match.group(1)) for task, match in pages.items() if match}
+
+
 def _imported_events(bootstrap: str) -> tuple[Counter[str], set[str]]:
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
     partitions = [
@@ -123,6 +149,13 @@ def test_twenty_thousand_orders_over_a_week_survive_crashes(tmp_path: Path) -> N
         "ORDERSYNC_DOWNLOAD__FBA_CATCH_UP_INTERVAL_S": "30",
         "ORDERSYNC_DOWNLOAD__RECONCILIATION_INTERVAL_S": "30",
     }
+    (search_channel,) = [c for c in channels_for(scenario)["channels"] if c["orders_api"] == "2026-01-01"]
+    most_pages: Counter[str] = Counter()  # the most pages one scan of the 2026-01-01 channel read, per task
+
+    def watch_pages(pipeline: LocalPipeline) -> None:
+        for task, pages in _pages_per_scan(pipeline, search_channel["name"]).items():
+            most_pages[task] = max(most_pages[task], pages)
+
     with local_pipeline(
         scenario=scenario,
         run_dir=tmp_path / "run",
@@ -135,12 +168,14 @@ def test_twenty_thousand_orders_over_a_week_survive_crashes(tmp_path: Path) -> N
             while time.monotonic() - started < arrivals_s * fraction:
                 time.sleep(1)
                 assert not pipeline.dead_processes(), pipeline.dead_processes()
+                watch_pages(pipeline)
             pipeline.restart("order-download")
             pipeline.restart("item-fetch")
         # Wait for the week to end, for every late change to show, and for the pipeline to agree.
         deadline = started + arrivals_s + settle_s + 600
         while True:
             time.sleep(5)
+            watch_pages(pipeline)
             truth, throttled, _ = pipeline.truth()
             statuses = _pipeline_statuses(pipeline, truth)
             behind = [o["amazon_order_id"] for o in truth if statuses[o["amazon_order_id"]] != o["status"]]
@@ -152,6 +187,9 @@ def test_twenty_thousand_orders_over_a_week_survive_crashes(tmp_path: Path) -> N
     assert len(truth) == 2 * ORDERS_PER_SELLER
     assert behind == [], f"{len(behind)} orders not at their final status, e.g. {behind[:5]}"
     assert throttled == 0
+    # The 2026-01-01 channel read windows of several pages in one pass, each follow-up page accepted
+    # by the simulator, which refuses a paginationToken without the first page's filters.
+    assert max(most_pages.values(), default=0) >= 3, dict(most_pages)
     assert max(imported.values()) == 1, "an order was imported twice"
     by_status = Counter(o["status"] for o in truth)
     for order in truth:

@@ -18,6 +18,7 @@ import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from ordersync.devinfra import stop_process_group
+from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import decode
 from ordersync.schemas.events import (
     EventDeadLettered,
@@ -26,7 +27,7 @@ from ordersync.schemas.events import (
 )
 from ordersync.schemas.topics import INVOICES_ISSUED, SHIPMENTS_REQUESTED, order_key
 from ordersync.settings import RedisSettings
-from ordersync.store import Store, redis_client
+from ordersync.store import Store
 from tests.factories import invoice_record, one_line_sales_order
 
 pytestmark = pytest.mark.integration

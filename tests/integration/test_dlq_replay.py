@@ -19,11 +19,12 @@ import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from ordersync.devinfra import stop_process_group
+from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import decode
 from ordersync.schemas.events import ShipmentRequested
 from ordersync.schemas.topics import INVOICES_ISSUED, SHIPMENTS_REQUESTED, order_key
 from ordersync.settings import RedisSettings
-from ordersync.store import Store, redis_client
+from ordersync.store import Store
 from tests.integration.test_dead_letters import ORDER_ID, _invoice, _sales_order
 from tests.topics import wait_for
 

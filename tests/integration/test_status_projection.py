@@ -23,10 +23,10 @@ from kafka import KafkaProducer
 
 from ordersync.devinfra import stop_process_group
 from ordersync.readmodel import OrderFilter, ReadModel, facts_of
+from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import encode
 from ordersync.schemas.topics import SHIPMENTS_CONFIRMED, by_name, order_key
 from ordersync.settings import RedisSettings
-from ordersync.store import redis_client
 from tests.stage.test_readmodel import (
     CHANNEL,
     DEAD_LETTERED,

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from ordersync.channels import ChannelsFile
+from ordersync.clock import EpochClock
 from ordersync.demo import channels_for
 from ordersync.faustapp import make_app
 from ordersync.ratelimit import InMemoryRateLimiter, PlanBook
@@ -58,13 +59,20 @@ async def make_runtime(redis_url: str, redis_key_prefix: str) -> AsyncIterator[A
         settings = Settings(
             redis=RedisSettings(url=redis_url, key_prefix=redis_key_prefix),
             amazon=AmazonSettings(endpoint=sim.base_url, lwa_endpoint=sim.lwa_url),
-            # The simulator's clock is frozen at the scenario's start, months before the wall clock:
-            # look back far enough for the first window to reach it.
-            download={"initial_lookback_s": 330 * 86400, **download},  # type: ignore[arg-type]
+            download=download,  # type: ignore[arg-type]
         )
         # Generous plans: these tests are about what the stage emits, not about waiting for quota.
         limiter = InMemoryRateLimiter(plans=PlanBook.from_channels(channels.channels, time_scale=1000))
-        runtime = RecordingRuntime(stage, settings, make_app(stage, settings), channels, limiter=limiter)
+        # Amazon's time is the simulator's: the stage reckons its windows and schedules from it, so no
+        # test depends on the day it runs.
+        runtime = RecordingRuntime(
+            stage,
+            settings,
+            make_app(stage, settings),
+            channels,
+            limiter=limiter,
+            clock=EpochClock(sim.state.now),
+        )
         runtime.emitted = []
         await runtime.start()
         made.append(runtime)

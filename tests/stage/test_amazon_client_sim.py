@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from ordersync.amazon.client import SpApiClient, amazon_time
+from ordersync.amazon.client import OrdersQuery, SpApiClient, amazon_time, ordersync_version
 from ordersync.amazon.feeds import (
     JSON_CONTENT_TYPE,
     XML_CONTENT_TYPE,
@@ -31,6 +32,7 @@ from ordersync.ratelimit import InMemoryRateLimiter
 from ordersync.ratelimit.plans import PlanBook
 from ordersync.settings import AmazonSettings
 from ordersync.simulator import RunningSimulator, SimulatorState
+from ordersync.simulator.clock import parse_iso
 from ordersync.simulator.testing import (
     TEST_CLIENT_ID,
     TEST_CLIENT_SECRET,
@@ -239,6 +241,11 @@ async def test_every_orders_validation_error_is_permanent_with_amazons_code(harn
         ("search: unknown status", lambda: search(createdAfter=week, fulfillmentStatuses="LOST")),
         ("search: bad fulfilledBy", lambda: search(createdAfter=week, fulfilledBy="ME")),
         ("search: both windows", lambda: search(createdAfter=week, lastUpdatedAfter=week)),
+        ("search: a paginationToken without its filters", lambda: search(paginationToken=search_token)),
+        (
+            "search: a paginationToken with other filters",
+            lambda: search(createdAfter=ago(sim, 3 * 86400), paginationToken=search_token),
+        ),
         ("getOrder: not 3-7-7", lambda: client.call("getOrder", "GET", "/orders/v0/orders/12345")),
         (
             "getOrderItems: bad NextToken",
@@ -267,9 +274,54 @@ async def test_every_orders_validation_error_is_permanent_with_amazons_code(harn
     await expect(AmazonRejected, client.get_order_items("111-0000000-0000000"), 404, "NotFound")
     # Pagination tokens of 2026-01-01 expire after 24 hours; v0's do not.
     sim.state.advance_clock(86400 + 1)
-    expired = await expect(AmazonRejected, search(paginationToken=search_token), 400, "InvalidInput")
+    expired = await expect(
+        AmazonRejected, search(createdAfter=week, paginationToken=search_token), 400, "InvalidInput"
+    )
     assert "expired" in str(expired) or expired.amazon_message  # type: ignore[attr-defined]
     assert (await get_orders(MarketplaceIds=US, NextToken=v0_token)).status_code == 200
+
+
+async def test_2026_paging_repeats_the_query_and_lists_every_order_once() -> None:
+    """searchOrders wants the first request's filters again with every paginationToken (the
+    simulator refuses anything else, as the model says): the client's pages of a 2026-01-01 channel
+    cover a window of several pages, every order exactly once; v0 paging still works."""
+    scenario = tiny_scenario(
+        orders={"count": 260, "pending_share": 0.2, "afn_share": 0.3, "cancel_share": 0.1}
+    )
+    with RunningSimulator(SimulatorState(scenario)) as sim:
+        limiter = InMemoryRateLimiter(plans=PlanBook(time_scale=100_000))
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            harness = Harness(sim, http, limiter)
+            now = sim.state.now()
+            since = datetime.fromtimestamp(now - 2 * 86400, UTC)
+            listed = {
+                o["amazon_order_id"]
+                for o in sim.state.truth_orders()
+                if parse_iso(o["last_updated"]) <= now - 120
+            }
+            assert len(listed) > 200
+            for api in ("2026-01-01", "v0"):
+                client = harness.client(make_channel().model_copy(update={"orders_api": api}))
+                pages = [page async for page in client.iter_orders(since)]
+                ids = [order.amazon_order_id for page in pages for order in page.orders]
+                assert len(pages) >= 3, api
+                assert len(ids) == len(set(ids)), f"{api}: an order was listed twice"
+                assert set(ids) == listed, api
+            # Pages of a created window, each asked with the same query and the previous token.
+            client = harness.client(make_channel().model_copy(update={"orders_api": "2026-01-01"}))
+            query = OrdersQuery(created_after=since, created_before=datetime.fromtimestamp(now - 600, UTC))
+            page = await client.list_orders_page(query)
+            created = list(page.orders)
+            while page.next_token:
+                page = await client.list_orders_page(query, next_token=page.next_token)
+                created.extend(page.orders)
+            created_ids = [o.amazon_order_id for o in created]
+            assert len(created_ids) == len(set(created_ids)) > 200
+            with pytest.raises(ValueError, match="updated_after or created_after"):
+                await client.list_orders_page(next_token="a token without its query")
+            searches = sim.state.counters.get(TEST_SELLER, "searchOrders")
+            assert searches.statuses.get(400, 0) == 0
+            assert searches.calls >= 6
 
 
 async def test_confirm_shipment_errors_are_permanent(harness: Harness) -> None:
@@ -476,6 +528,77 @@ async def test_order_address_with_and_without_restricted_data_token(harness: Har
     await expect(AmazonRejected, bad, 400, "InvalidInput")
     pending = harness.sim.state.add_order({"pending_s": 3600})["amazon_order_id"]
     assert await pii_client.get_order_address(pending) is None
+
+
+async def test_client_sends_amazons_user_agent_to_sp_api_and_lwa(harness: Harness) -> None:
+    """Amazon asks every integrator for ``AppName/AppVersion (Language=...; Platform=...)`` (docs
+    "Include a User-Agent header in all requests"); the simulator records what it received."""
+    form = r"^{app}/[^ ]+ \(Language=Python/\d+\.\d+\.\d+; Platform=[^)]+\)$"
+    client = harness.client()
+    order_id = harness.sim.state.add_order({})["amazon_order_id"]
+    await client.get_order(order_id)
+    await FeedsClient(client).create_feed_document(XML_CONTENT_TYPE)
+    agents = await harness.control("GET", "/_sim/user-agents")
+    for operation in ("lwaToken", "getOrder", "createFeedDocument"):
+        assert re.match(form.format(app="ordersync"), agents[operation]), (operation, agents[operation])
+    assert agents["getOrder"].startswith(f"ordersync/{ordersync_version()} (")
+    # The application name is a setting (ORDERSYNC_AMAZON__USER_AGENT_APP).
+    amazon = AmazonSettings(
+        endpoint=harness.sim.base_url, lwa_endpoint=harness.sim.lwa_url, user_agent_app="Shop Sync"
+    )
+    other = SpApiClient(
+        channel=make_channel("Atzr|other", OTHER_SELLER),
+        amazon=amazon,
+        limiter=harness.limiter,
+        http=harness.http,
+    )
+    await other.get_order(harness.sim.state.truth_orders(OTHER_SELLER)[0]["amazon_order_id"])
+    agents = harness.sim.state.user_agents_json()
+    assert re.match(form.format(app="Shop Sync"), agents["lwaToken"]), agents
+    assert re.match(form.format(app="Shop Sync"), agents["getOrder"]), agents
+
+
+async def test_2026_channel_gets_buyer_and_recipient_by_role_without_an_rdt(harness: Harness) -> None:
+    order_id = harness.sim.state.add_order({})["amazon_order_id"]
+    client = harness.client(make_channel(fetch_pii=True).model_copy(update={"orders_api": "2026-01-01"}))
+    order = await client.get_order(order_id)
+    assert order.buyer_name
+    assert order.buyer_email
+    assert order.shipping_address is not None
+    assert order.shipping_address.name
+    assert order.shipping_address.line1
+    assert order.shipping_address.postal_code
+    assert "createRestrictedDataToken" not in harness.sim.state.counters_json()["sellers"][TEST_SELLER]
+
+
+async def test_feed_reports_read_with_and_without_content_encoding(harness: Harness) -> None:
+    """A GZIP report downloads as gzip bytes (the client gunzips them), or, with
+    enableContentEncodingUrlHeader, with ``Content-Encoding: gzip`` (httpx gunzips them)."""
+    feeds = FeedsClient(harness.client())
+    sku = harness.sim.state.catalogue(TEST_SELLER)[0].sku
+    feed_id = await feeds.submit(
+        "JSON_LISTINGS_FEED", listings_quantity_feed(TEST_SELLER, [(1, sku, 3)]), JSON_CONTENT_TYPE
+    )
+    harness.sim.state.advance_clock(60)
+    feed = await feeds.get_feed(feed_id)
+    assert feed.processing_status == "DONE"
+    assert feed.result_feed_document_id is not None
+    document_id = feed.result_feed_document_id
+    plain = await feeds.get_feed_document(document_id)
+    encoded = await feeds.get_feed_document(document_id, content_encoding_header=True)
+    assert plain == encoded
+    report = parse_processing_report(plain)
+    assert (report.processed, report.successful) == (1, 1)
+    info = await feeds.get_feed_document_info(document_id, content_encoding_header=True)
+    assert info.compression_algorithm == "GZIP"
+    raw = await harness.http.get(info.url)
+    assert raw.headers["content-encoding"] == "gzip"
+    assert json.loads(raw.content)["header"]["feedId"] == feed_id  # httpx decoded it
+    unflagged = await feeds.get_feed_document_info(document_id)
+    async with harness.http.stream("GET", unflagged.url) as streamed:
+        assert "content-encoding" not in streamed.headers
+        assert (await streamed.aread())[:2] == b"\x1f\x8b"
+    assert harness.sim.state.listing_quantity(TEST_SELLER, sku) == 3
 
 
 def test_gzip_helper_round_trip() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from ordersync.clock import ManualClock
 from ordersync.health import HealthBoard
 from ordersync.readmodel import (
     FOLDED_TOPICS,
@@ -633,7 +634,9 @@ async def test_dead_letter_growth_notifies_once_per_topic_and_hour(
 async def test_old_dead_letters_and_rebuilds_do_not_notify(
     redis_client: aioredis.Redis, redis_key_prefix: str
 ) -> None:
-    await _fold(ReadModel(redis_client, redis_key_prefix), recorded_run())  # dead-lettered in 2026-11-20
+    # Dead-lettered on 2026-11-20, folded two days later (a rebuild): nobody is told.
+    model = ReadModel(redis_client, redis_key_prefix, clock=ManualClock(T0 + timedelta(days=2)))
+    await _fold(model, recorded_run())
     board = HealthBoard(redis_client, redis_key_prefix)
     assert [n for n in await board.notifications() if n.kind == "dlq-growth"] == []
 

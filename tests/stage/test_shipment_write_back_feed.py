@@ -174,7 +174,9 @@ async def test_a_stalled_feed_is_cancelled_and_its_shipments_sent_again(make_run
             await handle(runtime, _request(order))
         first = await fulfillment_feed.submit_pending(runtime, channel)
         assert first is not None
-        # Not done within the timeout: still IN_QUEUE, so it is cancelled and nothing was applied.
+        # Not done within the timeout (Amazon's clock moves past it): still IN_QUEUE, so it is
+        # cancelled and nothing was applied.
+        sim.state.advance_clock(1)
         assert await fulfillment_feed.check_inflight(runtime, channel)
         assert sim.state.truth_feed(first)["processingStatus"] == "CANCELLED"
         assert runtime.emitted == []

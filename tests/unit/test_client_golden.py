@@ -6,6 +6,7 @@ message. (tests/unit/test_normalize.py checks the normalizers on the list exampl
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +15,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from ordersync.amazon.client import SpApiClient
+from ordersync.amazon.client import SpApiClient, user_agent
 from ordersync.amazon.feeds import FeedsClient
 from ordersync.amazon.models import load_model
 from ordersync.channels import Channel, LwaCredentials, SecretRef
@@ -169,3 +170,69 @@ async def test_client_handles_amazons_example(api: str, operation_id: str, statu
     else:
         assert result is None  # confirmShipment, cancelFeed
     await client.http.aclose()
+
+
+async def test_every_request_to_amazon_carries_the_user_agent_and_rdts_only_where_needed() -> None:
+    """Amazon asks for ``AppName/AppVersion (Language=...; Platform=...)`` on every request (docs
+    "Include a User-Agent header in all requests"): LWA, SP-API and the feed document URLs. The RDT
+    for getOrderAddress names no dataElements (tokens_2021-03-01.json: required only for getOrders,
+    getOrder and getOrderItems); a 2026-01-01 channel asks for none."""
+    seen: list[httpx.Request] = []
+    order = "902-1845936-5435065"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        path = request.url.path
+        if path == "/auth/o2/token":
+            return httpx.Response(200, json={"access_token": "Atza|x", "expires_in": 3600})
+        if path.endswith("/restrictedDataToken"):
+            return httpx.Response(200, json={"restrictedDataToken": "Atz.sprdt|x", "expiresIn": 3600})
+        if path.endswith("/address"):
+            return httpx.Response(200, json={"payload": {"AmazonOrderId": order}})
+        if path.startswith("/orders/2026-01-01/"):
+            return httpx.Response(404, json={"errors": [{"code": "NotFound", "message": "no"}]})
+        if path == "/s3/doc":
+            return httpx.Response(200, content=b"{}")
+        return httpx.Response(200, json={"feedDocumentId": "doc", "url": "https://s3.example/s3/doc"})
+
+    def channel(api: str) -> Channel:
+        return Channel(
+            name=f"ua-{api}",
+            seller_id="A1SELLER",
+            marketplaces=("ATVPDKIKX0DER",),
+            orders_api=api,  # type: ignore[arg-type]
+            fetch_pii=True,
+            credentials=LwaCredentials(
+                client_id=SecretRef(value=SecretStr("id")),
+                client_secret=SecretRef(value=SecretStr("secret")),
+                refresh_token=SecretRef(value=SecretStr("Atzr|x")),
+            ),
+        )
+
+    amazon = AmazonSettings(
+        endpoint="https://sp.example",
+        lwa_endpoint="https://sp.example/auth/o2/token",
+        user_agent_app="Shop/Sync",
+    )
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        limiter = InMemoryRateLimiter(plans=PlanBook(time_scale=100_000))
+        client = SpApiClient(channel=channel("v0"), amazon=amazon, limiter=limiter, http=http)
+        assert await client.get_order_address(order) is None
+        feeds = FeedsClient(client)
+        document = await feeds.get_feed_document_info("doc")
+        await feeds.download(document)
+        await feeds.upload("https://s3.example/s3/doc", b"<x/>", "text/xml")
+        v2026 = SpApiClient(channel=channel("2026-01-01"), amazon=amazon, limiter=limiter, http=http)
+        with pytest.raises(AmazonRejected):
+            await v2026.get_order("171-9876543-2109876")
+    pattern = r"^Shop\\/Sync/[^ ]+ \(Language=Python/\d+\.\d+\.\d+; Platform=[^)]+\)$"
+    assert len(seen) == 8
+    for request in seen:
+        assert re.match(pattern, request.headers["user-agent"]), (request.url, request.headers["user-agent"])
+    rdt_requests = [r for r in seen if r.url.path.endswith("/restrictedDataToken")]
+    assert [json.loads(r.content) for r in rdt_requests] == [
+        {"restrictedResources": [{"method": "GET", "path": f"/orders/v0/orders/{order}/address"}]}
+    ]
+    address = next(r for r in seen if r.url.path.endswith("/address"))
+    assert address.headers["x-amz-access-token"] == "Atz.sprdt|x"
+    assert user_agent("My App", "1.0").startswith("My App/1.0 (Language=Python/")

@@ -56,6 +56,9 @@ def test_dev_state_file_fills_in_what_the_environment_does_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ORDERSYNC_STATE_DIR", str(tmp_path))
+    # The suite may itself run against servers named in the environment (see tests/conftest.py).
+    monkeypatch.delenv("ORDERSYNC_KAFKA__BOOTSTRAP", raising=False)
+    monkeypatch.delenv("ORDERSYNC_REDIS__URL", raising=False)
     (tmp_path / "dev.json").write_text(
         '{"kafka_bootstrap": "127.0.0.1:1234", "redis_url": "redis://127.0.0.1:5/0"}'
     )

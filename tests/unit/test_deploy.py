@@ -37,10 +37,10 @@ from ordersync.envdoc import (
 from ordersync.faustapp import broker_credentials
 from ordersync.kafka_admin import aiokafka_client_config, kafka_client_config
 from ordersync.listings import parse_listings_csv
+from ordersync.redis_client import redis_client, redis_tls_options
 from ordersync.settings import KafkaSettings, RedisSettings, Settings
 from ordersync.simulator.scenario import load_scenario
 from ordersync.stages import STAGES
-from ordersync.store import redis_client, redis_tls_options
 
 pytestmark = pytest.mark.unit
 

@@ -146,6 +146,18 @@ async def test_burst_then_rate() -> None:
     assert all(s <= T * 1.03 + 0.002 for s in clock.slept), "sleeps are the script's wait plus small jitter"
 
 
+async def test_a_grant_expires_on_its_limiters_clock_not_the_hosts() -> None:
+    # A limiter on a simulated clock years away from the host's monotonic clock: the send deadline is
+    # judged on the limiter's own clock, so a fresh grant is never taken for an expired one (or back).
+    clock = FakeClock(start=2e9)
+    limiter = make_limiter(clock)
+    await fill(limiter, clock)
+    grant = await limiter.acquire(OP, SELLER)
+    assert not grant.expired()
+    clock.now += DEADLINE_S + 0.001
+    assert grant.expired()
+
+
 def test_decisions_at_exact_times_follow_gcra() -> None:
     """Straight on the store: full bucket of b_eff, then exactly one grant per interval, no more."""
     store = GcraStore()

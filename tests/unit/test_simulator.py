@@ -10,6 +10,7 @@ from ordersync.amazon.models import default_plans
 from ordersync.simulator.clock import SimClock, epoch_to_iso, parse_iso
 from ordersync.simulator.state import SimResponse, SimulatorState
 from ordersync.simulator.testing import (
+    TEST_APPLICATION,
     TEST_CLIENT_ID,
     TEST_CLIENT_SECRET,
     TEST_REFRESH_TOKEN,
@@ -647,6 +648,168 @@ def test_without_enforcement_personal_data_is_always_there() -> None:
     assert payload["BuyerInfo"]["BuyerEmail"]
 
 
+def create_rdt(state: SimulatorState, token: str, *resources: dict[str, Any]) -> SimResponse:
+    return state.call(
+        "createRestrictedDataToken",
+        access_token=token,
+        path="/tokens/2021-03-01/restrictedDataToken",
+        body={"restrictedResources": list(resources)},
+    )
+
+
+def get_order_address(state: SimulatorState, token: str, order_id: str) -> SimResponse:
+    return state.call(
+        "getOrderAddress",
+        access_token=token,
+        path=f"/orders/v0/orders/{order_id}/address",
+        path_params={"orderId": order_id},
+    )
+
+
+def get_order_2026(state: SimulatorState, token: str, order_id: str, included: str) -> SimResponse:
+    return state.call(
+        "getOrder@2026-01-01",
+        access_token=token,
+        path=f"/orders/2026-01-01/orders/{order_id}",
+        path_params={"orderId": order_id},
+        query={"includedData": included},
+    )
+
+
+def with_roles(*roles: str) -> dict[str, Any]:
+    """A ``seller`` override: the test application holds exactly these restricted roles."""
+    return {"applications": [{**TEST_APPLICATION, "pii_roles": list(roles)}]}
+
+
+def test_rdt_for_get_order_address_needs_no_data_elements() -> None:
+    # tokens_2021-03-01.json: dataElements "is required only when getting an RDT for use with the
+    # getOrder, getOrders, or getOrderItems operation"; an RDT for getOrderAddress opens the address.
+    state, token = make_state(
+        seller={"usage_plans": {"createRestrictedDataToken": {"rate": 1, "burst": 100}}}
+    )
+    order_id = state.add_order({})["amazon_order_id"]
+    plain = get_order_address(state, token, order_id).body["payload"]["ShippingAddress"]
+    assert "Name" not in plain
+    created = create_rdt(state, token, {"method": "GET", "path": f"/orders/v0/orders/{order_id}/address"})
+    assert created.status == 200, created.body
+    full = get_order_address(state, created.body["restrictedDataToken"], order_id)
+    assert full.status == 200
+    validate_against_model("orders-v0", "GetOrderAddressResponse", full.body)
+    address = full.body["payload"]["ShippingAddress"]
+    assert address["Name"]
+    assert address["AddressLine1"]
+    assert address["Phone"]
+    # getOrders, getOrder and getOrderItems: the RDT must name its data elements.
+    for path in (
+        "/orders/v0/orders",
+        f"/orders/v0/orders/{order_id}",
+        "/orders/v0/orders/{orderId}/orderItems",
+    ):
+        refused = create_rdt(state, token, {"method": "GET", "path": path})
+        assert (refused.status, error_code(refused)) == (400, "InvalidInput"), path
+        assert create_rdt(state, token, {"method": "GET", "path": path, "dataElements": []}).status == 400
+        named = create_rdt(state, token, {"method": "GET", "path": path, "dataElements": ["buyerInfo"]})
+        assert named.status == 200, path
+    # buyerInfo on getOrder: the buyer's name and email.
+    rdt = create_rdt(
+        state,
+        token,
+        {"method": "GET", "path": f"/orders/v0/orders/{order_id}", "dataElements": ["buyerInfo"]},
+    ).body["restrictedDataToken"]
+    payload = get_order(state, rdt, order_id).body["payload"]
+    assert payload["BuyerInfo"]["BuyerName"]
+    assert payload["BuyerInfo"]["BuyerEmail"]
+    assert "Name" not in payload["ShippingAddress"]  # shippingAddress was not asked for
+
+
+def test_v0_rdt_opens_only_the_data_of_the_roles_held() -> None:
+    state, token = make_state(seller=with_roles("tax_invoicing"))
+    order_id = state.add_order({})["amazon_order_id"]
+    resource = {
+        "method": "GET",
+        "path": f"/orders/v0/orders/{order_id}",
+        "dataElements": ["buyerInfo", "shippingAddress"],
+    }
+    rdt = create_rdt(state, token, resource).body["restrictedDataToken"]
+    payload = get_order(state, rdt, order_id).body["payload"]
+    assert payload["BuyerInfo"]["BuyerName"]
+    assert "Name" not in payload["ShippingAddress"]  # no Direct-to-Consumer Delivery role
+    address_rdt = create_rdt(state, token, {"method": "GET", "path": f"/orders/v0/orders/{order_id}/address"})
+    address = get_order_address(state, address_rdt.body["restrictedDataToken"], order_id)
+    assert "Name" not in address.body["payload"]["ShippingAddress"]
+
+
+def test_orders_2026_personal_data_comes_with_the_roles_and_needs_no_rdt() -> None:
+    state, token = make_state()  # the default application holds all three roles
+    order_id = state.add_order({})["amazon_order_id"]
+    state.advance_clock(121)
+    for response in (
+        get_order_2026(state, token, order_id, "BUYER,RECIPIENT,FULFILLMENT"),
+        search_orders(state, token, lastUpdatedAfter=iso_ago(state, 600), includedData="BUYER,RECIPIENT"),
+    ):
+        assert response.status == 200, response.body
+        listed = [response.body["order"]] if "order" in response.body else response.body["orders"]
+        order = next(o for o in listed if o["orderId"] == order_id)
+        assert order["buyer"]["buyerName"]
+        assert order["buyer"]["buyerEmail"]  # seller-fulfilled and unshipped
+        address = order["recipient"]["deliveryAddress"]
+        assert {"name", "addressLine1", "postalCode", "phone", "city", "countryCode"} <= set(address)
+    full = get_order_2026(state, token, order_id, "BUYER,RECIPIENT")
+    validate_against_model("orders-2026-01-01", "GetOrderResponse", full.body)
+    # Asked for nothing personal: nothing personal.
+    bare = get_order_2026(state, token, order_id, "FULFILLMENT").body["order"]
+    assert "buyer" not in bare
+    assert "recipient" not in bare
+    # An RDT is not needed; one for the path is accepted and opens nothing more or less.
+    rdt = create_rdt(state, token, {"method": "GET", "path": "/orders/2026-01-01/orders/{orderId}"})
+    assert rdt.status == 200
+    with_rdt = get_order_2026(state, rdt.body["restrictedDataToken"], order_id, "BUYER,RECIPIENT")
+    assert with_rdt.status == 200
+    assert with_rdt.body == full.body
+    # Amazon shows no buyer email for orders fulfilled by Amazon or not yet paid.
+    afn = state.add_order({"fulfillment_channel": "AFN"})["amazon_order_id"]
+    pending = state.add_order({"pending_s": 3600})["amazon_order_id"]
+    for other in (afn, pending):
+        buyer = get_order_2026(state, token, other, "BUYER").body["order"]["buyer"]
+        assert buyer["buyerName"]
+        assert "buyerEmail" not in buyer
+
+
+def test_orders_2026_without_the_roles_personal_fields_are_left_out() -> None:
+    state, token = make_state(seller=with_roles())
+    order_id = state.add_order({})["amazon_order_id"]
+    response = get_order_2026(state, token, order_id, "BUYER,RECIPIENT")
+    assert response.status == 200
+    validate_against_model("orders-2026-01-01", "GetOrderResponse", response.body)
+    order = response.body["order"]
+    assert "buyer" not in order
+    assert set(order["recipient"]["deliveryAddress"]) == {"city", "stateOrRegion", "countryCode"}
+    # An RDT grants nothing the roles do not.
+    rdt = create_rdt(state, token, {"method": "GET", "path": f"/orders/2026-01-01/orders/{order_id}"})
+    assert get_order_2026(state, rdt.body["restrictedDataToken"], order_id, "BUYER,RECIPIENT").body == (
+        response.body
+    )
+    # Tax roles only: the buyer's name, but no email and no street.
+    state, token = make_state(seller=with_roles("tax_remittance"))
+    order_id = state.add_order({})["amazon_order_id"]
+    order = get_order_2026(state, token, order_id, "BUYER,RECIPIENT").body["order"]
+    assert set(order["buyer"]) == {"buyerName"}
+    assert "name" not in order["recipient"]["deliveryAddress"]
+
+
+def test_orders_2026_without_the_roles_can_be_forbidden_by_scenario() -> None:
+    state, token = make_state(seller=with_roles("tax_invoicing"), pii_without_role="forbidden")
+    order_id = state.add_order({})["amazon_order_id"]
+    state.advance_clock(121)
+    denied = get_order_2026(state, token, order_id, "BUYER,RECIPIENT")
+    assert (denied.status, error_code(denied)) == (403, "Unauthorized")
+    assert "RECIPIENT" in denied.body["errors"][0]["details"]
+    validate_against_model("orders-2026-01-01", "ErrorList", denied.body)
+    searched = search_orders(state, token, lastUpdatedAfter=iso_ago(state, 600), includedData="RECIPIENT")
+    assert searched.status == 403
+    assert get_order_2026(state, token, order_id, "BUYER,FULFILLMENT").status == 200  # the role it holds
+
+
 # --- Orders 2026-01-01 -----------------------------------------------------------------------------------
 
 
@@ -654,12 +817,9 @@ def test_search_orders_pages_with_expiring_tokens_and_embeds_items() -> None:
     state, token = make_state(orders={"count": 45, "pending_share": 0.3})
     now = state.now()
     seen: list[dict[str, Any]] = []
+    after = epoch_to_iso(now - 2 * DAY)
     response = search_orders(
-        state,
-        token,
-        lastUpdatedAfter=epoch_to_iso(now - 2 * DAY),
-        maxResultsPerPage="20",
-        includedData="FULFILLMENT,PROCEEDS",
+        state, token, lastUpdatedAfter=after, maxResultsPerPage="20", includedData="FULFILLMENT,PROCEEDS"
     )
     first_token = response.body["pagination"]["nextToken"]
     while True:
@@ -670,7 +830,12 @@ def test_search_orders_pages_with_expiring_tokens_and_embeds_items() -> None:
         if not next_token:
             break
         response = search_orders(
-            state, token, paginationToken=next_token, includedData="FULFILLMENT,PROCEEDS"
+            state,
+            token,
+            lastUpdatedAfter=after,
+            paginationToken=next_token,
+            maxResultsPerPage="20",
+            includedData="FULFILLMENT,PROCEEDS",
         )
     truth = {o["amazon_order_id"]: o for o in state.truth_orders()}
     listed = {i for i, o in truth.items() if parse_iso(o["last_updated"]) <= now - 120}
@@ -684,8 +849,121 @@ def test_search_orders_pages_with_expiring_tokens_and_embeds_items() -> None:
         priced = "price" in order["orderItems"][0]["product"]
         assert priced == (truth[order["orderId"]]["status"] != "Pending")
     state.advance_clock(DAY + 1)
-    expired = search_orders(state, token, paginationToken=first_token)
+    expired = search_orders(state, token, lastUpdatedAfter=after, paginationToken=first_token)
     assert (expired.status, error_code(expired)) == (400, "InvalidInput")
+    assert "expired" in expired.body["errors"][0]["details"]
+
+
+def search_all_pages(
+    state: SimulatorState, token: str, first: dict[str, str], then: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Every page of a searchOrders query: the first request ``first``, each follow-up ``then``
+    (default: the same parameters) with the previous page's token."""
+    orders: list[dict[str, Any]] = []
+    response = search_orders(state, token, **first)
+    while True:
+        assert response.status == 200, response.body
+        orders.extend(response.body["orders"])
+        next_token = response.body.get("pagination", {}).get("nextToken")
+        if not next_token:
+            return orders
+        response = search_orders(state, token, **(then or first), paginationToken=next_token)
+
+
+def test_search_orders_follow_up_pages_repeat_the_first_requests_filters() -> None:
+    """orders_2026-01-01.json (Pagination): "All other parameters must be provided with the same
+    values that were provided with the request that generated this token, with the exception of
+    maxResultsPerPage and includedData". Values compare as instants and as sets of values."""
+    state, token = make_state(orders={"count": 60, "afn_share": 0.5})
+    now = state.now()
+    after, before = epoch_to_iso(now - 2 * DAY), epoch_to_iso(now - 600)
+    first = {
+        "createdAfter": after,
+        "createdBefore": before,
+        "marketplaceIds": US,
+        "fulfilledBy": "MERCHANT,AMAZON",
+        "fulfillmentStatuses": "UNSHIPPED,PENDING",
+        "maxResultsPerPage": "10",
+        "includedData": "FULFILLMENT",
+    }
+    response = search_orders(state, token, **first)
+    assert response.status == 200, response.body
+    page_token = response.body["pagination"]["nextToken"]
+
+    def follow_up(**changed: str | None) -> SimResponse:
+        query = {k: v for k, v in {**first, **changed}.items() if v is not None}
+        return search_orders(state, token, **query, paginationToken=page_token)
+
+    refused = {
+        "the token alone (the old follow-up)": search_orders(state, token, paginationToken=page_token),
+        "the token with the marketplaces alone": search_orders(
+            state, token, marketplaceIds=US, paginationToken=page_token
+        ),
+        "another createdAfter": follow_up(createdAfter=epoch_to_iso(now - 3 * DAY)),
+        "createdBefore left out": follow_up(createdBefore=None),
+        "another fulfilledBy": follow_up(fulfilledBy="MERCHANT"),
+        "fulfillmentStatuses left out": follow_up(fulfillmentStatuses=None),
+        "the window by update instead": follow_up(
+            createdAfter=None, createdBefore=None, lastUpdatedAfter=after
+        ),
+    }
+    for case, answer in refused.items():
+        assert (answer.status, error_code(answer)) == (400, "InvalidInput"), case
+        validate_against_model("orders-2026-01-01", "ErrorList", answer.body)
+        error = answer.body["errors"][0]
+        assert "same values" in error["details"], case
+        assert "paginationToken was generated by a request with other parameters" in error["message"], case
+    assert "createdAfter" in refused["another createdAfter"].body["errors"][0]["message"]
+    assert "createdBefore is missing" in refused["createdBefore left out"].body["errors"][0]["message"]
+
+    # The same values written differently; another page size and includedData: accepted and honoured.
+    same = follow_up(
+        createdAfter=after.replace("Z", ".000+00:00"),
+        fulfilledBy="AMAZON, MERCHANT",
+        fulfillmentStatuses="PENDING,UNSHIPPED,PENDING",
+        maxResultsPerPage="3",
+        includedData="FULFILLMENT,PROCEEDS",
+    )
+    assert same.status == 200, same.body
+    assert len(same.body["orders"]) == 3
+    assert all("proceeds" in o for o in same.body["orders"])
+    # A token that came with the first request's filters stays usable.
+    assert follow_up().status == 200
+
+
+def test_search_orders_follow_up_omits_what_the_first_request_omitted() -> None:
+    """Amazon's rule is "the same values as provided": a *Before (or marketplaceIds) the first
+    request left to its default must be left out again, even with the value Amazon defaulted to."""
+    state, token = make_state(orders={"count": 30})
+    after = iso_ago(state, 2 * DAY)
+    first = search_orders(state, token, lastUpdatedAfter=after, maxResultsPerPage="5")
+    page_token = first.body["pagination"]["nextToken"]
+    defaulted = first.body["lastUpdatedBefore"]
+    for extra in ({"lastUpdatedBefore": defaulted}, {"marketplaceIds": US}):
+        answer = search_orders(state, token, lastUpdatedAfter=after, paginationToken=page_token, **extra)
+        assert answer.status == 400, extra
+        assert "was not in the first request" in answer.body["errors"][0]["message"]
+    assert search_orders(state, token, lastUpdatedAfter=after, paginationToken=page_token).status == 200
+
+
+def test_search_orders_walks_a_multi_page_window_returning_every_order_once() -> None:
+    state, token = make_state(
+        orders={"count": 130, "pending_share": 0.3, "afn_share": 0.3, "cancel_share": 0.1}
+    )
+    now = state.now()
+    window = {"lastUpdatedAfter": epoch_to_iso(now - 3 * DAY), "fulfilledBy": "MERCHANT,AMAZON"}
+    orders = search_all_pages(
+        state,
+        token,
+        {**window, "maxResultsPerPage": "20", "includedData": "FULFILLMENT"},
+        # Follow-ups change only what Amazon lets change: the page size and includedData.
+        {**window, "maxResultsPerPage": "7"},
+    )
+    ids = [o["orderId"] for o in orders]
+    assert len(ids) == len(set(ids))
+    truth = state.truth_orders()
+    assert set(ids) == {o["amazon_order_id"] for o in truth if parse_iso(o["last_updated"]) <= now - 120}
+    assert len(ids) > 100  # 1 page of 20, then pages of 7
 
 
 def test_search_orders_filters_by_2026_statuses_and_included_data() -> None:

@@ -330,6 +330,192 @@ def test_listings_feed_that_breaks_the_schema_or_is_not_json_ends_fatal() -> Non
         assert get_feed(state, token, feed_id)["processingStatus"] == "FATAL"
 
 
+def listings_report(state: SimulatorState, token: str, feed_id: str) -> dict[str, Any]:
+    feed = get_feed(state, token, feed_id)
+    assert feed["processingStatus"] == "DONE", feed
+    body = json.loads(report(state, token, feed))
+    jsonschema.Draft7Validator(
+        json.loads(model_text("listings-feed-processing-report-schema-v2.json"))
+    ).validate(body)
+    return dict(body)
+
+
+def availability_patch(message_id: int, sku: str, op: str, *entries: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "messageId": message_id,
+        "sku": sku,
+        "operationType": "PATCH",
+        "productType": "PRODUCT",
+        "patches": [{"op": op, "path": "/attributes/fulfillment_availability", "value": list(entries)}],
+    }
+
+
+def test_listings_feed_rejects_availability_amazons_product_type_rules_refuse() -> None:
+    state, token = make_state()
+    skus = [p.sku for p in state.catalogue(TEST_SELLER)]
+    default = {"fulfillment_channel_code": "DEFAULT"}
+    messages = [
+        availability_patch(1, skus[0], "replace", {"quantity": 5}),  # no fulfillment_channel_code
+        availability_patch(2, skus[1], "replace", {**default, "quantity": -1}),
+        availability_patch(
+            3, skus[2], "replace", {**default, "quantity": 4, "lead_time_to_ship_max_days": -2}
+        ),
+        availability_patch(4, skus[3], "replace", {**default, "quantity": "7"}),
+        availability_patch(5, skus[4], "merge", {"quantity": -3}),  # both problems
+        availability_patch(6, skus[5], "replace", {**default, "quantity": 1}, {**default, "quantity": 2}),
+        {
+            "messageId": 7,
+            "sku": skus[6],
+            "operationType": "PARTIAL_UPDATE",
+            "productType": "PRODUCT",
+            "attributes": {"fulfillment_availability": [{"fulfillment_channel_code": "", "quantity": 1}]},
+        },
+        availability_patch(
+            8, skus[7], "replace", {**default, "quantity": 0, "lead_time_to_ship_max_days": 2}
+        ),
+    ]
+    feed_id = submit(state, token, "JSON_LISTINGS_FEED", listings_feed(messages), JSON)
+    state.advance_clock(70)
+    body = listings_report(state, token, feed_id)
+    issues: dict[int, list[dict[str, Any]]] = {}
+    for issue in body["issues"]:
+        issues.setdefault(issue["messageId"], []).append(issue)
+        assert issue["severity"] == "ERROR"
+        assert issue["attributeName"] == "fulfillment_availability"
+        assert issue["sku"] == skus[issue["messageId"] - 1]
+    codes = {message_id: sorted(i["code"] for i in found) for message_id, found in issues.items()}
+    assert codes == {
+        1: ["99022"],
+        2: ["4000001"],
+        3: ["4000001"],
+        4: ["4000001"],
+        5: ["4000001", "99022"],
+        6: ["4000001"],
+        7: ["99022"],
+    }
+    assert "fulfillment_channel_code" in issues[1][0]["message"]
+    assert body["summary"] == {
+        "errors": 8,
+        "warnings": 0,
+        "messagesProcessed": 8,
+        "messagesAccepted": 1,
+        "messagesInvalid": 7,
+    }
+    # Refused messages change nothing; the valid one applies.
+    quantities = {sku: state.listing_quantity(TEST_SELLER, sku) for sku in skus[:8]}
+    assert quantities == {**dict.fromkeys(skus[:7], 0), skus[7]: 0}
+    assert state.truth_listings(TEST_SELLER)[TEST_SELLER][skus[7]]["fulfillment_availability"] == [
+        {"fulfillment_channel_code": "DEFAULT", "quantity": 0, "lead_time_to_ship_max_days": 2}
+    ]
+
+
+def test_listings_feed_merge_changes_the_quantity_and_keeps_the_other_fields() -> None:
+    # Since 2025-06-16 JSON_LISTINGS_FEED takes "op": "merge" (docs "Merge a listing").
+    state, token = make_state()
+    sku = state.catalogue(TEST_SELLER)[0].sku
+
+    def apply(*patch: dict[str, Any]) -> dict[str, Any]:
+        feed_id = submit(state, token, "JSON_LISTINGS_FEED", listings_feed(list(patch)), JSON)
+        state.advance_clock(70)
+        body = listings_report(state, token, feed_id)
+        assert body["summary"]["messagesAccepted"] == len(patch), body
+        entries = state.truth_listings(TEST_SELLER)[TEST_SELLER][sku]["fulfillment_availability"]
+        return {e["fulfillment_channel_code"]: e for e in entries}
+
+    default = {"fulfillment_channel_code": "DEFAULT"}
+    set_up = apply(
+        availability_patch(1, sku, "replace", {**default, "quantity": 3, "lead_time_to_ship_max_days": 5})
+    )
+    assert set_up["DEFAULT"] == {**default, "quantity": 3, "lead_time_to_ship_max_days": 5}
+    merged = apply(availability_patch(1, sku, "merge", {**default, "quantity": 9}))
+    assert merged["DEFAULT"] == {**default, "quantity": 9, "lead_time_to_ship_max_days": 5}
+    assert state.listing_quantity(TEST_SELLER, sku) == 9
+    lead_only = apply(availability_patch(1, sku, "merge", {**default, "lead_time_to_ship_max_days": 1}))
+    assert lead_only["DEFAULT"]["quantity"] == 9
+    replaced = apply(availability_patch(1, sku, "replace", {**default, "quantity": 4}))
+    assert replaced["DEFAULT"] == {**default, "quantity": 4}  # replace resets the other fields
+    assert state.listing_quantity(TEST_SELLER, sku) == 4
+
+
+def test_feed_bodies_may_carry_fields_the_models_do_not_name() -> None:
+    # CreateFeedDocumentSpecification and CreateFeedSpecification do not forbid other properties;
+    # python-amazon-sp-api's submit_feed sends some ("path", ...).
+    state, token = make_state()
+    created = call(
+        state,
+        token,
+        "createFeedDocument",
+        "/feeds/2021-06-30/documents",
+        body={"contentType": XML, "path": "/feeds/2021-06-30/documents", "marketplaceIds": [US]},
+        base_url="http://sim",
+    )
+    assert created.status == 201, created.body
+    doc = dict(created.body)
+    assert upload(state, doc["url"], b"<AmazonEnvelope/>", XML).status == 200
+    spec = {
+        "feedType": "POST_ORDER_FULFILLMENT_DATA",
+        "marketplaceIds": [US],
+        "inputFeedDocumentId": doc["feedDocumentId"],
+    }
+    accepted = call(
+        state,
+        token,
+        "createFeed",
+        "/feeds/2021-06-30/feeds",
+        body={**spec, "path": "/feeds/2021-06-30/feeds"},
+    )
+    assert accepted.status == 202, accepted.body
+    # The fields the models name are still checked.
+    for bad_document in ({"contentType": 5, "extra": 1}, {"extra": XML}, ["contentType"]):
+        response = call(state, token, "createFeedDocument", "/feeds/2021-06-30/documents", body=bad_document)
+        assert response.status == 400, bad_document
+    for bad_feed in (
+        {**spec, "marketplaceIds": US, "extra": 1},
+        {**spec, "feedOptions": {"metadata:OrderId": 1}, "extra": 1},
+        {**spec, "inputFeedDocumentId": 7, "extra": 1},
+    ):
+        assert call(state, token, "createFeed", "/feeds/2021-06-30/feeds", body=bad_feed).status == 400
+
+
+def test_gzip_documents_download_as_gzip_and_with_content_encoding_when_asked() -> None:
+    state, token = make_state(feeds={**FAST_FEEDS, "compress_reports": True})
+    sku = state.catalogue(TEST_SELLER)[0].sku
+    feed_id = submit(state, token, "JSON_LISTINGS_FEED", listings_feed([quantity_patch(1, sku, 2)]), JSON)
+    state.advance_clock(70)
+    document_id = get_feed(state, token, feed_id)["resultFeedDocumentId"]
+
+    def document(**query: str) -> SimResponse:
+        response = call(
+            state,
+            token,
+            "getFeedDocument",
+            f"/feeds/2021-06-30/documents/{document_id}",
+            path_params={"feedDocumentId": document_id},
+            query=query,
+        )
+        assert response.status == 200, response.body
+        validate_against_model("feeds", "FeedDocument", response.body)
+        assert response.body["compressionAlgorithm"] == "GZIP"
+        return response
+
+    for query in ({}, {"enableContentEncodingUrlHeader": "false"}):
+        doc_id, params = url_parts(document(**query).body["url"])
+        plain, _ = state.download_document(doc_id, params)
+        assert plain.status == 200
+        assert plain.body[:2] == b"\x1f\x8b"  # the bytes are gzip
+        assert "Content-Encoding" not in plain.headers  # the default: identity
+        assert json.loads(gzip.decompress(plain.body))["header"]["feedId"] == feed_id
+    doc_id, params = url_parts(document(enableContentEncodingUrlHeader="true").body["url"])
+    encoded, _ = state.download_document(doc_id, params)
+    assert encoded.headers["Content-Encoding"] == "gzip"
+    assert encoded.body[:2] == b"\x1f\x8b"
+    # The encoding is part of what the URL was signed for.
+    tampered, _ = state.download_document(
+        doc_id, {k: v for k, v in params.items() if k != "response-content-encoding"}
+    )
+    assert tampered.status == 403
+
+
 def test_order_and_listings_queues_run_in_parallel_and_cancel_only_in_queue() -> None:
     state, token = make_state()
     order = unshipped_order(state)
