@@ -27,7 +27,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from ordersync.readmodel import OrderFilter, ReadModel, SortKey
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import (
     AmazonOrder,
@@ -48,6 +47,7 @@ from ordersync.schemas.topics import (
     ORDERS_IMPORT_FAILED,
     ORDERS_IMPORTED,
 )
+from ordersync.state.readmodel import OrderFilter, ReadModel, SortKey
 
 ACCOUNTS = (("acme-us", "A1ACME"), ("globex-eu", "A2GLOBEX"))
 MARKETPLACES = ("ATVPDKIKX0DER", "A1F83G8C2ARO7P", "A1PA6795UKMFR9")

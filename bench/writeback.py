@@ -4,10 +4,10 @@ Invoices (shipment requests) arrive at random within one simulated hour, with st
 SKUs, against the simulator (its clock driven by this script) and a real Redis. The stage code runs
 unchanged: ``shipment_write_back.handle`` per request and its feed tick (auto mode: confirmShipment
 while the backlog is small, one POST_ORDER_FULFILLMENT_DATA per seller when it is large), and the
-inventory producer's ``handle`` and tick. The rate limiter runs on the simulator's clock (a wait
+inventory stage's ``handle`` and tick. The rate limiter runs on the simulator's clock (a wait
 advances it), so every decision is exact against the simulated Amazon's buckets.
 
-Prints shipments confirmed per simulated hour (Increff's one-order-per-feed integration: 29), feeds
+Prints shipments confirmed per simulated hour (one order per feed, as some connectors send them: 29), feeds
 submitted per type, the most createFeed calls in any hour, 429s received, and the p50/p95 latency
 (simulated seconds) from invoice issued to ``shipments.confirmed``. ``simulate`` is also what the
 scale test (``tests/stage/test_writeback_scale.py``) runs and checks.
@@ -28,20 +28,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import yaml
-
-from ordersync.channels import ChannelsFile
 from ordersync.clock import EpochClock
-from ordersync.consumers import shipment_write_back
-from ordersync.demo import channels_for
+from ordersync.consumers import inventory, shipment_write_back
 from ordersync.faustapp import make_app
-from ordersync.producers import inventory
 from ordersync.ratelimit import InMemoryRateLimiter, PlanBook
 from ordersync.ratelimit.limiter import limiter_options
-from ordersync.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.events import InventoryLevelChanged, ShipmentItem, ShipmentRequested
-from ordersync.schemas.topics import SHIPMENTS_CONFIRMED, SHIPMENTS_FAILED, TopicSpec
+from ordersync.schemas.topics import SHIPMENTS_CONFIRMED, SHIPMENTS_FAILED
 from ordersync.settings import (
     AmazonSettings,
     InventorySettings,
@@ -52,20 +46,9 @@ from ordersync.settings import (
 )
 from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.testing import TEST_SELLER, tiny_scenario
+from ordersync.testing import RecordingRuntime, channels_of
 
 UNKNOWN_ORDER_PREFIX = "999-"
-
-
-class _Runtime(StageRuntime):
-    """The stage runtime with a recording Kafka producer: (simulated time, topic, payload)."""
-
-    sim_now: Any
-    emitted: list[tuple[float, str, Any]]
-
-    async def emit(self, spec: TopicSpec, key: str, envelope: Envelope[Any]) -> None:
-        if spec.accepts(envelope.event_type) is None:
-            raise ValueError(f"{envelope.event_type} does not belong on {spec.name}")
-        self.emitted.append((self.sim_now(), spec.name, envelope.payload))
 
 
 @dataclass
@@ -138,7 +121,7 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
     wall_started = time.monotonic()
     with RunningSimulator(scenario) as sim:
         state = sim.state
-        channels = ChannelsFile.model_validate(yaml.safe_load(yaml.safe_dump(channels_for(scenario))))
+        channels = channels_of(scenario)
         settings = Settings(
             redis=RedisSettings(url=redis_url, key_prefix=key_prefix),
             amazon=AmazonSettings(endpoint=sim.base_url, lwa_endpoint=sim.lwa_url),
@@ -158,11 +141,10 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
             **limiter_options(settings),
         )
         stage = "shipment-write-back"
-        runtime = _Runtime(
+        # The stage's Kafka producer records; each envelope's ``at`` is the simulator's clock.
+        runtime = RecordingRuntime(
             stage, settings, make_app(stage, settings), channels, limiter=limiter, clock=EpochClock(state.now)
         )
-        runtime.emitted = []
-        runtime.sim_now = state.now
         await runtime.start()
         try:
             channel = channels.channels[0]
@@ -226,7 +208,7 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
                     )
                 await shipment_write_back.feed_tick(runtime)
                 await inventory.tick(runtime, channel)
-                results = sum(1 for _, topic, _ in runtime.emitted if topic in _RESULT_TOPICS)
+                results = sum(1 for emitted in runtime.emitted if emitted.topic in _RESULT_TOPICS)
                 arrived = next_request == len(plan) and next_change == len(changes)
                 inventory_done = not await inventory.pending(
                     runtime, TEST_SELLER
@@ -237,11 +219,12 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
                     break
                 state.advance_clock(tick_s)
             figures.simulated_s = state.now() - start
-            for at, topic, payload in runtime.emitted:
-                if topic == SHIPMENTS_CONFIRMED.name:
+            for emitted in runtime.emitted:
+                payload = emitted.envelope.payload
+                if emitted.topic == SHIPMENTS_CONFIRMED.name:
                     figures.confirmed[payload.amazon_order_id] = payload.method
-                    figures.latencies_s.append(at - arrival[payload.amazon_order_id])
-                elif topic == SHIPMENTS_FAILED.name:
+                    figures.latencies_s.append(emitted.at.timestamp() - arrival[payload.amazon_order_id])
+                elif emitted.topic == SHIPMENTS_FAILED.name:
                     figures.failed[payload.amazon_order_id] = payload.error_message
                     shipment = await runtime.store.shipment_state(
                         TEST_SELLER, payload.amazon_order_id, payload.package_reference_id
@@ -313,7 +296,7 @@ def report(figures: Figures) -> str:
             "shipments failed (refused by Amazon)",
             f"{len(figures.failed)} (injected {len(figures.expected_failures)})",
         ),
-        ("confirmed per simulated hour", f"{figures.confirmed_per_hour:.0f} (Increff: 29)"),
+        ("confirmed per simulated hour", f"{figures.confirmed_per_hour:.0f} (one order per feed: 29)"),
         ("latency invoice -> confirmed, p50 / p95", f"{p50:.1f} / {p95:.1f} min"),
         ("feeds submitted", f"{figures.feeds_by_type}"),
         ("most createFeed calls in any hour", f"{figures.max_create_feed_per_hour} (Amazon: 30/h, burst 15)"),

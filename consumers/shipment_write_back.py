@@ -11,11 +11,10 @@
 - Amazon operations and quotas (per seller, through the rate limiter): ``confirmShipment`` (v0; 2/s,
   burst 10); createFeed on the ``packing`` lane, getFeed, getFeedDocument. Throttling waits and is
   never counted as an attempt.
-- State in Redis, per package (what ShipGear shows): status Pending/Success/Failed, attempts, last
-  attempt, last error, carrier, tracking, quantity, and the request itself (so it can be sent again
-  without another writer on ``shipments.requested``). A package already confirmed is never sent
-  again; after an unknown outcome (timeout, 5xx) Amazon's "already fulfilled" answer counts as
-  confirmed.
+- State in Redis, per package: status Pending/Success/Failed, attempts, last attempt, last error,
+  carrier, tracking, quantity, and the request itself (so it can be sent again without another writer
+  on ``shipments.requested``). A package already confirmed is never sent again; after an unknown
+  outcome (timeout, 5xx) Amazon's "already fulfilled" answer counts as confirmed.
 - Also consumes ``ops.commands`` (its own agent; other commands belong to other stages):
   ``retry-writeback`` sends each failed package of the named orders again through the normal path
   (confirm or feed), attempts reset, so a new ShipmentConfirmed or ShipmentFailed follows.
@@ -35,6 +34,7 @@ from ordersync.channels import Channel
 from ordersync.clock import epoch_seconds
 from ordersync.consumers import cancellation, fulfillment_feed
 from ordersync.errors import AmazonApiError, InvalidEvent, Permanent, QuotaUnavailable, Retryable, Throttled
+from ordersync.pipeline.feeds import scaled
 from ordersync.runtime import REDIS_PROBE_INTERVAL_S, StageRuntime
 from ordersync.schemas.codec import decode, encode
 from ordersync.schemas.envelope import Envelope, Event
@@ -55,7 +55,8 @@ from ordersync.schemas.topics import (
     TopicSpec,
     order_key,
 )
-from ordersync.store import ORDER_STATE_TTL_S
+from ordersync.state import keys
+from ordersync.state.keys import ORDER_STATE_TTL_S
 
 log = logging.getLogger(__name__)
 STAGE = "shipment-write-back"
@@ -229,9 +230,9 @@ async def use_feed(runtime: StageRuntime, channel: Channel, seller: str) -> bool
     settings = runtime.settings.writeback
     if await fulfillment_feed.pending_count(runtime, seller):
         return True
-    window_s = fulfillment_feed.scaled(runtime, settings.auto_window_s)
+    window_s = scaled(runtime, settings.auto_window_s)
     window = int(epoch_seconds(runtime.clock) // window_s)
-    key = runtime.store.key("wb-recent", f"{{{seller}}}", str(window))
+    key = runtime.store.key_of(keys.WRITEBACK_RECENT, seller, str(window))
     recent = int(await runtime.store.redis.incr(key))
     if recent == 1:
         await runtime.store.redis.expire(key, max(1, int(2 * window_s) + 1))
@@ -295,7 +296,7 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
 
 
 def _packages_key(runtime: StageRuntime, seller: str, order_id: str) -> str:
-    return runtime.store.key("wb-packages", f"{{{seller}}}", order_id)
+    return runtime.store.key_of(keys.WRITEBACK_PACKAGES, seller, order_id)
 
 
 async def remember_package(runtime: StageRuntime, seller: str, order_id: str, package_id: str) -> None:
@@ -439,7 +440,7 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
         await runtime.start()
         while True:
             await feed_tick(runtime)
-            await asyncio.sleep(fulfillment_feed.scaled(runtime, tick_s))
+            await asyncio.sleep(scaled(runtime, tick_s))
 
     @app.agent(runtime.topic(OPS_COMMANDS), name="writeback-commands")
     async def writeback_commands(stream: faust.StreamT[bytes]) -> None:

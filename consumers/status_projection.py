@@ -6,8 +6,9 @@ list|show``, ``ordersync status``, ``ordersync export failed`` and the dashboard
   ``amazon.orders.downloaded``, ``amazon.orders.enriched``, ``orders.imported``,
   ``orders.import-failed``, ``invoices.issued``, ``shipments.requested``, ``shipments.confirmed``,
   ``shipments.failed``, ``orders.cancellation-requested``, ``orders.cancellation-results``,
-  ``ops.commands`` and every ``.dlq`` topic (the list is :data:`ordersync.readmodel.FOLDED_TOPICS`).
-- Output: none on Kafka; the read model in Redis (:class:`ordersync.readmodel.ReadModel`), and a
+  ``ops.commands`` and every ``.dlq`` topic (the list is
+  :data:`ordersync.state.readmodel.FOLDED_TOPICS`).
+- Output: none on Kafka; the read model in Redis (:class:`ordersync.state.readmodel.ReadModel`), and a
   ``dlq-growth`` notification on the health board when a dead-letter topic receives records.
 - Amazon operations and quotas: none.
 - A record that does not decode is skipped with a log line and counted (``ordersync status`` shows the
@@ -27,13 +28,13 @@ import faust
 from redis import exceptions as redis_errors
 
 from ordersync.errors import InvalidEvent
-from ordersync.readmodel import FOLDED_TOPICS, ReadModel
 from ordersync.runtime import REDIS_PROBE_INTERVAL_S, StageRuntime
 from ordersync.schemas.topics import TopicSpec
+from ordersync.state.keys import DEFAULT_PREFIX
+from ordersync.state.readmodel import FOLDED_TOPICS, ReadModel
 
 log = logging.getLogger(__name__)
 STAGE = "status-projection"
-DEFAULT_KEY_PREFIX = "os"
 
 
 class Projection:
@@ -84,7 +85,7 @@ def group_id(key_prefix: str) -> str:
     model, so a second model (another key prefix on the same cluster) starts from the earliest offsets
     instead of inheriting the first one's."""
     base = f"ordersync-{STAGE}"
-    return base if key_prefix == DEFAULT_KEY_PREFIX else f"{base}-{key_prefix}"
+    return base if key_prefix == DEFAULT_PREFIX else f"{base}-{key_prefix}"
 
 
 def register(app: faust.App, runtime: StageRuntime) -> None:

@@ -133,7 +133,13 @@ def schemas_export(
 
 @listings_app.command("import")
 def listings_import(
-    file: Annotated[Path, typer.Argument(help="CSV with Increff's channel-listings columns.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV with the columns Client SKU Id, Channel Serial No., Channel SKU Id, EAN, ASIN,"
+            " Merchant SKU (see ordersync.listings)."
+        ),
+    ],
     channel: Annotated[str, typer.Option(help="The channel the listings belong to.")],
 ) -> None:
     """Load a listings CSV; applied whole, or not at all when any row is wrong."""
@@ -168,7 +174,7 @@ def orders_retry_download(
     channel: Annotated[str, typer.Option(help="The channel the orders belong to.")],
     operator: Annotated[str | None, typer.Option(help="Who asks, for the record.")] = None,
 ) -> None:
-    """Download the orders again from scratch (as KCC's "Retry Download"), through the pipeline."""
+    """Download the orders again from scratch, through the pipeline (the dashboard's Retry Download)."""
     from ordersync.commands import CommandRejected, publish_command
 
     try:
@@ -201,7 +207,7 @@ def orders_ignore(
     channel: Annotated[str, typer.Option(help="The channel the orders belong to.")],
     operator: Annotated[str | None, typer.Option(help="Who asks, for the record.")] = None,
 ) -> None:
-    """Don't import the orders, even when they change later, until un-ignored (KCC's "Ignore")."""
+    """Don't import the orders, even when they change later, until un-ignored (the dashboard's Ignore)."""
     _order_command("ignore", order_ids, channel, operator)
 
 

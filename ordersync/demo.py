@@ -333,14 +333,15 @@ class LocalPipeline:
         return done.stdout
 
     def start_process(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        log = (self.run_dir / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ordersync.cli", *args],
-            env={**os.environ, **self.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        # The child writes to its own copy of the descriptor; ours is closed once it has started.
+        with (self.run_dir / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "ordersync.cli", *args],
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.processes[name] = process
         return process
 

@@ -99,3 +99,7 @@ class InvalidEvent(Permanent):
 
 class ConfigurationError(Permanent):
     """Settings or the channels file are wrong; the message says where."""
+
+
+class LeaseLost(PipelineError):
+    """Another worker took this channel's polling over (ours had stopped renewing): stop the round."""

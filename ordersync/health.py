@@ -29,6 +29,8 @@ from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
 
 from ordersync.settings import HealthSettings
+from ordersync.state import keys
+from ordersync.state.keys import DEFAULT_PREFIX
 
 if TYPE_CHECKING:
     from ordersync.amazon.client import ApiCall
@@ -162,7 +164,7 @@ class _Window(BaseModel):
 
 class HealthBoard:
     def __init__(
-        self, redis: aioredis.Redis, prefix: str = "os", settings: HealthSettings | None = None
+        self, redis: aioredis.Redis, prefix: str = DEFAULT_PREFIX, settings: HealthSettings | None = None
     ) -> None:
         self.redis = redis
         self.prefix = prefix
@@ -172,21 +174,21 @@ class HealthBoard:
 
     def _account_key(self, channel: str, seller_id: str, api: str, *parts: str) -> str:
         # The seller in a hash tag: one account's keys share a Redis Cluster slot (pipelines).
-        return ":".join((self.prefix, "health", f"{{{seller_id}}}", channel, api, *parts))
+        return keys.HEALTH_ACCOUNT.key(self.prefix, seller_id, channel, api, detail=parts)
 
     def _minute_key(self, channel: str, seller_id: str, api: str, minute: int) -> str:
         return self._account_key(channel, seller_id, api, "m", str(minute))
 
     @property
     def _accounts_key(self) -> str:
-        return f"{self.prefix}:health:accounts"
+        return keys.HEALTH_ACCOUNTS.key(self.prefix)
 
     @property
     def _notifications_key(self) -> str:
-        return f"{self.prefix}:notifications"
+        return keys.NOTIFICATIONS.key(self.prefix)
 
     def _dedupe_key(self, dedupe_key: str) -> str:
-        return f"{self.prefix}:notifications:dedupe:{dedupe_key}"
+        return keys.NOTIFICATION_DEDUPE.key(self.prefix, dedupe_key)
 
     # --- recording -----------------------------------------------------------------------------------
 

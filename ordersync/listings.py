@@ -1,6 +1,7 @@
 """Channel listings: which back-office stock code an Amazon seller SKU is.
 
-The CSV has the columns Increff's channel listings use::
+The CSV has the columns of the channel-listings export of Increff (an order and inventory management
+product), so a back-office that already keeps its listings in that layout loads them unchanged::
 
     Client SKU Id,Channel Serial No.,Channel SKU Id,EAN,ASIN,Merchant SKU
 
@@ -25,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, cast
 
 from ordersync.errors import Permanent
+from ordersync.state import keys
 
 if TYPE_CHECKING:
     from ordersync.channels import Channel
@@ -144,8 +146,8 @@ def item_key(item: AmazonOrderItem, channel: Channel) -> str | None:
 
 def _index_key(store: Store, channel: str, index: str) -> str:
     if index == "seller_sku":
-        return store.key("listings", channel)
-    return store.key("listings", channel, "by", index)
+        return store.key_of(keys.LISTINGS, channel)
+    return store.key_of(keys.LISTINGS_INDEX, channel, index)
 
 
 def _indexed(row: ListingRow) -> dict[str, str]:
@@ -171,7 +173,7 @@ async def apply_listings(
     skus = [row.seller_sku for row in rows] + removed
     if not skus:
         return
-    rows_key = store.key("listings", channel, "rows")
+    rows_key = store.key_of(keys.LISTINGS_ROWS, channel)
     previous = cast(list[str | None], await store.redis.hmget(rows_key, skus))
     async with store.redis.pipeline(transaction=True) as pipe:
         for sku, raw in zip(skus, previous, strict=True):
@@ -191,7 +193,7 @@ async def apply_listings(
 
 
 async def listing_rows(store: Store, channel: str) -> dict[str, ListingRow]:
-    raw = cast(dict[str, str], await store.redis.hgetall(store.key("listings", channel, "rows")))
+    raw = cast(dict[str, str], await store.redis.hgetall(store.key_of(keys.LISTINGS_ROWS, channel)))
     return {sku: ListingRow(**json.loads(value)) for sku, value in raw.items()}
 
 

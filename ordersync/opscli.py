@@ -1,15 +1,12 @@
-"""The operators' read side on the command line, from the status read model (:mod:`ordersync.readmodel`):
+"""The operators' read side on the command line, from the status read model
+(:mod:`ordersync.state.readmodel`):
 
 - ``ordersync orders list`` / ``ordersync orders show``: the grid and one order's detail;
 - ``ordersync export failed --since ... > file.csv``: failed orders with what a person needs to check
   them by hand in Seller Central;
 - ``ordersync status``: per channel, orders by status, API health, tasks and dead-letter topics;
-- ``ordersync status-model rebuild``: drop the model and fold every topic again from its first offset.
-
-The rebuild reads with a plain kafka-python consumer (no group, nothing committed): partitions assigned
-explicitly, sought to the beginning, and read until each position reaches the high watermark its first
-fetch reported. It never asks the broker for end offsets or offsets by time (the embedded broker answers
-those wrongly); a partition that is empty reaches its high watermark (0) at its first fetch.
+- ``ordersync status-model rebuild``: drop the model and fold every topic again from its first offset
+  (:mod:`ordersync.state.readmodel.rebuild`).
 """
 
 from __future__ import annotations
@@ -17,18 +14,17 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
+from typing import Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ordersync.readmodel import (
+from ordersync.settings import Settings, get_settings
+from ordersync.state.readmodel import (
     OVERALL_STATUSES,
     FailedStage,
     OrderDetail,
@@ -39,18 +35,11 @@ from ordersync.readmodel import (
     SortKey,
     write_orders_csv,
 )
-from ordersync.settings import Settings, get_settings
-
-if TYPE_CHECKING:
-    from ordersync.schemas.topics import TopicSpec
 
 T = TypeVar("T")
 
 export_app = typer.Typer(help="Export orders as CSV.", no_args_is_help=True)
 status_model_app = typer.Typer(help="The status read model (orders grid, status).", no_args_is_help=True)
-
-#: A rebuild gives up when no partition made progress for this long (broker gone).
-REBUILD_IDLE_TIMEOUT_S = 60.0
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
@@ -431,136 +420,6 @@ def status() -> None:
 # --- rebuild ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class RebuildResult:
-    records: Counter[str] = field(default_factory=Counter)
-    skipped: Counter[str] = field(default_factory=Counter)
-    orders: int = 0
-    by_status: dict[OverallStatus, int] = field(default_factory=dict)
-    missing_topics: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-class _Rebuild:
-    """One rebuild's consumer: partitions assigned explicitly and read from their first offset up to
-    the high watermark each one's first fetch reported."""
-
-    def __init__(self, consumer: Any, specs: dict[str, TopicSpec], partitions: list[Any]) -> None:
-        self.consumer = consumer
-        self.specs = specs
-        self.partitions = partitions
-        self.first: dict[Any, int] = {tp: int(consumer.position(tp)) for tp in partitions}
-        self.targets: dict[Any, int] = {}
-
-    def learn_targets(self) -> None:
-        for tp in self.partitions:
-            if tp not in self.targets:
-                highwater = self.consumer.highwater(tp)
-                if highwater is not None:
-                    self.targets[tp] = highwater
-
-    def total(self) -> int:
-        known = sum(self.targets[tp] - self.first[tp] for tp in self.targets)
-        read = sum(
-            int(self.consumer.position(tp)) - self.first[tp]
-            for tp in self.partitions
-            if tp not in self.targets
-        )
-        return known + read
-
-    def finished(self) -> bool:
-        return len(self.targets) == len(self.partitions) and all(
-            self.consumer.position(tp) >= self.targets[tp] for tp in self.partitions
-        )
-
-    def unanswered(self) -> list[str]:
-        return [f"{tp.topic}[{tp.partition}]" for tp in self.partitions if tp not in self.targets]
-
-    async def fold(self, batch: dict[Any, list[Any]], model: ReadModel, result: RebuildResult) -> int:
-        from ordersync.errors import InvalidEvent  # noqa: PLC0415
-        from ordersync.schemas.codec import decode  # noqa: PLC0415
-
-        envelopes: list[tuple[str, Any]] = []
-        for tp, records in batch.items():
-            spec = self.specs[tp.topic]
-            for record in records:
-                if tp in self.targets and record.offset >= self.targets[tp]:
-                    continue  # written after the rebuild started: the live projection's part
-                try:
-                    envelopes.append((spec.name, decode(record.value, spec)))
-                except InvalidEvent:
-                    result.skipped[spec.name] += 1
-                    await model.count_skipped(spec.name, tp.partition, record.offset)
-                    continue
-                result.records[spec.name] += 1
-        # One transaction per order of the batch, several orders at once: the fold is order-insensitive.
-        await model.apply_many(envelopes)
-        return sum(len(records) for records in batch.values())
-
-
-async def rebuild(
-    settings: Settings,
-    model: ReadModel,
-    *,
-    progress: Callable[[int, int], None] | None = None,
-    idle_timeout_s: float = REBUILD_IDLE_TIMEOUT_S,
-) -> RebuildResult:
-    """Reset ``model`` and fold every folded topic from its first offset up to the high watermark each
-    partition's first fetch reported. ``progress(done, total)`` is called as records are folded."""
-    from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415 - keeps CLI start-up fast
-
-    from ordersync.kafka_admin import kafka_client_config  # noqa: PLC0415
-    from ordersync.readmodel import FOLDED_TOPICS  # noqa: PLC0415
-
-    started = time.monotonic()
-    result = RebuildResult()
-    consumer = KafkaConsumer(
-        **kafka_client_config(settings.kafka, client_id="ordersync-status-rebuild"),
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=100,
-        max_poll_records=2000,
-    )
-    try:
-        specs: dict[str, TopicSpec] = {}
-        partitions: list[Any] = []
-        for spec in FOLDED_TOPICS:
-            ids = consumer.partitions_for_topic(spec.name)
-            if not ids:
-                result.missing_topics.append(spec.name)
-                continue
-            specs[spec.name] = spec
-            partitions += [TopicPartition(spec.name, p) for p in sorted(ids)]
-        await model.reset()
-        if not partitions:
-            return result
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        run = _Rebuild(consumer, specs, partitions)
-        done = 0
-        last_progress = time.monotonic()
-        while not run.finished():
-            batch = consumer.poll(timeout_ms=500)
-            if batch:
-                done += await run.fold(batch, model, result)
-                last_progress = time.monotonic()
-            run.learn_targets()
-            if progress is not None:
-                total = run.total()
-                progress(min(done, total), max(total, done))
-            if not run.finished() and time.monotonic() - last_progress > idle_timeout_s:
-                raise RuntimeError(
-                    f"rebuild stalled for {idle_timeout_s:.0f}s; no fetch answered for: "
-                    f"{', '.join(run.unanswered()) or 'none (positions stopped short)'}"
-                )
-        result.by_status = await model.counts()
-        result.orders = sum(result.by_status.values())
-        return result
-    finally:
-        consumer.close()
-        result.seconds = time.monotonic() - started
-
-
 @status_model_app.command("rebuild")
 def rebuild_command(
     prefix: Annotated[
@@ -572,6 +431,8 @@ def rebuild_command(
     at the start). Safe while the status-projection stage runs: the fold is idempotent and
     order-insensitive."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+    from ordersync.state.readmodel.rebuild import rebuild  # noqa: PLC0415 - the Kafka client, only here
 
     settings = get_settings()
     console = Console(stderr=True)
@@ -585,7 +446,7 @@ def rebuild_command(
     ) as bar:
         task = bar.add_task("rebuild", total=None)
 
-        def progress(done: int, total: int) -> None:
+        def progress(done: int, total: int | None) -> None:
             bar.update(task, completed=done, total=total)
 
         try:

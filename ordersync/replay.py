@@ -10,11 +10,11 @@ the same effect at most once. Two tools:
   after the cause was fixed, and records the letter's position in Redis so it is not sent twice by
   accident (``again=True`` sends it anyway).
 
-Reading never asks the broker for offsets by time or for the end of a partition (ListOffsets LATEST and
-offsets_for_times are wrong on the embedded broker, and a timestamp lookup has batch granularity even on
-Kafka): each partition is read from an explicit offset (``seek``), record timestamps are compared here,
-and the end is the high watermark the consumer's own fetch reports, captured once, so records appended
-while replaying (our own re-published ones included) are never read back.
+Reading goes through the bounded topic reader (:mod:`ordersync.kafka.reader`), which never asks the
+broker for offsets by time or for the end of a partition: each partition is read from an explicit offset,
+record timestamps are compared here, and the end is the high watermark the consumer's own fetch reports,
+captured once, so records appended while replaying (our own re-published ones included) are never read
+back.
 """
 
 from __future__ import annotations
@@ -25,21 +25,23 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, OffsetOutOfRangeError
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ordersync.errors import InvalidEvent, Permanent, Retryable
+from ordersync.errors import InvalidEvent, Permanent
+from ordersync.kafka.reader import ProgressHook, Record, TopicMissing, TopicReader
 from ordersync.kafka_admin import kafka_client_config
 from ordersync.schemas.codec import decode
 from ordersync.schemas.events import EventDeadLettered
 from ordersync.schemas.topics import CATALOGUE, TopicSpec, by_name
 from ordersync.settings import KafkaSettings, Settings
+from ordersync.state import keys
 from ordersync.store import Store
 
 #: Envelope fields a filter key names directly; any other key is looked for in the payload.
@@ -63,9 +65,6 @@ UNTIL_GRACE_MS = 5 * 60 * 1000
 STALE_CLAIM_S = 600.0
 #: How many keys a dry run or a summary shows.
 SAMPLE_KEYS = 5
-POLL_TIMEOUT_MS = 500
-#: Stop waiting for a partition whose first fetch never answers (broker down, partition offline).
-READ_STALL_S = 60.0
 
 
 class ReplayRejected(Permanent):
@@ -239,39 +238,10 @@ class TimeBounds(_Frozen):
 # --- reading from explicit offsets ------------------------------------------------------------------
 
 
-class Record(_Frozen):
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-
 class PartitionRange(_Frozen):
     partition: int
     start: int
     end: int  # the high watermark captured from the first fetch (exclusive)
-
-
-ProgressHook = Callable[[int, int | None], None]  # (records read so far, total to read when known)
-
-
-def _consumer(kafka: KafkaSettings) -> Any:
-    return KafkaConsumer(
-        enable_auto_commit=False,
-        auto_offset_reset="none",  # an offset out of range is handled here, never silently reset
-        fetch_max_wait_ms=100,
-        **kafka_client_config(kafka, client_id="ordersync-replay"),
-    )
-
-
-def topic_partitions(consumer: Any, topic: str) -> list[int]:
-    partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        raise ReplayRejected(f"topic {topic} does not exist on the broker (ordersync topics create)")
-    return sorted(partitions)
 
 
 def read_records(
@@ -285,133 +255,29 @@ def read_records(
     ranges: list[PartitionRange] | None = None,
 ) -> Iterator[Record]:
     """Every record of ``topic`` (or of several, with one consumer) from ``from_offset`` up to each
-    partition's high watermark as first fetched (or past ``bounds.until``), in offset order per
-    partition. ``partitions`` narrows a single topic; ``ranges`` collects what was read of each."""
-    names = [topic] if isinstance(topic, str) else list(topic)
-    if partitions is not None and len(names) != 1:
-        raise ValueError("partitions narrow a single topic")
-    bounds = bounds or TimeBounds()
-    consumer = _consumer(kafka)
+    partition's high watermark as first fetched (or past ``bounds.until``) and within ``bounds``, in
+    offset order per partition (:class:`ordersync.kafka.reader.TopicReader`). ``partitions`` narrows a
+    single topic; ``ranges`` collects what was read of each."""
+    time_bounds = bounds or TimeBounds()
     try:
-        tps: list[TopicPartition] = []
-        for name in names:
-            available = topic_partitions(consumer, name)
-            chosen = list(partitions) if partitions is not None else available
-            missing = sorted(set(chosen) - set(available))
-            if missing:
-                raise ReplayRejected(f"{name} has no partition {missing[0]} (it has {len(available)})")
-            tps += [TopicPartition(name, p) for p in chosen]
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, from_offset)
-        drain = _Drain(consumer, tps, from_offset, bounds)
-        yield from drain.records(progress)
+        reader = TopicReader(
+            kafka,
+            topic,
+            partitions=partitions,
+            from_offset=from_offset,
+            stop_at=lambda record: time_bounds.past_end(record.timestamp_ms),
+            client_id="ordersync-replay",
+        )
+    except TopicMissing as exc:
+        raise ReplayRejected(str(exc)) from None
+    with reader:
+        for record in reader.records(progress):
+            if time_bounds.contains(record.timestamp_ms):
+                yield record
         if ranges is not None:
-            ranges.extend(drain.ranges())
-    finally:
-        consumer.close()
-
-
-class _Drain:
-    """Reads assigned partitions until each reaches the end captured from its first fetch."""
-
-    def __init__(self, consumer: Any, tps: list[TopicPartition], from_offset: int, bounds: TimeBounds):
-        self.consumer = consumer
-        self.tps = tps
-        self.bounds = bounds
-        self.starts = {tp: from_offset for tp in tps}
-        self.ends: dict[TopicPartition, int] = {}
-        self.done: set[TopicPartition] = set()
-        self.read = 0
-        self.last_progress = time.monotonic()
-
-    def records(self, progress: ProgressHook | None) -> Iterator[Record]:
-        while len(self.done) < len(self.tps):
-            try:
-                batch = self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
-            except OffsetOutOfRangeError as exc:
-                _out_of_range(self.consumer, exc, self.starts, self.done)
-                continue
-            self._capture_ends()
-            for tp, records in batch.items():
-                if tp not in self.done:
-                    yield from self._kept(tp, records)
-            self._finish_partitions()
-            if progress is not None:
-                progress(self.read, self.total())
-            if time.monotonic() - self.last_progress > READ_STALL_S:
-                waiting = sorted(tp.partition for tp in self.tps if tp not in self.done)
-                raise Retryable(
-                    f"{self.tps[0].topic}: no answer for partition(s) {waiting}; is the broker up?"
-                )
-
-    def _capture_ends(self) -> None:
-        # Captured once: records appended later (our own re-published ones too) are not read.
-        for tp in self.tps:
-            if tp not in self.done and tp not in self.ends:
-                highwater = self.consumer.highwater(tp)
-                if highwater is not None:
-                    self.ends[tp] = highwater
-                    self.last_progress = time.monotonic()
-
-    def _kept(self, tp: TopicPartition, records: list[Any]) -> Iterator[Record]:
-        self.last_progress = time.monotonic()
-        for raw in records:
-            end = self.ends.get(tp)
-            if end is not None and raw.offset >= end:
-                return
-            if self.bounds.past_end(raw.timestamp):
-                self.ends[tp] = raw.offset
-                return
-            self.read += 1
-            if self.bounds.contains(raw.timestamp):
-                yield Record(
-                    topic=tp.topic,
-                    partition=tp.partition,
-                    offset=raw.offset,
-                    timestamp_ms=raw.timestamp,
-                    key=raw.key,
-                    value=raw.value,
-                    headers=tuple((name, bytes(value or b"")) for name, value in raw.headers or ()),
-                )
-
-    def _finish_partitions(self) -> None:
-        for tp, end in self.ends.items():
-            if tp not in self.done and self.consumer.position(tp) >= end:
-                self.done.add(tp)
-                self.consumer.pause(tp)
-
-    def total(self) -> int | None:
-        """Records to read in all, once every partition's end is known."""
-        if any(tp not in self.ends and tp not in self.done for tp in self.tps):
-            return None
-        return sum(max(0, end - self.starts[tp]) for tp, end in self.ends.items())
-
-    def ranges(self) -> list[PartitionRange]:
-        return [
-            PartitionRange(
-                partition=tp.partition,
-                start=self.starts[tp],
-                end=max(self.starts[tp], self.ends.get(tp, self.starts[tp])),
+            ranges.extend(
+                PartitionRange(partition=r.partition, start=r.start, end=r.end) for r in reader.ranges()
             )
-            for tp in self.tps
-        ]
-
-
-def _out_of_range(
-    consumer: Any, exc: OffsetOutOfRangeError, starts: dict[TopicPartition, int], done: set[TopicPartition]
-) -> None:
-    """Kafka refuses an offset outside the log: below it (retention deleted the start) read from the
-    earliest kept; above it there is nothing to read. Only EARLIEST is asked of the broker."""
-    partitions = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-    earliest = consumer.beginning_offsets(list(partitions))
-    for tp, offset in partitions.items():
-        if offset < earliest.get(tp, 0):
-            consumer.seek(tp, earliest[tp])
-            starts[tp] = earliest[tp]
-        else:
-            done.add(tp)
-            consumer.pause(tp)
 
 
 # --- re-publishing --------------------------------------------------------------------------------
@@ -769,7 +635,7 @@ class ReplayLedger:
         self.run = uuid.uuid4().hex[:12]
 
     def key(self, dlq_topic: str) -> str:
-        return self.store.key("dlq-replayed", dlq_topic)
+        return self.store.key_of(keys.DLQ_REPLAYED, dlq_topic)
 
     async def replayed(self, dlq_topic: str) -> dict[str, dict[str, Any]]:
         raw = cast(dict[str, str], await self.redis.hgetall(self.key(dlq_topic)))

@@ -24,12 +24,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ordersync.errors import Retryable
+from ordersync.kafka.reader import ProgressHook
 from ordersync.redis_client import redis_client
 from ordersync.replay import (
     DeadLetter,
     DeadLetterQueueSummary,
     DeadLetterSelection,
-    ProgressHook,
     ReplayLedger,
     ReplayRejected,
     ReplayRequest,

@@ -22,8 +22,8 @@ from ordersync.clock import SYSTEM_CLOCK, Clock
 from ordersync.errors import InvalidEvent, Permanent, QuotaUnavailable, Retryable, Throttled
 from ordersync.faustapp import faust_topic
 from ordersync.health import ApiName, HealthBoard, HealthObserver
-from ordersync.lease import Lease
 from ordersync.logs import bind_log_context, log_context
+from ordersync.pipeline.lock import Lock
 from ordersync.ratelimit import RateLimiter, build_rate_limiter
 from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import decode, encode
@@ -31,6 +31,7 @@ from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import EventDeadLettered
 from ordersync.schemas.topics import TopicSpec
 from ordersync.settings import Settings
+from ordersync.state import keys
 from ordersync.store import Store
 from ordersync.web import (
     AMAZON_REQUESTS,
@@ -112,11 +113,11 @@ class StageRuntime:
         for tp in revoked:
             self.next_offsets.pop((tp.topic, tp.partition), None)
 
-    def lease(self, job: str, scope: str) -> Lease:
+    def lease(self, job: str, scope: str) -> Lock:
         """The lease on ``job`` for ``scope`` (a channel): one replica of the stage does it at a time."""
         stage = self.settings.stage
         owner = f"{stage.worker_id or socket.gethostname()}/{self.stage}"
-        return Lease(self.store.redis, self.store.key("lease", job, scope), owner, stage.lease_ttl_s)
+        return Lock(self.store.redis, self.store.key_of(keys.LEASE, job, scope), owner, stage.lease_ttl_s)
 
     # --- lazily started resources (inside the worker's event loop) -------------------------------
 

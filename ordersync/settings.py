@@ -22,6 +22,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from ordersync.state.keys import DEFAULT_PREFIX
+
 Region = Literal["na", "eu", "fe"]
 
 #: Amazon's SP-API endpoints per region (docs: sp-api-endpoints).
@@ -64,7 +66,9 @@ class RedisSettings(_Frozen):
     url: str = Field("redis://127.0.0.1:6379/0", description="redis:// or rediss:// URL (no password here).")
     password: SecretStr | None = Field(None, description="Redis AUTH password, kept out of the URL.")
     username: str | None = Field(None, description="Redis ACL user name (unset: the default user).")
-    key_prefix: str = Field("os", description="Prefix of every key ordersync writes, to share a Redis.")
+    key_prefix: str = Field(
+        DEFAULT_PREFIX, description="Prefix of every key ordersync writes, to share a Redis."
+    )
     socket_timeout_s: float = 2.0
     # TLS options apply to rediss:// URLs only; without ssl_ca_certs the system's CAs verify Redis.
     ssl_ca_certs: Path | None = Field(None, description="CA bundle for Redis's certificate (rediss://).")

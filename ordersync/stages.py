@@ -19,7 +19,7 @@ STAGES: dict[str, str] = {
     "import": "ordersync.streams.order_import",
     "invoice-issued": "ordersync.streams.invoice_issued",
     "shipment-write-back": "ordersync.consumers.shipment_write_back",
-    "inventory": "ordersync.producers.inventory",
+    "inventory": "ordersync.consumers.inventory",
     "status-projection": "ordersync.consumers.status_projection",
 }
 

@@ -2,8 +2,8 @@
 sales-order codes, imported orders, shipment write-back status and task health.
 
 Every write is idempotent, so a stage that re-processes an event after a crash (at-least-once) leaves
-the same state. Keys live under ``settings.redis.key_prefix`` (default ``os``) and carry the seller in a
-hash tag, so one seller's keys can share a Redis Cluster slot.
+the same state. Every key comes from the catalogue (:mod:`ordersync.state.keys`), under
+``settings.redis.key_prefix``, with the seller in a hash tag so one seller's keys share a Redis Cluster slot.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ import redis.asyncio as aioredis
 
 from ordersync.clock import SYSTEM_CLOCK, Clock
 from ordersync.schemas.events import SalesOrder
-
-#: Dedupe marks and per-order state outlive Amazon's 90-day order-change horizon with margin.
-ORDER_STATE_TTL_S = 120 * 86400
-
+from ordersync.state import keys
+from ordersync.state.keys import DEFAULT_PREFIX, ORDER_STATE_TTL_S
 
 # Keep a version only if it is newer than the stored one; returns 1 when stored.
 _SET_IF_NEWER = """
@@ -36,15 +34,18 @@ def _iso(value: datetime) -> str:
 
 
 class Store:
-    def __init__(self, redis: aioredis.Redis, prefix: str = "os", *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, prefix: str = DEFAULT_PREFIX, *, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         """``clock``: what the task-health dates are written in (the stage's clock)."""
         self.redis = redis
         self.prefix = prefix
         self.clock = clock
         self._set_if_newer = redis.register_script(_SET_IF_NEWER)
 
-    def key(self, *parts: str) -> str:
-        return ":".join((self.prefix, *parts))
+    def key_of(self, family: keys.KeyFamily, *values: str) -> str:
+        """The key of ``family`` (from the catalogue, :mod:`ordersync.state.keys`) for ``values``."""
+        return family.key(self.prefix, *values)
 
     # The client decodes responses (``decode_responses=True``): every value read back is a str.
 
@@ -61,36 +62,38 @@ class Store:
     # --- download cursor and dedupe ---------------------------------------------------------------
 
     async def cursor(self, channel: str) -> datetime | None:
-        raw = await self._get(self.key("cursor", channel))
+        raw = await self._get(self.key_of(keys.CURSOR, channel))
         return datetime.fromisoformat(raw.replace("Z", "+00:00")) if raw else None
 
     async def save_cursor(self, channel: str, value: datetime) -> None:
-        await self.redis.set(self.key("cursor", channel), _iso(value))
+        await self.redis.set(self.key_of(keys.CURSOR, channel), _iso(value))
 
     async def is_new_version(self, mark: str, seller_id: str, order_id: str, version: datetime) -> bool:
         """Has this (seller, order, LastUpdateDate) not been recorded under ``mark`` yet?"""
-        current = await self._get(self.key(mark, f"{{{seller_id}}}", order_id))
+        current = await self._get(self.key_of(keys.MARKS[mark], seller_id, order_id))
         return current is None or current < _iso(version)
 
     async def record_version(self, mark: str, seller_id: str, order_id: str, version: datetime) -> bool:
         stored = await self._set_if_newer(
-            keys=[self.key(mark, f"{{{seller_id}}}", order_id)], args=[_iso(version), ORDER_STATE_TTL_S]
+            keys=[self.key_of(keys.MARKS[mark], seller_id, order_id)], args=[_iso(version), ORDER_STATE_TTL_S]
         )
         return bool(stored)
 
     async def forget_versions(self, seller_id: str, order_id: str, marks: tuple[str, ...]) -> None:
-        await self.redis.delete(*(self.key(mark, f"{{{seller_id}}}", order_id) for mark in marks))
+        await self.redis.delete(*(self.key_of(keys.MARKS[mark], seller_id, order_id) for mark in marks))
 
     # --- listings: Amazon seller SKU -> back-office stock code ----------------------------------
 
     async def set_listings(self, channel: str, mapping: dict[str, str]) -> None:
         if mapping:
-            await self._hset(self.key("listings", channel), mapping)
+            await self._hset(self.key_of(keys.LISTINGS, channel), mapping)
 
     async def stock_codes(self, channel: str, seller_skus: list[str]) -> dict[str, str]:
         if not seller_skus:
             return {}
-        values = cast(list[str | None], await self.redis.hmget(self.key("listings", channel), seller_skus))
+        values = cast(
+            list[str | None], await self.redis.hmget(self.key_of(keys.LISTINGS, channel), seller_skus)
+        )
         return {sku: code for sku, code in zip(seller_skus, values, strict=True) if code}
 
     # --- sales orders -----------------------------------------------------------------------------
@@ -100,11 +103,11 @@ class Store:
 
         Returns (code, newly_assigned). A code is never reused: the sequence only grows.
         """
-        key = self.key("so-code", f"{{{seller_id}}}", order_id)
+        key = self.key_of(keys.SALES_ORDER_CODE, seller_id, order_id)
         existing = await self._get(key)
         if existing:
             return existing, False
-        number = await self.redis.incr(self.key("so-seq", prefix))
+        number = await self.redis.incr(self.key_of(keys.SALES_ORDER_SEQUENCE, prefix))
         code = f"{prefix}{number:08d}"
         if await self.redis.set(key, code, nx=True):
             return code, True
@@ -113,54 +116,54 @@ class Store:
 
     async def save_sales_order(self, order: SalesOrder) -> None:
         await self.redis.set(
-            self.key("sales-order", f"{{{order.seller_id}}}", order.amazon_order_id),
+            self.key_of(keys.SALES_ORDER, order.seller_id, order.amazon_order_id),
             order.model_dump_json(),
             ex=ORDER_STATE_TTL_S,
         )
 
     async def sales_order(self, seller_id: str, order_id: str) -> SalesOrder | None:
-        raw = await self._get(self.key("sales-order", f"{{{seller_id}}}", order_id))
+        raw = await self._get(self.key_of(keys.SALES_ORDER, seller_id, order_id))
         return SalesOrder.model_validate_json(raw) if raw else None
 
     # --- per-order status (for the status view) -------------------------------------------------
 
     async def set_order_status(self, seller_id: str, order_id: str, **fields: str | int) -> None:
-        key = self.key("order", f"{{{seller_id}}}", order_id)
+        key = self.key_of(keys.ORDER_STATUS, seller_id, order_id)
         await self._hset(key, {k: str(v) for k, v in fields.items()})
         await self.redis.expire(key, ORDER_STATE_TTL_S)
 
     async def order_status(self, seller_id: str, order_id: str) -> dict[str, str]:
-        return await self._hgetall(self.key("order", f"{{{seller_id}}}", order_id))
+        return await self._hgetall(self.key_of(keys.ORDER_STATUS, seller_id, order_id))
 
     # --- shipments: what was requested and confirmed per order item -----------------------------
 
     async def shipment_state(self, seller_id: str, order_id: str, package_id: str) -> dict[str, str]:
-        key = self.key("shipment", f"{{{seller_id}}}", order_id, package_id)
+        key = self.key_of(keys.SHIPMENT, seller_id, order_id, package_id)
         return await self._hgetall(key)
 
     async def update_shipment_state(
         self, seller_id: str, order_id: str, package_id: str, **fields: str | int
     ) -> None:
-        key = self.key("shipment", f"{{{seller_id}}}", order_id, package_id)
+        key = self.key_of(keys.SHIPMENT, seller_id, order_id, package_id)
         await self._hset(key, {k: str(v) for k, v in fields.items()})
         await self.redis.expire(key, ORDER_STATE_TTL_S)
 
     async def requested_quantities(self, seller_id: str, order_id: str) -> dict[str, int]:
         """Quantity per order item already requested for shipment (by earlier invoices)."""
-        raw = await self._hgetall(self.key("requested", f"{{{seller_id}}}", order_id))
+        raw = await self._hgetall(self.key_of(keys.REQUESTED, seller_id, order_id))
         return {item: int(qty) for item, qty in raw.items()}
 
     async def invoice_seen(self, seller_id: str, order_id: str, invoice: str) -> bool:
-        return bool(await self.redis.exists(self.key("invoice", f"{{{seller_id}}}", order_id, invoice)))
+        return bool(await self.redis.exists(self.key_of(keys.INVOICE_SEEN, seller_id, order_id, invoice)))
 
     async def package_reference(self, seller_id: str, order_id: str, invoice: str, index: int) -> str:
         """Amazon's packageReferenceId for package ``index`` of an invoice: a positive number unique
         within the order, the same every time this invoice is processed."""
-        key = self.key("package", f"{{{seller_id}}}", order_id, invoice, str(index))
+        key = self.key_of(keys.PACKAGE, seller_id, order_id, invoice, str(index))
         existing = await self._get(key)
         if existing:
             return existing
-        number = await self.redis.incr(self.key("package-seq", f"{{{seller_id}}}", order_id))
+        number = await self.redis.incr(self.key_of(keys.PACKAGE_SEQUENCE, seller_id, order_id))
         if await self.redis.set(key, str(number), nx=True, ex=ORDER_STATE_TTL_S):
             return str(number)
         return cast(str, await self._get(key))
@@ -169,10 +172,10 @@ class Store:
         self, seller_id: str, order_id: str, invoice: str, quantities: dict[str, int]
     ) -> bool:
         """Record an invoice's quantities once; False when this invoice was recorded before."""
-        marker = self.key("invoice", f"{{{seller_id}}}", order_id, invoice)
+        marker = self.key_of(keys.INVOICE_SEEN, seller_id, order_id, invoice)
         if not await self.redis.set(marker, "1", nx=True, ex=ORDER_STATE_TTL_S):
             return False
-        key = self.key("requested", f"{{{seller_id}}}", order_id)
+        key = self.key_of(keys.REQUESTED, seller_id, order_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             for item, qty in quantities.items():
                 pipe.hincrby(key, item, qty)
@@ -195,9 +198,9 @@ class Store:
         # With the index the status model lists tasks from (no SCAN over the keyspace), in one round trip:
         # item fetch records a task per order.
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(self.key("task", task, scope), mapping=cast(dict[Any, Any], fields))
-        pipe.sadd(self.key("tasks"), json.dumps([task, scope]))
+        pipe.hset(self.key_of(keys.TASK, task, scope), mapping=cast(dict[Any, Any], fields))
+        pipe.sadd(self.key_of(keys.TASKS), json.dumps([task, scope]))
         await pipe.execute()
 
     async def task(self, task: str, scope: str) -> dict[str, str]:
-        return await self._hgetall(self.key("task", task, scope))
+        return await self._hgetall(self.key_of(keys.TASK, task, scope))

@@ -1,7 +1,7 @@
 """Order download: polls Amazon for orders updated since each channel's cursor, and never loses one.
 
 - Input: Amazon, per active channel, every ``download.poll_interval_s``; and ``ops.commands``
-  (``retry-download``: fetch the named orders again from scratch, as KCC's "Retry Download").
+  (``retry-download``: fetch the named orders again from scratch; the dashboard's Retry Download).
 - Output: ``amazon.orders.downloaded`` (key ``seller_id:amazon_order_id``).
 - Amazon operations and quotas (per seller, through the rate limiter): ``getOrders`` (v0; 0.0167/s,
   burst 20) or ``searchOrders`` (2026-01-01; 0.0056/s, burst 20), one call per page of 100;
@@ -30,7 +30,7 @@ import faust
 
 from ordersync.amazon.client import OrdersPage, OrdersQuery
 from ordersync.channels import Channel
-from ordersync.errors import Permanent, PipelineError
+from ordersync.errors import LeaseLost, Permanent, PipelineError
 from ordersync.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import AmazonOrder, FoundBy, OperatorCommandIssued, OrderDownloaded
@@ -40,10 +40,6 @@ from ordersync.settings import DownloadSettings
 log = logging.getLogger(__name__)
 STAGE = "order-download"
 DEDUPE_MARK = "downloaded"
-
-
-class LeaseLost(PipelineError):
-    """Another worker took this channel's polling over (ours had stopped renewing): stop the round."""
 
 
 def window_start(cursor: datetime | None, now: datetime, settings: DownloadSettings) -> datetime:

@@ -7,7 +7,6 @@ The Amazon order model here is ordersync's own, normalised from both Orders API 
 from __future__ import annotations
 
 import base64
-from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -360,7 +359,8 @@ class InventoryLevelChanged(Event):
 
 
 class ListingChanged(Event):
-    """One channel listing, in Increff's columns; the latest per (seller, Merchant SKU) wins.
+    """One channel listing, in the listings CSV's columns (:mod:`ordersync.listings`); the latest per
+    (seller, Merchant SKU) wins.
 
     ``client_sku_id`` None removes the listing."""
 
@@ -403,7 +403,7 @@ class EventDeadLettered(Event):
     stage: NonEmptyStr
     error_type: NonEmptyStr
     error: NonEmptyStr
-    dead_lettered_at: datetime
+    dead_lettered_at: AwareDatetime
 
     @field_validator("original_value_b64")
     @classmethod

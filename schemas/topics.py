@@ -163,8 +163,8 @@ CHANNEL_LISTINGS = _external(
     key="sku",
     events=(ListingChanged,),
     writer="the back-office (ERP/PIM)",
-    description="Channel listings (Increff's columns): which stock code an Amazon SKU, ASIN or EAN is;"
-    " the latest per SKU wins.",
+    description="Channel listings (the listings CSV's columns): which stock code an Amazon SKU, ASIN or"
+    " EAN is; the latest per SKU wins.",
     cleanup_policy="compact",
 )
 OPS_COMMANDS = _external(

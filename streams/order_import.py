@@ -54,16 +54,17 @@ from ordersync.schemas.topics import (
     ORDERS_IMPORTED,
     order_key,
 )
-from ordersync.store import ORDER_STATE_TTL_S
+from ordersync.state import keys
+from ordersync.state.keys import ORDER_STATE_TTL_S
 
 log = logging.getLogger(__name__)
 STAGE = "import"
 MARKETPLACE_FACILITATOR = "MarketplaceFacilitator"
 NOT_IMPORTED_STATUSES = frozenset({"Canceled", "Unfulfillable"})
-UPDATE_MARK = "imported"
+UPDATE_MARK = keys.IMPORTED.name
 #: Redis keys of this stage: the last enriched order per order (for Retry Import) and the ignore mark.
-LAST_ENRICHED = "enriched-order"
-IGNORED = "ignored"
+LAST_ENRICHED = keys.LAST_ENRICHED
+IGNORED = keys.IGNORED
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ def build_sales_order(
         shipping_tax=shipping_tax,
         promotion_discount=promotion,
         total=total,
-        # Koongo's "default order shipping method": empty uses Amazon's value.
+        # The channel's default shipping method when set, else Amazon's ship service level.
         shipping_method=channel.default_shipping_method or order.ship_service_level,
         prices_include_tax=channel.prices_include_tax,
         gift_lines=tuple(gift_lines),
@@ -277,8 +278,8 @@ async def handle_change(
     await store.record_version(UPDATE_MARK, seller, order_id, order.last_update_date)
 
 
-def _order_key(runtime: StageRuntime, kind: str, seller_id: str, order_id: str) -> str:
-    return runtime.store.key(kind, f"{{{seller_id}}}", order_id)
+def _order_key(runtime: StageRuntime, family: keys.KeyFamily, seller_id: str, order_id: str) -> str:
+    return runtime.store.key_of(family, seller_id, order_id)
 
 
 def not_imported_because(channel: Channel, order: AmazonOrder) -> str | None:

@@ -65,9 +65,9 @@ from ordersync.dashboard.query import (
 )
 from ordersync.errors import ConfigurationError
 from ordersync.health import API_NAMES, API_TITLES, ApiHealth, HealthBoard
-from ordersync.readmodel import OrderDetail, OrderFilter, ReadModel, write_orders_csv
 from ordersync.redis_client import redis_client
 from ordersync.settings import Settings, get_settings
+from ordersync.state.readmodel import OrderDetail, OrderFilter, ReadModel, write_orders_csv
 
 log = logging.getLogger(__name__)
 
@@ -632,7 +632,7 @@ class _PacedOrders:
 
 
 async def _csv_chunks(model: ReadModel, order_filter: OrderFilter) -> AsyncIterator[str]:
-    """The export of :func:`ordersync.readmodel.write_orders_csv` (the CLI's), sent in chunks as written."""
+    """The CLI's export (:func:`ordersync.state.readmodel.write_orders_csv`), sent in chunks as written."""
     buffer = io.StringIO()
     paced = _PacedOrders(model, buffer)
     # The paced view is the model for write_orders_csv: its orders come through the pacing.

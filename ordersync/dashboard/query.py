@@ -14,8 +14,8 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict
 
-from ordersync.readmodel import OrderFilter, OverallStatus, SortKey
 from ordersync.settings import DashboardSettings
+from ordersync.state.readmodel import OrderFilter, OverallStatus, SortKey
 
 FailedStage = Literal["import", "write-back", "download"]
 

@@ -53,6 +53,7 @@ from ordersync.ratelimit.gcra import (
 from ordersync.ratelimit.plans import PlanBook
 from ordersync.redis_client import cancel_safe, redis_tls_options
 from ordersync.settings import Settings
+from ordersync.state.keys import DEFAULT_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -724,7 +725,7 @@ class RedisRateLimiter(_GcraLimiter):
         *,
         plans: PlanBook,
         application_id: str,
-        key_prefix: str = "os",
+        key_prefix: str = DEFAULT_PREFIX,
         send_deadline_s: float = 2.0,
         default_timeout_s: float = 600.0,
         lane_reserves: Mapping[str, int] | None = None,
@@ -1005,10 +1006,15 @@ class RedisRateLimiter(_GcraLimiter):
             return None
         return seller, operation
 
+    async def close_connections(self) -> None:
+        """Close the limiter's own connections (the acquire fast path's) but not the Redis client: for a
+        caller that gave the limiter a client it closes itself."""
+        await self._connections.aclose()
+
     async def aclose(self) -> None:
         """Close the limiter's connections and the Redis client (for a limiter made by
         :func:`build_rate_limiter`)."""
-        await self._connections.aclose()
+        await self.close_connections()
         await self.redis.aclose()
 
 

@@ -11,10 +11,10 @@ import redis.asyncio as aioredis
 from starlette.testclient import TestClient
 
 from ordersync.dashboard import create_app
-from ordersync.readmodel import ReadModel
 from ordersync.schemas.events import OperatorCommandIssued
 from ordersync.schemas.topics import OPS_COMMANDS
-from tests.integration.test_dashboard_app import (
+from ordersync.state.readmodel import ReadModel
+from tests.factories import (
     CHANNEL,
     OPERATOR_TOKEN,
     OTHER_CHANNEL,

@@ -2,278 +2,45 @@
 the read model is filled through ReadModel.apply with the pipeline's own events; the grid's filters,
 sort and paging, the pages, the detail, reading and acting with and without tokens, and the CSV export.
 
-The browser test (``test_dashboard_browser.py``) reuses :func:`fill_read_model` and
-:func:`dashboard_settings`.
+The orders filled in (:func:`tests.factories.fill_read_model`) and the settings
+(:func:`tests.factories.dashboard_settings`) are shared with the actions and browser tests.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-import yaml
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from ordersync.dashboard import create_app
 from ordersync.health import HealthBoard
-from ordersync.readmodel import OrderFilter, ReadModel, failed_orders_csv_header, write_orders_csv
-from ordersync.schemas.envelope import Envelope, Event
-from ordersync.schemas.events import (
-    OperatorCommandIssued,
-    OrderDownloaded,
-    OrderEnriched,
-    OrderImported,
-    OrderImportFailed,
-    SalesOrder,
-    SalesOrderLine,
-    ShipmentFailed,
-    ShipmentItem,
-    ShipmentRequested,
-)
-from ordersync.schemas.topics import (
-    OPS_COMMANDS,
-    ORDERS_DOWNLOADED,
-    ORDERS_ENRICHED,
-    ORDERS_IMPORT_FAILED,
-    ORDERS_IMPORTED,
-    SHIPMENTS_FAILED,
-    SHIPMENTS_REQUESTED,
-)
 from ordersync.settings import DashboardSettings, Settings
+from ordersync.state.readmodel import OrderFilter, ReadModel, failed_orders_csv_header, write_orders_csv
 from ordersync.store import Store
-from tests import factories
-from tests.factories import T0
+from tests.factories import (
+    CA,
+    CHANNEL,
+    OPERATOR_TOKEN,
+    OTHER_CHANNEL,
+    OTHER_SELLER,
+    SELLER,
+    T0,
+    Orders,
+    dashboard_settings,
+    fill_read_model,
+    write_channels_file,
+)
 
 pytestmark = pytest.mark.stage
 
-SELLER, CHANNEL, US = "A1ACME", "acme-us", "ATVPDKIKX0DER"
-OTHER_SELLER, OTHER_CHANNEL, CA = "A2OTHER", "other-ca", "A2EUQ1WTGCTBG2"
-ITEM = "11111111111111"
-OPERATOR_TOKEN = "op-token-for-tests"
 READ_TOKEN = "read-token-for-tests"
-SUCCESSES = 120
-
-
-@dataclass
-class Orders:
-    """The orders filled in, by what happened to them."""
-
-    success: list[str] = field(default_factory=list)
-    import_failed: list[str] = field(default_factory=list)
-    writeback_failed: str = ""
-    ignored: str = ""
-    pending: list[str] = field(default_factory=list)
-    tracking_number: str = ""
-    bad_sku: str = "BAD-SKU-9"
-    purchase: dict[str, datetime] = field(default_factory=dict)
-
-    @property
-    def failed(self) -> set[str]:
-        return {*self.import_failed, self.writeback_failed}
-
-    @property
-    def total(self) -> int:
-        return len(self.success) + len(self.failed) + 1 + len(self.pending)
-
-
-class _Filler:
-    def __init__(self, model: ReadModel) -> None:
-        self.model = model
-        self.clock = T0
-
-    async def add(
-        self, topic: str, event: Event, seller: str = SELLER, marketplace: str | None = None
-    ) -> None:
-        self.clock += timedelta(seconds=10)
-        envelope = Envelope.wrap(
-            event, seller_id=seller, marketplace_id=marketplace, correlation_id="test", occurred_at=self.clock
-        )
-        await self.model.apply(topic, envelope)
-
-    async def downloaded(
-        self,
-        order_id: str,
-        purchased: datetime,
-        *,
-        sku: str = "SKU-1",
-        seller: str = SELLER,
-        channel: str = CHANNEL,
-        marketplace: str = US,
-    ) -> None:
-        order = factories.order(
-            amazon_order_id=order_id,
-            seller_id=seller,
-            marketplace_id=marketplace,
-            purchase_date=purchased,
-            last_update_date=purchased,
-            items=None,
-        )
-        await self.add(
-            ORDERS_DOWNLOADED.name, OrderDownloaded(channel=channel, order=order), seller, marketplace
-        )
-        items = (factories.item(order_item_id=ITEM, seller_sku=sku),)
-        enriched = OrderEnriched(channel=channel, order=order.model_copy(update={"items": items}))
-        await self.add(ORDERS_ENRICHED.name, enriched, seller, marketplace)
-
-    async def imported(self, order_id: str, purchased: datetime, sku: str = "SKU-1") -> None:
-        line = SalesOrderLine(
-            order_item_id=ITEM,
-            seller_sku=sku,
-            asin="B000000001",
-            stock_code=f"STK-{sku}",
-            quantity=2,
-            unit_price=Decimal("10.00"),
-            tax=Decimal("0.80"),
-            line_total=Decimal("20.00"),
-        )
-        sales_order = SalesOrder(
-            code=f"SO{order_id[-6:]}",
-            channel=CHANNEL,
-            seller_id=SELLER,
-            marketplace_id=US,
-            amazon_order_id=order_id,
-            order_status="Unshipped",
-            fulfillment_channel="MFN",
-            purchase_date=purchased,
-            currency="USD",
-            customer_name=None,
-            customer_email=None,
-            shipping_address=None,
-            ship_service_level="Std",
-            lines=(line,),
-            total=Decimal("26.59"),
-        )
-        await self.add(ORDERS_IMPORTED.name, OrderImported(sales_order=sales_order))
-
-    async def import_failed(self, order_id: str, sku: str) -> None:
-        failed = OrderImportFailed(
-            channel=CHANNEL,
-            amazon_order_id=order_id,
-            reason_code="unknown_stock_code",
-            reason=f"Unknown stock code for seller SKU {sku} (ASIN B000000001)",
-        )
-        await self.add(ORDERS_IMPORT_FAILED.name, failed)
-
-
-async def fill_read_model(model: ReadModel) -> Orders:
-    """120 imported orders over 60 days, 3 failed imports (unknown SKU), 1 failed write-back, 1 ignored,
-    2 Pending orders of another account and marketplace."""
-    orders = Orders()
-    fill = _Filler(model)
-    for n in range(SUCCESSES):
-        order_id = f"111-{n:07d}-{n:07d}"
-        purchased = T0 - timedelta(days=n % 60, hours=n % 7)
-        await fill.downloaded(order_id, purchased)
-        await fill.imported(order_id, purchased)
-        orders.success.append(order_id)
-        orders.purchase[order_id] = purchased
-    for n in range(3):
-        order_id = f"222-{n:07d}-{n:07d}"
-        purchased = T0 - timedelta(days=1, hours=n)
-        await fill.downloaded(order_id, purchased, sku=orders.bad_sku)
-        await fill.import_failed(order_id, orders.bad_sku)
-        orders.import_failed.append(order_id)
-        orders.purchase[order_id] = purchased
-    # Imported, invoiced, and Amazon refused the shipment confirmation 5 times.
-    orders.writeback_failed = "333-0000001-0000001"
-    orders.tracking_number = "1ZTRACK0000001"
-    purchased = T0 - timedelta(days=2)
-    orders.purchase[orders.writeback_failed] = purchased
-    await fill.downloaded(orders.writeback_failed, purchased, sku="SKU-3")
-    await fill.imported(orders.writeback_failed, purchased, sku="SKU-3")
-    shipped = {
-        "channel": CHANNEL,
-        "amazon_order_id": orders.writeback_failed,
-        "package_reference_id": "1",
-        "carrier_code": "UPS",
-        "shipping_method": "Ground",
-        "tracking_number": orders.tracking_number,
-        "ship_date": T0,
-    }
-    requested = ShipmentRequested(**shipped, items=(ShipmentItem(order_item_id=ITEM, quantity=2),))
-    await fill.add(SHIPMENTS_REQUESTED.name, requested)
-    failed = ShipmentFailed(
-        **shipped,
-        attempts=5,
-        error_code="InvalidInput",
-        error_message="The carrier code is not valid for this marketplace",
-        quantity=2,
-    )
-    await fill.add(SHIPMENTS_FAILED.name, failed)
-    # Failed, then ignored by an operator.
-    orders.ignored = "444-0000001-0000001"
-    orders.purchase[orders.ignored] = T0 - timedelta(days=3)
-    await fill.downloaded(orders.ignored, T0 - timedelta(days=3), sku="GONE-1")
-    await fill.import_failed(orders.ignored, "GONE-1")
-    ignore = OperatorCommandIssued(command="ignore", channel=CHANNEL, amazon_order_ids=(orders.ignored,))
-    await fill.add(OPS_COMMANDS.name, ignore)
-    # Another account on another marketplace, held as Pending (no import yet).
-    for n in range(2):
-        order_id = f"555-{n:07d}-{n:07d}"
-        orders.purchase[order_id] = T0 - timedelta(hours=n)
-        await fill.downloaded(
-            order_id, T0 - timedelta(hours=n), seller=OTHER_SELLER, channel=OTHER_CHANNEL, marketplace=CA
-        )
-        orders.pending.append(order_id)
-    return orders
-
-
-def write_channels_file(path: Path) -> Path:
-    credentials = {
-        "client_id": {"value": "amzn1.application-oa2-client.test"},
-        "client_secret": {"value": "secret"},
-        "refresh_token": {"value": "Atzr|refresh"},
-    }
-    channels = [
-        {
-            "name": CHANNEL,
-            "seller_id": SELLER,
-            "region": "na",
-            "marketplaces": [US],
-            "credentials": credentials,
-        },
-        {
-            "name": OTHER_CHANNEL,
-            "seller_id": OTHER_SELLER,
-            "region": "na",
-            "marketplaces": [CA],
-            "credentials": credentials,
-        },
-    ]
-    path.write_text(yaml.safe_dump({"channels": channels}))
-    return path
-
-
-def dashboard_settings(
-    redis_url: str,
-    key_prefix: str,
-    channels_file: Path,
-    *,
-    kafka_bootstrap: str | None = None,
-    operator_token: str | None = OPERATOR_TOKEN,
-    read_token: str | None = None,
-) -> Settings:
-    """The environment's settings (security included) aimed at the test's Redis, prefix and broker."""
-    base = Settings()
-    return base.model_copy(
-        update={
-            "redis": base.redis.model_copy(update={"url": redis_url, "key_prefix": key_prefix}),
-            "kafka": base.kafka.model_copy(update={"bootstrap": kafka_bootstrap or base.kafka.bootstrap}),
-            "channels_file": channels_file,
-            "dashboard": DashboardSettings(
-                operator_token=SecretStr(operator_token) if operator_token else None,
-                read_token=SecretStr(read_token) if read_token else None,
-            ),
-        }
-    )
 
 
 @pytest.fixture

@@ -19,10 +19,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from ordersync.dashboard import RunningDashboard
-from ordersync.readmodel import OrderFilter, ReadModel, write_orders_csv
 from ordersync.schemas.events import OperatorCommandIssued
 from ordersync.schemas.topics import OPS_COMMANDS
-from tests.integration.test_dashboard_app import (
+from ordersync.state.readmodel import OrderFilter, ReadModel, write_orders_csv
+from tests.factories import (
     CHANNEL,
     OPERATOR_TOKEN,
     SELLER,

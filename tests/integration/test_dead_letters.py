@@ -22,26 +22,15 @@ from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import decode
 from ordersync.schemas.events import (
     EventDeadLettered,
-    SalesOrder,
     ShipmentRequested,
 )
 from ordersync.schemas.topics import INVOICES_ISSUED, SHIPMENTS_REQUESTED, order_key
 from ordersync.settings import RedisSettings
 from ordersync.store import Store
-from tests.factories import invoice_record, one_line_sales_order
+from tests.factories import DLQ_ORDER_ID as ORDER_ID
+from tests.factories import dlq_invoice, dlq_sales_order
 
 pytestmark = pytest.mark.integration
-
-ORDER_ID = "222-2222222-2222222"
-ITEM_ID = "33333333333333"
-
-
-def _sales_order(seller: str) -> SalesOrder:
-    return one_line_sales_order(seller, ORDER_ID, channel="dlq-test", order_item_id=ITEM_ID, quantity=2)
-
-
-def _invoice(seller: str, number: str, order_id: str = ORDER_ID, quantity: int = 1) -> bytes:
-    return invoice_record(seller, number, order_id, ITEM_ID, quantity)
 
 
 @pytest.fixture
@@ -73,18 +62,18 @@ def invoice_stage(
 
     async def seed() -> None:
         redis = redis_client(RedisSettings(url=env["ORDERSYNC_REDIS__URL"]))
-        await Store(redis, env["ORDERSYNC_REDIS__KEY_PREFIX"]).save_sales_order(_sales_order(seller))
+        await Store(redis, env["ORDERSYNC_REDIS__KEY_PREFIX"]).save_sales_order(dlq_sales_order(seller))
         await redis.aclose()
 
     asyncio.run(seed())
-    log = (tmp_path / "stage.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ordersync.cli", "run", "invoice-issued"],
-        env={**os.environ, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with (tmp_path / "stage.log").open("wb") as log:  # the stage writes to its own copy
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ordersync.cli", "run", "invoice-issued"],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         yield seller, env
         assert process.poll() is None, (tmp_path / "stage.log").read_text()[-3000:]
@@ -117,23 +106,23 @@ def test_bad_invoices_are_dead_lettered_and_the_stage_keeps_going(
     seller, env = invoice_stage
     bootstrap = env["ORDERSYNC_KAFKA__BOOTSTRAP"]
     key = order_key(seller, ORDER_ID).encode()
-    wrong_types = json.loads(_invoice(seller, "INV-T"))
+    wrong_types = json.loads(dlq_invoice(seller, "INV-T"))
     wrong_types["payload"]["packages"] = "three boxes"
     # A negative quantity cannot be built through the model (it validates): write what a careless
     # ERP would send.
-    negative = json.loads(_invoice(seller, "INV-N"))
+    negative = json.loads(dlq_invoice(seller, "INV-N"))
     negative["payload"]["packages"][0]["lines"][0]["quantity"] = -2
     bad = {
         b"{this is not json": "not JSON",
         json.dumps(wrong_types).encode(): "packages",
         json.dumps(negative).encode(): "greater than 0",
-        _invoice(seller, "INV-U", order_id="999-9999999-9999999"): "was never imported",
-        _invoice(seller, "INV-O", quantity=3): "only 2 of 2 are left",
+        dlq_invoice(seller, "INV-U", order_id="999-9999999-9999999"): "was never imported",
+        dlq_invoice(seller, "INV-O", quantity=3): "only 2 of 2 are left",
     }
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     for value in bad:
         producer.send(INVOICES_ISSUED.name, key=key, value=value)
-    good = _invoice(seller, "INV-OK", quantity=2)
+    good = dlq_invoice(seller, "INV-OK", quantity=2)
     producer.send(INVOICES_ISSUED.name, key=key, value=good)
     producer.flush()
     producer.close()

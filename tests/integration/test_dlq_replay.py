@@ -16,16 +16,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from ordersync.devinfra import stop_process_group
+from ordersync.kafka.reader import read_topic
 from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import decode
 from ordersync.schemas.events import ShipmentRequested
 from ordersync.schemas.topics import INVOICES_ISSUED, SHIPMENTS_REQUESTED, order_key
 from ordersync.settings import RedisSettings
 from ordersync.store import Store
-from tests.integration.test_dead_letters import ORDER_ID, _invoice, _sales_order
+from tests.factories import DLQ_ORDER_ID as ORDER_ID
+from tests.factories import dlq_invoice, dlq_sales_order
 from tests.topics import wait_for
 
 pytestmark = pytest.mark.integration
@@ -42,24 +44,13 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _values(bootstrap: str, topic: str, seller: str) -> list[bytes]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
-    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
-    found: list[bytes] = []
-    idle = 0
-    while idle < 3:
-        batch = consumer.poll(timeout_ms=300)
-        idle = 0 if batch else idle + 1
-        found += [
-            r.value
-            for records in batch.values()
-            for r in records
-            if r.key and r.key.decode().startswith(f"{seller}:")
-        ]
-    consumer.close()
-    return found
+def _values(bootstrap: str, topic: str, seller: str) -> list[bytes | None]:
+    """The values of the seller's records on the topic, from the start up to its end."""
+    return [
+        r.value
+        for r in read_topic(bootstrap, topic, skip_missing=True)
+        if r.key and r.key.decode().startswith(f"{seller}:")
+    ]
 
 
 @pytest.fixture
@@ -89,14 +80,14 @@ def invoice_stage(
         )
     )
     env = {**ordersync_env, "ORDERSYNC_CHANNELS_FILE": str(channels)}
-    log = (tmp_path / "stage.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ordersync.cli", "run", "invoice-issued"],
-        env={**os.environ, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with (tmp_path / "stage.log").open("wb") as log:  # the stage writes to its own copy
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ordersync.cli", "run", "invoice-issued"],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         yield seller, env
         assert process.poll() is None, (tmp_path / "stage.log").read_text()[-3000:]
@@ -113,7 +104,7 @@ def test_dead_letters_replayed_after_the_fix_land_once(invoice_stage: tuple[str,
     mine = f"seller_id={seller}"
 
     # The back-office invoices an order ordersync has not imported (yet): dead-lettered.
-    invoice = _invoice(seller, "INV-EARLY", quantity=2)
+    invoice = dlq_invoice(seller, "INV-EARLY", quantity=2)
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     producer.send(INVOICES_ISSUED.name, key=order_key(seller, ORDER_ID).encode(), value=invoice).get(
         timeout=30
@@ -146,7 +137,7 @@ def test_dead_letters_replayed_after_the_fix_land_once(invoice_stage: tuple[str,
     # The fix: the order's import lands.
     async def import_lands() -> None:
         redis = redis_client(RedisSettings(url=env["ORDERSYNC_REDIS__URL"]))
-        await Store(redis, env["ORDERSYNC_REDIS__KEY_PREFIX"]).save_sales_order(_sales_order(seller))
+        await Store(redis, env["ORDERSYNC_REDIS__KEY_PREFIX"]).save_sales_order(dlq_sales_order(seller))
         await redis.aclose()
 
     asyncio.run(import_lands())

@@ -5,13 +5,13 @@ creates no second sales order."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from ordersync.demo import local_pipeline
+from ordersync.kafka.reader import Record, read_topic
 from ordersync.schemas.codec import decode, encode
 from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.events import ListingChanged, OrderImported
@@ -25,19 +25,9 @@ ORDERS = 20
 IMPORT_GROUP = "ordersync-import"  # the import stage's faust app id
 
 
-def _records(bootstrap: str, topic: str) -> list[Any]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
-    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
-    records = []
-    idle = 0
-    while idle < 3:
-        batch = consumer.poll(timeout_ms=300)
-        idle = 0 if batch else idle + 1
-        records += [r for rs in batch.values() for r in rs]
-    consumer.close()
-    return records
+def _records(bootstrap: str, topic: str) -> list[Record]:
+    """Every record of the topic, from the start up to its end."""
+    return list(read_topic(bootstrap, topic, skip_missing=True))
 
 
 def _imported_ids(bootstrap: str) -> list[str]:

@@ -8,7 +8,7 @@ import math
 import multiprocessing
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -46,6 +46,19 @@ DEADLINE_S = 0.1
 B_EFF = 4
 INTERVAL_US = 1_000_000 / RATE
 HAMMER_S = 3.0
+
+
+CloseAfter = Callable[[RedisRateLimiter], None]
+
+
+@pytest.fixture
+async def close_after() -> AsyncIterator[CloseAfter]:
+    """``close_after(limiter)``: close the limiter's own connections when the test ends (the test closes
+    the Redis client it gave the limiter itself)."""
+    limiters: list[RedisRateLimiter] = []
+    yield limiters.append
+    for limiter in limiters:
+        await limiter.close_connections()
 
 
 def limiter_on(
@@ -249,9 +262,12 @@ async def test_a_long_run_at_scaled_rates_uses_the_rate_and_never_over_grants(
 
 
 async def test_waiters_are_served_in_arrival_order(
-    redis_client: aioredis.Redis, redis_key_prefix: str
+    redis_client: aioredis.Redis,
+    redis_key_prefix: str,
+    close_after: CloseAfter,
 ) -> None:
     limiter = limiter_on(redis_client, redis_key_prefix)
+    close_after(limiter)
     await start_full(redis_client, redis_key_prefix)
     while await take_now(limiter):
         pass
@@ -270,7 +286,9 @@ async def test_waiters_are_served_in_arrival_order(
 
 
 async def test_packing_cannot_take_the_last_tokens_but_inventory_can(
-    redis_client: aioredis.Redis, redis_key_prefix: str
+    redis_client: aioredis.Redis,
+    redis_key_prefix: str,
+    close_after: CloseAfter,
 ) -> None:
     # 1/s keeps refilling negligible while the test runs; 0.5 s of deadline is one token of headroom.
     limiter = RedisRateLimiter(
@@ -281,6 +299,7 @@ async def test_packing_cannot_take_the_last_tokens_but_inventory_can(
         send_deadline_s=0.5,
         lane_reserves={"default": 0, "packing": 2, "inventory": 0},
     )
+    close_after(limiter)
     await start_full(redis_client, redis_key_prefix)
     assert await take_now(limiter, lane="packing")
     assert await take_now(limiter, lane="packing")
@@ -291,9 +310,12 @@ async def test_packing_cannot_take_the_last_tokens_but_inventory_can(
 
 
 async def test_throttle_and_observed_rate_show_in_status(
-    redis_client: aioredis.Redis, redis_key_prefix: str
+    redis_client: aioredis.Redis,
+    redis_key_prefix: str,
+    close_after: CloseAfter,
 ) -> None:
     limiter = limiter_on(redis_client, redis_key_prefix)
+    close_after(limiter)
     await start_full(redis_client, redis_key_prefix)
     assert await take_now(limiter)
     [status] = await limiter.status(SELLER)
@@ -313,7 +335,9 @@ async def test_throttle_and_observed_rate_show_in_status(
     assert await limiter.status("SOMEONEELSE") == []
 
 
-async def test_redis_down_fails_closed_and_a_restarted_redis_starts_empty(redis_key_prefix: str) -> None:
+async def test_redis_down_fails_closed_and_a_restarted_redis_starts_empty(
+    redis_key_prefix: str, close_after: CloseAfter
+) -> None:
     # This test stops and restarts Redis, so it runs its own rather than the session's.
     server = EmbeddedRedis().start()
     port = server.port
@@ -325,6 +349,7 @@ async def test_redis_down_fails_closed_and_a_restarted_redis_starts_empty(redis_
         retry=Retry(NoBackoff(), 1),
     )
     limiter = limiter_on(client, redis_key_prefix)
+    close_after(limiter)
     restarted: EmbeddedRedis | None = None
     try:
         await start_full(client, redis_key_prefix)
@@ -372,7 +397,10 @@ async def test_build_rate_limiter_from_settings(redis_url: str, redis_key_prefix
 
 @pytest.mark.parametrize("general", [True, False], ids=["reservation-and-sub-bucket", "plain-fast-path"])
 async def test_the_python_mirror_decides_exactly_as_the_lua_script(
-    redis_client: aioredis.Redis, redis_key_prefix: str, general: bool
+    redis_client: aioredis.Redis,
+    redis_key_prefix: str,
+    general: bool,
+    close_after: CloseAfter,
 ) -> None:
     """Replays every script call on :class:`GcraStore` at the Redis TIME the script reported: the
     in-memory limiter of the unit tests must make the very same decisions, lanes, the reservation window
@@ -387,6 +415,7 @@ async def test_the_python_mirror_decides_exactly_as_the_lua_script(
         reservations=[Reservation(OP, "inventory", tokens=2, interval_s=2.0, lead_s=0.5)] if general else [],
         sub_limits={OP: {"SUB": (6.0, 4)}} if general else {},
     )
+    close_after(limiter)
     mirror = GcraStore()
     pair = f"{SELLER}:{APP}"
     plan = limiter._plan_args(OP, SELLER)
@@ -465,7 +494,9 @@ async def test_the_python_mirror_decides_exactly_as_the_lua_script(
 
 
 async def test_lanes_on_redis_packing_backlog_and_the_hourly_inventory_feed(
-    redis_client: aioredis.Redis, redis_key_prefix: str
+    redis_client: aioredis.Redis,
+    redis_key_prefix: str,
+    close_after: CloseAfter,
 ) -> None:
     """createFeed 2400 times faster: about 20 feeds a second, the hour is 1.5 s, the reservation opens
     0.25 s before it. A backlog of shipments (3 tasks) cannot delay the inventory run's feed at each
@@ -480,6 +511,7 @@ async def test_lanes_on_redis_packing_backlog_and_the_hourly_inventory_feed(
         send_deadline_s=0.1,
         **limiter_options(settings),
     )
+    close_after(limiter)
     rate = 0.0083 * scale
     window_s = 3600 / scale
     await start_full(redis_client, redis_key_prefix)
@@ -520,7 +552,7 @@ async def test_lanes_on_redis_packing_backlog_and_the_hourly_inventory_feed(
     assert statuses["createFeed:JSON_LISTINGS_FEED"].effective_burst >= 1
 
 
-async def test_redis_killed_and_restarted_mid_run(redis_key_prefix: str) -> None:
+async def test_redis_killed_and_restarted_mid_run(redis_key_prefix: str, close_after: CloseAfter) -> None:
     """Two tasks take tokens all along; Redis is killed for a second and comes back empty. Nothing is
     granted while it is down, the limiter says so (healthy, the redis_up gauge), and the grants after it
     comes back start from an empty bucket and follow the rate."""
@@ -534,6 +566,7 @@ async def test_redis_killed_and_restarted_mid_run(redis_key_prefix: str) -> None
         retry=Retry(NoBackoff(), 1),
     )
     limiter = limiter_on(client, redis_key_prefix)
+    close_after(limiter)
     restarted: EmbeddedRedis | None = None
     granted: list[tuple[float, int]] = []  # (local monotonic time, Redis TIME) of each grant
     unavailable: list[float] = []
@@ -582,7 +615,9 @@ async def test_redis_killed_and_restarted_mid_run(redis_key_prefix: str) -> None
             restarted.stop()
 
 
-async def test_a_failover_to_a_replica_quarantines_the_buckets(redis_key_prefix: str) -> None:
+async def test_a_failover_to_a_replica_quarantines_the_buckets(
+    redis_key_prefix: str, close_after: CloseAfter
+) -> None:
     """A replica that is promoted holds the buckets as replicated, maybe without the last grants, and with
     its own clock: the first decision on it notices another server and treats every bucket as empty."""
     primary = EmbeddedRedis().start()
@@ -596,12 +631,14 @@ async def test_a_failover_to_a_replica_quarantines_the_buckets(redis_key_prefix:
                 break
             await asyncio.sleep(0.05)
         before = limiter_on(to_primary, redis_key_prefix)
+        close_after(before)
         await start_full(to_primary, redis_key_prefix)
         assert await take_now(before)
         assert await to_primary.execute_command("WAIT", 1, 1000) == 1
         await to_replica.replicaof("NO", "ONE")  # the failover
 
         after = limiter_on(to_replica, redis_key_prefix)
+        close_after(after)
         assert not await take_now(after), "a new server: the bucket counts as empty"
         [status] = await after.status(SELLER)
         assert status.tokens_left == 0
@@ -617,6 +654,7 @@ async def test_a_failover_to_a_replica_quarantines_the_buckets(redis_key_prefix:
             send_deadline_s=DEADLINE_S,
             quarantine_on_failover=False,
         )
+        close_after(trusting)
         await start_full(to_replica, redis_key_prefix + "-b")
         assert await take_now(trusting, op="other")
     finally:
@@ -641,7 +679,9 @@ class _RedisWithAof(EmbeddedRedis):
 
 
 async def test_a_restart_that_reloads_old_data_quarantines_the_buckets(
-    redis_key_prefix: str, tmp_path: Path
+    redis_key_prefix: str,
+    tmp_path: Path,
+    close_after: CloseAfter,
 ) -> None:
     """Redis restarted from its AOF holds the buckets as they were written, maybe without the last grants:
     the first decision after it notices another server (the cached server identity is neither in the AOF
@@ -650,6 +690,7 @@ async def test_a_restart_that_reloads_old_data_quarantines_the_buckets(
     port = server.port
     client = aioredis.Redis(host=server.host, port=port, retry=Retry(NoBackoff(), 1))
     limiter = limiter_on(client, redis_key_prefix)
+    close_after(limiter)
     restarted: EmbeddedRedis | None = None
     try:
         await start_full(client, redis_key_prefix)
@@ -667,7 +708,9 @@ async def test_a_restart_that_reloads_old_data_quarantines_the_buckets(
 
 
 async def test_a_grant_no_replica_acknowledged_is_not_used(
-    redis_client: aioredis.Redis, redis_key_prefix: str
+    redis_client: aioredis.Redis,
+    redis_key_prefix: str,
+    close_after: CloseAfter,
 ) -> None:
     # A slow bucket (one token in 100 s): a loaded machine cannot refill the burned token before the
     # status is read.
@@ -680,6 +723,7 @@ async def test_a_grant_no_replica_acknowledged_is_not_used(
         wait_replicas=1,
         wait_timeout_ms=20,
     )
+    close_after(limiter)
     await redis_client.set(
         BucketKeys.of(redis_key_prefix, SELLER, APP, OP).epoch,
         await redis_time_us(redis_client) - 3600_000_000,
@@ -691,15 +735,18 @@ async def test_a_grant_no_replica_acknowledged_is_not_used(
 
 
 async def test_quota_status_command_shows_a_table_per_seller_and_operation(
+    *,
     redis_url: str,
     redis_client: aioredis.Redis,
     redis_key_prefix: str,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    close_after: CloseAfter,
 ) -> None:
     limiter = RedisRateLimiter(
         redis_client, plans=PlanBook(), application_id=APP, key_prefix=redis_key_prefix, send_deadline_s=2.0
     )
+    close_after(limiter)
     epoch_key = BucketKeys.of(redis_key_prefix, SELLER, APP, "createFeed").epoch
     await redis_client.set(epoch_key, await redis_time_us(redis_client) - 3600_000_000)  # all buckets full
     await limiter.acquire("createFeed", SELLER, lane="packing", timeout=0, feed_type="JSON_LISTINGS_FEED")

@@ -12,8 +12,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
+from ordersync.kafka.reader import read_topic
 from ordersync.schemas.codec import encode
 from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.events import OrderImportFailed
@@ -36,22 +37,12 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _records(bootstrap: str, topic: str, seller: str) -> list[Raw]:
-    """Every record of the topic whose key is the seller's, read from the start until quiet."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
-    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
-    found: list[Raw] = []
-    idle = 0
-    while idle < 3:
-        batch = consumer.poll(timeout_ms=300)
-        idle = 0 if batch else idle + 1
-        for tp, records in batch.items():
-            for r in records:
-                if r.key and r.key.decode().startswith(f"{seller}:"):
-                    found.append((tp.partition, r.key, r.value, tuple(r.headers or ()), r.timestamp))
-    consumer.close()
-    return found
+    """Every record of the topic whose key is the seller's, read from the start up to its end."""
+    return [
+        (r.partition, r.key, r.value, r.headers, r.timestamp_ms)
+        for r in read_topic(bootstrap, topic, skip_missing=True)
+        if r.key and r.key.decode().startswith(f"{seller}:")
+    ]
 
 
 def _failure(seller: str, order_id: str, channel: str) -> bytes:

@@ -1,5 +1,5 @@
 """`ordersync orders retry-download`: an ops.commands event that makes the order-download stage fetch the
-orders again from scratch, so they flow through item fetch once more (KCC's "Retry Download")."""
+orders again from scratch, so they flow through item fetch once more (the dashboard's Retry Download)."""
 
 from __future__ import annotations
 

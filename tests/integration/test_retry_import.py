@@ -1,4 +1,4 @@
-"""KCC's failure workflow end to end: orders with unknown SKUs fail with the reason; once the listings
+"""The failed-order workflow end to end: orders with unknown SKUs fail with the reason; once the listings
 CSV is fixed, `ordersync orders retry-import` imports them from the stored downloaded data with zero
 Amazon calls (the simulator's counters prove it); an ignored order stays out."""
 

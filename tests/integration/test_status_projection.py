@@ -22,12 +22,12 @@ import yaml
 from kafka import KafkaProducer
 
 from ordersync.devinfra import stop_process_group
-from ordersync.readmodel import OrderFilter, ReadModel, facts_of
 from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import encode
 from ordersync.schemas.topics import SHIPMENTS_CONFIRMED, by_name, order_key
 from ordersync.settings import RedisSettings
-from tests.stage.test_readmodel import (
+from ordersync.state.readmodel import OrderFilter, ReadModel, facts_of
+from tests.factories import (
     CHANNEL,
     DEAD_LETTERED,
     IGNORED,
@@ -95,14 +95,14 @@ def projection(
     other = f"A{uuid.uuid4().hex[:10].upper()}"
     channels = _channels_file(tmp_path, {CHANNEL: seller, OTHER_CHANNEL: other})
     env = {**ordersync_env, "ORDERSYNC_CHANNELS_FILE": str(channels)}
-    log = (tmp_path / "stage.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ordersync.cli", "run", "status-projection"],
-        env={**os.environ, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with (tmp_path / "stage.log").open("wb") as log:  # the stage writes to its own copy
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ordersync.cli", "run", "status-projection"],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         yield seller, other, env
         assert process.poll() is None, (tmp_path / "stage.log").read_text()[-3000:]

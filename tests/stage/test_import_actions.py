@@ -24,8 +24,8 @@ from ordersync.schemas.topics import ORDERS_IMPORT_FAILED, ORDERS_IMPORTED
 from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.testing import tiny_scenario
 from ordersync.streams.order_import import handle, listing_changed, operator_command
+from ordersync.testing import RecordingRuntime
 from tests.factories import T0, item, order
-from tests.stage.conftest import RecordingRuntime
 
 pytestmark = pytest.mark.stage
 

@@ -1,4 +1,4 @@
-"""The inventory producer against the simulator and a real Redis: the latest quantity per SKU, one
+"""The inventory stage against the simulator and a real Redis: the latest quantity per SKU, one
 JSON_LISTINGS_FEED per seller per interval on the inventory lane, unchanged values never sent again,
 per-SKU errors from the report kept."""
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ordersync.producers import inventory
+from ordersync.consumers import inventory
 from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.events import InventoryLevelChanged
 from ordersync.simulator.runner import RunningSimulator

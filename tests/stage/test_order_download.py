@@ -13,7 +13,7 @@ import pytest
 
 from ordersync.amazon.client import OrdersPage, OrdersQuery
 from ordersync.amazon.normalize import parse_time
-from ordersync.lease import Lease
+from ordersync.pipeline.lock import Lock
 from ordersync.producers.order_download import (
     download_window,
     poll_channel,
@@ -25,7 +25,8 @@ from ordersync.schemas.topics import ORDERS_DOWNLOADED
 from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.scenario import Scenario
 from ordersync.simulator.testing import tiny_scenario
-from tests.stage.conftest import RecordingRuntime
+from ordersync.state import keys
+from ordersync.testing import RecordingRuntime
 
 pytestmark = pytest.mark.stage
 
@@ -215,7 +216,9 @@ async def test_one_worker_polls_a_channel_and_a_standby_takes_over(make_runtime:
     one makes no Amazon call; once released, this one polls, and gives the lease up when stopped."""
     sim, runtime = await _setup(make_runtime, tiny_scenario(orders={"count": 5}), poll_interval_s=0.05)
     channel = runtime.channels.channels[0]
-    other = Lease(runtime.store.redis, runtime.store.key("lease", "download", channel.name), "other/x", 60)
+    other = Lock(
+        runtime.store.redis, runtime.store.key_of(keys.LEASE, "download", channel.name), "other/x", 60
+    )
     poller: asyncio.Task[None] | None = None
     try:
         sim.state.advance_clock(300)

@@ -10,7 +10,6 @@ import csv
 import io
 import random
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -18,280 +17,47 @@ import redis.asyncio as aioredis
 
 from ordersync.clock import ManualClock
 from ordersync.health import HealthBoard
-from ordersync.readmodel import (
+from ordersync.schemas.envelope import Envelope
+from ordersync.schemas.events import (
+    EventDeadLettered,
+    OrderCancellationResult,
+    OrderImportFailed,
+)
+from ordersync.schemas.topics import (
+    INVOICES_ISSUED,
+    ORDERS_CANCELLATION_RESULTS,
+    ORDERS_ENRICHED,
+    ORDERS_IMPORT_FAILED,
+    SHIPMENTS_REQUESTED,
+    order_key,
+)
+from ordersync.state.readmodel import (
     FOLDED_TOPICS,
     OrderFilter,
     ReadModel,
     failed_orders_csv_header,
     write_orders_csv,
 )
-from ordersync.schemas.codec import encode
-from ordersync.schemas.envelope import Envelope, Event
-from ordersync.schemas.events import (
-    EventDeadLettered,
-    InvoiceIssued,
-    OperatorCommandIssued,
-    OrderCancellationResult,
-    OrderDownloaded,
-    OrderEnriched,
-    OrderImported,
-    OrderImportFailed,
-    Package,
-    SalesOrder,
-    SalesOrderLine,
-    ShipmentConfirmed,
-    ShipmentFailed,
-    ShipmentItem,
-    ShipmentRequested,
-    ShippedLine,
-)
-from ordersync.schemas.topics import (
-    INVOICES_ISSUED,
-    OPS_COMMANDS,
-    ORDERS_CANCELLATION_RESULTS,
-    ORDERS_DOWNLOADED,
-    ORDERS_ENRICHED,
-    ORDERS_IMPORT_FAILED,
-    ORDERS_IMPORTED,
-    SHIPMENTS_CONFIRMED,
-    SHIPMENTS_FAILED,
-    SHIPMENTS_REQUESTED,
-    order_key,
-)
 from ordersync.store import Store
-from tests import factories
-from tests.factories import T0
+from tests.factories import (
+    CA,
+    CHANNEL,
+    DEAD_LETTERED,
+    IGNORED,
+    OK,
+    OTHER_CHANNEL,
+    OTHER_SELLER,
+    PENDING,
+    RETRIED,
+    SELLER,
+    T0,
+    WRITEBACK_FAILED,
+    Recorded,
+    RecordedRun,
+    recorded_run,
+)
 
 pytestmark = pytest.mark.stage
-
-SELLER = "A1ACME"
-CHANNEL = "acme-us"
-OTHER_SELLER = "A2OTHER"
-OTHER_CHANNEL = "other-ca"
-CA = "A2EUQ1WTGCTBG2"
-
-OK = "111-0000001-0000001"
-RETRIED = "111-0000002-0000002"
-WRITEBACK_FAILED = "111-0000003-0000003"
-IGNORED = "111-0000004-0000004"
-DEAD_LETTERED = "111-0000005-0000005"
-PENDING = "222-0000006-0000006"
-ITEM = "11111111111111"
-
-Recorded = list[tuple[str, Envelope[Any]]]
-
-
-class _Run:
-    """Builds a recorded run: each event a minute after the previous one, as the pipeline wrote it."""
-
-    def __init__(self, seller: str = SELLER) -> None:
-        self.events: Recorded = []
-        self.clock = T0
-        self.seller = seller
-
-    def add(
-        self, topic: str, event: Event, *, seller: str | None = None, marketplace: str | None = None
-    ) -> None:
-        seller = seller or self.seller
-        self.clock += timedelta(minutes=1)
-        envelope = Envelope.wrap(
-            event, seller_id=seller, marketplace_id=marketplace, correlation_id="run", occurred_at=self.clock
-        )
-        self.events.append((topic, envelope))
-
-    def order_flow(
-        self,
-        order_id: str,
-        *,
-        sku: str = "SKU-1",
-        seller: str | None = None,
-        channel: str = CHANNEL,
-        marketplace: str = "ATVPDKIKX0DER",
-        purchased_days_ago: int = 0,
-        enrich: bool = True,
-    ) -> OrderEnriched:
-        seller = seller or self.seller
-        order = factories.order(
-            amazon_order_id=order_id,
-            seller_id=seller,
-            marketplace_id=marketplace,
-            purchase_date=T0 - timedelta(days=purchased_days_ago),
-            items=None,
-        )
-        self.add(ORDERS_DOWNLOADED.name, OrderDownloaded(channel=channel, order=order), seller=seller)
-        enriched = OrderEnriched(
-            channel=channel,
-            order=order.model_copy(update={"items": (factories.item(order_item_id=ITEM, seller_sku=sku),)}),
-        )
-        if enrich:
-            self.add(ORDERS_ENRICHED.name, enriched, seller=seller, marketplace=marketplace)
-        return enriched
-
-    def imported(self, order_id: str, code: str, sku: str = "SKU-1") -> None:
-        sales_order = SalesOrder(
-            code=code,
-            channel=CHANNEL,
-            seller_id=self.seller,
-            marketplace_id="ATVPDKIKX0DER",
-            amazon_order_id=order_id,
-            order_status="Unshipped",
-            fulfillment_channel="MFN",
-            purchase_date=T0,
-            currency="USD",
-            customer_name="Jane Doe",
-            customer_email=None,
-            shipping_address=None,
-            ship_service_level="Std",
-            shipping_method="Standard",
-            lines=(
-                SalesOrderLine(
-                    order_item_id=ITEM,
-                    seller_sku=sku,
-                    asin="B000000001",
-                    stock_code=f"STK-{sku}",
-                    quantity=2,
-                    unit_price=Decimal("10.00"),
-                    tax=Decimal("0.80"),
-                    line_total=Decimal("20.00"),
-                ),
-            ),
-            total=Decimal("26.59"),
-        )
-        self.add(ORDERS_IMPORTED.name, OrderImported(sales_order=sales_order))
-
-    def import_failed(self, order_id: str, sku: str) -> None:
-        self.add(
-            ORDERS_IMPORT_FAILED.name,
-            OrderImportFailed(
-                channel=CHANNEL,
-                amazon_order_id=order_id,
-                reason_code="unknown_stock_code",
-                reason=f"Unknown stock code for seller SKU {sku} (ASIN B000000001)",
-            ),
-        )
-
-    def shipped(self, order_id: str, code: str) -> ShipmentRequested:
-        self.add(
-            INVOICES_ISSUED.name,
-            InvoiceIssued(
-                invoice_number=f"INV-{order_id[-3:]}",
-                amazon_order_id=order_id,
-                sales_order_code=code,
-                packages=(
-                    Package(
-                        carrier_code="UPS",
-                        shipping_method="Ground",
-                        tracking_number=f"1Z{order_id[-7:]}",
-                        ship_date=T0,
-                        lines=(ShippedLine(order_item_id=ITEM, quantity=2),),
-                    ),
-                ),
-            ),
-        )
-        request = ShipmentRequested(
-            channel=CHANNEL,
-            amazon_order_id=order_id,
-            package_reference_id="1",
-            carrier_code="UPS",
-            shipping_method="Ground",
-            tracking_number=f"1Z{order_id[-7:]}",
-            ship_date=T0,
-            items=(ShipmentItem(order_item_id=ITEM, quantity=2),),
-            source=f"invoice INV-{order_id[-3:]}",
-        )
-        self.add(SHIPMENTS_REQUESTED.name, request)
-        return request
-
-    def command(self, command: str, *order_ids: str) -> None:
-        self.add(
-            OPS_COMMANDS.name,
-            OperatorCommandIssued(
-                command=command,  # type: ignore[arg-type]
-                channel=CHANNEL,
-                amazon_order_ids=order_ids,
-                operator="ops",
-            ),
-        )
-
-
-def recorded_run(seller: str = SELLER, other_seller: str = OTHER_SELLER) -> Recorded:
-    """download -> enrich -> import -> invoice -> confirmed; import failed then retried OK; write-back
-    failed after 5 attempts; ignored; dead-lettered; one Pending order of another account."""
-    run = _Run(seller)
-    # 1. The happy path.
-    run.order_flow(OK, purchased_days_ago=3)
-    run.imported(OK, "SO00000001")
-    request = run.shipped(OK, "SO00000001")
-    run.add(
-        SHIPMENTS_CONFIRMED.name,
-        ShipmentConfirmed(
-            channel=CHANNEL,
-            amazon_order_id=OK,
-            package_reference_id="1",
-            method="confirmShipment",
-            attempts=1,
-            carrier_code="UPS",
-            tracking_number=request.tracking_number,
-            quantity=2,
-            confirmed_at=run.clock,
-        ),
-    )
-    # 2. Unknown SKU, fixed listings, Retry Import.
-    run.order_flow(RETRIED, sku="UNMAPPED-7", purchased_days_ago=2)
-    run.import_failed(RETRIED, "UNMAPPED-7")
-    run.command("retry-import", RETRIED)
-    run.imported(RETRIED, "SO00000002", sku="UNMAPPED-7")
-    # 3. Amazon refuses the shipment confirmation 5 times.
-    run.order_flow(WRITEBACK_FAILED, sku="SKU-3", purchased_days_ago=1)
-    run.imported(WRITEBACK_FAILED, "SO00000003", sku="SKU-3")
-    run.shipped(WRITEBACK_FAILED, "SO00000003")
-    run.add(
-        SHIPMENTS_FAILED.name,
-        ShipmentFailed(
-            channel=CHANNEL,
-            amazon_order_id=WRITEBACK_FAILED,
-            package_reference_id="1",
-            attempts=5,
-            error_code="InvalidInput",
-            error_message="The carrier code is not valid for this marketplace",
-            carrier_code="UPS",
-            shipping_method="Ground",
-            tracking_number="1Z0000003",
-            ship_date=T0,
-            quantity=2,
-        ),
-    )
-    # 4. Failed, then ignored by an operator.
-    run.order_flow(IGNORED, sku="GONE-1", purchased_days_ago=4)
-    run.import_failed(IGNORED, "GONE-1")
-    run.command("ignore", IGNORED)
-    # 5. The import stage could not process the enriched order: dead-lettered.
-    enriched = run.order_flow(DEAD_LETTERED, sku="SKU-5", purchased_days_ago=5, enrich=False)
-    original = Envelope.wrap(enriched, seller_id=seller, correlation_id="run", occurred_at=run.clock)
-    run.add(
-        f"{ORDERS_ENRICHED.name}.dlq",
-        EventDeadLettered(
-            source_topic=ORDERS_ENRICHED.name,
-            source_partition=0,
-            source_offset=42,
-            source_key=order_key(seller, DEAD_LETTERED),
-            original_value_b64=base64.b64encode(encode(original)).decode(),
-            stage="import",
-            error_type="Permanent",
-            error="channel acme-us: tax rule refused the order",
-            dead_lettered_at=run.clock,
-        ),
-    )
-    # 6. Another account, another marketplace: downloaded only, so Pending.
-    run.order_flow(
-        PENDING,
-        seller=other_seller,
-        channel=OTHER_CHANNEL,
-        marketplace=CA,
-        purchased_days_ago=0,
-        enrich=False,
-    )
-    return run.events
 
 
 async def _fold(model: ReadModel, events: Recorded) -> None:
@@ -430,7 +196,7 @@ async def test_replaying_identical_records_changes_nothing(
 async def test_a_later_failure_of_an_order_seen_first_as_success_is_ordered_by_occurred_at(
     redis_client: aioredis.Redis, redis_key_prefix: str
 ) -> None:
-    run = _Run()
+    run = RecordedRun()
     run.order_flow(RETRIED, sku="UNMAPPED-7")
     run.import_failed(RETRIED, "UNMAPPED-7")
     run.imported(RETRIED, "SO00000002", sku="UNMAPPED-7")
@@ -580,7 +346,7 @@ def test_every_dead_letter_topic_is_folded() -> None:
     assert f"{INVOICES_ISSUED.name}.dlq" in names
 
 
-def _dead_letter(run: _Run, order_id: str, source_topic: str, *, at: datetime | None = None) -> None:
+def _dead_letter(run: RecordedRun, order_id: str, source_topic: str, *, at: datetime | None = None) -> None:
     """A record of ``source_topic`` that was not even JSON, dead-lettered under the order's key."""
     letter = EventDeadLettered(
         source_topic=source_topic,
@@ -607,7 +373,7 @@ def _dead_letter(run: _Run, order_id: str, source_topic: str, *, at: datetime | 
 async def test_dead_letter_growth_notifies_once_per_topic_and_hour(
     redis_client: aioredis.Redis, redis_key_prefix: str
 ) -> None:
-    run = _Run()
+    run = RecordedRun()
     now = datetime.now(UTC)
     _dead_letter(run, OK, INVOICES_ISSUED.name, at=now)
     _dead_letter(run, RETRIED, INVOICES_ISSUED.name, at=now + timedelta(seconds=1))
@@ -644,7 +410,7 @@ async def test_old_dead_letters_and_rebuilds_do_not_notify(
 async def test_a_failed_invoice_is_superseded_by_a_later_shipment_request(
     redis_client: aioredis.Redis, redis_key_prefix: str
 ) -> None:
-    run = _Run()
+    run = RecordedRun()
     run.order_flow(OK)
     run.imported(OK, "SO00000001")
     _dead_letter(run, OK, INVOICES_ISSUED.name)
@@ -663,7 +429,7 @@ async def test_a_failed_invoice_is_superseded_by_a_later_shipment_request(
 async def test_held_pending_orders_and_refused_cancellations(
     redis_client: aioredis.Redis, redis_key_prefix: str
 ) -> None:
-    run = _Run()
+    run = RecordedRun()
     run.order_flow(PENDING.replace("222", "111"))
     run.add(
         ORDERS_IMPORT_FAILED.name,

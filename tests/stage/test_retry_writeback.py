@@ -23,6 +23,7 @@ from ordersync.schemas.topics import SHIPMENTS_CONFIRMED, SHIPMENTS_FAILED
 from ordersync.settings import WriteBackSettings
 from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.testing import tiny_scenario
+from ordersync.state import keys
 
 pytestmark = pytest.mark.stage
 
@@ -208,7 +209,7 @@ async def test_a_package_failed_before_requests_were_kept_is_released_for_a_repl
         # What an earlier version left: a failed package, indexed, without its request.
         store = runtime.store
         await store.update_shipment_state(channel.seller_id, order_id, "1", status="Failed", attempts=5)
-        await store.redis.sadd(store.key("wb-packages", f"{{{channel.seller_id}}}", order_id), "1")
+        await store.redis.sadd(store.key_of(keys.WRITEBACK_PACKAGES, channel.seller_id, order_id), "1")
         await handle(runtime, envelope)  # a replayed request: its result was published already
         assert runtime.emitted == []
 

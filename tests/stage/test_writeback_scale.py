@@ -1,5 +1,5 @@
 """Scale: 5,000 invoices within one simulated hour and stock changes for 20,000 SKUs, through the
-shipment write-back (auto mode) and the inventory producer, against the simulator with the rate limiter
+shipment write-back (auto mode) and the inventory stage, against the simulator with the rate limiter
 on the simulator's clock (``bench/writeback.py`` runs the same scenario and prints its figures)."""
 
 from __future__ import annotations

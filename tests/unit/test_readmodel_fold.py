@@ -3,18 +3,23 @@ row, and the status rules (ignore refused once imported, later success supersede
 
 from __future__ import annotations
 
+import base64
 import itertools
 from typing import Any
 
 import pytest
 
-from ordersync.readmodel import derive, facts_of
-from tests.stage.test_readmodel import IGNORED, OK, RETRIED, SELLER, _Run, recorded_run
+from ordersync.schemas.codec import encode
+from ordersync.schemas.envelope import Envelope
+from ordersync.schemas.events import EventDeadLettered
+from ordersync.schemas.topics import SHIPMENTS_REQUESTED, order_key
+from ordersync.state.readmodel import Fact, derive, facts_of
+from tests.factories import IGNORED, OK, RETRIED, SELLER, RecordedRun, recorded_run
 
 pytestmark = pytest.mark.unit
 
 
-def _facts(events: list[tuple[str, Any]], order_id: str) -> list[dict[str, Any]]:
+def _facts(events: list[tuple[str, Any]], order_id: str) -> list[Fact]:
     return [
         fact
         for topic, envelope in events
@@ -34,7 +39,7 @@ def test_every_order_of_the_facts_gives_the_same_row(order_id: str) -> None:
 
 
 def test_ignore_after_the_import_is_refused() -> None:
-    run = _Run()
+    run = RecordedRun()
     run.order_flow(OK)
     run.imported(OK, "SO00000001")
     run.command("ignore", OK)
@@ -43,7 +48,7 @@ def test_ignore_after_the_import_is_refused() -> None:
 
 
 def test_unignore_lifts_the_ignore() -> None:
-    run = _Run()
+    run = RecordedRun()
     run.order_flow(IGNORED, sku="GONE-1")
     run.import_failed(IGNORED, "GONE-1")
     run.command("ignore", IGNORED)
@@ -54,7 +59,7 @@ def test_unignore_lifts_the_ignore() -> None:
 
 
 def test_repeated_import_failures_count_as_attempts_and_one_open_error() -> None:
-    run = _Run()
+    run = RecordedRun()
     run.order_flow(RETRIED, sku="UNMAPPED-7")
     run.import_failed(RETRIED, "UNMAPPED-7")
     run.command("retry-import", RETRIED)
@@ -63,3 +68,28 @@ def test_repeated_import_failures_count_as_attempts_and_one_open_error() -> None
     assert (derived.row.status, derived.row.attempts) == ("Failed", 2)
     assert [e["active"] for e in derived.errors] == [False, True]
     assert derived.failed_stages == ("import",)
+
+
+def test_a_dead_lettered_shipment_request_fails_the_write_back_and_adds_no_line() -> None:
+    """Of an order never downloaded: the request's items are the shipment's, not the order's lines."""
+    request = RecordedRun().shipped(OK, "SO00000001")
+    run = RecordedRun()
+    original = encode(Envelope.wrap(request, seller_id=SELLER, correlation_id="run"))
+    run.add(
+        f"{SHIPMENTS_REQUESTED.name}.dlq",
+        EventDeadLettered(
+            source_topic=SHIPMENTS_REQUESTED.name,
+            source_partition=0,
+            source_offset=7,
+            source_key=order_key(SELLER, OK),
+            original_value_b64=base64.b64encode(original).decode(),
+            stage="shipment-write-back",
+            error_type="Permanent",
+            error="carrier refused",
+            dead_lettered_at=run.clock,
+        ),
+    )
+    derived = derive(SELLER, OK, _facts(run.events, OK))
+    assert (derived.row.status, derived.row.writeback_status) == ("Failed", "failed")
+    assert derived.failed_stages == ("write-back",)
+    assert derived.lines == []

@@ -53,7 +53,7 @@ def test_the_inventory_stage_is_registered(tmp_path: Path) -> None:
     channels = tmp_path / "channels.yaml"
     channels.write_text(CHANNELS)
     settings = Settings(channels_file=channels)
-    assert STAGES["inventory"] == "ordersync.producers.inventory"
+    assert STAGES["inventory"] == "ordersync.consumers.inventory"
     app, runtime = build_stage("inventory", settings)
     assert "inventory-levels" in app.agents
     app, runtime = build_stage("shipment-write-back", settings)

@@ -1,0 +1,1 @@
+"""How ordersync talks to the broker."""

@@ -1,0 +1,459 @@
+"""The Redis key catalogue: every key family ordersync writes, once, as ``schemas/topics.py`` is for Kafka.
+
+A key is ``<prefix>:<family>:<parts...>`` (``prefix`` is ``settings.redis.key_prefix``, default
+:data:`DEFAULT_PREFIX`). A part written ``{seller}`` is a Redis Cluster hash tag: every key of one
+seller (or seller-application pair) lands in one slot, so pipelines and scripts over them work on a
+cluster. Each family says what it holds, how long it lives, which stage writes it and what rebuilds
+it when Redis is lost (Kafka is the record; Redis is fast state).
+
+``python -m ordersync.state.keys`` prints the catalogue as the Markdown table of ``docs/ops.md``
+("Redis keys"); a test keeps the two the same.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from typing import Literal
+
+#: The prefix of every key when ``ORDERSYNC_REDIS__KEY_PREFIX`` is not set.
+DEFAULT_PREFIX = "os"
+#: Dedupe marks and per-order state outlive Amazon's 90-day order-change horizon with margin.
+ORDER_STATE_TTL_S = 120 * 86400
+
+RedisType = Literal["string", "hash", "set", "sorted set", "list", "several"]
+_PART = re.compile(r"^(\{[a-z_]+\}|<[a-z_]+>|[a-z][a-z0-9-]*)$")
+
+
+@dataclass(frozen=True)
+class KeyFamily:
+    """One family of keys: ``<prefix>:<name>:<parts>``.
+
+    ``parts`` name the variable parts in order: ``{seller}`` (a hash tag), ``<order_id>`` (a plain
+    value) or a literal word. ``ttl`` and ``rebuilt_from`` are for people: the catalogue's table.
+    """
+
+    name: str
+    parts: tuple[str, ...]
+    type: RedisType
+    owner: str
+    ttl: str
+    holds: str
+    rebuilt_from: str = "-"
+
+    def __post_init__(self) -> None:
+        for part in (self.name, *self.parts):
+            if not _PART.match(part):
+                raise ValueError(f"key family {self.name}: bad part {part!r}")
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return tuple(p for p in self.parts if p[0] in "{<")
+
+    def key(self, prefix: str, *values: str, detail: tuple[str, ...] = ()) -> str:
+        """The key for ``values``, one per variable part, in order; ``detail`` parts follow, for
+        families whose table row names them ``<detail>`` (several sub-keys)."""
+        if len(values) != len(self.variables):
+            raise ValueError(
+                f"key family {self.name} takes {len(self.variables)} values "
+                f"({', '.join(self.variables) or 'none'}), not {len(values)}"
+            )
+        given = iter(values)
+        rendered = []
+        for part in self.parts:
+            if part.startswith("{"):
+                rendered.append("{" + next(given) + "}")
+            elif part.startswith("<"):
+                rendered.append(next(given))
+            else:
+                rendered.append(part)
+        return ":".join((prefix, self.name, *rendered, *detail))
+
+    @property
+    def pattern(self) -> str:
+        return ":".join(("<prefix>", self.name, *self.parts))
+
+
+def _order_family(
+    name: str, owner: str, holds: str, rebuilt_from: str, type_: RedisType = "string"
+) -> KeyFamily:
+    return KeyFamily(name, ("{seller}", "<order_id>"), type_, owner, "120 days", holds, rebuilt_from)
+
+
+# --- order download and enrichment ---------------------------------------------------------------------
+CURSOR = KeyFamily(
+    "cursor",
+    ("<channel>",),
+    "string",
+    "order-download",
+    "none",
+    "Amazon's last LastUpdatedBefore of the channel, saved after Kafka acknowledged the window",
+    "re-scanned from the initial look-back (dedupe marks keep the output single)",
+)
+DOWNLOADED = _order_family(
+    "downloaded",
+    "order-download",
+    "the LastUpdateDate of the order version last sent (dedupe mark)",
+    "amazon.orders.downloaded",
+)
+ENRICHED = _order_family(
+    "enriched",
+    "item-fetch",
+    "the LastUpdateDate of the order version last enriched (dedupe mark)",
+    "amazon.orders.enriched",
+)
+ORDER_STATUS = _order_family(
+    "order",
+    "every order stage",
+    "the order's status fields (channel, Amazon status, stage reached, reasons, dates)",
+    "the order topics",
+    "hash",
+)
+# --- import -------------------------------------------------------------------------------------------
+IMPORTED = _order_family(
+    "imported",
+    "import",
+    "the LastUpdateDate of the order version last imported (dedupe mark)",
+    "orders.imported",
+)
+LAST_ENRICHED = _order_family(
+    "enriched-order",
+    "import",
+    "the last enriched order (JSON), for Retry Import and Un-ignore without calling Amazon",
+    "amazon.orders.enriched",
+)
+IGNORED = _order_family(
+    "ignored", "import", "set while an operator has the order ignored (the operator's name)", "ops.commands"
+)
+SALES_ORDER = _order_family(
+    "sales-order", "import", "the sales order built for the order (JSON)", "orders.imported"
+)
+SALES_ORDER_CODE = _order_family(
+    "so-code", "import", "the order's sales-order code, never reused", "orders.imported"
+)
+SALES_ORDER_SEQUENCE = KeyFamily(
+    "so-seq",
+    ("<code_prefix>",),
+    "string",
+    "import",
+    "none",
+    "the last sales-order number given under a code prefix",
+    "the highest code on orders.imported",
+)
+LISTINGS = KeyFamily(
+    "listings",
+    ("<channel>",),
+    "hash",
+    "import (listings loader)",
+    "none",
+    "seller SKU -> back-office stock code",
+    "channel.listings (compacted)",
+)
+LISTINGS_ROWS = KeyFamily(
+    "listings",
+    ("<channel>", "rows"),
+    "hash",
+    "import (listings loader)",
+    "none",
+    "the channel's listing rows (JSON) by seller SKU",
+    "channel.listings (compacted)",
+)
+LISTINGS_INDEX = KeyFamily(
+    "listings",
+    ("<channel>", "by", "<index>"),
+    "hash",
+    "import (listings loader)",
+    "none",
+    "another identifier (ASIN, EAN, ...) -> seller SKU",
+    "channel.listings (compacted)",
+)
+# --- invoices and shipments ---------------------------------------------------------------------------
+REQUESTED = _order_family(
+    "requested", "invoice-issued", "quantity requested per order item so far", "shipments.requested", "hash"
+)
+INVOICE_SEEN = KeyFamily(
+    "invoice",
+    ("{seller}", "<order_id>", "<invoice>"),
+    "string",
+    "invoice-issued",
+    "120 days",
+    "set once an invoice's quantities were counted",
+    "shipments.requested",
+)
+PACKAGE = KeyFamily(
+    "package",
+    ("{seller}", "<order_id>", "<invoice>", "<index>"),
+    "string",
+    "invoice-issued",
+    "120 days",
+    "the package reference id given to one package of an invoice",
+    "shipments.requested",
+)
+PACKAGE_SEQUENCE = _order_family(
+    "package-seq", "invoice-issued", "the last package number of the order", "shipments.requested"
+)
+SHIPMENT = KeyFamily(
+    "shipment",
+    ("{seller}", "<order_id>", "<package_id>"),
+    "hash",
+    "shipment-write-back",
+    "120 days",
+    "one package's write-back state (status, attempts, feed, errors, the request)",
+    "shipments.requested, shipments.confirmed, shipments.failed",
+)
+WRITEBACK_PACKAGES = _order_family(
+    "wb-packages", "shipment-write-back", "the order's package ids", "shipments.requested", "set"
+)
+WRITEBACK_RECENT = KeyFamily(
+    "wb-recent",
+    ("{seller}", "<window>"),
+    "string",
+    "shipment-write-back",
+    "2 auto windows",
+    "requests seen in one auto-mode window (feed or confirm)",
+)
+WRITEBACK_PENDING = KeyFamily(
+    "wb-pending",
+    ("{seller}",),
+    "hash",
+    "shipment-write-back",
+    "none",
+    "packages parked for the next fulfilment feed",
+    "shipments.requested (replay)",
+)
+WRITEBACK_INFLIGHT = KeyFamily(
+    "wb-inflight",
+    ("{seller}",),
+    "hash",
+    "shipment-write-back",
+    "none",
+    "the fulfilment feed in flight: its id, batch and start",
+    "shipments.requested (replay)",
+)
+WRITEBACK_LOCK = KeyFamily(
+    "wb-lock", ("{seller}",), "string", "shipment-write-back", "lock TTL", "the seller's feed lock"
+)
+WRITEBACK_LAST_FEED = KeyFamily(
+    "wb-last-feed",
+    ("{seller}",),
+    "string",
+    "shipment-write-back",
+    "flush interval",
+    "when the last fulfilment feed was sent",
+)
+CANCEL_PENDING = KeyFamily(
+    "cancel-pending",
+    ("{seller}",),
+    "hash",
+    "shipment-write-back",
+    "none",
+    "back-office cancellations parked for the next acknowledgement feed",
+    "orders.cancellations.requested (replay)",
+)
+CANCEL_INFLIGHT = KeyFamily(
+    "cancel-inflight",
+    ("{seller}",),
+    "hash",
+    "shipment-write-back",
+    "none",
+    "the acknowledgement feed in flight",
+    "orders.cancellations.requested (replay)",
+)
+CANCEL_LOCK = KeyFamily(
+    "cancel-lock",
+    ("{seller}",),
+    "string",
+    "shipment-write-back",
+    "lock TTL",
+    "the seller's cancellation feed lock",
+)
+# --- inventory ----------------------------------------------------------------------------------------
+INVENTORY_LATEST = KeyFamily(
+    "inv-latest",
+    ("{seller}",),
+    "hash",
+    "inventory",
+    "none",
+    "the newest quantity observed per SKU (JSON with its time)",
+    "inventory.levels",
+)
+INVENTORY_PENDING = KeyFamily(
+    "inv-pending",
+    ("{seller}",),
+    "hash",
+    "inventory",
+    "none",
+    "SKUs whose quantity differs from what Amazon accepted last",
+    "inventory.levels",
+)
+INVENTORY_SENT = KeyFamily(
+    "inv-sent", ("{seller}",), "hash", "inventory", "none", "the quantity Amazon accepted last per SKU"
+)
+INVENTORY_ERRORS = KeyFamily(
+    "inv-errors", ("{seller}",), "hash", "inventory", "none", "Amazon's last refusal per SKU"
+)
+INVENTORY_INFLIGHT = KeyFamily(
+    "inv-inflight", ("{seller}",), "hash", "inventory", "none", "the listings feed in flight"
+)
+INVENTORY_LOCK = KeyFamily(
+    "inv-lock", ("{seller}",), "string", "inventory", "lock TTL", "the seller's inventory feed lock"
+)
+INVENTORY_LAST_FLUSH = KeyFamily(
+    "inv-last-flush",
+    ("{seller}",),
+    "string",
+    "inventory",
+    "flush interval",
+    "when the last inventory feed was sent",
+)
+# --- stage coordination and health ---------------------------------------------------------------------
+LEASE = KeyFamily(
+    "lease",
+    ("<job>", "<scope>"),
+    "string",
+    "order-download, inventory",
+    "lease TTL",
+    "which worker does a per-channel job (download polling, stock flushes)",
+)
+TASK = KeyFamily(
+    "task",
+    ("<task>", "<scope>"),
+    "hash",
+    "every stage",
+    "none",
+    "a task's health: last run, last success, last result or error",
+)
+TASKS = KeyFamily("tasks", (), "set", "every stage", "none", "the index of task health records")
+HEALTH_ACCOUNT = KeyFamily(
+    "health",
+    ("{seller}", "<channel>", "<api>"),
+    "several",
+    "every stage calling Amazon",
+    "minutes: 2 windows; last call: 30 days",
+    "SP-API call outcomes per account and API (sub-keys: by minute, the last call)",
+)
+HEALTH_ACCOUNTS = KeyFamily(
+    "health", ("accounts",), "set", "every stage calling Amazon", "none", "the accounts with API health"
+)
+NOTIFICATIONS = KeyFamily(
+    "notifications", (), "sorted set", "every stage, the projection", "none", "operator notifications"
+)
+NOTIFICATION_DEDUPE = KeyFamily(
+    "notifications",
+    ("dedupe", "<dedupe_key>"),
+    "string",
+    "every stage, the projection",
+    "notification dedupe window",
+    "set while a notification of the same cause is not repeated",
+)
+DLQ_REPLAYED = KeyFamily(
+    "dlq-replayed",
+    ("<dlq_topic>",),
+    "hash",
+    "ordersync dlq replay",
+    "none",
+    "dead letters claimed or replayed, by partition and offset (each is replayed once)",
+)
+READ_MODEL = KeyFamily(
+    "{rm}",
+    ("<generation>", "<detail>"),
+    "several",
+    "status-projection",
+    "none (old generations deleted)",
+    "the status read model: facts and rows per order, grid indexes, dead-letter sets",
+    "every topic (ordersync status-model rebuild)",
+)
+RATE_LIMIT = KeyFamily(
+    "rl",
+    ("{seller_app}", "<operation>"),
+    "hash",
+    "every stage calling Amazon",
+    "idle buckets expire",
+    "the GCRA bucket of one operation for a seller and application (rl-epoch, rl-srv, rl-mark, rlq, "
+    "rlqx: its epoch, server identity and waiters)",
+    "starts empty after a loss, by design",
+)
+
+#: Every family, in the order of the documentation's table.
+CATALOGUE: tuple[KeyFamily, ...] = (
+    CURSOR,
+    DOWNLOADED,
+    ENRICHED,
+    ORDER_STATUS,
+    IMPORTED,
+    LAST_ENRICHED,
+    IGNORED,
+    SALES_ORDER,
+    SALES_ORDER_CODE,
+    SALES_ORDER_SEQUENCE,
+    LISTINGS,
+    LISTINGS_ROWS,
+    LISTINGS_INDEX,
+    REQUESTED,
+    INVOICE_SEEN,
+    PACKAGE,
+    PACKAGE_SEQUENCE,
+    SHIPMENT,
+    WRITEBACK_PACKAGES,
+    WRITEBACK_RECENT,
+    WRITEBACK_PENDING,
+    WRITEBACK_INFLIGHT,
+    WRITEBACK_LOCK,
+    WRITEBACK_LAST_FEED,
+    CANCEL_PENDING,
+    CANCEL_INFLIGHT,
+    CANCEL_LOCK,
+    INVENTORY_LATEST,
+    INVENTORY_PENDING,
+    INVENTORY_SENT,
+    INVENTORY_ERRORS,
+    INVENTORY_INFLIGHT,
+    INVENTORY_LOCK,
+    INVENTORY_LAST_FLUSH,
+    LEASE,
+    TASK,
+    TASKS,
+    HEALTH_ACCOUNT,
+    HEALTH_ACCOUNTS,
+    NOTIFICATIONS,
+    NOTIFICATION_DEDUPE,
+    DLQ_REPLAYED,
+    READ_MODEL,
+    RATE_LIMIT,
+)
+
+
+def seller_family(name: str) -> KeyFamily:
+    """The catalogued family ``<prefix>:<name>:{seller}`` (the feed engine's per-seller keys)."""
+    for family in CATALOGUE:
+        if family.name == name and family.parts == ("{seller}",):
+            return family
+    raise KeyError(f"no per-seller key family {name!r} in the catalogue")
+
+
+#: Dedupe marks by the name the stages give them.
+MARKS: dict[str, KeyFamily] = {f.name: f for f in (DOWNLOADED, ENRICHED, IMPORTED)}
+
+
+def markdown_table() -> str:
+    """The catalogue as the Markdown table of ``docs/ops.md``."""
+    lines = [
+        "| Key | Type | Written by | Lives | Holds | Rebuilt from |",
+        "|---|---|---|---|---|---|",
+    ]
+    for family in CATALOGUE:
+        cells = (
+            f"`{family.pattern}`",
+            family.type,
+            family.owner,
+            family.ttl,
+            family.holds,
+            family.rebuilt_from,
+        )
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(markdown_table())

@@ -1,0 +1,509 @@
+"""The fold: an order's row and detail from its facts, a pure function of the set of facts.
+
+The facts are applied oldest first (by ``occurred_at``, then event id) to an :class:`OrderState`, each
+by the reducer of its event type; :func:`derive` then reads the row and the detail off the state.
+
+Statuses (the dashboard grid's): **Ignored** when an operator ignored the order (before it was imported);
+**Failed** when its latest import attempt failed, a package or a cancellation could not be written back
+to Amazon, or one of its records was dead-lettered and nothing later on that track succeeded;
+**Success** when imported without such a failure; **Pending** otherwise (downloaded, held as Pending).
+A later success supersedes an earlier failure of the same track (Retry Import that works: Success).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from ordersync.schemas.topics import INVOICES_ISSUED
+from ordersync.state.readmodel.facts import (
+    DLQ_TRACK,
+    CancellationRequestedFact,
+    CancellationResultFact,
+    CancelledFact,
+    CommandFact,
+    DeadLetterFact,
+    DownloadedFact,
+    EnrichedFact,
+    Fact,
+    ImportedFact,
+    ImportFailedFact,
+    InvoicedFact,
+    ItemFact,
+    LineStateFact,
+    OrderSnapshotFact,
+    SalesLineFact,
+    ShipmentConfirmedFact,
+    ShipmentFailedFact,
+    ShipmentRequestedFact,
+    UpdatedFact,
+    iso,
+    parse_iso,
+)
+from ordersync.state.readmodel.rows import FAILED_STAGES, FailedStage, OrderRow, OverallStatus
+
+#: What a successful import-track event makes of the import status.
+IMPORT_OK = {"OrderImported": "imported", "OrderUpdated": "updated", "OrderCancelled": "cancelled"}
+_EPOCH = iso(datetime(1970, 1, 1, tzinfo=UTC))
+
+
+@dataclass
+class Derived:
+    """An order's row (with the stages it is failed in, for the indexes) and its detail."""
+
+    row: OrderRow
+    failed_stages: tuple[FailedStage, ...]
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    shipments: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class OrderState:
+    """What the facts applied so far say about the order."""
+
+    channel: str = ""
+    marketplace_id: str | None = None
+    #: The Amazon change (last_update_date, or changed_at) the status and fulfilment channel are from.
+    snapshot_version: str = ""
+    amazon_status: str | None = None
+    fulfillment_channel: str | None = None
+    purchase_date: str | None = None
+    sales_order_code: str | None = None
+    download_status: str | None = None
+    #: (label, at) of the latest import-track outcome.
+    import_outcome: tuple[str, str] | None = None
+    import_failures: int = 0
+    #: (command, at) of the latest ignore / unignore.
+    ignore_command: tuple[str, str] | None = None
+    first_import_ok_at: str | None = None
+    invoices: list[str] = field(default_factory=list)
+    items: dict[str, ItemFact] = field(default_factory=dict)
+    items_version: str = ""
+    sales_lines: dict[str, SalesLineFact] = field(default_factory=dict)
+    line_states: dict[str, LineStateFact] = field(default_factory=dict)
+    #: package_reference_id -> the package as the detail shows it.
+    packages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    shipping_method: str | None = None
+    #: "requested", "accepted" or "refused".
+    cancellation: str | None = None
+    #: track -> the latest outcome of that track outside packages: (at, error or None when it succeeded).
+    #: A track is one thing that can fail and be retried: a later success or failure supersedes it.
+    stage_last: dict[str, tuple[str, dict[str, Any] | None]] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def outcome(self, track: str, at: str, error: dict[str, Any] | None) -> None:
+        self.stage_last[track] = (at, error)
+
+    def fail(self, track: str, at: str, error: dict[str, Any]) -> None:
+        self.errors.append(error)
+        self.outcome(track, at, error)
+
+    def seen(self, fact: Fact, channel: str | None, marketplace_id: str | None = None) -> None:
+        """What every fact says: its history entry, the channel, the marketplace."""
+        self.history.append(
+            {"at": fact.at, "topic": fact.topic, "event_type": fact.event_type, "summary": fact.summary}
+        )
+        if channel:
+            self.channel = channel
+        self.marketplace_id = marketplace_id or fact.marketplace_id or self.marketplace_id
+
+    def amazon_change(self, version: str, status: str | None, fulfillment: str | None = None) -> None:
+        """Amazon's status as of its latest change seen."""
+        if version >= self.snapshot_version:
+            self.snapshot_version = version
+            self.amazon_status = status or self.amazon_status
+            self.fulfillment_channel = fulfillment or self.fulfillment_channel
+
+    def sales_order(self, code: str | None) -> None:
+        if code:
+            self.sales_order_code = code
+
+    def package(self, reference: str) -> dict[str, Any]:
+        return self.packages.setdefault(reference, {"package_reference_id": reference})
+
+    def import_ok(self, kind: str, at: str) -> None:
+        self.import_outcome = (IMPORT_OK[kind], at)
+        self.first_import_ok_at = self.first_import_ok_at or at
+        self.outcome("import", at, None)
+
+
+# --- one reducer per event type --------------------------------------------------------------------------
+
+
+def _snapshot(state: OrderState, fact: Fact, data: OrderSnapshotFact) -> None:
+    state.seen(fact, data.channel, data.marketplace_id)
+    state.amazon_change(data.last_update_date, data.order_status, data.fulfillment_channel)
+    # Amazon's own listing of the order is the reference for its purchase date.
+    state.purchase_date = data.purchase_date or state.purchase_date
+
+
+def _downloaded(state: OrderState, fact: Fact, data: DownloadedFact) -> None:
+    _snapshot(state, fact, data)
+    state.download_status = state.download_status or "downloaded"
+
+
+def _use_items(state: OrderState, version: str, items: Iterable[ItemFact]) -> None:
+    if version >= state.items_version:
+        state.items_version = version
+        state.items = {item.order_item_id: item for item in items}
+
+
+def _enriched(state: OrderState, fact: Fact, data: EnrichedFact) -> None:
+    _snapshot(state, fact, data)
+    state.download_status = "enriched"
+    state.outcome("download", fact.at, None)
+    _use_items(state, data.last_update_date, data.items)
+
+
+def _imported(state: OrderState, fact: Fact, data: ImportedFact) -> None:
+    state.seen(fact, data.channel, data.marketplace_id)
+    # The sales order's copy of the purchase date fills a gap only.
+    if data.purchase_date and state.purchase_date is None:
+        state.purchase_date = data.purchase_date
+    state.sales_order(data.sales_order_code)
+    state.import_ok(fact.event_type, fact.at)
+    state.sales_lines = {line.order_item_id: line for line in data.lines}
+    state.shipping_method = data.shipping_method
+
+
+def _updated(state: OrderState, fact: Fact, data: UpdatedFact) -> None:
+    state.seen(fact, data.channel)
+    state.amazon_change(data.changed_at, data.order_status)
+    state.sales_order(data.sales_order_code)
+    state.import_ok(fact.event_type, fact.at)
+    state.line_states = {line.order_item_id: line for line in data.lines}
+
+
+def _cancelled(state: OrderState, fact: Fact, data: CancelledFact) -> None:
+    state.seen(fact, data.channel)
+    state.sales_order(data.sales_order_code)
+    state.import_ok(fact.event_type, fact.at)
+    state.amazon_status = "Canceled"
+
+
+def _import_failed(state: OrderState, fact: Fact, data: ImportFailedFact) -> None:
+    state.seen(fact, data.channel)
+    if data.reason_code == "pending_no_prices":
+        state.import_outcome = ("held", fact.at)
+        state.outcome("import", fact.at, None)
+        return
+    state.import_failures += 1
+    state.import_outcome = ("failed", fact.at)
+    error = {"stage": "import", "code": data.reason_code, "message": data.reason, "at": fact.at}
+    state.fail("import", fact.at, error)
+
+
+def _invoiced(state: OrderState, fact: Fact, data: InvoicedFact) -> None:
+    state.seen(fact, None)
+    state.sales_order(data.sales_order_code)
+    state.invoices.append(data.invoice_number)
+    state.outcome("invoice", fact.at, None)
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The values given (a package keeps what an earlier event said where a later one says nothing)."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _shipment_requested(state: OrderState, fact: Fact, data: ShipmentRequestedFact) -> None:
+    state.seen(fact, data.channel)
+    package = state.package(data.package_reference_id)
+    package.update(
+        _given(
+            carrier_code=data.carrier_code,
+            carrier_name=data.carrier_name,
+            items=[{"order_item_id": i.order_item_id, "quantity": i.quantity} for i in data.items],
+            ship_date=data.ship_date,
+            shipping_method=data.shipping_method,
+            source=data.source,
+            tracking_number=data.tracking_number,
+        )
+    )
+    package["status"] = "pending"
+    package["requested_at"] = fact.at
+    state.outcome("invoice", fact.at, None)
+    state.outcome("shipment-request", fact.at, None)
+
+
+def _shipment_confirmed(state: OrderState, fact: Fact, data: ShipmentConfirmedFact) -> None:
+    state.seen(fact, data.channel)
+    state.package(data.package_reference_id).update(
+        status="confirmed",
+        method=data.method,
+        attempts=data.attempts,
+        carrier_code=data.carrier_code,
+        tracking_number=data.tracking_number,
+        quantity=data.quantity,
+        confirmed_at=data.confirmed_at,
+        error_code=None,
+        error_message=None,
+    )
+    state.outcome("invoice", fact.at, None)
+    state.outcome("shipment-request", fact.at, None)
+
+
+def _shipment_failed(state: OrderState, fact: Fact, data: ShipmentFailedFact) -> None:
+    state.seen(fact, data.channel)
+    package = state.package(data.package_reference_id)
+    package.update(
+        _given(
+            attempts=data.attempts,
+            carrier_code=data.carrier_code,
+            error_code=data.error_code,
+            error_message=data.error_message,
+            quantity=data.quantity,
+            ship_date=data.ship_date,
+            shipping_method=data.shipping_method,
+            tracking_number=data.tracking_number,
+        )
+    )
+    package.update(status="failed", failed_at=fact.at)
+    state.errors.append(
+        {
+            "stage": "write-back",
+            "code": data.error_code,
+            "message": data.error_message,
+            "at": fact.at,
+            "package_reference_id": data.package_reference_id,
+            "attempts": data.attempts,
+        }
+    )
+
+
+def _cancellation_requested(state: OrderState, fact: Fact, data: CancellationRequestedFact) -> None:
+    state.seen(fact, data.channel)
+    state.cancellation = "requested"
+
+
+def _cancellation_result(state: OrderState, fact: Fact, data: CancellationResultFact) -> None:
+    state.seen(fact, data.channel)
+    state.cancellation = "accepted" if data.cancelled else "refused"
+    if data.cancelled:
+        state.outcome("cancellation", fact.at, None)
+        return
+    error = {
+        "stage": "write-back",
+        "code": data.error_code or "CancellationRefused",
+        "message": data.error_message or data.reason,
+        "at": fact.at,
+    }
+    state.fail("cancellation", fact.at, error)
+
+
+def _command(state: OrderState, fact: Fact, data: CommandFact) -> None:
+    state.seen(fact, data.channel)
+    if data.command in ("ignore", "unignore"):
+        state.ignore_command = (data.command, fact.at)
+
+
+def _dead_letter(state: OrderState, fact: Fact, data: DeadLetterFact) -> None:
+    state.seen(fact, data.channel)
+    # What the dead-lettered record said about the order (its items...) still describes it.
+    original = data.original
+    purchase_date = getattr(original, "purchase_date", None)
+    if purchase_date and state.purchase_date is None:
+        state.purchase_date = purchase_date
+    if isinstance(original, EnrichedFact) and original.items:
+        _use_items(state, original.last_update_date, original.items)
+    if data.original_type == "OrderEnriched":
+        state.download_status = "enriched"  # the items were fetched; the import refused them
+    error = {
+        "stage": data.stage,
+        "code": data.error_type,
+        "message": data.error,
+        "at": fact.at,
+        "source_topic": data.source_topic,
+        "source_offset": data.source_offset,
+        "source_partition": data.source_partition,
+        "dead_lettered_by": data.processing_stage,
+    }
+    state.fail(DLQ_TRACK.get(data.source_topic, data.stage), fact.at, error)
+    if data.stage == "import":
+        state.import_outcome = ("failed", fact.at)
+        state.import_failures += 1
+    elif data.stage == "download":
+        state.download_status = "failed"
+
+
+_REDUCERS: dict[type, Callable[[OrderState, Fact, Any], None]] = {
+    DownloadedFact: _downloaded,
+    EnrichedFact: _enriched,
+    ImportedFact: _imported,
+    UpdatedFact: _updated,
+    CancelledFact: _cancelled,
+    ImportFailedFact: _import_failed,
+    InvoicedFact: _invoiced,
+    ShipmentRequestedFact: _shipment_requested,
+    ShipmentConfirmedFact: _shipment_confirmed,
+    ShipmentFailedFact: _shipment_failed,
+    CancellationRequestedFact: _cancellation_requested,
+    CancellationResultFact: _cancellation_result,
+    CommandFact: _command,
+    DeadLetterFact: _dead_letter,
+}
+
+
+def fold(facts: Iterable[Fact]) -> OrderState:
+    """The state of an order after its facts, applied oldest first."""
+    state = OrderState()
+    for fact in sorted(facts, key=lambda f: (f.at, f.event_id)):
+        _REDUCERS[type(fact.data)](state, fact, fact.data)
+    return state
+
+
+# --- the state -> the row and the detail -----------------------------------------------------------------
+
+
+def derive(seller_id: str, amazon_order_id: str, facts: Iterable[Fact]) -> Derived:
+    """The order's row and detail from its facts: a pure function of the set of facts."""
+    state = fold(facts)
+    active = _active_errors(state)
+    failed_stages = tuple(s for s in FAILED_STAGES if any(e["stage"] == s for e in active))
+    ignored = _ignored(state)
+    import_status = state.import_outcome[0] if state.import_outcome else None
+    status: OverallStatus
+    if ignored:
+        status = "Ignored"
+        # An ignored order is nobody's work item: it leaves the failed-stage lists.
+        failed_stages = ()
+    elif active:
+        status = "Failed"
+    elif import_status in IMPORT_OK.values():
+        status = "Success"
+    else:
+        status = "Pending"
+    lines = _lines(state)
+    latest_error = active[-1] if active else None
+    row = OrderRow(
+        channel=state.channel,
+        seller_id=seller_id,
+        amazon_order_id=amazon_order_id,
+        marketplace_id=state.marketplace_id,
+        purchase_date=parse_iso(state.purchase_date),
+        updated_at=cast(datetime, parse_iso(state.history[-1]["at"] if state.history else _EPOCH)),
+        status=status,
+        download_status=state.download_status,
+        import_status="ignored" if ignored and import_status is None else import_status,
+        invoice_status=_invoice_status(state),
+        writeback_status=_writeback_status(state, failed_stages),
+        amazon_status=state.amazon_status,
+        fulfillment_channel=state.fulfillment_channel,
+        sales_order_code=state.sales_order_code,
+        error_code=latest_error["code"] if latest_error else None,
+        error_message=latest_error["message"] if latest_error else None,
+        attempts=_attempts(state, latest_error),
+        skus=tuple(sorted({line["seller_sku"] for line in lines if line["seller_sku"]})),
+    )
+    return Derived(
+        row=row,
+        failed_stages=failed_stages,
+        lines=lines,
+        shipments=_shipments(state),
+        errors=state.errors,
+        history=state.history,
+    )
+
+
+def _active_errors(state: OrderState) -> list[dict[str, Any]]:
+    """The errors still open, oldest first: each track's latest outcome when it failed, and each failed
+    package's latest failure; every error is marked ``active`` or not."""
+    active = [error for _, error in state.stage_last.values() if error is not None]
+    active += [
+        next(
+            e
+            for e in reversed(state.errors)
+            if e.get("package_reference_id") == package["package_reference_id"]
+        )
+        for package in state.packages.values()
+        if package.get("status") == "failed"
+    ]
+    active.sort(key=lambda e: e["at"])
+    active_ids = {id(e) for e in active}
+    for error in state.errors:
+        error["active"] = id(error) in active_ids
+    return active
+
+
+def _ignored(state: OrderState) -> bool:
+    """Ignored by an operator, unless the order was imported before the ignore."""
+    if state.ignore_command is None:
+        return False
+    command, at = state.ignore_command
+    imported_before = state.first_import_ok_at is not None and state.first_import_ok_at < at
+    return command == "ignore" and not imported_before
+
+
+def _writeback_status(state: OrderState, failed_stages: tuple[FailedStage, ...]) -> str | None:
+    package_states = [p.get("status") for p in state.packages.values()]
+    if "write-back" in failed_stages:
+        return "failed"
+    if "pending" in package_states:
+        return "pending"
+    if package_states:
+        return "confirmed"
+    if state.cancellation is not None:
+        return "cancelled" if state.cancellation == "accepted" else "cancel-pending"
+    return None
+
+
+def _invoice_status(state: OrderState) -> str | None:
+    if any(e["active"] and e.get("source_topic") == INVOICES_ISSUED.name for e in state.errors):
+        return "failed"
+    return "invoiced" if state.invoices else None
+
+
+def _attempts(state: OrderState, latest_error: dict[str, Any] | None) -> int:
+    if latest_error is not None and latest_error["stage"] == "import":
+        return state.import_failures
+    if latest_error is not None and "attempts" in latest_error:
+        return int(latest_error["attempts"])
+    return max((int(p.get("attempts") or 0) for p in state.packages.values()), default=0)
+
+
+def _lines(state: OrderState) -> list[dict[str, Any]]:
+    """Amazon's items joined with the sales order's lines and the latest line states."""
+    lines: list[dict[str, Any]] = []
+    for item_id in dict.fromkeys([*state.items, *state.sales_lines]):
+        item = state.items.get(item_id)
+        sales = state.sales_lines.get(item_id)
+        line_state = state.line_states.get(item_id)
+        if line_state is not None:
+            ordered: int | None = line_state.quantity_ordered
+            shipped: int | None = line_state.quantity_shipped
+        else:
+            ordered = item.quantity_ordered if item else (sales.quantity if sales else None)
+            shipped = item.quantity_shipped if item else 0
+        lines.append(
+            {
+                "order_item_id": item_id,
+                "seller_sku": (item.seller_sku if item else None) or (sales.seller_sku if sales else None),
+                "asin": (item.asin if item else None) or (sales.asin if sales else None),
+                "title": item.title if item else None,
+                "stock_code": sales.stock_code if sales else None,
+                "quantity_ordered": ordered,
+                "quantity_shipped": shipped,
+                "item_price": item.item_price if item else None,
+                "currency": item.currency if item else None,
+                "unit_price": sales.unit_price if sales else None,
+                "tax": sales.tax if sales else None,
+                "line_total": sales.line_total if sales else None,
+            }
+        )
+    return lines
+
+
+def _shipments(state: OrderState) -> list[dict[str, Any]]:
+    """The packages, by reference (numeric order), with the sales order's shipping method by default."""
+    shipments: list[dict[str, Any]] = []
+    for ref in sorted(state.packages, key=lambda r: (len(r), r)):
+        package = dict(state.packages[ref])
+        package.setdefault("shipping_method", state.shipping_method)
+        if package.get("shipping_method") is None:
+            package["shipping_method"] = state.shipping_method
+        shipments.append(package)
+    return shipments

@@ -1,0 +1,676 @@
+"""The status read model in Redis: :class:`ReadModel` folds events into it and answers the grid's and the
+CLI's queries.
+
+:meth:`ReadModel.apply` adds the event as one fact (:mod:`.facts`) to the order's fact hash (keyed by
+``event_id``), re-derives the order's row from all its facts (:mod:`.fold`), and writes the row and the
+index entries that changed in one check-and-set script (the order's facts only grow, so their count is
+their version). Hence applying an event twice, or the same events in another order (replay, partitions
+read at different speeds, several workers), gives the same model, and :mod:`.rebuild` can rebuild it
+from the topics.
+
+Keys, under ``{prefix}:{rm}:g<generation>:`` (one hash tag, so the multi-key commands also work on a
+Redis Cluster slot; :meth:`ReadModel.reset` moves to a new, empty generation in one command):
+``facts:<order>`` (hash event_id -> fact), ``row:<order>`` (the derived row, JSON), sorted sets per
+sort key (``z:purchase_date``, ``z:updated_at``, ``z:status``, ``z:id``: every order with score 0, so
+its member order is the order-id order and ``ZRANGEBYLEX`` finds prefixes), sets per status, seller,
+channel, marketplace, SKU and failed stage, DLQ record sets per topic. An order member is
+``amazon_order_id|seller_id``. Grid queries intersect the sets with the sort key's sorted set into a
+short-lived key (``ZINTERSTORE`` with weight 0 for the filters) and page with ``ZRANGE ... LIMIT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+
+from ordersync.clock import SYSTEM_CLOCK, Clock
+from ordersync.schemas.envelope import Envelope, Event
+from ordersync.schemas.events import EventDeadLettered
+from ordersync.schemas.topics import CATALOGUE
+from ordersync.state import keys
+from ordersync.state.keys import DEFAULT_PREFIX
+from ordersync.state.readmodel.facts import (
+    FOLDED_TOPICS,
+    Fact,
+    Target,
+    decode_fact,
+    encode_fact,
+    facts_of,
+    parse_iso,
+)
+from ordersync.state.readmodel.fold import Derived, derive
+from ordersync.state.readmodel.rows import (
+    OVERALL_STATUSES,
+    DlqSize,
+    OrderDetail,
+    OrderFilter,
+    OrderRow,
+    OrdersPage,
+    OverallStatus,
+    SortKey,
+    TaskRow,
+)
+
+log = logging.getLogger(__name__)
+
+#: A status sorts by this rank, then by purchase date (the score is rank * _RANK_SPAN + epoch seconds).
+_STATUS_RANK: dict[str, int] = {"Failed": 0, "Pending": 1, "Success": 2, "Ignored": 3}
+_RANK_SPAN = 10_000_000_000
+#: DLQ growth is a live alert: records dead-lettered longer ago than this (a rebuild) notify nobody.
+DLQ_NOTIFY_WITHIN = timedelta(hours=24)
+_TEMP_TTL_S = 300
+_ITERATION_TTL_S = 3600
+_WATCH_RETRIES = 50
+#: Orders one model folds at once (each holds a Redis connection while it does).
+_FOLD_CONCURRENCY = 32
+
+
+def _epoch(value: datetime | None) -> float:
+    return value.timestamp() if value is not None else 0.0
+
+
+def _member(seller_id: str, amazon_order_id: str) -> str:
+    return f"{amazon_order_id}|{seller_id}"
+
+
+def _split_member(member: str) -> tuple[str, str]:
+    order_id, seller = member.split("|", 1)
+    return seller, order_id
+
+
+# The fold's two scripts. Every key is under the model's {rm} hash tag, so on a Redis Cluster they all
+# share one slot; the order's keys are derived from the generation inside the script.
+_READ_ORDER = """
+local generation = redis.call('GET', KEYS[1]) or '0'
+local root = ARGV[1] .. ':g' .. generation .. ':'
+local facts = redis.call('HGETALL', root .. 'facts:' .. ARGV[2])
+local reply = {generation, tostring(#facts / 2), redis.call('GET', root .. 'row:' .. ARGV[2]) or '',
+               redis.call('HGET', root .. 'seller-channel', ARGV[3]) or ''}
+for i = 1, #facts do reply[#reply + 1] = facts[i] end
+return reply
+"""
+
+# ARGV: generation, facts key, facts count read, then commands as (argument count, command, args...).
+_WRITE_ORDER = """
+if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
+if redis.call('HLEN', ARGV[2]) ~= tonumber(ARGV[3]) then return 0 end
+local i = 4
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return 1
+"""
+
+# A page of the orders of a sorted set (KEYS[1], by rank) that are members of every set KEYS[2..]:
+# ARGV offset, limit, descending (1/0), chunk.
+_WALK = """
+local offset, limit, chunk = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+local found, skipped, position = {}, 0, 0
+while #found < limit do
+  local batch
+  if ARGV[3] == '1' then
+    batch = redis.call('ZRANGE', KEYS[1], position, position + chunk - 1, 'REV')
+  else
+    batch = redis.call('ZRANGE', KEYS[1], position, position + chunk - 1)
+  end
+  if #batch == 0 then break end
+  for _, member in ipairs(batch) do
+    local matches = true
+    for i = 2, #KEYS do
+      if redis.call('SISMEMBER', KEYS[i], member) == 0 then matches = false break end
+    end
+    if matches then
+      if skipped < offset then skipped = skipped + 1
+      else
+        found[#found + 1] = member
+        if #found >= limit then break end
+      end
+    end
+  end
+  position = position + chunk
+end
+return found
+"""
+#: The walk is used while it should visit at most this many orders, or the filter's size if larger.
+_WALK_MIN_VISITS = 5000
+_WALK_CHUNK = 2000
+
+
+class _Writes:
+    """Redis commands for the write script, applied atomically when the order did not change."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, ...]] = []
+
+    def add(self, *command: str) -> None:
+        self.commands.append(command)
+
+    def args(self) -> list[str]:
+        flat: list[str] = []
+        for command in self.commands:
+            flat += [str(len(command)), *command]
+        return flat
+
+
+class _Space:
+    """The keys of one generation of the model (a reset starts a new, empty generation at once)."""
+
+    def __init__(self, base: str, generation: str) -> None:
+        self.root = f"{base}:g{generation}"
+
+    def __call__(self, *parts: str) -> str:
+        return ":".join((self.root, *parts))
+
+    def sort(self, sort: SortKey) -> str:
+        return self("z", "id" if sort == "amazon_order_id" else sort)
+
+    def index_sets(self, row: OrderRow, failed_stages: Iterable[str]) -> set[str]:
+        keys = {
+            self("s", "status", row.status),
+            self("s", "seller", row.seller_id),
+            self("s", "channel", row.channel),
+            self("s", "mkt", row.marketplace_id or ""),
+        }
+        keys.update(self("s", "sku", sku) for sku in row.skus)
+        keys.update(self("s", "failed", stage) for stage in failed_stages)
+        return keys
+
+
+def _scores(row: OrderRow) -> dict[str, float]:
+    purchase = _epoch(row.purchase_date)
+    return {
+        "purchase_date": purchase,
+        "updated_at": _epoch(row.updated_at),
+        "status": _STATUS_RANK[row.status] * _RANK_SPAN + purchase,
+        "id": 0.0,
+    }
+
+
+def _loaded_facts(raw: dict[str, str]) -> list[Fact]:
+    return [decode_fact(event_id, value) for event_id, value in raw.items()]
+
+
+class ReadModel:
+    """The read model of one key prefix (``settings.redis.key_prefix``).
+
+    Its keys live under ``{prefix}:{rm}:g<generation>:``; :meth:`reset` moves to the next generation in
+    one command (every fold in flight notices and retries there), then deletes the old one.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        prefix: str = DEFAULT_PREFIX,
+        *,
+        notify_dlq: bool = True,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        """``clock``: what "live" is measured against for dead-letter notifications."""
+        self.redis = redis
+        self.prefix = prefix
+        self.clock = clock
+        self.base = f"{prefix}:{keys.READ_MODEL.name}"
+        #: Tell the health board when a dead-letter topic grows (the live projection does).
+        self.notify_dlq = notify_dlq
+        self._generation_key = f"{self.base}:generation"
+        # Folds of one order in this process wait for each other rather than collide on WATCH.
+        self._order_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self._concurrency = asyncio.Semaphore(_FOLD_CONCURRENCY)
+        self._read_order = redis.register_script(_READ_ORDER)
+        self._write_order = redis.register_script(_WRITE_ORDER)
+        self._walk_script = redis.register_script(_WALK)
+
+    async def _space(self, client: Any = None) -> _Space:
+        generation = await (client or self.redis).get(self._generation_key)
+        return _Space(self.base, str(generation or 0))
+
+    # --- the fold -----------------------------------------------------------------------------------
+
+    async def apply(self, topic: str, envelope: Envelope[Event]) -> None:
+        """Fold one event (idempotent: the same event again changes nothing)."""
+        await self.apply_many([(topic, envelope)])
+
+    async def apply_many(self, events: Iterable[tuple[str, Envelope[Event]]]) -> None:
+        """Fold several events, those of one order in one transaction (a rebuild's batches)."""
+        by_order: dict[Target, dict[str, str]] = {}
+        for topic, envelope in events:
+            if isinstance(envelope.payload, EventDeadLettered):
+                await self._count_dead_letter(topic, envelope, envelope.payload)
+            for target, fact in facts_of(topic, envelope):
+                by_order.setdefault(target, {})[fact.event_id] = encode_fact(fact)
+        if len(by_order) == 1:
+            ((target, facts),) = by_order.items()
+            await self._apply_facts(target, facts)
+            return
+        await asyncio.gather(*(self._apply_facts(target, facts) for target, facts in by_order.items()))
+
+    async def _apply_facts(self, target: Target, new_facts: dict[str, str]) -> None:
+        member = target.member
+        lock, users = self._order_locks.setdefault(member, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock, self._concurrency:
+                await self._fold_order(target, new_facts)
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._order_locks[member]
+
+    async def _fold_order(self, target: Target, new_facts: dict[str, str]) -> None:
+        """Read the order's facts, derive its row, write both if nothing changed meanwhile.
+
+        Two round trips, each one script. The check-and-set needs no version key: an order's facts only
+        ever grow (an event id always maps to the same fact), so their count is their version."""
+        member = target.member
+        for _ in range(_WATCH_RETRIES):
+            state = cast(
+                list[str],
+                await self._read_order(
+                    keys=[self._generation_key], args=[self.base, member, target.seller_id]
+                ),
+            )
+            # (The seller's channel, 4th, is not used: an order's row comes from its own facts only, or
+            # the model would depend on the order records are folded in.)
+            generation, facts_count, old_raw = state[:3]
+            space = _Space(self.base, generation or "0")
+            raw_facts = dict(zip(state[4::2], state[5::2], strict=True))
+            added = {k: v for k, v in new_facts.items() if raw_facts.get(k) != v}
+            raw_facts.update(added)
+            derived = derive(target.seller_id, target.amazon_order_id, _loaded_facts(raw_facts))
+            writes = _Writes()
+            if added:
+                writes.add("HSET", space("facts", member), *(x for pair in added.items() for x in pair))
+            self._write_row(writes, space, member, derived, old_raw or None)
+            if not writes.commands:
+                return
+            done = await self._write_order(
+                keys=[self._generation_key],
+                args=[generation or "0", space("facts", member), facts_count, *writes.args()],
+            )
+            if done:
+                return
+        raise RuntimeError(f"read model: order {member} kept changing under {_WATCH_RETRIES} attempts")
+
+    def _write_row(
+        self,
+        writes: _Writes,
+        space: _Space,
+        member: str,
+        derived: Derived,
+        old_raw: str | None,
+    ) -> None:
+        """Write the row and the index entries that changed (all of them for a new row)."""
+        row = derived.row
+        encoded = json.dumps(
+            {"row": row.model_dump(mode="json"), "failed_stages": list(derived.failed_stages)},
+            separators=(",", ":"),
+        )
+        if encoded == old_raw:
+            return
+        new_sets = space.index_sets(row, derived.failed_stages)
+        new_scores = _scores(row)
+        old_sets: set[str] = set()
+        old_scores: dict[str, float] = {}
+        old_row: OrderRow | None = None
+        if old_raw:
+            old = json.loads(old_raw)
+            old_row = OrderRow.model_validate(old["row"])
+            old_sets = space.index_sets(old_row, old["failed_stages"])
+            old_scores = _scores(old_row)
+        for key in sorted(old_sets - new_sets):
+            writes.add("SREM", key, member)
+        for key in sorted(new_sets - old_sets):
+            writes.add("SADD", key, member)
+        for name, score in new_scores.items():
+            if old_scores.get(name) != score:
+                writes.add("ZADD", space("z", name), repr(score), member)
+        writes.add("SET", space("row", member), encoded)
+        if row.channel and (old_row is None or old_row.channel != row.channel):
+            writes.add("SADD", space("sellers"), f"{row.channel}|{row.seller_id}")
+            writes.add("HSET", space("seller-channel"), row.seller_id, row.channel)
+
+    async def _count_dead_letter(
+        self, topic: str, envelope: Envelope[Event], letter: EventDeadLettered
+    ) -> None:
+        space = await self._space()
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.sadd(space("dlq", topic), str(envelope.event_id))
+        pipe.zadd(space("dlq-last"), {topic: envelope.occurred_at.timestamp()}, gt=True)
+        added, _ = await pipe.execute()
+        if not added or not self.notify_dlq:
+            return
+        if self.clock.now() - envelope.occurred_at > DLQ_NOTIFY_WITHIN:
+            return
+        try:
+            from ordersync.health import HealthBoard  # noqa: PLC0415 - optional until H2's part lands
+        except ImportError:  # pragma: no cover - health board not installed
+            return
+        hour = envelope.occurred_at.astimezone(UTC).strftime("%Y-%m-%dT%H")
+        try:
+            await HealthBoard(self.redis, self.prefix).notify(
+                "dlq-growth",
+                f"{topic} received dead letters (latest from {letter.stage}: {letter.error})"[:500],
+                severity="warning",
+                dedupe_key=f"dlq-growth:{topic}:{hour}",
+                at=envelope.occurred_at,
+            )
+        except Exception:  # a notification must never stop the fold
+            log.exception("could not notify DLQ growth of %s", topic)
+
+    async def count_skipped(self, topic: str, partition: int, offset: int) -> None:
+        """Record an undecodable record the projection skipped (counted once per position)."""
+        space = await self._space()
+        await self.redis.sadd(space("skipped", topic), f"{partition}:{offset}")
+
+    async def skipped(self) -> dict[str, int]:
+        """Records per topic the projection skipped because they are not valid events."""
+        space = await self._space()
+        pipe = self.redis.pipeline(transaction=False)
+        for spec in FOLDED_TOPICS:
+            pipe.scard(space("skipped", spec.name))
+        results = await pipe.execute()
+        return {spec.name: int(n) for spec, n in zip(FOLDED_TOPICS, results, strict=True) if n}
+
+    # --- queries ------------------------------------------------------------------------------------
+
+    async def _materialize(
+        self,
+        space: _Space,
+        filter: OrderFilter,
+        sort: SortKey,
+        *,
+        snapshot: bool = False,
+        ttl_s: int = _TEMP_TTL_S,
+    ) -> tuple[str, tuple[float, str] | None, list[str]]:
+        """The sorted set holding the filter's orders scored by ``sort``; the score range still to apply
+        (purchase-date bounds when sorting by purchase date) and the temporary keys to drop. With
+        ``snapshot`` the result is always a copy, so paging through it is stable while orders change."""
+        temps: list[str] = []
+
+        def temp() -> str:
+            name = space("tmp", uuid.uuid4().hex)
+            temps.append(name)
+            return name
+
+        filters: list[str] = []
+        if filter.status:
+            filters.append(space("s", "status", filter.status))
+        if filter.seller_id:
+            filters.append(space("s", "seller", filter.seller_id))
+        if filter.channel:
+            filters.append(space("s", "channel", filter.channel))
+        if filter.marketplace_id:
+            filters.append(space("s", "mkt", filter.marketplace_id))
+        if filter.failed_stage:
+            filters.append(space("s", "failed", filter.failed_stage))
+        pipe = self.redis.pipeline(transaction=False)
+        text = (filter.text or "").strip()
+        if text:
+            by_id, by_text = temp(), temp()
+            # Order ids are digits and dashes: "~" sorts after all of them, closing the prefix range.
+            pipe.zrangestore(by_id, space("z", "id"), f"[{text}", f"[{text}~", bylex=True)
+            pipe.zunionstore(by_text, {by_id: 0, space("s", "sku", text): 0})
+            filters.append(by_text)
+        score_range: tuple[float, str] | None = None
+        low = _epoch(filter.since) if filter.since else float("-inf")
+        high = f"({_epoch(filter.until)}" if filter.until else "+inf"
+        if filter.since or filter.until:
+            if sort == "purchase_date":
+                score_range = (low, high)
+            else:
+                by_date = temp()
+                pipe.zrangestore(by_date, space("z", "purchase_date"), low, high, byscore=True)
+                filters.append(by_date)
+        source = space.sort(sort)
+        if filters or snapshot:
+            result = temp()
+            pipe.zinterstore(result, {source: 1, **dict.fromkeys(filters, 0)})
+            source = result
+        for name in temps:
+            pipe.expire(name, ttl_s)
+        if len(pipe):
+            await pipe.execute()
+        return source, score_range, temps
+
+    async def orders(
+        self,
+        filter: OrderFilter,
+        *,
+        sort: SortKey = "purchase_date",
+        descending: bool = True,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> OrdersPage:
+        """One page of the grid, with the exact number of orders the filter matches."""
+        offset, limit = max(0, offset), max(0, limit)
+        space = await self._space()
+        walked = await self._walk(space, filter, sort=sort, descending=descending, offset=offset, limit=limit)
+        if walked is not None:
+            members, total = walked
+            rows = await self._rows(space, members)
+            return OrdersPage(rows=tuple(rows), total=total, offset=offset, limit=limit)
+        source, score_range, temps = await self._materialize(space, filter, sort)
+        try:
+            members, total = await self._page(source, score_range, descending, offset, limit)
+        finally:
+            if temps:
+                await self.redis.delete(*temps)
+        rows = await self._rows(space, members)
+        return OrdersPage(rows=tuple(rows), total=total, offset=offset, limit=limit)
+
+    async def _walk(
+        self, space: _Space, filter: OrderFilter, *, sort: SortKey, descending: bool, offset: int, limit: int
+    ) -> tuple[list[str], int] | None:
+        """A page of a filter made of sets only, without building the intersection: count with
+        ``SINTERCARD`` and walk the sort key's sorted set until the page is full. Chosen when the walk is
+        expected to visit fewer orders than the intersection holds (a broad filter, the first pages);
+        None when the intersection is cheaper."""
+        if filter.text or filter.since or filter.until:
+            return None
+        sets: list[Any] = [
+            space("s", kind, value)
+            for kind, value in (
+                ("status", filter.status),
+                ("seller", filter.seller_id),
+                ("channel", filter.channel),
+                ("mkt", filter.marketplace_id),
+                ("failed", filter.failed_stage),
+            )
+            if value
+        ]
+        if not sets:
+            return None
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sintercard(len(sets), sets)
+        pipe.zcard(space.sort(sort))
+        total, everything = (int(n) for n in await pipe.execute())
+        if not total or not limit or offset >= total:
+            return [], total
+        expected_visits = (offset + limit) * everything / total
+        if expected_visits > max(total, _WALK_MIN_VISITS):
+            return None
+        chunk = min(_WALK_CHUNK, int(expected_visits) + 16)
+        members = await self._walk_script(
+            keys=[space.sort(sort), *sets], args=[offset, limit, 1 if descending else 0, chunk]
+        )
+        return cast(list[str], members), total
+
+    async def _page(
+        self,
+        source: str,
+        score_range: tuple[float, str] | None,
+        descending: bool,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[str], int]:
+        pipe = self.redis.pipeline(transaction=True)
+        if score_range is None:
+            pipe.zcard(source)
+            if limit:
+                pipe.zrange(source, offset, offset + limit - 1, desc=descending)
+        else:
+            low, high = score_range
+            pipe.zcount(source, low, high)
+            if limit:
+                start, end = (high, low) if descending else (low, high)
+                pipe.zrange(source, start, end, desc=descending, byscore=True, offset=offset, num=limit)
+        results = await pipe.execute()
+        total = int(results[0])
+        members = cast(list[str], results[1]) if limit else []
+        return members, total
+
+    async def _rows(self, space: _Space, members: list[str]) -> list[OrderRow]:
+        if not members:
+            return []
+        raws = cast(list[str | None], await self.redis.mget([space("row", m) for m in members]))
+        return [OrderRow.model_validate(json.loads(raw)["row"]) for raw in raws if raw]
+
+    async def order(self, seller_id: str, amazon_order_id: str) -> OrderDetail | None:
+        """One order with its lines, packages, errors and history; None when never seen."""
+        return await self._order(await self._space(), _member(seller_id, amazon_order_id))
+
+    async def _order(self, space: _Space, member: str) -> OrderDetail | None:
+        seller_id, amazon_order_id = _split_member(member)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hgetall(space("facts", member))
+        pipe.get(space("row", member))
+        raw_facts, raw_row = await pipe.execute()
+        if not raw_facts or not raw_row:
+            return None
+        derived = derive(seller_id, amazon_order_id, _loaded_facts(raw_facts))
+        row = OrderRow.model_validate(json.loads(raw_row)["row"])
+        return OrderDetail(
+            row=row,
+            lines=tuple(derived.lines),
+            shipments=tuple(derived.shipments),
+            errors=tuple(derived.errors),
+            history=tuple(derived.history),
+        )
+
+    async def find(self, amazon_order_id: str, channel: str | None = None) -> list[OrderDetail]:
+        """Every order with this id (one per seller, normally one), optionally of one channel."""
+        space = await self._space()
+        members = cast(
+            list[str],
+            await self.redis.zrangebylex(
+                space("z", "id"), f"[{amazon_order_id}|", f"[{amazon_order_id}|\x7f"
+            ),
+        )
+        found: list[OrderDetail] = []
+        for member in members:
+            detail = await self._order(space, member)
+            if detail is not None and (channel is None or detail.row.channel == channel):
+                found.append(detail)
+        return found
+
+    async def iter_orders(self, filter: OrderFilter, *, batch: int = 500) -> AsyncIterator[OrderDetail]:
+        """Every order the filter matches, oldest purchase first, with its detail."""
+        space = await self._space()
+        # A snapshot that outlives a slow reader (a CSV download paced by the client).
+        source, score_range, temps = await self._materialize(
+            space, filter, "purchase_date", snapshot=True, ttl_s=_ITERATION_TTL_S
+        )
+        try:
+            offset = 0
+            while True:
+                await self.redis.expire(source, _ITERATION_TTL_S)
+                members, _ = await self._page(source, score_range, False, offset, batch)
+                for member in members:
+                    detail = await self._order(space, member)
+                    if detail is not None:
+                        yield detail
+                if len(members) < batch:
+                    return
+                offset += batch
+        finally:
+            if temps:
+                await self.redis.delete(*temps)
+
+    async def counts(self, channel: str | None = None) -> dict[OverallStatus, int]:
+        """Orders per overall status (of one channel, or of all)."""
+        space = await self._space()
+        pipe = self.redis.pipeline(transaction=False)
+        for status in OVERALL_STATUSES:
+            if channel is None:
+                pipe.scard(space("s", "status", status))
+            else:
+                pipe.sintercard(2, [space("s", "status", status), space("s", "channel", channel)])
+        results = await pipe.execute()
+        return {status: int(n) for status, n in zip(OVERALL_STATUSES, results, strict=True)}
+
+    async def dlq_sizes(self) -> list[DlqSize]:
+        """Dead letters per DLQ topic the projection has read (all of them, replayed or not)."""
+        space = await self._space()
+        topics = [spec.name for spec in CATALOGUE if spec.name.endswith(".dlq")]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrange(space("dlq-last"), 0, -1, withscores=True)
+        for topic in topics:
+            pipe.scard(space("dlq", topic))
+        results = await pipe.execute()
+        last = dict(cast(list[tuple[str, float]], results[0]))
+        sizes: list[DlqSize] = []
+        for topic, count in zip(topics, results[1:], strict=True):
+            at = last.get(topic)
+            sizes.append(
+                DlqSize(
+                    topic=topic,
+                    records=int(count),
+                    last_at=datetime.fromtimestamp(at, UTC) if at is not None else None,
+                )
+            )
+        return sizes
+
+    async def tasks(self) -> list[TaskRow]:
+        """Task health recorded by the stages (:meth:`ordersync.store.Store.record_task`)."""
+        from ordersync.store import Store  # noqa: PLC0415 - avoids an import cycle through settings
+
+        store = Store(self.redis, self.prefix)
+        members = sorted(cast(set[str], await self.redis.smembers(store.key_of(keys.TASKS))))
+        rows: list[TaskRow] = []
+        for member in members:
+            task, scope = json.loads(member)
+            fields = await store.task(task, scope)
+            if not fields:
+                continue
+            rows.append(
+                TaskRow(
+                    task=task,
+                    scope=scope,
+                    last_run=parse_iso(fields.get("last_run")),
+                    last_success=parse_iso(fields.get("last_success")),
+                    last_result=fields.get("last_result"),
+                    last_error=fields.get("last_error"),
+                    last_error_at=parse_iso(fields.get("last_error_at")),
+                )
+            )
+        return rows
+
+    async def sellers(self) -> list[tuple[str, str]]:
+        """(channel, seller_id) of every account the model has seen."""
+        space = await self._space()
+        members = cast(set[str], await self.redis.smembers(space("sellers")))
+        return sorted(cast(tuple[str, str], tuple(m.split("|", 1))) for m in members)
+
+    async def reset(self) -> None:
+        """Drop the whole model (before a rebuild); task health and other state are not touched.
+
+        The next generation starts empty at once; the old one's keys are deleted afterwards."""
+        old = await self._space()
+        await self.redis.incr(self._generation_key)
+        batch: list[str] = []
+        async for name in self.redis.scan_iter(match=f"{old.root}:*", count=1000):
+            batch.append(name)
+            if len(batch) >= 1000:
+                await self.redis.unlink(*batch)
+                batch = []
+        if batch:
+            await self.redis.unlink(*batch)
