@@ -46,11 +46,10 @@ test-e2e: $(STAMP) ## All stages as separate processes against the simulator
 test-thirdparty: $(STAMP) ## python-amazon-sp-api, unchanged, against the simulator over HTTPS
 	$(BIN)/pytest -m thirdparty
 
-# Statement coverage of the installed ordersync package (every top-level code folder) by the unit and
-# stage tests, measured at COVERAGE_MEASURED %; the floor sits a few points below, so a change that
+# Statement coverage of the installed ordersync package (the kernel and the four folders under it) by
+# the unit and stage tests: 80.4 % when measured; the floor sits a few points below, so a change that
 # leaves new code untested fails here. Not part of `make test`, to keep CI time.
-COVERAGE_MEASURED := 0
-COVERAGE_FLOOR := 0
+COVERAGE_FLOOR := 77
 coverage: $(STAMP) ## Unit and stage tests with coverage of the ordersync package; fails below the floor
 	$(BIN)/pytest -m "unit or stage" --cov --cov-report=term-missing:skip-covered --cov-fail-under=$(COVERAGE_FLOOR)
 
