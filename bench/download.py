@@ -26,7 +26,7 @@ import httpx
 import redis
 
 from ordersync.amazon.models import default_plans
-from ordersync.demo import LocalPipeline
+from ordersync.dev.demo import LocalPipeline
 from ordersync.simulator.scenario import Scenario
 
 OPERATIONS = ("getOrders", "searchOrders", "getOrderItems")

@@ -9,7 +9,7 @@ process running one asyncio client, as stages do), side by side with:
   redis-py's per-argument encoding and per-call hooks): how far the client side could still go.
 
 The bucket is made too large to ever refuse, so every call is a full decision that grants. It starts its
-own redis-server (``ordersync.devinfra.EmbeddedRedis``) unless ``ORDERSYNC_REDIS__URL`` is set.
+own redis-server (``ordersync.dev.devinfra.EmbeddedRedis``) unless ``ORDERSYNC_REDIS__URL`` is set.
 
     .venv/bin/python bench/limiter.py [--seconds 3] [--clients 1,4,16]
 """
@@ -141,7 +141,7 @@ def main() -> None:
     with ExitStack() as stack:
         url = os.environ.get("ORDERSYNC_REDIS__URL")
         if not url:
-            from ordersync.devinfra import EmbeddedRedis  # noqa: PLC0415
+            from ordersync.dev.devinfra import EmbeddedRedis  # noqa: PLC0415
 
             url = stack.enter_context(EmbeddedRedis()).url
         import redis  # noqa: PLC0415

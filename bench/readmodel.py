@@ -5,7 +5,7 @@ enriched, 90 % imported, 6 % import failures, 1 % ignored) through :meth:`ReadMo
 the latency (p50/p95 of ``--repeat`` runs) of grid pages: no filter, one status, status + channel + date
 range, a SKU, an order-id prefix, sorted by each key, a deep page; and the fold's rate and Redis memory.
 
-It starts its own redis-server (``ordersync.devinfra.EmbeddedRedis``) unless ``ORDERSYNC_REDIS__URL``
+It starts its own redis-server (``ordersync.dev.devinfra.EmbeddedRedis``) unless ``ORDERSYNC_REDIS__URL``
 is set (then it writes under a fresh key prefix and removes it at the end).
 
     .venv/bin/python bench/readmodel.py [--orders 100000] [--repeat 20]
@@ -245,7 +245,7 @@ def main() -> None:
     with ExitStack() as stack:
         url = os.environ.get("ORDERSYNC_REDIS__URL")
         if not url:
-            from ordersync.devinfra import EmbeddedRedis  # noqa: PLC0415
+            from ordersync.dev.devinfra import EmbeddedRedis  # noqa: PLC0415
 
             url = stack.enter_context(EmbeddedRedis()).url
         asyncio.run(run(url, args.orders, args.repeat, args.concurrency))

@@ -30,7 +30,8 @@ from typing import Any
 
 from ordersync.clock import EpochClock
 from ordersync.consumers import inventory, shipment_write_back
-from ordersync.faustapp import make_app
+from ordersync.dev.testing import RecordingRuntime, channels_of
+from ordersync.kafka.faust_app import make_app
 from ordersync.ratelimit import InMemoryRateLimiter, PlanBook
 from ordersync.ratelimit.limiter import limiter_options
 from ordersync.schemas.envelope import Envelope
@@ -46,7 +47,6 @@ from ordersync.settings import (
 )
 from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.testing import TEST_SELLER, tiny_scenario
-from ordersync.testing import RecordingRuntime, channels_of
 
 UNKNOWN_ORDER_PREFIX = "999-"
 
@@ -269,7 +269,7 @@ def main() -> None:
     parser.add_argument("--skus", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args()
-    from ordersync.devinfra import EmbeddedRedis  # noqa: PLC0415 - only when no Redis is given
+    from ordersync.dev.devinfra import EmbeddedRedis  # noqa: PLC0415 - only when no Redis is given
 
     with ExitStack() as stack:
         import os  # noqa: PLC0415

@@ -31,7 +31,7 @@ from ordersync.amazon.feeds import (
 from ordersync.channels import Channel
 from ordersync.consumers.fulfillment_feed import PACKING_LANE
 from ordersync.pipeline.feeds import FeedEngine, FeedFailure, FeedLimits, FeedType, Parked
-from ordersync.runtime import StageRuntime
+from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import OrderCancellationRequested, OrderCancellationResult
 from ordersync.schemas.topics import ORDERS_CANCELLATION_RESULTS, order_key

@@ -28,7 +28,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from redis.asyncio.client import Pipeline
 
@@ -39,6 +39,7 @@ from ordersync.amazon.feeds import (
     order_fulfillment_feed,
 )
 from ordersync.channels import Channel
+from ordersync.consumers.shipment_package import PackageWriteBack
 from ordersync.errors import AmazonRejected, Permanent
 from ordersync.pipeline.feeds import (
     FeedEngine,
@@ -48,15 +49,12 @@ from ordersync.pipeline.feeds import (
     Parked,
     error_text,
 )
-from ordersync.runtime import StageRuntime
+from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.codec import decode, encode
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import ShipmentRequested
 from ordersync.schemas.topics import SHIPMENTS_REQUESTED
 from ordersync.settings import Settings
-
-if TYPE_CHECKING:
-    from ordersync.consumers.shipment_write_back import PackageWriteBack
 
 FEED_TYPE = "POST_ORDER_FULFILLMENT_DATA"
 PACKING_LANE = "packing"
@@ -120,8 +118,6 @@ def message_refused(feed_id: str, results: list[ProcessingResult]) -> AmazonReje
 
 
 def _package(runtime: StageRuntime, entry: PendingShipment) -> PackageWriteBack:
-    from ordersync.consumers.shipment_write_back import PackageWriteBack  # noqa: PLC0415 - a cycle
-
     return PackageWriteBack(runtime, entry.envelope, entry.request, entry.marketplace)
 
 

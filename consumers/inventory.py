@@ -36,7 +36,7 @@ from ordersync.amazon.feeds import JSON_CONTENT_TYPE, ProcessingResult, listings
 from ordersync.channels import Channel
 from ordersync.errors import Permanent, Retryable, Throttled
 from ordersync.pipeline.feeds import FeedEngine, FeedLimits, FeedType, Parked, pending_key, scaled, seller_key
-from ordersync.runtime import StageRuntime
+from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import InventoryLevelChanged
 from ordersync.schemas.topics import INVENTORY_LEVELS

@@ -28,9 +28,9 @@ import faust
 from redis import exceptions as redis_errors
 
 from ordersync.errors import InvalidEvent
-from ordersync.runtime import REDIS_PROBE_INTERVAL_S, StageRuntime
+from ordersync.pipeline.runtime import REDIS_PROBE_INTERVAL_S, StageRuntime
 from ordersync.schemas.topics import TopicSpec
-from ordersync.state.keys import DEFAULT_PREFIX
+from ordersync.settings import DEFAULT_PREFIX
 from ordersync.state.readmodel import FOLDED_TOPICS, ReadModel
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,6 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from ordersync.state.keys import DEFAULT_PREFIX
-
 Region = Literal["na", "eu", "fe"]
 
 #: Amazon's SP-API endpoints per region (docs: sp-api-endpoints).
@@ -32,6 +30,11 @@ AMAZON_REGION_ENDPOINTS: dict[str, str] = {
     "eu": "https://sellingpartnerapi-eu.amazon.com",
     "fe": "https://sellingpartnerapi-fe.amazon.com",
 }
+
+
+#: The prefix of every Redis key when ``ORDERSYNC_REDIS__KEY_PREFIX`` is not set (the key catalogue,
+#: :mod:`ordersync.state.keys`, builds every key under it).
+DEFAULT_PREFIX = "os"
 
 
 class _Frozen(BaseModel):

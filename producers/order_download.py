@@ -31,7 +31,7 @@ import faust
 from ordersync.amazon.client import OrdersPage, OrdersQuery
 from ordersync.channels import Channel
 from ordersync.errors import LeaseLost, Permanent, PipelineError
-from ordersync.runtime import StageRuntime
+from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import AmazonOrder, FoundBy, OperatorCommandIssued, OrderDownloaded
 from ordersync.schemas.topics import OPS_COMMANDS, ORDERS_DOWNLOADED, order_key

@@ -359,7 +359,7 @@ class InventoryLevelChanged(Event):
 
 
 class ListingChanged(Event):
-    """One channel listing, in the listings CSV's columns (:mod:`ordersync.listings`); the latest per
+    """One channel listing, in the listings CSV's columns (:mod:`ordersync.state.listings`); the latest per
     (seller, Merchant SKU) wins.
 
     ``client_sku_id`` None removes the listing."""

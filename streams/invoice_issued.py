@@ -15,7 +15,7 @@ import logging
 import faust
 
 from ordersync.errors import InvalidEvent
-from ordersync.runtime import StageRuntime
+from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import InvoiceIssued, SalesOrder, ShipmentItem, ShipmentRequested
 from ordersync.schemas.topics import INVOICES_ISSUED, SHIPMENTS_REQUESTED, order_key

@@ -21,7 +21,7 @@ import faust
 
 from ordersync.channels import Channel
 from ordersync.errors import ConfigurationError, Permanent, Retryable
-from ordersync.runtime import StageRuntime
+from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import Address, AmazonOrder, AmazonOrderItem, OrderDownloaded, OrderEnriched
 from ordersync.schemas.topics import ORDERS_DOWNLOADED, ORDERS_ENRICHED, order_key

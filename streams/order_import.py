@@ -26,8 +26,7 @@ from decimal import Decimal
 import faust
 
 from ordersync.channels import Channel
-from ordersync.listings import apply_listings, item_key, lookup_stock_codes, row_of
-from ordersync.runtime import StageRuntime
+from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import (
     AmazonOrder,
@@ -56,6 +55,7 @@ from ordersync.schemas.topics import (
 )
 from ordersync.state import keys
 from ordersync.state.keys import ORDER_STATE_TTL_S
+from ordersync.state.listings import apply_listings, item_key, lookup_stock_codes, row_of
 
 log = logging.getLogger(__name__)
 STAGE = "import"

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from ordersync.devinfra import EmbeddedBroker, EmbeddedRedis
-from ordersync.kafka_admin import create_topics
+from ordersync.dev.devinfra import EmbeddedBroker, EmbeddedRedis
+from ordersync.kafka.admin import create_topics
 from ordersync.schemas.topics import CATALOGUE
 from ordersync.settings import Settings, get_settings
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ordersync.devinfra import EmbeddedRedis
+from ordersync.dev.devinfra import EmbeddedRedis
 
 DEFAULT_OFFSETS = ("+400d", "-400d")
 ROOT = Path(__file__).resolve().parent.parent

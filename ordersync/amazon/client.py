@@ -38,10 +38,9 @@ from ordersync.amazon.normalize import (
     order_from_v0,
     parse_time,
 )
+from ordersync.amazon.operations import FEED_OPERATIONS, ApiCall, ApiName, CallOutcome, api_for_operation
 from ordersync.channels import Channel
 from ordersync.errors import AmazonRejected, AmazonThrottled, AmazonUnavailable
-from ordersync.health import FEED_OPERATIONS, ApiName, CallOutcome, api_for_operation
-from ordersync.ratelimit import RateLimiter
 from ordersync.schemas.events import Address, AmazonOrder, AmazonOrderItem, OrderStatus, ShipmentRequested
 from ordersync.settings import AmazonSettings
 
@@ -166,16 +165,23 @@ class OrdersPage:
     updated_before: datetime | None
 
 
-@dataclass(frozen=True)
-class ApiCall:
-    """The outcome of one SP-API request, for the health board. ``detail`` names the failure
-    ("500 InternalFailure", "LWA refused the credentials: invalid_grant"); never a secret."""
+class QuotaGrant(Protocol):
+    """Permission to send one request (the rate limiter's grant)."""
 
-    operation: str
-    api: ApiName
-    outcome: CallOutcome
-    status: int | None = None
-    detail: str | None = None
+    def expired(self) -> bool: ...
+
+
+class Quota(Protocol):
+    """What the client needs from the distributed rate limiter (:class:`ordersync.ratelimit.RateLimiter`
+    is one). Typed here so Amazon's client does not depend on the limiter, which reads Amazon's models."""
+
+    async def acquire(
+        self, operation: str, seller_id: str, *, lane: str = "default", feed_type: str | None = None
+    ) -> QuotaGrant: ...
+
+    async def observe_rate_limit(self, operation: str, seller_id: str, rate_per_s: float) -> None: ...
+
+    async def on_throttled(self, operation: str, seller_id: str, *, feed_type: str | None = None) -> None: ...
 
 
 class ApiObserver(Protocol):
@@ -303,7 +309,7 @@ class SpApiClient:
         *,
         channel: Channel,
         amazon: AmazonSettings,
-        limiter: RateLimiter,
+        limiter: Quota,
         http: httpx.AsyncClient,
         lwa: LwaTokenProvider | None = None,
         observer: ApiObserver | None = None,

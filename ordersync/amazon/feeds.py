@@ -28,8 +28,8 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field
 
 from ordersync.amazon.client import SpApiClient, amazon_time
+from ordersync.amazon.operations import ApiName
 from ordersync.errors import AmazonRejected, AmazonUnavailable
-from ordersync.health import ApiName
 
 XML_CONTENT_TYPE = "text/xml; charset=UTF-8"
 JSON_CONTENT_TYPE = "application/json; charset=UTF-8"

@@ -3,7 +3,7 @@
 Server-rendered pages (Jinja2, autoescaped) with a small vanilla script, no build step and nothing loaded
 from another host, so it works offline and behind a strict Content-Security-Policy. Every filter, sort
 and page is done by :class:`ordersync.state.readmodel.ReadModel` in Redis, so the grid stays fast at 100,000+
-orders. Actions are ``ops.commands`` events (:func:`ordersync.commands.publish_command`) and need the
+orders. Actions are ``ops.commands`` events (:func:`ordersync.ops.commands.publish_command`) and need the
 operator token; reading is open, or needs the read token, as configured (:class:`DashboardSettings`).
 """
 

@@ -1,5 +1,5 @@
 """Grid actions on selected orders: checked whole before anything is sent, then one ``ops.commands``
-event per channel (:func:`ordersync.commands.publish_command`, the CLI's own path)."""
+event per channel (:func:`ordersync.ops.commands.publish_command`, the CLI's own path)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from kafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ordersync.commands import CommandRejected, publish_command
+from ordersync.ops.commands import CommandRejected, publish_command
 from ordersync.schemas.events import OperatorCommand
 from ordersync.settings import Settings
 

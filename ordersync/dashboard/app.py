@@ -39,6 +39,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ordersync.amazon.operations import API_NAMES, API_TITLES
 from ordersync.channels import ChannelsFile, load_channels
 from ordersync.dashboard.actions import (
     ACTION_LABELS,
@@ -64,9 +65,9 @@ from ordersync.dashboard.query import (
     parse_grid_query,
 )
 from ordersync.errors import ConfigurationError
-from ordersync.health import API_NAMES, API_TITLES, ApiHealth, HealthBoard
 from ordersync.redis_client import redis_client
 from ordersync.settings import Settings, get_settings
+from ordersync.state.health import ApiHealth, HealthBoard
 from ordersync.state.readmodel import OrderDetail, OrderFilter, ReadModel, write_orders_csv
 
 log = logging.getLogger(__name__)

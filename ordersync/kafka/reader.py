@@ -23,7 +23,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import OffsetOutOfRangeError
 
 from ordersync.errors import Permanent, Retryable
-from ordersync.kafka_admin import kafka_client_config
+from ordersync.kafka.admin import kafka_client_config
 from ordersync.settings import KafkaSettings
 
 POLL_TIMEOUT_MS = 500

@@ -46,7 +46,7 @@ from ordersync.channels import Channel
 from ordersync.clock import epoch_seconds
 from ordersync.errors import AmazonApiError, Permanent, QuotaUnavailable, Retryable, Throttled
 from ordersync.pipeline.lock import Lock, worker_identity
-from ordersync.runtime import StageRuntime
+from ordersync.pipeline.runtime import StageRuntime
 from ordersync.settings import Settings
 from ordersync.state import keys
 

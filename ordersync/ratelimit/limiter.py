@@ -52,8 +52,7 @@ from ordersync.ratelimit.gcra import (
 )
 from ordersync.ratelimit.plans import PlanBook
 from ordersync.redis_client import cancel_safe, redis_tls_options
-from ordersync.settings import Settings
-from ordersync.state.keys import DEFAULT_PREFIX
+from ordersync.settings import DEFAULT_PREFIX, Settings
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """The Redis key catalogue: every key family ordersync writes, once, as ``schemas/topics.py`` is for Kafka.
 
 A key is ``<prefix>:<family>:<parts...>`` (``prefix`` is ``settings.redis.key_prefix``, default
-:data:`DEFAULT_PREFIX`). A part written ``{seller}`` is a Redis Cluster hash tag: every key of one
+:data:`ordersync.settings.DEFAULT_PREFIX`). A part written ``{seller}`` is a Redis Cluster hash tag:
+every key of one
 seller (or seller-application pair) lands in one slot, so pipelines and scripts over them work on a
 cluster. Each family says what it holds, how long it lives, which stage writes it and what rebuilds
 it when Redis is lost (Kafka is the record; Redis is fast state).
@@ -17,8 +18,6 @@ import sys
 from dataclasses import dataclass
 from typing import Literal
 
-#: The prefix of every key when ``ORDERSYNC_REDIS__KEY_PREFIX`` is not set.
-DEFAULT_PREFIX = "os"
 #: Dedupe marks and per-order state outlive Amazon's 90-day order-change horizon with margin.
 ORDER_STATE_TTL_S = 120 * 86400
 

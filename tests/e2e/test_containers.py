@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from ordersync.demo import OutcomeWatcher, local_pipeline, wait_until_accounted
-from ordersync.kafka_admin import list_topics, partitions_of, topic_partitions
+from ordersync.dev.demo import OutcomeWatcher, local_pipeline, wait_until_accounted
+from ordersync.kafka.admin import list_topics, partitions_of, topic_partitions
 from ordersync.schemas.topics import CATALOGUE, ORDERS_IMPORTED, SHIPMENTS_CONFIRMED
 from ordersync.settings import KafkaSettings, Settings
 from ordersync.simulator.scenario import Scenario

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from ordersync.demo import LocalPipeline, channels_for, local_pipeline
+from ordersync.dev.demo import LocalPipeline, channels_for, local_pipeline
 from ordersync.kafka.reader import TopicReader
 from ordersync.schemas.codec import decode
 from ordersync.schemas.events import OrderCancelled, OrderImported

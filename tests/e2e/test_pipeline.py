@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ordersync.demo import OutcomeWatcher, local_pipeline, wait_until_accounted
+from ordersync.dev.demo import OutcomeWatcher, local_pipeline, wait_until_accounted
 from ordersync.schemas.topics import ORDERS_IMPORTED, SHIPMENTS_CONFIRMED
 from ordersync.simulator.scenario import Scenario
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ordersync.demo import OutcomeWatcher, local_pipeline, wait_until_accounted
+from ordersync.dev.demo import OutcomeWatcher, local_pipeline, wait_until_accounted
 from ordersync.schemas.topics import SHIPMENTS_CONFIRMED
 
 pytestmark = pytest.mark.e2e

@@ -20,10 +20,10 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from ordersync.dashboard import create_app
-from ordersync.health import HealthBoard
 from ordersync.settings import DashboardSettings, Settings
+from ordersync.state.health import HealthBoard
 from ordersync.state.readmodel import OrderFilter, ReadModel, failed_orders_csv_header, write_orders_csv
-from ordersync.store import Store
+from ordersync.state.store import Store
 from tests.factories import (
     CA,
     CHANNEL,

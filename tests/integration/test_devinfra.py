@@ -20,7 +20,7 @@ import redis
 import redis.asyncio as aioredis
 from kafka.admin import KafkaAdminClient
 
-from ordersync.devinfra import (
+from ordersync.dev.devinfra import (
     EmbeddedBroker,
     EmbeddedRedis,
     dev_down,

@@ -18,14 +18,14 @@ import pytest
 import yaml
 from kafka import KafkaProducer
 
-from ordersync.devinfra import stop_process_group
+from ordersync.dev.devinfra import stop_process_group
 from ordersync.kafka.reader import read_topic
 from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import decode
 from ordersync.schemas.events import ShipmentRequested
 from ordersync.schemas.topics import INVOICES_ISSUED, SHIPMENTS_REQUESTED, order_key
 from ordersync.settings import RedisSettings
-from ordersync.store import Store
+from ordersync.state.store import Store
 from tests.factories import DLQ_ORDER_ID as ORDER_ID
 from tests.factories import dlq_invoice, dlq_sales_order
 from tests.topics import wait_for

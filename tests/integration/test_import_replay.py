@@ -10,7 +10,7 @@ import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from ordersync.demo import local_pipeline
+from ordersync.dev.demo import local_pipeline
 from ordersync.kafka.reader import Record, read_topic
 from ordersync.schemas.codec import decode, encode
 from ordersync.schemas.envelope import Envelope

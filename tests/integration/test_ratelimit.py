@@ -18,7 +18,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from typer.testing import CliRunner
 
-from ordersync.devinfra import EmbeddedRedis
+from ordersync.cli.quota import quota_app
+from ordersync.dev.devinfra import EmbeddedRedis
 from ordersync.errors import QuotaTimeout, QuotaUnavailable
 from ordersync.ratelimit import (
     BucketKeys,
@@ -29,7 +30,6 @@ from ordersync.ratelimit import (
     build_rate_limiter,
     limiter_options,
 )
-from ordersync.ratelimit.cli import quota_app
 from ordersync.ratelimit.gcra import GcraStore, waiter_member
 from ordersync.ratelimit.loadtest import HammerPlan, hammer_async, hammer_process
 from ordersync.settings import RedisSettings, Settings, get_settings

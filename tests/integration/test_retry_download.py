@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ordersync.demo import local_pipeline
+from ordersync.dev.demo import local_pipeline
 from ordersync.schemas.events import OrderDownloaded, OrderEnriched
 from ordersync.schemas.topics import ORDERS_DOWNLOADED, ORDERS_ENRICHED
 from ordersync.simulator.testing import tiny_scenario

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from ordersync.demo import local_pipeline
-from ordersync.listings import ListingRow, listings_csv
+from ordersync.dev.demo import local_pipeline
 from ordersync.schemas.events import OrderEnriched, OrderImported, OrderImportFailed
 from ordersync.schemas.topics import ORDERS_ENRICHED, ORDERS_IMPORT_FAILED, ORDERS_IMPORTED
 from ordersync.simulator.scenario import UNMAPPED_SKU_PREFIX
 from ordersync.simulator.testing import tiny_scenario
+from ordersync.state.listings import ListingRow, listings_csv
 from tests.topics import read_all, wait_for
 
 pytestmark = pytest.mark.integration

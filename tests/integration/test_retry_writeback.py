@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from ordersync.demo import local_pipeline
+from ordersync.dev.demo import local_pipeline
 from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import encode
 from ordersync.schemas.envelope import Envelope
@@ -20,7 +20,7 @@ from ordersync.schemas.events import ShipmentConfirmed, ShipmentFailed, Shipment
 from ordersync.schemas.topics import SHIPMENTS_CONFIRMED, SHIPMENTS_FAILED, SHIPMENTS_REQUESTED, order_key
 from ordersync.settings import RedisSettings
 from ordersync.simulator.testing import tiny_scenario
-from ordersync.store import Store
+from ordersync.state.store import Store
 from tests.topics import read_all, wait_for
 
 pytestmark = pytest.mark.integration

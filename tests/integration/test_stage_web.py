@@ -19,11 +19,11 @@ import pytest
 import yaml
 from kafka import KafkaProducer
 
-from ordersync.devinfra import stop_process_group
+from ordersync.dev.devinfra import stop_process_group
 from ordersync.redis_client import redis_client
 from ordersync.schemas.topics import INVOICES_ISSUED, order_key
 from ordersync.settings import RedisSettings
-from ordersync.store import Store
+from ordersync.state.store import Store
 from tests.factories import invoice_record, one_line_sales_order
 from tests.topics import wait_for
 

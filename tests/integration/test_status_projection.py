@@ -21,7 +21,7 @@ import pytest
 import yaml
 from kafka import KafkaProducer
 
-from ordersync.devinfra import stop_process_group
+from ordersync.dev.devinfra import stop_process_group
 from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import encode
 from ordersync.schemas.topics import SHIPMENTS_CONFIRMED, by_name, order_key

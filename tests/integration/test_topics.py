@@ -14,16 +14,16 @@ import pytest
 from kafka import KafkaConsumer
 from pydantic import SecretStr
 
-from ordersync import kafka_admin
-from ordersync.devinfra import EmbeddedBroker
-from ordersync.kafka_admin import (
+from ordersync.cli.topics import topics_app
+from ordersync.dev.devinfra import EmbeddedBroker
+from ordersync.kafka import admin as kafka_admin
+from ordersync.kafka.admin import (
     aiokafka_client_config,
     create_topics,
     kafka_client_config,
     list_topics,
     partitions_of,
     topic_partitions,
-    topics_app,
 )
 from ordersync.schemas.topics import CATALOGUE, TopicSpec
 from ordersync.settings import KafkaSettings, Settings, StageSettings
@@ -111,7 +111,7 @@ def test_topics_cli_create_then_list(settings: Settings, monkeypatch: pytest.Mon
 def test_topics_cli_reports_an_unreachable_broker(monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner  # noqa: PLC0415
 
-    from ordersync.devinfra import find_free_port  # noqa: PLC0415
+    from ordersync.dev.devinfra import find_free_port  # noqa: PLC0415
 
     monkeypatch.setenv("ORDERSYNC_KAFKA__BOOTSTRAP", f"127.0.0.1:{find_free_port()}")
     monkeypatch.setattr(kafka_admin, "ADMIN_BOOTSTRAP_TIMEOUT_MS", 1000)

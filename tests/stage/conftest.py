@@ -1,7 +1,7 @@
 """Stage tests: a stage's logic with a real Redis and the simulator over HTTP, no broker.
 
 The one seam replaced is the stage runtime's ``emit`` (the Kafka producer): it records the envelopes
-instead (:class:`ordersync.testing.RecordingRuntime`), so a test can assert exactly what the stage would
+instead (:class:`ordersync.dev.testing.RecordingRuntime`), so a test can assert exactly what the stage would
 have published.
 """
 
@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from ordersync.clock import EpochClock
-from ordersync.faustapp import make_app
+from ordersync.dev.testing import RecordingRuntime, channels_of
+from ordersync.kafka.faust_app import make_app
 from ordersync.ratelimit import InMemoryRateLimiter, PlanBook
 from ordersync.settings import AmazonSettings, RedisSettings, Settings
 from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.scenario import Scenario
-from ordersync.testing import RecordingRuntime, channels_of
 
 
 @pytest.fixture

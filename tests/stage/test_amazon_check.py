@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ordersync.amazon.cli import amazon_app
+from ordersync.cli.amazon import amazon_app
 from ordersync.settings import get_settings
 from ordersync.simulator import RunningSimulator, SimulatorState
 from ordersync.simulator.testing import (

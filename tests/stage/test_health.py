@@ -14,9 +14,9 @@ from pydantic import SecretStr
 
 from ordersync.amazon.client import SpApiClient
 from ordersync.amazon.feeds import JSON_CONTENT_TYPE, FeedsClient, listings_quantity_feed
+from ordersync.amazon.operations import CallOutcome
 from ordersync.channels import Channel, LwaCredentials, SecretRef
 from ordersync.errors import AmazonRejected, AmazonUnavailable
-from ordersync.health import CallOutcome, HealthBoard, HealthObserver
 from ordersync.ratelimit import InMemoryRateLimiter
 from ordersync.ratelimit.plans import PlanBook
 from ordersync.settings import AmazonSettings, HealthSettings
@@ -28,6 +28,7 @@ from ordersync.simulator.testing import (
     TEST_SELLER,
     tiny_scenario,
 )
+from ordersync.state.health import HealthBoard, HealthObserver
 
 pytestmark = pytest.mark.stage
 

@@ -9,11 +9,11 @@ import httpx
 import pytest
 
 from ordersync.channels import ChannelsFile
-from ordersync.faustapp import make_app
+from ordersync.kafka.faust_app import make_app
+from ordersync.pipeline.probes import StageWebServer
+from ordersync.pipeline.runtime import StageRuntime
 from ordersync.ratelimit import InMemoryRateLimiter, PlanBook
-from ordersync.runtime import StageRuntime
 from ordersync.settings import RedisSettings, Settings
-from ordersync.web import StageWebServer
 
 pytestmark = pytest.mark.stage
 

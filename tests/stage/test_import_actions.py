@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ordersync.channels import Channel, ChannelsFile
-from ordersync.listings import ListingRow, apply_listings, listing_rows, parse_listings_csv
+from ordersync.dev.testing import RecordingRuntime
 from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.events import (
     ListingChanged,
@@ -23,8 +23,8 @@ from ordersync.schemas.events import (
 from ordersync.schemas.topics import ORDERS_IMPORT_FAILED, ORDERS_IMPORTED
 from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.testing import tiny_scenario
+from ordersync.state.listings import ListingRow, apply_listings, listing_rows, parse_listings_csv
 from ordersync.streams.order_import import handle, listing_changed, operator_command
-from ordersync.testing import RecordingRuntime
 from tests.factories import T0, item, order
 
 pytestmark = pytest.mark.stage

@@ -13,6 +13,7 @@ import pytest
 
 from ordersync.amazon.client import OrdersPage, OrdersQuery
 from ordersync.amazon.normalize import parse_time
+from ordersync.dev.testing import RecordingRuntime
 from ordersync.pipeline.lock import Lock
 from ordersync.producers.order_download import (
     download_window,
@@ -26,7 +27,6 @@ from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.scenario import Scenario
 from ordersync.simulator.testing import tiny_scenario
 from ordersync.state import keys
-from ordersync.testing import RecordingRuntime
 
 pytestmark = pytest.mark.stage
 

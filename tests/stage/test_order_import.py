@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from ordersync.dev.testing import RecordingRuntime
 from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.events import (
     OrderCancelled,
@@ -20,7 +21,6 @@ from ordersync.schemas.topics import ORDERS_IMPORT_FAILED, ORDERS_IMPORTED
 from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.testing import tiny_scenario
 from ordersync.streams.order_import import handle
-from ordersync.testing import RecordingRuntime
 from tests.factories import T0, item, order
 
 pytestmark = pytest.mark.stage

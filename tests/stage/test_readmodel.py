@@ -16,7 +16,6 @@ import pytest
 import redis.asyncio as aioredis
 
 from ordersync.clock import ManualClock
-from ordersync.health import HealthBoard
 from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.events import (
     EventDeadLettered,
@@ -31,6 +30,7 @@ from ordersync.schemas.topics import (
     SHIPMENTS_REQUESTED,
     order_key,
 )
+from ordersync.state.health import HealthBoard
 from ordersync.state.readmodel import (
     FOLDED_TOPICS,
     OrderFilter,
@@ -38,7 +38,7 @@ from ordersync.state.readmodel import (
     failed_orders_csv_header,
     write_orders_csv,
 )
-from ordersync.store import Store
+from ordersync.state.store import Store
 from tests.factories import (
     CA,
     CHANNEL,

@@ -211,7 +211,8 @@ def test_cli_serves_a_scenario_and_logs_its_url() -> None:
     command = [
         sys.executable,
         "-m",
-        "ordersync.simulator",
+        "ordersync.cli",
+        "sim",
         "serve",
         "--port",
         str(port),

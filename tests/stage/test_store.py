@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from ordersync.channels import Channel
-from ordersync.store import Store
+from ordersync.state.store import Store
 from ordersync.streams.order_import import build_sales_order
 from tests.factories import T0, channel, order
 

@@ -6,8 +6,8 @@ import pytest
 
 from ordersync.channels import load_channels
 from ordersync.errors import ConfigurationError
-from ordersync.listings import ListingsRejected, parse_listings_csv
 from ordersync.settings import Settings
+from ordersync.state.listings import ListingsRejected, parse_listings_csv
 
 pytestmark = pytest.mark.unit
 

@@ -25,7 +25,9 @@ from pydantic import SecretStr
 
 from ordersync.channels import ChannelsFile, SecretRef, load_channels
 from ordersync.cli import app
-from ordersync.envdoc import (
+from ordersync.kafka.admin import aiokafka_client_config, kafka_client_config
+from ordersync.kafka.faust_app import broker_credentials
+from ordersync.ops.envdoc import (
     REGENERATE_COMMAND,
     env_settings,
     is_setting_env_name,
@@ -34,13 +36,11 @@ from ordersync.envdoc import (
     report_env_problems,
     unknown_env_names,
 )
-from ordersync.faustapp import broker_credentials
-from ordersync.kafka_admin import aiokafka_client_config, kafka_client_config
-from ordersync.listings import parse_listings_csv
+from ordersync.pipeline.stages import STAGES
 from ordersync.redis_client import redis_client, redis_tls_options
 from ordersync.settings import KafkaSettings, RedisSettings, Settings
 from ordersync.simulator.scenario import load_scenario
-from ordersync.stages import STAGES
+from ordersync.state.listings import parse_listings_csv
 
 pytestmark = pytest.mark.unit
 

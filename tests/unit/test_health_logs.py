@@ -8,8 +8,8 @@ import logging
 import pytest
 from pydantic import SecretStr
 
+from ordersync.amazon.operations import api_for_operation
 from ordersync.errors import AmazonRejected
-from ordersync.health import api_for_operation
 from ordersync.logs import JsonFormatter, PlainFormatter, bind_log_context, log_context, redact
 
 pytestmark = pytest.mark.unit

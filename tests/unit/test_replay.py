@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ordersync.consumers.shipment_write_back import retry_verdict
-from ordersync.replay import (
+from ordersync.ops.replay import (
     UNTIL_GRACE_MS,
     DeadLetter,
     ReplayRejected,

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from ordersync.consumers.shipment_write_back import classify_attempt_error
+from ordersync.consumers.shipment_package import classify_attempt_error
 from ordersync.errors import AmazonRejected, AmazonUnavailable, InvalidEvent
 from ordersync.producers.order_download import daily_reconciliation, rolling, window_start
 from ordersync.schemas.events import (

@@ -8,8 +8,8 @@ import pytest
 from lxml import etree
 
 from ordersync.amazon.feeds import AcknowledgementMessage, order_acknowledgement_feed
+from ordersync.pipeline.stages import STAGES, build_stage
 from ordersync.settings import Settings, WriteBackSettings
-from ordersync.stages import STAGES, build_stage
 
 pytestmark = pytest.mark.unit
 

@@ -34,8 +34,9 @@ from ordersync.clock import SYSTEM_CLOCK, Clock
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import EventDeadLettered
 from ordersync.schemas.topics import CATALOGUE
+from ordersync.settings import DEFAULT_PREFIX
 from ordersync.state import keys
-from ordersync.state.keys import DEFAULT_PREFIX
+from ordersync.state.health import HealthBoard
 from ordersync.state.readmodel.facts import (
     FOLDED_TOPICS,
     Fact,
@@ -350,10 +351,6 @@ class ReadModel:
             return
         if self.clock.now() - envelope.occurred_at > DLQ_NOTIFY_WITHIN:
             return
-        try:
-            from ordersync.health import HealthBoard  # noqa: PLC0415 - optional until H2's part lands
-        except ImportError:  # pragma: no cover - health board not installed
-            return
         hour = envelope.occurred_at.astimezone(UTC).strftime("%Y-%m-%dT%H")
         try:
             await HealthBoard(self.redis, self.prefix).notify(
@@ -630,8 +627,8 @@ class ReadModel:
         return sizes
 
     async def tasks(self) -> list[TaskRow]:
-        """Task health recorded by the stages (:meth:`ordersync.store.Store.record_task`)."""
-        from ordersync.store import Store  # noqa: PLC0415 - avoids an import cycle through settings
+        """Task health recorded by the stages (:meth:`ordersync.state.store.Store.record_task`)."""
+        from ordersync.state.store import Store  # noqa: PLC0415 - avoids an import cycle through settings
 
         store = Store(self.redis, self.prefix)
         members = sorted(cast(set[str], await self.redis.smembers(store.key_of(keys.TASKS))))

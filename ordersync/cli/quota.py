@@ -1,6 +1,6 @@
 """``ordersync quota ...``: the rate limiter's buckets as Redis holds them now.
 
-``quota_app`` is a typer sub-app; ``ordersync/cli.py`` mounts it as ``quota``.
+Mounted as ``quota`` by :mod:`ordersync.cli.main`.
 """
 
 from __future__ import annotations

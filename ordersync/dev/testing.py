@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 
 from ordersync.channels import ChannelsFile
-from ordersync.demo import channels_for
-from ordersync.runtime import StageRuntime
+from ordersync.dev.demo import channels_for
+from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.topics import TopicSpec
 from ordersync.simulator.scenario import Scenario

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import re
 import textwrap
 from collections.abc import Iterator, Mapping
@@ -22,7 +21,6 @@ from pathlib import Path
 from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import typer
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
@@ -211,34 +209,6 @@ def render_env_file(model: type[BaseModel] = Settings) -> str:
 
 # --------------------------------------------------------------------------------------------------
 # CLI: mounted as `ordersync settings`
-
-settings_app = typer.Typer(help="The settings: every environment variable, documented.", no_args_is_help=True)
-
-
-@settings_app.command("env")
-def env_command(
-    output: Annotated[
-        Path | None, typer.Option(help="Write to this file instead of standard output.")
-    ] = None,
-) -> None:
-    """Print every setting as a commented env file with its default (deploy/example.env)."""
-    text = render_env_file()
-    if output is None:
-        typer.echo(text, nl=False)
-    else:
-        output.write_text(text)
-        typer.echo(f"{output}: {len(env_settings())} settings")
-
-
-@settings_app.command("check")
-def check_command() -> None:
-    """Check this process's environment: ORDERSYNC_* variables that set nothing, and invalid values."""
-    problems = report_env_problems(os.environ)
-    for problem in problems:
-        typer.echo(problem, err=True)
-    if problems:
-        raise typer.Exit(1)
-    typer.echo("settings: every ORDERSYNC_* variable is a setting and every value is valid")
 
 
 def report_env_problems(environ: Mapping[str, str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""``ordersync replay`` and ``ordersync dlq list|show|replay``: the command line of :mod:`ordersync.replay`.
+"""``ordersync replay`` and ``ordersync dlq list|show|replay``, over :mod:`ordersync.ops.replay`.
 
 Exit status: 0 done (also when nothing matched), 1 a failure while running (broker or Redis unreachable,
 a record not acknowledged), 2 refused as asked (unknown topic or stage, bad filter or time, a target that
@@ -25,8 +25,7 @@ from rich.table import Table
 
 from ordersync.errors import Retryable
 from ordersync.kafka.reader import ProgressHook
-from ordersync.redis_client import redis_client
-from ordersync.replay import (
+from ordersync.ops.replay import (
     DeadLetter,
     DeadLetterQueueSummary,
     DeadLetterSelection,
@@ -43,8 +42,9 @@ from ordersync.replay import (
     select_dead_letters,
     summarize,
 )
+from ordersync.redis_client import redis_client
 from ordersync.settings import Settings, get_settings
-from ordersync.store import Store
+from ordersync.state.store import Store
 
 T = TypeVar("T")
 out = Console(soft_wrap=True)  # long lines (JSON, errors) stay whole for copy and paste
@@ -214,7 +214,7 @@ def _replayed_positions(settings: Settings, topics: tuple[str, ...]) -> dict[str
     return result
 
 
-def _when(value: datetime | None) -> str:
+def when(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
@@ -246,7 +246,7 @@ def dlq_list(
         replayed_text = "replayed unknown" if s.replayed is None else f"{s.replayed} replayed"
         out.print(
             f"[bold]{s.topic}[/]: {s.letters} letter(s), {replayed_text}, "
-            f"oldest {_when(s.oldest)}, newest {_when(s.newest)} (UTC)",
+            f"oldest {when(s.oldest)}, newest {when(s.newest)} (UTC)",
             highlight=False,
         )
         out.print(
@@ -325,7 +325,7 @@ def dlq_show(
         letter = dead.letter
         out.print(
             f"stage {letter.stage}, from {letter.source_topic}[{letter.source_partition}]"
-            f"@{letter.source_offset}, key {letter.source_key}, at {_when(letter.dead_lettered_at)}",
+            f"@{letter.source_offset}, key {letter.source_key}, at {when(letter.dead_lettered_at)}",
             markup=False,
         )
         out.print(f"[bold]{escape(letter.error_type)}[/]: {escape(letter.error)}", highlight=False)

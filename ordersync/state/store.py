@@ -16,8 +16,9 @@ import redis.asyncio as aioredis
 
 from ordersync.clock import SYSTEM_CLOCK, Clock
 from ordersync.schemas.events import SalesOrder
+from ordersync.settings import DEFAULT_PREFIX
 from ordersync.state import keys
-from ordersync.state.keys import DEFAULT_PREFIX, ORDER_STATE_TTL_S
+from ordersync.state.keys import ORDER_STATE_TTL_S
 
 # Keep a version only if it is newer than the stored one; returns 1 when stored.
 _SET_IF_NEWER = """

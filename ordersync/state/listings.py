@@ -31,7 +31,7 @@ from ordersync.state import keys
 if TYPE_CHECKING:
     from ordersync.channels import Channel
     from ordersync.schemas.events import AmazonOrderItem, ListingChanged
-    from ordersync.store import Store
+    from ordersync.state.store import Store
 
 COLUMNS = ("Client SKU Id", "Channel Serial No.", "Channel SKU Id", "EAN", "ASIN", "Merchant SKU")
 

@@ -14,25 +14,19 @@ stages use them all (``--local-quota``: sent at once without Redis, outside the 
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
 
 import httpx
-import typer
 
 from ordersync.amazon.client import SpApiClient, amazon_time
-from ordersync.channels import Channel, load_channels
-from ordersync.errors import AmazonApiError, ConfigurationError, PipelineError
+from ordersync.channels import Channel
+from ordersync.errors import AmazonApiError, PipelineError
 from ordersync.ratelimit import RateLimiter
 from ordersync.ratelimit.limiter import BucketStatus, Grant
 from ordersync.ratelimit.plans import PlanBook
-from ordersync.settings import Settings, get_settings
-
-amazon_app = typer.Typer(help="Amazon SP-API: check a channel's access.", no_args_is_help=True)
+from ordersync.settings import Settings
 
 #: The operations whose plans the report shows (what the stages call).
 REPORTED_OPERATIONS = (
@@ -211,7 +205,7 @@ class SingleCallLimiter:
         return []
 
 
-def _limiter(settings: Settings, channel: Channel, local: bool) -> tuple[RateLimiter, PlanBook]:
+def check_limiter(settings: Settings, channel: Channel, local: bool) -> tuple[RateLimiter, PlanBook]:
     plans = PlanBook.from_channels([channel], time_scale=settings.amazon.time_scale)
     if local:
         return SingleCallLimiter(settings.ratelimit.send_deadline_s), plans
@@ -219,41 +213,3 @@ def _limiter(settings: Settings, channel: Channel, local: bool) -> tuple[RateLim
 
     limiter = build_rate_limiter(settings, [channel])
     return limiter, limiter.plans
-
-
-@amazon_app.callback()
-def _group() -> None:
-    """Amazon SP-API commands."""
-
-
-@amazon_app.command("check")
-def check_command(
-    channel: Annotated[str, typer.Option("--channel", help="The channel's name in the channels file.")],
-    local_quota: Annotated[
-        bool,
-        typer.Option(
-            "--local-quota/--shared-quota",
-            help="Take the call's token from a limiter of this process instead of the shared Redis one.",
-        ),
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
-) -> None:
-    """One cheap call with the channel's credentials: auth, region, marketplaces, rate limits."""
-    settings = get_settings()
-    try:
-        found = load_channels(settings.channels_file).by_name(channel)
-    except ConfigurationError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    limiter, plans = _limiter(settings, found, local_quota)
-    report = asyncio.run(run_check(settings, found, limiter=limiter, plans=plans))
-    if as_json:
-        typer.echo(json.dumps(asdict(report), indent=2, default=_json_default))
-    else:
-        for line in report.lines():
-            typer.echo(line)
-    raise typer.Exit(0 if report.ok else 1)
-
-
-def _json_default(value: Any) -> str:
-    return str(value)

@@ -35,14 +35,14 @@ from kafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ordersync.errors import InvalidEvent, Permanent
+from ordersync.kafka.admin import kafka_client_config
 from ordersync.kafka.reader import ProgressHook, Record, TopicMissing, TopicReader
-from ordersync.kafka_admin import kafka_client_config
 from ordersync.schemas.codec import decode
 from ordersync.schemas.events import EventDeadLettered
 from ordersync.schemas.topics import CATALOGUE, TopicSpec, by_name
 from ordersync.settings import KafkaSettings, Settings
 from ordersync.state import keys
-from ordersync.store import Store
+from ordersync.state.store import Store
 
 #: Envelope fields a filter key names directly; any other key is looked for in the payload.
 ENVELOPE_FIELDS = (
@@ -491,7 +491,7 @@ def dead_letter_topics() -> tuple[TopicSpec, ...]:
 
 
 def stage_names() -> tuple[str, ...]:
-    from ordersync.stages import STAGES  # noqa: PLC0415 - faust loads only when a stage is named
+    from ordersync.pipeline.stages import STAGES  # noqa: PLC0415 - faust loads only when a stage is named
 
     return tuple(STAGES)
 

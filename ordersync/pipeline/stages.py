@@ -8,8 +8,8 @@ from typing import Protocol
 
 import faust
 
-from ordersync.faustapp import make_app
-from ordersync.runtime import StageRuntime
+from ordersync.kafka.faust_app import make_app
+from ordersync.pipeline.runtime import StageRuntime
 from ordersync.settings import Settings
 
 #: Stage name -> the module that registers its agents and tasks on a faust app.

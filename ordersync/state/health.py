@@ -22,52 +22,31 @@ import logging
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, cast, get_args
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
 
-from ordersync.settings import HealthSettings
+from ordersync.amazon.operations import (
+    API_NAMES,
+    API_TITLES,
+    ApiCall,
+    ApiName,
+    CallOutcome,
+    api_for_operation,
+)
+from ordersync.settings import DEFAULT_PREFIX, HealthSettings
 from ordersync.state import keys
-from ordersync.state.keys import DEFAULT_PREFIX
 
 if TYPE_CHECKING:
-    from ordersync.amazon.client import ApiCall
     from ordersync.channels import Channel
 
 log = logging.getLogger(__name__)
 
-ApiName = Literal["orders", "feeds", "listings"]
 HealthColour = Literal["Green", "Yellow", "Red", "None"]
-CallOutcome = Literal["ok", "throttled", "error", "auth", "unavailable"]
 Severity = Literal["info", "warning", "error"]
 
-API_NAMES: tuple[ApiName, ...] = get_args(ApiName)
-#: The SP-API's own name of each API, for sentences.
-API_TITLES: dict[ApiName, str] = {"orders": "Orders API", "feeds": "Feeds API", "listings": "Listings feeds"}
-
-#: Feed types that update listings (inventory) rather than orders (fulfilment, acknowledgement).
-LISTINGS_FEED_TYPES = frozenset({"JSON_LISTINGS_FEED", "POST_INVENTORY_AVAILABILITY_DATA"})
-#: Operations of the Feeds API; which of the two feed APIs they count for depends on the feed.
-FEED_OPERATIONS = frozenset(
-    {
-        "createFeed",
-        "getFeed",
-        "getFeeds",
-        "cancelFeed",
-        "createFeedDocument",
-        "getFeedDocument",
-        "uploadFeedDocument",
-        "downloadFeedDocument",
-    }
-)
-#: Operations that write order status back but are not feeds.
-FEEDS_API_OPERATIONS = frozenset({"confirmShipment", "updateShipmentStatus"})
-#: Listings Items API operations.
-LISTINGS_OPERATIONS = frozenset(
-    {"getListingsItem", "putListingsItem", "patchListingsItem", "searchListingsItems"}
-)
 
 #: The last call of an account is kept this long, for "no call since ..." (counters live one window).
 _LAST_CALL_TTL_S = 30 * 86400
@@ -78,22 +57,6 @@ _COUNTER_OF: dict[str, str] = {
     "auth": "auth",
     "unavailable": "unavailable",
 }
-
-
-def api_for_operation(operation: str, feed_type: str | None = None) -> ApiName:
-    """The API an SP-API operation belongs to on the health board.
-
-    Orders (getOrders, searchOrders, getOrder, getOrderItems, getOrderAddress, Restricted Data Tokens)
-    count for ``orders``; feeds and confirmShipment for ``feeds`` (the write-back), unless the feed
-    is a listings feed (JSON_LISTINGS_FEED), which counts for ``listings``.
-    """
-    if feed_type is not None and feed_type in LISTINGS_FEED_TYPES:
-        return "listings"
-    if operation in FEED_OPERATIONS or operation in FEEDS_API_OPERATIONS:
-        return "feeds"
-    if operation in LISTINGS_OPERATIONS:
-        return "listings"
-    return "orders"
 
 
 class _Frozen(BaseModel):
@@ -435,14 +398,10 @@ class HealthObserver:
 
 
 __all__ = [
-    "API_NAMES",
     "ApiHealth",
-    "ApiName",
-    "CallOutcome",
     "HealthBoard",
     "HealthColour",
     "HealthObserver",
     "Notification",
     "Severity",
-    "api_for_operation",
 ]

@@ -22,65 +22,39 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from aiohttp import web
 from mode import Service
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from ordersync.logs import redact
+from ordersync.pipeline.metrics import ASSIGNED_PARTITIONS, CONSUMER_LAG, STAGE_READY
 from ordersync.redis_client import redis_client
-
-if TYPE_CHECKING:
-    from ordersync.runtime import StageRuntime
+from ordersync.settings import Settings
 
 log = logging.getLogger(__name__)
 
-RECORDS_PROCESSED = Counter(
-    "ordersync_records_processed",
-    "Records a stage handled to completion (emitted its outputs, or decided there was nothing to do).",
-    ["stage", "topic"],
-)
-RECORD_ERRORS = Counter(
-    "ordersync_record_errors",
-    "Records a stage could not process: kind invalid (not decodable), permanent, retryable (retries"
-    " exhausted) are dead-lettered; crash is an unexpected exception that stopped the agent.",
-    ["stage", "topic", "kind"],
-)
-DEAD_LETTERS = Counter(
-    "ordersync_dead_letters",
-    "Records this stage wrote to the topic's dead-letter companion (its DLQ growth since start).",
-    ["stage", "topic"],
-)
-PROCESSING_SECONDS = Histogram(
-    "ordersync_processing_seconds",
-    "Time to handle one record, decoding to the last emit, dead-lettered ones included.",
-    ["stage", "topic"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
-)
-CONSUMER_LAG = Gauge(
-    "ordersync_consumer_lag",
-    "Records behind on an assigned partition: fetch high-watermark minus the next offset to process.",
-    ["stage", "topic", "partition"],
-)
-ASSIGNED_PARTITIONS = Gauge(
-    "ordersync_consumer_assigned_partitions",
-    "Partitions assigned to this stage process.",
-    ["stage"],
-)
-STAGE_READY = Gauge("ordersync_stage_ready", "1 while /readyz answers 200, else 0.", ["stage"])
-AMAZON_REQUESTS = Counter(
-    "ordersync_amazon_requests",
-    "SP-API requests sent, by API (orders, feeds, listings) and outcome (ok, throttled, error, auth,"
-    " unavailable).",
-    ["operation", "api", "outcome"],
-)
+
+class StageProbe(Protocol):
+    """What the probes read from a running stage (the stage runtime provides it)."""
+
+    stage: str
+    settings: Settings
+    app: Any
+    next_offsets: dict[tuple[str, int], int]
+    loop_started: bool
+    assigned: bool
+
+    @property
+    def limiter_or_none(self) -> object | None: ...
+
 
 PING_TIMEOUT_S = 2.0
 
 
-def consumer_lag(runtime: StageRuntime) -> tuple[int, dict[tuple[str, int], int]] | None:
+def consumer_lag(runtime: StageProbe) -> tuple[int, dict[tuple[str, int], int]] | None:
     """Partitions assigned, and the lag per assigned (topic, partition); None when the stage has no
     consumer (or it is not started). Partitions not fetched yet (no high-watermark) have no lag."""
     app = runtime.app
@@ -111,7 +85,7 @@ def consumer_lag(runtime: StageRuntime) -> tuple[int, dict[tuple[str, int], int]
     return len(assignment), lags
 
 
-def crashed(runtime: StageRuntime) -> str | None:
+def crashed(runtime: StageProbe) -> str | None:
     """Why the worker is dead, or None while it lives."""
     app: Any = runtime.app
     services: list[tuple[str, Any]] = [("worker", app)]
@@ -127,7 +101,7 @@ def crashed(runtime: StageRuntime) -> str | None:
 class StageWebServer(Service):
     """/metrics, /healthz and /readyz of one stage, on the worker's loop."""
 
-    def __init__(self, runtime: StageRuntime, host: str, port: int, **kwargs: Any) -> None:
+    def __init__(self, runtime: StageProbe, host: str, port: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.runtime = runtime
         self.host = host

@@ -19,7 +19,7 @@ from types import FrameType
 from kafka import KafkaConsumer, KafkaProducer
 
 from ordersync.errors import InvalidEvent
-from ordersync.kafka_admin import kafka_client_config
+from ordersync.kafka.admin import kafka_client_config
 from ordersync.schemas.codec import decode, encode
 from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.events import (

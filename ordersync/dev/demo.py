@@ -33,10 +33,10 @@ from rich.live import Live
 from rich.table import Table
 
 from ordersync.dashboard.server import RunningDashboard
-from ordersync.devinfra import EmbeddedBroker, EmbeddedRedis, stop_process_group
+from ordersync.dev.devinfra import EmbeddedBroker, EmbeddedRedis, stop_process_group
 from ordersync.errors import InvalidEvent
-from ordersync.kafka_admin import create_topics, kafka_client_config
-from ordersync.listings import ListingRow, listings_csv
+from ordersync.kafka.admin import create_topics, kafka_client_config
+from ordersync.pipeline.stages import STAGES
 from ordersync.schemas.codec import decode
 from ordersync.schemas.events import OrderCancelled, OrderImported, OrderImportFailed, ShipmentFailed
 from ordersync.schemas.topics import (
@@ -54,7 +54,7 @@ from ordersync.schemas.topics import (
 from ordersync.settings import KafkaSettings, RedisSettings, Settings
 from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.scenario import Scenario, load_scenario
-from ordersync.stages import STAGES
+from ordersync.state.listings import ListingRow, listings_csv
 
 WATCHED_TOPICS = (
     ORDERS_DOWNLOADED,

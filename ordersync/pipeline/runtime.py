@@ -16,14 +16,22 @@ from typing import Any, TypeVar, cast
 import faust
 import httpx
 
-from ordersync.amazon.client import ApiCall, SpApiClient
+from ordersync.amazon.client import SpApiClient
+from ordersync.amazon.operations import ApiCall, ApiName
 from ordersync.channels import Channel, ChannelsFile, load_channels
 from ordersync.clock import SYSTEM_CLOCK, Clock
 from ordersync.errors import InvalidEvent, Permanent, QuotaUnavailable, Retryable, Throttled
-from ordersync.faustapp import faust_topic
-from ordersync.health import ApiName, HealthBoard, HealthObserver
+from ordersync.kafka.faust_app import faust_topic
 from ordersync.logs import bind_log_context, log_context
 from ordersync.pipeline.lock import Lock
+from ordersync.pipeline.metrics import (
+    AMAZON_REQUESTS,
+    DEAD_LETTERS,
+    PROCESSING_SECONDS,
+    RECORD_ERRORS,
+    RECORDS_PROCESSED,
+)
+from ordersync.pipeline.probes import StageWebServer
 from ordersync.ratelimit import RateLimiter, build_rate_limiter
 from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import decode, encode
@@ -32,15 +40,8 @@ from ordersync.schemas.events import EventDeadLettered
 from ordersync.schemas.topics import TopicSpec
 from ordersync.settings import Settings
 from ordersync.state import keys
-from ordersync.store import Store
-from ordersync.web import (
-    AMAZON_REQUESTS,
-    DEAD_LETTERS,
-    PROCESSING_SECONDS,
-    RECORD_ERRORS,
-    RECORDS_PROCESSED,
-    StageWebServer,
-)
+from ordersync.state.health import HealthBoard, HealthObserver
+from ordersync.state.store import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from ordersync.channels import load_channels
 from ordersync.errors import ConfigurationError, Permanent
-from ordersync.kafka_admin import kafka_client_config
+from ordersync.kafka.admin import kafka_client_config
 from ordersync.schemas.codec import encode
 from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.events import OperatorCommand, OperatorCommandIssued

@@ -1,0 +1,76 @@
+"""The SP-API's operations by API, and the outcome of one call: the vocabulary the client reports in and
+the health board counts by."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+ApiName = Literal["orders", "feeds", "listings"]
+
+
+CallOutcome = Literal["ok", "throttled", "error", "auth", "unavailable"]
+
+
+API_NAMES: tuple[ApiName, ...] = get_args(ApiName)
+
+
+#: The SP-API's own name of each API, for sentences.
+API_TITLES: dict[ApiName, str] = {"orders": "Orders API", "feeds": "Feeds API", "listings": "Listings feeds"}
+
+
+#: Feed types that update listings (inventory) rather than orders (fulfilment, acknowledgement).
+LISTINGS_FEED_TYPES = frozenset({"JSON_LISTINGS_FEED", "POST_INVENTORY_AVAILABILITY_DATA"})
+
+
+#: Operations of the Feeds API; which of the two feed APIs they count for depends on the feed.
+FEED_OPERATIONS = frozenset(
+    {
+        "createFeed",
+        "getFeed",
+        "getFeeds",
+        "cancelFeed",
+        "createFeedDocument",
+        "getFeedDocument",
+        "uploadFeedDocument",
+        "downloadFeedDocument",
+    }
+)
+
+
+#: Operations that write order status back but are not feeds.
+FEEDS_API_OPERATIONS = frozenset({"confirmShipment", "updateShipmentStatus"})
+
+
+#: Listings Items API operations.
+LISTINGS_OPERATIONS = frozenset(
+    {"getListingsItem", "putListingsItem", "patchListingsItem", "searchListingsItems"}
+)
+
+
+def api_for_operation(operation: str, feed_type: str | None = None) -> ApiName:
+    """The API an SP-API operation belongs to on the health board.
+
+    Orders (getOrders, searchOrders, getOrder, getOrderItems, getOrderAddress, Restricted Data Tokens)
+    count for ``orders``; feeds and confirmShipment for ``feeds`` (the write-back), unless the feed
+    is a listings feed (JSON_LISTINGS_FEED), which counts for ``listings``.
+    """
+    if feed_type is not None and feed_type in LISTINGS_FEED_TYPES:
+        return "listings"
+    if operation in FEED_OPERATIONS or operation in FEEDS_API_OPERATIONS:
+        return "feeds"
+    if operation in LISTINGS_OPERATIONS:
+        return "listings"
+    return "orders"
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """The outcome of one SP-API request, for the health board. ``detail`` names the failure
+    ("500 InternalFailure", "LWA refused the credentials: invalid_grant"); never a secret."""
+
+    operation: str
+    api: ApiName
+    outcome: CallOutcome
+    status: int | None = None
+    detail: str | None = None

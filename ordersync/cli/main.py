@@ -1,0 +1,121 @@
+"""The ``ordersync`` command: the root, which mounts each command group lazily.
+
+Each group lives in its own module of this package and is imported only when it runs (or its own
+``--help`` is asked for): ``ordersync --help`` reads the table below and loads neither Kafka clients
+nor the simulator.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One command or group of the root: where it lives and its one-line help for ``--help``."""
+
+    module: str
+    attribute: str
+    help: str
+
+
+#: The root's commands, in the order ``--help`` lists them. A group's attribute is its ``typer.Typer``;
+#: a single command's is its function.
+COMMANDS: dict[str, Entry] = {
+    "run": Entry("ordersync.cli.run", "run", "Run one stage's worker until stopped (SIGTERM or Ctrl-C)."),
+    "dashboard": Entry(
+        "ordersync.cli.run", "dashboard", "The operators' web page: status, orders grid and actions, export."
+    ),
+    "status": Entry(
+        "ordersync.cli.status", "status", "Per channel: orders by status, API health, tasks, dead letters."
+    ),
+    "orders": Entry("ordersync.cli.orders", "orders_app", "List and show orders; ignore, retry them."),
+    "export": Entry(
+        "ordersync.cli.export", "export_app", "Export orders as CSV (failed write-backs, imports)."
+    ),
+    "replay": Entry(
+        "ordersync.cli.replay", "replay_command", "Copy a topic's records back onto it (or another)."
+    ),
+    "dlq": Entry("ordersync.cli.replay", "dlq_app", "Dead letters: list, show, send back to their source."),
+    "status-model": Entry("ordersync.cli.status", "status_model_app", "The status read model: rebuild it."),
+    "listings": Entry(
+        "ordersync.cli.listings",
+        "listings_app",
+        "Channel listings: Amazon seller SKU -> back-office stock code.",
+    ),
+    "topics": Entry("ordersync.cli.topics", "topics_app", "Create and list the catalogue's Kafka topics."),
+    "quota": Entry("ordersync.cli.quota", "quota_app", "Amazon quota per seller and operation."),
+    "amazon": Entry("ordersync.cli.amazon", "amazon_app", "Amazon SP-API: check a channel's access."),
+    "settings": Entry(
+        "ordersync.cli.settings", "settings_app", "Every setting as an environment variable; check them."
+    ),
+    "schemas": Entry("ordersync.cli.schemas", "schemas_app", "The event schemas as JSON Schema."),
+    "sim": Entry("ordersync.cli.sim", "sim_app", "The Amazon SP-API simulator."),
+    "dev": Entry("ordersync.cli.dev", "dev_app", "Start, stop and show the embedded broker and Redis."),
+    "demo": Entry(
+        "ordersync.cli.dev", "demo", "Everything on one machine against the simulator, with the dashboard."
+    ),
+    "backoffice": Entry(
+        "ordersync.cli.dev", "backoffice", "A back-office stand-in (demo, tests): invoices imported orders."
+    ),
+}
+
+
+def load_command(name: str) -> Any:
+    """The click command of a root entry, importing its module now."""
+    entry = COMMANDS[name]
+    target: Any = getattr(importlib.import_module(entry.module), entry.attribute)
+    command: Any
+    if isinstance(target, typer.Typer):
+        command = typer.main.get_group(target)  # a group even when it has one command
+    else:
+        single = typer.Typer()
+        single.command(name)(target)
+        command = typer.main.get_command(single)
+    command.name = name
+    command.help = command.help or entry.help
+    return command
+
+
+class LazyRoot(TyperGroup):
+    """The root group: lists every entry from :data:`COMMANDS` and imports one only to run it.
+
+    Contexts, formatters and commands are typed ``Any``: typer ships its own copy of click, whose
+    module is private."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in COMMANDS:
+            return None
+        return load_command(cmd_name)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        # The short help comes from the table: listing the commands must not import them.
+        rows = [(name, entry.help) for name, entry in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+app = typer.Typer(
+    cls=LazyRoot,
+    help="ordersync: keeps an Amazon seller's back-office in sync with Amazon, on Kafka.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_show_locals=False,  # locals may hold secrets
+)
+
+
+@app.callback()
+def _root() -> None:
+    """ordersync: keeps an Amazon seller's back-office in sync with Amazon, on Kafka."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,331 @@
+"""``ordersync orders``: the orders grid and one order's detail (from the status read model), and the
+operator's actions on orders (events on ``ops.commands``, as the dashboard sends them)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, cast
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ordersync.cli.common import parse_time, when, with_read_model
+from ordersync.settings import get_settings
+from ordersync.state.readmodel import (
+    OVERALL_STATUSES,
+    FailedStage,
+    OrderDetail,
+    OrderFilter,
+    OrderRow,
+    OverallStatus,
+    SortKey,
+)
+
+orders_app = typer.Typer(help="Act on orders (the actions are events on ops.commands).", no_args_is_help=True)
+
+
+@orders_app.command("retry-download")
+def orders_retry_download(
+    order_ids: Annotated[list[str], typer.Argument(help="Amazon order ids (3-7-7 digits).")],
+    channel: Annotated[str, typer.Option(help="The channel the orders belong to.")],
+    operator: Annotated[str | None, typer.Option(help="Who asks, for the record.")] = None,
+) -> None:
+    """Download the orders again from scratch, through the pipeline (the dashboard's Retry Download)."""
+    from ordersync.ops.commands import CommandRejected, publish_command
+
+    try:
+        published = publish_command(get_settings(), "retry-download", channel, order_ids, operator=operator)
+    except CommandRejected as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"retry-download of {len(order_ids)} order(s) on {channel} sent as event {published}")
+
+
+def _order_command(command: str, order_ids: list[str], channel: str, operator: str | None) -> None:
+    from typing import cast
+
+    from ordersync.ops.commands import CommandRejected, publish_command
+    from ordersync.schemas.events import OperatorCommand
+
+    try:
+        published = publish_command(
+            get_settings(), cast(OperatorCommand, command), channel, order_ids, operator=operator
+        )
+    except CommandRejected as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"{command} of {len(order_ids)} order(s) on {channel} sent as event {published}")
+
+
+@orders_app.command("ignore")
+def orders_ignore(
+    order_ids: Annotated[list[str], typer.Argument(help="Amazon order ids (3-7-7 digits).")],
+    channel: Annotated[str, typer.Option(help="The channel the orders belong to.")],
+    operator: Annotated[str | None, typer.Option(help="Who asks, for the record.")] = None,
+) -> None:
+    """Don't import the orders, even when they change later, until un-ignored (the dashboard's Ignore)."""
+    _order_command("ignore", order_ids, channel, operator)
+
+
+@orders_app.command("unignore")
+def orders_unignore(
+    order_ids: Annotated[list[str], typer.Argument(help="Amazon order ids (3-7-7 digits).")],
+    channel: Annotated[str, typer.Option(help="The channel the orders belong to.")],
+    operator: Annotated[str | None, typer.Option(help="Who asks, for the record.")] = None,
+) -> None:
+    """Lift an Ignore; the orders are imported again from their downloaded data."""
+    _order_command("unignore", order_ids, channel, operator)
+
+
+@orders_app.command("retry-import")
+def orders_retry_import(
+    order_ids: Annotated[list[str], typer.Argument(help="Amazon order ids (3-7-7 digits).")],
+    channel: Annotated[str, typer.Option(help="The channel the orders belong to.")],
+    operator: Annotated[str | None, typer.Option(help="Who asks, for the record.")] = None,
+) -> None:
+    """Import the orders again from the downloaded data (after fixing listings); no Amazon call."""
+    _order_command("retry-import", order_ids, channel, operator)
+
+
+@orders_app.command("retry-writeback")
+def orders_retry_writeback(
+    order_ids: Annotated[list[str], typer.Argument(help="Amazon order ids (3-7-7 digits).")],
+    channel: Annotated[str, typer.Option(help="The channel the orders belong to.")],
+    operator: Annotated[str | None, typer.Option(help="Who asks, for the record.")] = None,
+) -> None:
+    """Send the orders' failed shipments to Amazon again (after fixing the cause), attempts reset;
+    confirmed packages are never sent twice. Carried out by the shipment-write-back stage."""
+    _order_command("retry-writeback", order_ids, channel, operator)
+
+
+_STATUS_STYLE = {"Failed": "bold red", "Pending": "yellow", "Success": "green", "Ignored": "dim"}
+
+
+def orders_table(rows: tuple[OrderRow, ...], *, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in (
+        "order",
+        "channel",
+        "marketplace",
+        "purchased (UTC)",
+        "status",
+        "import",
+        "write-back",
+        "sales order",
+        "attempts",
+        "error",
+    ):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        error = f"{row.error_code}: {row.error_message}" if row.error_code else ""
+        table.add_row(
+            row.amazon_order_id,
+            row.channel,
+            row.marketplace_id or "",
+            when(row.purchase_date),
+            f"[{_STATUS_STYLE[row.status]}]{row.status}[/]",
+            row.import_status or "",
+            row.writeback_status or "",
+            row.sales_order_code or "",
+            str(row.attempts) if row.attempts else "",
+            error,
+        )
+    return table
+
+
+@orders_app.command("list")
+def orders_list(  # noqa: PLR0917 - one parameter per CLI option
+    status: Annotated[
+        str | None, typer.Option(help="Failed | Pending | Success | Ignored (case-insensitive).")
+    ] = None,
+    channel: Annotated[str | None, typer.Option(help="Only this channel.")] = None,
+    seller: Annotated[str | None, typer.Option(help="Only this seller id.")] = None,
+    marketplace: Annotated[str | None, typer.Option(help="Only this marketplace id.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Purchased at or after (ISO 8601, UTC if no zone).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Purchased before (ISO 8601).")] = None,
+    search: Annotated[str | None, typer.Option(help="An order id, a prefix of one, or a seller SKU.")] = None,
+    failed_stage: Annotated[
+        str | None, typer.Option("--failed-stage", help="download | import | write-back.")
+    ] = None,
+    sort: Annotated[str, typer.Option(help="purchase_date | updated_at | amazon_order_id | status.")] = (
+        "purchase_date"
+    ),
+    ascending: Annotated[bool, typer.Option("--ascending", help="Oldest / smallest first.")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Rows per page.")] = 50,
+    offset: Annotated[int, typer.Option(min=0, help="Rows to skip.")] = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON (the page with its total) instead of a table.")
+    ] = (False),
+) -> None:
+    """List orders from the status model (the dashboard's grid), filtered, sorted and paged."""
+    order_filter = build_filter(
+        status=status,
+        channel=channel,
+        seller=seller,
+        marketplace=marketplace,
+        since=since,
+        until=until,
+        search=search,
+        failed_stage=failed_stage,
+    )
+    if sort not in ("purchase_date", "updated_at", "amazon_order_id", "status"):
+        raise typer.BadParameter(f"unknown sort {sort!r}", param_hint="--sort")
+    page = with_read_model(
+        get_settings(),
+        lambda model: model.orders(
+            order_filter, sort=cast(SortKey, sort), descending=not ascending, offset=offset, limit=limit
+        ),
+    )
+    if as_json:
+        typer.echo(page.model_dump_json(indent=2))
+        return
+    shown = f"{offset + 1}-{offset + len(page.rows)}" if page.rows else "none"
+    Console().print(orders_table(page.rows, title=f"orders {shown} of {page.total}"))
+
+
+def build_filter(
+    *,
+    status: str | None,
+    channel: str | None,
+    seller: str | None,
+    marketplace: str | None,
+    since: str | None,
+    until: str | None,
+    search: str | None,
+    failed_stage: str | None,
+) -> OrderFilter:
+    overall: OverallStatus | None = None
+    if status is not None:
+        matches = [s for s in OVERALL_STATUSES if s.lower() == status.strip().lower()]
+        if not matches:
+            raise typer.BadParameter(
+                f"{status!r} is not one of {', '.join(OVERALL_STATUSES)}", param_hint="--status"
+            )
+        overall = matches[0]
+    if failed_stage is not None and failed_stage not in ("download", "import", "write-back"):
+        raise typer.BadParameter(
+            f"{failed_stage!r}: download, import or write-back", param_hint="--failed-stage"
+        )
+    return OrderFilter(
+        status=overall,
+        channel=channel,
+        seller_id=seller,
+        marketplace_id=marketplace,
+        since=parse_time(since, "--since"),
+        until=parse_time(until, "--until"),
+        text=search.strip() if search and search.strip() else None,
+        failed_stage=cast(FailedStage | None, failed_stage),
+    )
+
+
+def _detail_text(console: Console, detail: OrderDetail) -> None:
+    row = detail.row
+    console.print(
+        f"[bold]{row.amazon_order_id}[/] channel {row.channel or '?'} seller {row.seller_id} "
+        f"marketplace {row.marketplace_id or '?'}: [{_STATUS_STYLE[row.status]}]{row.status}[/]"
+    )
+    facts = Table(show_header=False, box=None)
+    for label, value in (
+        ("purchased", when(row.purchase_date)),
+        ("updated", when(row.updated_at)),
+        ("Amazon status", row.amazon_status),
+        ("fulfilment", row.fulfillment_channel),
+        ("download", row.download_status),
+        ("import", row.import_status),
+        ("sales order", row.sales_order_code),
+        ("invoice", row.invoice_status),
+        ("write-back", row.writeback_status),
+        ("attempts", str(row.attempts)),
+        ("error", f"{row.error_code}: {row.error_message}" if row.error_code else None),
+    ):
+        facts.add_row(label, value or "")
+    console.print(facts)
+    if detail.lines:
+        lines = Table(title="lines", title_justify="left")
+        for column in ("item", "seller SKU", "ASIN", "stock code", "ordered", "shipped", "line total"):
+            lines.add_column(column)
+        for line in detail.lines:
+            lines.add_row(
+                *(
+                    str(line.get(k) if line.get(k) is not None else "")
+                    for k in (
+                        "order_item_id",
+                        "seller_sku",
+                        "asin",
+                        "stock_code",
+                        "quantity_ordered",
+                        "quantity_shipped",
+                        "line_total",
+                    )
+                )
+            )
+        console.print(lines)
+    if detail.shipments:
+        packages = Table(title="packages", title_justify="left")
+        for column in (
+            "package",
+            "status",
+            "carrier",
+            "method",
+            "tracking",
+            "ship date",
+            "attempts",
+            "error",
+        ):
+            packages.add_column(column, overflow="fold")
+        for package in detail.shipments:
+            error = package.get("error_code")
+            packages.add_row(
+                str(package.get("package_reference_id")),
+                str(package.get("status") or ""),
+                str(package.get("carrier_code") or ""),
+                str(package.get("shipping_method") or ""),
+                str(package.get("tracking_number") or ""),
+                str(package.get("ship_date") or "")[:16],
+                str(package.get("attempts") or ""),
+                f"{error}: {package.get('error_message')}" if error else "",
+            )
+        console.print(packages)
+    if detail.errors:
+        errors = Table(title="errors", title_justify="left")
+        for column in ("at", "stage", "code", "message", "still open"):
+            errors.add_column(column, overflow="fold")
+        for error in detail.errors:
+            errors.add_row(
+                str(error["at"])[:19],
+                str(error["stage"]),
+                str(error.get("code") or ""),
+                str(error.get("message") or ""),
+                "yes" if error.get("active") else "superseded",
+            )
+        console.print(errors)
+    history = Table(title="history", title_justify="left")
+    for column in ("at", "topic", "what"):
+        history.add_column(column, overflow="fold")
+    for entry in detail.history:
+        history.add_row(str(entry["at"])[:19], str(entry["topic"]), str(entry["summary"]))
+    console.print(history)
+
+
+@orders_app.command("show")
+def orders_show(
+    order_id: Annotated[str, typer.Argument(help="The Amazon order id.")],
+    channel: Annotated[str | None, typer.Option(help="The channel (when several sellers have it).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of tables.")] = False,
+) -> None:
+    """One order: its status at every stage, lines, packages, errors and history."""
+    found = with_read_model(get_settings(), lambda model: model.find(order_id.strip(), channel))
+    if not found:
+        where = f" on channel {channel}" if channel else ""
+        typer.echo(f"order {order_id}{where} is not in the status model", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        payload: Any = [d.model_dump(mode="json") for d in found]
+        typer.echo(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
+        return
+    console = Console()
+    for detail in found:
+        _detail_text(console, detail)
