@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-dev
 
 .DEFAULT_GOAL := help
 .PHONY: help venv demo test test-unit test-stage test-integration test-e2e test-thirdparty lint format bench dev-up dev-down clean example-env image
-.PHONY: coverage typecheck
+.PHONY: coverage typecheck test-chaos
 .PHONY: browser test-shifted-clock docs-keys
 
 help: ## Show the targets
@@ -42,6 +42,9 @@ test-shifted-clock: $(STAMP) ## Unit and stage tests with the clock a year ahead
 
 test-e2e: $(STAMP) ## All stages as separate processes against the simulator
 	$(BIN)/pytest -m e2e
+
+test-chaos: $(STAMP) ## Faults injected into real stage processes, Redis and the broker (also part of `make test`)
+	$(BIN)/pytest -m chaos
 
 test-thirdparty: $(STAMP) ## python-amazon-sp-api, unchanged, against the simulator over HTTPS
 	$(BIN)/pytest -m thirdparty

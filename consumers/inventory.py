@@ -27,6 +27,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, cast
 
 import faust
@@ -34,8 +35,9 @@ from redis.asyncio.client import Pipeline
 
 from ordersync.amazon.feeds import JSON_CONTENT_TYPE, ProcessingResult, listings_quantity_feed
 from ordersync.channels import Channel
-from ordersync.errors import Permanent, Retryable, Throttled
+from ordersync.errors import Permanent
 from ordersync.pipeline.feeds import FeedEngine, FeedLimits, FeedType, Parked, pending_key, scaled, seller_key
+from ordersync.pipeline.lock import Lock
 from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import InventoryLevelChanged
@@ -204,12 +206,16 @@ async def sku_errors(runtime: StageRuntime, seller: str) -> dict[str, dict[str, 
     return {sku: json.loads(value) for sku, value in raw.items()}
 
 
+async def step(runtime: StageRuntime, channel: Channel, lease: Lock) -> None:
+    """One channel's inventory tick, by the replica that holds the channel's lease."""
+    if await lease.hold():
+        await tick(runtime, channel)
+
+
 def register(app: faust.App, runtime: StageRuntime) -> None:
     @app.agent(runtime.topic(INVENTORY_LEVELS), name="inventory-levels")
     async def levels(stream: faust.StreamT[bytes]) -> None:
-        await runtime.start()
-        async for event in stream.events():
-            await runtime.process(INVENTORY_LEVELS, event, lambda env: handle(runtime, env))
+        await runtime.consume(INVENTORY_LEVELS, stream, lambda env: handle(runtime, env))
 
     @app.task  # type: ignore[untyped-decorator]
     async def feeds() -> None:
@@ -222,12 +228,11 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
         try:
             while True:
                 for channel in runtime.channels.channels:
-                    if not channel.active or not await leases[channel.name].hold():
-                        continue
-                    try:
-                        await tick(runtime, channel)
-                    except (Permanent, Retryable, Throttled) as exc:
-                        log.warning("%s: inventory step failed, next tick retries: %s", channel.name, exc)
+                    if channel.active:
+                        # Whatever fails (Amazon, Redis, the broker), the next tick tries again.
+                        await runtime.survive(
+                            f"inventory {channel.name}", partial(step, runtime, channel, leases[channel.name])
+                        )
                 await asyncio.sleep(poll_s)
         finally:
             for lease in leases.values():

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from typing import Literal
 
 import faust
@@ -266,11 +267,9 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
 
     @app.agent(runtime.topic(ORDERS_CANCELLATION_REQUESTED), name="seller-cancellations")
     async def cancellations(stream: faust.StreamT[bytes]) -> None:
-        await runtime.start()
-        async for event in stream.events():
-            await runtime.process(
-                ORDERS_CANCELLATION_REQUESTED, event, lambda env: cancellation.handle(runtime, env)
-            )
+        await runtime.consume(
+            ORDERS_CANCELLATION_REQUESTED, stream, lambda env: cancellation.handle(runtime, env)
+        )
 
     tick_s = min(settings.feed_poll_interval_s, settings.feed_flush_interval_s)
 
@@ -278,17 +277,13 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
     async def feeds() -> None:
         await runtime.start()
         while True:
-            await feed_tick(runtime)
+            await runtime.survive("write-back feeds", partial(feed_tick, runtime))
             await asyncio.sleep(scaled(runtime, tick_s))
 
     @app.agent(runtime.topic(OPS_COMMANDS), name="writeback-commands")
     async def writeback_commands(stream: faust.StreamT[bytes]) -> None:
-        await runtime.start()
-        async for event in stream.events():
-            await runtime.process(OPS_COMMANDS, event, lambda env: retry_writeback(runtime, env))
+        await runtime.consume(OPS_COMMANDS, stream, lambda env: retry_writeback(runtime, env))
 
     @app.agent(runtime.topic(SHIPMENTS_REQUESTED), name="shipment-write-back")
     async def write_back(stream: faust.StreamT[bytes]) -> None:
-        await runtime.start()
-        async for event in stream.events():
-            await runtime.process(SHIPMENTS_REQUESTED, event, lambda env: handle(runtime, env))
+        await runtime.consume(SHIPMENTS_REQUESTED, stream, lambda env: handle(runtime, env))

@@ -20,15 +20,14 @@ list|show``, ``ordersync status``, ``ordersync export failed`` and the dashboard
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
 
 import faust
-from redis import exceptions as redis_errors
 
 from ordersync.errors import InvalidEvent
-from ordersync.pipeline.runtime import REDIS_PROBE_INTERVAL_S, StageRuntime
+from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.topics import TopicSpec
 from ordersync.settings import DEFAULT_PREFIX
 from ordersync.state.readmodel import FOLDED_TOPICS, ReadModel
@@ -52,32 +51,20 @@ class Projection:
         return self._model
 
     async def handle(self, spec: TopicSpec, value: bytes | None, partition: int, offset: int) -> None:
+        """Fold one record; a Redis outage is waited out (the record is never skipped for it)."""
+        what = f"{spec.name}[{partition}]"
+        skipped = partial(self.model.count_skipped, spec.name, partition, offset)
         try:
             envelope = self.runtime.decode(spec, value)
         except InvalidEvent as exc:
-            log.warning("%s[%d]@%d skipped, not a valid event: %s", spec.name, partition, offset, exc)
-            await self._redis(lambda: self.model.count_skipped(spec.name, partition, offset))
+            log.warning("%s@%d skipped, not a valid event: %s", what, offset, exc)
+            await self.runtime.through_outages(what, skipped)
             return
         try:
-            await self._redis(lambda: self.model.apply(spec.name, envelope))
+            await self.runtime.through_outages(what, partial(self.model.apply, spec.name, envelope))
         except Exception:  # a fold bug must not stop the projection of every other order
-            log.exception("%s[%d]@%d could not be folded; skipped", spec.name, partition, offset)
-            await self._redis(lambda: self.model.count_skipped(spec.name, partition, offset))
-
-    async def _redis(self, call: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            try:
-                await call()
-                return
-            # Unreachable or loading: wait. Any other Redis error is a fault of the fold (skipped above).
-            except (
-                redis_errors.ConnectionError,
-                redis_errors.TimeoutError,
-                redis_errors.BusyLoadingError,
-                OSError,
-            ) as exc:
-                log.error("status projection: Redis unavailable, retrying: %s", exc)
-                await asyncio.sleep(REDIS_PROBE_INTERVAL_S)
+            log.exception("%s@%d could not be folded; skipped", what, offset)
+            await self.runtime.through_outages(what, skipped)
 
 
 def group_id(key_prefix: str) -> str:
@@ -98,14 +85,15 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
 def _fold_agent(app: faust.App, runtime: StageRuntime, projection: Projection, spec: TopicSpec) -> None:
     async def fold(stream: faust.StreamT[bytes]) -> None:
         await runtime.start()
-        async for event in stream.events():
+        manual: Any = stream.noack()  # type: ignore[attr-defined]  # faust's StreamT omits noack
+        async for event in manual.events():
             message = event.message
             value = message.value if isinstance(message.value, bytes | None) else None
+            # Acknowledged only once folded: a Redis outage is waited out, never skipped.
             await projection.handle(spec, value, message.partition, message.offset)
             # Consumer lag on /metrics is measured from these positions where the runtime keeps them.
-            offsets = getattr(runtime, "next_offsets", None)
-            if isinstance(offsets, dict):
-                offsets[(message.topic, message.partition)] = message.offset + 1
+            runtime.next_offsets[(message.topic, message.partition)] = message.offset + 1
+            await manual.ack(event)
 
     # One agent per topic: topics fold concurrently, each in its partitions' order.
     app.agent(runtime.topic(spec), name=f"{STAGE}-{spec.name}")(fold)

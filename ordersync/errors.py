@@ -12,6 +12,9 @@ Every failure a stage can meet is one of three kinds, and the kind alone decides
 
 from __future__ import annotations
 
+from aiokafka import errors as kafka_errors
+from redis import exceptions as redis_errors
+
 
 class PipelineError(Exception):
     """Base of every error a stage routes by kind."""
@@ -103,3 +106,27 @@ class ConfigurationError(Permanent):
 
 class LeaseLost(PipelineError):
     """Another worker took this channel's polling over (ours had stopped renewing): stop the round."""
+
+
+#: Redis cannot be reached, or refuses writes for a while (loading its append-only file after a
+#: restart, a replica promoted by a failover, a cluster resharding).
+_REDIS_OUTAGES = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ReadOnlyError,
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+)
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether ``error`` says Redis, the broker or the network is down rather than that the work is
+    wrong: the work is kept and tried again once they answer, never dead-lettered. The rate limiter
+    failing closed (:class:`QuotaUnavailable`) is one."""
+    if isinstance(error, (QuotaUnavailable, OSError, *_REDIS_OUTAGES)):
+        return True
+    if isinstance(error, kafka_errors.KafkaError):
+        return bool(error.retriable) or isinstance(
+            error, (kafka_errors.KafkaConnectionError, kafka_errors.KafkaTimeoutError)
+        )
+    return False

@@ -14,7 +14,8 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -126,3 +127,29 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     root.setLevel(level)
     # Per-request lines from the HTTP client would drown the pipeline's own.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+class EveryInterval:
+    """Lets a repeated log line through once per ``interval_s`` per key and counts what it held back,
+    so a stage that cannot reach Redis or the broker says so once a minute, not 50 times a second."""
+
+    def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def due(self, key: str) -> int | None:
+        """None while ``key`` was logged less than ``interval_s`` ago (one more held back); otherwise
+        how many were held back since, and the interval starts again."""
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval_s:
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._held.pop(key, 0)
+
+    def forget(self, key: str) -> None:
+        self._last.pop(key, None)
+        self._held.pop(key, None)

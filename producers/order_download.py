@@ -30,7 +30,7 @@ import faust
 
 from ordersync.amazon.client import OrdersPage, OrdersQuery
 from ordersync.channels import Channel
-from ordersync.errors import LeaseLost, Permanent, PipelineError
+from ordersync.errors import LeaseLost, Permanent, PipelineError, is_outage
 from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import AmazonOrder, FoundBy, OperatorCommandIssued, OrderDownloaded
@@ -282,21 +282,25 @@ async def poll_channel(runtime: StageRuntime, channel: Channel) -> None:
             raise LeaseLost(f"{channel.name}: another worker polls this channel now")
         return await client.list_orders_page(query, next_token=token)
 
+    async def one_round() -> None:
+        try:
+            if await lease.hold():
+                report = await download_window(runtime, channel, fetch_page)
+                await runtime.store.record_task("download", channel.name, ok=True, detail=report.summary())
+                log.info("%s: download: %s, cursor %s", channel.name, report.summary(), report.bound)
+                await run_due_catch_ups(runtime, channel, fetch_page)
+        except LeaseLost as exc:
+            log.warning("%s", exc)
+        except PipelineError as exc:
+            if is_outage(exc):
+                raise  # the rate limiter's Redis is down: a stall, not a failed round
+            await runtime.store.record_task("download", channel.name, ok=False, detail=str(exc))
+            log.error("%s: download round failed: %s", channel.name, exc)
+
     try:
         while True:
-            try:
-                if await lease.hold():
-                    report = await download_window(runtime, channel, fetch_page)
-                    await runtime.store.record_task(
-                        "download", channel.name, ok=True, detail=report.summary()
-                    )
-                    log.info("%s: download: %s, cursor %s", channel.name, report.summary(), report.bound)
-                    await run_due_catch_ups(runtime, channel, fetch_page)
-            except LeaseLost as exc:
-                log.warning("%s", exc)
-            except PipelineError as exc:
-                await runtime.store.record_task("download", channel.name, ok=False, detail=str(exc))
-                log.error("%s: download round failed: %s", channel.name, exc)
+            # Redis or the broker down, or a surprise: the round is tried again at the next poll.
+            await runtime.survive(f"download {channel.name}", one_round)
             await asyncio.sleep(runtime.settings.download.poll_interval_s)
     finally:
         await asyncio.shield(lease.release())
@@ -333,9 +337,7 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
 
     @app.agent(runtime.topic(OPS_COMMANDS), name="retry-download")
     async def retry_downloads(stream: faust.StreamT[bytes]) -> None:
-        await runtime.start()
-        async for event in stream.events():
-            await runtime.process(OPS_COMMANDS, event, lambda env: retry_download(runtime, env))
+        await runtime.consume(OPS_COMMANDS, stream, lambda env: retry_download(runtime, env))
 
     @app.task  # type: ignore[untyped-decorator]
     async def download_orders() -> None:

@@ -19,6 +19,14 @@ from ordersync.schemas.topics import TopicSpec
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
+#: The largest record value a stage reads. Amazon's largest order with its items is far below this;
+#: anything bigger is another system's mistake and goes to the dead-letter topic (by reference, see
+#: :class:`~ordersync.schemas.events.EventDeadLettered`), never into memory-hungry parsing.
+MAX_RECORD_BYTES = 512 * 1024
+#: The deepest nesting of objects and arrays a record may have (ordersync's own events nest about 6
+#: deep). Bounding it keeps a hostile record from exhausting the parser's recursion.
+MAX_NESTING = 32
+
 #: (event_type, from_version) -> function turning that version's payload into version + 1.
 _UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 
@@ -41,14 +49,39 @@ def encode_key(key: str) -> bytes:
     return key.encode()
 
 
+def _nesting_exceeds(data: Any, limit: int) -> bool:
+    """Whether objects and arrays nest deeper than ``limit`` (iteratively: no recursion to exhaust)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def decode(raw: bytes | None, topic: TopicSpec) -> Envelope[Event]:
     """Parse, upcast and validate one record value of ``topic``."""
     if raw is None:
         raise InvalidEvent(f"{topic.name}: empty record (tombstone) where an event was expected")
+    if len(raw) > MAX_RECORD_BYTES:
+        raise InvalidEvent(
+            f"{topic.name}: record of {len(raw)} bytes is over the {MAX_RECORD_BYTES}-byte limit"
+        )
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidEvent(f"{topic.name}: not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidEvent(f"{topic.name}: JSON nested deeper than {MAX_NESTING} levels") from exc
+    if _nesting_exceeds(data, MAX_NESTING):
+        raise InvalidEvent(f"{topic.name}: JSON nested deeper than {MAX_NESTING} levels")
     if not isinstance(data, dict):
         raise InvalidEvent(f"{topic.name}: expected a JSON object, got {type(data).__name__}")
     event_type = data.get("event_type")

@@ -398,12 +398,16 @@ class EventDeadLettered(Event):
     source_partition: Annotated[int, Field(ge=0)]
     source_offset: Annotated[int, Field(ge=0)]
     source_key: str | None
-    #: The original bytes, base64-encoded, so a replay after a fix sends exactly what arrived.
+    #: The original bytes, base64-encoded, so a replay after a fix sends exactly what arrived; empty
+    #: when the original was too large to copy (``original_size_bytes`` is then set).
     original_value_b64: str
     stage: NonEmptyStr
     error_type: NonEmptyStr
     error: NonEmptyStr
     dead_lettered_at: AwareDatetime
+    #: Set when the original (this many bytes) was too large to copy here: it is read at
+    #: ``source_topic``/``source_partition``/``source_offset`` while the topic retains it.
+    original_size_bytes: Annotated[int, Field(ge=0)] | None = None
 
     @field_validator("original_value_b64")
     @classmethod

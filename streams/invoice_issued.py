@@ -128,6 +128,4 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
 
     @app.agent(runtime.topic(INVOICES_ISSUED), name="invoice-issued")
     async def issue_shipments(stream: faust.StreamT[bytes]) -> None:
-        await runtime.start()
-        async for event in stream.events():
-            await runtime.process(INVOICES_ISSUED, event, lambda env: handle(runtime, env))
+        await runtime.consume(INVOICES_ISSUED, stream, lambda env: handle(runtime, env))

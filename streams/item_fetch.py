@@ -116,6 +116,4 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
 
     @app.agent(runtime.topic(ORDERS_DOWNLOADED), name="item-fetch")
     async def fetch_items(stream: faust.StreamT[bytes]) -> None:
-        await runtime.start()
-        async for event in stream.events():
-            await runtime.process(ORDERS_DOWNLOADED, event, lambda env: handle(runtime, env))
+        await runtime.consume(ORDERS_DOWNLOADED, stream, lambda env: handle(runtime, env))

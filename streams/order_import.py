@@ -447,18 +447,12 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
 
     @app.agent(runtime.topic(OPS_COMMANDS), name="import-commands")
     async def import_commands(stream: faust.StreamT[bytes]) -> None:
-        await runtime.start()
-        async for event in stream.events():
-            await runtime.process(OPS_COMMANDS, event, lambda env: operator_command(runtime, env))
+        await runtime.consume(OPS_COMMANDS, stream, lambda env: operator_command(runtime, env))
 
     @app.agent(runtime.topic(CHANNEL_LISTINGS), name="import-listings")
     async def import_listings(stream: faust.StreamT[bytes]) -> None:
-        await runtime.start()
-        async for event in stream.events():
-            await runtime.process(CHANNEL_LISTINGS, event, lambda env: listing_changed(runtime, env))
+        await runtime.consume(CHANNEL_LISTINGS, stream, lambda env: listing_changed(runtime, env))
 
     @app.agent(runtime.topic(ORDERS_ENRICHED), name="import")
     async def import_orders(stream: faust.StreamT[bytes]) -> None:
-        await runtime.start()
-        async for event in stream.events():
-            await runtime.process(ORDERS_ENRICHED, event, lambda env: handle(runtime, env))
+        await runtime.consume(ORDERS_ENRICHED, stream, lambda env: handle(runtime, env))

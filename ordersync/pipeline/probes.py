@@ -20,6 +20,7 @@ The server is an aiohttp site on the worker's own event loop, started as a depen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any, Protocol
@@ -46,6 +47,7 @@ class StageProbe(Protocol):
     next_offsets: dict[tuple[str, int], int]
     loop_started: bool
     assigned: bool
+    stalls: dict[str, str]
 
     @property
     def limiter_or_none(self) -> object | None: ...
@@ -160,6 +162,12 @@ class StageWebServer(Service):
         checks["worker"] = "ok" if reason is None else reason
         checks["consumer"] = self._consumer_state()
         checks["redis"] = await self._redis_state()
+        checks["kafka"] = await self._broker_state()
+        checks["progress"] = (
+            "ok"
+            if not runtime.stalls
+            else "stalled: " + "; ".join(f"{k}: {v}" for k, v in runtime.stalls.items())
+        )
         limiter_healthy = getattr(runtime.limiter_or_none, "healthy", True)
         checks["rate_limiter"] = "ok" if limiter_healthy else "failing closed: its Redis cannot be reached"
         return all(state == "ok" for state in checks.values()), checks
@@ -184,6 +192,23 @@ class StageWebServer(Service):
         except Exception as exc:  # any failure means not ready
             return f"PING failed: {type(exc).__name__}"
         return "ok"
+
+    async def _broker_state(self) -> str:
+        """Whether a bootstrap broker accepts a connection: the consumer and producer retry on their
+        own while none does, so without this check a stage whose broker is gone would look ready."""
+        servers = self.runtime.settings.kafka.bootstrap.split(",")
+        for server in servers:
+            host, _, port = server.strip().rpartition(":")
+            try:
+                async with asyncio.timeout(PING_TIMEOUT_S):
+                    _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+            except (OSError, TimeoutError, ValueError):
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return "ok"
+        return f"no broker of {self.runtime.settings.kafka.bootstrap} accepts a connection"
 
     async def metrics(self, request: web.Request) -> web.Response:
         self.update_gauges()

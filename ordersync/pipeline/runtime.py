@@ -1,5 +1,17 @@
 """What every stage process shares: settings, channels, Redis, the rate limiter, Amazon clients, and the
 three things an agent does besides calling its pure function: emit, retry by error kind, dead-letter.
+
+No record is acknowledged unprocessed. :meth:`StageRuntime.consume` acknowledges a record only after
+:meth:`StageRuntime.process` settled it, and ``process`` settles every record in exactly one way:
+
+- processed (the handler returned);
+- kept and tried again in place while Redis, the broker or the rate limiter is down
+  (:func:`~ordersync.errors.is_outage`), or while Amazon throttles; the stage reports itself stalled
+  (``/readyz`` answers 503) until the record goes through;
+- dead-lettered with the reason: invalid input, a permanent refusal, a transient fault that outlived
+  its retries, or an unexpected exception (a bug) that failed again when retried.
+
+A worker stopped while a record is in hand leaves it unacknowledged, so it is read again.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import faust
@@ -20,9 +33,9 @@ from ordersync.amazon.client import SpApiClient
 from ordersync.amazon.operations import ApiCall, ApiName
 from ordersync.channels import Channel, ChannelsFile, load_channels
 from ordersync.clock import SYSTEM_CLOCK, Clock
-from ordersync.errors import InvalidEvent, Permanent, QuotaUnavailable, Retryable, Throttled
+from ordersync.errors import InvalidEvent, Permanent, QuotaUnavailable, Retryable, Throttled, is_outage
 from ordersync.kafka.faust_app import faust_topic
-from ordersync.logs import bind_log_context, log_context
+from ordersync.logs import EveryInterval, bind_log_context, log_context
 from ordersync.pipeline.lock import Lock
 from ordersync.pipeline.metrics import (
     AMAZON_REQUESTS,
@@ -50,6 +63,18 @@ T = TypeVar("T")
 MAX_RETRYABLE_ATTEMPTS = 8
 MAX_BACKOFF_S = 60.0
 REDIS_PROBE_INTERVAL_S = 2.0
+#: While Redis or the broker is down a record is tried again with backoff growing to this.
+MAX_OUTAGE_BACKOFF_S = 30.0
+#: An unexpected exception (a bug, a library's surprise) is tried this often before the record is
+#: dead-lettered with it.
+MAX_UNEXPECTED_ATTEMPTS = 3
+#: Larger originals are dead-lettered by reference (topic, partition, offset): base64 would not fit in
+#: the broker's 1 MB message.
+MAX_DEAD_LETTER_COPY_BYTES = 512 * 1024
+#: The largest event a stage publishes; the broker refuses messages over 1 MB.
+MAX_EMIT_BYTES = 900 * 1024
+#: A dead letter's reason is cut to this many characters.
+MAX_REASON_CHARS = 2000
 #: Stages whose feeds are listings feeds: their feed calls count for the Listings API's health.
 LISTINGS_FEED_STAGES = frozenset({"inventory"})
 
@@ -99,6 +124,10 @@ class StageRuntime:
         self.loop_started = False
         #: A rebalance gave this process its partitions (possibly none, when the group has more members).
         self.assigned = False
+        #: What cannot make progress now and why (a topic's record, a periodic task): ``/readyz`` is 503
+        #: while any is here. Cleared when the same work goes through.
+        self.stalls: dict[str, str] = {}
+        self._outage_log = EveryInterval()
         # (mode's signal stubs accept no bound coroutine method.)
         app.on_rebalance_complete.connect(cast(Any, self._on_rebalance_complete))
         app.on_partitions_revoked.connect(cast(Any, self._on_partitions_revoked))
@@ -183,10 +212,22 @@ class StageRuntime:
 
     async def emit(self, spec: TopicSpec, key: str, envelope: Envelope[Any]) -> None:
         """Send and wait until Kafka acknowledged it (callers save progress only after this)."""
+        pending = await self.topic(spec).send(key=key.encode(), value=self.encode_for(spec, envelope))
+        await pending
+
+    @staticmethod
+    def encode_for(spec: TopicSpec, envelope: Envelope[Any]) -> bytes:
+        """The bytes of ``envelope`` on ``spec``: it must belong there (a bug otherwise) and fit in a
+        broker message (:class:`Permanent` otherwise: the input that made it is dead-lettered)."""
         if spec.accepts(envelope.event_type) is None:
             raise ValueError(f"{envelope.event_type} does not belong on {spec.name}")
-        pending = await self.topic(spec).send(key=key.encode(), value=encode(envelope))
-        await pending
+        value = encode(envelope)
+        if len(value) > MAX_EMIT_BYTES:
+            raise Permanent(
+                f"{envelope.event_type} for {spec.name} is {len(value)} bytes,"
+                f" over the {MAX_EMIT_BYTES}-byte limit"
+            )
+        return value
 
     def decode(self, spec: TopicSpec, value: bytes | None) -> Envelope[Event]:
         return decode(value, spec)
@@ -198,15 +239,17 @@ class StageRuntime:
         message = event.message
         key = message.key.decode(errors="replace") if isinstance(message.key, bytes) else None
         value = message.value if isinstance(message.value, bytes) else b""
+        by_reference = len(value) > MAX_DEAD_LETTER_COPY_BYTES
         record = EventDeadLettered(
             source_topic=spec.name,
             source_partition=message.partition,
             source_offset=message.offset,
-            source_key=key,
-            original_value_b64=base64.b64encode(value).decode(),
+            source_key=key[:1000] if key else key,
+            original_value_b64="" if by_reference else base64.b64encode(value).decode(),
+            original_size_bytes=len(value) if by_reference else None,
             stage=self.stage,
             error_type=type(error).__name__,
-            error=str(error) or type(error).__name__,
+            error=(str(error) or type(error).__name__)[:MAX_REASON_CHARS],
             dead_lettered_at=self.clock.now(),
         )
         seller = key.split(":", 1)[0] if key and ":" in key else "unknown"
@@ -272,7 +315,107 @@ class StageRuntime:
                 PROCESSING_SECONDS.labels(self.stage, spec.name).observe(time.perf_counter() - started)
                 self.next_offsets[(message.topic, message.partition)] = message.offset + 1
 
+    async def consume(
+        self,
+        spec: TopicSpec,
+        stream: faust.StreamT[bytes],
+        handle: Callable[[Envelope[Event]], Awaitable[None]],
+    ) -> None:
+        """An agent's loop over ``spec``: every record is settled by :meth:`process` before it is
+        acknowledged; one in hand when the worker stops stays unacknowledged and is read again."""
+        await self.start()
+        manual: Any = stream.noack()  # type: ignore[attr-defined]  # faust's StreamT omits noack
+        async for event in manual.events():
+            await self.process(spec, event, handle)
+            await manual.ack(event)
+
     async def _process(
+        self, spec: TopicSpec, event: faust.EventT[Any], handle: Callable[[Envelope[Event]], Awaitable[None]]
+    ) -> None:
+        """Settle one record: processed, tried again in place while an outage lasts, or dead-lettered."""
+        outages = unexpected = 0
+        what = f"{spec.name}[{event.message.partition}]"
+        while True:
+            try:
+                await self._attempt(spec, event, handle)
+            except Throttled as exc:  # a handler's own wait: never a failure
+                await asyncio.sleep(exc.retry_after_s * (1 + random.random() * 0.1))
+                continue
+            except Exception as exc:
+                if is_outage(exc):
+                    outages += 1
+                    self.stalled(what, exc)
+                    await asyncio.sleep(
+                        min(MAX_OUTAGE_BACKOFF_S, 0.25 * 2**outages) * (0.5 + random.random())
+                    )
+                    continue
+                unexpected += 1
+                if unexpected < MAX_UNEXPECTED_ATTEMPTS:
+                    log.warning("unexpected %s, trying the record again: %s", type(exc).__name__, exc)
+                    await asyncio.sleep(0.5 * unexpected)
+                    continue
+                log.exception("unexpected %s; dead-lettering the record", type(exc).__name__)
+                RECORD_ERRORS.labels(self.stage, spec.name, "crash").inc()
+                await self._dead_letter_in_any_case(spec, event, exc)
+            self.resumed(what)
+            return
+
+    async def _dead_letter_in_any_case(
+        self, spec: TopicSpec, event: faust.EventT[Any], error: Exception
+    ) -> None:
+        """Dead-letter ``event``, waiting out an outage of the broker as long as it lasts."""
+        await self.through_outages(f"{spec.name}.dlq", partial(self.dead_letter, spec, event, error))
+
+    async def through_outages(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
+        """``step``'s result, trying it again with backoff for as long as an outage lasts (``what`` is
+        reported stalled meanwhile); anything else it raises propagates."""
+        outages = 0
+        while True:
+            try:
+                result = await step()
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                outages += 1
+                self.stalled(what, exc)
+                await asyncio.sleep(min(MAX_OUTAGE_BACKOFF_S, 0.25 * 2**outages) * (0.5 + random.random()))
+                continue
+            self.resumed(what)
+            return result
+
+    def stalled(self, what: str, error: BaseException) -> None:
+        """``what`` cannot make progress because of ``error`` (an outage): readiness turns 503 and the
+        log says so once a minute."""
+        reason = f"{type(error).__name__}: {error}"[:300]
+        self.stalls[what] = reason
+        held = self._outage_log.due(what)
+        if held is not None:
+            more = f" ({held} more since)" if held else ""
+            log.error("%s cannot make progress, trying again: %s%s", what, reason, more)
+
+    def resumed(self, what: str) -> None:
+        if self.stalls.pop(what, None) is not None:
+            log.warning("%s makes progress again", what)
+        self._outage_log.forget(what)
+
+    async def survive(self, task: str, step: Callable[[], Awaitable[None]]) -> bool:
+        """Run one step of a periodic task (a feed tick, a download round) so that nothing it raises
+        stops the task: an outage marks ``task`` stalled until a step succeeds again; anything else is
+        logged, once a minute at most. True when the step succeeded."""
+        try:
+            await step()
+        except Exception as exc:
+            if is_outage(exc):
+                self.stalled(task, exc)
+                return False
+            held = self._outage_log.due(f"{task}!")
+            if held is not None:
+                log.error("%s failed (%s more since the last report): %s", task, held, exc, exc_info=exc)
+            return False
+        self.resumed(task)
+        return True
+
+    async def _attempt(
         self, spec: TopicSpec, event: faust.EventT[Any], handle: Callable[[Envelope[Event]], Awaitable[None]]
     ) -> None:
         try:
@@ -290,10 +433,9 @@ class StageRuntime:
         try:
             await handle(envelope)
         except (Permanent, Retryable) as exc:
+            if is_outage(exc):
+                raise  # the rate limiter failing closed: nothing was sent, try again
             RECORD_ERRORS.labels(self.stage, spec.name, exc.kind).inc()
             await self.dead_letter(spec, event, exc)
             return
-        except Exception:
-            RECORD_ERRORS.labels(self.stage, spec.name, "crash").inc()
-            raise
         RECORDS_PROCESSED.labels(self.stage, spec.name).inc()

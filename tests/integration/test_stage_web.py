@@ -127,7 +127,14 @@ def test_health_readiness_metrics_and_json_logs(stage: tuple[str, str, dict[str,
     wait_for(lambda: (r := _get(base + "/healthz")) is not None and r.status_code == 200, timeout_s=60)
     wait_for(lambda: (r := _get(base + "/readyz")) is not None and r.status_code == 200, timeout_s=90)
     ready = httpx.get(base + "/readyz").json()
-    assert ready["checks"] == {"worker": "ok", "consumer": "ok", "redis": "ok", "rate_limiter": "ok"}
+    assert ready["checks"] == {
+        "worker": "ok",
+        "consumer": "ok",
+        "redis": "ok",
+        "kafka": "ok",
+        "progress": "ok",
+        "rate_limiter": "ok",
+    }
 
     topic = {"stage": "invoice-issued", "topic": INVOICES_ISSUED.name}
     processed_before = _metric(base, "ordersync_records_processed_total", **topic)

@@ -1,8 +1,11 @@
-"""A stage's web endpoints in process, without a broker: /healthz and /readyz follow the worker, its
-loop, Redis and the rate limiter; /metrics serves the stage's and the limiter's metrics."""
+"""A stage's web endpoints in process, without a broker (a plain listening socket stands for one where
+only its reachability matters): /healthz and /readyz follow the worker, its loop, Redis, the broker,
+records or tasks that cannot make progress, and the rate limiter; /metrics serves the stage's and the
+limiter's metrics."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -13,7 +16,7 @@ from ordersync.kafka.faust_app import make_app
 from ordersync.pipeline.probes import StageWebServer
 from ordersync.pipeline.runtime import StageRuntime
 from ordersync.ratelimit import InMemoryRateLimiter, PlanBook
-from ordersync.settings import RedisSettings, Settings
+from ordersync.settings import KafkaSettings, RedisSettings, Settings
 
 pytestmark = pytest.mark.stage
 
@@ -29,8 +32,27 @@ async def serve(settings: Settings) -> tuple[StageRuntime, StageWebServer]:
 
 
 @pytest.fixture
-async def started(redis_url: str, redis_key_prefix: str) -> AsyncIterator[tuple[StageRuntime, str]]:
-    runtime, server = await serve(Settings(redis=RedisSettings(url=redis_url, key_prefix=redis_key_prefix)))
+async def listening_port() -> AsyncIterator[int]:
+    """A port that accepts connections (and closes them): a reachable broker as far as readiness goes."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.fixture
+async def started(
+    redis_url: str, redis_key_prefix: str, listening_port: int
+) -> AsyncIterator[tuple[StageRuntime, str]]:
+    settings = Settings(
+        redis=RedisSettings(url=redis_url, key_prefix=redis_key_prefix),
+        kafka=KafkaSettings(bootstrap=f"127.0.0.1:{listening_port}"),
+    )
+    runtime, server = await serve(settings)
     yield runtime, f"http://127.0.0.1:{server.port}"
     await server.stop()
     await runtime.close()
@@ -75,3 +97,38 @@ async def test_not_ready_while_redis_does_not_answer(redis_key_prefix: str) -> N
     body = response.json()
     assert body["checks"]["redis"] == "PING failed: ConnectionError"
     assert body["ready"] is False
+
+
+async def test_not_ready_while_no_broker_accepts_a_connection(redis_url: str, redis_key_prefix: str) -> None:
+    settings = Settings(
+        redis=RedisSettings(url=redis_url, key_prefix=redis_key_prefix),
+        kafka=KafkaSettings(bootstrap="127.0.0.1:1"),
+    )
+    runtime, server = await serve(settings)
+    try:
+        await runtime.start()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+            response = await http.get("/readyz")
+    finally:
+        await server.stop()
+        await runtime.close()
+    assert response.status_code == 503
+    assert response.json()["checks"]["kafka"] == "no broker of 127.0.0.1:1 accepts a connection"
+    assert response.json()["checks"]["redis"] == "ok"
+
+
+async def test_not_ready_while_work_is_stalled_and_ready_once_it_moves(
+    started: tuple[StageRuntime, str],
+) -> None:
+    runtime, base = started
+    await runtime.start()
+    async with httpx.AsyncClient(base_url=base) as http:
+        assert (await http.get("/readyz")).status_code == 200
+        runtime.stalled("shipments.requested[0]", ConnectionError("Redis went away"))
+        stalled = await http.get("/readyz")
+        assert stalled.status_code == 503
+        assert stalled.json()["checks"]["progress"] == (
+            "stalled: shipments.requested[0]: ConnectionError: Redis went away"
+        )
+        runtime.resumed("shipments.requested[0]")
+        assert (await http.get("/readyz")).status_code == 200
