@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
+from pydantic import BaseModel, SecretStr
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 #: What the current task is processing; set by StageRuntime.process for one record.
@@ -44,8 +46,36 @@ _SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+#: The values of every secret this process was configured with (:func:`remember_secrets`).
+_REMEMBERED: set[str] = set()
+#: Shorter values are not remembered: masking them would mask ordinary words.
+_MIN_REMEMBERED = 8
+
+
+def remember_secrets(*sources: object) -> None:
+    """Mask the value of every ``SecretStr`` inside ``sources`` (settings, the channels file) in every
+    log line from now on, whatever a message calls it: a token pasted into a URL's query string, an
+    exception quoting a request, a header dumped by a library."""
+    stack: list[object] = list(sources)
+    while stack:
+        item = stack.pop()
+        if isinstance(item, SecretStr):
+            value = item.get_secret_value()
+            if len(value) >= _MIN_REMEMBERED:
+                _REMEMBERED.add(value)
+        elif isinstance(item, BaseModel):
+            stack.extend(getattr(item, name) for name in type(item).model_fields)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+
+
 def redact(text: str) -> str:
-    """``text`` with anything that looks like a credential masked."""
+    """``text`` with every remembered secret and anything that looks like a credential masked."""
+    for value in _REMEMBERED:
+        if value in text:
+            text = text.replace(value, MASK)
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
@@ -127,6 +157,29 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     root.setLevel(level)
     # Per-request lines from the HTTP client would drown the pipeline's own.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    handler.addFilter(RepeatedClientLines())
+
+
+class RepeatedClientLines(logging.Filter):
+    """The Kafka clients log every failed reconnect (about 57 error lines a second per stage while the
+    broker is away): each such line (logger and message template) passes once a minute, with the
+    number held back since. ordersync's own lines are not touched."""
+
+    NOISY = ("aiokafka", "kafka", "faust.transport", "mode")
+
+    def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._every = EveryInterval(interval_s, clock)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or not record.name.startswith(self.NOISY):
+            return True
+        held = self._every.due(f"{record.name}:{record.msg}")
+        if held is None:
+            return False
+        if held:
+            record.msg = f"{record.msg} ({held} more like this held back)"
+        return True
 
 
 class EveryInterval:

@@ -195,6 +195,17 @@ class WriteBackSettings(_Frozen):
     feed_max_messages: int = Field(10_000, ge=1, le=10_000, description="Messages per fulfillment feed.")
 
 
+class InvoiceSettings(_Frozen):
+    """The invoice-issued stage."""
+
+    sales_order_wait_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long an invoice waits for its order's sales order (imported a moment ago, or"
+        " stored late after an outage) before it is dead-lettered as never imported.",
+    )
+
+
 class InventorySettings(_Frozen):
     """The inventory producer; it flushes every ``ratelimit.inventory_flush_interval_s`` (the interval of
     its reserved createFeed token)."""
@@ -301,6 +312,7 @@ class Settings(BaseSettings):
     ratelimit: RateLimitSettings = RateLimitSettings()
     download: DownloadSettings = DownloadSettings()
     writeback: WriteBackSettings = WriteBackSettings()
+    invoice: InvoiceSettings = InvoiceSettings()
     inventory: InventorySettings = InventorySettings()
     stage: StageSettings = StageSettings()
     health: HealthSettings = HealthSettings()

@@ -1,8 +1,10 @@
 """Invoice issued: turns the back-office's invoices into shipment requests, one per package.
 
 - Input: ``invoices.issued`` (written by the back-office).
-- Output: ``shipments.requested``; invalid invoices (bad JSON, wrong types, unknown order, unknown
-  item, quantity above what is left to ship) go to ``invoices.issued.dlq`` with the reason.
+- Output: ``shipments.requested``; invalid invoices (bad JSON, wrong types, unknown item, quantity above
+  what is left to ship) go to ``invoices.issued.dlq`` with the reason, as does an invoice whose order
+  has no sales order after ``invoice.sales_order_wait_s`` (it may be imported a moment after the
+  back-office invoiced it).
 - Amazon operations and quotas: none.
 - State in Redis: quantities already requested per order item (each invoice counted once), package
   reference ids per (invoice, package) so a replayed invoice asks for the very same packages.
@@ -10,11 +12,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import faust
 
-from ordersync.errors import InvalidEvent
+from ordersync.errors import InvalidEvent, Permanent
 from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import InvoiceIssued, SalesOrder, ShipmentItem, ShipmentRequested
@@ -83,16 +86,30 @@ def shipment_requests(
     return requests
 
 
+async def imported_sales_order(runtime: StageRuntime, seller: str, invoice: InvoiceIssued) -> SalesOrder:
+    """The invoice's sales order, waiting up to ``invoice.sales_order_wait_s`` for one not stored yet;
+    :class:`Permanent` (dead-lettered, replayable once imported) when it never comes."""
+    limit = runtime.settings.invoice.sales_order_wait_s
+    waited, delay = 0.0, 0.25
+    while True:
+        order = await runtime.store.sales_order(seller, invoice.amazon_order_id)
+        if order is not None:
+            return order
+        if waited >= limit:
+            raise Permanent(
+                f"invoice {invoice.invoice_number}: order {invoice.amazon_order_id} of seller {seller} "
+                f"was never imported (waited {limit:g} s for its sales order)"
+            )
+        step = min(delay, limit - waited)
+        await asyncio.sleep(step)
+        waited, delay = waited + step, min(delay * 2, 5.0)
+
+
 async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     invoice = envelope.payload_as(InvoiceIssued)
     store = runtime.store
     seller = envelope.seller_id
-    order = await store.sales_order(seller, invoice.amazon_order_id)
-    if order is None:
-        raise InvalidEvent(
-            f"invoice {invoice.invoice_number}: order {invoice.amazon_order_id} of seller {seller} "
-            "was never imported"
-        )
+    order = await imported_sales_order(runtime, seller, invoice)
     packages = shipped_quantities(invoice, order)
     first_time = not await store.invoice_seen(seller, invoice.amazon_order_id, invoice.invoice_number)
     if first_time:

@@ -318,6 +318,10 @@ async def import_order(runtime: StageRuntime, enriched: OrderEnriched, correlati
     key = order_key(order.seller_id, order.amazon_order_id)
     existing = await store.sales_order(order.seller_id, order.amazon_order_id)
     if existing is not None:
+        if "imported_at" not in await store.order_status(order.seller_id, order.amazon_order_id):
+            # Stored, but the stage stopped before OrderImported was published: publish it now.
+            await publish_import(runtime, existing, order, correlation_id)
+            return
         await handle_change(runtime, correlation_id, existing, order)
         return
     if await store.redis.exists(_order_key(runtime, IGNORED, order.seller_id, order.amazon_order_id)):
@@ -361,9 +365,21 @@ async def import_order(runtime: StageRuntime, enriched: OrderEnriched, correlati
         return
     code, _ = await store.sales_order_code(order.seller_id, order.amazon_order_id, channel.sales_order_prefix)
     sales_order = build_sales_order(order, channel, stock_codes, code)
+    # Stored before it is published: the back-office may invoice the moment it reads OrderImported, and
+    # invoice-issued finds the order's lines here. A stop in between publishes it on redelivery (above).
+    await store.save_sales_order(sales_order)
+    await publish_import(runtime, sales_order, order, correlation_id)
+
+
+async def publish_import(
+    runtime: StageRuntime, sales_order: SalesOrder, order: AmazonOrder, correlation_id: str
+) -> None:
+    """Publish a stored sales order as OrderImported, then mark the order imported (the mark says the
+    event went out: nothing marks it before Kafka acknowledged it)."""
+    store = runtime.store
     await runtime.emit(
         ORDERS_IMPORTED,
-        key,
+        order_key(order.seller_id, order.amazon_order_id),
         Envelope.wrap(
             OrderImported(sales_order=sales_order),
             seller_id=order.seller_id,
@@ -371,8 +387,7 @@ async def import_order(runtime: StageRuntime, enriched: OrderEnriched, correlati
             correlation_id=correlation_id,
         ),
     )
-    # Saved after Kafka acknowledged the event: a crash in between re-imports with the same code.
-    await store.save_sales_order(sales_order)
+    code = sales_order.code
     await store.record_version(UPDATE_MARK, order.seller_id, order.amazon_order_id, order.last_update_date)
     await store.set_order_status(
         order.seller_id,

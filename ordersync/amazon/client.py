@@ -294,11 +294,28 @@ def _window_bound(value: Any) -> datetime | None:
         return None
 
 
-def _first_error(body: dict[str, Any]) -> tuple[str, str]:
-    errors = body.get("errors") or []
-    if errors and isinstance(errors[0], dict):
-        return str(errors[0].get("code", "Unknown")), str(errors[0].get("message", ""))
-    return "Unknown", "no error details"
+#: Amazon's own words are kept up to this many characters.
+MAX_ERROR_TEXT = 1000
+
+
+def amazon_error(body: dict[str, Any]) -> tuple[str, str]:
+    """The first error's code, and every error's message with its ``details`` (Amazon's ErrorList:
+    ``{"errors": [{"code", "message", "details"?}]}``): "The input you have submitted is not valid"
+    alone does not tell an operator that the buyer cancelled; the details do."""
+    errors = [e for e in body.get("errors") or [] if isinstance(e, dict)]
+    if not errors:
+        return "Unknown", "no error details"
+    parts = []
+    for error in errors:
+        text = str(error.get("message") or "").strip()
+        details = str(error.get("details") or "").strip()
+        if details and details not in text:
+            text = f"{text} ({details})" if text else details
+        if len(errors) > 1 and error.get("code"):
+            text = f"{error['code']}: {text}"
+        if text and text not in parts:
+            parts.append(text)
+    return str(errors[0].get("code") or "Unknown"), "; ".join(parts)[:MAX_ERROR_TEXT] or "no error details"
 
 
 class SpApiClient:
@@ -449,7 +466,7 @@ class SpApiClient:
         if status < 300:
             await self._observe(operation, api, "ok", status, None)
             return response
-        code, message = _first_error(_json(response))
+        code, message = amazon_error(_json(response))
         await self._observe(operation, api, _outcome(status), status, f"{status} {code}")
         if status == 429:
             await self._limiter.on_throttled(operation, self.seller_id, feed_type=feed_type)

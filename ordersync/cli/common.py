@@ -16,9 +16,10 @@ T = TypeVar("T")
 
 
 def setup_logging() -> None:
-    from ordersync.logs import configure_logging
+    from ordersync.logs import configure_logging, remember_secrets
 
     settings = get_settings()
+    remember_secrets(settings)
     configure_logging(settings.log_level, json_lines=settings.log_json)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -65,6 +65,7 @@ from ordersync.dashboard.query import (
     parse_grid_query,
 )
 from ordersync.errors import ConfigurationError
+from ordersync.logs import remember_secrets
 from ordersync.redis_client import redis_client
 from ordersync.settings import Settings, get_settings
 from ordersync.state.health import ApiHealth, HealthBoard
@@ -114,6 +115,34 @@ class _SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class _SameOriginWrites:
+    """Refuses (403) a state-changing request (POST: sign-in, sign-out, actions) that a page on another
+    site sent: its ``Origin`` (or, without one, ``Sec-Fetch-Site``) must say it came from this site.
+    Sign-in needs it most (login CSRF: another site signing the operator in under its own token)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") not in ("GET", "HEAD", "OPTIONS"):
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            if not _same_origin(headers):
+                response = PlainTextResponse("cross-site request refused", status_code=403)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _same_origin(headers: dict[str, str]) -> bool:
+    """Whether a request's headers say it came from a page of this site (or from no page at all: curl
+    and scripts send neither ``Origin`` nor ``Sec-Fetch-Site``)."""
+    origin = headers.get("origin")
+    if origin is None:
+        return headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
+    host = headers.get("host", "")
+    return origin != "null" and urlsplit(origin).netloc.lower() == host.lower()
 
 
 @dataclass
@@ -585,6 +614,7 @@ class _Dashboard:
 def create_app(settings: Settings | None = None) -> Starlette:
     """The dashboard for ``settings`` (default: the process's); Redis is opened at startup."""
     d = _Dashboard(settings or get_settings())
+    remember_secrets(d.settings)
     routes = [
         Route("/", d.orders_page),
         Route("/orders/{seller_id}/{order_id}", d.order_page),
@@ -604,6 +634,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Mount("/static", StaticFiles(directory=_STATIC), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=d.lifespan, exception_handlers={RedisError: d.redis_down})
+    app.add_middleware(_SameOriginWrites)
     app.add_middleware(_SecurityHeaders)
     return app
 

@@ -29,12 +29,20 @@ def _config(settings: Settings, host: str, port: int, log_level: str) -> uvicorn
     )
 
 
-class _QuietProbes(logging.Filter):
-    """Leave the orchestrator's probes (every few seconds) out of the access log."""
+class _AccessLogHygiene(logging.Filter):
+    """Leave the orchestrator's probes (every few seconds) out of the access log, and query strings
+    too: a token someone put in a URL by mistake must not land in the log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        return not (isinstance(args, tuple) and len(args) >= 3 and args[2] in ("/healthz", "/readyz"))
+        if not (isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str)):
+            return True
+        path, _, query = args[2].partition("?")
+        if path in ("/healthz", "/readyz"):
+            return False
+        if query:
+            record.args = (*args[:2], f"{path}?(query not logged)", *args[3:])
+        return True
 
 
 def serve(
@@ -52,7 +60,7 @@ def serve(
             "reading is open to anyone who reaches %s:%d (set ORDERSYNC_DASHBOARD__READ_TOKEN)", host, port
         )
     log.info("dashboard on http://%s:%d", host, port)
-    logging.getLogger("uvicorn.access").addFilter(_QuietProbes())
+    logging.getLogger("uvicorn.access").addFilter(_AccessLogHygiene())
     uvicorn.Server(_config(settings, host, port, log_level)).run()
 
 

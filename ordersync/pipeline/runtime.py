@@ -35,7 +35,7 @@ from ordersync.channels import Channel, ChannelsFile, load_channels
 from ordersync.clock import SYSTEM_CLOCK, Clock
 from ordersync.errors import InvalidEvent, Permanent, QuotaUnavailable, Retryable, Throttled, is_outage
 from ordersync.kafka.faust_app import faust_topic
-from ordersync.logs import EveryInterval, bind_log_context, log_context
+from ordersync.logs import EveryInterval, bind_log_context, log_context, remember_secrets
 from ordersync.pipeline.lock import Lock
 from ordersync.pipeline.metrics import (
     AMAZON_REQUESTS,
@@ -111,6 +111,7 @@ class StageRuntime:
         self.settings = settings
         self.app = app
         self.channels = channels if channels is not None else load_channels(settings.channels_file)
+        remember_secrets(settings, self.channels)
         self._topics: dict[str, faust.TopicT] = {}
         self._started = asyncio.Lock()
         self._store: Store | None = None

@@ -293,6 +293,25 @@ async def test_reading_needs_the_read_token_when_one_is_set(filled: Orders, sett
         )
         assert away.headers["location"] == "/"
 
+        # Another site cannot sign the operator in (login CSRF) nor act; this site's own pages can.
+        client.cookies.clear()
+        for headers in (
+            {"Origin": "https://evil.example"},
+            {"Origin": "null"},
+            {"Sec-Fetch-Site": "cross-site"},
+        ):
+            forged = client.post("/login", data={"token": READ_TOKEN, "next": "/"}, headers=headers)
+            assert forged.status_code == 403, headers
+            assert "ordersync_dashboard_read" not in forged.cookies
+            assert client.post("/api/actions", json={}, headers=headers).status_code == 403
+        own = client.post(
+            "/login",
+            data={"token": READ_TOKEN, "next": "/"},
+            headers={"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"},
+            follow_redirects=False,
+        )
+        assert own.status_code == 303
+
         # Orchestrators' probes need no token.
         client.cookies.clear()
         assert client.get("/healthz").status_code == 200

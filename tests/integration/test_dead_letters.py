@@ -58,7 +58,12 @@ def invoice_stage(
             }
         )
     )
-    env = {**ordersync_env, "ORDERSYNC_CHANNELS_FILE": str(channels)}
+    # An invoice of an unknown order waits this long for its sales order before it is dead-lettered.
+    env = {
+        **ordersync_env,
+        "ORDERSYNC_CHANNELS_FILE": str(channels),
+        "ORDERSYNC_INVOICE__SALES_ORDER_WAIT_S": "2",
+    }
 
     async def seed() -> None:
         redis = redis_client(RedisSettings(url=env["ORDERSYNC_REDIS__URL"]))

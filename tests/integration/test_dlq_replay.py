@@ -79,7 +79,12 @@ def invoice_stage(
             }
         )
     )
-    env = {**ordersync_env, "ORDERSYNC_CHANNELS_FILE": str(channels)}
+    # An invoice of an unknown order waits this long for its sales order before it is dead-lettered.
+    env = {
+        **ordersync_env,
+        "ORDERSYNC_CHANNELS_FILE": str(channels),
+        "ORDERSYNC_INVOICE__SALES_ORDER_WAIT_S": "2",
+    }
     with (tmp_path / "stage.log").open("wb") as log:  # the stage writes to its own copy
         process = subprocess.Popen(
             [sys.executable, "-m", "ordersync.cli", "run", "invoice-issued"],

@@ -87,3 +87,47 @@ async def test_statuses_outside_the_channels_list_are_not_imported(runtime: Reco
     await runtime.store.set_listings(runtime.channels.channels[0].name, {"SKU-1": "STK-1"})
     await handle(runtime, enriched(runtime, order_status="Canceled"))
     assert runtime.emitted == []
+
+
+async def test_the_sales_order_is_stored_before_order_imported_is_published(
+    runtime: RecordingRuntime,
+) -> None:
+    chan = runtime.channels.channels[0]
+    await runtime.store.set_listings(chan.name, {"SKU-1": "STK-1"})
+    event = enriched(runtime)
+    stored_when_published: list[bool] = []
+    publish = runtime.emit
+
+    async def watching_emit(spec: Any, key: str, envelope: Any) -> None:
+        if spec is ORDERS_IMPORTED:
+            found = await runtime.store.sales_order(envelope.seller_id, event.payload.order.amazon_order_id)
+            stored_when_published.append(found is not None)
+        await publish(spec, key, envelope)
+
+    runtime.emit = watching_emit  # type: ignore[method-assign]
+    await handle(runtime, event)
+    # A back-office invoicing the moment it reads OrderImported finds the sales order.
+    assert stored_when_published == [True]
+
+
+async def test_a_stop_between_storing_and_publishing_publishes_on_redelivery(
+    runtime: RecordingRuntime,
+) -> None:
+    chan = runtime.channels.channels[0]
+    await runtime.store.set_listings(chan.name, {"SKU-1": "STK-1"})
+    event = enriched(runtime)
+    publish = runtime.emit
+
+    async def broker_gone(spec: Any, key: str, envelope: Any) -> None:
+        raise ConnectionError("the broker went away")
+
+    runtime.emit = broker_gone  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        await handle(runtime, event)
+    runtime.emit = publish  # type: ignore[method-assign]
+    await handle(runtime, event)  # the record is read again
+    await handle(runtime, event)
+    [imported] = runtime.payloads(ORDERS_IMPORTED.name)
+    stored = await runtime.store.sales_order(chan.seller_id, event.payload.order.amazon_order_id)
+    assert stored is not None
+    assert imported.sales_order == stored

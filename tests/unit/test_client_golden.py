@@ -15,7 +15,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from ordersync.amazon.client import SpApiClient, user_agent
+from ordersync.amazon.client import SpApiClient, amazon_error, user_agent
 from ordersync.amazon.feeds import FeedsClient
 from ordersync.amazon.models import load_model
 from ordersync.channels import Channel, LwaCredentials, SecretRef
@@ -131,10 +131,17 @@ async def test_client_handles_amazons_example(api: str, operation_id: str, statu
         with pytest.raises(AmazonRejected) as caught:
             await call(client)
         first = body["errors"][0]
+        # Amazon's message, and its details when the example has them.
+        details = first.get("details")
+        expected = (
+            f"{first['message']} ({details})"
+            if details and details not in first["message"]
+            else first["message"]
+        )
         assert (caught.value.status, caught.value.code, caught.value.amazon_message) == (
             status,
             first["code"],
-            first["message"],
+            expected,
         )
         assert caught.value.request_id == "req-1"
         return
@@ -236,3 +243,31 @@ async def test_every_request_to_amazon_carries_the_user_agent_and_rdts_only_wher
     address = next(r for r in seen if r.url.path.endswith("/address"))
     assert address.headers["x-amz-access-token"] == "Atz.sprdt|x"
     assert user_agent("My App", "1.0").startswith("My App/1.0 (Language=Python/")
+
+
+def test_amazon_error_details_reach_the_operator() -> None:
+    refused = {
+        "errors": [
+            {
+                "code": "InvalidInput",
+                "message": "The input you have submitted is not valid",
+                "details": "The order was cancelled by the buyer",
+            }
+        ]
+    }
+    assert amazon_error(refused) == (
+        "InvalidInput",
+        "The input you have submitted is not valid (The order was cancelled by the buyer)",
+    )
+    several = {
+        "errors": [
+            {"code": "InvalidInput", "message": "bad marketplace"},
+            {"code": "InvalidInput", "message": "bad date", "details": "CreatedAfter is in the future"},
+        ]
+    }
+    assert amazon_error(several) == (
+        "InvalidInput",
+        "InvalidInput: bad marketplace; InvalidInput: bad date (CreatedAfter is in the future)",
+    )
+    assert amazon_error({}) == ("Unknown", "no error details")
+    assert len(amazon_error({"errors": [{"code": "X", "message": "m" * 5000}]})[1]) == 1000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
@@ -11,7 +12,9 @@ from pydantic import SecretStr
 from ordersync.dashboard.actions import ActionRejected, operator_name, parse_action, plan_action
 from ordersync.dashboard.auth import cookie_value, tokens_equal
 from ordersync.dashboard.query import BadQuery, parse_grid_query
+from ordersync.dashboard.server import _AccessLogHygiene
 from ordersync.settings import DashboardSettings
+from ordersync.state.readmodel.export import spreadsheet_safe
 
 pytestmark = pytest.mark.unit
 
@@ -143,3 +146,29 @@ def test_a_bad_action_is_refused_whole_with_every_problem() -> None:
         "unknown channel nope (known: acme-us)",
         "3 orders of acme-us selected; one action takes at most 2",
     ]
+
+
+def test_formula_cells_are_neutralised_in_csv_exports() -> None:
+    # OWASP's rule: a cell a spreadsheet would run as a formula gets a leading apostrophe.
+    for cell in ('=HYPERLINK("http://evil")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"):
+        assert spreadsheet_safe(cell) == "'" + cell
+    for cell in ("1Z999", "SKU-1", "", "a=b"):
+        assert spreadsheet_safe(cell) == cell
+
+
+def test_the_access_log_keeps_no_query_string_and_no_probe() -> None:
+    hygiene = _AccessLogHygiene()
+
+    def access(path: str) -> logging.LogRecord:
+        args = ("10.0.0.1:5000", "GET", path, "1.1", 200)
+        return logging.LogRecord(
+            "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d', args, None
+        )
+
+    leaked = access("/api/orders?token=op-s3cret&status=Failed")
+    assert hygiene.filter(leaked)
+    assert leaked.getMessage() == '10.0.0.1:5000 - "GET /api/orders?(query not logged) HTTP/1.1" 200'
+    assert not hygiene.filter(access("/readyz"))
+    plain = access("/tasks")
+    assert hygiene.filter(plain)
+    assert plain.getMessage() == '10.0.0.1:5000 - "GET /tasks HTTP/1.1" 200'

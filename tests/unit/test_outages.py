@@ -3,12 +3,15 @@ an outage repeats, written once a minute."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from aiokafka import errors as kafka_errors
+from pydantic import SecretStr
 from redis import exceptions as redis_errors
 
 from ordersync.errors import AmazonRejected, InvalidEvent, Permanent, QuotaUnavailable, Retryable, is_outage
-from ordersync.logs import EveryInterval
+from ordersync.logs import MASK, EveryInterval, RepeatedClientLines, redact, remember_secrets
 
 pytestmark = pytest.mark.unit
 
@@ -60,3 +63,27 @@ def test_a_repeated_line_is_let_through_once_per_interval_with_the_count_held_ba
     assert every.due("redis") == 2
     every.forget("redis")
     assert every.due("redis") == 0
+
+
+def test_the_kafka_clients_reconnect_noise_passes_once_a_minute() -> None:
+    now = [0.0]
+    noise = RepeatedClientLines(60.0, clock=lambda: now[0])
+
+    def line(name: str, msg: str, level: int = logging.ERROR) -> logging.LogRecord:
+        return logging.LogRecord(name, level, __file__, 1, msg, ("127.0.0.1:9092",), None)
+
+    assert noise.filter(line("aiokafka.conn", "Unable connect to %s"))
+    assert not any(noise.filter(line("aiokafka.conn", "Unable connect to %s")) for _ in range(56))
+    assert noise.filter(line("ordersync.pipeline.runtime", "stalled"))  # our own lines always pass
+    assert noise.filter(line("aiokafka.conn", "connected", logging.INFO))  # below warnings: untouched
+    now[0] = 60.0
+    again = line("aiokafka.conn", "Unable connect to %s")
+    assert noise.filter(again)
+    assert again.getMessage() == "Unable connect to 127.0.0.1:9092 (56 more like this held back)"
+
+
+def test_a_remembered_secret_is_masked_whatever_it_is_called() -> None:
+    channel_token = "Atzr|not-really-but-" + "x" * 20
+    remember_secrets({"credentials": SecretStr("s3cr3t-client-value")}, (SecretStr(channel_token),))
+    line = "GET /orders?t=s3cr3t-client-value&x=1 failed; header=" + channel_token
+    assert redact(line) == f"GET /orders?t={MASK}&x=1 failed; header={MASK}"

@@ -124,6 +124,16 @@ def order_csv_rows(detail: OrderDetail) -> list[list[str]]:
     return [[record.get(column, "") for column in _CSV_HEADER] for record in out]
 
 
+#: A cell starting with one of these is a formula to a spreadsheet (OWASP, "CSV Injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """``cell`` as a spreadsheet shows it but never runs it: SKUs, tracking numbers and Amazon's
+    messages come from outside, so one starting like a formula gets a leading apostrophe (OWASP's rule)."""
+    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
+
+
 async def write_orders_csv(model: ReadModel, filter: OrderFilter, out: TextIO) -> int:
     """The filter's orders as CSV (header first); returns the rows written (header excluded)."""
     writer = csv.writer(out)
@@ -135,6 +145,6 @@ async def write_orders_csv(model: ReadModel, filter: OrderFilter, out: TextIO) -
                 filter.failed_stage,
             ):
                 continue
-            writer.writerow(record)
+            writer.writerow([spreadsheet_safe(cell) for cell in record])
             written += 1
     return written
