@@ -224,7 +224,10 @@ def _shipment_requested(state: OrderState, fact: Fact, data: ShipmentRequestedFa
             tracking_number=data.tracking_number,
         )
     )
-    package["status"] = "pending"
+    # Confirmed is final: a request read again (a redelivery after a crash between emit and commit)
+    # cannot turn a package Amazon shows as shipped back into pending, in whichever order facts fold.
+    if package.get("status") != "confirmed":
+        package["status"] = "pending"
     package["requested_at"] = fact.at
     state.outcome("invoice", fact.at, None)
     state.outcome("shipment-request", fact.at, None)
