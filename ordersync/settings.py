@@ -150,6 +150,17 @@ class RateLimitSettings(_Frozen):
         0, ge=0, description="Replicas that must acknowledge a grant (Redis WAIT) before it is used; 0: off."
     )
     wait_timeout_ms: int = Field(50, ge=0, description="How long WAIT waits for the replicas.")
+    plan_margin: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of every operation's rate left unused (0.1: grant 90 %), for accounts whose"
+        " dynamic usage plan is below Amazon's documented one before its first answer says so.",
+    )
+    plan_margins: dict[str, float] = Field(
+        default_factory=dict,
+        description="The margin per operation (createFeed=0.1), overriding plan_margin for it.",
+    )
 
 
 class DownloadSettings(_Frozen):

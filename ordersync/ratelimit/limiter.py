@@ -314,7 +314,7 @@ class _GcraLimiter(ABC):
         _check_key_part(seller_id, "seller id")
         _check_key_part(operation, "operation")
         sub = self.sub_limits.get(operation)
-        rate, burst = sub if sub is not None else self.plans.amazon_plan(operation, seller_id)
+        rate, burst = sub if sub is not None else self.plans.enforced_plan(operation, seller_id)
         return PlanArgs(
             # repr() round-trips a float exactly, so every worker writes and compares the same text.
             plan_rate_text=repr(float(rate)),
@@ -494,6 +494,8 @@ class _GcraLimiter(ABC):
             log.warning("rate limiter: ignoring rate %r reported for %s", rate_per_s, operation)
             return
         plan = self._plan_args(operation, seller_id)
+        # The margin applies to what Amazon reports as to what its documentation says.
+        rate_per_s *= 1 - self.plans.margin_of(operation)
         if rate_per_s >= plan.plan_rate:
             return  # the common case: Amazon confirms the plan; no Redis round trip
         if await self._adopt(operation, seller_id, plan, repr(float(rate_per_s))):
@@ -1040,7 +1042,12 @@ def build_rate_limiter(settings: Settings, channels: Iterable[Channel]) -> Redis
     )
     return RedisRateLimiter(
         client,
-        plans=PlanBook.from_channels(channels, time_scale=settings.amazon.time_scale),
+        plans=PlanBook.from_channels(
+            channels,
+            time_scale=settings.amazon.time_scale,
+            margin=settings.ratelimit.plan_margin,
+            margins=settings.ratelimit.plan_margins,
+        ),
         application_id=settings.amazon.application_id,
         key_prefix=settings.redis.key_prefix,
         send_deadline_s=settings.ratelimit.send_deadline_s,

@@ -3,6 +3,10 @@
 Defaults come from Amazon's models (:func:`ordersync.amazon.models.default_plans`), a channel's
 ``rate_limits`` override them for its seller (Amazon raises some accounts' plans), and ``time_scale``
 multiplies every rate so the limiter keeps pace with a time-scaled simulator.
+
+A **margin** (``ratelimit.plan_margin``, per operation ``ratelimit.plan_margins``) keeps the enforced
+rate that share below the plan: Amazon's dynamic usage plans can be lower for an account than its
+documentation says, and ``x-amzn-RateLimit-Limit`` tells only after a first answer.
 """
 
 from __future__ import annotations
@@ -32,9 +36,16 @@ class PlanBook:
         *,
         overrides: Mapping[str, Mapping[str, UsagePlan]] | None = None,
         time_scale: float = 1.0,
+        margin: float = 0.0,
+        margins: Mapping[str, float] | None = None,
     ) -> None:
         if time_scale <= 0:
             raise ConfigurationError(f"rate limiter: time_scale must be positive, not {time_scale}")
+        for share in (margin, *(margins or {}).values()):
+            if not 0 <= share < 1:
+                raise ConfigurationError(f"rate limiter: a plan margin is a share in [0, 1), not {share}")
+        self.margin = margin
+        self.margins = dict(margins or {})
         self._defaults: dict[str, tuple[float, int]] = dict(default_plans() if defaults is None else defaults)
         self._overrides: dict[str, dict[str, tuple[float, int]]] = {}
         self.time_scale = time_scale
@@ -50,9 +61,13 @@ class PlanBook:
         *,
         time_scale: float = 1.0,
         defaults: Mapping[str, tuple[float, int]] | None = None,
+        margin: float = 0.0,
+        margins: Mapping[str, float] | None = None,
     ) -> PlanBook:
         """Defaults plus every channel's ``rate_limits`` (checked against the known operations)."""
-        book = cls(defaults, time_scale=time_scale)
+        book = cls(defaults, time_scale=time_scale, margin=margin, margins=margins)
+        for operation in book.margins:
+            book._check_known(operation, where="ratelimit.plan_margins")
         for channel in channels:
             for operation, usage in channel.rate_limits.items():
                 book._check_known(operation, where=f"channel {channel.name}: rate_limits")
@@ -83,7 +98,16 @@ class PlanBook:
         self._check_known(operation, where="rate limiter")
         return self._defaults[operation]
 
-    def plan(self, operation: str, seller_id: str) -> tuple[float, int]:
-        """The plan the limiter enforces: Amazon's rate times ``time_scale``, and the burst."""
+    def margin_of(self, operation: str) -> float:
+        """The share of ``operation``'s rate kept unused."""
+        return self.margins.get(operation, self.margin)
+
+    def enforced_plan(self, operation: str, seller_id: str) -> tuple[float, int]:
+        """Amazon's plan less the operation's margin (Amazon's units): what the limiter grants."""
         rate, burst = self.amazon_plan(operation, seller_id)
+        return rate * (1 - self.margin_of(operation)), burst
+
+    def plan(self, operation: str, seller_id: str) -> tuple[float, int]:
+        """The plan the limiter enforces: Amazon's rate less the margin, times ``time_scale``; the burst."""
+        rate, burst = self.enforced_plan(operation, seller_id)
         return rate * self.time_scale, burst

@@ -713,3 +713,35 @@ def test_default_settings_put_shipments_first_with_an_hourly_inventory_feed() ->
 def test_reservation_lead_must_be_shorter_than_the_interval() -> None:
     with pytest.raises(ConfigurationError):
         Reservation(FEED, "inventory", tokens=1, interval_s=60, lead_s=60)
+
+
+async def _granted_rate(limiter: InMemoryRateLimiter, clock: FakeClock, op: str = OP, n: int = 500) -> float:
+    """Tokens per second the limiter grants once its burst is spent (waiting, as a stage does)."""
+    await fill(limiter, clock)
+    while await take_now(limiter, op=op):
+        pass
+    start = clock.now
+    for _ in range(n):
+        await limiter.acquire(op, SELLER)
+    return n / (clock.now - start)
+
+
+async def test_a_plan_margin_leaves_that_share_of_the_rate_unused() -> None:
+    plans = {OP: (10.0, 5), "getFeed": (10.0, 5)}
+    clock = FakeClock()
+    full = InMemoryRateLimiter(plans=PlanBook(plans), clock=clock, sleep=clock.sleep)
+    book = PlanBook(plans, margin=0.1, margins={"getFeed": 0.5})
+    margined = InMemoryRateLimiter(plans=book, clock=clock, sleep=clock.sleep)
+    assert await _granted_rate(full, clock) == pytest.approx(10.0, rel=0.01)
+    assert await _granted_rate(margined, clock) == pytest.approx(9.0, rel=0.01)
+    assert await _granted_rate(margined, clock, op="getFeed") == pytest.approx(5.0, rel=0.01)
+    assert book.plan("getFeed", SELLER) == (5.0, 5)
+    with pytest.raises(ConfigurationError, match="a plan margin is a share"):
+        PlanBook(plans, margin=1.0)
+
+
+async def test_amazons_reported_rate_is_adopted_less_the_margin() -> None:
+    clock = FakeClock()
+    limiter = InMemoryRateLimiter(plans=PlanBook({OP: (10.0, 5)}, margin=0.1), clock=clock, sleep=clock.sleep)
+    await limiter.observe_rate_limit(OP, SELLER, 9.5)  # 9.5 less 10 % is 8.55: below the enforced 9
+    assert await _granted_rate(limiter, clock) == pytest.approx(8.55, rel=0.01)
