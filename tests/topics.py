@@ -9,7 +9,8 @@ from typing import Any
 
 from ordersync.kafka.reader import read_topic
 from ordersync.schemas.codec import decode
-from ordersync.schemas.topics import TopicSpec
+from ordersync.schemas.events import ShipmentRequested
+from ordersync.schemas.topics import SHIPMENTS_REQUESTED, TopicSpec
 
 
 def read_all(bootstrap: str, spec: TopicSpec) -> list[Any]:
@@ -18,8 +19,22 @@ def read_all(bootstrap: str, spec: TopicSpec) -> list[Any]:
     return [decode(r.value, spec).payload for r in read_topic(bootstrap, spec.name, skip_missing=True)]
 
 
-def wait_for(condition: Callable[[], object], timeout_s: float = 120) -> None:
+def wait_for(condition: Callable[[], object], timeout_s: float = 120, *, what: str = "the condition") -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(1)
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.25)
+
+
+def requested_orders(bootstrap: str, seller: str, want: int, timeout_s: float = 90) -> list[str]:
+    """The orders of the distinct packages requested for ``seller`` (a redelivery may repeat one)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        packages: dict[tuple[str, str], str] = {}
+        for record in read_topic(bootstrap, SHIPMENTS_REQUESTED.name):
+            if record.key and record.key.decode().startswith(f"{seller}:"):
+                request = decode(record.value, SHIPMENTS_REQUESTED).payload_as(ShipmentRequested)
+                packages[(request.amazon_order_id, request.package_reference_id)] = request.amazon_order_id
+        if len(packages) >= want or time.monotonic() > deadline:
+            return list(packages.values())
+        time.sleep(1.0)

@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
-import yaml
 from kafka import KafkaProducer
 
 from ordersync.dev.devinfra import find_free_port, stop_process_group
@@ -27,6 +23,8 @@ from ordersync.schemas.topics import CATALOGUE, INVOICES_ISSUED, SHIPMENTS_REQUE
 from ordersync.settings import RedisSettings
 from ordersync.state.store import Store
 from tests.factories import invoice_record, one_line_sales_order
+from tests.processes import ready, start_stage, write_channels
+from tests.topics import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -67,26 +65,7 @@ def test_every_stage_dead_letters_garbage_and_keeps_working(
     ordersync_env: dict[str, str], topics: tuple[str, ...], tmp_path: Path
 ) -> None:
     seller = f"A{uuid.uuid4().hex[:10].upper()}"
-    secret = {"value": "x"}
-    channels = tmp_path / "channels.yaml"
-    channels.write_text(
-        yaml.safe_dump(
-            {
-                "channels": [
-                    {
-                        "name": "hostile",
-                        "seller_id": seller,
-                        "marketplaces": ["ATVPDKIKX0DER"],
-                        "credentials": {
-                            "client_id": secret,
-                            "client_secret": secret,
-                            "refresh_token": secret,
-                        },
-                    }
-                ]
-            }
-        )
-    )
+    channels = write_channels(tmp_path / "channels.yaml", "hostile", seller)
     nowhere = f"http://127.0.0.1:{find_free_port()}"  # no Amazon: nothing here may reach the real one
     env = {
         **ordersync_env,
@@ -105,18 +84,14 @@ def test_every_stage_dead_letters_garbage_and_keeps_working(
     stages: dict[str, tuple[subprocess.Popen[bytes], int, Path]] = {}
     for stage in READERS:
         port, log_path = find_free_port(), tmp_path / f"{stage}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "ordersync.cli", "run", stage],
-                env={**os.environ, **env, "ORDERSYNC_STAGE__WEB_PORT": str(port)},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        stages[stage] = (process, port, log_path)
+        stages[stage] = (
+            start_stage(stage, {**env, "ORDERSYNC_STAGE__WEB_PORT": str(port)}, log_path),
+            port,
+            log_path,
+        )
     try:
         for stage, (_, port, _) in stages.items():
-            _wait_until(lambda port=port: _ready(port), f"{stage} is ready", 120)
+            wait_for(lambda port=port: ready(port), 120, what=f"{stage} is ready")
         producer = KafkaProducer(
             bootstrap_servers=env["ORDERSYNC_KAFKA__BOOTSTRAP"], acks="all", linger_ms=20
         )
@@ -155,27 +130,11 @@ def test_every_stage_dead_letters_garbage_and_keeps_working(
         assert [r.tracking_number for r in requests] == ["1ZINV-AFTER"]
         for stage, (process, port, log_path) in stages.items():
             assert process.poll() is None, f"{stage} stopped: " + log_path.read_text()[-3000:]
-            assert _ready(port), stage
+            assert ready(port), stage
     finally:
         for process, _, _ in stages.values():
             stop_process_group(process.pid, grace_s=10)
             process.wait(timeout=10)
-
-
-def _ready(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _wait_until(condition: object, what: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting until {what}")
 
 
 def _wait_for_letters(

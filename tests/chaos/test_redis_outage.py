@@ -5,29 +5,25 @@ is stalled on /readyz while Redis is away, and goes on by itself once Redis is b
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-import yaml
 from kafka import KafkaProducer
 
 from ordersync.dev.devinfra import find_free_port, redis_server_binary, stop_process_group, wait_for_port
 from ordersync.kafka.reader import read_topic
 from ordersync.redis_client import redis_client
-from ordersync.schemas.codec import decode
-from ordersync.schemas.events import ShipmentRequested
-from ordersync.schemas.topics import INVOICES_ISSUED, SHIPMENTS_REQUESTED, order_key
+from ordersync.schemas.topics import INVOICES_ISSUED, order_key
 from ordersync.settings import RedisSettings
 from ordersync.state.store import Store
 from tests.factories import invoice_record, one_line_sales_order
+from tests.processes import ready, start_stage, write_channels
+from tests.topics import requested_orders, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -79,26 +75,7 @@ def test_invoices_survive_a_redis_kill_and_restart(
     ordersync_env: dict[str, str], topics: tuple[str, ...], redis_with_aof: AofRedis, tmp_path: Path
 ) -> None:
     seller = f"A{uuid.uuid4().hex[:10].upper()}"
-    secret = {"value": "x"}
-    channels = tmp_path / "channels.yaml"
-    channels.write_text(
-        yaml.safe_dump(
-            {
-                "channels": [
-                    {
-                        "name": "chaos",
-                        "seller_id": seller,
-                        "marketplaces": ["ATVPDKIKX0DER"],
-                        "credentials": {
-                            "client_id": secret,
-                            "client_secret": secret,
-                            "refresh_token": secret,
-                        },
-                    }
-                ]
-            }
-        )
-    )
+    channels = write_channels(tmp_path / "channels.yaml", "chaos", seller)
     web_port = find_free_port()
     env = {
         **ordersync_env,
@@ -122,14 +99,7 @@ def test_invoices_survive_a_redis_kill_and_restart(
     time.sleep(1.5)  # past appendfsync everysec: the sales orders are on disk
     bootstrap = env["ORDERSYNC_KAFKA__BOOTSTRAP"]
     log_path = tmp_path / "stage.log"
-    with log_path.open("wb") as log:
-        stage = subprocess.Popen(
-            [sys.executable, "-m", "ordersync.cli", "run", "invoice-issued"],
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    stage = start_stage("invoice-issued", env, log_path)
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
 
     def send(numbers: range) -> None:
@@ -139,18 +109,17 @@ def test_invoices_survive_a_redis_kill_and_restart(
         producer.flush()
 
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{web_port}", timeout=5) as http:
-            _wait_until(lambda: _ready(http) is True, "the stage is ready", 90)
-            send(range(ORDERS // 2))
-            time.sleep(1.0)
-            redis_with_aof.kill()
-            send(range(ORDERS // 2, ORDERS))  # these arrive while Redis is away
-            _wait_until(lambda: _ready(http) is False, "the stage reports itself not ready", 30)
-            time.sleep(3.0)
-            assert stage.poll() is None, log_path.read_text()[-3000:]
-            redis_with_aof.start()
-            _wait_until(lambda: _ready(http) is True, "the stage is ready again by itself", 90)
-        requests = _shipment_requests(bootstrap, seller, ORDERS)
+        wait_for(lambda: ready(web_port), 90, what="the stage is ready")
+        send(range(ORDERS // 2))
+        time.sleep(1.0)
+        redis_with_aof.kill()
+        send(range(ORDERS // 2, ORDERS))  # these arrive while Redis is away
+        wait_for(lambda: not ready(web_port), 30, what="the stage reports itself not ready")
+        time.sleep(3.0)
+        assert stage.poll() is None, log_path.read_text()[-3000:]
+        redis_with_aof.start()
+        wait_for(lambda: ready(web_port), 90, what="the stage is ready again by itself")
+        requests = requested_orders(bootstrap, seller, ORDERS)
         assert sorted(requests) == sorted(_order_id(n) for n in range(ORDERS)), log_path.read_text()[-3000:]
         assert INVOICES_ISSUED.dlq is not None
         dead = [
@@ -164,33 +133,3 @@ def test_invoices_survive_a_redis_kill_and_restart(
         producer.close()
         stop_process_group(stage.pid, grace_s=10)
         stage.wait(timeout=10)
-
-
-def _ready(http: httpx.Client) -> bool | None:
-    try:
-        return http.get("/readyz").status_code == 200
-    except httpx.HTTPError:
-        return None
-
-
-def _wait_until(condition: object, what: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting until {what}")
-
-
-def _shipment_requests(bootstrap: str, seller: str, want: int, timeout_s: float = 90) -> list[str]:
-    """The orders of the distinct packages requested for ``seller`` (a redelivery may repeat one)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        packages: dict[tuple[str, str], str] = {}
-        for record in read_topic(bootstrap, SHIPMENTS_REQUESTED.name):
-            if record.key and record.key.decode().startswith(f"{seller}:"):
-                request = decode(record.value, SHIPMENTS_REQUESTED).payload_as(ShipmentRequested)
-                packages[(request.amazon_order_id, request.package_reference_id)] = request.amazon_order_id
-        if len(packages) >= want or time.monotonic() > deadline:
-            return list(packages.values())
-        time.sleep(1.0)

@@ -1,0 +1,105 @@
+"""The broker stops answering for 30 s (its process frozen: connections hang, nothing is refused) while
+the invoice-issued stage works: no invoice is lost, none is dead-lettered, the stage stays up and goes
+on by itself once the broker answers again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from ordersync.dev.devinfra import EmbeddedBroker, find_free_port, stop_process_group
+from ordersync.kafka.admin import create_topics
+from ordersync.kafka.reader import read_topic
+from ordersync.redis_client import redis_client
+from ordersync.schemas.topics import INVOICES_ISSUED, order_key
+from ordersync.settings import KafkaSettings, RedisSettings, Settings
+from ordersync.state.store import Store
+from tests.factories import invoice_record, one_line_sales_order
+from tests.processes import ready, start_stage, write_channels
+from tests.topics import requested_orders, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+
+ORDERS = 40
+HANG_S = 30.0
+ITEM = "99999999999999"
+
+
+@pytest.fixture
+def own_broker() -> Iterator[EmbeddedBroker]:
+    """A broker of this test's own: freezing the session's would stall other tests' clients."""
+    with EmbeddedBroker() as broker:
+        create_topics(Settings(kafka=KafkaSettings(bootstrap=broker.bootstrap)))
+        yield broker
+
+
+def _order_id(n: int) -> str:
+    return f"444-{n:07d}-0000001"
+
+
+def test_invoices_survive_a_broker_that_hangs_for_30_seconds(
+    ordersync_env: dict[str, str], own_broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    seller = f"A{uuid.uuid4().hex[:10].upper()}"
+    web_port = find_free_port()
+    env = {
+        **ordersync_env,
+        "ORDERSYNC_KAFKA__BOOTSTRAP": own_broker.bootstrap,
+        "ORDERSYNC_CHANNELS_FILE": str(write_channels(tmp_path / "channels.yaml", "hang", seller)),
+        "ORDERSYNC_STAGE__WEB_PORT": str(web_port),
+    }
+
+    async def seed() -> None:
+        redis = redis_client(RedisSettings(url=env["ORDERSYNC_REDIS__URL"]))
+        store = Store(redis, env["ORDERSYNC_REDIS__KEY_PREFIX"])
+        for n in range(ORDERS):
+            order = one_line_sales_order(seller, _order_id(n), channel="hang", order_item_id=ITEM, quantity=1)
+            await store.save_sales_order(order.model_copy(update={"code": f"SO{n:08d}"}))
+        await redis.aclose()
+
+    asyncio.run(seed())
+    log_path = tmp_path / "stage.log"
+    stage = start_stage("invoice-issued", env, log_path)
+    producer = KafkaProducer(bootstrap_servers=own_broker.bootstrap, acks="all", linger_ms=5)
+    assert own_broker.pid is not None
+    frozen = False
+    try:
+        wait_for(lambda: ready(web_port), 90, what="the stage is ready")
+        for n in range(ORDERS):
+            value = invoice_record(seller, f"INV{n}", _order_id(n), ITEM)
+            producer.send(INVOICES_ISSUED.name, key=order_key(seller, _order_id(n)).encode(), value=value)
+            if n == ORDERS // 2:
+                producer.flush()
+                # Mid-stream: the stage is reading and publishing when the broker stops answering.
+                os.kill(own_broker.pid, signal.SIGSTOP)
+                frozen = True
+                time.sleep(HANG_S)
+                assert stage.poll() is None, log_path.read_text()[-3000:]
+                os.kill(own_broker.pid, signal.SIGCONT)
+                frozen = False
+        producer.flush()
+        resumed = time.monotonic()
+        requested = requested_orders(own_broker.bootstrap, seller, ORDERS, timeout_s=180)
+        caught_up_s = time.monotonic() - resumed
+        assert sorted(requested) == sorted(_order_id(n) for n in range(ORDERS)), log_path.read_text()[-3000:]
+        assert INVOICES_ISSUED.dlq is not None
+        assert [r for r in read_topic(own_broker.bootstrap, INVOICES_ISSUED.dlq.name)] == []
+        wait_for(lambda: ready(web_port), 60, what="the stage is ready again by itself")
+        assert stage.poll() is None
+        print(
+            f"broker hung {HANG_S:.0f} s: {ORDERS} of {ORDERS} requested, caught up {caught_up_s:.1f} s after"
+        )
+    finally:
+        if frozen:
+            os.kill(own_broker.pid, signal.SIGCONT)
+        producer.close(timeout=5)
+        stop_process_group(stage.pid, grace_s=10)
+        stage.wait(timeout=10)
