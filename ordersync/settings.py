@@ -230,6 +230,11 @@ class StageSettings(_Frozen):
     partitions: int = Field(4, ge=1, description="Partitions of every catalogue topic at creation.")
     replication_factor: int = Field(1, ge=1)
     web_port: int | None = Field(None, description="Port of the stage's /metrics and health endpoints.")
+    generation_check_s: float = Field(
+        10.0,
+        gt=0,
+        description="How often a stage that rebuilds state from Kafka checks that Redis still holds it.",
+    )
     web_host: str = Field(
         "0.0.0.0",
         description="Address the stage's /metrics /healthz /readyz server listens on (with web_port).",

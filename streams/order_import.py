@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
@@ -26,7 +27,10 @@ from decimal import Decimal
 import faust
 
 from ordersync.channels import Channel
+from ordersync.errors import InvalidEvent
+from ordersync.kafka.reader import read_topic
 from ordersync.pipeline.runtime import StageRuntime
+from ordersync.schemas.codec import decode
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import (
     AmazonOrder,
@@ -456,9 +460,46 @@ async def listing_changed(runtime: StageRuntime, envelope: Envelope[Event]) -> N
         await apply_listings(runtime.store, changed.channel, (row,))
 
 
+async def rebuild_listings(runtime: StageRuntime) -> int:
+    """Every channel's listings again from ``channel.listings`` (compacted: the latest row per SKU), for a
+    Redis that lost them; the listings CLI writes there too, so the topic holds them all. Returns the
+    rows read. Invalid records and unknown channels are skipped here (the listings agent dead-letters
+    them)."""
+    records = await asyncio.to_thread(
+        lambda: list(read_topic(runtime.settings.kafka, CHANNEL_LISTINGS.name, skip_missing=True))
+    )
+    known = {channel.name for channel in runtime.channels.channels}
+    read = 0
+    for record in records:  # per partition in offset order: the latest version of a SKU applies last
+        try:
+            changed = decode(record.value, CHANNEL_LISTINGS).payload_as(ListingChanged)
+        except InvalidEvent:
+            continue
+        if changed.channel not in known:
+            continue
+        row = row_of(changed)
+        if row is None:
+            await apply_listings(runtime.store, changed.channel, (), removed=(changed.merchant_sku,))
+        else:
+            await apply_listings(runtime.store, changed.channel, (row,))
+        read += 1
+    log.warning("listings rebuilt from %s: %d rows", CHANNEL_LISTINGS.name, read)
+    return read
+
+
 def register(app: faust.App, runtime: StageRuntime) -> None:
     runtime.topic(ORDERS_IMPORTED)
     runtime.topic(ORDERS_IMPORT_FAILED)
+
+    async def rebuild() -> None:
+        await rebuild_listings(runtime)
+
+    # The SKU mappings live in Redis but are Kafka's: a Redis that lost them gets them back first.
+    runtime.on_redis_reset(rebuild)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def watch_redis() -> None:
+        await runtime.watch_generation()
 
     @app.agent(runtime.topic(OPS_COMMANDS), name="import-commands")
     async def import_commands(stream: faust.StreamT[bytes]) -> None:

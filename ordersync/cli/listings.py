@@ -26,19 +26,44 @@ def listings_import(
     ],
     channel: Annotated[str, typer.Option(help="The channel the listings belong to.")],
 ) -> None:
-    """Load a listings CSV; applied whole, or not at all when any row is wrong."""
+    """Load a listings CSV; applied whole, or not at all when any row is wrong. Each row is published on
+    channel.listings first (Kafka is the record: a Redis that loses the listings gets them back from
+    there), then written to Redis so orders find it at once."""
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
     from ordersync.channels import load_channels
     from ordersync.errors import ConfigurationError
+    from ordersync.kafka.admin import kafka_client_config
     from ordersync.redis_client import redis_client
-    from ordersync.state.listings import ListingsRejected, apply_listings, parse_listings_csv
+    from ordersync.schemas.codec import encode
+    from ordersync.schemas.envelope import Envelope
+    from ordersync.schemas.topics import CHANNEL_LISTINGS, sku_key
+    from ordersync.state.listings import ListingsRejected, apply_listings, event_of, parse_listings_csv
     from ordersync.state.store import Store
 
     settings = get_settings()
     try:
-        load_channels(settings.channels_file).by_name(channel)
+        seller = load_channels(settings.channels_file).by_name(channel).seller_id
         listings = parse_listings_csv(file.read_text())
     except (ListingsRejected, ConfigurationError) as exc:
         typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+
+    try:
+        producer = KafkaProducer(acks="all", **kafka_client_config(settings.kafka))
+        try:
+            for row in listings.rows:
+                event = Envelope.wrap(
+                    event_of(channel, row), seller_id=seller, correlation_id=f"listings:{channel}"
+                )
+                key = sku_key(seller, row.seller_sku).encode()
+                producer.send(CHANNEL_LISTINGS.name, key=key, value=encode(event))
+            producer.flush(timeout=60)
+        finally:
+            producer.close()
+    except KafkaError as exc:
+        typer.echo(f"Kafka at {settings.kafka.bootstrap}: {exc}; nothing loaded", err=True)
         raise typer.Exit(1) from exc
 
     async def apply() -> None:

@@ -22,6 +22,7 @@ import logging
 import random
 import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -129,6 +130,12 @@ class StageRuntime:
         #: while any is here. Cleared when the same work goes through.
         self.stalls: dict[str, str] = {}
         self._outage_log = EveryInterval()
+        #: What the stage rebuilds from Kafka when Redis lost its state (see :meth:`on_redis_reset`).
+        self._rebuilders: list[Callable[[], Awaitable[None]]] = []
+        #: Set while Redis holds the stage's state; records wait while a rebuild runs.
+        self._state_ready = asyncio.Event()
+        self._state_ready.set()
+        self._generation: str | None = None
         # (mode's signal stubs accept no bound coroutine method.)
         app.on_rebalance_complete.connect(cast(Any, self._on_rebalance_complete))
         app.on_partitions_revoked.connect(cast(Any, self._on_partitions_revoked))
@@ -149,6 +156,52 @@ class StageRuntime:
         stage = self.settings.stage
         owner = f"{stage.worker_id or socket.gethostname()}/{self.stage}"
         return Lock(self.store.redis, self.store.key_of(keys.LEASE, job, scope), owner, stage.lease_ttl_s)
+
+    # --- Redis is fast state, rebuilt from Kafka --------------------------------------------------
+
+    def on_redis_reset(self, rebuild: Callable[[], Awaitable[None]]) -> None:
+        """``rebuild`` runs, before another record is processed, whenever this stage finds Redis without
+        its state: at the first start on an empty Redis, and after Redis lost its data while the stage
+        ran (:meth:`check_generation`). Records wait for the first check (:meth:`watch_generation`)."""
+        self._rebuilders.append(rebuild)
+        self._state_ready.clear()
+
+    async def check_generation(self) -> bool:
+        """Whether Redis lost its state since this process last looked (its generation marker is gone
+        or another): then the registered rebuilds run, processing waiting meanwhile. True if they ran."""
+        key = self.store.key_of(keys.GENERATION, self.stage)
+        fresh = uuid.uuid4().hex
+        # SET NX ... GET: the marker now, written only if there was none (one round trip, atomic).
+        before = await self.store.redis.set(key, fresh, nx=True, get=True)
+        current = fresh if before is None else before.decode() if isinstance(before, bytes) else str(before)
+        known, self._generation = self._generation, current
+        if before is not None and known in (None, current):
+            self._state_ready.set()
+            return False  # Redis kept the state (a marker this process saw before, or a first look)
+        # No marker (an empty Redis), or a new one: another replica found the state gone first.
+        if not self._rebuilders:
+            self._state_ready.set()
+            return False
+        log.warning("Redis has no state of this stage (generation %s): rebuilding it from Kafka", current)
+        self._state_ready.clear()
+        try:
+            for rebuild in self._rebuilders:
+                await self.through_outages("rebuild from Kafka", rebuild)
+        finally:
+            self._state_ready.set()
+        log.warning("rebuilt from Kafka; processing resumes")
+        return True
+
+    async def _check_generation_step(self) -> None:
+        await self.check_generation()
+
+    async def watch_generation(self) -> None:
+        """Check the generation marker now, then every ``stage.generation_check_s``, for as long as the
+        stage runs (a stage that registered a rebuild runs this as a task)."""
+        await self.start()
+        while True:
+            await self.survive("Redis generation check", self._check_generation_step)
+            await asyncio.sleep(self.settings.stage.generation_check_s)
 
     # --- lazily started resources (inside the worker's event loop) -------------------------------
 
@@ -301,6 +354,7 @@ class StageRuntime:
             seller_id, rest = key.split(":", 1)
             # Order-keyed topics: the key names the order even when the value cannot be read.
             order_id = rest if spec.key == "order" else None
+        await self._state_ready.wait()  # a rebuild from Kafka finishes first
         with log_context(
             stage=self.stage,
             topic=spec.name,
@@ -325,6 +379,7 @@ class StageRuntime:
         """An agent's loop over ``spec``: every record is settled by :meth:`process` before it is
         acknowledged; one in hand when the worker stops stays unacknowledged and is read again."""
         await self.start()
+        await self._state_ready.wait()
         manual: Any = stream.noack()  # type: ignore[attr-defined]  # faust's StreamT omits noack
         async for event in manual.events():
             await self.process(spec, event, handle)

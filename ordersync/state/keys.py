@@ -315,6 +315,16 @@ LEASE = KeyFamily(
     "lease TTL",
     "which worker does a per-channel job (download polling, stock flushes)",
 )
+GENERATION = KeyFamily(
+    "generation",
+    ("<stage>",),
+    "string",
+    "every stage that rebuilds state from Kafka (import: the listings)",
+    "none",
+    "an id the stage writes once its state is in Redis: its absence tells the stage Redis lost its state"
+    " (a restart without persistence, a failover to a replica that lagged) or never had it",
+    "a new id, then each stage's rebuild",
+)
 TASK = KeyFamily(
     "task",
     ("<task>", "<scope>"),
@@ -411,6 +421,7 @@ CATALOGUE: tuple[KeyFamily, ...] = (
     INVENTORY_LOCK,
     INVENTORY_LAST_FLUSH,
     LEASE,
+    GENERATION,
     TASK,
     TASKS,
     HEALTH_ACCOUNT,

@@ -26,11 +26,12 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, cast
 
 from ordersync.errors import Permanent
+from ordersync.schemas.events import ListingChanged
 from ordersync.state import keys
 
 if TYPE_CHECKING:
     from ordersync.channels import Channel
-    from ordersync.schemas.events import AmazonOrderItem, ListingChanged
+    from ordersync.schemas.events import AmazonOrderItem
     from ordersync.state.store import Store
 
 COLUMNS = ("Client SKU Id", "Channel Serial No.", "Channel SKU Id", "EAN", "ASIN", "Merchant SKU")
@@ -195,6 +196,19 @@ async def apply_listings(
 async def listing_rows(store: Store, channel: str) -> dict[str, ListingRow]:
     raw = cast(dict[str, str], await store.redis.hgetall(store.key_of(keys.LISTINGS_ROWS, channel)))
     return {sku: ListingRow(**json.loads(value)) for sku, value in raw.items()}
+
+
+def event_of(channel: str, row: ListingRow) -> ListingChanged:
+    """The ``channel.listings`` event that sets ``row`` (the inverse of :func:`row_of`)."""
+    return ListingChanged(
+        channel=channel,
+        merchant_sku=row.seller_sku,
+        client_sku_id=row.stock_code,
+        channel_serial_no=row.channel_serial_no,
+        channel_sku_id=row.channel_sku_id,
+        ean=row.ean,
+        asin=row.asin,
+    )
 
 
 def row_of(event: ListingChanged) -> ListingRow | None:
