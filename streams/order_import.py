@@ -487,11 +487,33 @@ async def rebuild_listings(runtime: StageRuntime) -> int:
     return read
 
 
+async def rebuild_sales_orders(runtime: StageRuntime) -> int:
+    """Every sales order again from ``orders.imported``, with its code, for a Redis that lost them: an
+    Amazon order imported before is never imported as a second sales order, and no code is given
+    twice (each prefix's sequence resumes above the highest code on the topic). Returns the orders."""
+    records = await asyncio.to_thread(
+        lambda: list(read_topic(runtime.settings.kafka, ORDERS_IMPORTED.name, skip_missing=True))
+    )
+    restored = 0
+    for record in records:
+        try:
+            envelope = decode(record.value, ORDERS_IMPORTED)
+        except InvalidEvent:
+            continue
+        if isinstance(envelope.payload, OrderImported):
+            imported_at = envelope.occurred_at.isoformat()
+            await runtime.store.restore_sales_order(envelope.payload.sales_order, imported_at)
+            restored += 1
+    log.warning("sales orders rebuilt from %s: %d", ORDERS_IMPORTED.name, restored)
+    return restored
+
+
 def register(app: faust.App, runtime: StageRuntime) -> None:
     runtime.topic(ORDERS_IMPORTED)
     runtime.topic(ORDERS_IMPORT_FAILED)
 
     async def rebuild() -> None:
+        await rebuild_sales_orders(runtime)
         await rebuild_listings(runtime)
 
     # The SKU mappings live in Redis but are Kafka's: a Redis that lost them gets them back first.

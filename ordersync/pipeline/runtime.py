@@ -131,7 +131,7 @@ class StageRuntime:
         self.stalls: dict[str, str] = {}
         self._outage_log = EveryInterval()
         #: What the stage rebuilds from Kafka when Redis lost its state (see :meth:`on_redis_reset`).
-        self._rebuilders: list[Callable[[], Awaitable[None]]] = []
+        self._rebuilders: list[Callable[[], Awaitable[object]]] = []
         #: Set while Redis holds the stage's state; records wait while a rebuild runs.
         self._state_ready = asyncio.Event()
         self._state_ready.set()
@@ -159,7 +159,7 @@ class StageRuntime:
 
     # --- Redis is fast state, rebuilt from Kafka --------------------------------------------------
 
-    def on_redis_reset(self, rebuild: Callable[[], Awaitable[None]]) -> None:
+    def on_redis_reset(self, rebuild: Callable[[], Awaitable[object]]) -> None:
         """``rebuild`` runs, before another record is processed, whenever this stage finds Redis without
         its state: at the first start on an empty Redis, and after Redis lost its data while the stage
         ran (:meth:`check_generation`). Records wait for the first check (:meth:`watch_generation`)."""

@@ -34,6 +34,14 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+#: SET key ARGV[1] unless the key already holds a larger number.
+_RAISE_TO = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
+return current
+"""
+
+
 class Store:
     def __init__(
         self, redis: aioredis.Redis, prefix: str = DEFAULT_PREFIX, *, clock: Clock = SYSTEM_CLOCK
@@ -114,6 +122,26 @@ class Store:
             return code, True
         # Another worker assigned one in between: theirs stands; our number stays unused.
         return cast(str, await self._get(key)), False
+
+    async def restore_sales_order(self, order: SalesOrder, imported_at: str) -> None:
+        """Put back a sales order read from ``orders.imported`` (a rebuild): the order, its code, a
+        sequence that never gives its number again, and its status as imported (so it is never
+        published as new again). An order Redis still holds is left as it is."""
+        code_key = self.key_of(keys.SALES_ORDER_CODE, order.seller_id, order.amazon_order_id)
+        if not await self.redis.set(code_key, order.code, nx=True, ex=ORDER_STATE_TTL_S):
+            return
+        await self.save_sales_order(order)
+        await self.set_order_status(
+            order.seller_id,
+            order.amazon_order_id,
+            stage="imported",
+            sales_order_code=order.code,
+            imported_at=imported_at,
+        )
+        prefix, digits = order.code[:-8], order.code[-8:]
+        if digits.isdigit():
+            # The sequence only grows: set it to this number unless it is past it already.
+            await self.redis.eval(_RAISE_TO, 1, self.key_of(keys.SALES_ORDER_SEQUENCE, prefix), int(digits))
 
     async def save_sales_order(self, order: SalesOrder) -> None:
         await self.redis.set(

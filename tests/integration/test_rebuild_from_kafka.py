@@ -1,6 +1,7 @@
 """Kafka is the record, Redis is rebuilt from it: ``ordersync listings import`` publishes every row on
 channel.listings before it writes Redis, and the import stage, finding Redis without its state (its
-generation marker gone), rebuilds the SKU mappings from the topic before it processes another order."""
+generation marker gone), rebuilds the SKU mappings and the sales orders with their codes from the
+topics before it processes another order."""
 
 from __future__ import annotations
 
@@ -9,14 +10,20 @@ import uuid
 from pathlib import Path
 
 import pytest
+from kafka import KafkaProducer
 from typer.testing import CliRunner
 
 from ordersync.cli import app
 from ordersync.kafka.faust_app import make_app
 from ordersync.pipeline.runtime import StageRuntime
+from ordersync.schemas.codec import encode
+from ordersync.schemas.envelope import Envelope
+from ordersync.schemas.events import OrderImported
+from ordersync.schemas.topics import ORDERS_IMPORTED, order_key
 from ordersync.settings import Settings, get_settings
 from ordersync.state.listings import ListingRow, listings_csv, lookup_stock_codes
-from ordersync.streams.order_import import rebuild_listings
+from ordersync.streams.order_import import rebuild_listings, rebuild_sales_orders
+from tests.factories import one_line_sales_order
 from tests.processes import write_channels
 
 pytestmark = pytest.mark.integration
@@ -65,5 +72,44 @@ async def test_listings_come_back_from_kafka_after_redis_lost_them(
         assert await runtime.check_generation() is True
         assert await lookup_stock_codes(runtime.store, channel, skus) == expected
         assert rebuilt == [5, 5]
+    finally:
+        await runtime.close()
+
+
+async def test_sales_orders_and_their_codes_come_back_from_kafka(
+    ordersync_settings: Settings, topics: tuple[str, ...], tmp_path: Path
+) -> None:
+    seller = f"A{uuid.uuid4().hex[:10].upper()}"
+    channels = write_channels(tmp_path / "channels.yaml", "codes", seller)
+    settings = ordersync_settings.model_copy(update={"channels_file": channels})
+    prefix = f"T{uuid.uuid4().hex[:6].upper()}"
+    orders = [
+        one_line_sales_order(seller, f"111-{n:07d}-1234567", channel="codes", order_item_id="1", quantity=1)
+        for n in range(3)
+    ]
+    orders = [o.model_copy(update={"code": f"{prefix}{n + 41:08d}"}) for n, o in enumerate(orders)]
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
+    for order in orders:
+        event = Envelope.wrap(OrderImported(sales_order=order), seller_id=seller, correlation_id="rebuild")
+        producer.send(
+            ORDERS_IMPORTED.name, key=order_key(seller, order.amazon_order_id).encode(), value=encode(event)
+        )
+    producer.flush()
+    producer.close()
+
+    runtime = StageRuntime("import", settings, make_app("import", settings))
+    await runtime.start()
+    runtime.on_redis_reset(lambda: rebuild_sales_orders(runtime))
+    try:
+        assert await runtime.check_generation() is True  # an empty Redis: everything from Kafka
+        for order in orders:
+            assert await runtime.store.sales_order(seller, order.amazon_order_id) == order
+            code, new = await runtime.store.sales_order_code(seller, order.amazon_order_id, prefix)
+            assert (code, new) == (order.code, False)  # the same code, never a second sales order
+            status = await runtime.store.order_status(seller, order.amazon_order_id)
+            assert status["stage"] == "imported"
+        # A new order continues the sequence above the highest code Kafka holds: no code twice.
+        code, new = await runtime.store.sales_order_code(seller, "999-0000000-0000001", prefix)
+        assert (code, new) == (f"{prefix}{44:08d}", True)
     finally:
         await runtime.close()
