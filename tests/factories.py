@@ -314,6 +314,23 @@ class RecordedRun:
         self.add(SHIPMENTS_REQUESTED.name, request)
         return request
 
+    def confirmed(self, request: ShipmentRequested) -> None:
+        """Amazon confirmed the package ``request`` asked for (confirmShipment, first attempt)."""
+        self.add(
+            SHIPMENTS_CONFIRMED.name,
+            ShipmentConfirmed(
+                channel=request.channel,
+                amazon_order_id=request.amazon_order_id,
+                package_reference_id=request.package_reference_id,
+                method="confirmShipment",
+                attempts=1,
+                carrier_code=request.carrier_code,
+                tracking_number=request.tracking_number,
+                quantity=sum(item.quantity for item in request.items),
+                confirmed_at=self.clock,
+            ),
+        )
+
     def command(self, command: str, *order_ids: str) -> None:
         self.add(
             OPS_COMMANDS.name,
@@ -333,21 +350,7 @@ def recorded_run(seller: str = SELLER, other_seller: str = OTHER_SELLER) -> Reco
     # 1. The happy path.
     run.order_flow(OK, purchased_days_ago=3)
     run.imported(OK, "SO00000001")
-    request = run.shipped(OK, "SO00000001")
-    run.add(
-        SHIPMENTS_CONFIRMED.name,
-        ShipmentConfirmed(
-            channel=CHANNEL,
-            amazon_order_id=OK,
-            package_reference_id="1",
-            method="confirmShipment",
-            attempts=1,
-            carrier_code="UPS",
-            tracking_number=request.tracking_number,
-            quantity=2,
-            confirmed_at=run.clock,
-        ),
-    )
+    run.confirmed(run.shipped(OK, "SO00000001"))
     # 2. Unknown SKU, fixed listings, Retry Import.
     run.order_flow(RETRIED, sku="UNMAPPED-7", purchased_days_ago=2)
     run.import_failed(RETRIED, "UNMAPPED-7")

@@ -11,10 +11,10 @@ import pytest
 
 from ordersync.schemas.codec import encode
 from ordersync.schemas.envelope import Envelope
-from ordersync.schemas.events import EventDeadLettered, ShipmentConfirmed
-from ordersync.schemas.topics import SHIPMENTS_CONFIRMED, SHIPMENTS_REQUESTED, order_key
+from ordersync.schemas.events import EventDeadLettered
+from ordersync.schemas.topics import SHIPMENTS_REQUESTED, order_key
 from ordersync.state.readmodel import Fact, derive, facts_of
-from tests.factories import CHANNEL, IGNORED, OK, RETRIED, SELLER, RecordedRun, recorded_run
+from tests.factories import IGNORED, OK, RETRIED, SELLER, RecordedRun, recorded_run
 
 pytestmark = pytest.mark.unit
 
@@ -101,20 +101,7 @@ def test_a_redelivered_shipment_request_leaves_a_confirmed_package_confirmed() -
     run.order_flow(OK)
     run.imported(OK, "SO00000001")
     request = run.shipped(OK, "SO00000001")
-    run.add(
-        SHIPMENTS_CONFIRMED.name,
-        ShipmentConfirmed(
-            channel=CHANNEL,
-            amazon_order_id=OK,
-            package_reference_id="1",
-            method="confirmShipment",
-            attempts=1,
-            carrier_code="UPS",
-            tracking_number=request.tracking_number,
-            quantity=2,
-            confirmed_at=run.clock,
-        ),
-    )
+    run.confirmed(request)
     run.add(SHIPMENTS_REQUESTED.name, request)  # the redelivery, after the confirmation
     facts = _facts(run.events, OK)
     for permutation in itertools.islice(itertools.permutations(facts), 200):
