@@ -26,6 +26,9 @@ OrderStatus = Literal[
 ]
 FulfillmentChannel = Literal["AFN", "MFN"]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
+#: A seller SKU as another system sends it: Amazon's SKUs are 1 to 40 characters (Seller Central's
+#: inventory file rule), so a longer one can never match a listing and is refused at the door.
+SellerSku = Annotated[str, Field(min_length=1, max_length=40)]
 PositiveInt = Annotated[int, Field(gt=0)]
 AmazonOrderId = Annotated[str, Field(pattern=r"^\d{3}-\d{7}-\d{7}$")]
 
@@ -236,7 +239,7 @@ class ShippedLine(_Value):
     """One line of a package: the Amazon order item (or the seller SKU) and how many were shipped."""
 
     order_item_id: str | None = None
-    seller_sku: str | None = None
+    seller_sku: SellerSku | None = None
     quantity: PositiveInt
 
     @model_validator(mode="after")
@@ -350,7 +353,7 @@ class OrderCancellationResult(Event):
 
 class InventoryLevelChanged(Event):
     channel: NonEmptyStr
-    seller_sku: NonEmptyStr
+    seller_sku: SellerSku
     quantity: Annotated[int, Field(ge=0)]
     observed_at: AwareDatetime
 
@@ -365,7 +368,7 @@ class ListingChanged(Event):
     ``client_sku_id`` None removes the listing."""
 
     channel: NonEmptyStr
-    merchant_sku: NonEmptyStr
+    merchant_sku: SellerSku
     client_sku_id: str | None = None
     channel_serial_no: str | None = None
     channel_sku_id: str | None = None

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from ordersync.schemas.events import AmazonOrderItem
     from ordersync.state.store import Store
 
+#: Amazon's seller SKUs are at most this long (as ``schemas.events.SellerSku`` says).
+MAX_SKU_CHARS = 40
 COLUMNS = ("Client SKU Id", "Channel Serial No.", "Channel SKU Id", "EAN", "ASIN", "Merchant SKU")
 
 
@@ -81,6 +83,8 @@ def parse_listings_csv(text: str) -> Listings:
             problems.append(f"line {line}: Client SKU Id is empty")
         if not seller_sku:
             problems.append(f"line {line}: neither Merchant SKU nor Channel SKU Id is given")
+        elif len(seller_sku) > MAX_SKU_CHARS:
+            problems.append(f"line {line}: seller SKU of {len(seller_sku)} characters (Amazon's are 1 to 40)")
         if seller_sku and seller_sku in seen:
             problems.append(
                 f"line {line}: seller SKU {seller_sku} is already mapped on line {seen[seller_sku]}"

@@ -125,3 +125,12 @@ def test_listings_csv_reports_every_bad_row_and_applies_nothing() -> None:
     ]
     with pytest.raises(ListingsRejected, match="header"):
         parse_listings_csv("sku,code\nA,B\n")
+
+
+def test_a_listings_csv_with_a_sku_longer_than_amazons_is_refused_whole() -> None:
+    csv_text = (
+        "Client SKU Id,Channel Serial No.,Channel SKU Id,EAN,ASIN,Merchant SKU\nSTK-1,,,,,SKU-1\nSTK-2,,,,,"
+        + "M" * 41
+    )
+    with pytest.raises(ListingsRejected, match="line 3: seller SKU of 41 characters"):
+        parse_listings_csv(csv_text + "\n")

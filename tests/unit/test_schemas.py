@@ -3,11 +3,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from ordersync.errors import InvalidEvent
 from ordersync.schemas import codec
 from ordersync.schemas.envelope import Envelope
-from ordersync.schemas.events import InvoiceIssued, OrderDownloaded
+from ordersync.schemas.events import InventoryLevelChanged, InvoiceIssued, ListingChanged, OrderDownloaded
 from ordersync.schemas.topics import CATALOGUE, INVOICES_ISSUED, ORDERS_DOWNLOADED, by_name
 from tests.factories import order
 
@@ -111,3 +112,17 @@ def test_upcaster_brings_an_old_version_up(monkeypatch: pytest.MonkeyPatch) -> N
     decoded = codec.decode(_invoice_json(1), INVOICES_ISSUED)
     assert decoded.schema_version == 2
     assert decoded.payload_as(InvoiceIssued).invoice_number == "v1-INV-1"
+
+
+def test_a_seller_sku_longer_than_amazons_40_characters_is_refused_at_the_door() -> None:
+    level = {
+        "channel": "acme-us",
+        "seller_sku": "S" * 40,
+        "quantity": 1,
+        "observed_at": "2026-01-01T00:00:00Z",
+    }
+    assert InventoryLevelChanged.model_validate(level).seller_sku == "S" * 40
+    with pytest.raises(ValidationError, match="at most 40 characters"):
+        InventoryLevelChanged.model_validate({**level, "seller_sku": "S" * 1_000_000})
+    with pytest.raises(ValidationError, match="at most 40 characters"):
+        ListingChanged(channel="acme-us", merchant_sku="M" * 41, client_sku_id="STK-1")
