@@ -9,18 +9,16 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
 
 from ordersync.dev.devinfra import EmbeddedBroker, find_free_port, stop_process_group
-from ordersync.kafka.admin import create_topics
 from ordersync.kafka.reader import read_topic
 from ordersync.redis_client import redis_client
 from ordersync.schemas.topics import INVOICES_ISSUED, order_key
-from ordersync.settings import KafkaSettings, RedisSettings, Settings
+from ordersync.settings import RedisSettings
 from ordersync.state.store import Store
 from tests.factories import invoice_record, one_line_sales_order
 from tests.processes import ready, start_stage, write_channels
@@ -31,14 +29,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 ORDERS = 40
 HANG_S = 30.0
 ITEM = "99999999999999"
-
-
-@pytest.fixture
-def own_broker() -> Iterator[EmbeddedBroker]:
-    """A broker of this test's own: freezing the session's would stall other tests' clients."""
-    with EmbeddedBroker() as broker:
-        create_topics(Settings(kafka=KafkaSettings(bootstrap=broker.bootstrap)))
-        yield broker
 
 
 def _order_id(n: int) -> str:

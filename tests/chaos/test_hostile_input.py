@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from ordersync.dev.devinfra import find_free_port, stop_process_group
+from ordersync.dev.devinfra import EmbeddedBroker, find_free_port, stop_process_group
 from ordersync.kafka.reader import read_topic
 from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import MAX_RECORD_BYTES, decode
@@ -62,13 +62,14 @@ def _hostile(n: int) -> bytes:
 
 
 def test_every_stage_dead_letters_garbage_and_keeps_working(
-    ordersync_env: dict[str, str], topics: tuple[str, ...], tmp_path: Path
+    ordersync_env: dict[str, str], own_broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     seller = f"A{uuid.uuid4().hex[:10].upper()}"
     channels = write_channels(tmp_path / "channels.yaml", "hostile", seller)
     nowhere = f"http://127.0.0.1:{find_free_port()}"  # no Amazon: nothing here may reach the real one
     env = {
         **ordersync_env,
+        "ORDERSYNC_KAFKA__BOOTSTRAP": own_broker.bootstrap,
         "ORDERSYNC_CHANNELS_FILE": str(channels),
         "ORDERSYNC_AMAZON__ENDPOINT": nowhere,
         "ORDERSYNC_AMAZON__LWA_ENDPOINT": f"{nowhere}/auth/o2/token",
