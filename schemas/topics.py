@@ -175,18 +175,23 @@ OPS_COMMANDS = _external(
     description="Operator actions on orders: ignore, retry download, retry import, retry write-back.",
 )
 
+#: An order's way through the pipeline: download to confirmed shipment (the demo watches these).
+ORDER_FLOW: tuple[TopicSpec, ...] = (
+    ORDERS_DOWNLOADED,
+    ORDERS_ENRICHED,
+    ORDERS_IMPORTED,
+    ORDERS_IMPORT_FAILED,
+    INVOICES_ISSUED,
+    SHIPMENTS_REQUESTED,
+    SHIPMENTS_CONFIRMED,
+    SHIPMENTS_FAILED,
+)
+
 #: Every topic ordersync uses, dead-letter companions included, in pipeline order.
 CATALOGUE: tuple[TopicSpec, ...] = tuple(
     spec
     for main in (
-        ORDERS_DOWNLOADED,
-        ORDERS_ENRICHED,
-        ORDERS_IMPORTED,
-        ORDERS_IMPORT_FAILED,
-        INVOICES_ISSUED,
-        SHIPMENTS_REQUESTED,
-        SHIPMENTS_CONFIRMED,
-        SHIPMENTS_FAILED,
+        *ORDER_FLOW,
         ORDERS_CANCELLATION_REQUESTED,
         ORDERS_CANCELLATION_RESULTS,
         INVENTORY_LEVELS,

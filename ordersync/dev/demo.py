@@ -42,13 +42,12 @@ from ordersync.schemas.events import OrderCancelled, OrderImported, OrderImportF
 from ordersync.schemas.topics import (
     CATALOGUE,
     INVOICES_ISSUED,
+    ORDER_FLOW,
     ORDERS_DOWNLOADED,
     ORDERS_ENRICHED,
-    ORDERS_IMPORT_FAILED,
     ORDERS_IMPORTED,
     SHIPMENTS_CONFIRMED,
     SHIPMENTS_FAILED,
-    SHIPMENTS_REQUESTED,
     by_name,
 )
 from ordersync.settings import KafkaSettings, RedisSettings, Settings
@@ -56,16 +55,7 @@ from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.scenario import Scenario, load_scenario
 from ordersync.state.listings import ListingRow, listings_csv
 
-WATCHED_TOPICS = (
-    ORDERS_DOWNLOADED,
-    ORDERS_ENRICHED,
-    ORDERS_IMPORTED,
-    ORDERS_IMPORT_FAILED,
-    INVOICES_ISSUED,
-    SHIPMENTS_REQUESTED,
-    SHIPMENTS_CONFIRMED,
-    SHIPMENTS_FAILED,
-)
+WATCHED_TOPICS = ORDER_FLOW
 
 
 # --- what the pipeline did, read from its topics -------------------------------------------------
