@@ -55,6 +55,7 @@ from ordersync.schemas.topics import (
     ORDERS_ENRICHED,
     ORDERS_IMPORT_FAILED,
     ORDERS_IMPORTED,
+    TopicSpec,
     order_key,
 )
 from ordersync.state import keys
@@ -460,21 +461,31 @@ async def listing_changed(runtime: StageRuntime, envelope: Envelope[Event]) -> N
         await apply_listings(runtime.store, changed.channel, (row,))
 
 
+async def _valid_events(runtime: StageRuntime, spec: TopicSpec) -> list[Envelope[Event]]:
+    """Every valid event on ``spec`` up to its end, read off the event loop (the reader blocks); invalid
+    records are skipped (the agent reading the topic dead-letters them)."""
+    records = await asyncio.to_thread(
+        lambda: list(read_topic(runtime.settings.kafka, spec.name, skip_missing=True))
+    )
+    events = []
+    for record in records:
+        try:
+            events.append(decode(record.value, spec))
+        except InvalidEvent:
+            continue
+    return events
+
+
 async def rebuild_listings(runtime: StageRuntime) -> int:
     """Every channel's listings again from ``channel.listings`` (compacted: the latest row per SKU), for a
     Redis that lost them; the listings CLI writes there too, so the topic holds them all. Returns the
     rows read. Invalid records and unknown channels are skipped here (the listings agent dead-letters
     them)."""
-    records = await asyncio.to_thread(
-        lambda: list(read_topic(runtime.settings.kafka, CHANNEL_LISTINGS.name, skip_missing=True))
-    )
     known = {channel.name for channel in runtime.channels.channels}
     read = 0
-    for record in records:  # per partition in offset order: the latest version of a SKU applies last
-        try:
-            changed = decode(record.value, CHANNEL_LISTINGS).payload_as(ListingChanged)
-        except InvalidEvent:
-            continue
+    # Per partition in offset order: the latest version of a SKU applies last.
+    for envelope in await _valid_events(runtime, CHANNEL_LISTINGS):
+        changed = envelope.payload_as(ListingChanged)
         if changed.channel not in known:
             continue
         row = row_of(changed)
@@ -491,15 +502,8 @@ async def rebuild_sales_orders(runtime: StageRuntime) -> int:
     """Every sales order again from ``orders.imported``, with its code, for a Redis that lost them: an
     Amazon order imported before is never imported as a second sales order, and no code is given
     twice (each prefix's sequence resumes above the highest code on the topic). Returns the orders."""
-    records = await asyncio.to_thread(
-        lambda: list(read_topic(runtime.settings.kafka, ORDERS_IMPORTED.name, skip_missing=True))
-    )
     restored = 0
-    for record in records:
-        try:
-            envelope = decode(record.value, ORDERS_IMPORTED)
-        except InvalidEvent:
-            continue
+    for envelope in await _valid_events(runtime, ORDERS_IMPORTED):
         if isinstance(envelope.payload, OrderImported):
             imported_at = envelope.occurred_at.isoformat()
             await runtime.store.restore_sales_order(envelope.payload.sales_order, imported_at)

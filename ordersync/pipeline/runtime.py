@@ -192,15 +192,12 @@ class StageRuntime:
         log.warning("rebuilt from Kafka; processing resumes")
         return True
 
-    async def _check_generation_step(self) -> None:
-        await self.check_generation()
-
     async def watch_generation(self) -> None:
         """Check the generation marker now, then every ``stage.generation_check_s``, for as long as the
         stage runs (a stage that registered a rebuild runs this as a task)."""
         await self.start()
         while True:
-            await self.survive("Redis generation check", self._check_generation_step)
+            await self.survive("Redis generation check", self.check_generation)
             await asyncio.sleep(self.settings.stage.generation_check_s)
 
     # --- lazily started resources (inside the worker's event loop) -------------------------------
@@ -379,7 +376,6 @@ class StageRuntime:
         """An agent's loop over ``spec``: every record is settled by :meth:`process` before it is
         acknowledged; one in hand when the worker stops stays unacknowledged and is read again."""
         await self.start()
-        await self._state_ready.wait()
         manual: Any = stream.noack()  # type: ignore[attr-defined]  # faust's StreamT omits noack
         async for event in manual.events():
             await self.process(spec, event, handle)
@@ -389,22 +385,15 @@ class StageRuntime:
         self, spec: TopicSpec, event: faust.EventT[Any], handle: Callable[[Envelope[Event]], Awaitable[None]]
     ) -> None:
         """Settle one record: processed, tried again in place while an outage lasts, or dead-lettered."""
-        outages = unexpected = 0
+        unexpected = 0
         what = f"{spec.name}[{event.message.partition}]"
         while True:
             try:
-                await self._attempt(spec, event, handle)
+                await self.through_outages(what, partial(self._attempt, spec, event, handle))
             except Throttled as exc:  # a handler's own wait: never a failure
                 await asyncio.sleep(exc.retry_after_s * (1 + random.random() * 0.1))
                 continue
             except Exception as exc:
-                if is_outage(exc):
-                    outages += 1
-                    self.stalled(what, exc)
-                    await asyncio.sleep(
-                        min(MAX_OUTAGE_BACKOFF_S, 0.25 * 2**outages) * (0.5 + random.random())
-                    )
-                    continue
                 unexpected += 1
                 if unexpected < MAX_UNEXPECTED_ATTEMPTS:
                     log.warning("unexpected %s, trying the record again: %s", type(exc).__name__, exc)
@@ -413,7 +402,7 @@ class StageRuntime:
                 log.exception("unexpected %s; dead-lettering the record", type(exc).__name__)
                 RECORD_ERRORS.labels(self.stage, spec.name, "crash").inc()
                 await self._dead_letter_in_any_case(spec, event, exc)
-            self.resumed(what)
+                self.resumed(what)
             return
 
     async def _dead_letter_in_any_case(
@@ -454,7 +443,7 @@ class StageRuntime:
             log.warning("%s makes progress again", what)
         self._outage_log.forget(what)
 
-    async def survive(self, task: str, step: Callable[[], Awaitable[None]]) -> bool:
+    async def survive(self, task: str, step: Callable[[], Awaitable[object]]) -> bool:
         """Run one step of a periodic task (a feed tick, a download round) so that nothing it raises
         stops the task: an outage marks ``task`` stalled until a step succeeds again; anything else is
         logged, once a minute at most. True when the step succeeded."""

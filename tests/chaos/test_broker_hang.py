@@ -4,7 +4,6 @@ on by itself once the broker answers again."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
@@ -16,12 +15,9 @@ from kafka import KafkaProducer
 
 from ordersync.dev.devinfra import EmbeddedBroker, find_free_port, stop_process_group
 from ordersync.kafka.reader import read_topic
-from ordersync.redis_client import redis_client
 from ordersync.schemas.topics import INVOICES_ISSUED, order_key
-from ordersync.settings import RedisSettings
-from ordersync.state.store import Store
 from tests.factories import invoice_record, one_line_sales_order
-from tests.processes import ready, start_stage, write_channels
+from tests.processes import ready, start_stage, store_sales_orders, write_channels
 from tests.topics import requested_orders, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -47,15 +43,15 @@ def test_invoices_survive_a_broker_that_hangs_for_30_seconds(
         "ORDERSYNC_STAGE__WEB_PORT": str(web_port),
     }
 
-    async def seed() -> None:
-        redis = redis_client(RedisSettings(url=env["ORDERSYNC_REDIS__URL"]))
-        store = Store(redis, env["ORDERSYNC_REDIS__KEY_PREFIX"])
-        for n in range(ORDERS):
-            order = one_line_sales_order(seller, _order_id(n), channel="hang", order_item_id=ITEM, quantity=1)
-            await store.save_sales_order(order.model_copy(update={"code": f"SO{n:08d}"}))
-        await redis.aclose()
-
-    asyncio.run(seed())
+    orders = [
+        one_line_sales_order(seller, _order_id(n), channel="hang", order_item_id=ITEM, quantity=1)
+        for n in range(ORDERS)
+    ]
+    store_sales_orders(
+        env["ORDERSYNC_REDIS__URL"],
+        env["ORDERSYNC_REDIS__KEY_PREFIX"],
+        (order.model_copy(update={"code": f"SO{n:08d}"}) for n, order in enumerate(orders)),
+    )
     log_path = tmp_path / "stage.log"
     stage = start_stage("invoice-issued", env, log_path)
     producer = KafkaProducer(bootstrap_servers=own_broker.bootstrap, acks="all", linger_ms=5)

@@ -4,7 +4,6 @@ unready, and a valid invoice sent after them still becomes a shipment request.""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import time
@@ -16,14 +15,11 @@ from kafka import KafkaProducer
 
 from ordersync.dev.devinfra import EmbeddedBroker, find_free_port, stop_process_group
 from ordersync.kafka.reader import read_topic
-from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import MAX_RECORD_BYTES, decode
 from ordersync.schemas.events import EventDeadLettered, ShipmentRequested
 from ordersync.schemas.topics import CATALOGUE, INVOICES_ISSUED, SHIPMENTS_REQUESTED, TopicSpec, order_key
-from ordersync.settings import RedisSettings
-from ordersync.state.store import Store
 from tests.factories import invoice_record, one_line_sales_order
-from tests.processes import ready, start_stage, write_channels
+from tests.processes import ready, start_stage, store_sales_orders, write_channels
 from tests.topics import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -75,13 +71,8 @@ def test_every_stage_dead_letters_garbage_and_keeps_working(
         "ORDERSYNC_AMAZON__LWA_ENDPOINT": f"{nowhere}/auth/o2/token",
     }
 
-    async def seed() -> None:
-        redis = redis_client(RedisSettings(url=env["ORDERSYNC_REDIS__URL"]))
-        order = one_line_sales_order(seller, ORDER_ID, channel="hostile", order_item_id=ITEM, quantity=1)
-        await Store(redis, env["ORDERSYNC_REDIS__KEY_PREFIX"]).save_sales_order(order)
-        await redis.aclose()
-
-    asyncio.run(seed())
+    order = one_line_sales_order(seller, ORDER_ID, channel="hostile", order_item_id=ITEM, quantity=1)
+    store_sales_orders(env["ORDERSYNC_REDIS__URL"], env["ORDERSYNC_REDIS__KEY_PREFIX"], [order])
     stages: dict[str, tuple[subprocess.Popen[bytes], int, Path]] = {}
     for stage in READERS:
         port, log_path = find_free_port(), tmp_path / f"{stage}.log"

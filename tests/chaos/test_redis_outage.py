@@ -4,7 +4,6 @@ is stalled on /readyz while Redis is away, and goes on by itself once Redis is b
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import subprocess
 import time
@@ -17,12 +16,9 @@ from kafka import KafkaProducer
 
 from ordersync.dev.devinfra import find_free_port, redis_server_binary, stop_process_group, wait_for_port
 from ordersync.kafka.reader import read_topic
-from ordersync.redis_client import redis_client
 from ordersync.schemas.topics import INVOICES_ISSUED, order_key
-from ordersync.settings import RedisSettings
-from ordersync.state.store import Store
 from tests.factories import invoice_record, one_line_sales_order
-from tests.processes import ready, start_stage, write_channels
+from tests.processes import ready, start_stage, store_sales_orders, write_channels
 from tests.topics import requested_orders, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -85,17 +81,15 @@ def test_invoices_survive_a_redis_kill_and_restart(
     }
     prefix = env["ORDERSYNC_REDIS__KEY_PREFIX"]
 
-    async def seed() -> None:
-        redis = redis_client(RedisSettings(url=redis_with_aof.url))
-        store = Store(redis, prefix)
-        for n in range(ORDERS):
-            sales_order = one_line_sales_order(
-                seller, _order_id(n), channel="chaos", order_item_id=ITEM, quantity=1
-            )
-            await store.save_sales_order(sales_order.model_copy(update={"code": f"SO{n:08d}"}))
-        await redis.aclose()
-
-    asyncio.run(seed())
+    orders = [
+        one_line_sales_order(seller, _order_id(n), channel="chaos", order_item_id=ITEM, quantity=1)
+        for n in range(ORDERS)
+    ]
+    store_sales_orders(
+        redis_with_aof.url,
+        prefix,
+        (order.model_copy(update={"code": f"SO{n:08d}"}) for n, order in enumerate(orders)),
+    )
     time.sleep(1.5)  # past appendfsync everysec: the sales orders are on disk
     bootstrap = env["ORDERSYNC_KAFKA__BOOTSTRAP"]
     log_path = tmp_path / "stage.log"
