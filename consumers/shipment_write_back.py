@@ -1,8 +1,10 @@
 """Shipment write-back: confirms each requested package on Amazon, with a result per package.
 
 - Input: ``shipments.requested`` (from the invoice-issued stage, or a warehouse system directly).
-- Output: ``shipments.confirmed``, or ``shipments.failed`` with Amazon's message after up to
-  ``writeback.max_attempts`` attempts; invalid requests go to ``shipments.requested.dlq``.
+- Output: ``shipments.confirmed``, or ``shipments.failed`` with Amazon's message when Amazon refuses
+  the package, or when a transient fault (5xx, timeout) still fails at the redrive deadline: each run
+  makes up to ``writeback.max_attempts`` attempts, and between runs the request waits on the redrive
+  tiers (``pipeline.redrive.*``); invalid requests go to ``shipments.requested.dlq``.
 - Modes (the channel's ``writeback_mode``, else ``writeback.mode``): ``confirm`` sends confirmShipment per
   package here; ``feed`` parks it for the seller's next POST_ORDER_FULFILLMENT_DATA
   (:mod:`ordersync.consumers.fulfillment_feed`, run by this stage's feed task); ``auto`` confirms while
@@ -129,6 +131,10 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
         if method is not None:
             await package.publish_confirmed(method, attempts)
             return
+        if isinstance(error, Retryable) and not runtime.last_try():
+            # Amazon still down after this run's attempts: the runtime parks the request on the redrive
+            # tiers and runs it again later; it fails only at the redrive deadline.
+            raise error
     await package.publish_failed(error, attempts)
 
 

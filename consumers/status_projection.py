@@ -34,6 +34,8 @@ from ordersync.state.readmodel import FOLDED_TOPICS, ReadModel
 
 log = logging.getLogger(__name__)
 STAGE = "status-projection"
+#: It retries Redis in place and never parks a record: no redrive agents (see ordersync.pipeline.stages).
+PARKS_RECORDS = False
 
 
 class Projection:

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -210,11 +210,43 @@ class InvoiceSettings(_Frozen):
     """The invoice-issued stage."""
 
     sales_order_wait_s: float = Field(
-        30.0,
+        10.0,
         ge=0,
-        description="How long an invoice waits for its order's sales order (imported a moment ago, or"
-        " stored late after an outage) before it is dead-lettered as never imported.",
+        description="How long an invoice waits in line for its order's sales order (imported a moment ago,"
+        " or stored late after an outage) before it is parked on the redrive tiers; it is dead-lettered as"
+        " never imported at the redrive deadline.",
     )
+
+
+#: How many redrive tiers there are: the catalogue has one topic per tier.
+REDRIVE_TIER_COUNT = 3
+
+
+class RedriveSettings(_Frozen):
+    """Retry tiers: a record whose transient fault (a timeout, Amazon's 5xx, auth refused for a while)
+    outlived the in-line retries waits on a redrive topic and is tried again later, with growing delays,
+    until ``deadline_s`` after it first failed; only then is it dead-lettered for a person."""
+
+    delays_s: tuple[float, ...] = Field(
+        (60.0, 900.0, 7200.0),
+        min_length=REDRIVE_TIER_COUNT,
+        max_length=REDRIVE_TIER_COUNT,
+        description="Delay of each redrive tier: the first retry waits the first, the second the second,"
+        " every later one the last (1 minute, 15 minutes, 2 hours).",
+    )
+    deadline_s: float = Field(
+        86400.0,
+        gt=0,
+        description="A record is retried until this long after its first failure (the last try may come one"
+        " tier delay later), then dead-lettered with its last error.",
+    )
+
+    @field_validator("delays_s")
+    @classmethod
+    def _growing(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(delay <= 0 for delay in value) or list(value) != sorted(value):
+            raise ValueError("redrive delays must be positive and never shrink from one tier to the next")
+        return value
 
 
 class InventorySettings(_Frozen):
@@ -329,6 +361,7 @@ class Settings(BaseSettings):
     download: DownloadSettings = DownloadSettings()
     writeback: WriteBackSettings = WriteBackSettings()
     invoice: InvoiceSettings = InvoiceSettings()
+    redrive: RedriveSettings = RedriveSettings()
     inventory: InventorySettings = InventorySettings()
     stage: StageSettings = StageSettings()
     health: HealthSettings = HealthSettings()

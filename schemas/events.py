@@ -420,3 +420,52 @@ class EventDeadLettered(Event):
 
     def original_value(self) -> bytes:
         return base64.b64decode(self.original_value_b64)
+
+
+# --- the redrive tiers -----------------------------------------------------------------------------
+
+
+class RecordParked(Event):
+    """A record a stage could not process yet, waiting on a redrive tier until ``due_at``.
+
+    Parked for its own transient failure (``behind`` unset), or behind an earlier parked record of the
+    same order (``behind`` names it), so one order's records are never processed out of order.
+    """
+
+    stage: NonEmptyStr
+    source_topic: NonEmptyStr
+    source_partition: Annotated[int, Field(ge=0)]
+    source_offset: Annotated[int, Field(ge=0)]
+    source_key: str | None
+    #: The original bytes, base64-encoded: the record is processed from these when due.
+    original_value_b64: str
+    #: 1-based tier whose topic carries this record.
+    tier: Annotated[int, Field(ge=1)]
+    #: Tries made after the first failure (0 for the first parking).
+    tries: Annotated[int, Field(ge=0)]
+    first_failed_at: AwareDatetime
+    parked_at: AwareDatetime
+    due_at: AwareDatetime
+    deadline_at: AwareDatetime
+    error_type: NonEmptyStr
+    error: NonEmptyStr
+    behind: str | None = None
+
+    @field_validator("original_value_b64")
+    @classmethod
+    def _is_base64(cls, value: str) -> str:
+        base64.b64decode(value, validate=True)
+        return value
+
+    def original_value(self) -> bytes:
+        return base64.b64decode(self.original_value_b64)
+
+    @property
+    def record_id(self) -> str:
+        """Where the original was read: what the order's waiting line holds."""
+        return record_id(self.source_topic, self.source_partition, self.source_offset)
+
+
+def record_id(topic: str, partition: int, offset: int) -> str:
+    """A record's place in Kafka, as ``topic:partition:offset``."""
+    return f"{topic}:{partition}:{offset}"

@@ -25,17 +25,20 @@ from ordersync.schemas.events import (
     OrderImported,
     OrderImportFailed,
     OrderUpdated,
+    RecordParked,
     ShipmentConfirmed,
     ShipmentFailed,
     ShipmentRequested,
 )
+from ordersync.settings import REDRIVE_TIER_COUNT
 
-KeyKind = Literal["order", "sku", "channel"]
+KeyKind = Literal["order", "sku", "channel", "source"]
 
 KEY_FORMATS: dict[KeyKind, str] = {
     "order": "seller_id:amazon_order_id",
     "sku": "seller_id:seller_sku",
     "channel": "channel",
+    "source": "the parked record's own key",
 }
 
 
@@ -175,6 +178,21 @@ OPS_COMMANDS = _external(
     description="Operator actions on orders: ignore, retry download, retry import, retry write-back.",
 )
 
+#: The redrive tiers: records a stage could not process yet (a transient fault outlived its in-line
+#: retries), each tier waiting a longer delay (``settings.redrive.delays_s``) before the stage tries
+#: again. A tier's delay is fixed, so its records are due in the order they were written.
+REDRIVE_TIERS: tuple[TopicSpec, ...] = tuple(
+    _consumed(
+        f"pipeline.redrive.{tier}",
+        key="source",
+        events=(RecordParked,),
+        writer="every stage that consumes a topic",
+        description=f"Redrive tier {tier}: records waiting for their next try (tier delay {tier} of"
+        " settings.redrive.delays_s), keyed as their source record so one order's stay in order.",
+    )
+    for tier in range(1, REDRIVE_TIER_COUNT + 1)
+)
+
 #: An order's way through the pipeline: download to confirmed shipment (the demo watches these).
 ORDER_FLOW: tuple[TopicSpec, ...] = (
     ORDERS_DOWNLOADED,
@@ -197,6 +215,7 @@ CATALOGUE: tuple[TopicSpec, ...] = tuple(
         INVENTORY_LEVELS,
         CHANNEL_LISTINGS,
         OPS_COMMANDS,
+        *REDRIVE_TIERS,
     )
     for spec in ((main, main.dlq) if main.dlq else (main,))
 )

@@ -2,9 +2,10 @@
 
 - Input: ``invoices.issued`` (written by the back-office).
 - Output: ``shipments.requested``; invalid invoices (bad JSON, wrong types, unknown item, quantity above
-  what is left to ship) go to ``invoices.issued.dlq`` with the reason, as does an invoice whose order
-  has no sales order after ``invoice.sales_order_wait_s`` (it may be imported a moment after the
-  back-office invoiced it).
+  what is left to ship) go to ``invoices.issued.dlq`` with the reason. An invoice whose order has no
+  sales order yet (the back-office invoiced it a moment after the import, or import is retrying) waits
+  ``invoice.sales_order_wait_s`` in line, then on the redrive tiers; it is dead-lettered as never
+  imported only at the redrive deadline.
 - Amazon operations and quotas: none.
 - State in Redis: quantities already requested per order item (each invoice counted once), package
   reference ids per (invoice, package) so a replayed invoice asks for the very same packages.
@@ -17,7 +18,7 @@ import logging
 
 import faust
 
-from ordersync.errors import InvalidEvent, Permanent
+from ordersync.errors import InvalidEvent, Permanent, Retryable
 from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import InvoiceIssued, SalesOrder, ShipmentItem, ShipmentRequested
@@ -88,7 +89,8 @@ def shipment_requests(
 
 async def imported_sales_order(runtime: StageRuntime, seller: str, invoice: InvoiceIssued) -> SalesOrder:
     """The invoice's sales order, waiting up to ``invoice.sales_order_wait_s`` for one not stored yet;
-    :class:`Permanent` (dead-lettered, replayable once imported) when it never comes."""
+    then :class:`Retryable` (the invoice is parked and tried again later), or :class:`Permanent`
+    (dead-lettered, replayable once imported) on its last redrive try."""
     limit = runtime.settings.invoice.sales_order_wait_s
     waited, delay = 0.0, 0.25
     while True:
@@ -96,9 +98,14 @@ async def imported_sales_order(runtime: StageRuntime, seller: str, invoice: Invo
         if order is not None:
             return order
         if waited >= limit:
-            raise Permanent(
+            if runtime.last_try():
+                raise Permanent(
+                    f"invoice {invoice.invoice_number}: order {invoice.amazon_order_id} of seller {seller} "
+                    "was never imported (no sales order by the redrive deadline)"
+                )
+            raise Retryable(
                 f"invoice {invoice.invoice_number}: order {invoice.amazon_order_id} of seller {seller} "
-                f"was never imported (waited {limit:g} s for its sales order)"
+                f"is not imported yet (waited {limit:g} s for its sales order)"
             )
         step = min(delay, limit - waited)
         await asyncio.sleep(step)

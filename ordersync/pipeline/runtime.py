@@ -8,8 +8,11 @@ No record is acknowledged unprocessed. :meth:`StageRuntime.consume` acknowledges
 - kept and tried again in place while Redis, the broker or the rate limiter is down
   (:func:`~ordersync.errors.is_outage`), or while Amazon throttles; the stage reports itself stalled
   (``/readyz`` answers 503) until the record goes through;
-- dead-lettered with the reason: invalid input, a permanent refusal, a transient fault that outlived
-  its retries, or an unexpected exception (a bug) that failed again when retried.
+- parked on a redrive tier (:mod:`ordersync.pipeline.redrive`) when a transient fault outlived the
+  in-line retries, or when an earlier record of its order is parked: tried again later, with growing
+  delays, until the redrive deadline;
+- dead-lettered with the reason: invalid input, a permanent refusal, a transient fault still failing at
+  the redrive deadline, or an unexpected exception (a bug) that failed again when retried.
 
 A worker stopped while a record is in hand leaves it unacknowledged, so it is read again.
 """
@@ -18,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import logging
 import random
 import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -46,12 +51,22 @@ from ordersync.pipeline.metrics import (
     RECORDS_PROCESSED,
 )
 from ordersync.pipeline.probes import StageWebServer
+from ordersync.pipeline.redrive import (
+    DUE_POLL_S,
+    SourceRecord,
+    gave_up_reason,
+    is_last_try,
+    may_try,
+    parked_record,
+    parking_after,
+    waited_too_long,
+)
 from ordersync.ratelimit import RateLimiter, build_rate_limiter
 from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import decode, encode
 from ordersync.schemas.envelope import Envelope, Event
-from ordersync.schemas.events import EventDeadLettered
-from ordersync.schemas.topics import TopicSpec
+from ordersync.schemas.events import EventDeadLettered, RecordParked
+from ordersync.schemas.topics import REDRIVE_TIERS, TopicSpec, by_name
 from ordersync.settings import Settings
 from ordersync.state import keys
 from ordersync.state.health import HealthBoard, HealthObserver
@@ -60,8 +75,9 @@ from ordersync.state.store import Store
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: Retryable faults are retried this many times (with backoff) before the input is dead-lettered.
-MAX_RETRYABLE_ATTEMPTS = 8
+#: Retryable faults are retried in line this many times (with backoff, about 10 s in all) before the
+#: record is parked on the redrive tiers, which hold it without blocking its partition.
+MAX_RETRYABLE_ATTEMPTS = 4
 MAX_BACKOFF_S = 60.0
 REDIS_PROBE_INTERVAL_S = 2.0
 #: While Redis or the broker is down a record is tried again with backoff growing to this.
@@ -76,6 +92,11 @@ MAX_DEAD_LETTER_COPY_BYTES = 512 * 1024
 MAX_EMIT_BYTES = 900 * 1024
 #: A dead letter's reason is cut to this many characters.
 MAX_REASON_CHARS = 2000
+#: How long a redriven record waits for its stage's agent on the source topic to start (its handler).
+HANDLER_WAIT_S = 120.0
+#: True while the record in hand is on its last redrive try: a transient failure now is final.
+_LAST_TRY: contextvars.ContextVar[bool] = contextvars.ContextVar("last_redrive_try", default=False)
+
 #: Stages whose feeds are listings feeds: their feed calls count for the Listings API's health.
 LISTINGS_FEED_STAGES = frozenset({"inventory"})
 
@@ -136,6 +157,9 @@ class StageRuntime:
         self._state_ready = asyncio.Event()
         self._state_ready.set()
         self._generation: str | None = None
+        #: Each consumed topic's handler, for its records coming back from the redrive tiers.
+        self._handlers: dict[str, Callable[[Envelope[Event]], Awaitable[None]]] = {}
+        self._handler_added = asyncio.Condition()
         # (mode's signal stubs accept no bound coroutine method.)
         app.on_rebalance_complete.connect(cast(Any, self._on_rebalance_complete))
         app.on_partitions_revoked.connect(cast(Any, self._on_partitions_revoked))
@@ -283,24 +307,24 @@ class StageRuntime:
     def decode(self, spec: TopicSpec, value: bytes | None) -> Envelope[Event]:
         return decode(value, spec)
 
-    async def dead_letter(self, spec: TopicSpec, event: faust.EventT[Any], error: Exception) -> None:
+    async def dead_letter(
+        self, spec: TopicSpec, source: SourceRecord, error: Exception, reason: str | None = None
+    ) -> None:
         """Keep the record whole on the topic's dead-letter companion, with why and where it was."""
         if spec.dlq is None:
             raise RuntimeError(f"{spec.name} has no dead-letter topic in the catalogue") from error
-        message = event.message
-        key = message.key.decode(errors="replace") if isinstance(message.key, bytes) else None
-        value = message.value if isinstance(message.value, bytes) else b""
+        key, value = source.key, source.value
         by_reference = len(value) > MAX_DEAD_LETTER_COPY_BYTES
         record = EventDeadLettered(
             source_topic=spec.name,
-            source_partition=message.partition,
-            source_offset=message.offset,
+            source_partition=source.partition,
+            source_offset=source.offset,
             source_key=key[:1000] if key else key,
             original_value_b64="" if by_reference else base64.b64encode(value).decode(),
             original_size_bytes=len(value) if by_reference else None,
             stage=self.stage,
             error_type=type(error).__name__,
-            error=(str(error) or type(error).__name__)[:MAX_REASON_CHARS],
+            error=(reason or str(error) or type(error).__name__)[:MAX_REASON_CHARS],
             dead_lettered_at=self.clock.now(),
         )
         seller = key.split(":", 1)[0] if key and ":" in key else "unknown"
@@ -310,10 +334,10 @@ class StageRuntime:
         log.warning(
             "dead-lettered %s[%d]@%d to %s: %s",
             spec.name,
-            message.partition,
-            message.offset,
+            source.partition,
+            source.offset,
             spec.dlq.name,
-            error,
+            reason or error,
         )
 
     async def retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -376,10 +400,17 @@ class StageRuntime:
         """An agent's loop over ``spec``: every record is settled by :meth:`process` before it is
         acknowledged; one in hand when the worker stops stays unacknowledged and is read again."""
         await self.start()
+        await self.serve(spec, handle)
         manual: Any = stream.noack()  # type: ignore[attr-defined]  # faust's StreamT omits noack
         async for event in manual.events():
             await self.process(spec, event, handle)
             await manual.ack(event)
+
+    async def serve(self, spec: TopicSpec, handle: Callable[[Envelope[Event]], Awaitable[None]]) -> None:
+        """``handle`` is the handler of ``spec``'s records, those back from the redrive tiers included."""
+        async with self._handler_added:
+            self._handlers[spec.name] = handle
+            self._handler_added.notify_all()
 
     async def _process(
         self, spec: TopicSpec, event: faust.EventT[Any], handle: Callable[[Envelope[Event]], Awaitable[None]]
@@ -409,7 +440,8 @@ class StageRuntime:
         self, spec: TopicSpec, event: faust.EventT[Any], error: Exception
     ) -> None:
         """Dead-letter ``event``, waiting out an outage of the broker as long as it lasts."""
-        await self.through_outages(f"{spec.name}.dlq", partial(self.dead_letter, spec, event, error))
+        source = SourceRecord.of_message(event.message)
+        await self.through_outages(f"{spec.name}.dlq", partial(self.dead_letter, spec, source, error))
 
     async def through_outages(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
         """``step``'s result, trying it again with backoff for as long as an outage lasts (``what`` is
@@ -463,11 +495,47 @@ class StageRuntime:
     async def _attempt(
         self, spec: TopicSpec, event: faust.EventT[Any], handle: Callable[[Envelope[Event]], Awaitable[None]]
     ) -> None:
+        source = SourceRecord.of_message(event.message)
+        line = await self._waiting_line(spec, source.key)
+        if line:
+            if source.id not in line:  # (in it: read again after it was parked; nothing to do)
+                now = self.clock.now()
+                deadline = now + timedelta(seconds=self.settings.redrive.deadline_s)
+                waiting = f"waits behind {line[0]}, parked earlier for the same key"
+                await self._park(
+                    spec,
+                    source,
+                    parked_record(
+                        self.stage,
+                        source,
+                        parking_after(self.settings.redrive, 0, now),
+                        now=now,
+                        tries=0,
+                        first_failed_at=now,
+                        deadline_at=deadline,
+                        error=waiting,
+                        behind=line[0],
+                    ),
+                )
+            return
+        await self._settle(spec, source, handle)
+
+    async def _settle(
+        self,
+        spec: TopicSpec,
+        source: SourceRecord,
+        handle: Callable[[Envelope[Event]], Awaitable[None]],
+        parked: RecordParked | None = None,
+    ) -> None:
+        """Decode ``source`` and hand it to ``handle``: processed, parked (a transient fault), or
+        dead-lettered (invalid, refused, or still failing at the redrive deadline). ``parked``: the
+        redrive copy being tried, if this is a redrive."""
         try:
-            envelope = self.decode(spec, event.value)
+            envelope = self.decode(spec, source.value)
         except InvalidEvent as exc:
             RECORD_ERRORS.labels(self.stage, spec.name, "invalid").inc()
-            await self.dead_letter(spec, event, exc)
+            await self.dead_letter(spec, source, exc)
+            await self._leave_line(spec, source, parked)
             return
         bind_log_context(
             seller_id=envelope.seller_id,
@@ -475,12 +543,154 @@ class StageRuntime:
             event_type=envelope.event_type,
             event_id=str(envelope.event_id),
         )
+        last_try = _LAST_TRY.set(is_last_try(parked, self.clock.now()))
         try:
             await handle(envelope)
         except (Permanent, Retryable) as exc:
             if is_outage(exc):
                 raise  # the rate limiter failing closed: nothing was sent, try again
             RECORD_ERRORS.labels(self.stage, spec.name, exc.kind).inc()
-            await self.dead_letter(spec, event, exc)
+            if isinstance(exc, Retryable) and not self.last_try():
+                await self._park_failure(spec, source, exc, parked)
+                return
+            reason = gave_up_reason(parked, exc, self.clock.now()) if parked is not None else None
+            await self.dead_letter(spec, source, exc, reason)
+            await self._leave_line(spec, source, parked)
             return
+        finally:
+            _LAST_TRY.reset(last_try)
         RECORDS_PROCESSED.labels(self.stage, spec.name).inc()
+        await self._leave_line(spec, source, parked)
+
+    # --- the redrive tiers ------------------------------------------------------------------------
+
+    @staticmethod
+    def last_try() -> bool:
+        """Whether the record in hand is on its last redrive try: a handler that reports a transient
+        failure in its own way (a failed shipment) does so now instead of raising it."""
+        return _LAST_TRY.get()
+
+    def register_redrive(self, app: faust.App) -> None:
+        """An agent per redrive tier: it takes this stage's parked records and tries them when due."""
+        for spec in REDRIVE_TIERS:
+            self._redrive_agent(app, spec)
+
+    def _redrive_agent(self, app: faust.App, spec: TopicSpec) -> None:
+        async def redrive(stream: faust.StreamT[bytes]) -> None:
+            await self.consume(spec, stream, self._redrive)
+
+        app.agent(self.topic(spec), name=spec.name)(redrive)
+
+    async def _redrive(self, envelope: Envelope[Event]) -> None:
+        """Try one parked record when it is due, at the head of its order's waiting line."""
+        parked = envelope.payload_as(RecordParked)
+        if parked.stage != self.stage:
+            return  # another stage's
+        try:
+            spec = by_name(parked.source_topic)
+        except KeyError as exc:
+            raise Permanent(f"parked record of a topic not in the catalogue: {parked.source_topic}") from exc
+        handle = await self._handler_of(spec)
+        # Polled: the clock may be the simulator's, which runs faster than the host's.
+        while (remaining := (parked.due_at - self.clock.now()).total_seconds()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(min(remaining, DUE_POLL_S))
+        source = SourceRecord.of_parked(parked)
+        line = await self._waiting_line(spec, source.key)
+        now = self.clock.now()
+        if not may_try(line, source.id):
+            if not waited_too_long(self.settings.redrive, parked, now):
+                await self._park(
+                    spec,
+                    source,
+                    parked_record(
+                        self.stage,
+                        source,
+                        parking_after(self.settings.redrive, 0, now),
+                        now=now,
+                        tries=parked.tries,
+                        first_failed_at=parked.first_failed_at,
+                        deadline_at=parked.deadline_at,
+                        error=f"waits behind {line[0]}",
+                        behind=line[0],
+                    ),
+                )
+                return
+            log.warning("%s waited past the redrive deadline behind %s; trying it now", source.id, line[0])
+            await self.store.redis.lrem(self._line_key(source.key or ""), 0, line[0])
+        await self._settle(spec, source, handle, parked)
+
+    async def _handler_of(self, spec: TopicSpec) -> Callable[[Envelope[Event]], Awaitable[None]]:
+        async with self._handler_added:
+            try:
+                await asyncio.wait_for(
+                    self._handler_added.wait_for(lambda: spec.name in self._handlers), HANDLER_WAIT_S
+                )
+            except TimeoutError:
+                raise Permanent(f"stage {self.stage} does not consume {spec.name} (any more)") from None
+            return self._handlers[spec.name]
+
+    async def _park_failure(
+        self, spec: TopicSpec, source: SourceRecord, error: Exception, parked: RecordParked | None
+    ) -> None:
+        now = self.clock.now()
+        tries = 0 if parked is None else parked.tries + 1
+        first_failed_at = now if parked is None else parked.first_failed_at
+        deadline = (
+            now + timedelta(seconds=self.settings.redrive.deadline_s)
+            if parked is None
+            else parked.deadline_at
+        )
+        parking = parking_after(self.settings.redrive, tries, now)
+        await self._park(
+            spec,
+            source,
+            parked_record(
+                self.stage,
+                source,
+                parking,
+                now=now,
+                tries=tries,
+                first_failed_at=first_failed_at,
+                deadline_at=deadline,
+                error=error,
+            ),
+        )
+        log.warning(
+            "%s parked on redrive tier %d until %s (try %d): %s",
+            source.id,
+            parking.tier,
+            parking.due_at.isoformat(),
+            tries + 1,
+            error,
+        )
+
+    async def _park(self, spec: TopicSpec, source: SourceRecord, parked: RecordParked) -> None:
+        """Put the redrive copy on its tier (Kafka first: the record), then the record in its order's
+        waiting line."""
+        envelope = Envelope.wrap(
+            parked,
+            seller_id=(source.key or "unknown").split(":", 1)[0] or "unknown",
+            correlation_id=source.key or source.id,
+        )
+        await self.emit(REDRIVE_TIERS[parked.tier - 1], source.key or source.id, envelope)
+        if spec.key != "order" or not source.key:
+            return
+        line_key = self._line_key(source.key)
+        redis = self.store.redis
+        if await redis.lpos(line_key, source.id) is None:
+            await redis.rpush(line_key, source.id)
+        ttl = self.settings.redrive.deadline_s + self.settings.redrive.delays_s[-1] + 86400
+        await redis.expire(line_key, int(ttl))
+
+    def _line_key(self, key: str) -> str:
+        return self.store.key_of(keys.PARKED, self.stage, key)
+
+    async def _waiting_line(self, spec: TopicSpec, key: str | None) -> list[str]:
+        """The records of ``key`` parked by this stage, oldest first (order-keyed topics only)."""
+        if spec.key != "order" or not key:
+            return []
+        return cast(list[str], await self.store.redis.lrange(self._line_key(key), 0, -1))
+
+    async def _leave_line(self, spec: TopicSpec, source: SourceRecord, parked: RecordParked | None) -> None:
+        if parked is not None and spec.key == "order" and source.key:
+            await self.store.redis.lrem(self._line_key(source.key), 0, source.id)

@@ -25,6 +25,9 @@ STAGES: dict[str, str] = {
 
 
 class StageModule(Protocol):
+    """A stage's module. One that sets ``PARKS_RECORDS = False`` never parks a record on the redrive
+    tiers (it consumes without :meth:`StageRuntime.consume`) and gets no redrive agents."""
+
     STAGE: str
 
     def register(self, app: faust.App, runtime: StageRuntime) -> None: ...
@@ -37,6 +40,8 @@ def build_stage(name: str, settings: Settings) -> tuple[faust.App, StageRuntime]
     app = make_app(name, settings)
     runtime = StageRuntime(name, settings, app)
     module.register(app, runtime)
+    if getattr(module, "PARKS_RECORDS", True):
+        runtime.register_redrive(app)
     return app, runtime
 
 

@@ -325,6 +325,17 @@ GENERATION = KeyFamily(
     " (a restart without persistence, a failover to a replica that lagged) or never had it",
     "a new id, then each stage's rebuild",
 )
+PARKED = KeyFamily(
+    "parked",
+    ("<stage>", "<record_key>"),
+    "list",
+    "every stage that consumes a topic",
+    "the redrive deadline, plus a day",
+    "one order's waiting line on the redrive tiers: the records (topic:partition:offset) parked in the"
+    " order they arrived; only the first is tried, the others wait behind it",
+    "not rebuilt: after a loss each parked record is tried when due, and a record waits behind another"
+    " at most the redrive deadline",
+)
 TASK = KeyFamily(
     "task",
     ("<task>", "<scope>"),
@@ -422,6 +433,7 @@ CATALOGUE: tuple[KeyFamily, ...] = (
     INVENTORY_LAST_FLUSH,
     LEASE,
     GENERATION,
+    PARKED,
     TASK,
     TASKS,
     HEALTH_ACCOUNT,

@@ -5,12 +5,14 @@ orders are left alone, and a command delivered twice does not retry twice."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pytest
 
 from ordersync.consumers import fulfillment_feed
 from ordersync.consumers.shipment_write_back import handle, retry_writeback
+from ordersync.schemas.codec import encode
 from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.events import (
     OperatorCommandIssued,
@@ -19,11 +21,12 @@ from ordersync.schemas.events import (
     ShipmentItem,
     ShipmentRequested,
 )
-from ordersync.schemas.topics import SHIPMENTS_CONFIRMED, SHIPMENTS_FAILED
-from ordersync.settings import WriteBackSettings
+from ordersync.schemas.topics import REDRIVE_TIERS, SHIPMENTS_CONFIRMED, SHIPMENTS_FAILED, SHIPMENTS_REQUESTED
+from ordersync.settings import RedriveSettings, WriteBackSettings
 from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.testing import tiny_scenario
 from ordersync.state import keys
+from tests.records import Message, Record, parked
 
 pytestmark = pytest.mark.stage
 
@@ -64,20 +67,30 @@ async def test_a_failed_package_is_sent_again_once_and_confirmed(make_runtime: A
         order_id = truth["amazon_order_id"]
         channel = runtime.channels.channels[0]
         request = _whole_order_package(channel.name, truth, tracking_number="1Z-RETRY")
-        # Amazon fails every attempt (an outage): the package fails after max_attempts.
-        sim.state.force_fault({"fault": "500", "operation": "confirmShipment", "count": 2})
-        await handle(
-            runtime,
-            Envelope.wrap(
-                request,
-                seller_id=channel.seller_id,
-                marketplace_id=truth["marketplace_id"],
-                correlation_id="c",
-            ),
+        # Amazon fails every attempt (an outage): after max_attempts the request is parked on the
+        # redrive tiers, tried again when due, and fails only on its last try, at the redrive deadline.
+        runtime.settings = runtime.settings.model_copy(
+            update={"redrive": RedriveSettings(delays_s=(60.0, 60.0, 60.0), deadline_s=30.0)}
         )
+        sim.state.force_fault({"fault": "500", "operation": "confirmShipment", "count": 4})
+        write_back = partial(handle, runtime)
+        await runtime.serve(SHIPMENTS_REQUESTED, write_back)
+        envelope = Envelope.wrap(
+            request, seller_id=channel.seller_id, marketplace_id=truth["marketplace_id"], correlation_id="c"
+        )
+        key = f"{channel.seller_id}:{order_id}".encode()
+        source = Record(Message(encode(envelope), key, SHIPMENTS_REQUESTED.name))
+        await runtime.process(SHIPMENTS_REQUESTED, source, write_back)  # type: ignore[arg-type]
+        assert not runtime.payloads(SHIPMENTS_FAILED.name), "failed before the redrive deadline"
+        [(tier_record, copy)] = parked(runtime)
+        assert copy.error_type == "AmazonUnavailable"
+        state = await runtime.store.shipment_state(channel.seller_id, order_id, "1")
+        assert (state["status"], state["attempts"]) == ("Pending", "2")
+        sim.state.advance_clock(61)
+        await runtime.process(REDRIVE_TIERS[0], tier_record, runtime._redrive)  # type: ignore[arg-type]
         (failed,) = runtime.payloads(SHIPMENTS_FAILED.name)
         assert isinstance(failed, ShipmentFailed)
-        assert failed.attempts == 2
+        assert failed.attempts == 4
         assert not runtime.payloads(SHIPMENTS_CONFIRMED.name)
         assert sim.state.truth_order(order_id)["shipments"] == []
 
@@ -102,7 +115,7 @@ async def test_a_failed_package_is_sent_again_once_and_confirmed(make_runtime: A
         assert len(runtime.payloads(SHIPMENTS_CONFIRMED.name)) == 1
         assert len(runtime.payloads(SHIPMENTS_FAILED.name)) == 1
         calls = sim.state.counters_json()["sellers"][channel.seller_id]
-        assert calls["confirmShipment"]["calls"] == 3  # 2 failed attempts, 1 retry
+        assert calls["confirmShipment"]["calls"] == 5  # 2 failed attempts, 2 on the redrive, 1 retry
         assert len(sim.state.truth_order(order_id)["shipments"]) == 1
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -22,45 +21,11 @@ from ordersync.schemas.topics import INVOICES_ISSUED
 from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.testing import TEST_SELLER, tiny_scenario
 from tests.factories import invoice_record
+from tests.records import Handler, Message, Record
 
 pytestmark = pytest.mark.stage
 
 DLQ = "invoices.issued.dlq"
-
-
-@dataclass
-class Message:
-    value: bytes
-    key: bytes = b"A1SELLER:111-1111111-1111111"
-    topic: str = INVOICES_ISSUED.name
-    partition: int = 0
-    offset: int = 41
-
-
-@dataclass
-class Record:
-    """What faust hands an agent for one record: the event and its message."""
-
-    message: Message
-    value: bytes = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.value = self.message.value
-
-
-@dataclass
-class Handler:
-    """Raises each of ``failures`` in turn, then succeeds; counts its calls."""
-
-    failures: list[BaseException]
-    calls: int = 0
-    seen: list[Envelope[Event]] = field(default_factory=list)
-
-    async def __call__(self, envelope: Envelope[Event]) -> None:
-        self.calls += 1
-        self.seen.append(envelope)
-        if self.failures:
-            raise self.failures.pop(0)
 
 
 @pytest.fixture
