@@ -67,7 +67,7 @@ from ordersync.schemas.codec import decode, encode
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import EventDeadLettered, RecordParked
 from ordersync.schemas.topics import REDRIVE_TIERS, TopicSpec, by_name
-from ordersync.settings import Settings
+from ordersync.settings import RedriveSettings, Settings
 from ordersync.state import keys
 from ordersync.state.health import HealthBoard, HealthObserver
 from ordersync.state.store import Store
@@ -500,7 +500,7 @@ class StageRuntime:
         if line:
             if source.id not in line:  # (in it: read again after it was parked; nothing to do)
                 now = self.clock.now()
-                deadline = now + timedelta(seconds=self.settings.redrive.deadline_s)
+                deadline = now + timedelta(seconds=self.redrive_settings.deadline_s)
                 waiting = f"waits behind {line[0]}, parked earlier for the same key"
                 await self._park(
                     spec,
@@ -508,7 +508,7 @@ class StageRuntime:
                     parked_record(
                         self.stage,
                         source,
-                        parking_after(self.settings.redrive, 0, now),
+                        parking_after(self.redrive_settings, 0, now),
                         now=now,
                         tries=0,
                         first_failed_at=now,
@@ -564,6 +564,20 @@ class StageRuntime:
 
     # --- the redrive tiers ------------------------------------------------------------------------
 
+    @property
+    def redrive_settings(self) -> RedriveSettings:
+        """The redrive's delays and deadline in wall seconds: Amazon's seconds divided by
+        ``amazon.time_scale`` (the simulator may run faster than real time), as the feed engine does."""
+        settings, scale = self.settings.redrive, self.settings.amazon.time_scale
+        if scale == 1:
+            return settings
+        return settings.model_copy(
+            update={
+                "delays_s": tuple(delay / scale for delay in settings.delays_s),
+                "deadline_s": settings.deadline_s / scale,
+            }
+        )
+
     @staticmethod
     def last_try() -> bool:
         """Whether the record in hand is on its last redrive try: a handler that reports a transient
@@ -598,14 +612,14 @@ class StageRuntime:
         line = await self._waiting_line(spec, source.key)
         now = self.clock.now()
         if not may_try(line, source.id):
-            if not waited_too_long(self.settings.redrive, parked, now):
+            if not waited_too_long(self.redrive_settings, parked, now):
                 await self._park(
                     spec,
                     source,
                     parked_record(
                         self.stage,
                         source,
-                        parking_after(self.settings.redrive, 0, now),
+                        parking_after(self.redrive_settings, 0, now),
                         now=now,
                         tries=parked.tries,
                         first_failed_at=parked.first_failed_at,
@@ -636,11 +650,11 @@ class StageRuntime:
         tries = 0 if parked is None else parked.tries + 1
         first_failed_at = now if parked is None else parked.first_failed_at
         deadline = (
-            now + timedelta(seconds=self.settings.redrive.deadline_s)
+            now + timedelta(seconds=self.redrive_settings.deadline_s)
             if parked is None
             else parked.deadline_at
         )
-        parking = parking_after(self.settings.redrive, tries, now)
+        parking = parking_after(self.redrive_settings, tries, now)
         await self._park(
             spec,
             source,
@@ -679,7 +693,7 @@ class StageRuntime:
         redis = self.store.redis
         if await redis.lpos(line_key, source.id) is None:
             await redis.rpush(line_key, source.id)
-        ttl = self.settings.redrive.deadline_s + self.settings.redrive.delays_s[-1] + 86400
+        ttl = self.redrive_settings.deadline_s + self.redrive_settings.delays_s[-1] + 86400
         await redis.expire(line_key, int(ttl))
 
     def _line_key(self, key: str) -> str:

@@ -63,6 +63,9 @@ def invoice_stage(
         **ordersync_env,
         "ORDERSYNC_CHANNELS_FILE": str(channels),
         "ORDERSYNC_INVOICE__SALES_ORDER_WAIT_S": "2",
+        # ... then on the redrive tiers, until the redrive deadline (short here).
+        "ORDERSYNC_REDRIVE__DELAYS_S": "[1, 1, 1]",
+        "ORDERSYNC_REDRIVE__DEADLINE_S": "2",
     }
 
     async def seed() -> None:

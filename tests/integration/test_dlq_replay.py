@@ -84,6 +84,9 @@ def invoice_stage(
         **ordersync_env,
         "ORDERSYNC_CHANNELS_FILE": str(channels),
         "ORDERSYNC_INVOICE__SALES_ORDER_WAIT_S": "2",
+        # ... then on the redrive tiers, until the redrive deadline (short here).
+        "ORDERSYNC_REDRIVE__DELAYS_S": "[1, 1, 1]",
+        "ORDERSYNC_REDRIVE__DEADLINE_S": "2",
     }
     with (tmp_path / "stage.log").open("wb") as log:  # the stage writes to its own copy
         process = subprocess.Popen(

@@ -1,5 +1,5 @@
-"""`ordersync orders retry-writeback` end to end: a shipment Amazon fails on every attempt ends as
-ShipmentFailed; once Amazon is healthy again, the operator's command (an ops.commands event carried out
+"""`ordersync orders retry-writeback` end to end: a shipment Amazon fails on every attempt is parked on
+the redrive tiers, tried again, and ends as ShipmentFailed at the redrive deadline; once Amazon is healthy again, the operator's command (an ops.commands event carried out
 by the shipment-write-back stage, its own process) sends it again: ShipmentConfirmed follows, the
 simulated Amazon holds the package once, and a second command sends nothing."""
 
@@ -50,6 +50,8 @@ def test_retry_writeback_confirms_a_failed_shipment_once(tmp_path: Path) -> None
             "ORDERSYNC_WRITEBACK__MODE": "confirm",
             "ORDERSYNC_WRITEBACK__MAX_ATTEMPTS": str(MAX_ATTEMPTS),
             "ORDERSYNC_WRITEBACK__RETRY_BACKOFF_S": "0.1",
+            # The first redrive (1 minute of the simulator's time later) is the last try.
+            "ORDERSYNC_REDRIVE__DEADLINE_S": "1",
         },
     ) as pipeline:
         assert pipeline.simulator is not None
@@ -61,8 +63,8 @@ def test_retry_writeback_confirms_a_failed_shipment_once(tmp_path: Path) -> None
         seller = truth["seller_id"]
         assert truth["status"] == "Unshipped"
 
-        # Amazon answers 500 to every attempt the stage makes.
-        sim.force_fault({"fault": "500", "operation": "confirmShipment", "count": MAX_ATTEMPTS})
+        # Amazon answers 500 to every attempt the stage makes, in line and on the redrive.
+        sim.force_fault({"fault": "500", "operation": "confirmShipment", "count": 2 * MAX_ATTEMPTS})
         request = ShipmentRequested(
             channel=channel,
             amazon_order_id=order_id,
@@ -88,7 +90,7 @@ def test_retry_writeback_confirms_a_failed_shipment_once(tmp_path: Path) -> None
         wait_for(lambda: read_all(bootstrap, SHIPMENTS_FAILED), timeout_s=90)
         (failed,) = read_all(bootstrap, SHIPMENTS_FAILED)
         assert isinstance(failed, ShipmentFailed)
-        assert failed.attempts == MAX_ATTEMPTS
+        assert failed.attempts == 2 * MAX_ATTEMPTS
         assert sim.truth_order(order_id)["shipments"] == []
 
         # The outage is over (the forced faults are spent): the operator retries the write-back.
@@ -113,7 +115,7 @@ def test_retry_writeback_confirms_a_failed_shipment_once(tmp_path: Path) -> None
         assert len(read_all(bootstrap, SHIPMENTS_FAILED)) == 1
         assert sim.truth_order(order_id)["shipments"] == shipments
         calls = sim.counters_json()["sellers"][seller]["confirmShipment"]["calls"]
-        assert calls == MAX_ATTEMPTS + 1
+        assert calls == 2 * MAX_ATTEMPTS + 1
 
         rejected = pipeline.cli_result("orders", "retry-writeback", "--channel", "no-such-channel", order_id)
         assert rejected.returncode == 1
