@@ -8,7 +8,8 @@
   (OrderAcknowledgement, StatusCode Failure, each item with the CancelReason: the request's, else the
   channel's ``cancellation_reason``, else ``GeneralAdjustment``); then getFeed and the report, each
   MessageID mapped back to its order. A feed that ends FATAL or stalls puts its orders back (up to
-  ``writeback.max_attempts``); a stalled one still queued is cancelled first. The lifecycle is the
+  ``writeback.max_attempts``, or until ``redrive.deadline_s`` when Amazon was down or the feed
+  stalled); a stalled one still queued is cancelled first. The lifecycle is the
   batched-feed engine's (:mod:`ordersync.pipeline.feeds`), the pending orders in ``cancel-pending``.
 - The channel's "don't upload order status" holds these too: nothing is sent.
 """
@@ -66,6 +67,7 @@ class PendingCancellation(Parked):
             "correlation_id": self.correlation_id,
             "marketplace_id": self.marketplace_id,
             "attempts": self.attempts,
+            "first_failed_at": self.first_failed_at,
         }
 
     def dumps(self) -> str:

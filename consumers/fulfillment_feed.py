@@ -16,7 +16,9 @@ The batched-feed engine (:mod:`ordersync.pipeline.feeds`) runs the lifecycle; wh
 - Each MessageID of the report: no error -> ``shipments.confirmed`` (method ``feed``); an error ->
   ``shipments.failed`` with Amazon's message for that order (a refusal is not retried). A feed that
   ended FATAL or stalled spends one of ``writeback.max_attempts`` attempts, with backoff
-  (``retry_backoff_s``); after the last, ``shipments.failed``.
+  (``retry_backoff_s``, at most the last redrive delay); after the last, ``shipments.failed``, except
+  when Amazon was down or did not answer (a 5xx or timeout on createFeed, a feed stalled in its
+  queue): such a package is sent again until the redrive deadline (``redrive.deadline_s``).
 
 Attempts, last attempt, last error, status Pending/Success/Failed per package are kept in the same
 shipment state as confirm mode (``Store.update_shipment_state``), plus the feed id.
@@ -87,6 +89,7 @@ class PendingShipment(Parked):
                 "outcome_unknown": self.outcome_unknown,
                 "not_before": self.not_before,
                 "last_error": self.last_error,
+                "first_failed_at": self.first_failed_at,
             }
         )
 
@@ -103,6 +106,7 @@ class PendingShipment(Parked):
             outcome_unknown=bool(data.get("outcome_unknown", False)),
             not_before=float(data.get("not_before", 0.0)),
             last_error=str(data.get("last_error", "")),
+            first_failed_at=float(data.get("first_failed_at", 0.0)),
         )
 
 

@@ -108,6 +108,9 @@ class Parked(ABC):
     outcome_unknown: bool = False
     not_before: float = 0.0
     last_error: str = ""
+    #: When its first attempt failed (epoch seconds; 0: none has): transient failures are retried
+    #: past ``max_attempts`` until the redrive deadline from here.
+    first_failed_at: float = 0.0
 
     @property
     @abstractmethod
@@ -158,6 +161,14 @@ class FeedFailure:
     feed_id: str | None = None
     #: Amazon's processing status, where the feed has one.
     status: str | None = None
+
+    @property
+    def transient(self) -> bool:
+        """Amazon was down or did not answer (a 5xx, a timeout, a feed stalled in its queue): tried
+        again past ``max_attempts`` until the redrive deadline, like a parked record."""
+        return self.kind in ("not-sent", "interrupted", "stalled") and (
+            self.outcome_unknown or isinstance(self.error, Retryable)
+        )
 
     @property
     def spent(self) -> bool:
@@ -312,9 +323,10 @@ def error_text(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def retry_at(now: float, attempts: int, backoff_s: float) -> float:
-    """When an item that failed its ``attempts``-th attempt may go again: ``backoff_s`` doubling."""
-    return now + backoff_s * 2.0 ** max(0, attempts - 1)
+def retry_at(now: float, attempts: int, backoff_s: float, cap_s: float = float("inf")) -> float:
+    """When an item that failed its ``attempts``-th attempt may go again: ``backoff_s`` doubling, at most
+    ``cap_s``."""
+    return now + min(cap_s, backoff_s * 2.0 ** min(max(0, attempts - 1), 60))
 
 
 # --- the engine ----------------------------------------------------------------------------------------
@@ -586,14 +598,21 @@ class FeedEngine(Generic[E]):
                 continue
             entry.outcome_unknown = entry.outcome_unknown or failure.outcome_unknown
             entry.last_error = error_text(failure.error)
+            now = epoch_seconds(runtime.clock)
+            entry.first_failed_at = entry.first_failed_at or now
             await kind.attempt_failed(runtime, entry)
-            if limits.max_attempts is not None and entry.attempts >= limits.max_attempts:
+            redrive = runtime.redrive_settings
+            if (
+                limits.max_attempts is not None
+                and entry.attempts >= limits.max_attempts
+                and not (failure.transient and now - entry.first_failed_at < redrive.deadline_s)
+            ):
                 if not (entry.outcome_unknown and await kind.reread(runtime, channel, entry)):
                     await kind.give_up(runtime, channel, entry, failure)
                 continue
             if limits.retry_backoff_s is not None:
                 backoff_s = scaled(runtime, limits.retry_backoff_s)
-                entry.not_before = retry_at(epoch_seconds(runtime.clock), entry.attempts, backoff_s)
+                entry.not_before = retry_at(now, entry.attempts, backoff_s, cap_s=redrive.delays_s[-1])
             back.append(entry)
         await self._put_back(runtime, seller, back)
         await self._record(runtime, channel, ok=False, detail=failure.summary)

@@ -1,7 +1,8 @@
 """`ordersync orders retry-writeback` end to end: a shipment Amazon fails on every attempt is parked on
-the redrive tiers, tried again, and ends as ShipmentFailed at the redrive deadline; once Amazon is healthy again, the operator's command (an ops.commands event carried out
-by the shipment-write-back stage, its own process) sends it again: ShipmentConfirmed follows, the
-simulated Amazon holds the package once, and a second command sends nothing."""
+the redrive tiers, tried again, and ends as ShipmentFailed at the redrive deadline; once Amazon is
+healthy again, the operator's command (an ops.commands event carried out by the shipment-write-back
+stage, its own process) sends it again: ShipmentConfirmed follows, the simulated Amazon holds the
+package once, and a second command sends nothing."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from ordersync.schemas.events import (
     OrderCancellationResult,
 )
 from ordersync.schemas.topics import ORDERS_CANCELLATION_RESULTS
-from ordersync.settings import WriteBackSettings
+from ordersync.settings import RedriveSettings, WriteBackSettings
 from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.testing import TEST_SELLER, tiny_scenario
 
@@ -55,14 +55,17 @@ async def test_an_interrupted_stock_feed_gives_its_skus_back_and_a_newer_quantit
         assert "interrupted" in health["last_error"]
 
 
-async def test_a_cancellation_whose_feeds_keep_stalling_is_given_up_at_its_last_attempt(
+async def test_a_cancellation_whose_feeds_keep_stalling_is_given_up_at_the_redrive_deadline(
     make_runtime: Any,
 ) -> None:
     scenario = tiny_scenario(orders={"count": 4}, feeds={"stall_share": 1.0, "stall_s": [7200, 7200]})
     with RunningSimulator(scenario) as sim:
         runtime = await make_runtime("shipment-write-back", scenario, sim)
         runtime.settings = runtime.settings.model_copy(
-            update={"writeback": WriteBackSettings(feed_timeout_s=0.001, max_attempts=2)}
+            update={
+                "writeback": WriteBackSettings(feed_timeout_s=0.001, max_attempts=2),
+                "redrive": RedriveSettings(deadline_s=3600.0),
+            }
         )
         channel = runtime.channels.channels[0]
         order_id = sim.state.truth_orders(TEST_SELLER, status="Unshipped")[0]["amazon_order_id"]
@@ -70,12 +73,22 @@ async def test_a_cancellation_whose_feeds_keep_stalling_is_given_up_at_its_last_
         await cancellation.handle(
             runtime, Envelope.wrap(request, seller_id=TEST_SELLER, correlation_id=order_id)
         )
-        for _ in range(2):
+
+        async def stalls_once() -> None:
             feed_id = await cancellation.run_feeds(runtime, channel)
             assert feed_id is not None
             sim.state.advance_clock(1)
             assert await cancellation.check_inflight(runtime, channel)
             assert sim.state.truth_feed(feed_id)["processingStatus"] == "CANCELLED"  # stalled IN_QUEUE
+
+        # A stalled feed is Amazon's trouble, not the cancellation's: past its 2 attempts it is sent
+        # again until the redrive deadline, an hour after its first failure.
+        for _ in range(3):
+            await stalls_once()
+        assert runtime.payloads(ORDERS_CANCELLATION_RESULTS.name) == []
+        assert await cancellation.pending_count(runtime, TEST_SELLER) == 1
+        sim.state.advance_clock(3600)
+        await stalls_once()
         results: list[OrderCancellationResult] = runtime.payloads(ORDERS_CANCELLATION_RESULTS.name)
         assert [(r.amazon_order_id, r.cancelled, r.error_code) for r in results] == [
             (order_id, False, "FeedStalled")

@@ -169,7 +169,11 @@ async def test_in_feed_mode_a_failed_package_goes_in_the_next_feed(make_runtime:
     with RunningSimulator(scenario) as sim:
         runtime = await make_runtime("shipment-write-back", scenario, sim)
         runtime.settings = runtime.settings.model_copy(
-            update={"writeback": WriteBackSettings(mode="feed", max_attempts=1, retry_backoff_s=0)}
+            update={
+                "writeback": WriteBackSettings(mode="feed", max_attempts=1, retry_backoff_s=0),
+                # createFeed failing is Amazon down: retried past max_attempts until this deadline.
+                "redrive": RedriveSettings(deadline_s=0.5),
+            }
         )
         channel = runtime.channels.channels[0]
         (truth,) = sim.state.truth_orders()
@@ -184,8 +188,11 @@ async def test_in_feed_mode_a_failed_package_goes_in_the_next_feed(make_runtime:
                 correlation_id="c",
             ),
         )
-        # createFeed fails (Amazon down): its only attempt spent, the package fails.
+        # createFeed fails (Amazon down): tried past its only attempt until the redrive deadline.
         sim.state.force_fault({"fault": "500", "operation": "createFeed", "count": 20})
+        assert await fulfillment_feed.run_feeds(runtime, channel) is None
+        assert not runtime.payloads(SHIPMENTS_FAILED.name), "given up before the redrive deadline"
+        sim.state.advance_clock(1)
         assert await fulfillment_feed.run_feeds(runtime, channel) is None
         (failed,) = runtime.payloads(SHIPMENTS_FAILED.name)
         assert isinstance(failed, ShipmentFailed)

@@ -98,11 +98,12 @@ def test_items_keep_their_redis_shapes() -> None:
             "correlation_id": "c",
             "marketplace_id": "ATVPDKIKX0DER",
             "attempts": 2,
+            "first_failed_at": 1767600000.5,
         }
     )
     entry = cancel.loads("111-1", raw)
     assert entry == PendingCancellation(
-        "111-1", "acme", "NoInventory", ["i1"], "c", "ATVPDKIKX0DER", attempts=2
+        "111-1", "acme", "NoInventory", ["i1"], "c", "ATVPDKIKX0DER", attempts=2, first_failed_at=1767600000.5
     )
     assert json.loads(entry.dumps()) == json.loads(raw)
     assert cancel.from_record(entry.record()) == entry
