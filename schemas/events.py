@@ -469,3 +469,22 @@ class RecordParked(Event):
 def record_id(topic: str, partition: int, offset: int) -> str:
     """A record's place in Kafka, as ``topic:partition:offset``."""
     return f"{topic}:{partition}:{offset}"
+
+
+# --- operators' handling of dead letters -------------------------------------------------------------
+
+
+class DeadLetterHandled(Event):
+    """An operator replayed a dead letter, or resolved it (with a note saying why nothing more is done)."""
+
+    dlq_topic: NonEmptyStr
+    dlq_partition: Annotated[int, Field(ge=0)]
+    dlq_offset: Annotated[int, Field(ge=0)]
+    action: Literal["replayed", "resolved"]
+    operator: Annotated[str, Field(min_length=1, max_length=64)]
+    note: Annotated[str, Field(max_length=500)] = ""
+    handled_at: AwareDatetime
+
+    @property
+    def letter_id(self) -> str:
+        return record_id(self.dlq_topic, self.dlq_partition, self.dlq_offset)

@@ -12,6 +12,7 @@ from typing import Literal
 
 from ordersync.schemas.envelope import Event
 from ordersync.schemas.events import (
+    DeadLetterHandled,
     EventDeadLettered,
     InventoryLevelChanged,
     InvoiceIssued,
@@ -32,13 +33,14 @@ from ordersync.schemas.events import (
 )
 from ordersync.settings import REDRIVE_TIER_COUNT
 
-KeyKind = Literal["order", "sku", "channel", "source"]
+KeyKind = Literal["order", "sku", "channel", "source", "letter"]
 
 KEY_FORMATS: dict[KeyKind, str] = {
     "order": "seller_id:amazon_order_id",
     "sku": "seller_id:seller_sku",
     "channel": "channel",
     "source": "the parked record's own key",
+    "letter": "dlq_topic:partition:offset",
 }
 
 
@@ -178,6 +180,16 @@ OPS_COMMANDS = _external(
     description="Operator actions on orders: ignore, retry download, retry import, retry write-back.",
 )
 
+OPS_DEAD_LETTER_ACTIONS = TopicSpec(
+    name="ops.dead-letter-actions",
+    key="letter",
+    events=(DeadLetterHandled,),
+    writer="ordersync dashboard (operators)",
+    description="Who replayed or resolved which dead letter, when, with their note; the latest per letter"
+    " wins.",
+    cleanup_policy="compact",
+)
+
 #: The redrive tiers: records a stage could not process yet (a transient fault outlived its in-line
 #: retries), each tier waiting a longer delay (``settings.redrive.delays_s``) before the stage tries
 #: again. A tier's delay is fixed, so its records are due in the order they were written.
@@ -215,6 +227,7 @@ CATALOGUE: tuple[TopicSpec, ...] = tuple(
         INVENTORY_LEVELS,
         CHANNEL_LISTINGS,
         OPS_COMMANDS,
+        OPS_DEAD_LETTER_ACTIONS,
         *REDRIVE_TIERS,
     )
     for spec in ((main, main.dlq) if main.dlq else (main,))

@@ -2,8 +2,9 @@
 
 Pages (server-rendered, work without the script except for actions):
 ``/`` orders grid with the status key, ``/orders/{seller}/{order}`` detail, ``/tasks``, ``/notifications``,
-``/login``. JSON: ``/api/orders``, ``/api/orders/{seller}/{order}``, ``/api/health``, ``/api/tasks``,
-``/api/notifications``, ``POST /api/actions``. ``/export.csv`` streams the current filter's orders.
+``/dead-letters``, ``/login``. JSON: ``/api/orders``, ``/api/orders/{seller}/{order}``, ``/api/health``,
+``/api/tasks``, ``/api/notifications``, ``/api/dead-letters``, ``POST /api/actions``,
+``POST /api/dead-letters/actions``. ``/export.csv`` streams the current filter's orders.
 ``/healthz`` (process up) and ``/readyz`` (Redis answers) are for orchestrators and need no token.
 """
 
@@ -24,8 +25,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
 from jinja2 import Environment, PackageLoader, select_autoescape
+from kafka.errors import KafkaError
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
@@ -41,6 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ordersync.amazon.operations import API_NAMES, API_TITLES
 from ordersync.channels import ChannelsFile, load_channels
+from ordersync.clock import SYSTEM_CLOCK
 from ordersync.dashboard.actions import (
     ACTION_LABELS,
     ActionRejected,
@@ -55,6 +60,14 @@ from ordersync.dashboard.auth import (
     operator_access,
     read_access,
 )
+from ordersync.dashboard.dead_letters import (
+    ActionProblem,
+    DeadLetterBoard,
+    LetterFilter,
+    carry_out,
+    load_board,
+    parse_letter_action,
+)
 from ordersync.dashboard.query import (
     AMAZON_ORDER_ID,
     FAILED_STAGES,
@@ -66,10 +79,12 @@ from ordersync.dashboard.query import (
 )
 from ordersync.errors import ConfigurationError
 from ordersync.logs import remember_secrets
+from ordersync.ops.replay import ReplayLedger, dead_letter_topics
 from ordersync.redis_client import redis_client
 from ordersync.settings import Settings, get_settings
 from ordersync.state.health import ApiHealth, HealthBoard
 from ordersync.state.readmodel import OrderDetail, OrderFilter, ReadModel, write_orders_csv
+from ordersync.state.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -472,6 +487,76 @@ class _Dashboard:
             **await self.shell(d),
         )
 
+    async def dead_letter_board(self, request: Request) -> DeadLetterBoard:
+        params = request.query_params
+        try:
+            chosen = LetterFilter(
+                stage=params.get("stage") or None,
+                source_topic=params.get("source_topic") or None,
+                error_type=params.get("error_type") or None,
+                state=params.get("state") or "open",
+            )
+        except ValidationError as exc:
+            raise _BadBody(400, f"filter: {exc.errors()[0]['msg']}") from None
+        store = Store(self.deps(request).redis, self.settings.redis.key_prefix)
+        ledger = ReplayLedger(store)
+        entries = {spec.name: await ledger.replayed(spec.name) for spec in dead_letter_topics()}
+        return await run_in_threadpool(load_board, self.settings, entries, chosen)
+
+    async def dead_letters_page(self, request: Request) -> Response:
+        if refused := self.refuse_reading(request, api=False):
+            return refused
+        d = self.deps(request)
+        try:
+            board = await self.dead_letter_board(request)
+        except _BadBody as exc:
+            return self.page(request, "error.html", exc.status_code, message=str(exc), health=None)
+        except KafkaError as exc:
+            message = f"the broker is unreachable ({type(exc).__name__}); dead letters cannot be read"
+            return self.page(request, "error.html", 503, message=message, health=None)
+        return self.page(
+            request,
+            "dead_letters.html",
+            tab="dead-letters",
+            board=board,
+            chosen=dict(request.query_params),
+            **await self.shell(d),
+        )
+
+    async def api_dead_letters(self, request: Request) -> Response:
+        if refused := self.refuse_reading(request, api=True):
+            return refused
+        try:
+            board = await self.dead_letter_board(request)
+        except _BadBody as exc:
+            return _api_error(exc.status_code, str(exc))
+        except KafkaError as exc:
+            return _api_error(503, f"the broker is unreachable ({type(exc).__name__})")
+        return JSONResponse(board.model_dump(mode="json"))
+
+    async def api_dead_letter_actions(self, request: Request) -> Response:
+        if refused := self.refuse_action(request):
+            return refused
+        try:
+            action = parse_letter_action(await _json_body(request))
+        except _BadBody as exc:
+            return _api_error(exc.status_code, str(exc))
+        except ActionProblem as exc:
+            return _api_error(422, "nothing was done", [str(exc)])
+        store = Store(self.deps(request).redis, self.settings.redis.key_prefix)
+        try:
+            outcome = await carry_out(self.settings, store, action, SYSTEM_CLOCK)
+        except KafkaError as exc:
+            return _api_error(503, f"the broker is unreachable ({type(exc).__name__}); it may be partly done")
+        log.info(
+            "dashboard: %s of %d dead letter(s) by %s: %d done",
+            action.action,
+            outcome.asked,
+            action.operator,
+            outcome.done,
+        )
+        return JSONResponse(outcome.model_dump(mode="json"))
+
     async def login(self, request: Request) -> Response:
         if self.dashboard.read_token is None:
             return RedirectResponse("/", status_code=303)
@@ -620,6 +705,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/orders/{seller_id}/{order_id}", d.order_page),
         Route("/tasks", d.tasks_page),
         Route("/notifications", d.notifications_page),
+        Route("/dead-letters", d.dead_letters_page),
         Route("/login", d.login, methods=["GET", "POST"]),
         Route("/logout", d.logout, methods=["POST"]),
         Route("/api/orders", d.api_orders),
@@ -627,6 +713,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/api/health", d.api_health),
         Route("/api/tasks", d.api_tasks),
         Route("/api/notifications", d.api_notifications),
+        Route("/api/dead-letters", d.api_dead_letters),
+        Route("/api/dead-letters/actions", d.api_dead_letter_actions, methods=["POST"]),
         Route("/api/actions", d.api_actions, methods=["POST"]),
         Route("/export.csv", d.export_csv),
         Route("/healthz", d.healthz),

@@ -125,6 +125,72 @@
     }
   }
 
+  // --- dead letters ------------------------------------------------------------------------------
+
+  function selectedLetters() {
+    return $all("input.letter-select:checked").map(function (box) {
+      return { topic: box.dataset.topic, partition: Number(box.dataset.partition), offset: Number(box.dataset.offset) };
+    });
+  }
+
+  function updateLetterSelection() {
+    const bar = $("#letter-actions");
+    if (!bar) { return; }
+    const count = selectedLetters().length;
+    const label = $("#letter-selection-count");
+    if (label) { label.textContent = count ? count + " selected" : "select dead letters to act on them"; }
+    for (const button of $all("button.letter-action")) {
+      button.disabled = bar.dataset.enabled !== "yes" || count === 0;
+    }
+  }
+
+  async function runLetterAction(button) {
+    const action = button.dataset.action;
+    const label = button.textContent.trim();
+    const letters = selectedLetters();
+    const operator = ($("#operator-name") || { value: "" }).value.trim();
+    const note = ($("#letter-note") || { value: "" }).value.trim();
+    if (!letters.length) { showResult("error", "Select at least one dead letter first."); return; }
+    if (!operator) { showResult("error", "Give your name: it is kept with the letters. Nothing was done."); return; }
+    if (action === "resolve" && !note) {
+      showResult("error", "Say in the note why these letters need nothing more. Nothing was done.");
+      return;
+    }
+    if (!window.confirm(label + " " + letters.length + " dead letter(s)?")) { return; }
+    const token = operatorToken();
+    if (!token) { showResult("error", "No operator token given: nothing was done."); return; }
+    for (const b of $all("button.letter-action")) { b.disabled = true; }
+    showResult("info", label + ": sending…");
+    try {
+      const response = await fetch("/api/dead-letters/actions", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-Operator-Token": token },
+        body: JSON.stringify({ action: action, letters: letters, operator: operator, note: note }),
+      });
+      let answer = {};
+      try { answer = await response.json(); } catch (e) { answer = {}; }
+      if (response.ok) {
+        const details = (answer.missing || []).map(function (m) { return "not found: " + m; });
+        if (answer.replay && answer.replay.skipped) {
+          for (const reason of Object.keys(answer.replay.skipped)) {
+            details.push(answer.replay.skipped[reason] + " skipped: " + reason);
+          }
+        }
+        showResult(answer.done ? "success" : "error",
+          label + ": " + answer.done + " of " + answer.asked + " done. Reload the page to see them handled.", details);
+        for (const box of $all("input.letter-select:checked")) { box.checked = false; }
+      } else {
+        if (response.status === 403) { sessionStorage.removeItem(TOKEN_KEY); }
+        showResult("error", label + " failed: " + (answer.error || response.statusText), answer.problems || []);
+      }
+    } catch (err) {
+      showResult("error", label + " failed: the dashboard did not answer (" + err + "). Reload to see what was done.");
+    } finally {
+      updateLetterSelection();
+    }
+  }
+
   // --- status key --------------------------------------------------------------------------------
 
   async function refreshHealth() {
@@ -165,6 +231,18 @@
     for (const button of $all("button.action")) {
       button.addEventListener("click", function () { runAction(button); });
     }
+    const allLetters = $("#select-all-letters");
+    if (allLetters) {
+      allLetters.addEventListener("change", function () {
+        for (const box of $all("input.letter-select")) { box.checked = allLetters.checked; }
+        updateLetterSelection();
+      });
+    }
+    for (const box of $all("input.letter-select")) { box.addEventListener("change", updateLetterSelection); }
+    for (const button of $all("button.letter-action")) {
+      button.addEventListener("click", function () { runLetterAction(button); });
+    }
+    updateLetterSelection();
     const form = $("#filters");
     if (form) {
       for (const control of $all("[data-autosubmit]", form)) {
