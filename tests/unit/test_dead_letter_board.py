@@ -119,7 +119,7 @@ def test_letters_are_counted_by_stage_and_reason_and_listed_newest_first() -> No
     [
         ({"action": "resolve", "letters": [{"topic": "invoices.issued.dlq", "partition": 0, "offset": 1}],
           "operator": "ana"}, "note: say why"),
-        ({"action": "replay", "letters": [], "operator": "ana"}, "letters: Tuple should have at least 1 item"),
+        ({"action": "replay", "letters": [], "operator": "ana"}, "letters: Tuple should have at least 1"),
         ({"action": "replay", "letters": [{"topic": "invoices.issued.dlq", "partition": 0, "offset": 1}]},
          "operator: Field required"),
         ({"action": "replay", "letters": [{"topic": "invoices.issued", "partition": 0, "offset": 1}],
