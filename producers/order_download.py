@@ -25,17 +25,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from typing import cast
 
 import faust
 
 from ordersync.amazon.client import OrdersPage, OrdersQuery
 from ordersync.channels import Channel
-from ordersync.errors import LeaseLost, Permanent, PipelineError, is_outage
+from ordersync.errors import LeaseLost, Permanent, PipelineError, Retryable, is_outage
 from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import AmazonOrder, FoundBy, OperatorCommandIssued, OrderDownloaded
 from ordersync.schemas.topics import OPS_COMMANDS, ORDERS_DOWNLOADED, order_key
 from ordersync.settings import DownloadSettings
+from ordersync.state import keys
 
 log = logging.getLogger(__name__)
 STAGE = "order-download"
@@ -307,28 +309,74 @@ async def poll_channel(runtime: StageRuntime, channel: Channel) -> None:
 
 
 async def retry_download(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
-    """Fetch the commanded orders again and send them down the pipeline as if new."""
+    """Fetch the commanded orders again and send them down the pipeline as if new, each order on its
+    own: one Amazon refuses is reported with Amazon's words and the others go on; one Amazon cannot
+    answer now (down, auth refused for a while) makes the command wait on the redrive tiers, and only
+    those orders are tried again."""
     command = envelope.payload_as(OperatorCommandIssued)
     if command.command != "retry-download":
         return
     channel = runtime.channels.by_name(command.channel)
     client = runtime.amazon(channel)
     store = runtime.store
+    progress_key = store.key_of(keys.COMMAND_PROGRESS, str(envelope.event_id))
+    progress = cast(dict[str, str], await store.redis.hgetall(progress_key))
+    waiting: dict[str, str] = {}
     for order_id in command.amazon_order_ids:
-        order = await runtime.retrying(f"getOrder {order_id}", partial(client.get_order, order_id))
-        # From scratch: forget what was seen, so item fetch and import treat this version as new.
-        await store.forget_versions(channel.seller_id, order_id, (DEDUPE_MARK, "enriched"))
-        await runtime.emit(
-            ORDERS_DOWNLOADED,
-            order_key(channel.seller_id, order_id),
-            downloaded_event(channel, order, "retry"),
-        )
-        await store.record_version(DEDUPE_MARK, channel.seller_id, order_id, order.last_update_date)
-    await store.record_task(
+        if order_id in progress:
+            continue  # done (or refused) on an earlier try of this command
+        try:
+            order = await runtime.retrying(f"getOrder {order_id}", partial(client.get_order, order_id))
+        except Retryable as exc:
+            if is_outage(exc):
+                raise
+            waiting[order_id] = str(exc)
+            continue
+        except Permanent as exc:
+            outcome = f"refused: {exc}"
+        else:
+            # From scratch: forget what was seen, so item fetch and import treat this version as new.
+            await store.forget_versions(channel.seller_id, order_id, (DEDUPE_MARK, "enriched"))
+            await runtime.emit(
+                ORDERS_DOWNLOADED,
+                order_key(channel.seller_id, order_id),
+                downloaded_event(channel, order, "retry"),
+            )
+            await store.record_version(DEDUPE_MARK, channel.seller_id, order_id, order.last_update_date)
+            outcome = "done"
+        progress[order_id] = outcome
+        await store.redis.hset(progress_key, order_id, outcome)
+        await store.redis.expire(progress_key, int(runtime.redrive_settings.deadline_s) + 2 * 86400)
+    if waiting and not runtime.last_try():
+        await _record_retry_download(runtime, channel, command, progress, waiting, final=False)
+        first = next(iter(waiting.values()))
+        raise Retryable(f"retry-download: Amazon could not answer for {len(waiting)} order(s): {first}")
+    await _record_retry_download(runtime, channel, command, progress, waiting, final=True)
+
+
+async def _record_retry_download(
+    runtime: StageRuntime,
+    channel: Channel,
+    command: OperatorCommandIssued,
+    progress: dict[str, str],
+    waiting: dict[str, str],
+    *,
+    final: bool,
+) -> None:
+    """The command's outcome per order, in the task's health (what the dashboard's Tasks page shows)."""
+    done = [o for o in command.amazon_order_ids if progress.get(o) == "done"]
+    refused = {o: progress[o] for o in command.amazon_order_ids if progress.get(o, "done") != "done"}
+    parts = [f"{len(done)} of {len(command.amazon_order_ids)} orders downloaded again"]
+    parts += [f"{order_id} {outcome}" for order_id, outcome in refused.items()]
+    verb = "failed, Amazon did not answer by the redrive deadline" if final else "waits for Amazon"
+    parts += [f"{order_id} {verb}: {reason}" for order_id, reason in waiting.items()]
+    detail = "; ".join(parts)[:2000]
+    await runtime.store.record_task(
         "retry-download",
         channel.name,
-        ok=True,
-        detail=f"{len(command.amazon_order_ids)} orders downloaded again",
+        ok=not refused and not waiting,
+        detail=detail,
+        operator=command.operator or "",
     )
 
 

@@ -325,6 +325,16 @@ GENERATION = KeyFamily(
     " (a restart without persistence, a failover to a replica that lagged) or never had it",
     "a new id, then each stage's rebuild",
 )
+COMMAND_PROGRESS = KeyFamily(
+    "command-progress",
+    ("<event_id>",),
+    "hash",
+    "order-download (retry-download)",
+    "the redrive deadline, plus a day",
+    "per order of one operator command, its outcome so far (done, or Amazon's refusal), so a command"
+    " tried again after a transient fault does not repeat the orders already done",
+    "not rebuilt: after a loss a command tried again repeats its orders (each is idempotent)",
+)
 PARKED = KeyFamily(
     "parked",
     ("<stage>", "<record_key>"),
@@ -433,6 +443,7 @@ CATALOGUE: tuple[KeyFamily, ...] = (
     INVENTORY_LAST_FLUSH,
     LEASE,
     GENERATION,
+    COMMAND_PROGRESS,
     PARKED,
     TASK,
     TASKS,
