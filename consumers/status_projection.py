@@ -14,8 +14,10 @@ list|show``, ``ordersync status``, ``ordersync export failed`` and the dashboard
 - A record that does not decode is skipped with a log line and counted (``ordersync status`` shows the
   count): it is already the DLQ matter of the stage that consumes it, and this stage never writes to a
   DLQ. Redis unavailable: the record is retried until Redis answers, nothing is skipped.
-- Rebuild from the topics: ``ordersync status-model rebuild`` (the fold is idempotent and
-  order-insensitive, so a rebuild while this stage runs is safe).
+- Rebuild from the topics: by itself when it finds Redis without the model (its generation marker
+  gone: Redis restarted empty, a failover to a replica that lagged), before it folds another record;
+  by hand with ``ordersync status-model rebuild`` (the fold is idempotent and order-insensitive, so a
+  rebuild while this stage runs is safe).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.topics import TopicSpec
 from ordersync.settings import DEFAULT_PREFIX
 from ordersync.state.readmodel import FOLDED_TOPICS, ReadModel
+from ordersync.state.readmodel.rebuild import RebuildResult, rebuild
 
 log = logging.getLogger(__name__)
 STAGE = "status-projection"
@@ -77,9 +80,28 @@ def group_id(key_prefix: str) -> str:
     return base if key_prefix == DEFAULT_PREFIX else f"{base}-{key_prefix}"
 
 
+async def rebuild_model(runtime: StageRuntime, projection: Projection) -> RebuildResult:
+    """The whole status model again from the topics, for a Redis that lost it (restarted empty, a
+    failover to a replica that lagged): what ``ordersync status-model rebuild`` does, by itself."""
+    result = await rebuild(runtime.settings, projection.model)
+    log.warning(
+        "status model rebuilt from the topics: %d orders from %d records in %.1f s",
+        result.orders,
+        sum(result.records.values()),
+        result.seconds,
+    )
+    return result
+
+
 def register(app: faust.App, runtime: StageRuntime) -> None:
     app.conf.id = group_id(runtime.settings.redis.key_prefix)
     projection = Projection(runtime)
+    runtime.on_redis_reset(partial(rebuild_model, runtime, projection))
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def watch_redis() -> None:
+        await runtime.watch_generation()
+
     for spec in FOLDED_TOPICS:
         _fold_agent(app, runtime, projection, spec)
 
@@ -89,6 +111,7 @@ def _fold_agent(app: faust.App, runtime: StageRuntime, projection: Projection, s
         await runtime.start()
         manual: Any = stream.noack()  # type: ignore[attr-defined]  # faust's StreamT omits noack
         async for event in manual.events():
+            await runtime.state_ready()  # a rebuild from the topics finishes first
             message = event.message
             value = message.value if isinstance(message.value, bytes | None) else None
             # Acknowledged only once folded: a Redis outage is waited out, never skipped.

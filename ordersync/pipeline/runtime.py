@@ -216,6 +216,10 @@ class StageRuntime:
         log.warning("rebuilt from Kafka; processing resumes")
         return True
 
+    async def state_ready(self) -> None:
+        """Return once no rebuild from Kafka is running (what a record waits for before it is handled)."""
+        await self._state_ready.wait()
+
     async def watch_generation(self) -> None:
         """Check the generation marker now, then every ``stage.generation_check_s``, for as long as the
         stage runs (a stage that registered a rebuild runs this as a task)."""
@@ -375,7 +379,7 @@ class StageRuntime:
             seller_id, rest = key.split(":", 1)
             # Order-keyed topics: the key names the order even when the value cannot be read.
             order_id = rest if spec.key == "order" else None
-        await self._state_ready.wait()  # a rebuild from Kafka finishes first
+        await self.state_ready()  # a rebuild from Kafka finishes first
         with log_context(
             stage=self.stage,
             topic=spec.name,

@@ -1,7 +1,7 @@
 """Kafka is the record, Redis is rebuilt from it: ``ordersync listings import`` publishes every row on
 channel.listings before it writes Redis, and the import stage, finding Redis without its state (its
 generation marker gone), rebuilds the SKU mappings and the sales orders with their codes from the
-topics before it processes another order."""
+topics before it processes another order; the status projection rebuilds its model the same way."""
 
 from __future__ import annotations
 
@@ -14,17 +14,21 @@ from kafka import KafkaProducer
 from typer.testing import CliRunner
 
 from ordersync.cli import app
+from ordersync.dev.devinfra import stop_process_group
 from ordersync.kafka.faust_app import make_app
 from ordersync.pipeline.runtime import StageRuntime
+from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import encode
 from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.events import OrderImported
 from ordersync.schemas.topics import ORDERS_IMPORTED, order_key
-from ordersync.settings import Settings, get_settings
+from ordersync.settings import RedisSettings, Settings, get_settings
 from ordersync.state.listings import ListingRow, listings_csv, lookup_stock_codes
+from ordersync.state.readmodel import ReadModel
 from ordersync.streams.order_import import rebuild_listings, rebuild_sales_orders
 from tests.factories import one_line_sales_order
-from tests.processes import write_channels
+from tests.processes import start_stage, write_channels
+from tests.topics import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -113,3 +117,58 @@ async def test_sales_orders_and_their_codes_come_back_from_kafka(
         assert (code, new) == (f"{prefix}{44:08d}", True)
     finally:
         await runtime.close()
+
+
+def test_the_status_projection_rebuilds_its_model_by_itself_after_redis_lost_it(
+    ordersync_env: dict[str, str], topics: tuple[str, ...], redis_url: str, tmp_path: Path
+) -> None:
+    seller = f"A{uuid.uuid4().hex[:10].upper()}"
+    channels = write_channels(tmp_path / "channels.yaml", "model", seller)
+    prefix = ordersync_env["ORDERSYNC_REDIS__KEY_PREFIX"]
+    env = {
+        **ordersync_env,
+        "ORDERSYNC_CHANNELS_FILE": str(channels),
+        "ORDERSYNC_STAGE__GENERATION_CHECK_S": "1",
+    }
+    orders = [
+        one_line_sales_order(seller, f"222-{n:07d}-7654321", channel="model", order_item_id="1", quantity=1)
+        for n in range(4)
+    ]
+    producer = KafkaProducer(bootstrap_servers=env["ORDERSYNC_KAFKA__BOOTSTRAP"], acks="all")
+    for order in orders:
+        event = Envelope.wrap(OrderImported(sales_order=order), seller_id=seller, correlation_id="model")
+        producer.send(
+            ORDERS_IMPORTED.name, key=order_key(seller, order.amazon_order_id).encode(), value=encode(event)
+        )
+    producer.flush()
+    producer.close()
+
+    async def shown() -> set[str]:
+        redis = redis_client(RedisSettings(url=redis_url))
+        try:
+            model = ReadModel(redis, prefix)
+            return {o.amazon_order_id for o in orders if await model.order(seller, o.amazon_order_id)}
+        finally:
+            await redis.aclose()
+
+    async def lose_everything() -> int:
+        redis = redis_client(RedisSettings(url=redis_url))
+        try:
+            doomed = [key async for key in redis.scan_iter(match=f"{prefix}:*")]
+            return int(await redis.delete(*doomed)) if doomed else 0
+        finally:
+            await redis.aclose()
+
+    every = {o.amazon_order_id for o in orders}
+    stage = start_stage("status-projection", env, tmp_path / "stage.log")
+    try:
+        wait_for(lambda: asyncio.run(shown()) == every, 90, what="the projection folds the orders")
+        assert asyncio.run(lose_everything()) > 0
+        assert asyncio.run(shown()) == set()
+        # Nothing new arrives on the topics: only a rebuild can bring them back.
+        wait_for(lambda: asyncio.run(shown()) == every, 60, what="the model is rebuilt by itself")
+        assert stage.poll() is None
+        assert "status model rebuilt from the topics" in (tmp_path / "stage.log").read_text()
+    finally:
+        stop_process_group(stage.pid, grace_s=10)
+        stage.wait(timeout=10)
