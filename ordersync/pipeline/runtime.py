@@ -39,7 +39,7 @@ from ordersync.amazon.client import SpApiClient
 from ordersync.amazon.operations import ApiCall, ApiName
 from ordersync.channels import Channel, ChannelsFile, load_channels
 from ordersync.clock import SYSTEM_CLOCK, Clock
-from ordersync.errors import InvalidEvent, Permanent, QuotaUnavailable, Retryable, Throttled, is_outage
+from ordersync.errors import InvalidEvent, Permanent, Retryable, Throttled, is_outage
 from ordersync.kafka.faust_app import faust_topic
 from ordersync.logs import EveryInterval, bind_log_context, log_context, remember_secrets
 from ordersync.pipeline.lock import Lock
@@ -346,18 +346,21 @@ class StageRuntime:
 
     async def retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run ``attempt`` until it succeeds: throttling waits (never an attempt), transient faults back
-        off and retry up to a bound, permanent errors propagate at once."""
+        off and retry up to a bound, permanent errors propagate at once. An outage (the rate limiter
+        failing closed, Redis or the broker down) is waited out as :meth:`through_outages` does, the
+        stage reported stalled meanwhile: nothing was sent, so it is never an attempt."""
+        return await self.through_outages(what, partial(self._retry_transients, what, attempt))
+
+    async def _retry_transients(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
         failures = 0
         while True:
             try:
                 return await attempt()
             except Throttled as exc:
                 await asyncio.sleep(exc.retry_after_s * (1 + random.random() * 0.1))
-            except QuotaUnavailable as exc:
-                # Fail closed: nothing was sent. Wait for Redis as long as it takes.
-                log.error("%s: rate limiter unavailable, nothing sent: %s", what, exc)
-                await asyncio.sleep(REDIS_PROBE_INTERVAL_S)
             except Retryable as exc:
+                if is_outage(exc):
+                    raise
                 failures += 1
                 if failures >= MAX_RETRYABLE_ATTEMPTS:
                     raise

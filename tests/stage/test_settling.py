@@ -140,3 +140,20 @@ async def test_a_record_that_fits_is_copied_whole(runtime: RecordingRuntime) -> 
     [letter] = _dead_letters(runtime)
     assert base64.b64decode(letter.original_value_b64) == b"not json"
     assert letter.original_size_bytes is None
+
+
+async def test_a_limiter_failing_closed_inside_a_call_is_an_outage_not_an_attempt(
+    runtime: RecordingRuntime,
+) -> None:
+    calls: list[dict[str, str]] = []
+
+    async def get_order() -> str:
+        calls.append(dict(runtime.stalls))
+        if len(calls) <= 2:
+            raise QuotaUnavailable("limiter's Redis is down")
+        return "the order"
+
+    assert await runtime.retrying("getOrder 111", get_order) == "the order"
+    assert len(calls) == 3
+    assert calls[1] == {"getOrder 111": "QuotaUnavailable: limiter's Redis is down"}
+    assert runtime.stalls == {}
