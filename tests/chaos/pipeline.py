@@ -119,7 +119,11 @@ def judge(pipeline: LocalPipeline, accounting: Accounting) -> Verdict:
     return Verdict(
         orders=len(truth),
         lost=sorted(accounting.unaccounted)
-        + (["(not every order confirmed)"] if confirmed_on_amazon != len(truth) else []),
+        + (
+            [f"not every order confirmed: {dict(accounting.categories)}"]
+            if confirmed_on_amazon != len(truth)
+            else []
+        ),
         imported_twice=sorted(o for o, n in imported.items() if n > 1),
         confirmed_twice=sorted(p for p, n in confirmed.items() if n > 1),
         shipped_twice_on_amazon=sorted(o["amazon_order_id"] for o in truth if len(o["shipments"]) > 1),
