@@ -17,6 +17,9 @@
   carrier, tracking, quantity, and the request itself (so it can be sent again without another writer
   on ``shipments.requested``). A package already confirmed is never sent again; after an unknown
   outcome (timeout, 5xx) Amazon's "already fulfilled" answer counts as confirmed.
+- Redis lost (restarted empty, a failover that lagged): before another record, the package outcomes
+  come back from ``shipments.confirmed`` and ``shipments.failed``, and requests with neither are sent
+  again on ``shipments.requested`` (:func:`rebuild_packages`), so nothing is confirmed twice or lost.
 - Also consumes ``ops.commands`` (its own agent; other commands belong to other stages):
   ``retry-writeback`` sends each failed package of the named orders again through the normal path
   (confirm or feed), attempts reset, so a new ShipmentConfirmed or ShipmentFailed follows.
@@ -42,6 +45,8 @@ from ordersync.schemas.codec import decode, encode
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import (
     OperatorCommandIssued,
+    ShipmentConfirmed,
+    ShipmentFailed,
     ShipmentRequested,
 )
 from ordersync.schemas.topics import (
@@ -265,11 +270,62 @@ async def feed_tick(runtime: StageRuntime) -> None:
             log.warning("%s: write-back feed step failed, next tick retries: %s", channel.name, exc)
 
 
+async def rebuild_packages(runtime: StageRuntime) -> tuple[int, int]:
+    """The packages' outcomes again from the topics, for a Redis that lost them: each package Amazon
+    confirmed (``shipments.confirmed``) or that failed (``shipments.failed``) is marked so, and is never
+    sent again; each requested package with neither (it was pending, in a feed, or not read yet) is
+    published again on ``shipments.requested``, its key and bytes unchanged, so this stage sends it
+    (the replay of a request already settled is a no-op). Returns (settled, sent again)."""
+    sellers = {channel.name: channel.seller_id for channel in runtime.channels.channels}
+    settled: dict[tuple[str, str, str], str] = {}
+    outcomes: list[tuple[str, ShipmentFailed | ShipmentConfirmed]] = [
+        (envelope.seller_id, envelope.payload_as(ShipmentFailed))
+        for envelope in await runtime.read_events(SHIPMENTS_FAILED)
+    ]
+    outcomes += [
+        (envelope.seller_id, envelope.payload_as(ShipmentConfirmed))
+        for envelope in await runtime.read_events(SHIPMENTS_CONFIRMED)
+    ]
+    for seller, outcome in outcomes:  # failed first: a package confirmed after a retry is confirmed
+        if sellers.get(outcome.channel) != seller:
+            continue  # another deployment's channel on a shared cluster
+        status = "Success" if isinstance(outcome, ShipmentConfirmed) else "Failed"
+        settled[(seller, outcome.amazon_order_id, outcome.package_reference_id)] = status
+    for (seller, order_id, package_id), status in settled.items():
+        await runtime.store.update_shipment_state(
+            seller,
+            order_id,
+            package_id,
+            status=status,
+            outcome="confirmed" if status == "Success" else "refused",
+        )
+        await remember_package(runtime, seller, order_id, package_id)
+    again = 0
+    for record, envelope in await runtime.read_records(SHIPMENTS_REQUESTED):
+        request = envelope.payload_as(ShipmentRequested)
+        package = (envelope.seller_id, request.amazon_order_id, request.package_reference_id)
+        if sellers.get(request.channel) != envelope.seller_id or package in settled:
+            continue
+        sent = await runtime.topic(SHIPMENTS_REQUESTED).send(key=record.key, value=record.value)
+        await sent
+        again += 1
+    log.warning(
+        "write-back rebuilt from the topics: %d packages settled, %d requests sent again", len(settled), again
+    )
+    return len(settled), again
+
+
 def register(app: faust.App, runtime: StageRuntime) -> None:
     runtime.topic(SHIPMENTS_CONFIRMED)
     runtime.topic(SHIPMENTS_FAILED)
     runtime.topic(ORDERS_CANCELLATION_RESULTS)
     settings = runtime.settings.writeback
+    # Package outcomes live in Redis but are Kafka's: a Redis that lost them gets them back first.
+    runtime.on_redis_reset(partial(rebuild_packages, runtime))
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def watch_redis() -> None:
+        await runtime.watch_generation()
 
     @app.agent(runtime.topic(ORDERS_CANCELLATION_REQUESTED), name="seller-cancellations")
     async def cancellations(stream: faust.StreamT[bytes]) -> None:

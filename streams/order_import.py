@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
@@ -27,10 +26,7 @@ from decimal import Decimal
 import faust
 
 from ordersync.channels import Channel
-from ordersync.errors import InvalidEvent
-from ordersync.kafka.reader import read_topic
 from ordersync.pipeline.runtime import StageRuntime
-from ordersync.schemas.codec import decode
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import (
     AmazonOrder,
@@ -55,7 +51,6 @@ from ordersync.schemas.topics import (
     ORDERS_ENRICHED,
     ORDERS_IMPORT_FAILED,
     ORDERS_IMPORTED,
-    TopicSpec,
     order_key,
 )
 from ordersync.state import keys
@@ -461,21 +456,6 @@ async def listing_changed(runtime: StageRuntime, envelope: Envelope[Event]) -> N
         await apply_listings(runtime.store, changed.channel, (row,))
 
 
-async def _valid_events(runtime: StageRuntime, spec: TopicSpec) -> list[Envelope[Event]]:
-    """Every valid event on ``spec`` up to its end, read off the event loop (the reader blocks); invalid
-    records are skipped (the agent reading the topic dead-letters them)."""
-    records = await asyncio.to_thread(
-        lambda: list(read_topic(runtime.settings.kafka, spec.name, skip_missing=True))
-    )
-    events = []
-    for record in records:
-        try:
-            events.append(decode(record.value, spec))
-        except InvalidEvent:
-            continue
-    return events
-
-
 async def rebuild_listings(runtime: StageRuntime) -> int:
     """Every channel's listings again from ``channel.listings`` (compacted: the latest row per SKU), for a
     Redis that lost them; the listings CLI writes there too, so the topic holds them all. Returns the
@@ -484,7 +464,7 @@ async def rebuild_listings(runtime: StageRuntime) -> int:
     known = {channel.name for channel in runtime.channels.channels}
     read = 0
     # Per partition in offset order: the latest version of a SKU applies last.
-    for envelope in await _valid_events(runtime, CHANNEL_LISTINGS):
+    for envelope in await runtime.read_events(CHANNEL_LISTINGS):
         changed = envelope.payload_as(ListingChanged)
         if changed.channel not in known:
             continue
@@ -503,7 +483,7 @@ async def rebuild_sales_orders(runtime: StageRuntime) -> int:
     Amazon order imported before is never imported as a second sales order, and no code is given
     twice (each prefix's sequence resumes above the highest code on the topic). Returns the orders."""
     restored = 0
-    for envelope in await _valid_events(runtime, ORDERS_IMPORTED):
+    for envelope in await runtime.read_events(ORDERS_IMPORTED):
         if isinstance(envelope.payload, OrderImported):
             imported_at = envelope.occurred_at.isoformat()
             await runtime.store.restore_sales_order(envelope.payload.sales_order, imported_at)

@@ -41,6 +41,7 @@ from ordersync.channels import Channel, ChannelsFile, load_channels
 from ordersync.clock import SYSTEM_CLOCK, Clock
 from ordersync.errors import InvalidEvent, Permanent, Retryable, Throttled, is_outage
 from ordersync.kafka.faust_app import faust_topic
+from ordersync.kafka.reader import Record, read_topic
 from ordersync.logs import EveryInterval, bind_log_context, log_context, remember_secrets
 from ordersync.pipeline.lock import Lock
 from ordersync.pipeline.metrics import (
@@ -215,6 +216,24 @@ class StageRuntime:
             self._state_ready.set()
         log.warning("rebuilt from Kafka; processing resumes")
         return True
+
+    async def read_events(self, spec: TopicSpec) -> list[Envelope[Event]]:
+        """Every valid event on ``spec`` up to its end, for a rebuild (:meth:`read_records`)."""
+        return [envelope for _, envelope in await self.read_records(spec)]
+
+    async def read_records(self, spec: TopicSpec) -> list[tuple[Record, Envelope[Event]]]:
+        """Every valid record on ``spec`` up to its end, with its event, read off the event loop (the
+        reader blocks); invalid records are skipped (the agent reading the topic dead-letters them)."""
+        records = await asyncio.to_thread(
+            lambda: list(read_topic(self.settings.kafka, spec.name, skip_missing=True))
+        )
+        found = []
+        for record in records:
+            try:
+                found.append((record, decode(record.value, spec)))
+            except InvalidEvent:
+                continue
+        return found
 
     async def state_ready(self) -> None:
         """Return once no rebuild from Kafka is running (what a record waits for before it is handled)."""
@@ -427,7 +446,9 @@ class StageRuntime:
         what = f"{spec.name}[{event.message.partition}]"
         while True:
             try:
-                await self.through_outages(what, partial(self._attempt, spec, event, handle))
+                await self.through_outages(
+                    what, partial(self._attempt, spec, event, handle), recheck_state=True
+                )
             except Throttled as exc:  # a handler's own wait: never a failure
                 await asyncio.sleep(exc.retry_after_s * (1 + random.random() * 0.1))
                 continue
@@ -450,9 +471,13 @@ class StageRuntime:
         source = SourceRecord.of_message(event.message)
         await self.through_outages(f"{spec.name}.dlq", partial(self.dead_letter, spec, source, error))
 
-    async def through_outages(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
+    async def through_outages(
+        self, what: str, step: Callable[[], Awaitable[T]], *, recheck_state: bool = False
+    ) -> T:
         """``step``'s result, trying it again with backoff for as long as an outage lasts (``what`` is
-        reported stalled meanwhile); anything else it raises propagates."""
+        reported stalled meanwhile); anything else it raises propagates. ``recheck_state``: before each
+        new try, check that Redis still holds the stage's state (it may be back, but empty), and rebuild
+        it first if not, so a record half-done when Redis died is not done again from nothing."""
         outages = 0
         while True:
             try:
@@ -463,6 +488,8 @@ class StageRuntime:
                 outages += 1
                 self.stalled(what, exc)
                 await asyncio.sleep(min(MAX_OUTAGE_BACKOFF_S, 0.25 * 2**outages) * (0.5 + random.random()))
+                if recheck_state and self._rebuilders:
+                    await self.survive("Redis generation check", self.check_generation)
                 continue
             self.resumed(what)
             return result

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 from kafka import KafkaProducer
 from typer.testing import CliRunner
 
@@ -20,15 +22,16 @@ from ordersync.pipeline.runtime import StageRuntime
 from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import encode
 from ordersync.schemas.envelope import Envelope
-from ordersync.schemas.events import OrderImported
-from ordersync.schemas.topics import ORDERS_IMPORTED, order_key
+from ordersync.schemas.events import OrderImported, ShipmentConfirmed, ShipmentItem, ShipmentRequested
+from ordersync.schemas.topics import ORDERS_IMPORTED, SHIPMENTS_CONFIRMED, SHIPMENTS_REQUESTED, order_key
 from ordersync.settings import RedisSettings, Settings, get_settings
 from ordersync.state.listings import ListingRow, listings_csv, lookup_stock_codes
 from ordersync.state.readmodel import ReadModel
+from ordersync.state.store import Store
 from ordersync.streams.order_import import rebuild_listings, rebuild_sales_orders
 from tests.factories import one_line_sales_order
 from tests.processes import start_stage, write_channels
-from tests.topics import wait_for
+from tests.topics import read_all, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -169,6 +172,106 @@ def test_the_status_projection_rebuilds_its_model_by_itself_after_redis_lost_it(
         wait_for(lambda: asyncio.run(shown()) == every, 60, what="the model is rebuilt by itself")
         assert stage.poll() is None
         assert "status model rebuilt from the topics" in (tmp_path / "stage.log").read_text()
+    finally:
+        stop_process_group(stage.pid, grace_s=10)
+        stage.wait(timeout=10)
+
+
+def test_the_write_back_gets_its_package_outcomes_back_and_sends_unsettled_requests_again(
+    ordersync_env: dict[str, str], topics: tuple[str, ...], redis_url: str, tmp_path: Path
+) -> None:
+    seller = f"A{uuid.uuid4().hex[:10].upper()}"
+    channels = write_channels(tmp_path / "channels.yaml", "pkgs", seller)
+    # Nothing reaches Amazon: the channel keeps order status in the back-office.
+    config = yaml.safe_load(channels.read_text())
+    config["channels"][0]["upload_order_status"] = False
+    channels.write_text(yaml.safe_dump(config))
+    prefix = ordersync_env["ORDERSYNC_REDIS__KEY_PREFIX"]
+    env = {
+        **ordersync_env,
+        "ORDERSYNC_CHANNELS_FILE": str(channels),
+        "ORDERSYNC_STAGE__GENERATION_CHECK_S": "1",
+    }
+    order_id = "333-1212121-3434343"
+    key = order_key(seller, order_id).encode()
+
+    def request(package: str) -> bytes:
+        event = ShipmentRequested(
+            channel="pkgs",
+            amazon_order_id=order_id,
+            package_reference_id=package,
+            carrier_code="UPS",
+            tracking_number=f"1Z{package}",
+            ship_date=datetime.now(UTC),
+            items=(ShipmentItem(order_item_id="1", quantity=1),),
+        )
+        return encode(Envelope.wrap(event, seller_id=seller, correlation_id="pkgs"))
+
+    confirmed = ShipmentConfirmed(
+        channel="pkgs",
+        amazon_order_id=order_id,
+        package_reference_id="1",
+        method="confirmShipment",
+        attempts=1,
+        carrier_code="UPS",
+        tracking_number="1Z1",
+        quantity=1,
+        confirmed_at=datetime.now(UTC),
+    )
+    bootstrap = env["ORDERSYNC_KAFKA__BOOTSTRAP"]
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer.send(SHIPMENTS_REQUESTED.name, key=key, value=request("1"))
+    producer.send(SHIPMENTS_REQUESTED.name, key=key, value=request("2"))
+    producer.send(
+        SHIPMENTS_CONFIRMED.name,
+        key=key,
+        value=encode(Envelope.wrap(confirmed, seller_id=seller, correlation_id="pkgs")),
+    )
+    producer.flush()
+    producer.close()
+
+    async def states() -> dict[str, str]:
+        redis = redis_client(RedisSettings(url=redis_url))
+        try:
+            store = Store(redis, prefix)
+            return {
+                p: (await store.shipment_state(seller, order_id, p)).get("status", "") for p in ("1", "2")
+            }
+        finally:
+            await redis.aclose()
+
+    async def lose_everything() -> None:
+        redis = redis_client(RedisSettings(url=redis_url))
+        try:
+            doomed = [k async for k in redis.scan_iter(match=f"{prefix}:*")]
+            await redis.delete(*doomed)
+        finally:
+            await redis.aclose()
+
+    def requests_of(package: str) -> int:
+        return sum(
+            1
+            for r in read_all(bootstrap, SHIPMENTS_REQUESTED)
+            if isinstance(r, ShipmentRequested)
+            and r.amazon_order_id == order_id
+            and r.package_reference_id == package
+        )
+
+    stage = start_stage("shipment-write-back", env, tmp_path / "stage.log")
+    try:
+        # An empty Redis at the first start: package 1's outcome comes from shipments.confirmed (never
+        # handled again), package 2 (no outcome) is sent again and handled.
+        wait_for(
+            lambda: asyncio.run(states()) == {"1": "Success", "2": "NotUploaded"}, 90, what="first rebuild"
+        )
+        assert requests_of("1") == 1
+        assert requests_of("2") == 2
+        asyncio.run(lose_everything())
+        wait_for(
+            lambda: asyncio.run(states()) == {"1": "Success", "2": "NotUploaded"}, 60, what="second rebuild"
+        )
+        assert requests_of("1") == 1
+        assert stage.poll() is None
     finally:
         stop_process_group(stage.pid, grace_s=10)
         stage.wait(timeout=10)
