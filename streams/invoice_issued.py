@@ -7,6 +7,8 @@
   ``invoice.sales_order_wait_s`` in line, then on the redrive tiers; it is dead-lettered as never
   imported only at the redrive deadline.
 - Amazon operations and quotas: none.
+- Redis lost (restarted empty, a failover that lagged): before another invoice, what earlier invoices
+  asked for comes back from ``shipments.requested`` (:func:`rebuild_requests`).
 - State in Redis: quantities already requested per order item (each invoice counted once), package
   reference ids per (invoice, package) so a replayed invoice asks for the very same packages.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 
 import faust
 
@@ -25,6 +28,9 @@ from ordersync.schemas.events import InvoiceIssued, SalesOrder, ShipmentItem, Sh
 from ordersync.schemas.topics import INVOICES_ISSUED, SHIPMENTS_REQUESTED, order_key
 
 log = logging.getLogger(__name__)
+
+#: What ``source`` says on the requests this stage makes: ``invoice <number>``.
+INVOICE_SOURCE = "invoice "
 STAGE = "invoice-issued"
 
 
@@ -81,7 +87,7 @@ def shipment_requests(
                 tracking_number=package.tracking_number,
                 ship_date=package.ship_date,
                 items=tuple(ShipmentItem(order_item_id=i, quantity=q) for i, q in quantities.items()),
-                source=f"invoice {invoice.invoice_number}",
+                source=f"{INVOICE_SOURCE}{invoice.invoice_number}",
             )
         )
     return requests
@@ -146,8 +152,52 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     await store.set_order_status(seller, invoice.amazon_order_id, invoice_number=invoice.invoice_number)
 
 
+async def rebuild_requests(runtime: StageRuntime) -> int:
+    """What earlier invoices asked for, again from ``shipments.requested``, for a Redis that lost it: each
+    invoice's package reference ids (a replayed invoice asks for the very same packages) and the
+    quantities it requested per item (an invoice is counted once, and no item is asked for twice).
+    Returns the invoices restored."""
+    sellers = {channel.name: channel.seller_id for channel in runtime.channels.channels}
+    invoices: dict[tuple[str, str, str], dict[str, ShipmentRequested]] = {}
+    highest: dict[tuple[str, str], int] = {}
+    for envelope in await runtime.read_events(SHIPMENTS_REQUESTED):
+        request = envelope.payload_as(ShipmentRequested)
+        if sellers.get(request.channel) != envelope.seller_id:
+            continue  # another deployment's channel on a shared cluster
+        order = (envelope.seller_id, request.amazon_order_id)
+        highest[order] = max(highest.get(order, 0), int(request.package_reference_id))
+        source = request.source or ""
+        if not source.startswith(INVOICE_SOURCE):
+            continue  # a warehouse's own request: its package id is taken, nothing else to restore
+        packages = invoices.setdefault(
+            (envelope.seller_id, request.amazon_order_id, source.removeprefix(INVOICE_SOURCE)), {}
+        )
+        packages.setdefault(request.package_reference_id, request)  # first asked, first in the invoice
+    by_order: dict[tuple[str, str], tuple[list[str], dict[str, int]]] = {}
+    for (seller, order_id, invoice), packages in invoices.items():
+        await runtime.store.restore_package_references(seller, order_id, invoice, list(packages))
+        seen, totals = by_order.setdefault((seller, order_id), ([], {}))
+        seen.append(invoice)
+        for request in packages.values():
+            for item in request.items:
+                totals[item.order_item_id] = totals.get(item.order_item_id, 0) + item.quantity
+    for (seller, order_id), (seen, totals) in by_order.items():
+        await runtime.store.restore_requested(seller, order_id, seen, totals)
+    for (seller, order_id), number in highest.items():
+        await runtime.store.resume_package_sequence(seller, order_id, number)
+    log.warning("invoices rebuilt from %s: %d", SHIPMENTS_REQUESTED.name, len(invoices))
+    return len(invoices)
+
+
 def register(app: faust.App, runtime: StageRuntime) -> None:
     runtime.topic(SHIPMENTS_REQUESTED)
+    # What invoices asked for lives in Redis but is Kafka's: a Redis that lost it gets it back first.
+    runtime.on_redis_reset(partial(rebuild_requests, runtime))
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def watch_redis() -> None:
+        await runtime.watch_generation()
+
     runtime.topic(INVOICES_ISSUED.dlq)  # type: ignore[arg-type]
 
     @app.agent(runtime.topic(INVOICES_ISSUED), name="invoice-issued")

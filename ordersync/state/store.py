@@ -197,6 +197,38 @@ class Store:
             return str(number)
         return cast(str, await self._get(key))
 
+    async def restore_package_references(
+        self, seller_id: str, order_id: str, invoice: str, references: list[str]
+    ) -> None:
+        """An invoice's package reference ids again (a rebuild from ``shipments.requested``), in package
+        order."""
+        for index, reference in enumerate(references):
+            key = self.key_of(keys.PACKAGE, seller_id, order_id, invoice, str(index))
+            await self.redis.set(key, reference, ex=ORDER_STATE_TTL_S)
+
+    async def restore_requested(
+        self, seller_id: str, order_id: str, invoices: list[str], quantities: dict[str, int]
+    ) -> None:
+        """The order's invoices seen and its quantities requested per item, set to what the topic holds
+        (a rebuild: whatever Redis kept of them half-written is replaced, never added to)."""
+        key = self.key_of(keys.REQUESTED, seller_id, order_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for invoice in invoices:
+                pipe.set(
+                    self.key_of(keys.INVOICE_SEEN, seller_id, order_id, invoice), "1", ex=ORDER_STATE_TTL_S
+                )
+            pipe.delete(key)
+            if quantities:
+                pipe.hset(key, mapping={item: str(qty) for item, qty in quantities.items()})
+                pipe.expire(key, ORDER_STATE_TTL_S)
+            await pipe.execute()
+
+    async def resume_package_sequence(self, seller_id: str, order_id: str, highest: int) -> None:
+        """The order's package reference ids continue above ``highest`` (the largest on the topic)."""
+        sequence = self.key_of(keys.PACKAGE_SEQUENCE, seller_id, order_id)
+        if int(await self._get(sequence) or 0) < highest:
+            await self.redis.set(sequence, str(highest), ex=ORDER_STATE_TTL_S)
+
     async def add_requested(
         self, seller_id: str, order_id: str, invoice: str, quantities: dict[str, int]
     ) -> bool:

@@ -25,9 +25,11 @@ from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.events import OrderImported, ShipmentConfirmed, ShipmentItem, ShipmentRequested
 from ordersync.schemas.topics import ORDERS_IMPORTED, SHIPMENTS_CONFIRMED, SHIPMENTS_REQUESTED, order_key
 from ordersync.settings import RedisSettings, Settings, get_settings
+from ordersync.state import keys
 from ordersync.state.listings import ListingRow, listings_csv, lookup_stock_codes
 from ordersync.state.readmodel import ReadModel
 from ordersync.state.store import Store
+from ordersync.streams.invoice_issued import rebuild_requests
 from ordersync.streams.order_import import rebuild_listings, rebuild_sales_orders
 from tests.factories import one_line_sales_order
 from tests.processes import start_stage, write_channels
@@ -275,3 +277,52 @@ def test_the_write_back_gets_its_package_outcomes_back_and_sends_unsettled_reque
     finally:
         stop_process_group(stage.pid, grace_s=10)
         stage.wait(timeout=10)
+
+
+async def test_what_invoices_asked_for_comes_back_from_kafka(
+    ordersync_settings: Settings, topics: tuple[str, ...], tmp_path: Path
+) -> None:
+    seller = f"A{uuid.uuid4().hex[:10].upper()}"
+    channels = write_channels(tmp_path / "channels.yaml", "invoices", seller)
+    settings = ordersync_settings.model_copy(update={"channels_file": channels})
+    order_id = "444-5656565-7878787"
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
+    for package, items, source in (
+        ("3", (("10", 1), ("11", 2)), "invoice INV-9"),
+        ("4", (("10", 1),), "invoice INV-9"),
+        ("3", (("10", 1), ("11", 2)), "invoice INV-9"),  # the invoice replayed: the same package again
+        ("7", (("12", 1),), "warehouse"),  # not an invoice's
+    ):
+        request = ShipmentRequested(
+            channel="invoices",
+            amazon_order_id=order_id,
+            package_reference_id=package,
+            carrier_code="UPS",
+            tracking_number=f"1Z{package}",
+            ship_date=datetime.now(UTC),
+            items=tuple(ShipmentItem(order_item_id=i, quantity=q) for i, q in items),
+            source=source,
+        )
+        producer.send(
+            SHIPMENTS_REQUESTED.name,
+            key=order_key(seller, order_id).encode(),
+            value=encode(Envelope.wrap(request, seller_id=seller, correlation_id="inv")),
+        )
+    producer.flush()
+    producer.close()
+
+    runtime = StageRuntime("invoice-issued", settings, make_app("invoice-issued", settings))
+    await runtime.start()
+    runtime.on_redis_reset(lambda: rebuild_requests(runtime))
+    try:
+        store = runtime.store
+        # Half-written when Redis went away: quantities counted, the invoice not marked seen.
+        await store.redis.hset(store.key_of(keys.REQUESTED, seller, order_id), "10", "2")
+        assert await runtime.check_generation() is True
+        assert await store.invoice_seen(seller, order_id, "INV-9")
+        assert await store.requested_quantities(seller, order_id) == {"10": 2, "11": 2}
+        assert [await store.package_reference(seller, order_id, "INV-9", i) for i in (0, 1)] == ["3", "4"]
+        # A new invoice's package gets an id never given before, the warehouse's included.
+        assert await store.package_reference(seller, order_id, "INV-10", 0) == "8"
+    finally:
+        await runtime.close()
