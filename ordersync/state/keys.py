@@ -319,7 +319,7 @@ GENERATION = KeyFamily(
     "generation",
     ("<stage>",),
     "string",
-    "every stage that rebuilds state from Kafka (import: the listings)",
+    "stages that rebuild state from Kafka: import, invoice-issued, shipment-write-back, status-projection",
     "none",
     "an id the stage writes once its state is in Redis: its absence tells the stage Redis lost its state"
     " (a restart without persistence, a failover to a replica that lagged) or never had it",
