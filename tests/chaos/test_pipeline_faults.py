@@ -54,13 +54,6 @@ def test_every_stage_sigkilled_at_random_moments_loses_nothing(tmp_path: Path) -
     assert verdict.orders == 2 * ORDERS_PER_SELLER
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not all of Redis is rebuilt from Kafka yet: with 19 orders in flight, a package being confirmed"
-    " when Redis emptied is confirmed again (Amazon shipped it once, shipments.confirmed holds it twice) and"
-    " one order is not confirmed by itself; write-back package states, feeds in flight, dedupe marks and"
-    " cursors are not rebuilt",
-)
 def test_redis_restarted_empty_under_the_pipeline_loses_nothing(tmp_path: Path) -> None:
     scenario = pipeline_scenario("redis-empty", 29, arrival_window_s=ARRIVALS_SIM_S)
     with local_pipeline(scenario=scenario, run_dir=tmp_path / "run") as pipeline:
