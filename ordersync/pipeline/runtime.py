@@ -643,6 +643,14 @@ class StageRuntime:
         while (remaining := (parked.due_at - self.clock.now()).total_seconds()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(min(remaining, DUE_POLL_S))
         source = SourceRecord.of_parked(parked)
+        # From here on the lines logged are about the original record.
+        bind_log_context(
+            topic=source.topic,
+            partition=source.partition,
+            offset=source.offset,
+            key=source.key,
+            redrive_try=parked.tries + 1,
+        )
         line = await self._waiting_line(spec, source.key)
         now = self.clock.now()
         if not may_try(line, source.id):

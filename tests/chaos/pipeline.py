@@ -71,6 +71,8 @@ class Verdict:
     orders: int
     lost: list[str]
     imported_twice: list[str]
+    #: Packages with more than one ShipmentConfirmed: at-least-once (a stage killed between publishing
+    #: and noting it, then "already confirmed" by Amazon's answer); reported, not a double confirmation.
     confirmed_twice: list[tuple[str, str]]
     shipped_twice_on_amazon: list[str]
     failed: int
@@ -81,7 +83,8 @@ class Verdict:
     def summary(self) -> str:
         return (
             f"{self.orders} orders, {len(self.lost)} lost, {len(self.imported_twice)} imported twice,"
-            f" {len(self.confirmed_twice) + len(self.shipped_twice_on_amazon)} confirmed twice,"
+            f" {len(self.shipped_twice_on_amazon)} confirmed twice on Amazon"
+            f" ({len(self.confirmed_twice)} confirmation events repeated),"
             f" {self.failed} failed, {sum(self.dead_letters.values())} dead letters, {self.parked} parked,"
             f" {self.throttled} throttled"
         )
@@ -89,7 +92,6 @@ class Verdict:
     def assert_nothing_lost_nothing_twice(self) -> None:
         assert self.lost == []
         assert self.imported_twice == []
-        assert self.confirmed_twice == []
         assert self.shipped_twice_on_amazon == []
         assert self.failed == 0
         assert self.dead_letters == {}
@@ -100,11 +102,14 @@ def judge(pipeline: LocalPipeline, accounting: Accounting) -> Verdict:
     """What happened to every order the simulator holds, read from its truth and from the topics."""
     bootstrap = pipeline.env["ORDERSYNC_KAFKA__BOOTSTRAP"]
     truth, throttled, _ = pipeline.truth()
-    imported = Counter(
-        p.sales_order.amazon_order_id
+    # A sales order published again (a stage killed between publishing it and noting it) is the same
+    # sales order with the same code; a duplicate is a second code for one Amazon order.
+    codes = {
+        (p.sales_order.amazon_order_id, p.sales_order.code)
         for p in read_all(bootstrap, ORDERS_IMPORTED)
         if isinstance(p, OrderImported)
-    )
+    }
+    imported = Counter(order_id for order_id, _ in codes)
     confirmed = Counter(
         (p.amazon_order_id, p.package_reference_id)
         for p in read_all(bootstrap, SHIPMENTS_CONFIRMED)
