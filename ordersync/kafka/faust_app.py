@@ -95,7 +95,16 @@ def make_app(stage: str, settings: Settings) -> faust.App:
         producer_acks=-1,
         stream_wait_empty=False,
         store="memory://",
+        # A redrive tier's agent holds a parked record until it is due (up to the last tier's delay):
+        # faust's "slow processing" and "commit livelock" warnings would report that as a fault. Real
+        # stalls are reported by the stage itself (/readyz, the once-a-minute outage log).
+        stream_processing_timeout=_longest_wait_s(settings),
+        broker_commit_livelock_soft_timeout=_longest_wait_s(settings),
     )
+
+
+def _longest_wait_s(settings: Settings) -> float:
+    return max(settings.redrive.delays_s) / settings.amazon.time_scale + 600.0
 
 
 def faust_topic(app: faust.App, spec: TopicSpec) -> faust.TopicT:
