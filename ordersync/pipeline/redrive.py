@@ -27,7 +27,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ordersync.schemas.events import RecordParked, record_id
-from ordersync.schemas.topics import REDRIVE_TIERS, TopicSpec
 from ordersync.settings import RedriveSettings
 
 #: A record waiting for its due time checks the clock this often (seconds): the clock may be the
@@ -74,10 +73,6 @@ class Parking:
     tier: int
     due_at: datetime
 
-    @property
-    def topic(self) -> TopicSpec:
-        return REDRIVE_TIERS[self.tier - 1]
-
 
 def parking_after(settings: RedriveSettings, tries: int, now: datetime) -> Parking:
     """The tier for a record that failed ``tries`` redrive tries (0: it failed only in line), due after
@@ -105,19 +100,23 @@ def may_try(line: list[str], record: str) -> bool:
 def parked_record(
     stage: str,
     source: SourceRecord,
-    parking: Parking,
+    settings: RedriveSettings,
     *,
     now: datetime,
-    tries: int,
-    first_failed_at: datetime,
-    deadline_at: datetime,
+    earlier: RecordParked | None,
     error: Exception | str,
     behind: str | None = None,
 ) -> RecordParked:
+    """The redrive copy of ``source``. ``earlier``: its copy being tried now (None: its first parking),
+    whose first failure and deadline it keeps. A record that failed climbs one tier per try; one that
+    only waits ``behind`` another (``error`` says so) stays on the first tier and spends no try."""
     if isinstance(error, Exception):
         error_type, reason = type(error).__name__, str(error) or type(error).__name__
+        tries = 0 if earlier is None else earlier.tries + 1
     else:
         error_type, reason = "WaitingInLine", error
+        tries = 0 if earlier is None else earlier.tries
+    parking = parking_after(settings, tries if behind is None else 0, now)
     return RecordParked(
         stage=stage,
         source_topic=source.topic,
@@ -127,10 +126,10 @@ def parked_record(
         original_value_b64=base64.b64encode(source.value).decode(),
         tier=parking.tier,
         tries=tries,
-        first_failed_at=first_failed_at,
+        first_failed_at=now if earlier is None else earlier.first_failed_at,
         parked_at=now,
         due_at=parking.due_at,
-        deadline_at=deadline_at,
+        deadline_at=now + timedelta(seconds=settings.deadline_s) if earlier is None else earlier.deadline_at,
         error_type=error_type,
         error=reason[:2000],
         behind=behind,

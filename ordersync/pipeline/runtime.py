@@ -28,7 +28,6 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -59,7 +58,6 @@ from ordersync.pipeline.redrive import (
     is_last_try,
     may_try,
     parked_record,
-    parking_after,
     waited_too_long,
 )
 from ordersync.ratelimit import RateLimiter, build_rate_limiter
@@ -533,24 +531,8 @@ class StageRuntime:
         line = await self._waiting_line(spec, source.key)
         if line:
             if source.id not in line:  # (in it: read again after it was parked; nothing to do)
-                now = self.clock.now()
-                deadline = now + timedelta(seconds=self.redrive_settings.deadline_s)
                 waiting = f"waits behind {line[0]}, parked earlier for the same key"
-                await self._park(
-                    spec,
-                    source,
-                    parked_record(
-                        self.stage,
-                        source,
-                        parking_after(self.redrive_settings, 0, now),
-                        now=now,
-                        tries=0,
-                        first_failed_at=now,
-                        deadline_at=deadline,
-                        error=waiting,
-                        behind=line[0],
-                    ),
-                )
+                await self._park(spec, source, self._copy(source, None, waiting, behind=line[0]))
             return
         await self._settle(spec, source, handle)
 
@@ -652,24 +634,10 @@ class StageRuntime:
             redrive_try=parked.tries + 1,
         )
         line = await self._waiting_line(spec, source.key)
-        now = self.clock.now()
         if not may_try(line, source.id):
-            if not waited_too_long(self.redrive_settings, parked, now):
-                await self._park(
-                    spec,
-                    source,
-                    parked_record(
-                        self.stage,
-                        source,
-                        parking_after(self.redrive_settings, 0, now),
-                        now=now,
-                        tries=parked.tries,
-                        first_failed_at=parked.first_failed_at,
-                        deadline_at=parked.deadline_at,
-                        error=f"waits behind {line[0]}",
-                        behind=line[0],
-                    ),
-                )
+            if not waited_too_long(self.redrive_settings, parked, self.clock.now()):
+                waiting = f"waits behind {line[0]}"
+                await self._park(spec, source, self._copy(source, parked, waiting, behind=line[0]))
                 return
             log.warning("%s waited past the redrive deadline behind %s; trying it now", source.id, line[0])
             await self.store.redis.lrem(self._line_key(source.key or ""), 0, line[0])
@@ -688,36 +656,32 @@ class StageRuntime:
     async def _park_failure(
         self, spec: TopicSpec, source: SourceRecord, error: Exception, parked: RecordParked | None
     ) -> None:
-        now = self.clock.now()
-        tries = 0 if parked is None else parked.tries + 1
-        first_failed_at = now if parked is None else parked.first_failed_at
-        deadline = (
-            now + timedelta(seconds=self.redrive_settings.deadline_s)
-            if parked is None
-            else parked.deadline_at
-        )
-        parking = parking_after(self.redrive_settings, tries, now)
-        await self._park(
-            spec,
-            source,
-            parked_record(
-                self.stage,
-                source,
-                parking,
-                now=now,
-                tries=tries,
-                first_failed_at=first_failed_at,
-                deadline_at=deadline,
-                error=error,
-            ),
-        )
+        copy = self._copy(source, parked, error)
+        await self._park(spec, source, copy)
         log.warning(
             "%s parked on redrive tier %d until %s (try %d): %s",
             source.id,
-            parking.tier,
-            parking.due_at.isoformat(),
-            tries + 1,
+            copy.tier,
+            copy.due_at.isoformat(),
+            copy.tries + 1,
             error,
+        )
+
+    def _copy(
+        self,
+        source: SourceRecord,
+        earlier: RecordParked | None,
+        error: Exception | str,
+        behind: str | None = None,
+    ) -> RecordParked:
+        return parked_record(
+            self.stage,
+            source,
+            self.redrive_settings,
+            now=self.clock.now(),
+            earlier=earlier,
+            error=error,
+            behind=behind,
         )
 
     async def _park(self, spec: TopicSpec, source: SourceRecord, parked: RecordParked) -> None:
