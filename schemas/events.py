@@ -10,7 +10,14 @@ import base64
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from ordersync.schemas.envelope import Event
 
@@ -391,6 +398,15 @@ class OperatorCommandIssued(Event):
     operator: str | None = None
 
 
+def _base64(value: str) -> str:
+    base64.b64decode(value, validate=True)
+    return value
+
+
+#: Bytes carried as base64 text (an original record, kept whole): refused unless it decodes.
+Base64Text = Annotated[str, AfterValidator(_base64)]
+
+
 # --- every .dlq companion -------------------------------------------------------------------------
 
 
@@ -403,7 +419,7 @@ class EventDeadLettered(Event):
     source_key: str | None
     #: The original bytes, base64-encoded, so a replay after a fix sends exactly what arrived; empty
     #: when the original was too large to copy (``original_size_bytes`` is then set).
-    original_value_b64: str
+    original_value_b64: Base64Text
     stage: NonEmptyStr
     error_type: NonEmptyStr
     error: NonEmptyStr
@@ -411,12 +427,6 @@ class EventDeadLettered(Event):
     #: Set when the original (this many bytes) was too large to copy here: it is read at
     #: ``source_topic``/``source_partition``/``source_offset`` while the topic retains it.
     original_size_bytes: Annotated[int, Field(ge=0)] | None = None
-
-    @field_validator("original_value_b64")
-    @classmethod
-    def _is_base64(cls, value: str) -> str:
-        base64.b64decode(value, validate=True)
-        return value
 
     def original_value(self) -> bytes:
         return base64.b64decode(self.original_value_b64)
@@ -438,7 +448,7 @@ class RecordParked(Event):
     source_offset: Annotated[int, Field(ge=0)]
     source_key: str | None
     #: The original bytes, base64-encoded: the record is processed from these when due.
-    original_value_b64: str
+    original_value_b64: Base64Text
     #: 1-based tier whose topic carries this record.
     tier: Annotated[int, Field(ge=1)]
     #: Tries made after the first failure (0 for the first parking).
@@ -450,12 +460,6 @@ class RecordParked(Event):
     error_type: NonEmptyStr
     error: NonEmptyStr
     behind: str | None = None
-
-    @field_validator("original_value_b64")
-    @classmethod
-    def _is_base64(cls, value: str) -> str:
-        base64.b64decode(value, validate=True)
-        return value
 
     def original_value(self) -> bytes:
         return base64.b64decode(self.original_value_b64)
