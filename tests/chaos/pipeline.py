@@ -3,11 +3,13 @@ sellers (Orders v0 and 2026-01-01) whose orders keep arriving, and the verdict e
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from ordersync.dev.demo import Accounting, LocalPipeline
+from ordersync.dev.demo import Accounting, LocalPipeline, OutcomeWatcher, wait_until_accounted
 from ordersync.kafka.reader import read_topic
 from ordersync.schemas.events import OrderImported, ShipmentConfirmed
 from ordersync.schemas.topics import (
@@ -22,6 +24,7 @@ from tests.topics import read_all
 
 TIME_SCALE = 60
 ORDERS_PER_SELLER = 30
+T = TypeVar("T")
 
 
 def scenario(name: str, seed: int, arrival_window_s: float) -> Scenario:
@@ -137,3 +140,23 @@ def judge(pipeline: LocalPipeline, accounting: Accounting) -> Verdict:
         parked=sum(1 for spec in REDRIVE_TIERS for _ in read_topic(bootstrap, spec.name, skip_missing=True)),
         throttled=throttled,
     )
+
+
+def under_fault(pipeline: LocalPipeline, fault: Callable[[OutcomeWatcher], T]) -> tuple[T, Verdict, float]:
+    """Run ``fault`` (it may watch the outcomes) while the pipeline works, then wait until every order is
+    accounted for: what ``fault`` returned, the verdict, and the wall seconds from the fault's end."""
+    watcher = OutcomeWatcher(pipeline.settings())
+    watcher.start()
+    try:
+        figures = fault(watcher)
+        started = time.monotonic()
+        accounting = wait_until_accounted(pipeline, watcher, timeout_s=600)
+        recovered_s = time.monotonic() - started
+    finally:
+        watcher.stop()
+    return figures, judge(pipeline, accounting), recovered_s
+
+
+def in_flight(pipeline: LocalPipeline, watcher: OutcomeWatcher) -> int:
+    """Orders on Amazon not confirmed yet."""
+    return len(pipeline.truth()[0]) - watcher.snapshot().count(SHIPMENTS_CONFIRMED.name)

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from ordersync.dev.demo import OutcomeWatcher, local_pipeline, wait_until_accounted
+from ordersync.dev.demo import OutcomeWatcher, local_pipeline
 from ordersync.pipeline.stages import STAGES
 from ordersync.schemas.topics import SHIPMENTS_CONFIRMED
-from tests.chaos.pipeline import ORDERS_PER_SELLER, judge
+from tests.chaos.pipeline import ORDERS_PER_SELLER, in_flight, under_fault
 from tests.chaos.pipeline import scenario as pipeline_scenario
 from tests.topics import wait_for
 
@@ -28,9 +28,8 @@ def test_every_stage_sigkilled_at_random_moments_loses_nothing(tmp_path: Path) -
     chance = random.Random(23)
     kills: list[str] = []
     with local_pipeline(scenario=scenario, run_dir=tmp_path / "run") as pipeline:
-        watcher = OutcomeWatcher(pipeline.settings())
-        watcher.start()
-        try:
+
+        def kill_every_stage_twice(_: OutcomeWatcher) -> None:
             # While orders arrive: every stage SIGKILLed twice, in a random order, a few seconds apart,
             # and started again as an orchestrator would.
             victims = [*STAGES, *STAGES]
@@ -39,12 +38,8 @@ def test_every_stage_sigkilled_at_random_moments_loses_nothing(tmp_path: Path) -
                 time.sleep(chance.uniform(1.0, 5.0))
                 pipeline.restart(stage)
                 kills.append(stage)
-            started = time.monotonic()
-            accounting = wait_until_accounted(pipeline, watcher, timeout_s=600)
-            settled_s = time.monotonic() - started
-        finally:
-            watcher.stop()
-        verdict = judge(pipeline, accounting)
+
+        _, verdict, settled_s = under_fault(pipeline, kill_every_stage_twice)
     print(
         f"\nSIGKILL of every stage twice ({len(kills)} kills over the arrivals): every order accounted"
         f" {settled_s:.0f} s (wall) after the last kill; {verdict.summary()}"
@@ -57,29 +52,25 @@ def test_every_stage_sigkilled_at_random_moments_loses_nothing(tmp_path: Path) -
 def test_redis_restarted_empty_under_the_pipeline_loses_nothing(tmp_path: Path) -> None:
     scenario = pipeline_scenario("redis-empty", 29, arrival_window_s=ARRIVALS_SIM_S)
     with local_pipeline(scenario=scenario, run_dir=tmp_path / "run") as pipeline:
-        watcher = OutcomeWatcher(pipeline.settings())
-        watcher.start()
-        try:
+
+        def empty_redis(watcher: OutcomeWatcher) -> int:
             wait_for(
                 lambda: watcher.snapshot().count(SHIPMENTS_CONFIRMED.name) >= 10,
                 180,
                 what="the first shipments are confirmed",
             )
-            in_flight = len(pipeline.truth()[0]) - watcher.snapshot().count(SHIPMENTS_CONFIRMED.name)
+            orders_in_flight = in_flight(pipeline, watcher)
             # A restart without persistence: every key gone, every connection dropped.
             server = redis.Redis.from_url(pipeline.env["ORDERSYNC_REDIS__URL"])
             server.flushall()
             server.client_kill_filter(_type="normal", skipme=True)
             server.close()
-            started = time.monotonic()
-            accounting = wait_until_accounted(pipeline, watcher, timeout_s=600)
-            settled_s = time.monotonic() - started
-        finally:
-            watcher.stop()
-        verdict = judge(pipeline, accounting)
+            return orders_in_flight
+
+        orders_in_flight, verdict, settled_s = under_fault(pipeline, empty_redis)
     print(
-        f"\nRedis restarted empty with {in_flight} orders in flight: every order accounted {settled_s:.0f} s"
-        f" (wall) later; {verdict.summary()}"
+        f"\nRedis restarted empty with {orders_in_flight} orders in flight: every order accounted"
+        f" {settled_s:.0f} s (wall) later; {verdict.summary()}"
     )
     verdict.assert_nothing_lost_nothing_twice()
     assert verdict.orders == 2 * ORDERS_PER_SELLER
