@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import yaml
 from kafka import KafkaProducer
+from redis.asyncio import Redis
 from typer.testing import CliRunner
 
 from ordersync.cli import app
@@ -36,13 +39,30 @@ from tests.processes import start_stage, write_channels
 from tests.topics import read_all, wait_for
 
 pytestmark = pytest.mark.integration
+T = TypeVar("T")
+
+
+async def _forget(redis: Redis, prefix: str) -> int:
+    """What a Redis restarted without persistence holds of this test: nothing. Returns keys deleted."""
+    doomed = [key async for key in redis.scan_iter(match=f"{prefix}:*")]
+    return int(await redis.delete(*doomed)) if doomed else 0
 
 
 async def _forget_everything(runtime: StageRuntime) -> int:
-    """What a Redis restarted without persistence holds of this test: nothing."""
-    redis = runtime.store.redis
-    doomed = [key async for key in redis.scan_iter(match=f"{runtime.store.prefix}:*")]
-    return int(await redis.delete(*doomed)) if doomed else 0
+    return await _forget(runtime.store.redis, runtime.store.prefix)
+
+
+def _on_redis(redis_url: str, use: Callable[[Redis], Awaitable[T]]) -> T:
+    """``use`` on a client of its own, from the test's thread (the stage under test is a process)."""
+
+    async def run() -> T:
+        redis = redis_client(RedisSettings(url=redis_url))
+        try:
+            return await use(redis)
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())
 
 
 async def test_listings_come_back_from_kafka_after_redis_lost_them(
@@ -148,36 +168,27 @@ def test_the_status_projection_rebuilds_its_model_by_itself_after_redis_lost_it(
     producer.flush()
     producer.close()
 
-    async def shown() -> set[str]:
-        redis = redis_client(RedisSettings(url=redis_url))
-        try:
-            model = ReadModel(redis, prefix)
-            return {o.amazon_order_id for o in orders if await model.order(seller, o.amazon_order_id)}
-        finally:
-            await redis.aclose()
+    async def shown_in(redis: Redis) -> set[str]:
+        model = ReadModel(redis, prefix)
+        return {o.amazon_order_id for o in orders if await model.order(seller, o.amazon_order_id)}
 
-    async def lose_everything() -> int:
-        redis = redis_client(RedisSettings(url=redis_url))
-        try:
-            doomed = [key async for key in redis.scan_iter(match=f"{prefix}:*")]
-            return int(await redis.delete(*doomed)) if doomed else 0
-        finally:
-            await redis.aclose()
+    def shown() -> set[str]:
+        return _on_redis(redis_url, shown_in)
 
     every = {o.amazon_order_id for o in orders}
     stage = start_stage("status-projection", env, tmp_path / "stage.log")
     try:
-        wait_for(lambda: asyncio.run(shown()) == every, 90, what="the projection folds the orders")
+        wait_for(lambda: shown() == every, 90, what="the projection folds the orders")
         rebuilds = (tmp_path / "stage.log").read_text().count("status model rebuilt from the topics")
         assert rebuilds == 1  # the first start found an empty Redis
-        assert asyncio.run(lose_everything()) > 0
+        assert _on_redis(redis_url, lambda redis: _forget(redis, prefix)) > 0
         # Nothing new arrives on the topics: only a rebuild can bring them back.
         wait_for(
             lambda: (tmp_path / "stage.log").read_text().count("status model rebuilt from the topics") == 2,
             60,
             what="the model is rebuilt by itself",
         )
-        wait_for(lambda: asyncio.run(shown()) == every, 30, what="the rebuilt model shows the orders")
+        wait_for(lambda: shown() == every, 30, what="the rebuilt model shows the orders")
         assert stage.poll() is None
     finally:
         stop_process_group(stage.pid, grace_s=10)
@@ -237,23 +248,12 @@ def test_the_write_back_gets_its_package_outcomes_back_and_sends_unsettled_reque
     producer.flush()
     producer.close()
 
-    async def states() -> dict[str, str]:
-        redis = redis_client(RedisSettings(url=redis_url))
-        try:
-            store = Store(redis, prefix)
-            return {
-                p: (await store.shipment_state(seller, order_id, p)).get("status", "") for p in ("1", "2")
-            }
-        finally:
-            await redis.aclose()
+    async def states_in(redis: Redis) -> dict[str, str]:
+        store = Store(redis, prefix)
+        return {p: (await store.shipment_state(seller, order_id, p)).get("status", "") for p in ("1", "2")}
 
-    async def lose_everything() -> None:
-        redis = redis_client(RedisSettings(url=redis_url))
-        try:
-            doomed = [k async for k in redis.scan_iter(match=f"{prefix}:*")]
-            await redis.delete(*doomed)
-        finally:
-            await redis.aclose()
+    def states() -> dict[str, str]:
+        return _on_redis(redis_url, states_in)
 
     def requests_of(package: str) -> int:
         return sum(
@@ -268,15 +268,11 @@ def test_the_write_back_gets_its_package_outcomes_back_and_sends_unsettled_reque
     try:
         # An empty Redis at the first start: package 1's outcome comes from shipments.confirmed (never
         # handled again), package 2 (no outcome) is sent again and handled.
-        wait_for(
-            lambda: asyncio.run(states()) == {"1": "Success", "2": "NotUploaded"}, 90, what="first rebuild"
-        )
+        wait_for(lambda: states() == {"1": "Success", "2": "NotUploaded"}, 90, what="first rebuild")
         assert requests_of("1") == 1
         assert requests_of("2") == 2
-        asyncio.run(lose_everything())
-        wait_for(
-            lambda: asyncio.run(states()) == {"1": "Success", "2": "NotUploaded"}, 60, what="second rebuild"
-        )
+        assert _on_redis(redis_url, lambda redis: _forget(redis, prefix)) > 0
+        wait_for(lambda: states() == {"1": "Success", "2": "NotUploaded"}, 60, what="second rebuild")
         assert requests_of("1") == 1
         assert stage.poll() is None
     finally:
