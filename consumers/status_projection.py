@@ -111,7 +111,8 @@ def _fold_agent(app: faust.App, runtime: StageRuntime, projection: Projection, s
         await runtime.start()
         manual: Any = stream.noack()  # type: ignore[attr-defined]  # faust's StreamT omits noack
         async for event in manual.events():
-            await runtime.state_ready()  # a rebuild from the topics finishes first
+            # Redis still holds the model (else it is rebuilt from the topics first).
+            await runtime.through_outages("Redis generation check", runtime.confirm_state)
             message = event.message
             value = message.value if isinstance(message.value, bytes | None) else None
             # Acknowledged only once folded: a Redis outage is waited out, never skipped.

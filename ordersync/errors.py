@@ -108,6 +108,11 @@ class LeaseLost(PipelineError):
     """Another worker took this channel's polling over (ours had stopped renewing): stop the round."""
 
 
+class StateLost(PipelineError):
+    """Redis lost a stage's state (restarted empty) while a record was being handled: an outage, so the
+    record is tried again once the state is rebuilt from Kafka."""
+
+
 #: Redis cannot be reached, or refuses writes for a while (loading its append-only file after a
 #: restart, a replica promoted by a failover, a cluster resharding).
 _REDIS_OUTAGES = (
@@ -122,8 +127,8 @@ _REDIS_OUTAGES = (
 def is_outage(error: BaseException) -> bool:
     """Whether ``error`` says Redis, the broker or the network is down rather than that the work is
     wrong: the work is kept and tried again once they answer, never dead-lettered. The rate limiter
-    failing closed (:class:`QuotaUnavailable`) is one."""
-    if isinstance(error, (QuotaUnavailable, OSError, *_REDIS_OUTAGES)):
+    failing closed (:class:`QuotaUnavailable`) is one, and Redis found empty (:class:`StateLost`)."""
+    if isinstance(error, (QuotaUnavailable, StateLost, OSError, *_REDIS_OUTAGES)):
         return True
     if isinstance(error, kafka_errors.KafkaError):
         return bool(error.retriable) or isinstance(

@@ -36,15 +36,16 @@ class Emitted:
 class RecordingRuntime(StageRuntime):
     """A real stage runtime (Redis, rate limiter, Amazon client) whose Kafka producer records.
 
-    ``emit`` checks what the real one checks (the event belongs on the topic and fits in a message),
-    then appends an :class:`Emitted` to :attr:`emitted` instead of sending it to Kafka.
+    ``emit`` checks what the real one checks (Redis still holds the stage's state, the event belongs on
+    the topic and fits in a message), then appends an :class:`Emitted` to :attr:`emitted` instead of
+    sending it to Kafka.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.emitted: list[Emitted] = []
 
-    async def emit(self, spec: TopicSpec, key: str, envelope: Envelope[Any]) -> None:
+    async def _send(self, spec: TopicSpec, key: str, envelope: Envelope[Any]) -> None:
         self.encode_for(spec, envelope)
         self.emitted.append(Emitted(spec.name, key, envelope, self.clock.now()))
 

@@ -38,7 +38,7 @@ from ordersync.amazon.client import SpApiClient
 from ordersync.amazon.operations import ApiCall, ApiName
 from ordersync.channels import Channel, ChannelsFile, load_channels
 from ordersync.clock import SYSTEM_CLOCK, Clock
-from ordersync.errors import InvalidEvent, Permanent, Retryable, Throttled, is_outage
+from ordersync.errors import InvalidEvent, Permanent, Retryable, StateLost, Throttled, is_outage
 from ordersync.kafka.faust_app import faust_topic
 from ordersync.kafka.reader import Record, read_topic
 from ordersync.logs import EveryInterval, bind_log_context, log_context, remember_secrets
@@ -156,6 +156,8 @@ class StageRuntime:
         self._state_ready = asyncio.Event()
         self._state_ready.set()
         self._generation: str | None = None
+        #: One generation check at a time: a second caller waits for the first one's rebuild.
+        self._generation_lock = asyncio.Lock()
         #: Each consumed topic's handler, for its records coming back from the redrive tiers.
         self._handlers: dict[str, Callable[[Envelope[Event]], Awaitable[None]]] = {}
         self._handler_added = asyncio.Condition()
@@ -189,31 +191,49 @@ class StageRuntime:
         self._rebuilders.append(rebuild)
         self._state_ready.clear()
 
+    async def confirm_state(self) -> None:
+        """Before a record is handled: Redis still holds this stage's state (its generation marker is
+        the one this process knows), else it is rebuilt from Kafka first. One GET per record: between two
+        periodic checks, a Redis restarted empty (redis-py reconnects without a word) would otherwise be
+        read as "nothing known": an unknown SKU, a first sales order code."""
+        if not self._rebuilders:
+            return
+        await self._state_ready.wait()
+        if not await self._state_known():
+            await self.check_generation()
+
+    async def _state_known(self) -> bool:
+        marker = await self.store.redis.get(self.store.key_of(keys.GENERATION, self.stage))
+        if marker is None or self._generation is None:
+            return False
+        return _text(marker) == self._generation
+
     async def check_generation(self) -> bool:
         """Whether Redis lost its state since this process last looked (its generation marker is gone
         or another): then the registered rebuilds run, processing waiting meanwhile. True if they ran."""
-        key = self.store.key_of(keys.GENERATION, self.stage)
-        fresh = uuid.uuid4().hex
-        # SET NX ... GET: the marker now, written only if there was none (one round trip, atomic).
-        before = await self.store.redis.set(key, fresh, nx=True, get=True)
-        current = fresh if before is None else before.decode() if isinstance(before, bytes) else str(before)
-        known, self._generation = self._generation, current
-        if before is not None and known in (None, current):
-            self._state_ready.set()
-            return False  # Redis kept the state (a marker this process saw before, or a first look)
-        # No marker (an empty Redis), or a new one: another replica found the state gone first.
-        if not self._rebuilders:
-            self._state_ready.set()
-            return False
-        log.warning("Redis has no state of this stage (generation %s): rebuilding it from Kafka", current)
-        self._state_ready.clear()
-        try:
-            for rebuild in self._rebuilders:
-                await self.through_outages("rebuild from Kafka", rebuild)
-        finally:
-            self._state_ready.set()
-        log.warning("rebuilt from Kafka; processing resumes")
-        return True
+        async with self._generation_lock:
+            key = self.store.key_of(keys.GENERATION, self.stage)
+            fresh = uuid.uuid4().hex
+            # SET NX ... GET: the marker now, written only if there was none (one round trip, atomic).
+            before = await self.store.redis.set(key, fresh, nx=True, get=True)
+            current = fresh if before is None else _text(before)
+            known, self._generation = self._generation, current
+            if before is not None and known in (None, current):
+                self._state_ready.set()
+                return False  # Redis kept the state (a marker this process saw before, or a first look)
+            # No marker (an empty Redis), or a new one: another replica found the state gone first.
+            if not self._rebuilders:
+                self._state_ready.set()
+                return False
+            log.warning("Redis has no state of this stage (generation %s): rebuilding it from Kafka", current)
+            self._state_ready.clear()
+            try:
+                for rebuild in self._rebuilders:
+                    await self.through_outages("rebuild from Kafka", rebuild)
+            finally:
+                self._state_ready.set()
+            log.warning("rebuilt from Kafka; processing resumes")
+            return True
 
     async def read_events(self, spec: TopicSpec) -> list[Envelope[Event]]:
         """Every valid event on ``spec`` up to its end, for a rebuild (:meth:`read_records`)."""
@@ -307,7 +327,15 @@ class StageRuntime:
     # --- emit, decode, dead-letter ----------------------------------------------------------------
 
     async def emit(self, spec: TopicSpec, key: str, envelope: Envelope[Any]) -> None:
-        """Send and wait until Kafka acknowledged it (callers save progress only after this)."""
+        """Send and wait until Kafka acknowledged it (callers save progress only after this).
+
+        Refused (:class:`StateLost`, an outage: the record is tried again after the rebuild) when Redis
+        lost this stage's state while the event was being decided: it may rest on what was missing."""
+        if self._rebuilders and self._state_ready.is_set() and not await self._state_known():
+            raise StateLost(f"Redis lost the state of stage {self.stage} while {spec.name} was decided")
+        await self._send(spec, key, envelope)
+
+    async def _send(self, spec: TopicSpec, key: str, envelope: Envelope[Any]) -> None:
         pending = await self.topic(spec).send(key=key.encode(), value=self.encode_for(spec, envelope))
         await pending
 
@@ -528,6 +556,7 @@ class StageRuntime:
         self, spec: TopicSpec, event: faust.EventT[Any], handle: Callable[[Envelope[Event]], Awaitable[None]]
     ) -> None:
         source = SourceRecord.of_message(event.message)
+        await self.confirm_state()
         line = await self._waiting_line(spec, source.key)
         if line:
             if source.id not in line:  # (in it: read again after it was parked; nothing to do)
@@ -624,6 +653,7 @@ class StageRuntime:
         # Polled: the clock may be the simulator's, which runs faster than the host's.
         while (remaining := (parked.due_at - self.clock.now()).total_seconds()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(min(remaining, DUE_POLL_S))
+        await self.confirm_state()
         source = SourceRecord.of_parked(parked)
         # From here on the lines logged are about the original record.
         bind_log_context(
@@ -714,3 +744,8 @@ class StageRuntime:
     async def _leave_line(self, spec: TopicSpec, source: SourceRecord, parked: RecordParked | None) -> None:
         if parked is not None and spec.key == "order" and source.key:
             await self.store.redis.lrem(self._line_key(source.key), 0, source.id)
+
+
+def _text(value: object) -> str:
+    """A Redis reply as text, whether the client decodes responses or not."""
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -25,8 +25,24 @@ from ordersync.pipeline.runtime import StageRuntime
 from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import encode
 from ordersync.schemas.envelope import Envelope
-from ordersync.schemas.events import OrderImported, ShipmentConfirmed, ShipmentItem, ShipmentRequested
-from ordersync.schemas.topics import ORDERS_IMPORTED, SHIPMENTS_CONFIRMED, SHIPMENTS_REQUESTED, order_key
+from ordersync.schemas.events import (
+    ListingChanged,
+    OrderEnriched,
+    OrderImported,
+    OrderImportFailed,
+    ShipmentConfirmed,
+    ShipmentItem,
+    ShipmentRequested,
+)
+from ordersync.schemas.topics import (
+    CHANNEL_LISTINGS,
+    ORDERS_ENRICHED,
+    ORDERS_IMPORT_FAILED,
+    ORDERS_IMPORTED,
+    SHIPMENTS_CONFIRMED,
+    SHIPMENTS_REQUESTED,
+    order_key,
+)
 from ordersync.settings import RedisSettings, Settings, get_settings
 from ordersync.state import keys
 from ordersync.state.listings import ListingRow, listings_csv, lookup_stock_codes
@@ -35,6 +51,7 @@ from ordersync.state.store import Store
 from ordersync.streams.invoice_issued import rebuild_requests
 from ordersync.streams.order_import import rebuild_listings, rebuild_sales_orders
 from tests.factories import one_line_sales_order
+from tests.factories import order as amazon_order
 from tests.processes import start_stage, write_channels
 from tests.topics import read_all, wait_for
 
@@ -142,6 +159,66 @@ async def test_sales_orders_and_their_codes_come_back_from_kafka(
         assert (code, new) == (f"{prefix}{44:08d}", True)
     finally:
         await runtime.close()
+
+
+def test_an_order_read_right_after_redis_lost_everything_is_imported_on_the_rebuilt_state(
+    ordersync_env: dict[str, str], topics: tuple[str, ...], redis_url: str, tmp_path: Path
+) -> None:
+    """Redis restarted empty between two periodic checks (an hour apart here): the next record finds the
+    marker gone and waits for the rebuild, so its SKU is known and its code continues the sequence."""
+    seller = f"A{uuid.uuid4().hex[:10].upper()}"
+    channels = write_channels(tmp_path / "channels.yaml", "flushed", seller)
+    prefix = ordersync_env["ORDERSYNC_REDIS__KEY_PREFIX"]
+    env = {
+        **ordersync_env,
+        "ORDERSYNC_CHANNELS_FILE": str(channels),
+        "ORDERSYNC_STAGE__GENERATION_CHECK_S": "3600",
+    }
+    bootstrap = env["ORDERSYNC_KAFKA__BOOTSTRAP"]
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    listing = Envelope.wrap(
+        ListingChanged(channel="flushed", merchant_sku="SKU-1", client_sku_id="STK-1"),
+        seller_id=seller,
+        correlation_id="flushed",
+    )
+    producer.send(CHANNEL_LISTINGS.name, key=f"{seller}:SKU-1".encode(), value=encode(listing))
+
+    def enriched(order_id: str) -> None:
+        amazon = amazon_order(seller_id=seller, amazon_order_id=order_id)
+        event = Envelope.wrap(
+            OrderEnriched(channel="flushed", order=amazon), seller_id=seller, correlation_id=order_id
+        )
+        producer.send(ORDERS_ENRICHED.name, key=order_key(seller, order_id).encode(), value=encode(event))
+        producer.flush()
+
+    def codes() -> dict[str, str]:
+        return {
+            p.sales_order.amazon_order_id: p.sales_order.code
+            for p in read_all(bootstrap, ORDERS_IMPORTED)
+            if isinstance(p, OrderImported) and p.sales_order.seller_id == seller
+        }
+
+    stage = start_stage("import", env, tmp_path / "stage.log")
+    try:
+        enriched("333-0000001-0000001")
+        wait_for(lambda: len(codes()) == 1, 90, what="the first order is imported")
+        assert _on_redis(redis_url, lambda redis: _forget(redis, prefix)) > 0
+        enriched("333-0000002-0000002")
+        wait_for(lambda: len(codes()) == 2, 60, what="the second order is imported")
+        first, second = sorted(codes().items())
+        assert second[1] > first[1]  # the sequence went on from Kafka's highest code: no code twice
+        refused = [
+            p.amazon_order_id
+            for p in read_all(bootstrap, ORDERS_IMPORT_FAILED)
+            if isinstance(p, OrderImportFailed) and p.channel == "flushed"
+        ]
+        assert refused == []  # the SKU mapping was back before the order was looked at
+        assert (tmp_path / "stage.log").read_text().count("rebuilding it from Kafka") == 2
+        assert stage.poll() is None
+    finally:
+        producer.close()
+        stop_process_group(stage.pid, grace_s=10)
+        stage.wait(timeout=10)
 
 
 def test_the_status_projection_rebuilds_its_model_by_itself_after_redis_lost_it(
