@@ -8,9 +8,13 @@
   ``getOrder`` (0.5/s, burst 30) per order of a retry-download command.
 - Time: every instant (the first window's start, the catch-ups' schedule) comes from the runtime's
   clock, Amazon's "now"; the windows themselves end where Amazon says (``LastUpdatedBefore``).
+- Output too: ``amazon.orders.cursors`` (compacted, key ``channel``): the cursor, Kafka's copy first.
 - State in Redis: the cursor per channel (Amazon's returned ``LastUpdatedBefore``), saved only after
   every event of the window is acknowledged by Kafka, so a crash re-reads rather than skips; a dedupe
-  mark per (seller, order, LastUpdateDate), so the overlap never emits an order version twice.
+  mark per (seller, order, LastUpdateDate), so the overlap never emits an order version twice. Redis
+  found without them (restarted empty), the stage puts both back from ``amazon.orders.cursors`` and
+  ``amazon.orders.downloaded`` before its next round: no re-scan from the initial look-back, and no
+  order version sent twice.
 - Catch-ups (scheduled, each run's findings recorded as task health): a rolling re-scan of the last
   48 hours, a 7-day re-scan of orders fulfilled by Amazon, and a daily reconciliation listing the
   previous day's orders; whatever version the pipeline has not seen is emitted. Amazon guarantees
@@ -34,10 +38,17 @@ from ordersync.channels import Channel
 from ordersync.errors import LeaseLost, Permanent, PipelineError, Retryable, is_outage
 from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
-from ordersync.schemas.events import AmazonOrder, FoundBy, OperatorCommandIssued, OrderDownloaded
-from ordersync.schemas.topics import OPS_COMMANDS, ORDERS_DOWNLOADED, order_key
+from ordersync.schemas.events import (
+    AmazonOrder,
+    DownloadCursorSaved,
+    FoundBy,
+    OperatorCommandIssued,
+    OrderDownloaded,
+)
+from ordersync.schemas.topics import DOWNLOAD_CURSORS, OPS_COMMANDS, ORDERS_DOWNLOADED, order_key
 from ordersync.settings import DownloadSettings
 from ordersync.state import keys
+from ordersync.state.store import newest_versions
 
 log = logging.getLogger(__name__)
 STAGE = "order-download"
@@ -161,8 +172,45 @@ async def download_window(runtime: StageRuntime, channel: Channel, fetch_page: F
         runtime, channel, OrdersQuery(updated_after=start), fetch_page, found_by="poll", task="download"
     )
     if report.bound is not None and (cursor is None or report.bound > cursor):
-        await store.save_cursor(channel.name, report.bound)
+        await save_cursor(runtime, channel, report.bound)
     return report
+
+
+async def save_cursor(runtime: StageRuntime, channel: Channel, bound: datetime) -> None:
+    """The channel's new cursor: on Kafka first (the record a rebuild reads), then in Redis."""
+    saved = DownloadCursorSaved(channel=channel.name, last_updated_before=bound)
+    envelope = Envelope.wrap(saved, seller_id=channel.seller_id, correlation_id=f"cursor {channel.name}")
+    await runtime.emit(DOWNLOAD_CURSORS, channel.name, envelope)
+    await runtime.store.save_cursor(channel.name, bound)
+
+
+async def rebuild_download_state(runtime: StageRuntime) -> tuple[int, int]:
+    """The cursors and the dedupe marks again from Kafka, for a Redis that lost them: each channel's
+    latest cursor from ``amazon.orders.cursors`` (kept unless Redis holds a later one), and per order the
+    newest version on ``amazon.orders.downloaded``. Returns (cursors, orders) restored."""
+    store = runtime.store
+    channels = {channel.name for channel in runtime.channels.channels}
+    cursors: dict[str, datetime] = {}
+    for envelope in await runtime.read_events(DOWNLOAD_CURSORS):
+        saved = envelope.payload_as(DownloadCursorSaved)
+        if saved.channel in channels:
+            bound = saved.last_updated_before
+            cursors[saved.channel] = max(cursors.get(saved.channel, bound), bound)
+    for name, bound in cursors.items():
+        current = await store.cursor(name)
+        if current is None or current < bound:
+            await store.save_cursor(name, bound)
+    downloaded = await runtime.read_events(ORDERS_DOWNLOADED)
+    versions = newest_versions(e.payload_as(OrderDownloaded).order for e in downloaded)
+    await store.restore_versions(DEDUPE_MARK, versions)
+    log.warning(
+        "download state rebuilt from %s and %s: %d cursors, %d orders",
+        DOWNLOAD_CURSORS.name,
+        ORDERS_DOWNLOADED.name,
+        len(cursors),
+        len(versions),
+    )
+    return len(cursors), len(versions)
 
 
 #: A catch-up's plan: from the cursor and how far its last run reached, the scans to run now and how
@@ -285,6 +333,7 @@ async def poll_channel(runtime: StageRuntime, channel: Channel) -> None:
         return await client.list_orders_page(query, next_token=token)
 
     async def one_round() -> None:
+        await runtime.confirm_state()  # Redis lost the cursors and marks: they come back first
         try:
             if await lease.hold():
                 report = await download_window(runtime, channel, fetch_page)
@@ -382,6 +431,12 @@ async def _record_retry_download(
 
 def register(app: faust.App, runtime: StageRuntime) -> None:
     runtime.topic(ORDERS_DOWNLOADED)
+    runtime.topic(DOWNLOAD_CURSORS)
+    runtime.on_redis_reset(partial(rebuild_download_state, runtime))
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def watch_redis() -> None:
+        await runtime.watch_generation()
 
     @app.agent(runtime.topic(OPS_COMMANDS), name="retry-download")
     async def retry_downloads(stream: faust.StreamT[bytes]) -> None:

@@ -138,6 +138,14 @@ class OrderEnriched(Event):
         return self
 
 
+class DownloadCursorSaved(Event):
+    """A channel's download window is complete: every order Amazon listed up to ``last_updated_before``
+    (Amazon's own bound) is on ``amazon.orders.downloaded``. The latest per channel is the cursor."""
+
+    channel: NonEmptyStr
+    last_updated_before: AwareDatetime
+
+
 # --- orders.imported / orders.import-failed ------------------------------------------------------
 
 

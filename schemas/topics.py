@@ -13,6 +13,7 @@ from typing import Literal
 from ordersync.schemas.envelope import Event
 from ordersync.schemas.events import (
     DeadLetterHandled,
+    DownloadCursorSaved,
     EventDeadLettered,
     InventoryLevelChanged,
     InvoiceIssued,
@@ -193,6 +194,15 @@ OPS_DEAD_LETTER_ACTIONS = TopicSpec(
 #: The redrive tiers: records a stage could not process yet (a transient fault outlived its in-line
 #: retries), each tier waiting a longer delay (``settings.redrive.delays_s``) before the stage tries
 #: again. A tier's delay is fixed, so its records are due in the order they were written.
+DOWNLOAD_CURSORS = TopicSpec(
+    name="amazon.orders.cursors",
+    key="channel",
+    events=(DownloadCursorSaved,),
+    writer="order-download",
+    description="Each channel's download cursor (Amazon's LastUpdatedBefore of the last complete window),"
+    " written before Redis's copy; the latest per channel wins.",
+    cleanup_policy="compact",
+)
 REDRIVE_TIERS: tuple[TopicSpec, ...] = tuple(
     _consumed(
         f"pipeline.redrive.{tier}",
@@ -228,6 +238,7 @@ CATALOGUE: tuple[TopicSpec, ...] = tuple(
         CHANNEL_LISTINGS,
         OPS_COMMANDS,
         OPS_DEAD_LETTER_ACTIONS,
+        DOWNLOAD_CURSORS,
         *REDRIVE_TIERS,
     )
     for spec in ((main, main.dlq) if main.dlq else (main,))

@@ -9,7 +9,9 @@
   Orders of 2026-01-01 channels carry their items already and spend nothing.
 - Pending orders (no prices yet) are held: recorded as awaiting payment, no call spent; they flow on
   when Amazon moves them to Unshipped, which changes their LastUpdateDate and so downloads them again.
-- Items are fetched again only when the order changed (dedupe mark per LastUpdateDate).
+- Items are fetched again only when the order changed (dedupe mark per LastUpdateDate); Redis found
+  without the marks (restarted empty), they come back from ``amazon.orders.enriched`` before the next
+  record, so a redelivered order does not spend a ``getOrderItems`` call again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import Address, AmazonOrder, AmazonOrderItem, OrderDownloaded, OrderEnriched
 from ordersync.schemas.topics import ORDERS_DOWNLOADED, ORDERS_ENRICHED, order_key
+from ordersync.state.store import newest_versions
 
 log = logging.getLogger(__name__)
 STAGE = "item-fetch"
@@ -111,8 +114,23 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     await store.record_version(DEDUPE_MARK, order.seller_id, order.amazon_order_id, order.last_update_date)
 
 
+async def rebuild_marks(runtime: StageRuntime) -> int:
+    """The dedupe marks again from ``amazon.orders.enriched`` (per order its newest version), for a Redis
+    that lost them. Returns the orders restored."""
+    enriched = await runtime.read_events(ORDERS_ENRICHED)
+    versions = newest_versions(e.payload_as(OrderEnriched).order for e in enriched)
+    await runtime.store.restore_versions(DEDUPE_MARK, versions)
+    log.warning("item-fetch marks rebuilt from %s: %d orders", ORDERS_ENRICHED.name, len(versions))
+    return len(versions)
+
+
 def register(app: faust.App, runtime: StageRuntime) -> None:
     runtime.topic(ORDERS_ENRICHED)
+    runtime.on_redis_reset(partial(rebuild_marks, runtime))
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def watch_redis() -> None:
+        await runtime.watch_generation()
 
     @app.agent(runtime.topic(ORDERS_DOWNLOADED), name="item-fetch")
     async def fetch_items(stream: faust.StreamT[bytes]) -> None:

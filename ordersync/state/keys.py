@@ -88,7 +88,7 @@ CURSOR = KeyFamily(
     "order-download",
     "none",
     "Amazon's last LastUpdatedBefore of the channel, saved after Kafka acknowledged the window",
-    "re-scanned from the initial look-back (dedupe marks keep the output single)",
+    "amazon.orders.cursors (compacted; written first)",
 )
 DOWNLOADED = _order_family(
     "downloaded",
@@ -319,7 +319,8 @@ GENERATION = KeyFamily(
     "generation",
     ("<stage>",),
     "string",
-    "stages that rebuild state from Kafka: import, invoice-issued, shipment-write-back, status-projection",
+    "stages that rebuild state from Kafka: order-download, item-fetch, import, invoice-issued,"
+    " shipment-write-back, status-projection",
     "none",
     "an id the stage writes once its state is in Redis: its absence tells the stage Redis lost its state"
     " (a restart without persistence, a failover to a replica that lagged) or never had it",

@@ -9,13 +9,14 @@ the same state. Every key comes from the catalogue (:mod:`ordersync.state.keys`)
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis.asyncio as aioredis
 
 from ordersync.clock import SYSTEM_CLOCK, Clock
-from ordersync.schemas.events import SalesOrder
+from ordersync.schemas.events import AmazonOrder, SalesOrder
 from ordersync.settings import DEFAULT_PREFIX
 from ordersync.state import keys
 from ordersync.state.keys import ORDER_STATE_TTL_S
@@ -29,10 +30,22 @@ return 1
 """
 
 
+def newest_versions(orders: Iterable[AmazonOrder]) -> dict[tuple[str, str], datetime]:
+    """Per (seller, order), the newest LastUpdateDate among ``orders``: dedupe marks read off a topic."""
+    versions: dict[tuple[str, str], datetime] = {}
+    for order in orders:
+        key = (order.seller_id, order.amazon_order_id)
+        versions[key] = max(versions.get(key, order.last_update_date), order.last_update_date)
+    return versions
+
+
 def _iso(value: datetime) -> str:
     # Fixed width, UTC, microseconds: lexicographic order is time order.
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
+
+#: Keys written per pipeline when a rebuild puts state back.
+RESTORE_BATCH = 1000
 
 #: SET key ARGV[1] unless the key already holds a larger number.
 _RAISE_TO = """
@@ -87,6 +100,21 @@ class Store:
             keys=[self.key_of(keys.MARKS[mark], seller_id, order_id)], args=[_iso(version), ORDER_STATE_TTL_S]
         )
         return bool(stored)
+
+    async def restore_versions(self, mark: str, versions: Mapping[tuple[str, str], datetime]) -> None:
+        """Dedupe marks read back from a topic (a rebuild): per (seller, order) the version given, unless
+        Redis holds a newer one. Sent in pipelines of ``RESTORE_BATCH``."""
+        family = keys.MARKS[mark]
+        items = list(versions.items())
+        for start in range(0, len(items), RESTORE_BATCH):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for (seller_id, order_id), version in items[start : start + RESTORE_BATCH]:
+                    await self._set_if_newer(
+                        keys=[self.key_of(family, seller_id, order_id)],
+                        args=[_iso(version), ORDER_STATE_TTL_S],
+                        client=pipe,
+                    )
+                await pipe.execute()
 
     async def forget_versions(self, seller_id: str, order_id: str, marks: tuple[str, ...]) -> None:
         await self.redis.delete(*(self.key_of(keys.MARKS[mark], seller_id, order_id) for mark in marks))

@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,11 +23,14 @@ from ordersync.cli import app
 from ordersync.dev.devinfra import stop_process_group
 from ordersync.kafka.faust_app import make_app
 from ordersync.pipeline.runtime import StageRuntime
+from ordersync.producers.order_download import DEDUPE_MARK, rebuild_download_state
 from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import encode
-from ordersync.schemas.envelope import Envelope
+from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import (
+    DownloadCursorSaved,
     ListingChanged,
+    OrderDownloaded,
     OrderEnriched,
     OrderImported,
     OrderImportFailed,
@@ -36,11 +40,14 @@ from ordersync.schemas.events import (
 )
 from ordersync.schemas.topics import (
     CHANNEL_LISTINGS,
+    DOWNLOAD_CURSORS,
+    ORDERS_DOWNLOADED,
     ORDERS_ENRICHED,
     ORDERS_IMPORT_FAILED,
     ORDERS_IMPORTED,
     SHIPMENTS_CONFIRMED,
     SHIPMENTS_REQUESTED,
+    TopicSpec,
     order_key,
 )
 from ordersync.settings import RedisSettings, Settings, get_settings
@@ -49,6 +56,7 @@ from ordersync.state.listings import ListingRow, listings_csv, lookup_stock_code
 from ordersync.state.readmodel import ReadModel
 from ordersync.state.store import Store
 from ordersync.streams.invoice_issued import rebuild_requests
+from ordersync.streams.item_fetch import rebuild_marks
 from ordersync.streams.order_import import rebuild_listings, rebuild_sales_orders
 from tests.factories import one_line_sales_order
 from tests.factories import order as amazon_order
@@ -159,6 +167,57 @@ async def test_sales_orders_and_their_codes_come_back_from_kafka(
         assert (code, new) == (f"{prefix}{44:08d}", True)
     finally:
         await runtime.close()
+
+
+async def test_download_cursors_and_dedupe_marks_come_back_from_kafka(
+    ordersync_settings: Settings, topics: tuple[str, ...], tmp_path: Path
+) -> None:
+    """Redis lost the download's cursor and marks: the cursor comes back from amazon.orders.cursors (no
+    re-scan from the initial look-back), and the marks from the order topics (no version sent twice)."""
+    seller = f"A{uuid.uuid4().hex[:10].upper()}"
+    channels = write_channels(tmp_path / "channels.yaml", "cursors", seller)
+    settings = ordersync_settings.model_copy(update={"channels_file": channels})
+    bound = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    changed = bound - timedelta(hours=2)
+    versions = {
+        "444-0000001-0000001": [changed - timedelta(days=1), changed],  # downloaded twice: changed later
+        "444-0000002-0000002": [changed - timedelta(hours=1)],
+    }
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
+
+    def send(spec: TopicSpec, key: str, event: Event) -> None:
+        envelope = Envelope.wrap(event, seller_id=seller, correlation_id="cursors")
+        producer.send(spec.name, key=key.encode(), value=encode(envelope))
+
+    for saved in (bound - timedelta(hours=1), bound):
+        send(DOWNLOAD_CURSORS, "cursors", DownloadCursorSaved(channel="cursors", last_updated_before=saved))
+    for order_id, dates in versions.items():
+        for date in dates:
+            amazon = amazon_order(seller_id=seller, amazon_order_id=order_id, last_update_date=date)
+            key = order_key(seller, order_id)
+            send(ORDERS_DOWNLOADED, key, OrderDownloaded(channel="cursors", order=amazon))
+            send(ORDERS_ENRICHED, key, OrderEnriched(channel="cursors", order=amazon))
+    producer.flush()
+    producer.close()
+
+    download = StageRuntime("order-download", settings, make_app("order-download", settings))
+    fetch = StageRuntime("item-fetch", settings, make_app("item-fetch", settings))
+    download.on_redis_reset(partial(rebuild_download_state, download))
+    fetch.on_redis_reset(partial(rebuild_marks, fetch))
+    try:
+        for runtime in (download, fetch):
+            await runtime.start()
+            assert await runtime.check_generation() is True  # an empty Redis: everything from Kafka
+        store = download.store
+        assert await store.cursor("cursors") == bound  # the latest, not the initial look-back
+        for mark in (DEDUPE_MARK, "enriched"):
+            for order_id, dates in versions.items():
+                for date in dates:
+                    assert not await store.is_new_version(mark, seller, order_id, date)
+                assert await store.is_new_version(mark, seller, order_id, dates[-1] + timedelta(seconds=1))
+    finally:
+        await download.close()
+        await fetch.close()
 
 
 def test_an_order_read_right_after_redis_lost_everything_is_imported_on_the_rebuilt_state(

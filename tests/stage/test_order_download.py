@@ -22,7 +22,7 @@ from ordersync.producers.order_download import (
     scan,
 )
 from ordersync.schemas.events import OrderDownloaded
-from ordersync.schemas.topics import ORDERS_DOWNLOADED
+from ordersync.schemas.topics import DOWNLOAD_CURSORS, ORDERS_DOWNLOADED
 from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.scenario import Scenario
 from ordersync.simulator.testing import tiny_scenario
@@ -68,6 +68,10 @@ async def test_window_emits_each_visible_order_once_and_saves_amazons_bound(make
         cursor = await runtime.store.cursor(channel.name)
         assert cursor == first.bound
         assert cursor == sim_now(sim) - timedelta(minutes=2)
+        # Kafka's copy of the cursor, the record a rebuild reads: sent after every order of the window.
+        topics = [e.topic for e in runtime.emitted]
+        assert topics.index(DOWNLOAD_CURSORS.name) == len(topics) - 1
+        assert [c.last_updated_before for c in runtime.payloads(DOWNLOAD_CURSORS.name)] == [cursor]
         # The next window overlaps the last 15 minutes: nothing new, so nothing emitted again.
         second = await download_window(runtime, channel, fetcher(runtime))
         assert second.listed > 0
