@@ -10,7 +10,8 @@
   re-runs from the last enriched order kept in Redis).
 - State in Redis: the sales-order code per Amazon order (prefix + a sequence that is never reused),
   the imported sales order (for the invoice stage), the per-order status, the last enriched order per
-  order, and the ignore marks.
+  order, and the ignore marks. All of it comes back from the topics when Redis is found without it
+  (``orders.imported``, ``channel.listings``, ``ops.commands``, ``amazon.orders.enriched``).
 - Channel settings honoured: active, sync level ("stock only" imports nothing), fulfilment channels,
   import statuses, product identification and SKU crop rules, default order shipping method, ignore
   Amazon tax, tax included in prices, sales-order code prefix. (The default shipping service,
@@ -20,6 +21,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -492,6 +494,62 @@ async def rebuild_sales_orders(runtime: StageRuntime) -> int:
     return restored
 
 
+def ignored_after(
+    commands: Iterable[OperatorCommandIssued], sellers: dict[str, str]
+) -> dict[str, str | None]:
+    """What the Ignore and Un-ignore commands left, per ``seller_id:amazon_order_id``: the operator who
+    ignored the order, or None (un-ignored since). ``commands`` in the order they were issued; ``sellers``
+    maps each known channel to its seller (commands of other channels are not this stage's)."""
+    ignored: dict[str, str | None] = {}
+    for command in commands:
+        seller = sellers.get(command.channel)
+        if seller is None or command.command not in ("ignore", "unignore"):
+            continue
+        for order_id in command.amazon_order_ids:
+            operator = (command.operator or "operator") if command.command == "ignore" else None
+            ignored[order_key(seller, order_id)] = operator
+    return ignored
+
+
+async def rebuild_operator_state(runtime: StageRuntime) -> tuple[int, int]:
+    """What Retry Import, Ignore and Un-ignore need, again from Kafka for a Redis that lost it: the
+    orders an operator still has ignored (``ops.commands``, replayed in order; an order imported since
+    stays imported, as the command itself decides) and each order's newest enriched version
+    (``amazon.orders.enriched``). Run after the sales orders are back. Returns (ignored, enriched)."""
+    store = runtime.store
+    sellers = {channel.name: channel.seller_id for channel in runtime.channels.channels}
+    commands = [e.payload_as(OperatorCommandIssued) for e in await runtime.read_events(OPS_COMMANDS)]
+    ignored = 0
+    for key, operator in ignored_after(commands, sellers).items():
+        seller, order_id = key.split(":", 1)
+        ignore_key = _order_key(runtime, IGNORED, seller, order_id)
+        if operator is None or await store.sales_order(seller, order_id) is not None:
+            await store.redis.delete(ignore_key)
+            continue
+        await store.redis.set(ignore_key, operator, ex=ORDER_STATE_TTL_S)
+        ignored += 1
+    newest: dict[str, OrderEnriched] = {}
+    for envelope in await runtime.read_events(ORDERS_ENRICHED):
+        enriched = envelope.payload_as(OrderEnriched)
+        key = order_key(enriched.order.seller_id, enriched.order.amazon_order_id)
+        kept = newest.get(key)
+        if kept is None or kept.order.last_update_date <= enriched.order.last_update_date:
+            newest[key] = enriched
+    for enriched in newest.values():
+        order = enriched.order
+        last_key = _order_key(runtime, LAST_ENRICHED, order.seller_id, order.amazon_order_id)
+        # Kept unless Redis holds one already (written since by this stage: as new or newer).
+        await store.redis.set(last_key, enriched.model_dump_json(), ex=ORDER_STATE_TTL_S, nx=True)
+    log.warning(
+        "operator state rebuilt from %s and %s: %d orders ignored, %d enriched orders kept",
+        OPS_COMMANDS.name,
+        ORDERS_ENRICHED.name,
+        ignored,
+        len(newest),
+    )
+    return ignored, len(newest)
+
+
 def register(app: faust.App, runtime: StageRuntime) -> None:
     runtime.topic(ORDERS_IMPORTED)
     runtime.topic(ORDERS_IMPORT_FAILED)
@@ -499,6 +557,7 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
     async def rebuild() -> None:
         await rebuild_sales_orders(runtime)
         await rebuild_listings(runtime)
+        await rebuild_operator_state(runtime)
 
     # The SKU mappings live in Redis but are Kafka's: a Redis that lost them gets them back first.
     runtime.on_redis_reset(rebuild)

@@ -30,6 +30,8 @@ from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import (
     DownloadCursorSaved,
     ListingChanged,
+    OperatorCommand,
+    OperatorCommandIssued,
     OrderDownloaded,
     OrderEnriched,
     OrderImported,
@@ -41,6 +43,7 @@ from ordersync.schemas.events import (
 from ordersync.schemas.topics import (
     CHANNEL_LISTINGS,
     DOWNLOAD_CURSORS,
+    OPS_COMMANDS,
     ORDERS_DOWNLOADED,
     ORDERS_ENRICHED,
     ORDERS_IMPORT_FAILED,
@@ -57,8 +60,14 @@ from ordersync.state.readmodel import ReadModel
 from ordersync.state.store import Store
 from ordersync.streams.invoice_issued import rebuild_requests
 from ordersync.streams.item_fetch import rebuild_marks
-from ordersync.streams.order_import import rebuild_listings, rebuild_sales_orders
-from tests.factories import one_line_sales_order
+from ordersync.streams.order_import import (
+    IGNORED,
+    LAST_ENRICHED,
+    rebuild_listings,
+    rebuild_operator_state,
+    rebuild_sales_orders,
+)
+from tests.factories import T0, one_line_sales_order
 from tests.factories import order as amazon_order
 from tests.processes import start_stage, write_channels
 from tests.topics import read_all, wait_for
@@ -218,6 +227,58 @@ async def test_download_cursors_and_dedupe_marks_come_back_from_kafka(
     finally:
         await download.close()
         await fetch.close()
+
+
+async def test_ignored_orders_and_enriched_versions_come_back_from_kafka(
+    ordersync_settings: Settings, topics: tuple[str, ...], tmp_path: Path
+) -> None:
+    """An order an operator ignored stays ignored across a Redis loss (and one imported since stays
+    imported); Retry Import still finds each order's newest enriched version."""
+    seller = f"A{uuid.uuid4().hex[:10].upper()}"
+    channels = write_channels(tmp_path / "channels.yaml", "ignores", seller)
+    settings = ordersync_settings.model_copy(update={"channels_file": channels})
+    ignored, unignored, imported = "555-0000001-0000001", "555-0000002-0000002", "555-0000003-0000003"
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
+
+    def send(spec: TopicSpec, key: str, event: Event) -> None:
+        envelope = Envelope.wrap(event, seller_id=seller, correlation_id="ignores")
+        producer.send(spec.name, key=key.encode(), value=encode(envelope))
+
+    def command(name: OperatorCommand, *orders: str) -> OperatorCommandIssued:
+        return OperatorCommandIssued(command=name, channel="ignores", amazon_order_ids=orders, operator="ana")
+
+    for issued in (command("ignore", ignored, unignored), command("unignore", unignored)):
+        send(OPS_COMMANDS, "ignores", issued)
+    send(OPS_COMMANDS, "ignores", command("ignore", imported))
+    sales_order = one_line_sales_order(seller, imported, channel="ignores", order_item_id="1", quantity=1)
+    send(ORDERS_IMPORTED, order_key(seller, imported), OrderImported(sales_order=sales_order))
+    newest = T0 + timedelta(hours=3)
+    for date in (T0, newest, T0 + timedelta(hours=1)):  # a late copy of an older version last
+        amazon = amazon_order(seller_id=seller, amazon_order_id=ignored, last_update_date=date)
+        send(ORDERS_ENRICHED, order_key(seller, ignored), OrderEnriched(channel="ignores", order=amazon))
+    producer.flush()
+    producer.close()
+
+    runtime = StageRuntime("import", settings, make_app("import", settings))
+    await runtime.start()
+
+    async def rebuild() -> None:
+        await rebuild_sales_orders(runtime)
+        await rebuild_operator_state(runtime)
+
+    runtime.on_redis_reset(rebuild)
+    redis = runtime.store.redis
+    try:
+        assert await runtime.check_generation() is True  # an empty Redis: everything from Kafka
+        marks = {
+            order_id: await redis.get(runtime.store.key_of(IGNORED, seller, order_id))
+            for order_id in (ignored, unignored, imported)
+        }
+        assert marks == {ignored: "ana", unignored: None, imported: None}
+        kept = await redis.get(runtime.store.key_of(LAST_ENRICHED, seller, ignored))
+        assert OrderEnriched.model_validate_json(kept).order.last_update_date == newest
+    finally:
+        await runtime.close()
 
 
 def test_an_order_read_right_after_redis_lost_everything_is_imported_on_the_rebuilt_state(

@@ -13,6 +13,8 @@ from ordersync.producers.order_download import daily_reconciliation, rolling, wi
 from ordersync.schemas.events import (
     InvoiceIssued,
     Money,
+    OperatorCommand,
+    OperatorCommandIssued,
     OrderCancelled,
     OrderDownloaded,
     OrderUpdated,
@@ -22,7 +24,7 @@ from ordersync.schemas.events import (
 from ordersync.settings import DownloadSettings
 from ordersync.streams.invoice_issued import check_quantities, shipment_requests, shipped_quantities
 from ordersync.streams.item_fetch import enrich, hold_reason
-from ordersync.streams.order_import import build_sales_order, check_importable, order_change
+from ordersync.streams.order_import import build_sales_order, check_importable, ignored_after, order_change
 from tests.factories import T0, channel, item, order
 
 pytestmark = pytest.mark.unit
@@ -245,3 +247,28 @@ def test_gift_wrap_becomes_a_gift_line_in_the_total() -> None:
     )
     plain = build_sales_order(order(), channel(), {"SKU-1": "S"}, "SO2")
     assert plain.gift_lines == ()
+
+
+def test_ignore_marks_replayed_from_the_commands_end_as_the_last_command_left_them() -> None:
+    def command(
+        name: OperatorCommand, channel_name: str, *orders: str, operator: str | None = "ana"
+    ) -> OperatorCommandIssued:
+        return OperatorCommandIssued(
+            command=name, channel=channel_name, amazon_order_ids=orders, operator=operator
+        )
+
+    a, b, c = "111-0000001-0000001", "111-0000002-0000002", "111-0000003-0000003"
+    commands = [
+        command("ignore", "us", a, b),
+        command("retry-import", "us", a),  # not an ignore decision
+        command("unignore", "us", b),
+        command("ignore", "us", c, operator=None),
+        command("ignore", "elsewhere", a),  # another deployment's channel
+        command("unignore", "us", c),
+        command("ignore", "us", c, operator="bo"),
+    ]
+    assert ignored_after(commands, {"us": "A1US"}) == {
+        f"A1US:{a}": "ana",
+        f"A1US:{b}": None,
+        f"A1US:{c}": "bo",
+    }
