@@ -12,11 +12,14 @@
   stalled); a stalled one still queued is cancelled first. The lifecycle is the
   batched-feed engine's (:mod:`ordersync.pipeline.feeds`), the pending orders in ``cancel-pending``.
 - The channel's "don't upload order status" holds these too: nothing is sent.
+- Redis found without its state (restarted empty), :func:`rebuild_pending` puts each order's outcome
+  back from ``orders.cancellation-results`` and publishes again every request that has none.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,8 +38,14 @@ from ordersync.pipeline.feeds import FeedEngine, FeedFailure, FeedLimits, FeedTy
 from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import OrderCancellationRequested, OrderCancellationResult
-from ordersync.schemas.topics import ORDERS_CANCELLATION_RESULTS, order_key
+from ordersync.schemas.topics import (
+    ORDERS_CANCELLATION_REQUESTED,
+    ORDERS_CANCELLATION_RESULTS,
+    order_key,
+)
 from ordersync.settings import Settings
+
+log = logging.getLogger(__name__)
 
 FEED_TYPE = "POST_ORDER_ACKNOWLEDGEMENT_DATA"
 DEFAULT_REASON = "GeneralAdjustment"
@@ -200,3 +209,36 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     )
     await FEEDS.enqueue(runtime, seller, entry)
     await runtime.store.set_order_status(seller, request.amazon_order_id, seller_cancellation="Pending")
+
+
+async def rebuild_pending(runtime: StageRuntime) -> tuple[int, int]:
+    """The cancellations' outcomes again from ``orders.cancellation-results`` (so a request replayed
+    later stays a no-op), and every request with no outcome yet (pending, in a feed, or not read) published
+    again on ``orders.cancellation-requested``, its key and bytes unchanged. Returns (settled, sent
+    again)."""
+    sellers = {channel.name: channel.seller_id for channel in runtime.channels.channels}
+    settled: set[tuple[str, str]] = set()
+    for envelope in await runtime.read_events(ORDERS_CANCELLATION_RESULTS):
+        result = envelope.payload_as(OrderCancellationResult)
+        if sellers.get(result.channel) != envelope.seller_id:
+            continue  # another deployment's channel on a shared cluster
+        outcome = "Success" if result.cancelled else "Failed"
+        await runtime.store.set_order_status(
+            envelope.seller_id, result.amazon_order_id, seller_cancellation=outcome
+        )
+        settled.add((envelope.seller_id, result.amazon_order_id))
+    again = 0
+    for record, envelope in await runtime.read_records(ORDERS_CANCELLATION_REQUESTED):
+        request = envelope.payload_as(OrderCancellationRequested)
+        if sellers.get(request.channel) != envelope.seller_id:
+            continue
+        if (envelope.seller_id, request.amazon_order_id) in settled:
+            continue
+        await runtime.send_again(ORDERS_CANCELLATION_REQUESTED, record)
+        again += 1
+    log.warning(
+        "seller cancellations rebuilt from the topics: %d settled, %d requests sent again",
+        len(settled),
+        again,
+    )
+    return len(settled), again

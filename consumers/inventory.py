@@ -16,6 +16,9 @@
   values are never sent again), the feed in flight (``inv-inflight``), and per-SKU errors from the
   reports (``inv-errors``: code, message, quantity, feed; cleared when the SKU is accepted), readable
   with :func:`sku_errors`. Each flush is recorded as task health ``inventory``.
+- Redis found without this state (restarted empty), :func:`rebuild_levels` observes every level on
+  ``inventory.levels`` again before the next record or feed: with nothing known as accepted, each
+  SKU's latest quantity is sent once more, which also covers a feed whose report was lost in flight.
 - "Stock only" channels (no order import) run this stage alone.
 """
 
@@ -187,6 +190,21 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     )
 
 
+async def rebuild_levels(runtime: StageRuntime) -> int:
+    """Every level on ``inventory.levels`` observed again (the newest per SKU wins), for a Redis that
+    lost them: what Amazon accepted is unknown then, so each SKU's latest quantity is pending. Levels the
+    agent dead-letters (another seller's channel, an unknown one) are skipped. Returns levels read."""
+    observed = 0
+    for envelope in await runtime.read_events(INVENTORY_LEVELS):
+        try:
+            await handle(runtime, envelope)
+        except Permanent:
+            continue
+        observed += 1
+    log.warning("inventory rebuilt from %s: %d levels observed", INVENTORY_LEVELS.name, observed)
+    return observed
+
+
 async def _quantities(runtime: StageRuntime, key: str) -> dict[str, int]:
     raw = cast(dict[str, str], await runtime.store.redis.hgetall(key))
     return {sku: int(qty) for sku, qty in raw.items()}
@@ -208,11 +226,18 @@ async def sku_errors(runtime: StageRuntime, seller: str) -> dict[str, dict[str, 
 
 async def step(runtime: StageRuntime, channel: Channel, lease: Lock) -> None:
     """One channel's inventory tick, by the replica that holds the channel's lease."""
+    await runtime.confirm_state()  # Redis lost the levels: they come back first
     if await lease.hold():
         await tick(runtime, channel)
 
 
 def register(app: faust.App, runtime: StageRuntime) -> None:
+    runtime.on_redis_reset(partial(rebuild_levels, runtime))
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def watch_redis() -> None:
+        await runtime.watch_generation()
+
     @app.agent(runtime.topic(INVENTORY_LEVELS), name="inventory-levels")
     async def levels(stream: faust.StreamT[bytes]) -> None:
         await runtime.consume(INVENTORY_LEVELS, stream, lambda env: handle(runtime, env))

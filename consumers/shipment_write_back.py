@@ -259,6 +259,7 @@ async def retry_writeback(runtime: StageRuntime, envelope: Envelope[Event]) -> N
 
 async def feed_tick(runtime: StageRuntime) -> None:
     """Every seller whose channel may write back by feed: settle its feed in flight, send the next."""
+    await runtime.confirm_state()  # Redis lost the packages: their outcomes come back first
     for channel in runtime.channels.channels:
         if not channel.active:
             continue
@@ -306,8 +307,7 @@ async def rebuild_packages(runtime: StageRuntime) -> tuple[int, int]:
         package = (envelope.seller_id, request.amazon_order_id, request.package_reference_id)
         if sellers.get(request.channel) != envelope.seller_id or package in settled:
             continue
-        sent = await runtime.topic(SHIPMENTS_REQUESTED).send(key=record.key, value=record.value)
-        await sent
+        await runtime.send_again(SHIPMENTS_REQUESTED, record)
         again += 1
     log.warning(
         "write-back rebuilt from the topics: %d packages settled, %d requests sent again", len(settled), again
@@ -322,6 +322,7 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
     settings = runtime.settings.writeback
     # Package outcomes live in Redis but are Kafka's: a Redis that lost them gets them back first.
     runtime.on_redis_reset(partial(rebuild_packages, runtime))
+    runtime.on_redis_reset(partial(cancellation.rebuild_pending, runtime))
 
     @app.task  # type: ignore[untyped-decorator]
     async def watch_redis() -> None:

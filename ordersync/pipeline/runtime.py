@@ -253,6 +253,12 @@ class StageRuntime:
                 continue
         return found
 
+    async def send_again(self, spec: TopicSpec, record: Record) -> None:
+        """Publish ``record`` (read off ``spec`` by a rebuild) again, its key and bytes unchanged, so this
+        stage handles it once more: what Redis lost of work in progress is done from its source."""
+        pending = await self.topic(spec).send(key=record.key, value=record.value)
+        await pending
+
     async def state_ready(self) -> None:
         """Return once no rebuild from Kafka is running (what a record waits for before it is handled)."""
         await self._state_ready.wait()

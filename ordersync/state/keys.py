@@ -219,7 +219,7 @@ WRITEBACK_PENDING = KeyFamily(
     "shipment-write-back",
     "none",
     "packages parked for the next fulfilment feed",
-    "shipments.requested (replay)",
+    "shipments.requested (each unsettled request published again)",
 )
 WRITEBACK_INFLIGHT = KeyFamily(
     "wb-inflight",
@@ -228,7 +228,7 @@ WRITEBACK_INFLIGHT = KeyFamily(
     "shipment-write-back",
     "none",
     "the fulfilment feed in flight: its id, batch and start",
-    "shipments.requested (replay)",
+    "shipments.requested (each unsettled request published again)",
 )
 WRITEBACK_LOCK = KeyFamily(
     "wb-lock", ("{seller}",), "string", "shipment-write-back", "lock TTL", "the seller's feed lock"
@@ -248,7 +248,7 @@ CANCEL_PENDING = KeyFamily(
     "shipment-write-back",
     "none",
     "back-office cancellations parked for the next acknowledgement feed",
-    "orders.cancellations.requested (replay)",
+    "orders.cancellation-requested (each unanswered request published again)",
 )
 CANCEL_INFLIGHT = KeyFamily(
     "cancel-inflight",
@@ -257,7 +257,7 @@ CANCEL_INFLIGHT = KeyFamily(
     "shipment-write-back",
     "none",
     "the acknowledgement feed in flight",
-    "orders.cancellations.requested (replay)",
+    "orders.cancellation-requested (each unanswered request published again)",
 )
 CANCEL_LOCK = KeyFamily(
     "cancel-lock",
@@ -287,13 +287,25 @@ INVENTORY_PENDING = KeyFamily(
     "inventory.levels",
 )
 INVENTORY_SENT = KeyFamily(
-    "inv-sent", ("{seller}",), "hash", "inventory", "none", "the quantity Amazon accepted last per SKU"
+    "inv-sent",
+    ("{seller}",),
+    "hash",
+    "inventory",
+    "none",
+    "the quantity Amazon accepted last per SKU",
+    "unknown after a loss: every SKU's latest level is sent again",
 )
 INVENTORY_ERRORS = KeyFamily(
     "inv-errors", ("{seller}",), "hash", "inventory", "none", "Amazon's last refusal per SKU"
 )
 INVENTORY_INFLIGHT = KeyFamily(
-    "inv-inflight", ("{seller}",), "hash", "inventory", "none", "the listings feed in flight"
+    "inv-inflight",
+    ("{seller}",),
+    "hash",
+    "inventory",
+    "none",
+    "the listings feed in flight",
+    "inventory.levels (its SKUs are sent again)",
 )
 INVENTORY_LOCK = KeyFamily(
     "inv-lock", ("{seller}",), "string", "inventory", "lock TTL", "the seller's inventory feed lock"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -20,6 +21,8 @@ from redis.asyncio import Redis
 from typer.testing import CliRunner
 
 from ordersync.cli import app
+from ordersync.consumers import inventory
+from ordersync.consumers.cancellation import rebuild_pending
 from ordersync.dev.devinfra import stop_process_group
 from ordersync.kafka.faust_app import make_app
 from ordersync.pipeline.runtime import StageRuntime
@@ -29,9 +32,12 @@ from ordersync.schemas.codec import encode
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import (
     DownloadCursorSaved,
+    InventoryLevelChanged,
     ListingChanged,
     OperatorCommand,
     OperatorCommandIssued,
+    OrderCancellationRequested,
+    OrderCancellationResult,
     OrderDownloaded,
     OrderEnriched,
     OrderImported,
@@ -43,7 +49,10 @@ from ordersync.schemas.events import (
 from ordersync.schemas.topics import (
     CHANNEL_LISTINGS,
     DOWNLOAD_CURSORS,
+    INVENTORY_LEVELS,
     OPS_COMMANDS,
+    ORDERS_CANCELLATION_REQUESTED,
+    ORDERS_CANCELLATION_RESULTS,
     ORDERS_DOWNLOADED,
     ORDERS_ENRICHED,
     ORDERS_IMPORT_FAILED,
@@ -279,6 +288,56 @@ async def test_ignored_orders_and_enriched_versions_come_back_from_kafka(
         assert OrderEnriched.model_validate_json(kept).order.last_update_date == newest
     finally:
         await runtime.close()
+
+
+async def test_stock_levels_and_seller_cancellations_come_back_from_kafka(
+    ordersync_settings: Settings, topics: tuple[str, ...], tmp_path: Path
+) -> None:
+    """Inventory: every SKU's newest level is pending again (what Amazon accepted is unknown after the
+    loss). Cancellations: an answered one stays answered, an unanswered one is published again."""
+    seller = f"A{uuid.uuid4().hex[:10].upper()}"
+    channels = write_channels(tmp_path / "channels.yaml", "stock", seller)
+    settings = ordersync_settings.model_copy(update={"channels_file": channels})
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
+
+    def send(spec: TopicSpec, key: str, event: Event) -> None:
+        envelope = Envelope.wrap(event, seller_id=seller, correlation_id="stock")
+        producer.send(spec.name, key=key.encode(), value=encode(envelope))
+
+    for sku, quantity, hours in (("SKU-A", 7, 2), ("SKU-A", 3, 1), ("SKU-B", 0, 1)):  # A's older one last
+        level = InventoryLevelChanged(
+            channel="stock", seller_sku=sku, quantity=quantity, observed_at=T0 + timedelta(hours=hours)
+        )
+        send(INVENTORY_LEVELS, f"{seller}:{sku}", level)
+    answered, unanswered = "666-0000001-0000001", "666-0000002-0000002"
+    for order_id in (answered, unanswered):
+        request = OrderCancellationRequested(channel="stock", amazon_order_id=order_id, requested_at=T0)
+        send(ORDERS_CANCELLATION_REQUESTED, order_key(seller, order_id), request)
+    result = OrderCancellationResult(channel="stock", amazon_order_id=answered, cancelled=True, reason="ok")
+    send(ORDERS_CANCELLATION_RESULTS, order_key(seller, answered), result)
+    producer.flush()
+    producer.close()
+
+    stock = StageRuntime("inventory", settings, make_app("inventory", settings))
+    write_back = StageRuntime("shipment-write-back", settings, make_app("shipment-write-back", settings))
+    stock.on_redis_reset(partial(inventory.rebuild_levels, stock))
+    write_back.on_redis_reset(partial(rebuild_pending, write_back))
+    try:
+        for runtime in (stock, write_back):
+            await runtime.start()
+            assert await runtime.check_generation() is True  # an empty Redis: everything from Kafka
+        assert await inventory.pending(stock, seller) == {"SKU-A": 7, "SKU-B": 0}
+        status = await write_back.store.order_status(seller, answered)
+        assert status["seller_cancellation"] == "Success"
+        requested = Counter(
+            p.amazon_order_id
+            for p in read_all(settings.kafka.bootstrap, ORDERS_CANCELLATION_REQUESTED)
+            if isinstance(p, OrderCancellationRequested) and p.channel == "stock"
+        )
+        assert requested == {answered: 1, unanswered: 2}  # the unanswered one published again
+    finally:
+        await stock.close()
+        await write_back.close()
 
 
 def test_an_order_read_right_after_redis_lost_everything_is_imported_on_the_rebuilt_state(
