@@ -6,7 +6,8 @@
 - ``GET /healthz``: 200 while the worker's event loop answers and nothing crashed; 503 once the faust
   worker or one of its agents crashed (the orchestrator restarts the container).
 - ``GET /readyz``: 200 once the consumer has its partitions (or the stage has no consumer and its loop
-  runs), Redis answers PING and the rate limiter is not failing closed; 503 with a JSON reason otherwise.
+  runs), Redis answers PING, the broker answers a metadata request, nothing is stalled and the rate
+  limiter is not failing closed; 503 with a JSON reason otherwise.
 
 Consumer lag is the fetch high-watermark the broker sent with the last fetch of each assigned partition
 (aiokafka's ``highwater``), minus the next offset to process: the last offset this process handled plus
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from aiokafka.protocol.metadata import MetadataRequest
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
@@ -194,8 +196,14 @@ class StageWebServer(Service):
         return "ok"
 
     async def _broker_state(self) -> str:
-        """Whether a bootstrap broker accepts a connection: the consumer and producer retry on their
-        own while none does, so without this check a stage whose broker is gone would look ready."""
+        """Whether the broker answers: a metadata request for no topic on the stage's own producer
+        connection (its TLS and SASL settings included) once the producer runs, else whether a bootstrap
+        broker accepts a connection. The consumer and producer retry on their own while the broker is
+        gone, so without this check such a stage would look ready; a frozen broker still accepts
+        connections (the kernel does), but answers nothing."""
+        client = _kafka_client(self.runtime.app)
+        if client is not None:
+            return await _broker_answers(client)
         servers = self.runtime.settings.kafka.bootstrap.split(",")
         for server in servers:
             host, _, port = server.strip().rpartition(":")
@@ -229,3 +237,24 @@ class StageWebServer(Service):
 
 def _json(status: int, body: dict[str, Any]) -> web.Response:
     return web.Response(status=status, text=json.dumps(body), content_type="application/json")
+
+
+def _kafka_client(app: Any) -> Any | None:
+    """The aiokafka client of the faust app's producer once it runs (faust creates it lazily; reading
+    ``app.producer`` would create one)."""
+    producer = getattr(getattr(app, "_producer", None), "_producer", None)
+    return getattr(producer, "client", None)
+
+
+async def _broker_answers(client: Any) -> str:
+    nodes = [broker.nodeId for broker in client.cluster.brokers()]
+    for node in nodes:
+        try:
+            async with asyncio.timeout(PING_TIMEOUT_S):
+                await client.send(node, MetadataRequest([]))
+        except Exception:  # noqa: S112 - any failure: try the next broker
+            continue
+        return "ok"
+    if not nodes:
+        return "no broker known yet (no metadata)"
+    return f"no broker answered a metadata request within {PING_TIMEOUT_S:g} s"

@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from kafka import KafkaProducer
 
@@ -67,7 +68,12 @@ def test_invoices_survive_a_broker_that_hangs_for_30_seconds(
                 # Mid-stream: the stage is reading and publishing when the broker stops answering.
                 os.kill(own_broker.pid, signal.SIGSTOP)
                 frozen = True
-                time.sleep(HANG_S)
+                frozen_at = time.monotonic()
+                # A frozen broker still accepts connections; it answers nothing, and readiness says so.
+                wait_for(lambda: not ready(web_port), 20, what="the stage is unready while the broker hangs")
+                unready = httpx.get(f"http://127.0.0.1:{web_port}/readyz", timeout=10).json()["checks"]
+                assert unready["kafka"] == "no broker answered a metadata request within 2 s", unready
+                time.sleep(max(0.0, HANG_S - (time.monotonic() - frozen_at)))
                 assert stage.poll() is None, log_path.read_text()[-3000:]
                 os.kill(own_broker.pid, signal.SIGCONT)
                 frozen = False
