@@ -39,6 +39,7 @@ from ordersync.clock import epoch_seconds
 from ordersync.consumers import cancellation, fulfillment_feed
 from ordersync.consumers.shipment_package import PackageWriteBack, total_quantity
 from ordersync.errors import InvalidEvent, Permanent, Retryable, Throttled
+from ordersync.ops.commands import outcome_detail
 from ordersync.pipeline.feeds import scaled
 from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.codec import decode, encode
@@ -237,22 +238,24 @@ async def retry_writeback(runtime: StageRuntime, envelope: Envelope[Event]) -> N
     channel = runtime.channels.by_name(command.channel)
     seller = channel.seller_id
     retried = 0
-    unknown: list[str] = []
+    exceptions: dict[str, str] = {}
     for order_id in command.amazon_order_ids:
         packages = await order_packages(runtime, seller, order_id)
         if not packages:
-            unknown.append(order_id)
+            exceptions[order_id] = "no shipment known (not invoiced yet, or invoiced before this stage ran)"
             continue
+        sent = 0
         for package_id in packages:
-            retried += await retry_package(runtime, seller, order_id, package_id, str(envelope.event_id))
-    if unknown:
-        log.warning("retry-writeback: no shipment known for %s on %s", ", ".join(unknown), channel.name)
+            sent += await retry_package(runtime, seller, order_id, package_id, str(envelope.event_id))
+        if not sent:
+            exceptions[order_id] = "nothing sent again: no package of it failed"
+        retried += sent
+    orders = len(command.amazon_order_ids)
     await runtime.store.record_task(
         "retry-writeback",
         channel.name,
         ok=True,
-        detail=f"{retried} package(s) sent again for {len(command.amazon_order_ids)} order(s)"
-        + (f"; no shipment known for {len(unknown)}" if unknown else ""),
+        detail=outcome_detail(f"{retried} package(s) sent again for {orders} order(s)", exceptions),
         operator=command.operator or "",
     )
 

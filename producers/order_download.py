@@ -36,6 +36,7 @@ import faust
 from ordersync.amazon.client import OrdersPage, OrdersQuery
 from ordersync.channels import Channel
 from ordersync.errors import LeaseLost, Permanent, PipelineError, Retryable, is_outage
+from ordersync.ops.commands import outcome_detail
 from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import (
@@ -415,11 +416,11 @@ async def _record_retry_download(
     """The command's outcome per order, in the task's health (what the dashboard's Tasks page shows)."""
     done = [o for o in command.amazon_order_ids if progress.get(o) == "done"]
     refused = {o: progress[o] for o in command.amazon_order_ids if progress.get(o, "done") != "done"}
-    parts = [f"{len(done)} of {len(command.amazon_order_ids)} orders downloaded again"]
-    parts += [f"{order_id} {outcome}" for order_id, outcome in refused.items()]
     verb = "failed, Amazon did not answer by the redrive deadline" if final else "waits for Amazon"
-    parts += [f"{order_id} {verb}: {reason}" for order_id, reason in waiting.items()]
-    detail = "; ".join(parts)[:2000]
+    exceptions = {**refused, **{order_id: f"{verb}: {reason}" for order_id, reason in waiting.items()}}
+    detail = outcome_detail(
+        f"{len(done)} of {len(command.amazon_order_ids)} orders downloaded again", exceptions
+    )
     await runtime.store.record_task(
         "retry-download",
         channel.name,

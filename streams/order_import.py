@@ -21,13 +21,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
 import faust
 
 from ordersync.channels import Channel
+from ordersync.ops.commands import outcome_detail
 from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import (
@@ -415,11 +416,13 @@ async def operator_command(runtime: StageRuntime, envelope: Envelope[Event]) -> 
     store = runtime.store
     seller = channel.seller_id
     done = 0
+    exceptions: dict[str, str] = {}
     for order_id in command.amazon_order_ids:
         ignore_key = _order_key(runtime, IGNORED, seller, order_id)
         if command.command == "ignore":
             if await store.sales_order(seller, order_id) is not None:
                 await store.set_order_status(seller, order_id, note="ignore refused: already imported")
+                exceptions[order_id] = "refused: already imported"
                 continue
             await store.redis.set(ignore_key, command.operator or "operator", ex=ORDER_STATE_TTL_S)
             await store.set_order_status(
@@ -436,15 +439,33 @@ async def operator_command(runtime: StageRuntime, envelope: Envelope[Event]) -> 
                 await store.set_order_status(
                     seller, order_id, note="retry-import: no downloaded data yet; retry the download"
                 )
+            exceptions[order_id] = "not imported: no downloaded data yet; retry the download"
             continue
         await import_order(runtime, OrderEnriched.model_validate_json(raw), envelope.correlation_id)
-        done += 1
+        outcome = import_outcome(await store.order_status(seller, order_id))
+        if outcome is None:
+            done += 1
+        else:
+            exceptions[order_id] = outcome
+    verb = {"ignore": "ignored", "unignore": "un-ignored and imported", "retry-import": "imported"}
+    headline = f"{done} of {len(command.amazon_order_ids)} orders {verb[command.command]}"
     await store.record_task(
         command.command,
         channel.name,
-        ok=True,
-        detail=f"{done} of {len(command.amazon_order_ids)} orders",
+        ok=not exceptions,
+        detail=outcome_detail(headline, exceptions),
+        operator=command.operator or "",
     )
+
+
+def import_outcome(status: Mapping[str, str]) -> str | None:
+    """Why an order an operator asked to import is not imported (its status after the attempt), or
+    None when it is."""
+    stage = status.get("stage", "")
+    if stage == "imported" or status.get("imported_at"):
+        return None
+    reason = ": ".join(part for part in (status.get("reason_code"), status.get("reason")) if part)
+    return f"{stage or 'not imported'}: {reason}" if reason else stage or "not imported"
 
 
 async def listing_changed(runtime: StageRuntime, envelope: Envelope[Event]) -> None:

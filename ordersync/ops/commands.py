@@ -4,7 +4,7 @@ dashboard), so the stage that owns the action carries it out, at least once and 
 from __future__ import annotations
 
 import getpass
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from kafka import KafkaProducer
 from pydantic import ValidationError
@@ -17,6 +17,16 @@ from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.events import OperatorCommand, OperatorCommandIssued
 from ordersync.schemas.topics import OPS_COMMANDS
 from ordersync.settings import Settings
+
+#: The longest a command's outcome is written in its task health.
+MAX_OUTCOME_CHARS = 2000
+
+
+def outcome_detail(headline: str, exceptions: Mapping[str, str]) -> str:
+    """A multi-order command's result as its task health shows it: ``headline`` (how many orders went
+    through), then each order that did not, with its own outcome (Amazon's words where Amazon refused)."""
+    parts = [headline, *(f"{order_id} {outcome}" for order_id, outcome in exceptions.items())]
+    return "; ".join(parts)[:MAX_OUTCOME_CHARS]
 
 
 class CommandRejected(Permanent):

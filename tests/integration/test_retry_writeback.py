@@ -111,7 +111,9 @@ def test_retry_writeback_confirms_a_failed_shipment_once(tmp_path: Path) -> None
         first_run = _task(redis_url, channel)["last_run"]
         pipeline.cli("orders", "retry-writeback", "--channel", channel, order_id)
         wait_for(lambda: _task(redis_url, channel)["last_run"] != first_run, timeout_s=90)
-        assert _task(redis_url, channel)["last_result"] == "0 package(s) sent again for 1 order(s)"
+        assert _task(redis_url, channel)["last_result"] == (
+            f"0 package(s) sent again for 1 order(s); {order_id} nothing sent again: no package of it failed"
+        )
         assert len(read_all(bootstrap, SHIPMENTS_CONFIRMED)) == 1
         assert len(read_all(bootstrap, SHIPMENTS_FAILED)) == 1
         assert sim.truth_order(order_id)["shipments"] == shipments

@@ -150,8 +150,20 @@ async def test_retry_import_imports_from_the_stored_order_after_the_listings_are
     assert (status["stage"], status["reason_code"]) == ("import-failed", "unknown_stock_code")
     assert status["reason"] == "Unknown stock code for seller SKU SKU-1 (ASIN B000000001)"
 
+    # Retried before the fix, with an order never downloaded: each order's own outcome in the task.
+    never = "999-9999999-9999999"
+    await operator_command(runtime, command(runtime, "retry-import", ORDER_ID, never))
+    task = await runtime.store.task("retry-import", c.name)
+    assert task["last_error"] == (
+        f"0 of 2 orders imported; {ORDER_ID} import-failed: unknown_stock_code: Unknown stock code for"
+        f" seller SKU SKU-1 (ASIN B000000001); {never} not imported: no downloaded data yet; retry the"
+        " download"
+    )
+
     await apply_listings(runtime.store, c.name, [ListingRow("STK-1", "SKU-1")])
     await operator_command(runtime, command(runtime, "retry-import"))
+    task = await runtime.store.task("retry-import", c.name)
+    assert task["last_result"] == "1 of 1 orders imported"
     (imported,) = runtime.payloads(ORDERS_IMPORTED.name)
     assert isinstance(imported, OrderImported)
     assert (await runtime.store.order_status(c.seller_id, ORDER_ID))["stage"] == "imported"
@@ -181,6 +193,8 @@ async def test_ignore_does_not_undo_an_import(runtime: RecordingRuntime) -> None
     await operator_command(runtime, command(runtime, "ignore"))
     status = await runtime.store.order_status(c.seller_id, ORDER_ID)
     assert (status["stage"], status["note"]) == ("imported", "ignore refused: already imported")
+    task = await runtime.store.task("ignore", c.name)
+    assert task["last_error"] == f"0 of 1 orders ignored; {ORDER_ID} refused: already imported"
 
 
 async def test_replaying_the_enriched_topic_from_the_beginning_creates_no_second_sales_order(
