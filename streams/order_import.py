@@ -366,7 +366,12 @@ async def import_order(runtime: StageRuntime, enriched: OrderEnriched, correlati
             reason=refused.reason,
         )
         return
-    code, _ = await store.sales_order_code(order.seller_id, order.amazon_order_id, channel.sales_order_prefix)
+    code, _ = await store.sales_order_code(
+        order.seller_id,
+        order.amazon_order_id,
+        channel.sales_order_prefix,
+        sequence_kept=runtime.rebuilds_state,
+    )
     sales_order = build_sales_order(order, channel, stock_codes, code)
     # Stored before it is published: the back-office may invoice the moment it reads OrderImported, and
     # invoice-issued finds the order's lines here. A stop in between publishes it on redelivery (above).
@@ -504,13 +509,20 @@ async def rebuild_listings(runtime: StageRuntime) -> int:
 async def rebuild_sales_orders(runtime: StageRuntime) -> int:
     """Every sales order again from ``orders.imported``, with its code, for a Redis that lost them: an
     Amazon order imported before is never imported as a second sales order, and no code is given
-    twice (each prefix's sequence resumes above the highest code on the topic). Returns the orders."""
+    twice (each prefix's sequence resumes above the highest code on the topic, with a margin for codes
+    given but not yet published when Redis was lost; every channel's sequence exists afterwards, so one
+    found missing later means Redis lost it). Returns the orders."""
     restored = 0
+    highest = {channel.sales_order_prefix: 0 for channel in runtime.channels.channels}
     for envelope in await runtime.read_events(ORDERS_IMPORTED):
         if isinstance(envelope.payload, OrderImported):
-            imported_at = envelope.occurred_at.isoformat()
-            await runtime.store.restore_sales_order(envelope.payload.sales_order, imported_at)
+            sales_order = envelope.payload.sales_order
+            await runtime.store.restore_sales_order(sales_order, envelope.occurred_at.isoformat())
             restored += 1
+            prefix, digits = sales_order.code[:-8], sales_order.code[-8:]
+            if digits.isdigit():
+                highest[prefix] = max(highest.get(prefix, 0), int(digits))
+    await runtime.store.resume_sequences(highest)
     log.warning("sales orders rebuilt from %s: %d", ORDERS_IMPORTED.name, restored)
     return restored
 

@@ -191,6 +191,11 @@ class StageRuntime:
         self._rebuilders.append(rebuild)
         self._state_ready.clear()
 
+    @property
+    def rebuilds_state(self) -> bool:
+        """Whether this stage rebuilds state from Kafka (so state it finds missing was lost)."""
+        return bool(self._rebuilders)
+
     async def confirm_state(self) -> None:
         """Before a record is handled: Redis still holds this stage's state (its generation marker is
         the one this process knows), else it is rebuilt from Kafka first. One GET per record: between two
@@ -201,6 +206,9 @@ class StageRuntime:
         await self._state_ready.wait()
         if not await self._state_known():
             await self.check_generation()
+
+    async def _forget_generation(self) -> None:
+        await self.store.redis.delete(self.store.key_of(keys.GENERATION, self.stage))
 
     async def _state_known(self) -> bool:
         marker = await self.store.redis.get(self.store.key_of(keys.GENERATION, self.stage))
@@ -521,6 +529,10 @@ class StageRuntime:
                 self.stalled(what, exc)
                 await asyncio.sleep(min(MAX_OUTAGE_BACKOFF_S, 0.25 * 2**outages) * (0.5 + random.random()))
                 if recheck_state and self._rebuilders:
+                    if isinstance(exc, StateLost):
+                        # Part of the state is gone though the marker is not (evicted, deleted by
+                        # hand): the marker goes too, so the check rebuilds.
+                        await self.survive("Redis generation check", self._forget_generation)
                     await self.survive("Redis generation check", self.check_generation)
                 continue
             self.resumed(what)

@@ -138,7 +138,7 @@ SALES_ORDER_SEQUENCE = KeyFamily(
     "import",
     "none",
     "the last sales-order number given under a code prefix",
-    "the highest code on orders.imported",
+    "the highest code on orders.imported, plus 100 (codes given but not published when Redis was lost)",
 )
 LISTINGS = KeyFamily(
     "listings",

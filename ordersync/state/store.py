@@ -16,6 +16,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 
 from ordersync.clock import SYSTEM_CLOCK, Clock
+from ordersync.errors import StateLost
 from ordersync.schemas.events import AmazonOrder, SalesOrder
 from ordersync.settings import DEFAULT_PREFIX
 from ordersync.state import keys
@@ -46,6 +47,17 @@ def _iso(value: datetime) -> str:
 
 #: Keys written per pipeline when a rebuild puts state back.
 RESTORE_BATCH = 1000
+
+#: INCR a sequence that exists, else nil: a sequence Redis lost must not start again at 1.
+_NEXT_IN_SEQUENCE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+return redis.call('INCR', KEYS[1])
+"""
+
+#: How far a rebuilt sequence resumes above the highest code on Kafka: codes the lost Redis gave to
+#: orders still being imported (not on Kafka yet) are never given again. More than any stage has in
+#: hand at once (one record per partition).
+SEQUENCE_GAP_AFTER_LOSS = 100
 
 #: SET key ARGV[1] unless the key already holds a larger number.
 _RAISE_TO = """
@@ -135,16 +147,27 @@ class Store:
 
     # --- sales orders -----------------------------------------------------------------------------
 
-    async def sales_order_code(self, seller_id: str, order_id: str, prefix: str) -> tuple[str, bool]:
+    async def sales_order_code(
+        self, seller_id: str, order_id: str, prefix: str, *, sequence_kept: bool = False
+    ) -> tuple[str, bool]:
         """The order's sales-order code, assigning the next of ``prefix``'s sequence on first call.
 
         Returns (code, newly_assigned). A code is never reused: the sequence only grows.
+        ``sequence_kept``: the sequence exists already (a stage that rebuilds it from Kafka made it);
+        if it is gone, Redis lost it and :class:`StateLost` is raised rather than starting at 1 again.
         """
         key = self.key_of(keys.SALES_ORDER_CODE, seller_id, order_id)
         existing = await self._get(key)
         if existing:
             return existing, False
-        number = await self.redis.incr(self.key_of(keys.SALES_ORDER_SEQUENCE, prefix))
+        sequence = self.key_of(keys.SALES_ORDER_SEQUENCE, prefix)
+        if sequence_kept:
+            next_number = await self.redis.eval(_NEXT_IN_SEQUENCE, 1, sequence)
+            if next_number is None:
+                raise StateLost(f"the sales-order sequence of prefix {prefix!r} is not in Redis")
+            number = int(next_number)
+        else:
+            number = await self.redis.incr(sequence)
         code = f"{prefix}{number:08d}"
         if await self.redis.set(key, code, nx=True):
             return code, True
@@ -166,10 +189,15 @@ class Store:
             sales_order_code=order.code,
             imported_at=imported_at,
         )
-        prefix, digits = order.code[:-8], order.code[-8:]
-        if digits.isdigit():
-            # The sequence only grows: set it to this number unless it is past it already.
-            await self.redis.eval(_RAISE_TO, 1, self.key_of(keys.SALES_ORDER_SEQUENCE, prefix), int(digits))
+
+    async def resume_sequences(self, highest: Mapping[str, int]) -> None:
+        """After a rebuild, each prefix's sequence (every channel's prefix in ``highest``, 0 where none
+        was used): above the highest number on Kafka by :data:`SEQUENCE_GAP_AFTER_LOSS` when there is
+        one, else at least there; a sequence only ever grows."""
+        for prefix, number in highest.items():
+            resume = number + SEQUENCE_GAP_AFTER_LOSS if number else 0
+            await self.redis.eval(_RAISE_TO, 1, self.key_of(keys.SALES_ORDER_SEQUENCE, prefix), resume)
+            await self.redis.set(self.key_of(keys.SALES_ORDER_SEQUENCE, prefix), 0, nx=True)
 
     async def save_sales_order(self, order: SalesOrder) -> None:
         await self.redis.set(

@@ -9,7 +9,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from ordersync.channels import Channel
-from ordersync.state.store import Store
+from ordersync.errors import StateLost
+from ordersync.state.store import SEQUENCE_GAP_AFTER_LOSS, Store
 from ordersync.streams.order_import import build_sales_order
 from tests.factories import T0, channel, order
 
@@ -50,6 +51,22 @@ async def test_sales_order_codes_are_stable_and_never_reused(store: Store) -> No
     assert new
     assert other not in codes
     assert other > codes.pop()
+
+
+async def test_a_kept_sequence_found_missing_is_never_started_again_at_one(store: Store) -> None:
+    """A stage that rebuilds its sequences from Kafka finds one gone: Redis lost it, and a code is not
+    given from 1 again (an earlier order's). Rebuilt, it resumes above the highest code on Kafka with a
+    margin for codes given but not published when Redis was lost, and never goes back."""
+    with pytest.raises(StateLost):
+        await store.sales_order_code("S1", "111-1111111-1111111", "SO", sequence_kept=True)
+    await store.resume_sequences({"SO": 41, "NEW": 0})
+    code, new = await store.sales_order_code("S1", "111-1111111-1111111", "SO", sequence_kept=True)
+    assert (code, new) == (f"SO{41 + SEQUENCE_GAP_AFTER_LOSS + 1:08d}", True)
+    fresh, _ = await store.sales_order_code("S1", "222-2222222-2222222", "NEW", sequence_kept=True)
+    assert fresh == "NEW00000001"  # a prefix nothing was published under starts at 1
+    await store.resume_sequences({"SO": 3})  # an older rebuild's figure never lowers a sequence
+    later, _ = await store.sales_order_code("S1", "333-3333333-3333333", "SO", sequence_kept=True)
+    assert later > code
 
 
 async def test_sales_order_and_listings(store: Store) -> None:
