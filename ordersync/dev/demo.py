@@ -199,8 +199,10 @@ def account(truth: list[dict[str, Any]], outcomes: Outcomes, throttled: int, cal
 # --- the local pipeline --------------------------------------------------------------------------
 
 
-def channels_for(scenario: Scenario) -> dict[str, Any]:
-    """A channels file for the scenario's sellers; both Orders API versions are exercised."""
+def channels_for(scenario: Scenario, *, plans_known: bool = True) -> dict[str, Any]:
+    """A channels file for the scenario's sellers; both Orders API versions are exercised.
+    ``plans_known``: each seller's usage plans in its channel's ``rate_limits``; without them the
+    rate limiter starts from Amazon's documented plans and learns from the answers' headers."""
     channels = []
     for index, seller in enumerate(scenario.sellers):
         app = seller.applications[0]
@@ -216,7 +218,9 @@ def channels_for(scenario: Scenario) -> dict[str, Any]:
                     "client_secret": {"value": app.client_secret},
                     "refresh_token": {"value": app.refresh_token},
                 },
-                "rate_limits": {op: plan.model_dump() for op, plan in seller.usage_plans.items()},
+                "rate_limits": {op: plan.model_dump() for op, plan in seller.usage_plans.items()}
+                if plans_known
+                else {},
             }
         )
     return {"channels": channels}
@@ -235,6 +239,7 @@ class LocalPipeline:
         redis_url: str | None = None,
         extra_env: dict[str, str] | None = None,
         backoffice: bool = True,
+        plans_known: bool = True,
     ) -> None:
         self.scenario = scenario
         self.run_dir = run_dir
@@ -243,6 +248,7 @@ class LocalPipeline:
         self._redis_url = redis_url
         self._extra_env = extra_env or {}
         self._backoffice = backoffice
+        self._plans_known = plans_known
         self._broker: EmbeddedBroker | None = None
         self._redis: EmbeddedRedis | None = None
         self.simulator: RunningSimulator | None = None
@@ -262,7 +268,8 @@ class LocalPipeline:
         self.simulator = RunningSimulator(self.scenario)
         self.simulator.start()
         channels_file = self.run_dir / "channels.yaml"
-        channels_file.write_text(yaml.safe_dump(channels_for(self.scenario), sort_keys=False))
+        channels = channels_for(self.scenario, plans_known=self._plans_known)
+        channels_file.write_text(yaml.safe_dump(channels, sort_keys=False))
         self.env = {
             "ORDERSYNC_KAFKA__BOOTSTRAP": self._kafka_bootstrap,
             "ORDERSYNC_REDIS__URL": self._redis_url,
