@@ -255,6 +255,11 @@ class LocalPipeline:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.env: dict[str, str] = {}
 
+    @property
+    def broker(self) -> EmbeddedBroker | None:
+        """The embedded broker this pipeline started (None when it was given one)."""
+        return self._broker
+
     # -- start ---------------------------------------------------------------------------------
 
     def start(self) -> None:

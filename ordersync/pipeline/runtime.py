@@ -33,6 +33,7 @@ from typing import Any, TypeVar, cast
 
 import faust
 import httpx
+from redis import exceptions as redis_errors
 
 from ordersync.amazon.client import SpApiClient
 from ordersync.amazon.operations import ApiCall, ApiName
@@ -156,6 +157,10 @@ class StageRuntime:
         self._state_ready = asyncio.Event()
         self._state_ready.set()
         self._generation: str | None = None
+        #: The Redis server (its run_id) the generation was checked on, and the connections made by then.
+        self._server: str | None = None
+        self._connects = 0
+        self._connects_checked = -1
         #: One generation check at a time: a second caller waits for the first one's rebuild.
         self._generation_lock = asyncio.Lock()
         #: Each consumed topic's handler, for its records coming back from the redrive tiers.
@@ -203,18 +208,38 @@ class StageRuntime:
         read as "nothing known": an unknown SKU, a first sales order code."""
         if not self._rebuilders:
             return
-        await self._state_ready.wait()
-        if not await self._state_known():
-            await self.check_generation()
+        if self._state_ready.is_set() and await self._state_known():
+            return
+        # (Under its lock: waits for a rebuild another task runs, or runs one.)
+        await self.check_generation()
+
+    async def _server_id(self) -> str:
+        """The Redis server's run_id (new at every restart); "" where INFO is not allowed (an ACL)."""
+        try:
+            info = await self.store.redis.info("server")
+        except redis_errors.ResponseError:
+            return ""
+        return _text(info.get("run_id", ""))
+
+    async def _on_redis_connect(self, connection: Any) -> None:
+        await connection.on_connect()
+        self._connects += 1
 
     async def _forget_generation(self) -> None:
         await self.store.redis.delete(self.store.key_of(keys.GENERATION, self.stage))
 
     async def _state_known(self) -> bool:
         marker = await self.store.redis.get(self.store.key_of(keys.GENERATION, self.stage))
-        if marker is None or self._generation is None:
+        if marker is None or self._generation is None or _text(marker) != self._generation:
             return False
-        return _text(marker) == self._generation
+        if self._connects != self._connects_checked:
+            # A connection made since the last look (this GET's own included): to the same server (the
+            # pool grew, an idle one was closed), or to a restarted one, which may be behind.
+            connects = self._connects
+            if await self._server_id() != self._server:
+                return False
+            self._connects_checked = connects
+        return True
 
     async def check_generation(self) -> bool:
         """Whether Redis lost its state since this process last looked (its generation marker is gone
@@ -222,18 +247,25 @@ class StageRuntime:
         async with self._generation_lock:
             key = self.store.key_of(keys.GENERATION, self.stage)
             fresh = uuid.uuid4().hex
+            connects = self._connects
+            server = await self._server_id()
             # SET NX ... GET: the marker now, written only if there was none (one round trip, atomic).
             before = await self.store.redis.set(key, fresh, nx=True, get=True)
             current = fresh if before is None else _text(before)
             known, self._generation = self._generation, current
-            if before is not None and known in (None, current):
+            known_server, self._server = self._server, server
+            self._connects_checked = connects
+            restarted = known_server not in (None, server)
+            if before is not None and known in (None, current) and not restarted:
                 self._state_ready.set()
                 return False  # Redis kept the state (a marker this process saw before, or a first look)
-            # No marker (an empty Redis), or a new one: another replica found the state gone first.
+            # No marker (an empty Redis), a new one (another replica found the state gone first), or
+            # a server restarted since the last look: from its disk, it may be behind what Kafka holds.
             if not self._rebuilders:
                 self._state_ready.set()
                 return False
-            log.warning("Redis has no state of this stage (generation %s): rebuilding it from Kafka", current)
+            why = "restarted, possibly behind" if restarted and before is not None else "has no state"
+            log.warning("Redis %s for this stage (generation %s): rebuilding it from Kafka", why, current)
             self._state_ready.clear()
             try:
                 for rebuild in self._rebuilders:
@@ -286,6 +318,9 @@ class StageRuntime:
             if self._store is not None:
                 return
             redis = redis_client(self.settings.redis)
+            # Every (re)connection is counted: after one, the next record checks the server is the one
+            # this process's state was read from (a restart from disk can be behind).
+            redis.connection_pool.connection_kwargs["redis_connect_func"] = self._on_redis_connect
             self._store = Store(redis, self.settings.redis.key_prefix, clock=self.clock)
             if self._limiter is None:
                 self._limiter = build_rate_limiter(self.settings, self.channels.channels)
