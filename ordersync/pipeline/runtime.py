@@ -267,12 +267,20 @@ class StageRuntime:
             why = "restarted, possibly behind" if restarted and before is not None else "has no state"
             log.warning("Redis %s for this stage (generation %s): rebuilding it from Kafka", why, current)
             self._state_ready.clear()
+            # Readiness says so while records wait; the task's health keeps when and why.
+            self.stalls[REBUILD_TASK] = f"Redis {why}: rebuilding this stage's state from Kafka"
+            started = time.monotonic()
             try:
                 for rebuild in self._rebuilders:
-                    await self.through_outages("rebuild from Kafka", rebuild)
+                    await self.through_outages(REBUILD_TASK, rebuild)
             finally:
                 self._state_ready.set()
-            log.warning("rebuilt from Kafka; processing resumes")
+                self.stalls.pop(REBUILD_TASK, None)
+            took = f"Redis {why}: state rebuilt from Kafka in {time.monotonic() - started:.1f} s"
+            await self.survive(
+                REBUILD_TASK, partial(self.store.record_task, REBUILD_TASK, self.stage, ok=True, detail=took)
+            )
+            log.warning("rebuilt from Kafka; processing resumes (%s)", took)
             return True
 
     async def read_events(self, spec: TopicSpec) -> list[Envelope[Event]]:
@@ -797,6 +805,10 @@ class StageRuntime:
     async def _leave_line(self, spec: TopicSpec, source: SourceRecord, parked: RecordParked | None) -> None:
         if parked is not None and spec.key == "order" and source.key:
             await self.store.redis.lrem(self._line_key(source.key), 0, source.id)
+
+
+#: The task (health, stalls) of a stage rebuilding its state from Kafka.
+REBUILD_TASK = "rebuild from Kafka"
 
 
 def _text(value: object) -> str:

@@ -10,6 +10,7 @@ import pytest
 
 from ordersync.dev.testing import RecordingRuntime
 from ordersync.errors import Permanent
+from ordersync.pipeline.runtime import REBUILD_TASK
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.topics import INVOICES_ISSUED
 from ordersync.simulator.runner import RunningSimulator
@@ -82,6 +83,10 @@ async def test_a_record_after_redis_lost_everything_waits_for_the_rebuild(stage:
     assert stage.decided == ["STK-1", "STK-1"]
     assert len(runtime.payloads(INVOICES_ISSUED.name)) == 2
     assert _dead_letters(runtime) == []
+    # Said in the stage's health (the dashboard's Tasks page), and no longer stalled.
+    health = await runtime.store.task(REBUILD_TASK, runtime.stage)
+    assert health["last_result"].startswith("Redis has no state: state rebuilt from Kafka in ")
+    assert runtime.stalls == {}
 
 
 async def test_a_record_whose_state_vanished_while_it_was_decided_is_decided_again(stage: Stage) -> None:
