@@ -113,6 +113,10 @@ class StateLost(PipelineError):
     record is tried again once the state is rebuilt from Kafka."""
 
 
+class Unreachable(Retryable):
+    """A server made no progress for a while (a Kafka read no partition of which moved): an outage."""
+
+
 #: Redis cannot be reached, or refuses writes for a while (loading its append-only file after a
 #: restart, a replica promoted by a failover, a cluster resharding).
 _REDIS_OUTAGES = (
@@ -128,7 +132,7 @@ def is_outage(error: BaseException) -> bool:
     """Whether ``error`` says Redis, the broker or the network is down rather than that the work is
     wrong: the work is kept and tried again once they answer, never dead-lettered. The rate limiter
     failing closed (:class:`QuotaUnavailable`) is one, and Redis found empty (:class:`StateLost`)."""
-    if isinstance(error, (QuotaUnavailable, StateLost, OSError, *_REDIS_OUTAGES)):
+    if isinstance(error, (QuotaUnavailable, StateLost, Unreachable, OSError, *_REDIS_OUTAGES)):
         return True
     if isinstance(error, kafka_errors.KafkaError):
         return bool(error.retriable) or isinstance(

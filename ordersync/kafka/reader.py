@@ -14,7 +14,7 @@ earliest record kept, the only offset asked of the broker.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import OffsetOutOfRangeError
 
-from ordersync.errors import Permanent, Retryable
+from ordersync.errors import Permanent, Unreachable
 from ordersync.kafka.admin import kafka_client_config
 from ordersync.settings import KafkaSettings
 
@@ -38,7 +38,7 @@ class TopicMissing(Permanent):
     """A topic or partition asked for is not on the broker."""
 
 
-class ReadStalled(Retryable):
+class ReadStalled(Unreachable):
     """No partition made progress for the reader's stall time."""
 
 
@@ -67,11 +67,13 @@ class TopicReader:
     """Reads ``topics`` (one name or several) from ``from_offset`` (None: the beginning) up to each
     partition's high watermark as first fetched, in offset order per partition.
 
-    ``partitions`` narrows a single topic. A topic or partition not on the broker raises
-    :class:`TopicMissing`; with ``skip_missing`` a missing topic is left out instead (and listed in
-    :attr:`missing_topics`). ``stop_at``: a record for which it is true ends its partition there (that
-    record is not read). No progress for ``stall_s`` raises :class:`ReadStalled`. It holds a consumer:
-    use it as a context manager, and read once, through :meth:`records` or :meth:`batches`.
+    ``partitions`` narrows a single topic; ``positions`` names exactly the (topic, partition)s to read,
+    each from its own offset (``topics`` and ``from_offset`` are then unused). A topic or partition not
+    on the broker raises :class:`TopicMissing`; with ``skip_missing`` a missing topic is left out
+    instead (and listed in :attr:`missing_topics`). ``stop_at``: a record for which it is true ends its
+    partition there (that record is not read). No progress for ``stall_s`` raises :class:`ReadStalled`.
+    It holds a consumer: use it as a context manager, and read once, through :meth:`records` or
+    :meth:`batches`.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class TopicReader:
         *,
         partitions: Sequence[int] | None = None,
         from_offset: int | None = None,
+        positions: Mapping[tuple[str, int], int] | None = None,
         skip_missing: bool = False,
         stop_at: Callable[[Record], bool] | None = None,
         client_id: str = "ordersync-reader",
@@ -108,12 +111,20 @@ class TopicReader:
             **kafka_client_config(settings, client_id=client_id),
         )
         try:
-            self.tps = self._assign(partitions, skip_missing=skip_missing)
-            if from_offset is None:
+            if positions is not None:
+                self.tps = [TopicPartition(topic, partition) for topic, partition in positions]
+                if self.tps:
+                    self.consumer.assign(self.tps)
+                for tp in self.tps:
+                    self.consumer.seek(tp, positions[(tp.topic, tp.partition)])
+                self.starts = {tp: positions[(tp.topic, tp.partition)] for tp in self.tps}
+            elif from_offset is None:
+                self.tps = self._assign(partitions, skip_missing=skip_missing)
                 if self.tps:
                     self.consumer.seek_to_beginning(*self.tps)
                 self.starts = {tp: int(self.consumer.position(tp)) for tp in self.tps}
             else:
+                self.tps = self._assign(partitions, skip_missing=skip_missing)
                 for tp in self.tps:
                     self.consumer.seek(tp, from_offset)
                 self.starts = dict.fromkeys(self.tps, from_offset)
@@ -265,12 +276,18 @@ def read_topic(
     topics: str | Sequence[str],
     *,
     from_offset: int | None = None,
+    positions: Mapping[tuple[str, int], int] | None = None,
     skip_missing: bool = False,
     client_id: str = "ordersync-reader",
 ) -> Iterator[Record]:
     """Every record of ``topics`` from ``from_offset`` (None: the beginning) up to each partition's high
     watermark as first fetched: :class:`TopicReader` for the simple case."""
     with TopicReader(
-        kafka, topics, from_offset=from_offset, skip_missing=skip_missing, client_id=client_id
+        kafka,
+        topics,
+        from_offset=from_offset,
+        positions=positions,
+        skip_missing=skip_missing,
+        client_id=client_id,
     ) as reader:
         yield from reader.records()

@@ -11,10 +11,10 @@ once the try settled it (processed, parked again one tier up, or dead-lettered).
 
 One order's records stay in order. A stage keeps each order's waiting line in Redis
 (:data:`ordersync.state.keys.PARKED`): a record of an order that has a record parked is parked behind
-it, without a try, and a parked record is tried only at the head of its line. Lines are not rebuilt
-after a Redis loss: each parked record is then tried when due. A record never waits behind another
-longer than the redrive deadline plus the last tier's delay, so a line whose head was lost cannot hold
-an order for ever.
+it, without a try, and a parked record is tried only at the head of its line. After a Redis loss the
+lines are rebuilt from the tiers (:func:`waiting_lines`): the copies not yet settled are those from
+the stage's position on each tier partition on. A record never waits behind another longer than the
+redrive deadline plus the last tier's delay, so a line whose head is gone cannot hold an order for ever.
 
 This module holds the pure rules; :class:`~ordersync.pipeline.runtime.StageRuntime` applies them.
 """
@@ -22,6 +22,7 @@ This module holds the pure rules; :class:`~ordersync.pipeline.runtime.StageRunti
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -95,6 +96,30 @@ def may_try(line: list[str], record: str) -> bool:
     """Whether ``record`` may be tried now: at the head of its order's line, or not in it (a line lost
     with Redis, or a record parked twice whose first copy settled)."""
     return not line or line[0] == record or record not in line
+
+
+def waiting_lines(
+    stage: str, unsettled: Iterable[RecordParked], order_keyed: set[str]
+) -> dict[str, list[str]]:
+    """Each order's waiting line of ``stage`` from its parked copies not yet settled (read off the tiers
+    in any order): per record key, the parked records (topic:partition:offset) in the order they were
+    first parked. ``order_keyed``: the source topics keyed by order (only those have lines). A record
+    parked more than once (a try that failed again) is in its line once."""
+    first: dict[str, RecordParked] = {}
+    for parked in unsettled:
+        if parked.stage != stage or not parked.source_key or parked.source_topic not in order_keyed:
+            continue
+        source = parked.record_id
+        if source not in first or parked.first_failed_at < first[source].first_failed_at:
+            first[source] = parked
+    lines: dict[str, list[str]] = {}
+    ordered = sorted(
+        first.items(),
+        key=lambda item: (item[1].first_failed_at, item[1].source_topic, item[1].source_offset),
+    )
+    for source, parked in ordered:
+        lines.setdefault(parked.source_key or "", []).append(source)
+    return lines
 
 
 def parked_record(

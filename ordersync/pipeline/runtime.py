@@ -33,13 +33,23 @@ from typing import Any, TypeVar, cast
 
 import faust
 import httpx
+from kafka import KafkaConsumer, TopicPartition
 from redis import exceptions as redis_errors
 
 from ordersync.amazon.client import SpApiClient
 from ordersync.amazon.operations import ApiCall, ApiName
 from ordersync.channels import Channel, ChannelsFile, load_channels
 from ordersync.clock import SYSTEM_CLOCK, Clock
-from ordersync.errors import InvalidEvent, Permanent, Retryable, StateLost, Throttled, is_outage
+from ordersync.errors import (
+    InvalidEvent,
+    Permanent,
+    Retryable,
+    StateLost,
+    Throttled,
+    Unreachable,
+    is_outage,
+)
+from ordersync.kafka.admin import kafka_client_config
 from ordersync.kafka.faust_app import faust_topic
 from ordersync.kafka.reader import Record, read_topic
 from ordersync.logs import EveryInterval, bind_log_context, log_context, remember_secrets
@@ -60,13 +70,14 @@ from ordersync.pipeline.redrive import (
     may_try,
     parked_record,
     waited_too_long,
+    waiting_lines,
 )
 from ordersync.ratelimit import RateLimiter, build_rate_limiter
 from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import decode, encode
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import EventDeadLettered, RecordParked
-from ordersync.schemas.topics import REDRIVE_TIERS, TopicSpec, by_name
+from ordersync.schemas.topics import CATALOGUE, REDRIVE_TIERS, TopicSpec, by_name
 from ordersync.settings import RedriveSettings, Settings
 from ordersync.state import keys
 from ordersync.state.health import HealthBoard, HealthObserver
@@ -88,6 +99,8 @@ MAX_UNEXPECTED_ATTEMPTS = 3
 #: Larger originals are dead-lettered by reference (topic, partition, offset): base64 would not fit in
 #: the broker's 1 MB message.
 MAX_DEAD_LETTER_COPY_BYTES = 512 * 1024
+#: A rebuild of the waiting lines waits this long for the consumer group to assign partitions.
+ASSIGNMENT_WAIT_S = 120.0
 #: The largest event a stage publishes; the broker refuses messages over 1 MB.
 MAX_EMIT_BYTES = 900 * 1024
 #: A dead letter's reason is cut to this many characters.
@@ -161,6 +174,11 @@ class StageRuntime:
         self._server: str | None = None
         self._connects = 0
         self._connects_checked = -1
+        #: A rebuild started and did not finish (it failed): the next check runs it again.
+        self._rebuild_owed = False
+        #: Set once the consumer group gave this process its partitions (a rebuild of the waiting lines
+        #: needs to know which redrive partitions are its own).
+        self._assignment_known = asyncio.Event()
         #: One generation check at a time: a second caller waits for the first one's rebuild.
         self._generation_lock = asyncio.Lock()
         #: Each consumed topic's handler, for its records coming back from the redrive tiers.
@@ -175,6 +193,7 @@ class StageRuntime:
 
     async def _on_rebalance_complete(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         self.assigned = True
+        self._assignment_known.set()
 
     async def _on_partitions_revoked(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: Any = args[0] if args else ()
@@ -229,6 +248,8 @@ class StageRuntime:
         await self.store.redis.delete(self.store.key_of(keys.GENERATION, self.stage))
 
     async def _state_known(self) -> bool:
+        if self._rebuild_owed:
+            return False
         marker = await self.store.redis.get(self.store.key_of(keys.GENERATION, self.stage))
         if marker is None or self._generation is None or _text(marker) != self._generation:
             return False
@@ -256,7 +277,7 @@ class StageRuntime:
             known_server, self._server = self._server, server
             self._connects_checked = connects
             restarted = known_server not in (None, server)
-            if before is not None and known in (None, current) and not restarted:
+            if before is not None and known in (None, current) and not restarted and not self._rebuild_owed:
                 self._state_ready.set()
                 return False  # Redis kept the state (a marker this process saw before, or a first look)
             # No marker (an empty Redis), a new one (another replica found the state gone first), or
@@ -265,14 +286,18 @@ class StageRuntime:
                 self._state_ready.set()
                 return False
             why = "restarted, possibly behind" if restarted and before is not None else "has no state"
+            if self._rebuild_owed and before is not None and known in (None, current) and not restarted:
+                why = "was not rebuilt yet (the last rebuild failed)"
             log.warning("Redis %s for this stage (generation %s): rebuilding it from Kafka", why, current)
             self._state_ready.clear()
             # Readiness says so while records wait; the task's health keeps when and why.
             self.stalls[REBUILD_TASK] = f"Redis {why}: rebuilding this stage's state from Kafka"
             started = time.monotonic()
+            self._rebuild_owed = True
             try:
                 for rebuild in self._rebuilders:
                     await self.through_outages(REBUILD_TASK, rebuild)
+                self._rebuild_owed = False
             finally:
                 self._state_ready.set()
                 self.stalls.pop(REBUILD_TASK, None)
@@ -691,9 +716,73 @@ class StageRuntime:
         return _LAST_TRY.get()
 
     def register_redrive(self, app: faust.App) -> None:
-        """An agent per redrive tier: it takes this stage's parked records and tries them when due."""
+        """An agent per redrive tier: it takes this stage's parked records and tries them when due; the
+        orders' waiting lines are rebuilt from the tiers when Redis lost them."""
         for spec in REDRIVE_TIERS:
             self._redrive_agent(app, spec)
+        self.on_redis_reset(self.rebuild_waiting_lines)
+
+    async def rebuild_waiting_lines(self) -> int:
+        """Each order's waiting line, from the parked copies this process has not settled yet: on each
+        redrive partition assigned to it, those from the next offset its agent handles (the broker's
+        committed offset where it handled none since the assignment). Returns the records put in lines."""
+        try:
+            await asyncio.wait_for(self._assignment_known.wait(), ASSIGNMENT_WAIT_S)
+        except TimeoutError:
+            raise Unreachable(
+                f"no partitions assigned to this stage within {ASSIGNMENT_WAIT_S:.0f} s"
+            ) from None
+        consumer: Any = self.app.consumer
+        tiers = {spec.name for spec in REDRIVE_TIERS}
+        mine = [(tp.topic, tp.partition) for tp in consumer.assignment() if tp.topic in tiers]
+        if not mine:
+            return 0
+        positions = await asyncio.to_thread(self._unsettled_positions, mine)
+        records = await asyncio.to_thread(
+            lambda: list(read_topic(self.settings.kafka, sorted(tiers), positions=positions))
+        )
+        unsettled = []
+        for record in records:
+            try:
+                unsettled.append(decode(record.value, by_name(record.topic)).payload_as(RecordParked))
+            except InvalidEvent:
+                continue  # dead-lettered by the tier's agent
+        order_keyed = {spec.name for spec in CATALOGUE if spec.key == "order"}
+        lines = waiting_lines(self.stage, unsettled, order_keyed)
+        ttl = int(self.redrive_settings.deadline_s + self.redrive_settings.delays_s[-1] + 86400)
+        redis = self.store.redis
+        for key, line in lines.items():
+            line_key = self._line_key(key)
+            for source in line:
+                if await redis.lpos(line_key, source) is None:
+                    await redis.rpush(line_key, source)
+            await redis.expire(line_key, ttl)
+        put = sum(len(line) for line in lines.values())
+        if put:
+            log.warning("%d parked records put back in %d orders' waiting lines", put, len(lines))
+        return put
+
+    def _unsettled_positions(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Where each redrive partition's unsettled records start (blocking: the broker is asked for the
+        committed offsets of those this process handled nothing of)."""
+        positions = {tp: self.next_offsets[tp] for tp in partitions if tp in self.next_offsets}
+        unknown = [
+            TopicPartition(topic, partition)
+            for topic, partition in partitions
+            if (topic, partition) not in positions
+        ]
+        if unknown:
+            consumer = KafkaConsumer(
+                group_id=self.app.conf.id,
+                enable_auto_commit=False,
+                **kafka_client_config(self.settings.kafka, client_id=f"ordersync-{self.stage}-lines"),
+            )
+            try:
+                for tp in unknown:
+                    positions[(tp.topic, tp.partition)] = consumer.committed(tp) or 0
+            finally:
+                consumer.close()
+        return positions
 
     def _redrive_agent(self, app: faust.App, spec: TopicSpec) -> None:
         async def redrive(stream: faust.StreamT[bytes]) -> None:

@@ -331,8 +331,7 @@ GENERATION = KeyFamily(
     "generation",
     ("<stage>",),
     "string",
-    "stages that rebuild state from Kafka: order-download, item-fetch, import, invoice-issued,"
-    " shipment-write-back, status-projection",
+    "every stage: each rebuilds its state from Kafka (its orders' redrive waiting lines at least)",
     "none",
     "an id the stage writes once its state is in Redis: its absence tells the stage Redis lost its state"
     " (a restart without persistence, a failover to a replica that lagged) or never had it",
@@ -356,8 +355,8 @@ PARKED = KeyFamily(
     "the redrive deadline, plus a day",
     "one order's waiting line on the redrive tiers: the records (topic:partition:offset) parked in the"
     " order they arrived; only the first is tried, the others wait behind it",
-    "not rebuilt: after a loss each parked record is tried when due, and a record waits behind another"
-    " at most the redrive deadline",
+    "the records parked on the redrive tiers not settled yet, from each tier partition's next offset to"
+    " handle, in the order they were first parked",
 )
 TASK = KeyFamily(
     "task",

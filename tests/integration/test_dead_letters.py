@@ -4,6 +4,7 @@ the stage keeps running: the invoice-issued stage as its own process on the embe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -22,9 +23,10 @@ from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import decode
 from ordersync.schemas.events import (
     EventDeadLettered,
+    RecordParked,
     ShipmentRequested,
 )
-from ordersync.schemas.topics import INVOICES_ISSUED, SHIPMENTS_REQUESTED, order_key
+from ordersync.schemas.topics import INVOICES_ISSUED, REDRIVE_TIERS, SHIPMENTS_REQUESTED, order_key
 from ordersync.settings import RedisSettings
 from ordersync.state.store import Store
 from tests.factories import DLQ_ORDER_ID as ORDER_ID
@@ -33,10 +35,12 @@ from tests.factories import dlq_invoice, dlq_sales_order
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def invoice_stage(
-    ordersync_env: dict[str, str], topics: tuple[str, ...], tmp_path: Path
+@contextlib.contextmanager
+def _invoice_stage(
+    ordersync_env: dict[str, str], tmp_path: Path, redrive: dict[str, str]
 ) -> Iterator[tuple[str, dict[str, str]]]:
+    """The invoice-issued stage as its own process, on a channel of a new seller; ``redrive``: its
+    redrive settings."""
     seller = f"A{uuid.uuid4().hex[:10].upper()}"
     channels = tmp_path / "channels.yaml"
     secret = {"value": "x"}
@@ -58,14 +62,12 @@ def invoice_stage(
             }
         )
     )
-    # An invoice of an unknown order waits this long for its sales order before it is dead-lettered.
+    # An invoice of an unknown order waits this long for its sales order before it is parked.
     env = {
         **ordersync_env,
         "ORDERSYNC_CHANNELS_FILE": str(channels),
         "ORDERSYNC_INVOICE__SALES_ORDER_WAIT_S": "2",
-        # ... then on the redrive tiers, until the redrive deadline (short here).
-        "ORDERSYNC_REDRIVE__DELAYS_S": "[1, 1, 1]",
-        "ORDERSYNC_REDRIVE__DEADLINE_S": "2",
+        **redrive,
     }
 
     async def seed() -> None:
@@ -88,6 +90,26 @@ def invoice_stage(
     finally:
         stop_process_group(process.pid, grace_s=10)
         process.wait(timeout=10)
+
+
+@pytest.fixture
+def invoice_stage(
+    ordersync_env: dict[str, str], topics: tuple[str, ...], tmp_path: Path
+) -> Iterator[tuple[str, dict[str, str]]]:
+    # A parked record is tried again after a second, until the redrive deadline (short here).
+    redrive = {"ORDERSYNC_REDRIVE__DELAYS_S": "[1, 1, 1]", "ORDERSYNC_REDRIVE__DEADLINE_S": "2"}
+    with _invoice_stage(ordersync_env, tmp_path, redrive) as stage:
+        yield stage
+
+
+@pytest.fixture
+def invoice_stage_parking_long(
+    ordersync_env: dict[str, str], topics: tuple[str, ...], tmp_path: Path
+) -> Iterator[tuple[str, dict[str, str]]]:
+    # A parked record stays parked for the whole test.
+    redrive = {"ORDERSYNC_REDRIVE__DELAYS_S": "[900, 900, 900]", "ORDERSYNC_REDRIVE__DEADLINE_S": "3600"}
+    with _invoice_stage(ordersync_env, tmp_path, redrive) as stage:
+        yield stage
 
 
 def _read(
@@ -154,3 +176,38 @@ def test_bad_invoices_are_dead_lettered_and_the_stage_keeps_going(
     shipment = decode(request[1], SHIPMENTS_REQUESTED).payload_as(ShipmentRequested)
     assert shipment.tracking_number == "1ZINV-OK"
     assert shipment.items[0].quantity == 2
+
+
+def test_an_orders_waiting_line_lost_with_redis_is_rebuilt_from_the_redrive_tier(
+    invoice_stage_parking_long: tuple[str, dict[str, str]],
+) -> None:
+    seller, env = invoice_stage_parking_long
+    bootstrap = env["ORDERSYNC_KAFKA__BOOTSTRAP"]
+    never_imported = "999-9999999-9999999"
+    key = order_key(seller, never_imported).encode()
+    tier = REDRIVE_TIERS[0]
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer.send(INVOICES_ISSUED.name, key=key, value=dlq_invoice(seller, "INV-A", order_id=never_imported))
+    producer.flush()
+    # Its sales order never came: the invoice is parked, at the head of its order's line.
+    ((_, value),) = _read(bootstrap, tier.name, seller, want=1)
+    head = decode(value, tier).payload_as(RecordParked)
+    assert head.behind is None
+
+    async def lose_everything() -> None:
+        redis = redis_client(RedisSettings(url=env["ORDERSYNC_REDIS__URL"]))
+        doomed = [name async for name in redis.scan_iter(match=f"{env['ORDERSYNC_REDIS__KEY_PREFIX']}:*")]
+        await redis.delete(*doomed)
+        await redis.aclose()
+
+    asyncio.run(lose_everything())
+    producer.send(INVOICES_ISSUED.name, key=key, value=dlq_invoice(seller, "INV-B", order_id=never_imported))
+    producer.flush()
+    producer.close()
+    # The order's next invoice waits behind the parked one: the line came back with the state.
+    parked = [
+        decode(value, tier).payload_as(RecordParked) for _, value in _read(bootstrap, tier.name, seller, 2)
+    ]
+    (second,) = [copy for copy in parked if copy.record_id != head.record_id]
+    assert second.behind == head.record_id, second
+    assert second.error_type == "WaitingInLine"

@@ -99,3 +99,24 @@ async def test_a_record_whose_state_vanished_while_it_was_decided_is_decided_aga
     assert len(runtime.payloads(INVOICES_ISSUED.name)) == 1
     assert _dead_letters(runtime) == []
     assert runtime.stalls == {}
+
+
+async def test_a_rebuild_that_failed_runs_again_before_the_next_try(stage: Stage) -> None:
+    runtime = stage.runtime
+    rebuild = stage.rebuild
+    failures = [RuntimeError("a bug in one rebuild")]
+
+    async def failing_once() -> None:
+        if failures:
+            raise failures.pop()
+        await rebuild()
+
+    stage.rebuild = failing_once  # type: ignore[method-assign]
+    runtime._rebuilders = [failing_once]
+    await stage.lose_everything()
+    await runtime.process(INVOICES_ISSUED, _record(4), stage.handle)
+    # The failed rebuild left the state owed: the record's next try rebuilt it, and was decided on it.
+    assert stage.rebuilds == 2
+    assert stage.decided == ["STK-1"]
+    assert len(runtime.payloads(INVOICES_ISSUED.name)) == 1
+    assert _dead_letters(runtime) == []
