@@ -11,6 +11,7 @@ from pydantic import SecretStr
 from redis import exceptions as redis_errors
 
 from ordersync.errors import AmazonRejected, InvalidEvent, Permanent, QuotaUnavailable, Retryable, is_outage
+from ordersync.kafka.reader import ReadStalled
 from ordersync.logs import MASK, EveryInterval, RepeatedClientLines, redact, remember_secrets
 
 pytestmark = pytest.mark.unit
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.unit
         kafka_errors.NotLeaderForPartitionError(),
         ConnectionRefusedError(),
         QuotaUnavailable("the limiter fails closed"),
+        ReadStalled("no progress for 60s reading pipeline.redrive.1[0]; is the broker up?"),
     ],
 )
 def test_outages(error: BaseException) -> None:

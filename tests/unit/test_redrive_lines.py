@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from ordersync.errors import Retryable
 from ordersync.pipeline.redrive import SourceRecord, parked_record, waiting_lines
 from ordersync.schemas.events import RecordParked
 from ordersync.schemas.topics import CATALOGUE, INVENTORY_LEVELS, INVOICES_ISSUED, SHIPMENTS_REQUESTED
 from ordersync.settings import RedriveSettings
+
+pytestmark = pytest.mark.unit
 
 SETTINGS = RedriveSettings()
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
