@@ -235,6 +235,15 @@ class ChannelsFile(_Frozen):
                 return channel
         raise ConfigurationError(f"no channel for seller {seller_id!r}")
 
+    def selling(self, seller_id: str, marketplace_id: str) -> Channel:
+        """The channel of ``seller_id`` that sells in ``marketplace_id``."""
+        for channel in self.channels:
+            if channel.seller_id == seller_id and marketplace_id in channel.marketplaces:
+                return channel
+        raise ConfigurationError(
+            f"no channel of seller {seller_id!r} sells in marketplace {marketplace_id!r}"
+        )
+
     def names(self) -> list[str]:
         return [c.name for c in self.channels]
 

@@ -13,6 +13,7 @@ Every failure a stage can meet is one of three kinds, and the kind alone decides
 from __future__ import annotations
 
 from aiokafka import errors as kafka_errors
+from botocore import exceptions as aws_errors
 from redis import exceptions as redis_errors
 
 
@@ -128,11 +129,15 @@ _REDIS_OUTAGES = (
 )
 
 
+#: AWS (the SQS queue of Amazon's notifications) cannot be reached, or the connection broke.
+_AWS_OUTAGES = (aws_errors.ConnectionError, aws_errors.HTTPClientError)
+
+
 def is_outage(error: BaseException) -> bool:
     """Whether ``error`` says Redis, the broker or the network is down rather than that the work is
     wrong: the work is kept and tried again once they answer, never dead-lettered. The rate limiter
     failing closed (:class:`QuotaUnavailable`) is one, and Redis found empty (:class:`StateLost`)."""
-    if isinstance(error, (QuotaUnavailable, StateLost, Unreachable, OSError, *_REDIS_OUTAGES)):
+    if isinstance(error, (QuotaUnavailable, StateLost, Unreachable, OSError, *_REDIS_OUTAGES, *_AWS_OUTAGES)):
         return True
     if isinstance(error, kafka_errors.KafkaError):
         return bool(error.retriable) or isinstance(

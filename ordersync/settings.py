@@ -35,6 +35,8 @@ AMAZON_REGION_ENDPOINTS: dict[str, str] = {
 #: The prefix of every Redis key when ``ORDERSYNC_REDIS__KEY_PREFIX`` is not set (the key catalogue,
 #: :mod:`ordersync.state.keys`, builds every key under it).
 DEFAULT_PREFIX = "os"
+#: The credentials given to the local SQS-protocol server of `ordersync dev up` (it checks none).
+LOCAL_AWS_KEY = "ordersync-local"
 
 
 class _Frozen(BaseModel):
@@ -104,6 +106,48 @@ class AmazonSettings(_Frozen):
 
     def endpoint_for(self, region: Region) -> str:
         return (self.endpoint or AMAZON_REGION_ENDPOINTS[region]).rstrip("/")
+
+
+class AwsSettings(_Frozen):
+    """The AWS services ordersync reads: Amazon SQS (the queue Amazon sends ORDER_CHANGE notifications to).
+    Unset credentials: the AWS SDK's own chain (environment, profile, the container's or instance's
+    role)."""
+
+    region: str = Field("us-east-1", description="AWS region of the queue.")
+    endpoint_url: str | None = Field(
+        None, description="SQS endpoint; unset: AWS's. `ordersync dev up` sets a local SQS-protocol server."
+    )
+    access_key_id: SecretStr | None = Field(None, description="AWS access key id (unset: the SDK's chain).")
+    secret_access_key: SecretStr | None = Field(None, description="AWS secret access key.")
+
+
+class NotificationsSettings(_Frozen):
+    """``ordersync run order-notifications``: Amazon's ORDER_CHANGE notifications from an SQS queue."""
+
+    queue_url: str | None = Field(
+        None,
+        description="URL of the standard SQS queue Amazon sends ORDER_CHANGE to (one queue may carry many"
+        " sellers); unset: the stage has nothing to read and channels are polled at the budget's pace.",
+    )
+    queue_name: str = Field(
+        "ordersync-order-change",
+        description="The queue `ordersync notifications setup` creates when queue_url is unset.",
+    )
+    wait_time_s: int = Field(20, ge=0, le=20, description="SQS long-poll wait per receive (AWS: at most 20).")
+    max_messages: int = Field(10, ge=1, le=10, description="Messages per receive (AWS: at most 10).")
+    visibility_timeout_s: int = Field(
+        120,
+        ge=10,
+        le=43200,
+        description="How long a received message stays hidden: it must outlast a getOrder under throttling"
+        " and the Kafka send; a message not deleted by then is delivered again (at-least-once).",
+    )
+    silence_s: float = Field(
+        1800.0,
+        gt=0,
+        description="No notification for this long while polling still finds changed orders: notifications"
+        " count as stopped, the channel polls at the budget's pace and the dashboard says so.",
+    )
 
 
 class FeedTypeLimit(_Frozen):
@@ -357,6 +401,8 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     amazon: AmazonSettings = AmazonSettings()
+    aws: AwsSettings = AwsSettings()
+    notifications: NotificationsSettings = NotificationsSettings()
     ratelimit: RateLimitSettings = RateLimitSettings()
     download: DownloadSettings = DownloadSettings()
     writeback: WriteBackSettings = WriteBackSettings()
@@ -391,7 +437,7 @@ def dev_state_file() -> Path:
 
 
 class _DevStateSource(PydanticBaseSettingsSource):
-    """Broker and Redis addresses of a running ``ordersync dev up``, below the environment."""
+    """Broker, Redis and local AWS addresses of a running ``ordersync dev up``, below the environment."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
@@ -407,6 +453,13 @@ class _DevStateSource(PydanticBaseSettingsSource):
             values["kafka"] = {"bootstrap": state["kafka_bootstrap"]}
         if state.get("redis_url"):
             values["redis"] = {"url": state["redis_url"]}
+        if state.get("aws_endpoint_url"):
+            # The local server accepts any credentials; the SDK wants some.
+            values["aws"] = {
+                "endpoint_url": state["aws_endpoint_url"],
+                "access_key_id": LOCAL_AWS_KEY,
+                "secret_access_key": LOCAL_AWS_KEY,
+            }
         return values
 
 

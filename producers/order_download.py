@@ -96,30 +96,54 @@ MAX_SCAN_RESTARTS = 3
 FetchPage = Callable[[OrdersQuery, str | None], Awaitable[OrdersPage]]
 
 
-async def emit_if_new(runtime: StageRuntime, channel: Channel, order: AmazonOrder, found_by: FoundBy) -> bool:
-    """Send an order version the pipeline has not seen. The order's status and then the dedupe mark are
-    written after Kafka's ack, the mark last: a crash before it sends the version again (harmless
-    downstream), never leaves a version marked as sent with its status unwritten."""
+#: How long a sender's claim on an order version holds (send, Kafka's ack, the mark): a sender that
+#: died lets another send the version after this.
+CLAIM_TTL_S = 120.0
+
+
+class VersionBeingSent(Retryable):
+    """Another sender (the poll, or a notification's fetch) is sending this order version right now."""
+
+
+async def emit_if_new(
+    runtime: StageRuntime,
+    channel: Channel,
+    order: AmazonOrder,
+    found_by: FoundBy,
+    *,
+    wait_for_other_sender: bool = False,
+) -> bool:
+    """Send an order version the pipeline has not seen; True when this call sent it.
+
+    A claim first (:meth:`Store.claim_version`), so the poll and a notification of the same version send
+    it once. A version another sender claimed is left to it (``wait_for_other_sender``: raise
+    :class:`VersionBeingSent`, so the caller tries again later and sends it if that sender died). The
+    order's status and then the dedupe mark are written after Kafka's ack, the mark last: a crash before
+    it sends the version again (harmless downstream), never leaves a version marked as sent with its
+    status unwritten."""
     store = runtime.store
-    if not await store.is_new_version(
-        DEDUPE_MARK, channel.seller_id, order.amazon_order_id, order.last_update_date
-    ):
+    seller_id, order_id, version = channel.seller_id, order.amazon_order_id, order.last_update_date
+    claim = await store.claim_version(DEDUPE_MARK, seller_id, order_id, version, CLAIM_TTL_S)
+    if claim == "sent":
+        return False
+    if claim == "claimed":
+        if wait_for_other_sender:
+            raise VersionBeingSent(f"{order_id} of {version.isoformat()} is being sent by another sender")
         return False
     await runtime.emit(
-        ORDERS_DOWNLOADED,
-        order_key(channel.seller_id, order.amazon_order_id),
-        downloaded_event(channel, order, found_by),
+        ORDERS_DOWNLOADED, order_key(seller_id, order_id), downloaded_event(channel, order, found_by)
     )
     await store.set_order_status(
-        channel.seller_id,
-        order.amazon_order_id,
+        seller_id,
+        order_id,
         channel=channel.name,
         marketplace_id=order.marketplace_id,
         amazon_status=order.order_status,
         fulfillment_channel=order.fulfillment_channel,
         downloaded_at=runtime.clock.now().isoformat(),
     )
-    await store.record_version(DEDUPE_MARK, channel.seller_id, order.amazon_order_id, order.last_update_date)
+    await store.record_version(DEDUPE_MARK, seller_id, order_id, version)
+    await store.release_claim(seller_id, order_id, version)
     return True
 
 
@@ -187,8 +211,8 @@ async def save_cursor(runtime: StageRuntime, channel: Channel, bound: datetime) 
 
 async def rebuild_download_state(runtime: StageRuntime) -> tuple[int, int]:
     """The cursors and the dedupe marks again from Kafka, for a Redis that lost them: each channel's
-    latest cursor from ``amazon.orders.cursors`` (kept unless Redis holds a later one), and per order the
-    newest version on ``amazon.orders.downloaded``. Returns (cursors, orders) restored."""
+    latest cursor from ``amazon.orders.cursors`` (kept unless Redis holds a later one), and the marks
+    (:func:`rebuild_download_marks`). Returns (cursors, orders) restored."""
     store = runtime.store
     channels = {channel.name for channel in runtime.channels.channels}
     cursors: dict[str, datetime] = {}
@@ -201,17 +225,19 @@ async def rebuild_download_state(runtime: StageRuntime) -> tuple[int, int]:
         current = await store.cursor(name)
         if current is None or current < bound:
             await store.save_cursor(name, bound)
+    orders = await rebuild_download_marks(runtime)
+    log.warning("download cursors rebuilt from %s: %d", DOWNLOAD_CURSORS.name, len(cursors))
+    return len(cursors), orders
+
+
+async def rebuild_download_marks(runtime: StageRuntime) -> int:
+    """Per order, the newest version on ``amazon.orders.downloaded`` as its dedupe mark (unless Redis
+    holds a newer one): what every sender of that topic checks. Returns the orders restored."""
     downloaded = await runtime.read_events(ORDERS_DOWNLOADED)
     versions = newest_versions(e.payload_as(OrderDownloaded).order for e in downloaded)
-    await store.restore_versions(DEDUPE_MARK, versions)
-    log.warning(
-        "download state rebuilt from %s and %s: %d cursors, %d orders",
-        DOWNLOAD_CURSORS.name,
-        ORDERS_DOWNLOADED.name,
-        len(cursors),
-        len(versions),
-    )
-    return len(cursors), len(versions)
+    await runtime.store.restore_versions(DEDUPE_MARK, versions)
+    log.warning("download marks rebuilt from %s: %d orders", ORDERS_DOWNLOADED.name, len(versions))
+    return len(versions)
 
 
 #: A catch-up's plan: from the cursor and how far its last run reached, the scans to run now and how

@@ -113,8 +113,9 @@ class AmazonOrder(_Value):
 # --- amazon.orders.downloaded / amazon.orders.enriched -------------------------------------------
 
 
-#: Which task found an order: the regular poll, a catch-up scan, a reconciliation or an operator retry.
-FoundBy = Literal["poll", "catch-up", "reconciliation", "retry"]
+#: Which task found an order: the regular poll, a catch-up scan, a reconciliation, an operator retry,
+#: or Amazon's ORDER_CHANGE notification.
+FoundBy = Literal["poll", "catch-up", "reconciliation", "retry", "notification"]
 
 
 class OrderDownloaded(Event):
@@ -144,6 +145,29 @@ class DownloadCursorSaved(Event):
 
     channel: NonEmptyStr
     last_updated_before: AwareDatetime
+
+
+# --- amazon.notifications --------------------------------------------------------------------------
+
+#: The largest notification body kept whole (SQS allows up to 1 MiB; an ORDER_CHANGE is a few KB). A
+#: larger one is kept cut to this, and dead-lettered as such.
+MAX_NOTIFICATION_CHARS = 256 * 1024
+
+
+class AmazonNotificationReceived(Event):
+    """A message as Amazon put it on the notifications queue, copied to Kafka before the queue forgets
+    it: ``body`` is Amazon's JSON, unparsed (the stage that reads it validates it, and dead-letters
+    what is not an ORDER_CHANGE of a configured channel)."""
+
+    queue: NonEmptyStr
+    message_id: NonEmptyStr
+    body: Annotated[str, Field(max_length=MAX_NOTIFICATION_CHARS)]
+    #: Set when the body was longer than ``MAX_NOTIFICATION_CHARS`` characters and was cut.
+    body_chars: Annotated[int, Field(ge=0)] | None = None
+    #: When Amazon sent it (SQS's SentTimestamp), and how often the queue delivered it so far.
+    sent_at: AwareDatetime | None = None
+    receive_count: Annotated[int, Field(ge=1)] = 1
+    received_at: AwareDatetime
 
 
 # --- orders.imported / orders.import-failed ------------------------------------------------------

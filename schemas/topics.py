@@ -12,6 +12,7 @@ from typing import Literal
 
 from ordersync.schemas.envelope import Event
 from ordersync.schemas.events import (
+    AmazonNotificationReceived,
     DeadLetterHandled,
     DownloadCursorSaved,
     EventDeadLettered,
@@ -91,6 +92,14 @@ ORDERS_DOWNLOADED = _consumed(
     events=(OrderDownloaded,),
     writer="order-download",
     description="Orders listed by Amazon, new or changed, deduplicated on (seller, order, LastUpdateDate).",
+)
+AMAZON_NOTIFICATIONS = _consumed(
+    "amazon.notifications",
+    key="order",
+    events=(AmazonNotificationReceived,),
+    writer="order-notifications (each message of Amazon's SQS queue, before it is deleted there)",
+    description="Amazon's ORDER_CHANGE notifications as received, keyed by the order they name (unknown:"
+    " the message id when they name none); read by order-notifications, which fetches each order.",
 )
 ORDERS_ENRICHED = _consumed(
     "amazon.orders.enriched",
@@ -231,6 +240,7 @@ ORDER_FLOW: tuple[TopicSpec, ...] = (
 CATALOGUE: tuple[TopicSpec, ...] = tuple(
     spec
     for main in (
+        AMAZON_NOTIFICATIONS,
         *ORDER_FLOW,
         ORDERS_CANCELLATION_REQUESTED,
         ORDERS_CANCELLATION_RESULTS,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from ordersync.dev.devinfra import EmbeddedBroker, EmbeddedRedis
+from ordersync.dev.devinfra import EmbeddedAws, EmbeddedBroker, EmbeddedRedis
 from ordersync.kafka.admin import create_topics
 from ordersync.schemas.topics import CATALOGUE
 from ordersync.settings import Settings, get_settings
@@ -60,6 +60,17 @@ def kafka_bootstrap() -> Iterator[str]:
         return
     with EmbeddedBroker() as broker:
         yield broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def aws_endpoint_url() -> Iterator[str]:
+    """The session's SQS/S3 endpoint: ``ORDERSYNC_AWS__ENDPOINT_URL`` if set, else moto's server."""
+    external = os.environ.get("ORDERSYNC_AWS__ENDPOINT_URL")
+    if external:
+        yield external
+        return
+    with EmbeddedAws() as server:
+        yield server.endpoint_url
 
 
 def _settings_on(kafka_bootstrap: str) -> Settings:

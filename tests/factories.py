@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -100,6 +101,63 @@ def order(**overrides: Any) -> AmazonOrder:
     }
     data.update(overrides)
     return AmazonOrder(**data)
+
+
+def order_change_body(
+    seller_id: str = "A1ACME",
+    order_id: str = "111-1111111-1111111",
+    *,
+    changed_at: datetime = T0,
+    marketplace_id: str = "ATVPDKIKX0DER",
+    status: str = "Unshipped",
+    notification_id: str = "5c7d8b9e-0000-4000-8000-000000000001",
+) -> str:
+    """An ORDER_CHANGE notification's body as Amazon sends it (Amazon's schema example, these values)."""
+    stamp = changed_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return json.dumps(
+        {
+            "NotificationVersion": "1.0",
+            "NotificationType": "ORDER_CHANGE",
+            "PayloadVersion": "1.0",
+            "EventTime": stamp,
+            "Payload": {
+                "OrderChangeNotification": {
+                    "NotificationLevel": "OrderLevel",
+                    "SellerId": seller_id,
+                    "AmazonOrderId": order_id,
+                    "OrderChangeType": "OrderStatusChange",
+                    "OrderChangeTrigger": {
+                        "TimeOfOrderChange": stamp,
+                        "ChangeReason": "Order status changed",
+                    },
+                    "Summary": {
+                        "MarketplaceId": marketplace_id,
+                        "OrderStatus": status,
+                        "PurchaseDate": stamp,
+                        "DestinationPostalCode": "98101",
+                        "FulfillmentType": "MFN",
+                        "OrderType": "StandardOrder",
+                        "NumberOfItemsShipped": 0,
+                        "NumberOfItemsUnshipped": 1,
+                        "OrderItems": [
+                            {
+                                "OrderItemId": "OIID1",
+                                "SellerSKU": "SKU-1",
+                                "SupplySourceId": "ss-1",
+                                "Quantity": 1,
+                            }
+                        ],
+                    },
+                }
+            },
+            "NotificationMetadata": {
+                "ApplicationId": "amzn1.sellerapps.app.ordersync",
+                "SubscriptionId": "sub-1",
+                "PublishTime": stamp,
+                "NotificationId": notification_id,
+            },
+        }
+    )
 
 
 def one_line_sales_order(

@@ -48,7 +48,8 @@ def _echo_services(services: list[ServiceStatus] | tuple[ServiceRecord, ...]) ->
 
 @dev_app.command("up")
 def up_command(state_dir: Path | None = _STATE_DIR_OPTION) -> None:
-    """Start the broker and Redis in the background and record their addresses."""
+    """Start the broker, Redis and a local AWS server (SQS, S3) in the background and record their
+    addresses."""
     try:
         state = dev_up(state_dir)
     except DevAlreadyRunning as running:
@@ -60,6 +61,8 @@ def up_command(state_dir: Path | None = _STATE_DIR_OPTION) -> None:
     _echo_services(state.services)
     typer.echo(f"kafka bootstrap  {state.kafka_bootstrap}")
     typer.echo(f"redis url        {state.redis_url}")
+    if state.aws_endpoint_url:
+        typer.echo(f"aws endpoint     {state.aws_endpoint_url}")
     typer.echo(f"state file       {state.state_file}")
 
 

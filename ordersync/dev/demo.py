@@ -9,6 +9,7 @@ order by order.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import signal
@@ -32,8 +33,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from ordersync.aws import ensure_queue
 from ordersync.dashboard.server import RunningDashboard
-from ordersync.dev.devinfra import EmbeddedBroker, EmbeddedRedis, stop_process_group
+from ordersync.dev.devinfra import EmbeddedAws, EmbeddedBroker, EmbeddedRedis, stop_process_group
 from ordersync.errors import InvalidEvent
 from ordersync.kafka.admin import create_topics, kafka_client_config
 from ordersync.pipeline.stages import STAGES
@@ -50,7 +52,7 @@ from ordersync.schemas.topics import (
     SHIPMENTS_FAILED,
     by_name,
 )
-from ordersync.settings import KafkaSettings, RedisSettings, Settings
+from ordersync.settings import LOCAL_AWS_KEY, AwsSettings, KafkaSettings, RedisSettings, Settings
 from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.scenario import Scenario, load_scenario
 from ordersync.state.listings import ListingRow, listings_csv
@@ -251,9 +253,12 @@ class LocalPipeline:
         self._plans_known = plans_known
         self._broker: EmbeddedBroker | None = None
         self._redis: EmbeddedRedis | None = None
+        self._aws: EmbeddedAws | None = None
         self.simulator: RunningSimulator | None = None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.env: dict[str, str] = {}
+        #: Amazon's notifications queue on the local SQS server.
+        self.queue_url = self.queue_arn = ""
 
     @property
     def broker(self) -> EmbeddedBroker | None:
@@ -270,6 +275,14 @@ class LocalPipeline:
         if self._redis_url is None:
             self._redis = EmbeddedRedis().start()
             self._redis_url = self._redis.url
+        # Amazon's notifications queue (SQS), on moto's server.
+        self._aws = EmbeddedAws().start()
+        aws = AwsSettings(
+            endpoint_url=self._aws.endpoint_url,
+            access_key_id=SecretStr(LOCAL_AWS_KEY),
+            secret_access_key=SecretStr(LOCAL_AWS_KEY),
+        )
+        self.queue_url, self.queue_arn = asyncio.run(ensure_queue(aws, "ordersync-order-change"))
         self.simulator = RunningSimulator(self.scenario)
         self.simulator.start()
         channels_file = self.run_dir / "channels.yaml"
@@ -286,6 +299,10 @@ class LocalPipeline:
             "ORDERSYNC_DOWNLOAD__POLL_INTERVAL_S": "1",
             "ORDERSYNC_DOWNLOAD__INITIAL_LOOKBACK_S": str(30 * 86400),
             "ORDERSYNC_WRITEBACK__RETRY_BACKOFF_S": "0.5",
+            "ORDERSYNC_AWS__ENDPOINT_URL": self._aws.endpoint_url,
+            "ORDERSYNC_AWS__ACCESS_KEY_ID": LOCAL_AWS_KEY,
+            "ORDERSYNC_AWS__SECRET_ACCESS_KEY": LOCAL_AWS_KEY,
+            "ORDERSYNC_NOTIFICATIONS__QUEUE_URL": self.queue_url,
             **self._extra_env,
         }
         settings = self.settings()
@@ -384,6 +401,8 @@ class LocalPipeline:
             self.simulator.stop()
         if self._redis is not None:
             self._redis.stop()
+        if self._aws is not None:
+            self._aws.stop()
         if self._broker is not None:
             self._broker.stop()
 

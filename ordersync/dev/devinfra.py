@@ -29,9 +29,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -538,6 +541,33 @@ class EmbeddedBroker(_EmbeddedServer):
         return broker_answers(self.bootstrap)
 
 
+class EmbeddedAws(_EmbeddedServer):
+    """moto's standalone server on 127.0.0.1: the AWS protocols (SQS, S3) for dev, tests and the demo,
+    state in memory (lost on stop). Production uses AWS."""
+
+    name = "aws"
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _command(self, port: int, work_dir: Path) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "--host", self.host, "--port", str(port)]
+
+    def _environment(self) -> dict[str, str]:
+        # No AWS account of a developer's may leak into the local server's answers.
+        return {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.endpoint_url}/", timeout=1.0):  # noqa: S310 - our own URL
+                return True
+        except urllib.error.HTTPError:
+            return True  # it answered HTTP
+        except OSError:
+            return False
+
+
 def broker_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
     """Whether a Kafka metadata request to ``bootstrap`` (PLAINTEXT) gets an answer."""
     from kafka.admin import KafkaAdminClient  # noqa: PLC0415 - keeps `import ordersync.dev.devinfra` light
@@ -609,6 +639,8 @@ class DevState:
     run_dir: Path
     services: tuple[ServiceRecord, ...]
     state_file: Path
+    #: The local SQS/S3 server ("" in a state file written before it was started too).
+    aws_endpoint_url: str = ""
 
     @property
     def all_alive(self) -> bool:
@@ -618,6 +650,7 @@ class DevState:
         return {
             "kafka_bootstrap": self.kafka_bootstrap,
             "redis_url": self.redis_url,
+            "aws_endpoint_url": self.aws_endpoint_url,
             "started_at": self.started_at,
             "run_dir": str(self.run_dir),
             "services": {service.name: service.to_json() for service in self.services},
@@ -634,6 +667,7 @@ class DevState:
                 ServiceRecord.from_json(name, record) for name, record in dict(data["services"]).items()
             ),
             state_file=state_file,
+            aws_endpoint_url=str(data.get("aws_endpoint_url") or ""),
         )
 
 
@@ -691,11 +725,12 @@ def _stop_recorded(state: DevState, grace_s: float) -> list[ServiceStatus]:
 
 
 def dev_up(state_dir: Path | None = None) -> DevState:
-    """Start the broker and Redis detached, record them in the state file and return the record.
+    """Start the broker, Redis and the local AWS server (SQS, S3) detached, record them in the state file
+    and return the record.
 
     ``state_dir`` defaults to where the settings look (``ORDERSYNC_STATE_DIR`` or the XDG state
-    directory). Raises :class:`DevAlreadyRunning` when the recorded pair is alive; a pair of which one
-    died is stopped and replaced.
+    directory). Raises :class:`DevAlreadyRunning` when the recorded servers are alive; a set of which
+    one died is stopped and replaced.
     """
     state_file = state_file_path(state_dir)
     with _state_lock(state_file):
@@ -707,12 +742,15 @@ def dev_up(state_dir: Path | None = None) -> DevState:
         run_dir = state_file.parent / "dev-run"
         broker = EmbeddedBroker(run_dir=run_dir, detached=True)
         redis_server = EmbeddedRedis(run_dir=run_dir, detached=True)
+        aws = EmbeddedAws(run_dir=run_dir, detached=True)
         try:
             broker.start()
             redis_server.start()
+            aws.start()
         except BaseException:
             broker.stop(remove_run_dir=False)
             redis_server.stop(remove_run_dir=False)
+            aws.stop(remove_run_dir=False)
             raise
         services = tuple(
             ServiceRecord(
@@ -722,12 +760,17 @@ def dev_up(state_dir: Path | None = None) -> DevState:
                 log=server.log_path,
                 start_ticks=server.start_ticks,
             )
-            for server, address in ((broker, broker.bootstrap), (redis_server, redis_server.url))
+            for server, address in (
+                (broker, broker.bootstrap),
+                (redis_server, redis_server.url),
+                (aws, aws.endpoint_url),
+            )
             if server.pid is not None
         )
         state = DevState(
             kafka_bootstrap=broker.bootstrap,
             redis_url=redis_server.url,
+            aws_endpoint_url=aws.endpoint_url,
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             run_dir=run_dir,
             services=services,

@@ -15,6 +15,7 @@ from ordersync.settings import Settings
 #: Stage name -> the module that registers its agents and tasks on a faust app.
 STAGES: dict[str, str] = {
     "order-download": "ordersync.producers.order_download",
+    "order-notifications": "ordersync.producers.order_notifications",
     "item-fetch": "ordersync.streams.item_fetch",
     "import": "ordersync.streams.order_import",
     "invoice-issued": "ordersync.streams.invoice_issued",

@@ -96,6 +96,16 @@ DOWNLOADED = _order_family(
     "the LastUpdateDate of the order version last sent (dedupe mark)",
     "amazon.orders.downloaded",
 )
+DOWNLOAD_CLAIM = KeyFamily(
+    "download-claim",
+    ("{seller}", "<order_id>"),
+    "string",
+    "order-download, order-notifications",
+    "the claim TTL (a sender that died)",
+    "the LastUpdateDate of the order version one sender is sending right now: a poll and a notification"
+    " of the same version send it once",
+    "not rebuilt: a claim lost with Redis lets a version be sent twice at most (deduplicated downstream)",
+)
 ENRICHED = _order_family(
     "enriched",
     "item-fetch",
@@ -453,6 +463,7 @@ CATALOGUE: tuple[KeyFamily, ...] = (
     INVENTORY_INFLIGHT,
     INVENTORY_LOCK,
     INVENTORY_LAST_FLUSH,
+    DOWNLOAD_CLAIM,
     LEASE,
     GENERATION,
     COMMAND_PROGRESS,

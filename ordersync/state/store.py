@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
 
@@ -29,6 +29,27 @@ if current and current >= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
+
+
+#: Claim a version for sending: 'sent' when it (or a newer one) was recorded, 'claimed' when another
+#: sender holds a claim on it (or a newer one), else 'mine' with a claim for ARGV[2] ms.
+_CLAIM_VERSION = """
+local recorded = redis.call('GET', KEYS[1])
+if recorded and recorded >= ARGV[1] then return 'sent' end
+local claimed = redis.call('GET', KEYS[2])
+if claimed and claimed >= ARGV[1] then return 'claimed' end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 'mine'
+"""
+
+#: DEL KEYS[1] if it still holds ARGV[1] (a claim is released only by its holder's version).
+_RELEASE_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+#: What :meth:`Store.claim_version` found.
+VersionClaim = Literal["mine", "sent", "claimed"]
 
 
 def newest_versions(orders: Iterable[AmazonOrder]) -> dict[tuple[str, str], datetime]:
@@ -76,6 +97,8 @@ class Store:
         self.prefix = prefix
         self.clock = clock
         self._set_if_newer = redis.register_script(_SET_IF_NEWER)
+        self._claim_version = redis.register_script(_CLAIM_VERSION)
+        self._release_if = redis.register_script(_RELEASE_IF)
 
     def key_of(self, family: keys.KeyFamily, *values: str) -> str:
         """The key of ``family`` (from the catalogue, :mod:`ordersync.state.keys`) for ``values``."""
@@ -112,6 +135,26 @@ class Store:
             keys=[self.key_of(keys.MARKS[mark], seller_id, order_id)], args=[_iso(version), ORDER_STATE_TTL_S]
         )
         return bool(stored)
+
+    async def claim_version(
+        self, mark: str, seller_id: str, order_id: str, version: datetime, ttl_s: float
+    ) -> VersionClaim:
+        """Before sending (seller, order, ``version``): 'mine' (send it, then :meth:`record_version` and
+        :meth:`release_claim`), 'sent' (recorded under ``mark`` already), or 'claimed' (another sender
+        is sending it now; its claim lapses after ``ttl_s`` if it died)."""
+        found = await self._claim_version(
+            keys=[
+                self.key_of(keys.MARKS[mark], seller_id, order_id),
+                self.key_of(keys.DOWNLOAD_CLAIM, seller_id, order_id),
+            ],
+            args=[_iso(version), int(ttl_s * 1000)],
+        )
+        return cast(VersionClaim, found.decode() if isinstance(found, bytes) else found)
+
+    async def release_claim(self, seller_id: str, order_id: str, version: datetime) -> None:
+        await self._release_if(
+            keys=[self.key_of(keys.DOWNLOAD_CLAIM, seller_id, order_id)], args=[_iso(version)]
+        )
 
     async def restore_versions(self, mark: str, versions: Mapping[tuple[str, str], datetime]) -> None:
         """Dedupe marks read back from a topic (a rebuild): per (seller, order) the version given, unless

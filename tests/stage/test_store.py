@@ -40,6 +40,29 @@ async def test_versions_only_move_forward(store: Store) -> None:
     assert await store.is_new_version("downloaded", "S1", "111-1111111-1111111", T0)
 
 
+async def test_one_sender_at_a_time_claims_an_order_version(store: Store) -> None:
+    order_id, later = "111-1111111-1111111", T0 + timedelta(minutes=5)
+    claims = await asyncio.gather(
+        *(store.claim_version("downloaded", "S1", order_id, T0, 60) for _ in range(5))
+    )
+    assert sorted(claims) == ["claimed"] * 4 + ["mine"]
+    # A newer version is a new claim; the older one's holder still finishes its own.
+    assert await store.claim_version("downloaded", "S1", order_id, later, 60) == "mine"
+    assert await store.claim_version("downloaded", "S1", order_id, T0, 60) == "claimed"
+    await store.record_version("downloaded", "S1", order_id, later)
+    await store.release_claim("S1", order_id, later)
+    assert await store.claim_version("downloaded", "S1", order_id, later, 60) == "sent"
+    assert await store.claim_version("downloaded", "S1", order_id, T0, 60) == "sent"
+
+
+async def test_a_dead_senders_claim_lapses(store: Store) -> None:
+    order_id = "111-1111111-1111111"
+    assert await store.claim_version("downloaded", "S1", order_id, T0, 0.2) == "mine"
+    assert await store.claim_version("downloaded", "S1", order_id, T0, 0.2) == "claimed"
+    await asyncio.sleep(0.3)
+    assert await store.claim_version("downloaded", "S1", order_id, T0, 0.2) == "mine"
+
+
 async def test_sales_order_codes_are_stable_and_never_reused(store: Store) -> None:
     first = await asyncio.gather(
         *(store.sales_order_code("S1", "111-1111111-1111111", "SO") for _ in range(5))

@@ -1,0 +1,55 @@
+"""AWS clients from the settings tree: Amazon SQS, where Amazon sends its notifications.
+
+Production reaches AWS (credentials from the settings, else the SDK's own chain: environment, profile,
+the container's or instance's role); dev, tests and the demo reach the local server `ordersync dev up`
+starts (``aws.endpoint_url``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from ordersync.settings import AwsSettings
+
+#: A long poll waits up to 20 s for a message: reads must be allowed longer than that.
+READ_TIMEOUT_S = 40
+
+
+def client_arguments(aws: AwsSettings) -> dict[str, Any]:
+    """The keyword arguments of ``create_client`` for ``aws`` (region, endpoint, credentials if set)."""
+    arguments: dict[str, Any] = {
+        "region_name": aws.region,
+        "config": AioConfig(read_timeout=READ_TIMEOUT_S, retries={"max_attempts": 3, "mode": "standard"}),
+    }
+    if aws.endpoint_url:
+        arguments["endpoint_url"] = aws.endpoint_url
+    if aws.access_key_id is not None and aws.secret_access_key is not None:
+        arguments["aws_access_key_id"] = aws.access_key_id.get_secret_value()
+        arguments["aws_secret_access_key"] = aws.secret_access_key.get_secret_value()
+    return arguments
+
+
+@contextlib.asynccontextmanager
+async def sqs_client(aws: AwsSettings) -> AsyncIterator[Any]:
+    """An SQS client (aiobotocore), closed on exit."""
+    async with get_session().create_client("sqs", **client_arguments(aws)) as client:
+        yield client
+
+
+def queue_name(queue_url: str) -> str:
+    """The queue's name: the last part of its URL."""
+    return queue_url.rstrip("/").rsplit("/", 1)[-1]
+
+
+async def ensure_queue(aws: AwsSettings, name: str) -> tuple[str, str]:
+    """The standard queue ``name``, created if it does not exist: its URL and ARN (what Amazon's
+    notification destination names)."""
+    async with sqs_client(aws) as sqs:
+        url = str((await sqs.create_queue(QueueName=name))["QueueUrl"])
+        attributes = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    return url, str(attributes["Attributes"]["QueueArn"])

@@ -1,0 +1,126 @@
+"""The order-notifications stage as its own process, reading Amazon's notifications from a real SQS
+queue (moto's server) onto the embedded broker: every order once however often it is notified, a
+SIGKILL while messages are in hand loses nothing and sends nothing twice, and garbage is dead-lettered
+with the reason while the stage keeps going."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from ordersync.amazon.normalize import parse_time
+from ordersync.aws import sqs_client
+from ordersync.dev.demo import LocalPipeline, local_pipeline
+from ordersync.schemas.events import EventDeadLettered, OrderDownloaded
+from ordersync.schemas.topics import AMAZON_NOTIFICATIONS, ORDERS_DOWNLOADED
+from ordersync.settings import AwsSettings
+from ordersync.simulator.testing import tiny_scenario
+from tests.factories import order_change_body
+from tests.topics import read_all, wait_for
+
+pytestmark = pytest.mark.integration
+
+STAGE = "order-notifications"
+
+
+def _aws(pipeline: LocalPipeline) -> AwsSettings:
+    env = pipeline.env
+    return AwsSettings(
+        endpoint_url=env["ORDERSYNC_AWS__ENDPOINT_URL"],
+        access_key_id=SecretStr(env["ORDERSYNC_AWS__ACCESS_KEY_ID"]),
+        secret_access_key=SecretStr(env["ORDERSYNC_AWS__SECRET_ACCESS_KEY"]),
+    )
+
+
+def _send(pipeline: LocalPipeline, bodies: list[str]) -> None:
+    """Put ``bodies`` on the queue as Amazon would."""
+
+    async def send() -> None:
+        async with sqs_client(_aws(pipeline)) as sqs:
+            for start in range(0, len(bodies), 10):
+                entries = [
+                    {"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start : start + 10])
+                ]
+                await sqs.send_message_batch(QueueUrl=pipeline.queue_url, Entries=entries)
+
+    asyncio.run(send())
+
+
+def _queue_depth(pipeline: LocalPipeline) -> int:
+    async def depth() -> int:
+        async with sqs_client(_aws(pipeline)) as sqs:
+            names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+            attributes = (await sqs.get_queue_attributes(QueueUrl=pipeline.queue_url, AttributeNames=names))[
+                "Attributes"
+            ]
+            return sum(int(attributes[name]) for name in names)
+
+    return asyncio.run(depth())
+
+
+def test_notifications_become_each_order_once_through_a_sigkill(tmp_path: Path) -> None:
+    scenario = tiny_scenario(orders={"count": 30, "history_s": 3600}, time_scale=60, start=None)
+    extra = {
+        # A message in hand when the stage dies is delivered again this soon.
+        "ORDERSYNC_NOTIFICATIONS__VISIBILITY_TIMEOUT_S": "10",
+        "ORDERSYNC_NOTIFICATIONS__WAIT_TIME_S": "1",
+        "ORDERSYNC_NOTIFICATIONS__MAX_MESSAGES": "3",
+    }
+    with local_pipeline(
+        scenario=scenario, run_dir=tmp_path / "run", stages=(STAGE,), backoffice=False, extra_env=extra
+    ) as pipeline:
+        assert pipeline.simulator is not None
+        bootstrap = pipeline.env["ORDERSYNC_KAFKA__BOOTSTRAP"]
+        truth = pipeline.simulator.state.truth_orders()
+        # Each order notified three times (SQS delivers at least once; Amazon may repeat), shuffled.
+        bodies: list[Any] = [
+            order_change_body(
+                o["seller_id"],
+                o["amazon_order_id"],
+                changed_at=parse_time(o["last_updated"]),
+                marketplace_id=o["marketplace_id"],
+                status=o["status"],
+            )
+            for o in truth
+            for _ in range(3)
+        ]
+        poison = ['{"NotificationType": "ORDER_CHANGE", "Payload": {}}', "<xml>not json</xml>"]
+        random.Random(7).shuffle(bodies)
+        half = len(bodies) // 2
+        _send(pipeline, [*bodies[:half], poison[0]])
+        wait_for(lambda: len(read_all(bootstrap, ORDERS_DOWNLOADED)) >= 3, what="the first orders are sent")
+        pipeline.restart(STAGE)  # SIGKILL with messages in hand, then started again
+        _send(pipeline, [*bodies[half:], poison[1]])
+
+        def sent() -> Counter[str]:
+            return Counter(
+                d.order.amazon_order_id
+                for d in read_all(bootstrap, ORDERS_DOWNLOADED)
+                if isinstance(d, OrderDownloaded)
+            )
+
+        wait_for(
+            lambda: len(sent()) == len(truth) and _queue_depth(pipeline) == 0, 180, what="every order is sent"
+        )
+        assert AMAZON_NOTIFICATIONS.dlq is not None
+        wait_for(
+            lambda: len(read_all(bootstrap, AMAZON_NOTIFICATIONS.dlq)) == 2,
+            what="both poison messages are dead-lettered",
+        )
+        counts = sent()
+        assert set(counts) == {o["amazon_order_id"] for o in truth}
+        assert max(counts.values()) == 1, counts.most_common(3)
+        assert {d.found_by for d in read_all(bootstrap, ORDERS_DOWNLOADED)} == {"notification"}
+        letters: list[EventDeadLettered] = read_all(bootstrap, AMAZON_NOTIFICATIONS.dlq)
+        reasons = sorted(letter.error for letter in letters)
+        assert reasons[0].startswith(
+            "ORDER_CHANGE notification not as Amazon sends it: Payload.OrderChangeNotification"
+        )
+        assert reasons[1].startswith("the message is not JSON")
+        assert pipeline.dead_processes() == []
