@@ -27,7 +27,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import cast
 
@@ -347,6 +347,25 @@ async def run_due_catch_ups(
     return reports
 
 
+#: Amazon removes Orders API v0's order reading (getOrders, getOrder, getOrderItems, getOrderAddress) on
+#: this day; channels still on it are told from ``V0_NOTICE`` before.
+V0_RETIREMENT = datetime(2027, 3, 27, tzinfo=UTC)
+V0_NOTICE = timedelta(days=90)
+
+
+def v0_retirement_notice(channel: Channel, now: datetime) -> str | None:
+    """What operators are told about a channel still reading orders through v0 (None: nothing yet)."""
+    if channel.orders_api != "v0" or now < V0_RETIREMENT - V0_NOTICE:
+        return None
+    days = (V0_RETIREMENT - now).days
+    when = f"in {days} days" if now < V0_RETIREMENT else "already: its order download fails"
+    return (
+        f"channel {channel.name} reads orders through Orders API v0, which Amazon removes on"
+        f" {V0_RETIREMENT.date().isoformat()} ({when}); set its orders_api to 2026-01-01 (the README says"
+        " how, without losing or repeating orders)"
+    )
+
+
 async def poll_channel(runtime: StageRuntime, channel: Channel) -> None:
     """Download rounds for one channel, forever, with the catch-ups when due; each round's outcome
     is recorded as task health. One worker polls a channel at a time (a lease, renewed with every page):
@@ -361,6 +380,15 @@ async def poll_channel(runtime: StageRuntime, channel: Channel) -> None:
 
     async def one_round() -> None:
         await runtime.confirm_state()  # Redis lost the cursors and marks: they come back first
+        notice = v0_retirement_notice(channel, runtime.clock.now())
+        if notice is not None:
+            await runtime.health.notify(
+                "orders-v0-retirement",
+                notice,
+                channel=channel.name,
+                dedupe_key=f"orders-v0:{channel.name}",
+                at=runtime.clock.now(),
+            )
         try:
             if await lease.hold():
                 report = await download_window(runtime, channel, fetch_page)

@@ -274,3 +274,41 @@ async def test_a_crash_after_sending_never_leaves_an_order_marked_sent_without_i
         assert len(downloaded(runtime)) == 2
     finally:
         sim.stop()
+
+
+async def test_a_channel_switched_from_v0_to_2026_loses_and_repeats_no_order(make_runtime: Any) -> None:
+    """The README's switch: change the channel's orders_api and restart order-download. The cursor and
+    the dedupe marks are the channel's, whichever API read them: the next window goes on from the
+    cursor, and versions already sent through v0 are not sent again."""
+    scenario = tiny_scenario(orders={"count": 20})
+    sim, runtime = await _setup(make_runtime, scenario)
+    try:
+        configured = runtime.channels.channels[0]
+        on_v0 = configured.model_copy(update={"orders_api": "v0"})
+        on_2026 = configured.model_copy(update={"orders_api": "2026-01-01"})
+
+        def fetch(channel: Any) -> Any:
+            client = runtime.amazon(channel)
+
+            async def fetch_page(query: OrdersQuery, token: str | None) -> OrdersPage:
+                return await client.list_orders_page(query, next_token=token)
+
+            return fetch_page
+
+        sim.state.advance_clock(300)
+        before = await download_window(runtime, on_v0, fetch(on_v0))
+        assert before.emitted == 20
+        assert {d.order.api_version for d in downloaded(runtime)} == {"v0"}
+        # Switched (a new process would build a new client; the runtime keys clients by channel name).
+        runtime._amazon.pop(on_2026.name, None)
+        new = sim.state.add_order({"seller_id": on_2026.seller_id})
+        sim.state.advance_clock(300)
+        after = await download_window(runtime, on_2026, fetch(on_2026))
+        assert after.listed > 1  # the overlap read orders v0 had sent ...
+        assert after.emitted == 1  # ... and only the new one went out
+        assert [d.order.amazon_order_id for d in downloaded(runtime)][-1] == new["amazon_order_id"]
+        assert downloaded(runtime)[-1].order.api_version == "2026-01-01"
+        ids = [d.order.amazon_order_id for d in downloaded(runtime)]
+        assert len(ids) == len(set(ids)) == 21
+    finally:
+        sim.stop()

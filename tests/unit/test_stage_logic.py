@@ -9,7 +9,13 @@ import pytest
 
 from ordersync.consumers.shipment_package import classify_attempt_error
 from ordersync.errors import AmazonRejected, AmazonUnavailable, InvalidEvent
-from ordersync.producers.order_download import daily_reconciliation, rolling, window_start
+from ordersync.producers.order_download import (
+    V0_RETIREMENT,
+    daily_reconciliation,
+    rolling,
+    v0_retirement_notice,
+    window_start,
+)
 from ordersync.schemas.events import (
     InvoiceIssued,
     Money,
@@ -272,3 +278,16 @@ def test_ignore_marks_replayed_from_the_commands_end_as_the_last_command_left_th
         f"A1US:{b}": None,
         f"A1US:{c}": "bo",
     }
+
+
+def test_a_channel_on_orders_v0_is_told_from_90_days_before_amazon_removes_it() -> None:
+    on_v0, on_2026 = channel(orders_api="v0"), channel(orders_api="2026-01-01")
+    assert v0_retirement_notice(on_v0, V0_RETIREMENT - timedelta(days=91)) is None
+    notice = v0_retirement_notice(on_v0, V0_RETIREMENT - timedelta(days=89, hours=1))
+    assert notice is not None
+    assert "2027-03-27 (in 89 days)" in notice
+    assert "orders_api to 2026-01-01" in notice
+    gone = v0_retirement_notice(on_v0, V0_RETIREMENT + timedelta(days=1))
+    assert gone is not None
+    assert "already" in gone
+    assert v0_retirement_notice(on_2026, V0_RETIREMENT) is None
