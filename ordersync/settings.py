@@ -225,6 +225,38 @@ class DownloadSettings(_Frozen):
     reconciliation_interval_s: float = Field(
         86400.0, gt=0, description="How often to list the previous day's orders and emit any not seen."
     )
+    # The listing budget (searchOrders: about 20 calls an hour): how the poll and the catch-ups share it.
+    budget_share: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Share of the listing operation's rate the download plans to spend; the rest absorbs"
+        " page tokens refused and restarted scans.",
+    )
+    notified_budget_share: float = Field(
+        0.45,
+        gt=0,
+        le=1,
+        description="The same while Amazon's ORDER_CHANGE notifications flow (the poll is their backup).",
+    )
+    poll_share: float = Field(
+        0.6,
+        gt=0,
+        le=1,
+        description="Share of the planned budget the poll comes first for; catch-ups get the rest.",
+    )
+    notified_poll_interval_s: float = Field(
+        1800.0, gt=0, description="Poll interval while notifications flow (Amazon's seconds)."
+    )
+    max_poll_interval_s: float = Field(
+        3600.0,
+        gt=0,
+        description="The poll never waits longer than this (Amazon's seconds), even when its share of the"
+        " budget cannot pay for the seller's change rate.",
+    )
+    min_overlap_s: float = Field(
+        120.0, ge=0, description="The overlap the poll may be cut to when the budget is short."
+    )
 
 
 class WriteBackSettings(_Frozen):

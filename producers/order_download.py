@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -38,6 +38,8 @@ from ordersync.channels import Channel
 from ordersync.errors import LeaseLost, Permanent, PipelineError, Retryable, is_outage
 from ordersync.ops.commands import outcome_detail
 from ordersync.pipeline.runtime import StageRuntime
+from ordersync.producers.download_budget import Reader, SweepPlan, changes_per_second, plan_sweep
+from ordersync.ratelimit import PlanBook
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import (
     AmazonOrder,
@@ -56,11 +58,14 @@ STAGE = "order-download"
 DEDUPE_MARK = "downloaded"
 
 
-def window_start(cursor: datetime | None, now: datetime, settings: DownloadSettings) -> datetime:
-    """Where the next window begins: the cursor minus the overlap, or the initial look-back."""
+def window_start(
+    cursor: datetime | None, now: datetime, settings: DownloadSettings, overlap_s: float | None = None
+) -> datetime:
+    """Where the next window begins: the cursor minus the overlap (``overlap_s``, else the configured
+    one), or the initial look-back."""
     if cursor is None:
         return now - timedelta(seconds=settings.initial_lookback_s)
-    return cursor - timedelta(seconds=settings.overlap_s)
+    return cursor - timedelta(seconds=settings.overlap_s if overlap_s is None else overlap_s)
 
 
 def downloaded_event(
@@ -83,7 +88,11 @@ class ScanReport:
     listed: int = 0
     emitted: int = 0
     restarts: int = 0
+    #: Orders listed that Amazon fulfils (AFN): what the FBA re-scan's share of the budget follows.
+    listed_afn: int = 0
     bound: datetime | None = None
+    #: Where the window began (a poll's): with ``bound``, the span of changes ``listed`` counts.
+    since: datetime | None = None
 
     def summary(self) -> str:
         restarted = f", restarted {self.restarts}x after a refused page token" if self.restarts else ""
@@ -123,7 +132,9 @@ async def emit_if_new(
     status unwritten."""
     store = runtime.store
     seller_id, order_id, version = channel.seller_id, order.amazon_order_id, order.last_update_date
-    claim = await store.claim_version(DEDUPE_MARK, seller_id, order_id, version, CLAIM_TTL_S)
+    claim = await store.claim_version(
+        DEDUPE_MARK, seller_id, order_id, version, ttl_s=CLAIM_TTL_S, owner=runtime.owner
+    )
     if claim == "sent":
         return False
     if claim == "claimed":
@@ -143,7 +154,7 @@ async def emit_if_new(
         downloaded_at=runtime.clock.now().isoformat(),
     )
     await store.record_version(DEDUPE_MARK, seller_id, order_id, version)
-    await store.release_claim(seller_id, order_id, version)
+    await store.release_claim(seller_id, order_id, version, runtime.owner)
     return True
 
 
@@ -178,6 +189,7 @@ async def scan(
             continue
         report.pages += 1
         report.listed += len(page.orders)
+        report.listed_afn += sum(order.fulfillment_channel == "AFN" for order in page.orders)
         for order in page.orders:
             report.emitted += await emit_if_new(runtime, channel, order, found_by)
         if page.updated_before is not None:
@@ -187,15 +199,19 @@ async def scan(
             return report
 
 
-async def download_window(runtime: StageRuntime, channel: Channel, fetch_page: FetchPage) -> ScanReport:
-    """One window from the channel's cursor to what Amazon guarantees now; saves the cursor last,
-    after every event of the window was acknowledged, so a crash re-reads rather than skips."""
+async def download_window(
+    runtime: StageRuntime, channel: Channel, fetch_page: FetchPage, *, overlap_s: float | None = None
+) -> ScanReport:
+    """One window from the channel's cursor (less ``overlap_s``, else the configured overlap) to what
+    Amazon guarantees now; saves the cursor last, after every event of the window was acknowledged, so
+    a crash re-reads rather than skips."""
     store = runtime.store
     cursor = await store.cursor(channel.name)
-    start = window_start(cursor, runtime.clock.now(), runtime.settings.download)
+    start = window_start(cursor, runtime.clock.now(), runtime.settings.download, overlap_s)
     report = await scan(
         runtime, channel, OrdersQuery(updated_after=start), fetch_page, found_by="poll", task="download"
     )
+    report.since = start
     if report.bound is not None and (cursor is None or report.bound > cursor):
         await save_cursor(runtime, channel, report.bound)
     return report
@@ -250,12 +266,19 @@ MAX_RECONCILED_DAYS = 7
 
 @dataclass(frozen=True)
 class CatchUp:
-    """A scheduled re-scan that does not move the cursor."""
+    """A scheduled re-scan that does not move the cursor: how often, what it reads (``plan``), and for
+    the budget how far back it reads beyond the time since its last run and whether only orders
+    fulfilled by Amazon."""
 
     task: str
     interval_s: float
     plan: CatchUpPlan
     found_by: FoundBy
+    window_s: float = 0.0
+    afn_only: bool = False
+
+    def reader(self, afn_share: float) -> Reader:
+        return Reader(self.task, self.interval_s, self.window_s, afn_share if self.afn_only else 1.0)
 
 
 def rolling(window_s: float, channels: tuple[str, ...] | None = None) -> CatchUpPlan:
@@ -290,13 +313,19 @@ def catch_ups(settings: DownloadSettings) -> tuple[CatchUp, ...]:
     late) and the daily reconciliation, each relative to the cursor (Amazon's clock, not ours)."""
     return (
         CatchUp(
-            "catch-up-48h", settings.catch_up_interval_s, rolling(settings.catch_up_window_s), "catch-up"
+            "catch-up-48h",
+            settings.catch_up_interval_s,
+            rolling(settings.catch_up_window_s),
+            "catch-up",
+            window_s=settings.catch_up_window_s,
         ),
         CatchUp(
             "catch-up-fba",
             settings.fba_catch_up_interval_s,
             rolling(settings.fba_catch_up_window_s, ("AFN",)),
             "catch-up",
+            window_s=settings.fba_catch_up_window_s,
+            afn_only=True,
         ),
         CatchUp("reconciliation", settings.reconciliation_interval_s, daily_reconciliation, "reconciliation"),
     )
@@ -307,10 +336,14 @@ def _parse(value: str | None) -> datetime | None:
 
 
 async def run_due_catch_ups(
-    runtime: StageRuntime, channel: Channel, fetch_page: FetchPage
+    runtime: StageRuntime,
+    channel: Channel,
+    fetch_page: FetchPage,
+    intervals: Mapping[str, float | None] | None = None,
 ) -> list[ScanReport]:
     """Run each catch-up whose interval has passed since its last success (kept in Redis, so a
-    restarted worker does not rerun them all at once)."""
+    restarted worker does not rerun them all at once). ``intervals``: the budget's plan per catch-up
+    (None for one: skipped; absent: its configured interval)."""
     store = runtime.store
     cursor = await store.cursor(channel.name)
     if cursor is None:
@@ -318,9 +351,14 @@ async def run_due_catch_ups(
     reports = []
     now = runtime.clock.now()
     for catch_up in catch_ups(runtime.settings.download):
+        interval_s = (
+            catch_up.interval_s if intervals is None else intervals.get(catch_up.task, catch_up.interval_s)
+        )
+        if interval_s is None:
+            continue  # the budget cannot pay for it (the plan's task health says so)
         health = await store.task(catch_up.task, channel.name)
         last_success = _parse(health.get("last_success"))
-        if last_success and now - last_success < timedelta(seconds=catch_up.interval_s):
+        if last_success and now - last_success < timedelta(seconds=interval_s):
             continue
         queries, reaches = catch_up.plan(cursor, _parse(health.get("reached")))
         report = ScanReport(catch_up.task)
@@ -366,6 +404,113 @@ def v0_retirement_notice(channel: Channel, now: datetime) -> str | None:
     )
 
 
+#: The task whose health says, per channel, when the last ORDER_CHANGE notification came (written by
+#: order-notifications, read by the download's plan).
+NOTIFICATIONS_TASK = "notifications"
+#: The task whose health shows a channel's download plan: poll interval, catch-ups, budget spent.
+PLAN_TASK = "download plan"
+#: Before the first poll says otherwise: the share of a seller's orders Amazon fulfils.
+AFN_SHARE_GUESS = 0.5
+
+
+def notifications_flow(
+    *,
+    queue_configured: bool,
+    last_notified: datetime | None,
+    now: datetime,
+    silence_s: float,
+    poll_found_new: bool,
+    flowed_before: bool,
+) -> bool:
+    """Whether a channel's ORDER_CHANGE notifications flow: one came within ``silence_s``; or none did
+    but none was due either (they flowed, and the poll finds no change they missed). Silence while the
+    poll finds changed orders means they stopped (a subscription gone, a queue misconfigured)."""
+    if not queue_configured:
+        return False
+    if last_notified is not None and (now - last_notified).total_seconds() < silence_s:
+        return True
+    return flowed_before and not poll_found_new
+
+
+def listing_budget(runtime: StageRuntime, channel: Channel) -> tuple[float, float]:
+    """The channel's listing operation's rate (Amazon's plan less its margin, in Amazon's units) and
+    Amazon's time scale, as the rate limiter has them."""
+    operation = "getOrders" if channel.orders_api == "v0" else "searchOrders"
+    limiter = runtime.limiter_or_none
+    plans = limiter.plans if limiter is not None else None
+    if plans is None:
+        plans = PlanBook.from_channels([channel], time_scale=runtime.settings.amazon.time_scale)
+    return plans.enforced_plan(operation, channel.seller_id)[0], plans.time_scale
+
+
+@dataclass
+class ChannelSweep:
+    """What the worker polling a channel knows between rounds: how fast its orders change, which share
+    Amazon fulfils, whether notifications flow, and the plan in force."""
+
+    changes_per_s: float | None = None
+    afn_share: float = AFN_SHARE_GUESS
+    flowing: bool = False
+    found_new: bool = False
+    plan: SweepPlan | None = None
+    time_scale: float = 1.0
+
+    def observe(self, report: ScanReport) -> None:
+        """A poll's window: its changes per (Amazon's) second, its AFN share, whether it found news."""
+        self.found_new = report.emitted > 0
+        if report.since is not None and report.bound is not None:
+            span = (report.bound - report.since).total_seconds()
+            self.changes_per_s = changes_per_second(self.changes_per_s, report.listed, span)
+        if report.listed:
+            self.afn_share = report.listed_afn / report.listed
+
+    def pause_s(self, settings: DownloadSettings) -> float:
+        """Seconds (the host's) until the next round."""
+        if self.plan is None:
+            return settings.poll_interval_s
+        return self.plan.poll_interval_s / self.time_scale
+
+
+async def plan_round(runtime: StageRuntime, channel: Channel, sweep: ChannelSweep) -> SweepPlan:
+    """The plan for this round, from the budget, the change rate and whether notifications flow; kept
+    in the channel's task health. Notifications that stop raise a notification for the operators."""
+    now = runtime.clock.now()
+    settings = runtime.settings
+    notified = await runtime.store.task(NOTIFICATIONS_TASK, channel.name)
+    flowing = notifications_flow(
+        queue_configured=bool(settings.notifications.queue_url),
+        last_notified=_parse(notified.get("last_success")),
+        now=now,
+        silence_s=settings.notifications.silence_s,
+        poll_found_new=sweep.found_new,
+        flowed_before=sweep.flowing,
+    )
+    if sweep.flowing and not flowing:
+        await runtime.health.notify(
+            "notifications-stopped",
+            f"channel {channel.name}: no ORDER_CHANGE notification for"
+            f" {settings.notifications.silence_s:.0f} s while its orders change; it is polled at the"
+            " budget's pace (check the subscription: ordersync notifications setup)",
+            channel=channel.name,
+            dedupe_key=f"notifications-stopped:{channel.name}",
+            at=now,
+        )
+    sweep.flowing = flowing
+    rate, sweep.time_scale = listing_budget(runtime, channel)
+    plan = plan_sweep(
+        listing_rate=rate,
+        changes_per_s=sweep.changes_per_s or 0.0,
+        notifications_flow=flowing,
+        settings=settings.download,
+        catch_ups=tuple(catch_up.reader(sweep.afn_share) for catch_up in catch_ups(settings.download)),
+        time_scale=sweep.time_scale,
+    )
+    flow = "notifications flow" if flowing else "no notifications"
+    await runtime.store.record_task(PLAN_TASK, channel.name, ok=True, detail=f"{flow}: {plan.summary()}")
+    sweep.plan = plan
+    return plan
+
+
 async def poll_channel(runtime: StageRuntime, channel: Channel) -> None:
     """Download rounds for one channel, forever, with the catch-ups when due; each round's outcome
     is recorded as task health. One worker polls a channel at a time (a lease, renewed with every page):
@@ -377,6 +522,8 @@ async def poll_channel(runtime: StageRuntime, channel: Channel) -> None:
         if not await lease.hold():
             raise LeaseLost(f"{channel.name}: another worker polls this channel now")
         return await client.list_orders_page(query, next_token=token)
+
+    sweep = ChannelSweep()
 
     async def one_round() -> None:
         await runtime.confirm_state()  # Redis lost the cursors and marks: they come back first
@@ -391,10 +538,12 @@ async def poll_channel(runtime: StageRuntime, channel: Channel) -> None:
             )
         try:
             if await lease.hold():
-                report = await download_window(runtime, channel, fetch_page)
+                plan = await plan_round(runtime, channel, sweep)
+                report = await download_window(runtime, channel, fetch_page, overlap_s=plan.overlap_s)
+                sweep.observe(report)
                 await runtime.store.record_task("download", channel.name, ok=True, detail=report.summary())
                 log.info("%s: download: %s, cursor %s", channel.name, report.summary(), report.bound)
-                await run_due_catch_ups(runtime, channel, fetch_page)
+                await run_due_catch_ups(runtime, channel, fetch_page, plan.catch_ups)
         except LeaseLost as exc:
             log.warning("%s", exc)
         except PipelineError as exc:
@@ -407,7 +556,7 @@ async def poll_channel(runtime: StageRuntime, channel: Channel) -> None:
         while True:
             # Redis or the broker down, or a surprise: the round is tried again at the next poll.
             await runtime.survive(f"download {channel.name}", one_round)
-            await asyncio.sleep(runtime.settings.download.poll_interval_s)
+            await asyncio.sleep(sweep.pause_s(runtime.settings.download))
     finally:
         await asyncio.shield(lease.release())
 

@@ -40,7 +40,12 @@ from ordersync.aws import queue_name, sqs_client
 from ordersync.channels import Channel, ChannelsFile
 from ordersync.errors import InvalidEvent, Permanent
 from ordersync.pipeline.runtime import StageRuntime
-from ordersync.producers.order_download import DEDUPE_MARK, emit_if_new, rebuild_download_marks
+from ordersync.producers.order_download import (
+    DEDUPE_MARK,
+    NOTIFICATIONS_TASK,
+    emit_if_new,
+    rebuild_download_marks,
+)
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import MAX_NOTIFICATION_CHARS, AmazonNotificationReceived
 from ordersync.schemas.topics import AMAZON_NOTIFICATIONS, ORDERS_DOWNLOADED, order_key
@@ -48,8 +53,6 @@ from ordersync.settings import NotificationsSettings
 
 log = logging.getLogger(__name__)
 STAGE = "order-notifications"
-#: The task whose health says, per channel, when the last notification came.
-NOTIFICATIONS_TASK = "notifications"
 #: Pause after a failed receive (the queue or the broker unreachable), growing to the maximum.
 RECEIVE_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 

@@ -181,8 +181,9 @@ class SingleCallLimiter:
     the check wait a full token interval (a minute for getOrders); Amazon answers 429 instead if
     its bucket is empty, and the check reports that."""
 
-    def __init__(self, send_deadline_s: float) -> None:
+    def __init__(self, send_deadline_s: float, plans: PlanBook) -> None:
         self._send_deadline_s = send_deadline_s
+        self.plans = plans
 
     async def acquire(
         self,
@@ -208,7 +209,7 @@ class SingleCallLimiter:
 def check_limiter(settings: Settings, channel: Channel, local: bool) -> tuple[RateLimiter, PlanBook]:
     plans = PlanBook.from_channels([channel], time_scale=settings.amazon.time_scale)
     if local:
-        return SingleCallLimiter(settings.ratelimit.send_deadline_s), plans
+        return SingleCallLimiter(settings.ratelimit.send_deadline_s, plans), plans
     from ordersync.ratelimit.limiter import build_rate_limiter  # noqa: PLC0415 - needs Redis
 
     limiter = build_rate_limiter(settings, [channel])

@@ -23,6 +23,7 @@ import asyncio
 import base64
 import contextvars
 import logging
+import os
 import random
 import socket
 import time
@@ -205,6 +206,11 @@ class StageRuntime:
         stage = self.settings.stage
         owner = f"{stage.worker_id or socket.gethostname()}/{self.stage}"
         return Lock(self.store.redis, self.store.key_of(keys.LEASE, job, scope), owner, stage.lease_ttl_s)
+
+    @property
+    def owner(self) -> str:
+        """This process of the stage, as a claim names it (a restarted process is another owner)."""
+        return f"{self.settings.stage.worker_id or socket.gethostname()}/{self.stage}/{os.getpid()}"
 
     # --- Redis is fast state, rebuilt from Kafka --------------------------------------------------
 

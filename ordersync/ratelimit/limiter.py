@@ -159,6 +159,9 @@ class BucketStatus:
 class RateLimiter(Protocol):
     """What a stage needs from the limiter."""
 
+    #: The usage plans it enforces.
+    plans: PlanBook
+
     async def acquire(
         self,
         operation: str,

@@ -31,18 +31,22 @@ return 1
 """
 
 
-#: Claim a version for sending: 'sent' when it (or a newer one) was recorded, 'claimed' when another
-#: sender holds a claim on it (or a newer one), else 'mine' with a claim for ARGV[2] ms.
+#: Claim a version for sending (the claim holds "<version> <owner>"): 'sent' when it (or a newer one)
+#: was recorded, 'claimed' when another owner holds a claim on it (or a newer one), else 'mine' with a
+#: claim for ARGV[2] ms (an owner's own claim is taken again: it is trying once more).
 _CLAIM_VERSION = """
 local recorded = redis.call('GET', KEYS[1])
 if recorded and recorded >= ARGV[1] then return 'sent' end
 local claimed = redis.call('GET', KEYS[2])
-if claimed and claimed >= ARGV[1] then return 'claimed' end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+if claimed then
+  local version, owner = string.match(claimed, '^(%S+) (.*)$')
+  if version and version >= ARGV[1] and owner ~= ARGV[3] then return 'claimed' end
+end
+redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[3], 'PX', ARGV[2])
 return 'mine'
 """
 
-#: DEL KEYS[1] if it still holds ARGV[1] (a claim is released only by its holder's version).
+#: DEL KEYS[1] if it still holds ARGV[1] (a claim is released only by its holder, for its version).
 _RELEASE_IF = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -137,23 +141,23 @@ class Store:
         return bool(stored)
 
     async def claim_version(
-        self, mark: str, seller_id: str, order_id: str, version: datetime, ttl_s: float
+        self, mark: str, seller_id: str, order_id: str, version: datetime, *, ttl_s: float, owner: str
     ) -> VersionClaim:
-        """Before sending (seller, order, ``version``): 'mine' (send it, then :meth:`record_version` and
-        :meth:`release_claim`), 'sent' (recorded under ``mark`` already), or 'claimed' (another sender
-        is sending it now; its claim lapses after ``ttl_s`` if it died)."""
+        """Before ``owner`` sends (seller, order, ``version``): 'mine' (send it, then
+        :meth:`record_version` and :meth:`release_claim`), 'sent' (recorded under ``mark`` already), or
+        'claimed' (another owner is sending it now; its claim lapses after ``ttl_s`` if it died)."""
         found = await self._claim_version(
             keys=[
                 self.key_of(keys.MARKS[mark], seller_id, order_id),
                 self.key_of(keys.DOWNLOAD_CLAIM, seller_id, order_id),
             ],
-            args=[_iso(version), int(ttl_s * 1000)],
+            args=[_iso(version), int(ttl_s * 1000), owner],
         )
         return cast(VersionClaim, found.decode() if isinstance(found, bytes) else found)
 
-    async def release_claim(self, seller_id: str, order_id: str, version: datetime) -> None:
+    async def release_claim(self, seller_id: str, order_id: str, version: datetime, owner: str) -> None:
         await self._release_if(
-            keys=[self.key_of(keys.DOWNLOAD_CLAIM, seller_id, order_id)], args=[_iso(version)]
+            keys=[self.key_of(keys.DOWNLOAD_CLAIM, seller_id, order_id)], args=[f"{_iso(version)} {owner}"]
         )
 
     async def restore_versions(self, mark: str, versions: Mapping[tuple[str, str], datetime]) -> None:

@@ -113,7 +113,9 @@ async def test_a_version_another_sender_is_sending_waits_on_the_redrive(harness:
     store = harness.runtime.store
     # The poll claimed this version a moment ago and has not recorded it yet.
     assert (
-        await store.claim_version(DEDUPE_MARK, harness.channel.seller_id, order_id, changed, CLAIM_TTL_S)
+        await store.claim_version(
+            DEDUPE_MARK, harness.channel.seller_id, order_id, changed, ttl_s=CLAIM_TTL_S, owner="the poll/1"
+        )
         == "mine"
     )
     await harness.notify(order_id, changed)
@@ -125,7 +127,7 @@ async def test_a_version_another_sender_is_sending_waits_on_the_redrive(harness:
     await harness.notify(order_id, changed)
     assert len(harness.runtime.payloads(REDRIVE_TIERS[0].name)) == 2
     # The other sender died: its claim lapses, and the redrive's try (when due) sends the version.
-    await harness.runtime.store.release_claim(harness.channel.seller_id, order_id, changed)
+    await harness.runtime.store.release_claim(harness.channel.seller_id, order_id, changed, "the poll/1")
     harness.sim.state.advance_clock(120)
     runtime = harness.runtime
     await runtime.serve(AMAZON_NOTIFICATIONS, partial(fetch_notified_order, runtime))

@@ -43,24 +43,34 @@ async def test_versions_only_move_forward(store: Store) -> None:
 async def test_one_sender_at_a_time_claims_an_order_version(store: Store) -> None:
     order_id, later = "111-1111111-1111111", T0 + timedelta(minutes=5)
     claims = await asyncio.gather(
-        *(store.claim_version("downloaded", "S1", order_id, T0, 60) for _ in range(5))
+        *(
+            store.claim_version("downloaded", "S1", order_id, T0, ttl_s=60, owner=f"sender-{n}")
+            for n in range(5)
+        )
     )
     assert sorted(claims) == ["claimed"] * 4 + ["mine"]
-    # A newer version is a new claim; the older one's holder still finishes its own.
-    assert await store.claim_version("downloaded", "S1", order_id, later, 60) == "mine"
-    assert await store.claim_version("downloaded", "S1", order_id, T0, 60) == "claimed"
+    holder = f"sender-{claims.index('mine')}"
+    # Its holder trying again takes it again; a newer version is a new claim, which holds the older too.
+    assert await store.claim_version("downloaded", "S1", order_id, T0, ttl_s=60, owner=holder) == "mine"
+    assert await store.claim_version("downloaded", "S1", order_id, later, ttl_s=60, owner="poll") == "mine"
+    assert await store.claim_version("downloaded", "S1", order_id, T0, ttl_s=60, owner=holder) == "claimed"
+    # Released by its holder only.
+    await store.release_claim("S1", order_id, later, "someone else")
+    assert await store.claim_version("downloaded", "S1", order_id, later, ttl_s=60, owner="x") == "claimed"
+    await store.release_claim("S1", order_id, later, "poll")
+    assert await store.claim_version("downloaded", "S1", order_id, later, ttl_s=60, owner="x") == "mine"
+    # Recorded as sent: no claim for it or anything older.
     await store.record_version("downloaded", "S1", order_id, later)
-    await store.release_claim("S1", order_id, later)
-    assert await store.claim_version("downloaded", "S1", order_id, later, 60) == "sent"
-    assert await store.claim_version("downloaded", "S1", order_id, T0, 60) == "sent"
+    assert await store.claim_version("downloaded", "S1", order_id, later, ttl_s=60, owner="y") == "sent"
+    assert await store.claim_version("downloaded", "S1", order_id, T0, ttl_s=60, owner="y") == "sent"
 
 
 async def test_a_dead_senders_claim_lapses(store: Store) -> None:
     order_id = "111-1111111-1111111"
-    assert await store.claim_version("downloaded", "S1", order_id, T0, 0.2) == "mine"
-    assert await store.claim_version("downloaded", "S1", order_id, T0, 0.2) == "claimed"
+    assert await store.claim_version("downloaded", "S1", order_id, T0, ttl_s=0.2, owner="died") == "mine"
+    assert await store.claim_version("downloaded", "S1", order_id, T0, ttl_s=0.2, owner="next") == "claimed"
     await asyncio.sleep(0.3)
-    assert await store.claim_version("downloaded", "S1", order_id, T0, 0.2) == "mine"
+    assert await store.claim_version("downloaded", "S1", order_id, T0, ttl_s=0.2, owner="next") == "mine"
 
 
 async def test_sales_order_codes_are_stable_and_never_reused(store: Store) -> None:
