@@ -4,12 +4,15 @@ A thin httpx client rather than ``python-amazon-sp-api``: that library binds end
 marketplace table, retries and sleeps on 429 inside each process (which a shared, exact budget must
 not do), and hides the response headers ordersync feeds back into the rate limiter. Here every request
 
-1. gets an LWA access token (refresh-token flow, cached until shortly before it expires),
-2. takes one token from the distributed rate limiter for (seller, application, operation),
+1. gets an LWA access token (refresh-token flow, cached until shortly before it expires; for a
+   grantless operation, the client_credentials flow with the operation's scope, acting for no seller),
+2. takes one token from the distributed rate limiter for (seller, application, operation) (grantless
+   operations: for the application, :data:`~ordersync.amazon.operations.GRANTLESS_BUCKET`),
 3. is sent before the grant's deadline, or dropped and re-acquired (the token stays spent),
 4. hands ``x-amzn-RateLimit-Limit`` to the limiter, and a 429 empties our model of the bucket,
 5. maps the outcome to the pipeline's errors: 429 -> :class:`AmazonThrottled`, timeouts and 5xx ->
-   :class:`AmazonUnavailable` (retryable), other 4xx -> :class:`AmazonRejected` (permanent),
+   :class:`AmazonUnavailable` (retryable), other 4xx -> :class:`AmazonRejected` (permanent; 409, the
+   resource exists, as its subclass :class:`AmazonConflict`),
 6. reports the outcome to an optional :class:`ApiObserver` (the API health board), which can never fail
    the request.
 """
@@ -20,7 +23,7 @@ import asyncio
 import logging
 import platform
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -38,7 +41,17 @@ from ordersync.amazon.normalize import (
     order_from_v0,
     parse_time,
 )
-from ordersync.amazon.operations import FEED_OPERATIONS, ApiCall, ApiName, CallOutcome, api_for_operation
+from ordersync.amazon.operations import (
+    EVENT_FILTER_TYPES,
+    FEED_OPERATIONS,
+    GRANTLESS_BUCKET,
+    GRANTLESS_OPERATIONS,
+    NOTIFICATIONS_SCOPE,
+    ApiCall,
+    ApiName,
+    CallOutcome,
+    api_for_operation,
+)
 from ordersync.channels import Channel
 from ordersync.errors import AmazonRejected, AmazonThrottled, AmazonUnavailable
 from ordersync.schemas.events import Address, AmazonOrder, AmazonOrderItem, OrderStatus, ShipmentRequested
@@ -165,6 +178,35 @@ class OrdersPage:
     updated_before: datetime | None
 
 
+@dataclass(frozen=True)
+class NotificationDestination:
+    """A Notifications API destination: an SQS queue (``sqs_arn``) or an EventBridge account."""
+
+    destination_id: str
+    name: str
+    sqs_arn: str | None = None
+    event_bridge_region: str | None = None
+    event_bridge_account_id: str | None = None
+
+
+@dataclass(frozen=True)
+class NotificationSubscription:
+    """A selling partner's subscription to one notification type, delivered to a destination."""
+
+    subscription_id: str
+    notification_type: str
+    payload_version: str
+    destination_id: str
+    #: Amazon's processingDirective as it answered it (event filter), if any.
+    processing_directive: Mapping[str, Any] | None = None
+
+
+class AmazonConflict(AmazonRejected):
+    """HTTP 409: the resource exists already (a destination for that SQS ARN, the seller's
+    subscription of that notification type). Permanent as sent; a caller making sure the resource
+    exists reads it (getDestinations, getSubscription) and carries on."""
+
+
 class QuotaGrant(Protocol):
     """Permission to send one request (the rate limiter's grant)."""
 
@@ -204,8 +246,9 @@ def _outcome(status: int) -> CallOutcome:
     return "error"
 
 
-class LwaTokenProvider:
-    """Login with Amazon: exchanges the channel's refresh token for short-lived access tokens."""
+class _LwaTokens:
+    """Login with Amazon: short-lived access tokens of one grant, cached until shortly before they
+    expire; LWA's refusals and outages mapped to the pipeline's errors."""
 
     def __init__(
         self,
@@ -213,7 +256,6 @@ class LwaTokenProvider:
         endpoint: str,
         client_id: SecretStr,
         client_secret: SecretStr,
-        refresh_token: SecretStr,
         *,
         user_agent: str | None = None,
     ) -> None:
@@ -223,10 +265,13 @@ class LwaTokenProvider:
         self._headers = {"user-agent": user_agent} if user_agent else {}
         self._client_id = client_id
         self._client_secret = client_secret
-        self._refresh_token = refresh_token
         self._token: str | None = None
         self._expires_at = 0.0
         self._lock = asyncio.Lock()
+
+    def _grant(self) -> dict[str, str]:
+        """The grant's own fields of the token request (``grant_type`` first)."""
+        raise NotImplementedError
 
     @property
     def client_id(self) -> str:
@@ -240,8 +285,7 @@ class LwaTokenProvider:
             if self._token is not None and time.monotonic() < self._expires_at:
                 return self._token
             form = {
-                "grant_type": "refresh_token",
-                "refresh_token": self._refresh_token.get_secret_value(),
+                **self._grant(),
                 "client_id": self._client_id.get_secret_value(),
                 "client_secret": self._client_secret.get_secret_value(),
             }
@@ -267,6 +311,48 @@ class LwaTokenProvider:
             self._token = str(body["access_token"])
             self._expires_at = time.monotonic() + float(body.get("expires_in", 3600)) - TOKEN_RENEW_MARGIN_S
             return self._token
+
+
+class LwaTokenProvider(_LwaTokens):
+    """Login with Amazon: exchanges the channel's refresh token for short-lived access tokens (the
+    seller's, for every operation on the seller's behalf)."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        endpoint: str,
+        client_id: SecretStr,
+        client_secret: SecretStr,
+        refresh_token: SecretStr,
+        *,
+        user_agent: str | None = None,
+    ) -> None:
+        super().__init__(http, endpoint, client_id, client_secret, user_agent=user_agent)
+        self._refresh_token = refresh_token
+
+    def _grant(self) -> dict[str, str]:
+        return {"grant_type": "refresh_token", "refresh_token": self._refresh_token.get_secret_value()}
+
+
+class GrantlessTokenProvider(_LwaTokens):
+    """Login with Amazon's client_credentials grant: the application's own access tokens, for the
+    grantless operations of one ``scope`` (e.g. ``sellingpartnerapi::notifications``)."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        endpoint: str,
+        client_id: SecretStr,
+        client_secret: SecretStr,
+        scope: str,
+        *,
+        user_agent: str | None = None,
+    ) -> None:
+        super().__init__(http, endpoint, client_id, client_secret, user_agent=user_agent)
+        self.scope = scope
+
+    def _grant(self) -> dict[str, str]:
+        return {"grant_type": "client_credentials", "scope": self.scope}
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -331,10 +417,13 @@ class SpApiClient:
         lwa: LwaTokenProvider | None = None,
         observer: ApiObserver | None = None,
         feeds_api: ApiName = "feeds",
+        grantless: GrantlessTokenProvider | None = None,
     ) -> None:
         """``observer``: told of every request's outcome. ``feeds_api``: which API this client's feed
         calls whose feed type is unknown (getFeed, documents) count for: "listings" in the inventory
-        stage, whose feeds are all listings feeds."""
+        stage, whose feeds are all listings feeds. ``grantless``: the tokens of the grantless
+        (Notifications) operations; default: the channel's LWA client, scope
+        ``sellingpartnerapi::notifications``, made on first use."""
         self.channel = channel
         self.observer = observer
         self.feeds_api = feeds_api
@@ -356,6 +445,7 @@ class SpApiClient:
             creds.refresh_token.resolve(f"channel {channel.name} refresh_token"),
             user_agent=self.user_agent,
         )
+        self._grantless = grantless
 
     @property
     def seller_id(self) -> str:
@@ -372,6 +462,21 @@ class SpApiClient:
     @property
     def lwa(self) -> LwaTokenProvider:
         return self._lwa
+
+    @property
+    def grantless(self) -> GrantlessTokenProvider:
+        """The application's tokens for grantless operations (made from the channel's LWA client)."""
+        if self._grantless is None:
+            creds = self.channel.credentials
+            self._grantless = GrantlessTokenProvider(
+                self._http,
+                self.amazon.lwa_endpoint,
+                creds.client_id.resolve(f"channel {self.channel.name} client_id"),
+                creds.client_secret.resolve(f"channel {self.channel.name} client_secret"),
+                NOTIFICATIONS_SCOPE,
+                user_agent=self.user_agent,
+            )
+        return self._grantless
 
     # --- the one request path -------------------------------------------------------------------
 
@@ -425,11 +530,16 @@ class SpApiClient:
         ``feed_type`` (createFeed): the limiter also takes a token of that feed type's own bucket
         (JSON_LISTINGS_FEED: 5 per 5 minutes). ``access_token``: a Restricted Data Token to send
         instead of the LWA access token. ``api``: which API the call counts for on the health board
-        (default: the operation's, see :meth:`api_of`).
+        (default: the operation's, see :meth:`api_of`). A grantless operation
+        (:data:`~ordersync.amazon.operations.GRANTLESS_OPERATIONS`) goes with the application's
+        client_credentials token, under the application's buckets.
         """
         api = api or self.api_of(operation, feed_type)
+        grantless = access_token is None and operation in GRANTLESS_OPERATIONS
+        lwa: _LwaTokens = self.grantless if grantless else self._lwa
+        bucket = GRANTLESS_BUCKET if grantless else self.seller_id
         try:
-            token = access_token or await self._lwa.access_token()
+            token = access_token or await lwa.access_token()
         except AmazonRejected as exc:
             await self._observe(
                 operation, api, "auth", exc.status, f"LWA refused the credentials: {exc.code}"
@@ -439,12 +549,12 @@ class SpApiClient:
             await self._observe(operation, api, "unavailable", exc.status, f"LWA unavailable: {exc.code}")
             raise
         while True:
-            grant = await self._limiter.acquire(operation, self.seller_id, lane=lane, feed_type=feed_type)
+            grant = await self._limiter.acquire(operation, bucket, lane=lane, feed_type=feed_type)
             if not grant.expired():
                 break
             # Too late to send safely (the request could reach Amazon after its bucket emptied):
             # drop it; the token stays spent.
-            log.warning("dropped %s for %s: grant deadline passed before sending", operation, self.seller_id)
+            log.warning("dropped %s for %s: grant deadline passed before sending", operation, bucket)
         headers = {"x-amz-access-token": token, "accept": "application/json", "user-agent": self.user_agent}
         try:
             response = await self._http.request(
@@ -459,7 +569,7 @@ class SpApiClient:
             self.last_rate_limits[operation] = limit
         if limit:
             try:
-                await self._limiter.observe_rate_limit(operation, self.seller_id, float(limit))
+                await self._limiter.observe_rate_limit(operation, bucket, float(limit))
             except ValueError:
                 log.warning("ignored malformed %s header %r", RATE_LIMIT_HEADER, limit)
         status = response.status_code
@@ -469,13 +579,14 @@ class SpApiClient:
         code, message = amazon_error(_json(response))
         await self._observe(operation, api, _outcome(status), status, f"{status} {code}")
         if status == 429:
-            await self._limiter.on_throttled(operation, self.seller_id, feed_type=feed_type)
+            await self._limiter.on_throttled(operation, bucket, feed_type=feed_type)
             raise AmazonThrottled(operation, status, code, message, request_id)
         if status >= 500:
             raise AmazonUnavailable(operation, status, code, message, request_id)
         if status == 403 and access_token is None:
-            self._lwa.invalidate()
-        raise AmazonRejected(operation, status, code, message, request_id)
+            lwa.invalidate()
+        rejected = AmazonConflict if status == 409 else AmazonRejected
+        raise rejected(operation, status, code, message, request_id)
 
     # --- orders ---------------------------------------------------------------------------------
 
@@ -664,3 +775,117 @@ class SpApiClient:
         response = await self.call("getOrderAddress", "GET", path, access_token=rdt)
         payload = _json(response).get("payload") or {}
         return address_from_v0(payload.get("ShippingAddress"))
+
+    # --- notifications (Notifications API v1) --------------------------------------------------
+
+    async def create_destination(self, name: str, *, sqs_arn: str) -> NotificationDestination:
+        """createDestination (grantless): the application's destination for the SQS queue ``sqs_arn``.
+        A destination for that ARN exists already: :class:`AmazonConflict` (find it with
+        :meth:`get_destinations`)."""
+        body = {"name": name, "resourceSpecification": {"sqs": {"arn": sqs_arn}}}
+        response = await self.call(
+            "createDestination", "POST", "/notifications/v1/destinations", json_body=body
+        )
+        return _destination("createDestination", response, _json(response).get("payload"))
+
+    async def get_destinations(self) -> tuple[NotificationDestination, ...]:
+        """getDestinations (grantless): every destination of the application."""
+        response = await self.call("getDestinations", "GET", "/notifications/v1/destinations")
+        payload = _json(response).get("payload")
+        if not isinstance(payload, list):
+            raise AmazonRejected(
+                "getDestinations", response.status_code, "UnexpectedResponse", "no list of destinations"
+            )
+        return tuple(_destination("getDestinations", response, raw) for raw in payload)
+
+    async def create_subscription(
+        self,
+        notification_type: str,
+        destination_id: str,
+        *,
+        payload_version: str = "1.0",
+        marketplace_ids: Sequence[str] | None = None,
+        order_change_types: Sequence[str] | None = None,
+    ) -> NotificationSubscription:
+        """createSubscription for this channel's seller: ``notification_type`` (e.g. ORDER_CHANGE)
+        delivered to ``destination_id``. Types with an event filter get one (Amazon requires it for
+        ORDER_CHANGE), narrowed to ``marketplace_ids`` and ``order_change_types`` when given (else
+        every marketplace and change type). The seller has such a subscription already:
+        :class:`AmazonConflict` (:meth:`get_subscription` returns it)."""
+        body: dict[str, Any] = {"payloadVersion": payload_version, "destinationId": destination_id}
+        if notification_type in EVENT_FILTER_TYPES:
+            event_filter: dict[str, Any] = {"eventFilterType": notification_type}
+            if marketplace_ids is not None:
+                event_filter["marketplaceIds"] = list(marketplace_ids)
+            if order_change_types is not None:
+                event_filter["orderChangeTypes"] = list(order_change_types)
+            body["processingDirective"] = {"eventFilter": event_filter}
+        elif marketplace_ids is not None or order_change_types is not None:
+            raise ValueError(f"{notification_type} takes no event filter")
+        response = await self.call(
+            "createSubscription",
+            "POST",
+            f"/notifications/v1/subscriptions/{notification_type}",
+            json_body=body,
+        )
+        return _subscription("createSubscription", notification_type, response)
+
+    async def get_subscription(
+        self, notification_type: str, *, payload_version: str | None = None
+    ) -> NotificationSubscription | None:
+        """getSubscription: this channel's seller's subscription of ``notification_type`` (the given
+        payload version, else the latest); None when there is none (Amazon's 404)."""
+        params = {"payloadVersion": payload_version} if payload_version else None
+        try:
+            response = await self.call(
+                "getSubscription",
+                "GET",
+                f"/notifications/v1/subscriptions/{notification_type}",
+                params=params,
+            )
+        except AmazonRejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _subscription("getSubscription", notification_type, response)
+
+    async def delete_subscription_by_id(self, notification_type: str, subscription_id: str) -> None:
+        """deleteSubscriptionById (grantless): Amazon stops sending that subscription's notifications."""
+        await self.call(
+            "deleteSubscriptionById",
+            "DELETE",
+            f"/notifications/v1/subscriptions/{notification_type}/{subscription_id}",
+        )
+
+
+def _destination(operation: str, response: httpx.Response, raw: Any) -> NotificationDestination:
+    resource = raw.get("resource") if isinstance(raw, dict) else None
+    if not isinstance(raw, dict) or not raw.get("destinationId") or not isinstance(resource, dict):
+        raise AmazonRejected(operation, response.status_code, "UnexpectedResponse", "no destination")
+    sqs: dict[str, Any] = resource.get("sqs") or {}
+    bridge: dict[str, Any] = resource.get("eventBridge") or {}
+    if not isinstance(sqs, dict) or not isinstance(bridge, dict):
+        raise AmazonRejected(operation, response.status_code, "UnexpectedResponse", "no destination resource")
+    return NotificationDestination(
+        destination_id=str(raw["destinationId"]),
+        name=str(raw.get("name") or ""),
+        sqs_arn=str(sqs["arn"]) if sqs.get("arn") else None,
+        event_bridge_region=str(bridge["region"]) if bridge.get("region") else None,
+        event_bridge_account_id=str(bridge["accountId"]) if bridge.get("accountId") else None,
+    )
+
+
+def _subscription(
+    operation: str, notification_type: str, response: httpx.Response
+) -> NotificationSubscription:
+    raw = _json(response).get("payload")
+    if not isinstance(raw, dict) or not raw.get("subscriptionId") or not raw.get("destinationId"):
+        raise AmazonRejected(operation, response.status_code, "UnexpectedResponse", "no subscription")
+    directive = raw.get("processingDirective")
+    return NotificationSubscription(
+        subscription_id=str(raw["subscriptionId"]),
+        notification_type=notification_type,
+        payload_version=str(raw.get("payloadVersion") or ""),
+        destination_id=str(raw["destinationId"]),
+        processing_directive=directive if isinstance(directive, dict) else None,
+    )

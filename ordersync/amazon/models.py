@@ -26,6 +26,12 @@ MODEL_FILES: dict[str, str] = {
     "reports": "reports_2021-06-30.json",
 }
 
+#: The JSON schemas of the notifications' messages, by notification type.
+NOTIFICATION_SCHEMA_FILES: dict[str, str] = {
+    "ORDER_CHANGE": "OrderChangeNotification.json",
+    "FEED_PROCESSING_FINISHED": "FeedProcessingFinishedNotification.json",
+}
+
 _PLAN_ROW = re.compile(r"\|\s*([0-9]*\.?[0-9]+)\s*\|\s*([0-9]+)\s*\|")
 
 
@@ -49,6 +55,13 @@ def model_text(file_name: str) -> str:
 def load_model(api: str) -> dict[str, Any]:
     model: dict[str, Any] = json.loads(model_text(MODEL_FILES[api]))
     return model
+
+
+@cache
+def load_notification_schema(notification_type: str) -> dict[str, Any]:
+    """The JSON schema (draft 7) of one notification type's messages, e.g. ``ORDER_CHANGE``."""
+    schema: dict[str, Any] = json.loads(model_text(NOTIFICATION_SCHEMA_FILES[notification_type]))
+    return schema
 
 
 @cache

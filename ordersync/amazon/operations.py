@@ -48,12 +48,48 @@ LISTINGS_OPERATIONS = frozenset(
 )
 
 
+#: Notifications API v1 operations ordersync calls (notifications.json: each 1 request per second,
+#: burst 5; the rate limiter reads the plans from the model).
+NOTIFICATIONS_OPERATIONS = frozenset(
+    {
+        "createDestination",
+        "getDestinations",
+        "getDestination",
+        "deleteDestination",
+        "createSubscription",
+        "getSubscription",
+        "getSubscriptionById",
+        "deleteSubscriptionById",
+    }
+)
+
+
+#: Grantless operations: sent with an LWA access token of the client_credentials grant (the application's,
+#: for no seller) instead of a seller's refresh-token one.
+GRANTLESS_OPERATIONS = NOTIFICATIONS_OPERATIONS - {"createSubscription", "getSubscription"}
+
+
+#: Notification types whose subscriptions take an event filter (notifications.json
+#: EventFilter.eventFilterType); ORDER_CHANGE needs one.
+EVENT_FILTER_TYPES = frozenset({"ANY_OFFER_CHANGED", "ORDER_CHANGE", "SHIPMENT_TRACKING_MILESTONE_CHANGED"})
+
+
+#: The LWA scope the Notifications API's grantless operations need.
+NOTIFICATIONS_SCOPE = "sellingpartnerapi::notifications"
+
+
+#: The seller the rate limiter keys grantless calls by: Amazon limits them per application (there is no
+#: selling partner), so every channel of the application shares their buckets.
+GRANTLESS_BUCKET = "grantless"
+
+
 def api_for_operation(operation: str, feed_type: str | None = None) -> ApiName:
     """The API an SP-API operation belongs to on the health board.
 
     Orders (getOrders, searchOrders, getOrder, getOrderItems, getOrderAddress, Restricted Data Tokens)
-    count for ``orders``; feeds and confirmShipment for ``feeds`` (the write-back), unless the feed
-    is a listings feed (JSON_LISTINGS_FEED), which counts for ``listings``.
+    count for ``orders``, and so do the Notifications API's (ORDER_CHANGE is how orders arrive); feeds
+    and confirmShipment for ``feeds`` (the write-back), unless the feed is a listings feed
+    (JSON_LISTINGS_FEED), which counts for ``listings``.
     """
     if feed_type is not None and feed_type in LISTINGS_FEED_TYPES:
         return "listings"

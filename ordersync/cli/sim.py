@@ -15,7 +15,8 @@ from ordersync.simulator.state import SimulatorState
 log = logging.getLogger("ordersync.simulator")
 
 sim_app = typer.Typer(
-    help="The SP-API simulator (Amazon's Orders, Feeds, Tokens and LWA endpoints).", no_args_is_help=True
+    help="The SP-API simulator (Amazon's Orders, Feeds, Tokens, Notifications and LWA endpoints).",
+    no_args_is_help=True,
 )
 
 
@@ -25,7 +26,7 @@ def _group() -> None:
 
 
 @sim_app.command("serve")
-def serve_command(
+def serve_command(  # noqa: PLR0917 - one parameter per CLI option
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8100,
     scenario: Annotated[
@@ -37,6 +38,14 @@ def serve_command(
         typer.Option(min=0.0, help="Simulated seconds per real second (default: the scenario's)."),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default: the scenario's).")] = None,
+    sqs: Annotated[
+        bool,
+        typer.Option(
+            "--sqs/--no-sqs",
+            help="Send ORDER_CHANGE notifications to SQS through the settings' aws.* (endpoint_url: the"
+            " local server of `ordersync dev up`); --no-sqs schedules them without sending.",
+        ),
+    ] = True,
 ) -> None:
     """Serve the simulator until interrupted."""
     if not logging.getLogger().handlers:
@@ -46,6 +55,11 @@ def serve_command(
     except ConfigurationError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    aws = None
+    if sqs:
+        from ordersync.settings import get_settings
+
+        aws = get_settings().aws
     state = SimulatorState(loaded)
     clock = state.clock_json()
     log.info(
@@ -59,4 +73,4 @@ def serve_command(
         clock["orders"],
         clock["orders_upcoming"],
     )
-    serve(state, host, port)
+    serve(state, host, port, aws=aws)

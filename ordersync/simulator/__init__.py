@@ -1,11 +1,14 @@
 """The SP-API simulator: Amazon's Orders (v0 and 2026-01-01), Feeds 2021-06-30 (with the presigned
-document URLs it hands out), Tokens and LWA endpoints over a seeded, deterministic scenario on a
-scalable clock, with Amazon's throttling, visibility lag, feed queues and faults (500/503, slow
-answers, timeouts, dropped connections), plus a control and truth API under ``/_sim/``:
+document URLs it hands out), Tokens, Notifications v1 (ORDER_CHANGE sent to subscribed SQS queues)
+and LWA endpoints over a seeded, deterministic scenario on a scalable clock, with Amazon's
+throttling, visibility lag, feed queues, notification delivery (lag, loss, duplicates) and faults
+(500/503, slow answers, timeouts, dropped connections), plus a control and truth API under ``/_sim/``:
 
 ``/_sim/orders`` (GET, POST), ``/_sim/orders/{id}`` and ``/status``, ``/_sim/feeds`` and
 ``/_sim/feeds/{id}`` (feeds with their messages' outcomes and reports), ``/_sim/listings`` (SKU ->
-quantity per seller, as JSON_LISTINGS_FEED feeds left it), ``/_sim/counters``, ``/_sim/clock`` and
+quantity per seller, as JSON_LISTINGS_FEED feeds left it), ``/_sim/notifications`` (ORDER_CHANGE
+notifications sent, lost, duplicated or pending, destinations and subscriptions; PUT changes the
+delivery knobs), ``/_sim/counters``, ``/_sim/clock`` and
 ``/advance``, ``/_sim/faults`` (rates) and ``/_sim/faults/next`` (force the next requests' fault),
 ``/_sim/usage-plans`` (change a seller's plan while running), ``/_sim/buckets/reset``,
 ``/_sim/tokens/revoke``, ``/_sim/catalogue``, ``/_sim/scenario``, ``/_sim/user-agents`` (the
@@ -13,12 +16,17 @@ User-Agent header of each operation's last request).
 
 In-process::
 
+    from ordersync.settings import Settings
     from ordersync.simulator import RunningSimulator, load_scenario
 
-    with RunningSimulator(load_scenario("demo", seed=1, time_scale=20)) as sim:
+    with RunningSimulator(load_scenario("demo", seed=1, time_scale=20), aws=Settings().aws) as sim:
         ...  # sim.base_url, sim.lwa_url, sim.state
 
-From the command line: ``ordersync sim serve --scenario demo --time-scale 20``.
+``aws`` (optional) is where ORDER_CHANGE notifications are sent (SQS); without it subscriptions are
+accepted and notifications scheduled, but none is sent.
+
+From the command line: ``ordersync sim serve --scenario demo --time-scale 20`` (notifications go to
+SQS through the settings' ``aws.*``; ``--no-sqs``: none is sent).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The simulator over HTTP: Amazon's paths (LWA, Orders v0 and 2026-01-01, Tokens, Feeds), the
+"""The simulator over HTTP: Amazon's paths (LWA, Orders v0 and 2026-01-01, Tokens, Feeds, Notifications), the
 presigned document URLs (``/_sim/s3/``) and the unauthenticated control and truth API under ``/_sim/``.
 
 Handlers only translate HTTP to :class:`~ordersync.simulator.state.SimulatorState` calls and back,
@@ -175,6 +175,17 @@ async def sim_order_status(request: Request) -> Response:
         return _control_error(exc)
 
 
+async def sim_notifications(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    if request.method in ("PUT", "POST"):
+        try:
+            return JSONResponse(state.set_notification_profile(await _json_body(request)))
+        except ControlError as exc:
+            return _control_error(exc)
+    q = request.query_params
+    return JSONResponse(state.truth_notifications(q.get("seller_id"), q.get("order_id"), q.get("status")))
+
+
 async def sim_counters(request: Request) -> Response:
     state: SimulatorState = request.app.state.sim
     if request.method == "DELETE":
@@ -324,10 +335,39 @@ def create_app(state: SimulatorState) -> Starlette:
         Route("/feeds/2021-06-30/feeds", _sp_api("createFeed", with_body=True), methods=["POST"]),
         Route("/feeds/2021-06-30/feeds/{feedId}", _sp_api("getFeed"), methods=["GET"]),
         Route("/feeds/2021-06-30/feeds/{feedId}", _sp_api("cancelFeed"), methods=["DELETE"]),
+        Route(
+            "/notifications/v1/destinations",
+            _sp_api("createDestination", with_body=True),
+            methods=["POST"],
+        ),
+        Route("/notifications/v1/destinations", _sp_api("getDestinations"), methods=["GET"]),
+        Route("/notifications/v1/destinations/{destinationId}", _sp_api("getDestination"), methods=["GET"]),
+        Route(
+            "/notifications/v1/destinations/{destinationId}", _sp_api("deleteDestination"), methods=["DELETE"]
+        ),
+        Route(
+            "/notifications/v1/subscriptions/{notificationType}",
+            _sp_api("createSubscription", with_body=True),
+            methods=["POST"],
+        ),
+        Route(
+            "/notifications/v1/subscriptions/{notificationType}", _sp_api("getSubscription"), methods=["GET"]
+        ),
+        Route(
+            "/notifications/v1/subscriptions/{notificationType}/{subscriptionId}",
+            _sp_api("getSubscriptionById"),
+            methods=["GET"],
+        ),
+        Route(
+            "/notifications/v1/subscriptions/{notificationType}/{subscriptionId}",
+            _sp_api("deleteSubscriptionById"),
+            methods=["DELETE"],
+        ),
         Route("/_sim/s3/{document_id}", s3_document, methods=["GET", "PUT"]),
         Route("/_sim/feeds", sim_feeds, methods=["GET"]),
         Route("/_sim/feeds/{feed_id}", sim_feed, methods=["GET"]),
         Route("/_sim/listings", sim_listings, methods=["GET"]),
+        Route("/_sim/notifications", sim_notifications, methods=["GET", "PUT", "POST"]),
         Route("/_sim/faults/next", sim_forced_faults, methods=["POST", "DELETE"]),
         Route("/_sim/usage-plans", sim_usage_plans, methods=["GET", "PUT", "POST"]),
         Route("/_sim/orders", sim_orders, methods=["GET", "POST"]),

@@ -20,6 +20,13 @@ def epoch_to_iso(epoch: float) -> str:
     return datetime.fromtimestamp(math.floor(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def epoch_to_iso_ms(epoch: float) -> str:
+    """ISO 8601 in UTC with milliseconds and a ``Z``: how Amazon's notifications write their times."""
+    millis = math.floor(epoch * 1000)
+    seconds, rest = divmod(millis, 1000)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{rest:03d}Z"
+
+
 def parse_iso(value: str) -> float:
     """An ISO 8601 date-time (``Z``, offsets and fractions accepted; no offset means UTC) as epoch
     seconds. A date without a time is refused, as Amazon refuses it."""

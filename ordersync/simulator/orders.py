@@ -174,6 +174,9 @@ class OrderBook:
         self._by_update: dict[str, list[IndexEntry]] = {}
         self._by_created: dict[str, list[IndexEntry]] = {}
         self._applied_until = float("-inf")
+        #: Told of every version as it is recorded (creation and every change, in time order per
+        #: order): how the simulator's ORDER_CHANGE notifications see each change once.
+        self.on_version: Callable[[Order, Version], None] | None = None
 
     # --- building ---------------------------------------------------------------------------------
 
@@ -236,6 +239,8 @@ class OrderBook:
         version = Version(next(self._version_seq), at, at + lag, snapshot, change)
         order.versions.append(version)
         self._by_update.setdefault(order.seller_id, []).append((at, version.seq, order.order_id))
+        if self.on_version is not None:
+            self.on_version(order, version)
         return version
 
     # --- changes made now (seller's confirmShipment, control API) ---------------------------------

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from ordersync.simulator.clock import epoch_to_iso
+from ordersync.simulator.clock import epoch_to_iso, epoch_to_iso_ms
 from ordersync.simulator.orders import Address, Item, Order, Package, Snapshot, Version
 
 #: v0 OrderStatus -> 2026-01-01 FulfillmentStatus.
@@ -314,6 +314,68 @@ def order_2026(order: Order, version: Version, included: frozenset[str], pii: Pi
     if "PACKAGES" in included and order.channel == "MFN" and snap.packages:
         body["packages"] = [_package_2026(p) for p in snap.packages]
     return body
+
+
+# --- ORDER_CHANGE notifications ------------------------------------------------------------------------
+
+
+def order_change(order: Order, version: Version) -> dict[str, Any]:
+    """``Payload.OrderChangeNotification`` of the ORDER_CHANGE notification (payload version 1.0) of
+    one version of an order: order level (every item), the order as that version left it.
+
+    Every version the simulator records is an OrderStatusChange: it has no buyer cancellation
+    *request* (a buyer's cancellation cancels at once), so it never sends BuyerRequestedChange. Amazon
+    does not document ChangeReason's values: the simulator gives its own words for the change.
+    """
+    snap = version.snapshot
+    shipped = sum(snap.shipped)
+    ordered = sum(item.quantity for item in order.items)
+    buyer_canceled = snap.status == "Canceled" and snap.cancel_requester == "BUYER"
+    item_statuses = [
+        "Shipped" if snap.shipped[i] >= item.quantity else "Unshipped" for i, item in enumerate(order.items)
+    ]
+    items: list[dict[str, Any]] = []
+    for index, item in enumerate(order.items):
+        body: dict[str, Any] = {
+            "OrderItemId": item.order_item_id,
+            "SellerSKU": item.sku,
+            "SupplySourceId": None,
+            "Quantity": item.quantity,
+            "QuantityShipped": snap.shipped[index],
+            "IsBuyerRequestedCancel": buyer_canceled,
+        }
+        # "Will display it when items' status are different" (OrderChangeNotification.json).
+        if len(set(item_statuses)) > 1:
+            body["OrderItemStatus"] = item_statuses[index]
+        items.append(body)
+    summary: dict[str, Any] = {
+        "MarketplaceId": order.marketplace.marketplace_id,
+        "OrderStatus": snap.status,
+        "PurchaseDate": epoch_to_iso_ms(order.created),
+        "DestinationPostalCode": (
+            order.address.postal_code if order.address is not None and _has_address(order, snap) else None
+        ),
+        "FulfillmentType": order.channel,
+        "OrderType": "Preorder" if order.preorder else "StandardOrder",
+        "NumberOfItemsShipped": shipped,
+        "NumberOfItemsUnshipped": 0 if snap.status == "Canceled" else ordered - shipped,
+        "EarliestShipDate": epoch_to_iso_ms(order.created + _DAY),
+        "LatestShipDate": epoch_to_iso_ms(order.created + 2 * _DAY),
+    }
+    if order.channel == "AFN":
+        summary["OrderPrograms"] = ["Prime"]  # as v0's IsPrime says of the simulator's AFN orders
+    summary["OrderItems"] = items
+    return {
+        "NotificationLevel": "OrderLevel",
+        "SellerId": order.seller_id,
+        "AmazonOrderId": order.order_id,
+        "OrderChangeType": "OrderStatusChange",
+        "OrderChangeTrigger": {
+            "TimeOfOrderChange": epoch_to_iso_ms(version.at),
+            "ChangeReason": version.change,
+        },
+        "Summary": summary,
+    }
 
 
 # --- truth API -----------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Serving the simulator with uvicorn: in the foreground (the CLI) or in a background thread
-(:class:`RunningSimulator`, for tests and the demo)."""
+(:class:`RunningSimulator`, for tests and the demo); with AWS settings, its ORDER_CHANGE notifications
+go to SQS from a sender thread of their own (:class:`~ordersync.simulator.sqs.NotificationSender`)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from typing import Self
 
 import uvicorn
 
+from ordersync.settings import AwsSettings
 from ordersync.simulator.app import create_app
 from ordersync.simulator.scenario import Scenario, load_scenario
+from ordersync.simulator.sqs import NotificationSender
 from ordersync.simulator.state import SimulatorState
 from ordersync.threaded_server import ThreadedServer
 
@@ -27,11 +30,22 @@ def _uvicorn_config(state: SimulatorState, host: str, port: int, log_level: str)
 
 
 def serve(
-    state: SimulatorState, host: str = "127.0.0.1", port: int = 8100, log_level: str = "warning"
+    state: SimulatorState,
+    host: str = "127.0.0.1",
+    port: int = 8100,
+    log_level: str = "warning",
+    *,
+    aws: AwsSettings | None = None,
 ) -> None:
-    """Serve in the foreground until interrupted."""
-    server = uvicorn.Server(_uvicorn_config(state, host, port, log_level))
-    server.run()
+    """Serve in the foreground until interrupted; ``aws``: where notifications are sent (None: none
+    is, see :class:`RunningSimulator`)."""
+    sender = NotificationSender(state, aws).start() if aws is not None else None
+    try:
+        server = uvicorn.Server(_uvicorn_config(state, host, port, log_level))
+        server.run()
+    finally:
+        if sender is not None:
+            sender.stop()
 
 
 class RunningSimulator(ThreadedServer):
@@ -43,6 +57,9 @@ class RunningSimulator(ThreadedServer):
             httpx.get(sim.base_url + "/_sim/clock")
 
     Also ``async with``. ``state`` gives direct access to the simulator's state (thread-safe).
+    ``aws``: the SQS endpoint and credentials ORDER_CHANGE notifications are sent with; None: the
+    Notifications API answers and notifications are scheduled (``/_sim/notifications``), but none is
+    sent (said once in the log).
     """
 
     name = "simulator"
@@ -56,6 +73,7 @@ class RunningSimulator(ThreadedServer):
         host: str = "127.0.0.1",
         port: int = 0,
         log_level: str = "warning",
+        aws: AwsSettings | None = None,
     ) -> None:
         """``source``: a ready state, a scenario, or a scenario file or built-in name (default:
         ``default``); ``seed`` and ``time_scale`` override a scenario loaded here."""
@@ -67,6 +85,8 @@ class RunningSimulator(ThreadedServer):
             )
             state = SimulatorState(scenario)
         self.state = state
+        self.aws = aws
+        self._sender: NotificationSender | None = None
         super().__init__(host=host, port=port, log_level=log_level)
 
     def config(self, host: str, port: int, log_level: str) -> uvicorn.Config:
@@ -78,8 +98,20 @@ class RunningSimulator(ThreadedServer):
 
     def start(self) -> Self:
         super().start()
+        if self.aws is not None:
+            try:
+                self._sender = NotificationSender(self.state, self.aws).start()
+            except BaseException:
+                super().stop()
+                raise
         log.info("SP-API simulator serving on %s", self.base_url)
         return self
+
+    def stop(self) -> None:
+        if self._sender is not None:
+            self._sender.stop()
+            self._sender = None
+        super().stop()
 
     async def __aenter__(self) -> RunningSimulator:
         return await asyncio.to_thread(self.start)

@@ -1,7 +1,7 @@
 """Scenarios: who sells what, how orders arrive and live, and what goes wrong, as validated YAML.
 
 A scenario is seeded: the same file and seed give the same sellers, catalogue, orders, timelines,
-visibility lags and faults (for the same sequence of requests). Two are built in:
+visibility lags, notification deliveries and faults (for the same sequence of requests). Two are built in:
 ``default`` (one US seller, a few hundred orders over the past days) and ``demo`` (two sellers,
 300 orders arriving over the first simulated minutes). Format::
 
@@ -21,6 +21,15 @@ visibility lags and faults (for the same sequence of requests). Two are built in
       stall_s: [3600, 14400]
       listings_limit: separate   # JSON_LISTINGS_FEED's 5-per-5-minutes limit: separate | shared
       compress_reports: true     # result documents GZIP, as Amazon's often are
+    notifications:               # ORDER_CHANGE sent to subscribed SQS queues (simulated seconds);
+      enabled: true              # undocumented by Amazon, every knob: a scenario switch
+      lag_s: [1, 10]             # delivery lag after the change, uniform ...
+      late: {p_late: 0.01, max_late_s: 900}   # ... plus a heavy tail for a few
+      loss: 0.0                  # share never sent
+      duplicate: 0.0             # share sent twice (same NotificationId) ...
+      duplicate_after_s: [0, 60] # ... the second copy this much later
+      reorder: 0.0               # share held back up to reorder_s more (arrive after later changes)
+      reorder_s: 300
     sellers:
       - seller_id: A1DEMOSELLERUS
         region: na
@@ -321,6 +330,38 @@ class FeedProfile(_Frozen):
         return self
 
 
+class NotificationProfile(_Frozen):
+    """How Amazon delivers ORDER_CHANGE notifications to a subscribed SQS queue (simulated seconds;
+    pairs are uniform ranges). Amazon documents neither its delivery lag nor a loss or duplicate rate
+    (undocumented: every knob here is a scenario switch); it asks integrators to keep a backup to
+    notifications, and standard SQS delivers at least once, in no particular order. The defaults are
+    Amazon behaving well: seconds of lag, a rare late one, nothing lost or doubled.
+
+    Each notification is due ``lag_s`` after the change, plus ``late`` (with probability ``p_late``,
+    uniform up to ``max_late_s``), plus, for a ``reorder`` share, up to ``reorder_s`` more (so a later
+    change of the same order can arrive first). A ``loss`` share is never sent; a ``duplicate`` share
+    is sent twice with the same body, the second copy ``duplicate_after_s`` after the first.
+    ``enabled: false`` sends nothing (subscriptions are still accepted), as when notifications stop.
+    The draws come from the scenario's seed, the same number per notification whatever the shares, so
+    changing one knob changes only what it governs.
+    """
+
+    enabled: bool = True
+    lag_s: tuple[NonNegative, NonNegative] = (1.0, 10.0)
+    late: VisibilityLag = VisibilityLag(p_late=0.01, max_late_s=900.0)
+    loss: Share = 0.0
+    duplicate: Share = 0.0
+    duplicate_after_s: tuple[NonNegative, NonNegative] = (0.0, 60.0)
+    reorder: Share = 0.0
+    reorder_s: NonNegative = 300.0
+
+    @model_validator(mode="after")
+    def _ranges(self) -> NotificationProfile:
+        for name in ("lag_s", "duplicate_after_s"):
+            _ordered_pair(getattr(self, name), name)
+        return self
+
+
 class Scenario(_Frozen):
     name: str = "custom"
     seed: int = 0
@@ -335,6 +376,7 @@ class Scenario(_Frozen):
     visibility_lag: VisibilityLag = VisibilityLag()
     faults: Faults = Faults()
     feeds: FeedProfile = FeedProfile()
+    notifications: NotificationProfile = NotificationProfile()
     sellers: Annotated[tuple[SellerScenario, ...], Field(min_length=1)]
 
     @model_validator(mode="after")

@@ -1,5 +1,6 @@
 """The simulator's whole state and logic, without HTTP: scenario, clock, order book, LWA tokens,
-token buckets, faults and counters.
+token buckets, faults, counters, and the Notifications API (destinations, subscriptions, the
+ORDER_CHANGE notifications an SQS sender takes from here).
 
 :meth:`SimulatorState.call` runs one SP-API request the way Amazon's front door does: request id,
 access token (403), token bucket (429), injected fault (500/503), then the operation (200/204,
@@ -24,6 +25,7 @@ from typing import Any, Literal, cast
 from pydantic import ValidationError
 
 from ordersync.amazon.models import default_plans, load_model
+from ordersync.amazon.operations import NOTIFICATIONS_SCOPE
 from ordersync.simulator import generate
 from ordersync.simulator.clock import SimClock, epoch_to_iso, parse_iso
 from ordersync.simulator.feeds import (
@@ -45,6 +47,7 @@ from ordersync.simulator.feeds import (
     MessageResult,
     S3Error,
 )
+from ordersync.simulator.notifications import GRANTLESS_SCOPES, Delivery, NotificationEngine
 from ordersync.simulator.orders import (
     Item,
     Order,
@@ -69,6 +72,7 @@ from ordersync.simulator.scenario import (
     MARKETPLACES,
     UNMAPPED_SKU_PREFIX,
     Faults,
+    NotificationProfile,
     Product,
     Scenario,
     SellerScenario,
@@ -99,6 +103,9 @@ MAX_RESULTS_PER_PAGE = 100
 RESTRICTED_DATA_TOKEN_TTL_S = 3600
 #: Counted as the seller of requests that carry no valid access token.
 ANONYMOUS = "-"
+#: The seller of grantless calls (LWA client_credentials tokens act for an application, no seller):
+#: their counters and token buckets are the application's.
+GRANTLESS = "(grantless)"
 
 ORDER_STATUSES_V0 = (
     "PendingAvailability",
@@ -133,12 +140,15 @@ _FULFILLED_BY = {"MERCHANT": "MFN", "AMAZON": "AFN"}
 
 @dataclass(frozen=True)
 class Operation:
-    """One SP-API operation: the name it is counted under, its API and its usage-plan operation id."""
+    """One SP-API operation: the name it is counted under, its API and its usage-plan operation id;
+    ``scope``: the grantless scope it needs (its callers' tokens come from the client_credentials grant
+    and act for no seller), None for an operation on a seller's behalf (refresh-token grant)."""
 
     key: str
     api: str
     operation_id: str
     method: str
+    scope: str | None = None
 
 
 OPERATIONS: dict[str, Operation] = {
@@ -158,6 +168,16 @@ OPERATIONS: dict[str, Operation] = {
         Operation("getFeed", "feeds", "getFeed", "GET"),
         Operation("cancelFeed", "feeds", "cancelFeed", "DELETE"),
         Operation("getFeedDocument", "feeds", "getFeedDocument", "GET"),
+        Operation("createDestination", "notifications", "createDestination", "POST", NOTIFICATIONS_SCOPE),
+        Operation("getDestinations", "notifications", "getDestinations", "GET", NOTIFICATIONS_SCOPE),
+        Operation("getDestination", "notifications", "getDestination", "GET", NOTIFICATIONS_SCOPE),
+        Operation("deleteDestination", "notifications", "deleteDestination", "DELETE", NOTIFICATIONS_SCOPE),
+        Operation("createSubscription", "notifications", "createSubscription", "POST"),
+        Operation("getSubscription", "notifications", "getSubscription", "GET"),
+        Operation("getSubscriptionById", "notifications", "getSubscriptionById", "GET", NOTIFICATIONS_SCOPE),
+        Operation(
+            "deleteSubscriptionById", "notifications", "deleteSubscriptionById", "DELETE", NOTIFICATIONS_SCOPE
+        ),
     )
 }
 #: Faults the control API can force on the next matching requests.
@@ -308,6 +328,8 @@ class Principal:
     restricted: tuple[RestrictedResource, ...] | None = None
     #: The restricted roles the application holds for this seller (scenario ``pii_roles``).
     pii_roles: frozenset[str] = frozenset()
+    #: A grantless token's scopes (its seller is :data:`GRANTLESS`); empty for a seller's token.
+    scopes: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -341,6 +363,8 @@ class SimulatorState:
         self._real_clock = real_clock
         self._lock = threading.RLock()
         self.book = OrderBook()
+        self.notifications = NotificationEngine(scenario.notifications, scenario.seed)
+        self.book.on_version = self.notifications.order_changed
         self.catalogues: dict[str, tuple[Product, ...]] = {
             s.seller_id: generate.catalogue(scenario, s) for s in scenario.sellers
         }
@@ -378,6 +402,14 @@ class SimulatorState:
             "getFeed": self._get_feed,
             "cancelFeed": self._cancel_feed,
             "getFeedDocument": self._get_feed_document,
+            "createDestination": self._create_destination,
+            "getDestinations": self._get_destinations,
+            "getDestination": self._get_destination,
+            "deleteDestination": self._delete_destination,
+            "createSubscription": self._create_subscription,
+            "getSubscription": self._get_subscription,
+            "getSubscriptionById": self._get_subscription_by_id,
+            "deleteSubscriptionById": self._delete_subscription_by_id,
         }
 
     # --- time ----------------------------------------------------------------------------------------
@@ -404,21 +436,25 @@ class SimulatorState:
     def advance_clock(self, seconds: float) -> float:
         with self._lock:
             self.clock.advance(seconds)
-            return self.now()
+            now = self.now()
+            if self.notifications.wake is not None:
+                self.notifications.wake()  # notifications may have fallen due
+            return now
 
     # --- LWA ------------------------------------------------------------------------------------------
 
     def issue_access_token(
         self, form: Mapping[str, str], *, user_agent: str | None = None
     ) -> tuple[int, dict[str, Any]]:
-        """``POST /auth/o2/token`` (refresh-token grant): (status, body) as Login with Amazon answers."""
+        """``POST /auth/o2/token`` (refresh-token grant, or client_credentials with a grantless
+        ``scope``): (status, body) as Login with Amazon answers."""
         with self._lock:
             self._user_agents["lwaToken"] = user_agent or ""
             status, body, seller = self._lwa(form)
             self.counters.count(seller, "lwaToken", status)
             return status, body
 
-    def _lwa(self, form: Mapping[str, str]) -> tuple[int, dict[str, Any], str]:
+    def _lwa(self, form: Mapping[str, str]) -> tuple[int, dict[str, Any], str]:  # noqa: PLR0911 - one per LWA answer
         grant_type = form.get("grant_type")
         if not grant_type:
             return (
@@ -426,7 +462,7 @@ class SimulatorState:
                 _lwa_error("invalid_request", "The request is missing a required parameter : grant_type"),
                 ANONYMOUS,
             )
-        if grant_type != "refresh_token":
+        if grant_type not in ("refresh_token", "client_credentials"):
             message = "The authorization grant type is not supported by the authorization server"
             return 400, _lwa_error("unsupported_grant_type", message), ANONYMOUS
         client_id, client_secret = form.get("client_id", ""), form.get("client_secret", "")
@@ -434,6 +470,8 @@ class SimulatorState:
         if not apps or not secrets.compare_digest(apps[0][1].client_secret, client_secret):
             # Amazon answers 401 here (jlevers/selling-partner-api#578), not 400.
             return 401, _lwa_error("invalid_client", "Client authentication failed"), ANONYMOUS
+        if grant_type == "client_credentials":
+            return self._grantless_token(client_id, form.get("scope"))
         refresh_token = form.get("refresh_token")
         if not refresh_token:
             message = "The request is missing a required parameter : refresh_token"
@@ -453,6 +491,21 @@ class SimulatorState:
                 return 200, body, seller.seller_id
         message = "The request has an invalid grant parameter : refresh_token"
         return 400, _lwa_error("invalid_grant", message), ANONYMOUS
+
+    def _grantless_token(self, client_id: str, scope: str | None) -> tuple[int, dict[str, Any], str]:
+        """A client_credentials token: the application's own, for grantless operations."""
+        if not scope:
+            message = "The request is missing a required parameter : scope"
+            return 400, _lwa_error("invalid_request", message), ANONYMOUS
+        scopes = frozenset(scope.split())
+        if not scopes or not scopes <= GRANTLESS_SCOPES:
+            return 400, _lwa_error("invalid_scope", "An unknown scope was requested"), ANONYMOUS
+        token = "Atc|" + secrets.token_urlsafe(48)
+        lifetime = self.scenario.access_token_lifetime_s
+        principal = Principal(GRANTLESS, client_id, scopes=scopes)
+        self._runtime.access_tokens[token] = _IssuedToken(principal, self._real_clock() + lifetime)
+        body = {"access_token": token, "scope": scope, "token_type": "bearer", "expires_in": lifetime}
+        return 200, body, GRANTLESS
 
     def revoke_access_tokens(self) -> int:
         """Forget every access token and RDT (clients must refresh); returns how many."""
@@ -547,6 +600,7 @@ class SimulatorState:
             self._advance(now)
             try:
                 principal = self._authenticate(access_token, op.method, path)
+                _authorize(principal, op)
             except SpApiError as exc:
                 self.counters.count(ANONYMOUS, operation, exc.status)
                 return SimResponse(
@@ -1214,6 +1268,85 @@ class SimulatorState:
             body["compressionAlgorithm"] = doc.compression
         return 200, body
 
+    # --- Notifications v1 -------------------------------------------------------------------------------
+
+    def _create_destination(self, principal: Principal, call: _Call) -> tuple[int, Any]:
+        destination = self.notifications.create_destination(principal.application, call.body, call.now)
+        return 200, {"payload": destination.as_amazon()}
+
+    def _get_destinations(self, principal: Principal, call: _Call) -> tuple[int, Any]:
+        destinations = self.notifications.destinations_of(principal.application)
+        return 200, {"payload": [d.as_amazon() for d in destinations]}
+
+    def _get_destination(self, principal: Principal, call: _Call) -> tuple[int, Any]:
+        destination = self.notifications.destination(principal.application, call.path_params["destinationId"])
+        return 200, {"payload": destination.as_amazon()}
+
+    def _delete_destination(self, principal: Principal, call: _Call) -> tuple[int, Any]:
+        self.notifications.delete_destination(principal.application, call.path_params["destinationId"])
+        return 200, {}
+
+    def _create_subscription(self, principal: Principal, call: _Call) -> tuple[int, Any]:
+        subscription = self.notifications.create_subscription(
+            principal.seller_id,
+            principal.application,
+            call.path_params["notificationType"],
+            call.body,
+            call.now,
+        )
+        return 200, {"payload": subscription.as_amazon()}
+
+    def _get_subscription(self, principal: Principal, call: _Call) -> tuple[int, Any]:
+        subscription = self.notifications.subscription(
+            principal.seller_id,
+            principal.application,
+            call.path_params["notificationType"],
+            call.query.get("payloadVersion") or None,
+        )
+        return 200, {"payload": subscription.as_amazon()}
+
+    def _get_subscription_by_id(self, principal: Principal, call: _Call) -> tuple[int, Any]:
+        subscription = self.notifications.subscription_by_id(
+            principal.application, call.path_params["notificationType"], call.path_params["subscriptionId"]
+        )
+        return 200, {"payload": subscription.as_amazon()}
+
+    def _delete_subscription_by_id(self, principal: Principal, call: _Call) -> tuple[int, Any]:
+        self.notifications.delete_subscription(
+            principal.application, call.path_params["notificationType"], call.path_params["subscriptionId"]
+        )
+        return 200, {}
+
+    # --- ORDER_CHANGE delivery: what the SQS sender asks (its own thread) ---------------------------------
+
+    def attach_notification_sender(self, wake: Callable[[], None] | None) -> None:
+        """A sender takes the due notifications from now on (``wake``: called, from any thread, when
+        one may have fallen due); None detaches it."""
+        with self._lock:
+            self.notifications.wake = wake
+            self.notifications.sender_attached = wake is not None
+
+    def take_due_notifications(self, limit: int = 100) -> list[Delivery]:
+        """The notification copies due by now on the simulated clock, oldest first."""
+        with self._lock:
+            return self.notifications.take_due(self.now(), limit)
+
+    def notification_sent(self, delivery: Delivery) -> None:
+        with self._lock:
+            self.notifications.delivered(delivery, self.clock.now())
+
+    def notification_failed(self, delivery: Delivery, error: str) -> None:
+        with self._lock:
+            self.notifications.failed(delivery, error)
+
+    def real_seconds_to_next_notification(self) -> float | None:
+        """Real seconds until the next notification falls due (inf on a frozen clock; None: none
+        scheduled)."""
+        with self._lock:
+            now = self.now()
+            due = self.notifications.next_due()
+            return None if due is None else self.clock.real_seconds(max(0.0, due - now))
+
     # --- the presigned document URLs (S3, not SP-API: no access token, no usage plan) ------------------
 
     def upload_document(
@@ -1537,6 +1670,34 @@ class SimulatorState:
                 raise ControlError(str(exc)) from exc
             return order_truth(order)
 
+    def truth_notifications(
+        self, seller_id: str | None = None, order_id: str | None = None, status: str | None = None
+    ) -> dict[str, Any]:
+        """``GET /_sim/notifications``: the delivery knobs, counts (scheduled, pending, sent, lost,
+        duplicated, canceled, messages sent, failed attempts, suppressed), destinations,
+        subscriptions and every ORDER_CHANGE notification (filtered), oldest first."""
+        with self._lock:
+            now = self.now()
+            return {
+                "now": epoch_to_iso(now),
+                **self.notifications.truth(seller_id=seller_id, order_id=order_id, status=status),
+            }
+
+    def set_notification_profile(self, raw: Any) -> dict[str, Any]:
+        """``PUT /_sim/notifications`` ``{"loss": 0.2, "enabled": false, ...}``: the knobs given
+        replace the current ones (:class:`~ordersync.simulator.scenario.NotificationProfile`), for the
+        changes made from now on."""
+        if raw is not None and not isinstance(raw, dict):
+            raise ControlError("give the NotificationProfile fields to change as a JSON object")
+        with self._lock:
+            current = self.notifications.profile.model_dump()
+            try:
+                profile = NotificationProfile.model_validate({**current, **(raw or {})})
+            except ValidationError as exc:
+                raise ControlError(str(exc)) from exc
+            self.notifications.profile = profile
+            return profile.model_dump(mode="json")
+
     def truth_feeds(self, seller_id: str | None = None, feed_type: str | None = None) -> list[dict[str, Any]]:
         """Every feed (oldest first) with its messages' outcomes and its report."""
         with self._lock:
@@ -1712,6 +1873,27 @@ def _v0_own_data(path: str) -> frozenset[str] | None:
     if rest in ((), ("orderItems",)):
         return None
     return _V0_OWN_DATA.get(rest, frozenset())
+
+
+def _authorize(principal: Principal, op: Operation) -> None:
+    """Grantless operations take only a grantless token of their scope; the others act for a seller
+    and take only a seller's token (403 otherwise, as Amazon's front door answers)."""
+    if op.scope is not None and op.scope not in principal.scopes:
+        raise SpApiError(
+            403,
+            "Unauthorized",
+            ACCESS_DENIED_MESSAGE,
+            f"{op.operation_id} is a grantless operation: it takes an access token of the LWA "
+            f"client_credentials grant with scope {op.scope}.",
+        )
+    if op.scope is None and principal.seller_id == GRANTLESS:
+        raise SpApiError(
+            403,
+            "Unauthorized",
+            ACCESS_DENIED_MESSAGE,
+            f"{op.operation_id} acts for a selling partner: it takes an access token of the refresh_token "
+            "grant, not a grantless one.",
+        )
 
 
 def _server_error(status: int) -> SpApiError:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from ordersync.amazon.models import load_model
+from ordersync.amazon.models import load_model, load_notification_schema
 from ordersync.simulator.scenario import Scenario
 from ordersync.simulator.state import SimulatorState
 
@@ -82,23 +82,70 @@ def access_token(state: SimulatorState, seller_id: str | None = None, applicatio
     return str(body["access_token"])
 
 
+def _close(schema: Any, definitions: dict[str, Any], *, part: bool = False) -> None:
+    """Forbid undeclared properties in ``schema`` and below. An ``allOf`` is closed over the union of
+    its parts' properties, its parts left open (each holds only some of the properties); ``part``: the
+    schema is such a part."""
+    if isinstance(schema, dict):
+        members = schema.get("allOf")
+        if isinstance(members, list):
+            names: dict[str, Any] = {}
+            for member in members:
+                ref = member.get("$ref", "") if isinstance(member, dict) else ""
+                resolved = definitions.get(ref.rsplit("/", 1)[-1], {}) if ref else member
+                names.update({key: {} for key in (resolved or {}).get("properties", {})})
+            schema["properties"] = {**names, **schema.get("properties", {})}
+            schema.setdefault("additionalProperties", False)
+        elif schema.get("type") == "object" and "properties" in schema and not part:
+            schema.setdefault("additionalProperties", False)
+        for key, value in schema.items():
+            if key == "allOf" and isinstance(value, list):
+                for member in value:
+                    _close(member, definitions, part=True)
+            elif key != "properties" or not isinstance(value, dict):
+                _close(value, definitions)
+            else:
+                for sub in value.values():
+                    _close(sub, definitions)
+    elif isinstance(schema, list):
+        for value in schema:
+            _close(value, definitions)
+
+
 @cache
 def _strict_definitions(api: str) -> dict[str, Any]:
     """The model's definitions with undeclared properties forbidden, so extra fields fail too."""
     definitions: dict[str, Any] = copy.deepcopy(load_model(api)["definitions"])
-
-    def close(schema: Any) -> None:
-        if isinstance(schema, dict):
-            if schema.get("type") == "object" and "properties" in schema:
-                schema.setdefault("additionalProperties", False)
-            for value in schema.values():
-                close(value)
-        elif isinstance(schema, list):
-            for value in schema:
-                close(value)
-
-    close(definitions)
+    parts = {
+        member["$ref"].rsplit("/", 1)[-1]
+        for schema in definitions.values()
+        for member in schema.get("allOf", [])
+        if isinstance(member, dict) and "$ref" in member
+    }
+    for name, schema in definitions.items():
+        _close(schema, definitions, part=name in parts)
     return definitions
+
+
+@cache
+def _strict_notification_schema(notification_type: str) -> dict[str, Any]:
+    schema: dict[str, Any] = copy.deepcopy(load_notification_schema(notification_type))
+    _close(schema, {})
+    return schema
+
+
+def validate_notification(notification_type: str, message: Any, *, strict: bool = True) -> None:
+    """Raise ``jsonschema.ValidationError`` unless ``message`` (parsed JSON) is a valid notification of
+    ``notification_type`` (e.g. ``ORDER_CHANGE``) by Amazon's schema; ``strict`` also refuses
+    properties the schema does not declare."""
+    import jsonschema  # noqa: PLC0415 - a dev dependency, needed only by tests
+
+    schema = (
+        _strict_notification_schema(notification_type)
+        if strict
+        else load_notification_schema(notification_type)
+    )
+    jsonschema.Draft7Validator(schema).validate(message)
 
 
 def validate_against_model(api: str, definition: str, instance: Any, *, strict: bool = True) -> None:

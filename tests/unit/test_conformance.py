@@ -244,7 +244,12 @@ def test_every_operation_and_status_the_simulator_serves_conforms_to_the_models(
     world = World()
     cases = world.cases()
     cases["confirmShipment"] = fix_confirm_items(world, cases["confirmShipment"])
-    assert set(cases) == set(OPERATIONS), "every served operation has a conformance case"
+    # The Notifications operations have theirs in test_simulator_notifications.py (grantless tokens).
+    conformed_elsewhere = {name for name, op in OPERATIONS.items() if op.api == "notifications"}
+    assert conformed_elsewhere, "the Notifications operations are served"
+    assert set(cases) == set(OPERATIONS) - conformed_elsewhere, (
+        "every served operation has a conformance case"
+    )
     seen: dict[str, set[int]] = {}
 
     def check(operation: str, response: SimResponse) -> None:
