@@ -13,9 +13,12 @@ from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
 
 from ordersync.settings import AwsSettings
 
+#: What SQS answers for a queue that does not exist (the JSON protocol's and the query protocol's codes).
+MISSING_QUEUE_CODES = frozenset({"QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"})
 #: A long poll waits up to 20 s for a message: reads must be allowed longer than that.
 READ_TIMEOUT_S = 40
 
@@ -49,7 +52,18 @@ def queue_name(queue_url: str) -> str:
 async def ensure_queue(aws: AwsSettings, name: str) -> tuple[str, str]:
     """The standard queue ``name``, created if it does not exist: its URL and ARN (what Amazon's
     notification destination names)."""
+    url, arn, _ = await find_or_create_queue(aws, name)
+    return url, arn
+
+
+async def find_or_create_queue(aws: AwsSettings, name: str) -> tuple[str, str, bool]:
+    """The standard queue ``name``'s URL and ARN, and whether it was created now."""
     async with sqs_client(aws) as sqs:
-        url = str((await sqs.create_queue(QueueName=name))["QueueUrl"])
+        try:
+            url, created = str((await sqs.get_queue_url(QueueName=name))["QueueUrl"]), False
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in MISSING_QUEUE_CODES:
+                raise
+            url, created = str((await sqs.create_queue(QueueName=name))["QueueUrl"]), True
         attributes = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-    return url, str(attributes["Attributes"]["QueueArn"])
+    return url, str(attributes["Attributes"]["QueueArn"]), created

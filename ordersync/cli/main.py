@@ -51,6 +51,11 @@ COMMANDS: dict[str, Entry] = {
     "topics": Entry("ordersync.cli.topics", "topics_app", "Create and list the catalogue's Kafka topics."),
     "quota": Entry("ordersync.cli.quota", "quota_app", "Amazon quota per seller and operation."),
     "amazon": Entry("ordersync.cli.amazon", "amazon_app", "Amazon SP-API: check a channel's access."),
+    "notifications": Entry(
+        "ordersync.cli.notifications",
+        "notifications_app",
+        "Amazon's ORDER_CHANGE notifications: subscribe channels.",
+    ),
     "settings": Entry(
         "ordersync.cli.settings", "settings_app", "Every setting as an environment variable; check them."
     ),
