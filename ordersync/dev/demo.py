@@ -283,7 +283,8 @@ class LocalPipeline:
             secret_access_key=SecretStr(LOCAL_AWS_KEY),
         )
         self.queue_url, self.queue_arn = asyncio.run(ensure_queue(aws, "ordersync-order-change"))
-        self.simulator = RunningSimulator(self.scenario)
+        # The simulator sends ORDER_CHANGE notifications to the queue, as Amazon does.
+        self.simulator = RunningSimulator(self.scenario, aws=aws)
         self.simulator.start()
         channels_file = self.run_dir / "channels.yaml"
         channels = channels_for(self.scenario, plans_known=self._plans_known)
@@ -308,6 +309,9 @@ class LocalPipeline:
         settings = self.settings()
         create_topics(settings)
         self._load_listings()
+        if "order-notifications" in self.stages:
+            # Each channel's ORDER_CHANGE subscription, through Amazon's Notifications API.
+            self.cli("notifications", "setup")
         for stage in self.stages:
             self.start_process(stage, ["run", stage])
         if self._backoffice:

@@ -124,3 +124,52 @@ def test_notifications_become_each_order_once_through_a_sigkill(tmp_path: Path) 
         )
         assert reasons[1].startswith("the message is not JSON")
         assert pipeline.dead_processes() == []
+
+
+def test_orders_placed_after_the_subscription_come_by_notification_alone(tmp_path: Path) -> None:
+    """Amazon's fast path end to end: the simulator sends ORDER_CHANGE to the queue the channel was
+    subscribed to (`notifications setup`), and with no poll running every new order reaches
+    amazon.orders.downloaded once, found by its notification."""
+    scenario = tiny_scenario(
+        orders={"count": 12, "history_s": 0, "arrival_window_s": 600},
+        time_scale=60,
+        start=None,
+        notifications={"lag_s": [1, 20], "late": {"p_late": 0.0, "max_late_s": 0}, "duplicate": 0.2},
+    )
+    with local_pipeline(
+        scenario=scenario,
+        run_dir=tmp_path / "run",
+        stages=(STAGE,),
+        backoffice=False,
+        extra_env={"ORDERSYNC_NOTIFICATIONS__WAIT_TIME_S": "1"},
+    ) as pipeline:
+        assert pipeline.simulator is not None
+        bootstrap = pipeline.env["ORDERSYNC_KAFKA__BOOTSTRAP"]
+
+        def downloaded() -> Counter[str]:
+            return Counter(d.order.amazon_order_id for d in read_all(bootstrap, ORDERS_DOWNLOADED))
+
+        def notified() -> set[str]:
+            """The orders Amazon sent a notification of (those placed after the subscription)."""
+            truth = pipeline.simulator.state.truth_notifications(status="sent")  # type: ignore[union-attr]
+            return {n["amazon_order_id"] for n in truth["notifications"]}
+
+        def all_sent() -> bool:
+            sim = pipeline.simulator
+            assert sim is not None
+            return (
+                len(sim.state.truth_orders()) == 12
+                and sim.state.truth_notifications()["counts"]["pending"] == 0
+            )
+
+        wait_for(all_sent, 120, what="every order is placed and its notification sent")
+        assert len(notified()) >= 10  # the first ones may come before the subscription
+        wait_for(lambda: set(downloaded()) == notified(), 120, what="every notified order is downloaded")
+        truth = pipeline.simulator.state.truth_notifications()
+        assert truth["counts"]["duplicated"] > 0  # Amazon repeated some: sent once each all the same
+        versions = Counter(
+            (d.order.amazon_order_id, d.order.last_update_date)
+            for d in read_all(bootstrap, ORDERS_DOWNLOADED)
+        )
+        assert max(versions.values()) == 1
+        assert {d.found_by for d in read_all(bootstrap, ORDERS_DOWNLOADED)} == {"notification"}
