@@ -8,7 +8,8 @@ run ended), the daily reconciliation the days since its last run.
 
 The plan gives the poll its share first, at the interval wanted (short without notifications; long
 with them, when the poll is only their backup); when the share cannot pay for that interval, the poll
-slows down to what it can pay for, up to ``max_poll_interval_s``, then reads a shorter overlap. Each
+slows down to what it can pay for, up to ``max_poll_interval_s``, then reads a shorter overlap, then
+takes the whole budget (no catch-up would fit anyway). Each
 catch-up, in order, gets what is left, stretched to the interval it can pay for; one that cannot be
 paid for at all, or only less often than ``MAX_CATCH_UP_STRETCH`` times its interval, is skipped and
 says so (Amazon's order report, a quota of its own, reconciles instead); what is left is shared
@@ -106,22 +107,29 @@ def plan_sweep(
     wanted = (
         settings.notified_poll_interval_s if notifications_flow else settings.poll_interval_s * time_scale
     )
-    poll_rate = budget * settings.poll_share
-    interval, overlap = math.inf, settings.overlap_s
-    for overlap in (settings.overlap_s, min(settings.overlap_s, settings.min_overlap_s)):
-        interval = max(wanted, shortest_interval(changes_per_s, overlap, poll_rate))
+    interval, overlap, whole = math.inf, settings.overlap_s, False
+    # Its share first; a poll that cannot keep up on it gets the whole budget (no catch-up would fit).
+    for poll_rate in (budget * settings.poll_share, budget):
+        whole = poll_rate == budget
+        for overlap in (settings.overlap_s, min(settings.overlap_s, settings.min_overlap_s)):
+            interval = max(wanted, shortest_interval(changes_per_s, overlap, poll_rate))
+            if interval <= settings.max_poll_interval_s:
+                break
         if interval <= settings.max_poll_interval_s:
             break
     if interval > settings.max_poll_interval_s:
         interval = settings.max_poll_interval_s
         notes.append(
-            "the poll alone needs more than its share of the budget: it falls behind, and notifications and"
-            " the order report must carry the seller"
+            "the poll alone needs more than the budget: it falls behind, and notifications and the order"
+            " report must carry the seller"
         )
-    elif overlap < settings.overlap_s:
-        notes.append(f"overlap cut to {_span(overlap)} to keep the poll within {_span(interval)}")
-    elif interval > wanted:
-        notes.append(f"poll slowed from {_span(wanted)} to fit the budget")
+    else:
+        if whole and settings.poll_share < 1:
+            notes.append("the poll takes the whole budget to keep up; no catch-up fits")
+        if overlap < settings.overlap_s:
+            notes.append(f"overlap cut to {_span(overlap)} to keep the poll within {_span(interval)}")
+        elif interval > wanted:
+            notes.append(f"poll slowed from {_span(wanted)} to fit the budget")
     spent = calls_per_second(changes_per_s, interval + overlap, interval)
     left = max(0.0, budget - spent)
     planned: dict[str, float | None] = {}

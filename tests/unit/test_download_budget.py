@@ -85,7 +85,7 @@ def test_a_seller_too_big_for_listing_is_told_so_and_the_poll_waits_at_most_its_
     assert plan.poll_interval_s == SETTINGS.max_poll_interval_s
     assert plan.overlap_s == SETTINGS.min_overlap_s
     assert set(plan.catch_ups.values()) == {None}
-    assert any("the poll alone needs more than its share" in note for note in plan.notes)
+    assert any("the poll alone needs more than the budget" in note for note in plan.notes)
     # Listing 100,000 changes a day once is about 42 calls an hour: more than Amazon gives.
     assert shortest_interval(_changes(50_000), 0, SEARCH_ORDERS) == math.inf
 
@@ -103,6 +103,20 @@ def test_the_overlap_is_cut_before_the_poll_gives_up() -> None:
     reach = plan.poll_interval_s + plan.overlap_s
     poll_share = SETTINGS.poll_share * SETTINGS.budget_share * SEARCH_ORDERS
     assert calls_per_second(_changes(10_000), reach, plan.poll_interval_s) <= poll_share + 1e-9
+
+
+def test_a_poll_its_share_cannot_keep_up_takes_the_whole_budget() -> None:
+    plan = plan_sweep(
+        listing_rate=SEARCH_ORDERS,
+        changes_per_s=_changes(12_000),
+        notifications_flow=False,
+        settings=SETTINGS,
+        catch_ups=READERS,
+    )
+    assert plan.poll_interval_s < SETTINGS.max_poll_interval_s
+    assert set(plan.catch_ups.values()) == {None}
+    assert any("takes the whole budget" in note for note in plan.notes)
+    assert plan.calls_per_hour <= SETTINGS.budget_share * SEARCH_ORDERS * 3600 + 1e-9
 
 
 def test_a_time_scaled_amazon_wants_the_poll_in_its_own_seconds() -> None:
