@@ -15,22 +15,30 @@ not do), and hides the response headers ordersync feeds back into the rate limit
    resource exists, as its subclass :class:`AmazonConflict`),
 6. reports the outcome to an optional :class:`ApiObserver` (the API health board), which can never fail
    the request.
+
+Documents behind presigned URLs (report documents here, feed documents in :mod:`ordersync.amazon.feeds`)
+are S3, not SP-API: fetched without the access token and outside the usage plans, S3's errors
+classified the same way (5xx, 429 and transport errors retryable, other 4xx permanent).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 import platform
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from importlib import metadata
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
+from urllib.parse import quote
 
 import httpx
+from lxml import etree
 from pydantic import SecretStr
 
 from ordersync.amazon.normalize import (
@@ -199,6 +207,32 @@ class NotificationSubscription:
     destination_id: str
     #: Amazon's processingDirective as it answered it (event filter), if any.
     processing_directive: Mapping[str, Any] | None = None
+
+
+ReportProcessingStatus = Literal["IN_QUEUE", "IN_PROGRESS", "DONE", "FATAL", "CANCELLED"]
+REPORT_PROCESSING_STATUSES: frozenset[str] = frozenset(get_args(ReportProcessingStatus))
+#: Statuses after which a report changes no more.
+FINAL_REPORT_STATUSES: frozenset[str] = frozenset({"DONE", "FATAL", "CANCELLED"})
+
+
+@dataclass(frozen=True)
+class ReportStatus:
+    """A report as getReport answers it (Reports API 2021-06-30): its status and, once DONE, its
+    document. CANCELLED without a document: Amazon had nothing to report ("an automatic cancellation if
+    there is no data to return") or the report was cancelled; FATAL: Amazon could not make it."""
+
+    report_id: str
+    report_type: str
+    processing_status: ReportProcessingStatus
+    report_document_id: str | None
+    data_start: datetime | None
+    data_end: datetime | None
+    created: datetime
+
+    @property
+    def done(self) -> bool:
+        """Processing ended (DONE, FATAL or CANCELLED)."""
+        return self.processing_status in FINAL_REPORT_STATUSES
 
 
 class AmazonConflict(AmazonRejected):
@@ -382,6 +416,51 @@ def _window_bound(value: Any) -> datetime | None:
 
 #: Amazon's own words are kept up to this many characters.
 MAX_ERROR_TEXT = 1000
+
+
+def s3_error(response: httpx.Response) -> tuple[str, str]:
+    """The code and message of S3's XML error body (``<Error><Code>...``), else the HTTP status."""
+    try:
+        root = etree.fromstring(response.content, etree.XMLParser(resolve_entities=False, no_network=True))
+    except etree.XMLSyntaxError:
+        return f"S3Http{response.status_code}", response.text[:200]
+    return root.findtext("Code") or f"S3Http{response.status_code}", root.findtext("Message") or ""
+
+
+def _report_time(raw: Any) -> datetime | None:
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        return parse_time(raw)
+    except ValueError:
+        return None
+
+
+def _report_status(response: httpx.Response, body: dict[str, Any]) -> ReportStatus:
+    """getReport's Report, or :class:`AmazonRejected` when it lacks what the model requires."""
+    status = body.get("processingStatus")
+    created = _report_time(body.get("createdTime"))
+    report_id, report_type = body.get("reportId"), body.get("reportType")
+    if (
+        not isinstance(report_id, str)
+        or not report_id
+        or not isinstance(report_type, str)
+        or status not in REPORT_PROCESSING_STATUSES
+        or created is None
+    ):
+        raise AmazonRejected(
+            "getReport", response.status_code, "UnexpectedResponse", f"not a report: {str(body)[:200]}"
+        )
+    document = body.get("reportDocumentId")
+    return ReportStatus(
+        report_id=report_id,
+        report_type=report_type,
+        processing_status=status,
+        report_document_id=document if isinstance(document, str) and document else None,
+        data_start=_report_time(body.get("dataStartTime")),
+        data_end=_report_time(body.get("dataEndTime")),
+        created=created,
+    )
 
 
 def amazon_error(body: dict[str, Any]) -> tuple[str, str]:
@@ -775,6 +854,80 @@ class SpApiClient:
         response = await self.call("getOrderAddress", "GET", path, access_token=rdt)
         payload = _json(response).get("payload") or {}
         return address_from_v0(payload.get("ShippingAddress"))
+
+    # --- reports (Reports API 2021-06-30) -------------------------------------------------------
+
+    async def create_report(
+        self,
+        report_type: str,
+        *,
+        data_start: datetime,
+        data_end: datetime,
+        marketplace_ids: Sequence[str] | None = None,
+    ) -> str:
+        """createReport of ``report_type`` over [``data_start``, ``data_end``] (aware datetimes; Amazon
+        refuses an end later than now); returns the reportId. ``marketplace_ids``: default the channel's
+        (Amazon requires some; a regional report such as the order report covers every marketplace of
+        the seller in the region whatever they are)."""
+        if data_start > data_end:
+            raise ValueError("data_start is later than data_end")
+        markets = list(self.channel.marketplaces if marketplace_ids is None else marketplace_ids)
+        body = {
+            "reportType": report_type,
+            "marketplaceIds": markets,
+            "dataStartTime": amazon_time(data_start),
+            "dataEndTime": amazon_time(data_end),
+        }
+        response = await self.call("createReport", "POST", "/reports/2021-06-30/reports", json_body=body)
+        report_id = _json(response).get("reportId")
+        if not isinstance(report_id, str) or not report_id:
+            raise AmazonRejected("createReport", response.status_code, "UnexpectedResponse", "no reportId")
+        return report_id
+
+    async def get_report(self, report_id: str) -> ReportStatus:
+        """getReport: the report's processing status and, once DONE, its document id."""
+        response = await self.call(
+            "getReport", "GET", f"/reports/2021-06-30/reports/{quote(report_id, safe='')}"
+        )
+        return _report_status(response, _json(response))
+
+    async def get_report_document(self, document_id: str) -> bytes:
+        """getReportDocument and the download from its presigned URL: the document's content,
+        gunzipped when Amazon says its ``compressionAlgorithm`` is GZIP."""
+        operation = "getReportDocument"
+        response = await self.call(
+            operation, "GET", f"/reports/2021-06-30/documents/{quote(document_id, safe='')}"
+        )
+        body = _json(response)
+        url, compression = body.get("url"), body.get("compressionAlgorithm")
+        if not isinstance(url, str) or not url:
+            raise AmazonRejected(operation, response.status_code, "UnexpectedResponse", "no document url")
+        if compression not in (None, "GZIP"):
+            raise AmazonRejected(
+                operation, response.status_code, "UnexpectedResponse", f"compressionAlgorithm {compression!r}"
+            )
+        return await self.download_document("downloadReportDocument", url, gzipped=compression == "GZIP")
+
+    async def download_document(self, operation: str, url: str, *, gzipped: bool) -> bytes:
+        """A document from its presigned URL (S3: no access token, no usage plan), decompressed when
+        ``gzipped``, unless the download said ``Content-Encoding: gzip`` (then httpx did it)."""
+        try:
+            response = await self._http.get(url, headers={"user-agent": self.user_agent})
+        except httpx.HTTPError as exc:
+            raise AmazonUnavailable(operation, None, type(exc).__name__, str(exc) or "no answer") from exc
+        status = response.status_code
+        if status >= 300:
+            code, message = s3_error(response)
+            error = AmazonUnavailable if status >= 500 or status == 429 else AmazonRejected
+            raise error(operation, status, code, message, response.headers.get("x-amz-request-id"))
+        content = response.content
+        decoded = "gzip" in response.headers.get("content-encoding", "").lower()
+        if gzipped and not decoded:
+            try:
+                content = gzip.decompress(content)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise AmazonRejected(operation, status, "BadGzip", str(exc)) from exc
+        return content
 
     # --- notifications (Notifications API v1) --------------------------------------------------
 

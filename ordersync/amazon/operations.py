@@ -64,6 +64,15 @@ NOTIFICATIONS_OPERATIONS = frozenset(
 )
 
 
+#: Reports API 2021-06-30 operations ordersync calls (reports_2021-06-30.json: createReport and
+#: getReportDocument 0.0167 per second, burst 15; getReport 2, burst 15; getReports and cancelReport
+#: 0.0222, burst 10), and the download of a report document from its presigned URL (S3: no usage plan).
+#: They count for the Orders API on the health board: ordersync reads only the order report.
+REPORTS_OPERATIONS = frozenset(
+    {"createReport", "getReports", "getReport", "cancelReport", "getReportDocument", "downloadReportDocument"}
+)
+
+
 #: Grantless operations: sent with an LWA access token of the client_credentials grant (the application's,
 #: for no seller) instead of a seller's refresh-token one.
 GRANTLESS_OPERATIONS = NOTIFICATIONS_OPERATIONS - {"createSubscription", "getSubscription"}
@@ -87,7 +96,8 @@ def api_for_operation(operation: str, feed_type: str | None = None) -> ApiName:
     """The API an SP-API operation belongs to on the health board.
 
     Orders (getOrders, searchOrders, getOrder, getOrderItems, getOrderAddress, Restricted Data Tokens)
-    count for ``orders``, and so do the Notifications API's (ORDER_CHANGE is how orders arrive); feeds
+    count for ``orders``, and so do the Notifications API's (ORDER_CHANGE is how orders arrive) and the
+    Reports API's (:data:`REPORTS_OPERATIONS`: the order report reconciles orders); feeds
     and confirmShipment for ``feeds`` (the write-back), unless the feed is a listings feed
     (JSON_LISTINGS_FEED), which counts for ``listings``.
     """

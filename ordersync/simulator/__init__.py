@@ -1,14 +1,17 @@
-"""The SP-API simulator: Amazon's Orders (v0 and 2026-01-01), Feeds 2021-06-30 (with the presigned
-document URLs it hands out), Tokens, Notifications v1 (ORDER_CHANGE sent to subscribed SQS queues)
-and LWA endpoints over a seeded, deterministic scenario on a scalable clock, with Amazon's
-throttling, visibility lag, feed queues, notification delivery (lag, loss, duplicates) and faults
-(500/503, slow answers, timeouts, dropped connections), plus a control and truth API under ``/_sim/``:
+"""The SP-API simulator: Amazon's Orders (v0 and 2026-01-01), Feeds 2021-06-30 and Reports 2021-06-30
+(with the presigned document URLs they hand out; the order report
+GET_FLAT_FILE_ALL_ORDERS_DATA_BY_LAST_UPDATE_GENERAL), Tokens, Notifications v1 (ORDER_CHANGE sent to
+subscribed SQS queues) and LWA endpoints over a seeded, deterministic scenario on a scalable clock, with
+Amazon's throttling, visibility lag, feed queues, report delays, notification delivery (lag, loss,
+duplicates) and faults (500/503, slow answers, timeouts, dropped connections), plus a control and truth
+API under ``/_sim/``:
 
 ``/_sim/orders`` (GET, POST), ``/_sim/orders/{id}`` and ``/status``, ``/_sim/feeds`` and
 ``/_sim/feeds/{id}`` (feeds with their messages' outcomes and reports), ``/_sim/listings`` (SKU ->
 quantity per seller, as JSON_LISTINGS_FEED feeds left it), ``/_sim/notifications`` (ORDER_CHANGE
 notifications sent, lost, duplicated or pending, destinations and subscriptions; PUT changes the
-delivery knobs), ``/_sim/counters``, ``/_sim/clock`` and
+delivery knobs), ``/_sim/reports`` and ``/_sim/reports/{id}`` (reports with their status, lag, lines
+and document; PUT changes the report knobs), ``/_sim/counters``, ``/_sim/clock`` and
 ``/advance``, ``/_sim/faults`` (rates) and ``/_sim/faults/next`` (force the next requests' fault),
 ``/_sim/usage-plans`` (change a seller's plan while running), ``/_sim/buckets/reset``,
 ``/_sim/tokens/revoke``, ``/_sim/catalogue``, ``/_sim/scenario``, ``/_sim/user-agents`` (the

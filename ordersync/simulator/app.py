@@ -1,5 +1,6 @@
-"""The simulator over HTTP: Amazon's paths (LWA, Orders v0 and 2026-01-01, Tokens, Feeds, Notifications), the
-presigned document URLs (``/_sim/s3/``) and the unauthenticated control and truth API under ``/_sim/``.
+"""The simulator over HTTP: Amazon's paths (LWA, Orders v0 and 2026-01-01, Tokens, Feeds, Notifications,
+Reports), the presigned document URLs (``/_sim/s3/``) and the unauthenticated control and truth API under
+``/_sim/``.
 
 Handlers only translate HTTP to :class:`~ordersync.simulator.state.SimulatorState` calls and back,
 plus the faults only HTTP can show: slow answers, and connections closed without an answer.
@@ -243,7 +244,8 @@ async def sim_reset_buckets(request: Request) -> Response:
 
 
 async def s3_document(request: Request) -> Response:
-    """The presigned URLs of feed documents: PUT uploads, GET downloads (S3's behaviour and errors)."""
+    """The presigned URLs of feed and report documents: PUT uploads, GET downloads (S3's behaviour and
+    errors)."""
     state: SimulatorState = request.app.state.sim
     document_id = request.path_params["document_id"]
     query = _first_values(request)
@@ -266,6 +268,27 @@ async def sim_feed(request: Request) -> Response:
     state: SimulatorState = request.app.state.sim
     try:
         return JSONResponse(state.truth_feed(request.path_params["feed_id"]))
+    except ControlError as exc:
+        return _control_error(exc)
+
+
+async def sim_reports(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    if request.method in ("PUT", "POST"):
+        try:
+            return JSONResponse({"profile": state.set_report_profile(await _json_body(request))})
+        except ControlError as exc:
+            return _control_error(exc)
+    q = request.query_params
+    reports = state.truth_reports(q.get("seller_id"), q.get("report_type"))
+    profile = state.reports.profile.model_dump(mode="json")
+    return JSONResponse({"profile": profile, "count": len(reports), "reports": reports})
+
+
+async def sim_report(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    try:
+        return JSONResponse(state.truth_report(request.path_params["report_id"]))
     except ControlError as exc:
         return _control_error(exc)
 
@@ -363,7 +386,16 @@ def create_app(state: SimulatorState) -> Starlette:
             _sp_api("deleteSubscriptionById"),
             methods=["DELETE"],
         ),
+        Route("/reports/2021-06-30/reports", _sp_api("getReports"), methods=["GET"]),
+        Route("/reports/2021-06-30/reports", _sp_api("createReport", with_body=True), methods=["POST"]),
+        Route("/reports/2021-06-30/reports/{reportId}", _sp_api("getReport"), methods=["GET"]),
+        Route("/reports/2021-06-30/reports/{reportId}", _sp_api("cancelReport"), methods=["DELETE"]),
+        Route(
+            "/reports/2021-06-30/documents/{reportDocumentId}", _sp_api("getReportDocument"), methods=["GET"]
+        ),
         Route("/_sim/s3/{document_id}", s3_document, methods=["GET", "PUT"]),
+        Route("/_sim/reports", sim_reports, methods=["GET", "PUT", "POST"]),
+        Route("/_sim/reports/{report_id}", sim_report, methods=["GET"]),
         Route("/_sim/feeds", sim_feeds, methods=["GET"]),
         Route("/_sim/feeds/{feed_id}", sim_feed, methods=["GET"]),
         Route("/_sim/listings", sim_listings, methods=["GET"]),

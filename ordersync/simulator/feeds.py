@@ -134,14 +134,18 @@ def family_of(feed_type: str) -> Family:
 
 @dataclass
 class Document:
+    """A document behind a presigned URL: a feed's input or result, or a report's (Reports API)."""
+
     document_id: str
     seller_id: str
     content_type: str
     created: float
-    kind: Literal["input", "result"]
+    kind: Literal["input", "result", "report"]
     content: bytes | None = None
     compression: Literal["GZIP"] | None = None
     uploaded_at: float | None = None
+    #: When the document is deleted (report documents are kept 30 days); None: kept.
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -432,7 +436,7 @@ class FeedEngine:
 
     def download(self, document_id: str, query: dict[str, str], now: float) -> Document:
         doc = self._check_url(document_id, "GET", query, now)
-        if doc.content is None:
+        if doc.content is None or (doc.expires_at is not None and now >= doc.expires_at):
             raise S3Error(404, "NoSuchKey", "The specified key does not exist.")
         return doc
 

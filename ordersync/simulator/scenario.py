@@ -30,6 +30,17 @@ visibility lags, notification deliveries and faults (for the same sequence of re
       duplicate_after_s: [0, 60] # ... the second copy this much later
       reorder: 0.0               # share held back up to reorder_s more (arrive after later changes)
       reorder_s: 300
+    reports:                     # Reports API (simulated seconds; undocumented by Amazon unless said)
+      queue_delay_s: [10, 60]    # IN_QUEUE this long ...
+      duration_s: [60, 240]      # ... then IN_PROGRESS this long, then DONE
+      lag_s: [0, 1800]           # changes this recent when the report is requested are not in it
+      empty: cancelled           # a report with no data: cancelled (the model's word) | done
+      compress: true             # documents GZIP
+      document_kept_s: 2592000   # documents kept 30 days (Amazon's order reports)
+      reports_kept_s: 7776000    # reports listed 90 days (getReports' createdSince)
+      max_order_age_s: 63072000  # orders older than two years left out (Amazon's order reports)
+      expired_document: invalid  # getReportDocument of an expired document: invalid (400) | not_found
+      columns: null              # the header; null: Amazon's documented columns
     sellers:
       - seller_id: A1DEMOSELLERUS
         region: na
@@ -362,6 +373,44 @@ class NotificationProfile(_Frozen):
         return self
 
 
+class ReportProfile(_Frozen):
+    """How the Reports API makes reports (simulated seconds; pairs are uniform ranges).
+
+    Amazon documents neither how long a report waits or takes ("IN_QUEUE: It may be waiting for another
+    IN_PROGRESS report", reports_2021-06-30.json) nor how far behind its data is beyond "up to a
+    30-minute delay" (docs "Order Reports"): each report waits ``queue_delay_s``, then is IN_PROGRESS
+    ``duration_s``; the changes made in the last ``lag_s`` before it was requested are not in it.
+    Documented by Amazon: order reports are retained 30 days (``document_kept_s``) and support orders
+    less than two years old (``max_order_age_s``; older ones are left out, as Amazon does not say that
+    it refuses the request); reports are listed 90 days (``reports_kept_s``, getReports' createdSince);
+    a report with no data is CANCELLED ("an automatic cancellation if there is no data to return";
+    ``empty: done`` gives a DONE report whose document has only the header instead). Not documented:
+    the answer to getReportDocument for an expired document (``expired_document``: ``invalid``, 400
+    InvalidInput as for an id Amazon does not know, jlevers/selling-partner-api#487; ``not_found``, 404).
+    ``columns``: the document's header, in order (None: Amazon's documented columns; other names come
+    out empty), for clients that must cope with Amazon's per-account variations.
+    """
+
+    queue_delay_s: tuple[NonNegative, NonNegative] = (10.0, 60.0)
+    duration_s: tuple[NonNegative, NonNegative] = (60.0, 240.0)
+    lag_s: tuple[NonNegative, NonNegative] = (0.0, 1800.0)
+    empty: Literal["cancelled", "done"] = "cancelled"
+    compress: bool = True
+    document_kept_s: Annotated[float, Field(gt=0)] = 30 * 86400.0
+    reports_kept_s: Annotated[float, Field(gt=0)] = 90 * 86400.0
+    max_order_age_s: Annotated[float, Field(gt=0)] = 2 * 365 * 86400.0
+    expired_document: Literal["invalid", "not_found"] = "invalid"
+    columns: tuple[Annotated[str, Field(min_length=1, pattern=r"^[^\t\r\n]+$")], ...] | None = None
+
+    @model_validator(mode="after")
+    def _ranges(self) -> ReportProfile:
+        for name in ("queue_delay_s", "duration_s", "lag_s"):
+            _ordered_pair(getattr(self, name), name)
+        if self.columns is not None and (not self.columns or len(set(self.columns)) != len(self.columns)):
+            raise ValueError("columns: give at least one column, each once")
+        return self
+
+
 class Scenario(_Frozen):
     name: str = "custom"
     seed: int = 0
@@ -377,6 +426,7 @@ class Scenario(_Frozen):
     faults: Faults = Faults()
     feeds: FeedProfile = FeedProfile()
     notifications: NotificationProfile = NotificationProfile()
+    reports: ReportProfile = ReportProfile()
     sellers: Annotated[tuple[SellerScenario, ...], Field(min_length=1)]
 
     @model_validator(mode="after")

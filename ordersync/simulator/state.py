@@ -1,6 +1,6 @@
 """The simulator's whole state and logic, without HTTP: scenario, clock, order book, LWA tokens,
-token buckets, faults, counters, and the Notifications API (destinations, subscriptions, the
-ORDER_CHANGE notifications an SQS sender takes from here).
+token buckets, faults, counters, the Feeds and Reports APIs, and the Notifications API (destinations,
+subscriptions, the ORDER_CHANGE notifications an SQS sender takes from here).
 
 :meth:`SimulatorState.call` runs one SP-API request the way Amazon's front door does: request id,
 access token (403), token bucket (429), injected fault (500/503), then the operation (200/204,
@@ -68,12 +68,19 @@ from ordersync.simulator.render import (
     order_truth,
     order_v0,
 )
+from ordersync.simulator.reports import (
+    KNOWN_REPORT_TYPES,
+    REPORT_STATUSES,
+    Report,
+    ReportEngine,
+)
 from ordersync.simulator.scenario import (
     MARKETPLACES,
     UNMAPPED_SKU_PREFIX,
     Faults,
     NotificationProfile,
     Product,
+    ReportProfile,
     Scenario,
     SellerScenario,
     UsagePlanOverride,
@@ -178,11 +185,18 @@ OPERATIONS: dict[str, Operation] = {
         Operation(
             "deleteSubscriptionById", "notifications", "deleteSubscriptionById", "DELETE", NOTIFICATIONS_SCOPE
         ),
+        Operation("createReport", "reports", "createReport", "POST"),
+        Operation("getReports", "reports", "getReports", "GET"),
+        Operation("getReport", "reports", "getReport", "GET"),
+        Operation("cancelReport", "reports", "cancelReport", "DELETE"),
+        Operation("getReportDocument", "reports", "getReportDocument", "GET"),
     )
 }
 #: Faults the control API can force on the next matching requests.
 FAULT_KINDS = ("500", "503", "429", "timeout", "drop", "slow")
 FEEDS_PAGE_SIZE = 10
+#: getReports' default pageSize (reports_2021-06-30.json).
+REPORTS_PAGE_SIZE = 10
 #: Statuses whose responses carry ``x-amzn-RateLimit-Limit`` when the model does not say.
 RATE_LIMIT_HEADER_STATUSES = frozenset({200, 201, 202, 204, 400, 404})
 
@@ -383,6 +397,7 @@ class SimulatorState:
         self._control_rng = random.Random(f"{scenario.seed}/control")
         self._order_rng = random.Random(f"{scenario.seed}/order-life")
         self.feeds = FeedEngine(scenario.feeds, scenario.seed, self)
+        self.reports = ReportEngine(scenario.reports, scenario.seed, self.feeds)
         for seller_id, products in self.catalogues.items():
             listings = self.feeds.seller_listings(seller_id)
             for product in products:
@@ -410,6 +425,11 @@ class SimulatorState:
             "getSubscription": self._get_subscription,
             "getSubscriptionById": self._get_subscription_by_id,
             "deleteSubscriptionById": self._delete_subscription_by_id,
+            "createReport": self._create_report,
+            "getReports": self._get_reports,
+            "getReport": self._get_report,
+            "cancelReport": self._cancel_report,
+            "getReportDocument": self._get_report_document,
         }
 
     # --- time ----------------------------------------------------------------------------------------
@@ -423,7 +443,8 @@ class SimulatorState:
 
     def _advance(self, now: float) -> None:
         """Apply every change due by ``now`` in time order: the order book's scheduled changes and
-        the feeds' status changes (whose messages change orders too)."""
+        the feeds' status changes (whose messages change orders too); then the reports' (whose content
+        was fixed when they were requested)."""
         while True:
             event = self.feeds.next_event()
             if event is None or event[0] > now:
@@ -432,6 +453,7 @@ class SimulatorState:
             self.book.advance(at)
             self.feeds.step(at, feed)
         self.book.advance(now)
+        self.reports.advance(now)
 
     def advance_clock(self, seconds: float) -> float:
         with self._lock:
@@ -1121,7 +1143,7 @@ class SimulatorState:
 
     def _owned_document(self, principal: Principal, document_id: str) -> Document:
         doc = self.feeds.documents.get(document_id)
-        if doc is None or doc.seller_id != principal.seller_id:
+        if doc is None or doc.seller_id != principal.seller_id or doc.kind == "report":
             raise SpApiError(404, "NotFound", "The requested feed document was not found.", "")
         return doc
 
@@ -1317,6 +1339,196 @@ class SimulatorState:
         )
         return 200, {}
 
+    # --- Reports 2021-06-30 ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _data_time(body: Mapping[str, Any], name: str, now: float) -> float:
+        """dataStartTime / dataEndTime: "The default is now. The value must be prior to or equal to the
+        current date and time" (reports_2021-06-30.json)."""
+        raw = body.get(name)
+        if raw is None:
+            return now
+        try:
+            if not isinstance(raw, str):
+                raise ValueError(raw)
+            value = parse_iso(raw)
+        except ValueError:
+            raise invalid_input(f"{name} must be an ISO 8601 date-time.", "Invalid input") from None
+        if value > now:
+            raise invalid_input(
+                f"{name} {raw} must be prior to or equal to the current date and time.", "Invalid input"
+            )
+        return value
+
+    def _create_report(self, principal: Principal, call: _Call) -> tuple[int, Any]:
+        body = call.body
+        if not isinstance(body, dict):
+            raise invalid_input("The body must be a CreateReportSpecification JSON object.", "Invalid input")
+        # CreateReportSpecification does not forbid other properties: they are ignored.
+        missing = [name for name in ("reportType", "marketplaceIds") if body.get(name) is None]
+        if missing:
+            # How Amazon answers a specification without them (selling-partner-api-docs#2721).
+            details = "".join(f"{name};" for name in missing)
+            raise invalid_input(details, "One or more required parameters missing")
+        report_type, markets, options = body["reportType"], body["marketplaceIds"], body.get("reportOptions")
+        if not isinstance(report_type, str) or report_type not in KNOWN_REPORT_TYPES:
+            # The model's own example refuses an unknown type (BAD_FEE_DISCOUNTS_REPORT) this way.
+            raise invalid_input(f"Invalid reportType {str(report_type)[:100]}.", "Invalid input")
+        if (
+            not isinstance(markets, list)
+            or not 1 <= len(markets) <= 25
+            or not all(isinstance(m, str) and m for m in markets)
+        ):
+            raise invalid_input("marketplaceIds must list 1 to 25 marketplace ids.", "Invalid input")
+        seller = self._seller(principal)
+        foreign = [m for m in markets if m not in seller.marketplaces]
+        if foreign:
+            raise invalid_input(
+                f"Invalid marketplaceIds: {', '.join(foreign)} (not a marketplace of this seller).",
+                "Invalid input",
+            )
+        if options is not None and (
+            not isinstance(options, dict) or not all(isinstance(v, str) for v in options.values())
+        ):
+            raise invalid_input("reportOptions is a map of strings.", "Invalid input")
+        start = self._data_time(body, "dataStartTime", call.now)
+        end = self._data_time(body, "dataEndTime", call.now)
+        if start > end:
+            raise invalid_input("dataStartTime must not be later than dataEndTime.", "Invalid input")
+        # The order report is regional: marketplaceIds are checked, kept on the report, and ignored for
+        # its content, which covers every order of the seller (one region per seller).
+        report = self.reports.create(
+            principal.seller_id,
+            seller.region,
+            report_type,
+            marketplace_ids=tuple(markets),
+            options={str(k): v for k, v in (options or {}).items()},
+            window=(start, end),
+            now=call.now,
+            orders=self.book.seller_orders(principal.seller_id),
+        )
+        return 202, {"reportId": report.report_id}
+
+    def _listed_reports(self, seller_id: str, now: float) -> list[Report]:
+        """The seller's reports still kept ("Reports are retained for a maximum of 90 days")."""
+        kept = self.reports.profile.reports_kept_s
+        return [
+            r for r in self.reports.reports.values() if r.seller_id == seller_id and now - r.created <= kept
+        ]
+
+    def _get_reports(self, principal: Principal, call: _Call) -> tuple[int, Any]:  # noqa: PLR0912 - one check per parameter
+        q = call.query
+        token = q.get("nextToken")
+        if token:
+            if set(q) - {"nextToken"}:
+                raise invalid_input("nextToken must be the only parameter.", "Invalid input")
+            raw = self._tokens.decode("getReports", principal.seller_id, token)
+            if raw is None or not isinstance(raw.get("q"), dict) or not isinstance(raw.get("after"), int):
+                raise invalid_input("Invalid nextToken.", "We could not decode your nextToken.")
+            query, after = raw["q"], raw["after"]
+        else:
+            types = csv_values(q.get("reportTypes"))
+            if not types:
+                raise invalid_input("Either reportTypes or nextToken is required.", "Invalid input")
+            if len(types) > 10:
+                raise invalid_input("reportTypes accepts at most 10 values.", "Invalid input")
+            markets = csv_values(q.get("marketplaceIds"))
+            if len(markets) > 10:
+                raise invalid_input("marketplaceIds accepts at most 10 values.", "Invalid input")
+            statuses = csv_values(q.get("processingStatuses"))
+            if any(x not in REPORT_STATUSES for x in statuses):
+                # The model's example: "Invalid input in processing status".
+                raise invalid_input("Invalid input in processing status", "Invalid input")
+            size_raw = q.get("pageSize", str(REPORTS_PAGE_SIZE))
+            if not size_raw.isdigit() or not 1 <= int(size_raw) <= 100:
+                raise invalid_input("pageSize must be an integer from 1 to 100.", "Invalid input")
+            kept = self.reports.profile.reports_kept_s
+            try:
+                since = parse_iso(q["createdSince"]) if "createdSince" in q else call.now - kept
+                until = parse_iso(q["createdUntil"]) if "createdUntil" in q else call.now
+            except ValueError:
+                raise invalid_input(
+                    "createdSince and createdUntil must be ISO 8601 date-times.", "Invalid input"
+                ) from None
+            if since > until:
+                raise invalid_input("createdSince must not be later than createdUntil.", "Invalid input")
+            query = {
+                "types": list(types),
+                "markets": list(markets),
+                "statuses": list(statuses),
+                "size": int(size_raw),
+                "since": since,
+                "until": until,
+            }
+            after = -1
+        reports = sorted(
+            (
+                r
+                for r in self._listed_reports(principal.seller_id, call.now)
+                if r.report_type in query["types"]
+                and (not query["markets"] or set(r.marketplace_ids) & set(query["markets"]))
+                and (not query["statuses"] or r.status in query["statuses"])
+                and query["since"] <= r.created <= query["until"]
+            ),
+            key=lambda r: -int(r.report_id),
+        )
+        if after >= 0:
+            reports = [r for r in reports if int(r.report_id) < after]
+        page = reports[: query["size"]]
+        body: dict[str, Any] = {"reports": [r.as_amazon() for r in page]}
+        if len(reports) > len(page):
+            body["nextToken"] = self._tokens.encode(
+                "getReports", principal.seller_id, {"q": query, "after": int(page[-1].report_id)}
+            )
+        return 200, body
+
+    def _owned_report(self, principal: Principal, report_id: str, now: float) -> Report:
+        if not report_id.isdigit():
+            raise invalid_input(f"Invalid reportId {report_id[:100]!r}.", "Invalid input")
+        report = self.reports.reports.get(report_id)
+        if report is None or report not in self._listed_reports(principal.seller_id, now):
+            raise SpApiError(404, "NotFound", "The requested report was not found.", f"reportId {report_id}")
+        return report
+
+    def _get_report(self, principal: Principal, call: _Call) -> tuple[int, Any]:
+        return 200, self._owned_report(principal, call.path_params["reportId"], call.now).as_amazon()
+
+    def _cancel_report(self, principal: Principal, call: _Call) -> tuple[int, Any]:
+        report = self._owned_report(principal, call.path_params["reportId"], call.now)
+        if report.status != "IN_QUEUE":
+            # "Only reports with processingStatus=IN_QUEUE can be cancelled."
+            raise invalid_input(
+                f"The report {report.report_id} is {report.status}; only IN_QUEUE reports can be cancelled.",
+                "Invalid input",
+            )
+        self.reports.cancel(report, call.now)
+        return 200, None
+
+    def _get_report_document(self, principal: Principal, call: _Call) -> tuple[int, Any]:
+        enable = call.query.get("enableContentEncodingUrlHeader")
+        if enable is not None and enable not in ("true", "false"):
+            raise invalid_input("enableContentEncodingUrlHeader must be true or false.", "Invalid input")
+        document_id = call.path_params["reportDocumentId"]
+        report = self.reports.by_document.get(document_id)
+        doc = self.reports.document(document_id)
+        # An id Amazon does not know: 400 (jlevers/selling-partner-api#487, selling-partner-api-models#2420).
+        unknown = SpApiError(400, "InvalidInput", f"Invalid reportDocumentId {document_id[:200]}", "")
+        if report is None or doc is None or report.seller_id != principal.seller_id:
+            raise unknown
+        if doc.expires_at is not None and call.now >= doc.expires_at:
+            if self.reports.profile.expired_document == "not_found":
+                raise SpApiError(
+                    404, "NotFound", "The requested report document was not found.", "The document expired."
+                )
+            raise unknown
+        # As getFeedDocument: the URL carries the (signed) Content-Encoding its download answers with.
+        encoding = "gzip" if enable == "true" and doc.compression == "GZIP" else None
+        url = call.base_url + self.feeds.presigned_path(doc, "GET", call.now, content_encoding=encoding)
+        body: dict[str, Any] = {"reportDocumentId": document_id, "url": url}
+        if doc.compression is not None:
+            body["compressionAlgorithm"] = doc.compression
+        return 200, body
+
     # --- ORDER_CHANGE delivery: what the SQS sender asks (its own thread) ---------------------------------
 
     def attach_notification_sender(self, wake: Callable[[], None] | None) -> None:
@@ -1379,7 +1591,8 @@ class SimulatorState:
             return SimResponse(200, None, headers)
 
     def download_document(self, document_id: str, query: Mapping[str, str]) -> tuple[SimResponse, str]:
-        """``GET`` on a URL getFeedDocument returned: (response with the bytes, content type)."""
+        """``GET`` on a URL getFeedDocument or getReportDocument returned: (response with the bytes,
+        content type)."""
         headers = {"x-amz-request-id": uuid.uuid4().hex[:16].upper()}
         with self._lock:
             now = self.now()
@@ -1387,7 +1600,8 @@ class SimulatorState:
                 doc = self.feeds.download(document_id, dict(query), now)
             except S3Error as exc:
                 return SimResponse(exc.status, exc.body(), headers), "application/xml"
-            self.counters.count(doc.seller_id, "downloadFeedDocument", 200)
+            kind = "downloadReportDocument" if doc.kind == "report" else "downloadFeedDocument"
+            self.counters.count(doc.seller_id, kind, 200)
             # The stored bytes as they are (GZIP documents compressed); Content-Encoding only when the
             # URL was asked for with enableContentEncodingUrlHeader.
             encoding = query.get(CONTENT_ENCODING_PARAMETER)
@@ -1716,6 +1930,42 @@ class SimulatorState:
             if feed is None:
                 raise ControlError(f"no feed {feed_id}", 404)
             return self.feeds.feed_truth(feed, with_input=True)
+
+    def truth_reports(
+        self, seller_id: str | None = None, report_type: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every report (oldest first) with its status, lag, line and order counts."""
+        with self._lock:
+            now = self.now()
+            return [
+                self.reports.truth(r, now)
+                for r in sorted(self.reports.reports.values(), key=lambda r: int(r.report_id))
+                if seller_id in (None, r.seller_id) and report_type in (None, r.report_type)
+            ]
+
+    def truth_report(self, report_id: str) -> dict[str, Any]:
+        """One report with the order versions it shows and its document's text."""
+        with self._lock:
+            now = self.now()
+            report = self.reports.reports.get(report_id)
+            if report is None:
+                raise ControlError(f"no report {report_id}", 404)
+            return self.reports.truth(report, now, with_document=True)
+
+    def set_report_profile(self, raw: Any) -> dict[str, Any]:
+        """``PUT /_sim/reports`` ``{"lag_s": [0, 0], ...}``: the knobs given replace the current ones
+        (:class:`~ordersync.simulator.scenario.ReportProfile`), for the reports requested from now on
+        (and the documents made from now on)."""
+        if raw is not None and not isinstance(raw, dict):
+            raise ControlError("give the ReportProfile fields to change as a JSON object")
+        with self._lock:
+            current = self.reports.profile.model_dump()
+            try:
+                profile = ReportProfile.model_validate({**current, **(raw or {})})
+            except ValidationError as exc:
+                raise ControlError(str(exc)) from exc
+            self.reports.profile = profile
+            return profile.model_dump(mode="json")
 
     def truth_listings(self, seller_id: str | None = None) -> dict[str, Any]:
         """Each seller's listings (SKU -> quantity) as JSON_LISTINGS_FEED feeds left them."""

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.unit
 
 US = "ATVPDKIKX0DER"
 XML = "text/xml; charset=UTF-8"
+ALL_ORDERS = "GET_FLAT_FILE_ALL_ORDERS_DATA_BY_LAST_UPDATE_GENERAL"
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Case:
 
 
 class World:
-    """A simulator with one order in each interesting state and a finished feed."""
+    """A simulator with one order in each interesting state, a finished feed and a finished report."""
 
     def __init__(self) -> None:
         self.state = SimulatorState(
@@ -50,6 +51,7 @@ class World:
                     "stall_share": 0,
                     "compress_reports": True,
                 },
+                reports={"queue_delay_s": [1, 1], "duration_s": [1, 1], "lag_s": [0, 0]},
             )
         )
         self.token = access_token(self.state)
@@ -82,15 +84,33 @@ class World:
         self.feed_id = str(
             self.sp("createFeed", Request("/feeds/2021-06-30/feeds", {}, {}, spec)).body["feedId"]
         )
+        self.report_spec = {
+            "reportType": ALL_ORDERS,
+            "marketplaceIds": [US],
+            "dataStartTime": epoch_to_iso(state.now() - 2 * 86400),
+        }
+        self.report_id = self.new_report()
         state.advance_clock(5)
         self.queued_feed = str(
             self.sp("createFeed", Request("/feeds/2021-06-30/feeds", {}, {}, spec)).body["feedId"]
         )
+        self.queued_report = self.new_report()
+        done = self.sp("getReport", self.report_path(self.report_id)).body
+        assert done["processingStatus"] == "DONE", done
+        self.report_document = str(done["reportDocumentId"])
         self.result_document = str(
             self.sp(
                 "getFeed", Request(f"/feeds/2021-06-30/feeds/{self.feed_id}", {"feedId": self.feed_id}, {})
             ).body["resultFeedDocumentId"]
         )
+
+    def new_report(self) -> str:
+        created = self.sp("createReport", Request("/reports/2021-06-30/reports", {}, {}, self.report_spec))
+        return str(created.body["reportId"])
+
+    @staticmethod
+    def report_path(report_id: str) -> Request:
+        return Request(f"/reports/2021-06-30/reports/{report_id}", {"reportId": report_id}, {})
 
     def sp(self, operation: str, request: Request, token: str | None = "own") -> SimResponse:  # noqa: S107
         return self.state.call(
@@ -227,6 +247,29 @@ class World:
                 ),
                 Request("/feeds/2021-06-30/documents/nope", {"feedDocumentId": "nope"}, {}),
             ),
+            "createReport": Case(
+                Request("/reports/2021-06-30/reports", {}, {}, self.report_spec),
+                Request("/reports/2021-06-30/reports", {}, {}, {"reportType": ALL_ORDERS}),
+            ),
+            "getReports": Case(
+                Request("/reports/2021-06-30/reports", {}, {"reportTypes": ALL_ORDERS}),
+                Request("/reports/2021-06-30/reports", {}, {"processingStatuses": "DONE"}),
+            ),
+            "getReport": Case(self.report_path(self.report_id), self.report_path("x"), self.report_path("1")),
+            "cancelReport": Case(
+                self.report_path(self.queued_report),
+                self.report_path(self.report_id),  # DONE: only IN_QUEUE reports can be cancelled
+                self.report_path("1"),
+            ),
+            "getReportDocument": Case(
+                Request(
+                    f"/reports/2021-06-30/documents/{self.report_document}",
+                    {"reportDocumentId": self.report_document},
+                    {},
+                ),
+                # Amazon answers an id it does not know with 400 (no 404 to be had here).
+                Request("/reports/2021-06-30/documents/nope", {"reportDocumentId": "nope"}, {}),
+            ),
         }
 
 
@@ -304,7 +347,12 @@ def test_every_operation_and_status_the_simulator_serves_conforms_to_the_models(
 
     expected_missing = {op: {404} for op, case in cases.items() if case.missing is not None}
     for operation in cases:
-        success = {"createFeedDocument": 201, "createFeed": 202, "confirmShipment": 204}.get(operation, 200)
+        success = {
+            "createFeedDocument": 201,
+            "createFeed": 202,
+            "confirmShipment": 204,
+            "createReport": 202,
+        }.get(operation, 200)
         wanted = {success, 400, 403, 429, 500, 503} | expected_missing.get(operation, set())
         assert wanted <= seen[operation], (operation, sorted(seen[operation]))
 
@@ -313,7 +361,7 @@ def _sandbox_cases() -> list[tuple[str, str, str, Any]]:
     from ordersync.amazon.models import load_model  # noqa: PLC0415
 
     found: list[tuple[str, str, str, Any]] = []
-    for api in ("orders-v0", "orders-2026-01-01", "tokens", "feeds"):
+    for api in ("orders-v0", "orders-2026-01-01", "tokens", "feeds", "reports"):
         for methods in load_model(api)["paths"].values():
             for op in methods.values():
                 if not isinstance(op, dict):
