@@ -257,6 +257,29 @@ class DownloadSettings(_Frozen):
     min_overlap_s: float = Field(
         120.0, ge=0, description="The overlap the poll may be cut to when the budget is short."
     )
+    # Reconciliation from Amazon's order report (GET_FLAT_FILE_ALL_ORDERS_DATA_BY_LAST_UPDATE_GENERAL):
+    # a quota of its own, so it does not depend on the listing budget. Amazon's seconds.
+    report_reconciliation: bool = Field(
+        True, description="Reconcile each channel from Amazon's order report."
+    )
+    report_interval_s: float = Field(86400.0, gt=0, description="How often each channel is reconciled.")
+    report_lag_s: float = Field(
+        3600.0, ge=0, description="The report ends this long ago: Amazon's report is up to 30 minutes behind."
+    )
+    report_overlap_s: float = Field(
+        3600.0, ge=0, description="Each report begins this long before the last ended."
+    )
+    report_first_window_s: float = Field(2 * 86400.0, gt=0, description="The first report's window.")
+    report_max_window_s: float = Field(
+        7 * 86400.0, gt=0, description="The longest window one report covers (after a long stop)."
+    )
+    report_poll_s: float = Field(
+        60.0, gt=0, description="getReport every this long while the report is made."
+    )
+    report_timeout_s: float = Field(
+        4 * 3600.0, gt=0, description="A report not done after this long is given up until the next run."
+    )
+    report_check_s: float = Field(300.0, gt=0, description="How often the task looks whether a run is due.")
 
 
 class WriteBackSettings(_Frozen):

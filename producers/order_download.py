@@ -39,23 +39,27 @@ from ordersync.errors import LeaseLost, Permanent, PipelineError, Retryable, is_
 from ordersync.ops.commands import outcome_detail
 from ordersync.pipeline.runtime import StageRuntime
 from ordersync.producers.download_budget import Reader, SweepPlan, changes_per_second, plan_sweep
+from ordersync.producers.download_report import reconcile_channel
+from ordersync.producers.download_send import (
+    DEDUPE_MARK,
+    NOTIFICATIONS_TASK,
+    downloaded_event,
+    emit_if_new,
+    rebuild_download_marks,
+)
 from ordersync.ratelimit import PlanBook
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import (
-    AmazonOrder,
     DownloadCursorSaved,
     FoundBy,
     OperatorCommandIssued,
-    OrderDownloaded,
 )
 from ordersync.schemas.topics import DOWNLOAD_CURSORS, OPS_COMMANDS, ORDERS_DOWNLOADED, order_key
 from ordersync.settings import DownloadSettings
 from ordersync.state import keys
-from ordersync.state.store import newest_versions
 
 log = logging.getLogger(__name__)
 STAGE = "order-download"
-DEDUPE_MARK = "downloaded"
 
 
 def window_start(
@@ -66,17 +70,6 @@ def window_start(
     if cursor is None:
         return now - timedelta(seconds=settings.initial_lookback_s)
     return cursor - timedelta(seconds=settings.overlap_s if overlap_s is None else overlap_s)
-
-
-def downloaded_event(
-    channel: Channel, order: AmazonOrder, found_by: FoundBy = "poll"
-) -> Envelope[OrderDownloaded]:
-    return Envelope.wrap(
-        OrderDownloaded(channel=channel.name, order=order, found_by=found_by),
-        seller_id=channel.seller_id,
-        marketplace_id=order.marketplace_id,
-        correlation_id=order_key(channel.seller_id, order.amazon_order_id),
-    )
 
 
 @dataclass
@@ -103,59 +96,6 @@ class ScanReport:
 MAX_SCAN_RESTARTS = 3
 
 FetchPage = Callable[[OrdersQuery, str | None], Awaitable[OrdersPage]]
-
-
-#: How long a sender's claim on an order version holds (send, Kafka's ack, the mark): a sender that
-#: died lets another send the version after this.
-CLAIM_TTL_S = 120.0
-
-
-class VersionBeingSent(Retryable):
-    """Another sender (the poll, or a notification's fetch) is sending this order version right now."""
-
-
-async def emit_if_new(
-    runtime: StageRuntime,
-    channel: Channel,
-    order: AmazonOrder,
-    found_by: FoundBy,
-    *,
-    wait_for_other_sender: bool = False,
-) -> bool:
-    """Send an order version the pipeline has not seen; True when this call sent it.
-
-    A claim first (:meth:`Store.claim_version`), so the poll and a notification of the same version send
-    it once. A version another sender claimed is left to it (``wait_for_other_sender``: raise
-    :class:`VersionBeingSent`, so the caller tries again later and sends it if that sender died). The
-    order's status and then the dedupe mark are written after Kafka's ack, the mark last: a crash before
-    it sends the version again (harmless downstream), never leaves a version marked as sent with its
-    status unwritten."""
-    store = runtime.store
-    seller_id, order_id, version = channel.seller_id, order.amazon_order_id, order.last_update_date
-    claim = await store.claim_version(
-        DEDUPE_MARK, seller_id, order_id, version, ttl_s=CLAIM_TTL_S, owner=runtime.owner
-    )
-    if claim == "sent":
-        return False
-    if claim == "claimed":
-        if wait_for_other_sender:
-            raise VersionBeingSent(f"{order_id} of {version.isoformat()} is being sent by another sender")
-        return False
-    await runtime.emit(
-        ORDERS_DOWNLOADED, order_key(seller_id, order_id), downloaded_event(channel, order, found_by)
-    )
-    await store.set_order_status(
-        seller_id,
-        order_id,
-        channel=channel.name,
-        marketplace_id=order.marketplace_id,
-        amazon_status=order.order_status,
-        fulfillment_channel=order.fulfillment_channel,
-        downloaded_at=runtime.clock.now().isoformat(),
-    )
-    await store.record_version(DEDUPE_MARK, seller_id, order_id, version)
-    await store.release_claim(seller_id, order_id, version, runtime.owner)
-    return True
 
 
 async def scan(
@@ -244,16 +184,6 @@ async def rebuild_download_state(runtime: StageRuntime) -> tuple[int, int]:
     orders = await rebuild_download_marks(runtime)
     log.warning("download cursors rebuilt from %s: %d", DOWNLOAD_CURSORS.name, len(cursors))
     return len(cursors), orders
-
-
-async def rebuild_download_marks(runtime: StageRuntime) -> int:
-    """Per order, the newest version on ``amazon.orders.downloaded`` as its dedupe mark (unless Redis
-    holds a newer one): what every sender of that topic checks. Returns the orders restored."""
-    downloaded = await runtime.read_events(ORDERS_DOWNLOADED)
-    versions = newest_versions(e.payload_as(OrderDownloaded).order for e in downloaded)
-    await runtime.store.restore_versions(DEDUPE_MARK, versions)
-    log.warning("download marks rebuilt from %s: %d orders", ORDERS_DOWNLOADED.name, len(versions))
-    return len(versions)
 
 
 #: A catch-up's plan: from the cursor and how far its last run reached, the scans to run now and how
@@ -404,9 +334,6 @@ def v0_retirement_notice(channel: Channel, now: datetime) -> str | None:
     )
 
 
-#: The task whose health says, per channel, when the last ORDER_CHANGE notification came (written by
-#: order-notifications, read by the download's plan).
-NOTIFICATIONS_TASK = "notifications"
 #: The task whose health shows a channel's download plan: poll interval, catch-ups, budget spent.
 PLAN_TASK = "download plan"
 #: Before the first poll says otherwise: the share of a seller's orders Amazon fulfils.
@@ -650,3 +577,10 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
     async def download_orders() -> None:
         await runtime.start()
         await asyncio.gather(*(poll_channel(runtime, channel) for channel in runtime.channels.active()))
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def reconcile_from_reports() -> None:
+        if not runtime.settings.download.report_reconciliation:
+            return
+        await runtime.start()
+        await asyncio.gather(*(reconcile_channel(runtime, channel) for channel in runtime.channels.active()))

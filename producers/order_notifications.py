@@ -40,7 +40,7 @@ from ordersync.aws import queue_name, sqs_client
 from ordersync.channels import Channel, ChannelsFile
 from ordersync.errors import InvalidEvent, Permanent
 from ordersync.pipeline.runtime import StageRuntime
-from ordersync.producers.order_download import (
+from ordersync.producers.download_send import (
     DEDUPE_MARK,
     NOTIFICATIONS_TASK,
     emit_if_new,

@@ -34,6 +34,7 @@ from rich.live import Live
 from rich.table import Table
 
 from ordersync.aws import ensure_queue
+from ordersync.channels import OrdersApiVersion
 from ordersync.dashboard.server import RunningDashboard
 from ordersync.dev.devinfra import EmbeddedAws, EmbeddedBroker, EmbeddedRedis, stop_process_group
 from ordersync.errors import InvalidEvent
@@ -201,8 +202,11 @@ def account(truth: list[dict[str, Any]], outcomes: Outcomes, throttled: int, cal
 # --- the local pipeline --------------------------------------------------------------------------
 
 
-def channels_for(scenario: Scenario, *, plans_known: bool = True) -> dict[str, Any]:
-    """A channels file for the scenario's sellers; both Orders API versions are exercised.
+def channels_for(
+    scenario: Scenario, *, plans_known: bool = True, orders_api: OrdersApiVersion | None = None
+) -> dict[str, Any]:
+    """A channels file for the scenario's sellers; both Orders API versions are exercised (one seller
+    in two on each) unless ``orders_api`` names one for all.
     ``plans_known``: each seller's usage plans in its channel's ``rate_limits``; without them the
     rate limiter starts from Amazon's documented plans and learns from the answers' headers."""
     channels = []
@@ -214,7 +218,7 @@ def channels_for(scenario: Scenario, *, plans_known: bool = True) -> dict[str, A
                 "seller_id": seller.seller_id,
                 "region": seller.region,
                 "marketplaces": list(seller.marketplaces),
-                "orders_api": "v0" if index % 2 == 0 else "2026-01-01",
+                "orders_api": orders_api or ("v0" if index % 2 == 0 else "2026-01-01"),
                 "credentials": {
                     "client_id": {"value": app.client_id},
                     "client_secret": {"value": app.client_secret},
@@ -242,6 +246,7 @@ class LocalPipeline:
         extra_env: dict[str, str] | None = None,
         backoffice: bool = True,
         plans_known: bool = True,
+        orders_api: OrdersApiVersion | None = None,
     ) -> None:
         self.scenario = scenario
         self.run_dir = run_dir
@@ -251,6 +256,7 @@ class LocalPipeline:
         self._extra_env = extra_env or {}
         self._backoffice = backoffice
         self._plans_known = plans_known
+        self._orders_api = orders_api
         self._broker: EmbeddedBroker | None = None
         self._redis: EmbeddedRedis | None = None
         self._aws: EmbeddedAws | None = None
@@ -287,7 +293,7 @@ class LocalPipeline:
         self.simulator = RunningSimulator(self.scenario, aws=aws)
         self.simulator.start()
         channels_file = self.run_dir / "channels.yaml"
-        channels = channels_for(self.scenario, plans_known=self._plans_known)
+        channels = channels_for(self.scenario, plans_known=self._plans_known, orders_api=self._orders_api)
         channels_file.write_text(yaml.safe_dump(channels, sort_keys=False))
         self.env = {
             "ORDERSYNC_KAFKA__BOOTSTRAP": self._kafka_bootstrap,
@@ -335,7 +341,10 @@ class LocalPipeline:
             self.cli("listings", "import", str(path), "--channel", seller.seller_id.lower())
 
     def channel_names(self) -> list[str]:
-        return [channel["name"] for channel in channels_for(self.scenario)["channels"]]
+        return [
+            channel["name"]
+            for channel in channels_for(self.scenario, orders_api=self._orders_api)["channels"]
+        ]
 
     def cli_result(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``ordersync ARGS`` against this pipeline."""

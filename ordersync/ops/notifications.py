@@ -60,9 +60,7 @@ async def destination_for(client: SpApiClient, arn: str) -> tuple[NotificationDe
         if destination.sqs_arn == arn:
             return destination, False
     try:
-        return await client.create_destination(
-            f"ordersync {arn.rsplit(':', 1)[-1]}", sqs_arn=arn
-        ), True
+        return await client.create_destination(f"ordersync {arn.rsplit(':', 1)[-1]}", sqs_arn=arn), True
     except AmazonConflict:
         # Created meanwhile (another run): it is there now.
         for destination in await client.get_destinations():

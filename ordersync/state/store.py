@@ -9,7 +9,7 @@ the same state. Every key comes from the catalogue (:mod:`ordersync.state.keys`)
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
@@ -133,6 +133,22 @@ class Store:
         """Has this (seller, order, LastUpdateDate) not been recorded under ``mark`` yet?"""
         current = await self._get(self.key_of(keys.MARKS[mark], seller_id, order_id))
         return current is None or current < _iso(version)
+
+    async def recorded_versions(
+        self, mark: str, seller_id: str, order_ids: Sequence[str]
+    ) -> dict[str, datetime]:
+        """The version recorded under ``mark`` for each of ``order_ids`` that has one (MGET in batches)."""
+        family = keys.MARKS[mark]
+        found: dict[str, datetime] = {}
+        for start in range(0, len(order_ids), RESTORE_BATCH):
+            batch = list(order_ids[start : start + RESTORE_BATCH])
+            values = cast(
+                list[str | None], await self.redis.mget([self.key_of(family, seller_id, o) for o in batch])
+            )
+            for order_id, value in zip(batch, values, strict=True):
+                if value:
+                    found[order_id] = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return found
 
     async def record_version(self, mark: str, seller_id: str, order_id: str, version: datetime) -> bool:
         stored = await self._set_if_newer(

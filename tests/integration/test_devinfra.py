@@ -59,7 +59,9 @@ def _pids_working_in(directory: Path) -> set[int]:
 
 
 def _host_port(address: str) -> tuple[str, int]:
-    host, _, port = address.removeprefix("redis://").partition("/")[0].rpartition(":")
+    """host and port of a service's address: host:port, redis://host:port/0 or http://host:port."""
+    bare = address.split("://", 1)[-1].partition("/")[0]
+    host, _, port = bare.rpartition(":")
     return host, int(port)
 
 
@@ -147,14 +149,16 @@ def test_stop_survives_a_server_that_died(tmp_path: Path) -> None:
 # -- dev up / status / down ------------------------------------------------------------------------
 
 
-def test_up_prints_and_records_both_addresses(dev_pair: tuple[str, dict[str, Any]]) -> None:
+def test_up_prints_and_records_every_address(dev_pair: tuple[str, dict[str, Any]]) -> None:
     output, state = dev_pair
-    bootstrap, redis_url = state["kafka_bootstrap"], state["redis_url"]
+    bootstrap, redis_url, aws = state["kafka_bootstrap"], state["redis_url"], state["aws_endpoint_url"]
     assert bootstrap.startswith("127.0.0.1:")
     assert redis_url.startswith("redis://127.0.0.1:")
+    assert aws.startswith("http://127.0.0.1:")
     assert bootstrap in output
     assert redis_url in output
-    assert set(state["services"]) == {"broker", "redis"}
+    assert aws in output
+    assert set(state["services"]) == {"broker", "redis", "aws"}
     for service in state["services"].values():
         assert isinstance(service["pid"], int)
         assert Path(service["log"]).is_file()
@@ -252,7 +256,7 @@ def test_up_twice_keeps_the_running_pair(
     assert _pids_working_in(state_dir) == recorded  # one pair, not two
 
 
-def test_down_stops_both(dev_pair: tuple[str, dict[str, Any]], dev_cli: DevCli, state_dir: Path) -> None:
+def test_down_stops_them_all(dev_pair: tuple[str, dict[str, Any]], dev_cli: DevCli, state_dir: Path) -> None:
     _, state = dev_pair
     result = dev_cli("down")
     assert result.returncode == 0, result.stderr

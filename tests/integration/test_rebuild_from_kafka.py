@@ -26,7 +26,8 @@ from ordersync.consumers.cancellation import rebuild_pending
 from ordersync.dev.devinfra import stop_process_group
 from ordersync.kafka.faust_app import make_app
 from ordersync.pipeline.runtime import StageRuntime
-from ordersync.producers.order_download import DEDUPE_MARK, rebuild_download_state
+from ordersync.producers.download_send import DEDUPE_MARK
+from ordersync.producers.order_download import rebuild_download_state
 from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import encode
 from ordersync.schemas.envelope import Envelope, Event

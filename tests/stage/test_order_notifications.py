@@ -12,7 +12,7 @@ import pytest
 
 from ordersync.amazon.normalize import parse_time
 from ordersync.dev.testing import RecordingRuntime
-from ordersync.producers.order_download import CLAIM_TTL_S, DEDUPE_MARK, emit_if_new
+from ordersync.producers.download_send import CLAIM_TTL_S, DEDUPE_MARK, emit_if_new
 from ordersync.producers.order_notifications import NOTIFICATIONS_TASK, fetch_notified_order, received_record
 from ordersync.schemas.codec import encode
 from ordersync.schemas.events import EventDeadLettered, OrderDownloaded, RecordParked
