@@ -148,7 +148,7 @@ async def reconcile_from_report(
             )
             result.other_marketplaces += 1
             continue
-        result.sent += await emit_if_new(runtime, channel, order, "reconciliation")
+        result.sent += await emit_if_new(runtime, channel, order, "reconciliation", sender="report")
     return result
 
 

@@ -52,6 +52,7 @@ async def emit_if_new(
     found_by: FoundBy,
     *,
     wait_for_other_sender: bool = False,
+    sender: str | None = None,
 ) -> bool:
     """Send an order version the pipeline has not seen; True when this call sent it.
 
@@ -63,8 +64,11 @@ async def emit_if_new(
     status unwritten."""
     store = runtime.store
     seller_id, order_id, version = channel.seller_id, order.amazon_order_id, order.last_update_date
+    # One owner per worker and sender (``sender``, else ``found_by``): tasks of one process that may
+    # run at once (the poll, the report reconciliation) are two senders.
+    owner = f"{runtime.owner}/{sender or found_by}"
     claim = await store.claim_version(
-        DEDUPE_MARK, seller_id, order_id, version, ttl_s=CLAIM_TTL_S, owner=runtime.owner
+        DEDUPE_MARK, seller_id, order_id, version, ttl_s=CLAIM_TTL_S, owner=owner
     )
     if claim == "sent":
         return False
@@ -85,7 +89,7 @@ async def emit_if_new(
         downloaded_at=runtime.clock.now().isoformat(),
     )
     await store.record_version(DEDUPE_MARK, seller_id, order_id, version)
-    await store.release_claim(seller_id, order_id, version, runtime.owner)
+    await store.release_claim(seller_id, order_id, version, owner)
     return True
 
 

@@ -23,7 +23,6 @@ import asyncio
 import base64
 import contextvars
 import logging
-import os
 import random
 import socket
 import time
@@ -204,13 +203,15 @@ class StageRuntime:
     def lease(self, job: str, scope: str) -> Lock:
         """The lease on ``job`` for ``scope`` (a channel): one replica of the stage does it at a time."""
         stage = self.settings.stage
-        owner = f"{stage.worker_id or socket.gethostname()}/{self.stage}"
-        return Lock(self.store.redis, self.store.key_of(keys.LEASE, job, scope), owner, stage.lease_ttl_s)
+        return Lock(
+            self.store.redis, self.store.key_of(keys.LEASE, job, scope), self.owner, stage.lease_ttl_s
+        )
 
     @property
     def owner(self) -> str:
-        """This process of the stage, as a claim names it (a restarted process is another owner)."""
-        return f"{self.settings.stage.worker_id or socket.gethostname()}/{self.stage}/{os.getpid()}"
+        """This worker of the stage, as a lease or a claim names it: the same after a restart (the same
+        worker id, or the same host), so a restarted worker takes its own claims again at once."""
+        return f"{self.settings.stage.worker_id or socket.gethostname()}/{self.stage}"
 
     # --- Redis is fast state, rebuilt from Kafka --------------------------------------------------
 
