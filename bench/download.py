@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
 from ordersync.amazon.models import default_plans
 from ordersync.dev.demo import LocalPipeline
@@ -88,21 +87,6 @@ def counters(pipeline: LocalPipeline) -> dict[str, int]:
     return calls
 
 
-def imported_at(pipeline: LocalPipeline, truth: list[dict[str, Any]]) -> dict[str, float]:
-    """When the import stage published each order's sales order (its record in Redis)."""
-    client = redis.Redis.from_url(pipeline.env["ORDERSYNC_REDIS__URL"], decode_responses=True)
-    with client.pipeline(transaction=False) as batch:
-        for order in truth:
-            batch.hget(f"os:order:{{{order['seller_id']}}}:{order['amazon_order_id']}", "imported_at")
-        values = batch.execute()
-    client.close()
-    return {
-        order["amazon_order_id"]: datetime.fromisoformat(value).timestamp()
-        for order, value in zip(truth, values, strict=True)
-        if value
-    }
-
-
 def run(args: argparse.Namespace, margin: float) -> None:
     """One run of the stages with ``margin`` as every operation's plan margin; prints its figures."""
     bench = scenario(args.orders, args.time_scale, args.plan_share, args.arrival_s)
@@ -132,7 +116,7 @@ def run(args: argparse.Namespace, margin: float) -> None:
             elapsed = time.monotonic() - started
             steady = time.monotonic() - warm_at
             truth, throttled, _ = pipeline.truth()
-            imported = imported_at(pipeline, truth)
+            imported = pipeline.imported_at(truth)
         finally:
             pipeline.stop()
 

@@ -22,10 +22,12 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 import yaml
 from kafka import KafkaConsumer, TopicPartition
 from pydantic import SecretStr
@@ -53,9 +55,17 @@ from ordersync.schemas.topics import (
     SHIPMENTS_FAILED,
     by_name,
 )
-from ordersync.settings import LOCAL_AWS_KEY, AwsSettings, KafkaSettings, RedisSettings, Settings
+from ordersync.settings import (
+    DEFAULT_PREFIX,
+    LOCAL_AWS_KEY,
+    AwsSettings,
+    KafkaSettings,
+    RedisSettings,
+    Settings,
+)
 from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.scenario import Scenario, load_scenario
+from ordersync.state import keys
 from ordersync.state.listings import ListingRow, listings_csv
 
 WATCHED_TOPICS = ORDER_FLOW
@@ -399,6 +409,27 @@ class LocalPipeline:
         throttled = sum(c.get("throttled", 0) for c in counters["operations"])
         calls = sum(c.get("calls", 0) for c in counters["operations"])
         return orders, throttled, calls
+
+    def imported_at(self, orders: list[dict[str, Any]]) -> dict[str, float]:
+        """When the import stage published each of ``orders``' sales order (epoch seconds, host time;
+        the order's status record in Redis), for those it did."""
+        client = redis.Redis.from_url(self.env["ORDERSYNC_REDIS__URL"], decode_responses=True)
+        prefix = self.env.get("ORDERSYNC_REDIS__KEY_PREFIX", DEFAULT_PREFIX)
+        try:
+            with client.pipeline(transaction=False) as batch:
+                for order in orders:
+                    batch.hget(
+                        keys.ORDER_STATUS.key(prefix, order["seller_id"], order["amazon_order_id"]),
+                        "imported_at",
+                    )
+                values = batch.execute()
+        finally:
+            client.close()
+        return {
+            order["amazon_order_id"]: datetime.fromisoformat(value).timestamp()
+            for order, value in zip(orders, values, strict=True)
+            if value
+        }
 
     def dead_processes(self) -> list[str]:
         return [name for name, p in self.processes.items() if p.poll() is not None]
