@@ -257,6 +257,11 @@ class DownloadSettings(_Frozen):
     min_overlap_s: float = Field(
         120.0, ge=0, description="The overlap the poll may be cut to when the budget is short."
     )
+    max_catch_up_interval_s: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="A catch-up the budget pays for only less often than this is skipped (Amazon's seconds).",
+    )
     # Reconciliation from Amazon's order report (GET_FLAT_FILE_ALL_ORDERS_DATA_BY_LAST_UPDATE_GENERAL):
     # a quota of its own, so it does not depend on the listing budget. Amazon's seconds.
     report_reconciliation: bool = Field(

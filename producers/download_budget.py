@@ -9,11 +9,10 @@ run ended), the daily reconciliation the days since its last run.
 The plan gives the poll its share first, at the interval wanted (short without notifications; long
 with them, when the poll is only their backup); when the share cannot pay for that interval, the poll
 slows down to what it can pay for, up to ``max_poll_interval_s``, then reads a shorter overlap, then
-takes the whole budget (no catch-up would fit anyway). Each
-catch-up, in order, gets what is left, stretched to the interval it can pay for; one that cannot be
-paid for at all, or only less often than ``MAX_CATCH_UP_STRETCH`` times its interval, is skipped and
-says so (Amazon's order report, a quota of its own, reconciles instead); what is left is shared
-equally among the catch-ups not planned yet. While notifications flow, the whole plan spends at most
+takes the whole budget (no catch-up would fit anyway). Each catch-up, in order, gets what is left,
+stretched to the interval it can pay for; one that cannot be paid for at all, or only less often than
+``max_catch_up_interval_s``, is skipped and says so (Amazon's order report, a quota of its own,
+reconciles instead); what is left is shared equally among the catch-ups not planned yet. While notifications flow, the whole plan spends at most
 ``notified_budget_share`` of the budget. Every duration is in Amazon's seconds.
 """
 
@@ -26,8 +25,6 @@ from ordersync.settings import DownloadSettings
 
 #: Orders per listing call (searchOrders' and getOrders' largest page).
 PAGE = 100
-#: A catch-up stretched beyond this many times its configured interval is skipped instead.
-MAX_CATCH_UP_STRETCH = 8.0
 #: How fast the change-rate estimate follows a new measurement (an exponential moving average).
 CHANGE_RATE_WEIGHT = 0.3
 
@@ -138,7 +135,9 @@ def plan_sweep(
         # An equal part of what is left: what one does not use passes on to the next.
         part = left / (len(catch_ups) - index)
         every = max(reader.interval_s, shortest_interval(changes, reader.window_s, part))
-        if every > reader.interval_s * MAX_CATCH_UP_STRETCH:
+        # A rolling re-scan reaches back to where its last run ended, so however far apart its runs it
+        # misses nothing: only one that cannot be paid for (or only less than weekly) is skipped.
+        if every > max(reader.interval_s, settings.max_catch_up_interval_s):
             planned[reader.task] = None
             notes.append(f"{reader.task} skipped: it does not fit the budget left")
             continue

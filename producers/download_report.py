@@ -113,12 +113,13 @@ async def _wait_for_report(
 
 
 async def reconcile_from_report(
-    runtime: StageRuntime, channel: Channel, reached: datetime | None, hold: Holding
+    runtime: StageRuntime, channel: Channel, reached: datetime | None, hold: Holding, amazon_now: datetime
 ) -> ReconciliationReport:
-    """One reconciliation of ``channel`` from the report of the orders changed since ``reached``;
-    ``hold`` renews the worker's lease before each step (:class:`LeaseLost` once another has it)."""
+    """One reconciliation of ``channel`` from the report of the orders changed since ``reached``, up to
+    ``amazon_now`` less the report's lag; ``hold`` renews the worker's lease before each step
+    (:class:`LeaseLost` once another has it)."""
     client = runtime.amazon(channel)
-    start, end = report_window(reached, runtime.clock.now(), runtime.settings.download)
+    start, end = report_window(reached, amazon_now, runtime.settings.download)
     result = ReconciliationReport(start, end)
     report_id = await runtime.retrying(
         "createReport", partial(client.create_report, REPORT_TYPE, data_start=start, data_end=end)
@@ -165,14 +166,20 @@ async def reconcile_channel(runtime: StageRuntime, channel: Channel) -> None:
 
     async def one_run() -> None:
         await runtime.confirm_state()
+        # Amazon's time is the channel's cursor (its LastUpdatedBefore, about now): the report's window
+        # and schedule follow Amazon's clock, whatever the host's says.
+        amazon_now = await store.cursor(channel.name)
+        if amazon_now is None:
+            return  # nothing downloaded yet
         health = await store.task(REPORT_TASK, channel.name)
-        last = _parse(health.get("last_success"))
-        if last is not None and runtime.clock.now() - last < timedelta(seconds=settings.report_interval_s):
+        reached = _parse(health.get("reached"))
+        due = timedelta(seconds=settings.report_interval_s + settings.report_lag_s)
+        if reached is not None and amazon_now - reached < due:
             return
         if not await lease.hold():
             return
         try:
-            result = await reconcile_from_report(runtime, channel, _parse(health.get("reached")), lease.hold)
+            result = await reconcile_from_report(runtime, channel, reached, lease.hold, amazon_now)
         except LeaseLost:
             return
         except PipelineError as exc:

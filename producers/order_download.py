@@ -470,7 +470,12 @@ async def poll_channel(runtime: StageRuntime, channel: Channel) -> None:
                 sweep.observe(report)
                 await runtime.store.record_task("download", channel.name, ok=True, detail=report.summary())
                 log.info("%s: download: %s, cursor %s", channel.name, report.summary(), report.bound)
-                await run_due_catch_ups(runtime, channel, fetch_page, plan.catch_ups)
+                # The plan is in Amazon's seconds; the catch-ups' schedule in the stage clock's.
+                scale = sweep.time_scale
+                due = {
+                    task: None if every is None else every / scale for task, every in plan.catch_ups.items()
+                }
+                await run_due_catch_ups(runtime, channel, fetch_page, due)
         except LeaseLost as exc:
             log.warning("%s", exc)
         except PipelineError as exc:

@@ -16,11 +16,8 @@ import pytest
 import redis
 
 from ordersync.dev.demo import LocalPipeline, channels_for, local_pipeline
-from ordersync.kafka.reader import TopicReader
-from ordersync.schemas.codec import decode
-from ordersync.schemas.events import OrderCancelled, OrderImported
-from ordersync.schemas.topics import ORDERS_IMPORTED
 from ordersync.simulator.scenario import Scenario
+from tests.e2e.outcomes import imported_events, pipeline_statuses
 
 pytestmark = pytest.mark.e2e
 
@@ -75,19 +72,6 @@ def _scenario() -> Scenario:
     )
 
 
-def _pipeline_statuses(pipeline: LocalPipeline, truth: list[dict[str, Any]]) -> dict[str, str | None]:
-    """The latest Amazon status the pipeline downloaded, per order (from its Redis)."""
-    client = redis.Redis.from_url(pipeline.env["ORDERSYNC_REDIS__URL"], decode_responses=True)
-    try:
-        with client.pipeline(transaction=False) as batch:
-            for order in truth:
-                batch.hget(f"os:order:{{{order['seller_id']}}}:{order['amazon_order_id']}", "amazon_status")
-            values = batch.execute()
-    finally:
-        client.close()
-    return {order["amazon_order_id"]: value for order, value in zip(truth, values, strict=True)}
-
-
 #: The order-download tasks whose health records a single query's page count (the reconciliation's
 #: is the sum over several days' queries).
 SINGLE_QUERY_TASKS = ("download", "catch-up-48h", "catch-up-fba")
@@ -110,32 +94,6 @@ def _pages_per_scan(pipeline: LocalPipeline, channel: str) -> dict[str, int]:
         if "restarted" not in (result or "")
     }
     return {task: int(match.group(1)) for task, match in pages.items() if match}
-
-
-#: The import stage may still publish the last changes when the downloaded statuses agree: orders.imported
-#: is read again after this pause until its end stops moving.
-IMPORTS_SETTLE_S = 2.5
-
-
-def _imported_events(bootstrap: str) -> tuple[Counter[str], set[str]]:
-    """Sales orders imported, per order, and the orders cancelled, from orders.imported's start up to its
-    end, once that end stopped moving."""
-    last_ends: list[int] | None = None
-    while True:
-        imported: Counter[str] = Counter()
-        cancelled: set[str] = set()
-        with TopicReader(bootstrap, ORDERS_IMPORTED.name, skip_missing=True) as reader:
-            for record in reader.records():
-                payload = decode(record.value, ORDERS_IMPORTED).payload
-                if isinstance(payload, OrderImported):
-                    imported[payload.sales_order.amazon_order_id] += 1
-                elif isinstance(payload, OrderCancelled):
-                    cancelled.add(payload.amazon_order_id)
-            ends = [r.end for r in reader.ranges()]
-        if ends == last_ends:
-            return imported, cancelled
-        last_ends = ends
-        time.sleep(IMPORTS_SETTLE_S)
 
 
 # The test keeps its own deadline (the simulated week, the settling time, then 10 minutes at most).
@@ -178,12 +136,12 @@ def test_twenty_thousand_orders_over_a_week_survive_crashes(tmp_path: Path) -> N
             time.sleep(5)
             watch_pages(pipeline)
             truth, throttled, _ = pipeline.truth()
-            statuses = _pipeline_statuses(pipeline, truth)
+            statuses = pipeline_statuses(pipeline, truth)
             behind = [o["amazon_order_id"] for o in truth if statuses[o["amazon_order_id"]] != o["status"]]
             settled = time.monotonic() > started + arrivals_s + settle_s
             if (settled and not behind) or time.monotonic() > deadline:
                 break
-        imported, cancelled = _imported_events(pipeline.env["ORDERSYNC_KAFKA__BOOTSTRAP"])
+        imported, cancelled = imported_events(pipeline.env["ORDERSYNC_KAFKA__BOOTSTRAP"])
 
     assert len(truth) == 2 * ORDERS_PER_SELLER
     assert behind == [], f"{len(behind)} orders not at their final status, e.g. {behind[:5]}"

@@ -50,7 +50,7 @@ async def test_the_report_brings_what_the_pipeline_missed_once(make_runtime: Any
                 runtime, channel, await client.get_order(order["amazon_order_id"]), "poll"
             )
 
-        result = await reconcile_from_report(runtime, channel, None, _always_mine)
+        result = await reconcile_from_report(runtime, channel, None, _always_mine, runtime.clock.now())
         assert result.status == "DONE"
         assert result.orders == len(truth)  # Amazon's report is regional
         assert result.behind == len(truth) - 2
@@ -60,7 +60,7 @@ async def test_the_report_brings_what_the_pipeline_missed_once(make_runtime: Any
         assert sorted(d.order.amazon_order_id for d in sent) == sorted(o["amazon_order_id"] for o in ours)
         assert [d.found_by for d in sent[2:]] == ["reconciliation"] * (len(ours) - 2)
 
-        again = await reconcile_from_report(runtime, channel, result.end, _always_mine)
+        again = await reconcile_from_report(runtime, channel, result.end, _always_mine, runtime.clock.now())
         assert again.behind == 0
         assert len(downloaded(runtime)) == len(ours)
         start, _ = report_window(result.end, runtime.clock.now(), runtime.settings.download)
