@@ -12,8 +12,9 @@ slows down to what it can pay for, up to ``max_poll_interval_s``, then reads a s
 takes the whole budget (no catch-up would fit anyway). Each catch-up, in order, gets what is left,
 stretched to the interval it can pay for; one that cannot be paid for at all, or only less often than
 ``max_catch_up_interval_s``, is skipped and says so (Amazon's order report, a quota of its own,
-reconciles instead); what is left is shared equally among the catch-ups not planned yet. While notifications flow, the whole plan spends at most
-``notified_budget_share`` of the budget. Every duration is in Amazon's seconds.
+reconciles instead); what is left is shared equally among the catch-ups not planned yet. While
+notifications flow, the whole plan spends at most ``notified_budget_share`` of the budget. Every
+duration is in Amazon's seconds.
 """
 
 from __future__ import annotations
