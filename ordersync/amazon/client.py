@@ -29,6 +29,7 @@ import logging
 import platform
 import time
 import zlib
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -280,7 +281,7 @@ def _outcome(status: int) -> CallOutcome:
     return "error"
 
 
-class _LwaTokens:
+class _LwaTokens(ABC):
     """Login with Amazon: short-lived access tokens of one grant, cached until shortly before they
     expire; LWA's refusals and outages mapped to the pipeline's errors."""
 
@@ -303,9 +304,9 @@ class _LwaTokens:
         self._expires_at = 0.0
         self._lock = asyncio.Lock()
 
+    @abstractmethod
     def _grant(self) -> dict[str, str]:
         """The grant's own fields of the token request (``grant_type`` first)."""
-        raise NotImplementedError
 
     @property
     def client_id(self) -> str:
