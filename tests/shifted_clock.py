@@ -1,9 +1,10 @@
 """Run the unit and stage tests with the process clock moved, to prove no test depends on today's date.
 
 Each offset runs ``pytest -m "unit or stage"`` under Debian's ``faketime`` (libfaketime), so the wall
-clock every test and stage reads is a year ahead or behind. Redis is started here, outside faketime:
-redis-server's allocator cannot run under libfaketime's clock interposition, and Redis's own clock is
-not what is being tested. Usage: ``python tests/shifted_clock.py [OFFSET ...]`` (default ``+400d -400d``;
+clock every test and stage reads is a year ahead or behind. Redis and moto's AWS server are started
+here, outside faketime, because neither's own clock is what is being tested and neither runs under
+libfaketime's interposition: redis-server's allocator fails, and moto's SQS long poll (a condition
+wait with a timeout) never returns. Usage: ``python tests/shifted_clock.py [OFFSET ...]`` (default ``+400d -400d``;
 any offset faketime accepts). Exits non-zero when a run fails.
 """
 
@@ -15,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ordersync.dev.devinfra import EmbeddedRedis
+from ordersync.dev.devinfra import EmbeddedAws, EmbeddedRedis
 
 DEFAULT_OFFSETS = ("+400d", "-400d")
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,8 +28,8 @@ def main(offsets: list[str]) -> int:
         print("faketime is not installed (Debian package faketime)", file=sys.stderr)
         return 2
     failed = []
-    with EmbeddedRedis() as redis:
-        env = {**os.environ, "ORDERSYNC_REDIS__URL": redis.url}
+    with EmbeddedRedis() as redis, EmbeddedAws() as aws:
+        env = {**os.environ, "ORDERSYNC_REDIS__URL": redis.url, "ORDERSYNC_AWS__ENDPOINT_URL": aws.endpoint_url}
         for offset in offsets or DEFAULT_OFFSETS:
             print(f"== unit and stage tests with the clock at {offset}", flush=True)
             command = [faketime, "-f", offset, sys.executable, "-m", "pytest", "-q", "-m", "unit or stage"]
