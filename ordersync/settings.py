@@ -148,6 +148,13 @@ class NotificationsSettings(_Frozen):
         description="No notification for this long while polling still finds changed orders: notifications"
         " count as stopped, the channel polls at the budget's pace and the dashboard says so.",
     )
+    subscription_check_s: float = Field(
+        3600.0,
+        gt=0,
+        description="How often (Amazon's seconds) order-notifications asks Amazon (getSubscription,"
+        " getDestinations) whether each channel's ORDER_CHANGE subscription still sends to the queue it"
+        " reads; a missing or misdirected one counts as notifications stopped at once.",
+    )
 
 
 class FeedTypeLimit(_Frozen):

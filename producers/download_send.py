@@ -23,6 +23,9 @@ DEDUPE_MARK = "downloaded"
 #: The task whose health says, per channel, when the last ORDER_CHANGE notification came (written by
 #: order-notifications, read by the download's plan).
 NOTIFICATIONS_TASK = "notifications"
+#: Task health of each channel's ORDER_CHANGE subscription check (order-notifications); its field
+#: ``subscribed`` ("yes" / "no") tells order-download whether notifications can flow at all.
+SUBSCRIPTION_TASK = "notifications-subscription"
 
 
 def downloaded_event(

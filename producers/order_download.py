@@ -43,6 +43,7 @@ from ordersync.producers.download_report import reconcile_channel
 from ordersync.producers.download_send import (
     DEDUPE_MARK,
     NOTIFICATIONS_TASK,
+    SUBSCRIPTION_TASK,
     downloaded_event,
     emit_if_new,
     rebuild_download_marks,
@@ -348,11 +349,13 @@ def notifications_flow(
     silence_s: float,
     poll_found_new: bool,
     flowed_before: bool,
+    subscription_missing: bool = False,
 ) -> bool:
     """Whether a channel's ORDER_CHANGE notifications flow: one came within ``silence_s``; or none did
     but none was due either (they flowed, and the poll finds no change they missed). Silence while the
-    poll finds changed orders means they stopped (a subscription gone, a queue misconfigured)."""
-    if not queue_configured:
+    poll finds changed orders means they stopped (a subscription gone, a queue misconfigured); Amazon
+    saying the subscription is gone or sends elsewhere means so at once."""
+    if not queue_configured or subscription_missing:
         return False
     if last_notified is not None and (now - last_notified).total_seconds() < silence_s:
         return True
@@ -404,6 +407,8 @@ async def plan_round(runtime: StageRuntime, channel: Channel, sweep: ChannelSwee
     now = runtime.clock.now()
     settings = runtime.settings
     notified = await runtime.store.task(NOTIFICATIONS_TASK, channel.name)
+    subscription = await runtime.store.task(SUBSCRIPTION_TASK, channel.name)
+    subscription_missing = subscription.get("subscribed") == "no"
     flowing = notifications_flow(
         queue_configured=bool(settings.notifications.queue_url),
         last_notified=_parse(notified.get("last_success")),
@@ -411,12 +416,18 @@ async def plan_round(runtime: StageRuntime, channel: Channel, sweep: ChannelSwee
         silence_s=settings.notifications.silence_s,
         poll_found_new=sweep.found_new,
         flowed_before=sweep.flowing,
+        subscription_missing=subscription_missing,
     )
     if sweep.flowing and not flowing:
+        why = (
+            subscription.get("last_error", "the subscription is missing")
+            if subscription_missing
+            else f"no ORDER_CHANGE notification for {settings.notifications.silence_s:.0f} s while its"
+            " orders change"
+        )
         await runtime.health.notify(
             "notifications-stopped",
-            f"channel {channel.name}: no ORDER_CHANGE notification for"
-            f" {settings.notifications.silence_s:.0f} s while its orders change; it is polled at the"
+            f"channel {channel.name}: {why}; it is polled at the"
             " budget's pace (check the subscription: ordersync notifications setup)",
             channel=channel.name,
             dedupe_key=f"notifications-stopped:{channel.name}",

@@ -13,9 +13,13 @@
   the channel's ``orders_api``: 0.5/s, burst 30), one per notification of a change the pipeline has
   not seen; none for a notification whose change is older than the version already sent (a
   duplicate, or one the poll was first to).
+- Amazon operations for the subscription check, every ``notifications.subscription_check_s`` (an
+  hour) per channel: ``getSubscription`` (1/s, burst 5) and ``getDestinations`` (grantless, 1/s,
+  burst 5).
 - State in Redis: the dedupe marks and claims shared with order-download (rebuilt from
   ``amazon.orders.downloaded``), and per channel the time of the last notification (task health
-  ``notifications``): the download scheduler reads it to know notifications flow.
+  ``notifications``) and whether its ORDER_CHANGE subscription sends to this queue (task health
+  ``notifications-subscription``): the download scheduler reads both to know notifications flow.
 
 Notifications can be late, duplicated, out of order or missing (Amazon says to keep a backup): the
 order-download stage's sweep is that backup, and a late or reordered notification costs at most one
@@ -36,6 +40,7 @@ from typing import Any
 import faust
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from ordersync.amazon.client import NotificationDestination, NotificationSubscription
 from ordersync.aws import queue_name, sqs_client
 from ordersync.channels import Channel, ChannelsFile
 from ordersync.errors import InvalidEvent, Permanent
@@ -43,6 +48,7 @@ from ordersync.pipeline.runtime import StageRuntime
 from ordersync.producers.download_send import (
     DEDUPE_MARK,
     NOTIFICATIONS_TASK,
+    SUBSCRIPTION_TASK,
     emit_if_new,
     rebuild_download_marks,
 )
@@ -280,6 +286,92 @@ async def fetch_notified_order(runtime: StageRuntime, envelope: Envelope[Event])
     await emit_if_new(runtime, channel, order, "notification", wait_for_other_sender=True)
 
 
+# --- each channel's subscription: still there, still sending to this queue ---------------------------
+
+ORDER_CHANGE = "ORDER_CHANGE"
+
+
+@dataclass(frozen=True)
+class SubscriptionCheck:
+    """Whether a seller's ORDER_CHANGE notifications reach the queue this stage reads, and why not."""
+
+    subscribed: bool
+    detail: str
+
+
+def check_subscription(
+    subscription: NotificationSubscription | None,
+    destinations: tuple[NotificationDestination, ...],
+    queue_arn: str,
+) -> SubscriptionCheck:
+    """The seller's ORDER_CHANGE subscription (getSubscription), the application's destinations
+    (getDestinations) and the queue's ARN: do Amazon's notifications come here?"""
+    if subscription is None:
+        return SubscriptionCheck(
+            False, "no ORDER_CHANGE subscription: Amazon sends this seller's changes nowhere"
+        )
+    named = f"ORDER_CHANGE subscription {subscription.subscription_id}"
+    target = next((d for d in destinations if d.destination_id == subscription.destination_id), None)
+    if target is None:
+        return SubscriptionCheck(
+            False, f"{named} sends to destination {subscription.destination_id}, unknown to the application"
+        )
+    if target.sqs_arn != queue_arn:
+        where = target.sqs_arn or f"EventBridge ({target.event_bridge_account_id})"
+        return SubscriptionCheck(False, f"{named} sends to {where}, not to the queue read here ({queue_arn})")
+    return SubscriptionCheck(True, f"{named} sends to the queue read here")
+
+
+async def check_subscriptions(runtime: StageRuntime, sqs: Any, queue_url: str) -> None:
+    """One check of every active channel's subscription, kept as task health; a missing or misdirected
+    one raises a notification (order-download stops counting on notifications at once)."""
+    answer = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+    queue_arn = str(answer["Attributes"]["QueueArn"])
+    for channel in runtime.channels.active():
+        client = runtime.amazon(channel)
+        try:
+            subscription = await runtime.retrying(
+                f"getSubscription {channel.name}", partial(client.get_subscription, ORDER_CHANGE)
+            )
+            destinations = await runtime.retrying(f"getDestinations {channel.name}", client.get_destinations)
+        except Permanent as exc:
+            # Amazon refuses to say (the application lacks the Notifications role): nothing is known.
+            await runtime.store.record_task(SUBSCRIPTION_TASK, channel.name, ok=False, detail=str(exc))
+            continue
+        check = check_subscription(subscription, destinations, queue_arn)
+        await runtime.store.record_task(
+            SUBSCRIPTION_TASK,
+            channel.name,
+            ok=check.subscribed,
+            detail=check.detail,
+            subscribed="yes" if check.subscribed else "no",
+        )
+        if not check.subscribed:
+            await runtime.health.notify(
+                "notifications-subscription-missing",
+                f"channel {channel.name}: {check.detail}; it is polled at the budget's pace"
+                f" (ordersync notifications setup --channel {channel.name})",
+                channel=channel.name,
+                dedupe_key=f"notifications-subscription:{channel.name}",
+                at=runtime.clock.now(),
+            )
+
+
+async def watch_subscriptions(runtime: StageRuntime) -> None:
+    """The subscription check, every ``subscription_check_s`` of Amazon's time, for as long as the stage
+    runs."""
+    settings = runtime.settings.notifications
+    queue_url = settings.queue_url
+    if not queue_url:
+        return
+    async with sqs_client(runtime.settings.aws) as sqs:
+        while True:
+            await runtime.survive(
+                "notifications subscription", partial(check_subscriptions, runtime, sqs, queue_url)
+            )
+            await asyncio.sleep(settings.subscription_check_s / runtime.settings.amazon.time_scale)
+
+
 def register(app: faust.App, runtime: StageRuntime) -> None:
     runtime.topic(ORDERS_DOWNLOADED)
     runtime.on_redis_reset(partial(rebuild_download_marks, runtime))
@@ -296,3 +388,8 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
     async def copy_queue() -> None:
         await runtime.start()
         await copy_queue_to_kafka(runtime)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def check_subscription_state() -> None:
+        await runtime.start()
+        await watch_subscriptions(runtime)

@@ -4,8 +4,8 @@ Each offset runs ``pytest -m "unit or stage"`` under Debian's ``faketime`` (libf
 clock every test and stage reads is a year ahead or behind. Redis and moto's AWS server are started
 here, outside faketime, because neither's own clock is what is being tested and neither runs under
 libfaketime's interposition: redis-server's allocator fails, and moto's SQS long poll (a condition
-wait with a timeout) never returns. Usage: ``python tests/shifted_clock.py [OFFSET ...]`` (default ``+400d -400d``;
-any offset faketime accepts). Exits non-zero when a run fails.
+wait with a timeout) never returns. Usage: ``python tests/shifted_clock.py [OFFSET ...]`` (default
+``+400d -400d``; any offset faketime accepts). Exits non-zero when a run fails.
 """
 
 from __future__ import annotations
@@ -29,7 +29,11 @@ def main(offsets: list[str]) -> int:
         return 2
     failed = []
     with EmbeddedRedis() as redis, EmbeddedAws() as aws:
-        env = {**os.environ, "ORDERSYNC_REDIS__URL": redis.url, "ORDERSYNC_AWS__ENDPOINT_URL": aws.endpoint_url}
+        env = {
+            **os.environ,
+            "ORDERSYNC_REDIS__URL": redis.url,
+            "ORDERSYNC_AWS__ENDPOINT_URL": aws.endpoint_url,
+        }
         for offset in offsets or DEFAULT_OFFSETS:
             print(f"== unit and stage tests with the clock at {offset}", flush=True)
             command = [faketime, "-f", offset, sys.executable, "-m", "pytest", "-q", "-m", "unit or stage"]

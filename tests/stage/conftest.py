@@ -23,17 +23,24 @@ from ordersync.simulator.scenario import Scenario
 
 @pytest.fixture
 async def make_runtime(redis_url: str, redis_key_prefix: str) -> AsyncIterator[Any]:
-    """``make_runtime(stage, scenario, sim, **download_settings)``: a started RecordingRuntime."""
+    """``make_runtime(stage, scenario, sim, other_settings={...}, **download_settings)``: a started
+    RecordingRuntime."""
     made: list[RecordingRuntime] = []
 
     async def make(
-        stage: str, scenario: Scenario, sim: RunningSimulator, **download: Any
+        stage: str,
+        scenario: Scenario,
+        sim: RunningSimulator,
+        *,
+        other_settings: dict[str, Any] | None = None,
+        **download: Any,
     ) -> RecordingRuntime:
         channels = channels_of(scenario)
         settings = Settings(
             redis=RedisSettings(url=redis_url, key_prefix=redis_key_prefix),
             amazon=AmazonSettings(endpoint=sim.base_url, lwa_endpoint=sim.lwa_url),
             download=download,  # type: ignore[arg-type]
+            **(other_settings or {}),
         )
         # Generous plans: these tests are about what the stage emits, not about waiting for quota.
         limiter = InMemoryRateLimiter(plans=PlanBook.from_channels(channels.channels, time_scale=1000))

@@ -4,19 +4,29 @@ ORDER_CHANGE of a served channel dead-lettered with the reason."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from functools import partial
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from ordersync.amazon.normalize import parse_time
+from ordersync.aws import ensure_queue, sqs_client
 from ordersync.dev.testing import RecordingRuntime
-from ordersync.producers.download_send import CLAIM_TTL_S, DEDUPE_MARK, emit_if_new
-from ordersync.producers.order_notifications import NOTIFICATIONS_TASK, fetch_notified_order, received_record
+from ordersync.ops.notifications import setup_notifications
+from ordersync.producers.download_send import CLAIM_TTL_S, DEDUPE_MARK, SUBSCRIPTION_TASK, emit_if_new
+from ordersync.producers.order_notifications import (
+    NOTIFICATIONS_TASK,
+    check_subscriptions,
+    fetch_notified_order,
+    received_record,
+)
 from ordersync.schemas.codec import encode
 from ordersync.schemas.events import EventDeadLettered, OrderDownloaded, RecordParked
 from ordersync.schemas.topics import AMAZON_NOTIFICATIONS, ORDERS_DOWNLOADED, REDRIVE_TIERS
+from ordersync.settings import LOCAL_AWS_KEY, AwsSettings, NotificationsSettings
 from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.testing import tiny_scenario
 from tests.factories import order_change_body
@@ -153,3 +163,52 @@ async def test_what_is_not_a_served_order_change_is_dead_lettered_with_the_reaso
     assert "no channel of seller 'A9NOTSERVED'" in letters[1].error
     assert harness.downloaded() == []
     assert harness.get_order_calls() == 0
+
+
+async def test_the_subscription_check_says_when_amazon_cannot_send_here(
+    make_runtime: Any, aws_endpoint_url: str
+) -> None:
+    aws = AwsSettings(
+        endpoint_url=aws_endpoint_url,
+        access_key_id=SecretStr(LOCAL_AWS_KEY),
+        secret_access_key=SecretStr(LOCAL_AWS_KEY),
+    )
+    queue_url, _ = await ensure_queue(aws, f"check-{uuid.uuid4().hex[:12]}")
+    elsewhere_url, _ = await ensure_queue(aws, f"elsewhere-{uuid.uuid4().hex[:12]}")
+    scenario = tiny_scenario(orders={"count": 1})
+    with RunningSimulator(scenario, aws=aws) as sim:
+        runtime = await make_runtime(
+            "order-notifications",
+            scenario,
+            sim,
+            other_settings={"aws": aws, "notifications": NotificationsSettings(queue_url=queue_url)},
+        )
+        channel = runtime.channels.channels[0]
+
+        async def check() -> dict[str, str]:
+            async with sqs_client(aws) as sqs:
+                await check_subscriptions(runtime, sqs, queue_url)
+            task: dict[str, str] = await runtime.store.task(SUBSCRIPTION_TASK, channel.name)
+            return task
+
+        never_subscribed = await check()
+        assert never_subscribed["subscribed"] == "no"
+        assert "no ORDER_CHANGE subscription" in never_subscribed["last_error"]
+        (told,) = [
+            n for n in await runtime.health.notifications() if n.kind == "notifications-subscription-missing"
+        ]
+        assert told.channel == channel.name
+
+        assert (await setup_notifications(runtime.settings, channel, limiter=runtime.limiter_or_none)).ok
+        subscribed = await check()
+        assert subscribed["subscribed"] == "yes"
+        assert "sends to the queue read here" in subscribed["last_result"]
+
+        # Someone points the seller's ORDER_CHANGE at another queue (another tool, a second install).
+        moved = runtime.settings.model_copy(
+            update={"notifications": NotificationsSettings(queue_url=elsewhere_url)}
+        )
+        assert (await setup_notifications(moved, channel, limiter=runtime.limiter_or_none, replace=True)).ok
+        misdirected = await check()
+        assert misdirected["subscribed"] == "no"
+        assert "not to the queue read here" in misdirected["last_error"]

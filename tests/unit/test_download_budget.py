@@ -156,3 +156,12 @@ def test_notifications_flow_while_they_come_or_while_nothing_changes() -> None:
         poll_found_new=False,
         flowed_before=True,
     )
+
+
+def test_a_subscription_amazon_says_is_missing_stops_the_flow_at_once() -> None:
+    recent = T0 - timedelta(minutes=1)
+    flows = {"queue_configured": True, "now": T0, "silence_s": 1800.0, "last_notified": recent}
+    assert notifications_flow(**flows, poll_found_new=False, flowed_before=True, subscription_missing=False)
+    assert not notifications_flow(
+        **flows, poll_found_new=False, flowed_before=True, subscription_missing=True
+    )

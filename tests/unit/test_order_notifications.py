@@ -8,9 +8,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ordersync.amazon.client import NotificationDestination, NotificationSubscription
 from ordersync.channels import ChannelsFile
 from ordersync.errors import InvalidEvent, Permanent
-from ordersync.producers.order_notifications import channel_of, parse_order_change, received_record
+from ordersync.producers.order_notifications import (
+    channel_of,
+    check_subscription,
+    parse_order_change,
+    received_record,
+)
 from ordersync.schemas.codec import decode, encode
 from ordersync.schemas.events import MAX_NOTIFICATION_CHARS, AmazonNotificationReceived
 from ordersync.schemas.topics import AMAZON_NOTIFICATIONS
@@ -103,3 +109,40 @@ def test_a_notification_of_a_seller_or_marketplace_not_served_is_refused() -> No
         channel_of(
             channels, parse_order_change(order_change_body("A1ACME", ORDER, marketplace_id="A1PA6795UKMFR9"))
         )
+
+
+QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:ordersync-order-change"
+OURS = NotificationDestination("dest-ours", "ordersync", sqs_arn=QUEUE_ARN)
+OTHER_QUEUE = NotificationDestination("dest-other", "erp", sqs_arn=QUEUE_ARN.replace("ordersync", "erp"))
+BRIDGE = NotificationDestination(
+    "dest-bridge", "bus", event_bridge_region="us-east-1", event_bridge_account_id="999"
+)
+
+
+def _subscription(destination_id: str) -> NotificationSubscription:
+    return NotificationSubscription("sub-1", "ORDER_CHANGE", "1.0", destination_id)
+
+
+def test_a_subscription_to_this_queue_is_one_notifications_come_through() -> None:
+    check = check_subscription(_subscription("dest-ours"), (OTHER_QUEUE, OURS), QUEUE_ARN)
+    assert check.subscribed
+    assert "sub-1" in check.detail
+
+
+@pytest.mark.parametrize(
+    ("subscription", "destinations", "reason"),
+    [
+        (None, (OURS,), "no ORDER_CHANGE subscription"),
+        (_subscription("dest-other"), (OURS, OTHER_QUEUE), "not to the queue read here"),
+        (_subscription("dest-bridge"), (OURS, BRIDGE), "EventBridge"),
+        (_subscription("dest-gone"), (OURS,), "unknown to the application"),
+    ],
+)
+def test_a_missing_or_misdirected_subscription_says_why(
+    subscription: NotificationSubscription | None,
+    destinations: tuple[NotificationDestination, ...],
+    reason: str,
+) -> None:
+    check = check_subscription(subscription, destinations, QUEUE_ARN)
+    assert not check.subscribed
+    assert reason in check.detail
