@@ -16,6 +16,9 @@ The margin's evidence: ``--plan-share 0.9`` gives both sellers plans 10 % below 
 runs once per ``ratelimit.plan_margin``; ``--arrival-s`` spreads the orders over that many simulated
 seconds instead of a backlog and ``--poll-s`` downloads them in clumps, so buckets refill between
 clumps (where a lower burst shows).
+
+``bench/download.py orders-2026 [...]`` runs ``bench/orders_2026.py``: one seller on Orders 2026-01-01
+at 1,000 / 10,000 / 50,000 orders a day, with ORDER_CHANGE notifications and without.
 """
 
 from __future__ import annotations
@@ -155,6 +158,13 @@ def run(args: argparse.Namespace, margin: float) -> None:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["orders-2026"]:
+        # Orders within Amazon's 2026 budget (notifications, the budgeted sweep, the report): its own
+        # bench beside this one.
+        import orders_2026  # noqa: PLC0415 - this folder is the script's, first on sys.path
+
+        sys.argv = [f"{sys.argv[0]} orders-2026", *sys.argv[2:]]
+        return orders_2026.main()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=3000, help="backlog per seller")
     parser.add_argument(

@@ -26,7 +26,7 @@ from ordersync.settings import DownloadSettings
 
 #: Orders per listing call (searchOrders' and getOrders' largest page).
 PAGE = 100
-#: How fast the change-rate estimate follows a new measurement (an exponential moving average).
+#: How fast the change-rate estimate follows a lower measurement (an exponential moving average).
 CHANGE_RATE_WEIGHT = 0.3
 
 
@@ -157,10 +157,12 @@ def plan_sweep(
 
 
 def changes_per_second(previous: float | None, listed: int, span_s: float) -> float:
-    """The change-rate estimate after a poll listed ``listed`` orders changed over ``span_s`` seconds."""
+    """The change-rate estimate after a poll listed ``listed`` orders changed over ``span_s`` seconds: a
+    higher rate is taken at once, a lower one followed gradually, so the plan never counts on a lull
+    (a first window reaching back over a quiet month, a quiet hour) to pay for its catch-ups."""
     if span_s <= 0:
         return previous or 0.0
     measured = listed / span_s
-    if previous is None:
+    if previous is None or measured >= previous:
         return measured
     return previous + CHANGE_RATE_WEIGHT * (measured - previous)

@@ -137,6 +137,9 @@ def test_the_change_rate_follows_what_the_polls_list() -> None:
     assert changes_per_second(first, 0, 0) == first  # an empty span says nothing
     later = changes_per_second(first, 0, 3600)
     assert 0 < later < first
+    # A quiet first month, then a busy half hour: the busy rate counts at once.
+    quiet = changes_per_second(None, 3, 30 * 86400)
+    assert changes_per_second(quiet, 1000, 1800) == pytest.approx(1000 / 1800)
 
 
 def test_notifications_flow_while_they_come_or_while_nothing_changes() -> None:
