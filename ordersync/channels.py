@@ -156,8 +156,11 @@ class Channel(_Frozen):
     )
     fetch_pii: bool = Field(
         False,
-        description="Fetch restricted data (buyer name, street, phone) through Restricted Data Tokens;"
-        " needs the application's PII roles.",
+        description="Ask Amazon for buyers' personal data (name, e-mail, the recipient's street and phone):"
+        " Restricted Data Tokens on Orders v0, includedData BUYER and RECIPIENT on 2026-01-01. Needs the"
+        " application's restricted roles and a purpose Amazon's Data Protection Policy allows (shipping"
+        " the seller's own orders, tax, invoicing). Without it, v0 orders carry city, region, postal code"
+        " and country, and 2026-01-01 orders no address.",
     )
     #: "stock only": no order of this channel is imported (stock levels still flow).
     sync_level: SyncLevel = "orders and stock"

@@ -95,6 +95,13 @@ def _key(item: AmazonOrderItem, channel: Channel | None) -> str | None:
     return item_key(item, channel)
 
 
+def _gets_addresses(channel: Channel | None) -> bool:
+    """Whether Amazon sends this channel's orders a shipping address once they are payable: always on
+    v0 (city, region, postal code, country without personal data); on 2026-01-01 only with the
+    recipient, which ordersync asks for only where personal data is allowed."""
+    return channel is None or channel.orders_api == "v0" or channel.fetch_pii
+
+
 def check_importable(
     order: AmazonOrder, stock_codes: dict[str, str], channel: Channel | None = None
 ) -> ImportRefused | None:
@@ -109,7 +116,7 @@ def check_importable(
         return ImportRefused("no_items", "Amazon returned no items for this order")
     if any(item.item_price is None for item in items if item.quantity_ordered > 0):
         return ImportRefused("pending_no_prices", "Pending: no prices yet (payment not authorised)")
-    if order.fulfillment_channel == "MFN" and order.shipping_address is None:
+    if order.fulfillment_channel == "MFN" and order.shipping_address is None and _gets_addresses(channel):
         return ImportRefused("no_shipping_address", "No shipping address yet")
     for item in items:
         key = _key(item, channel)

@@ -114,8 +114,16 @@ def amazon_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-#: What ordersync asks the 2026-01-01 API to embed in every order.
-INCLUDED_DATA = "BUYER,RECIPIENT,PROCEEDS,FULFILLMENT,CANCELLATION,TAX"
+#: What ordersync asks the 2026-01-01 API to embed in every order ...
+INCLUDED_DATA = "PROCEEDS,FULFILLMENT,CANCELLATION,TAX"
+#: ... and, for a channel allowed personal data (``fetch_pii``: the application holds Amazon's restricted
+#: roles and the seller needs the data to ship or invoice), the buyer and the recipient.
+PERSONAL_DATA = "BUYER,RECIPIENT"
+
+
+def included_data(channel: Channel) -> str:
+    """The 2026-01-01 ``includedData`` for ``channel``: personal data only where it is allowed."""
+    return f"{PERSONAL_DATA},{INCLUDED_DATA}" if channel.fetch_pii else INCLUDED_DATA
 
 
 @dataclass(frozen=True)
@@ -746,7 +754,7 @@ class SpApiClient:
 
     async def _search_orders(self, query: OrdersQuery, next_token: str | None) -> OrdersPage:
         params = self._listing_params(query, next_token, V2026_LISTING)
-        params["includedData"] = INCLUDED_DATA
+        params["includedData"] = included_data(self.channel)
         response = await self.call("searchOrders", "GET", "/orders/2026-01-01/orders", params=params)
         body = _json(response)
         before = body.get("lastUpdatedBefore") or body.get("createdBefore")
@@ -764,7 +772,7 @@ class SpApiClient:
             "getOrder",
             "GET",
             f"/orders/2026-01-01/orders/{amazon_order_id}",
-            params={"includedData": INCLUDED_DATA},
+            params={"includedData": included_data(self.channel)},
         )
         return order_from_2026(_json(response).get("order") or {}, self.seller_id)
 

@@ -34,6 +34,7 @@ from ordersync.settings import AmazonSettings
 from ordersync.simulator import RunningSimulator, SimulatorState
 from ordersync.simulator.clock import parse_iso
 from ordersync.simulator.testing import (
+    TEST_APPLICATION,
     TEST_CLIENT_ID,
     TEST_CLIENT_SECRET,
     TEST_REFRESH_TOKEN,
@@ -569,6 +570,38 @@ async def test_2026_channel_gets_buyer_and_recipient_by_role_without_an_rdt(harn
     assert order.shipping_address.line1
     assert order.shipping_address.postal_code
     assert "createRestrictedDataToken" not in harness.sim.state.counters_json()["sellers"][TEST_SELLER]
+
+
+async def test_a_channel_without_fetch_pii_never_asks_for_personal_data() -> None:
+    """The seller's application holds none of Amazon's restricted roles, and the simulator refuses
+    (403) BUYER or RECIPIENT asked without the role: a channel without ``fetch_pii`` reads its orders on
+    both API versions, with no RDT and no personal field."""
+    scenario = tiny_scenario(
+        seller={"applications": [{**TEST_APPLICATION, "pii_roles": []}]},
+        pii_without_role="forbidden",
+        pii_requires_rdt=True,
+    )
+    limiter = InMemoryRateLimiter(plans=PlanBook(time_scale=100_000))
+    with RunningSimulator(SimulatorState(scenario)) as sim:
+        async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT_S) as http:
+            amazon = AmazonSettings(endpoint=sim.base_url, lwa_endpoint=sim.lwa_url)
+            since = OrdersQuery(updated_after=datetime.fromtimestamp(sim.state.now() - 2 * 86400, UTC))
+            for api in ("v0", "2026-01-01"):
+                channel = make_channel().model_copy(update={"orders_api": api})
+                client = SpApiClient(channel=channel, amazon=amazon, limiter=limiter, http=http)
+                page = await client.list_orders_page(since)
+                assert page.orders, api
+                shipped_by_seller = [o for o in page.orders if o.fulfillment_channel == "MFN"]
+                fetched = await client.get_order(shipped_by_seller[0].amazon_order_id)
+                for order in (*page.orders, fetched):
+                    assert (order.buyer_name, order.buyer_email) == (None, None), (api, order)
+                    address = order.shipping_address
+                    if address is not None:
+                        assert (address.name, address.line1, address.phone) == (None, None, None), api
+                if api == "v0":
+                    assert await client.get_order_address(fetched.amazon_order_id) is not None
+        counted = sim.state.counters_json()["sellers"][TEST_SELLER]
+    assert "createRestrictedDataToken" not in counted
 
 
 async def test_feed_reports_read_with_and_without_content_encoding(harness: Harness) -> None:

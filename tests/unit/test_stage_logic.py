@@ -108,6 +108,21 @@ def test_amazon_fulfilled_orders_need_no_address() -> None:
     assert check_importable(order(fulfillment_channel="AFN", shipping_address=None), {"SKU-1": "S"}) is None
 
 
+def test_an_address_is_awaited_only_where_amazon_sends_one() -> None:
+    unaddressed = order(shipping_address=None, api_version="2026-01-01")
+    codes = {"SKU-1": "S"}
+    # 2026-01-01 without personal data: the recipient is never asked for, so none will come.
+    assert check_importable(unaddressed, codes, channel(orders_api="2026-01-01")) is None
+    with_pii = channel(orders_api="2026-01-01", fetch_pii=True)
+    refused = check_importable(unaddressed, codes, with_pii)
+    assert refused is not None
+    assert refused.reason_code == "no_shipping_address"
+    # v0 lists city, region, postal code and country to everyone: an order without them is not ready.
+    refused_v0 = check_importable(order(shipping_address=None), codes, channel(orders_api="v0"))
+    assert refused_v0 is not None
+    assert refused_v0.reason_code == "no_shipping_address"
+
+
 # --- invoice issued ------------------------------------------------------------------------------
 
 
