@@ -1,4 +1,5 @@
-"""AWS clients from the settings tree: Amazon SQS, where Amazon sends its notifications.
+"""AWS clients from the settings tree: Amazon SQS, where Amazon sends its notifications; S3 and KMS,
+where the keys of buyers' personal data are kept and wrapped.
 
 Production reaches AWS (credentials from the settings, else the SDK's own chain: environment, profile,
 the container's or instance's role); dev, tests and the demo reach the local server `ordersync dev up`
@@ -38,9 +39,20 @@ def client_arguments(aws: AwsSettings) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
+async def aws_client(aws: AwsSettings, service: str) -> AsyncIterator[Any]:
+    """A client of an AWS service (aiobotocore: "sqs", "s3", "kms"), closed on exit."""
+    arguments = client_arguments(aws)
+    if service == "s3" and aws.endpoint_url:
+        # A local server answers on one host: buckets in the path, not in the host name.
+        arguments["config"] = arguments["config"].merge(AioConfig(s3={"addressing_style": "path"}))
+    async with get_session().create_client(service, **arguments) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
 async def sqs_client(aws: AwsSettings) -> AsyncIterator[Any]:
     """An SQS client (aiobotocore), closed on exit."""
-    async with get_session().create_client("sqs", **client_arguments(aws)) as client:
+    async with aws_client(aws, "sqs") as client:
         yield client
 
 

@@ -105,6 +105,11 @@ class ConfigurationError(Permanent):
     """Settings or the channels file are wrong; the message says where."""
 
 
+class PersonalDataExpired(Permanent):
+    """The key that sealed a buyer's personal data was destroyed (30 days after delivery, or the order
+    came from Amazon after that): the data is gone by design. A stage goes on without it."""
+
+
 class LeaseLost(PipelineError):
     """Another worker took this channel's polling over (ours had stopped renewing): stop the round."""
 

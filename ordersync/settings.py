@@ -157,6 +157,38 @@ class NotificationsSettings(_Frozen):
     )
 
 
+class PrivacySettings(_Frozen):
+    """Buyers' personal data: sealed (AES-GCM) with a data key per seller and week of delivery; each key
+    wrapped by a key-encryption key (a local one, or AWS KMS) and kept in an S3 bucket apart from the
+    data; destroyed 30 days after its week (crypto-shredding: every copy sealed with it, in Kafka, Redis
+    or a backup, becomes unreadable at once)."""
+
+    key_bucket: str = Field(
+        "ordersync-personal-data-keys",
+        description="S3 bucket of the wrapped data keys (one object each). Keep versioning off: a destroyed"
+        " key must be gone, not a previous version.",
+    )
+    kek: SecretStr | None = Field(
+        None,
+        description="The local key-encryption key, 32 bytes in base64 (`ordersync privacy new-kek`);"
+        " unset: kms_key_id wraps the keys.",
+    )
+    kek_id: str = Field(
+        "local-1",
+        min_length=1,
+        max_length=64,
+        description="The local key-encryption key's name, recorded with each key it wraps.",
+    )
+    previous_keks: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Retired local key-encryption keys by name: still unwrap keys they wrapped until"
+        " `ordersync privacy rewrap` has wrapped every key with the current one.",
+    )
+    kms_key_id: str | None = Field(
+        None, description="AWS KMS key (id, ARN or alias) wrapping the data keys instead of a local key."
+    )
+
+
 class FeedTypeLimit(_Frozen):
     """A feed type's own token bucket, checked together with createFeed's."""
 
@@ -470,6 +502,7 @@ class Settings(BaseSettings):
     amazon: AmazonSettings = AmazonSettings()
     aws: AwsSettings = AwsSettings()
     notifications: NotificationsSettings = NotificationsSettings()
+    privacy: PrivacySettings = PrivacySettings()
     ratelimit: RateLimitSettings = RateLimitSettings()
     download: DownloadSettings = DownloadSettings()
     writeback: WriteBackSettings = WriteBackSettings()

@@ -1,0 +1,355 @@
+"""The data keys of buyers' personal data: made on first use, kept wrapped in S3 apart from the data,
+opened on demand, destroyed when their retention ends.
+
+- **Wrapping**: each data key is encrypted by a key-encryption key before it is stored: a local one
+  from the settings (``privacy.kek``, AES-GCM) or an AWS KMS key (``privacy.kms_key_id``; Encrypt and
+  Decrypt with the key's name as encryption context). The stored record names the wrapping key, so a
+  rotated key-encryption key still opens the keys it wrapped (``privacy.previous_keks``) until
+  :meth:`KeyRing.rewrap` has wrapped them all with the current one; no downtime.
+- **Storage**: one S3 object per key (``dek/<seller>/<year>-W<week>.json``), created only if absent
+  (S3's conditional write), so two stages making the same week's key at once agree on one.
+- **Shredding**: :meth:`KeyRing.shred_due` deletes every key whose week ended ``RETENTION_DAYS`` ago;
+  a key asked for after that (or for a week already past it) raises :class:`PersonalDataExpired`, and
+  keys opened in memory are forgotten by then.
+
+Plain data keys live in process memory only, for at most ``CACHE_S``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from botocore.exceptions import ClientError
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ordersync.aws import aws_client
+from ordersync.clock import Clock
+from ordersync.errors import ConfigurationError, PersonalDataExpired
+from ordersync.privacy.sealing import KEY_BYTES, NONCE_BYTES, RETENTION_DAYS, DataKey, shred_after
+from ordersync.settings import AwsSettings, PrivacySettings
+
+#: How long an opened data key stays in memory (never past its shredding).
+CACHE_S = 600.0
+KEY_PREFIX = "dek/"
+
+
+class KeyWrapper(Protocol):
+    """A key-encryption key: wraps and unwraps data keys."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def wrap(self, secret: bytes, key_id: str) -> bytes: ...
+
+    async def unwrap(self, wrapped: bytes, key_id: str, wrapped_by: str) -> bytes: ...
+
+
+def _local_key(name: str, value: str) -> bytes:
+    try:
+        key = base64.b64decode(value, validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != KEY_BYTES:
+        raise ConfigurationError(f"privacy key-encryption key {name!r} must be {KEY_BYTES} bytes in base64")
+    return key
+
+
+def new_kek() -> str:
+    """A fresh local key-encryption key, base64 (for ``ORDERSYNC_PRIVACY__KEK``)."""
+    return base64.b64encode(os.urandom(KEY_BYTES)).decode()
+
+
+class LocalWrapper:
+    """Key-encryption keys from the settings: the current one wraps; it and the retired ones unwrap."""
+
+    def __init__(self, current_name: str, keys: Mapping[str, str]) -> None:
+        self._name = current_name
+        self._keys = {name: _local_key(name, value) for name, value in keys.items()}
+        if current_name not in self._keys:
+            raise ConfigurationError(f"privacy: no key-encryption key named {current_name!r}")
+
+    @property
+    def name(self) -> str:
+        return f"local:{self._name}"
+
+    async def wrap(self, secret: bytes, key_id: str) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + AESGCM(self._keys[self._name]).encrypt(nonce, secret, key_id.encode())
+
+    async def unwrap(self, wrapped: bytes, key_id: str, wrapped_by: str) -> bytes:
+        name = wrapped_by.removeprefix("local:")
+        kek = self._keys.get(name)
+        if not wrapped_by.startswith("local:") or kek is None:
+            raise ConfigurationError(
+                f"privacy: key {key_id} was wrapped by {wrapped_by}, which is not configured"
+                " (privacy.kek, privacy.previous_keks or privacy.kms_key_id)"
+            )
+        try:
+            return AESGCM(kek).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], key_id.encode())
+        except InvalidTag as exc:
+            raise ConfigurationError(f"privacy: key {key_id} does not unwrap with {wrapped_by}") from exc
+
+
+class KmsWrapper:
+    """An AWS KMS key wraps the data keys (Encrypt / Decrypt, the data key's name as context)."""
+
+    def __init__(self, kms: Any, key_id: str) -> None:
+        self._kms = kms
+        self._key_id = key_id
+
+    @property
+    def name(self) -> str:
+        return f"kms:{self._key_id}"
+
+    async def wrap(self, secret: bytes, key_id: str) -> bytes:
+        answer = await self._kms.encrypt(
+            KeyId=self._key_id, Plaintext=secret, EncryptionContext={"ordersync:data-key": key_id}
+        )
+        return bytes(answer["CiphertextBlob"])
+
+    async def unwrap(self, wrapped: bytes, key_id: str, wrapped_by: str) -> bytes:
+        answer = await self._kms.decrypt(
+            CiphertextBlob=wrapped, EncryptionContext={"ordersync:data-key": key_id}
+        )
+        return bytes(answer["Plaintext"])
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    """A data key as kept: wrapped, with the name of what wrapped it."""
+
+    key_id: str
+    wrapped: bytes
+    wrapped_by: str
+    created_at: str
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "key_id": self.key_id,
+                "wrapped": base64.b64encode(self.wrapped).decode(),
+                "wrapped_by": self.wrapped_by,
+                "created_at": self.created_at,
+            }
+        ).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> StoredKey:
+        data = json.loads(raw)
+        return cls(data["key_id"], base64.b64decode(data["wrapped"]), data["wrapped_by"], data["created_at"])
+
+
+def _missing(exc: ClientError) -> bool:
+    return str(exc.response.get("Error", {}).get("Code")) in {"NoSuchKey", "404", "NotFound"}
+
+
+class S3KeyStore:
+    """The wrapped keys in an S3 bucket, one object each."""
+
+    def __init__(self, s3: Any, bucket: str) -> None:
+        self._s3 = s3
+        self.bucket = bucket
+
+    @staticmethod
+    def _object(key_id: str) -> str:
+        return f"{KEY_PREFIX}{key_id}.json"
+
+    async def ensure_bucket(self) -> None:
+        try:
+            await self._s3.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if not _missing(exc):
+                raise
+            await self._s3.create_bucket(Bucket=self.bucket)
+
+    async def get(self, key_id: str) -> StoredKey | None:
+        try:
+            answer = await self._s3.get_object(Bucket=self.bucket, Key=self._object(key_id))
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise
+        async with answer["Body"] as body:
+            return StoredKey.from_json(await body.read())
+
+    async def create(self, key: StoredKey) -> bool:
+        """Store ``key`` unless one of that name exists; whether it was stored."""
+        try:
+            await self._s3.put_object(
+                Bucket=self.bucket, Key=self._object(key.key_id), Body=key.to_json(), IfNoneMatch="*"
+            )
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            if code in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+                return False
+            raise
+        return True
+
+    async def replace(self, key: StoredKey) -> None:
+        await self._s3.put_object(Bucket=self.bucket, Key=self._object(key.key_id), Body=key.to_json())
+
+    async def delete(self, key_id: str) -> None:
+        await self._s3.delete_object(Bucket=self.bucket, Key=self._object(key_id))
+
+    async def key_ids(self) -> list[str]:
+        found: list[str] = []
+        paginator = self._s3.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=KEY_PREFIX):
+            for entry in page.get("Contents") or []:
+                found.append(str(entry["Key"]).removeprefix(KEY_PREFIX).removesuffix(".json"))
+        return found
+
+
+class KeyRing:
+    """Get-or-create, open, destroy and re-wrap data keys; the one door to them."""
+
+    def __init__(self, store: S3KeyStore, wrapper: KeyWrapper, clock: Clock) -> None:
+        self.store = store
+        self.wrapper = wrapper
+        self.clock = clock
+        self._opened: dict[str, tuple[DataKey, float]] = {}
+
+    def _cached(self, key_id: str) -> DataKey | None:
+        entry = self._opened.get(key_id)
+        if entry is None:
+            return None
+        key, until = entry
+        if time.monotonic() >= until or self.clock.now() >= key.shred_after:
+            del self._opened[key_id]
+            return None
+        return key
+
+    def _remember(self, key: DataKey) -> DataKey:
+        self._opened[key.key_id] = (key, time.monotonic() + CACHE_S)
+        return key
+
+    def _expired(self, key_id: str, due: datetime) -> PersonalDataExpired:
+        return PersonalDataExpired(
+            f"personal data of {key_id} expired: its key was destroyed {RETENTION_DAYS} days after"
+            f" that week's deliveries ({due.date().isoformat()})"
+        )
+
+    async def sealing_key(self, key_id: str) -> DataKey:
+        """The key to seal data of ``key_id`` with, made now if there is none yet; an expired week raises
+        :class:`PersonalDataExpired` (data that must not be kept is not sealed, it is dropped)."""
+        due = shred_after(key_id)
+        if self.clock.now() >= due:
+            raise self._expired(key_id, due)
+        cached = self._cached(key_id)
+        if cached is not None:
+            return cached
+        stored = await self.store.get(key_id)
+        if stored is None:
+            secret = os.urandom(KEY_BYTES)
+            wrapped = await self.wrapper.wrap(secret, key_id)
+            made = StoredKey(key_id, wrapped, self.wrapper.name, self.clock.now().isoformat())
+            if await self.store.create(made):
+                return self._remember(DataKey(key_id, secret, due))
+            stored = await self.store.get(key_id)  # made meanwhile by another worker: that one
+            if stored is None:
+                raise self._expired(key_id, due)  # made and destroyed meanwhile
+        return self._remember(await self._open(stored, due))
+
+    async def opening_key(self, key_id: str) -> DataKey:
+        """The key that opens data sealed with ``key_id``; :class:`PersonalDataExpired` once destroyed."""
+        due = shred_after(key_id)
+        if self.clock.now() >= due:
+            raise self._expired(key_id, due)
+        cached = self._cached(key_id)
+        if cached is not None:
+            return cached
+        stored = await self.store.get(key_id)
+        if stored is None:
+            raise self._expired(key_id, due)
+        return self._remember(await self._open(stored, due))
+
+    async def _open(self, stored: StoredKey, due: datetime) -> DataKey:
+        secret = await self.wrapper.unwrap(stored.wrapped, stored.key_id, stored.wrapped_by)
+        return DataKey(stored.key_id, secret, due)
+
+    async def shred_due(self) -> list[str]:
+        """Destroy every key whose retention ended; the names destroyed."""
+        now = self.clock.now()
+        destroyed = []
+        for key_id in await self.store.key_ids():
+            try:
+                due = shred_after(key_id)
+            except ValueError:
+                continue  # not ordersync's
+            if now >= due:
+                await self.store.delete(key_id)
+                self._opened.pop(key_id, None)
+                destroyed.append(key_id)
+        return destroyed
+
+    async def rewrap(self) -> int:
+        """Wrap every key with the current key-encryption key (after a rotation); how many were."""
+        done = 0
+        for key_id in await self.store.key_ids():
+            stored = await self.store.get(key_id)
+            if stored is None or stored.wrapped_by == self.wrapper.name:
+                continue
+            secret = await self.wrapper.unwrap(stored.wrapped, key_id, stored.wrapped_by)
+            wrapped = await self.wrapper.wrap(secret, key_id)
+            await self.store.replace(StoredKey(key_id, wrapped, self.wrapper.name, stored.created_at))
+            done += 1
+        return done
+
+
+class _LocalOrKms:
+    """A local wrapper that hands keys wrapped by KMS to KMS (and the reverse), during a move between them."""
+
+    def __init__(self, current: KeyWrapper, others: tuple[KeyWrapper, ...]) -> None:
+        self._current = current
+        self._others = others
+
+    @property
+    def name(self) -> str:
+        return self._current.name
+
+    async def wrap(self, secret: bytes, key_id: str) -> bytes:
+        return await self._current.wrap(secret, key_id)
+
+    async def unwrap(self, wrapped: bytes, key_id: str, wrapped_by: str) -> bytes:
+        for wrapper in (self._current, *self._others):
+            if wrapped_by.split(":", 1)[0] == wrapper.name.split(":", 1)[0]:
+                return await wrapper.unwrap(wrapped, key_id, wrapped_by)
+        raise ConfigurationError(
+            f"privacy: key {key_id} was wrapped by {wrapped_by}, which is not configured"
+        )
+
+
+async def open_key_ring(
+    privacy: PrivacySettings, aws: AwsSettings, clock: Clock, stack: AsyncExitStack
+) -> KeyRing:
+    """The key ring the settings describe; its AWS clients close with ``stack``."""
+    s3 = await stack.enter_async_context(aws_client(aws, "s3"))
+    local: KeyWrapper | None = None
+    if privacy.kek is not None:
+        keys = {name: value.get_secret_value() for name, value in privacy.previous_keks.items()}
+        keys[privacy.kek_id] = privacy.kek.get_secret_value()
+        local = LocalWrapper(privacy.kek_id, keys)
+    kms: KeyWrapper | None = None
+    if privacy.kms_key_id:
+        kms = KmsWrapper(await stack.enter_async_context(aws_client(aws, "kms")), privacy.kms_key_id)
+    if kms is not None:
+        wrapper: KeyWrapper = _LocalOrKms(kms, (local,) if local is not None else ())
+    elif local is not None:
+        wrapper = local
+    else:
+        raise ConfigurationError(
+            "privacy: no key-encryption key (privacy.kek or privacy.kms_key_id); `ordersync privacy new-kek`"
+            " prints a local one"
+        )
+    store = S3KeyStore(s3, privacy.key_bucket)
+    await store.ensure_bucket()
+    return KeyRing(store, wrapper, clock)

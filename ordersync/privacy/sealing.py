@@ -1,0 +1,102 @@
+"""Personal fields sealed with AES-GCM (``cryptography``), bound to the order they belong to.
+
+A :class:`Sealed` value is what travels in events and sits in Redis in place of the fields: the name of
+the data key (seller and week of delivery), a fresh 96-bit nonce and the ciphertext of the fields as
+JSON. The associated data binds it to its key and its subject (seller and order): a sealed value moved
+to another order does not open.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import BaseModel, ConfigDict, Field
+
+from ordersync.errors import InvalidEvent
+
+#: AES-256 keys; Amazon's policy asks for AES-128 or stronger.
+KEY_BYTES = 32
+NONCE_BYTES = 12
+#: Days after the week of delivery ends before that week's keys are destroyed (Amazon's Data Protection
+#: Policy: personal data no longer than 30 days after delivery, unless a law requires more).
+RETENTION_DAYS = 30
+#: ``<seller id>/<ISO year>-W<ISO week>``: the key of one seller's orders delivered in one week.
+KEY_ID = re.compile(r"^(?P<seller>[A-Z0-9]{1,40})/(?P<year>\d{4})-W(?P<week>\d{2})$")
+
+
+class Sealed(BaseModel):
+    """Personal fields, encrypted: readable only while their data key exists."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key_id: str = Field(pattern=KEY_ID.pattern)
+    nonce: str = Field(min_length=16, max_length=16)  # 12 bytes, base64
+    ciphertext: str = Field(min_length=24, max_length=64_000)
+
+
+@dataclass(frozen=True)
+class DataKey:
+    """A data key in the clear (memory only, never written anywhere unwrapped)."""
+
+    key_id: str
+    secret: bytes
+    shred_after: datetime
+
+    def __repr__(self) -> str:  # never the secret, in a log or a traceback
+        return f"DataKey({self.key_id!r}, shred_after={self.shred_after.isoformat()})"
+
+
+def key_id_for(seller_id: str, delivered_by: datetime) -> str:
+    """The data key of ``seller_id``'s orders delivered (at the latest) in ``delivered_by``'s ISO week."""
+    year, week, _ = delivered_by.astimezone(UTC).isocalendar()
+    return f"{seller_id}/{year:04d}-W{week:02d}"
+
+
+def shred_after(key_id: str, retention_days: int = RETENTION_DAYS) -> datetime:
+    """When the key ``key_id`` must be destroyed: ``retention_days`` after its week ends."""
+    match = KEY_ID.match(key_id)
+    if match is None:
+        raise ValueError(f"not a data key name: {key_id!r}")
+    week_start = datetime.fromisocalendar(int(match["year"]), int(match["week"]), 1).replace(tzinfo=UTC)
+    return week_start + timedelta(days=7 + retention_days)
+
+
+def _associated(key_id: str, subject: str) -> bytes:
+    return f"ordersync/1|{key_id}|{subject}".encode()
+
+
+def seal(fields: dict[str, str], key: DataKey, subject: str) -> Sealed:
+    """``fields`` encrypted with ``key`` for ``subject`` (``seller_id:amazon_order_id``)."""
+    nonce = os.urandom(NONCE_BYTES)
+    plain = json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
+    ciphertext = AESGCM(key.secret).encrypt(nonce, plain, _associated(key.key_id, subject))
+    return Sealed(
+        key_id=key.key_id,
+        nonce=base64.b64encode(nonce).decode(),
+        ciphertext=base64.b64encode(ciphertext).decode(),
+    )
+
+
+def unseal(sealed: Sealed, key: DataKey, subject: str) -> dict[str, str]:
+    """The fields ``sealed`` holds; :class:`InvalidEvent` when it was altered or is another subject's."""
+    if key.key_id != sealed.key_id:
+        raise ValueError(f"{sealed.key_id} is not opened by {key.key_id}")
+    try:
+        plain = AESGCM(key.secret).decrypt(
+            base64.b64decode(sealed.nonce, validate=True),
+            base64.b64decode(sealed.ciphertext, validate=True),
+            _associated(key.key_id, subject),
+        )
+    except (InvalidTag, ValueError) as exc:
+        raise InvalidEvent(f"sealed personal data of {subject} does not open: altered or misplaced") from exc
+    fields = json.loads(plain)
+    if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
+        raise InvalidEvent(f"sealed personal data of {subject} is not a set of fields")
+    return fields

@@ -1,0 +1,134 @@
+"""The data keys on a real S3 protocol server (moto's, on loopback), wrapped by a local key or by KMS:
+one key per seller and week whoever makes it first, opened by any worker, destroyed when the week's
+retention ends, and still readable through a rotation of the key-encryption key."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import SecretStr
+
+from ordersync.aws import aws_client
+from ordersync.clock import ManualClock
+from ordersync.errors import PersonalDataExpired
+from ordersync.privacy import key_id_for, new_kek, open_key_ring, seal, shred_after, unseal
+from ordersync.settings import LOCAL_AWS_KEY, AwsSettings, PrivacySettings
+
+pytestmark = pytest.mark.stage
+
+DELIVERED = datetime(2026, 12, 3, 15, tzinfo=UTC)
+SUBJECT = "A1ACME:111-1111111-1111111"
+FIELDS = {"buyer_name": "Jane Buyer", "line1": "1 Main St"}
+
+
+@pytest.fixture
+def aws(aws_endpoint_url: str) -> AwsSettings:
+    return AwsSettings(
+        endpoint_url=aws_endpoint_url,
+        access_key_id=SecretStr(LOCAL_AWS_KEY),
+        secret_access_key=SecretStr(LOCAL_AWS_KEY),
+    )
+
+
+@pytest.fixture
+def privacy() -> PrivacySettings:
+    return PrivacySettings(key_bucket=f"keys-{uuid.uuid4().hex[:12]}", kek=SecretStr(new_kek()))
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[AsyncExitStack]:
+    async with AsyncExitStack() as opened:
+        yield opened
+
+
+async def test_one_key_per_seller_and_week_whoever_makes_it(
+    aws: AwsSettings, privacy: PrivacySettings, stack: AsyncExitStack
+) -> None:
+    clock = ManualClock(DELIVERED)
+    # Two workers (two processes' key rings) make the same week's key at once: one key results.
+    first, second = [await open_key_ring(privacy, aws, clock, stack) for _ in range(2)]
+    key_id = key_id_for("A1ACME", DELIVERED)
+    one, other = await asyncio.gather(first.sealing_key(key_id), second.sealing_key(key_id))
+    assert one.secret == other.secret
+    assert await first.store.key_ids() == [key_id]
+    # Another week, another key; the stored key is wrapped, never the secret itself.
+    later = await first.sealing_key(key_id_for("A1ACME", datetime(2026, 12, 10, tzinfo=UTC)))
+    assert later.secret != one.secret
+    stored = await first.store.get(key_id)
+    assert stored is not None
+    assert one.secret not in stored.to_json()
+    # A third worker, started later, opens what the first sealed.
+    sealed = seal(FIELDS, one, SUBJECT)
+    third = await open_key_ring(privacy, aws, clock, stack)
+    assert unseal(sealed, await third.opening_key(sealed.key_id), SUBJECT) == FIELDS
+
+
+async def test_the_key_is_destroyed_when_its_retention_ends(
+    aws: AwsSettings, privacy: PrivacySettings, stack: AsyncExitStack
+) -> None:
+    clock = ManualClock(DELIVERED)
+    ring = await open_key_ring(privacy, aws, clock, stack)
+    key_id = key_id_for("A1ACME", DELIVERED)
+    sealed = seal(FIELDS, await ring.sealing_key(key_id), SUBJECT)
+    next_week = await ring.sealing_key(key_id_for("A1ACME", datetime(2026, 12, 10, tzinfo=UTC)))
+    assert await ring.shred_due() == []
+    clock.advance((shred_after(key_id) - clock.now()).total_seconds())
+    assert await ring.shred_due() == [key_id]
+    assert await ring.store.key_ids() == [next_week.key_id]
+    # Gone for this worker, whose memory held it, and for any other.
+    with pytest.raises(PersonalDataExpired, match="expired"):
+        await ring.opening_key(sealed.key_id)
+    other = await open_key_ring(privacy, aws, ManualClock(DELIVERED), stack)
+    with pytest.raises(PersonalDataExpired):
+        await other.opening_key(sealed.key_id)  # its clock is behind, but the key is gone
+    # An order of that week downloaded now is not sealed again: its data must not be kept.
+    with pytest.raises(PersonalDataExpired):
+        await ring.sealing_key(key_id)
+    assert key_id not in await ring.store.key_ids()
+
+
+async def test_a_rotated_key_encryption_key_keeps_every_key_readable(
+    aws: AwsSettings, privacy: PrivacySettings, stack: AsyncExitStack
+) -> None:
+    clock = ManualClock(DELIVERED)
+    ring = await open_key_ring(privacy, aws, clock, stack)
+    key = await ring.sealing_key(key_id_for("A1ACME", DELIVERED))
+    sealed = seal(FIELDS, key, SUBJECT)
+    rotated = privacy.model_copy(
+        update={"kek": SecretStr(new_kek()), "kek_id": "local-2", "previous_keks": {"local-1": privacy.kek}}
+    )
+    during = await open_key_ring(rotated, aws, clock, stack)
+    assert unseal(sealed, await during.opening_key(sealed.key_id), SUBJECT) == FIELDS
+    assert await during.rewrap() == 1
+    assert await during.rewrap() == 0
+    # Once every key is wrapped by the new one, the old one can go.
+    after = await open_key_ring(rotated.model_copy(update={"previous_keks": {}}), aws, clock, stack)
+    assert unseal(sealed, await after.opening_key(sealed.key_id), SUBJECT) == FIELDS
+
+
+async def test_kms_wraps_the_keys_and_opens_what_a_local_key_wrapped(
+    aws: AwsSettings, privacy: PrivacySettings, stack: AsyncExitStack
+) -> None:
+    async with aws_client(aws, "kms") as kms:
+        created = await kms.create_key(Description="ordersync test", KeyUsage="ENCRYPT_DECRYPT")
+    kms_key = created["KeyMetadata"]["Arn"]
+    clock = ManualClock(DELIVERED)
+    local_ring = await open_key_ring(privacy, aws, clock, stack)
+    sealed = seal(FIELDS, await local_ring.sealing_key(key_id_for("A1ACME", DELIVERED)), SUBJECT)
+    # The move to KMS: the local key stays configured until rewrap is done.
+    moving = privacy.model_copy(update={"kms_key_id": kms_key})
+    kms_ring = await open_key_ring(moving, aws, clock, stack)
+    assert unseal(sealed, await kms_ring.opening_key(sealed.key_id), SUBJECT) == FIELDS
+    assert await kms_ring.rewrap() == 1
+    stored = await kms_ring.store.get(sealed.key_id)
+    assert stored is not None
+    assert stored.wrapped_by == f"kms:{kms_key}"
+    kms_only = await open_key_ring(moving.model_copy(update={"kek": None}), aws, clock, stack)
+    assert unseal(sealed, await kms_only.opening_key(sealed.key_id), SUBJECT) == FIELDS
+    new_week = await kms_only.sealing_key(key_id_for("A1ACME", datetime(2026, 12, 10, tzinfo=UTC)))
+    assert len(new_week.secret) == 32
