@@ -56,6 +56,7 @@ COMMANDS: dict[str, Entry] = {
         "notifications_app",
         "Amazon's ORDER_CHANGE notifications: subscribe channels.",
     ),
+    "privacy": Entry("ordersync.cli.privacy", "privacy_app", "Buyers' personal data: its keys."),
     "settings": Entry(
         "ordersync.cli.settings", "settings_app", "Every setting as an environment variable; check them."
     ),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 
@@ -17,7 +17,7 @@ from ordersync.aws import aws_client
 from ordersync.clock import ManualClock
 from ordersync.errors import PersonalDataExpired
 from ordersync.privacy import key_id_for, new_kek, open_key_ring, seal, shred_after, unseal
-from ordersync.settings import LOCAL_AWS_KEY, AwsSettings, PrivacySettings
+from ordersync.settings import LOCAL_AWS_KEY, AwsSettings, PrivacySettings, get_settings
 
 pytestmark = pytest.mark.stage
 
@@ -132,3 +132,69 @@ async def test_kms_wraps_the_keys_and_opens_what_a_local_key_wrapped(
     assert unseal(sealed, await kms_only.opening_key(sealed.key_id), SUBJECT) == FIELDS
     new_week = await kms_only.sealing_key(key_id_for("A1ACME", datetime(2026, 12, 10, tzinfo=UTC)))
     assert len(new_week.secret) == 32
+
+
+@pytest.fixture
+def settings_read_again() -> Iterator[None]:
+    """The process's cached settings are forgotten after the test (it changes the environment)."""
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.mark.usefixtures("settings_read_again")
+def test_the_privacy_commands_list_shred_and_rewrap_the_keys(
+    aws: AwsSettings, privacy: PrivacySettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner, Result  # noqa: PLC0415
+
+    from ordersync.cli.privacy import privacy_app  # noqa: PLC0415
+    from ordersync.privacy.keyring import StoredKey  # noqa: PLC0415
+
+    # A week long past and one far ahead, whatever today is.
+    past, future = "A1ACME/2020-W01", "A1ACME/2099-W01"
+
+    async def store_keys() -> None:
+        async with AsyncExitStack() as stack:
+            ring = await open_key_ring(privacy, aws, ManualClock(DELIVERED), stack)
+            for key_id in (past, future):
+                wrapped = await ring.wrapper.wrap(b"k" * 32, key_id)
+                assert await ring.store.create(StoredKey(key_id, wrapped, ring.wrapper.name, "2020-01-01"))
+
+    asyncio.run(store_keys())
+    assert privacy.kek is not None
+    for name, value in {
+        "ORDERSYNC_AWS__ENDPOINT_URL": aws.endpoint_url or "",
+        "ORDERSYNC_AWS__ACCESS_KEY_ID": LOCAL_AWS_KEY,
+        "ORDERSYNC_AWS__SECRET_ACCESS_KEY": LOCAL_AWS_KEY,
+        "ORDERSYNC_PRIVACY__KEY_BUCKET": privacy.key_bucket,
+        "ORDERSYNC_PRIVACY__KEK": privacy.kek.get_secret_value(),
+    }.items():
+        monkeypatch.setenv(name, value)
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Result:
+        get_settings.cache_clear()  # the environment changed
+        return runner.invoke(privacy_app, list(args))
+
+    def run(*args: str) -> str:
+        result = invoke(*args)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    listed = run("keys")
+    assert past in listed
+    assert future in listed
+    assert run("shred") == f"destroyed {past}\n"
+    assert run("shred") == "no key was due\n"
+    assert past not in run("keys")
+    assert len(run("new-kek").strip()) == 44  # 32 bytes in base64
+    # A rotation: the new key wraps, the old one still unwraps until rewrap is done.
+    monkeypatch.setenv("ORDERSYNC_PRIVACY__KEK", new_kek())
+    monkeypatch.setenv("ORDERSYNC_PRIVACY__KEK_ID", "local-2")
+    previous = privacy.kek.get_secret_value()
+    monkeypatch.setenv("ORDERSYNC_PRIVACY__PREVIOUS_KEKS", f'{{"local-1": "{previous}"}}')
+    assert run("rewrap") == "1 keys re-wrapped\n"
+    monkeypatch.delenv("ORDERSYNC_PRIVACY__KEK")
+    unconfigured = invoke("keys")
+    assert unconfigured.exit_code == 2
+    assert "no key-encryption key" in unconfigured.output

@@ -1,0 +1,79 @@
+"""``ordersync privacy``: the keys of buyers' personal data (:mod:`ordersync.privacy`): a new local
+key-encryption key, the keys kept, re-wrapping after a rotation, destroying the keys whose retention
+ended."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Annotated, TypeVar
+
+import typer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ordersync.clock import SYSTEM_CLOCK
+from ordersync.errors import ConfigurationError
+from ordersync.privacy import KeyRing, new_kek, open_key_ring, shred_after
+from ordersync.settings import Settings, get_settings
+
+T = TypeVar("T")
+privacy_app = typer.Typer(help="Buyers' personal data: its keys.", no_args_is_help=True)
+
+
+@privacy_app.callback()
+def _group() -> None:
+    """Buyers' personal data."""
+
+
+def _with_ring(settings: Settings, action: Callable[[KeyRing], Awaitable[T]]) -> T:
+    """``action`` on the key ring the settings describe; a clear error and exit code if it fails."""
+
+    async def run() -> T:
+        async with AsyncExitStack() as stack:
+            return await action(await open_key_ring(settings.privacy, settings.aws, SYSTEM_CLOCK, stack))
+
+    try:
+        return asyncio.run(run())
+    except ConfigurationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except (BotoCoreError, ClientError) as exc:
+        typer.echo(f"error: the key store did not answer: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+async def _key_ids(ring: KeyRing) -> list[str]:
+    return sorted(await ring.store.key_ids())
+
+
+@privacy_app.command("new-kek")
+def new_kek_command() -> None:
+    """Print a new local key-encryption key (for ORDERSYNC_PRIVACY__KEK; keep it in your secret store)."""
+    typer.echo(new_kek())
+
+
+@privacy_app.command("keys")
+def keys_command() -> None:
+    """The data keys kept (seller and week of delivery) and when each is destroyed."""
+    for key_id in _with_ring(get_settings(), _key_ids):
+        typer.echo(f"{key_id}\tdestroyed from {shred_after(key_id).isoformat()}")
+
+
+@privacy_app.command("rewrap")
+def rewrap_command() -> None:
+    """Wrap every data key with the current key-encryption key (after a rotation: then the previous
+    one can be removed from privacy.previous_keks)."""
+    typer.echo(f"{_with_ring(get_settings(), KeyRing.rewrap)} keys re-wrapped")
+
+
+@privacy_app.command("shred")
+def shred_command(
+    quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing when no key is due.")] = False,
+) -> None:
+    """Destroy every data key whose week of deliveries ended 30 days ago (the stages also do it)."""
+    destroyed = _with_ring(get_settings(), KeyRing.shred_due)
+    for key_id in destroyed:
+        typer.echo(f"destroyed {key_id}")
+    if not destroyed and not quiet:
+        typer.echo("no key was due")
