@@ -158,9 +158,9 @@ class NotificationsSettings(_Frozen):
 
 
 class PrivacySettings(_Frozen):
-    """Buyers' personal data: sealed (AES-GCM) with a data key per seller and week of delivery; each key
+    """Buyers' personal data: sealed (AES-GCM) with a data key per seller and day of delivery; each key
     wrapped by a key-encryption key (a local one, or AWS KMS) and kept in an S3 bucket apart from the
-    data; destroyed 30 days after its week (crypto-shredding: every copy sealed with it, in Kafka, Redis
+    data; destroyed 30 days after its day (crypto-shredding: every copy sealed with it, in Kafka, Redis
     or a backup, becomes unreadable at once)."""
 
     key_bucket: str = Field(

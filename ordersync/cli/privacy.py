@@ -55,7 +55,7 @@ def new_kek_command() -> None:
 
 @privacy_app.command("keys")
 def keys_command() -> None:
-    """The data keys kept (seller and week of delivery) and when each is destroyed."""
+    """The data keys kept (seller and day of delivery) and when each is destroyed."""
     for key_id in _with_ring(get_settings(), _key_ids):
         typer.echo(f"{key_id}\tdestroyed from {shred_after(key_id).isoformat()}")
 
@@ -71,7 +71,7 @@ def rewrap_command() -> None:
 def shred_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing when no key is due.")] = False,
 ) -> None:
-    """Destroy every data key whose week of deliveries ended 30 days ago (the stages also do it)."""
+    """Destroy every data key whose day of deliveries ended 30 days ago."""
     destroyed = _with_ring(get_settings(), KeyRing.shred_due)
     for key_id in destroyed:
         typer.echo(f"destroyed {key_id}")

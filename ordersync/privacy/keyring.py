@@ -6,10 +6,10 @@ opened on demand, destroyed when their retention ends.
   Decrypt with the key's name as encryption context). The stored record names the wrapping key, so a
   rotated key-encryption key still opens the keys it wrapped (``privacy.previous_keks``) until
   :meth:`KeyRing.rewrap` has wrapped them all with the current one; no downtime.
-- **Storage**: one S3 object per key (``dek/<seller>/<year>-W<week>.json``), created only if absent
-  (S3's conditional write), so two stages making the same week's key at once agree on one.
-- **Shredding**: :meth:`KeyRing.shred_due` deletes every key whose week ended ``RETENTION_DAYS`` ago;
-  a key asked for after that (or for a week already past it) raises :class:`PersonalDataExpired`, and
+- **Storage**: one S3 object per key (``dek/<seller>/<YYYY-MM-DD>.json``), created only if absent
+  (S3's conditional write), so two stages making the same day's key at once agree on one.
+- **Shredding**: :meth:`KeyRing.shred_due` deletes every key whose day ended ``RETENTION_DAYS`` ago;
+  a key asked for after that (or for a day already past it) raises :class:`PersonalDataExpired`, and
   keys opened in memory are forgotten by then.
 
 Plain data keys live in process memory only, for at most ``CACHE_S``.
@@ -235,11 +235,11 @@ class KeyRing:
     def _expired(self, key_id: str, due: datetime) -> PersonalDataExpired:
         return PersonalDataExpired(
             f"personal data of {key_id} expired: its key was destroyed {RETENTION_DAYS} days after"
-            f" that week's deliveries ({due.date().isoformat()})"
+            f" that day's deliveries ({due.date().isoformat()})"
         )
 
     async def sealing_key(self, key_id: str) -> DataKey:
-        """The key to seal data of ``key_id`` with, made now if there is none yet; an expired week raises
+        """The key to seal data of ``key_id`` with, made now if there is none yet; an expired day raises
         :class:`PersonalDataExpired` (data that must not be kept is not sealed, it is dropped)."""
         due = shred_after(key_id)
         if self.clock.now() >= due:

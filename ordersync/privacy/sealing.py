@@ -1,7 +1,7 @@
 """Personal fields sealed with AES-GCM (``cryptography``), bound to the order they belong to.
 
 A :class:`Sealed` value is what travels in events and sits in Redis in place of the fields: the name of
-the data key (seller and week of delivery), a fresh 96-bit nonce and the ciphertext of the fields as
+the data key (seller and day of delivery), a fresh 96-bit nonce and the ciphertext of the fields as
 JSON. The associated data binds it to its key and its subject (seller and order): a sealed value moved
 to another order does not open.
 """
@@ -24,11 +24,12 @@ from ordersync.errors import InvalidEvent
 #: AES-256 keys; Amazon's policy asks for AES-128 or stronger.
 KEY_BYTES = 32
 NONCE_BYTES = 12
-#: Days after the week of delivery ends before that week's keys are destroyed (Amazon's Data Protection
+#: Days after the day of delivery ends before that day's keys are destroyed (Amazon's Data Protection
 #: Policy: personal data no longer than 30 days after delivery, unless a law requires more).
 RETENTION_DAYS = 30
-#: ``<seller id>/<ISO year>-W<ISO week>``: the key of one seller's orders delivered in one week.
-KEY_ID = re.compile(r"^(?P<seller>[A-Z0-9]{1,40})/(?P<year>\d{4})-W(?P<week>\d{2})$")
+#: ``<seller id>/<YYYY-MM-DD>``: the key of one seller's orders delivered (at the latest) on one day
+#: (UTC). A day, not a week: the data is gone 30 to 31 days after delivery, never 37.
+KEY_ID = re.compile(r"^(?P<seller>[A-Z0-9]{1,40})/(?P<day>\d{4}-\d{2}-\d{2})$")
 
 
 class Sealed(BaseModel):
@@ -54,18 +55,20 @@ class DataKey:
 
 
 def key_id_for(seller_id: str, delivered_by: datetime) -> str:
-    """The data key of ``seller_id``'s orders delivered (at the latest) in ``delivered_by``'s ISO week."""
-    year, week, _ = delivered_by.astimezone(UTC).isocalendar()
-    return f"{seller_id}/{year:04d}-W{week:02d}"
+    """The data key of ``seller_id``'s orders delivered (at the latest) on ``delivered_by``'s day (UTC)."""
+    return f"{seller_id}/{delivered_by.astimezone(UTC).date().isoformat()}"
 
 
 def shred_after(key_id: str, retention_days: int = RETENTION_DAYS) -> datetime:
-    """When the key ``key_id`` must be destroyed: ``retention_days`` after its week ends."""
+    """When the key ``key_id`` must be destroyed: ``retention_days`` after its day ends."""
     match = KEY_ID.match(key_id)
     if match is None:
         raise ValueError(f"not a data key name: {key_id!r}")
-    week_start = datetime.fromisocalendar(int(match["year"]), int(match["week"]), 1).replace(tzinfo=UTC)
-    return week_start + timedelta(days=7 + retention_days)
+    try:
+        day = datetime.fromisoformat(match["day"]).replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise ValueError(f"not a data key name: {key_id!r}") from exc
+    return day + timedelta(days=1 + retention_days)
 
 
 def _associated(key_id: str, subject: str) -> bytes:

@@ -1,5 +1,5 @@
 """The data keys on a real S3 protocol server (moto's, on loopback), wrapped by a local key or by KMS:
-one key per seller and week whoever makes it first, opened by any worker, destroyed when the week's
+one key per seller and day of delivery whoever makes it first, opened by any worker, destroyed when its
 retention ends, and still readable through a rotation of the key-encryption key."""
 
 from __future__ import annotations
@@ -46,17 +46,17 @@ async def stack() -> AsyncIterator[AsyncExitStack]:
         yield opened
 
 
-async def test_one_key_per_seller_and_week_whoever_makes_it(
+async def test_one_key_per_seller_and_day_whoever_makes_it(
     aws: AwsSettings, privacy: PrivacySettings, stack: AsyncExitStack
 ) -> None:
     clock = ManualClock(DELIVERED)
-    # Two workers (two processes' key rings) make the same week's key at once: one key results.
+    # Two workers (two processes' key rings) make the same day's key at once: one key results.
     first, second = [await open_key_ring(privacy, aws, clock, stack) for _ in range(2)]
     key_id = key_id_for("A1ACME", DELIVERED)
     one, other = await asyncio.gather(first.sealing_key(key_id), second.sealing_key(key_id))
     assert one.secret == other.secret
     assert await first.store.key_ids() == [key_id]
-    # Another week, another key; the stored key is wrapped, never the secret itself.
+    # Another day, another key; the stored key is wrapped, never the secret itself.
     later = await first.sealing_key(key_id_for("A1ACME", datetime(2026, 12, 10, tzinfo=UTC)))
     assert later.secret != one.secret
     stored = await first.store.get(key_id)
@@ -75,18 +75,18 @@ async def test_the_key_is_destroyed_when_its_retention_ends(
     ring = await open_key_ring(privacy, aws, clock, stack)
     key_id = key_id_for("A1ACME", DELIVERED)
     sealed = seal(FIELDS, await ring.sealing_key(key_id), SUBJECT)
-    next_week = await ring.sealing_key(key_id_for("A1ACME", datetime(2026, 12, 10, tzinfo=UTC)))
+    next_day = await ring.sealing_key(key_id_for("A1ACME", datetime(2026, 12, 10, tzinfo=UTC)))
     assert await ring.shred_due() == []
     clock.advance((shred_after(key_id) - clock.now()).total_seconds())
     assert await ring.shred_due() == [key_id]
-    assert await ring.store.key_ids() == [next_week.key_id]
+    assert await ring.store.key_ids() == [next_day.key_id]
     # Gone for this worker, whose memory held it, and for any other.
     with pytest.raises(PersonalDataExpired, match="expired"):
         await ring.opening_key(sealed.key_id)
     other = await open_key_ring(privacy, aws, ManualClock(DELIVERED), stack)
     with pytest.raises(PersonalDataExpired):
         await other.opening_key(sealed.key_id)  # its clock is behind, but the key is gone
-    # An order of that week downloaded now is not sealed again: its data must not be kept.
+    # An order of that day downloaded now is not sealed again: its data must not be kept.
     with pytest.raises(PersonalDataExpired):
         await ring.sealing_key(key_id)
     assert key_id not in await ring.store.key_ids()
@@ -130,8 +130,8 @@ async def test_kms_wraps_the_keys_and_opens_what_a_local_key_wrapped(
     assert stored.wrapped_by == f"kms:{kms_key}"
     kms_only = await open_key_ring(moving.model_copy(update={"kek": None}), aws, clock, stack)
     assert unseal(sealed, await kms_only.opening_key(sealed.key_id), SUBJECT) == FIELDS
-    new_week = await kms_only.sealing_key(key_id_for("A1ACME", datetime(2026, 12, 10, tzinfo=UTC)))
-    assert len(new_week.secret) == 32
+    new_day = await kms_only.sealing_key(key_id_for("A1ACME", datetime(2026, 12, 10, tzinfo=UTC)))
+    assert len(new_day.secret) == 32
 
 
 @pytest.fixture
@@ -150,8 +150,8 @@ def test_the_privacy_commands_list_shred_and_rewrap_the_keys(
     from ordersync.cli.privacy import privacy_app  # noqa: PLC0415
     from ordersync.privacy.keyring import StoredKey  # noqa: PLC0415
 
-    # A week long past and one far ahead, whatever today is.
-    past, future = "A1ACME/2020-W01", "A1ACME/2099-W01"
+    # A day long past and one far ahead, whatever today is.
+    past, future = "A1ACME/2020-01-01", "A1ACME/2099-01-01"
 
     async def store_keys() -> None:
         async with AsyncExitStack() as stack:

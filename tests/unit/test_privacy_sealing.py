@@ -1,11 +1,11 @@
 """Personal fields sealed with AES-GCM: they open only with their key, for their own order, unaltered;
-each week of deliveries has its key, destroyed 30 days after the week."""
+each day of deliveries has its key, destroyed 30 days after the day."""
 
 from __future__ import annotations
 
 import base64
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -19,7 +19,7 @@ SUBJECT = "A1ACME:111-1111111-1111111"
 FIELDS = {"buyer_name": "Jane Buyer", "line1": "1 Main St", "phone": "+1 555 0100"}
 
 
-def _key(key_id: str = "A1ACME/2026-W49") -> DataKey:
+def _key(key_id: str = "A1ACME/2026-12-03") -> DataKey:
     return DataKey(key_id, os.urandom(32), shred_after(key_id))
 
 
@@ -52,15 +52,16 @@ def test_a_data_key_never_shows_its_secret() -> None:
     assert base64.b64encode(key.secret).decode() not in f"{key}"
 
 
-def test_each_week_of_deliveries_has_its_key_destroyed_thirty_days_after_the_week() -> None:
-    # Thursday 2026-12-03 is in ISO week 49 (Monday 11-30 to Sunday 12-06).
+def test_each_day_of_deliveries_has_its_key_destroyed_thirty_days_after_the_day() -> None:
     key_id = key_id_for("A1ACME", datetime(2026, 12, 3, 15, tzinfo=UTC))
-    assert key_id == "A1ACME/2026-W49"
-    assert key_id_for("A1ACME", datetime(2026, 12, 6, 23, 59, tzinfo=UTC)) == key_id
-    assert key_id_for("A1ACME", datetime(2026, 12, 7, tzinfo=UTC)) == "A1ACME/2026-W50"
-    assert shred_after(key_id) == datetime(2027, 1, 6, tzinfo=UTC)  # 12-07 + 30 days
-    # ISO years: 2027-01-01 (a Friday) is still in 2026's week 53.
-    assert key_id_for("A1ACME", datetime(2027, 1, 1, tzinfo=UTC)) == "A1ACME/2026-W53"
+    assert key_id == "A1ACME/2026-12-03"
+    assert key_id_for("A1ACME", datetime(2026, 12, 3, 23, 59, tzinfo=UTC)) == key_id
+    # The day is UTC's: 20:00 in New York on 12-03 is 12-04.
+    new_york = timezone(timedelta(hours=-5))
+    assert key_id_for("A1ACME", datetime(2026, 12, 3, 20, tzinfo=new_york)) == "A1ACME/2026-12-04"
+    assert shred_after(key_id) == datetime(2027, 1, 3, tzinfo=UTC)  # 12-04 00:00 + 30 days
+    with pytest.raises(ValueError, match="not a data key"):
+        shred_after("A1ACME/2026-02-30")
 
 
 def test_a_sealed_value_is_checked_before_it_is_opened() -> None:
@@ -72,17 +73,17 @@ async def test_a_local_key_encryption_key_wraps_and_rotation_keeps_old_keys_read
     old, new = new_kek(), new_kek()
     before = LocalWrapper("k1", {"k1": old})
     secret = os.urandom(32)
-    wrapped = await before.wrap(secret, "A1ACME/2026-W49")
+    wrapped = await before.wrap(secret, "A1ACME/2026-12-03")
     assert secret not in wrapped
     after = LocalWrapper("k2", {"k1": old, "k2": new})
     assert after.name == "local:k2"
-    assert await after.unwrap(wrapped, "A1ACME/2026-W49", before.name) == secret
-    # The wrapped key belongs to its name: it does not unwrap as another week's.
+    assert await after.unwrap(wrapped, "A1ACME/2026-12-03", before.name) == secret
+    # The wrapped key belongs to its name: it does not unwrap as another day's.
     with pytest.raises(ConfigurationError, match="does not unwrap"):
-        await after.unwrap(wrapped, "A1ACME/2026-W50", before.name)
+        await after.unwrap(wrapped, "A1ACME/2026-12-04", before.name)
     # A retired key no longer configured: a clear error, not garbage.
     with pytest.raises(ConfigurationError, match="not configured"):
-        await LocalWrapper("k2", {"k2": new}).unwrap(wrapped, "A1ACME/2026-W49", before.name)
+        await LocalWrapper("k2", {"k2": new}).unwrap(wrapped, "A1ACME/2026-12-03", before.name)
 
 
 def test_a_key_encryption_key_must_be_thirty_two_bytes() -> None:
