@@ -560,6 +560,8 @@ class _DevStateSource(PydanticBaseSettingsSource):
                 "access_key_id": LOCAL_AWS_KEY,
                 "secret_access_key": LOCAL_AWS_KEY,
             }
+        if state.get("privacy_kek"):
+            values["privacy"] = {"kek": state["privacy_kek"]}
         return values
 
 

@@ -70,6 +70,8 @@ async def emit_if_new(
     # One owner per worker and sender (``sender``, else ``found_by``): tasks of one process that may
     # run at once (the poll, the report reconciliation) are two senders.
     owner = f"{runtime.owner}/{sender or found_by}"
+    # Sealed before the claim: a key store that does not answer leaves no claim behind.
+    sealed = await runtime.sealed(channel, order)
     claim = await store.claim_version(
         DEDUPE_MARK, seller_id, order_id, version, ttl_s=CLAIM_TTL_S, owner=owner
     )
@@ -80,7 +82,9 @@ async def emit_if_new(
             raise VersionBeingSent(f"{order_id} of {version.isoformat()} is being sent by another sender")
         return False
     await runtime.emit(
-        ORDERS_DOWNLOADED, order_key(seller_id, order_id), downloaded_event(channel, order, found_by)
+        ORDERS_DOWNLOADED,
+        order_key(seller_id, order_id),
+        downloaded_event(channel, sealed, found_by),
     )
     await store.set_order_status(
         seller_id,

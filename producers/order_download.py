@@ -536,7 +536,7 @@ async def retry_download(runtime: StageRuntime, envelope: Envelope[Event]) -> No
             await runtime.emit(
                 ORDERS_DOWNLOADED,
                 order_key(channel.seller_id, order_id),
-                downloaded_event(channel, order, "retry"),
+                downloaded_event(channel, await runtime.sealed(channel, order), "retry"),
             )
             await store.record_version(DEDUPE_MARK, channel.seller_id, order_id, order.last_update_date)
             outcome = "done"

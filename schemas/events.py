@@ -44,6 +44,19 @@ class _Value(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+#: ``<seller id>/<YYYY-MM-DD>``: the data key of a seller's orders delivered on one day (ordersync.privacy).
+DATA_KEY_ID = r"^(?P<seller>[A-Z0-9]{1,40})/(?P<day>\d{4}-\d{2}-\d{2})$"
+
+
+class Sealed(_Value):
+    """A buyer's personal fields, encrypted (AES-GCM, ordersync.privacy): readable only while their data
+    key exists."""
+
+    key_id: str = Field(pattern=DATA_KEY_ID)
+    nonce: str = Field(min_length=16, max_length=16)  # 12 bytes, base64
+    ciphertext: str = Field(min_length=24, max_length=64_000)
+
+
 class Money(_Value):
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
     amount: Decimal
@@ -105,9 +118,14 @@ class AmazonOrder(_Value):
     shipping_address: Address | None = None
     earliest_ship_date: AwareDatetime | None = None
     latest_ship_date: AwareDatetime | None = None
+    #: The end of Amazon's delivery promise: when the buyer's personal data may be kept until (+30 days).
+    latest_delivery_date: AwareDatetime | None = None
     #: Items when the API embeds them (2026-01-01); None when they must be fetched (v0).
     items: tuple[AmazonOrderItem, ...] | None = None
     api_version: Literal["v0", "2026-01-01"]
+    #: The buyer's personal data (name, e-mail, the address's name, lines, postal code and phone, gift
+    #: messages), sealed; the fields themselves are then empty. None: the order carries none.
+    personal: Sealed | None = None
 
 
 # --- amazon.orders.downloaded / amazon.orders.enriched -------------------------------------------
@@ -217,6 +235,9 @@ class SalesOrder(_Value):
     gift_lines: tuple[GiftLine, ...] = ()
     #: True when unit prices and line totals include the tax (the channel's "tax included in prices").
     prices_include_tax: bool = False
+    #: The buyer's personal data as the Amazon order sealed it (the customer and address fields and gift
+    #: messages then empty): opened by whoever may read it, unreadable once its key is destroyed.
+    personal: Sealed | None = None
 
 
 class OrderImported(Event):

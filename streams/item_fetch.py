@@ -12,6 +12,8 @@
 - Items are fetched again only when the order changed (dedupe mark per LastUpdateDate); Redis found
   without the marks (restarted empty), they come back from ``amazon.orders.enriched`` before the next
   record, so a redelivered order does not spend a ``getOrderItems`` call again.
+- Buyers' personal data (the address getOrderAddress adds) leaves the stage sealed, with whatever the
+  downloaded order had sealed already (:mod:`ordersync.privacy`).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from functools import partial
 import faust
 
 from ordersync.channels import Channel
-from ordersync.errors import ConfigurationError, Permanent, Retryable
+from ordersync.errors import ConfigurationError, Permanent, PersonalDataExpired, Retryable
 from ordersync.pipeline.runtime import StageRuntime
+from ordersync.privacy.orders import open_order, without_personal
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import Address, AmazonOrder, AmazonOrderItem, OrderDownloaded, OrderEnriched
 from ordersync.schemas.topics import ORDERS_DOWNLOADED, ORDERS_ENRICHED, order_key
@@ -62,6 +65,14 @@ def needs_address(channel: Channel, order: AmazonOrder) -> bool:
     return channel.fetch_pii and order.api_version == "v0" and order.fulfillment_channel == "MFN"
 
 
+async def opened(runtime: StageRuntime, order: AmazonOrder) -> AmazonOrder:
+    """The order with its sealed personal data in the clear, or without it once its key is gone."""
+    try:
+        return await open_order(order, await runtime.key_ring())
+    except PersonalDataExpired:
+        return without_personal(order)
+
+
 async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     downloaded = envelope.payload_as(OrderDownloaded)
     order = downloaded.order
@@ -96,7 +107,11 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
         address = await runtime.retrying(
             f"address of {order.amazon_order_id}", partial(client.get_order_address, order.amazon_order_id)
         )
+    if address is not None and downloaded.order.personal is not None:
+        # New personal data beside sealed data: all of it is sealed again together.
+        downloaded = downloaded.model_copy(update={"order": await opened(runtime, downloaded.order)})
     enriched = enrich(downloaded, items, address)
+    enriched = enriched.model_copy(update={"order": await runtime.sealed(channel, enriched.order)})
     if items is not None:
         await store.record_task(
             "item-fetch", channel.name, ok=True, detail=f"items of {order.amazon_order_id}"

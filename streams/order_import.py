@@ -215,6 +215,8 @@ def build_sales_order(
         shipping_method=channel.default_shipping_method or order.ship_service_level,
         prices_include_tax=channel.prices_include_tax,
         gift_lines=tuple(gift_lines),
+        # Sealed as downloaded, for the order (seller and Amazon order id): the import reads none of it.
+        personal=order.personal,
     )
 
 

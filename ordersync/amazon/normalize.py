@@ -107,6 +107,9 @@ def order_from_v0(raw: dict[str, Any], seller_id: str) -> AmazonOrder:
             shipping_address=_address_v0(raw.get("ShippingAddress")),
             earliest_ship_date=parse_time(raw["EarliestShipDate"]) if raw.get("EarliestShipDate") else None,
             latest_ship_date=parse_time(raw["LatestShipDate"]) if raw.get("LatestShipDate") else None,
+            latest_delivery_date=parse_time(raw["LatestDeliveryDate"])
+            if raw.get("LatestDeliveryDate")
+            else None,
             items=None,
             api_version="v0",
         )
@@ -191,6 +194,7 @@ def order_from_2026(raw: dict[str, Any], seller_id: str) -> AmazonOrder:
         channel = raw.get("salesChannel") or {}
         buyer = raw.get("buyer") or {}
         ship_window = fulfillment.get("shipByWindow") or {}
+        delivery_window = fulfillment.get("deliverByWindow") or {}
         return AmazonOrder(
             amazon_order_id=raw["orderId"],
             seller_id=seller_id,
@@ -212,6 +216,9 @@ def order_from_2026(raw: dict[str, Any], seller_id: str) -> AmazonOrder:
             else None,
             latest_ship_date=parse_time(ship_window["latestDateTime"])
             if ship_window.get("latestDateTime")
+            else None,
+            latest_delivery_date=parse_time(delivery_window["latestDateTime"])
+            if delivery_window.get("latestDateTime")
             else None,
             items=tuple(item_from_2026(item) for item in raw.get("orderItems") or []),
             api_version="2026-01-01",

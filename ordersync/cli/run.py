@@ -26,7 +26,13 @@ def run(
         typer.echo(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}", err=True)
         raise typer.Exit(2)
     setup_logging()
-    run_stage(stage, get_settings())
+    from ordersync.errors import ConfigurationError
+
+    try:
+        run_stage(stage, get_settings())
+    except ConfigurationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def dashboard(

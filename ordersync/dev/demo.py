@@ -10,6 +10,7 @@ order by order.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import secrets
 import signal
@@ -320,6 +321,8 @@ class LocalPipeline:
             "ORDERSYNC_AWS__ACCESS_KEY_ID": LOCAL_AWS_KEY,
             "ORDERSYNC_AWS__SECRET_ACCESS_KEY": LOCAL_AWS_KEY,
             "ORDERSYNC_NOTIFICATIONS__QUEUE_URL": self.queue_url,
+            # Buyers' personal data of fetch_pii channels, sealed; the keys in moto's S3.
+            "ORDERSYNC_PRIVACY__KEK": base64.b64encode(os.urandom(32)).decode(),
             **self._extra_env,
         }
         settings = self.settings()

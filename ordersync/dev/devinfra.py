@@ -21,6 +21,7 @@ spawned and a Ctrl-C in the developer's terminal does not reach a detached serve
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import fcntl
 import json
@@ -641,6 +642,8 @@ class DevState:
     state_file: Path
     #: The local SQS/S3 server ("" in a state file written before it was started too).
     aws_endpoint_url: str = ""
+    #: The key-encryption key of buyers' personal data on this machine's dev servers (made by dev up).
+    privacy_kek: str = ""
 
     @property
     def all_alive(self) -> bool:
@@ -651,6 +654,7 @@ class DevState:
             "kafka_bootstrap": self.kafka_bootstrap,
             "redis_url": self.redis_url,
             "aws_endpoint_url": self.aws_endpoint_url,
+            "privacy_kek": self.privacy_kek,
             "started_at": self.started_at,
             "run_dir": str(self.run_dir),
             "services": {service.name: service.to_json() for service in self.services},
@@ -668,6 +672,7 @@ class DevState:
             ),
             state_file=state_file,
             aws_endpoint_url=str(data.get("aws_endpoint_url") or ""),
+            privacy_kek=str(data.get("privacy_kek") or ""),
         )
 
 
@@ -712,6 +717,7 @@ def _state_lock(state_file: Path) -> Iterator[None]:
 def _write_atomically(path: Path, text: str) -> None:
     # Readers (every Settings() in another process) must never see half a file.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.touch(mode=0o600)  # it holds the dev key-encryption key: the user's alone
     tmp.write_text(text)
     tmp.replace(path)
 
@@ -771,6 +777,7 @@ def dev_up(state_dir: Path | None = None) -> DevState:
             kafka_bootstrap=broker.bootstrap,
             redis_url=redis_server.url,
             aws_endpoint_url=aws.endpoint_url,
+            privacy_kek=base64.b64encode(os.urandom(32)).decode(),
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             run_dir=run_dir,
             services=services,

@@ -28,6 +28,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -72,11 +73,13 @@ from ordersync.pipeline.redrive import (
     waited_too_long,
     waiting_lines,
 )
+from ordersync.privacy.keyring import KeyRing, open_key_ring
+from ordersync.privacy.orders import personal_fields, seal_order, without_personal
 from ordersync.ratelimit import RateLimiter, build_rate_limiter
 from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import decode, encode
 from ordersync.schemas.envelope import Envelope, Event
-from ordersync.schemas.events import EventDeadLettered, RecordParked
+from ordersync.schemas.events import AmazonOrder, EventDeadLettered, RecordParked
 from ordersync.schemas.topics import CATALOGUE, REDRIVE_TIERS, TopicSpec, by_name
 from ordersync.settings import RedriveSettings, Settings
 from ordersync.state import keys
@@ -154,6 +157,9 @@ class StageRuntime:
         self._http: httpx.AsyncClient | None = None
         self._amazon: dict[str, SpApiClient] = {}
         self._health: HealthBoard | None = None
+        self._key_ring: KeyRing | None = None
+        self._key_ring_stack = AsyncExitStack()
+        self._key_ring_lock = asyncio.Lock()
         #: Next offset to process per (topic, partition): the consumer lag's low end.
         self.next_offsets: dict[tuple[str, int], int] = {}
         #: The worker's loop reached this stage's code (readiness of stages without a consumer).
@@ -369,10 +375,29 @@ class StageRuntime:
             self.loop_started = True
 
     async def close(self) -> None:
+        await self._key_ring_stack.aclose()
         if self._http is not None:
             await self._http.aclose()
         if self._store is not None:
             await self._store.redis.aclose()
+
+    async def key_ring(self) -> KeyRing:
+        """The keys of buyers' personal data (S3 and the key-encryption key), opened on first use."""
+        async with self._key_ring_lock:
+            if self._key_ring is None:
+                self._key_ring = await open_key_ring(
+                    self.settings.privacy, self.settings.aws, self.clock, self._key_ring_stack
+                )
+            return self._key_ring
+
+    async def sealed(self, channel: Channel, order: AmazonOrder) -> AmazonOrder:
+        """``order`` as it may leave the Amazon client: its buyer's personal data sealed; for a channel
+        without ``fetch_pii``, dropped (were Amazon to send any, it is not ordersync's to keep)."""
+        if order.personal is not None or not personal_fields(order):
+            return order
+        if not channel.fetch_pii:
+            return without_personal(order)
+        return await seal_order(order, await self.key_ring())
 
     @property
     def limiter_or_none(self) -> RateLimiter | None:

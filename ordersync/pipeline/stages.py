@@ -8,6 +8,8 @@ from typing import Protocol
 
 import faust
 
+from ordersync.channels import ChannelsFile
+from ordersync.errors import ConfigurationError
 from ordersync.kafka.faust_app import make_app
 from ordersync.pipeline.runtime import StageRuntime
 from ordersync.settings import Settings
@@ -34,12 +36,24 @@ class StageModule(Protocol):
     def register(self, app: faust.App, runtime: StageRuntime) -> None: ...
 
 
+def check_privacy(settings: Settings, channels: ChannelsFile) -> None:
+    """A channel allowed buyers' personal data needs a key-encryption key to seal it: refuse to start
+    rather than find out at the first order."""
+    allowed = [channel.name for channel in channels.channels if channel.fetch_pii]
+    if allowed and settings.privacy.kek is None and not settings.privacy.kms_key_id:
+        raise ConfigurationError(
+            f"channels {', '.join(allowed)} fetch buyers' personal data, which ordersync keeps only sealed:"
+            " set ORDERSYNC_PRIVACY__KEK (`ordersync privacy new-kek`) or ORDERSYNC_PRIVACY__KMS_KEY_ID"
+        )
+
+
 def build_stage(name: str, settings: Settings) -> tuple[faust.App, StageRuntime]:
     if name not in STAGES:
         raise KeyError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
     module: StageModule = importlib.import_module(STAGES[name])
     app = make_app(name, settings)
     runtime = StageRuntime(name, settings, app)
+    check_privacy(settings, runtime.channels)
     module.register(app, runtime)
     if getattr(module, "PARKS_RECORDS", True):
         runtime.register_redrive(app)

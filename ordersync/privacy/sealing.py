@@ -17,9 +17,9 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from pydantic import BaseModel, ConfigDict, Field
 
 from ordersync.errors import InvalidEvent
+from ordersync.schemas.events import DATA_KEY_ID, Sealed
 
 #: AES-256 keys; Amazon's policy asks for AES-128 or stronger.
 KEY_BYTES = 32
@@ -27,19 +27,9 @@ NONCE_BYTES = 12
 #: Days after the day of delivery ends before that day's keys are destroyed (Amazon's Data Protection
 #: Policy: personal data no longer than 30 days after delivery, unless a law requires more).
 RETENTION_DAYS = 30
-#: ``<seller id>/<YYYY-MM-DD>``: the key of one seller's orders delivered (at the latest) on one day
-#: (UTC). A day, not a week: the data is gone 30 to 31 days after delivery, never 37.
-KEY_ID = re.compile(r"^(?P<seller>[A-Z0-9]{1,40})/(?P<day>\d{4}-\d{2}-\d{2})$")
-
-
-class Sealed(BaseModel):
-    """Personal fields, encrypted: readable only while their data key exists."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    key_id: str = Field(pattern=KEY_ID.pattern)
-    nonce: str = Field(min_length=16, max_length=16)  # 12 bytes, base64
-    ciphertext: str = Field(min_length=24, max_length=64_000)
+#: The key of one seller's orders delivered (at the latest) on one day (UTC). A day, not a week: the
+#: data is gone 30 to 31 days after delivery, never 37.
+KEY_ID = re.compile(DATA_KEY_ID)
 
 
 @dataclass(frozen=True)

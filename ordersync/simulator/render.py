@@ -54,6 +54,8 @@ class Pii:
 ALL_PII = Pii(shipping_address=True, buyer_name=True, buyer_email=True)
 #: Statuses in which 2026-01-01 shows a seller-fulfilled order's buyer email ("Access Orders PII":
 #: UNSHIPPED, PARTIALLY_SHIPPED or SHIPPED; InvoiceUnconfirmed is SHIPPED there).
+#: The delivery promise after the order is placed (seconds): both APIs' delivery window.
+DELIVERY_AFTER_S = (3 * 86400, 5 * 86400)
 BUYER_EMAIL_STATUSES = frozenset({"Unshipped", "PartiallyShipped", "Shipped", "InvoiceUnconfirmed"})
 
 
@@ -122,6 +124,8 @@ def order_v0(order: Order, version: Version, pii: Pii) -> dict[str, Any]:
             "OrderType": "Preorder" if order.preorder else "StandardOrder",
             "EarliestShipDate": epoch_to_iso(order.created + _DAY),
             "LatestShipDate": epoch_to_iso(order.created + 2 * _DAY),
+            "EarliestDeliveryDate": epoch_to_iso(order.created + DELIVERY_AFTER_S[0]),
+            "LatestDeliveryDate": epoch_to_iso(order.created + DELIVERY_AFTER_S[1]),
             "IsBusinessOrder": False,
             "IsPrime": order.channel == "AFN",
             "IsPremiumOrder": False,
@@ -308,6 +312,10 @@ def order_2026(order: Order, version: Version, included: frozenset[str], pii: Pi
             "shipByWindow": {
                 "earliestDateTime": epoch_to_iso(order.created + _DAY),
                 "latestDateTime": epoch_to_iso(order.created + 2 * _DAY),
+            },
+            "deliverByWindow": {
+                "earliestDateTime": epoch_to_iso(order.created + DELIVERY_AFTER_S[0]),
+                "latestDateTime": epoch_to_iso(order.created + DELIVERY_AFTER_S[1]),
             },
         }
     body["orderItems"] = [_item_2026(order, i, snap, included) for i in range(len(order.items))]

@@ -6,6 +6,7 @@ It is invoked as the user does, ``ordersync dev ...`` (``python -m ordersync.cli
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -159,6 +160,8 @@ def test_up_prints_and_records_every_address(dev_pair: tuple[str, dict[str, Any]
     assert redis_url in output
     assert aws in output
     assert set(state["services"]) == {"broker", "redis", "aws"}
+    # A key-encryption key of its own for buyers' personal data, in a file only its user reads.
+    assert len(base64.b64decode(state["privacy_kek"])) == 32
     for service in state["services"].values():
         assert isinstance(service["pid"], int)
         assert Path(service["log"]).is_file()

@@ -59,10 +59,16 @@ def test_dev_state_file_fills_in_what_the_environment_does_not(
     # The suite may itself run against servers named in the environment (see tests/conftest.py).
     monkeypatch.delenv("ORDERSYNC_KAFKA__BOOTSTRAP", raising=False)
     monkeypatch.delenv("ORDERSYNC_REDIS__URL", raising=False)
+    monkeypatch.delenv("ORDERSYNC_PRIVACY__KEK", raising=False)
+    kek = "A" * 43 + "="
     (tmp_path / "dev.json").write_text(
-        '{"kafka_bootstrap": "127.0.0.1:1234", "redis_url": "redis://127.0.0.1:5/0"}'
+        '{"kafka_bootstrap": "127.0.0.1:1234", "redis_url": "redis://127.0.0.1:5/0",'
+        f' "privacy_kek": "{kek}"}}'
     )
     assert Settings().kafka.bootstrap == "127.0.0.1:1234"
+    dev_kek = Settings().privacy.kek
+    assert dev_kek is not None
+    assert dev_kek.get_secret_value() == kek
     monkeypatch.setenv("ORDERSYNC_KAFKA__BOOTSTRAP", "env:9092")
     settings = Settings()
     assert settings.kafka.bootstrap == "env:9092"

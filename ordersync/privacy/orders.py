@@ -1,0 +1,115 @@
+"""Which parts of an order are the buyer's personal data, and the order with them sealed or opened.
+
+Personal (Amazon's "Access Orders PII" list for Orders 2026-01-01, which v0's restricted data matches):
+the buyer's name and e-mail, the delivery address's name, lines, postal code and phone, and gift
+messages. The rest stays readable (city, region, country, items, money, dates) so routing, dedupe, the
+import and the status model work without any key.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from ordersync.errors import PersonalDataExpired
+from ordersync.privacy.sealing import key_id_for, seal, unseal
+from ordersync.schemas.events import AmazonOrder, Sealed
+
+if TYPE_CHECKING:
+    from ordersync.privacy.keyring import KeyRing
+
+#: The address fields that identify a person; city, county, region and country do not.
+PERSONAL_ADDRESS_FIELDS = ("name", "line1", "line2", "line3", "postal_code", "phone")
+#: Delivery assumed this long after the latest ship date when Amazon gives no delivery promise ...
+SHIP_TO_DELIVERY = timedelta(days=14)
+#: ... or after the purchase when it gives neither (a Pending order).
+PURCHASE_TO_DELIVERY = timedelta(days=30)
+
+
+def subject(order: AmazonOrder) -> str:
+    """What a sealed value is bound to: the seller's order."""
+    return f"{order.seller_id}:{order.amazon_order_id}"
+
+
+def personal_fields(order: AmazonOrder) -> dict[str, str]:
+    """The order's personal data in the clear, by field (empty when it carries none)."""
+    fields: dict[str, str] = {}
+    if order.buyer_name:
+        fields["buyer_name"] = order.buyer_name
+    if order.buyer_email:
+        fields["buyer_email"] = order.buyer_email
+    address = order.shipping_address
+    if address is not None:
+        for name in PERSONAL_ADDRESS_FIELDS:
+            value = getattr(address, name)
+            if value:
+                fields[f"address.{name}"] = value
+    for item in order.items or ():
+        if item.gift_message:
+            fields[f"gift_message.{item.order_item_id}"] = item.gift_message
+    return fields
+
+
+def without_personal(order: AmazonOrder) -> AmazonOrder:
+    """The order with every personal field emptied (and nothing sealed)."""
+    update: dict[str, object] = {"buyer_name": None, "buyer_email": None, "personal": None}
+    if order.shipping_address is not None:
+        update["shipping_address"] = order.shipping_address.model_copy(
+            update=dict.fromkeys(PERSONAL_ADDRESS_FIELDS)
+        )
+    if order.items is not None:
+        update["items"] = tuple(item.model_copy(update={"gift_message": None}) for item in order.items)
+    return order.model_copy(update=update)
+
+
+def with_personal(order: AmazonOrder, fields: dict[str, str]) -> AmazonOrder:
+    """The order with ``fields`` (as :func:`personal_fields` names them) back in the clear."""
+    update: dict[str, object] = {
+        "buyer_name": fields.get("buyer_name"),
+        "buyer_email": fields.get("buyer_email"),
+        "personal": None,
+    }
+    if order.shipping_address is not None:
+        update["shipping_address"] = order.shipping_address.model_copy(
+            update={name: fields.get(f"address.{name}") for name in PERSONAL_ADDRESS_FIELDS}
+        )
+    if order.items is not None:
+        update["items"] = tuple(
+            item.model_copy(update={"gift_message": fields.get(f"gift_message.{item.order_item_id}")})
+            for item in order.items
+        )
+    return order.model_copy(update=update)
+
+
+def delivered_by(order: AmazonOrder) -> datetime:
+    """When the order is delivered at the latest, as far as Amazon says: its delivery promise, else the
+    latest ship date plus :data:`SHIP_TO_DELIVERY`, else the purchase plus :data:`PURCHASE_TO_DELIVERY`."""
+    if order.latest_delivery_date is not None:
+        return order.latest_delivery_date
+    if order.latest_ship_date is not None:
+        return order.latest_ship_date + SHIP_TO_DELIVERY
+    return order.purchase_date + PURCHASE_TO_DELIVERY
+
+
+async def seal_order(order: AmazonOrder, ring: KeyRing) -> AmazonOrder:
+    """The order with its personal data sealed under the key of its day of delivery; an order whose
+    data may no longer be kept (30 days after that day) loses it instead. Already sealed: unchanged."""
+    if order.personal is not None:
+        return order
+    fields = personal_fields(order)
+    if not fields:
+        return order
+    try:
+        key = await ring.sealing_key(key_id_for(order.seller_id, delivered_by(order)))
+    except PersonalDataExpired:
+        return without_personal(order)
+    sealed: Sealed = seal(fields, key, subject(order))
+    return without_personal(order).model_copy(update={"personal": sealed})
+
+
+async def open_order(order: AmazonOrder, ring: KeyRing) -> AmazonOrder:
+    """The order with its personal data in the clear; :class:`PersonalDataExpired` once its key is gone."""
+    if order.personal is None:
+        return order
+    key = await ring.opening_key(order.personal.key_id)
+    return with_personal(order, unseal(order.personal, key, subject(order)))
