@@ -11,6 +11,10 @@ list|show``, ``ordersync status``, ``ordersync export failed`` and the dashboard
 - Output: none on Kafka; the read model in Redis (:class:`ordersync.state.readmodel.ReadModel`), and a
   ``dlq-growth`` notification on the health board when a dead-letter topic receives records.
 - Amazon operations and quotas: none.
+- Buyers' personal data: every hour (Amazon's time) where a key-encryption key is configured, the data
+  keys whose day of deliveries ended 30 days ago are destroyed (:meth:`KeyRing.shred_due`), which makes
+  every copy of what they sealed unreadable; task health ``privacy-shredding``. Any number of replicas
+  may do it: destroying a key twice is harmless.
 - A record that does not decode is skipped with a log line and counted (``ordersync status`` shows the
   count): it is already the DLQ matter of the stage that consumes it, and this stage never writes to a
   DLQ. Redis unavailable: the record is retried until Redis answers, nothing is skipped.
@@ -22,6 +26,7 @@ list|show``, ``ordersync status``, ``ordersync export failed`` and the dashboard
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from functools import partial
 from typing import Any
@@ -37,6 +42,9 @@ from ordersync.state.readmodel.rebuild import RebuildResult, rebuild
 
 log = logging.getLogger(__name__)
 STAGE = "status-projection"
+SHRED_TASK = "privacy-shredding"
+#: How often (Amazon's seconds) the keys due are destroyed: data lives at most this much past its 30 days.
+SHRED_CHECK_S = 3600.0
 #: It retries Redis in place and never parks a record: no redrive agents (see ordersync.pipeline.stages).
 PARKS_RECORDS = False
 
@@ -93,6 +101,26 @@ async def rebuild_model(runtime: StageRuntime, projection: Projection) -> Rebuil
     return result
 
 
+async def shred_once(runtime: StageRuntime) -> list[str]:
+    """Destroy the data keys due now; the names destroyed, also kept as task health."""
+    destroyed = await (await runtime.key_ring()).shred_due()
+    detail = f"{len(destroyed)} keys destroyed" + (f": {', '.join(destroyed)}" if destroyed else "")
+    await runtime.store.record_task(SHRED_TASK, "all", ok=True, detail=detail)
+    if destroyed:
+        log.info("personal data: %s", detail)
+    return destroyed
+
+
+async def shred_personal_data(runtime: StageRuntime) -> None:
+    """:func:`shred_once` every :data:`SHRED_CHECK_S`, for as long as the stage runs."""
+    privacy = runtime.settings.privacy
+    if privacy.kek is None and not privacy.kms_key_id:
+        return  # no key-encryption key: no data key was ever made here
+    while True:
+        await runtime.survive(SHRED_TASK, partial(shred_once, runtime))
+        await asyncio.sleep(SHRED_CHECK_S / runtime.settings.amazon.time_scale)
+
+
 def register(app: faust.App, runtime: StageRuntime) -> None:
     app.conf.id = group_id(runtime.settings.redis.key_prefix)
     projection = Projection(runtime)
@@ -101,6 +129,11 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
     @app.task  # type: ignore[untyped-decorator]
     async def watch_redis() -> None:
         await runtime.watch_generation()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def shred() -> None:
+        await runtime.start()
+        await shred_personal_data(runtime)
 
     for spec in FOLDED_TOPICS:
         _fold_agent(app, runtime, projection, spec)

@@ -8,7 +8,8 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -17,7 +18,7 @@ from ordersync.aws import aws_client
 from ordersync.clock import ManualClock
 from ordersync.errors import PersonalDataExpired
 from ordersync.privacy import key_id_for, seal, shred_after, unseal
-from ordersync.privacy.keyring import new_kek, open_key_ring
+from ordersync.privacy.keyring import StoredKey, new_kek, open_key_ring
 from ordersync.settings import LOCAL_AWS_KEY, AwsSettings, PrivacySettings, get_settings
 
 pytestmark = pytest.mark.stage
@@ -149,7 +150,6 @@ def test_the_privacy_commands_list_shred_and_rewrap_the_keys(
     from typer.testing import CliRunner, Result  # noqa: PLC0415
 
     from ordersync.cli.privacy import privacy_app  # noqa: PLC0415
-    from ordersync.privacy.keyring import StoredKey  # noqa: PLC0415
 
     # A day long past and one far ahead, whatever today is.
     past, future = "A1ACME/2020-01-01", "A1ACME/2099-01-01"
@@ -199,3 +199,29 @@ def test_the_privacy_commands_list_shred_and_rewrap_the_keys(
     unconfigured = invoke("keys")
     assert unconfigured.exit_code == 2
     assert "no key-encryption key" in unconfigured.output
+
+
+async def test_the_status_projection_destroys_the_keys_due(
+    make_runtime: Any, aws: AwsSettings, privacy: PrivacySettings
+) -> None:
+    from ordersync.consumers.status_projection import SHRED_TASK, shred_once  # noqa: PLC0415
+    from ordersync.simulator.runner import RunningSimulator  # noqa: PLC0415
+    from ordersync.simulator.testing import tiny_scenario  # noqa: PLC0415
+
+    scenario = tiny_scenario(orders={"count": 1})
+    with RunningSimulator(scenario) as sim:
+        runtime = await make_runtime(
+            "status-projection", scenario, sim, other_settings={"aws": aws, "privacy": privacy}
+        )
+        ring = await runtime.key_ring()
+        now = runtime.clock.now()
+        # Delivered 31 days before Amazon's now (due) and yesterday (kept).
+        due, kept = (key_id_for("A1ACME", now - timedelta(days=days)) for days in (32, 1))
+        for key_id in (due, kept):
+            wrapped = await ring.wrapper.wrap(b"k" * 32, key_id)
+            assert await ring.store.create(StoredKey(key_id, wrapped, ring.wrapper.name, now.isoformat()))
+        assert await shred_once(runtime) == [due]
+        assert await ring.store.key_ids() == [kept]
+        health = await runtime.store.task(SHRED_TASK, "all")
+        assert health["last_result"] == f"1 keys destroyed: {due}"
+        assert await shred_once(runtime) == []
