@@ -167,12 +167,32 @@ def _number(value: object) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+#: What of an ORDER_CHANGE is the buyer's (Amazon's Orders PII list names the postal code): not kept.
+PERSONAL_SUMMARY_FIELDS = ("DestinationPostalCode",)
+
+
+def without_personal_data(body: str) -> str:
+    """The message body without the buyer's data Amazon puts in an ORDER_CHANGE summary; a body that is
+    not such a notification is left as it is (it goes to the dead letters, and holds no such field)."""
+    try:
+        document = json.loads(body)
+        summary = document["Payload"]["OrderChangeNotification"]["Summary"]
+    except (ValueError, RecursionError, KeyError, TypeError):
+        return body
+    if not isinstance(summary, dict) or not any(field in summary for field in PERSONAL_SUMMARY_FIELDS):
+        return body
+    for field in PERSONAL_SUMMARY_FIELDS:
+        summary.pop(field, None)
+    return json.dumps(document, separators=(",", ":"))
+
+
 def received_record(
     queue: str, message: Mapping[str, Any], now: datetime
 ) -> tuple[str, Envelope[AmazonNotificationReceived]]:
     """An SQS message as the record copied to ``amazon.notifications``: (key, envelope). Nothing is
-    validated here beyond what the key needs: the record is Kafka's copy, whatever it holds."""
-    body = str(message.get("Body", ""))
+    validated here beyond what the key needs: the record is Kafka's copy, whatever it holds, less the
+    buyer's postal code."""
+    body = without_personal_data(str(message.get("Body", "")))
     attributes = message.get("Attributes") or {}
     sent_ms = _number(attributes.get("SentTimestamp"))
     received = AmazonNotificationReceived(

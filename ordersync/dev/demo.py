@@ -214,12 +214,17 @@ def account(truth: list[dict[str, Any]], outcomes: Outcomes, throttled: int, cal
 
 
 def channels_for(
-    scenario: Scenario, *, plans_known: bool = True, orders_api: OrdersApiVersion | None = None
+    scenario: Scenario,
+    *,
+    plans_known: bool = True,
+    orders_api: OrdersApiVersion | None = None,
+    fetch_pii: bool = False,
 ) -> dict[str, Any]:
     """A channels file for the scenario's sellers; both Orders API versions are exercised (one seller
     in two on each) unless ``orders_api`` names one for all.
     ``plans_known``: each seller's usage plans in its channel's ``rate_limits``; without them the
-    rate limiter starts from Amazon's documented plans and learns from the answers' headers."""
+    rate limiter starts from Amazon's documented plans and learns from the answers' headers.
+    ``fetch_pii``: every channel asks for buyers' personal data (kept sealed)."""
     channels = []
     for index, seller in enumerate(scenario.sellers):
         app = seller.applications[0]
@@ -230,6 +235,7 @@ def channels_for(
                 "region": seller.region,
                 "marketplaces": list(seller.marketplaces),
                 "orders_api": orders_api or ("v0" if index % 2 == 0 else "2026-01-01"),
+                "fetch_pii": fetch_pii,
                 "credentials": {
                     "client_id": {"value": app.client_id},
                     "client_secret": {"value": app.client_secret},
@@ -258,6 +264,7 @@ class LocalPipeline:
         backoffice: bool = True,
         plans_known: bool = True,
         orders_api: OrdersApiVersion | None = None,
+        fetch_pii: bool = False,
     ) -> None:
         self.scenario = scenario
         self.run_dir = run_dir
@@ -268,6 +275,7 @@ class LocalPipeline:
         self._backoffice = backoffice
         self._plans_known = plans_known
         self._orders_api = orders_api
+        self._fetch_pii = fetch_pii
         self._broker: EmbeddedBroker | None = None
         self._redis: EmbeddedRedis | None = None
         self._aws: EmbeddedAws | None = None
@@ -304,7 +312,12 @@ class LocalPipeline:
         self.simulator = RunningSimulator(self.scenario, aws=aws)
         self.simulator.start()
         channels_file = self.run_dir / "channels.yaml"
-        channels = channels_for(self.scenario, plans_known=self._plans_known, orders_api=self._orders_api)
+        channels = channels_for(
+            self.scenario,
+            plans_known=self._plans_known,
+            orders_api=self._orders_api,
+            fetch_pii=self._fetch_pii,
+        )
         channels_file.write_text(yaml.safe_dump(channels, sort_keys=False))
         self.env = {
             "ORDERSYNC_KAFKA__BOOTSTRAP": self._kafka_bootstrap,
