@@ -27,8 +27,21 @@ MAX_RECORD_BYTES = 512 * 1024
 #: deep). Bounding it keeps a hostile record from exhausting the parser's recursion.
 MAX_NESTING = 32
 
+
+def _only_added_optional_fields(payload: dict[str, Any]) -> dict[str, Any]:
+    """A version that only added optional fields: the older payload is valid as it is."""
+    return payload
+
+
 #: (event_type, from_version) -> function turning that version's payload into version + 1.
-_UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+_UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    # Version 2: the order's sealed personal data and delivery promise (AmazonOrder.personal and
+    # .latest_delivery_date, SalesOrder.personal). A version-1 reader meets a version-2 event as "newer
+    # than this build knows" (dead-lettered, replayed once upgraded), never as a malformed one.
+    ("OrderDownloaded", 1): _only_added_optional_fields,
+    ("OrderEnriched", 1): _only_added_optional_fields,
+    ("OrderImported", 1): _only_added_optional_fields,
+}
 
 
 def upcaster(event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -139,6 +139,8 @@ FoundBy = Literal["poll", "catch-up", "reconciliation", "retry", "notification"]
 class OrderDownloaded(Event):
     """An order as listed by getOrders/searchOrders: new, or changed since it was last seen."""
 
+    schema_version: ClassVar[int] = 2  # 2: sealed personal data (codec upcasts 1)
+
     channel: NonEmptyStr
     order: AmazonOrder
     found_by: FoundBy = "poll"
@@ -146,6 +148,8 @@ class OrderDownloaded(Event):
 
 class OrderEnriched(Event):
     """An order with its items (fetched through getOrderItems, or embedded by searchOrders)."""
+
+    schema_version: ClassVar[int] = 2  # 2: sealed personal data (codec upcasts 1)
 
     channel: NonEmptyStr
     order: AmazonOrder
@@ -242,6 +246,8 @@ class SalesOrder(_Value):
 
 class OrderImported(Event):
     """A sales order the back-office should create (first import of this Amazon order)."""
+
+    schema_version: ClassVar[int] = 2  # 2: sealed personal data (codec upcasts 1)
 
     sales_order: SalesOrder
 

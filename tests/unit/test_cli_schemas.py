@@ -24,7 +24,7 @@ def test_export_writes_one_schema_per_event_that_real_events_validate_against(tm
     assert result.exit_code == 0, result.output
     expected = {f"{e.event_type()}.v{e.schema_version}.json" for spec in CATALOGUE for e in spec.events}
     assert {p.name for p in tmp_path.iterdir()} == expected
-    schema = json.loads((tmp_path / "OrderDownloaded.v1.json").read_text())
+    schema = json.loads((tmp_path / f"OrderDownloaded.v{OrderDownloaded.schema_version}.json").read_text())
     event = Envelope.wrap(
         OrderDownloaded(channel="acme-us", order=order()), seller_id="A1ACME", correlation_id="c"
     )

@@ -126,3 +126,21 @@ def test_a_seller_sku_longer_than_amazons_40_characters_is_refused_at_the_door()
         InventoryLevelChanged.model_validate({**level, "seller_sku": "S" * 1_000_000})
     with pytest.raises(ValidationError, match="at most 40 characters"):
         ListingChanged(channel="acme-us", merchant_sku="M" * 41, client_sku_id="STK-1")
+
+
+def test_an_order_downloaded_before_personal_data_was_sealed_still_reads() -> None:
+    """Version 1 (no ``personal``, no delivery promise), as topics written before version 2 hold it."""
+    current = Envelope.wrap(
+        OrderDownloaded(channel="acme-us", order=order()), seller_id="A1ACME", correlation_id="c"
+    )
+    data = json.loads(codec.encode(current))
+    data["schema_version"] = 1
+    for field in ("personal", "latest_delivery_date"):
+        del data["payload"]["order"][field]
+    decoded = codec.decode(json.dumps(data).encode(), ORDERS_DOWNLOADED)
+    assert decoded.schema_version == 2
+    assert decoded.payload_as(OrderDownloaded).order == order()
+    # A build that knows only version 1 says to upgrade, instead of calling the record malformed.
+    data["schema_version"] = 3
+    with pytest.raises(InvalidEvent, match="newer than this build knows"):
+        codec.decode(json.dumps(data).encode(), ORDERS_DOWNLOADED)
