@@ -61,6 +61,12 @@ def queue_name(queue_url: str) -> str:
     return queue_url.rstrip("/").rsplit("/", 1)[-1]
 
 
+async def queue_arn(sqs: Any, queue_url: str) -> str:
+    """The ARN of the queue at ``queue_url`` (what Amazon's notification destination names)."""
+    answer = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+    return str(answer["Attributes"]["QueueArn"])
+
+
 async def ensure_queue(aws: AwsSettings, name: str) -> tuple[str, str]:
     """The standard queue ``name``, created if it does not exist: its URL and ARN (what Amazon's
     notification destination names)."""
@@ -77,5 +83,4 @@ async def find_or_create_queue(aws: AwsSettings, name: str) -> tuple[str, str, b
             if exc.response.get("Error", {}).get("Code") not in MISSING_QUEUE_CODES:
                 raise
             url, created = str((await sqs.create_queue(QueueName=name))["QueueUrl"]), True
-        attributes = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-    return url, str(attributes["Attributes"]["QueueArn"]), created
+        return url, await queue_arn(sqs, url), created

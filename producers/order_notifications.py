@@ -41,7 +41,7 @@ import faust
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from ordersync.amazon.client import NotificationDestination, NotificationSubscription
-from ordersync.aws import queue_name, sqs_client
+from ordersync.aws import queue_arn, queue_name, sqs_client
 from ordersync.channels import Channel, ChannelsFile
 from ordersync.errors import InvalidEvent, Permanent
 from ordersync.pipeline.runtime import StageRuntime
@@ -345,8 +345,7 @@ def check_subscription(
 async def check_subscriptions(runtime: StageRuntime, sqs: Any, queue_url: str) -> None:
     """One check of every active channel's subscription, kept as task health; a missing or misdirected
     one raises a notification (order-download stops counting on notifications at once)."""
-    answer = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
-    queue_arn = str(answer["Attributes"]["QueueArn"])
+    arn = await queue_arn(sqs, queue_url)
     for channel in runtime.channels.active():
         client = runtime.amazon(channel)
         try:
@@ -358,7 +357,7 @@ async def check_subscriptions(runtime: StageRuntime, sqs: Any, queue_url: str) -
             # Amazon refuses to say (the application lacks the Notifications role): nothing is known.
             await runtime.store.record_task(SUBSCRIPTION_TASK, channel.name, ok=False, detail=str(exc))
             continue
-        check = check_subscription(subscription, destinations, queue_arn)
+        check = check_subscription(subscription, destinations, arn)
         await runtime.store.record_task(
             SUBSCRIPTION_TASK,
             channel.name,

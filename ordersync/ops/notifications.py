@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from ordersync.amazon.client import AmazonConflict, NotificationDestination, SpApiClient
-from ordersync.aws import find_or_create_queue, sqs_client
+from ordersync.aws import find_or_create_queue, queue_arn, sqs_client
 from ordersync.channels import Channel
 from ordersync.ratelimit import RateLimiter
 from ordersync.settings import Settings
@@ -48,8 +48,7 @@ async def queue_of(settings: Settings) -> tuple[str, str, bool]:
     url = settings.notifications.queue_url
     if url:
         async with sqs_client(settings.aws) as sqs:
-            answer = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-        return url, str(answer["Attributes"]["QueueArn"]), False
+            return url, await queue_arn(sqs, url), False
     return await find_or_create_queue(settings.aws, settings.notifications.queue_name)
 
 
