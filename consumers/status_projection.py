@@ -113,8 +113,7 @@ async def shred_once(runtime: StageRuntime) -> list[str]:
 
 async def shred_personal_data(runtime: StageRuntime) -> None:
     """:func:`shred_once` every :data:`SHRED_CHECK_S`, for as long as the stage runs."""
-    privacy = runtime.settings.privacy
-    if privacy.kek is None and not privacy.kms_key_id:
+    if not runtime.settings.privacy.wraps_keys:
         return  # no key-encryption key: no data key was ever made here
     while True:
         await runtime.survive(SHRED_TASK, partial(shred_once, runtime))

@@ -188,6 +188,11 @@ class PrivacySettings(_Frozen):
         None, description="AWS KMS key (id, ARN or alias) wrapping the data keys instead of a local key."
     )
 
+    @property
+    def wraps_keys(self) -> bool:
+        """Whether a key-encryption key is configured (local or KMS): data keys can be made and opened."""
+        return self.kek is not None or bool(self.kms_key_id)
+
 
 class FeedTypeLimit(_Frozen):
     """A feed type's own token bucket, checked together with createFeed's."""

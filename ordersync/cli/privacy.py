@@ -14,8 +14,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ordersync.clock import SYSTEM_CLOCK
 from ordersync.errors import ConfigurationError
-from ordersync.privacy import shred_after
-from ordersync.privacy.keyring import KeyRing, new_kek, open_key_ring
+from ordersync.privacy import new_kek, shred_after
+from ordersync.privacy.keyring import KeyRing, open_key_ring
 from ordersync.settings import Settings, get_settings
 
 T = TypeVar("T")

@@ -10,7 +10,6 @@ order by order.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import secrets
 import signal
@@ -43,6 +42,7 @@ from ordersync.dev.devinfra import EmbeddedAws, EmbeddedBroker, EmbeddedRedis, s
 from ordersync.errors import InvalidEvent
 from ordersync.kafka.admin import create_topics, kafka_client_config
 from ordersync.pipeline.stages import STAGES
+from ordersync.privacy import new_kek
 from ordersync.schemas.codec import decode
 from ordersync.schemas.events import OrderCancelled, OrderImported, OrderImportFailed, ShipmentFailed
 from ordersync.schemas.topics import (
@@ -335,7 +335,7 @@ class LocalPipeline:
             "ORDERSYNC_AWS__SECRET_ACCESS_KEY": LOCAL_AWS_KEY,
             "ORDERSYNC_NOTIFICATIONS__QUEUE_URL": self.queue_url,
             # Buyers' personal data of fetch_pii channels, sealed; the keys in moto's S3.
-            "ORDERSYNC_PRIVACY__KEK": base64.b64encode(os.urandom(32)).decode(),
+            "ORDERSYNC_PRIVACY__KEK": new_kek(),
             **self._extra_env,
         }
         settings = self.settings()

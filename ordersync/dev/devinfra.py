@@ -21,7 +21,6 @@ spawned and a Ctrl-C in the developer's terminal does not reach a detached serve
 from __future__ import annotations
 
 import atexit
-import base64
 import contextlib
 import fcntl
 import json
@@ -45,6 +44,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
+from ordersync.privacy import new_kek
 from ordersync.settings import dev_state_file
 
 LOOPBACK = "127.0.0.1"
@@ -777,7 +777,7 @@ def dev_up(state_dir: Path | None = None) -> DevState:
             kafka_bootstrap=broker.bootstrap,
             redis_url=redis_server.url,
             aws_endpoint_url=aws.endpoint_url,
-            privacy_kek=base64.b64encode(os.urandom(32)).decode(),
+            privacy_kek=new_kek(),
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             run_dir=run_dir,
             services=services,

@@ -40,7 +40,7 @@ def check_privacy(settings: Settings, channels: ChannelsFile) -> None:
     """A channel allowed buyers' personal data needs a key-encryption key to seal it: refuse to start
     rather than find out at the first order."""
     allowed = [channel.name for channel in channels.channels if channel.fetch_pii]
-    if allowed and settings.privacy.kek is None and not settings.privacy.kms_key_id:
+    if allowed and not settings.privacy.wraps_keys:
         raise ConfigurationError(
             f"channels {', '.join(allowed)} fetch buyers' personal data, which ordersync keeps only sealed:"
             " set ORDERSYNC_PRIVACY__KEK (`ordersync privacy new-kek`) or ORDERSYNC_PRIVACY__KMS_KEY_ID"

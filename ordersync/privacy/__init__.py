@@ -5,6 +5,14 @@ The package itself holds the sealing (:mod:`ordersync.privacy.sealing`; the seal
 schemas' ``Sealed``); the key ring, which talks to S3 and KMS, is :mod:`ordersync.privacy.keyring`, and
 what of an order is personal, :mod:`ordersync.privacy.orders`."""
 
-from ordersync.privacy.sealing import RETENTION_DAYS, DataKey, key_id_for, seal, shred_after, unseal
+from ordersync.privacy.sealing import (
+    RETENTION_DAYS,
+    DataKey,
+    key_id_for,
+    new_kek,
+    seal,
+    shred_after,
+    unseal,
+)
 
-__all__ = ["RETENTION_DAYS", "DataKey", "key_id_for", "seal", "shred_after", "unseal"]
+__all__ = ["RETENTION_DAYS", "DataKey", "key_id_for", "new_kek", "seal", "shred_after", "unseal"]

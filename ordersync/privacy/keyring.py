@@ -63,11 +63,6 @@ def _local_key(name: str, value: str) -> bytes:
     return key
 
 
-def new_kek() -> str:
-    """A fresh local key-encryption key, base64 (for ``ORDERSYNC_PRIVACY__KEK``)."""
-    return base64.b64encode(os.urandom(KEY_BYTES)).decode()
-
-
 class LocalWrapper:
     """Key-encryption keys from the settings: the current one wraps; it and the retired ones unwrap."""
 
@@ -306,7 +301,8 @@ class KeyRing:
 
 
 class _LocalOrKms:
-    """A local wrapper that hands keys wrapped by KMS to KMS (and the reverse), during a move between them."""
+    """The current wrapper (KMS) with the local key beside it during a move: each key is unwrapped by the
+    kind of key that wrapped it."""
 
     def __init__(self, current: KeyWrapper, others: tuple[KeyWrapper, ...]) -> None:
         self._current = current
@@ -332,24 +328,23 @@ async def open_key_ring(
     privacy: PrivacySettings, aws: AwsSettings, clock: Clock, stack: AsyncExitStack
 ) -> KeyRing:
     """The key ring the settings describe; its AWS clients close with ``stack``."""
+    if not privacy.wraps_keys:
+        raise ConfigurationError(
+            "privacy: no key-encryption key (privacy.kek or privacy.kms_key_id); `ordersync privacy new-kek`"
+            " prints a local one"
+        )
     s3 = await stack.enter_async_context(aws_client(aws, "s3"))
     local: KeyWrapper | None = None
     if privacy.kek is not None:
         keys = {name: value.get_secret_value() for name, value in privacy.previous_keks.items()}
         keys[privacy.kek_id] = privacy.kek.get_secret_value()
         local = LocalWrapper(privacy.kek_id, keys)
-    kms: KeyWrapper | None = None
     if privacy.kms_key_id:
         kms = KmsWrapper(await stack.enter_async_context(aws_client(aws, "kms")), privacy.kms_key_id)
-    if kms is not None:
         wrapper: KeyWrapper = _LocalOrKms(kms, (local,) if local is not None else ())
-    elif local is not None:
-        wrapper = local
     else:
-        raise ConfigurationError(
-            "privacy: no key-encryption key (privacy.kek or privacy.kms_key_id); `ordersync privacy new-kek`"
-            " prints a local one"
-        )
+        assert local is not None  # wraps_keys: a local key when there is no KMS key
+        wrapper = local
     store = S3KeyStore(s3, privacy.key_bucket)
     await store.ensure_bucket()
     return KeyRing(store, wrapper, clock)

@@ -44,6 +44,11 @@ class DataKey:
         return f"DataKey({self.key_id!r}, shred_after={self.shred_after.isoformat()})"
 
 
+def new_kek() -> str:
+    """A fresh local key-encryption key, base64 (for ``ORDERSYNC_PRIVACY__KEK``)."""
+    return base64.b64encode(os.urandom(KEY_BYTES)).decode()
+
+
 def key_id_for(seller_id: str, delivered_by: datetime) -> str:
     """The data key of ``seller_id``'s orders delivered (at the latest) on ``delivered_by``'s day (UTC)."""
     return f"{seller_id}/{delivered_by.astimezone(UTC).date().isoformat()}"

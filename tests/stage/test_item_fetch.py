@@ -10,7 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from ordersync.amazon.client import OrdersQuery
-from ordersync.privacy.keyring import new_kek
+from ordersync.privacy import new_kek
 from ordersync.privacy.orders import open_order
 from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.events import OrderDownloaded, OrderEnriched

@@ -17,8 +17,8 @@ from pydantic import SecretStr
 from ordersync.aws import aws_client
 from ordersync.clock import ManualClock
 from ordersync.errors import PersonalDataExpired
-from ordersync.privacy import key_id_for, seal, shred_after, unseal
-from ordersync.privacy.keyring import StoredKey, new_kek, open_key_ring
+from ordersync.privacy import key_id_for, new_kek, seal, shred_after, unseal
+from ordersync.privacy.keyring import StoredKey, open_key_ring
 from ordersync.settings import LOCAL_AWS_KEY, AwsSettings, PrivacySettings, get_settings
 
 pytestmark = pytest.mark.stage

@@ -12,8 +12,7 @@ from pydantic import SecretStr
 from ordersync.channels import ChannelsFile
 from ordersync.errors import ConfigurationError
 from ordersync.pipeline.stages import check_privacy
-from ordersync.privacy import DataKey, seal, shred_after, unseal
-from ordersync.privacy.keyring import new_kek
+from ordersync.privacy import DataKey, new_kek, seal, shred_after, unseal
 from ordersync.privacy.orders import (
     PURCHASE_TO_DELIVERY,
     SHIP_TO_DELIVERY,

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from ordersync.errors import ConfigurationError, InvalidEvent
-from ordersync.privacy import DataKey, key_id_for, seal, shred_after, unseal
-from ordersync.privacy.keyring import LocalWrapper, new_kek
+from ordersync.privacy import DataKey, key_id_for, new_kek, seal, shred_after, unseal
+from ordersync.privacy.keyring import LocalWrapper
 from ordersync.schemas.events import Sealed
 
 pytestmark = pytest.mark.unit
