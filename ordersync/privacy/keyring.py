@@ -233,43 +233,45 @@ class KeyRing:
             f" that day's deliveries ({due.date().isoformat()})"
         )
 
+    async def _existing(self, key_id: str, due: datetime) -> DataKey | None:
+        """The key ``key_id`` if it exists (from memory, else the store, unwrapped), None if it does not;
+        :class:`PersonalDataExpired` once its retention ended."""
+        if self.clock.now() >= due:
+            raise self._expired(key_id, due)
+        cached = self._cached(key_id)
+        if cached is not None:
+            return cached
+        stored = await self.store.get(key_id)
+        if stored is None:
+            return None
+        secret = await self.wrapper.unwrap(stored.wrapped, stored.key_id, stored.wrapped_by)
+        return self._remember(DataKey(stored.key_id, secret, due))
+
     async def sealing_key(self, key_id: str) -> DataKey:
         """The key to seal data of ``key_id`` with, made now if there is none yet; an expired day raises
         :class:`PersonalDataExpired` (data that must not be kept is not sealed, it is dropped)."""
         due = shred_after(key_id)
-        if self.clock.now() >= due:
-            raise self._expired(key_id, due)
-        cached = self._cached(key_id)
-        if cached is not None:
-            return cached
-        stored = await self.store.get(key_id)
-        if stored is None:
-            secret = os.urandom(KEY_BYTES)
-            wrapped = await self.wrapper.wrap(secret, key_id)
-            made = StoredKey(key_id, wrapped, self.wrapper.name, self.clock.now().isoformat())
-            if await self.store.create(made):
-                return self._remember(DataKey(key_id, secret, due))
-            stored = await self.store.get(key_id)  # made meanwhile by another worker: that one
-            if stored is None:
-                raise self._expired(key_id, due)  # made and destroyed meanwhile
-        return self._remember(await self._open(stored, due))
+        existing = await self._existing(key_id, due)
+        if existing is not None:
+            return existing
+        secret = os.urandom(KEY_BYTES)
+        wrapped = await self.wrapper.wrap(secret, key_id)
+        if await self.store.create(
+            StoredKey(key_id, wrapped, self.wrapper.name, self.clock.now().isoformat())
+        ):
+            return self._remember(DataKey(key_id, secret, due))
+        existing = await self._existing(key_id, due)  # made meanwhile by another worker: that one
+        if existing is None:
+            raise self._expired(key_id, due)  # made and destroyed meanwhile
+        return existing
 
     async def opening_key(self, key_id: str) -> DataKey:
         """The key that opens data sealed with ``key_id``; :class:`PersonalDataExpired` once destroyed."""
         due = shred_after(key_id)
-        if self.clock.now() >= due:
+        existing = await self._existing(key_id, due)
+        if existing is None:
             raise self._expired(key_id, due)
-        cached = self._cached(key_id)
-        if cached is not None:
-            return cached
-        stored = await self.store.get(key_id)
-        if stored is None:
-            raise self._expired(key_id, due)
-        return self._remember(await self._open(stored, due))
-
-    async def _open(self, stored: StoredKey, due: datetime) -> DataKey:
-        secret = await self.wrapper.unwrap(stored.wrapped, stored.key_id, stored.wrapped_by)
-        return DataKey(stored.key_id, secret, due)
+        return existing
 
     async def shred_due(self) -> list[str]:
         """Destroy every key whose retention ended; the names destroyed."""
