@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 
 from ordersync.dev.devinfra import EmbeddedAws, EmbeddedBroker, EmbeddedRedis
 from ordersync.kafka.admin import create_topics
 from ordersync.schemas.topics import CATALOGUE
-from ordersync.settings import Settings, get_settings
+from ordersync.settings import LOCAL_AWS_KEY, AwsSettings, Settings, get_settings
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -71,6 +72,16 @@ def aws_endpoint_url() -> Iterator[str]:
         return
     with EmbeddedAws() as server:
         yield server.endpoint_url
+
+
+@pytest.fixture
+def aws(aws_endpoint_url: str) -> AwsSettings:
+    """The settings that reach the session's SQS/S3/KMS server (it takes any credentials)."""
+    return AwsSettings(
+        endpoint_url=aws_endpoint_url,
+        access_key_id=SecretStr(LOCAL_AWS_KEY),
+        secret_access_key=SecretStr(LOCAL_AWS_KEY),
+    )
 
 
 def _settings_on(kafka_bootstrap: str) -> Settings:

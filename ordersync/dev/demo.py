@@ -61,6 +61,7 @@ from ordersync.settings import (
     LOCAL_AWS_KEY,
     AwsSettings,
     KafkaSettings,
+    PrivacySettings,
     RedisSettings,
     Settings,
 )
@@ -350,10 +351,18 @@ class LocalPipeline:
             self.start_process("backoffice", ["backoffice", "--delay", "0.5"])
 
     def settings(self) -> Settings:
+        """The settings the stages run with, as far as a test or the demo reaches what they reach."""
+        env = self.env
         return Settings(
-            kafka=KafkaSettings(bootstrap=self.env["ORDERSYNC_KAFKA__BOOTSTRAP"]),
-            redis=RedisSettings(url=self.env["ORDERSYNC_REDIS__URL"]),
-            channels_file=Path(self.env["ORDERSYNC_CHANNELS_FILE"]),
+            kafka=KafkaSettings(bootstrap=env["ORDERSYNC_KAFKA__BOOTSTRAP"]),
+            redis=RedisSettings(url=env["ORDERSYNC_REDIS__URL"]),
+            channels_file=Path(env["ORDERSYNC_CHANNELS_FILE"]),
+            aws=AwsSettings(
+                endpoint_url=env["ORDERSYNC_AWS__ENDPOINT_URL"],
+                access_key_id=SecretStr(env["ORDERSYNC_AWS__ACCESS_KEY_ID"]),
+                secret_access_key=SecretStr(env["ORDERSYNC_AWS__SECRET_ACCESS_KEY"]),
+            ),
+            privacy=PrivacySettings(kek=SecretStr(env["ORDERSYNC_PRIVACY__KEK"])),
         )
 
     def _load_listings(self) -> None:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ordersync.errors import PersonalDataExpired
-from ordersync.privacy.sealing import key_id_for, seal, unseal
+from ordersync.privacy.sealing import DataKey, key_id_for, seal, unseal
 from ordersync.schemas.events import AmazonOrder, Sealed
 
 if TYPE_CHECKING:
@@ -91,20 +91,24 @@ def delivered_by(order: AmazonOrder) -> datetime:
     return order.purchase_date + PURCHASE_TO_DELIVERY
 
 
+def sealed_with(order: AmazonOrder, key: DataKey) -> AmazonOrder:
+    """The order with its personal fields sealed with ``key`` into ``personal`` and emptied."""
+    sealed: Sealed = seal(personal_fields(order), key, subject(order))
+    return without_personal(order).model_copy(update={"personal": sealed})
+
+
 async def seal_order(order: AmazonOrder, ring: KeyRing) -> AmazonOrder:
     """The order with its personal data sealed under the key of its day of delivery; an order whose
     data may no longer be kept (30 days after that day) loses it instead. Already sealed: unchanged."""
     if order.personal is not None:
         return order
-    fields = personal_fields(order)
-    if not fields:
+    if not personal_fields(order):
         return order
     try:
         key = await ring.sealing_key(key_id_for(order.seller_id, delivered_by(order)))
     except PersonalDataExpired:
         return without_personal(order)
-    sealed: Sealed = seal(fields, key, subject(order))
-    return without_personal(order).model_copy(update={"personal": sealed})
+    return sealed_with(order, key)
 
 
 async def open_order(order: AmazonOrder, ring: KeyRing) -> AmazonOrder:

@@ -12,14 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from ordersync.amazon.normalize import parse_time
 from ordersync.aws import sqs_client
 from ordersync.dev.demo import LocalPipeline, local_pipeline
 from ordersync.schemas.events import EventDeadLettered, OrderDownloaded
 from ordersync.schemas.topics import AMAZON_NOTIFICATIONS, ORDERS_DOWNLOADED
-from ordersync.settings import AwsSettings
 from ordersync.simulator.testing import tiny_scenario
 from tests.factories import order_change_body
 from tests.topics import read_all, wait_for
@@ -29,20 +27,11 @@ pytestmark = pytest.mark.integration
 STAGE = "order-notifications"
 
 
-def _aws(pipeline: LocalPipeline) -> AwsSettings:
-    env = pipeline.env
-    return AwsSettings(
-        endpoint_url=env["ORDERSYNC_AWS__ENDPOINT_URL"],
-        access_key_id=SecretStr(env["ORDERSYNC_AWS__ACCESS_KEY_ID"]),
-        secret_access_key=SecretStr(env["ORDERSYNC_AWS__SECRET_ACCESS_KEY"]),
-    )
-
-
 def _send(pipeline: LocalPipeline, bodies: list[str]) -> None:
     """Put ``bodies`` on the queue as Amazon would."""
 
     async def send() -> None:
-        async with sqs_client(_aws(pipeline)) as sqs:
+        async with sqs_client(pipeline.settings().aws) as sqs:
             for start in range(0, len(bodies), 10):
                 entries = [
                     {"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start : start + 10])
@@ -54,7 +43,7 @@ def _send(pipeline: LocalPipeline, bodies: list[str]) -> None:
 
 def _queue_depth(pipeline: LocalPipeline) -> int:
     async def depth() -> int:
-        async with sqs_client(_aws(pipeline)) as sqs:
+        async with sqs_client(pipeline.settings().aws) as sqs:
             names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
             attributes = (await sqs.get_queue_attributes(QueueUrl=pipeline.queue_url, AttributeNames=names))[
                 "Attributes"

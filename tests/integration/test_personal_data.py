@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from pydantic import SecretStr
 
 from ordersync.clock import EpochClock
 from ordersync.dev.demo import LocalPipeline, local_pipeline
@@ -20,7 +19,6 @@ from ordersync.privacy.keyring import open_key_ring
 from ordersync.privacy.orders import open_order
 from ordersync.schemas.events import AmazonOrder, OrderEnriched, OrderImported
 from ordersync.schemas.topics import CATALOGUE, ORDERS_ENRICHED, ORDERS_IMPORTED
-from ordersync.settings import AwsSettings, PrivacySettings
 from ordersync.simulator.testing import TEST_APPLICATION, tiny_scenario
 from tests.topics import read_all, wait_for
 
@@ -76,15 +74,10 @@ def _redis_text(url: str) -> str:
 
 async def _opened(pipeline: LocalPipeline, orders: list[AmazonOrder]) -> list[AmazonOrder]:
     assert pipeline.simulator is not None
-    env = pipeline.env
-    aws = AwsSettings(
-        endpoint_url=env["ORDERSYNC_AWS__ENDPOINT_URL"],
-        access_key_id=SecretStr(env["ORDERSYNC_AWS__ACCESS_KEY_ID"]),
-        secret_access_key=SecretStr(env["ORDERSYNC_AWS__SECRET_ACCESS_KEY"]),
-    )
-    privacy = PrivacySettings(kek=SecretStr(env["ORDERSYNC_PRIVACY__KEK"]))
+    settings = pipeline.settings()
     async with AsyncExitStack() as stack:
-        ring = await open_key_ring(privacy, aws, EpochClock(pipeline.simulator.state.now), stack)
+        clock = EpochClock(pipeline.simulator.state.now)
+        ring = await open_key_ring(settings.privacy, settings.aws, clock, stack)
         return [await open_order(order, ring) for order in orders]
 
 

@@ -15,7 +15,7 @@ from ordersync.privacy.orders import open_order
 from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.events import OrderDownloaded, OrderEnriched
 from ordersync.schemas.topics import ORDERS_ENRICHED
-from ordersync.settings import LOCAL_AWS_KEY, AwsSettings, PrivacySettings
+from ordersync.settings import AwsSettings, PrivacySettings
 from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.testing import tiny_scenario
 from ordersync.streams.item_fetch import handle
@@ -39,14 +39,9 @@ async def _downloaded(runtime: Any) -> list[Envelope[OrderDownloaded]]:
 
 
 async def test_items_once_per_version_pending_held_and_the_address_with_pii(
-    make_runtime: Any, aws_endpoint_url: str
+    make_runtime: Any, aws: AwsSettings
 ) -> None:
     scenario = tiny_scenario(orders={"count": 8, "pending_share": 0.5, "pending_duration_s": [90000, 90000]})
-    aws = AwsSettings(
-        endpoint_url=aws_endpoint_url,
-        access_key_id=SecretStr(LOCAL_AWS_KEY),
-        secret_access_key=SecretStr(LOCAL_AWS_KEY),
-    )
     privacy = PrivacySettings(key_bucket=f"keys-{uuid.uuid4().hex[:12]}", kek=SecretStr(new_kek()))
     with RunningSimulator(scenario) as sim:
         sim.state.advance_clock(300)

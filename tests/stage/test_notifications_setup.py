@@ -11,27 +11,17 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from ordersync.aws import sqs_client
 from ordersync.ops.notifications import setup_notifications
 from ordersync.ratelimit import InMemoryRateLimiter
 from ordersync.ratelimit.plans import PlanBook
-from ordersync.settings import LOCAL_AWS_KEY, AmazonSettings, AwsSettings, NotificationsSettings, Settings
+from ordersync.settings import AmazonSettings, AwsSettings, NotificationsSettings, Settings
 from ordersync.simulator import RunningSimulator, SimulatorState
 from ordersync.simulator.testing import TEST_SELLER, tiny_scenario
 from tests.stage.test_simulator_notifications import PROMPT, make_channel
 
 pytestmark = pytest.mark.stage
-
-
-@pytest.fixture
-def aws(aws_endpoint_url: str) -> AwsSettings:
-    return AwsSettings(
-        endpoint_url=aws_endpoint_url,
-        access_key_id=SecretStr(LOCAL_AWS_KEY),
-        secret_access_key=SecretStr(LOCAL_AWS_KEY),
-    )
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from functools import partial
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from ordersync.amazon.normalize import parse_time
 from ordersync.aws import ensure_queue, sqs_client
@@ -26,7 +25,7 @@ from ordersync.producers.order_notifications import (
 from ordersync.schemas.codec import encode
 from ordersync.schemas.events import EventDeadLettered, OrderDownloaded, RecordParked
 from ordersync.schemas.topics import AMAZON_NOTIFICATIONS, ORDERS_DOWNLOADED, REDRIVE_TIERS
-from ordersync.settings import LOCAL_AWS_KEY, AwsSettings, NotificationsSettings
+from ordersync.settings import AwsSettings, NotificationsSettings
 from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.testing import tiny_scenario
 from tests.factories import order_change_body
@@ -166,13 +165,8 @@ async def test_what_is_not_a_served_order_change_is_dead_lettered_with_the_reaso
 
 
 async def test_the_subscription_check_says_when_amazon_cannot_send_here(
-    make_runtime: Any, aws_endpoint_url: str
+    make_runtime: Any, aws: AwsSettings
 ) -> None:
-    aws = AwsSettings(
-        endpoint_url=aws_endpoint_url,
-        access_key_id=SecretStr(LOCAL_AWS_KEY),
-        secret_access_key=SecretStr(LOCAL_AWS_KEY),
-    )
     queue_url, _ = await ensure_queue(aws, f"check-{uuid.uuid4().hex[:12]}")
     elsewhere_url, _ = await ensure_queue(aws, f"elsewhere-{uuid.uuid4().hex[:12]}")
     scenario = tiny_scenario(orders={"count": 1})

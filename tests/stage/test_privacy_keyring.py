@@ -29,15 +29,6 @@ FIELDS = {"buyer_name": "Jane Buyer", "line1": "1 Main St"}
 
 
 @pytest.fixture
-def aws(aws_endpoint_url: str) -> AwsSettings:
-    return AwsSettings(
-        endpoint_url=aws_endpoint_url,
-        access_key_id=SecretStr(LOCAL_AWS_KEY),
-        secret_access_key=SecretStr(LOCAL_AWS_KEY),
-    )
-
-
-@pytest.fixture
 def privacy() -> PrivacySettings:
     return PrivacySettings(key_bucket=f"keys-{uuid.uuid4().hex[:12]}", kek=SecretStr(new_kek()))
 

@@ -26,7 +26,7 @@ from ordersync.channels import Channel, LwaCredentials, SecretRef
 from ordersync.errors import AmazonRejected, AmazonThrottled
 from ordersync.ratelimit import InMemoryRateLimiter
 from ordersync.ratelimit.plans import PlanBook
-from ordersync.settings import LOCAL_AWS_KEY, AmazonSettings, AwsSettings
+from ordersync.settings import AmazonSettings, AwsSettings
 from ordersync.simulator import RunningSimulator, SimulatorState
 from ordersync.simulator.testing import (
     TEST_CLIENT_ID,
@@ -42,15 +42,6 @@ pytestmark = pytest.mark.stage
 US = "ATVPDKIKX0DER"
 #: Every notification due 1 to 5 simulated seconds after its change, no late tail.
 PROMPT = {"lag_s": [1, 5], "late": {"p_late": 0.0, "max_late_s": 0}}
-
-
-@pytest.fixture
-def aws(aws_endpoint_url: str) -> AwsSettings:
-    return AwsSettings(
-        endpoint_url=aws_endpoint_url,
-        access_key_id=SecretStr(LOCAL_AWS_KEY),
-        secret_access_key=SecretStr(LOCAL_AWS_KEY),
-    )
 
 
 async def new_queue(aws: AwsSettings) -> tuple[str, str]:

@@ -12,17 +12,18 @@ from pydantic import SecretStr
 from ordersync.channels import ChannelsFile
 from ordersync.errors import ConfigurationError
 from ordersync.pipeline.stages import check_privacy
-from ordersync.privacy import DataKey, new_kek, seal, shred_after, unseal
+from ordersync.privacy import DataKey, new_kek, shred_after, unseal
 from ordersync.privacy.orders import (
     PURCHASE_TO_DELIVERY,
     SHIP_TO_DELIVERY,
     delivered_by,
     personal_fields,
+    sealed_with,
     subject,
     with_personal,
     without_personal,
 )
-from ordersync.schemas.events import Address
+from ordersync.schemas.events import Address, AmazonOrder
 from ordersync.settings import PrivacySettings, Settings
 from ordersync.streams.order_import import build_sales_order
 from tests.factories import T0, channel, item, order
@@ -77,13 +78,15 @@ def test_without_personal_data_the_order_keeps_what_routes_and_imports_it() -> N
     assert with_personal(bare, personal_fields(full)) == full
 
 
+def _key(order: AmazonOrder) -> DataKey:
+    key_id = f"{order.seller_id}/2026-12-03"
+    return DataKey(key_id, os.urandom(32), shred_after(key_id))
+
+
 def test_sealed_personal_data_opens_back_to_the_same_order() -> None:
     full = _personal_order()
-    key_id = f"{full.seller_id}/2026-12-03"
-    key = DataKey(key_id, os.urandom(32), shred_after(key_id))
-    sealed = without_personal(full).model_copy(
-        update={"personal": seal(personal_fields(full), key, subject(full))}
-    )
+    key = _key(full)
+    sealed = sealed_with(full, key)
     assert "Jane" not in sealed.model_dump_json()
     assert sealed.personal is not None
     assert with_personal(sealed, unseal(sealed.personal, key, subject(sealed))) == full
@@ -100,12 +103,7 @@ def test_the_key_follows_the_delivery_promise_else_the_ship_date_else_the_purcha
 
 
 def test_a_sales_order_carries_the_sealed_data_and_no_personal_field() -> None:
-    full = _personal_order()
-    key_id = f"{full.seller_id}/2026-12-03"
-    key = DataKey(key_id, os.urandom(32), shred_after(key_id))
-    sealed = without_personal(full).model_copy(
-        update={"personal": seal(personal_fields(full), key, subject(full))}
-    )
+    sealed = sealed_with(_personal_order(), _key(_personal_order()))
     sales = build_sales_order(sealed, channel(), {"SKU-1": "S"}, "SO1")
     assert sales.personal == sealed.personal
     assert (sales.customer_name, sales.customer_email) == (None, None)
