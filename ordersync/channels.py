@@ -162,6 +162,25 @@ class Channel(_Frozen):
         " the seller's own orders, tax, invoicing). Without it, v0 orders carry city, region, postal code"
         " and country, and 2026-01-01 orders no address.",
     )
+    personal_data_retention_days: int = Field(
+        30,
+        ge=30,
+        le=3650,
+        description="Days after delivery this channel's buyers' personal data is kept (Amazon's Data"
+        " Protection Policy: 30, more only where a law requires it; the reason is then required).",
+    )
+    personal_data_retention_reason: Annotated[str, Field(min_length=3, max_length=500)] | None = Field(
+        None,
+        description="The law that requires keeping personal data beyond 30 days after delivery (e.g. a"
+        " tax code's invoice retention); recorded with every data key it governs.",
+    )
+    delivery_allowance_days: int = Field(
+        14,
+        ge=1,
+        le=90,
+        description="When Amazon promises no delivery date: days after the latest ship date an order"
+        " counts as delivered (its personal data's 30 days start then).",
+    )
     #: "stock only": no order of this channel is imported (stock levels still flow).
     sync_level: SyncLevel = "orders and stock"
     product_identification: ProductIdentification = "seller_sku"
@@ -196,6 +215,15 @@ class Channel(_Frozen):
         if isinstance(data, dict) and data.get("default_shipping_method") and not data.get("default_carrier"):
             return {**data, "default_carrier": data["default_shipping_method"]}
         return data
+
+    @model_validator(mode="after")
+    def _retention_has_a_reason(self) -> Channel:
+        if self.personal_data_retention_days > 30 and not (self.personal_data_retention_reason or "").strip():
+            raise ValueError(
+                "personal_data_retention_days above 30 needs personal_data_retention_reason: the law that"
+                " requires it (Amazon allows longer retention only for that)"
+            )
+        return self
 
     def crop_sku(self, sku: str) -> str:
         for rule in self.sku_crop:

@@ -44,8 +44,9 @@ class _Value(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-#: ``<seller id>/<YYYY-MM-DD>``: the data key of a seller's orders delivered on one day (ordersync.privacy).
-DATA_KEY_ID = r"^(?P<seller>[A-Z0-9]{1,40})/(?P<day>\d{4}-\d{2}-\d{2})$"
+#: ``<seller id>/<YYYY-MM-DD>[/r<days>]``: the data key of a seller's orders delivered on one day
+#: (ordersync.privacy), kept 30 days after it or, with the suffix, the longer retention a law requires.
+DATA_KEY_ID = r"^(?P<seller>[A-Z0-9]{1,40})/(?P<day>\d{4}-\d{2}-\d{2})(?:/r(?P<days>\d{2,4}))?$"
 
 
 class Sealed(_Value):

@@ -14,7 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ordersync.clock import SYSTEM_CLOCK
 from ordersync.errors import ConfigurationError
-from ordersync.privacy import new_kek, shred_after
+from ordersync.privacy import RETENTION_DAYS, new_kek, retention_of, shred_after
 from ordersync.privacy.keyring import KeyRing, open_key_ring
 from ordersync.settings import Settings, get_settings
 
@@ -44,8 +44,16 @@ def _with_ring(settings: Settings, action: Callable[[KeyRing], Awaitable[T]]) ->
         raise typer.Exit(1) from exc
 
 
-async def _key_ids(ring: KeyRing) -> list[str]:
-    return sorted(await ring.store.key_ids())
+async def _keys(ring: KeyRing) -> list[tuple[str, str | None]]:
+    """Each key's name, with the recorded reason for a retention beyond 30 days."""
+    found = []
+    for key_id in sorted(await ring.store.key_ids()):
+        reason = None
+        if retention_of(key_id) > RETENTION_DAYS:
+            stored = await ring.store.get(key_id)
+            reason = stored.retention_reason if stored else None
+        found.append((key_id, reason))
+    return found
 
 
 @privacy_app.command("new-kek")
@@ -56,9 +64,13 @@ def new_kek_command() -> None:
 
 @privacy_app.command("keys")
 def keys_command() -> None:
-    """The data keys kept (seller and day of delivery) and when each is destroyed."""
-    for key_id in _with_ring(get_settings(), _key_ids):
-        typer.echo(f"{key_id}\tdestroyed from {shred_after(key_id).isoformat()}")
+    """The data keys kept (seller and day of delivery), when each is destroyed and, for a retention
+    beyond 30 days, the law recorded for it."""
+    for key_id, reason in _with_ring(get_settings(), _keys):
+        line = f"{key_id}\tdestroyed from {shred_after(key_id).isoformat()}"
+        if retention_of(key_id) > RETENTION_DAYS:
+            line += f"\tkept {retention_of(key_id)} days: {reason or '(no reason recorded)'}"
+        typer.echo(line)
 
 
 @privacy_app.command("rewrap")
@@ -72,7 +84,7 @@ def rewrap_command() -> None:
 def shred_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing when no key is due.")] = False,
 ) -> None:
-    """Destroy every data key whose day of deliveries ended 30 days ago."""
+    """Destroy every data key whose retention (30 days, or a longer one by law) after its day ended."""
     destroyed = _with_ring(get_settings(), KeyRing.shred_due)
     for key_id in destroyed:
         typer.echo(f"destroyed {key_id}")

@@ -74,7 +74,7 @@ from ordersync.pipeline.redrive import (
     waiting_lines,
 )
 from ordersync.privacy.keyring import KeyRing, open_key_ring
-from ordersync.privacy.orders import personal_fields, seal_order, without_personal
+from ordersync.privacy.orders import Retention, personal_fields, seal_order, without_personal
 from ordersync.ratelimit import RateLimiter, build_rate_limiter
 from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import decode, encode
@@ -397,7 +397,7 @@ class StageRuntime:
             return order
         if not channel.fetch_pii:
             return without_personal(order)
-        return await seal_order(order, await self.key_ring())
+        return await seal_order(order, await self.key_ring(), Retention.of(channel))
 
     @property
     def limiter_or_none(self) -> RateLimiter | None:

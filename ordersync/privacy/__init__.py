@@ -10,9 +10,19 @@ from ordersync.privacy.sealing import (
     DataKey,
     key_id_for,
     new_kek,
+    retention_of,
     seal,
     shred_after,
     unseal,
 )
 
-__all__ = ["RETENTION_DAYS", "DataKey", "key_id_for", "new_kek", "seal", "shred_after", "unseal"]
+__all__ = [
+    "RETENTION_DAYS",
+    "DataKey",
+    "key_id_for",
+    "new_kek",
+    "retention_of",
+    "seal",
+    "shred_after",
+    "unseal",
+]

@@ -8,7 +8,8 @@ opened on demand, destroyed when their retention ends.
   :meth:`KeyRing.rewrap` has wrapped them all with the current one; no downtime.
 - **Storage**: one S3 object per key (``dek/<seller>/<YYYY-MM-DD>.json``), created only if absent
   (S3's conditional write), so two stages making the same day's key at once agree on one.
-- **Shredding**: :meth:`KeyRing.shred_due` deletes every key whose day ended ``RETENTION_DAYS`` ago;
+- **Shredding**: :meth:`KeyRing.shred_due` deletes every key whose day ended its retention ago (30 days,
+  or the longer one its name carries);
   a key asked for after that (or for a day already past it) raises :class:`PersonalDataExpired`, and
   keys opened in memory are forgotten by then.
 
@@ -34,7 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ordersync.aws import aws_client
 from ordersync.clock import Clock
 from ordersync.errors import ConfigurationError, PersonalDataExpired
-from ordersync.privacy.sealing import KEY_BYTES, NONCE_BYTES, RETENTION_DAYS, DataKey, shred_after
+from ordersync.privacy.sealing import KEY_BYTES, NONCE_BYTES, DataKey, retention_of, shred_after
 from ordersync.settings import AwsSettings, PrivacySettings
 
 #: How long an opened data key stays in memory (never past its shredding).
@@ -126,6 +127,8 @@ class StoredKey:
     wrapped: bytes
     wrapped_by: str
     created_at: str
+    #: Why the key is kept longer than 30 days after its day (the law the channel names), if it is.
+    retention_reason: str | None = None
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -134,13 +137,21 @@ class StoredKey:
                 "wrapped": base64.b64encode(self.wrapped).decode(),
                 "wrapped_by": self.wrapped_by,
                 "created_at": self.created_at,
+                "retention_days": retention_of(self.key_id),
+                "retention_reason": self.retention_reason,
             }
         ).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> StoredKey:
         data = json.loads(raw)
-        return cls(data["key_id"], base64.b64decode(data["wrapped"]), data["wrapped_by"], data["created_at"])
+        return cls(
+            data["key_id"],
+            base64.b64decode(data["wrapped"]),
+            data["wrapped_by"],
+            data["created_at"],
+            data.get("retention_reason"),
+        )
 
 
 def _missing(exc: ClientError) -> bool:
@@ -229,7 +240,7 @@ class KeyRing:
 
     def _expired(self, key_id: str, due: datetime) -> PersonalDataExpired:
         return PersonalDataExpired(
-            f"personal data of {key_id} expired: its key was destroyed {RETENTION_DAYS} days after"
+            f"personal data of {key_id} expired: its key was destroyed {retention_of(key_id)} days after"
             f" that day's deliveries ({due.date().isoformat()})"
         )
 
@@ -247,9 +258,10 @@ class KeyRing:
         secret = await self.wrapper.unwrap(stored.wrapped, stored.key_id, stored.wrapped_by)
         return self._remember(DataKey(stored.key_id, secret, due))
 
-    async def sealing_key(self, key_id: str) -> DataKey:
-        """The key to seal data of ``key_id`` with, made now if there is none yet; an expired day raises
-        :class:`PersonalDataExpired` (data that must not be kept is not sealed, it is dropped)."""
+    async def sealing_key(self, key_id: str, reason: str | None = None) -> DataKey:
+        """The key to seal data of ``key_id`` with, made now if there is none yet (recording ``reason``,
+        the law behind a retention beyond 30 days); an expired day raises :class:`PersonalDataExpired`
+        (data that must not be kept is not sealed, it is dropped)."""
         due = shred_after(key_id)
         existing = await self._existing(key_id, due)
         if existing is not None:
@@ -257,7 +269,7 @@ class KeyRing:
         secret = os.urandom(KEY_BYTES)
         wrapped = await self.wrapper.wrap(secret, key_id)
         if await self.store.create(
-            StoredKey(key_id, wrapped, self.wrapper.name, self.clock.now().isoformat())
+            StoredKey(key_id, wrapped, self.wrapper.name, self.clock.now().isoformat(), reason)
         ):
             return self._remember(DataKey(key_id, secret, due))
         existing = await self._existing(key_id, due)  # made meanwhile by another worker: that one
@@ -297,7 +309,9 @@ class KeyRing:
                 continue
             secret = await self.wrapper.unwrap(stored.wrapped, key_id, stored.wrapped_by)
             wrapped = await self.wrapper.wrap(secret, key_id)
-            await self.store.replace(StoredKey(key_id, wrapped, self.wrapper.name, stored.created_at))
+            await self.store.replace(
+                StoredKey(key_id, wrapped, self.wrapper.name, stored.created_at, stored.retention_reason)
+            )
             done += 1
         return done
 

@@ -8,14 +8,16 @@ import and the status model work without any key.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ordersync.errors import PersonalDataExpired
-from ordersync.privacy.sealing import DataKey, key_id_for, seal, unseal
+from ordersync.privacy.sealing import RETENTION_DAYS, DataKey, key_id_for, seal, unseal
 from ordersync.schemas.events import AmazonOrder, Sealed
 
 if TYPE_CHECKING:
+    from ordersync.channels import Channel
     from ordersync.privacy.keyring import KeyRing
 
 #: The address fields that identify a person; city, county, region and country do not.
@@ -81,14 +83,38 @@ def with_personal(order: AmazonOrder, fields: dict[str, str]) -> AmazonOrder:
     return order.model_copy(update=update)
 
 
-def delivered_by(order: AmazonOrder) -> datetime:
+@dataclass(frozen=True)
+class Retention:
+    """How long a channel keeps its buyers' personal data: ``days`` after delivery (30 unless a law,
+    named by ``reason``, requires more), delivery assumed ``ship_to_delivery`` after the latest ship date
+    when Amazon promises none."""
+
+    days: int = RETENTION_DAYS
+    reason: str | None = None
+    ship_to_delivery: timedelta = SHIP_TO_DELIVERY
+
+    @classmethod
+    def of(cls, channel: Channel) -> Retention:
+        return cls(
+            channel.personal_data_retention_days,
+            channel.personal_data_retention_reason,
+            timedelta(days=channel.delivery_allowance_days),
+        )
+
+
+def delivered_by(order: AmazonOrder, ship_to_delivery: timedelta = SHIP_TO_DELIVERY) -> datetime:
     """When the order is delivered at the latest, as far as Amazon says: its delivery promise, else the
-    latest ship date plus :data:`SHIP_TO_DELIVERY`, else the purchase plus :data:`PURCHASE_TO_DELIVERY`."""
+    latest ship date plus ``ship_to_delivery``, else the purchase plus :data:`PURCHASE_TO_DELIVERY`."""
     if order.latest_delivery_date is not None:
         return order.latest_delivery_date
     if order.latest_ship_date is not None:
-        return order.latest_ship_date + SHIP_TO_DELIVERY
+        return order.latest_ship_date + ship_to_delivery
     return order.purchase_date + PURCHASE_TO_DELIVERY
+
+
+def key_id_of(order: AmazonOrder, retention: Retention) -> str:
+    """The data key ``order``'s personal data is sealed with under ``retention``."""
+    return key_id_for(order.seller_id, delivered_by(order, retention.ship_to_delivery), retention.days)
 
 
 def sealed_with(order: AmazonOrder, key: DataKey) -> AmazonOrder:
@@ -97,15 +123,17 @@ def sealed_with(order: AmazonOrder, key: DataKey) -> AmazonOrder:
     return without_personal(order).model_copy(update={"personal": sealed})
 
 
-async def seal_order(order: AmazonOrder, ring: KeyRing) -> AmazonOrder:
-    """The order with its personal data sealed under the key of its day of delivery; an order whose
-    data may no longer be kept (30 days after that day) loses it instead. Already sealed: unchanged."""
+async def seal_order(order: AmazonOrder, ring: KeyRing, retention: Retention | None = None) -> AmazonOrder:
+    """The order with its personal data sealed under the key of its day of delivery and retention; an
+    order whose data may no longer be kept (its retention after that day ended) loses it instead.
+    Already sealed: unchanged."""
     if order.personal is not None:
         return order
     if not personal_fields(order):
         return order
+    retention = retention or Retention()
     try:
-        key = await ring.sealing_key(key_id_for(order.seller_id, delivered_by(order)))
+        key = await ring.sealing_key(key_id_of(order, retention), reason=retention.reason)
     except PersonalDataExpired:
         return without_personal(order)
     return sealed_with(order, key)

@@ -49,13 +49,27 @@ def new_kek() -> str:
     return base64.b64encode(os.urandom(KEY_BYTES)).decode()
 
 
-def key_id_for(seller_id: str, delivered_by: datetime) -> str:
-    """The data key of ``seller_id``'s orders delivered (at the latest) on ``delivered_by``'s day (UTC)."""
-    return f"{seller_id}/{delivered_by.astimezone(UTC).date().isoformat()}"
+def key_id_for(seller_id: str, delivered_by: datetime, retention_days: int = RETENTION_DAYS) -> str:
+    """The data key of ``seller_id``'s orders delivered (at the latest) on ``delivered_by``'s day (UTC),
+    kept ``retention_days`` after that day. The retention is part of the name, so a channel that must
+    keep data longer never shares a key with one that must not, and the key says when it goes."""
+    if retention_days < RETENTION_DAYS:
+        raise ValueError(f"personal data is kept at least {RETENTION_DAYS} days after delivery")
+    day = delivered_by.astimezone(UTC).date().isoformat()
+    suffix = "" if retention_days == RETENTION_DAYS else f"/r{retention_days}"
+    return f"{seller_id}/{day}{suffix}"
 
 
-def shred_after(key_id: str, retention_days: int = RETENTION_DAYS) -> datetime:
-    """When the key ``key_id`` must be destroyed: ``retention_days`` after its day ends."""
+def retention_of(key_id: str) -> int:
+    """The days after its day that ``key_id`` is kept."""
+    match = KEY_ID.match(key_id)
+    if match is None:
+        raise ValueError(f"not a data key name: {key_id!r}")
+    return int(match["days"]) if match["days"] else RETENTION_DAYS
+
+
+def shred_after(key_id: str) -> datetime:
+    """When the key ``key_id`` must be destroyed: its retention after its day ends."""
     match = KEY_ID.match(key_id)
     if match is None:
         raise ValueError(f"not a data key name: {key_id!r}")
@@ -63,7 +77,7 @@ def shred_after(key_id: str, retention_days: int = RETENTION_DAYS) -> datetime:
         day = datetime.fromisoformat(match["day"]).replace(tzinfo=UTC)
     except ValueError as exc:
         raise ValueError(f"not a data key name: {key_id!r}") from exc
-    return day + timedelta(days=1 + retention_days)
+    return day + timedelta(days=1 + retention_of(key_id))
 
 
 def _associated(key_id: str, subject: str) -> bytes:

@@ -216,3 +216,31 @@ async def test_the_status_projection_destroys_the_keys_due(
         health = await runtime.store.task(SHRED_TASK, "all")
         assert health["last_result"] == f"1 keys destroyed: {due}"
         assert await shred_once(runtime) == []
+
+
+async def test_a_key_kept_longer_by_law_outlives_the_thirty_days_and_records_why(
+    aws: AwsSettings, privacy: PrivacySettings, stack: AsyncExitStack
+) -> None:
+    clock = ManualClock(DELIVERED)
+    ring = await open_key_ring(privacy, aws, clock, stack)
+    reason = "German tax code (AO 147): invoices 10 years"
+    usual, by_law = key_id_for("A1ACME", DELIVERED), key_id_for("A1ACME", DELIVERED, retention_days=365)
+    await ring.sealing_key(usual)
+    sealed = seal(FIELDS, await ring.sealing_key(by_law, reason=reason), SUBJECT)
+    stored = await ring.store.get(by_law)
+    assert stored is not None
+    assert stored.retention_reason == reason
+    # Past 30 days: only the usual key goes.
+    clock.advance((shred_after(usual) - clock.now()).total_seconds())
+    assert await ring.shred_due() == [usual]
+    assert unseal(sealed, await ring.opening_key(by_law), SUBJECT) == FIELDS
+    # A re-wrap after a rotation keeps the reason.
+    rotated = privacy.model_copy(
+        update={"kek": SecretStr(new_kek()), "kek_id": "next", "previous_keks": {privacy.kek_id: privacy.kek}}
+    )
+    assert await (await open_key_ring(rotated, aws, clock, stack)).rewrap() == 1
+    rewrapped = await ring.store.get(by_law)
+    assert rewrapped is not None
+    assert (rewrapped.retention_reason, rewrapped.wrapped_by) == (reason, "local:next")
+    clock.advance((shred_after(by_law) - clock.now()).total_seconds())
+    assert await ring.shred_due() == [by_law]

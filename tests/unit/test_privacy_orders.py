@@ -16,7 +16,9 @@ from ordersync.privacy import DataKey, new_kek, shred_after, unseal
 from ordersync.privacy.orders import (
     PURCHASE_TO_DELIVERY,
     SHIP_TO_DELIVERY,
+    Retention,
     delivered_by,
+    key_id_of,
     personal_fields,
     sealed_with,
     subject,
@@ -100,6 +102,24 @@ def test_the_key_follows_the_delivery_promise_else_the_ship_date_else_the_purcha
         == T0 + timedelta(days=2) + SHIP_TO_DELIVERY
     )
     assert delivered_by(order()) == order().purchase_date + PURCHASE_TO_DELIVERY
+
+
+def test_a_channel_keeps_personal_data_longer_only_with_the_law_that_requires_it() -> None:
+    assert Retention.of(channel()) == Retention(30, None, SHIP_TO_DELIVERY)
+    with pytest.raises(ValueError, match="needs personal_data_retention_reason"):
+        channel(personal_data_retention_days=365)
+    with pytest.raises(ValueError, match="greater than or equal to 30"):
+        channel(personal_data_retention_days=10, personal_data_retention_reason="none")
+    kept = channel(
+        personal_data_retention_days=3650,
+        personal_data_retention_reason="German tax code (AO 147): invoices 10 years",
+        delivery_allowance_days=5,
+    )
+    retention = Retention.of(kept)
+    assert (retention.days, retention.ship_to_delivery) == (3650, timedelta(days=5))
+    shipped_by = order(latest_ship_date=T0)
+    assert key_id_of(shipped_by, retention) == (f"A1ACME/{(T0 + timedelta(days=5)).date().isoformat()}/r3650")
+    assert key_id_of(shipped_by, Retention()) == f"A1ACME/{(T0 + SHIP_TO_DELIVERY).date().isoformat()}"
 
 
 def test_a_sales_order_carries_the_sealed_data_and_no_personal_field() -> None:

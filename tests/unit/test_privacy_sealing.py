@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from ordersync.errors import ConfigurationError, InvalidEvent
-from ordersync.privacy import DataKey, key_id_for, new_kek, seal, shred_after, unseal
+from ordersync.privacy import DataKey, key_id_for, new_kek, retention_of, seal, shred_after, unseal
 from ordersync.privacy.keyring import LocalWrapper
 from ordersync.schemas.events import Sealed
 
@@ -63,6 +63,20 @@ def test_each_day_of_deliveries_has_its_key_destroyed_thirty_days_after_the_day(
     assert shred_after(key_id) == datetime(2027, 1, 3, tzinfo=UTC)  # 12-04 00:00 + 30 days
     with pytest.raises(ValueError, match="not a data key"):
         shred_after("A1ACME/2026-02-30")
+
+
+def test_a_longer_retention_by_law_is_its_own_key_that_says_when_it_goes() -> None:
+    delivered = datetime(2026, 12, 3, 15, tzinfo=UTC)
+    ten_years = key_id_for("A1ACME", delivered, retention_days=3650)
+    assert ten_years == "A1ACME/2026-12-03/r3650"
+    assert ten_years != key_id_for("A1ACME", delivered)
+    assert retention_of(ten_years) == 3650
+    assert retention_of("A1ACME/2026-12-03") == 30
+    assert shred_after(ten_years) == datetime(2026, 12, 4, tzinfo=UTC) + timedelta(days=3650)
+    assert key_id_for("A1ACME", delivered, retention_days=30) == "A1ACME/2026-12-03"
+    with pytest.raises(ValueError, match="at least 30 days"):
+        key_id_for("A1ACME", delivered, retention_days=7)
+    Sealed(key_id=ten_years, nonce="A" * 16, ciphertext="A" * 24)  # events carry it
 
 
 def test_a_sealed_value_is_checked_before_it_is_opened() -> None:
