@@ -110,6 +110,11 @@ class PersonalDataExpired(Permanent):
     came from Amazon after that): the data is gone by design. A stage goes on without it."""
 
 
+class PersonalDataErased(PersonalDataExpired):
+    """The buyer's personal data was erased on request (``ordersync privacy erase``) before its key's
+    time: ordersync never opens or keeps it again, as if its key were gone."""
+
+
 class LeaseLost(PipelineError):
     """Another worker took this channel's polling over (ours had stopped renewing): stop the round."""
 

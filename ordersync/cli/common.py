@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
 from ordersync.settings import Settings, get_settings
 from ordersync.state.readmodel import ReadModel
 
+if TYPE_CHECKING:
+    from ordersync.privacy.reader import BuyerData
+
 T = TypeVar("T")
+#: Opens one order's personal data (seller id, order id) for the CLI's user.
+BuyerOpener = Callable[[str, str], Awaitable["BuyerData"]]
 
 
 def setup_logging() -> None:
@@ -53,3 +58,53 @@ def with_read_model(
 
 def when(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if value else ""
+
+
+def with_read_model_and_buyers(
+    settings: Settings, work: Callable[[ReadModel, BuyerOpener], Awaitable[T]], purpose: str
+) -> T:
+    """``work`` on the read model with an opener of orders' personal data. Holding the key-encryption
+    key is the CLI user's permission; each opening is logged with the user's name and ``purpose``."""
+    import getpass
+    from contextlib import AsyncExitStack
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ordersync.clock import SYSTEM_CLOCK
+    from ordersync.errors import ConfigurationError
+    from ordersync.privacy.keyring import KeyRing, open_key_ring
+    from ordersync.privacy.reader import buyer_data
+    from ordersync.redis_client import redis_client
+    from ordersync.state.store import Store
+
+    async def run() -> T:
+        redis = redis_client(settings.redis)
+        try:
+            async with AsyncExitStack() as stack:
+                rings: list[KeyRing | None] = []  # opened on the first order asked for, if ever
+                store = Store(redis, settings.redis.key_prefix)
+                reader = f"CLI user {getpass.getuser()}"
+
+                async def opener(seller_id: str, order_id: str) -> BuyerData:
+                    if not rings:
+                        wraps = settings.privacy.wraps_keys
+                        rings.append(
+                            await open_key_ring(settings.privacy, settings.aws, SYSTEM_CLOCK, stack)
+                            if wraps
+                            else None
+                        )
+                    order = await store.sales_order(seller_id, order_id)
+                    return await buyer_data(order, rings[0], reader=reader, purpose=purpose)
+
+                return await work(ReadModel(redis, settings.redis.key_prefix, notify_dlq=False), opener)
+        finally:
+            await redis.aclose()
+
+    try:
+        return asyncio.run(run())
+    except ConfigurationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except (BotoCoreError, ClientError) as exc:
+        typer.echo(f"error: the personal data key store did not answer: {exc}", err=True)
+        raise typer.Exit(1) from exc

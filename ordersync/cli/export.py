@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Annotated, cast
 
 import typer
 
-from ordersync.cli.common import parse_time, with_read_model
+from ordersync.cli.common import BuyerOpener, parse_time, with_read_model_and_buyers
 from ordersync.settings import get_settings
-from ordersync.state.readmodel import FailedStage, OrderFilter, write_orders_csv
+from ordersync.state.readmodel import FailedStage, OrderFilter, ReadModel, write_orders_csv
 
 export_app = typer.Typer(help="Export orders as CSV.", no_args_is_help=True)
 
@@ -20,6 +21,14 @@ def export_failed(
     until: Annotated[str | None, typer.Option(help="Purchased before (ISO 8601).")] = None,
     channel: Annotated[str | None, typer.Option(help="Only this channel.")] = None,
     stage: Annotated[str | None, typer.Option(help="import | write-back (default: every failure).")] = None,
+    personal: Annotated[
+        bool,
+        typer.Option(
+            "--personal",
+            help="Add the buyer's name, e-mail and delivery address, opened with the key-encryption key"
+            " (each opening is logged with your user name; mind where the file goes).",
+        ),
+    ] = False,
 ) -> None:
     """Failed orders as CSV on stdout: for failed write-backs, one row per package with what Seller
     Central needs to confirm it by hand (order, marketplace, SKUs and quantities, carrier, method,
@@ -33,6 +42,14 @@ def export_failed(
         channel=channel,
         failed_stage=cast(FailedStage | None, stage),
     )
-    written = with_read_model(get_settings(), lambda model: write_orders_csv(model, order_filter, sys.stdout))
+
+    async def export(model: ReadModel, open_buyer: BuyerOpener) -> int:
+        async def opened(seller_id: str, order_id: str) -> tuple[str, Mapping[str, str]]:
+            buyer = await open_buyer(seller_id, order_id)
+            return buyer.state, buyer.fields
+
+        return await write_orders_csv(model, order_filter, sys.stdout, opened if personal else None)
+
+    written = with_read_model_and_buyers(get_settings(), export, "export failed")
     sys.stdout.flush()
     typer.echo(f"{written} row(s) exported", err=True)

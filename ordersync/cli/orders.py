@@ -4,13 +4,13 @@ operator's actions on orders (events on ``ops.commands``, as the dashboard sends
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ordersync.cli.common import parse_time, when, with_read_model
+from ordersync.cli.common import BuyerOpener, parse_time, when, with_read_model, with_read_model_and_buyers
 from ordersync.settings import get_settings
 from ordersync.state.readmodel import (
     OVERALL_STATUSES,
@@ -19,8 +19,12 @@ from ordersync.state.readmodel import (
     OrderFilter,
     OrderRow,
     OverallStatus,
+    ReadModel,
     SortKey,
 )
+
+if TYPE_CHECKING:
+    from ordersync.privacy.reader import BuyerData
 
 orders_app = typer.Typer(help="Act on orders (the actions are events on ops.commands).", no_args_is_help=True)
 
@@ -315,17 +319,48 @@ def orders_show(
     order_id: Annotated[str, typer.Argument(help="The Amazon order id.")],
     channel: Annotated[str | None, typer.Option(help="The channel (when several sellers have it).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of tables.")] = False,
+    personal: Annotated[
+        bool,
+        typer.Option(
+            "--personal",
+            help="Also the buyer's name, e-mail and delivery address, opened with the key-encryption key"
+            " (each opening is logged with your user name).",
+        ),
+    ] = False,
 ) -> None:
     """One order: its status at every stage, lines, packages, errors and history."""
-    found = with_read_model(get_settings(), lambda model: model.find(order_id.strip(), channel))
+
+    async def find(model: ReadModel, open_buyer: BuyerOpener) -> list[tuple[OrderDetail, BuyerData | None]]:
+        details = await model.find(order_id.strip(), channel)
+        if not personal:
+            return [(detail, None) for detail in details]
+        return [
+            (detail, await open_buyer(detail.row.seller_id, detail.row.amazon_order_id)) for detail in details
+        ]
+
+    found = with_read_model_and_buyers(get_settings(), find, "orders show")
     if not found:
         where = f" on channel {channel}" if channel else ""
         typer.echo(f"order {order_id}{where} is not in the status model", err=True)
         raise typer.Exit(1)
     if as_json:
-        payload: Any = [d.model_dump(mode="json") for d in found]
+        payload: Any = [
+            {**d.model_dump(mode="json"), **({"buyer": b.as_json()} if b else {})} for d, b in found
+        ]
         typer.echo(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
         return
     console = Console()
-    for detail in found:
+    for detail, buyer in found:
         _detail_text(console, detail)
+        if buyer is not None:
+            _buyer_text(console, buyer)
+
+
+def _buyer_text(console: Console, buyer: BuyerData) -> None:
+    if buyer.state != "open":
+        console.print(f"buyer: personal data {buyer.state}: {buyer.note}", markup=False)
+        return
+    table = Table(title="buyer and delivery (personal data)", title_justify="left", show_header=False)
+    for label, value in buyer.labelled():
+        table.add_row(label, value)
+    console.print(table)

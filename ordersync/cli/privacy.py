@@ -1,12 +1,13 @@
 """``ordersync privacy``: the keys of buyers' personal data (:mod:`ordersync.privacy`): a new local
 key-encryption key, the keys kept, re-wrapping after a rotation, destroying the keys whose retention
-ended."""
+ended, and erasing one buyer's data on request."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 import typer
@@ -17,6 +18,8 @@ from ordersync.errors import ConfigurationError
 from ordersync.privacy import RETENTION_DAYS, new_kek, retention_of, shred_after
 from ordersync.privacy.keyring import KeyRing, open_key_ring
 from ordersync.settings import Settings, get_settings
+from ordersync.state.readmodel import ReadModel
+from ordersync.state.store import Store
 
 T = TypeVar("T")
 privacy_app = typer.Typer(help="Buyers' personal data: its keys.", no_args_is_help=True)
@@ -90,3 +93,107 @@ def shred_command(
         typer.echo(f"destroyed {key_id}")
     if not destroyed and not quiet:
         typer.echo("no key was due")
+
+
+@dataclass(frozen=True)
+class Erased:
+    subject: str
+    key_id: str
+    shredded: bool
+
+
+async def erase_order(
+    ring: KeyRing,
+    store: Store,
+    model: ReadModel,
+    order_id: str,
+    *,
+    channel: str | None,
+    key_id: str | None,
+    by: str,
+    note: str,
+    shred_day: bool,
+) -> Erased:
+    """Erase one order's personal data (see :func:`erase_command`); :class:`ValueError` says why not."""
+    found = await model.find(order_id, channel)
+    sellers = sorted({detail.row.seller_id for detail in found})
+    if len(sellers) != 1:
+        where = f" on channel {channel}" if channel else ""
+        raise ValueError(
+            f"order {order_id}{where} is not in the status model"
+            if not sellers
+            else f"order {order_id} belongs to several sellers ({', '.join(sellers)}): give --channel"
+        )
+    seller_id = sellers[0]
+    if key_id is None:
+        sales = await store.sales_order(seller_id, order_id)
+        if sales is None or sales.personal is None:
+            raise ValueError(
+                f"no stored sales order of {order_id} holds personal data; give --key-id (the seller's"
+                " keys: ordersync privacy keys)"
+            )
+        key_id = sales.personal.key_id
+    subject = f"{seller_id}:{order_id}"
+    await ring.erase(key_id, subject, by=by, note=note)
+    if shred_day:
+        await ring.shred(key_id)
+    return Erased(subject, key_id, shred_day)
+
+
+@privacy_app.command("erase")
+def erase_command(  # noqa: PLR0917 - one parameter per CLI option
+    order_id: Annotated[str, typer.Argument(help="The Amazon order whose buyer asked to be erased.")],
+    by: Annotated[str, typer.Option(help="Who erases it (recorded with the erasure).")],
+    note: Annotated[str, typer.Option(help="The request it answers (a ticket number; no personal data).")],
+    channel: Annotated[str | None, typer.Option(help="The channel (when several sellers have it).")] = None,
+    key_id: Annotated[
+        str | None, typer.Option(help="The data key that sealed it, when no sales order is stored.")
+    ] = None,
+    shred_day: Annotated[
+        bool,
+        typer.Option(
+            "--shred-day",
+            help="Also destroy the whole day's key now: every copy is undecryptable at once, and every"
+            " other order of that seller delivered that day loses its personal data too.",
+        ),
+    ] = False,
+) -> None:
+    """Erase one buyer's personal data before its day's key goes (a deletion request). No stage opens
+    or keeps it again (running stages learn it within a minute), Amazon's copy is dropped if the order
+    is downloaded again, and its sealed copies are undecryptable once the day's key is destroyed (at the
+    end of its retention, or now with --shred-day)."""
+    settings = get_settings()
+
+    async def run(ring: KeyRing) -> Erased:
+        from ordersync.redis_client import redis_client
+
+        redis = redis_client(settings.redis)
+        try:
+            prefix = settings.redis.key_prefix
+            return await erase_order(
+                ring,
+                Store(redis, prefix),
+                ReadModel(redis, prefix, notify_dlq=False),
+                order_id.strip(),
+                channel=channel,
+                key_id=key_id,
+                by=by,
+                note=note,
+                shred_day=shred_day,
+            )
+        finally:
+            await redis.aclose()
+
+    try:
+        erased = _with_ring(settings, run)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"erased the personal data of {erased.subject} (key {erased.key_id})")
+    if erased.shredded:
+        typer.echo(f"destroyed {erased.key_id}: that day's personal data of the seller is gone now")
+    else:
+        typer.echo(
+            f"its sealed copies become undecryptable when {erased.key_id} is destroyed, from"
+            f" {shred_after(erased.key_id).isoformat()}"
+        )

@@ -42,6 +42,7 @@ from ordersync.ops.replay import (
     select_dead_letters,
     summarize,
 )
+from ordersync.privacy.masking import mask_personal
 from ordersync.redis_client import redis_client
 from ordersync.settings import Settings, get_settings
 from ordersync.state.store import Store
@@ -259,9 +260,9 @@ def dlq_list(
         out.print(f"no dead letters in: {', '.join(empty)}", highlight=False)
 
 
-def _letter_json(dead: DeadLetter, replayed: set[str] | None) -> dict[str, Any]:
+def letter_json(dead: DeadLetter, replayed: set[str] | None, *, masked: bool) -> dict[str, Any]:
     letter = dead.letter
-    text = dead.original_text()
+    text = original_text(dead, masked=masked)
     return {
         "dlq_topic": dead.dlq_topic,
         "partition": dead.partition,
@@ -280,12 +281,26 @@ def _letter_json(dead: DeadLetter, replayed: set[str] | None) -> dict[str, Any]:
                 "error": letter.error,
                 "dead_lettered_at": letter.dead_lettered_at.isoformat(),
                 "original": json.loads(text) if text and _is_json(text) else text,
-                "original_b64": None if text is not None else letter.original_value_b64,
+                # Bytes cannot be masked field by field: withheld unless asked for unmasked.
+                "original_b64": None if text is not None or masked else letter.original_value_b64,
             }
             if letter
             else {}
         ),
     }
+
+
+def original_text(dead: DeadLetter, *, masked: bool) -> str | None:
+    """The original's text; masked, its buyers' personal data hidden (text that is not JSON cannot be
+    masked field by field: withheld)."""
+    text = dead.original_text()
+    if text is None or not masked:
+        return text
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return "(not JSON: withheld, it may hold personal data; --unmasked shows it)"
+    return json.dumps(mask_personal(document), ensure_ascii=False)
 
 
 def _is_json(text: str) -> bool:
@@ -304,8 +319,17 @@ def dlq_show(
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON object per line, original included.")
     ] = False,
+    unmasked: Annotated[
+        bool,
+        typer.Option(
+            "--unmasked",
+            help="Show originals as they are; by default names, e-mails, phones and addresses are masked"
+            " (a record from another system may carry them in the clear).",
+        ),
+    ] = False,
 ) -> None:
-    """The dead letters, decoded: where they came from, the key, the error and the original event."""
+    """The dead letters, decoded: where they came from, the key, the error and the original event
+    (buyers' personal data masked unless --unmasked)."""
     settings = get_settings()
     with _exit_codes():
         selection = select_dead_letters(name)
@@ -314,7 +338,7 @@ def dlq_show(
     shown = letters[:limit]
     for dead in shown:
         replayed = None if replayed_by_topic is None else replayed_by_topic.get(dead.dlq_topic, set())
-        data = _letter_json(dead, replayed)
+        data = letter_json(dead, replayed, masked=not unmasked)
         if as_json:
             typer.echo(json.dumps(data))
             continue
@@ -329,7 +353,7 @@ def dlq_show(
             markup=False,
         )
         out.print(f"[bold]{escape(letter.error_type)}[/]: {escape(letter.error)}", highlight=False)
-        text = dead.original_text()
+        text = original_text(dead, masked=not unmasked)
         out.print(
             text if text is not None else f"(binary, {len(letter.original_value())} bytes)",
             markup=False,

@@ -15,8 +15,8 @@ import contextlib
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
+from botocore.exceptions import BotoCoreError, ClientError
 from jinja2 import Environment, PackageLoader, select_autoescape
 from kafka.errors import KafkaError
 from pydantic import ValidationError
@@ -45,7 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ordersync.amazon.operations import API_NAMES, API_TITLES
 from ordersync.channels import ChannelsFile, load_channels
-from ordersync.clock import SYSTEM_CLOCK
+from ordersync.clock import SYSTEM_CLOCK, Clock
 from ordersync.dashboard.actions import (
     ACTION_LABELS,
     ActionRejected,
@@ -58,6 +59,7 @@ from ordersync.dashboard.auth import (
     cookie_value,
     login_token_valid,
     operator_access,
+    personal_data_access,
     read_access,
 )
 from ordersync.dashboard.dead_letters import (
@@ -80,10 +82,13 @@ from ordersync.dashboard.query import (
 from ordersync.errors import ConfigurationError
 from ordersync.logs import remember_secrets
 from ordersync.ops.replay import ReplayLedger, dead_letter_topics
+from ordersync.privacy.keyring import KeyRing, open_key_ring
+from ordersync.privacy.reader import BuyerData, buyer_data
 from ordersync.redis_client import redis_client
 from ordersync.settings import Settings, get_settings
 from ordersync.state.health import ApiHealth, HealthBoard
 from ordersync.state.readmodel import OrderDetail, OrderFilter, ReadModel, write_orders_csv
+from ordersync.state.readmodel.export import PersonalOpener
 from ordersync.state.store import Store
 
 log = logging.getLogger(__name__)
@@ -327,10 +332,14 @@ async def _json_body(request: Request) -> Any:
 class _Dashboard:
     """The endpoints, sharing the settings, the templates and (from startup) Redis."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Clock) -> None:
         self.settings = settings
+        self.clock = clock
         self.dashboard = settings.dashboard
         self.templates = _templates()
+        self._ring: KeyRing | None = None
+        self._ring_lock = asyncio.Lock()
+        self._ring_stack = AsyncExitStack()
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -348,6 +357,7 @@ class _Dashboard:
             yield
         finally:
             await redis.aclose()
+            await self._ring_stack.aclose()
 
     @staticmethod
     def deps(request: Request) -> _Deps:
@@ -395,6 +405,38 @@ class _Dashboard:
             )
         log.warning("dashboard: action refused, operator token %s, from %s", access, _client(request))
         return _api_error(403, f"the operator token is {'missing' if access == 'missing' else 'not valid'}")
+
+    # --- buyers' personal data ------------------------------------------------------------------------
+
+    async def key_ring(self) -> KeyRing | None:
+        """The personal data keys, opened on first need; None where no key-encryption key is set."""
+        if not self.settings.privacy.wraps_keys:
+            return None
+        async with self._ring_lock:
+            if self._ring is None:
+                self._ring = await open_key_ring(
+                    self.settings.privacy, self.settings.aws, self.clock, self._ring_stack
+                )
+            return self._ring
+
+    async def buyer(self, request: Request, seller_id: str, order_id: str, purpose: str) -> BuyerData:
+        """The order's personal data for this request: opened for the operator, hidden for others."""
+        if not personal_data_access(request, self.dashboard):
+            note = (
+                "sign in with the operator token to see the buyer's name and address"
+                if self.dashboard.operator_token is not None
+                else "no operator token is configured, so nobody may see it here"
+            )
+            return BuyerData("hidden", note=note)
+        redis = self.deps(request).redis
+        order = await Store(redis, self.settings.redis.key_prefix).sales_order(seller_id, order_id)
+        try:
+            ring = await self.key_ring()
+        except (ConfigurationError, BotoCoreError, ClientError) as exc:
+            log.warning("dashboard: the personal data key store is unavailable: %s", exc)
+            return BuyerData("no key", note=f"the key store is unavailable ({type(exc).__name__})")
+        reader = f"dashboard operator at {_client(request)}"
+        return await buyer_data(order, ring, reader=reader, purpose=purpose)
 
     # --- shared page parts ---------------------------------------------------------------------------
 
@@ -456,12 +498,14 @@ class _Dashboard:
         d = self.deps(request)
         seller_id, order_id = request.path_params["seller_id"], request.path_params["order_id"]
         detail = await d.model.order(seller_id, order_id) if AMAZON_ORDER_ID.match(order_id) else None
+        buyer = await self.buyer(request, seller_id, order_id, "order page") if detail is not None else None
         return self.page(
             request,
             "order.html",
             200 if detail is not None else 404,
             tab="orders",
             detail=detail,
+            buyer=buyer,
             seller_id=seller_id,
             order_id=order_id,
             **await self.shell(d),
@@ -545,7 +589,7 @@ class _Dashboard:
             return _api_error(422, "nothing was done", [str(exc)])
         store = Store(self.deps(request).redis, self.settings.redis.key_prefix)
         try:
-            outcome = await carry_out(self.settings, store, action, SYSTEM_CLOCK)
+            outcome = await carry_out(self.settings, store, action, self.clock)
         except KafkaError as exc:
             return _api_error(503, f"the broker is unreachable ({type(exc).__name__}); it may be partly done")
         log.info(
@@ -558,7 +602,7 @@ class _Dashboard:
         return JSONResponse(outcome.model_dump(mode="json"))
 
     async def login(self, request: Request) -> Response:
-        if self.dashboard.read_token is None:
+        if self.dashboard.read_token is None and self.dashboard.operator_token is None:
             return RedirectResponse("/", status_code=303)
         if request.method == "GET":
             target = _safe_next(request.query_params.get("next"))
@@ -612,6 +656,19 @@ class _Dashboard:
         if detail is None:
             return _api_error(404, f"order {order_id} of seller {seller_id} is not in the read model")
         return JSONResponse(detail.model_dump(mode="json"))
+
+    async def api_order_personal(self, request: Request) -> Response:
+        """The buyer's name, e-mail and delivery address of one order, for the operator token only (a
+        back-office adapter that ships with them); every opening is logged."""
+        if refused := self.refuse_reading(request, api=True):
+            return refused
+        if not personal_data_access(request, self.dashboard):
+            return _api_error(403, "buyers' personal data needs the operator token")
+        seller_id, order_id = request.path_params["seller_id"], request.path_params["order_id"]
+        if not AMAZON_ORDER_ID.match(order_id):
+            return _api_error(400, f"{order_id[:40]!r} is not an Amazon order id (3-7-7 digits)")
+        buyer = await self.buyer(request, seller_id, order_id, "personal data API")
+        return JSONResponse(buyer.as_json())
 
     async def api_health(self, request: Request) -> Response:
         if refused := self.refuse_reading(request, api=True):
@@ -668,9 +725,18 @@ class _Dashboard:
             order_filter, _ = parse_filter(request.query_params)
         except BadQuery as exc:
             return _api_error(400, str(exc))
+        personal: PersonalOpener | None = None
+        if request.query_params.get("personal") in ("1", "true", "yes"):
+            if not personal_data_access(request, self.dashboard):
+                return _api_error(403, "an export with buyers' personal data needs the operator token")
+
+            async def personal(seller_id: str, order_id: str) -> tuple[str, Mapping[str, str]]:
+                found = await self.buyer(request, seller_id, order_id, "CSV export")
+                return found.state, found.fields
+
         filename = f"ordersync-orders-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.csv"
         return StreamingResponse(
-            _csv_chunks(self.deps(request).model, order_filter),
+            _csv_chunks(self.deps(request).model, order_filter, personal),
             media_type="text/csv; charset=utf-8",
             headers={"content-disposition": f'attachment; filename="{filename}"'},
         )
@@ -696,9 +762,10 @@ class _Dashboard:
         return HTMLResponse(html, status_code=503)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """The dashboard for ``settings`` (default: the process's); Redis is opened at startup."""
-    d = _Dashboard(settings or get_settings())
+def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) -> Starlette:
+    """The dashboard for ``settings`` (default: the process's); Redis is opened at startup. ``clock``
+    decides when personal data has expired and dates the operator's dead-letter actions."""
+    d = _Dashboard(settings or get_settings(), clock)
     remember_secrets(d.settings)
     routes = [
         Route("/", d.orders_page),
@@ -710,6 +777,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/logout", d.logout, methods=["POST"]),
         Route("/api/orders", d.api_orders),
         Route("/api/orders/{seller_id}/{order_id}", d.api_order),
+        Route("/api/orders/{seller_id}/{order_id}/personal", d.api_order_personal),
         Route("/api/health", d.api_health),
         Route("/api/tasks", d.api_tasks),
         Route("/api/notifications", d.api_notifications),
@@ -751,12 +819,14 @@ class _PacedOrders:
             yield detail
 
 
-async def _csv_chunks(model: ReadModel, order_filter: OrderFilter) -> AsyncIterator[str]:
+async def _csv_chunks(
+    model: ReadModel, order_filter: OrderFilter, personal: PersonalOpener | None = None
+) -> AsyncIterator[str]:
     """The CLI's export (:func:`ordersync.state.readmodel.write_orders_csv`), sent in chunks as written."""
     buffer = io.StringIO()
     paced = _PacedOrders(model, buffer)
     # The paced view is the model for write_orders_csv: its orders come through the pacing.
-    writing = asyncio.ensure_future(write_orders_csv(cast(ReadModel, paced), order_filter, buffer))
+    writing = asyncio.ensure_future(write_orders_csv(cast(ReadModel, paced), order_filter, buffer, personal))
     try:
         while True:
             ready = asyncio.ensure_future(paced.ready.wait())

@@ -3,7 +3,10 @@
 - Reading is open unless ``dashboard.read_token`` is set; then a request shows the read token (or the
   operator token) as ``Authorization: Bearer ...``, or carries the cookie ``/login`` sets.
 - Actions always need ``dashboard.operator_token`` in the ``X-Operator-Token`` header, and are refused
-  outright when none is configured. A header, never a cookie: a page on another site cannot make the
+  outright when none is configured.
+- Buyers' personal data (the order page's buyer panel, its JSON, the CSV export's personal columns)
+  is opened only for a request carrying the operator token (header, bearer, or the cookie of a sign-in
+  with it); everyone else sees it hidden. A header, never a cookie: a page on another site cannot make the
   browser send it, so actions need no other CSRF defence.
 
 Tokens are compared in constant time and never logged. The cookie holds an HMAC of the token, not the
@@ -83,3 +86,17 @@ def operator_access(request: Request, settings: DashboardSettings) -> OperatorAc
     if not given:
         return "missing"
     return "granted" if tokens_equal(given, settings.operator_token) else "refused"
+
+
+def personal_data_access(request: Request, settings: DashboardSettings) -> bool:
+    """Whether the request may see buyers' personal data: it carries the operator token (the header,
+    a bearer token, or the cookie ``/login`` set for it). The read token alone never may."""
+    token = settings.operator_token
+    if token is None:
+        return False
+    presented = [request.headers.get(OPERATOR_HEADER, "").strip(), bearer_token(request) or ""]
+    matches = [tokens_equal(given, token) for given in presented if given]
+    cookie = request.cookies.get(READ_COOKIE)
+    if cookie:
+        matches.append(hmac.compare_digest(cookie.encode(), cookie_value(token).encode()))
+    return any(matches)

@@ -32,6 +32,7 @@ from ordersync.ops.replay import (
     replay_dead_letters,
     source_of,
 )
+from ordersync.privacy.masking import mask_personal
 from ordersync.schemas.codec import decode, encode
 from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.events import DeadLetterHandled, record_id
@@ -39,38 +40,10 @@ from ordersync.schemas.topics import OPS_DEAD_LETTER_ACTIONS
 from ordersync.settings import Settings
 from ordersync.state.store import Store
 
-#: Fields that hold a buyer's personal data wherever they appear in an event; an address object is
-#: masked whole but for its country.
-PERSONAL_FIELDS = frozenset(
-    {"buyer_name", "buyer_email", "customer_name", "customer_email", "name", "phone", "email"}
-)
-ADDRESS_FIELDS = frozenset({"shipping_address", "address", "ship_to", "ship_from_address"})
-MASK = "•••"
 #: Letters listed on the page (newest first); the summary counts every letter.
 SHOWN_LETTERS = 200
 MAX_ORIGINAL_CHARS = 20_000
 LetterState = Literal["open", "replayed", "resolved"]
-
-
-def mask_personal(value: Any, *, in_address: bool = False) -> Any:
-    """``value`` (a decoded event) with the buyer's personal data replaced by a mask."""
-    if isinstance(value, dict):
-        masked: dict[str, Any] = {}
-        for key, item in value.items():
-            if item is None:
-                masked[key] = None
-            elif in_address and key != "country_code":
-                masked[key] = MASK
-            elif key in ADDRESS_FIELDS:
-                masked[key] = mask_personal(item, in_address=True)
-            elif key in PERSONAL_FIELDS and not isinstance(item, (dict, list)):
-                masked[key] = MASK
-            else:
-                masked[key] = mask_personal(item)
-        return masked
-    if isinstance(value, list):
-        return [mask_personal(item, in_address=in_address) for item in value]
-    return value
 
 
 def original_shown(dead: DeadLetter) -> str:

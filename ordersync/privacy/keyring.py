@@ -13,6 +13,14 @@ opened on demand, destroyed when their retention ends.
   a key asked for after that (or for a day already past it) raises :class:`PersonalDataExpired`, and
   keys opened in memory are forgotten by then.
 
+- **Erasure**: :meth:`KeyRing.erase` marks one order's data erased beside its key
+  (``erased/<key>/<seller>:<order>.json``); no worker opens or seals it again, and the marks go with
+  the key.
+
+- **Erasure**: :meth:`KeyRing.erase` marks one order's data erased beside its key
+  (``erased/<key>/<seller>:<order>.json``); no worker opens or seals it again, and the marks go with
+  the key.
+
 Plain data keys live in process memory only, for at most ``CACHE_S``.
 """
 
@@ -34,13 +42,16 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ordersync.aws import aws_client
 from ordersync.clock import Clock
-from ordersync.errors import ConfigurationError, PersonalDataExpired
+from ordersync.errors import ConfigurationError, PersonalDataErased, PersonalDataExpired
 from ordersync.privacy.sealing import KEY_BYTES, NONCE_BYTES, DataKey, retention_of, shred_after
 from ordersync.settings import AwsSettings, PrivacySettings
 
 #: How long an opened data key stays in memory (never past its shredding).
 CACHE_S = 600.0
+#: How long a worker trusts its list of a key's erased orders: an erasure reaches every stage this soon.
+ERASURES_CACHE_S = 60.0
 KEY_PREFIX = "dek/"
+ERASED_PREFIX = "erased/"
 
 
 class KeyWrapper(Protocol):
@@ -169,6 +180,10 @@ class S3KeyStore:
     def _object(key_id: str) -> str:
         return f"{KEY_PREFIX}{key_id}.json"
 
+    @staticmethod
+    def _erasure(key_id: str, subject: str) -> str:
+        return f"{ERASED_PREFIX}{key_id}/{subject}.json"
+
     async def ensure_bucket(self) -> None:
         try:
             await self._s3.head_bucket(Bucket=self.bucket)
@@ -206,13 +221,29 @@ class S3KeyStore:
     async def delete(self, key_id: str) -> None:
         await self._s3.delete_object(Bucket=self.bucket, Key=self._object(key_id))
 
-    async def key_ids(self) -> list[str]:
+    async def _names(self, prefix: str) -> list[str]:
         found: list[str] = []
         paginator = self._s3.get_paginator("list_objects_v2")
-        async for page in paginator.paginate(Bucket=self.bucket, Prefix=KEY_PREFIX):
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             for entry in page.get("Contents") or []:
-                found.append(str(entry["Key"]).removeprefix(KEY_PREFIX).removesuffix(".json"))
+                found.append(str(entry["Key"]).removeprefix(prefix).removesuffix(".json"))
         return found
+
+    async def key_ids(self) -> list[str]:
+        return await self._names(KEY_PREFIX)
+
+    async def add_erasure(self, key_id: str, subject: str, record: bytes) -> None:
+        """Note that ``subject``'s data sealed with ``key_id`` was erased (kept beside the key, and
+        destroyed with it)."""
+        await self._s3.put_object(Bucket=self.bucket, Key=self._erasure(key_id, subject), Body=record)
+
+    async def erasures(self, key_id: str) -> set[str]:
+        """The subjects erased from ``key_id``'s data."""
+        return set(await self._names(f"{ERASED_PREFIX}{key_id}/"))
+
+    async def delete_erasures(self, key_id: str) -> None:
+        for subject in await self.erasures(key_id):
+            await self._s3.delete_object(Bucket=self.bucket, Key=self._erasure(key_id, subject))
 
 
 class KeyRing:
@@ -223,6 +254,7 @@ class KeyRing:
         self.wrapper = wrapper
         self.clock = clock
         self._opened: dict[str, tuple[DataKey, float]] = {}
+        self._erased: dict[str, tuple[frozenset[str], float]] = {}
 
     def _cached(self, key_id: str) -> DataKey | None:
         entry = self._opened.get(key_id)
@@ -295,10 +327,40 @@ class KeyRing:
             except ValueError:
                 continue  # not ordersync's
             if now >= due:
-                await self.store.delete(key_id)
-                self._opened.pop(key_id, None)
+                await self.shred(key_id)
                 destroyed.append(key_id)
         return destroyed
+
+    async def shred(self, key_id: str) -> None:
+        """Destroy ``key_id`` now (its day's retention ended, or an operator destroys it early): every
+        copy of what it sealed is unreadable from then on."""
+        await self.store.delete(key_id)
+        await self.store.delete_erasures(key_id)  # nothing left to refuse
+        self._opened.pop(key_id, None)
+        self._erased.pop(key_id, None)
+
+    async def erased(self, key_id: str) -> frozenset[str]:
+        """The orders (``seller:order``) whose data sealed with ``key_id`` was erased on request."""
+        entry = self._erased.get(key_id)
+        if entry is not None and time.monotonic() < entry[1]:
+            return entry[0]
+        subjects = frozenset(await self.store.erasures(key_id))
+        self._erased[key_id] = (subjects, time.monotonic() + ERASURES_CACHE_S)
+        return subjects
+
+    async def erase(self, key_id: str, subject: str, *, by: str, note: str = "") -> None:
+        """Erase ``subject``'s personal data before its key's time (a deletion request): no stage opens
+        or seals it again (every worker knows within :data:`ERASURES_CACHE_S`); the sealed copies become
+        undecryptable when ``key_id`` is destroyed, or at once with :meth:`shred`."""
+        shred_after(key_id)  # a data key's name, or ValueError
+        record = {"subject": subject, "erased_at": self.clock.now().isoformat(), "by": by, "note": note}
+        await self.store.add_erasure(key_id, subject, json.dumps(record).encode())
+        self._erased.pop(key_id, None)
+
+    async def check_not_erased(self, key_id: str, subject: str) -> None:
+        """:class:`PersonalDataErased` when ``subject``'s data under ``key_id`` was erased."""
+        if subject in await self.erased(key_id):
+            raise PersonalDataErased(f"personal data of {subject} was erased on request")
 
     async def rewrap(self) -> int:
         """Wrap every key with the current key-encryption key (after a rotation); how many were."""

@@ -134,14 +134,23 @@ async def seal_order(order: AmazonOrder, ring: KeyRing, retention: Retention | N
     retention = retention or Retention()
     try:
         key = await ring.sealing_key(key_id_of(order, retention), reason=retention.reason)
-    except PersonalDataExpired:
+        await ring.check_not_erased(key.key_id, subject(order))
+    except PersonalDataExpired:  # its time is up, or it was erased: Amazon's copy is not kept again
         return without_personal(order)
     return sealed_with(order, key)
 
 
 async def open_order(order: AmazonOrder, ring: KeyRing) -> AmazonOrder:
-    """The order with its personal data in the clear; :class:`PersonalDataExpired` once its key is gone."""
+    """The order with its personal data in the clear; :class:`PersonalDataExpired` once its key is gone
+    (:class:`PersonalDataErased` once it was erased)."""
     if order.personal is None:
         return order
-    key = await ring.opening_key(order.personal.key_id)
-    return with_personal(order, unseal(order.personal, key, subject(order)))
+    return with_personal(order, await open_sealed(order.personal, subject(order), ring))
+
+
+async def open_sealed(sealed: Sealed, subject: str, ring: KeyRing) -> dict[str, str]:
+    """The fields ``sealed`` holds for ``subject``; :class:`PersonalDataExpired` once its key is gone,
+    :class:`PersonalDataErased` once the subject's data was erased."""
+    key = await ring.opening_key(sealed.key_id)
+    await ring.check_not_erased(sealed.key_id, subject)
+    return unseal(sealed, key, subject)

@@ -16,10 +16,13 @@ from pydantic import SecretStr
 
 from ordersync.aws import aws_client
 from ordersync.clock import ManualClock
-from ordersync.errors import PersonalDataExpired
+from ordersync.errors import PersonalDataErased, PersonalDataExpired
 from ordersync.privacy import key_id_for, new_kek, seal, shred_after, unseal
 from ordersync.privacy.keyring import StoredKey, open_key_ring
+from ordersync.privacy.orders import open_order, seal_order, subject
+from ordersync.schemas.events import Address
 from ordersync.settings import LOCAL_AWS_KEY, AwsSettings, PrivacySettings, get_settings
+from tests.factories import order
 
 pytestmark = pytest.mark.stage
 
@@ -244,3 +247,41 @@ async def test_a_key_kept_longer_by_law_outlives_the_thirty_days_and_records_why
     assert (rewrapped.retention_reason, rewrapped.wrapped_by) == (reason, "local:next")
     clock.advance((shred_after(by_law) - clock.now()).total_seconds())
     assert await ring.shred_due() == [by_law]
+
+
+async def test_an_erased_order_is_never_opened_or_sealed_again_and_its_mark_goes_with_the_key(
+    aws: AwsSettings, privacy: PrivacySettings, stack: AsyncExitStack
+) -> None:
+    clock = ManualClock(DELIVERED)
+    ring = await open_key_ring(privacy, aws, clock, stack)
+    jane = order(
+        amazon_order_id="111-0000000-0000001",
+        buyer_name="Jane Buyer",
+        latest_delivery_date=DELIVERED,
+        shipping_address=Address(name="Jane Buyer", line1="1 Main St", city="Seattle", country_code="US"),
+    )
+    john = jane.model_copy(update={"amazon_order_id": "111-0000000-0000002", "buyer_name": "John Buyer"})
+    sealed_jane, sealed_john = await seal_order(jane, ring), await seal_order(john, ring)
+    assert sealed_jane.personal is not None
+    key_id = sealed_jane.personal.key_id
+    await ring.erase(key_id, subject(jane), by="privacy officer", note="request 42")
+    # Every worker refuses it: this one at once, another (a fresh ring) from the store.
+    other = await open_key_ring(privacy, aws, clock, stack)
+    for worker in (ring, other):
+        with pytest.raises(PersonalDataErased, match="erased on request"):
+            await open_order(sealed_jane, worker)
+        assert (await open_order(sealed_john, worker)).buyer_name == "John Buyer"
+    # Amazon's copy, downloaded again, is not kept.
+    again = await seal_order(jane, other)
+    assert again.personal is None
+    assert again.buyer_name is None
+    assert again.shipping_address is not None
+    assert again.shipping_address.city == "Seattle"
+    # The day's key destroyed early (--shred-day): its erasure marks go with it, and the day's other
+    # orders are gone too (for a worker that held the key in memory, within its cache time).
+    await ring.shred(key_id)
+    assert await ring.store.erasures(key_id) == set()
+    with pytest.raises(PersonalDataExpired):
+        await open_order(sealed_john, ring)
+    with pytest.raises(PersonalDataExpired):
+        await open_order(sealed_john, await open_key_ring(privacy, aws, clock, stack))

@@ -9,17 +9,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ordersync.cli.replay import letter_json, original_text
 from ordersync.dashboard.dead_letters import (
-    MASK,
     ActionProblem,
     Handling,
     LetterFilter,
     build_board,
-    mask_personal,
     original_shown,
     parse_letter_action,
 )
 from ordersync.ops.replay import DeadLetter
+from ordersync.privacy.masking import MASK, mask_personal
 from ordersync.schemas.events import EventDeadLettered
 
 pytestmark = pytest.mark.unit
@@ -131,3 +131,19 @@ def test_letters_are_counted_by_stage_and_reason_and_listed_newest_first() -> No
 def test_an_action_is_refused_whole_with_the_reason(body: object, problem: str) -> None:
     with pytest.raises(ActionProblem, match=problem):
         parse_letter_action(body)
+
+
+def test_dlq_show_masks_personal_data_unless_asked_unmasked() -> None:
+    record = {
+        "payload": {"customer_name": "Jane Buyer", "ship_to": {"line1": "1 Main", "country_code": "US"}}
+    }
+    dead = _dead(1, "import", "InvalidEvent", json.dumps(record).encode())
+    masked = json.loads(original_text(dead, masked=True) or "")
+    assert masked["payload"] == {"customer_name": MASK, "ship_to": {"line1": MASK, "country_code": "US"}}
+    assert "Jane" in (original_text(dead, masked=False) or "")
+    assert "Jane" not in json.dumps(letter_json(dead, None, masked=True))
+    not_json = _dead(2, "import", "InvalidEvent", b"Jane, 1 Main St")
+    assert "(not JSON: withheld" in (original_text(not_json, masked=True) or "")
+    binary = _dead(3, "import", "InvalidEvent", b"\xff\xfe")
+    assert letter_json(binary, None, masked=True)["original_b64"] is None
+    assert letter_json(binary, None, masked=False)["original_b64"] is not None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -134,17 +135,47 @@ def spreadsheet_safe(cell: str) -> str:
     return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
 
 
-async def write_orders_csv(model: ReadModel, filter: OrderFilter, out: TextIO) -> int:
-    """The filter's orders as CSV (header first); returns the rows written (header excluded)."""
+#: The columns a permitted reader's export adds: the buyer's data as its sales order holds it, opened,
+#: and whether it could be (open, expired, erased, none, not imported).
+PERSONAL_CSV_HEADER = [
+    "buyer_name",
+    "buyer_email",
+    "ship_to_name",
+    "ship_to_line1",
+    "ship_to_line2",
+    "ship_to_line3",
+    "ship_to_postal_code",
+    "ship_to_phone",
+    "personal_data",
+]
+_PERSONAL_SOURCES = (
+    "buyer_name",
+    "buyer_email",
+    *(f"address.{name}" for name in ("name", "line1", "line2", "line3", "postal_code", "phone")),
+)
+
+#: Opens one order's personal data (seller id, order id) -> (state, fields by personal_fields' names).
+PersonalOpener = Callable[[str, str], Awaitable[tuple[str, Mapping[str, str]]]]
+
+
+async def write_orders_csv(
+    model: ReadModel, filter: OrderFilter, out: TextIO, personal: PersonalOpener | None = None
+) -> int:
+    """The filter's orders as CSV (header first); returns the rows written (header excluded). With
+    ``personal`` (only for a reader allowed it), each row also carries the buyer's data it opens."""
     writer = csv.writer(out)
-    writer.writerow(failed_orders_csv_header())
+    writer.writerow(failed_orders_csv_header() + (PERSONAL_CSV_HEADER if personal else []))
     written = 0
     async for detail in model.iter_orders(filter):
+        extra: list[str] = []
+        if personal is not None:
+            state, fields = await personal(detail.row.seller_id, detail.row.amazon_order_id)
+            extra = [fields.get(name, "") for name in _PERSONAL_SOURCES] + [state]
         for record in order_csv_rows(detail):
             if filter.failed_stage and record[_CSV_HEADER.index("failed_stage")] not in (
                 filter.failed_stage,
             ):
                 continue
-            writer.writerow([spreadsheet_safe(cell) for cell in record])
+            writer.writerow([spreadsheet_safe(cell) for cell in record + extra])
             written += 1
     return written
