@@ -119,7 +119,9 @@ class AmazonOrder(_Value):
     shipping_address: Address | None = None
     earliest_ship_date: AwareDatetime | None = None
     latest_ship_date: AwareDatetime | None = None
-    #: The end of Amazon's delivery promise: when the buyer's personal data may be kept until (+30 days).
+    #: Amazon's delivery promise. Its start is when the buyer's personal data's 30 days begin: a
+    #: delivery on time is never followed by more than 30 days of it (ordersync.privacy).
+    earliest_delivery_date: AwareDatetime | None = None
     latest_delivery_date: AwareDatetime | None = None
     #: Items when the API embeds them (2026-01-01); None when they must be fetched (v0).
     items: tuple[AmazonOrderItem, ...] | None = None

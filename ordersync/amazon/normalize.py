@@ -107,6 +107,9 @@ def order_from_v0(raw: dict[str, Any], seller_id: str) -> AmazonOrder:
             shipping_address=_address_v0(raw.get("ShippingAddress")),
             earliest_ship_date=parse_time(raw["EarliestShipDate"]) if raw.get("EarliestShipDate") else None,
             latest_ship_date=parse_time(raw["LatestShipDate"]) if raw.get("LatestShipDate") else None,
+            earliest_delivery_date=parse_time(raw["EarliestDeliveryDate"])
+            if raw.get("EarliestDeliveryDate")
+            else None,
             latest_delivery_date=parse_time(raw["LatestDeliveryDate"])
             if raw.get("LatestDeliveryDate")
             else None,
@@ -216,6 +219,9 @@ def order_from_2026(raw: dict[str, Any], seller_id: str) -> AmazonOrder:
             else None,
             latest_ship_date=parse_time(ship_window["latestDateTime"])
             if ship_window.get("latestDateTime")
+            else None,
+            earliest_delivery_date=parse_time(delivery_window["earliestDateTime"])
+            if delivery_window.get("earliestDateTime")
             else None,
             latest_delivery_date=parse_time(delivery_window["latestDateTime"])
             if delivery_window.get("latestDateTime")

@@ -103,8 +103,11 @@ class Retention:
 
 
 def delivered_by(order: AmazonOrder, ship_to_delivery: timedelta = SHIP_TO_DELIVERY) -> datetime:
-    """When the order is delivered at the latest, as far as Amazon says: its delivery promise, else the
-    latest ship date plus ``ship_to_delivery``, else the purchase plus :data:`PURCHASE_TO_DELIVERY`."""
+    """When the order's personal data's retention starts: the start of Amazon's delivery promise (so a
+    delivery on time is followed by at most the retention, never more), else its end, else the latest
+    ship date plus ``ship_to_delivery``, else the purchase plus :data:`PURCHASE_TO_DELIVERY`."""
+    if order.earliest_delivery_date is not None:
+        return order.earliest_delivery_date
     if order.latest_delivery_date is not None:
         return order.latest_delivery_date
     if order.latest_ship_date is not None:

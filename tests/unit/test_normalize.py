@@ -108,3 +108,30 @@ def test_gift_wrap_and_message_are_read_from_both_api_versions() -> None:
     assert v2026.gift_message == "Alles Gute"
     del raw["fulfillment"]
     assert not item_from_2026(raw).is_gift
+
+
+def test_the_delivery_promise_is_read_from_both_api_versions() -> None:
+    v0 = order_from_v0(
+        {
+            "AmazonOrderId": "111-0000000-0000001",
+            "PurchaseDate": "2026-12-01T10:00:00Z",
+            "LastUpdateDate": "2026-12-01T10:00:00Z",
+            "OrderStatus": "Unshipped",
+            "MarketplaceId": "ATVPDKIKX0DER",
+            "EarliestDeliveryDate": "2026-12-04T08:00:00Z",
+            "LatestDeliveryDate": "2026-12-06T20:00:00Z",
+        },
+        "A1SELLER",
+    )
+    assert v0.earliest_delivery_date is not None
+    assert (v0.earliest_delivery_date.day, v0.latest_delivery_date and v0.latest_delivery_date.day) == (4, 6)
+    model = load_model("orders-2026-01-01")
+    example = model["paths"]["/orders/2026-01-01/orders"]["get"]["responses"]["200"]["examples"][
+        "application/json"
+    ]
+    raw = dict(example["orders"][0])
+    window = {"earliestDateTime": "2026-12-04T08:00:00Z", "latestDateTime": "2026-12-06T20:00:00Z"}
+    raw["fulfillment"] = {**raw["fulfillment"], "deliverByWindow": window}
+    current = order_from_2026(raw, "A1SELLER")
+    assert current.earliest_delivery_date == v0.earliest_delivery_date
+    assert current.latest_delivery_date == v0.latest_delivery_date

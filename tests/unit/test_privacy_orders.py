@@ -97,6 +97,9 @@ def test_sealed_personal_data_opens_back_to_the_same_order() -> None:
 def test_the_key_follows_the_delivery_promise_else_the_ship_date_else_the_purchase() -> None:
     promised = T0 + timedelta(days=5)
     assert delivered_by(order(latest_delivery_date=promised, latest_ship_date=T0)) == promised
+    # The promise's start, when Amazon gives it: an on-time delivery is never kept past its 30 days.
+    window = order(earliest_delivery_date=promised - timedelta(days=2), latest_delivery_date=promised)
+    assert delivered_by(window) == promised - timedelta(days=2)
     assert (
         delivered_by(order(latest_ship_date=T0 + timedelta(days=2)))
         == T0 + timedelta(days=2) + SHIP_TO_DELIVERY

@@ -135,7 +135,7 @@ def test_an_order_downloaded_before_personal_data_was_sealed_still_reads() -> No
     )
     data = json.loads(codec.encode(current))
     data["schema_version"] = 1
-    for field in ("personal", "latest_delivery_date"):
+    for field in ("personal", "earliest_delivery_date", "latest_delivery_date"):
         del data["payload"]["order"][field]
     decoded = codec.decode(json.dumps(data).encode(), ORDERS_DOWNLOADED)
     assert decoded.schema_version == 2
