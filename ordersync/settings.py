@@ -14,6 +14,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, field_validator
 from pydantic_settings import (
@@ -79,6 +80,20 @@ class RedisSettings(_Frozen):
     ssl_ca_certs: Path | None = Field(None, description="CA bundle for Redis's certificate (rediss://).")
     ssl_certfile: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS to Redis.")
     ssl_keyfile: Path | None = Field(None, description="Private key (PEM) of ssl_certfile.")
+
+    @field_validator("url")
+    @classmethod
+    def _no_tls_options_in_the_url(cls, url: str) -> str:
+        # redis-py lets a URL's query override the TLS settings: ?ssl_cert_reqs=none would silently
+        # switch certificate checks off. TLS is configured by the ssl_* settings only.
+        options = [name for name in parse_qs(urlsplit(url).query) if name.lower().startswith("ssl")]
+        if options:
+            raise ValueError(
+                f"the Redis URL carries TLS options ({', '.join(options)}); set them with"
+                " ORDERSYNC_REDIS__SSL_CA_CERTS / __SSL_CERTFILE / __SSL_KEYFILE instead (certificates are"
+                " always verified)"
+            )
+        return url
 
 
 class AmazonSettings(_Frozen):

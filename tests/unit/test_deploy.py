@@ -626,3 +626,11 @@ def test_redis_tls_options_apply_to_rediss_urls_only(client_cert: tuple[Path, Pa
     plain = tls.model_copy(update={"url": "redis://cache:6379/0"})
     assert redis_tls_options(plain) == {}
     assert "ssl_ca_certs" not in redis_client(plain).connection_pool.connection_kwargs
+
+
+def test_a_redis_url_cannot_switch_certificate_checks_off() -> None:
+    # redis-py would let the URL's query override the TLS settings.
+    for query in ("ssl_cert_reqs=none", "ssl_check_hostname=false", "SSL_CA_CERTS=/tmp/x"):
+        with pytest.raises(ValueError, match="carries TLS options"):
+            RedisSettings(url=f"rediss://cache:6380/0?{query}")
+    assert RedisSettings(url="rediss://cache:6380/0?health_check_interval=5").url.endswith("=5")
