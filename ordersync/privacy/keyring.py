@@ -33,7 +33,7 @@ import time
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
@@ -52,6 +52,10 @@ CACHE_S = 600.0
 ERASURES_CACHE_S = 60.0
 KEY_PREFIX = "dek/"
 ERASED_PREFIX = "erased/"
+#: A destroyed key leaves a marker, so a worker whose clock runs behind never makes it again ...
+SHREDDED_PREFIX = "shredded/"
+#: ... kept this long after the key was due, then removed.
+SHREDDED_MARKER_KEPT = timedelta(days=366)
 
 
 class KeyWrapper(Protocol):
@@ -241,6 +245,25 @@ class S3KeyStore:
         """The subjects erased from ``key_id``'s data."""
         return set(await self._names(f"{ERASED_PREFIX}{key_id}/"))
 
+    async def mark_shredded(self, key_id: str, at: str) -> None:
+        body = json.dumps({"key_id": key_id, "shredded_at": at}).encode()
+        await self._s3.put_object(Bucket=self.bucket, Key=f"{SHREDDED_PREFIX}{key_id}.json", Body=body)
+
+    async def is_shredded(self, key_id: str) -> bool:
+        try:
+            await self._s3.head_object(Bucket=self.bucket, Key=f"{SHREDDED_PREFIX}{key_id}.json")
+        except ClientError as exc:
+            if _missing(exc):
+                return False
+            raise
+        return True
+
+    async def shredded_ids(self) -> list[str]:
+        return await self._names(SHREDDED_PREFIX)
+
+    async def forget_shredded(self, key_id: str) -> None:
+        await self._s3.delete_object(Bucket=self.bucket, Key=f"{SHREDDED_PREFIX}{key_id}.json")
+
     async def delete_erasures(self, key_id: str) -> None:
         for subject in await self.erasures(key_id):
             await self._s3.delete_object(Bucket=self.bucket, Key=self._erasure(key_id, subject))
@@ -298,6 +321,8 @@ class KeyRing:
         existing = await self._existing(key_id, due)
         if existing is not None:
             return existing
+        if await self.store.is_shredded(key_id):
+            raise self._expired(key_id, due)  # destroyed already, by a worker whose clock is ahead
         secret = os.urandom(KEY_BYTES)
         wrapped = await self.wrapper.wrap(secret, key_id)
         if await self.store.create(
@@ -318,7 +343,8 @@ class KeyRing:
         return existing
 
     async def shred_due(self) -> list[str]:
-        """Destroy every key whose retention ended; the names destroyed."""
+        """Destroy every key whose retention ended; the names destroyed. Markers of keys destroyed more
+        than :data:`SHREDDED_MARKER_KEPT` ago go too."""
         now = self.clock.now()
         destroyed = []
         for key_id in await self.store.key_ids():
@@ -329,11 +355,19 @@ class KeyRing:
             if now >= due:
                 await self.shred(key_id)
                 destroyed.append(key_id)
+        for key_id in await self.store.shredded_ids():
+            try:
+                old = now >= shred_after(key_id) + SHREDDED_MARKER_KEPT
+            except ValueError:
+                continue
+            if old:
+                await self.store.forget_shredded(key_id)
         return destroyed
 
     async def shred(self, key_id: str) -> None:
         """Destroy ``key_id`` now (its day's retention ended, or an operator destroys it early): every
-        copy of what it sealed is unreadable from then on."""
+        copy of what it sealed is unreadable from then on, and the key is never made again."""
+        await self.store.mark_shredded(key_id, self.clock.now().isoformat())
         await self.store.delete(key_id)
         await self.store.delete_erasures(key_id)  # nothing left to refuse
         self._opened.pop(key_id, None)

@@ -10,66 +10,20 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-import redis
 
 from ordersync.clock import EpochClock
 from ordersync.dev.demo import LocalPipeline, local_pipeline
-from ordersync.kafka.reader import TopicReader
 from ordersync.privacy.keyring import open_key_ring
 from ordersync.privacy.orders import open_order
 from ordersync.schemas.events import AmazonOrder, OrderEnriched, OrderImported
-from ordersync.schemas.topics import CATALOGUE, ORDERS_ENRICHED, ORDERS_IMPORTED
+from ordersync.schemas.topics import ORDERS_ENRICHED, ORDERS_IMPORTED
 from ordersync.simulator.testing import TEST_APPLICATION, tiny_scenario
+from tests.personal_data import log_text, personal_strings, redis_text, topic_text
 from tests.topics import read_all, wait_for
 
 pytestmark = pytest.mark.integration
 
 STAGES = ("order-download", "order-notifications", "item-fetch", "import", "status-projection")
-
-
-def _personal_strings(pipeline: LocalPipeline) -> set[str]:
-    """What of each order the simulator would show only to an application with the roles."""
-    assert pipeline.simulator is not None
-    found: set[str] = set()
-    for order in pipeline.simulator.state.book.orders.values():
-        found |= {order.buyer_name, order.buyer_email}
-        if order.address is not None:
-            address = order.address
-            found |= {address.name, address.line1, address.postal_code, address.phone}
-            if address.line2:
-                found.add(address.line2)
-    return {value for value in found if value and len(value) >= 5}
-
-
-def _topic_text(bootstrap: str) -> str:
-    parts = []
-    for spec in CATALOGUE:
-        with TopicReader(bootstrap, spec.name, skip_missing=True) as reader:
-            parts.extend(r.value.decode("utf-8", "replace") for r in reader.records() if r.value)
-    return "\n".join(parts)
-
-
-def _redis_text(url: str) -> str:
-    client = redis.Redis.from_url(url)
-    parts = []
-    try:
-        for key in client.scan_iter(count=1000):
-            kind = client.type(key)
-            if kind == b"string":
-                parts.append(repr(client.get(key)))
-            elif kind == b"hash":
-                parts.append(repr(client.hgetall(key)))
-            elif kind == b"list":
-                parts.append(repr(client.lrange(key, 0, -1)))
-            elif kind == b"set":
-                parts.append(repr(client.smembers(key)))
-            elif kind == b"zset":
-                parts.append(repr(client.zrange(key, 0, -1)))
-            elif kind == b"stream":
-                parts.append(repr(client.xrange(key)))
-    finally:
-        client.close()
-    return "\n".join(parts)
 
 
 async def _opened(pipeline: LocalPipeline, orders: list[AmazonOrder]) -> list[AmazonOrder]:
@@ -120,10 +74,10 @@ def test_personal_data_is_kept_only_sealed_and_never_logged(tmp_path: Path) -> N
 
         wait_for(lambda: len(simulator.state.truth_orders()) == 32, 120, what="every order placed")
         wait_for(lambda: len(imported_orders()) >= 30, 240, what="the orders imported")
-        personal = _personal_strings(pipeline)
+        personal = personal_strings(pipeline)
         enriched = [e for e in read_all(bootstrap, ORDERS_ENRICHED) if isinstance(e, OrderEnriched)]
-        topics, stored = _topic_text(bootstrap), _redis_text(pipeline.env["ORDERSYNC_REDIS__URL"])
-        logs = "\n".join(path.read_text(errors="replace") for path in (tmp_path / "run").glob("*.log"))
+        topics, stored = topic_text(bootstrap), redis_text(pipeline.env["ORDERSYNC_REDIS__URL"])
+        logs = log_text(tmp_path / "run")
         opened = asyncio.run(_opened(pipeline, [e.order for e in enriched if e.order.personal is not None]))
 
     assert len(personal) > 50

@@ -285,3 +285,23 @@ async def test_an_erased_order_is_never_opened_or_sealed_again_and_its_mark_goes
         await open_order(sealed_john, ring)
     with pytest.raises(PersonalDataExpired):
         await open_order(sealed_john, await open_key_ring(privacy, aws, clock, stack))
+
+
+async def test_a_worker_whose_clock_runs_behind_never_makes_a_destroyed_key_again(
+    aws: AwsSettings, privacy: PrivacySettings, stack: AsyncExitStack
+) -> None:
+    key_id = key_id_for("A1ACME", DELIVERED)
+    ahead = ManualClock(shred_after(key_id))
+    shredder = await open_key_ring(privacy, aws, ahead, stack)
+    behind = await open_key_ring(privacy, aws, ManualClock(DELIVERED), stack)
+    await behind.sealing_key(key_id)
+    assert await shredder.shred_due() == [key_id]
+    # The lagging worker's clock says the day is still kept; the marker says the key is gone.
+    other = await open_key_ring(privacy, aws, ManualClock(DELIVERED), stack)
+    with pytest.raises(PersonalDataExpired):
+        await other.sealing_key(key_id)
+    assert await shredder.store.key_ids() == []
+    # A year on, the marker goes too.
+    ahead.advance(366 * 86400)
+    assert await shredder.shred_due() == []
+    assert await shredder.store.shredded_ids() == []
