@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import partial
 
 from ordersync.errors import AmazonApiError, Permanent, QuotaUnavailable, Retryable, Throttled
 from ordersync.pipeline.runtime import REDIS_PROBE_INTERVAL_S, StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
-from ordersync.schemas.events import ConfirmationMethod, ShipmentConfirmed, ShipmentFailed, ShipmentRequested
+from ordersync.schemas.events import (
+    EASY_SHIP,
+    SHIP_PLUS,
+    ConfirmationMethod,
+    ShipmentConfirmed,
+    ShipmentFailed,
+    ShipmentRequested,
+)
 from ordersync.schemas.topics import SHIPMENTS_CONFIRMED, SHIPMENTS_FAILED, TopicSpec, order_key
 
 log = logging.getLogger("ordersync.consumers.shipment_write_back")
@@ -49,6 +57,29 @@ def error_parts(error: Exception) -> tuple[str, str]:
 
 def total_quantity(request: ShipmentRequested) -> int:
     return sum(item.quantity for item in request.items)
+
+
+def confirmed_by_amazon(
+    request: ShipmentRequested, programs: Collection[str]
+) -> tuple[ConfirmationMethod, str] | None:
+    """A package ordersync must not confirm, as Amazon's rules say: (how Amazon learns of it, why);
+    None for a package ordersync confirms."""
+    if EASY_SHIP in programs:
+        return "easy-ship", (
+            "Easy Ship order: Amazon's carrier ships it from a scheduled package; the seller does not"
+            " confirm it"
+        )
+    if SHIP_PLUS in programs:
+        return (
+            "amazon-label",
+            "Ship+ order: its Ship+ label confirms it (Amazon refuses confirmShipment, 400)",
+        )
+    if request.label_bought_on_amazon:
+        return (
+            "amazon-label",
+            "label bought through Amazon (Buy Shipping): its purchase confirmed the shipment",
+        )
+    return None
 
 
 @dataclass
@@ -125,7 +156,9 @@ class PackageWriteBack:
                     await asyncio.sleep(runtime.settings.writeback.retry_backoff_s * 2 ** (attempts - 1))
         return None, error, attempts
 
-    async def publish_confirmed(self, method: ConfirmationMethod, attempts: int) -> None:
+    async def publish_confirmed(
+        self, method: ConfirmationMethod, attempts: int, note: str | None = None
+    ) -> None:
         request = self.request
         confirmed = ShipmentConfirmed(
             channel=request.channel,
@@ -137,6 +170,7 @@ class PackageWriteBack:
             tracking_number=request.tracking_number,
             quantity=total_quantity(request),
             confirmed_at=self.runtime.clock.now(),
+            note=note,
         )
         await self._publish(SHIPMENTS_CONFIRMED, confirmed)
         await self.record_state(status="Success", outcome="confirmed")

@@ -5,6 +5,10 @@
   the package, or when a transient fault (5xx, timeout) still fails at the redrive deadline: each run
   makes up to ``writeback.max_attempts`` attempts, and between runs the request waits on the redrive
   tiers (``pipeline.redrive.*``); invalid requests go to ``shipments.requested.dlq``.
+- Amazon's programmes first: a package whose label was bought through Amazon (Buy Shipping; the
+  request says so), of a Ship+ order (Amazon answers confirmShipment with 400) or of an Easy Ship order
+  (Amazon's carrier ships it) is not sent: ``shipments.confirmed`` records how Amazon learns of it
+  (``amazon-label``, ``easy-ship``) and why, a final outcome that is no failure.
 - Modes (the channel's ``writeback_mode``, else ``writeback.mode``): ``confirm`` sends confirmShipment per
   package here; ``feed`` parks it for the seller's next POST_ORDER_FULFILLMENT_DATA
   (:mod:`ordersync.consumers.fulfillment_feed`, run by this stage's feed task); ``auto`` confirms while
@@ -37,7 +41,7 @@ import faust
 from ordersync.channels import Channel
 from ordersync.clock import epoch_seconds
 from ordersync.consumers import cancellation, fulfillment_feed
-from ordersync.consumers.shipment_package import PackageWriteBack, total_quantity
+from ordersync.consumers.shipment_package import PackageWriteBack, confirmed_by_amazon, total_quantity
 from ordersync.errors import InvalidEvent, Permanent, Retryable, Throttled
 from ordersync.ops.commands import outcome_detail
 from ordersync.pipeline.feeds import scaled
@@ -117,10 +121,15 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
         await package.record_state(status="NotUploaded")
         await store.set_order_status(seller, order_id, writeback="NotUploaded")
         return
+    by_amazon = confirmed_by_amazon(request, sales_order.programs if sales_order else ())
     if (await store.order_status(seller, order_id)).get("amazon_status") == "Canceled":
         error: Exception | None = Permanent(
             f"order {order_id} is cancelled on Amazon; a cancelled order is never confirmed"
         )
+    elif by_amazon is not None:
+        # Amazon's rules: nothing to send (a label bought on Amazon, Ship+, Easy Ship); a final outcome.
+        await package.publish_confirmed(by_amazon[0], 0, note=by_amazon[1])
+        return
     elif marketplace is None:
         error = Permanent(f"no marketplace known for order {order_id}: it was not imported by ordersync")
     elif await use_feed(runtime, channel, seller):

@@ -41,6 +41,15 @@ _UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("OrderDownloaded", 1): _only_added_optional_fields,
     ("OrderEnriched", 1): _only_added_optional_fields,
     ("OrderImported", 1): _only_added_optional_fields,
+    # Version 3 of the order events: programmes, associated orders, the delivery promise's start
+    # (AmazonOrder, AmazonOrderItem and SalesOrder fields with defaults).
+    ("OrderDownloaded", 2): _only_added_optional_fields,
+    ("OrderEnriched", 2): _only_added_optional_fields,
+    ("OrderImported", 2): _only_added_optional_fields,
+    # Version 2 of the shipment events: a label bought on Amazon, and what follows from it.
+    ("InvoiceIssued", 1): _only_added_optional_fields,
+    ("ShipmentRequested", 1): _only_added_optional_fields,
+    ("ShipmentConfirmed", 1): _only_added_optional_fields,
 }
 
 

@@ -99,6 +99,21 @@ class AmazonOrderItem(_Value):
     gift_wrap_tax: Money | None = None
     gift_message: str | None = None
     buyer_requested_cancel: bool = False
+    #: Programmes of the item (v0's AmazonPrograms: FBM_SHIP_PLUS, SUBSCRIBE_AND_SAVE).
+    programs: tuple[str, ...] = ()
+
+
+#: Programmes that decide how a seller-fulfilled shipment reaches Amazon (ordersync.consumers).
+SHIP_PLUS = "FBM_SHIP_PLUS"
+EASY_SHIP = "AMAZON_EASY_SHIP"
+
+
+class AssociatedOrder(_Value):
+    """Another order this one is related to (Amazon's associatedOrders; v0's ReplacedOrderId)."""
+
+    amazon_order_id: NonEmptyStr
+    #: REPLACEMENT_ORIGINAL_ID, EXCHANGE_ORIGINAL_ID.
+    association_type: NonEmptyStr
 
 
 class AmazonOrder(_Value):
@@ -129,6 +144,14 @@ class AmazonOrder(_Value):
     #: The buyer's personal data (name, e-mail, the address's name, lines, postal code and phone, gift
     #: messages), sealed; the fields themselves are then empty. None: the order carries none.
     personal: Sealed | None = None
+    #: Amazon's programmes of the order (2026-01-01 ``programs``; from v0's flags: IsPrime, IsBusinessOrder,
+    #: IsPremiumOrder, EasyShipShipmentStatus, IsISPU, IsIBA, OrderType Preorder).
+    programs: tuple[str, ...] = ()
+    associated_orders: tuple[AssociatedOrder, ...] = ()
+
+    def in_program(self, program: str) -> bool:
+        """Whether the order, or any of its items, is in ``program``."""
+        return program in self.programs or any(program in item.programs for item in self.items or ())
 
 
 # --- amazon.orders.downloaded / amazon.orders.enriched -------------------------------------------
@@ -142,7 +165,9 @@ FoundBy = Literal["poll", "catch-up", "reconciliation", "retry", "notification"]
 class OrderDownloaded(Event):
     """An order as listed by getOrders/searchOrders: new, or changed since it was last seen."""
 
-    schema_version: ClassVar[int] = 2  # 2: sealed personal data (codec upcasts 1)
+    # 2: sealed personal data; 3: programmes, associated orders, the delivery promise's start (codec
+    # upcasts both)
+    schema_version: ClassVar[int] = 3
 
     channel: NonEmptyStr
     order: AmazonOrder
@@ -152,7 +177,9 @@ class OrderDownloaded(Event):
 class OrderEnriched(Event):
     """An order with its items (fetched through getOrderItems, or embedded by searchOrders)."""
 
-    schema_version: ClassVar[int] = 2  # 2: sealed personal data (codec upcasts 1)
+    # 2: sealed personal data; 3: programmes, associated orders, the delivery promise's start (codec
+    # upcasts both)
+    schema_version: ClassVar[int] = 3
 
     channel: NonEmptyStr
     order: AmazonOrder
@@ -245,12 +272,19 @@ class SalesOrder(_Value):
     #: The buyer's personal data as the Amazon order sealed it (the customer and address fields and gift
     #: messages then empty): opened by whoever may read it, unreadable once its key is destroyed.
     personal: Sealed | None = None
+    #: The order's and its items' programmes (Ship+ and Easy Ship orders are not confirmed by the seller).
+    programs: tuple[str, ...] = ()
+    associated_orders: tuple[AssociatedOrder, ...] = ()
+    #: Amazon's ship-by deadline: a confirmation after it is a late shipment.
+    latest_ship_date: AwareDatetime | None = None
 
 
 class OrderImported(Event):
     """A sales order the back-office should create (first import of this Amazon order)."""
 
-    schema_version: ClassVar[int] = 2  # 2: sealed personal data (codec upcasts 1)
+    # 2: sealed personal data; 3: programmes, associated orders, the delivery promise's start (codec
+    # upcasts both)
+    schema_version: ClassVar[int] = 3
 
     sales_order: SalesOrder
 
@@ -325,10 +359,17 @@ class Package(_Value):
     tracking_number: NonEmptyStr
     ship_date: AwareDatetime
     lines: Annotated[tuple[ShippedLine, ...], Field(min_length=1)]
+    label_bought_on_amazon: bool = Field(
+        False,
+        description="The label was bought through Amazon (Buy Shipping, Ship+): its purchase confirmed the"
+        " shipment on Amazon, so ordersync sends nothing for this package.",
+    )
 
 
 class InvoiceIssued(Event):
     """The back-office invoiced (and shipped) an imported order."""
+
+    schema_version: ClassVar[int] = 2  # 2: label_bought_on_amazon (codec upcasts 1)
 
     invoice_number: NonEmptyStr
     amazon_order_id: AmazonOrderId
@@ -347,6 +388,8 @@ class ShipmentItem(_Value):
 class ShipmentRequested(Event):
     """Confirm one package of an order on Amazon (from an invoice, or straight from a warehouse)."""
 
+    schema_version: ClassVar[int] = 2  # 2: label_bought_on_amazon (codec upcasts 1)
+
     channel: NonEmptyStr
     amazon_order_id: AmazonOrderId
     #: Positive number, unique within the order (Amazon's packageReferenceId).
@@ -358,22 +401,34 @@ class ShipmentRequested(Event):
     ship_date: AwareDatetime
     items: Annotated[tuple[ShipmentItem, ...], Field(min_length=1)]
     source: str | None = Field(None, description="What asked for it, e.g. the invoice number.")
+    label_bought_on_amazon: bool = Field(
+        False,
+        description="The label was bought through Amazon (Buy Shipping): its purchase confirmed the"
+        " shipment, so ordersync sends nothing.",
+    )
 
 
-#: How Amazon learnt of the shipment; "already-confirmed": an earlier try whose answer was lost landed.
-ConfirmationMethod = Literal["confirmShipment", "feed", "already-confirmed"]
+#: How Amazon learnt of the shipment; "already-confirmed": an earlier try whose answer was lost landed;
+#: "amazon-label": a label bought through Amazon (Buy Shipping, Ship+) confirmed it; "easy-ship": Amazon's
+#: carrier ships it (Easy Ship). The last two are not sent by ordersync at all (``note`` says why).
+ConfirmationMethod = Literal["confirmShipment", "feed", "already-confirmed", "amazon-label", "easy-ship"]
 
 
 class ShipmentConfirmed(Event):
+    schema_version: ClassVar[int] = 2  # 2: methods amazon-label and easy-ship, note (codec upcasts 1)
+
     channel: NonEmptyStr
     amazon_order_id: AmazonOrderId
     package_reference_id: NonEmptyStr
     method: ConfirmationMethod
-    attempts: PositiveInt
+    #: Calls made to Amazon for it (0: nothing had to be sent).
+    attempts: Annotated[int, Field(ge=0)]
     carrier_code: NonEmptyStr
     tracking_number: NonEmptyStr
     quantity: PositiveInt
     confirmed_at: AwareDatetime
+    #: Why nothing was sent, for amazon-label and easy-ship.
+    note: str | None = None
 
 
 class ShipmentFailed(Event):

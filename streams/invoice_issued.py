@@ -88,6 +88,7 @@ def shipment_requests(
                 ship_date=package.ship_date,
                 items=tuple(ShipmentItem(order_item_id=i, quantity=q) for i, q in quantities.items()),
                 source=f"{INVOICE_SOURCE}{invoice.invoice_number}",
+                label_bought_on_amazon=package.label_bought_on_amazon,
             )
         )
     return requests

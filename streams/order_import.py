@@ -217,7 +217,16 @@ def build_sales_order(
         gift_lines=tuple(gift_lines),
         # Sealed as downloaded, for the order (seller and Amazon order id): the import reads none of it.
         personal=order.personal,
+        programs=order_programs(order),
+        associated_orders=order.associated_orders,
+        latest_ship_date=order.latest_ship_date,
     )
+
+
+def order_programs(order: AmazonOrder) -> tuple[str, ...]:
+    """The order's programmes and its items', once each, in the order first seen."""
+    seen = [*order.programs, *(p for item in order.items or () for p in item.programs)]
+    return tuple(dict.fromkeys(seen))
 
 
 def line_states(order: AmazonOrder) -> tuple[OrderLineState, ...]:

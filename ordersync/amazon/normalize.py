@@ -11,7 +11,15 @@ from decimal import Decimal
 from typing import Any
 
 from ordersync.errors import AmazonRejected
-from ordersync.schemas.events import Address, AmazonOrder, AmazonOrderItem, Money, OrderStatus
+from ordersync.schemas.events import (
+    EASY_SHIP,
+    Address,
+    AmazonOrder,
+    AmazonOrderItem,
+    AssociatedOrder,
+    Money,
+    OrderStatus,
+)
 
 #: 2026-01-01 fulfillment statuses -> the v0 OrderStatus names ordersync uses throughout.
 STATUS_FROM_2026: dict[str, OrderStatus] = {
@@ -85,6 +93,48 @@ def _address_2026(raw: dict[str, Any] | None) -> Address | None:
     )
 
 
+#: v0's order flags as Orders 2026-01-01 names the programme.
+_V0_PROGRAM_FLAGS = (
+    ("IsPrime", "PRIME"),
+    ("IsBusinessOrder", "AMAZON_BUSINESS"),
+    ("IsPremiumOrder", "PREMIUM"),
+    ("IsISPU", "IN_STORE_PICK_UP"),
+    ("IsIBA", "INVOICE_BY_AMAZON"),
+)
+
+
+def _flag(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
+
+
+def programs_from_v0(raw: dict[str, Any]) -> tuple[str, ...]:
+    """The programmes a v0 order's flags say it is in (2026-01-01's names)."""
+    found = [program for flag, program in _V0_PROGRAM_FLAGS if _flag(raw.get(flag))]
+    if raw.get("EasyShipShipmentStatus"):
+        found.append(EASY_SHIP)
+    if raw.get("OrderType") == "Preorder":
+        found.append("PREORDER")
+    return tuple(found)
+
+
+def _associated_v0(raw: dict[str, Any]) -> tuple[AssociatedOrder, ...]:
+    if _flag(raw.get("IsReplacementOrder")) and raw.get("ReplacedOrderId"):
+        return (
+            AssociatedOrder(
+                amazon_order_id=raw["ReplacedOrderId"], association_type="REPLACEMENT_ORIGINAL_ID"
+            ),
+        )
+    return ()
+
+
+def _associated_2026(raw: dict[str, Any]) -> tuple[AssociatedOrder, ...]:
+    return tuple(
+        AssociatedOrder(amazon_order_id=entry["orderId"], association_type=entry["associationType"])
+        for entry in raw.get("associatedOrders") or []
+        if entry.get("orderId") and entry.get("associationType")
+    )
+
+
 def order_from_v0(raw: dict[str, Any], seller_id: str) -> AmazonOrder:
     """One ``Order`` of getOrders/getOrder (v0)."""
     buyer = raw.get("BuyerInfo") or {}
@@ -115,6 +165,8 @@ def order_from_v0(raw: dict[str, Any], seller_id: str) -> AmazonOrder:
             else None,
             items=None,
             api_version="v0",
+            programs=programs_from_v0(raw),
+            associated_orders=_associated_v0(raw),
         )
     except (KeyError, ValueError) as exc:
         raise AmazonRejected("getOrders", 200, "UnexpectedResponse", f"order not understood: {exc}") from exc
@@ -146,6 +198,7 @@ def item_from_v0(raw: dict[str, Any]) -> AmazonOrderItem:
             (raw.get("BuyerRequestedCancel") or {}).get("IsBuyerRequestedCancel", "false")
         ).lower()
         == "true",
+        programs=tuple((raw.get("AmazonPrograms") or {}).get("Programs") or ()),
     )
 
 
@@ -228,6 +281,8 @@ def order_from_2026(raw: dict[str, Any], seller_id: str) -> AmazonOrder:
             else None,
             items=tuple(item_from_2026(item) for item in raw.get("orderItems") or []),
             api_version="2026-01-01",
+            programs=tuple(raw.get("programs") or ()),
+            associated_orders=_associated_2026(raw),
         )
     except (KeyError, ValueError) as exc:
         raise AmazonRejected(

@@ -93,12 +93,19 @@ def status_command(state_dir: Path | None = _STATE_DIR_OPTION) -> None:
 def backoffice(
     delay: Annotated[float, typer.Option(help="Seconds between an order's import and its invoice.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed for carriers and tracking numbers.")] = 7,
+    simulator: Annotated[
+        str | None,
+        typer.Option(help="The simulator's URL: Ship+ and Easy Ship orders ship through it, as a seller's"),
+    ] = None,
+    label_share: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of other orders shipped with labels bought on Amazon.")
+    ] = 0.0,
 ) -> None:
     """A back-office stand-in (demo, tests): invoices imported orders as an ERP would."""
     from ordersync.dev.backoffice import run_backoffice
 
     setup_logging()
-    run_backoffice(get_settings(), delay_s=delay, seed=seed)
+    run_backoffice(get_settings(), delay_s=delay, seed=seed, simulator_url=simulator, label_share=label_share)
 
 
 def demo(

@@ -4,6 +4,10 @@ It consumes ``orders.imported`` with a plain Kafka client (kafka-python, not fau
 same codec, same bytes) and, a short delay after each merchant-fulfilled order arrives, invoices and
 ships it: it publishes ``invoices.issued`` with carrier, service, tracking, ship date and every line.
 Orders fulfilled by Amazon (AFN) are never invoiced for shipping: Amazon ships them.
+
+Against the simulator (``simulator_url``) it also plays the seller's shipping desk: a Ship+ order (and
+``label_share`` of the others) ships with a label bought through Amazon, which confirms it on Amazon,
+and the invoice says so (``label_bought_on_amazon``); an Easy Ship order is handed to Amazon's carrier.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import signal
 import time
 from datetime import UTC, datetime
 from types import FrameType
+from typing import Literal
 
+import httpx
 from kafka import KafkaConsumer, KafkaProducer
 
 from ordersync.errors import InvalidEvent
@@ -23,6 +29,8 @@ from ordersync.kafka.admin import kafka_client_config
 from ordersync.schemas.codec import decode, encode
 from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.events import (
+    EASY_SHIP,
+    SHIP_PLUS,
     InvoiceIssued,
     OrderCancelled,
     OrderImported,
@@ -37,7 +45,9 @@ log = logging.getLogger(__name__)
 CARRIERS = (("UPS", "Ground"), ("USPS", "Priority Mail"), ("FedEx", "Home Delivery"), ("DHL", "Paket"))
 
 
-def invoice_for(order: SalesOrder, rng: random.Random, now: datetime) -> InvoiceIssued:
+def invoice_for(
+    order: SalesOrder, rng: random.Random, now: datetime, *, label_bought_on_amazon: bool = False
+) -> InvoiceIssued:
     carrier, service = rng.choice(CARRIERS)
     return InvoiceIssued(
         invoice_number=f"INV-{order.code}",
@@ -55,12 +65,41 @@ def invoice_for(order: SalesOrder, rng: random.Random, now: datetime) -> Invoice
                     for line in order.lines
                     if line.quantity > 0
                 ),
+                label_bought_on_amazon=label_bought_on_amazon,
             ),
         ),
     )
 
 
-def run_backoffice(settings: Settings, *, delay_s: float = 1.0, seed: int = 7) -> None:
+def ships_by_amazon(
+    order: SalesOrder, rng: random.Random, label_share: float
+) -> Literal["label", "easy-ship"] | None:
+    """How the shipping desk ships ``order`` when not with its own label: Easy Ship orders by Amazon's
+    carrier, Ship+ orders (and ``label_share`` of the rest) with a label bought through Amazon."""
+    if EASY_SHIP in order.programs:
+        return "easy-ship"
+    if SHIP_PLUS in order.programs or (label_share > 0 and rng.random() < label_share):
+        return "label"
+    return None
+
+
+def _ship_on_simulator(simulator_url: str, order: SalesOrder, by: str) -> None:
+    """Buy the label through Amazon, or hand the package to Easy Ship's carrier, on the simulator."""
+    answer = httpx.post(
+        f"{simulator_url}/_sim/orders/{order.amazon_order_id}/amazon-shipment", json={"by": by}, timeout=10
+    )
+    if answer.status_code != 200:
+        log.warning("%s: the simulator did not ship it by %s: %s", order.amazon_order_id, by, answer.text)
+
+
+def run_backoffice(
+    settings: Settings,
+    *,
+    delay_s: float = 1.0,
+    seed: int = 7,
+    simulator_url: str | None = None,
+    label_share: float = 0.0,
+) -> None:
     """Invoice every imported merchant-fulfilled order ``delay_s`` after it arrives, until SIGTERM."""
     stop = False
 
@@ -113,7 +152,12 @@ def run_backoffice(settings: Settings, *, delay_s: float = 1.0, seed: int = 7) -
                 _, _, order, correlation = heapq.heappop(due)
                 if order.amazon_order_id in cancelled:
                     continue  # an ERP does not ship a cancelled order
-                invoice = invoice_for(order, rng, datetime.now(UTC))
+                by_amazon = ships_by_amazon(order, rng, label_share)
+                if by_amazon is not None and simulator_url:
+                    _ship_on_simulator(simulator_url, order, by_amazon)
+                invoice = invoice_for(
+                    order, rng, datetime.now(UTC), label_bought_on_amazon=by_amazon == "label"
+                )
                 envelope = Envelope.wrap(
                     invoice,
                     seller_id=order.seller_id,

@@ -206,6 +206,8 @@ def account(truth: list[dict[str, Any]], outcomes: Outcomes, throttled: int, cal
             order["fulfillment_channel"] == "MFN" and status == "Shipped" and order.get("confirmed_by_seller")
         ):
             categories["confirmed on Amazon"] += 1
+        elif order["fulfillment_channel"] == "MFN" and status == "Shipped" and order.get("shipments"):
+            categories["shipped by an Amazon label or Easy Ship"] += 1
         else:
             unaccounted.append(f"{order_id} ({order['fulfillment_channel']}, {status})")
     return Accounting(len(truth), categories, unaccounted, throttled, calls)
@@ -266,7 +268,10 @@ class LocalPipeline:
         plans_known: bool = True,
         orders_api: OrdersApiVersion | None = None,
         fetch_pii: bool = False,
+        label_share: float = 0.0,
     ) -> None:
+        """``label_share``: the back-office stand-in ships that share of ordinary seller-fulfilled
+        orders with labels bought through Amazon (Ship+ and Easy Ship orders ship through Amazon always)."""
         self.scenario = scenario
         self.run_dir = run_dir
         self.stages = stages
@@ -277,6 +282,7 @@ class LocalPipeline:
         self._plans_known = plans_known
         self._orders_api = orders_api
         self._fetch_pii = fetch_pii
+        self._label_share = label_share
         self._broker: EmbeddedBroker | None = None
         self._redis: EmbeddedRedis | None = None
         self._aws: EmbeddedAws | None = None
@@ -348,7 +354,18 @@ class LocalPipeline:
         for stage in self.stages:
             self.start_process(stage, ["run", stage])
         if self._backoffice:
-            self.start_process("backoffice", ["backoffice", "--delay", "0.5"])
+            self.start_process(
+                "backoffice",
+                [
+                    "backoffice",
+                    "--delay",
+                    "0.5",
+                    "--simulator",
+                    self.simulator.base_url,
+                    "--label-share",
+                    str(self._label_share),
+                ],
+            )
 
     def settings(self) -> Settings:
         """The settings the stages run with, as far as a test or the demo reaches what they reach."""

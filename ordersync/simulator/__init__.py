@@ -6,12 +6,14 @@ Amazon's throttling, visibility lag, feed queues, report delays, notification de
 duplicates) and faults (500/503, slow answers, timeouts, dropped connections), plus a control and truth
 API under ``/_sim/``:
 
-``/_sim/orders`` (GET, POST), ``/_sim/orders/{id}`` and ``/status``, ``/_sim/feeds`` and
+``/_sim/orders`` (GET, POST), ``/_sim/orders/{id}``, ``/status`` and ``/amazon-shipment`` (shipped by
+a label bought through Amazon, or by Easy Ship's carrier), ``/_sim/feeds`` and
 ``/_sim/feeds/{id}`` (feeds with their messages' outcomes and reports), ``/_sim/listings`` (SKU ->
 quantity per seller, as JSON_LISTINGS_FEED feeds left it), ``/_sim/notifications`` (ORDER_CHANGE
 notifications sent, lost, duplicated or pending, destinations and subscriptions; PUT changes the
 delivery knobs), ``/_sim/reports`` and ``/_sim/reports/{id}`` (reports with their status, lag, lines
-and document; PUT changes the report knobs), ``/_sim/counters``, ``/_sim/clock`` and
+and document; PUT changes the report knobs), ``/_sim/counters`` (with the confirmations refused by
+programme), ``/_sim/clock`` and
 ``/advance``, ``/_sim/faults`` (rates) and ``/_sim/faults/next`` (force the next requests' fault),
 ``/_sim/usage-plans`` (change a seller's plan while running), ``/_sim/buckets/reset``,
 ``/_sim/tokens/revoke``, ``/_sim/catalogue``, ``/_sim/scenario``, ``/_sim/user-agents`` (the

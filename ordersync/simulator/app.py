@@ -176,6 +176,14 @@ async def sim_order_status(request: Request) -> Response:
         return _control_error(exc)
 
 
+async def sim_amazon_shipment(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    try:
+        return JSONResponse(state.ship_by_amazon(request.path_params["order_id"], await _json_body(request)))
+    except ControlError as exc:
+        return _control_error(exc)
+
+
 async def sim_notifications(request: Request) -> Response:
     state: SimulatorState = request.app.state.sim
     if request.method in ("PUT", "POST"):
@@ -405,6 +413,7 @@ def create_app(state: SimulatorState) -> Starlette:
         Route("/_sim/orders", sim_orders, methods=["GET", "POST"]),
         Route("/_sim/orders/{order_id}", sim_order, methods=["GET"]),
         Route("/_sim/orders/{order_id}/status", sim_order_status, methods=["POST"]),
+        Route("/_sim/orders/{order_id}/amazon-shipment", sim_amazon_shipment, methods=["POST"]),
         Route("/_sim/counters", sim_counters, methods=["GET", "DELETE"]),
         Route("/_sim/clock", sim_clock, methods=["GET"]),
         Route("/_sim/clock/advance", sim_clock_advance, methods=["POST"]),

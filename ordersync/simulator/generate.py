@@ -12,6 +12,8 @@ import string
 from decimal import Decimal
 
 from ordersync.simulator.orders import (
+    EASY_SHIP,
+    SHIP_PLUS,
     Address,
     FulfillmentChannel,
     Item,
@@ -24,6 +26,7 @@ from ordersync.simulator.scenario import (
     MARKETPLACES,
     UNMAPPED_SKU_PREFIX,
     Marketplace,
+    OrderProfile,
     Product,
     Scenario,
     SellerScenario,
@@ -191,6 +194,17 @@ def populate(book: OrderBook, scenario: Scenario, start: int, taken_ids: set[str
         _populate_seller(book, scenario, seller, start, taken_ids)
 
 
+def drawn_programmes(draw: float, profile: OrderProfile, channel: FulfillmentChannel) -> tuple[str, ...]:
+    """The seller-fulfilled programmes of an order, from one uniform draw: Ship+, Easy Ship or none."""
+    if channel != "MFN":
+        return ()
+    if draw < profile.ship_plus_share:
+        return (SHIP_PLUS,)
+    if draw < profile.ship_plus_share + profile.easy_ship_share:
+        return (EASY_SHIP,)
+    return ()
+
+
 def _populate_seller(
     book: OrderBook, scenario: Scenario, seller: SellerScenario, start: int, taken_ids: set[str]
 ) -> None:
@@ -198,6 +212,8 @@ def _populate_seller(
     rng = seller_rng(scenario, seller.seller_id)
     # Draws added after the first release come from their own stream, so older scenarios keep their orders.
     extra = random.Random(f"{scenario.seed}/{seller.seller_id}/order-life")
+    # Programmes draw from their own stream, so adding them changes no other order's draws.
+    programmes = random.Random(f"{scenario.seed}/{seller.seller_id}/programmes")
     products = catalogue(scenario, seller)
     first = start - profile.history_s
     span = profile.history_s + profile.arrival_window_s
@@ -236,6 +252,7 @@ def _populate_seller(
             ship_service_level=ship_level(marketplace, expedited),
             ship_category="Expedited" if expedited else "Standard",
         )
+        order.programs = drawn_programmes(programmes.random(), profile, channel)
         preorder = extra.random() < profile.preorder_share
         release_at = created + max(1, int(extra.uniform(*profile.preorder_release_s)))
         status: SimStatus = "PendingAvailability" if preorder else "Pending" if pending else "Unshipped"

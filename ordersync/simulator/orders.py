@@ -37,6 +37,9 @@ EventKind = Literal["create", "authorise", "cancel", "afn_ship", "release", "con
 #: Statuses in which nothing is paid or shipped yet, so the buyer (or seller) may still cancel.
 OPEN_STATUSES = frozenset({"PendingAvailability", "Pending", "Unshipped"})
 
+#: Amazon's names of the programmes that change how a seller-fulfilled order ships.
+SHIP_PLUS = "FBM_SHIP_PLUS"
+EASY_SHIP = "AMAZON_EASY_SHIP"
 #: Why a buyer canceled, as Amazon's BuyerCancelReason shows it.
 BUYER_CANCEL_REASON = "Ordered by mistake"
 
@@ -80,6 +83,9 @@ class Package:
     ship_date: float
     items: tuple[tuple[str, int], ...]
     confirmed_at: int
+    #: Who told Amazon: the seller (confirmShipment, a feed), a label bought through Amazon (Buy
+    #: Shipping, Ship+), or Amazon's own carrier (Easy Ship).
+    by: Literal["seller", "label", "easy-ship"] = "seller"
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,8 @@ class Order:
     ship_service_level: str
     ship_category: Literal["Standard", "Expedited"]
     preorder: bool = False
+    #: Programmes that change how the seller ships (FBM_SHIP_PLUS, AMAZON_EASY_SHIP); Prime follows AFN.
+    programs: tuple[str, ...] = ()
     versions: list[Version] = field(default_factory=list)
 
     @property

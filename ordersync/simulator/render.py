@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from ordersync.simulator.clock import epoch_to_iso, epoch_to_iso_ms
-from ordersync.simulator.orders import Address, Item, Order, Package, Snapshot, Version
+from ordersync.simulator.orders import EASY_SHIP, SHIP_PLUS, Address, Item, Order, Package, Snapshot, Version
 
 #: v0 OrderStatus -> 2026-01-01 FulfillmentStatus.
 STATUS_2026: dict[str, str] = {
@@ -136,6 +136,10 @@ def order_v0(order: Order, version: Version, pii: Pii) -> dict[str, Any]:
             "IsAccessPointOrder": False,
         }
     )
+    if EASY_SHIP in order.programs:
+        body["EasyShipShipmentStatus"] = (
+            "PickedUp" if any(p.by == "easy-ship" for p in snap.packages) else "PendingPickUp"
+        )
     if order.address is not None and _has_address(order, snap):
         body["ShippingAddress"] = address_v0(order.address, pii)
     if pii.buyer_info:
@@ -159,6 +163,8 @@ def order_item_v0(order: Order, index: int, snapshot: Snapshot) -> dict[str, Any
         "QuantityShipped": snapshot.shipped[index],
         "ProductInfo": {"NumberOfItems": "1"},
     }
+    if SHIP_PLUS in order.programs:  # v0 names Ship+ on the items (AmazonPrograms)
+        body["AmazonPrograms"] = {"Programs": [SHIP_PLUS]}
     if _priced(snapshot):
         zero = _money_v0(order, Decimal(0))
         body.update(
@@ -290,7 +296,7 @@ def order_2026(order: Order, version: Version, included: frozenset[str], pii: Pi
         "orderId": order.order_id,
         "createdTime": epoch_to_iso(order.created),
         "lastUpdatedTime": epoch_to_iso(version.at),
-        "programs": ["PRIME"] if order.channel == "AFN" else [],
+        "programs": (["PRIME"] if order.channel == "AFN" else []) + list(order.programs),
         "salesChannel": {
             "channelName": "AMAZON",
             "marketplaceId": market.marketplace_id,
@@ -405,7 +411,8 @@ def order_truth(order: Order) -> dict[str, Any]:
         "visible_at": epoch_to_iso(latest.visible_at),
         "has_unmapped_sku": order.has_unmapped_sku,
         "has_address": order.address is not None,
-        "confirmed_by_seller": bool(snap.packages),
+        "confirmed_by_seller": any(p.by == "seller" for p in snap.packages),
+        "programs": list(order.programs),
         "currency": market.currency,
         "items": [
             {
@@ -428,6 +435,7 @@ def order_truth(order: Order) -> dict[str, Any]:
                 "tracking_number": p.tracking_number,
                 "ship_date": epoch_to_iso(p.ship_date),
                 "confirmed_at": epoch_to_iso(p.confirmed_at),
+                "by": p.by,
                 "items": [{"order_item_id": item_id, "quantity": qty} for item_id, qty in p.items],
             }
             for p in snap.packages

@@ -11,6 +11,7 @@ visibility lags, notification deliveries and faults (for the same sequence of re
     time_scale: 20               # optional; --time-scale overrides it
     pii_requires_rdt: true       # Orders v0: names/address lines/buyer only with a Restricted Data Token
     pii_without_role: omit       # Orders 2026-01-01, BUYER/RECIPIENT asked without the role: omit | forbidden
+    easy_ship_confirm: refuse    # confirmShipment of an Easy Ship order: refuse (400) | accept
     access_token_lifetime_s: 3600
     visibility_lag: {p_late: 0.1, max_late_s: 600}
     faults: {http_500: 0.0, http_503: 0.0, timeout: 0.0, drop: 0.0, slow: 0.0, slow_s: 2, timeout_s: 60}
@@ -68,6 +69,8 @@ visibility lags, notification deliveries and faults (for the same sequence of re
           missing_address_share: 0.0
           preorder_share: 0.0          # PendingAvailability until released
           preorder_release_s: [3600, 259200]
+          ship_plus_share: 0.0         # seller-fulfilled in Ship+: confirmShipment answers 400
+          easy_ship_share: 0.0         # seller-fulfilled in Easy Ship: Amazon's carrier ships them
           invoice_unconfirmed_share: 0.0   # shipped by the seller, InvoiceUnconfirmed a while first
           invoice_confirm_s: [600, 86400]
 """
@@ -225,6 +228,10 @@ class OrderProfile(_Frozen):
     #: Pre-orders: PendingAvailability until their release, then Pending/Unshipped as usual.
     preorder_share: Share = 0.0
     preorder_release_s: tuple[NonNegative, NonNegative] = (3600.0, 3 * 86400.0)
+    #: Seller-fulfilled orders in Ship+ (shipped with a Ship+ label; confirmShipment refused) and in
+    #: Easy Ship (Amazon's carrier ships them).
+    ship_plus_share: Share = 0.0
+    easy_ship_share: Share = 0.0
     #: Seller-fulfilled orders that, once fully shipped, stay InvoiceUnconfirmed for a while.
     invoice_unconfirmed_share: Share = 0.0
     invoice_confirm_s: tuple[NonNegative, NonNegative] = (600.0, 86400.0)
@@ -421,6 +428,9 @@ class Scenario(_Frozen):
     #: not document the answer. ``omit``: 200 without the personal fields (city, region and country of
     #: the address stay); ``forbidden``: 403 Unauthorized.
     pii_without_role: Literal["omit", "forbidden"] = "omit"
+    #: confirmShipment (or a fulfilment feed message) for an Easy Ship order: refused (400) or accepted.
+    #: Amazon documents that Easy Ship orders ship through Easy Ship, not what a confirmation gets.
+    easy_ship_confirm: Literal["refuse", "accept"] = "refuse"
     access_token_lifetime_s: Annotated[int, Field(ge=1)] = 3600
     visibility_lag: VisibilityLag = VisibilityLag()
     faults: Faults = Faults()

@@ -49,6 +49,8 @@ from ordersync.simulator.feeds import (
 )
 from ordersync.simulator.notifications import GRANTLESS_SCOPES, Delivery, NotificationEngine
 from ordersync.simulator.orders import (
+    EASY_SHIP,
+    SHIP_PLUS,
     Item,
     Order,
     OrderBook,
@@ -89,6 +91,7 @@ from ordersync.simulator.throttle import Counters, Plan, Throttler
 from ordersync.simulator.validation import (
     ACCESS_DENIED_MESSAGE,
     QUOTA_EXCEEDED_MESSAGE,
+    AmazonShipment,
     ControlError,
     NewOrder,
     NewOrderItem,
@@ -387,6 +390,9 @@ class SimulatorState:
         self.book.advance(self.clock.now())
         self.throttler = Throttler(scenario)
         self.counters = Counters()
+        #: Confirmations Amazon's programme rules refused, per seller and rule (a client that knows the
+        #: rules never meets one).
+        self.refusals: dict[str, dict[str, int]] = {}
         self._runtime = _Runtime(faults=scenario.faults, pii_requires_rdt=scenario.pii_requires_rdt)
         self._tokens = TokenCodec()
         #: The User-Agent header of the last request of each operation (and of "lwaToken").
@@ -931,12 +937,7 @@ class SimulatorState:
             raise invalid_input(
                 f"Order {order.order_id} is fulfilled by Amazon; the seller cannot confirm it."
             )
-        if snap.status == "Canceled":
-            raise invalid_input(f"Order {order.order_id} is canceled.")
-        if snap.status in ("Pending", "PendingAvailability"):
-            raise invalid_input(
-                f"Order {order.order_id} is {snap.status}: it cannot be shipped before payment."
-            )
+        self._check_shippable(order, snap)
         existing = next(
             (p for p in snap.packages if p.package_reference_id == request.package_reference_id), None
         )
@@ -982,6 +983,73 @@ class SimulatorState:
             f"shipment {request.package_reference_id} confirmed",
         )
         return 204, None
+
+    def _check_shippable(self, order: Order, snap: Snapshot) -> None:
+        """confirmShipment's refusals by the order's state and programme (400 InvalidInput)."""
+        if snap.status == "Canceled":
+            raise invalid_input(f"Order {order.order_id} is canceled.")
+        if snap.status in ("Pending", "PendingAvailability"):
+            raise invalid_input(
+                f"Order {order.order_id} is {snap.status}: it cannot be shipped before payment."
+            )
+        refused = self._programme_refusal(order)
+        if refused is not None:
+            raise invalid_input(refused)
+
+    def _programme_refusal(self, order: Order) -> str | None:
+        """Why Amazon refuses a seller's confirmation of ``order`` by its programme (counted), or None:
+        Ship+ orders do not support confirmShipment (Amazon: "result in a 400 error"); Easy Ship orders
+        ship through Easy Ship (what a confirmation gets is undocumented: ``easy_ship_confirm``)."""
+        if SHIP_PLUS in order.programs:
+            rule, why = "ship_plus", f"Order {order.order_id} is a Ship+ order: its Ship+ label confirms it."
+        elif EASY_SHIP in order.programs and self.scenario.easy_ship_confirm == "refuse":
+            rule, why = (
+                "easy_ship",
+                f"Order {order.order_id} is an Easy Ship order: it ships through Easy Ship.",
+            )
+        else:
+            return None
+        by_seller = self.refusals.setdefault(order.seller_id, {})
+        by_seller[rule] = by_seller.get(rule, 0) + 1
+        return why
+
+    def ship_by_amazon(self, order_id: str, raw: Any) -> dict[str, Any]:
+        """``POST /_sim/orders/{id}/amazon-shipment``: the whole order ships without the seller's
+        confirmation: a label bought through Amazon (Buy Shipping, Ship+) or Amazon's Easy Ship carrier."""
+        try:
+            spec = AmazonShipment.model_validate(raw or {})
+        except ValidationError as exc:
+            raise ControlError(str(exc)) from exc
+        with self._lock:
+            now = self.now()
+            order = self.book.orders.get(order_id)
+            if order is None:
+                raise ControlError(f"no order {order_id}", 404)
+            snap = order.current
+            if spec.by == "easy-ship" and EASY_SHIP not in order.programs:
+                raise ControlError(f"order {order_id} is not an Easy Ship order")
+            if order.channel != "MFN" or snap.status not in ("Unshipped", "PartiallyShipped"):
+                raise ControlError(f"order {order_id} is {order.channel} {snap.status}: nothing to ship")
+            remaining = tuple(
+                (item.order_item_id, item.quantity - done)
+                for item, done in zip(order.items, snap.shipped, strict=True)
+                if item.quantity > done
+            )
+            package = Package(
+                package_reference_id=str(len(snap.packages) + 1),
+                carrier_code=spec.carrier_code,
+                carrier_name=None,
+                shipping_method=None,
+                tracking_number=spec.tracking_number or f"AMZN{secrets.token_hex(6).upper()}",
+                ship_date=now,
+                items=remaining,
+                confirmed_at=int(now),
+                by=spec.by,
+            )
+            shipped = tuple(item.quantity for item in order.items)
+            how = "a label bought through Amazon" if spec.by == "label" else "Easy Ship pick-up"
+            self._record_shipment(order, shipped, package, now, f"shipped by {how}")
+            return order_truth(order)
 
     def _record_shipment(
         self, order: Order, shipped: tuple[int, ...], package: Package, at: float, change: str
@@ -1650,6 +1718,9 @@ class SimulatorState:
                 CODE_ORDER_STATE,
                 f"The order {order.order_id} is {snap.status}: payment is not authorised yet.",
             )
+        refused = self._programme_refusal(order)
+        if refused is not None:  # a feed message follows confirmShipment's rules (undocumented)
+            return MessageResult(message.message_id, key, False, CODE_ORDER_STATE, refused)
         shipped = list(snap.shipped)
         if message.items:
             wanted: list[tuple[int, int]] = []
@@ -1797,6 +1868,8 @@ class SimulatorState:
                 spec.order_id in self._taken_ids or self.book.known(spec.order_id)
             ):
                 raise ControlError(f"order {spec.order_id} exists")
+            if spec.programs and spec.fulfillment_channel != "MFN":
+                raise ControlError("Ship+ and Easy Ship are programmes of seller-fulfilled orders")
             if spec.order_id is not None:
                 self._taken_ids.add(spec.order_id)
             buyer = generate.address(rng, marketplace.country_code)
@@ -1813,6 +1886,7 @@ class SimulatorState:
                 ship_service_level=generate.ship_level(marketplace, expedited=False),
                 ship_category="Standard",
                 preorder=spec.preorder_release_s is not None,
+                programs=tuple(spec.programs),
             )
             released_at = int(now) + int(spec.preorder_release_s or 0)
             pending = spec.pending_s is not None or spec.preorder_release_s is not None
@@ -2059,11 +2133,16 @@ class SimulatorState:
 
     def counters_json(self) -> dict[str, Any]:
         with self._lock:
-            return {"sellers": self.counters.as_json(), "operations": self.counters.as_rows()}
+            return {
+                "sellers": self.counters.as_json(),
+                "operations": self.counters.as_rows(),
+                "refusals": {seller: dict(rules) for seller, rules in self.refusals.items()},
+            }
 
     def reset_counters(self) -> None:
         with self._lock:
             self.counters.reset()
+            self.refusals.clear()
 
     def reset_buckets(self) -> None:
         with self._lock:

@@ -123,6 +123,20 @@ class NewOrder(_Strict):
         None, description="A pre-order: PendingAvailability this long, then Pending, then Unshipped."
     )
     missing_address: bool = False
+    programs: tuple[Literal["FBM_SHIP_PLUS", "AMAZON_EASY_SHIP"], ...] = Field(
+        (), description="Ship+ or Easy Ship (seller-fulfilled orders only)."
+    )
+
+
+class AmazonShipment(_Strict):
+    """``POST /_sim/orders/{id}/amazon-shipment``: the order ships without the seller confirming it."""
+
+    by: Literal["label", "easy-ship"] = Field(
+        description="label: the seller bought the label through Amazon (Buy Shipping, Ship+), which"
+        " confirms it; easy-ship: Amazon's carrier picked the package up."
+    )
+    carrier_code: str = "UPS"
+    tracking_number: str | None = None
 
 
 class ControlError(ValueError):

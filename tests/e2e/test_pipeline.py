@@ -1,5 +1,7 @@
 """All five stages as separate processes, on the embedded broker and a real Redis, against the
-simulator: every order Amazon holds is confirmed on Amazon, once, with the back-office's tracking."""
+simulator: every order Amazon holds is confirmed on Amazon, once, with the back-office's tracking; orders
+in Ship+ or Easy Ship, and those whose label the seller bought through Amazon, ship without ordersync
+confirming them (Amazon's 400 for a Ship+ confirmation is never met)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ from typing import Any
 import pytest
 
 from ordersync.dev.demo import OutcomeWatcher, local_pipeline, wait_until_accounted
+from ordersync.schemas.events import ShipmentConfirmed
 from ordersync.schemas.topics import ORDERS_IMPORTED, SHIPMENTS_CONFIRMED
 from ordersync.simulator.scenario import Scenario
+from tests.topics import read_all
 
 pytestmark = pytest.mark.e2e
 
@@ -26,6 +30,8 @@ def _scenario() -> Scenario:
         "afn_share": 0.0,
         "cancel_share": 0.0,
         "unknown_sku_share": 0.0,
+        "ship_plus_share": 0.15,
+        "easy_ship_share": 0.15,
     }
 
     def seller(seller_id: str, region: str, marketplace: str, token: str) -> dict[str, Any]:
@@ -60,7 +66,8 @@ def _scenario() -> Scenario:
 
 def test_every_simulator_order_is_confirmed_on_amazon(tmp_path: Path) -> None:
     scenario = _scenario()
-    with local_pipeline(scenario=scenario, run_dir=tmp_path / "run") as pipeline:
+    # The back-office ships a share of ordinary orders with labels bought through Amazon too.
+    with local_pipeline(scenario=scenario, run_dir=tmp_path / "run", label_share=0.15) as pipeline:
         watcher = OutcomeWatcher(pipeline.settings())
         watcher.start()
         try:
@@ -69,13 +76,20 @@ def test_every_simulator_order_is_confirmed_on_amazon(tmp_path: Path) -> None:
         finally:
             watcher.stop()
         truth, throttled, calls = pipeline.truth()
+        assert pipeline.simulator is not None
+        refusals = pipeline.simulator.state.counters_json()["refusals"]
+        confirmed = read_all(pipeline.env["ORDERSYNC_KAFKA__BOOTSTRAP"], SHIPMENTS_CONFIRMED)
 
     assert len(truth) == 60
     assert accounting.unaccounted == []
-    assert accounting.categories == {"confirmed on Amazon": 60}
+    by_seller = accounting.categories["confirmed on Amazon"]
+    by_amazon = accounting.categories["shipped by an Amazon label or Easy Ship"]
+    assert (by_seller + by_amazon, by_amazon >= 9) == (60, True)
     assert throttled == 0, "the rate limiter let a request through that Amazon throttled"
+    assert refusals == {}, "a confirmation Amazon refuses by programme was sent"
     assert outcomes.count(ORDERS_IMPORTED.name) == 60
     assert outcomes.count(SHIPMENTS_CONFIRMED.name) == 60
+    method = {c.amazon_order_id: c.method for c in confirmed if isinstance(c, ShipmentConfirmed)}
     for order in truth:
         assert order["status"] == "Shipped"
         # One package per order, carrying every item in full: nothing confirmed twice.
@@ -83,4 +97,14 @@ def test_every_simulator_order_is_confirmed_on_amazon(tmp_path: Path) -> None:
         shipped = {i["order_item_id"]: i["quantity"] for i in package["items"]}
         assert shipped == {i["order_item_id"]: i["quantity_ordered"] for i in order["items"]}
         assert package["tracking_number"]
+        # Each programme shipped its own way, and ordersync's outcome says how.
+        how = (package["by"], method[order["amazon_order_id"]])
+        if order["programs"] == ["FBM_SHIP_PLUS"]:
+            assert how == ("label", "amazon-label")
+        elif order["programs"] == ["AMAZON_EASY_SHIP"]:
+            assert how == ("easy-ship", "easy-ship")
+        elif package["by"] == "label":  # the seller bought this one's label through Amazon
+            assert how == ("label", "amazon-label")
+        else:
+            assert how in (("seller", "confirmShipment"), ("seller", "feed"))
     assert calls > 0

@@ -135,3 +135,43 @@ def test_the_delivery_promise_is_read_from_both_api_versions() -> None:
     current = order_from_2026(raw, "A1SELLER")
     assert current.earliest_delivery_date == v0.earliest_delivery_date
     assert current.latest_delivery_date == v0.latest_delivery_date
+
+
+def test_programmes_and_associated_orders_are_read_from_both_api_versions() -> None:
+    v0 = order_from_v0(
+        {
+            "AmazonOrderId": "111-0000000-0000002",
+            "PurchaseDate": "2026-12-01T10:00:00Z",
+            "LastUpdateDate": "2026-12-01T10:00:00Z",
+            "OrderStatus": "Unshipped",
+            "MarketplaceId": "A21TJRUUN4KGV",
+            "IsPrime": True,
+            "IsBusinessOrder": "true",
+            "EasyShipShipmentStatus": "PendingPickUp",
+            "OrderType": "Preorder",
+            "IsReplacementOrder": "true",
+            "ReplacedOrderId": "111-0000000-0000001",
+        },
+        "A1SELLER",
+    )
+    assert v0.programs == ("PRIME", "AMAZON_BUSINESS", "AMAZON_EASY_SHIP", "PREORDER")
+    assert [(a.amazon_order_id, a.association_type) for a in v0.associated_orders] == [
+        ("111-0000000-0000001", "REPLACEMENT_ORIGINAL_ID")
+    ]
+    (raw_item,) = _sandbox_responses("orders-v0", "getOrderItems")[0]["payload"]["OrderItems"][:1]
+    item = item_from_v0({**raw_item, "AmazonPrograms": {"Programs": ["FBM_SHIP_PLUS"]}})
+    assert item.programs == ("FBM_SHIP_PLUS",)
+    assert v0.model_copy(update={"items": (item,)}).in_program("FBM_SHIP_PLUS")
+    assert not v0.in_program("FBM_SHIP_PLUS")
+    model = load_model("orders-2026-01-01")
+    example = model["paths"]["/orders/2026-01-01/orders"]["get"]["responses"]["200"]["examples"][
+        "application/json"
+    ]
+    raw = {
+        **example["orders"][0],
+        "programs": ["FBM_SHIP_PLUS", "PRIME"],
+        "associatedOrders": [{"orderId": "111-0000000-0000001", "associationType": "EXCHANGE_ORIGINAL_ID"}],
+    }
+    current = order_from_2026(raw, "A1SELLER")
+    assert current.programs == ("FBM_SHIP_PLUS", "PRIME")
+    assert current.associated_orders[0].association_type == "EXCHANGE_ORIGINAL_ID"

@@ -135,12 +135,23 @@ def test_an_order_downloaded_before_personal_data_was_sealed_still_reads() -> No
     )
     data = json.loads(codec.encode(current))
     data["schema_version"] = 1
-    for field in ("personal", "earliest_delivery_date", "latest_delivery_date"):
+    for field in (
+        "personal",
+        "earliest_delivery_date",
+        "latest_delivery_date",
+        "programs",
+        "associated_orders",
+    ):
         del data["payload"]["order"][field]
     decoded = codec.decode(json.dumps(data).encode(), ORDERS_DOWNLOADED)
-    assert decoded.schema_version == 2
+    assert decoded.schema_version == 3
     assert decoded.payload_as(OrderDownloaded).order == order()
-    # A build that knows only version 1 says to upgrade, instead of calling the record malformed.
-    data["schema_version"] = 3
+    data["schema_version"] = 2
+    assert (
+        codec.decode(json.dumps(data).encode(), ORDERS_DOWNLOADED).payload_as(OrderDownloaded).order
+        == order()
+    )
+    # A build that knows only version 3 says to upgrade, instead of calling the record malformed.
+    data["schema_version"] = 4
     with pytest.raises(InvalidEvent, match="newer than this build knows"):
         codec.decode(json.dumps(data).encode(), ORDERS_DOWNLOADED)

@@ -20,6 +20,7 @@ from ordersync.simulator.testing import (
     tiny_scenario,
     validate_against_model,
 )
+from ordersync.simulator.validation import ControlError
 
 pytestmark = pytest.mark.unit
 
@@ -561,6 +562,60 @@ def test_confirm_shipment_refusals() -> None:
     canceled = confirm(state, token, mfn["amazon_order_id"], shipment(mfn))
     assert (canceled.status, error_code(canceled)) == (400, "InvalidInput")
     assert state.truth_order(mfn["amazon_order_id"])["shipments"] == []
+
+
+def test_programmes_are_shown_on_both_apis_and_their_confirmations_refused() -> None:
+    state, token = make_state(orders={"count": 60, "ship_plus_share": 0.3, "easy_ship_share": 0.3})
+    orders = state.truth_orders()
+    ship_plus = next(o for o in orders if o["programs"] == ["FBM_SHIP_PLUS"])
+    easy_ship = next(o for o in orders if o["programs"] == ["AMAZON_EASY_SHIP"])
+    plain = next(o for o in orders if o["programs"] == [])
+    # v0: Ship+ on the items, Easy Ship as the order's EasyShipShipmentStatus; 2026-01-01: programs.
+    items = get_items(state, token, ship_plus["amazon_order_id"]).body["payload"]["OrderItems"]
+    assert items[0]["AmazonPrograms"] == {"Programs": ["FBM_SHIP_PLUS"]}
+    assert get_order(state, token, easy_ship["amazon_order_id"]).body["payload"][
+        "EasyShipShipmentStatus"
+    ] == ("PendingPickUp")
+    assert "EasyShipShipmentStatus" not in get_order(state, token, plain["amazon_order_id"]).body["payload"]
+    listed = {
+        o["orderId"]: o["programs"]
+        for o in search_orders(state, token, createdAfter=iso_ago(state, 2 * DAY), marketplaceIds=US).body[
+            "orders"
+        ]
+    }
+    assert listed[ship_plus["amazon_order_id"]] == ["FBM_SHIP_PLUS"]
+    assert listed[easy_ship["amazon_order_id"]] == ["AMAZON_EASY_SHIP"]
+    # Amazon: Ship+ orders "do not support the confirmShipment operation and result in a 400 error".
+    refused = confirm(state, token, ship_plus["amazon_order_id"], shipment(ship_plus))
+    assert (refused.status, error_code(refused)) == (400, "InvalidInput")
+    assert "Ship+" in refused.body["errors"][0]["details"]
+    assert confirm(state, token, easy_ship["amazon_order_id"], shipment(easy_ship)).status == 400
+    assert confirm(state, token, plain["amazon_order_id"], shipment(plain)).status == 204
+    assert state.counters_json()["refusals"] == {TEST_SELLER: {"ship_plus": 1, "easy_ship": 1}}
+    # A label bought through Amazon ships the Ship+ order; Easy Ship's carrier picks the other up.
+    labelled = state.ship_by_amazon(ship_plus["amazon_order_id"], {"by": "label"})
+    assert (labelled["status"], labelled["shipments"][0]["by"], labelled["confirmed_by_seller"]) == (
+        "Shipped",
+        "label",
+        False,
+    )
+    picked = state.ship_by_amazon(easy_ship["amazon_order_id"], {"by": "easy-ship"})
+    assert picked["status"] == "Shipped"
+    assert get_order(state, token, easy_ship["amazon_order_id"]).body["payload"][
+        "EasyShipShipmentStatus"
+    ] == ("PickedUp")
+    with pytest.raises(ControlError, match="not an Easy Ship order"):
+        state.ship_by_amazon(plain["amazon_order_id"], {"by": "easy-ship"})
+    with pytest.raises(ControlError, match="nothing to ship"):
+        state.ship_by_amazon(ship_plus["amazon_order_id"], {"by": "label"})
+
+
+def test_an_easy_ship_confirmation_is_accepted_when_the_scenario_says_so() -> None:
+    state, token = make_state(orders={"count": 20, "easy_ship_share": 1.0}, easy_ship_confirm="accept")
+    order = state.truth_orders()[0]
+    assert order["programs"] == ["AMAZON_EASY_SHIP"]
+    assert confirm(state, token, order["amazon_order_id"], shipment(order)).status == 204
+    assert state.counters_json()["refusals"] == {}
 
 
 def test_get_order_items_pages_long_orders() -> None:

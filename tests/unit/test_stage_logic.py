@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from ordersync.consumers.shipment_package import classify_attempt_error
+from ordersync.consumers.shipment_package import classify_attempt_error, confirmed_by_amazon
 from ordersync.errors import AmazonRejected, AmazonUnavailable, InvalidEvent
 from ordersync.producers.order_download import (
     V0_RETIREMENT,
@@ -306,3 +306,32 @@ def test_a_channel_on_orders_v0_is_told_from_90_days_before_amazon_removes_it() 
     assert gone is not None
     assert "already" in gone
     assert v0_retirement_notice(on_2026, V0_RETIREMENT) is None
+
+
+# --- Amazon's programmes in the write-back ---------------------------------------------------------
+
+
+def test_programmes_reach_the_sales_order_and_decide_what_the_write_back_sends() -> None:
+    ship_plus = order(items=(item(programs=("FBM_SHIP_PLUS",)),), programs=("PRIME",))
+    sales = build_sales_order(ship_plus, channel(), {"SKU-1": "S"}, "SO1")
+    assert sales.programs == ("PRIME", "FBM_SHIP_PLUS")
+    assert ship_plus.in_program("FBM_SHIP_PLUS")
+    assert sales.latest_ship_date == ship_plus.latest_ship_date
+    invoice = _invoice(1, 1)
+    labelled = invoice.model_copy(
+        update={
+            "packages": tuple(p.model_copy(update={"label_bought_on_amazon": True}) for p in invoice.packages)
+        }
+    )
+    plain_sales = build_sales_order(order(), channel(), {"SKU-1": "S"}, "SO1")
+    packages = shipped_quantities(labelled, plain_sales)
+    (request, *_) = shipment_requests(labelled, plain_sales, packages, ["1", "2"])
+    assert request.label_bought_on_amazon
+    # What is not confirmed, and why: Ship+ and Easy Ship by programme, a bought label by the request.
+    plain_request = request.model_copy(update={"label_bought_on_amazon": False})
+    assert confirmed_by_amazon(plain_request, ()) is None
+    assert confirmed_by_amazon(plain_request, ("PRIME",)) is None
+    method, why = confirmed_by_amazon(plain_request, sales.programs) or ("", "")
+    assert (method, "Ship+" in why) == ("amazon-label", True)
+    assert (confirmed_by_amazon(plain_request, ("AMAZON_EASY_SHIP",)) or ("",))[0] == "easy-ship"
+    assert (confirmed_by_amazon(request, ()) or ("",))[0] == "amazon-label"

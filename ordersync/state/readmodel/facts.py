@@ -563,6 +563,9 @@ def _shipment_data(payload: Event, seller: str) -> tuple[Target, FactData, str] 
         summary = (
             f"package {payload.package_reference_id} confirmed on Amazon ({payload.method}, "
             f"attempt {payload.attempts})"
+            if payload.note is None
+            else f"package {payload.package_reference_id} not sent, by Amazon's rules ({payload.method}):"
+            f" {payload.note}"
         )
         return Target(seller, payload.amazon_order_id), confirmed, summary
     if isinstance(payload, ShipmentFailed):
