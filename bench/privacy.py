@@ -57,7 +57,7 @@ from pydantic import SecretStr
 from ordersync.amazon.client import SpApiClient
 from ordersync.channels import Channel, ChannelsFile
 from ordersync.clock import SYSTEM_CLOCK
-from ordersync.dev.testing import Emitted, RecordingRuntime, channels_of
+from ordersync.dev.testing import Emitted, Message, Record, RecordingRuntime, channels_of
 from ordersync.kafka.faust_app import make_app
 from ordersync.pipeline.runtime import StageRuntime
 from ordersync.privacy import new_kek, seal, unseal
@@ -239,26 +239,6 @@ class BenchRuntime(RecordingRuntime):
 
     def amazon(self, channel: Channel) -> SpApiClient:
         return cast(SpApiClient, self.answers)
-
-
-@dataclass
-class Message:
-    """What faust hands an agent for one record (``StageRuntime.process`` reads these)."""
-
-    value: bytes
-    key: bytes
-    topic: str
-    partition: int = 0
-    offset: int = 0
-
-
-@dataclass
-class Record:
-    message: Message
-    value: bytes = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.value = self.message.value
 
 
 def records(spec: TopicSpec, envelopes: list[Envelope[Any]], keys: list[str]) -> list[Record]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ordersync.dev.testing import RecordingRuntime
+from ordersync.dev import testing
+from ordersync.dev.testing import Record, RecordingRuntime
 from ordersync.schemas.codec import encode
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import RecordParked
@@ -13,23 +14,12 @@ from ordersync.schemas.topics import INVOICES_ISSUED, REDRIVE_TIERS
 
 
 @dataclass
-class Message:
-    value: bytes
+class Message(testing.Message):
+    """A record's message, by default an invoice of the tests' seller at offset 41."""
+
     key: bytes = b"A1SELLER:111-1111111-1111111"
     topic: str = INVOICES_ISSUED.name
-    partition: int = 0
     offset: int = 41
-
-
-@dataclass
-class Record:
-    """What faust hands an agent for one record: the event and its message."""
-
-    message: Message
-    value: bytes = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.value = self.message.value
 
 
 @dataclass

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
@@ -68,10 +68,7 @@ def with_read_model_and_buyers(
     import getpass
     from contextlib import AsyncExitStack
 
-    from botocore.exceptions import BotoCoreError, ClientError
-
     from ordersync.clock import SYSTEM_CLOCK
-    from ordersync.errors import ConfigurationError
     from ordersync.privacy.keyring import KeyRing, open_key_ring
     from ordersync.privacy.reader import buyer_data
     from ordersync.redis_client import redis_client
@@ -100,8 +97,18 @@ def with_read_model_and_buyers(
         finally:
             await redis.aclose()
 
+    return run_with_key_store(run())
+
+
+def run_with_key_store(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work``, which reaches the personal data key store: a missing key-encryption key exits 2,
+    a key store that does not answer exits 1, each with a clear message."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ordersync.errors import ConfigurationError
+
     try:
-        return asyncio.run(run())
+        return asyncio.run(work)
     except ConfigurationError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -4,17 +4,15 @@ ended, and erasing one buyer's data on request."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 import typer
-from botocore.exceptions import BotoCoreError, ClientError
 
+from ordersync.cli.common import run_with_key_store
 from ordersync.clock import SYSTEM_CLOCK
-from ordersync.errors import ConfigurationError
 from ordersync.privacy import RETENTION_DAYS, new_kek, retention_of, shred_after
 from ordersync.privacy.keyring import KeyRing, open_key_ring
 from ordersync.settings import Settings, get_settings
@@ -37,14 +35,7 @@ def _with_ring(settings: Settings, action: Callable[[KeyRing], Awaitable[T]]) ->
         async with AsyncExitStack() as stack:
             return await action(await open_key_ring(settings.privacy, settings.aws, SYSTEM_CLOCK, stack))
 
-    try:
-        return asyncio.run(run())
-    except ConfigurationError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    except (BotoCoreError, ClientError) as exc:
-        typer.echo(f"error: the key store did not answer: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    return run_with_key_store(run())
 
 
 async def _keys(ring: KeyRing) -> list[tuple[str, str | None]]:

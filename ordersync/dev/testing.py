@@ -9,7 +9,7 @@ simulator's own helpers for tests (a tiny scenario, the test seller) are in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -57,3 +57,25 @@ class RecordingRuntime(StageRuntime):
 def channels_of(scenario: Scenario) -> ChannelsFile:
     """The channels file of a simulator scenario's sellers, as the demo writes it (through YAML)."""
     return ChannelsFile.model_validate(yaml.safe_load(yaml.safe_dump(channels_for(scenario))))
+
+
+@dataclass
+class Message:
+    """What faust hands an agent for one record (``StageRuntime.process`` reads these), without a broker."""
+
+    value: bytes
+    key: bytes
+    topic: str
+    partition: int = 0
+    offset: int = 0
+
+
+@dataclass
+class Record:
+    """A faust event: the record's value and its message."""
+
+    message: Message
+    value: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.value = self.message.value

@@ -7,10 +7,14 @@ import subprocess
 import sys
 
 import pytest
+import typer
+from botocore.exceptions import EndpointConnectionError
 from typer.testing import CliRunner
 
 from ordersync.cli import app
+from ordersync.cli.common import run_with_key_store
 from ordersync.cli.main import COMMANDS, load_command
+from ordersync.errors import ConfigurationError
 
 pytestmark = pytest.mark.unit
 
@@ -78,3 +82,17 @@ def test_an_unknown_command_is_refused() -> None:
     result = CliRunner().invoke(app, ["no-such-command"])
     assert result.exit_code == 2
     assert "No such command" in result.output
+
+
+def test_the_key_store_fails_with_a_clear_message_and_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    async def fails(exc: Exception) -> None:
+        raise exc
+
+    for raised, code, said in (
+        (ConfigurationError("privacy: no key-encryption key"), 2, "no key-encryption key"),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), 1, "key store did not answer"),
+    ):
+        with pytest.raises(typer.Exit) as stopped:
+            run_with_key_store(fails(raised))
+        assert stopped.value.exit_code == code
+        assert said in capsys.readouterr().err
