@@ -1,18 +1,23 @@
-"""Benchmark of the shipment write-back and the inventory feeds under Amazon's createFeed budget.
+"""Benchmark of the shipment write-back, the order acknowledgements and the inventory feeds under
+Amazon's createFeed budget.
 
-Invoices (shipment requests) arrive at random within one simulated hour, with stock changes for many
-SKUs, against the simulator (its clock driven by this script) and a real Redis. The stage code runs
-unchanged: ``shipment_write_back.handle`` per request and its feed tick (auto mode: confirmShipment
-while the backlog is small, one POST_ORDER_FULFILLMENT_DATA per seller when it is large), and the
+Invoices (shipment requests) arrive at random within one simulated hour, each order imported some time
+before its invoice (its ``OrderImported``, acknowledged with its sales-order code: the channel has
+``acknowledge_orders``), with stock changes for many SKUs, against the simulator (its clock driven by
+this script) and a real Redis. The stage code runs unchanged: ``shipment_write_back.handle`` per
+request and its feed tick (auto mode: confirmShipment while the backlog is small, one
+POST_ORDER_FULFILLMENT_DATA per seller when it is large), ``acknowledgement.handle`` per import and its
+tick (one POST_ORDER_ACKNOWLEDGEMENT_DATA per flush interval on the ``acknowledgement`` lane), and the
 inventory stage's ``handle`` and tick. The rate limiter runs on the simulator's clock (a wait
 advances it), so every decision is exact against the simulated Amazon's buckets.
 
-Prints shipments confirmed per simulated hour (one order per feed, as some connectors send them: 29), feeds
-submitted per type, the most createFeed calls in any hour, 429s received, and the p50/p95 latency
-(simulated seconds) from invoice issued to ``shipments.confirmed``. ``simulate`` is also what the
+Prints shipments confirmed per simulated hour (one order per feed, as some connectors send them: 29),
+orders acknowledged per simulated hour, feeds submitted per type, createFeed calls per hour (the most in
+any hour, and in each clock hour), 429s received, and the p50/p95 latency (simulated seconds) from
+invoice issued to ``shipments.confirmed`` and from import to acknowledged. ``simulate`` is also what the
 scale test (``tests/stage/test_writeback_scale.py``) runs and checks.
 
-    .venv/bin/python bench/writeback.py [--invoices 12000] [--skus 20000]
+    .venv/bin/python bench/writeback.py [--invoices 12000] [--skus 20000] [--no-acknowledge]
 """
 
 from __future__ import annotations
@@ -26,17 +31,26 @@ import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from ordersync.clock import EpochClock
-from ordersync.consumers import inventory, shipment_write_back
+from ordersync.consumers import acknowledgement, inventory, shipment_write_back
 from ordersync.dev.testing import RecordingRuntime, channels_of
+from ordersync.errors import QuotaTimeout
 from ordersync.kafka.faust_app import make_app
 from ordersync.ratelimit import InMemoryRateLimiter, PlanBook
-from ordersync.ratelimit.limiter import limiter_options
+from ordersync.ratelimit.limiter import Grant, limiter_options
 from ordersync.schemas.envelope import Envelope
-from ordersync.schemas.events import InventoryLevelChanged, ShipmentItem, ShipmentRequested
-from ordersync.schemas.topics import SHIPMENTS_CONFIRMED, SHIPMENTS_FAILED
+from ordersync.schemas.events import (
+    InventoryLevelChanged,
+    OrderImported,
+    SalesOrder,
+    SalesOrderLine,
+    ShipmentItem,
+    ShipmentRequested,
+)
+from ordersync.schemas.topics import ORDERS_ACKNOWLEDGEMENT_RESULTS, SHIPMENTS_CONFIRMED, SHIPMENTS_FAILED
 from ordersync.settings import (
     AmazonSettings,
     InventorySettings,
@@ -49,6 +63,35 @@ from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.testing import TEST_SELLER, tiny_scenario
 
 UNKNOWN_ORDER_PREFIX = "999-"
+
+
+class _OwnTaskLanes(InMemoryRateLimiter):
+    """The stage sends its order acknowledgements from a task of their own, so a feed of theirs waiting
+    for its createFeed token (behind the shipments) holds nothing else up. This loop runs the ticks one
+    after the other on the simulator's clock, where such a wait would stop the clock for everything: on
+    that lane a token that is not there now is asked for again when the limiter says it may be there
+    (``acknowledgement_due``), the feed in flight settled meanwhile."""
+
+    acknowledgement_due = 0.0
+
+    async def acquire(
+        self,
+        operation: str,
+        seller_id: str,
+        *,
+        lane: str = "default",
+        timeout: float | None = None,  # noqa: ASYNC109
+        feed_type: str | None = None,
+    ) -> Grant:
+        if lane != acknowledgement.LANE:
+            return await super().acquire(
+                operation, seller_id, lane=lane, timeout=timeout, feed_type=feed_type
+            )
+        try:
+            return await super().acquire(operation, seller_id, lane=lane, timeout=0, feed_type=feed_type)
+        except QuotaTimeout as exc:
+            self.acknowledgement_due = self._clock() + exc.retry_after_s
+            raise
 
 
 @dataclass
@@ -68,16 +111,29 @@ class Figures:
     inventory_intervals: int = 0
     listings_wrong: int = 0
     sku_errors: int = 0
+    imported: int = 0  # orders imported (each to be acknowledged)
+    acknowledged: dict[str, str] = field(default_factory=dict)  # order -> MerchantOrderID on Amazon
+    not_acknowledged: dict[str, str] = field(default_factory=dict)  # order -> why
+    expected_ack_refusals: set[str] = field(default_factory=set)  # cancelled on Amazon before
+    ack_latencies_s: list[float] = field(default_factory=list)
+    create_feed_by_hour: list[int] = field(default_factory=list)  # calls in each hour from the start
+    shipments_s: float = 0.0  # simulated time until the last shipment result
+    acknowledgements_s: float = 0.0  # ... and until the last acknowledgement result
 
     @property
     def confirmed_per_hour(self) -> float:
-        span = max(self.simulated_s, 1.0)
+        span = max(self.shipments_s or self.simulated_s, 1.0)
         return len(self.confirmed) * 3600.0 / span
 
-    def percentile(self, share: float) -> float:
-        if not self.latencies_s:
+    @property
+    def acknowledged_per_hour(self) -> float:
+        return len(self.acknowledged) * 3600.0 / max(self.acknowledgements_s, 1.0)
+
+    def percentile(self, share: float, latencies: list[float] | None = None) -> float:
+        values = self.latencies_s if latencies is None else latencies
+        if not values:
             return 0.0
-        ordered = sorted(self.latencies_s)
+        ordered = sorted(values)
         return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
@@ -98,6 +154,41 @@ def _request(order: dict[str, Any], *, order_id: str | None = None, extra: int =
     )
 
 
+def _imported(order: dict[str, Any], channel: str, code: str) -> OrderImported:
+    """The import stage's sales order of a simulated order (what the acknowledgement reads of it)."""
+    lines = tuple(
+        SalesOrderLine(
+            order_item_id=item["order_item_id"],
+            seller_sku=item["sku"],
+            asin=item["asin"],
+            stock_code=item["sku"],
+            quantity=item["quantity_ordered"],
+            unit_price=Decimal(item["unit_price"]),
+            tax=Decimal(0),
+            line_total=Decimal(item["unit_price"]) * item["quantity_ordered"],
+        )
+        for item in order["items"]
+    )
+    sales_order = SalesOrder(
+        code=code,
+        channel=channel,
+        seller_id=TEST_SELLER,
+        marketplace_id=order["marketplace_id"],
+        amazon_order_id=order["amazon_order_id"],
+        order_status="Unshipped",
+        fulfillment_channel="MFN",
+        purchase_date=datetime.fromisoformat(order["created"].replace("Z", "+00:00")),
+        currency=order["currency"],
+        customer_name=None,
+        customer_email=None,
+        shipping_address=None,
+        ship_service_level="Std",
+        lines=lines,
+        total=sum((line.line_total for line in lines), Decimal(0)),
+    )
+    return OrderImported(sales_order=sales_order)
+
+
 async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
     redis_url: str,
     key_prefix: str,
@@ -110,8 +201,10 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
     failure_share: float = 0.01,
     seed: int = 5,
     max_simulated_s: float = 4 * 3600.0,
+    acknowledge: bool = True,
 ) -> Figures:
-    """Run the scenario; every shipment has a result (or ``max_simulated_s`` passed)."""
+    """Run the scenario; every shipment (and, with ``acknowledge``, every import) has a result (or
+    ``max_simulated_s`` passed)."""
     rng = random.Random(seed)
     scenario = tiny_scenario(
         orders={"count": invoices, "history_s": 3600, "items_per_order": [1, 2]},
@@ -134,7 +227,7 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
             state.advance_clock(max(seconds, 0.001))
             await asyncio.sleep(0)
 
-        limiter = InMemoryRateLimiter(
+        limiter = _OwnTaskLanes(
             plans=PlanBook.from_channels(channels.channels, time_scale=1),
             clock=state.now,
             sleep=sim_sleep,
@@ -147,18 +240,28 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
         )
         await runtime.start()
         try:
-            channel = channels.channels[0]
+            channel = channels.channels[0].model_copy(update={"acknowledge_orders": acknowledge})
+            runtime.channels = channels.model_copy(update={"channels": (channel,)})
             start = state.now()
             orders = state.truth_orders(TEST_SELLER, status="Unshipped")[:invoices]
             figures = Figures(invoices=len(orders), simulated_s=0.0, wall_s=0.0)
             # Per-message failures Amazon reports: cancelled on Amazon, unknown order, over-quantity.
             plan: list[tuple[float, ShipmentRequested]] = []
-            for order in orders:
+            # Each order imported before its invoice; acknowledged (when the channel does) from then on.
+            # (Their times drawn apart, so the shipments are the same with acknowledgements or without.)
+            imports: list[tuple[float, OrderImported]] = []
+            import_rng = random.Random(seed + 1)
+            for number, order in enumerate(orders, 1):
                 at = start + rng.uniform(0, hour_s)
+                if acknowledge:
+                    code = f"SO{number:08d}"
+                    imports.append((import_rng.uniform(start, at), _imported(order, channel.name, code)))
                 draw = rng.random()
                 if draw < failure_share:
                     state.set_order_status(order["amazon_order_id"], "Canceled")
                     figures.expected_failures[order["amazon_order_id"]] = "cancelled"
+                    if acknowledge:
+                        figures.expected_ack_refusals.add(order["amazon_order_id"])
                     plan.append((at, _request(order)))
                 elif draw < 2 * failure_share:
                     fake = f"{UNKNOWN_ORDER_PREFIX}{rng.randrange(10**7):07d}-{rng.randrange(10**7):07d}"
@@ -170,7 +273,10 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
                 else:
                     plan.append((at, _request(order)))
             plan.sort(key=lambda p: p[0])
+            imports.sort(key=lambda p: p[0])
+            figures.imported = len(imports)
             arrival = {request.amazon_order_id: at for at, request in plan}
+            imported_at = {event.sales_order.amazon_order_id: at for at, event in imports}
             # Stock: every SKU changes once within the hour, a tenth of them twice.
             catalogue = [f"SKU-{n:05d}" for n in range(1, skus + 1)]
             changes = [(start + rng.uniform(0, hour_s), sku, rng.randrange(0, 500)) for sku in catalogue]
@@ -180,9 +286,21 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
             ]
             changes.sort()
             latest: dict[str, tuple[float, int]] = {}
-            next_request = next_change = 0
+            next_request = next_change = next_import = 0
             while True:
                 now = state.now()
+                while next_import < len(imports) and imports[next_import][0] <= now:
+                    imported = imports[next_import][1]
+                    next_import += 1
+                    await acknowledgement.handle(
+                        runtime,
+                        Envelope.wrap(
+                            imported,
+                            seller_id=TEST_SELLER,
+                            marketplace_id=channel.marketplaces[0],
+                            correlation_id=imported.sales_order.amazon_order_id,
+                        ),
+                    )
                 while next_request < len(plan) and plan[next_request][0] <= now:
                     request = plan[next_request][1]
                     next_request += 1
@@ -207,9 +325,17 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
                         runtime, Envelope.wrap(level, seller_id=TEST_SELLER, correlation_id=sku)
                     )
                 await shipment_write_back.feed_tick(runtime)
+                if now >= limiter.acknowledgement_due:
+                    await acknowledgement.tick(runtime)
+                else:
+                    await acknowledgement.check_inflight(runtime, channel)
                 await inventory.tick(runtime, channel)
                 results = sum(1 for emitted in runtime.emitted if emitted.topic in _RESULT_TOPICS)
+                acknowledgements = sum(
+                    1 for emitted in runtime.emitted if emitted.topic == ORDERS_ACKNOWLEDGEMENT_RESULTS.name
+                )
                 arrived = next_request == len(plan) and next_change == len(changes)
+                arrived = arrived and next_import == len(imports) and acknowledgements >= len(imports)
                 inventory_done = not await inventory.pending(
                     runtime, TEST_SELLER
                 ) and await inventory.check_inflight(runtime, channel)
@@ -221,6 +347,11 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
             figures.simulated_s = state.now() - start
             for emitted in runtime.emitted:
                 payload = emitted.envelope.payload
+                since_start = emitted.at.timestamp() - start
+                if emitted.topic == ORDERS_ACKNOWLEDGEMENT_RESULTS.name:
+                    figures.acknowledgements_s = max(figures.acknowledgements_s, since_start)
+                elif emitted.topic in _RESULT_TOPICS:
+                    figures.shipments_s = max(figures.shipments_s, since_start)
                 if emitted.topic == SHIPMENTS_CONFIRMED.name:
                     figures.confirmed[payload.amazon_order_id] = payload.method
                     figures.latencies_s.append(emitted.at.timestamp() - arrival[payload.amazon_order_id])
@@ -230,6 +361,13 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
                         TEST_SELLER, payload.amazon_order_id, payload.package_reference_id
                     )
                     figures.failed_by[payload.amazon_order_id] = shipment.get("method", "confirmShipment")
+                elif emitted.topic == ORDERS_ACKNOWLEDGEMENT_RESULTS.name:
+                    order_id = payload.amazon_order_id
+                    if payload.acknowledged:
+                        figures.acknowledged[order_id] = state.truth_order(order_id)["merchant_order_id"]
+                        figures.ack_latencies_s.append(emitted.at.timestamp() - imported_at[order_id])
+                    else:
+                        figures.not_acknowledged[order_id] = f"{payload.error_code}: {payload.error_message}"
             feeds = state.truth_feeds(TEST_SELLER)
             for feed in feeds:
                 figures.feeds_by_type[feed["feedType"]] = figures.feeds_by_type.get(feed["feedType"], 0) + 1
@@ -239,6 +377,11 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
             figures.max_create_feed_per_hour = max(
                 (sum(1 for c in created if t <= c < t + 3600) for t in created), default=0
             )
+            hours = math.ceil(max(figures.simulated_s, 1.0) / 3600)
+            figures.create_feed_by_hour = [
+                sum(1 for c in created if start + h * 3600 <= c < start + (h + 1) * 3600)
+                for h in range(hours)
+            ]
             figures.inventory_feeds = [
                 datetime.fromisoformat(f["createdTime"].replace("Z", "+00:00")).timestamp()
                 for f in feeds
@@ -268,6 +411,9 @@ def main() -> None:
     parser.add_argument("--invoices", type=int, default=12_000)
     parser.add_argument("--skus", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument(
+        "--no-acknowledge", action="store_true", help="without order acknowledgements (the lane idle)"
+    )
     args = parser.parse_args()
     from ordersync.dev.devinfra import EmbeddedRedis  # noqa: PLC0415 - only when no Redis is given
 
@@ -277,7 +423,12 @@ def main() -> None:
         url = os.environ.get("ORDERSYNC_REDIS__URL") or stack.enter_context(EmbeddedRedis()).url
         figures = asyncio.run(
             simulate(
-                url, f"bench-{uuid.uuid4().hex[:8]}", invoices=args.invoices, skus=args.skus, seed=args.seed
+                url,
+                f"bench-{uuid.uuid4().hex[:8]}",
+                invoices=args.invoices,
+                skus=args.skus,
+                seed=args.seed,
+                acknowledge=not args.no_acknowledge,
             )
         )
     print(report(figures))
@@ -288,9 +439,12 @@ def report(figures: Figures) -> str:
     for method in figures.confirmed.values():
         by_method[method] = by_method.get(method, 0) + 1
     p50, p95 = figures.percentile(0.5) / 60, figures.percentile(0.95) / 60
+    ack_p50 = figures.percentile(0.5, figures.ack_latencies_s) / 60
+    ack_p95 = figures.percentile(0.95, figures.ack_latencies_s) / 60
     rows = [
         ("invoices issued within one simulated hour", f"{figures.invoices}"),
         ("simulated time until every result", f"{figures.simulated_s / 60:.1f} min"),
+        ("... until the last shipment's", f"{figures.shipments_s / 60:.1f} min"),
         ("shipments confirmed", f"{len(figures.confirmed)} {by_method}"),
         (
             "shipments failed (refused by Amazon)",
@@ -298,8 +452,16 @@ def report(figures: Figures) -> str:
         ),
         ("confirmed per simulated hour", f"{figures.confirmed_per_hour:.0f} (one order per feed: 29)"),
         ("latency invoice -> confirmed, p50 / p95", f"{p50:.1f} / {p95:.1f} min"),
+        (
+            "orders imported / acknowledged / not",
+            f"{figures.imported} / {len(figures.acknowledged)} / {len(figures.not_acknowledged)}"
+            f" (cancelled on Amazon: {len(figures.expected_ack_refusals)})",
+        ),
+        ("acknowledged per simulated hour", f"{figures.acknowledged_per_hour:.0f}"),
+        ("latency import -> acknowledged, p50 / p95", f"{ack_p50:.1f} / {ack_p95:.1f} min"),
         ("feeds submitted", f"{figures.feeds_by_type}"),
         ("most createFeed calls in any hour", f"{figures.max_create_feed_per_hour} (Amazon: 30/h, burst 15)"),
+        ("createFeed calls in each hour", f"{figures.create_feed_by_hour}"),
         ("429s received", f"{figures.throttled}"),
         (
             "inventory feeds / flush intervals",

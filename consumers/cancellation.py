@@ -12,6 +12,11 @@
   stalled); a stalled one still queued is cancelled first. The lifecycle is the
   batched-feed engine's (:mod:`ordersync.pipeline.feeds`), the pending orders in ``cancel-pending``.
 - The channel's "don't upload order status" holds these too: nothing is sent.
+- Never a Failure after a shipment (Amazon: a seller cannot cancel what shipped, and a late Failure
+  would cancel a package already on its way): an order Amazon shows shipped or partly shipped, or with
+  a package this stage confirmed or is confirming (``shipments.requested`` not failed), is not sent;
+  its result says why (``OrderShipped``, no feed id). Checked when the request arrives and again just
+  before the feed goes.
 - Redis found without its state (restarted empty), :func:`rebuild_pending` puts each order's outcome
   back from ``orders.cancellation-results`` and publishes again every request that has none.
 """
@@ -44,12 +49,19 @@ from ordersync.schemas.topics import (
     order_key,
 )
 from ordersync.settings import Settings
+from ordersync.state import keys
 
 log = logging.getLogger(__name__)
 
 FEED_TYPE = "POST_ORDER_ACKNOWLEDGEMENT_DATA"
 DEFAULT_REASON = "GeneralAdjustment"
 MAX_MESSAGES = 10_000
+#: The result's error code of a cancellation not sent because a unit of the order shipped.
+SHIPPED_CODE = "OrderShipped"
+#: Amazon statuses of an order with a unit shipped.
+SHIPPED_STATUSES = frozenset({"Shipped", "PartiallyShipped"})
+#: Package write-back states of a shipment confirmed, or being confirmed (requested, not failed).
+SHIPPING_STATES = frozenset({"Success", "Pending", "Retrying"})
 
 
 @dataclass
@@ -81,6 +93,22 @@ class PendingCancellation(Parked):
 
     def dumps(self) -> str:
         return json.dumps(self.record())
+
+
+async def shipped_reason(runtime: StageRuntime, seller: str, order_id: str) -> str | None:
+    """Why the order must not be cancelled any more (a unit of it shipped, or a package of it is being
+    confirmed on Amazon), or None."""
+    status = await runtime.store.order_status(seller, order_id)
+    amazon_status = status.get("amazon_status")
+    if amazon_status in SHIPPED_STATUSES:
+        return f"order {order_id} is {amazon_status} on Amazon; a shipped order is never cancelled"
+    key = runtime.store.key_of(keys.WRITEBACK_PACKAGES, seller, order_id)
+    for package in sorted(str(member) for member in await runtime.store.redis.smembers(key)):
+        state = (await runtime.store.shipment_state(seller, order_id, package)).get("status")
+        if state in SHIPPING_STATES:
+            done = "was confirmed shipped" if state == "Success" else "is being confirmed shipped"
+            return f"package {package} of order {order_id} {done}; a shipped order is never cancelled"
+    return None
 
 
 def failure_reason(failure: FeedFailure) -> str:
@@ -159,6 +187,14 @@ class AcknowledgementFeed(FeedType[PendingCancellation]):
     def order_id(self, entry: PendingCancellation) -> str:
         return entry.order_id
 
+    async def settle(self, runtime: StageRuntime, channel: Channel, entry: PendingCancellation) -> bool:
+        """A package of the order was requested or confirmed since the request came: not sent."""
+        shipped = await shipped_reason(runtime, channel.seller_id, entry.order_id)
+        if shipped is None:
+            return False
+        await _publish(runtime, channel.seller_id, entry, feed_id=None, error=f"{SHIPPED_CODE}: {shipped}")
+        return True
+
     async def apply(
         self,
         runtime: StageRuntime,
@@ -207,6 +243,11 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
         correlation_id=envelope.correlation_id,
         marketplace_id=envelope.marketplace_id,
     )
+    shipped = await shipped_reason(runtime, seller, request.amazon_order_id)
+    if shipped is not None:
+        # Never a Failure after a shipment: the result says why, nothing goes to Amazon.
+        await _publish(runtime, seller, entry, feed_id=None, error=f"{SHIPPED_CODE}: {shipped}")
+        return
     await FEEDS.enqueue(runtime, seller, entry)
     await runtime.store.set_order_status(seller, request.amazon_order_id, seller_cancellation="Pending")
 

@@ -1,11 +1,18 @@
 """Inventory: the back-office's stock levels to Amazon, one JSON_LISTINGS_FEED per seller per interval.
 
 - Input: ``inventory.levels`` (``InventoryLevelChanged``, key ``seller_id:sku``; the latest value wins,
-  an older observation never overwrites a newer one).
+  an older observation never overwrites a newer one); ``orders.imported``, for the SKUs Amazon fulfils
+  (seen on AFN orders), for which no merchant quantity is ever sent.
+- What is sent of a level: the quantity less the channel's buffer (``stock_buffer_share``, then
+  ``stock_buffer_units``), with the handling time and restock date when the back-office gives them.
 - Output: Amazon. Every ``ratelimit.inventory_flush_interval_s`` (default hourly) each active channel
-  with changed quantities gets one JSON_LISTINGS_FEED (PATCH of ``fulfillment_availability``, at most
-  ``inventory.max_messages`` = 25,000 messages; more wait for the next interval).
-- Amazon operations and quotas (per seller, through the rate limiter): ``createFeed`` on the
+  with changed values gets one JSON_LISTINGS_FEED (PATCH merging ``fulfillment_availability``, so
+  Amazon keeps the handling time and restock date it has; at most ``inventory.max_messages`` = 25,000
+  messages; more wait for the next interval). A level at or under ``inventory.fast_threshold`` (sold
+  out) goes within ``inventory.fast_interval_s`` by ``patchListingsItem`` instead (5/s, burst 5, per
+  seller); a feed in flight with an older value that lands later makes it urgent again.
+- Amazon operations and quotas (per seller, through the rate limiter): ``patchListingsItem``;
+  ``createFeed`` on the
   ``inventory`` lane, which holds a reserved token per flush interval (shipment feeds on the
   ``packing`` lane cannot starve it), together with JSON_LISTINGS_FEED's own 5 per 5 minutes;
   ``getFeed`` and ``getFeedDocument`` to read the processing report. The lifecycle is the
@@ -13,7 +20,8 @@
   not cancelled) gives its SKUs back to pending, unless a newer value is there already.
 - State in Redis, per seller: the latest quantity per SKU (``inv-latest``), the quantity Amazon last
   accepted (``inv-sent``), the SKUs to send (``inv-pending``: latest differs from sent, so unchanged
-  values are never sent again), the feed in flight (``inv-inflight``), and per-SKU errors from the
+  values are never sent again), the urgent ones (``inv-fast``), the SKUs Amazon fulfils (``inv-fba``),
+  the feed in flight (``inv-inflight``), and per-SKU errors from the
   reports (``inv-errors``: code, message, quantity, feed; cleared when the SKU is accepted), readable
   with :func:`sku_errors`. Each flush is recorded as task health ``inventory``.
 - Redis found without this state (restarted empty), :func:`rebuild_levels` observes every level on
@@ -27,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,37 +45,69 @@ from typing import Any, cast
 import faust
 from redis.asyncio.client import Pipeline
 
-from ordersync.amazon.feeds import JSON_CONTENT_TYPE, ProcessingResult, listings_quantity_feed
+from ordersync.amazon.feeds import JSON_CONTENT_TYPE, Availability, ProcessingResult, listings_quantity_feed
 from ordersync.channels import Channel
-from ordersync.errors import Permanent
+from ordersync.errors import AmazonRejected, Permanent, Retryable, Throttled
 from ordersync.pipeline.feeds import FeedEngine, FeedLimits, FeedType, Parked, pending_key, scaled, seller_key
 from ordersync.pipeline.lock import Lock
 from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
-from ordersync.schemas.events import InventoryLevelChanged
-from ordersync.schemas.topics import INVENTORY_LEVELS
+from ordersync.schemas.events import InventoryLevelChanged, OrderImported
+from ordersync.schemas.topics import INVENTORY_LEVELS, ORDERS_IMPORTED
 from ordersync.settings import Settings
 
 log = logging.getLogger(__name__)
 STAGE = "inventory"
 FEED_TYPE = "JSON_LISTINGS_FEED"
 TASK = "inventory"
+FAST_TASK = "inventory-urgent"
 FAMILY = "inv"
 
-# Set the latest quantity of a SKU if the observation is newer, and keep the pending set right:
-# pending when it differs from what Amazon accepted last. Returns 1 when the value was taken.
+# Set the latest value of a SKU if the observation is newer, and keep the pending set right:
+# pending when it differs from what Amazon accepted last; urgent (KEYS[4]) too when ARGV[4] is "1".
+# Returns 1 when the value was taken.
 _OBSERVE = """
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if current then
   local at = cjson.decode(current)['at']
   if at > ARGV[3] then return 0 end
 end
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({quantity = tonumber(ARGV[2]), at = ARGV[3]}))
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({value = ARGV[2], at = ARGV[3]}))
 local sent = redis.call('HGET', KEYS[2], ARGV[1])
 if sent == ARGV[2] then
   redis.call('HDEL', KEYS[3], ARGV[1])
+  redis.call('HDEL', KEYS[4], ARGV[1])
 else
   redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+  if ARGV[4] == '1' then
+    redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
+  else
+    redis.call('HDEL', KEYS[4], ARGV[1])
+  end
+end
+return 1
+"""
+
+# Amazon accepted ARGV[2] for SKU ARGV[1] (a feed, or patchListingsItem): it is sent; pending and
+# urgent drop it if they still hold that value. When the newest value observed (KEYS[1]) is another one
+# (changed while the value was on its way), that one is pending again, and urgent when its quantity is
+# at or under the threshold ARGV[3] (-1: none is).
+_ACCEPTED = """
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[5], ARGV[1])
+if redis.call('HGET', KEYS[3], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[3], ARGV[1]) end
+if redis.call('HGET', KEYS[4], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[4], ARGV[1]) end
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current then
+  local decoded = cjson.decode(current)
+  local latest = decoded['value'] or tostring(decoded['quantity'])
+  if latest ~= ARGV[2] then
+    redis.call('HSET', KEYS[3], ARGV[1], latest)
+    local quantity = tonumber(string.match(latest, '^%d+'))
+    if tonumber(ARGV[3]) >= 0 and quantity <= tonumber(ARGV[3]) then
+      redis.call('HSET', KEYS[4], ARGV[1], latest)
+    end
+  end
 end
 return 1
 """
@@ -91,23 +132,71 @@ def _errors_key(runtime: StageRuntime, seller: str) -> str:
     return seller_key(runtime, "inv-errors", seller)
 
 
+def _fast_key(runtime: StageRuntime, seller: str) -> str:
+    """Hash ``inv-fast``: SKU -> an urgent value (at or under ``inventory.fast_threshold``)."""
+    return seller_key(runtime, "inv-fast", seller)
+
+
+def _fba_key(runtime: StageRuntime, seller: str) -> str:
+    """Set ``inv-fba``: the seller's SKUs Amazon fulfils."""
+    return seller_key(runtime, "inv-fba", seller)
+
+
+def encode_value(availability: Availability) -> str:
+    """One SKU's value as kept and compared (unchanged values are never sent again): the quantity,
+    then the handling time and the restock date when given (``"7"``, ``"7|3|"``, ``"0||2026-12-24"``)."""
+    lead, restock = availability.lead_time_to_ship_max_days, availability.restock_date
+    if lead is None and restock is None:
+        return str(availability.quantity)
+    return f"{availability.quantity}|{'' if lead is None else lead}|{restock or ''}"
+
+
+def decode_value(raw: str) -> Availability:
+    quantity, _, rest = raw.partition("|")
+    lead, _, restock = rest.partition("|")
+    return Availability(int(quantity), int(lead) if lead else None, restock or None)
+
+
+def _accepted(runtime: StageRuntime, seller: str, sku: str, value: str) -> tuple[Any, ...]:
+    """The arguments of ``eval`` marking ``value`` accepted by Amazon for ``sku`` (:data:`_ACCEPTED`)."""
+    keys = (
+        _latest_key(runtime, seller),
+        _sent_key(runtime, seller),
+        pending_key(runtime, FAMILY, seller),
+        _fast_key(runtime, seller),
+        _errors_key(runtime, seller),
+    )
+    return (_ACCEPTED, len(keys), *keys, sku, value, str(runtime.settings.inventory.fast_threshold))
+
+
+def is_urgent(settings: Settings, quantity: int) -> bool:
+    """A level that cannot wait for the next feed: at or under ``inventory.fast_threshold``."""
+    threshold = settings.inventory.fast_threshold
+    return threshold >= 0 and quantity <= threshold
+
+
 @dataclass
 class SkuQuantity(Parked):
-    """One SKU's quantity to send: ``inv-pending`` holds it as SKU -> quantity, a feed's batch as
-    ``[sku, quantity]``."""
+    """One SKU's value to send: ``inv-pending`` holds it as SKU -> :func:`encode_value`, a feed's batch
+    as ``[sku, value]``."""
 
     sku: str
-    quantity: int
+    availability: Availability
+
+    @property
+    def quantity(self) -> int:
+        return self.availability.quantity
 
     @property
     def field(self) -> str:
         return self.sku
 
     def dumps(self) -> str:
-        return str(self.quantity)
+        return encode_value(self.availability)
 
     def record(self) -> list[Any]:
-        return [self.sku, self.quantity]
+        value = self.dumps()
+        return [self.sku, self.quantity if value == str(self.quantity) else value]
 
 
 class ListingsFeed(FeedType[SkuQuantity]):
@@ -129,13 +218,14 @@ class ListingsFeed(FeedType[SkuQuantity]):
         )
 
     def loads(self, field: str, raw: str) -> SkuQuantity:
-        return SkuQuantity(field, int(raw))
+        return SkuQuantity(field, decode_value(raw))
 
     def from_record(self, value: Any) -> SkuQuantity:
-        return SkuQuantity(str(value[0]), int(value[1]))
+        return SkuQuantity(str(value[0]), decode_value(str(value[1])))
 
     def build(self, channel: Channel, batch: Mapping[int, SkuQuantity]) -> bytes:
-        return listings_quantity_feed(channel.seller_id, ((i, e.sku, e.quantity) for i, e in batch.items()))
+        offers = ((i, e.sku, e.availability) for i, e in batch.items())
+        return listings_quantity_feed(channel.seller_id, offers)
 
     async def apply(
         self,
@@ -149,8 +239,7 @@ class ListingsFeed(FeedType[SkuQuantity]):
     ) -> None:
         seller = channel.seller_id
         if not errors:
-            pipe.hset(_sent_key(runtime, seller), entry.sku, str(entry.quantity))
-            pipe.hdel(_errors_key(runtime, seller), entry.sku)
+            pipe.eval(*_accepted(runtime, seller, entry.sku, entry.dumps()))
             return
         error = {
             "code": errors[0].code,
@@ -172,28 +261,109 @@ check_inflight = FEEDS.check
 tick = FEEDS.run
 
 
+def offer(channel: Channel, level: InventoryLevelChanged) -> Availability:
+    """What Amazon is told of ``level``: the quantity less the channel's buffer, with the handling time
+    and restock date the back-office gave."""
+    return Availability(
+        channel.offered(level.quantity),
+        level.lead_time_to_ship_max_days,
+        level.restock_date.isoformat() if level.restock_date else None,
+    )
+
+
+async def _record_error(runtime: StageRuntime, seller: str, sku: str, error: dict[str, Any]) -> None:
+    body = {**error, "at": _iso(runtime.clock.now())}
+    await runtime.store.redis.hset(_errors_key(runtime, seller), sku, json.dumps(body))
+
+
 async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     level = envelope.payload_as(InventoryLevelChanged)
     channel = runtime.channels.by_name(level.channel)
     if channel.seller_id != envelope.seller_id:
         raise Permanent(f"channel {channel.name} is not seller {envelope.seller_id}'s")
     seller = channel.seller_id
-    await runtime.store.redis.eval(
+    redis = runtime.store.redis
+    if await redis.sismember(_fba_key(runtime, seller), level.seller_sku):
+        # Amazon fulfils it: a merchant quantity would open a seller-fulfilled offer beside the FBA one.
+        message = "fulfilled by Amazon (seen on AFN orders): no merchant quantity is sent"
+        await _record_error(
+            runtime, seller, level.seller_sku, {"code": "FulfilledByAmazon", "message": message}
+        )
+        return
+    availability = offer(channel, level)
+    await redis.eval(
         _OBSERVE,
-        3,
+        4,
         _latest_key(runtime, seller),
         _sent_key(runtime, seller),
         pending_key(runtime, FAMILY, seller),
+        _fast_key(runtime, seller),
         level.seller_sku,
-        str(level.quantity),
+        encode_value(availability),
         _iso(level.observed_at),
+        "1" if is_urgent(runtime.settings, availability.quantity) else "0",
     )
+
+
+async def note_fulfilled_by_amazon(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
+    """An order Amazon fulfils names SKUs Amazon fulfils: remember them, and drop what was waiting."""
+    payload = envelope.payload
+    if not isinstance(payload, OrderImported) or payload.sales_order.fulfillment_channel != "AFN":
+        return
+    seller = envelope.seller_id
+    skus = {line.seller_sku for line in payload.sales_order.lines if line.seller_sku}
+    if not skus:
+        return
+    async with runtime.store.redis.pipeline(transaction=True) as pipe:
+        pipe.sadd(_fba_key(runtime, seller), *skus)
+        pipe.hdel(pending_key(runtime, FAMILY, seller), *skus)
+        pipe.hdel(_fast_key(runtime, seller), *skus)
+        await pipe.execute()
+
+
+async def send_urgent(runtime: StageRuntime, channel: Channel) -> int:
+    """Send the seller's urgent levels now, one patchListingsItem each (merge, like the feed); returns
+    how many Amazon accepted. A refusal is kept as the SKU's error (the next feed carries the value
+    too); Amazon unavailable leaves them for the next round."""
+    seller = channel.seller_id
+    redis = runtime.store.redis
+    urgent = cast(dict[str, str], await redis.hgetall(_fast_key(runtime, seller)))
+    if not urgent:
+        return 0
+    client = runtime.amazon(channel)
+    accepted = 0
+    for sku, value in sorted(urgent.items()):
+        availability = decode_value(value)
+        try:
+            await client.patch_availability(sku, channel.marketplaces, availability.patch())
+        except AmazonRejected as exc:
+            error = {"code": exc.code, "message": str(exc), "quantity": availability.quantity}
+            await _record_error(runtime, seller, sku, {**error, "feed_id": "patchListingsItem"})
+            await redis.hdel(_fast_key(runtime, seller), sku)
+            continue
+        except (Retryable, Throttled) as exc:
+            log.warning("%s: urgent levels wait for the next round: %s", seller, exc)
+            break
+        await redis.eval(*_accepted(runtime, seller, sku, value))
+        accepted += 1
+    await runtime.store.record_task(
+        FAST_TASK,
+        channel.name,
+        ok=accepted == len(urgent),
+        detail=f"{accepted} of {len(urgent)} sent at once",
+    )
+    return accepted
 
 
 async def rebuild_levels(runtime: StageRuntime) -> int:
     """Every level on ``inventory.levels`` observed again (the newest per SKU wins), for a Redis that
     lost them: what Amazon accepted is unknown then, so each SKU's latest quantity is pending. Levels the
-    agent dead-letters (another seller's channel, an unknown one) are skipped. Returns levels read."""
+    agent dead-letters (another seller's channel, an unknown one) are skipped. The SKUs Amazon fulfils
+    come back from ``orders.imported`` first. Returns levels read."""
+    sellers = {channel.seller_id for channel in runtime.channels.channels}
+    for envelope in await runtime.read_events(ORDERS_IMPORTED):
+        if envelope.seller_id in sellers:
+            await note_fulfilled_by_amazon(runtime, envelope)
     observed = 0
     for envelope in await runtime.read_events(INVENTORY_LEVELS):
         try:
@@ -207,7 +377,16 @@ async def rebuild_levels(runtime: StageRuntime) -> int:
 
 async def _quantities(runtime: StageRuntime, key: str) -> dict[str, int]:
     raw = cast(dict[str, str], await runtime.store.redis.hgetall(key))
-    return {sku: int(qty) for sku, qty in raw.items()}
+    return {sku: decode_value(value).quantity for sku, value in raw.items()}
+
+
+async def urgent(runtime: StageRuntime, seller: str) -> dict[str, int]:
+    return await _quantities(runtime, _fast_key(runtime, seller))
+
+
+async def values(runtime: StageRuntime, key_of: Any, seller: str) -> dict[str, Availability]:
+    raw = cast(dict[str, str], await runtime.store.redis.hgetall(key_of(runtime, seller)))
+    return {sku: decode_value(value) for sku, value in raw.items()}
 
 
 async def pending(runtime: StageRuntime, seller: str) -> dict[str, int]:
@@ -224,11 +403,14 @@ async def sku_errors(runtime: StageRuntime, seller: str) -> dict[str, dict[str, 
     return {sku: json.loads(value) for sku, value in raw.items()}
 
 
-async def step(runtime: StageRuntime, channel: Channel, lease: Lock) -> None:
-    """One channel's inventory tick, by the replica that holds the channel's lease."""
+async def step(runtime: StageRuntime, channel: Channel, lease: Lock, *, feeds_due: bool) -> None:
+    """One channel's inventory round, by the replica that holds the channel's lease: the urgent levels
+    at once, the feed when ``feeds_due`` (every ``inventory.feed_poll_interval_s``)."""
     await runtime.confirm_state()  # Redis lost the levels: they come back first
     if await lease.hold():
-        await tick(runtime, channel)
+        await send_urgent(runtime, channel)
+        if feeds_due:
+            await tick(runtime, channel)
 
 
 def register(app: faust.App, runtime: StageRuntime) -> None:
@@ -242,21 +424,33 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
     async def levels(stream: faust.StreamT[bytes]) -> None:
         await runtime.consume(INVENTORY_LEVELS, stream, lambda env: handle(runtime, env))
 
+    @app.agent(runtime.topic(ORDERS_IMPORTED), name="inventory-fba-skus")
+    async def fba_skus(stream: faust.StreamT[bytes]) -> None:
+        await runtime.consume(ORDERS_IMPORTED, stream, lambda env: note_fulfilled_by_amazon(runtime, env))
+
     @app.task  # type: ignore[untyped-decorator]
     async def feeds() -> None:
         await runtime.start()
-        poll_s = scaled(runtime, runtime.settings.inventory.feed_poll_interval_s)
+        settings = runtime.settings.inventory
+        feed_poll_s = scaled(runtime, settings.feed_poll_interval_s)
+        poll_s = min(feed_poll_s, scaled(runtime, settings.fast_interval_s))
+        next_feeds = 0.0
         # One replica sends a channel's feeds at a time (the flush is not atomic across workers).
         leases = {
             channel.name: runtime.lease("inventory", channel.name) for channel in runtime.channels.channels
         }
         try:
             while True:
+                feeds_due = time.monotonic() >= next_feeds
+                if feeds_due:
+                    next_feeds = time.monotonic() + feed_poll_s
                 for channel in runtime.channels.channels:
                     if channel.active:
-                        # Whatever fails (Amazon, Redis, the broker), the next tick tries again.
+                        # Whatever fails (Amazon, Redis, the broker), the next round tries again.
+                        lease = leases[channel.name]
                         await runtime.survive(
-                            f"inventory {channel.name}", partial(step, runtime, channel, leases[channel.name])
+                            f"inventory {channel.name}",
+                            partial(step, runtime, channel, lease, feeds_due=feeds_due),
                         )
                 await asyncio.sleep(poll_s)
         finally:

@@ -14,9 +14,14 @@
   (:mod:`ordersync.consumers.fulfillment_feed`, run by this stage's feed task); ``auto`` confirms while
   the seller's backlog is small and feeds when it is large. The same task sends seller cancellations
   (:mod:`ordersync.consumers.cancellation`). The channel's "don't upload order status" sends nothing.
+- Order acknowledgements (:mod:`ordersync.consumers.acknowledgement`): its own agent reads
+  ``orders.imported`` and its own task tells Amazon each imported order's sales-order code
+  (MerchantOrderID, StatusCode Success) for channels with ``acknowledge_orders``, with a result per
+  order on ``orders.acknowledgement-results``.
 - Amazon operations and quotas (per seller, through the rate limiter): ``confirmShipment`` (v0; 2/s,
-  burst 10); createFeed on the ``packing`` lane, getFeed, getFeedDocument. Throttling waits and is
-  never counted as an attempt.
+  burst 10); createFeed on the ``packing`` lane (shipments, cancellations) and the ``acknowledgement``
+  lane (behind them and stock's extra feeds; at most one per ``writeback.acknowledge_flush_interval_s``),
+  getFeed, getFeedDocument. Throttling waits and is never counted as an attempt.
 - State in Redis, per package: status Pending/Success/Failed, attempts, last attempt, last error,
   carrier, tracking, quantity, and the request itself (so it can be sent again without another writer
   on ``shipments.requested``). A package already confirmed is never sent again; after an unknown
@@ -40,7 +45,7 @@ import faust
 
 from ordersync.channels import Channel
 from ordersync.clock import epoch_seconds
-from ordersync.consumers import cancellation, fulfillment_feed
+from ordersync.consumers import acknowledgement, cancellation, fulfillment_feed
 from ordersync.consumers.shipment_package import PackageWriteBack, confirmed_by_amazon, total_quantity
 from ordersync.errors import InvalidEvent, Permanent, Retryable, Throttled
 from ordersync.ops.commands import outcome_detail
@@ -56,8 +61,10 @@ from ordersync.schemas.events import (
 )
 from ordersync.schemas.topics import (
     OPS_COMMANDS,
+    ORDERS_ACKNOWLEDGEMENT_RESULTS,
     ORDERS_CANCELLATION_REQUESTED,
     ORDERS_CANCELLATION_RESULTS,
+    ORDERS_IMPORTED,
     SHIPMENTS_CONFIRMED,
     SHIPMENTS_FAILED,
     SHIPMENTS_REQUESTED,
@@ -331,10 +338,12 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
     runtime.topic(SHIPMENTS_CONFIRMED)
     runtime.topic(SHIPMENTS_FAILED)
     runtime.topic(ORDERS_CANCELLATION_RESULTS)
+    runtime.topic(ORDERS_ACKNOWLEDGEMENT_RESULTS)
     settings = runtime.settings.writeback
     # Package outcomes live in Redis but are Kafka's: a Redis that lost them gets them back first.
     runtime.on_redis_reset(partial(rebuild_packages, runtime))
     runtime.on_redis_reset(partial(cancellation.rebuild_pending, runtime))
+    runtime.on_redis_reset(partial(acknowledgement.rebuild_pending, runtime))
 
     @app.task  # type: ignore[untyped-decorator]
     async def watch_redis() -> None:
@@ -353,6 +362,19 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
         await runtime.start()
         while True:
             await runtime.survive("write-back feeds", partial(feed_tick, runtime))
+            await asyncio.sleep(scaled(runtime, tick_s))
+
+    @app.agent(runtime.topic(ORDERS_IMPORTED), name="order-acknowledgements")
+    async def acknowledgements(stream: faust.StreamT[bytes]) -> None:
+        await runtime.consume(ORDERS_IMPORTED, stream, lambda env: acknowledgement.handle(runtime, env))
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def acknowledgement_feeds() -> None:
+        # Its own task: an acknowledgement feed waiting for its createFeed token (its lane comes after
+        # shipments) never holds up the shipments' feeds.
+        await runtime.start()
+        while True:
+            await runtime.survive("acknowledgement feeds", partial(acknowledgement.tick, runtime))
             await asyncio.sleep(scaled(runtime, tick_s))
 
     @app.agent(runtime.topic(OPS_COMMANDS), name="writeback-commands")

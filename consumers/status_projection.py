@@ -6,7 +6,7 @@ list|show``, ``ordersync status``, ``ordersync export failed`` and the dashboard
   ``amazon.orders.downloaded``, ``amazon.orders.enriched``, ``orders.imported``,
   ``orders.import-failed``, ``invoices.issued``, ``shipments.requested``, ``shipments.confirmed``,
   ``shipments.failed``, ``orders.cancellation-requested``, ``orders.cancellation-results``,
-  ``ops.commands`` and every ``.dlq`` topic (the list is
+  ``orders.acknowledgement-results``, ``ops.commands`` and every ``.dlq`` topic (the list is
   :data:`ordersync.state.readmodel.FOLDED_TOPICS`).
 - Output: none on Kafka; the read model in Redis (:class:`ordersync.state.readmodel.ReadModel`), and a
   ``dlq-growth`` notification on the health board when a dead-letter topic receives records.

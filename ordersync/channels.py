@@ -181,6 +181,18 @@ class Channel(_Frozen):
         description="When Amazon promises no delivery date: days after the latest ship date an order"
         " counts as delivered (its personal data's 30 days start then).",
     )
+    stock_buffer_units: int = Field(
+        0,
+        ge=0,
+        description="Units of each SKU held back from Amazon (sent: quantity minus this, at least 0).",
+    )
+    stock_buffer_share: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of each SKU's quantity held back from Amazon (0.1: 90 % offered, rounded down),"
+        " before stock_buffer_units.",
+    )
     #: "stock only": no order of this channel is imported (stock levels still flow).
     sync_level: SyncLevel = "orders and stock"
     product_identification: ProductIdentification = "seller_sku"
@@ -206,6 +218,13 @@ class Channel(_Frozen):
     upload_order_status: bool = Field(
         True, description="False: the channel's \u201cdon't upload order status\u201d, no write-back."
     )
+    acknowledge_orders: bool = Field(
+        False,
+        description="Tell Amazon each imported order's sales-order code (MerchantOrderID, shown as"
+        " SellerOrderId) by an order acknowledgement with StatusCode Success, batched per seller on the"
+        " createFeed lane `acknowledgement` (after shipments; stock keeps its reserved feed). Nothing is"
+        " sent with upload_order_status false.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -224,6 +243,10 @@ class Channel(_Frozen):
                 " requires it (Amazon allows longer retention only for that)"
             )
         return self
+
+    def offered(self, quantity: int) -> int:
+        """What Amazon is told of ``quantity`` in stock: less the channel's buffer, never below 0."""
+        return max(0, int(quantity * (1 - self.stock_buffer_share)) - self.stock_buffer_units)
 
     def crop_sku(self, sku: str) -> str:
         for rule in self.sku_crop:

@@ -217,7 +217,7 @@ class FeedTypeLimit(_Frozen):
 
 
 def _default_lane_reserves() -> dict[str, int]:
-    return {"default": 0, "packing": 0, "inventory": 1}
+    return {"default": 0, "packing": 0, "inventory": 1, "acknowledgement": 4}
 
 
 def _default_feed_type_limits() -> dict[str, FeedTypeLimit]:
@@ -231,7 +231,8 @@ class RateLimitSettings(_Frozen):
     )
     lane_reserves: dict[str, int] = Field(
         default_factory=_default_lane_reserves,
-        description="Tokens each lane must leave in a bucket it shares: shipments (packing) first.",
+        description="Tokens each lane must leave in a bucket it shares: shipments (packing) first, then"
+        " inventory beyond its reserved feed, then order acknowledgements (acknowledgement).",
     )
     inventory_lane: str = Field("inventory", description="The lane of the inventory feeds.")
     inventory_reserved_feeds: int = Field(
@@ -367,6 +368,12 @@ class WriteBackSettings(_Frozen):
         3600.0, gt=0, description="A feed not done after this long is stalled: its outcome is unknown."
     )
     feed_max_messages: int = Field(10_000, ge=1, le=10_000, description="Messages per fulfillment feed.")
+    acknowledge_flush_interval_s: float = Field(
+        1200.0,
+        gt=0,
+        description="At most how often a seller's imported orders are acknowledged in one feed (channels"
+        " with acknowledge_orders; Amazon advises one feed of a type per 20 minutes at most).",
+    )
 
 
 class InvoiceSettings(_Frozen):
@@ -419,6 +426,16 @@ class InventorySettings(_Frozen):
     max_messages: int = Field(25_000, ge=1, le=25_000, description="Messages per JSON_LISTINGS_FEED.")
     feed_poll_interval_s: float = Field(30.0, gt=0, description="getFeed polling interval.")
     feed_timeout_s: float = Field(3600.0, gt=0, description="Stop polling a feed after this long.")
+    fast_threshold: int = Field(
+        0,
+        ge=-1,
+        description="A level that drops to this quantity or below (after the channel's buffer) goes to"
+        " Amazon at once by patchListingsItem instead of waiting for the next feed (oversells hurt"
+        " most); -1: off.",
+    )
+    fast_interval_s: float = Field(
+        10.0, gt=0, description="How often the urgent levels are sent (patchListingsItem, 5/s per seller)."
+    )
 
 
 class StageSettings(_Frozen):

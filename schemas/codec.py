@@ -50,6 +50,8 @@ _UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("InvoiceIssued", 1): _only_added_optional_fields,
     ("ShipmentRequested", 1): _only_added_optional_fields,
     ("ShipmentConfirmed", 1): _only_added_optional_fields,
+    # Version 2 of a stock level: the handling time and restock date sent with it.
+    ("InventoryLevelChanged", 1): _only_added_optional_fields,
 }
 
 

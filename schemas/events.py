@@ -7,6 +7,7 @@ The Amazon order model here is ordersync's own, normalised from both Orders API 
 from __future__ import annotations
 
 import base64
+from datetime import date
 from decimal import Decimal
 from typing import Annotated, ClassVar, Literal
 
@@ -472,14 +473,42 @@ class OrderCancellationResult(Event):
     error_message: str | None = None
 
 
+# --- orders.acknowledgement-results (written by shipment-write-back) ---------------------------------
+
+
+class OrderAcknowledgementResult(Event):
+    """Whether Amazon took the order acknowledgement (StatusCode Success) that tells it the seller's own
+    order number, the sales-order code (MerchantOrderID): ``acknowledged``, or why not (Amazon's
+    message, or ordersync's reason for not sending it, then without a feed)."""
+
+    channel: NonEmptyStr
+    amazon_order_id: AmazonOrderId
+    merchant_order_id: NonEmptyStr
+    acknowledged: bool
+    feed_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
 # --- inventory.levels (written by the back-office) ------------------------------------------------
 
 
 class InventoryLevelChanged(Event):
+    schema_version: ClassVar[int] = 2  # 2: handling time and restock date (codec upcasts 1)
+
     channel: NonEmptyStr
     seller_sku: SellerSku
     quantity: Annotated[int, Field(ge=0)]
     observed_at: AwareDatetime
+    lead_time_to_ship_max_days: Annotated[int, Field(ge=0, le=30)] | None = Field(
+        None,
+        description="The seller's handling time for this SKU, sent with the quantity; unset: Amazon keeps"
+        " what it has (never reset to its default).",
+    )
+    restock_date: date | None = Field(
+        None,
+        description="When the SKU is back in stock, sent with the quantity; unset: Amazon keeps its own.",
+    )
 
 
 # --- channel.listings (written by the back-office; compacted) -------------------------------------

@@ -20,6 +20,7 @@ from ordersync.schemas.events import (
     InvoiceIssued,
     ListingChanged,
     OperatorCommandIssued,
+    OrderAcknowledgementResult,
     OrderCancellationRequested,
     OrderCancellationResult,
     OrderCancelled,
@@ -108,8 +109,8 @@ ORDERS_ENRICHED = _consumed(
     writer="item-fetch",
     description="Downloaded orders with their items (and address where configured).",
 )
-ORDERS_IMPORTED = TopicSpec(
-    name="orders.imported",
+ORDERS_IMPORTED = _consumed(
+    "orders.imported",
     key="order",
     events=(OrderImported, OrderUpdated, OrderCancelled),
     writer="import",
@@ -172,6 +173,14 @@ ORDERS_CANCELLATION_RESULTS = TopicSpec(
     events=(OrderCancellationResult,),
     writer="shipment-write-back",
     description="Per order, whether Amazon accepted the seller's cancellation, with Amazon's message.",
+)
+ORDERS_ACKNOWLEDGEMENT_RESULTS = TopicSpec(
+    name="orders.acknowledgement-results",
+    key="order",
+    events=(OrderAcknowledgementResult,),
+    writer="shipment-write-back",
+    description="Per imported order of a channel with acknowledge_orders, whether Amazon took its"
+    " acknowledgement (StatusCode Success, the sales-order code as MerchantOrderID), or why not.",
 )
 CHANNEL_LISTINGS = _external(
     "channel.listings",
@@ -244,6 +253,7 @@ CATALOGUE: tuple[TopicSpec, ...] = tuple(
         *ORDER_FLOW,
         ORDERS_CANCELLATION_REQUESTED,
         ORDERS_CANCELLATION_RESULTS,
+        ORDERS_ACKNOWLEDGEMENT_RESULTS,
         INVENTORY_LEVELS,
         CHANNEL_LISTINGS,
         OPS_COMMANDS,

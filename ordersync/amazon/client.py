@@ -818,6 +818,31 @@ class SpApiClient:
             json_body={"marketplaceId": marketplace_id, "packageDetail": package},
         )
 
+    async def patch_availability(
+        self, sku: str, marketplace_ids: tuple[str, ...], patch: dict[str, Any]
+    ) -> str:
+        """patchListingsItem (Listings Items 2021-08-01) with one ``fulfillment_availability`` patch, for
+        a level that cannot wait for the next feed; returns the submission id. Amazon's INVALID answer
+        (200 with issues) raises :class:`AmazonRejected` with the issues."""
+        response = await self.call(
+            "patchListingsItem",
+            "PATCH",
+            f"/listings/2021-08-01/items/{quote(self.seller_id, safe='')}/{quote(sku, safe='')}",
+            params={"marketplaceIds": ",".join(marketplace_ids)},
+            json_body={"productType": "PRODUCT", "patches": [patch]},
+        )
+        body = _json(response)
+        if body.get("status") != "ACCEPTED":
+            issues = body.get("issues") or []
+            detail = "; ".join(f"{i.get('code')}: {i.get('message')}" for i in issues if isinstance(i, dict))
+            raise AmazonRejected(
+                "patchListingsItem",
+                response.status_code,
+                str(body.get("status") or "INVALID"),
+                detail or "refused",
+            )
+        return str(body.get("submissionId") or "")
+
     # --- restricted data (PII) ------------------------------------------------------------------
 
     async def restricted_data_token(self, method: str, path: str, data_elements: tuple[str, ...] = ()) -> str:

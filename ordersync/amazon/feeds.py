@@ -458,13 +458,17 @@ def order_fulfillment_feed(seller_id: str, messages: Iterable[FulfillmentMessage
 
 @dataclass(frozen=True)
 class AcknowledgementMessage:
-    """One OrderAcknowledgement message; StatusCode Failure is the seller's cancellation."""
+    """One OrderAcknowledgement message: StatusCode Success acknowledges the order (with the seller's own
+    order number, ``merchant_order_id``, which Amazon keeps: SellerOrderId on getOrder); Failure is the
+    seller's cancellation, never sent after a unit shipped."""
 
     message_id: int
     amazon_order_id: str
     status_code: Literal["Success", "Failure"]
     #: (AmazonOrderItemCode, CancelReason or None); empty: the whole order.
     items: tuple[tuple[str, str | None], ...] = ()
+    #: MerchantOrderID: the seller's order number (the sales-order code); None: not given.
+    merchant_order_id: str | None = None
 
 
 def order_acknowledgement_feed(seller_id: str, messages: Iterable[AcknowledgementMessage]) -> bytes:
@@ -480,6 +484,9 @@ def order_acknowledgement_feed(seller_id: str, messages: Iterable[Acknowledgemen
         etree.SubElement(node, "MessageID").text = str(message.message_id)
         body = etree.SubElement(node, "OrderAcknowledgement")
         etree.SubElement(body, "AmazonOrderID").text = message.amazon_order_id
+        if message.merchant_order_id:
+            # OrderAcknowledgement.xsd: a sequence, MerchantOrderID right after AmazonOrderID.
+            etree.SubElement(body, "MerchantOrderID").text = message.merchant_order_id
         etree.SubElement(body, "StatusCode").text = message.status_code
         for item_code, reason in message.items:
             item = etree.SubElement(body, "Item")
@@ -490,25 +497,39 @@ def order_acknowledgement_feed(seller_id: str, messages: Iterable[Acknowledgemen
     return out
 
 
+@dataclass(frozen=True)
+class Availability:
+    """A seller-fulfilled SKU's stock as Amazon is told it: the quantity, and the handling time and
+    restock date when the back-office gives them (None: Amazon keeps its own)."""
+
+    quantity: int
+    lead_time_to_ship_max_days: int | None = None
+    restock_date: str | None = None
+
+    def patch(self) -> dict[str, Any]:
+        """The ``merge`` of ``fulfillment_availability``: only the fields given change (a ``replace``
+        would drop the handling time and restock date Amazon holds; "Merge a listing", 2025-06-16)."""
+        entry: dict[str, Any] = {"fulfillment_channel_code": "DEFAULT", "quantity": self.quantity}
+        if self.lead_time_to_ship_max_days is not None:
+            entry["lead_time_to_ship_max_days"] = self.lead_time_to_ship_max_days
+        if self.restock_date is not None:
+            entry["restock_date"] = self.restock_date
+        return {"op": "merge", "path": "/attributes/fulfillment_availability", "value": [entry]}
+
+
 def listings_quantity_feed(
-    seller_id: str, quantities: Iterable[tuple[int, str, int]], product_type: str = "PRODUCT"
+    seller_id: str, offers: Iterable[tuple[int, str, Availability]], product_type: str = "PRODUCT"
 ) -> bytes:
-    """A JSON_LISTINGS_FEED of PATCH messages setting ``fulfillment_availability`` quantities:
-    ``quantities`` holds (messageId, SKU, quantity)."""
+    """A JSON_LISTINGS_FEED of PATCH messages merging ``fulfillment_availability``: ``offers`` holds
+    (messageId, SKU, availability)."""
     messages = [
         {
             "messageId": message_id,
             "sku": sku,
             "operationType": "PATCH",
             "productType": product_type,
-            "patches": [
-                {
-                    "op": "replace",
-                    "path": "/attributes/fulfillment_availability",
-                    "value": [{"fulfillment_channel_code": "DEFAULT", "quantity": quantity}],
-                }
-            ],
+            "patches": [availability.patch()],
         }
-        for message_id, sku, quantity in quantities
+        for message_id, sku, availability in offers
     ]
     return json.dumps({"header": {"sellerId": seller_id, "version": "2.0"}, "messages": messages}).encode()

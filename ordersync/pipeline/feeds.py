@@ -1,8 +1,9 @@
 """The batched-feed engine: one lifecycle for every feed ordersync sends in batches.
 
-POST_ORDER_FULFILLMENT_DATA (shipments), POST_ORDER_ACKNOWLEDGEMENT_DATA (seller cancellations) and
-JSON_LISTINGS_FEED (stock) reach Amazon the same way, per seller, one worker at a time under the
-seller's lock (:class:`~ordersync.pipeline.lock.Lock`). A :class:`FeedType` says what is particular
+POST_ORDER_FULFILLMENT_DATA (shipments), POST_ORDER_ACKNOWLEDGEMENT_DATA (seller cancellations, and
+order acknowledgements with the seller's order number) and JSON_LISTINGS_FEED (stock) reach Amazon the
+same way, per seller, one worker at a time under the seller's lock
+(:class:`~ordersync.pipeline.lock.Lock`). A :class:`FeedType` says what is particular
 to its feed (its items, its document, what one message's result means, a few policies); a
 :class:`FeedEngine` does the rest:
 
@@ -57,7 +58,8 @@ LOCK_TTL_S = 600.0
 
 # --- Redis keys: one function per family; every key of a seller in one hash-tag slot ----------------------
 #
-# ``family`` is the feed type's prefix: ``wb`` (fulfillment), ``cancel`` (cancellations), ``inv`` (stock).
+# ``family`` is the feed type's prefix: ``wb`` (fulfillment), ``cancel`` (cancellations), ``ack`` (order
+# acknowledgements), ``inv`` (stock).
 
 
 def seller_key(runtime: StageRuntime, name: str, seller: str) -> str:
@@ -82,12 +84,12 @@ def lock_key(runtime: StageRuntime, family: str, seller: str) -> str:
     return seller_key(runtime, f"{family}-lock", seller)
 
 
-_FLUSH_MARKS = {"wb": "wb-last-feed", "inv": "inv-last-flush"}
+_FLUSH_MARKS = {"wb": "wb-last-feed", "ack": "ack-last-feed", "inv": "inv-last-flush"}
 
 
 def flush_mark_key(runtime: StageRuntime, family: str, seller: str) -> str:
-    """String ``wb-last-feed`` / ``inv-last-flush``: when the seller's last flush was (epoch seconds),
-    expiring after the flush interval."""
+    """String ``wb-last-feed`` / ``ack-last-feed`` / ``inv-last-flush``: when the seller's last flush
+    was (epoch seconds), expiring after the flush interval."""
     return seller_key(runtime, _FLUSH_MARKS[family], seller)
 
 

@@ -59,8 +59,10 @@ log = logging.getLogger(__name__)
 #: How many tokens each lane must leave in the bucket (beyond any reservation, below). Shipments
 #: (``packing``) come first: they may take the last token. ``inventory`` beyond its reserved share leaves
 #: one for them. The inventory run's guaranteed share is a :class:`Reservation`, not a static reserve, so
-#: that it returns to the pool once used and never accumulates.
-DEFAULT_LANE_RESERVES: Mapping[str, int] = {"default": 0, "packing": 0, "inventory": 1}
+#: that it returns to the pool once used and never accumulates. Order acknowledgements
+#: (``acknowledgement``) leave four: they wait behind both, and take a token only when the bucket has slack
+#: (``bench/writeback.py``: with two, a busy hour's shipments waited longer).
+DEFAULT_LANE_RESERVES: Mapping[str, int] = {"default": 0, "packing": 0, "inventory": 1, "acknowledgement": 4}
 
 
 @dataclass(frozen=True)

@@ -360,6 +360,11 @@ def create_app(state: SimulatorState) -> Starlette:
             methods=["POST"],
         ),
         Route("/orders/v0/orders/{orderId}/address", _sp_api("getOrderAddress"), methods=["GET"]),
+        Route(
+            "/listings/2021-08-01/items/{sellerId}/{sku}",
+            _sp_api("patchListingsItem", with_body=True),
+            methods=["PATCH"],
+        ),
         Route("/feeds/2021-06-30/documents", _sp_api("createFeedDocument", with_body=True), methods=["POST"]),
         Route("/feeds/2021-06-30/documents/{feedDocumentId}", _sp_api("getFeedDocument"), methods=["GET"]),
         Route("/feeds/2021-06-30/feeds", _sp_api("getFeeds"), methods=["GET"]),

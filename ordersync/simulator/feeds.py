@@ -261,6 +261,8 @@ class AcknowledgementMessage:
     status_code: Literal["Success", "Failure"]
     items: tuple[tuple[str, str | None], ...]
     """(AmazonOrderItemCode, CancelReason)."""
+    merchant_order_id: str | None = None
+    """MerchantOrderID: the seller's order number, kept on the order when acknowledged (Success)."""
 
 
 class OrderFeedTarget(Protocol):
@@ -640,6 +642,20 @@ class FeedEngine:
 
     def seller_listings(self, seller_id: str) -> dict[str, Listing]:
         return self.listings.setdefault(seller_id, {})
+
+    def patch_listing(
+        self, seller_id: str, sku: str, product_type: str, patches: list[dict[str, Any]], at: float
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """patchListingsItem: the same rules and the same effect as a listings feed's PATCH message,
+        at once; (status ACCEPTED or INVALID, issues)."""
+        raw = {"messageId": 1, "sku": sku, "operationType": "PATCH", "productType": product_type}
+        raw["patches"] = patches
+        issues = _attribute_issues(raw)
+        if not issues:
+            result = _apply_listing(self.seller_listings(seller_id), raw, "patchListingsItem", at)
+            if not result.ok:
+                issues = [Issue(result.code, result.description)]
+        return ("INVALID" if issues else "ACCEPTED"), [issue.as_json() for issue in issues]
 
     def _process_listings(self, feed: Feed, doc: Document, at: float) -> None:
         import jsonschema  # noqa: PLC0415 - loaded only when a listings feed is processed
@@ -1038,6 +1054,18 @@ def parse_acknowledgement(message_id: int, element: etree._Element) -> Acknowled
     status = _text(element, "StatusCode")
     if status not in ("Success", "Failure"):
         raise MessageError("StatusCode must be Success or Failure.", order_id)
+    # OrderAcknowledgement.xsd is a sequence: AmazonOrderID, MerchantOrderID?, StatusCode, Item*.
+    names = [_local(child) for child in _children(element)]
+    expected = ["AmazonOrderID", *(["MerchantOrderID"] if "MerchantOrderID" in names else []), "StatusCode"]
+    if names[: len(expected)] != expected or any(name != "Item" for name in names[len(expected) :]):
+        raise MessageError(
+            "OrderAcknowledgement takes AmazonOrderID, MerchantOrderID (optional), StatusCode, then Item"
+            f" elements, in that order; got {', '.join(names)}.",
+            order_id,
+        )
+    merchant_order_id = _text(element, "MerchantOrderID")
+    if merchant_order_id == "":
+        raise MessageError("MerchantOrderID is empty.", order_id)
     items: list[tuple[str, str | None]] = []
     for item in _children(element):
         if _local(item) != "Item":
@@ -1047,5 +1075,5 @@ def parse_acknowledgement(message_id: int, element: etree._Element) -> Acknowled
             raise MessageError("Item needs AmazonOrderItemCode.", order_id)
         items.append((code, _text(item, "CancelReason")))
     return AcknowledgementMessage(
-        message_id, order_id, "Success" if status == "Success" else "Failure", tuple(items)
+        message_id, order_id, "Success" if status == "Success" else "Failure", tuple(items), merchant_order_id
     )

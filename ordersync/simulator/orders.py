@@ -126,6 +126,9 @@ class Order:
     #: Programmes that change how the seller ships (FBM_SHIP_PLUS, AMAZON_EASY_SHIP); Prime follows AFN.
     programs: tuple[str, ...] = ()
     versions: list[Version] = field(default_factory=list)
+    #: The seller's own order number, from an order acknowledgement (StatusCode Success) that gave a
+    #: MerchantOrderID: v0's SellerOrderId, 2026-01-01's SELLER_ORDER_ID alias. Not an order change.
+    merchant_order_id: str | None = None
 
     @property
     def current(self) -> Snapshot:

@@ -102,15 +102,19 @@ def order_v0(order: Order, version: Version, pii: Pii) -> dict[str, Any]:
     snap = version.snapshot
     shipped = sum(snap.shipped)
     ordered = sum(item.quantity for item in order.items)
-    body: dict[str, Any] = {
-        "AmazonOrderId": order.order_id,
-        "PurchaseDate": epoch_to_iso(order.created),
-        "LastUpdateDate": epoch_to_iso(version.at),
-        "OrderStatus": snap.status,
-        "FulfillmentChannel": order.channel,
-        "SalesChannel": order.marketplace.sales_channel,
-        "ShipServiceLevel": order.ship_service_level,
-    }
+    body: dict[str, Any] = {"AmazonOrderId": order.order_id}
+    if order.merchant_order_id:
+        body["SellerOrderId"] = order.merchant_order_id
+    body.update(
+        {
+            "PurchaseDate": epoch_to_iso(order.created),
+            "LastUpdateDate": epoch_to_iso(version.at),
+            "OrderStatus": snap.status,
+            "FulfillmentChannel": order.channel,
+            "SalesChannel": order.marketplace.sales_channel,
+            "ShipServiceLevel": order.ship_service_level,
+        }
+    )
     if _priced(snap) and snap.status != "Canceled":
         body["OrderTotal"] = _money_v0(order, _order_total(order))
     body.update(
@@ -292,8 +296,10 @@ def _package_2026(package: Package) -> dict[str, Any]:
 def order_2026(order: Order, version: Version, included: frozenset[str], pii: Pii) -> dict[str, Any]:
     snap = version.snapshot
     market = order.marketplace
-    body: dict[str, Any] = {
-        "orderId": order.order_id,
+    body: dict[str, Any] = {"orderId": order.order_id}
+    if order.merchant_order_id:
+        body["orderAliases"] = [{"aliasId": order.merchant_order_id, "aliasType": "SELLER_ORDER_ID"}]
+    body |= {
         "createdTime": epoch_to_iso(order.created),
         "lastUpdatedTime": epoch_to_iso(version.at),
         "programs": (["PRIME"] if order.channel == "AFN" else []) + list(order.programs),
@@ -412,6 +418,7 @@ def order_truth(order: Order) -> dict[str, Any]:
         "has_unmapped_sku": order.has_unmapped_sku,
         "has_address": order.address is not None,
         "confirmed_by_seller": any(p.by == "seller" for p in snap.packages),
+        "merchant_order_id": order.merchant_order_id,
         "programs": list(order.programs),
         "currency": market.currency,
         "items": [

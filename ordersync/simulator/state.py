@@ -193,6 +193,7 @@ OPERATIONS: dict[str, Operation] = {
         Operation("getReport", "reports", "getReport", "GET"),
         Operation("cancelReport", "reports", "cancelReport", "DELETE"),
         Operation("getReportDocument", "reports", "getReportDocument", "GET"),
+        Operation("patchListingsItem", "listings", "patchListingsItem", "PATCH"),
     )
 }
 #: Faults the control API can force on the next matching requests.
@@ -436,6 +437,7 @@ class SimulatorState:
             "getReport": self._get_report,
             "cancelReport": self._cancel_report,
             "getReportDocument": self._get_report_document,
+            "patchListingsItem": self._patch_listings_item,
         }
 
     # --- time ----------------------------------------------------------------------------------------
@@ -719,6 +721,29 @@ class SimulatorState:
 
     def _seller_by_id(self, seller_id: str) -> SellerScenario:
         return self.scenario.seller(seller_id)
+
+    def _patch_listings_item(self, principal: Principal, call: _Call) -> tuple[int, Any]:
+        """patchListingsItem (Listings Items 2021-08-01): the listing's attributes patched as a listings
+        feed's PATCH message would, at once."""
+        if call.path_params["sellerId"] != principal.seller_id:
+            raise SpApiError(403, "Unauthorized", ACCESS_DENIED_MESSAGE, "")
+        marketplaces = csv_values(call.query.get("marketplaceIds"))
+        seller = self._seller_by_id(principal.seller_id)
+        if not marketplaces or any(m not in seller.marketplaces for m in marketplaces):
+            raise invalid_input(f"marketplaceIds must name this seller's marketplaces, got {marketplaces}.")
+        body = call.body if isinstance(call.body, dict) else {}
+        patches = body.get("patches")
+        valid_patch = all(
+            isinstance(p, dict) and p.get("op") in ("add", "replace", "merge", "delete") and p.get("path")
+            for p in patches or []
+        )
+        if not isinstance(body.get("productType"), str) or not patches or not valid_patch:
+            raise invalid_input("The body needs productType and one or more patches (op, path, value).")
+        sku = call.path_params["sku"]
+        status, issues = self.feeds.patch_listing(
+            principal.seller_id, sku, body["productType"], patches, call.now
+        )
+        return 200, {"sku": sku, "status": status, "submissionId": uuid.uuid4().hex, "issues": issues}
 
     def _owned_order(self, principal: Principal, order_id: str) -> Order:
         if not _ORDER_ID.match(order_id):
@@ -1812,7 +1837,13 @@ class SimulatorState:
                     CODE_CANCELED_ORDER,
                     f"The order {order.order_id} is canceled; it cannot be acknowledged.",
                 )
-            return MessageResult(message.message_id, key, True, detail={"acknowledged": True})
+            if message.merchant_order_id:
+                # Kept for later feeds and shown as the seller's order id; no new order version.
+                order.merchant_order_id = message.merchant_order_id
+            detail: dict[str, Any] = {"acknowledged": True}
+            if message.merchant_order_id:
+                detail["merchant_order_id"] = message.merchant_order_id
+            return MessageResult(message.message_id, key, True, detail=detail)
         if snap.status == "Canceled":
             return MessageResult(message.message_id, key, True, detail={"canceled": "already"})
         if (

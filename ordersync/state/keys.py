@@ -277,6 +277,40 @@ CANCEL_LOCK = KeyFamily(
     "lock TTL",
     "the seller's cancellation feed lock",
 )
+ACK_PENDING = KeyFamily(
+    "ack-pending",
+    ("{seller}",),
+    "hash",
+    "shipment-write-back",
+    "none",
+    "imported orders parked for the next order acknowledgement (StatusCode Success, MerchantOrderID)",
+    "orders.imported (each order of an acknowledging channel without a result, parked again)",
+)
+ACK_INFLIGHT = KeyFamily(
+    "ack-inflight",
+    ("{seller}",),
+    "hash",
+    "shipment-write-back",
+    "none",
+    "the order acknowledgement feed in flight: its id, batch, orders and start",
+    "orders.imported (each order of an acknowledging channel without a result, parked again)",
+)
+ACK_LOCK = KeyFamily(
+    "ack-lock",
+    ("{seller}",),
+    "string",
+    "shipment-write-back",
+    "lock TTL",
+    "the seller's order acknowledgement feed lock",
+)
+ACK_LAST_FEED = KeyFamily(
+    "ack-last-feed",
+    ("{seller}",),
+    "string",
+    "shipment-write-back",
+    "flush interval",
+    "when the last order acknowledgement feed was sent",
+)
 # --- inventory ----------------------------------------------------------------------------------------
 INVENTORY_LATEST = KeyFamily(
     "inv-latest",
@@ -319,6 +353,24 @@ INVENTORY_INFLIGHT = KeyFamily(
 )
 INVENTORY_LOCK = KeyFamily(
     "inv-lock", ("{seller}",), "string", "inventory", "lock TTL", "the seller's inventory feed lock"
+)
+INVENTORY_FAST = KeyFamily(
+    "inv-fast",
+    ("{seller}",),
+    "hash",
+    "inventory",
+    "none",
+    "levels at or under inventory.fast_threshold, sent by patchListingsItem before the next feed",
+    "inventory.levels",
+)
+INVENTORY_FBA = KeyFamily(
+    "inv-fba",
+    ("{seller}",),
+    "set",
+    "inventory",
+    "none",
+    "SKUs Amazon fulfils (seen on AFN orders): no merchant quantity is ever sent for them",
+    "orders.imported",
 )
 INVENTORY_LAST_FLUSH = KeyFamily(
     "inv-last-flush",
@@ -456,12 +508,18 @@ CATALOGUE: tuple[KeyFamily, ...] = (
     CANCEL_PENDING,
     CANCEL_INFLIGHT,
     CANCEL_LOCK,
+    ACK_PENDING,
+    ACK_INFLIGHT,
+    ACK_LOCK,
+    ACK_LAST_FEED,
     INVENTORY_LATEST,
     INVENTORY_PENDING,
     INVENTORY_SENT,
     INVENTORY_ERRORS,
     INVENTORY_INFLIGHT,
     INVENTORY_LOCK,
+    INVENTORY_FAST,
+    INVENTORY_FBA,
     INVENTORY_LAST_FLUSH,
     DOWNLOAD_CLAIM,
     LEASE,

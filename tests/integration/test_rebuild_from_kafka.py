@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from typer.testing import CliRunner
 
 from ordersync.cli import app
-from ordersync.consumers import inventory
+from ordersync.consumers import acknowledgement, inventory
 from ordersync.consumers.cancellation import rebuild_pending
 from ordersync.dev.devinfra import stop_process_group
 from ordersync.kafka.faust_app import make_app
@@ -37,6 +37,7 @@ from ordersync.schemas.events import (
     ListingChanged,
     OperatorCommand,
     OperatorCommandIssued,
+    OrderAcknowledgementResult,
     OrderCancellationRequested,
     OrderCancellationResult,
     OrderDownloaded,
@@ -52,6 +53,7 @@ from ordersync.schemas.topics import (
     DOWNLOAD_CURSORS,
     INVENTORY_LEVELS,
     OPS_COMMANDS,
+    ORDERS_ACKNOWLEDGEMENT_RESULTS,
     ORDERS_CANCELLATION_REQUESTED,
     ORDERS_CANCELLATION_RESULTS,
     ORDERS_DOWNLOADED,
@@ -341,6 +343,54 @@ async def test_stock_levels_and_seller_cancellations_come_back_from_kafka(
         assert requested == {answered: 1, unanswered: 2}  # the unanswered one published again
     finally:
         await stock.close()
+        await write_back.close()
+
+
+async def test_order_acknowledgements_come_back_from_kafka(
+    ordersync_settings: Settings, topics: tuple[str, ...], tmp_path: Path
+) -> None:
+    """An acknowledged order stays acknowledged across a Redis loss (never sent again); an imported one
+    without a result is parked again, and orders.imported (the back-office's) is not published again."""
+    seller = f"A{uuid.uuid4().hex[:10].upper()}"
+    channels = write_channels(tmp_path / "channels.yaml", "acks", seller)
+    raw = yaml.safe_load(channels.read_text())
+    raw["channels"][0]["acknowledge_orders"] = True
+    channels.write_text(yaml.safe_dump(raw))
+    settings = ordersync_settings.model_copy(update={"channels_file": channels})
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
+
+    def send(spec: TopicSpec, key: str, event: Event) -> None:
+        envelope = Envelope.wrap(event, seller_id=seller, correlation_id="acks")
+        producer.send(spec.name, key=key.encode(), value=encode(envelope))
+
+    acknowledged, waiting = "777-0000001-0000001", "777-0000002-0000002"
+    for n, order_id in enumerate((acknowledged, waiting), 1):
+        sales_order = one_line_sales_order(seller, order_id, channel="acks", order_item_id="1", quantity=1)
+        imported = OrderImported(sales_order=sales_order.model_copy(update={"code": f"SO{n}"}))
+        send(ORDERS_IMPORTED, order_key(seller, order_id), imported)
+    result = OrderAcknowledgementResult(
+        channel="acks", amazon_order_id=acknowledged, merchant_order_id="SO1", acknowledged=True, feed_id="9"
+    )
+    send(ORDERS_ACKNOWLEDGEMENT_RESULTS, order_key(seller, acknowledged), result)
+    producer.flush()
+    producer.close()
+
+    write_back = StageRuntime("shipment-write-back", settings, make_app("shipment-write-back", settings))
+    write_back.on_redis_reset(partial(acknowledgement.rebuild_pending, write_back))
+    try:
+        await write_back.start()
+        assert await write_back.check_generation() is True  # an empty Redis: everything from Kafka
+        status = await write_back.store.order_status(seller, acknowledged)
+        assert status["acknowledgement"] == "Success"
+        parked = await acknowledgement.FEEDS.pending(write_back, seller)
+        assert [(p.order_id, p.merchant_order_id) for p in parked] == [(waiting, "SO2")]
+        imports = [
+            p.sales_order.amazon_order_id
+            for p in read_all(settings.kafka.bootstrap, ORDERS_IMPORTED)
+            if isinstance(p, OrderImported) and p.sales_order.seller_id == seller
+        ]
+        assert sorted(imports) == [acknowledged, waiting]  # nothing published again
+    finally:
         await write_back.close()
 
 

@@ -20,6 +20,7 @@ from ordersync.amazon.client import OrdersQuery, SpApiClient, amazon_time, order
 from ordersync.amazon.feeds import (
     JSON_CONTENT_TYPE,
     XML_CONTENT_TYPE,
+    Availability,
     FeedsClient,
     FulfillmentMessage,
     listings_quantity_feed,
@@ -401,11 +402,15 @@ async def test_feeds_client_end_to_end_with_gzip_reports(harness: Harness) -> No
     sku = state.catalogue(TEST_SELLER)[0].sku
     listings_id = await feeds.submit(
         "JSON_LISTINGS_FEED",
-        listings_quantity_feed(TEST_SELLER, [(1, sku, 12), (2, "NO-SUCH-SKU", 1)]),
+        listings_quantity_feed(
+            TEST_SELLER, [(1, sku, Availability(12)), (2, "NO-SUCH-SKU", Availability(1))]
+        ),
         JSON_CONTENT_TYPE,
     )
     queued_id = await feeds.submit(
-        "JSON_LISTINGS_FEED", listings_quantity_feed(TEST_SELLER, [(1, sku, 3)]), JSON_CONTENT_TYPE
+        "JSON_LISTINGS_FEED",
+        listings_quantity_feed(TEST_SELLER, [(1, sku, Availability(3))]),
+        JSON_CONTENT_TYPE,
     )
     await feeds.cancel_feed(queued_id)
     state.advance_clock(40)
@@ -610,7 +615,9 @@ async def test_feed_reports_read_with_and_without_content_encoding(harness: Harn
     feeds = FeedsClient(harness.client())
     sku = harness.sim.state.catalogue(TEST_SELLER)[0].sku
     feed_id = await feeds.submit(
-        "JSON_LISTINGS_FEED", listings_quantity_feed(TEST_SELLER, [(1, sku, 3)]), JSON_CONTENT_TYPE
+        "JSON_LISTINGS_FEED",
+        listings_quantity_feed(TEST_SELLER, [(1, sku, Availability(3))]),
+        JSON_CONTENT_TYPE,
     )
     harness.sim.state.advance_clock(60)
     feed = await feeds.get_feed(feed_id)

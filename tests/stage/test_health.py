@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 
 from ordersync.amazon.client import SpApiClient
-from ordersync.amazon.feeds import JSON_CONTENT_TYPE, FeedsClient, listings_quantity_feed
+from ordersync.amazon.feeds import JSON_CONTENT_TYPE, Availability, FeedsClient, listings_quantity_feed
 from ordersync.amazon.operations import CallOutcome
 from ordersync.channels import Channel, LwaCredentials, SecretRef
 from ordersync.errors import AmazonRejected, AmazonUnavailable
@@ -231,7 +231,7 @@ async def test_the_client_records_each_call_on_its_api(
     with pytest.raises(AmazonUnavailable):
         await client.get_order(order_id)
     feeds = FeedsClient(client)
-    content = listings_quantity_feed(TEST_SELLER, [(1, "SKU-1", 3)])
+    content = listings_quantity_feed(TEST_SELLER, [(1, "SKU-1", Availability(3))])
     feed_id = await feeds.submit("JSON_LISTINGS_FEED", content, JSON_CONTENT_TYPE)
     await feeds.get_feed(feed_id)
 

@@ -285,6 +285,9 @@ async def test_back_office_cancellations_go_in_one_acknowledgement_feed(make_run
         assert {r.reason for r in results} == {"NoInventory"}
         refused = next(r for r in results if not r.cancelled)
         assert refused.error_message
+        # Refused by ordersync, never sent: no Failure follows a shipment.
+        assert (refused.error_code, refused.feed_id) == ("OrderShipped", None)
+        assert shipped["amazon_order_id"] not in feed["input"]
         for order in orders[:2]:
             assert sim.state.truth_order(order["amazon_order_id"])["status"] == "Canceled"
             status = await runtime.store.order_status(TEST_SELLER, order["amazon_order_id"])

@@ -1,6 +1,7 @@
-"""Scale: 5,000 invoices within one simulated hour and stock changes for 20,000 SKUs, through the
-shipment write-back (auto mode) and the inventory stage, against the simulator with the rate limiter
-on the simulator's clock (``bench/writeback.py`` runs the same scenario and prints its figures)."""
+"""Scale: 5,000 invoices within one simulated hour (each order imported and acknowledged before it) and
+stock changes for 20,000 SKUs, through the shipment write-back (auto mode), the order acknowledgements
+and the inventory stage, against the simulator with the rate limiter on the simulator's clock
+(``bench/writeback.py`` runs the same scenario and prints its figures)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,14 @@ async def test_5000_invoices_and_20000_skus_within_an_hour(redis_url: str, redis
     methods = set(figures.confirmed.values())
     assert "feed" in methods
     assert list(figures.confirmed.values()).count("feed") > 4000
+    # Every imported order acknowledged with its sales-order code (Amazon shows it), but those cancelled
+    # on Amazon, which it refused; on their own lane, behind the shipments.
+    assert figures.imported == 5000
+    assert set(figures.not_acknowledged) == figures.expected_ack_refusals
+    assert all("canceled" in why for why in figures.not_acknowledged.values())
+    assert len(figures.acknowledged) == 5000 - len(figures.expected_ack_refusals)
+    assert all(code and code.startswith("SO") for code in figures.acknowledged.values())
+    assert 0 < figures.feeds_by_type["POST_ORDER_ACKNOWLEDGEMENT_DATA"] <= 8
     # Within Amazon's quota: createFeed 30 an hour (burst 15), never a 429.
     assert figures.throttled == 0
     assert figures.max_create_feed_per_hour <= 30

@@ -12,7 +12,7 @@ import pytest
 
 from ordersync.simulator.clock import epoch_to_iso
 from ordersync.simulator.state import OPERATIONS, SimResponse, SimulatorState
-from ordersync.simulator.testing import access_token, tiny_scenario, validate_response
+from ordersync.simulator.testing import TEST_SELLER, access_token, tiny_scenario, validate_response
 
 pytestmark = pytest.mark.unit
 
@@ -121,6 +121,23 @@ class World:
             query=request.query,
             body=request.body,
             base_url="http://sim",
+        )
+
+    def patch_listing_case(self) -> Case:
+        sku = self.state.catalogue(TEST_SELLER)[0].sku
+        merge = {
+            "op": "merge",
+            "path": "/attributes/fulfillment_availability",
+            "value": [{"fulfillment_channel_code": "DEFAULT", "quantity": 0}],
+        }
+
+        def patch(body: dict[str, Any], seller: str = TEST_SELLER) -> Request:
+            path = f"/listings/2021-08-01/items/{seller}/{sku}"
+            return Request(path, {"sellerId": seller, "sku": sku}, {"marketplaceIds": US}, body)
+
+        return Case(
+            patch({"productType": "PRODUCT", "patches": [merge]}),
+            patch({"productType": "PRODUCT", "patches": []}),  # 400: at least one patch
         )
 
     def cases(self) -> dict[str, Case]:
@@ -261,6 +278,7 @@ class World:
                 self.report_path(self.report_id),  # DONE: only IN_QUEUE reports can be cancelled
                 self.report_path("1"),
             ),
+            "patchListingsItem": self.patch_listing_case(),
             "getReportDocument": Case(
                 Request(
                     f"/reports/2021-06-30/documents/{self.report_document}",

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ordersync.amazon.feeds import ProcessingReport, ProcessingResult
+from ordersync.amazon.feeds import Availability, ProcessingReport, ProcessingResult
 from ordersync.consumers.cancellation import AcknowledgementFeed, PendingCancellation, failure_reason
 from ordersync.consumers.inventory import ListingsFeed, SkuQuantity
 from ordersync.errors import AmazonUnavailable, QuotaUnavailable, Retryable, Throttled
@@ -110,4 +110,10 @@ def test_items_keep_their_redis_shapes() -> None:
     stock = ListingsFeed()
     sku = stock.loads("SKU-1", "7")
     assert (sku.field, sku.dumps(), sku.record()) == ("SKU-1", "7", ["SKU-1", 7])
-    assert stock.from_record(["SKU-1", 7]) == SkuQuantity("SKU-1", 7)
+    assert stock.from_record(["SKU-1", 7]) == SkuQuantity("SKU-1", Availability(7))
+    # With the handling time and restock date the back-office gave: kept with the quantity.
+    kept = stock.loads("SKU-2", "0|3|2026-12-24")
+    assert kept.availability == Availability(0, 3, "2026-12-24")
+    assert (kept.dumps(), kept.record()) == ("0|3|2026-12-24", ["SKU-2", "0|3|2026-12-24"])
+    assert stock.from_record(kept.record()) == kept
+    assert stock.loads("SKU-3", "5||2027-01-02").availability == Availability(5, None, "2027-01-02")

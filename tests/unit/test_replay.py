@@ -162,7 +162,7 @@ def test_a_stage_or_topic_names_its_dead_letters() -> None:
     assert all(by_name(t).events == (EventDeadLettered,) for t in everything.topics)
     assert select_dead_letters(INVOICES_ISSUED.name).topics == (INVOICES_ISSUED.dlq.name,)
     assert select_dead_letters(INVOICES_ISSUED.dlq.name).topics == (INVOICES_ISSUED.dlq.name,)
-    for bad in ("no-such-stage", ORDERS_IMPORTED.name):  # orders.imported has no DLQ
+    for bad in ("no-such-stage", SHIPMENTS_CONFIRMED.name):  # shipments.confirmed has no DLQ
         with pytest.raises(ReplayRejected):
             select_dead_letters(bad)
 

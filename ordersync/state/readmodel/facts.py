@@ -29,6 +29,7 @@ from ordersync.schemas.events import (
     InvoiceIssued,
     Money,
     OperatorCommandIssued,
+    OrderAcknowledgementResult,
     OrderCancellationRequested,
     OrderCancellationResult,
     OrderCancelled,
@@ -47,10 +48,12 @@ from ordersync.schemas.topics import (
     INVOICES_ISSUED,
     OPS_COMMANDS,
     ORDER_FLOW,
+    ORDERS_ACKNOWLEDGEMENT_RESULTS,
     ORDERS_CANCELLATION_REQUESTED,
     ORDERS_CANCELLATION_RESULTS,
     ORDERS_DOWNLOADED,
     ORDERS_ENRICHED,
+    ORDERS_IMPORTED,
     SHIPMENTS_REQUESTED,
     TopicSpec,
     by_name,
@@ -62,6 +65,7 @@ FOLDED_TOPICS: tuple[TopicSpec, ...] = (
     *ORDER_FLOW,
     ORDERS_CANCELLATION_REQUESTED,
     ORDERS_CANCELLATION_RESULTS,
+    ORDERS_ACKNOWLEDGEMENT_RESULTS,
     OPS_COMMANDS,
     *(spec for spec in CATALOGUE if spec.name.endswith(".dlq")),
 )
@@ -73,6 +77,7 @@ DLQ_FAILED_STAGE: dict[str, FailedStage] = {
     INVOICES_ISSUED.name: "write-back",
     SHIPMENTS_REQUESTED.name: "write-back",
     ORDERS_CANCELLATION_REQUESTED.name: "write-back",
+    ORDERS_IMPORTED.name: "write-back",  # (read there for the order acknowledgements)
 }
 
 #: The track a dead letter of each source topic fails: a later success on that track supersedes it.
@@ -82,6 +87,7 @@ DLQ_TRACK: dict[str, str] = {
     INVOICES_ISSUED.name: "invoice",
     SHIPMENTS_REQUESTED.name: "shipment-request",
     ORDERS_CANCELLATION_REQUESTED.name: "cancellation",
+    ORDERS_IMPORTED.name: "acknowledgement",
 }
 
 
@@ -311,6 +317,16 @@ class CancellationResultFact:
 
 
 @dataclass(frozen=True, slots=True)
+class AcknowledgementResultFact:
+    channel: str
+    merchant_order_id: str
+    acknowledged: bool
+    feed_id: str | None
+    error_code: str | None
+    error_message: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class CommandFact:
     channel: str
     command: str
@@ -348,6 +364,7 @@ FactData = (
     | ShipmentFailedFact
     | CancellationRequestedFact
     | CancellationResultFact
+    | AcknowledgementResultFact
     | CommandFact
     | DeadLetterFact
 )
@@ -366,6 +383,7 @@ DATA_OF_EVENT: dict[str, type[FactData]] = {
     "ShipmentFailed": ShipmentFailedFact,
     "OrderCancellationRequested": CancellationRequestedFact,
     "OrderCancellationResult": CancellationResultFact,
+    "OrderAcknowledgementResult": AcknowledgementResultFact,
     "OperatorCommandIssued": CommandFact,
     "EventDeadLettered": DeadLetterFact,
 }
@@ -599,13 +617,30 @@ def _shipment_data(payload: Event, seller: str) -> tuple[Target, FactData, str] 
             error_code=payload.error_code,
             error_message=payload.error_message,
         )
+        refused_by = "Amazon" if payload.feed_id else "ordersync, not sent"
         summary = (
             "cancellation accepted by Amazon"
             if payload.cancelled
-            else f"cancellation refused by Amazon: {payload.error_code or ''} "
+            else f"cancellation refused by {refused_by}: {payload.error_code or ''} "
             f"{payload.error_message or payload.reason}".strip()
         )
         return Target(seller, payload.amazon_order_id), result, summary
+    if isinstance(payload, OrderAcknowledgementResult):
+        acknowledged = AcknowledgementResultFact(
+            channel=payload.channel,
+            merchant_order_id=payload.merchant_order_id,
+            acknowledged=payload.acknowledged,
+            feed_id=payload.feed_id,
+            error_code=payload.error_code,
+            error_message=payload.error_message,
+        )
+        summary = (
+            f"acknowledged on Amazon as {payload.merchant_order_id} (feed {payload.feed_id})"
+            if payload.acknowledged
+            else f"not acknowledged on Amazon: {payload.error_code or ''} "
+            f"{payload.error_message or ''}".strip()
+        )
+        return Target(seller, payload.amazon_order_id), acknowledged, summary
     return None
 
 

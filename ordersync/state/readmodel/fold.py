@@ -20,6 +20,7 @@ from typing import Any, cast
 from ordersync.schemas.topics import INVOICES_ISSUED
 from ordersync.state.readmodel.facts import (
     DLQ_TRACK,
+    AcknowledgementResultFact,
     CancellationRequestedFact,
     CancellationResultFact,
     CancelledFact,
@@ -298,6 +299,14 @@ def _cancellation_result(state: OrderState, fact: Fact, data: CancellationResult
     state.fail("cancellation", fact.at, error)
 
 
+def _acknowledgement_result(state: OrderState, fact: Fact, data: AcknowledgementResultFact) -> None:
+    # Shown in the history; a refusal (an order cancelled meanwhile) is no failure of the order. An
+    # acknowledgement sent settles what a dead-lettered orders.imported record had left open.
+    state.seen(fact, data.channel)
+    if data.acknowledged:
+        state.outcome("acknowledgement", fact.at, None)
+
+
 def _command(state: OrderState, fact: Fact, data: CommandFact) -> None:
     state.seen(fact, data.channel)
     if data.command in ("ignore", "unignore"):
@@ -346,6 +355,7 @@ _REDUCERS: dict[type, Callable[[OrderState, Fact, Any], None]] = {
     ShipmentFailedFact: _shipment_failed,
     CancellationRequestedFact: _cancellation_requested,
     CancellationResultFact: _cancellation_result,
+    AcknowledgementResultFact: _acknowledgement_result,
     CommandFact: _command,
     DeadLetterFact: _dead_letter,
 }
