@@ -1,5 +1,6 @@
-"""The pipeline with the shipment write-back in feed mode: every order is confirmed on Amazon through
-POST_ORDER_FULFILLMENT_DATA feeds (one per seller per flush), once, with zero 429s."""
+"""The pipeline with the shipment write-back in feed mode: every order the seller confirms is confirmed
+on Amazon through POST_ORDER_FULFILLMENT_DATA feeds (one per seller per flush), once, with zero 429s;
+the Ship+ and Easy Ship orders of the scenario ship through Amazon and are never in a feed."""
 
 from __future__ import annotations
 
@@ -43,15 +44,23 @@ def test_feed_mode_confirms_every_order_in_batches(tmp_path: Path) -> None:
         truth, throttled, _ = pipeline.truth()
         assert pipeline.simulator is not None
         feeds = pipeline.simulator.state.truth_feeds(feed_type="POST_ORDER_FULFILLMENT_DATA")
+        refusals = pipeline.simulator.state.counters_json()["refusals"]
 
     assert accounting.unaccounted == []
-    assert accounting.categories == {"confirmed on Amazon": 60}
+    by_seller = accounting.categories["confirmed on Amazon"]
+    by_amazon = sum(1 for order in truth if order["programs"])
+    assert by_amazon > 0
+    assert accounting.categories == {
+        "confirmed on Amazon": 60 - by_amazon,
+        "shipped by an Amazon label or Easy Ship": by_amazon,
+    }
+    assert refusals == {}, "a Ship+ or Easy Ship order went into a feed"
     assert throttled == 0
     assert outcomes.count(SHIPMENTS_CONFIRMED.name) == 60
     # Batched: fewer feeds than orders, and every message of every feed applied once.
-    assert 2 <= len(feeds) < 60
+    assert 2 <= len(feeds) < by_seller
     done = [f for f in feeds if f["processingStatus"] == "DONE"]
-    assert sum(len(f["messages"]) for f in done) == 60
+    assert sum(len(f["messages"]) for f in done) == by_seller
     assert {f["processingStatus"] for f in feeds} <= {"DONE", "CANCELLED"}
     for order in truth:
         assert order["status"] == "Shipped"
