@@ -27,9 +27,10 @@ shipment state as confirm mode (``Store.update_shipment_state``), plus the feed 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio.client import Pipeline
@@ -41,8 +42,9 @@ from ordersync.amazon.feeds import (
     order_fulfillment_feed,
 )
 from ordersync.channels import Channel
+from ordersync.clock import epoch_seconds
 from ordersync.consumers.shipment_package import PackageWriteBack
-from ordersync.errors import AmazonRejected, Permanent
+from ordersync.errors import AmazonRejected, Permanent, Retryable
 from ordersync.pipeline.feeds import (
     FeedEngine,
     FeedFailure,
@@ -50,6 +52,10 @@ from ordersync.pipeline.feeds import (
     FeedType,
     Parked,
     error_text,
+    flush_mark_key,
+    inflight_key,
+    pending_key,
+    scaled,
 )
 from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.codec import decode, encode
@@ -58,6 +64,7 @@ from ordersync.schemas.events import ShipmentRequested
 from ordersync.schemas.topics import SHIPMENTS_REQUESTED
 from ordersync.settings import Settings
 
+log = logging.getLogger(__name__)
 FEED_TYPE = "POST_ORDER_FULFILLMENT_DATA"
 PACKING_LANE = "packing"
 #: Amazon statuses after which a shipment must not be sent (again).
@@ -71,6 +78,8 @@ class PendingShipment(Parked):
 
     envelope: Envelope[Event]
     marketplace: str | None
+    #: The order's latest ship date (epoch seconds), where known.
+    ship_by: float | None = None
 
     @property
     def request(self) -> ShipmentRequested:
@@ -90,6 +99,7 @@ class PendingShipment(Parked):
                 "not_before": self.not_before,
                 "last_error": self.last_error,
                 "first_failed_at": self.first_failed_at,
+                "ship_by": self.ship_by,
             }
         )
 
@@ -107,11 +117,132 @@ class PendingShipment(Parked):
             not_before=float(data.get("not_before", 0.0)),
             last_error=str(data.get("last_error", "")),
             first_failed_at=float(data.get("first_failed_at", 0.0)),
+            ship_by=float(data["ship_by"]) if data.get("ship_by") is not None else None,
         )
 
 
 def pending_field(request: ShipmentRequested) -> str:
     return f"{request.amazon_order_id}|{request.package_reference_id}"
+
+
+# --- ship-by deadlines -----------------------------------------------------------------------------
+
+
+def feed_would_be_late(
+    *, now: float, ship_by: float, next_feed_at: float, feed_expected_s: float, margin_s: float
+) -> bool:
+    """Would a package waiting for the next feed (sent at ``next_feed_at`` at the earliest, processed in
+    about ``feed_expected_s``) be confirmed later than ``margin_s`` before its order's latest ship date?
+    An order already past it is late whatever happens: the sooner the better."""
+    return max(now, next_feed_at) + feed_expected_s + margin_s > ship_by
+
+
+def near_deadline(*, now: float, ship_by: float, margin_s: float) -> bool:
+    """A package inside a feed not done yet: is its order's latest ship date within ``margin_s``?"""
+    return now + margin_s >= ship_by
+
+
+async def next_feed_at(runtime: StageRuntime, seller: str) -> float:
+    """When the seller's next fulfillment feed can go at the earliest (epoch seconds): after the flush
+    interval since the last one, and after the feed in flight settles."""
+    settings, redis = runtime.settings.writeback, runtime.store.redis
+    at = epoch_seconds(runtime.clock)
+    last = await redis.get(flush_mark_key(runtime, FulfillmentFeed.family, seller))
+    if last is not None:
+        at = max(at, float(last) + scaled(runtime, settings.feed_flush_interval_s))
+    started = await redis.hget(inflight_key(runtime, FulfillmentFeed.family, seller), "started")
+    if started is not None:
+        at = max(at, float(started) + scaled(runtime, settings.feed_expected_s))
+    return at
+
+
+async def misses_deadline_by_feed(runtime: StageRuntime, seller: str, ship_by: float | None) -> bool:
+    """Does a package due by ``ship_by`` go by confirmShipment rather than wait for a feed?"""
+    settings = runtime.settings.writeback
+    if ship_by is None or not settings.ship_by_direct:
+        return False
+    return feed_would_be_late(
+        now=epoch_seconds(runtime.clock),
+        ship_by=ship_by,
+        next_feed_at=await next_feed_at(runtime, seller),
+        feed_expected_s=scaled(runtime, settings.feed_expected_s),
+        margin_s=scaled(runtime, settings.ship_by_margin_s),
+    )
+
+
+def deadline_note(ship_by: float, *, feed_id: str | None = None, parked: bool = False) -> str:
+    """Why a package of feed or auto mode was confirmed by confirmShipment (its outcome's note)."""
+    due = datetime.fromtimestamp(ship_by, UTC).isoformat()
+    if feed_id is not None:
+        return f"confirmed directly: feed {feed_id} was not done near its latest ship date ({due})"
+    if parked:
+        return f"confirmed directly: the next feed could not confirm it before its latest ship date ({due})"
+    return f"confirmed at once: a feed would confirm it after its latest ship date ({due})"
+
+
+async def _is_settled(runtime: StageRuntime, entry: PendingShipment) -> bool:
+    """Confirmed already, not by this feed (directly, before its deadline)."""
+    request = entry.request
+    state = await runtime.store.shipment_state(
+        entry.envelope.seller_id, request.amazon_order_id, request.package_reference_id
+    )
+    return state.get("status") == "Success"
+
+
+async def confirm_before_deadline(
+    runtime: StageRuntime, entry: PendingShipment, *, in_feed: str | None = None, parked: bool = False
+) -> bool:
+    """One confirmShipment attempt for a package a feed would confirm too late; True when its result
+    is published. A package inside a feed (``in_feed``) is read on Amazon first (the feed may have
+    applied it) and, when refused, left to the feed; a parked one refused fails as in confirm mode."""
+    assert entry.ship_by is not None
+    package = _package(runtime, entry)
+    method, error, attempts = await package.attempt(
+        entry.attempts, entry.outcome_unknown or in_feed is not None, budget=1
+    )
+    if method is not None:
+        await package.publish_confirmed(
+            method, attempts, note=deadline_note(entry.ship_by, feed_id=in_feed, parked=parked)
+        )
+        return True
+    if in_feed is None and error is not None and not isinstance(error, Retryable):
+        await package.publish_failed(error, attempts)
+        return True
+    return False
+
+
+async def rescue_parked(runtime: StageRuntime, channel: Channel) -> int:
+    """Parked packages whose deadline the next feed would miss go by confirmShipment now, under the
+    seller's feed lock (so no feed takes them meanwhile). One attempt each per tick; one that fails
+    transiently stays parked, marked as of unknown outcome, so whatever sends it next reads its order
+    on Amazon first. Returns how many were settled."""
+    seller = channel.seller_id
+    settings = runtime.settings.writeback
+    if not settings.ship_by_direct:
+        return 0
+    settled = 0
+    async with FEEDS.lock(runtime, seller) as held:
+        if not held:
+            return 0
+        due = [
+            entry
+            for entry in await FEEDS.pending(runtime, seller)
+            if entry.ship_by is not None
+            and entry.not_before <= epoch_seconds(runtime.clock)
+            and await misses_deadline_by_feed(runtime, seller, entry.ship_by)
+        ]
+        redis, pending = runtime.store.redis, pending_key(runtime, FulfillmentFeed.family, seller)
+        for entry in due:
+            if await _is_settled(runtime, entry):
+                await redis.hdel(pending, entry.field)
+                continue
+            # A crash after confirmShipment leaves it parked: the next sender must read Amazon first.
+            entry.outcome_unknown = True
+            await redis.hset(pending, entry.field, entry.dumps())
+            if await confirm_before_deadline(runtime, entry, parked=True):
+                await redis.hdel(pending, entry.field)
+                settled += 1
+    return settled
 
 
 def message_refused(feed_id: str, results: list[ProcessingResult]) -> AmazonRejected:
@@ -180,6 +311,8 @@ class FulfillmentFeed(FeedType[PendingShipment]):
         feed_id: str,
         pipe: Pipeline,
     ) -> None:
+        if await _is_settled(runtime, entry):
+            return  # confirmed directly before its deadline while this feed was not done
         package = _package(runtime, entry)
         if not errors:
             await package.publish_confirmed("feed", max(1, entry.attempts))
@@ -189,6 +322,8 @@ class FulfillmentFeed(FeedType[PendingShipment]):
         await package.publish_failed(refused, entry.attempts)
 
     async def settle(self, runtime: StageRuntime, channel: Channel, entry: PendingShipment) -> bool:
+        if await _is_settled(runtime, entry):
+            return True
         status = await runtime.store.order_status(channel.seller_id, entry.request.amazon_order_id)
         if status.get("amazon_status") != "Canceled":
             return False
@@ -217,7 +352,36 @@ class FulfillmentFeed(FeedType[PendingShipment]):
     async def give_up(
         self, runtime: StageRuntime, channel: Channel, entry: PendingShipment, failure: FeedFailure
     ) -> None:
-        await _package(runtime, entry).publish_failed(failure.error, entry.attempts)
+        if not await _is_settled(runtime, entry):
+            await _package(runtime, entry).publish_failed(failure.error, entry.attempts)
+
+    async def waiting(
+        self,
+        runtime: StageRuntime,
+        channel: Channel,
+        batch: Mapping[int, PendingShipment],
+        *,
+        feed_id: str,
+        status: str,
+    ) -> None:
+        """Packages of a feed not done yet whose deadline is near: confirmed directly (after reading
+        their order on Amazon); the feed's later result for them is then ignored."""
+        settings = runtime.settings.writeback
+        if not settings.ship_by_direct:
+            return
+        now, margin_s = epoch_seconds(runtime.clock), scaled(runtime, settings.ship_by_margin_s)
+        for entry in batch.values():
+            if entry.ship_by is None or not near_deadline(now=now, ship_by=entry.ship_by, margin_s=margin_s):
+                continue
+            if not await _is_settled(runtime, entry):
+                log.warning(
+                    "%s: feed %s still %s near the latest ship date of %s: confirming it directly",
+                    channel.seller_id,
+                    feed_id,
+                    status,
+                    entry.request.amazon_order_id,
+                )
+                await confirm_before_deadline(runtime, entry, in_feed=feed_id)
 
     async def taken(
         self, runtime: StageRuntime, batch: Mapping[int, PendingShipment], started: datetime

@@ -102,13 +102,13 @@ class PackageWriteBack:
         )
 
     async def attempt(
-        self, attempts: int, outcome_unknown: bool
+        self, attempts: int, outcome_unknown: bool, *, budget: int | None = None
     ) -> tuple[ConfirmationMethod | None, Exception | None, int]:
-        """Try until confirmed, refused, or out of this run's attempts (``writeback.max_attempts``; a
-        redrive runs again): (method, error, attempts made in all)."""
+        """Try until confirmed, refused, or out of this run's attempts (``budget``, by default
+        ``writeback.max_attempts``; a redrive runs again): (method, error, attempts made in all)."""
         runtime, request = self.runtime, self.request
         client = runtime.amazon(runtime.channels.by_name(request.channel))
-        max_attempts = attempts + runtime.settings.writeback.max_attempts
+        max_attempts = attempts + (budget if budget is not None else runtime.settings.writeback.max_attempts)
         error: Exception | None = None
         while attempts < max_attempts:
             if outcome_unknown:

@@ -12,7 +12,11 @@
 - Modes (the channel's ``writeback_mode``, else ``writeback.mode``): ``confirm`` sends confirmShipment per
   package here; ``feed`` parks it for the seller's next POST_ORDER_FULFILLMENT_DATA
   (:mod:`ordersync.consumers.fulfillment_feed`, run by this stage's feed task); ``auto`` confirms while
-  the seller's backlog is small and feeds when it is large. The same task sends seller cancellations
+  the seller's backlog is small and feeds when it is large. Ship-by deadlines come first in both feed
+  modes (``writeback.ship_by_direct``): a package whose order's latest ship date the next feed would
+  miss goes by confirmShipment, at once or from the feed task, and one inside a feed still not done near
+  its deadline is read on Amazon and confirmed directly (:mod:`ordersync.consumers.fulfillment_feed`).
+  The same task sends seller cancellations
   (:mod:`ordersync.consumers.cancellation`). The channel's "don't upload order status" sends nothing.
 - Order acknowledgements (:mod:`ordersync.consumers.acknowledgement`): its own agent reads
   ``orders.imported`` and its own task tells Amazon each imported order's sales-order code
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from functools import partial
 from typing import Literal
 
@@ -55,6 +60,7 @@ from ordersync.schemas.codec import decode, encode
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import (
     OperatorCommandIssued,
+    SalesOrder,
     ShipmentConfirmed,
     ShipmentFailed,
     ShipmentRequested,
@@ -98,6 +104,13 @@ async def use_feed(runtime: StageRuntime, channel: Channel, seller: str) -> bool
     return recent > settings.auto_feed_threshold
 
 
+def latest_ship_by(sales_order: SalesOrder | None) -> float | None:
+    """The order's latest ship date (epoch seconds), where the imported order has one."""
+    if sales_order is None or sales_order.latest_ship_date is None:
+        return None
+    return sales_order.latest_ship_date.timestamp()
+
+
 async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     request = envelope.payload_as(ShipmentRequested)
     seller = envelope.seller_id
@@ -121,6 +134,10 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
         request=encode(envelope).decode(),  # what a retry-writeback sends again
     )
     await remember_package(runtime, seller, order_id, request.package_reference_id)
+    ship_by = latest_ship_by(sales_order)
+    if ship_by is not None:
+        await package.record_state(ship_by=datetime.fromtimestamp(ship_by, UTC).isoformat())
+    deadline_first = False
     attempts = int(state.get("attempts", 0))
     channel = runtime.channels.by_name(request.channel)
     if not channel.upload_order_status:
@@ -139,11 +156,17 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
         return
     elif marketplace is None:
         error = Permanent(f"no marketplace known for order {order_id}: it was not imported by ordersync")
-    elif await use_feed(runtime, channel, seller):
+    elif await use_feed(runtime, channel, seller) and not (
+        deadline_first := await fulfillment_feed.misses_deadline_by_feed(runtime, seller, ship_by)
+    ):
         await fulfillment_feed.enqueue(
             runtime,
             fulfillment_feed.PendingShipment(
-                envelope, marketplace, attempts=attempts, outcome_unknown=state.get("outcome") == "unknown"
+                envelope,
+                marketplace,
+                ship_by=ship_by,
+                attempts=attempts,
+                outcome_unknown=state.get("outcome") == "unknown",
             ),
         )
         await package.record_state(status="Pending", method="feed")
@@ -151,7 +174,8 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     else:
         method, error, attempts = await package.attempt(attempts, state.get("outcome") == "unknown")
         if method is not None:
-            await package.publish_confirmed(method, attempts)
+            note = fulfillment_feed.deadline_note(ship_by) if deadline_first and ship_by else None
+            await package.publish_confirmed(method, attempts, note=note)
             return
         if isinstance(error, Retryable) and not runtime.last_try():
             # Amazon still down after this run's attempts: the runtime parks the request on the redrive
@@ -284,6 +308,7 @@ async def feed_tick(runtime: StageRuntime) -> None:
             continue
         try:
             if writeback_mode(runtime, channel) != "confirm":
+                await fulfillment_feed.rescue_parked(runtime, channel)
                 await fulfillment_feed.run_feeds(runtime, channel)
             await cancellation.run_feeds(runtime, channel)
         except (Permanent, Retryable, Throttled) as exc:

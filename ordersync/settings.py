@@ -374,6 +374,20 @@ class WriteBackSettings(_Frozen):
         description="At most how often a seller's imported orders are acknowledged in one feed (channels"
         " with acknowledge_orders; Amazon advises one feed of a type per 20 minutes at most).",
     )
+    ship_by_direct: bool = Field(
+        True,
+        description="feed and auto modes: a package whose order's latest ship date would pass before a"
+        " feed could confirm it (the next flush, plus feed_expected_s, plus ship_by_margin_s) goes by"
+        " confirmShipment at once, and one inside a feed still not done within ship_by_margin_s of its"
+        " deadline is read on Amazon and confirmed directly. A late confirmation counts against the"
+        " seller's Late Shipment Rate.",
+    )
+    feed_expected_s: float = Field(
+        900.0, ge=0, description="How long Amazon usually takes to process a fulfillment feed."
+    )
+    ship_by_margin_s: float = Field(
+        1800.0, ge=0, description="Safety margin before an order's latest ship date (ship_by_direct)."
+    )
 
 
 class InvoiceSettings(_Frozen):
@@ -494,6 +508,14 @@ class HealthSettings(_Frozen):
     notifications_kept: int = Field(1000, ge=1, description="Notifications kept, newest first.")
     notification_dedupe_s: float = Field(
         3600.0, ge=0, description="A repeated notification is held back this long."
+    )
+    ship_by_lead_s: float = Field(
+        14400.0,
+        gt=0,
+        description=(
+            "An order awaiting shipment is at risk of a late shipment this long (Amazon's seconds) before "
+            "its latest ship date: the grid's at-risk filter and the ship-by notification (4 hours)."
+        ),
     )
 
 

@@ -271,6 +271,13 @@ class FeedType(ABC, Generic[E]):
     async def attempt_failed(self, runtime: StageRuntime, entry: E) -> None:
         """One attempt of the item failed (its ``last_error`` and ``outcome_unknown`` are set)."""
 
+    async def waiting(
+        self, runtime: StageRuntime, channel: Channel, batch: Mapping[int, E], *, feed_id: str, status: str
+    ) -> None:
+        """The feed in flight is not done yet (checked under the seller's lock). An item the feed type
+        settles another way meanwhile must be recognised by :meth:`apply`, :meth:`settle` and
+        :meth:`give_up` when the feed's outcome comes."""
+
 
 # --- pure parts --------------------------------------------------------------------------------------
 
@@ -402,7 +409,8 @@ class FeedEngine(Generic[E]):
             await redis.set(key, str(epoch_seconds(runtime.clock)), ex=max(1, int(interval_s) + 1))
         return feed_id
 
-    def _lock(self, runtime: StageRuntime, seller: str) -> Lock:
+    def lock(self, runtime: StageRuntime, seller: str) -> Lock:
+        """The seller's feed lock of this feed type: one worker at a time sends, settles or takes items."""
         ttl_s = max(1.0, scaled(runtime, LOCK_TTL_S))
         return Lock(
             runtime.store.redis, lock_key(runtime, self.kind.family, seller), worker_identity(), ttl_s
@@ -418,7 +426,7 @@ class FeedEngine(Generic[E]):
 
     async def submit(self, runtime: StageRuntime, channel: Channel) -> str | None:
         """Send one feed with the seller's pending items (none while one is in flight); returns its id."""
-        async with self._lock(runtime, channel.seller_id) as held:
+        async with self.lock(runtime, channel.seller_id) as held:
             if not held:
                 return None
             return await self._submit_locked(runtime, channel)
@@ -489,7 +497,7 @@ class FeedEngine(Generic[E]):
 
     async def check(self, runtime: StageRuntime, channel: Channel) -> bool:
         """One look at the seller's feed in flight: True when it is settled (or there is none)."""
-        async with self._lock(runtime, channel.seller_id) as held:
+        async with self.lock(runtime, channel.seller_id) as held:
             if not held:
                 return False
             return await self._check_locked(runtime, channel)
@@ -518,6 +526,7 @@ class FeedEngine(Generic[E]):
                 cancel_stalled=kind.cancel_stalled,
             )
             if verdict == "wait":
+                await kind.waiting(runtime, channel, batch, feed_id=feed_id, status=status)
                 return False
             cancelled = False
             if verdict == "cancel":

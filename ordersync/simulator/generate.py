@@ -214,6 +214,7 @@ def _populate_seller(
     extra = random.Random(f"{scenario.seed}/{seller.seller_id}/order-life")
     # Programmes draw from their own stream, so adding them changes no other order's draws.
     programmes = random.Random(f"{scenario.seed}/{seller.seller_id}/programmes")
+    handling = random.Random(f"{scenario.seed}/{seller.seller_id}/handling")
     products = catalogue(scenario, seller)
     first = start - profile.history_s
     span = profile.history_s + profile.arrival_window_s
@@ -239,6 +240,8 @@ def _populate_seller(
         buyer = address(rng, marketplace.country_code)
         email_user = "".join(rng.choices(string.ascii_lowercase + string.digits, k=14))
         lags = [draw_lag(rng, scenario.visibility_lag) for _ in range(4)]
+        preorder = extra.random() < profile.preorder_share
+        release_at = created + max(1, int(extra.uniform(*profile.preorder_release_s)))
         order = Order(
             order_id=order_id(rng, seller.region, taken_ids),
             seller_id=seller.seller_id,
@@ -251,10 +254,10 @@ def _populate_seller(
             buyer_email=f"{email_user}@marketplace.amazon.com",
             ship_service_level=ship_level(marketplace, expedited),
             ship_category="Expedited" if expedited else "Standard",
+            programs=drawn_programmes(programmes.random(), profile, channel),
+            latest_ship_at=(release_at if preorder else created)
+            + int(handling.uniform(*profile.ship_within_s)),
         )
-        order.programs = drawn_programmes(programmes.random(), profile, channel)
-        preorder = extra.random() < profile.preorder_share
-        release_at = created + max(1, int(extra.uniform(*profile.preorder_release_s)))
         status: SimStatus = "PendingAvailability" if preorder else "Pending" if pending else "Unshipped"
         if preorder:
             order.preorder = True

@@ -40,6 +40,8 @@ OPEN_STATUSES = frozenset({"PendingAvailability", "Pending", "Unshipped"})
 #: Amazon's names of the programmes that change how a seller-fulfilled order ships.
 SHIP_PLUS = "FBM_SHIP_PLUS"
 EASY_SHIP = "AMAZON_EASY_SHIP"
+#: Days from purchase to the latest ship date when the scenario says nothing else.
+DEFAULT_HANDLING_S = 2 * 86400
 #: Why a buyer canceled, as Amazon's BuyerCancelReason shows it.
 BUYER_CANCEL_REASON = "Ordered by mistake"
 
@@ -129,6 +131,17 @@ class Order:
     #: The seller's own order number, from an order acknowledgement (StatusCode Success) that gave a
     #: MerchantOrderID: v0's SellerOrderId, 2026-01-01's SELLER_ORDER_ID alias. Not an order change.
     merchant_order_id: str | None = None
+    #: Amazon's LatestShipDate (epoch seconds): a seller's confirmation after it is a late shipment.
+    #: None: two days after the purchase, Amazon's usual handling time.
+    latest_ship_at: int | None = None
+
+    @property
+    def latest_ship(self) -> int:
+        return self.latest_ship_at if self.latest_ship_at is not None else self.created + DEFAULT_HANDLING_S
+
+    @property
+    def earliest_ship(self) -> int:
+        return min(self.created + 86400, self.latest_ship)
 
     @property
     def current(self) -> Snapshot:

@@ -33,7 +33,6 @@ FULFILLED_BY_2026 = {"MFN": "MERCHANT", "AFN": "AMAZON"}
 STATUS_2026_EXTRA = {"InvoiceUnconfirmed": "SHIPPED"}
 #: Statuses whose orders show a ShippingAddress (ordersV0.json OrderAddress).
 ADDRESS_STATUSES = frozenset({"Unshipped", "PartiallyShipped", "Shipped", "InvoiceUnconfirmed"})
-_DAY = 86400
 
 
 @dataclass(frozen=True)
@@ -126,8 +125,8 @@ def order_v0(order: Order, version: Version, pii: Pii) -> dict[str, Any]:
             "MarketplaceId": order.marketplace.marketplace_id,
             "ShipmentServiceLevelCategory": order.ship_category,
             "OrderType": "Preorder" if order.preorder else "StandardOrder",
-            "EarliestShipDate": epoch_to_iso(order.created + _DAY),
-            "LatestShipDate": epoch_to_iso(order.created + 2 * _DAY),
+            "EarliestShipDate": epoch_to_iso(order.earliest_ship),
+            "LatestShipDate": epoch_to_iso(order.latest_ship),
             "EarliestDeliveryDate": epoch_to_iso(order.created + DELIVERY_AFTER_S[0]),
             "LatestDeliveryDate": epoch_to_iso(order.created + DELIVERY_AFTER_S[1]),
             "IsBusinessOrder": False,
@@ -322,8 +321,8 @@ def order_2026(order: Order, version: Version, included: frozenset[str], pii: Pi
             "fulfilledBy": FULFILLED_BY_2026[order.channel],
             "fulfillmentServiceLevel": order.ship_category.upper(),
             "shipByWindow": {
-                "earliestDateTime": epoch_to_iso(order.created + _DAY),
-                "latestDateTime": epoch_to_iso(order.created + 2 * _DAY),
+                "earliestDateTime": epoch_to_iso(order.earliest_ship),
+                "latestDateTime": epoch_to_iso(order.latest_ship),
             },
             "deliverByWindow": {
                 "earliestDateTime": epoch_to_iso(order.created + DELIVERY_AFTER_S[0]),
@@ -379,8 +378,8 @@ def order_change(order: Order, version: Version) -> dict[str, Any]:
         "OrderType": "Preorder" if order.preorder else "StandardOrder",
         "NumberOfItemsShipped": shipped,
         "NumberOfItemsUnshipped": 0 if snap.status == "Canceled" else ordered - shipped,
-        "EarliestShipDate": epoch_to_iso_ms(order.created + _DAY),
-        "LatestShipDate": epoch_to_iso_ms(order.created + 2 * _DAY),
+        "EarliestShipDate": epoch_to_iso_ms(order.earliest_ship),
+        "LatestShipDate": epoch_to_iso_ms(order.latest_ship),
     }
     if order.channel == "AFN":
         summary["OrderPrograms"] = ["Prime"]  # as v0's IsPrime says of the simulator's AFN orders
@@ -420,6 +419,7 @@ def order_truth(order: Order) -> dict[str, Any]:
         "confirmed_by_seller": any(p.by == "seller" for p in snap.packages),
         "merchant_order_id": order.merchant_order_id,
         "programs": list(order.programs),
+        "latest_ship_date": epoch_to_iso(order.latest_ship),
         "currency": market.currency,
         "items": [
             {
@@ -443,6 +443,8 @@ def order_truth(order: Order) -> dict[str, Any]:
                 "ship_date": epoch_to_iso(p.ship_date),
                 "confirmed_at": epoch_to_iso(p.confirmed_at),
                 "by": p.by,
+                # Amazon's late shipment: the seller's confirmation came after the latest ship date.
+                "late": p.by == "seller" and p.confirmed_at > order.latest_ship,
                 "items": [{"order_item_id": item_id, "quantity": qty} for item_id, qty in p.items],
             }
             for p in snap.packages

@@ -235,6 +235,9 @@ class OrderProfile(_Frozen):
     #: Seller-fulfilled orders that, once fully shipped, stay InvoiceUnconfirmed for a while.
     invoice_unconfirmed_share: Share = 0.0
     invoice_confirm_s: tuple[NonNegative, NonNegative] = (600.0, 86400.0)
+    #: The seller's handling time: the latest ship date comes this long after the purchase (after a
+    #: pre-order's release); a seller's confirmation after it is a late shipment.
+    ship_within_s: tuple[NonNegative, NonNegative] = (2 * 86400.0, 2 * 86400.0)
 
     @model_validator(mode="after")
     def _ranges(self) -> OrderProfile:
@@ -248,6 +251,7 @@ class OrderProfile(_Frozen):
             "cancel_after_s",
             "preorder_release_s",
             "invoice_confirm_s",
+            "ship_within_s",
         ):
             _ordered_pair(getattr(self, name), name)
         return self

@@ -394,6 +394,9 @@ class SimulatorState:
         #: Confirmations Amazon's programme rules refused, per seller and rule (a client that knows the
         #: rules never meets one).
         self.refusals: dict[str, dict[str, int]] = {}
+        #: Per seller: orders the seller confirmed (first confirmation) and those confirmed late, after
+        #: the order's LatestShipDate (what Amazon's Late Shipment Rate counts).
+        self.shipments: dict[str, dict[str, int]] = {}
         self._runtime = _Runtime(faults=scenario.faults, pii_requires_rdt=scenario.pii_requires_rdt)
         self._tokens = TokenCodec()
         #: The User-Agent header of the last request of each operation (and of "lwaToken").
@@ -1082,6 +1085,10 @@ class SimulatorState:
         """A seller's shipment (confirmShipment or a fulfillment feed): PartiallyShipped, or Shipped
         when complete; some orders stay InvoiceUnconfirmed a while first (scenario)."""
         snap = order.current
+        if package.by == "seller" and not any(p.by == "seller" for p in snap.packages):
+            counts = self.shipments.setdefault(order.seller_id, {"confirmed": 0, "late": 0})
+            counts["confirmed"] += 1
+            counts["late"] += package.confirmed_at > order.latest_ship
         complete = all(s == item.quantity for s, item in zip(shipped, order.items, strict=True))
         profile = self._seller_by_id(order.seller_id).orders
         unconfirmed = complete and self._order_rng.random() < profile.invoice_unconfirmed_share
@@ -1920,6 +1927,10 @@ class SimulatorState:
                 programs=tuple(spec.programs),
             )
             released_at = int(now) + int(spec.preorder_release_s or 0)
+            ship_within = (
+                spec.ship_within_s if spec.ship_within_s is not None else seller.orders.ship_within_s[0]
+            )
+            order.latest_ship_at = released_at + int(ship_within)
             pending = spec.pending_s is not None or spec.preorder_release_s is not None
             status: SimStatus = (
                 "PendingAvailability"
@@ -2168,12 +2179,14 @@ class SimulatorState:
                 "sellers": self.counters.as_json(),
                 "operations": self.counters.as_rows(),
                 "refusals": {seller: dict(rules) for seller, rules in self.refusals.items()},
+                "shipments": {seller: dict(counts) for seller, counts in self.shipments.items()},
             }
 
     def reset_counters(self) -> None:
         with self._lock:
             self.counters.reset()
             self.refusals.clear()
+            self.shipments.clear()
 
     def reset_buckets(self) -> None:
         with self._lock:

@@ -123,6 +123,11 @@ class NewOrder(_Strict):
         None, description="A pre-order: PendingAvailability this long, then Pending, then Unshipped."
     )
     missing_address: bool = False
+    ship_within_s: Annotated[float, Field(ge=1)] | None = Field(
+        None,
+        description="The latest ship date this long after the order (after a pre-order's release);"
+        " omitted: the seller's shortest handling time (orders.ship_within_s; two days by default).",
+    )
     programs: tuple[Literal["FBM_SHIP_PLUS", "AMAZON_EASY_SHIP"], ...] = Field(
         (), description="Ship+ or Easy Ship (seller-fulfilled orders only)."
     )

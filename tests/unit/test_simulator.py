@@ -1121,3 +1121,20 @@ def test_twenty_thousand_orders_stay_cheap() -> None:
     state.reset_buckets()
     recent = get_orders(state, token, LastUpdatedAfter=iso_ago(state, 3600))
     assert recent.status == 200
+
+
+def test_latest_ship_date_follows_the_handling_time_and_late_confirmations_are_counted() -> None:
+    state, token = make_state(orders={"count": 20, "ship_within_s": [3600, 7200]})
+    for truth in state.truth_orders():
+        due = parse_iso(truth["latest_ship_date"]) - parse_iso(truth["created"])
+        assert 3600 <= due <= 7200
+        shown = get_order(state, token, truth["amazon_order_id"]).body["payload"]
+        assert parse_iso(shown["LatestShipDate"]) == parse_iso(truth["latest_ship_date"])
+    on_time = state.add_order({"ship_within_s": 600})
+    late = state.add_order({"ship_within_s": 600})
+    assert confirm(state, token, on_time["amazon_order_id"], shipment(on_time)).status == 204
+    state.advance_clock(601)
+    assert confirm(state, token, late["amazon_order_id"], shipment(late)).status == 204
+    assert state.counters_json()["shipments"][TEST_SELLER] == {"confirmed": 2, "late": 1}
+    assert [p["late"] for p in state.truth_order(late["amazon_order_id"])["shipments"]] == [True]
+    assert [p["late"] for p in state.truth_order(on_time["amazon_order_id"])["shipments"]] == [False]

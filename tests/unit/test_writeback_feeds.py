@@ -8,6 +8,7 @@ import pytest
 from lxml import etree
 
 from ordersync.amazon.feeds import AcknowledgementMessage, order_acknowledgement_feed
+from ordersync.consumers.fulfillment_feed import feed_would_be_late, near_deadline
 from ordersync.pipeline.stages import STAGES, build_stage
 from ordersync.settings import Settings, WriteBackSettings
 
@@ -67,3 +68,17 @@ def test_writeback_defaults() -> None:
     assert settings.mode == "auto"
     assert settings.max_attempts == 5
     assert settings.feed_max_messages == 10_000
+
+
+def test_a_package_goes_directly_only_when_the_next_feed_would_confirm_it_too_late() -> None:
+    # The next feed goes in an hour and takes 15 minutes; half an hour of margin: 1 h 45 min.
+    timing = {"now": 0.0, "next_feed_at": 3600.0, "feed_expected_s": 900.0, "margin_s": 1800.0}
+    assert feed_would_be_late(ship_by=6299.0, **timing)
+    assert not feed_would_be_late(ship_by=6300.0, **timing)
+    # A feed that could go now: only the processing time and the margin count.
+    assert not feed_would_be_late(ship_by=2700.0, **{**timing, "next_feed_at": -10.0})
+    assert feed_would_be_late(ship_by=2699.0, **{**timing, "next_feed_at": -10.0})
+    # Already past its deadline: late whatever happens, so sooner is better.
+    assert feed_would_be_late(ship_by=-5.0, **timing)
+    assert near_deadline(now=1000.0, ship_by=2800.0, margin_s=1800.0)
+    assert not near_deadline(now=1000.0, ship_by=2801.0, margin_s=1800.0)
