@@ -53,6 +53,7 @@ from ordersync.amazon.feeds import (
     AcknowledgementMessage,
     ProcessingResult,
     order_acknowledgement_feed,
+    results_text,
 )
 from ordersync.channels import Channel
 from ordersync.consumers.cancellation import FEED_TYPE, MAX_MESSAGES
@@ -235,7 +236,7 @@ class OrderAcknowledgementFeed(FeedType[PendingAcknowledgement]):
         feed_id: str,
         pipe: Pipeline,
     ) -> None:
-        error = f"{errors[0].code}: {'; '.join(p.description for p in errors)}" if errors else None
+        error = results_text(errors)
         await _publish(runtime, channel.seller_id, entry, feed_id=feed_id, error=error)
 
     async def give_up(

@@ -36,6 +36,7 @@ from ordersync.amazon.feeds import (
     AcknowledgementMessage,
     ProcessingResult,
     order_acknowledgement_feed,
+    results_text,
 )
 from ordersync.channels import Channel
 from ordersync.consumers.fulfillment_feed import PACKING_LANE
@@ -205,7 +206,7 @@ class AcknowledgementFeed(FeedType[PendingCancellation]):
         feed_id: str,
         pipe: Pipeline,
     ) -> None:
-        error = f"{errors[0].code}: {'; '.join(p.description for p in errors)}" if errors else None
+        error = results_text(errors)
         await _publish(runtime, channel.seller_id, entry, feed_id=feed_id, error=error)
 
     async def give_up(

@@ -85,6 +85,13 @@ class ProcessingResult:
     sku: str | None = None
 
 
+def results_text(results: list[ProcessingResult]) -> str | None:
+    """One message's problems as kept in an outcome: ``code: description; description``; None: none."""
+    if not results:
+        return None
+    return f"{results[0].code}: {'; '.join(r.description for r in results)}"
+
+
 @dataclass(frozen=True)
 class ProcessingReport:
     processed: int
