@@ -75,7 +75,7 @@ from ordersync.pipeline.redrive import (
 )
 from ordersync.privacy.keyring import KeyRing, open_key_ring
 from ordersync.privacy.orders import Retention, personal_fields, seal_order, without_personal
-from ordersync.ratelimit import RateLimiter, build_rate_limiter
+from ordersync.ratelimit import RateLimiter, RedisRateLimiter, build_rate_limiter
 from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import decode, encode
 from ordersync.schemas.envelope import Envelope, Event
@@ -154,6 +154,8 @@ class StageRuntime:
         self._started = asyncio.Lock()
         self._store: Store | None = None
         self._limiter: RateLimiter | None = limiter
+        #: The limiter this runtime made (and closes), when none was given.
+        self._built_limiter: RedisRateLimiter | None = None
         self._http: httpx.AsyncClient | None = None
         self._amazon: dict[str, SpApiClient] = {}
         self._health: HealthBoard | None = None
@@ -369,7 +371,8 @@ class StageRuntime:
             redis.connection_pool.connection_kwargs["redis_connect_func"] = self._on_redis_connect
             self._store = Store(redis, self.settings.redis.key_prefix, clock=self.clock)
             if self._limiter is None:
-                self._limiter = build_rate_limiter(self.settings, self.channels.channels)
+                built = build_rate_limiter(self.settings, self.channels.channels)
+                self._limiter = self._built_limiter = built
             self._http = httpx.AsyncClient(timeout=self.settings.amazon.request_timeout_s)
             self._health = HealthBoard(redis, self.settings.redis.key_prefix, self.settings.health)
             self.loop_started = True
@@ -378,6 +381,10 @@ class StageRuntime:
         await self._key_ring_stack.aclose()
         if self._http is not None:
             await self._http.aclose()
+        if self._built_limiter is not None:
+            # Its own Redis client and connections; a limiter given to the runtime is its giver's.
+            await self._built_limiter.aclose()
+            self._limiter = self._built_limiter = None
         if self._store is not None:
             await self._store.redis.aclose()
 

@@ -1,5 +1,6 @@
 """The Redis client every process uses keeps a task's cancellation (redis-py's own send path loses it
-on Python 3.11, and a stage told to stop would run on)."""
+on Python 3.11, and a stage told to stop would run on); a stage runtime closes the Redis clients it
+made."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import asyncio
 
 import pytest
 
+from ordersync.dev.testing import RecordingRuntime, channels_of
+from ordersync.kafka.faust_app import make_app
+from ordersync.ratelimit import build_rate_limiter
 from ordersync.redis_client import redis_client
-from ordersync.settings import RedisSettings
+from ordersync.settings import RedisSettings, Settings
+from ordersync.simulator.testing import TEST_SELLER, tiny_scenario
 
 pytestmark = pytest.mark.stage
 
@@ -45,3 +50,44 @@ async def test_a_task_busy_with_redis_stops_when_cancelled_every_time(redis_url:
         assert await client.get("a") == "1"
     finally:
         await client.aclose()
+
+
+async def test_a_runtime_closes_the_rate_limiter_it_made_but_not_one_it_was_given(
+    redis_url: str, redis_key_prefix: str
+) -> None:
+    settings = Settings(redis=RedisSettings(url=redis_url, key_prefix=redis_key_prefix))
+    channels = channels_of(tiny_scenario())
+    observer = redis_client(RedisSettings(url=redis_url))
+
+    async def connections(settled_at: int | None = None) -> int:
+        # The server sees a closed connection go a moment later: wait (briefly) for the count expected.
+        for _ in range(50):
+            count = len(await observer.client_list())
+            if count == settled_at:
+                break
+            await asyncio.sleep(0.05)
+        return count
+
+    try:
+        before = await connections()
+        made = RecordingRuntime("order-download", settings, make_app("order-download", settings), channels)
+        await made.start()
+        limiter = made.limiter_or_none
+        assert limiter is not None
+        await limiter.acquire("getOrder", TEST_SELLER)  # its own Redis connections in use
+        assert await connections() > before
+        await made.close()
+        assert await connections(settled_at=before) == before
+
+        given = build_rate_limiter(settings, channels.channels)
+        try:
+            runtime = RecordingRuntime(
+                "order-download", settings, make_app("order-download", settings), channels, limiter=given
+            )
+            await runtime.start()
+            await runtime.close()
+            await given.acquire("getOrder", TEST_SELLER)  # still usable: the runtime left it alone
+        finally:
+            await given.aclose()
+    finally:
+        await observer.aclose()
