@@ -8,8 +8,12 @@ list|show``, ``ordersync status``, ``ordersync export failed`` and the dashboard
   ``shipments.failed``, ``orders.cancellation-requested``, ``orders.cancellation-results``,
   ``orders.acknowledgement-results``, ``ops.commands`` and every ``.dlq`` topic (the list is
   :data:`ordersync.state.readmodel.FOLDED_TOPICS`).
-- Output: none on Kafka; the read model in Redis (:class:`ordersync.state.readmodel.ReadModel`), and a
-  ``dlq-growth`` notification on the health board when a dead-letter topic receives records.
+- Output: none on Kafka; the read model in Redis (:class:`ordersync.state.readmodel.ReadModel`), and
+  notifications on the health board: ``dlq-growth`` when a dead-letter topic receives records,
+  ``late-shipment`` when an order is folded as confirmed after its latest ship date.
+- Ship-by deadlines: every 5 minutes (Amazon's time) one ``ship-by`` notification per seller with orders
+  awaiting shipment whose latest ship date is past or within ``health.ship_by_lead_s`` (how many, the
+  earliest order ids; held back an hour per seller); task health ``ship-by-watch``.
 - Amazon operations and quotas: none.
 - Buyers' personal data: every hour (Amazon's time) where a key-encryption key is configured, the data
   keys whose day of deliveries ended 30 days ago are destroyed (:meth:`KeyRing.shred_due`), which makes
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -37,7 +42,8 @@ from ordersync.errors import InvalidEvent
 from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.topics import TopicSpec
 from ordersync.settings import DEFAULT_PREFIX
-from ordersync.state.readmodel import FOLDED_TOPICS, ReadModel
+from ordersync.state.health import HealthBoard
+from ordersync.state.readmodel import FOLDED_TOPICS, ReadModel, ShipmentTimeliness
 from ordersync.state.readmodel.rebuild import RebuildResult, rebuild
 
 log = logging.getLogger(__name__)
@@ -45,6 +51,9 @@ STAGE = "status-projection"
 SHRED_TASK = "privacy-shredding"
 #: How often (Amazon's seconds) the keys due are destroyed: data lives at most this much past its 30 days.
 SHRED_CHECK_S = 3600.0
+SHIP_BY_TASK = "ship-by-watch"
+#: How often (Amazon's seconds) orders near or past their ship-by date are looked for.
+SHIP_BY_CHECK_S = 300.0
 #: It retries Redis in place and never parks a record: no redrive agents (see ordersync.pipeline.stages).
 PARKS_RECORDS = False
 
@@ -60,7 +69,12 @@ class Projection:
     def model(self) -> ReadModel:
         if self._model is None:
             store = self.runtime.store
-            self._model = ReadModel(store.redis, store.prefix, clock=self.runtime.clock)
+            self._model = ReadModel(
+                store.redis,
+                store.prefix,
+                clock=self.runtime.clock,
+                ship_by_lead=timedelta(seconds=self.runtime.settings.health.ship_by_lead_s),
+            )
         return self._model
 
     async def handle(self, spec: TopicSpec, value: bytes | None, partition: int, offset: int) -> None:
@@ -120,6 +134,38 @@ async def shred_personal_data(runtime: StageRuntime) -> None:
         await asyncio.sleep(SHRED_CHECK_S / runtime.settings.amazon.time_scale)
 
 
+async def warn_ship_by_once(runtime: StageRuntime, model: ReadModel) -> list[ShipmentTimeliness]:
+    """One ``ship-by`` notification per seller with orders awaiting shipment overdue or at risk (as of
+    Amazon's clock); the sellers warned about, also kept as task health."""
+    due = [seller for seller in await model.shipment_timeliness() if seller.overdue or seller.at_risk]
+    board = HealthBoard(runtime.store.redis, runtime.store.prefix, runtime.settings.health)
+    lead_h = runtime.settings.health.ship_by_lead_s / 3600
+    for seller in due:
+        parts = [f"{seller.overdue} overdue"] if seller.overdue else []
+        if seller.at_risk:
+            parts.append(f"{seller.at_risk} due within {lead_h:g} h")
+        await board.notify(
+            "ship-by",
+            f"{seller.channel} ({seller.seller_id}): orders awaiting shipment near or past their latest "
+            f"ship date: {', '.join(parts)}; earliest {', '.join(seller.due_order_ids)}",
+            severity="error" if seller.overdue else "warning",
+            channel=seller.channel,
+            # One per seller while the dedupe holds (an hour): a reminder, not a stream.
+            dedupe_key=f"ship-by:{seller.channel}:{seller.seller_id}",
+            at=runtime.clock.now(),
+        )
+    detail = "; ".join(f"{s.seller_id}: {s.overdue} overdue, {s.at_risk} at risk" for s in due)
+    await runtime.store.record_task(SHIP_BY_TASK, "all", ok=True, detail=detail or "none due")
+    return due
+
+
+async def watch_ship_by(runtime: StageRuntime, model: ReadModel) -> None:
+    """:func:`warn_ship_by_once` every :data:`SHIP_BY_CHECK_S`, for as long as the stage runs."""
+    while True:
+        await runtime.survive(SHIP_BY_TASK, partial(warn_ship_by_once, runtime, model))
+        await asyncio.sleep(SHIP_BY_CHECK_S / runtime.settings.amazon.time_scale)
+
+
 def register(app: faust.App, runtime: StageRuntime) -> None:
     app.conf.id = group_id(runtime.settings.redis.key_prefix)
     projection = Projection(runtime)
@@ -133,6 +179,11 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
     async def shred() -> None:
         await runtime.start()
         await shred_personal_data(runtime)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def ship_by() -> None:
+        await runtime.start()
+        await watch_ship_by(runtime, projection.model)
 
     for spec in FOLDED_TOPICS:
         _fold_agent(app, runtime, projection, spec)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
@@ -49,7 +49,15 @@ def with_read_model(
     async def run() -> T:
         redis = redis_client(settings.redis)
         try:
-            return await work(ReadModel(redis, prefix or settings.redis.key_prefix, notify_dlq=False))
+            model = ReadModel(
+                redis,
+                prefix or settings.redis.key_prefix,
+                # A rebuild from the CLI folds history: its old news notifies nobody.
+                notify_dlq=False,
+                notify_late=False,
+                ship_by_lead=timedelta(seconds=settings.health.ship_by_lead_s),
+            )
+            return await work(model)
         finally:
             await redis.aclose()
 

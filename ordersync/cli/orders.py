@@ -4,6 +4,7 @@ operator's actions on orders (events on ``ops.commands``, as the dashboard sends
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
@@ -13,11 +14,13 @@ from rich.table import Table
 from ordersync.cli.common import BuyerOpener, parse_time, when, with_read_model, with_read_model_and_buyers
 from ordersync.settings import get_settings
 from ordersync.state.readmodel import (
+    DEADLINES,
     OVERALL_STATUSES,
     FailedStage,
     OrderDetail,
     OrderFilter,
     OrderRow,
+    OrdersPage,
     OverallStatus,
     ReadModel,
     SortKey,
@@ -104,15 +107,29 @@ def orders_retry_writeback(
 
 
 _STATUS_STYLE = {"Failed": "bold red", "Pending": "yellow", "Success": "green", "Ignored": "dim"}
+_SHIP_BY_STYLE = {"overdue": "bold red", "late": "red", "at-risk": "yellow"}
 
 
-def orders_table(rows: tuple[OrderRow, ...], *, title: str) -> Table:
+def _ship_by_cell(row: OrderRow, now: datetime | None, lead_s: float) -> str:
+    """The ship-by time, marked overdue / at-risk / late as of ``now`` (unmarked without one)."""
+    if row.ship_by is None:
+        return ""
+    state = row.ship_by_state(now, lead_s) if now is not None else None
+    return when(row.ship_by) + (f" [{_SHIP_BY_STYLE[state]}]{state}[/]" if state else "")
+
+
+def orders_table(
+    rows: tuple[OrderRow, ...], *, title: str, now: datetime | None = None, lead_s: float = 0.0
+) -> Table:
+    """The grid's rows as a table; ``now`` and ``lead_s`` (the at-risk lead time) mark the ship-by
+    dates that are overdue or at risk."""
     table = Table(title=title, title_justify="left")
     for column in (
         "order",
         "channel",
         "marketplace",
         "purchased (UTC)",
+        "ship by (UTC)",
         "status",
         "import",
         "write-back",
@@ -128,6 +145,7 @@ def orders_table(rows: tuple[OrderRow, ...], *, title: str) -> Table:
             row.channel,
             row.marketplace_id or "",
             when(row.purchase_date),
+            _ship_by_cell(row, now, lead_s),
             f"[{_STATUS_STYLE[row.status]}]{row.status}[/]",
             row.import_status or "",
             row.writeback_status or "",
@@ -154,9 +172,16 @@ def orders_list(  # noqa: PLR0917 - one parameter per CLI option
     failed_stage: Annotated[
         str | None, typer.Option("--failed-stage", help="download | import | write-back.")
     ] = None,
-    sort: Annotated[str, typer.Option(help="purchase_date | updated_at | amazon_order_id | status.")] = (
-        "purchase_date"
-    ),
+    deadline: Annotated[
+        str | None,
+        typer.Option(
+            help="Awaiting shipment with the latest ship date at-risk (within health.ship_by_lead_s) "
+            "or overdue (past)."
+        ),
+    ] = None,
+    sort: Annotated[
+        str, typer.Option(help="purchase_date | updated_at | amazon_order_id | status | ship_by.")
+    ] = "purchase_date",
     ascending: Annotated[bool, typer.Option("--ascending", help="Oldest / smallest first.")] = False,
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="Rows per page.")] = 50,
     offset: Annotated[int, typer.Option(min=0, help="Rows to skip.")] = 0,
@@ -174,20 +199,25 @@ def orders_list(  # noqa: PLR0917 - one parameter per CLI option
         until=until,
         search=search,
         failed_stage=failed_stage,
+        deadline=deadline,
     )
-    if sort not in ("purchase_date", "updated_at", "amazon_order_id", "status"):
+    if sort not in ("purchase_date", "updated_at", "amazon_order_id", "status", "ship_by"):
         raise typer.BadParameter(f"unknown sort {sort!r}", param_hint="--sort")
-    page = with_read_model(
-        get_settings(),
-        lambda model: model.orders(
+    settings = get_settings()
+
+    async def page_now(model: ReadModel) -> tuple[OrdersPage, datetime]:
+        page = await model.orders(
             order_filter, sort=cast(SortKey, sort), descending=not ascending, offset=offset, limit=limit
-        ),
-    )
+        )
+        return page, model.clock.now()
+
+    page, now = with_read_model(settings, page_now)
     if as_json:
         typer.echo(page.model_dump_json(indent=2))
         return
     shown = f"{offset + 1}-{offset + len(page.rows)}" if page.rows else "none"
-    Console().print(orders_table(page.rows, title=f"orders {shown} of {page.total}"))
+    title = f"orders {shown} of {page.total}"
+    Console().print(orders_table(page.rows, title=title, now=now, lead_s=settings.health.ship_by_lead_s))
 
 
 def build_filter(
@@ -200,6 +230,7 @@ def build_filter(
     until: str | None,
     search: str | None,
     failed_stage: str | None,
+    deadline: str | None = None,
 ) -> OrderFilter:
     overall: OverallStatus | None = None
     if status is not None:
@@ -213,6 +244,8 @@ def build_filter(
         raise typer.BadParameter(
             f"{failed_stage!r}: download, import or write-back", param_hint="--failed-stage"
         )
+    if deadline is not None and deadline not in DEADLINES:
+        raise typer.BadParameter(f"{deadline!r}: {' or '.join(DEADLINES)}", param_hint="--deadline")
     return OrderFilter(
         status=overall,
         channel=channel,
@@ -222,6 +255,7 @@ def build_filter(
         until=parse_time(until, "--until"),
         text=search.strip() if search and search.strip() else None,
         failed_stage=cast(FailedStage | None, failed_stage),
+        deadline=deadline,
     )
 
 

@@ -4,7 +4,9 @@
 - ``ordersync orders list`` / ``ordersync orders show``: the grid and one order's detail;
 - ``ordersync export failed --since ... > file.csv``: failed orders with what a person needs to check
   them by hand in Seller Central;
-- ``ordersync status``: per channel, orders by status, API health, tasks and dead-letter topics;
+- ``ordersync status``: per channel, orders by status, shipments confirmed late (the Late Shipment Rate
+  as ordersync sees it) and orders near or past their ship-by date, API health, tasks and dead-letter
+  topics;
 - ``ordersync status-model rebuild``: drop the model and fold every topic again from its first offset
   (:mod:`ordersync.state.readmodel.rebuild`).
 """
@@ -24,6 +26,7 @@ from ordersync.state.readmodel import (
     OVERALL_STATUSES,
     OverallStatus,
     ReadModel,
+    ShipmentTimeliness,
 )
 
 T = TypeVar("T")
@@ -47,6 +50,7 @@ status_model_app = typer.Typer(help="The status read model (orders grid, status)
 class StatusReport:
     counts: dict[tuple[str, str], dict[OverallStatus, int]] = field(default_factory=dict)
     health: list[Any] = field(default_factory=list)
+    timeliness: list[ShipmentTimeliness] = field(default_factory=list)
     tasks: list[Any] = field(default_factory=list)
     dlq: list[Any] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
@@ -57,6 +61,7 @@ async def status_report(model: ReadModel, settings: Settings) -> StatusReport:
     accounts = await model.sellers()
     for channel, seller in accounts:
         report.counts[(channel, seller)] = await model.counts(channel)
+    report.timeliness = await model.shipment_timeliness()
     from ordersync.state.health import HealthBoard
 
     board = HealthBoard(model.redis, model.prefix, settings.health)
@@ -65,6 +70,35 @@ async def status_report(model: ReadModel, settings: Settings) -> StatusReport:
     report.dlq = await model.dlq_sizes()
     report.skipped = await model.skipped()
     return report
+
+
+def late_rate_text(timeliness: ShipmentTimeliness) -> str:
+    """``2.5 %`` (late / confirmed), or empty before any confirmation."""
+    rate = timeliness.late_rate
+    return "" if rate is None else f"{rate * 100:.1f} %"
+
+
+def timeliness_table(rows: list[ShipmentTimeliness]) -> Table:
+    """Per account: shipments ordersync confirmed, those confirmed late and their rate (Amazon's Late
+    Shipment Rate must stay under 4 %), and the orders awaiting shipment overdue or at risk."""
+    table = Table(title="shipments vs. latest ship date (as ordersync confirmed them)", title_justify="left")
+    for column in ("channel", "seller", "confirmed", "late", "late rate", "overdue", "at risk", "earliest"):
+        table.add_column(column, justify="right" if column in ("confirmed", "late", "overdue") else "left")
+    for row in rows:
+        rate = row.late_rate
+        style = "bold red" if rate is not None and rate >= 0.04 else ""
+        rate_text = f"[{style}]{late_rate_text(row)}[/]" if style else late_rate_text(row)
+        table.add_row(
+            row.channel,
+            row.seller_id,
+            str(row.confirmed),
+            str(row.late),
+            rate_text,
+            f"[bold red]{row.overdue}[/]" if row.overdue else "0",
+            f"[yellow]{row.at_risk}[/]" if row.at_risk else "0",
+            ", ".join(row.due_order_ids),
+        )
+    return table
 
 
 def status() -> None:
@@ -78,6 +112,8 @@ def status() -> None:
     for (channel, seller), counts in sorted(report.counts.items()):
         orders.add_row(channel, seller, *(str(counts[s]) for s in OVERALL_STATUSES))
     console.print(orders)
+    if report.timeliness:
+        console.print(timeliness_table(report.timeliness))
     if report.health:
         health = Table(title="API health", title_justify="left")
         for column in ("channel", "API", "status", "why"):

@@ -18,7 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
@@ -87,7 +87,7 @@ from ordersync.privacy.reader import BuyerData, buyer_data
 from ordersync.redis_client import redis_client
 from ordersync.settings import Settings, get_settings
 from ordersync.state.health import ApiHealth, HealthBoard
-from ordersync.state.readmodel import OrderDetail, OrderFilter, ReadModel, write_orders_csv
+from ordersync.state.readmodel import DEADLINES, OrderDetail, OrderFilter, ReadModel, write_orders_csv
 from ordersync.state.readmodel.export import PersonalOpener
 from ordersync.state.store import Store
 
@@ -348,7 +348,12 @@ class _Dashboard:
         channels, problem = _load_channels(self.settings)
         app.state.deps = _Deps(
             redis=redis,
-            model=ReadModel(redis, prefix),
+            model=ReadModel(
+                redis,
+                prefix,
+                clock=self.clock,
+                ship_by_lead=timedelta(seconds=self.settings.health.ship_by_lead_s),
+            ),
             board=HealthBoard(redis, prefix, self.settings.health),
             channels=channels,
             channels_problem=problem,
@@ -453,6 +458,7 @@ class _Dashboard:
         """What every page shows around its content: the status key."""
         return {
             "health": _group_health(await d.board.api_health(await self.known_accounts(d))),
+            "timeliness": {(t.channel, t.seller_id): t for t in await d.model.shipment_timeliness()},
             "api_names": API_NAMES,
             "api_titles": API_TITLES,
             "channels_problem": d.channels_problem,
@@ -486,6 +492,9 @@ class _Dashboard:
             error=error,
             statuses=STATUSES,
             failed_stages=FAILED_STAGES,
+            deadlines=DEADLINES,
+            now=self.clock.now(),
+            ship_by_lead_s=self.settings.health.ship_by_lead_s,
             sellers=await d.model.sellers(),
             marketplaces=sorted({m for c in configured for m in c.marketplaces}),
             page_sizes=[s for s in self.dashboard.page_sizes if s <= self.dashboard.max_page_size],
@@ -675,7 +684,14 @@ class _Dashboard:
             return refused
         d = self.deps(request)
         health = await d.board.api_health(await self.known_accounts(d))
-        return JSONResponse({"health": [h.model_dump(mode="json") for h in health]})
+        shipments = await d.model.shipment_timeliness()
+        return JSONResponse(
+            {
+                "health": [h.model_dump(mode="json") for h in health],
+                # Per account: confirmed by ordersync, late, and orders overdue / at risk now.
+                "shipments": [{**t.model_dump(mode="json"), "late_rate": t.late_rate} for t in shipments],
+            }
+        )
 
     async def api_tasks(self, request: Request) -> Response:
         if refused := self.refuse_reading(request, api=True):

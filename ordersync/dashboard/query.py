@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from pydantic import BaseModel, ConfigDict
 
 from ordersync.settings import DashboardSettings
-from ordersync.state.readmodel import OrderFilter, OverallStatus, SortKey
+from ordersync.state.readmodel import DEADLINES, Deadline, OrderFilter, OverallStatus, SortKey
 
 FailedStage = Literal["import", "write-back", "download"]
 
@@ -33,6 +33,7 @@ _MAX_OFFSET = 10_000_000
 FILTER_PARAMS: tuple[str, ...] = (
     "status",
     "failed_stage",
+    "deadline",
     "since",
     "until",
     "channel",
@@ -141,6 +142,7 @@ def parse_filter(params: Mapping[str, str]) -> tuple[OrderFilter, tuple[tuple[st
     """The order filter of a query string, and its parameters as given."""
     status = _choice(params, "status", STATUSES)
     failed_stage = _choice(params, "failed_stage", FAILED_STAGES)
+    deadline = _choice(params, "deadline", DEADLINES)
     since_raw, until_raw = _one(params, "since"), _one(params, "until")
     since = parse_time("since", since_raw, end_of_day=False) if since_raw else None
     until = parse_time("until", until_raw, end_of_day=True) if until_raw else None
@@ -152,6 +154,7 @@ def parse_filter(params: Mapping[str, str]) -> tuple[OrderFilter, tuple[tuple[st
     order_filter = OrderFilter(
         status=cast(OverallStatus | None, status),
         failed_stage=cast(FailedStage | None, failed_stage),
+        deadline=cast(Deadline | None, deadline),
         since=since,
         until=until,
         channel=_name(params, "channel"),

@@ -17,10 +17,12 @@ One job per module:
 from ordersync.state.readmodel.export import failed_orders_csv_header, order_csv_rows, write_orders_csv
 from ordersync.state.readmodel.facts import DLQ_FAILED_STAGE, DLQ_TRACK, FOLDED_TOPICS, Fact, Target, facts_of
 from ordersync.state.readmodel.fold import Derived, derive
-from ordersync.state.readmodel.model import DLQ_NOTIFY_WITHIN, ReadModel
+from ordersync.state.readmodel.model import DLQ_NOTIFY_WITHIN, LATE_NOTIFY_WITHIN, ReadModel
 from ordersync.state.readmodel.rows import (
+    DEADLINES,
     FAILED_STAGES,
     OVERALL_STATUSES,
+    Deadline,
     DlqSize,
     FailedStage,
     OrderDetail,
@@ -28,17 +30,22 @@ from ordersync.state.readmodel.rows import (
     OrderRow,
     OrdersPage,
     OverallStatus,
+    ShipByState,
+    ShipmentTimeliness,
     SortKey,
     TaskRow,
 )
 
 __all__ = [
+    "DEADLINES",
     "DLQ_FAILED_STAGE",
     "DLQ_NOTIFY_WITHIN",
     "DLQ_TRACK",
     "FAILED_STAGES",
     "FOLDED_TOPICS",
+    "LATE_NOTIFY_WITHIN",
     "OVERALL_STATUSES",
+    "Deadline",
     "Derived",
     "DlqSize",
     "Fact",
@@ -49,6 +56,8 @@ __all__ = [
     "OrdersPage",
     "OverallStatus",
     "ReadModel",
+    "ShipByState",
+    "ShipmentTimeliness",
     "SortKey",
     "Target",
     "TaskRow",

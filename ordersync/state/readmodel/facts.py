@@ -7,8 +7,10 @@ In Redis a fact is one field of the order's fact hash (its event id) holding com
 from the model's first version: the envelope's parts under ``at``, ``topic``, ``type``, ``mkt``,
 ``summary``, the data under ``d`` with the short names some fields declare (field metadata ``stored``:
 ``mkt``, ``lud``...; ``many`` marks a tuple of nested objects), absent values left out of ``d`` (kept
-inside nested objects). :func:`encode_fact` and :func:`decode_fact` are the only code that knows that
-form, so the typed facts could be renamed freely without touching what Redis holds.
+inside nested objects, except fields added later, metadata ``added``: left out everywhere, so what
+was stored before they existed is still stored the same way). :func:`encode_fact` and
+:func:`decode_fact` are the only code that knows that form, so the typed facts could be renamed
+freely without touching what Redis holds.
 """
 
 from __future__ import annotations
@@ -100,6 +102,10 @@ def parse_iso(value: str | None) -> datetime | None:
     if not value:
         return None
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _iso_or_none(value: datetime | None) -> str | None:
+    return None if value is None else iso(value)
 
 
 def _money(value: Money | None) -> str | None:
@@ -203,6 +209,11 @@ class OrderSnapshotFact:
     purchase_date: str = field(metadata={"stored": "pd"})
     last_update_date: str = field(metadata={"stored": "lud"})
     ship_service_level: str | None = field(metadata={"stored": "ssl"})
+    #: Amazon's latest ship date (:func:`iso`); None for facts stored before it was kept. Keyword-only
+    #: so the subclasses' own fields may come after it without defaults.
+    latest_ship_date: str | None = field(
+        default=None, kw_only=True, metadata={"stored": "lsd", "added": True}
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +238,8 @@ class ImportedFact:
     currency: str
     total: str
     lines: tuple[SalesLineFact, ...] = field(metadata={"many": SalesLineFact})
+    #: The sales order's copy of Amazon's latest ship date (:func:`iso`); None for facts stored before.
+    latest_ship_date: str | None = field(default=None, metadata={"stored": "lsd", "added": True})
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,6 +441,7 @@ def _snapshot(order: AmazonOrder, channel: str) -> dict[str, Any]:
         "purchase_date": iso(order.purchase_date),
         "last_update_date": iso(order.last_update_date),
         "ship_service_level": order.ship_service_level,
+        "latest_ship_date": _iso_or_none(order.latest_ship_date),
     }
 
 
@@ -481,6 +495,7 @@ def _order_data(payload: Event, seller: str) -> tuple[Target, FactData, str] | N
                 )
                 for line in so.lines
             ),
+            latest_ship_date=_iso_or_none(so.latest_ship_date),
         )
         return Target(so.seller_id, so.amazon_order_id), imported, f"imported as sales order {so.code}"
     if isinstance(payload, OrderUpdated):
@@ -718,11 +733,13 @@ def _looks_like_order_id(value: str) -> bool:
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """How a data class is stored: (attribute, stored name) of its plain fields; (attribute, stored
-    name, class) of its tuples of nested objects; (attribute, stored name) of a dead letter's original."""
+    name, class) of its tuples of nested objects; (attribute, stored name) of a dead letter's original;
+    the stored names of fields added later (left out when absent)."""
 
     plain: tuple[tuple[str, str], ...]
     many: tuple[tuple[str, str, type], ...]
     original: tuple[tuple[str, str], ...]
+    added: frozenset[str]
 
 
 _PLANS: dict[type, _Plan] = {}
@@ -742,6 +759,7 @@ def _plan(cls: type) -> _Plan:
                 (f.name, stored[f.name], f.metadata["many"]) for f in fields(cls) if "many" in f.metadata
             ),
             original=tuple((f.name, stored[f.name]) for f in fields(cls) if "original" in f.metadata),
+            added=frozenset(stored[f.name] for f in fields(cls) if f.metadata.get("added")),
         )
     return plan
 
@@ -749,7 +767,11 @@ def _plan(cls: type) -> _Plan:
 def _to_json(value: Any) -> dict[str, Any]:
     """A data class as its stored JSON object (every value, None too)."""
     plan = _plan(type(value))
-    out = {stored: getattr(value, name) for name, stored in plan.plain}
+    out = {
+        stored: getattr(value, name)
+        for name, stored in plan.plain
+        if stored not in plan.added or getattr(value, name) is not None
+    }
     for name, stored, _ in plan.many:
         inner = getattr(value, name)
         out[stored] = None if inner is None else [_to_json(v) for v in inner]

@@ -8,6 +8,11 @@ Statuses (the dashboard grid's): **Ignored** when an operator ignored the order 
 to Amazon, or one of its records was dead-lettered and nothing later on that track succeeded;
 **Success** when imported without such a failure; **Pending** otherwise (downloaded, held as Pending).
 A later success supersedes an earlier failure of the same track (Retry Import that works: Success).
+
+Deadlines: the row carries Amazon's latest ship date (``ship_by``), whether the order still awaits
+shipment (merchant-fulfilled, not cancelled or ignored, no package confirmed by any method), and whether
+ordersync's first confirmation of it (confirmShipment or feed: the methods whose time ordersync knows)
+came after ``ship_by`` (``confirmed_late``).
 """
 
 from __future__ import annotations
@@ -48,6 +53,11 @@ from ordersync.state.readmodel.rows import FAILED_STAGES, FailedStage, OrderRow,
 #: What a successful import-track event makes of the import status.
 IMPORT_OK = {"OrderImported": "imported", "OrderUpdated": "updated", "OrderCancelled": "cancelled"}
 _EPOCH = iso(datetime(1970, 1, 1, tzinfo=UTC))
+#: Confirmation methods by which ordersync itself told Amazon, at ``confirmed_at``; the others
+#: (amazon-label, easy-ship, already-confirmed) shipped through Amazon at a time ordersync does not know.
+CONFIRMED_BY_ORDERSYNC = frozenset({"confirmShipment", "feed"})
+#: Amazon statuses of an order that no longer awaits a shipment from the seller.
+_NOT_AWAITING_STATUSES = frozenset({"Shipped", "Canceled"})
 
 
 @dataclass
@@ -73,6 +83,13 @@ class OrderState:
     amazon_status: str | None = None
     fulfillment_channel: str | None = None
     purchase_date: str | None = None
+    #: Amazon's latest ship date (:func:`iso`) and the Amazon change it is from.
+    ship_by: str | None = None
+    ship_by_version: str = ""
+    #: The sales order's fulfilment channel, for orders whose Amazon listing was not folded.
+    sales_fulfillment_channel: str | None = None
+    #: The earliest ``confirmed_at`` of a package confirmed by ordersync (:data:`CONFIRMED_BY_ORDERSYNC`).
+    first_own_confirmation: str | None = None
     sales_order_code: str | None = None
     download_status: str | None = None
     #: (label, at) of the latest import-track outcome.
@@ -141,6 +158,10 @@ def _snapshot(state: OrderState, fact: Fact, data: OrderSnapshotFact) -> None:
     state.amazon_change(data.last_update_date, data.order_status, data.fulfillment_channel)
     # Amazon's own listing of the order is the reference for its purchase date.
     state.purchase_date = data.purchase_date or state.purchase_date
+    # Its latest change says the ship date (Amazon may move it, e.g. for a buyer's change of address).
+    if data.latest_ship_date and data.last_update_date >= state.ship_by_version:
+        state.ship_by_version = data.last_update_date
+        state.ship_by = data.latest_ship_date
 
 
 def _downloaded(state: OrderState, fact: Fact, data: DownloadedFact) -> None:
@@ -166,6 +187,10 @@ def _imported(state: OrderState, fact: Fact, data: ImportedFact) -> None:
     # The sales order's copy of the purchase date fills a gap only.
     if data.purchase_date and state.purchase_date is None:
         state.purchase_date = data.purchase_date
+    # ... and so does its copy of the ship date.
+    if data.latest_ship_date and state.ship_by is None:
+        state.ship_by = data.latest_ship_date
+    state.sales_fulfillment_channel = data.fulfillment_channel or state.sales_fulfillment_channel
     state.sales_order(data.sales_order_code)
     state.import_ok(fact.event_type, fact.at)
     state.sales_lines = {line.order_item_id: line for line in data.lines}
@@ -247,6 +272,10 @@ def _shipment_confirmed(state: OrderState, fact: Fact, data: ShipmentConfirmedFa
         error_code=None,
         error_message=None,
     )
+    if data.method in CONFIRMED_BY_ORDERSYNC and (
+        state.first_own_confirmation is None or data.confirmed_at < state.first_own_confirmation
+    ):
+        state.first_own_confirmation = data.confirmed_at
     state.outcome("invoice", fact.at, None)
     state.outcome("shipment-request", fact.at, None)
 
@@ -320,6 +349,9 @@ def _dead_letter(state: OrderState, fact: Fact, data: DeadLetterFact) -> None:
     purchase_date = getattr(original, "purchase_date", None)
     if purchase_date and state.purchase_date is None:
         state.purchase_date = purchase_date
+    latest_ship_date = getattr(original, "latest_ship_date", None)
+    if latest_ship_date and state.ship_by is None:
+        state.ship_by = latest_ship_date
     if isinstance(original, EnrichedFact) and original.items:
         _use_items(state, original.last_update_date, original.items)
     if data.original_type == "OrderEnriched":
@@ -392,6 +424,8 @@ def derive(seller_id: str, amazon_order_id: str, facts: Iterable[Fact]) -> Deriv
         status = "Pending"
     lines = _lines(state)
     latest_error = active[-1] if active else None
+    ship_by = parse_iso(state.ship_by)
+    confirmed_at = parse_iso(state.first_own_confirmation)
     row = OrderRow(
         channel=state.channel,
         seller_id=seller_id,
@@ -411,6 +445,10 @@ def derive(seller_id: str, amazon_order_id: str, facts: Iterable[Fact]) -> Deriv
         error_message=latest_error["message"] if latest_error else None,
         attempts=_attempts(state, latest_error),
         skus=tuple(sorted({line["seller_sku"] for line in lines if line["seller_sku"]})),
+        ship_by=ship_by,
+        awaiting_shipment=_awaiting_shipment(state, ignored),
+        confirmed_at=confirmed_at,
+        confirmed_late=ship_by is not None and confirmed_at is not None and confirmed_at > ship_by,
     )
     return Derived(
         row=row,
@@ -440,6 +478,20 @@ def _active_errors(state: OrderState) -> list[dict[str, Any]]:
     for error in state.errors:
         error["active"] = id(error) in active_ids
     return active
+
+
+def _awaiting_shipment(state: OrderState, ignored: bool) -> bool:
+    """Amazon waits for the seller to ship it: a ship-by date, merchant-fulfilled, not cancelled or
+    ignored, and no package confirmed yet (by whichever method)."""
+    fulfillment = state.fulfillment_channel or state.sales_fulfillment_channel
+    return (
+        state.ship_by is not None
+        and fulfillment != "AFN"
+        and not ignored
+        and state.amazon_status not in _NOT_AWAITING_STATUSES
+        and state.cancellation != "accepted"
+        and not any(p.get("status") == "confirmed" for p in state.packages.values())
+    )
 
 
 def _ignored(state: OrderState) -> bool:

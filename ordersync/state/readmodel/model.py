@@ -11,9 +11,13 @@ from the topics.
 Keys, under ``{prefix}:{rm}:g<generation>:`` (one hash tag, so the multi-key commands also work on a
 Redis Cluster slot; :meth:`ReadModel.reset` moves to a new, empty generation in one command):
 ``facts:<order>`` (hash event_id -> fact), ``row:<order>`` (the derived row, JSON), sorted sets per
-sort key (``z:purchase_date``, ``z:updated_at``, ``z:status``, ``z:id``: every order with score 0, so
-its member order is the order-id order and ``ZRANGEBYLEX`` finds prefixes), sets per status, seller,
-channel, marketplace, SKU and failed stage, DLQ record sets per topic. An order member is
+sort key (``z:purchase_date``, ``z:updated_at``, ``z:status``, ``z:ship_by``, ``z:id``: every order
+with score 0, so its member order is the order-id order and ``ZRANGEBYLEX`` finds prefixes), sets per
+status, seller, channel, marketplace, SKU and failed stage, DLQ record sets per topic. Deadlines:
+``z:await-ship`` holds only the orders awaiting shipment, scored by their ship-by date (the grid's
+at-risk / overdue filter is a score range of it, measured from the model's clock at query time, so the
+fold itself never reads a clock); ``s:confirmed:<seller>`` and ``s:late:<seller>`` hold the orders
+ordersync confirmed and those it confirmed after their ship-by date. An order member is
 ``amazon_order_id|seller_id``. Grid queries intersect the sets with the sort key's sorted set into a
 short-lived key (``ZINTERSTORE`` with weight 0 for the filters) and page with ``ZRANGE ... LIMIT``.
 """
@@ -49,12 +53,14 @@ from ordersync.state.readmodel.facts import (
 from ordersync.state.readmodel.fold import Derived, derive
 from ordersync.state.readmodel.rows import (
     OVERALL_STATUSES,
+    Deadline,
     DlqSize,
     OrderDetail,
     OrderFilter,
     OrderRow,
     OrdersPage,
     OverallStatus,
+    ShipmentTimeliness,
     SortKey,
     TaskRow,
 )
@@ -66,6 +72,14 @@ _STATUS_RANK: dict[str, int] = {"Failed": 0, "Pending": 1, "Success": 2, "Ignore
 _RANK_SPAN = 10_000_000_000
 #: DLQ growth is a live alert: records dead-lettered longer ago than this (a rebuild) notify nobody.
 DLQ_NOTIFY_WITHIN = timedelta(hours=24)
+#: Likewise a late confirmation: one confirmed longer ago than this (a rebuild) notifies nobody.
+LATE_NOTIFY_WITHIN = timedelta(hours=24)
+#: The at-risk lead time when none is given (``health.ship_by_lead_s``'s default: 4 hours).
+DEFAULT_SHIP_BY_LEAD = timedelta(hours=4)
+#: The ship_by sort score of an order without a ship-by date: after every dated order, earliest first.
+_NO_SHIP_BY = 253402300799.0  # 9999-12-31T23:59:59Z
+#: Order ids a seller's timeliness names (the earliest ship-by first).
+_DUE_IDS_SHOWN = 5
 _TEMP_TTL_S = 300
 _ITERATION_TTL_S = 3600
 _WATCH_RETRIES = 50
@@ -174,6 +188,14 @@ class _Space:
     def sort(self, sort: SortKey) -> str:
         return self("z", "id" if sort == "amazon_order_id" else sort)
 
+    def confirmed(self, seller_id: str) -> str:
+        """The seller's orders ordersync confirmed a shipment of."""
+        return self("s", "confirmed", seller_id)
+
+    def late(self, seller_id: str) -> str:
+        """The seller's orders ordersync confirmed after their ship-by date."""
+        return self("s", "late", seller_id)
+
     def index_sets(self, row: OrderRow, failed_stages: Iterable[str]) -> set[str]:
         keys = {
             self("s", "status", row.status),
@@ -183,17 +205,57 @@ class _Space:
         }
         keys.update(self("s", "sku", sku) for sku in row.skus)
         keys.update(self("s", "failed", stage) for stage in failed_stages)
+        if row.confirmed_at is not None:
+            keys.add(self.confirmed(row.seller_id))
+        if row.confirmed_late:
+            keys.add(self.late(row.seller_id))
         return keys
 
 
 def _scores(row: OrderRow) -> dict[str, float]:
+    """The order's score in each sorted set it belongs to (``await-ship`` only while it awaits
+    shipment)."""
     purchase = _epoch(row.purchase_date)
-    return {
+    scores = {
         "purchase_date": purchase,
         "updated_at": _epoch(row.updated_at),
         "status": _STATUS_RANK[row.status] * _RANK_SPAN + purchase,
+        "ship_by": _epoch(row.ship_by) if row.ship_by is not None else _NO_SHIP_BY,
         "id": 0.0,
     }
+    if row.awaiting_shipment and row.ship_by is not None:
+        scores["await-ship"] = _epoch(row.ship_by)
+    return scores
+
+
+def _stored_row(raw: str | None) -> OrderRow | None:
+    return OrderRow.model_validate(json.loads(raw)["row"]) if raw else None
+
+
+def _late_by_text(late_by: timedelta) -> str:
+    """1 h 20 min, 2 d 3 h, 45 min."""
+    minutes = max(1, int(late_by.total_seconds() // 60))
+    days, minutes = divmod(minutes, 1440)
+    hours, minutes = divmod(minutes, 60)
+    if days:
+        return f"{days} d {hours} h"
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+def _filter_sets(space: _Space, filter: OrderFilter) -> list[str]:
+    """The index sets of the filter's plain conditions (status, seller, channel, marketplace, failed
+    stage): an order matches them when it is a member of every one."""
+    return [
+        space("s", kind, value)
+        for kind, value in (
+            ("status", filter.status),
+            ("seller", filter.seller_id),
+            ("channel", filter.channel),
+            ("mkt", filter.marketplace_id),
+            ("failed", filter.failed_stage),
+        )
+        if value
+    ]
 
 
 def _loaded_facts(raw: dict[str, str]) -> list[Fact]:
@@ -213,12 +275,19 @@ class ReadModel:
         prefix: str = DEFAULT_PREFIX,
         *,
         notify_dlq: bool = True,
+        notify_late: bool = True,
         clock: Clock = SYSTEM_CLOCK,
+        ship_by_lead: timedelta = DEFAULT_SHIP_BY_LEAD,
     ) -> None:
-        """``clock``: what "live" is measured against for dead-letter notifications."""
+        """``clock``: what "live" is measured against for notifications, and "now" for the deadline
+        filter (Amazon's clock); ``ship_by_lead``: how near its ship-by date an order awaiting shipment
+        is at risk (``health.ship_by_lead_s``)."""
         self.redis = redis
         self.prefix = prefix
         self.clock = clock
+        self.ship_by_lead = ship_by_lead
+        #: Tell the health board when an order is confirmed after its ship-by date (the live projection).
+        self.notify_late = notify_late
         self.base = f"{prefix}:{keys.READ_MODEL.name}"
         #: Tell the health board when a dead-letter topic grows (the live projection does).
         self.notify_dlq = notify_dlq
@@ -298,6 +367,7 @@ class ReadModel:
                 args=[generation or "0", space("facts", member), facts_count, *writes.args()],
             )
             if done:
+                await self._notify_if_newly_late(derived.row, old_raw or None)
                 return
         raise RuntimeError(f"read model: order {member} kept changing under {_WATCH_RETRIES} attempts")
 
@@ -327,10 +397,14 @@ class ReadModel:
             old_row = OrderRow.model_validate(old["row"])
             old_sets = space.index_sets(old_row, old["failed_stages"])
             old_scores = _scores(old_row)
+            if "ship_by" not in old["row"]:
+                old_scores.pop("ship_by")  # stored before z:ship_by existed: not in it yet
         for key in sorted(old_sets - new_sets):
             writes.add("SREM", key, member)
         for key in sorted(new_sets - old_sets):
             writes.add("SADD", key, member)
+        for name in sorted(old_scores.keys() - new_scores.keys()):
+            writes.add("ZREM", space("z", name), member)
         for name, score in new_scores.items():
             if old_scores.get(name) != score:
                 writes.add("ZADD", space("z", name), repr(score), member)
@@ -362,6 +436,34 @@ class ReadModel:
             )
         except Exception:  # a notification must never stop the fold
             log.exception("could not notify DLQ growth of %s", topic)
+
+    async def _notify_if_newly_late(self, row: OrderRow, old_raw: str | None) -> None:
+        """Tell the operators when this fold made the order confirmed late, unless that confirmation is
+        older than :data:`LATE_NOTIFY_WITHIN` (a rebuild folding old history)."""
+        if not row.confirmed_late or not self.notify_late or row.confirmed_at is None:
+            return
+        old_row = _stored_row(old_raw)
+        if old_row is not None and old_row.confirmed_late:
+            return
+        if self.clock.now() - row.confirmed_at > LATE_NOTIFY_WITHIN:
+            return
+        late_by = row.confirmed_at - cast(datetime, row.ship_by)
+        message = (
+            f"{row.channel} ({row.seller_id}): order {row.amazon_order_id} was confirmed late, "
+            f"{_late_by_text(late_by)} after its ship-by date {row.ship_by:%Y-%m-%d %H:%M} UTC "
+            "(counts toward the Late Shipment Rate)"
+        )
+        try:
+            await HealthBoard(self.redis, self.prefix).notify(
+                "late-shipment",
+                message,
+                severity="warning",
+                channel=row.channel or None,
+                dedupe_key=f"late-shipment:{row.seller_id}:{row.amazon_order_id}",
+                at=row.confirmed_at,
+            )
+        except Exception:  # a notification must never stop the fold
+            log.exception("could not notify the late confirmation of %s", row.amazon_order_id)
 
     async def count_skipped(self, topic: str, partition: int, offset: int) -> None:
         """Record an undecodable record the projection skipped (counted once per position)."""
@@ -398,18 +500,13 @@ class ReadModel:
             temps.append(name)
             return name
 
-        filters: list[str] = []
-        if filter.status:
-            filters.append(space("s", "status", filter.status))
-        if filter.seller_id:
-            filters.append(space("s", "seller", filter.seller_id))
-        if filter.channel:
-            filters.append(space("s", "channel", filter.channel))
-        if filter.marketplace_id:
-            filters.append(space("s", "mkt", filter.marketplace_id))
-        if filter.failed_stage:
-            filters.append(space("s", "failed", filter.failed_stage))
+        filters = _filter_sets(space, filter)
         pipe = self.redis.pipeline(transaction=False)
+        if filter.deadline:
+            by_deadline = temp()
+            low_due, high_due = self._deadline_range(filter.deadline)
+            pipe.zrangestore(by_deadline, space("z", "await-ship"), low_due, high_due, byscore=True)
+            filters.append(by_deadline)
         text = (filter.text or "").strip()
         if text:
             by_id, by_text = temp(), temp()
@@ -471,19 +568,9 @@ class ReadModel:
         ``SINTERCARD`` and walk the sort key's sorted set until the page is full. Chosen when the walk is
         expected to visit fewer orders than the intersection holds (a broad filter, the first pages);
         None when the intersection is cheaper."""
-        if filter.text or filter.since or filter.until:
+        if filter.text or filter.since or filter.until or filter.deadline:
             return None
-        sets: list[Any] = [
-            space("s", kind, value)
-            for kind, value in (
-                ("status", filter.status),
-                ("seller", filter.seller_id),
-                ("channel", filter.channel),
-                ("mkt", filter.marketplace_id),
-                ("failed", filter.failed_stage),
-            )
-            if value
-        ]
+        sets: list[Any] = _filter_sets(space, filter)
         if not sets:
             return None
         pipe = self.redis.pipeline(transaction=False)
@@ -500,6 +587,14 @@ class ReadModel:
             keys=[space.sort(sort), *sets], args=[offset, limit, 1 if descending else 0, chunk]
         )
         return cast(list[str], members), total
+
+    def _deadline_range(self, deadline: Deadline) -> tuple[float | str, float | str]:
+        """The ``z:await-ship`` score range of a deadline filter, as of the model's clock: overdue is a
+        ship-by date before now, at risk one from now to now + the lead time."""
+        now = self.clock.now()
+        if deadline == "overdue":
+            return "-inf", f"({_epoch(now)}"
+        return _epoch(now), _epoch(now + self.ship_by_lead)
 
     async def _page(
         self,
@@ -603,6 +698,44 @@ class ReadModel:
                 pipe.sintercard(2, [space("s", "status", status), space("s", "channel", channel)])
         results = await pipe.execute()
         return {status: int(n) for status, n in zip(OVERALL_STATUSES, results, strict=True)}
+
+    async def shipment_timeliness(self) -> list[ShipmentTimeliness]:
+        """Per account the model has seen: orders ordersync confirmed and those confirmed late, and the
+        orders awaiting shipment now overdue or at risk (as of the model's clock and lead time)."""
+        space = await self._space()
+        accounts = await self.sellers()
+        now = self.clock.now()
+        pipe = self.redis.pipeline(transaction=False)
+        for _, seller in accounts:
+            pipe.scard(space.confirmed(seller))
+            pipe.scard(space.late(seller))
+        pipe.zrange(
+            space("z", "await-ship"), "-inf", _epoch(now + self.ship_by_lead), byscore=True, withscores=True
+        )
+        results = await pipe.execute()
+        due = cast(list[tuple[str, float]], results[-1])
+        overdue: dict[str, int] = {}
+        at_risk: dict[str, int] = {}
+        due_ids: dict[str, list[str]] = {}
+        for member, score in due:  # earliest ship-by first
+            seller, order_id = _split_member(member)
+            counter = overdue if score < _epoch(now) else at_risk
+            counter[seller] = counter.get(seller, 0) + 1
+            shown = due_ids.setdefault(seller, [])
+            if len(shown) < _DUE_IDS_SHOWN:
+                shown.append(order_id)
+        return [
+            ShipmentTimeliness(
+                channel=channel,
+                seller_id=seller,
+                confirmed=int(results[2 * i]),
+                late=int(results[2 * i + 1]),
+                at_risk=at_risk.get(seller, 0),
+                overdue=overdue.get(seller, 0),
+                due_order_ids=tuple(due_ids.get(seller, ())),
+            )
+            for i, (channel, seller) in enumerate(accounts)
+        ]
 
     async def dlq_sizes(self) -> list[DlqSize]:
         """Dead letters per DLQ topic the projection has read (all of them, replayed or not)."""

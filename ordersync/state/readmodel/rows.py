@@ -8,11 +8,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 OverallStatus = Literal["Pending", "Success", "Failed", "Ignored"]
-SortKey = Literal["purchase_date", "updated_at", "amazon_order_id", "status"]
+SortKey = Literal["purchase_date", "updated_at", "amazon_order_id", "status", "ship_by"]
 FailedStage = Literal["import", "write-back", "download"]
+#: Orders awaiting shipment whose latest ship date is near (within the lead time) or already past.
+Deadline = Literal["at-risk", "overdue"]
+#: What the grid shows beside an order's ship-by date.
+ShipByState = Literal["at-risk", "overdue", "late"]
 
 OVERALL_STATUSES: tuple[OverallStatus, ...] = ("Failed", "Pending", "Success", "Ignored")
 FAILED_STAGES: tuple[FailedStage, ...] = ("download", "import", "write-back")
+DEADLINES: tuple[Deadline, ...] = ("at-risk", "overdue")
 
 
 class _Frozen(BaseModel):
@@ -33,6 +38,9 @@ class OrderFilter(_Frozen):
     #: An order id (exact or prefix) or a seller SKU (exact).
     text: str | None = None
     failed_stage: FailedStage | None = None
+    #: Awaiting shipment and the latest ship date near (``at-risk``: within the model's lead time) or
+    #: past (``overdue``), as of the model's clock.
+    deadline: Deadline | None = None
 
 
 class OrderRow(_Frozen):
@@ -58,6 +66,26 @@ class OrderRow(_Frozen):
     error_message: str | None
     attempts: int
     skus: tuple[str, ...]
+    #: Amazon's latest ship date: a shipment confirmed after it counts as late (rows stored before it
+    #: existed read as None, like orders without one).
+    ship_by: datetime | None = None
+    #: Merchant-fulfilled, has a ship-by date, not cancelled or ignored, no package confirmed yet.
+    awaiting_shipment: bool = False
+    #: The order's first shipment confirmation sent by ordersync (confirmShipment or feed).
+    confirmed_at: datetime | None = None
+    #: That confirmation came after ``ship_by``: a late shipment for Amazon's Late Shipment Rate.
+    confirmed_late: bool = False
+
+    def ship_by_state(self, now: datetime, lead_s: float) -> ShipByState | None:
+        """``late`` when confirmed late; ``overdue`` / ``at-risk`` while awaiting shipment with the
+        ship-by date past / within ``lead_s`` seconds of ``now``; None otherwise."""
+        if self.confirmed_late:
+            return "late"
+        if not self.awaiting_shipment or self.ship_by is None:
+            return None
+        if self.ship_by < now:
+            return "overdue"
+        return "at-risk" if (self.ship_by - now).total_seconds() <= lead_s else None
 
 
 class OrderDetail(_Frozen):
@@ -87,6 +115,26 @@ class TaskRow(_Frozen):
     last_result: str | None
     last_error: str | None
     last_error_at: datetime | None
+
+
+class ShipmentTimeliness(_Frozen):
+    """One seller's shipments as ordersync sees them: orders it confirmed and how many of those late
+    (Amazon's Late Shipment Rate must stay under 4 %), and orders awaiting shipment near or past their
+    ship-by date."""
+
+    channel: str
+    seller_id: str
+    confirmed: int
+    late: int
+    at_risk: int = 0
+    overdue: int = 0
+    #: Earliest ship-by first: some of the overdue and at-risk orders' ids.
+    due_order_ids: tuple[str, ...] = ()
+
+    @property
+    def late_rate(self) -> float | None:
+        """late / confirmed; None before any confirmation."""
+        return self.late / self.confirmed if self.confirmed else None
 
 
 class DlqSize(_Frozen):
