@@ -8,16 +8,21 @@ this script) and a real Redis. The stage code runs unchanged: ``shipment_write_b
 request and its feed tick (auto mode: confirmShipment while the backlog is small, one
 POST_ORDER_FULFILLMENT_DATA per seller when it is large), ``acknowledgement.handle`` per import and its
 tick (one POST_ORDER_ACKNOWLEDGEMENT_DATA per flush interval on the ``acknowledgement`` lane), and the
-inventory stage's ``handle`` and tick. The rate limiter runs on the simulator's clock (a wait
-advances it), so every decision is exact against the simulated Amazon's buckets.
+inventory stage's ``handle``, its urgent round (``send_urgent`` every ``inventory.fast_interval_s``:
+patchListingsItem for levels at or under ``inventory.fast_threshold``) and its tick. Stock levels of
+zero (``--zeros``, each a SKU's last level within the hour) are mixed in with the ordinary changes (all
+above zero, so they wait for the feed). The rate limiter runs on the simulator's clock (a wait advances
+it), so every decision is exact against the simulated Amazon's buckets.
 
 Prints shipments confirmed per simulated hour (one order per feed, as some connectors send them: 29),
 orders acknowledged per simulated hour, feeds submitted per type, createFeed calls per hour (the most in
 any hour, and in each clock hour), 429s received, and the p50/p95 latency (simulated seconds) from
-invoice issued to ``shipments.confirmed`` and from import to acknowledged. ``simulate`` is also what the
-scale test (``tests/stage/test_writeback_scale.py``) runs and checks.
+invoice issued to ``shipments.confirmed`` and from import to acknowledged; for the zeros, how many
+reached Amazon (the simulator's listing at 0, by patchListingsItem) within a simulated minute of their
+publication, the p50 and max of that latency, and patchListingsItem calls (none but for zeros).
+``simulate`` is also what the scale test (``tests/stage/test_writeback_scale.py``) runs and checks.
 
-    .venv/bin/python bench/writeback.py [--invoices 12000] [--skus 20000] [--no-acknowledge]
+    .venv/bin/python bench/writeback.py [--invoices 12000] [--skus 20000] [--zeros 200] [--no-acknowledge]
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import math
 import random
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -117,6 +123,10 @@ class Figures:
     expected_ack_refusals: set[str] = field(default_factory=set)  # cancelled on Amazon before
     ack_latencies_s: list[float] = field(default_factory=list)
     create_feed_by_hour: list[int] = field(default_factory=list)  # calls in each hour from the start
+    zeros_published: dict[str, float] = field(default_factory=dict)  # SKU -> level's time (zero)
+    zeros_reached: dict[str, float] = field(default_factory=dict)  # SKU -> Amazon's listing at 0
+    patch_calls: int = 0  # patchListingsItem calls Amazon counted
+    patches_not_zero: int = 0  # ... of them carrying a quantity above zero
     shipments_s: float = 0.0  # simulated time until the last shipment result
     acknowledgements_s: float = 0.0  # ... and until the last acknowledgement result
 
@@ -128,6 +138,15 @@ class Figures:
     @property
     def acknowledged_per_hour(self) -> float:
         return len(self.acknowledged) * 3600.0 / max(self.acknowledgements_s, 1.0)
+
+    @property
+    def zero_latencies_s(self) -> list[float]:
+        """Per zero that reached Amazon: simulated seconds from its publication to Amazon's listing at 0."""
+        return [at - self.zeros_published[sku] for sku, at in self.zeros_reached.items()]
+
+    @property
+    def zeros_within_a_minute(self) -> int:
+        return sum(1 for latency in self.zero_latencies_s if latency <= 60.0)
 
     def percentile(self, share: float, latencies: list[float] | None = None) -> float:
         values = self.latencies_s if latencies is None else latencies
@@ -202,6 +221,7 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
     seed: int = 5,
     max_simulated_s: float = 4 * 3600.0,
     acknowledge: bool = True,
+    zeros: int = 200,
 ) -> Figures:
     """Run the scenario; every shipment (and, with ``acknowledge``, every import) has a result (or
     ``max_simulated_s`` passed)."""
@@ -223,8 +243,19 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
             ratelimit=RateLimitSettings(inventory_flush_interval_s=inventory_interval_s),
         )
 
+        # The inventory stage's own loop (set once the stock changes are drawn): it runs in a process of
+        # its own, so while another stage's call waits here for a token its levels are still read and its
+        # urgent round still runs on time, each simulated tick of the wait.
+        stock_lanes: list[Callable[[], Awaitable[None]]] = []
+
         async def sim_sleep(seconds: float) -> None:
-            state.advance_clock(max(seconds, 0.001))
+            remaining = max(seconds, 0.001)
+            while remaining > 0:
+                step = min(remaining, tick_s)
+                state.advance_clock(step)
+                remaining -= step
+                for stock_lane in stock_lanes:
+                    await stock_lane()
             await asyncio.sleep(0)
 
         limiter = _OwnTaskLanes(
@@ -238,6 +269,21 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
         runtime = RecordingRuntime(
             stage, settings, make_app(stage, settings), channels, limiter=limiter, clock=EpochClock(state.now)
         )
+        # Each patchListingsItem as Amazon took it: the listing's quantity and time right after (a feed
+        # processed later may overwrite it, so the listing is read at the call, not at the end).
+        patched: list[tuple[str, int | None, float | None]] = []
+        patch_listing = state.feeds.patch_listing
+
+        def recording_patch(
+            seller_id: str, sku: str, product_type: str, patches: list[dict[str, Any]], at: float
+        ) -> tuple[str, list[dict[str, Any]]]:
+            answer = patch_listing(seller_id, sku, product_type, patches, at)
+            listing = state.feeds.seller_listings(seller_id).get(sku)
+            if answer[0] == "ACCEPTED" and listing is not None:
+                patched.append((sku, listing.quantity, listing.updated_at))
+            return answer
+
+        state.feeds.patch_listing = recording_patch  # type: ignore[method-assign]
         await runtime.start()
         try:
             channel = channels.channels[0].model_copy(update={"acknowledge_orders": acknowledge})
@@ -279,14 +325,56 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
             imported_at = {event.sales_order.amazon_order_id: at for at, event in imports}
             # Stock: every SKU changes once within the hour, a tenth of them twice.
             catalogue = [f"SKU-{n:05d}" for n in range(1, skus + 1)]
-            changes = [(start + rng.uniform(0, hour_s), sku, rng.randrange(0, 500)) for sku in catalogue]
+            # Above zero: these wait for the feed.
+            changes = [(start + rng.uniform(0, hour_s), sku, rng.randrange(1, 500)) for sku in catalogue]
             changes += [
-                (start + rng.uniform(0, hour_s), sku, rng.randrange(0, 500))
+                (start + rng.uniform(0, hour_s), sku, rng.randrange(1, 500))
                 for sku in rng.sample(catalogue, skus // 10)
             ]
+            # Zeros (their own draws, so the rest of the scenario is the same with any number): the SKU's
+            # last level within the hour, so its listing must stay at 0; its later changes are dropped.
+            zero_rng = random.Random(seed + 2)
+            sold_out = {
+                sku: start + zero_rng.uniform(0, hour_s)
+                for sku in zero_rng.sample(catalogue, min(zeros, len(catalogue)))
+            }
+            changes = [c for c in changes if c[1] not in sold_out or c[0] < sold_out[c[1]]]
+            changes += [(at, sku, 0) for sku, at in sold_out.items()]
             changes.sort()
+            next_change = 0
+            next_urgent = start
+            in_stock_lane = False
+
+            async def stock_lane() -> None:
+                """The levels published by now observed; the urgent round when it is due."""
+                nonlocal next_change, next_urgent, in_stock_lane
+                if in_stock_lane:  # a patchListingsItem of its own waiting for its token
+                    return
+                in_stock_lane = True
+                try:
+                    now = state.now()
+                    while next_change < len(changes) and changes[next_change][0] <= now:
+                        at, sku, quantity = changes[next_change]
+                        next_change += 1
+                        latest[sku] = (at, quantity)
+                        if quantity == 0:
+                            figures.zeros_published[sku] = at
+                        observed = datetime.fromtimestamp(at, UTC) + timedelta(microseconds=next_change)
+                        level = InventoryLevelChanged(
+                            channel=channel.name, seller_sku=sku, quantity=quantity, observed_at=observed
+                        )
+                        await inventory.handle(
+                            runtime, Envelope.wrap(level, seller_id=TEST_SELLER, correlation_id=sku)
+                        )
+                    if now >= next_urgent:
+                        await inventory.send_urgent(runtime, channel)
+                        next_urgent = now + settings.inventory.fast_interval_s
+                finally:
+                    in_stock_lane = False
+
+            stock_lanes.append(stock_lane)
             latest: dict[str, tuple[float, int]] = {}
-            next_request = next_change = next_import = 0
+            next_request = next_import = 0
             while True:
                 now = state.now()
                 while next_import < len(imports) and imports[next_import][0] <= now:
@@ -313,22 +401,13 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
                             correlation_id=request.source or request.amazon_order_id,
                         ),
                     )
-                while next_change < len(changes) and changes[next_change][0] <= now:
-                    at, sku, quantity = changes[next_change]
-                    next_change += 1
-                    latest[sku] = (at, quantity)
-                    observed = datetime.fromtimestamp(at, UTC) + timedelta(microseconds=next_change)
-                    level = InventoryLevelChanged(
-                        channel=channel.name, seller_sku=sku, quantity=quantity, observed_at=observed
-                    )
-                    await inventory.handle(
-                        runtime, Envelope.wrap(level, seller_id=TEST_SELLER, correlation_id=sku)
-                    )
+                await stock_lane()
                 await shipment_write_back.feed_tick(runtime)
                 if now >= limiter.acknowledgement_due:
                     await acknowledgement.tick(runtime)
                 else:
                     await acknowledgement.check_inflight(runtime, channel)
+                await stock_lane()  # the clock may have moved while the others waited
                 await inventory.tick(runtime, channel)
                 results = sum(1 for emitted in runtime.emitted if emitted.topic in _RESULT_TOPICS)
                 acknowledgements = sum(
@@ -390,6 +469,17 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
             figures.inventory_intervals = math.ceil(hour_s / inventory_interval_s)  # with stock changes
             counters = state.counters_json()["sellers"].get(TEST_SELLER, {})
             figures.throttled = sum(int(c.get("throttled", 0)) for c in counters.values())
+            figures.patch_calls = int(counters.get("patchListingsItem", {}).get("calls", 0))
+            figures.patches_not_zero = sum(1 for _, quantity, _ in patched if quantity != 0)
+            for sku, quantity, patched_at in patched:
+                published = figures.zeros_published.get(sku)
+                if (
+                    quantity == 0
+                    and patched_at is not None
+                    and published is not None
+                    and patched_at >= published
+                ):
+                    figures.zeros_reached.setdefault(sku, patched_at)
             listings = state.truth_listings(TEST_SELLER).get(TEST_SELLER, {})
             figures.listings_wrong = sum(
                 1
@@ -410,6 +500,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--invoices", type=int, default=12_000)
     parser.add_argument("--skus", type=int, default=20_000)
+    parser.add_argument("--zeros", type=int, default=200, help="SKUs whose stock drops to zero")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument(
         "--no-acknowledge", action="store_true", help="without order acknowledgements (the lane idle)"
@@ -429,6 +520,7 @@ def main() -> None:
                 skus=args.skus,
                 seed=args.seed,
                 acknowledge=not args.no_acknowledge,
+                zeros=args.zeros,
             )
         )
     print(report(figures))
@@ -441,6 +533,8 @@ def report(figures: Figures) -> str:
     p50, p95 = figures.percentile(0.5) / 60, figures.percentile(0.95) / 60
     ack_p50 = figures.percentile(0.5, figures.ack_latencies_s) / 60
     ack_p95 = figures.percentile(0.95, figures.ack_latencies_s) / 60
+    zero_latencies = figures.zero_latencies_s
+    zero_p50 = figures.percentile(0.5, zero_latencies)
     rows = [
         ("invoices issued within one simulated hour", f"{figures.invoices}"),
         ("simulated time until every result", f"{figures.simulated_s / 60:.1f} min"),
@@ -468,6 +562,19 @@ def report(figures: Figures) -> str:
             f"{len(figures.inventory_feeds)} / {figures.inventory_intervals}",
         ),
         ("SKUs not at their latest quantity", f"{figures.listings_wrong}"),
+        (
+            "zeros sent within a minute / published",
+            f"{figures.zeros_within_a_minute} / {len(figures.zeros_published)}"
+            f" (reached Amazon at all: {len(figures.zeros_reached)})",
+        ),
+        (
+            "zero published -> on Amazon, p50 / max",
+            f"{zero_p50:.0f} / {max(zero_latencies, default=0.0):.0f} s (simulated)",
+        ),
+        (
+            "patchListingsItem calls / quantity > 0",
+            f"{figures.patch_calls} / {figures.patches_not_zero}",
+        ),
         ("wall time", f"{figures.wall_s:.1f} s"),
     ]
     return "\n".join(f"{name:<42} {value}" for name, value in rows)

@@ -10,7 +10,8 @@
   Amazon keeps the handling time and restock date it has; at most ``inventory.max_messages`` = 25,000
   messages; more wait for the next interval). A level at or under ``inventory.fast_threshold`` (sold
   out) goes within ``inventory.fast_interval_s`` by ``patchListingsItem`` instead (5/s, burst 5, per
-  seller); a feed in flight with an older value that lands later makes it urgent again.
+  seller), from a loop of its own (a feed waiting for its createFeed token never holds it up); a feed
+  in flight with an older value that lands later makes it urgent again.
 - Amazon operations and quotas (per seller, through the rate limiter): ``patchListingsItem``;
   ``createFeed`` on the
   ``inventory`` lane, which holds a reserved token per flush interval (shipment feeds on the
@@ -35,8 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -403,14 +403,36 @@ async def sku_errors(runtime: StageRuntime, seller: str) -> dict[str, dict[str, 
     return {sku: json.loads(value) for sku, value in raw.items()}
 
 
-async def step(runtime: StageRuntime, channel: Channel, lease: Lock, *, feeds_due: bool) -> None:
-    """One channel's inventory round, by the replica that holds the channel's lease: the urgent levels
-    at once, the feed when ``feeds_due`` (every ``inventory.feed_poll_interval_s``)."""
+async def urgent_step(runtime: StageRuntime, channel: Channel, lease: Lock) -> None:
+    """One channel's urgent round (every ``inventory.fast_interval_s``), by the replica that holds the
+    channel's lease."""
     await runtime.confirm_state()  # Redis lost the levels: they come back first
     if await lease.hold():
         await send_urgent(runtime, channel)
-        if feeds_due:
-            await tick(runtime, channel)
+
+
+async def feed_step(runtime: StageRuntime, channel: Channel, lease: Lock) -> None:
+    """One channel's feed round (every ``inventory.feed_poll_interval_s``), by the replica that holds the
+    channel's lease."""
+    await runtime.confirm_state()
+    if await lease.hold():
+        await tick(runtime, channel)
+
+
+async def _rounds(
+    runtime: StageRuntime,
+    name: str,
+    interval_s: float,
+    job: Callable[[StageRuntime, Channel, Lock], Awaitable[None]],
+    leases: Mapping[str, Lock],
+) -> None:
+    while True:
+        for channel in runtime.channels.channels:
+            if channel.active:
+                # Whatever fails (Amazon, Redis, the broker), the next round tries again.
+                lease = leases[channel.name]
+                await runtime.survive(f"{name} {channel.name}", partial(job, runtime, channel, lease))
+        await asyncio.sleep(interval_s)
 
 
 def register(app: faust.App, runtime: StageRuntime) -> None:
@@ -432,27 +454,19 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
     async def feeds() -> None:
         await runtime.start()
         settings = runtime.settings.inventory
-        feed_poll_s = scaled(runtime, settings.feed_poll_interval_s)
-        poll_s = min(feed_poll_s, scaled(runtime, settings.fast_interval_s))
-        next_feeds = 0.0
         # One replica sends a channel's feeds at a time (the flush is not atomic across workers).
         leases = {
             channel.name: runtime.lease("inventory", channel.name) for channel in runtime.channels.channels
         }
         try:
-            while True:
-                feeds_due = time.monotonic() >= next_feeds
-                if feeds_due:
-                    next_feeds = time.monotonic() + feed_poll_s
-                for channel in runtime.channels.channels:
-                    if channel.active:
-                        # Whatever fails (Amazon, Redis, the broker), the next round tries again.
-                        lease = leases[channel.name]
-                        await runtime.survive(
-                            f"inventory {channel.name}",
-                            partial(step, runtime, channel, lease, feeds_due=feeds_due),
-                        )
-                await asyncio.sleep(poll_s)
+            # Two loops: a feed waiting for its createFeed token (minutes at Amazon's 30 an hour) or
+            # polling its status never holds up the urgent levels, due on Amazon within a minute.
+            await asyncio.gather(
+                _rounds(
+                    runtime, "inventory", scaled(runtime, settings.feed_poll_interval_s), feed_step, leases
+                ),
+                _rounds(runtime, FAST_TASK, scaled(runtime, settings.fast_interval_s), urgent_step, leases),
+            )
         finally:
             for lease in leases.values():
                 await asyncio.shield(lease.release())

@@ -79,3 +79,9 @@ async def test_5000_invoices_and_20000_skus_within_an_hour(redis_url: str, redis
     assert all(INTERVAL_S <= gap <= INTERVAL_S + 4 * TICK_S for gap in gaps), gaps
     assert figures.listings_wrong == 0
     assert figures.sku_errors == 0
+    # Zeros: each on Amazon (its listing at 0, by patchListingsItem) within a simulated minute of its
+    # publication, though the feeds compete for the same hour; patchListingsItem carried nothing else.
+    assert len(figures.zeros_published) == 200
+    assert figures.zeros_within_a_minute == len(figures.zeros_published)
+    assert figures.patch_calls >= len(figures.zeros_published)
+    assert figures.patches_not_zero == 0
