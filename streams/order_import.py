@@ -59,6 +59,7 @@ from ordersync.schemas.topics import (
 from ordersync.state import keys
 from ordersync.state.keys import ORDER_STATE_TTL_S
 from ordersync.state.listings import apply_listings, item_key, lookup_stock_codes, row_of
+from ordersync.state.store import StoredOrder
 
 log = logging.getLogger(__name__)
 STAGE = "import"
@@ -267,14 +268,18 @@ def order_change(sales_order: SalesOrder, order: AmazonOrder, known_state: str |
 
 
 async def handle_change(
-    runtime: StageRuntime, correlation_id: str, sales_order: SalesOrder, order: AmazonOrder
+    runtime: StageRuntime,
+    correlation_id: str,
+    sales_order: SalesOrder,
+    order: AmazonOrder,
+    stored: StoredOrder,
 ) -> None:
     """One sales order per Amazon order, ever: later versions become updates or a cancellation."""
     store = runtime.store
     seller, order_id = order.seller_id, order.amazon_order_id
-    if not await store.is_new_version(UPDATE_MARK, seller, order_id, order.last_update_date):
+    if not stored.is_new_version(order.last_update_date):
         return
-    known = (await store.order_status(seller, order_id)).get("amazon_state")
+    known = stored.status.get("amazon_state")
     change = order_change(sales_order, order, known)
     if change is not None:
         await runtime.emit(
@@ -295,8 +300,14 @@ async def handle_change(
         lines=line_states(order),
         changed_at=order.last_update_date,
     ).model_dump_json(include={"order_status", "lines"})
-    await store.set_order_status(seller, order_id, amazon_status=order.order_status, amazon_state=state)
-    await store.record_version(UPDATE_MARK, seller, order_id, order.last_update_date)
+    await store.mark_version_and_status(
+        UPDATE_MARK,
+        seller,
+        order_id,
+        order.last_update_date,
+        amazon_status=order.order_status,
+        amazon_state=state,
+    )
 
 
 def _order_key(runtime: StageRuntime, family: keys.KeyFamily, seller_id: str, order_id: str) -> str:
@@ -318,34 +329,57 @@ def not_imported_because(channel: Channel, order: AmazonOrder) -> str | None:
     return None
 
 
+async def _stored(runtime: StageRuntime, order: AmazonOrder) -> StoredOrder:
+    """What this stage reads about ``order`` before deciding, in one round trip; extra: the last
+    enriched version kept, the ignore mark and the sales-order code."""
+    seller, order_id = order.seller_id, order.amazon_order_id
+    return await runtime.store.stored_order(
+        seller,
+        order_id,
+        mark=UPDATE_MARK,
+        extra=(
+            _order_key(runtime, LAST_ENRICHED, seller, order_id),
+            _order_key(runtime, IGNORED, seller, order_id),
+            runtime.store.key_of(keys.SALES_ORDER_CODE, seller, order_id),
+        ),
+    )
+
+
 async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     enriched = envelope.payload_as(OrderEnriched)
     order = enriched.order
+    stored = await _stored(runtime, order)
     # Kept for Retry Import (no Amazon call): the newest version seen wins.
-    last_key = _order_key(runtime, LAST_ENRICHED, order.seller_id, order.amazon_order_id)
-    stored = await runtime.store.redis.get(last_key)
-    if stored is None or OrderEnriched.model_validate_json(stored).order.last_update_date <= (
-        order.last_update_date
+    last = stored.extra[0]
+    if (
+        last is None
+        or OrderEnriched.model_validate_json(last).order.last_update_date <= order.last_update_date
     ):
+        last_key = _order_key(runtime, LAST_ENRICHED, order.seller_id, order.amazon_order_id)
         await runtime.store.redis.set(last_key, enriched.model_dump_json(), ex=ORDER_STATE_TTL_S)
-    await import_order(runtime, enriched, envelope.correlation_id)
+    await import_order(runtime, enriched, envelope.correlation_id, stored)
 
 
-async def import_order(runtime: StageRuntime, enriched: OrderEnriched, correlation_id: str) -> None:
-    """Import one enriched order: a new sales order, a change of one, a refusal, or nothing."""
+async def import_order(
+    runtime: StageRuntime, enriched: OrderEnriched, correlation_id: str, stored: StoredOrder | None = None
+) -> None:
+    """Import one enriched order: a new sales order, a change of one, a refusal, or nothing. ``stored``:
+    what Redis holds about it, when the caller read it already."""
     order = enriched.order
     store = runtime.store
+    if stored is None:
+        stored = await _stored(runtime, order)
     channel = runtime.channels.by_name(enriched.channel)
     key = order_key(order.seller_id, order.amazon_order_id)
-    existing = await store.sales_order(order.seller_id, order.amazon_order_id)
+    existing = stored.sales_order
     if existing is not None:
-        if "imported_at" not in await store.order_status(order.seller_id, order.amazon_order_id):
+        if "imported_at" not in stored.status:
             # Stored, but the stage stopped before OrderImported was published: publish it now.
             await publish_import(runtime, existing, order, correlation_id)
             return
-        await handle_change(runtime, correlation_id, existing, order)
+        await handle_change(runtime, correlation_id, existing, order, stored)
         return
-    if await store.redis.exists(_order_key(runtime, IGNORED, order.seller_id, order.amazon_order_id)):
+    if stored.extra[1] is not None:
         await store.set_order_status(
             order.seller_id, order.amazon_order_id, stage="ignored", reason="ignored by an operator"
         )
@@ -389,6 +423,8 @@ async def import_order(runtime: StageRuntime, enriched: OrderEnriched, correlati
         order.amazon_order_id,
         channel.sales_order_prefix,
         sequence_kept=runtime.rebuilds_state,
+        known=stored.extra[2],
+        read=False,
     )
     sales_order = build_sales_order(order, channel, stock_codes, code)
     # Stored before it is published: the back-office may invoice the moment it reads OrderImported, and
@@ -414,10 +450,11 @@ async def publish_import(
         ),
     )
     code = sales_order.code
-    await store.record_version(UPDATE_MARK, order.seller_id, order.amazon_order_id, order.last_update_date)
-    await store.set_order_status(
+    await store.mark_version_and_status(
+        UPDATE_MARK,
         order.seller_id,
         order.amazon_order_id,
+        order.last_update_date,
         stage="imported",
         sales_order_code=code,
         reason_code="",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
@@ -92,6 +93,23 @@ return current
 """
 
 
+@dataclass(frozen=True)
+class StoredOrder:
+    """What Redis holds about one order for a stage deciding about it, read in one round trip
+    (:meth:`Store.stored_order`)."""
+
+    sales_order: SalesOrder | None
+    status: dict[str, str]
+    #: The version recorded under the mark asked for (fixed-width ISO text), or None.
+    mark: str | None
+    #: The values of the extra keys asked for, in order (None: no such key).
+    extra: tuple[str | None, ...]
+
+    def is_new_version(self, version: datetime) -> bool:
+        """Is ``version`` newer than the one recorded under the mark (as :meth:`Store.is_new_version`)?"""
+        return self.mark is None or self.mark < _iso(version)
+
+
 class Store:
     def __init__(
         self, redis: aioredis.Redis, prefix: str = DEFAULT_PREFIX, *, clock: Clock = SYSTEM_CLOCK
@@ -149,6 +167,40 @@ class Store:
                 if value:
                     found[order_id] = datetime.fromisoformat(value.replace("Z", "+00:00"))
         return found
+
+    async def stored_order(
+        self, seller_id: str, order_id: str, *, mark: str, extra: Sequence[str] = ()
+    ) -> StoredOrder:
+        """The order's sales order, status, version under ``mark`` and the values of ``extra`` keys, in
+        one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.key_of(keys.SALES_ORDER, seller_id, order_id))
+            pipe.hgetall(self.key_of(keys.ORDER_STATUS, seller_id, order_id))
+            pipe.get(self.key_of(keys.MARKS[mark], seller_id, order_id))
+            for key in extra:
+                pipe.get(key)
+            sales, status, version, *values = await pipe.execute()
+        return StoredOrder(
+            sales_order=SalesOrder.model_validate_json(sales) if sales else None,
+            status=cast(dict[str, str], status),
+            mark=version,
+            extra=tuple(values),
+        )
+
+    async def mark_version_and_status(
+        self, mark: str, seller_id: str, order_id: str, version: datetime, **status: str | int
+    ) -> None:
+        """:meth:`record_version` and :meth:`set_order_status` in one round trip."""
+        status_key = self.key_of(keys.ORDER_STATUS, seller_id, order_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._set_if_newer(
+                keys=[self.key_of(keys.MARKS[mark], seller_id, order_id)],
+                args=[_iso(version), ORDER_STATE_TTL_S],
+                client=pipe,
+            )
+            pipe.hset(status_key, mapping={k: str(v) for k, v in status.items()})
+            pipe.expire(status_key, ORDER_STATE_TTL_S)
+            await pipe.execute()
 
     async def record_version(self, mark: str, seller_id: str, order_id: str, version: datetime) -> bool:
         stored = await self._set_if_newer(
@@ -211,16 +263,25 @@ class Store:
     # --- sales orders -----------------------------------------------------------------------------
 
     async def sales_order_code(
-        self, seller_id: str, order_id: str, prefix: str, *, sequence_kept: bool = False
+        self,
+        seller_id: str,
+        order_id: str,
+        prefix: str,
+        *,
+        sequence_kept: bool = False,
+        known: str | None = None,
+        read: bool = True,
     ) -> tuple[str, bool]:
         """The order's sales-order code, assigning the next of ``prefix``'s sequence on first call.
 
-        Returns (code, newly_assigned). A code is never reused: the sequence only grows.
+        Returns (code, newly_assigned). A code is never reused: the sequence only grows. A caller that
+        read the code key in its own round trip passes ``read=False`` and the value as ``known``.
         ``sequence_kept``: the sequence exists already (a stage that rebuilds it from Kafka made it);
         if it is gone, Redis lost it and :class:`StateLost` is raised rather than starting at 1 again.
         """
         key = self.key_of(keys.SALES_ORDER_CODE, seller_id, order_id)
-        existing = await self._get(key)
+        # ``read=False``: the caller read the code key already (``known``: its value) in its own trip.
+        existing = await self._get(key) if read else known
         if existing:
             return existing, False
         sequence = self.key_of(keys.SALES_ORDER_SEQUENCE, prefix)
@@ -276,9 +337,14 @@ class Store:
     # --- per-order status (for the status view) -------------------------------------------------
 
     async def set_order_status(self, seller_id: str, order_id: str, **fields: str | int) -> None:
-        key = self.key_of(keys.ORDER_STATUS, seller_id, order_id)
-        await self._hset(key, {k: str(v) for k, v in fields.items()})
-        await self.redis.expire(key, ORDER_STATE_TTL_S)
+        await self._hset_expiring(self.key_of(keys.ORDER_STATUS, seller_id, order_id), fields)
+
+    async def _hset_expiring(self, key: str, fields: Mapping[str, str | int]) -> None:
+        """HSET and its expiry in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
+            pipe.expire(key, ORDER_STATE_TTL_S)
+            await pipe.execute()
 
     async def order_status(self, seller_id: str, order_id: str) -> dict[str, str]:
         return await self._hgetall(self.key_of(keys.ORDER_STATUS, seller_id, order_id))
@@ -292,9 +358,7 @@ class Store:
     async def update_shipment_state(
         self, seller_id: str, order_id: str, package_id: str, **fields: str | int
     ) -> None:
-        key = self.key_of(keys.SHIPMENT, seller_id, order_id, package_id)
-        await self._hset(key, {k: str(v) for k, v in fields.items()})
-        await self.redis.expire(key, ORDER_STATE_TTL_S)
+        await self._hset_expiring(self.key_of(keys.SHIPMENT, seller_id, order_id, package_id), fields)
 
     async def requested_quantities(self, seller_id: str, order_id: str) -> dict[str, int]:
         """Quantity per order item already requested for shipment (by earlier invoices)."""
