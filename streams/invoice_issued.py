@@ -26,6 +26,7 @@ from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import InvoiceIssued, SalesOrder, ShipmentItem, ShipmentRequested
 from ordersync.schemas.topics import INVOICES_ISSUED, SHIPMENTS_REQUESTED, order_key
+from ordersync.state.store import InvoiceContext
 
 log = logging.getLogger(__name__)
 
@@ -94,16 +95,19 @@ def shipment_requests(
     return requests
 
 
-async def imported_sales_order(runtime: StageRuntime, seller: str, invoice: InvoiceIssued) -> SalesOrder:
-    """The invoice's sales order, waiting up to ``invoice.sales_order_wait_s`` for one not stored yet;
-    then :class:`Retryable` (the invoice is parked and tried again later), or :class:`Permanent`
-    (dead-lettered, replayable once imported) on its last redrive try."""
+async def invoice_context(
+    runtime: StageRuntime, seller: str, invoice: InvoiceIssued
+) -> tuple[InvoiceContext, SalesOrder]:
+    """What Redis holds for the invoice, its sales order there: waiting up to
+    ``invoice.sales_order_wait_s`` for one not stored yet; then :class:`Retryable` (the invoice is
+    parked and tried again later), or :class:`Permanent` (dead-lettered, replayable once imported) on
+    its last redrive try."""
     limit = runtime.settings.invoice.sales_order_wait_s
     waited, delay = 0.0, 0.25
     while True:
-        order = await runtime.store.sales_order(seller, invoice.amazon_order_id)
-        if order is not None:
-            return order
+        context = await runtime.store.invoice_context(seller, invoice.amazon_order_id, invoice.invoice_number)
+        if context.sales_order is not None:
+            return context, context.sales_order
         if waited >= limit:
             if runtime.last_try():
                 raise Permanent(
@@ -123,16 +127,14 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     invoice = envelope.payload_as(InvoiceIssued)
     store = runtime.store
     seller = envelope.seller_id
-    order = await imported_sales_order(runtime, seller, invoice)
+    context, order = await invoice_context(runtime, seller, invoice)
     packages = shipped_quantities(invoice, order)
-    first_time = not await store.invoice_seen(seller, invoice.amazon_order_id, invoice.invoice_number)
+    first_time = not context.seen
     if first_time:
-        already = await store.requested_quantities(seller, invoice.amazon_order_id)
-        check_quantities(invoice, order, packages, already)
-    references = [
-        await store.package_reference(seller, invoice.amazon_order_id, invoice.invoice_number, index)
-        for index in range(len(packages))
-    ]
+        check_quantities(invoice, order, packages, context.requested)
+    references = await store.package_references(
+        seller, invoice.amazon_order_id, invoice.invoice_number, range(len(packages))
+    )
     for request in shipment_requests(invoice, order, packages, references):
         await runtime.emit(
             SHIPMENTS_REQUESTED,
@@ -144,13 +146,15 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
                 correlation_id=envelope.correlation_id,
             ),
         )
+    totals: dict[str, int] | None = None
     if first_time:
-        totals: dict[str, int] = {}
+        totals = {}
         for package in packages:
             for item, qty in package.items():
                 totals[item] = totals.get(item, 0) + qty
-        await store.add_requested(seller, invoice.amazon_order_id, invoice.invoice_number, totals)
-    await store.set_order_status(seller, invoice.amazon_order_id, invoice_number=invoice.invoice_number)
+    await store.invoice_done(
+        seller, invoice.amazon_order_id, invoice.invoice_number, totals, invoice_number=invoice.invoice_number
+    )
 
 
 async def rebuild_requests(runtime: StageRuntime) -> int:

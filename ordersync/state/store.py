@@ -110,6 +110,42 @@ class StoredOrder:
         return self.mark is None or self.mark < _iso(version)
 
 
+#: Each package's reference id of an invoice, assigning the order's next number to those without one.
+#: KEYS: the order's package sequence, then one package key per index; ARGV: the TTL.
+_PACKAGE_REFERENCES = """
+local found = {}
+for i = 2, #KEYS do
+  local reference = redis.call('GET', KEYS[i])
+  if not reference then
+    reference = tostring(redis.call('INCR', KEYS[1]))
+    redis.call('SET', KEYS[i], reference, 'EX', ARGV[1])
+  end
+  found[#found + 1] = reference
+end
+return found
+"""
+
+#: An invoice's quantities counted once: the invoice's marker, then HINCRBY per item; 0 when counted
+#: before. KEYS: marker, requested hash; ARGV: TTL, then item, quantity pairs.
+_ADD_REQUESTED = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class InvoiceContext:
+    """What Redis holds for an invoice of an order, read in one round trip (:meth:`Store.invoice_context`)."""
+
+    sales_order: SalesOrder | None
+    #: This invoice was counted before (a replay): its quantities are not checked or added again.
+    seen: bool
+    #: Quantity per order item requested by earlier invoices.
+    requested: dict[str, int]
+
+
 class Store:
     def __init__(
         self, redis: aioredis.Redis, prefix: str = DEFAULT_PREFIX, *, clock: Clock = SYSTEM_CLOCK
@@ -121,6 +157,8 @@ class Store:
         self._set_if_newer = redis.register_script(_SET_IF_NEWER)
         self._claim_version = redis.register_script(_CLAIM_VERSION)
         self._release_if = redis.register_script(_RELEASE_IF)
+        self._package_references = redis.register_script(_PACKAGE_REFERENCES)
+        self._add_requested = redis.register_script(_ADD_REQUESTED)
 
     def key_of(self, family: keys.KeyFamily, *values: str) -> str:
         """The key of ``family`` (from the catalogue, :mod:`ordersync.state.keys`) for ``values``."""
@@ -193,10 +231,14 @@ class Store:
         """:meth:`record_version` and :meth:`set_order_status` in one round trip."""
         status_key = self.key_of(keys.ORDER_STATUS, seller_id, order_id)
         async with self.redis.pipeline(transaction=False) as pipe:
-            await self._set_if_newer(
-                keys=[self.key_of(keys.MARKS[mark], seller_id, order_id)],
-                args=[_iso(version), ORDER_STATE_TTL_S],
-                client=pipe,
+            # EVAL, not the registered script: a script in a pipeline costs redis-py an extra trip
+            # (SCRIPT EXISTS) on every execute; Redis caches the compiled body all the same.
+            pipe.eval(
+                _SET_IF_NEWER,
+                1,
+                self.key_of(keys.MARKS[mark], seller_id, order_id),
+                _iso(version),
+                ORDER_STATE_TTL_S,
             )
             pipe.hset(status_key, mapping={k: str(v) for k, v in status.items()})
             pipe.expire(status_key, ORDER_STATE_TTL_S)
@@ -360,25 +402,36 @@ class Store:
     ) -> None:
         await self._hset_expiring(self.key_of(keys.SHIPMENT, seller_id, order_id, package_id), fields)
 
-    async def requested_quantities(self, seller_id: str, order_id: str) -> dict[str, int]:
-        """Quantity per order item already requested for shipment (by earlier invoices)."""
-        raw = await self._hgetall(self.key_of(keys.REQUESTED, seller_id, order_id))
-        return {item: int(qty) for item, qty in raw.items()}
+    async def invoice_context(self, seller_id: str, order_id: str, invoice: str) -> InvoiceContext:
+        """The order's sales order, whether this invoice was counted, and what earlier invoices
+        requested, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.key_of(keys.SALES_ORDER, seller_id, order_id))
+            pipe.exists(self.key_of(keys.INVOICE_SEEN, seller_id, order_id, invoice))
+            pipe.hgetall(self.key_of(keys.REQUESTED, seller_id, order_id))
+            sales, seen, requested = await pipe.execute()
+        return InvoiceContext(
+            sales_order=SalesOrder.model_validate_json(sales) if sales else None,
+            seen=bool(seen),
+            requested={item: int(qty) for item, qty in cast(dict[str, str], requested).items()},
+        )
 
-    async def invoice_seen(self, seller_id: str, order_id: str, invoice: str) -> bool:
-        return bool(await self.redis.exists(self.key_of(keys.INVOICE_SEEN, seller_id, order_id, invoice)))
-
-    async def package_reference(self, seller_id: str, order_id: str, invoice: str, index: int) -> str:
-        """Amazon's packageReferenceId for package ``index`` of an invoice: a positive number unique
-        within the order, the same every time this invoice is processed."""
-        key = self.key_of(keys.PACKAGE, seller_id, order_id, invoice, str(index))
-        existing = await self._get(key)
-        if existing:
-            return existing
-        number = await self.redis.incr(self.key_of(keys.PACKAGE_SEQUENCE, seller_id, order_id))
-        if await self.redis.set(key, str(number), nx=True, ex=ORDER_STATE_TTL_S):
-            return str(number)
-        return cast(str, await self._get(key))
+    async def package_references(
+        self, seller_id: str, order_id: str, invoice: str, indexes: Sequence[int]
+    ) -> list[str]:
+        """Amazon's packageReferenceId for each package ``index`` of an invoice, in one round trip: a
+        positive number unique within the order, the same every time this invoice is processed (one
+        script, so two workers never give one package two numbers)."""
+        if not indexes:
+            return []
+        found = await self._package_references(
+            keys=[
+                self.key_of(keys.PACKAGE_SEQUENCE, seller_id, order_id),
+                *(self.key_of(keys.PACKAGE, seller_id, order_id, invoice, str(index)) for index in indexes),
+            ],
+            args=[ORDER_STATE_TTL_S],
+        )
+        return [value.decode() if isinstance(value, bytes) else str(value) for value in found]
 
     async def restore_package_references(
         self, seller_id: str, order_id: str, invoice: str, references: list[str]
@@ -416,16 +469,44 @@ class Store:
         self, seller_id: str, order_id: str, invoice: str, quantities: dict[str, int]
     ) -> bool:
         """Record an invoice's quantities once; False when this invoice was recorded before."""
-        marker = self.key_of(keys.INVOICE_SEEN, seller_id, order_id, invoice)
-        if not await self.redis.set(marker, "1", nx=True, ex=ORDER_STATE_TTL_S):
-            return False
-        key = self.key_of(keys.REQUESTED, seller_id, order_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for item, qty in quantities.items():
-                pipe.hincrby(key, item, qty)
-            pipe.expire(key, ORDER_STATE_TTL_S)
+        added = await self._add_requested(
+            keys=self._requested_keys(seller_id, order_id, invoice), args=self._requested_args(quantities)
+        )
+        return bool(added)
+
+    def _requested_keys(self, seller_id: str, order_id: str, invoice: str) -> list[str]:
+        return [
+            self.key_of(keys.INVOICE_SEEN, seller_id, order_id, invoice),
+            self.key_of(keys.REQUESTED, seller_id, order_id),
+        ]
+
+    @staticmethod
+    def _requested_args(quantities: Mapping[str, int]) -> list[str | int]:
+        return [ORDER_STATE_TTL_S, *(part for item, qty in quantities.items() for part in (item, qty))]
+
+    async def invoice_done(
+        self,
+        seller_id: str,
+        order_id: str,
+        invoice: str,
+        quantities: Mapping[str, int] | None,
+        **status: str | int,
+    ) -> None:
+        """After its requests went out: the invoice's quantities counted once (None: a replay, counted
+        before) and the order's status, in one round trip."""
+        status_key = self.key_of(keys.ORDER_STATUS, seller_id, order_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if quantities is not None:
+                # EVAL in a pipeline: see mark_version_and_status.
+                pipe.eval(
+                    _ADD_REQUESTED,
+                    2,
+                    *self._requested_keys(seller_id, order_id, invoice),
+                    *self._requested_args(quantities),
+                )
+            pipe.hset(status_key, mapping={k: str(v) for k, v in status.items()})
+            pipe.expire(status_key, ORDER_STATE_TTL_S)
             await pipe.execute()
-        return True
 
     # --- task health ----------------------------------------------------------------------------
 

@@ -630,10 +630,10 @@ async def test_what_invoices_asked_for_comes_back_from_kafka(
         # Half-written when Redis went away: quantities counted, the invoice not marked seen.
         await store.redis.hset(store.key_of(keys.REQUESTED, seller, order_id), "10", "2")
         assert await runtime.check_generation() is True
-        assert await store.invoice_seen(seller, order_id, "INV-9")
-        assert await store.requested_quantities(seller, order_id) == {"10": 2, "11": 2}
-        assert [await store.package_reference(seller, order_id, "INV-9", i) for i in (0, 1)] == ["3", "4"]
+        context = await store.invoice_context(seller, order_id, "INV-9")
+        assert (context.seen, context.requested) == (True, {"10": 2, "11": 2})
+        assert await store.package_references(seller, order_id, "INV-9", (0, 1)) == ["3", "4"]
         # A new invoice's package gets an id never given before, the warehouse's included.
-        assert await store.package_reference(seller, order_id, "INV-10", 0) == "8"
+        assert await store.package_references(seller, order_id, "INV-10", [0]) == ["8"]
     finally:
         await runtime.close()

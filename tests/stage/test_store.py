@@ -113,16 +113,22 @@ async def test_sales_order_and_listings(store: Store) -> None:
 
 
 async def test_invoice_quantities_count_once_and_package_ids_are_stable(store: Store) -> None:
-    assert not await store.invoice_seen("S1", "111-1111111-1111111", "INV-1")
-    assert await store.add_requested("S1", "111-1111111-1111111", "INV-1", {"A": 1, "B": 2})
-    assert not await store.add_requested("S1", "111-1111111-1111111", "INV-1", {"A": 1, "B": 2})
-    assert await store.invoice_seen("S1", "111-1111111-1111111", "INV-1")
-    assert await store.requested_quantities("S1", "111-1111111-1111111") == {"A": 1, "B": 2}
-    first = [await store.package_reference("S1", "111-1111111-1111111", "INV-1", i) for i in range(2)]
-    again = [await store.package_reference("S1", "111-1111111-1111111", "INV-1", i) for i in range(2)]
-    second_invoice = await store.package_reference("S1", "111-1111111-1111111", "INV-2", 0)
+    order = "111-1111111-1111111"
+    assert not (await store.invoice_context("S1", order, "INV-1")).seen
+    assert await store.add_requested("S1", order, "INV-1", {"A": 1, "B": 2})
+    assert not await store.add_requested("S1", order, "INV-1", {"A": 1, "B": 2})
+    context = await store.invoice_context("S1", order, "INV-1")
+    assert (context.seen, context.requested, context.sales_order) == (True, {"A": 1, "B": 2}, None)
+    # Done once more (a replay: None) only sets the status; a second invoice adds its own.
+    await store.invoice_done("S1", order, "INV-1", None, invoice_number="INV-1")
+    await store.invoice_done("S1", order, "INV-2", {"A": 3}, invoice_number="INV-2")
+    assert (await store.invoice_context("S1", order, "INV-2")).requested == {"A": 4, "B": 2}
+    assert (await store.order_status("S1", order))["invoice_number"] == "INV-2"
+    first = await store.package_references("S1", order, "INV-1", range(2))
+    again = await store.package_references("S1", order, "INV-1", range(2))
+    second_invoice = await store.package_references("S1", order, "INV-3", [0])
     assert first == again == ["1", "2"]
-    assert second_invoice == "3"
+    assert second_invoice == ["3"]
 
 
 async def test_status_and_task_health(store: Store) -> None:
