@@ -145,12 +145,14 @@ def near_deadline(*, now: float, ship_by: float, margin_s: float) -> bool:
 async def next_feed_at(runtime: StageRuntime, seller: str) -> float:
     """When the seller's next fulfillment feed can go at the earliest (epoch seconds): after the flush
     interval since the last one, and after the feed in flight settles."""
-    settings, redis = runtime.settings.writeback, runtime.store.redis
+    settings = runtime.settings.writeback
     at = epoch_seconds(runtime.clock)
-    last = await redis.get(flush_mark_key(runtime, FulfillmentFeed.family, seller))
+    async with runtime.store.redis.pipeline(transaction=False) as pipe:
+        pipe.get(flush_mark_key(runtime, FulfillmentFeed.family, seller))
+        pipe.hget(inflight_key(runtime, FulfillmentFeed.family, seller), "started")
+        last, started = await pipe.execute()
     if last is not None:
         at = max(at, float(last) + scaled(runtime, settings.feed_flush_interval_s))
-    started = await redis.hget(inflight_key(runtime, FulfillmentFeed.family, seller), "started")
     if started is not None:
         at = max(at, float(started) + scaled(runtime, settings.feed_expected_s))
     return at
@@ -415,3 +417,13 @@ is_queued = FEEDS.is_queued
 
 async def enqueue(runtime: StageRuntime, pending: PendingShipment) -> None:
     await FEEDS.enqueue(runtime, pending.envelope.seller_id, pending)
+
+
+def queue_enqueue(runtime: StageRuntime, pipe: Pipeline, pending: PendingShipment) -> None:
+    """:func:`enqueue` queued on ``pipe``."""
+    FEEDS.queue_enqueue(runtime, pipe, pending.envelope.seller_id, pending)
+
+
+def queue_pending_count(runtime: StageRuntime, pipe: Pipeline, seller: str) -> None:
+    """The seller's shipments waiting for a feed (:func:`pending_count`), queued on ``pipe``."""
+    pipe.hlen(pending_key(runtime, FulfillmentFeed.family, seller))

@@ -173,8 +173,7 @@ class PackageWriteBack:
             note=note,
         )
         await self._publish(SHIPMENTS_CONFIRMED, confirmed)
-        await self.record_state(status="Success", outcome="confirmed")
-        await self.runtime.store.set_order_status(self.seller, request.amazon_order_id, writeback="Success")
+        await self._settled({"status": "Success", "outcome": "confirmed"}, writeback="Success")
 
     async def publish_failed(self, error: Exception | None, attempts: int) -> None:
         request = self.request
@@ -193,10 +192,21 @@ class PackageWriteBack:
             quantity=total_quantity(request),
         )
         await self._publish(SHIPMENTS_FAILED, failed)
-        await self.record_state(status="Failed", last_error=f"{code}: {message}")
-        await self.runtime.store.set_order_status(
-            self.seller, request.amazon_order_id, writeback="Failed", writeback_error=f"{code}: {message}"
+        await self._settled(
+            {"status": "Failed", "last_error": f"{code}: {message}"},
+            writeback="Failed",
+            writeback_error=f"{code}: {message}",
         )
+
+    async def _settled(self, state: dict[str, str | int], **order_status: str) -> None:
+        """The package's final state and its order's write-back status, in one round trip."""
+        store, request = self.runtime.store, self.request
+        async with store.redis.pipeline(transaction=False) as pipe:
+            store.queue_shipment_state(
+                pipe, self.seller, request.amazon_order_id, request.package_reference_id, **state
+            )
+            store.queue_order_status(pipe, self.seller, request.amazon_order_id, **order_status)
+            await pipe.execute()
 
     async def _publish(self, spec: TopicSpec, event: Event) -> None:
         await self.runtime.emit(

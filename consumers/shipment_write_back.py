@@ -47,6 +47,7 @@ from functools import partial
 from typing import Literal
 
 import faust
+from redis.asyncio.client import Pipeline
 
 from ordersync.channels import Channel
 from ordersync.clock import epoch_seconds
@@ -93,15 +94,16 @@ async def use_feed(runtime: StageRuntime, channel: Channel, seller: str) -> bool
     if mode != "auto":
         return mode == "feed"
     settings = runtime.settings.writeback
-    if await fulfillment_feed.pending_count(runtime, seller):
-        return True
     window_s = scaled(runtime, settings.auto_window_s)
     window = int(epoch_seconds(runtime.clock) // window_s)
     key = runtime.store.key_of(keys.WRITEBACK_RECENT, seller, str(window))
-    recent = int(await runtime.store.redis.incr(key))
-    if recent == 1:
-        await runtime.store.redis.expire(key, max(1, int(2 * window_s) + 1))
-    return recent > settings.auto_feed_threshold
+    # One round trip: the backlog waiting for a feed, and this request counted in its window.
+    async with runtime.store.redis.pipeline(transaction=False) as pipe:
+        fulfillment_feed.queue_pending_count(runtime, pipe, seller)
+        pipe.incr(key)
+        pipe.expire(key, max(1, int(2 * window_s) + 1))
+        waiting, recent, _ = await pipe.execute()
+    return bool(waiting) or int(recent) > settings.auto_feed_threshold
 
 
 def latest_ship_by(sales_order: SalesOrder | None) -> float | None:
@@ -116,27 +118,31 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     seller = envelope.seller_id
     store = runtime.store
     order_id = request.amazon_order_id
-    state = await store.shipment_state(seller, order_id, request.package_reference_id)
+    known = await store.shipment_context(seller, order_id, request.package_reference_id)
+    state = known.state
     if state.get("status") in ("Success", "Failed"):
         return  # a replayed request: its result was published already
     if state.get("method") == "feed" and await fulfillment_feed.is_queued(
         runtime, seller, fulfillment_feed.pending_field(request)
     ):
         return  # a replayed request: it waits for (or is inside) a feed already
-    sales_order = await store.sales_order(seller, order_id)
+    sales_order = known.sales_order
     marketplace = envelope.marketplace_id or (sales_order.marketplace_id if sales_order else None)
     package = PackageWriteBack(runtime, envelope, request, marketplace)
-    await package.record_state(
-        carrier=request.carrier_code,
-        service=request.shipping_method or "",
-        tracking=request.tracking_number,
-        quantity=total_quantity(request),
-        request=encode(envelope).decode(),  # what a retry-writeback sends again
-    )
-    await remember_package(runtime, seller, order_id, request.package_reference_id)
     ship_by = latest_ship_by(sales_order)
+    recorded: dict[str, str | int] = {
+        "carrier": request.carrier_code,
+        "service": request.shipping_method or "",
+        "tracking": request.tracking_number,
+        "quantity": total_quantity(request),
+        "request": encode(envelope).decode(),  # what a retry-writeback sends again
+    }
     if ship_by is not None:
-        await package.record_state(ship_by=datetime.fromtimestamp(ship_by, UTC).isoformat())
+        recorded["ship_by"] = datetime.fromtimestamp(ship_by, UTC).isoformat()
+    async with store.redis.pipeline(transaction=False) as pipe:
+        store.queue_shipment_state(pipe, seller, order_id, request.package_reference_id, **recorded)
+        queue_remember_package(runtime, pipe, seller, order_id, request.package_reference_id)
+        await pipe.execute()
     deadline_first = False
     attempts = int(state.get("attempts", 0))
     channel = runtime.channels.by_name(request.channel)
@@ -146,7 +152,7 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
         await store.set_order_status(seller, order_id, writeback="NotUploaded")
         return
     by_amazon = confirmed_by_amazon(request, sales_order.programs if sales_order else ())
-    if (await store.order_status(seller, order_id)).get("amazon_status") == "Canceled":
+    if known.status.get("amazon_status") == "Canceled":
         error: Exception | None = Permanent(
             f"order {order_id} is cancelled on Amazon; a cancelled order is never confirmed"
         )
@@ -159,17 +165,19 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     elif await use_feed(runtime, channel, seller) and not (
         deadline_first := await fulfillment_feed.misses_deadline_by_feed(runtime, seller, ship_by)
     ):
-        await fulfillment_feed.enqueue(
-            runtime,
-            fulfillment_feed.PendingShipment(
-                envelope,
-                marketplace,
-                ship_by=ship_by,
-                attempts=attempts,
-                outcome_unknown=state.get("outcome") == "unknown",
-            ),
+        parked = fulfillment_feed.PendingShipment(
+            envelope,
+            marketplace,
+            ship_by=ship_by,
+            attempts=attempts,
+            outcome_unknown=state.get("outcome") == "unknown",
         )
-        await package.record_state(status="Pending", method="feed")
+        async with store.redis.pipeline(transaction=False) as pipe:
+            fulfillment_feed.queue_enqueue(runtime, pipe, parked)
+            store.queue_shipment_state(
+                pipe, seller, order_id, request.package_reference_id, status="Pending", method="feed"
+            )
+            await pipe.execute()
         return
     else:
         method, error, attempts = await package.attempt(attempts, state.get("outcome") == "unknown")
@@ -193,11 +201,18 @@ def _packages_key(runtime: StageRuntime, seller: str, order_id: str) -> str:
 
 async def remember_package(runtime: StageRuntime, seller: str, order_id: str, package_id: str) -> None:
     """Index the order's packages, so a retry finds them without scanning Redis."""
-    key = _packages_key(runtime, seller, order_id)
     async with runtime.store.redis.pipeline(transaction=False) as pipe:
-        pipe.sadd(key, package_id)
-        pipe.expire(key, ORDER_STATE_TTL_S)
+        queue_remember_package(runtime, pipe, seller, order_id, package_id)
         await pipe.execute()
+
+
+def queue_remember_package(
+    runtime: StageRuntime, pipe: Pipeline, seller: str, order_id: str, package_id: str
+) -> None:
+    """:func:`remember_package` queued on ``pipe``."""
+    key = _packages_key(runtime, seller, order_id)
+    pipe.sadd(key, package_id)
+    pipe.expire(key, ORDER_STATE_TTL_S)
 
 
 async def order_packages(runtime: StageRuntime, seller: str, order_id: str) -> dict[str, dict[str, str]]:

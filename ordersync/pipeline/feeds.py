@@ -365,6 +365,10 @@ class FeedEngine(Generic[E]):
             pending_key(runtime, self.kind.family, seller), entry.field, entry.dumps()
         )
 
+    def queue_enqueue(self, runtime: StageRuntime, pipe: Pipeline, seller: str, entry: E) -> None:
+        """:meth:`enqueue` queued on ``pipe``, to go with the caller's other writes in one round trip."""
+        pipe.hset(pending_key(runtime, self.kind.family, seller), entry.field, entry.dumps())
+
     async def pending_count(self, runtime: StageRuntime, seller: str) -> int:
         return int(await runtime.store.redis.hlen(pending_key(runtime, self.kind.family, seller)))
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from ordersync.clock import SYSTEM_CLOCK, Clock
 from ordersync.errors import StateLost
@@ -135,6 +136,20 @@ return 1
 """
 
 
+def _queue_hset_expiring(pipe: Pipeline, key: str, fields: Mapping[str, str | int]) -> None:
+    pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
+    pipe.expire(key, ORDER_STATE_TTL_S)
+
+
+@dataclass(frozen=True)
+class ShipmentContext:
+    """What the write-back reads about a package before deciding, in one round trip."""
+
+    state: dict[str, str]
+    sales_order: SalesOrder | None
+    status: dict[str, str]
+
+
 @dataclass(frozen=True)
 class InvoiceContext:
     """What Redis holds for an invoice of an order, read in one round trip (:meth:`Store.invoice_context`)."""
@@ -229,7 +244,6 @@ class Store:
         self, mark: str, seller_id: str, order_id: str, version: datetime, **status: str | int
     ) -> None:
         """:meth:`record_version` and :meth:`set_order_status` in one round trip."""
-        status_key = self.key_of(keys.ORDER_STATUS, seller_id, order_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             # EVAL, not the registered script: a script in a pipeline costs redis-py an extra trip
             # (SCRIPT EXISTS) on every execute; Redis caches the compiled body all the same.
@@ -240,8 +254,7 @@ class Store:
                 _iso(version),
                 ORDER_STATE_TTL_S,
             )
-            pipe.hset(status_key, mapping={k: str(v) for k, v in status.items()})
-            pipe.expire(status_key, ORDER_STATE_TTL_S)
+            self.queue_order_status(pipe, seller_id, order_id, **status)
             await pipe.execute()
 
     async def record_version(self, mark: str, seller_id: str, order_id: str, version: datetime) -> bool:
@@ -379,14 +392,13 @@ class Store:
     # --- per-order status (for the status view) -------------------------------------------------
 
     async def set_order_status(self, seller_id: str, order_id: str, **fields: str | int) -> None:
-        await self._hset_expiring(self.key_of(keys.ORDER_STATUS, seller_id, order_id), fields)
-
-    async def _hset_expiring(self, key: str, fields: Mapping[str, str | int]) -> None:
-        """HSET and its expiry in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
-            pipe.expire(key, ORDER_STATE_TTL_S)
+            self.queue_order_status(pipe, seller_id, order_id, **fields)
             await pipe.execute()
+
+    def queue_order_status(self, pipe: Pipeline, seller_id: str, order_id: str, **fields: str | int) -> None:
+        """:meth:`set_order_status` queued on ``pipe``, to go with other writes in one round trip."""
+        _queue_hset_expiring(pipe, self.key_of(keys.ORDER_STATUS, seller_id, order_id), fields)
 
     async def order_status(self, seller_id: str, order_id: str) -> dict[str, str]:
         return await self._hgetall(self.key_of(keys.ORDER_STATUS, seller_id, order_id))
@@ -400,7 +412,28 @@ class Store:
     async def update_shipment_state(
         self, seller_id: str, order_id: str, package_id: str, **fields: str | int
     ) -> None:
-        await self._hset_expiring(self.key_of(keys.SHIPMENT, seller_id, order_id, package_id), fields)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            self.queue_shipment_state(pipe, seller_id, order_id, package_id, **fields)
+            await pipe.execute()
+
+    def queue_shipment_state(
+        self, pipe: Pipeline, seller_id: str, order_id: str, package_id: str, **fields: str | int
+    ) -> None:
+        """:meth:`update_shipment_state` queued on ``pipe``."""
+        _queue_hset_expiring(pipe, self.key_of(keys.SHIPMENT, seller_id, order_id, package_id), fields)
+
+    async def shipment_context(self, seller_id: str, order_id: str, package_id: str) -> ShipmentContext:
+        """The package's shipment state, its order's sales order and status, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.key_of(keys.SHIPMENT, seller_id, order_id, package_id))
+            pipe.get(self.key_of(keys.SALES_ORDER, seller_id, order_id))
+            pipe.hgetall(self.key_of(keys.ORDER_STATUS, seller_id, order_id))
+            state, sales, status = await pipe.execute()
+        return ShipmentContext(
+            state=cast(dict[str, str], state),
+            sales_order=SalesOrder.model_validate_json(sales) if sales else None,
+            status=cast(dict[str, str], status),
+        )
 
     async def invoice_context(self, seller_id: str, order_id: str, invoice: str) -> InvoiceContext:
         """The order's sales order, whether this invoice was counted, and what earlier invoices
@@ -494,7 +527,6 @@ class Store:
     ) -> None:
         """After its requests went out: the invoice's quantities counted once (None: a replay, counted
         before) and the order's status, in one round trip."""
-        status_key = self.key_of(keys.ORDER_STATUS, seller_id, order_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             if quantities is not None:
                 # EVAL in a pipeline: see mark_version_and_status.
@@ -504,8 +536,7 @@ class Store:
                     *self._requested_keys(seller_id, order_id, invoice),
                     *self._requested_args(quantities),
                 )
-            pipe.hset(status_key, mapping={k: str(v) for k, v in status.items()})
-            pipe.expire(status_key, ORDER_STATE_TTL_S)
+            self.queue_order_status(pipe, seller_id, order_id, **status)
             await pipe.execute()
 
     # --- task health ----------------------------------------------------------------------------

@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 from redis.asyncio.connection import AbstractConnection
 
+from ordersync.consumers.shipment_write_back import handle as write_back_handle
 from ordersync.dev.testing import RecordingRuntime
 from ordersync.schemas.codec import decode
 from ordersync.schemas.envelope import Envelope
-from ordersync.schemas.events import OrderEnriched
+from ordersync.schemas.events import OrderEnriched, ShipmentItem, ShipmentRequested
 from ordersync.schemas.topics import INVOICES_ISSUED, ORDERS_IMPORTED, SHIPMENTS_REQUESTED
+from ordersync.settings import WriteBackSettings
 from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.testing import tiny_scenario
 from ordersync.streams.invoice_issued import handle as invoice_handle
@@ -119,3 +121,65 @@ async def test_invoice_round_trips_per_invoice(
     # Read what is known; the package's reference; the quantities counted with the status. A replay
     # the same (its quantities are not counted again).
     assert (new.trips / 20, replayed.trips / 20) == (3, 3)
+
+
+@pytest.fixture
+async def writing_back(make_runtime: Any) -> Any:
+    scenario = tiny_scenario(orders={"count": 30})
+    with RunningSimulator(scenario) as sim:
+        made = await make_runtime("shipment-write-back", scenario, sim)
+        made.sim = sim
+        yield made
+
+
+@pytest.mark.parametrize("mode", ["confirm", "feed"])
+async def test_write_back_round_trips_per_package(
+    writing_back: RecordingRuntime, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    runtime = writing_back
+    runtime.settings = runtime.settings.model_copy(update={"writeback": WriteBackSettings(mode=mode, retry_backoff_s=0.01)})
+    channel = runtime.channels.channels[0]
+    sim: RunningSimulator = runtime.sim  # type: ignore[attr-defined]
+    requests = []
+    for truth in sim.state.truth_orders(channel.seller_id, status="Unshipped")[:21]:
+        order_id = truth["amazon_order_id"]
+        lines = truth["items"]
+        sales = one_line_sales_order(
+            channel.seller_id,
+            order_id,
+            channel=channel.name,
+            order_item_id=lines[0]["order_item_id"],
+            quantity=1,
+        )
+        await runtime.store.save_sales_order(
+            sales.model_copy(update={"latest_ship_date": T0 + timedelta(days=400)})
+        )
+        request = ShipmentRequested(
+            channel=channel.name,
+            amazon_order_id=order_id,
+            package_reference_id="1",
+            carrier_code="UPS",
+            tracking_number=f"1Z{order_id[-7:]}",
+            ship_date=T0,
+            items=tuple(
+                ShipmentItem(order_item_id=i["order_item_id"], quantity=i["quantity_ordered"]) for i in lines
+            ),
+        )
+        requests.append(
+            Envelope.wrap(
+                request,
+                seller_id=channel.seller_id,
+                marketplace_id=truth["marketplace_id"],
+                correlation_id="c",
+            )
+        )
+    await write_back_handle(runtime, requests[0])
+    with counting_trips(monkeypatch) as new:
+        for envelope in requests[1:]:
+            sim.state.advance_clock(1)  # Amazon's confirmShipment bucket refills (2/s, burst 10)
+            await write_back_handle(runtime, envelope)
+    assert len(runtime.emitted) == (21 if mode == "confirm" else 0)
+    # Read the package's state with its order's; write the request with the order's package index.
+    # Confirm: the attempt marked pending, Amazon's call recorded for the API health board, the
+    # outcome with the order's status. Feed: when the next feed could go (the ship-by rule), parked.
+    assert new.trips / 20 == (5 if mode == "confirm" else 4)
