@@ -7,7 +7,7 @@ Two uses, one implementation:
   once the holder stops renewing (crashed) or :meth:`Lock.release` d it (shut down). The owner is
   the worker's name, so a worker restarted under the same name takes its lease back at once;
 - a seller's **feed lock** around one feed step (``async with Lock(...) as held``), with an owner
-  token of its own (:func:`worker_identity`).
+  token of its own (:func:`worker_identity`), renewed while the step runs.
 
 Every step that depends on who holds the key is one Lua script, atomic in Redis: a worker whose
 lock expired, and was taken by another meanwhile, can neither renew nor release the other's lock.
@@ -15,12 +15,15 @@ lock expired, and was taken by another meanwhile, can neither renew nor release 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import socket
 import uuid
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,7 @@ class Lock:
         self.owner = owner
         self.ttl_ms = max(1, round(ttl_s * 1000))
         self.held = False
+        self._keeper: asyncio.Task[None] | None = None
 
     async def _run(self, script: str, *args: int) -> bool:
         return bool(await self.redis.eval(script, 1, self.key, self.owner, *args))
@@ -102,9 +106,28 @@ class Lock:
 
     async def __aenter__(self) -> bool:
         """``async with lock as held``: one step under the lock, when ``held``; released after (taken
-        quietly: a feed step takes its seller's lock every few seconds)."""
+        quietly: a feed step takes its seller's lock every few seconds). The lock is renewed every
+        third of its time to live while the step runs, so a step that takes long (a feed waiting for
+        its createFeed token, a slow upload) keeps it; only a worker that stopped (or froze) loses it."""
         self.held = await self._run(_HOLD, self.ttl_ms)
+        if self.held:
+            self._keeper = asyncio.create_task(self._keep(), name=f"renew {self.key}")
         return self.held
 
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl_ms / 3000)
+            try:
+                if not await self.renew():
+                    log.warning("%s was lost while a step under it ran (%s)", self.key, self.owner)
+                    return
+            except (RedisError, OSError) as exc:  # Redis away a moment: the next renewal tries again
+                log.warning("could not renew %s: %s", self.key, exc)
+
     async def __aexit__(self, *exc: object) -> None:
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
         await self.release()

@@ -4,6 +4,7 @@ resumes its lease, and a worker whose lock expired can neither release nor renew
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import redis.asyncio as aioredis
@@ -72,8 +73,9 @@ async def test_a_feed_step_that_outlived_its_lock_leaves_the_next_holder_alone(
     key = f"{redis_key_prefix}:inv-lock:{{A1SELLER}}"
     async with Lock(redis_client, key, "worker-a", ttl_s=0.2) as held:
         assert held
-        await asyncio.sleep(0.3)
+        time.sleep(0.3)  # noqa: ASYNC251 - the worker froze (its renewals too): the lock lapsed
         assert await Lock(redis_client, key, "worker-b", ttl_s=60).hold()
+        await asyncio.sleep(0.1)  # worker-a runs again: its renewal finds the lock taken
     # Leaving the step released worker-a's lock by compare-and-delete: worker-b's stays.
     assert await redis_client.get(key) == "worker-b"
 
@@ -87,4 +89,16 @@ async def test_a_feed_step_lock_is_exclusive_and_released_after_the_step(
         async with Lock(redis_client, key, "worker-b", ttl_s=60) as other:
             assert not other, "one worker per seller"
         assert await redis_client.get(key) == "worker-a", "the loser's exit leaves the holder's lock"
+    assert await redis_client.get(key) is None
+
+
+async def test_a_feed_step_keeps_its_lock_for_as_long_as_it_runs(
+    redis_client: aioredis.Redis, redis_key_prefix: str
+) -> None:
+    key = f"{redis_key_prefix}:wb-lock:{{A1SELLER}}"
+    async with Lock(redis_client, key, "worker-a", ttl_s=0.2) as held:
+        assert held
+        await asyncio.sleep(0.7)  # a step several times the lock's time to live (a feed waiting its turn)
+        assert not await Lock(redis_client, key, "worker-b", ttl_s=60).hold(), "renewed while it ran"
+        assert await redis_client.get(key) == "worker-a"
     assert await redis_client.get(key) is None
