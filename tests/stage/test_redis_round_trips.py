@@ -137,7 +137,9 @@ async def test_write_back_round_trips_per_package(
     writing_back: RecordingRuntime, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
     runtime = writing_back
-    runtime.settings = runtime.settings.model_copy(update={"writeback": WriteBackSettings(mode=mode, retry_backoff_s=0.01)})
+    runtime.settings = runtime.settings.model_copy(
+        update={"writeback": WriteBackSettings(mode=mode, retry_backoff_s=0.01)}
+    )
     channel = runtime.channels.channels[0]
     sim: RunningSimulator = runtime.sim  # type: ignore[attr-defined]
     requests = []
