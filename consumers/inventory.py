@@ -426,13 +426,37 @@ async def _rounds(
     job: Callable[[StageRuntime, Channel, Lock], Awaitable[None]],
     leases: Mapping[str, Lock],
 ) -> None:
-    while True:
-        for channel in runtime.channels.channels:
-            if channel.active:
+    """``job``'s rounds for every active channel, each channel on a loop of its own (a slow round, a
+    feed waiting for its createFeed token, holds up only its channel), at most
+    ``inventory.max_concurrent_channels`` rounds at once (a thousand channels never run at once)."""
+    turns = asyncio.Semaphore(runtime.settings.inventory.max_concurrent_channels)
+
+    async def one_channel(channel: Channel) -> None:
+        while True:
+            async with turns:
                 # Whatever fails (Amazon, Redis, the broker), the next round tries again.
                 lease = leases[channel.name]
                 await runtime.survive(f"{name} {channel.name}", partial(job, runtime, channel, lease))
-        await asyncio.sleep(interval_s)
+            await asyncio.sleep(interval_s)
+
+    await asyncio.gather(*(one_channel(channel) for channel in runtime.channels.active()))
+
+
+async def channel_rounds(runtime: StageRuntime) -> None:
+    """Every active channel's feed and urgent rounds, forever (the stage's task)."""
+    settings = runtime.settings.inventory
+    # One replica sends a channel's feeds at a time (the flush is not atomic across workers).
+    leases = {channel.name: runtime.lease("inventory", channel.name) for channel in runtime.channels.channels}
+    try:
+        # Two loops: a feed waiting for its createFeed token (minutes at Amazon's 30 an hour) or
+        # polling its status never holds up the urgent levels, due on Amazon within a minute.
+        await asyncio.gather(
+            _rounds(runtime, "inventory", scaled(runtime, settings.feed_poll_interval_s), feed_step, leases),
+            _rounds(runtime, FAST_TASK, scaled(runtime, settings.fast_interval_s), urgent_step, leases),
+        )
+    finally:
+        for lease in leases.values():
+            await asyncio.shield(lease.release())
 
 
 def register(app: faust.App, runtime: StageRuntime) -> None:
@@ -453,20 +477,4 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
     @app.task  # type: ignore[untyped-decorator]
     async def feeds() -> None:
         await runtime.start()
-        settings = runtime.settings.inventory
-        # One replica sends a channel's feeds at a time (the flush is not atomic across workers).
-        leases = {
-            channel.name: runtime.lease("inventory", channel.name) for channel in runtime.channels.channels
-        }
-        try:
-            # Two loops: a feed waiting for its createFeed token (minutes at Amazon's 30 an hour) or
-            # polling its status never holds up the urgent levels, due on Amazon within a minute.
-            await asyncio.gather(
-                _rounds(
-                    runtime, "inventory", scaled(runtime, settings.feed_poll_interval_s), feed_step, leases
-                ),
-                _rounds(runtime, FAST_TASK, scaled(runtime, settings.fast_interval_s), urgent_step, leases),
-            )
-        finally:
-            for lease in leases.values():
-                await asyncio.shield(lease.release())
+        await channel_rounds(runtime)

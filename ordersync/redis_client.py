@@ -7,6 +7,11 @@ inner call is finishing, which a fast local write almost always is: the cancella
 cancelled task runs on (a stage told to stop keeps polling; an agent cancelled by a rebalance keeps
 processing). Python 3.12 reimplemented ``wait_for`` on ``asyncio.timeout``; until then, the connections
 here send under ``asyncio.timeout`` themselves, with the same timeout and the same error.
+
+Every client has a pool that waits for a free connection (``redis.max_connections``) rather than
+raising: redis-py's default pool raises ``MaxConnectionsError`` once it holds its limit, which crashed a
+stage polling hundreds of channels at once. A wait past ``redis.pool_timeout_s`` raises redis-py's
+``ConnectionError``, which the stages already treat as Redis unavailable (:func:`ordersync.errors.is_outage`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,12 @@ import sys
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.connection import (
+    BlockingConnectionPool,
+    Connection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ordersync.settings import RedisSettings
@@ -88,16 +98,31 @@ def redis_tls_options(settings: RedisSettings) -> dict[str, Any]:
     return {name: str(path) for name, path in files.items() if path is not None}
 
 
+def make_redis(settings: RedisSettings, **options: Any) -> aioredis.Redis:
+    """A client of ``settings``'s Redis (address, credentials, TLS, socket timeouts) on a pool of its
+    own that waits for a free connection (redis-py's ``BlockingConnectionPool``), cancel-safe; ``options``:
+    more connection arguments (``decode_responses``, ``retry``, ``health_check_interval``).
+
+    The client owns the pool: closing it closes the connections."""
+    # Given only when set: the URL's own user and password win over these anyway (redis-py's from_url).
+    credentials: dict[str, Any] = {}
+    if settings.username is not None:
+        credentials["username"] = settings.username
+    if settings.password is not None:
+        credentials["password"] = settings.password.get_secret_value()
+    pool = BlockingConnectionPool.from_url(
+        settings.url,
+        max_connections=settings.max_connections,
+        timeout=settings.pool_timeout_s,
+        socket_timeout=settings.socket_timeout_s,
+        socket_connect_timeout=settings.socket_timeout_s,
+        **credentials,
+        **redis_tls_options(settings),
+        **options,
+    )
+    return cancel_safe(aioredis.Redis.from_pool(pool))
+
+
 def redis_client(settings: RedisSettings) -> aioredis.Redis:
     """The client of a stage, the dashboard and the CLI (responses decoded to ``str``)."""
-    return cancel_safe(
-        aioredis.Redis.from_url(
-            settings.url,
-            username=settings.username,
-            password=settings.password.get_secret_value() if settings.password else None,
-            socket_timeout=settings.socket_timeout_s,
-            socket_connect_timeout=settings.socket_timeout_s,
-            decode_responses=True,
-            **redis_tls_options(settings),
-        )
-    )
+    return make_redis(settings, decode_responses=True)

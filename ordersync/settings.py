@@ -76,6 +76,20 @@ class RedisSettings(_Frozen):
         DEFAULT_PREFIX, description="Prefix of every key ordersync writes, to share a Redis."
     )
     socket_timeout_s: float = 2.0
+    # One pool per client (the stage's, the rate limiter's): a command waits for a free connection
+    # instead of failing, so a burst of work (a thousand channels polled) queues rather than crashes.
+    max_connections: int = Field(
+        64,
+        ge=1,
+        description="Connections each Redis client of a process may open; more commands at once wait for"
+        " one (keep processes x clients x this under Redis's maxclients).",
+    )
+    pool_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        description="Longest wait for a free pooled connection; past it the command fails as Redis"
+        " unavailable (the stage stalls and tries again) rather than waiting forever.",
+    )
     # TLS options apply to rediss:// URLs only; without ssl_ca_certs the system's CAs verify Redis.
     ssl_ca_certs: Path | None = Field(None, description="CA bundle for Redis's certificate (rediss://).")
     ssl_certfile: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS to Redis.")
@@ -269,6 +283,13 @@ class RateLimitSettings(_Frozen):
 
 class DownloadSettings(_Frozen):
     poll_interval_s: float = Field(60.0, gt=0, description="Pause between download rounds per channel.")
+    max_concurrent_channels: int = Field(
+        64,
+        ge=1,
+        description="Channels whose download round runs at once (Amazon requests, Redis, the CPU); the"
+        " others wait their turn. A round waiting for its seller's quota holds its turn meanwhile (at a"
+        " first start with many channels, the first windows take a few minutes per this many channels).",
+    )
     overlap_s: float = Field(900.0, ge=0, description="Each round re-reads this much before the cursor.")
     initial_lookback_s: float = Field(7 * 86400.0, gt=0, description="First run: how far back to look.")
     catch_up_interval_s: float = Field(3600.0, gt=0, description="How often to re-scan the last 48 hours.")
@@ -450,10 +471,21 @@ class InventorySettings(_Frozen):
     fast_interval_s: float = Field(
         10.0, gt=0, description="How often the urgent levels are sent (patchListingsItem, 5/s per seller)."
     )
+    max_concurrent_channels: int = Field(
+        16,
+        ge=1,
+        description="Channels whose feed round (and, apart, urgent round) runs at once; the others wait"
+        " their turn.",
+    )
 
 
 class StageSettings(_Frozen):
-    partitions: int = Field(4, ge=1, description="Partitions of every catalogue topic at creation.")
+    partitions: int = Field(
+        12,
+        ge=1,
+        description="Partitions of every catalogue topic at creation: the most workers a stage can use."
+        " 12 divides evenly among 1, 2, 3, 4, 6 and 12 workers (docs/deploy.md, Scaling).",
+    )
     replication_factor: int = Field(1, ge=1)
     web_port: int | None = Field(None, description="Port of the stage's /metrics and health endpoints.")
     generation_check_s: float = Field(

@@ -449,12 +449,16 @@ async def plan_round(runtime: StageRuntime, channel: Channel, sweep: ChannelSwee
     return plan
 
 
-async def poll_channel(runtime: StageRuntime, channel: Channel) -> None:
+async def poll_channel(
+    runtime: StageRuntime, channel: Channel, turns: asyncio.Semaphore | None = None
+) -> None:
     """Download rounds for one channel, forever, with the catch-ups when due; each round's outcome
     is recorded as task health. One worker polls a channel at a time (a lease, renewed with every page):
-    other replicas stand by, so the channel's quota is not spent twice."""
+    other replicas stand by, so the channel's quota is not spent twice. ``turns``: shared by the
+    channels of the stage, a round runs holding one (``download.max_concurrent_channels``)."""
     client = runtime.amazon(channel)
     lease = runtime.lease("download", channel.name)
+    turns = turns or asyncio.Semaphore(1)
 
     async def fetch_page(query: OrdersQuery, token: str | None) -> OrdersPage:
         if not await lease.hold():
@@ -497,11 +501,20 @@ async def poll_channel(runtime: StageRuntime, channel: Channel) -> None:
 
     try:
         while True:
-            # Redis or the broker down, or a surprise: the round is tried again at the next poll.
-            await runtime.survive(f"download {channel.name}", one_round)
+            # A thousand channels would otherwise all poll at once (requests, Redis connections, the
+            # CPU): a round waits for its turn, and the channels that waited spread over the interval.
+            async with turns:
+                # Redis or the broker down, or a surprise: the round is tried again at the next poll.
+                await runtime.survive(f"download {channel.name}", one_round)
             await asyncio.sleep(sweep.pause_s(runtime.settings.download))
     finally:
         await asyncio.shield(lease.release())
+
+
+async def poll_channels(runtime: StageRuntime) -> None:
+    """Every active channel polled, forever, at most ``download.max_concurrent_channels`` rounds at once."""
+    turns = asyncio.Semaphore(runtime.settings.download.max_concurrent_channels)
+    await asyncio.gather(*(poll_channel(runtime, channel, turns) for channel in runtime.channels.active()))
 
 
 async def retry_download(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
@@ -592,7 +605,7 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
     @app.task  # type: ignore[untyped-decorator]
     async def download_orders() -> None:
         await runtime.start()
-        await asyncio.gather(*(poll_channel(runtime, channel) for channel in runtime.channels.active()))
+        await poll_channels(runtime)
 
     @app.task  # type: ignore[untyped-decorator]
     async def reconcile_from_reports() -> None:

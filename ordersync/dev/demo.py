@@ -38,7 +38,13 @@ from rich.table import Table
 from ordersync.aws import ensure_queue
 from ordersync.channels import OrdersApiVersion
 from ordersync.dashboard.server import RunningDashboard
-from ordersync.dev.devinfra import EmbeddedAws, EmbeddedBroker, EmbeddedRedis, stop_process_group
+from ordersync.dev.devinfra import (
+    EmbeddedAws,
+    EmbeddedBroker,
+    EmbeddedRedis,
+    find_free_port,
+    stop_process_group,
+)
 from ordersync.errors import InvalidEvent
 from ordersync.kafka.admin import create_topics, kafka_client_config
 from ordersync.pipeline.stages import STAGES
@@ -269,9 +275,17 @@ class LocalPipeline:
         orders_api: OrdersApiVersion | None = None,
         fetch_pii: bool = False,
         label_share: float = 0.0,
+        workers: int = 1,
+        web_ports: bool = False,
     ) -> None:
         """``label_share``: the back-office stand-in ships that share of ordinary seller-fulfilled
-        orders with labels bought through Amazon (Ship+ and Easy Ship orders ship through Amazon always)."""
+        orders with labels bought through Amazon (Ship+ and Easy Ship orders ship through Amazon always).
+        ``workers``: processes per stage, in the stage's one consumer group (Kafka shares the partitions
+        among them); the first is named after the stage, the others ``<stage>-2``, ``<stage>-3``...
+        ``web_ports``: each stage process serves ``/readyz`` and ``/metrics`` on a port of its own
+        (:attr:`web_ports`, :meth:`ready`)."""
+        if workers < 1:
+            raise ValueError(f"a stage needs at least one worker, not {workers}")
         self.scenario = scenario
         self.run_dir = run_dir
         self.stages = stages
@@ -283,6 +297,12 @@ class LocalPipeline:
         self._orders_api = orders_api
         self._fetch_pii = fetch_pii
         self._label_share = label_share
+        self.workers = workers
+        self._serve_web = web_ports
+        #: Stage process name -> the port its /readyz and /metrics answer on (with ``web_ports``).
+        self.web_ports: dict[str, int] = {}
+        #: Stage process name -> (stage, the environment it adds to :attr:`env`).
+        self._stage_processes: dict[str, tuple[str, dict[str, str]]] = {}
         self._broker: EmbeddedBroker | None = None
         self._redis: EmbeddedRedis | None = None
         self._aws: EmbeddedAws | None = None
@@ -296,6 +316,16 @@ class LocalPipeline:
     def broker(self) -> EmbeddedBroker | None:
         """The embedded broker this pipeline started (None when it was given one)."""
         return self._broker
+
+    @property
+    def redis_server(self) -> EmbeddedRedis | None:
+        """The embedded Redis this pipeline started (None when it was given one)."""
+        return self._redis
+
+    @property
+    def aws_server(self) -> EmbeddedAws | None:
+        """The local AWS server (moto) this pipeline started."""
+        return self._aws
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -352,7 +382,7 @@ class LocalPipeline:
             # Each channel's ORDER_CHANGE subscription, through Amazon's Notifications API.
             self.cli("notifications", "setup")
         for stage in self.stages:
-            self.start_process(stage, ["run", stage])
+            self.start_stage(stage)
         if self._backoffice:
             self.start_process(
                 "backoffice",
@@ -416,12 +446,15 @@ class LocalPipeline:
             raise RuntimeError(f"ordersync {' '.join(args)} failed: {done.stderr.strip()}")
         return done.stdout
 
-    def start_process(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def start_process(
+        self, name: str, args: list[str], *, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``ordersync ARGS`` as process ``name`` (its log: ``<name>.log``), with ``env`` added."""
         # The child writes to its own copy of the descriptor; ours is closed once it has started.
         with (self.run_dir / f"{name}.log").open("ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "ordersync.cli", *args],
-                env={**os.environ, **self.env},
+                env={**os.environ, **self.env, **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -429,16 +462,53 @@ class LocalPipeline:
         self.processes[name] = process
         return process
 
+    def start_stage(self, stage: str) -> list[str]:
+        """Start :attr:`workers` processes of ``stage`` (one consumer group); returns their names."""
+        names = [stage if index == 1 else f"{stage}-{index}" for index in range(1, self.workers + 1)]
+        for index, name in enumerate(names, start=1):
+            env: dict[str, str] = {}
+            if self.workers > 1:
+                # Leases and claims are per worker id (default: the host name, the same for all of them
+                # here); two workers under one id would both hold a channel's lease.
+                env["ORDERSYNC_STAGE__WORKER_ID"] = f"local-{index}"
+            if self._serve_web:
+                self.web_ports[name] = find_free_port()
+                env["ORDERSYNC_STAGE__WEB_PORT"] = str(self.web_ports[name])
+                env["ORDERSYNC_STAGE__WEB_HOST"] = "127.0.0.1"
+            self._stage_processes[name] = (stage, env)
+            self._start_stage_process(name)
+        return names
+
+    def _start_stage_process(self, name: str) -> None:
+        stage, env = self._stage_processes[name]
+        self.start_process(name, ["run", stage], env=env)
+
+    def stage_processes(self, stage: str) -> list[str]:
+        """The names of ``stage``'s processes."""
+        return [name for name, (of, _) in self._stage_processes.items() if of == stage]
+
+    def ready(self, name: str) -> bool:
+        """Whether stage process ``name`` answers ``/readyz`` with 200 (needs ``web_ports``)."""
+        try:
+            answer = httpx.get(f"http://127.0.0.1:{self.web_ports[name]}/readyz", timeout=5)
+        except httpx.HTTPError:
+            return False
+        return answer.status_code == 200
+
     def kill(self, name: str) -> None:
         """SIGKILL one process (crash tests)."""
         process = self.processes.pop(name)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
 
-    def restart(self, stage: str) -> None:
-        """SIGKILL a stage's process and start it again, as an orchestrator would after a crash."""
-        self.kill(stage)
-        self.start_process(stage, ["run", stage])
+    def restart(self, name: str) -> None:
+        """SIGKILL a stage's process (by its name: the stage's, or ``<stage>-2``...) and start it again
+        with the same worker id, as an orchestrator would after a crash."""
+        self.kill(name)
+        if name in self._stage_processes:
+            self._start_stage_process(name)
+        else:
+            self.start_process(name, ["run", name])
 
     # -- observe -------------------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ from ordersync.ratelimit.gcra import (
     waiter_member,
 )
 from ordersync.ratelimit.plans import PlanBook
-from ordersync.redis_client import cancel_safe, redis_tls_options
+from ordersync.redis_client import make_redis
 from ordersync.settings import DEFAULT_PREFIX, Settings
 
 log = logging.getLogger(__name__)
@@ -1027,23 +1027,11 @@ class RedisRateLimiter(_GcraLimiter):
 def build_rate_limiter(settings: Settings, channels: Iterable[Channel]) -> RedisRateLimiter:
     """The limiter for a stage: Redis from ``settings.redis``, plans from the models and the channels'
     overrides, scaled by ``settings.amazon.time_scale``."""
-    # Given only when set: from_url lets the URL's own user and password win over these anyway.
-    credentials: dict[str, Any] = {}
-    if settings.redis.username is not None:
-        credentials["username"] = settings.redis.username
-    if settings.redis.password is not None:
-        credentials["password"] = settings.redis.password.get_secret_value()
-    client = cancel_safe(
-        redis.asyncio.Redis.from_url(
-            settings.redis.url,
-            socket_timeout=settings.redis.socket_timeout_s,
-            socket_connect_timeout=settings.redis.socket_timeout_s,
-            # Few, quick retries: an outage must surface as QuotaUnavailable promptly, not after many seconds.
-            retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries=2),
-            health_check_interval=30,
-            **credentials,
-            **redis_tls_options(settings.redis),
-        )
+    client = make_redis(
+        settings.redis,
+        # Few, quick retries: an outage must surface as QuotaUnavailable promptly, not after many seconds.
+        retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries=2),
+        health_check_interval=30,
     )
     return RedisRateLimiter(
         client,

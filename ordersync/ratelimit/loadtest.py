@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import redis.asyncio
-
 from ordersync.errors import QuotaTimeout
 from ordersync.ratelimit.limiter import RedisRateLimiter
 from ordersync.ratelimit.plans import PlanBook
+from ordersync.redis_client import make_redis
+from ordersync.settings import RedisSettings
 
 
 class _Waitable(Protocol):
@@ -47,7 +47,7 @@ class HammerPlan:
 
 async def hammer_async(plan: HammerPlan, *, duration_s: float, tasks: int = 1) -> list[int]:
     """Take tokens with ``tasks`` concurrent tasks for ``duration_s``; the Redis TIME (µs) of each grant."""
-    client = redis.asyncio.Redis.from_url(plan.redis_url)
+    client = make_redis(RedisSettings(url=plan.redis_url))
     limiter = RedisRateLimiter(
         client,
         plans=PlanBook({plan.operation: (plan.rate, plan.burst)}, time_scale=plan.time_scale),
