@@ -30,25 +30,7 @@ from ordersync.producers import order_download
 from ordersync.schemas.topics import DOWNLOAD_CURSORS
 from ordersync.settings import AmazonSettings, DownloadSettings, RedisSettings, Settings
 from ordersync.simulator.runner import RunningSimulator
-from ordersync.simulator.scenario import Scenario
-from ordersync.simulator.testing import TEST_APPLICATION, tiny_scenario
-
-
-def many_sellers(count: int) -> Scenario:
-    """``count`` sellers (each a channel) with one order each."""
-    orders = {"count": 1, "history_s": 3600}
-    extra = [
-        {
-            "seller_id": f"A{n:06d}MANY",
-            "region": "na",
-            "marketplaces": ["ATVPDKIKX0DER"],
-            "applications": [{**TEST_APPLICATION, "refresh_token": f"Atzr|many-{n}"}],
-            "catalogue_size": 1,
-            "orders": orders,
-        }
-        for n in range(1, count)
-    ]
-    return tiny_scenario(orders=orders, seller={"catalogue_size": 1}, extra_sellers=extra)
+from ordersync.simulator.testing import many_sellers
 
 
 async def one_round(redis_url: str, channels: int, pool: int, turns: int, *, memory: bool) -> None:

@@ -160,13 +160,18 @@ async def next_feed_at(runtime: StageRuntime, seller: str) -> float:
 
 async def misses_deadline_by_feed(runtime: StageRuntime, seller: str, ship_by: float | None) -> bool:
     """Does a package due by ``ship_by`` go by confirmShipment rather than wait for a feed?"""
-    settings = runtime.settings.writeback
-    if ship_by is None or not settings.ship_by_direct:
+    if ship_by is None or not runtime.settings.writeback.ship_by_direct:
         return False
+    return _late_by_feed(runtime, ship_by, await next_feed_at(runtime, seller))
+
+
+def _late_by_feed(runtime: StageRuntime, ship_by: float, next_feed: float) -> bool:
+    """:func:`feed_would_be_late` with the settings' times, for a next feed known already."""
+    settings = runtime.settings.writeback
     return feed_would_be_late(
         now=epoch_seconds(runtime.clock),
         ship_by=ship_by,
-        next_feed_at=await next_feed_at(runtime, seller),
+        next_feed_at=next_feed,
         feed_expected_s=scaled(runtime, settings.feed_expected_s),
         margin_s=scaled(runtime, settings.ship_by_margin_s),
     )
@@ -226,12 +231,14 @@ async def rescue_parked(runtime: StageRuntime, channel: Channel) -> int:
     async with FEEDS.lock(runtime, seller) as held:
         if not held:
             return 0
+        next_feed = await next_feed_at(runtime, seller)  # once: the same for every parked package
+        now = epoch_seconds(runtime.clock)
         due = [
             entry
             for entry in await FEEDS.pending(runtime, seller)
             if entry.ship_by is not None
-            and entry.not_before <= epoch_seconds(runtime.clock)
-            and await misses_deadline_by_feed(runtime, seller, entry.ship_by)
+            and entry.not_before <= now
+            and _late_by_feed(runtime, entry.ship_by, next_feed)
         ]
         redis, pending = runtime.store.redis, pending_key(runtime, FulfillmentFeed.family, seller)
         for entry in due:
@@ -426,4 +433,4 @@ def queue_enqueue(runtime: StageRuntime, pipe: Pipeline, pending: PendingShipmen
 
 def queue_pending_count(runtime: StageRuntime, pipe: Pipeline, seller: str) -> None:
     """The seller's shipments waiting for a feed (:func:`pending_count`), queued on ``pipe``."""
-    pipe.hlen(pending_key(runtime, FulfillmentFeed.family, seller))
+    FEEDS.queue_pending_count(runtime, pipe, seller)

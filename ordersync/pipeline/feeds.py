@@ -372,6 +372,10 @@ class FeedEngine(Generic[E]):
     async def pending_count(self, runtime: StageRuntime, seller: str) -> int:
         return int(await runtime.store.redis.hlen(pending_key(runtime, self.kind.family, seller)))
 
+    def queue_pending_count(self, runtime: StageRuntime, pipe: Pipeline, seller: str) -> None:
+        """:meth:`pending_count` queued on ``pipe`` (its answer comes with the pipeline's)."""
+        pipe.hlen(pending_key(runtime, self.kind.family, seller))
+
     async def pending(self, runtime: StageRuntime, seller: str) -> list[E]:
         """The parked items, by field."""
         raw = cast(

@@ -198,3 +198,21 @@ def validate_response(
                 f"{operation_id} {status}: x-amzn-RateLimit-Limit {'present' if has_limit else 'missing'}"
                 " against the model"
             )
+
+
+def many_sellers(count: int) -> Scenario:
+    """``count`` sellers (each a channel) with one order each, visible once the clock moves on: the
+    thousand-channel tests and bench."""
+    orders = {"count": 1, "history_s": 3600}
+    extra = [
+        {
+            "seller_id": f"A{n:06d}MANY",
+            "region": "na",
+            "marketplaces": ["ATVPDKIKX0DER"],
+            "applications": [{**TEST_APPLICATION, "refresh_token": f"Atzr|many-{n}"}],
+            "catalogue_size": 1,
+            "orders": orders,
+        }
+        for n in range(1, count)
+    ]
+    return tiny_scenario(orders=orders, seller={"catalogue_size": 1}, extra_sellers=extra)

@@ -26,31 +26,13 @@ from ordersync.redis_client import redis_client
 from ordersync.schemas.topics import DOWNLOAD_CURSORS, ORDERS_DOWNLOADED
 from ordersync.settings import AmazonSettings, RedisSettings, Settings
 from ordersync.simulator.runner import RunningSimulator
-from ordersync.simulator.scenario import Scenario
-from ordersync.simulator.testing import TEST_APPLICATION, tiny_scenario
+from ordersync.simulator.testing import many_sellers
 
 pytestmark = pytest.mark.stage
 
 CHANNELS = 1000
 POOL = 8
 TURNS = 16
-
-
-def many_sellers(count: int) -> Scenario:
-    """``count`` sellers (each a channel) with one order each, visible once the clock moves on."""
-    orders = {"count": 1, "history_s": 3600}
-    extra = [
-        {
-            "seller_id": f"A{n:06d}MANY",
-            "region": "na",
-            "marketplaces": ["ATVPDKIKX0DER"],
-            "applications": [{**TEST_APPLICATION, "refresh_token": f"Atzr|many-{n}"}],
-            "catalogue_size": 1,
-            "orders": orders,
-        }
-        for n in range(1, count)
-    ]
-    return tiny_scenario(orders=orders, seller={"catalogue_size": 1}, extra_sellers=extra)
 
 
 @pytest.fixture
