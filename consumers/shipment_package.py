@@ -173,7 +173,10 @@ class PackageWriteBack:
             note=note,
         )
         await self._publish(SHIPMENTS_CONFIRMED, confirmed)
-        await self._settled({"status": "Success", "outcome": "confirmed"}, writeback="Success")
+        # Confirmed is final: the request kept for a retry-writeback is no longer needed.
+        await self._settled(
+            {"status": "Success", "outcome": "confirmed"}, forget=("request",), writeback="Success"
+        )
 
     async def publish_failed(self, error: Exception | None, attempts: int) -> None:
         request = self.request
@@ -198,13 +201,17 @@ class PackageWriteBack:
             writeback_error=f"{code}: {message}",
         )
 
-    async def _settled(self, state: dict[str, str | int], **order_status: str) -> None:
-        """The package's final state and its order's write-back status, in one round trip."""
+    async def _settled(
+        self, state: dict[str, str | int], *, forget: tuple[str, ...] = (), **order_status: str
+    ) -> None:
+        """The package's final state (``forget``: fields it no longer needs) and its order's
+        write-back status, in one round trip."""
         store, request = self.runtime.store, self.request
         async with store.redis.pipeline(transaction=False) as pipe:
-            store.queue_shipment_state(
-                pipe, self.seller, request.amazon_order_id, request.package_reference_id, **state
-            )
+            order_id, package_id = request.amazon_order_id, request.package_reference_id
+            store.queue_shipment_state(pipe, self.seller, order_id, package_id, **state)
+            if forget:
+                store.queue_shipment_forget(pipe, self.seller, order_id, package_id, *forget)
             store.queue_order_status(pipe, self.seller, request.amazon_order_id, **order_status)
             await pipe.execute()
 

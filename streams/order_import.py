@@ -349,9 +349,10 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     enriched = envelope.payload_as(OrderEnriched)
     order = enriched.order
     stored = await _stored(runtime, order)
-    # Kept for Retry Import (no Amazon call): the newest version seen wins.
+    # Kept for Retry Import and Un-ignore (no Amazon call) until the order is imported, when it is
+    # forgotten: an imported order's later versions are updates, which never wait for an operator.
     last = stored.extra[0]
-    if (
+    if stored.sales_order is None and (
         last is None
         or OrderEnriched.model_validate_json(last).order.last_update_date <= order.last_update_date
     ):
@@ -455,6 +456,7 @@ async def publish_import(
         order.seller_id,
         order.amazon_order_id,
         order.last_update_date,
+        forget=(_order_key(runtime, LAST_ENRICHED, order.seller_id, order.amazon_order_id),),
         stage="imported",
         sales_order_code=code,
         reason_code="",
@@ -494,6 +496,9 @@ async def operator_command(runtime: StageRuntime, envelope: Envelope[Event]) -> 
             await store.redis.delete(ignore_key)
             await store.set_order_status(seller, order_id, stage="unignored", reason="")
         raw = await store.redis.get(_order_key(runtime, LAST_ENRICHED, seller, order_id))
+        if raw is None and await store.sales_order(seller, order_id) is not None:
+            done += 1  # imported already (its enriched version was forgotten then): nothing to redo
+            continue
         if raw is None:
             if command.command == "retry-import":
                 await store.set_order_status(
@@ -602,8 +607,9 @@ def ignored_after(
 async def rebuild_operator_state(runtime: StageRuntime) -> tuple[int, int]:
     """What Retry Import, Ignore and Un-ignore need, again from Kafka for a Redis that lost it: the
     orders an operator still has ignored (``ops.commands``, replayed in order; an order imported since
-    stays imported, as the command itself decides) and each order's newest enriched version
-    (``amazon.orders.enriched``). Run after the sales orders are back. Returns (ignored, enriched)."""
+    stays imported, as the command itself decides) and the newest enriched version of each order not
+    imported (``amazon.orders.enriched``). Run after the sales orders are back. Returns (ignored,
+    enriched)."""
     store = runtime.store
     sellers = {channel.name: channel.seller_id for channel in runtime.channels.channels}
     commands = [e.payload_as(OperatorCommandIssued) for e in await runtime.read_events(OPS_COMMANDS)]
@@ -623,19 +629,23 @@ async def rebuild_operator_state(runtime: StageRuntime) -> tuple[int, int]:
         kept = newest.get(key)
         if kept is None or kept.order.last_update_date <= enriched.order.last_update_date:
             newest[key] = enriched
+    restored = 0
     for enriched in newest.values():
         order = enriched.order
+        if await store.sales_order(order.seller_id, order.amazon_order_id) is not None:
+            continue  # imported: its enriched version is no longer needed (see handle)
         last_key = _order_key(runtime, LAST_ENRICHED, order.seller_id, order.amazon_order_id)
         # Kept unless Redis holds one already (written since by this stage: as new or newer).
         await store.redis.set(last_key, enriched.model_dump_json(), ex=ORDER_STATE_TTL_S, nx=True)
+        restored += 1
     log.warning(
         "operator state rebuilt from %s and %s: %d orders ignored, %d enriched orders kept",
         OPS_COMMANDS.name,
         ORDERS_ENRICHED.name,
         ignored,
-        len(newest),
+        restored,
     )
-    return ignored, len(newest)
+    return ignored, restored
 
 
 def register(app: faust.App, runtime: StageRuntime) -> None:

@@ -129,7 +129,8 @@ IMPORTED = _order_family(
 LAST_ENRICHED = _order_family(
     "enriched-order",
     "import",
-    "the last enriched order (JSON), for Retry Import and Un-ignore without calling Amazon",
+    "the last enriched order (JSON), for Retry Import and Un-ignore without calling Amazon; deleted once"
+    " the order is imported",
     "amazon.orders.enriched",
 )
 IGNORED = _order_family(

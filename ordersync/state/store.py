@@ -241,9 +241,17 @@ class Store:
         )
 
     async def mark_version_and_status(
-        self, mark: str, seller_id: str, order_id: str, version: datetime, **status: str | int
+        self,
+        mark: str,
+        seller_id: str,
+        order_id: str,
+        version: datetime,
+        *,
+        forget: Sequence[str] = (),
+        **status: str | int,
     ) -> None:
-        """:meth:`record_version` and :meth:`set_order_status` in one round trip."""
+        """:meth:`record_version` and :meth:`set_order_status` in one round trip; the keys in ``forget``
+        (state the order no longer needs once marked) deleted in the same trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             # EVAL, not the registered script: a script in a pipeline costs redis-py an extra trip
             # (SCRIPT EXISTS) on every execute; Redis caches the compiled body all the same.
@@ -255,6 +263,8 @@ class Store:
                 ORDER_STATE_TTL_S,
             )
             self.queue_order_status(pipe, seller_id, order_id, **status)
+            if forget:
+                pipe.delete(*forget)
             await pipe.execute()
 
     async def record_version(self, mark: str, seller_id: str, order_id: str, version: datetime) -> bool:
@@ -421,6 +431,12 @@ class Store:
     ) -> None:
         """:meth:`update_shipment_state` queued on ``pipe``."""
         _queue_hset_expiring(pipe, self.key_of(keys.SHIPMENT, seller_id, order_id, package_id), fields)
+
+    def queue_shipment_forget(
+        self, pipe: Pipeline, seller_id: str, order_id: str, package_id: str, *fields: str
+    ) -> None:
+        """Deleting ``fields`` of the package's shipment state (no longer needed), queued on ``pipe``."""
+        pipe.hdel(self.key_of(keys.SHIPMENT, seller_id, order_id, package_id), *fields)
 
     async def shipment_context(self, seller_id: str, order_id: str, package_id: str) -> ShipmentContext:
         """The package's shipment state, its order's sales order and status, in one round trip."""

@@ -271,6 +271,8 @@ async def test_ignored_orders_and_enriched_versions_come_back_from_kafka(
     for date in (T0, newest, T0 + timedelta(hours=1)):  # a late copy of an older version last
         amazon = amazon_order(seller_id=seller, amazon_order_id=ignored, last_update_date=date)
         send(ORDERS_ENRICHED, order_key(seller, ignored), OrderEnriched(channel="ignores", order=amazon))
+    amazon = amazon_order(seller_id=seller, amazon_order_id=imported, last_update_date=T0)
+    send(ORDERS_ENRICHED, order_key(seller, imported), OrderEnriched(channel="ignores", order=amazon))
     producer.flush()
     producer.close()
 
@@ -292,6 +294,8 @@ async def test_ignored_orders_and_enriched_versions_come_back_from_kafka(
         assert marks == {ignored: "ana", unignored: None, imported: None}
         kept = await redis.get(runtime.store.key_of(LAST_ENRICHED, seller, ignored))
         assert OrderEnriched.model_validate_json(kept).order.last_update_date == newest
+        # An imported order's enriched version is not kept: nothing needs it any more.
+        assert await redis.get(runtime.store.key_of(LAST_ENRICHED, seller, imported)) is None
     finally:
         await runtime.close()
 

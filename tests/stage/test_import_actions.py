@@ -23,6 +23,7 @@ from ordersync.schemas.events import (
 from ordersync.schemas.topics import ORDERS_IMPORT_FAILED, ORDERS_IMPORTED
 from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.testing import tiny_scenario
+from ordersync.state.keys import LAST_ENRICHED
 from ordersync.state.listings import ListingRow, apply_listings, listing_rows, parse_listings_csv
 from ordersync.streams.order_import import handle, listing_changed, operator_command
 from tests.factories import T0, item, order
@@ -160,6 +161,8 @@ async def test_retry_import_imports_from_the_stored_order_after_the_listings_are
         " download"
     )
 
+    kept = runtime.store.key_of(LAST_ENRICHED, c.seller_id, ORDER_ID)
+    assert await runtime.store.redis.exists(kept)  # what Retry Import imports from
     await apply_listings(runtime.store, c.name, [ListingRow("STK-1", "SKU-1")])
     await operator_command(runtime, command(runtime, "retry-import"))
     task = await runtime.store.task("retry-import", c.name)
@@ -167,8 +170,13 @@ async def test_retry_import_imports_from_the_stored_order_after_the_listings_are
     (imported,) = runtime.payloads(ORDERS_IMPORTED.name)
     assert isinstance(imported, OrderImported)
     assert (await runtime.store.order_status(c.seller_id, ORDER_ID))["stage"] == "imported"
+    assert not await runtime.store.redis.exists(kept)  # imported: no longer kept
     await operator_command(runtime, command(runtime, "retry-import"))  # again: nothing new
     assert len(runtime.payloads(ORDERS_IMPORTED.name)) == 1
+    assert (await runtime.store.task("retry-import", c.name))["last_result"] == "1 of 1 orders imported"
+    # A later version of the imported order is an update: nothing is kept for it either.
+    await handle(runtime, enriched(runtime, order_status="Shipped", last_update_date=T0 + timedelta(hours=1)))
+    assert not await runtime.store.redis.exists(kept)
 
 
 async def test_ignored_orders_stay_out_even_when_updated_until_unignored(runtime: RecordingRuntime) -> None:

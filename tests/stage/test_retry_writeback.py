@@ -86,6 +86,7 @@ async def test_a_failed_package_is_sent_again_once_and_confirmed(make_runtime: A
         assert copy.error_type == "AmazonUnavailable"
         state = await runtime.store.shipment_state(channel.seller_id, order_id, "1")
         assert (state["status"], state["attempts"]) == ("Pending", "2")
+        assert "request" in state  # kept for a retry-writeback
         sim.state.advance_clock(61)
         await runtime.process(REDRIVE_TIERS[0], tier_record, runtime._redrive)  # type: ignore[arg-type]
         (failed,) = runtime.payloads(SHIPMENTS_FAILED.name)
@@ -105,6 +106,8 @@ async def test_a_failed_package_is_sent_again_once_and_confirmed(make_runtime: A
         state = await runtime.store.shipment_state(channel.seller_id, order_id, "1")
         assert state["status"] == "Success"
         assert state["retried_by"] == str(command.event_id)
+        assert "request" not in state  # confirmed is final: what a retry would send is not kept
+        assert state["tracking"] == "1Z-RETRY"
         assert len(sim.state.truth_order(order_id)["shipments"]) == 1
         task = await runtime.store.task("retry-writeback", channel.name)
         assert task["last_result"] == (
