@@ -88,6 +88,8 @@ from ordersync.state.store import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: "Not read yet" (a generation marker may be None: gone).
+_UNREAD = object()
 
 #: Retryable faults are retried in line this many times (with backoff, about 10 s in all) before the
 #: record is parked on the redrive tiers, which hold it without blocking its partition.
@@ -262,10 +264,13 @@ class StageRuntime:
     async def _forget_generation(self) -> None:
         await self.store.redis.delete(self.store.key_of(keys.GENERATION, self.stage))
 
-    async def _state_known(self) -> bool:
+    async def _state_known(self, marker: object = _UNREAD) -> bool:
+        """Whether Redis holds this stage's state: its generation marker (read here, or ``marker``, read
+        just before by the caller with other keys) is this process's, on the server it knows."""
         if self._rebuild_owed:
             return False
-        marker = await self.store.redis.get(self.store.key_of(keys.GENERATION, self.stage))
+        if marker is _UNREAD:
+            marker = await self.store.redis.get(self.store.key_of(keys.GENERATION, self.stage))
         if marker is None or self._generation is None or _text(marker) != self._generation:
             return False
         if self._connects != self._connects_checked:
@@ -681,8 +686,7 @@ class StageRuntime:
         self, spec: TopicSpec, event: faust.EventT[Any], handle: Callable[[Envelope[Event]], Awaitable[None]]
     ) -> None:
         source = SourceRecord.of_message(event.message)
-        await self.confirm_state()
-        line = await self._waiting_line(spec, source.key)
+        line = await self._confirmed_line(spec, source.key)
         if line:
             if source.id not in line:  # (in it: read again after it was parked; nothing to do)
                 waiting = f"waits behind {line[0]}, parked earlier for the same key"
@@ -923,6 +927,23 @@ class StageRuntime:
 
     def _line_key(self, key: str) -> str:
         return self.store.key_of(keys.PARKED, self.stage, key)
+
+    async def _confirmed_line(self, spec: TopicSpec, key: str | None) -> list[str]:
+        """:meth:`confirm_state`, then :meth:`_waiting_line`: in one round trip when the state is
+        known to be there (every record but those after a loss or a start)."""
+        if not self._rebuilders or not self._state_ready.is_set() or self._rebuild_owed:
+            await self.confirm_state()
+            return await self._waiting_line(spec, key)
+        lined = spec.key == "order" and bool(key)
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.store.key_of(keys.GENERATION, self.stage))
+            if lined:
+                pipe.lrange(self._line_key(cast(str, key)), 0, -1)
+            replies = await pipe.execute()
+        if not await self._state_known(replies[0]):
+            await self.check_generation()  # a rebuild first: the line is read again after it
+            return await self._waiting_line(spec, key)
+        return cast(list[str], replies[1]) if lined else []
 
     async def _waiting_line(self, spec: TopicSpec, key: str | None) -> list[str]:
         """The records of ``key`` parked by this stage, oldest first (order-keyed topics only)."""

@@ -17,6 +17,7 @@ from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.testing import TEST_SELLER, tiny_scenario
 from tests.factories import invoice_record
 from tests.records import Message, Record
+from tests.redis_trips import counting_trips
 
 pytestmark = pytest.mark.stage
 
@@ -120,3 +121,18 @@ async def test_a_rebuild_that_failed_runs_again_before_the_next_try(stage: Stage
     assert stage.decided == ["STK-1"]
     assert len(runtime.payloads(INVOICES_ISSUED.name)) == 1
     assert _dead_letters(runtime) == []
+
+
+async def test_a_record_costs_one_trip_before_its_handler_and_one_per_event_sent(
+    stage: Stage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check that Redis holds the stage's state and the look at the order's waiting line go in one
+    round trip; the handler's own read is one; the check before its event is sent, one."""
+    runtime = stage.runtime
+    await runtime.process(INVOICES_ISSUED, _record(5), stage.handle)  # connections opened
+    with counting_trips(monkeypatch) as counted:
+        for offset in range(6, 16):
+            await runtime.process(INVOICES_ISSUED, _record(offset), stage.handle)
+    assert counted.trips / 10 == 3
+    assert len(runtime.payloads(INVOICES_ISSUED.name)) == 11
+    assert stage.rebuilds == 1
