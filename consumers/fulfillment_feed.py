@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,6 +64,7 @@ from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import ShipmentRequested
 from ordersync.schemas.topics import SHIPMENTS_REQUESTED
 from ordersync.settings import Settings
+from ordersync.state import keys
 
 log = logging.getLogger(__name__)
 FEED_TYPE = "POST_ORDER_FULFILLMENT_DATA"
@@ -80,6 +82,9 @@ class PendingShipment(Parked):
     marketplace: str | None
     #: The order's latest ship date (epoch seconds), where known.
     ship_by: float | None = None
+    #: Confirmed already, as read for its whole feed at once (:meth:`FulfillmentFeed.before_apply`);
+    #: None: not read. Never stored.
+    settled: bool | None = dataclass_field(default=None, compare=False)
 
     @property
     def request(self) -> ShipmentRequested:
@@ -189,11 +194,24 @@ def deadline_note(ship_by: float, *, feed_id: str | None = None, parked: bool = 
 
 async def _is_settled(runtime: StageRuntime, entry: PendingShipment) -> bool:
     """Confirmed already, not by this feed (directly, before its deadline)."""
+    if entry.settled is not None:
+        return entry.settled
     request = entry.request
     state = await runtime.store.shipment_state(
         entry.envelope.seller_id, request.amazon_order_id, request.package_reference_id
     )
     return state.get("status") == "Success"
+
+
+def _queue_shipment_states(
+    runtime: StageRuntime, pipe: Pipeline, entries: Iterable[PendingShipment], **fields: str | int
+) -> None:
+    """The same ``fields`` of each package's shipment state, queued on ``pipe``."""
+    for entry in entries:
+        request = entry.request
+        runtime.store.queue_shipment_state(
+            pipe, entry.envelope.seller_id, request.amazon_order_id, request.package_reference_id, **fields
+        )
 
 
 async def confirm_before_deadline(
@@ -330,11 +348,41 @@ class FulfillmentFeed(FeedType[PendingShipment]):
         await package.record_state(last_error=error_text(refused), outcome="refused")
         await package.publish_failed(refused, entry.attempts)
 
+    async def before_apply(
+        self, runtime: StageRuntime, channel: Channel, batch: Mapping[int, PendingShipment]
+    ) -> None:
+        store, entries = runtime.store, list(batch.values())
+        async with store.redis.pipeline(transaction=False) as pipe:
+            for entry in entries:
+                request = entry.request
+                key = store.key_of(
+                    keys.SHIPMENT,
+                    entry.envelope.seller_id,
+                    request.amazon_order_id,
+                    request.package_reference_id,
+                )
+                pipe.hget(key, "status")
+            statuses = await pipe.execute()
+        for entry, status in zip(entries, statuses, strict=True):
+            entry.settled = status == "Success"  # (the store's client decodes responses)
+
     async def settle(self, runtime: StageRuntime, channel: Channel, entry: PendingShipment) -> bool:
-        if await _is_settled(runtime, entry):
+        request, store = entry.request, runtime.store
+        # The package's state and its order's status in one round trip.
+        async with store.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(
+                store.key_of(
+                    keys.SHIPMENT, channel.seller_id, request.amazon_order_id, request.package_reference_id
+                ),
+                "status",
+            )
+            pipe.hget(
+                store.key_of(keys.ORDER_STATUS, channel.seller_id, request.amazon_order_id), "amazon_status"
+            )
+            state, amazon_status = await pipe.execute()
+        if state == "Success":
             return True
-        status = await runtime.store.order_status(channel.seller_id, entry.request.amazon_order_id)
-        if status.get("amazon_status") != "Canceled":
+        if amazon_status != "Canceled":
             return False
         cancelled = Permanent(
             f"order {entry.request.amazon_order_id} is cancelled on Amazon;"
@@ -395,16 +443,25 @@ class FulfillmentFeed(FeedType[PendingShipment]):
     async def taken(
         self, runtime: StageRuntime, batch: Mapping[int, PendingShipment], started: datetime
     ) -> None:
-        for entry in batch.values():
-            await _package(runtime, entry).record_state(
-                status="Pending", attempts=entry.attempts, last_attempt=started.isoformat(), method="feed"
-            )
+        async with runtime.store.redis.pipeline(transaction=False) as pipe:
+            for entry in batch.values():
+                _queue_shipment_states(
+                    runtime,
+                    pipe,
+                    (entry,),
+                    status="Pending",
+                    attempts=entry.attempts,
+                    last_attempt=started.isoformat(),
+                    method="feed",
+                )
+            await pipe.execute()
 
     async def submitted(
         self, runtime: StageRuntime, batch: Mapping[int, PendingShipment], feed_id: str
     ) -> None:
-        for entry in batch.values():
-            await _package(runtime, entry).record_state(feed_id=feed_id)
+        async with runtime.store.redis.pipeline(transaction=False) as pipe:
+            _queue_shipment_states(runtime, pipe, batch.values(), feed_id=feed_id)
+            await pipe.execute()
 
     async def attempt_failed(self, runtime: StageRuntime, entry: PendingShipment) -> None:
         await _package(runtime, entry).record_state(

@@ -249,6 +249,10 @@ class FeedType(ABC, Generic[E]):
         map to it."""
         return None
 
+    async def before_apply(self, runtime: StageRuntime, channel: Channel, batch: Mapping[int, E]) -> None:
+        """The feed's report is about to be applied to ``batch``: read what :meth:`apply` needs for the
+        whole batch at once (one round trip, not one per message)."""
+
     async def settle(self, runtime: StageRuntime, channel: Channel, entry: E) -> bool:
         """Before sending: True when the item is settled without Amazon (its result published) and
         leaves pending."""
@@ -578,6 +582,7 @@ class FeedEngine(Generic[E]):
             )
             return
         refused = 0
+        await kind.before_apply(runtime, channel, batch)
         async with runtime.store.redis.pipeline(transaction=True) as pipe:
             for message_id, entry in sorted(batch.items()):
                 errors = mapped.errors.get(message_id, [])
