@@ -14,6 +14,11 @@ list|show``, ``ordersync status``, ``ordersync export failed`` and the dashboard
 - Ship-by deadlines: every 5 minutes (Amazon's time) one ``ship-by`` notification per seller with orders
   awaiting shipment whose latest ship date is past or within ``health.ship_by_lead_s`` (how many, the
   earliest order ids; held back an hour per seller); task health ``ship-by-watch``.
+- Retention: every hour (Amazon's time) the orders last updated more than
+  ``status_model.retention_days`` ago (120 days, the per-order stage state's horizon) leave the read
+  model, facts, row and index entries, in batches until none is left (:meth:`ReadModel.prune`; an order
+  folding a new fact meanwhile stays); task health ``read-model-retention`` with how many. Any number of
+  replicas may do it: an order is removed once.
 - Amazon operations and quotas: none.
 - Buyers' personal data: every hour (Amazon's time) where a key-encryption key is configured, the data
   keys whose day of deliveries ended 30 days ago are destroyed (:meth:`KeyRing.shred_due`), which makes
@@ -25,7 +30,8 @@ list|show``, ``ordersync status``, ``ordersync export failed`` and the dashboard
 - Rebuild from the topics: by itself when it finds Redis without the model (its generation marker
   gone: Redis restarted empty, a failover to a replica that lagged), before it folds another record;
   by hand with ``ordersync status-model rebuild`` (the fold is idempotent and order-insensitive, so a
-  rebuild while this stage runs is safe).
+  rebuild while this stage runs is safe). A rebuild folds back orders past the retention that the
+  topics still hold; the next hourly pruning removes them again.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.topics import TopicSpec
 from ordersync.settings import DEFAULT_PREFIX
 from ordersync.state.health import HealthBoard
-from ordersync.state.readmodel import FOLDED_TOPICS, ReadModel, ShipmentTimeliness
+from ordersync.state.readmodel import FOLDED_TOPICS, PRUNE_BATCH, ReadModel, ShipmentTimeliness
 from ordersync.state.readmodel.rebuild import RebuildResult, rebuild
 
 log = logging.getLogger(__name__)
@@ -54,6 +60,9 @@ SHRED_CHECK_S = 3600.0
 SHIP_BY_TASK = "ship-by-watch"
 #: How often (Amazon's seconds) orders near or past their ship-by date are looked for.
 SHIP_BY_CHECK_S = 300.0
+RETENTION_TASK = "read-model-retention"
+#: How often (Amazon's seconds) orders past the retention are removed: they stay at most this much longer.
+RETENTION_CHECK_S = 3600.0
 #: It retries Redis in place and never parks a record: no redrive agents (see ordersync.pipeline.stages).
 PARKS_RECORDS = False
 
@@ -166,6 +175,29 @@ async def watch_ship_by(runtime: StageRuntime, model: ReadModel) -> None:
         await asyncio.sleep(SHIP_BY_CHECK_S / runtime.settings.amazon.time_scale)
 
 
+async def prune_read_model_once(runtime: StageRuntime, model: ReadModel) -> int:
+    """Remove the orders last updated more than ``status_model.retention_days`` before Amazon's now, in
+    batches until none is left; how many, also kept as task health."""
+    before = runtime.clock.now() - timedelta(days=runtime.settings.status_model.retention_days)
+    removed = 0
+    # Bounded batches: folds and queries run between them. An order kept because it changed meanwhile
+    # does not loop here: a batch removing nothing ends the run, the next hour tries again.
+    while batch := await model.prune(before, PRUNE_BATCH):
+        removed += batch
+    detail = f"{removed} orders removed (last updated before {before:%Y-%m-%d %H:%M} UTC)"
+    await runtime.store.record_task(RETENTION_TASK, "all", ok=True, detail=detail)
+    if removed:
+        log.info("status model: %s", detail)
+    return removed
+
+
+async def retain_read_model(runtime: StageRuntime, model: ReadModel) -> None:
+    """:func:`prune_read_model_once` every :data:`RETENTION_CHECK_S`, for as long as the stage runs."""
+    while True:
+        await runtime.survive(RETENTION_TASK, partial(prune_read_model_once, runtime, model))
+        await asyncio.sleep(RETENTION_CHECK_S / runtime.settings.amazon.time_scale)
+
+
 def register(app: faust.App, runtime: StageRuntime) -> None:
     app.conf.id = group_id(runtime.settings.redis.key_prefix)
     projection = Projection(runtime)
@@ -184,6 +216,11 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
     async def ship_by() -> None:
         await runtime.start()
         await watch_ship_by(runtime, projection.model)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def retention() -> None:
+        await runtime.start()
+        await retain_read_model(runtime, projection.model)
 
     for spec in FOLDED_TOPICS:
         _fold_agent(app, runtime, projection, spec)

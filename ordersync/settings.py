@@ -551,6 +551,23 @@ class HealthSettings(_Frozen):
     )
 
 
+class StatusModelSettings(_Frozen):
+    """The status read model (the status projection folds it; the dashboard and ``ordersync orders`` read
+    it)."""
+
+    # The per-order stage state's horizon (ordersync.state.keys.ORDER_STATE_TTL_S, not imported: the
+    # settings sit below the state package; a test keeps the two equal), so the model never shows an
+    # order whose stage state has expired.
+    retention_days: int = Field(
+        120,
+        ge=1,
+        le=36_500,
+        description="An order leaves the status model this many days (Amazon's time) after its last update;"
+        " the status projection removes such orders every hour. A rebuild folds older orders back from the"
+        " topics until the next removal. At most 36500 (a century: in effect, kept).",
+    )
+
+
 def _default_dashboard_page_sizes() -> tuple[int, ...]:
     return (50, 100, 500)
 
@@ -602,6 +619,7 @@ class Settings(BaseSettings):
     inventory: InventorySettings = InventorySettings()
     stage: StageSettings = StageSettings()
     health: HealthSettings = HealthSettings()
+    status_model: StatusModelSettings = StatusModelSettings()
     dashboard: DashboardSettings = DashboardSettings()
     channels_file: Path = Field(Path("channels.yaml"), description="YAML file declaring the channels.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -465,7 +465,7 @@ READ_MODEL = KeyFamily(
     ("<generation>", "<detail>"),
     "several",
     "status-projection",
-    "none (old generations deleted)",
+    "orders: status_model.retention_days after their last update; old generations deleted",
     "the status read model: facts and rows per order, grid indexes, dead-letter sets",
     "every topic (ordersync status-model rebuild)",
 )

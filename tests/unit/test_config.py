@@ -6,7 +6,8 @@ import pytest
 
 from ordersync.channels import load_channels
 from ordersync.errors import ConfigurationError
-from ordersync.settings import Settings
+from ordersync.settings import Settings, StatusModelSettings
+from ordersync.state.keys import ORDER_STATE_TTL_S
 from ordersync.state.listings import ListingsRejected, parse_listings_csv
 
 pytestmark = pytest.mark.unit
@@ -140,3 +141,20 @@ def test_a_listings_csv_with_a_sku_longer_than_amazons_is_refused_whole() -> Non
     )
     with pytest.raises(ListingsRejected, match="line 3: seller SKU of 41 characters"):
         parse_listings_csv(csv_text + "\n")
+
+
+def test_the_status_model_retention_defaults_to_the_stage_states_horizon(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The model must not show an order whose per-order stage state has expired.
+    assert StatusModelSettings().retention_days * 86400 == ORDER_STATE_TTL_S
+    monkeypatch.setenv("ORDERSYNC_STATE_DIR", "/nonexistent")
+    monkeypatch.setenv("ORDERSYNC_STATUS_MODEL__RETENTION_DAYS", "30")
+    assert Settings().status_model.retention_days == 30
+    monkeypatch.setenv("ORDERSYNC_STATUS_MODEL__RETENTION_DAYS", "0")
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        Settings()
+    # A cut-off before year 1 could not be computed.
+    monkeypatch.setenv("ORDERSYNC_STATUS_MODEL__RETENTION_DAYS", "1000000")
+    with pytest.raises(ValueError, match="less than or equal to 36500"):
+        Settings()

@@ -8,7 +8,7 @@ One job per module:
 - :mod:`.fold`: an order's row and detail from its facts, a pure function of the set of facts (one
   small reducer per event type);
 - :mod:`.model`: :class:`ReadModel`, the model in Redis: the fold applied with check-and-set, the
-  indexes, and the queries;
+  indexes, the queries, and the removal of orders past the retention (:meth:`ReadModel.prune`);
 - :mod:`.export`: the CSV a person uses to check orders by hand in Seller Central;
 - :mod:`.rebuild`: the model rebuilt from the topics (``ordersync status-model rebuild``; not imported
   here, it needs the Kafka client).
@@ -17,7 +17,7 @@ One job per module:
 from ordersync.state.readmodel.export import failed_orders_csv_header, order_csv_rows, write_orders_csv
 from ordersync.state.readmodel.facts import DLQ_FAILED_STAGE, DLQ_TRACK, FOLDED_TOPICS, Fact, Target, facts_of
 from ordersync.state.readmodel.fold import Derived, derive
-from ordersync.state.readmodel.model import DLQ_NOTIFY_WITHIN, LATE_NOTIFY_WITHIN, ReadModel
+from ordersync.state.readmodel.model import DLQ_NOTIFY_WITHIN, LATE_NOTIFY_WITHIN, PRUNE_BATCH, ReadModel
 from ordersync.state.readmodel.rows import (
     DEADLINES,
     FAILED_STAGES,
@@ -45,6 +45,7 @@ __all__ = [
     "FOLDED_TOPICS",
     "LATE_NOTIFY_WITHIN",
     "OVERALL_STATUSES",
+    "PRUNE_BATCH",
     "Deadline",
     "Derived",
     "DlqSize",

@@ -8,6 +8,10 @@ their version). Hence applying an event twice, or the same events in another ord
 read at different speeds, several workers), gives the same model, and :mod:`.rebuild` can rebuild it
 from the topics.
 
+:meth:`ReadModel.prune` removes the orders last updated before a date (the status projection's hourly
+retention task): an order's facts, row and every index entry, with the same check-and-set, so an order
+that receives a fact meanwhile stays.
+
 Keys, under ``{prefix}:{rm}:g<generation>:`` (one hash tag, so the multi-key commands also work on a
 Redis Cluster slot; :meth:`ReadModel.reset` moves to a new, empty generation in one command):
 ``facts:<order>`` (hash event_id -> fact), ``row:<order>`` (the derived row, JSON), sorted sets per
@@ -30,7 +34,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, cast, get_args
 
 import redis.asyncio as aioredis
 
@@ -85,6 +89,9 @@ _ITERATION_TTL_S = 3600
 _WATCH_RETRIES = 50
 #: Orders one model folds at once (each holds a Redis connection while it does).
 _FOLD_CONCURRENCY = 32
+#: Orders one :meth:`ReadModel.prune` call removes at most: one script of about 15 commands per order,
+#: a few milliseconds of Redis, so folds and queries are never held up long.
+PRUNE_BATCH = 500
 
 
 def _epoch(value: datetime | None) -> float:
@@ -155,6 +162,30 @@ while #found < limit do
 end
 return found
 """
+# The prune's script. ARGV: generation, then per order: facts key, facts count read, row key, row read
+# ('' for none), the number of arguments that follow for it, then its commands as (argument count,
+# command, args...). An order is removed only if its facts count and row are still those read: a fact
+# folded meanwhile (the count is the order's version) or a row rewritten keeps it.
+_PRUNE = """
+if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
+local removed, i = 0, 2
+while i <= #ARGV do
+  local last = i + 4 + tonumber(ARGV[i + 4])
+  if redis.call('HLEN', ARGV[i]) == tonumber(ARGV[i + 1])
+      and (redis.call('GET', ARGV[i + 2]) or '') == ARGV[i + 3] then
+    local j = i + 5
+    while j <= last do
+      local n = tonumber(ARGV[j])
+      redis.call(unpack(ARGV, j + 1, j + n))
+      j = j + n + 1
+    end
+    removed = removed + 1
+  end
+  i = last + 1
+end
+return removed
+"""
+
 #: The walk is used while it should visit at most this many orders, or the filter's size if larger.
 _WALK_MIN_VISITS = 5000
 _WALK_CHUNK = 2000
@@ -180,6 +211,7 @@ class _Space:
     """The keys of one generation of the model (a reset starts a new, empty generation at once)."""
 
     def __init__(self, base: str, generation: str) -> None:
+        self.generation = generation
         self.root = f"{base}:g{generation}"
 
     def __call__(self, *parts: str) -> str:
@@ -226,6 +258,17 @@ def _scores(row: OrderRow) -> dict[str, float]:
     if row.awaiting_shipment and row.ship_by is not None:
         scores["await-ship"] = _epoch(row.ship_by)
     return scores
+
+
+def _stored_indexes(space: _Space, raw: str) -> tuple[OrderRow, set[str], dict[str, float]]:
+    """A stored row, the index sets it put its order in and its score in each sorted set: what a fold
+    that changes the row takes back, and what a prune removes with the order."""
+    stored = json.loads(raw)
+    row = OrderRow.model_validate(stored["row"])
+    scores = _scores(row)
+    if "ship_by" not in stored["row"]:
+        scores.pop("ship_by")  # stored before z:ship_by existed: not in it yet
+    return row, space.index_sets(row, stored["failed_stages"]), scores
 
 
 def _stored_row(raw: str | None) -> OrderRow | None:
@@ -298,6 +341,7 @@ class ReadModel:
         self._read_order = redis.register_script(_READ_ORDER)
         self._write_order = redis.register_script(_WRITE_ORDER)
         self._walk_script = redis.register_script(_WALK)
+        self._prune_script = redis.register_script(_PRUNE)
 
     async def _space(self, client: Any = None) -> _Space:
         generation = await (client or self.redis).get(self._generation_key)
@@ -393,12 +437,7 @@ class ReadModel:
         old_scores: dict[str, float] = {}
         old_row: OrderRow | None = None
         if old_raw:
-            old = json.loads(old_raw)
-            old_row = OrderRow.model_validate(old["row"])
-            old_sets = space.index_sets(old_row, old["failed_stages"])
-            old_scores = _scores(old_row)
-            if "ship_by" not in old["row"]:
-                old_scores.pop("ship_by")  # stored before z:ship_by existed: not in it yet
+            old_row, old_sets, old_scores = _stored_indexes(space, old_raw)
         for key in sorted(old_sets - new_sets):
             writes.add("SREM", key, member)
         for key in sorted(new_sets - old_sets):
@@ -478,6 +517,60 @@ class ReadModel:
             pipe.scard(space("skipped", spec.name))
         results = await pipe.execute()
         return {spec.name: int(n) for spec, n in zip(FOLDED_TOPICS, results, strict=True) if n}
+
+    # --- retention ----------------------------------------------------------------------------------
+
+    async def prune(self, before: datetime, limit: int = PRUNE_BATCH) -> int:
+        """Remove at most ``limit`` orders last updated before ``before`` (the row's ``updated_at``, the
+        ``z:updated_at`` score), oldest first: the facts, the row and every index entry; how many.
+
+        The index entries are those the stored row put the order in, derived as the fold derives them.
+        An order whose facts or row changed after they were read here (a fact folded meanwhile) is
+        kept. Call again until it returns 0; a fact of a removed order folded later (a replay, a
+        rebuild) brings the order back from that fact, and a later call removes it again if old."""
+        if limit <= 0:  # (a negative LIMIT count would be every order)
+            return 0
+        space = await self._space()
+        members = cast(
+            list[str],
+            await self.redis.zrange(
+                space("z", "updated_at"), "-inf", f"({_epoch(before)}", byscore=True, offset=0, num=limit
+            ),
+        )
+        if not members:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for member in members:
+            pipe.hlen(space("facts", member))
+            pipe.get(space("row", member))
+        read = await pipe.execute()
+        args: list[str] = []
+        for member, facts_count, raw_row in zip(members, read[::2], read[1::2], strict=True):
+            removal = self._removal(space, member, raw_row)
+            args += [space("facts", member), str(facts_count), space("row", member), raw_row or ""]
+            args += [str(len(removal)), *removal]
+        # One script: the checks and the removals of the whole batch are atomic, no fold in between.
+        removed = await self._prune_script(keys=[self._generation_key], args=[space.generation, *args])
+        return int(removed)
+
+    @staticmethod
+    def _removal(space: _Space, member: str, raw_row: str | None) -> list[str]:
+        """The commands (as the scripts take them) removing an order stored with ``raw_row``."""
+        writes = _Writes()
+        writes.add("UNLINK", space("facts", member), space("row", member))
+        if raw_row:
+            _, sets, scores = _stored_indexes(space, raw_row)
+            for key in sorted(sets):
+                writes.add("SREM", key, member)
+            for name in sorted(scores):
+                writes.add("ZREM", space("z", name), member)
+        else:
+            # No row to derive its entries from (never written so): at least out of every sorted set,
+            # or it would stay at the head of z:updated_at and be read by every prune.
+            for sort in get_args(SortKey):
+                writes.add("ZREM", space.sort(sort), member)
+            writes.add("ZREM", space("z", "await-ship"), member)
+        return writes.args()
 
     # --- queries ------------------------------------------------------------------------------------
 

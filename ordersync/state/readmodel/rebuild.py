@@ -3,6 +3,11 @@ high watermark each partition's first fetch reported (:mod:`ordersync.kafka.read
 
 Safe while the status projection runs: the fold is idempotent and order-insensitive, and what is written
 after the rebuild started is the live projection's part. ``ordersync status-model rebuild`` runs it.
+
+It folds every record the topics still hold, orders past the model's retention
+(``status_model.retention_days``) too: skipping them would need the retention here as well, and the
+status projection's hourly pruning (:meth:`ReadModel.prune`) removes them anyway. Until it does, the
+rebuilt model and its counts include them.
 """
 
 from __future__ import annotations
