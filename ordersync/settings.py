@@ -487,6 +487,12 @@ class StageSettings(_Frozen):
         " 12 divides evenly among 1, 2, 3, 4, 6 and 12 workers (docs/deploy.md, Scaling).",
     )
     replication_factor: int = Field(1, ge=1)
+    concurrency: int = Field(
+        8,
+        ge=1,
+        description="Records of different keys (orders, SKUs, channels) one worker handles at once per"
+        " topic; those of one key always one after another, in their order. 1: one record at a time.",
+    )
     web_port: int | None = Field(None, description="Port of the stage's /metrics and health endpoints.")
     generation_check_s: float = Field(
         10.0,

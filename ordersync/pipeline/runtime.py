@@ -54,6 +54,7 @@ from ordersync.kafka.admin import kafka_client_config
 from ordersync.kafka.faust_app import faust_topic
 from ordersync.kafka.reader import Record, read_topic
 from ordersync.logs import EveryInterval, bind_log_context, log_context, remember_secrets
+from ordersync.pipeline.lanes import KeyedLanes
 from ordersync.pipeline.lock import Lock
 from ordersync.pipeline.metrics import (
     AMAZON_REQUESTS,
@@ -576,13 +577,30 @@ class StageRuntime:
         handle: Callable[[Envelope[Event]], Awaitable[None]],
     ) -> None:
         """An agent's loop over ``spec``: every record is settled by :meth:`process` before it is
-        acknowledged; one in hand when the worker stops stays unacknowledged and is read again."""
+        acknowledged; one in hand when the worker stops stays unacknowledged and is read again.
+        Records of different keys are settled at once, ``stage.concurrency`` at most, those of one key
+        one after another (:mod:`ordersync.pipeline.lanes`); the redrive tiers one at a time (a
+        parked record waits there until it is due)."""
         await self.start()
         await self.serve(spec, handle)
         manual: Any = stream.noack()  # type: ignore[attr-defined]  # faust's StreamT omits noack
-        async for event in manual.events():
+        width = 1 if spec in REDRIVE_TIERS else self.settings.stage.concurrency
+        if width == 1:
+            async for event in manual.events():
+                await self.process(spec, event, handle)
+                await manual.ack(event)
+            return
+        in_hand = _InHand(self.next_offsets)
+
+        async def settle(event: faust.EventT[Any]) -> None:
             await self.process(spec, event, handle)
             await manual.ack(event)
+            in_hand.done(event.message)
+
+        async with KeyedLanes(width, settle) as lanes:
+            async for event in manual.events():
+                in_hand.taken(event.message)
+                await lanes.put(event.message.key, event)
 
     async def serve(self, spec: TopicSpec, handle: Callable[[Envelope[Event]], Awaitable[None]]) -> None:
         """``handle`` is the handler of ``spec``'s records, those back from the redrive tiers included."""
@@ -958,6 +976,26 @@ class StageRuntime:
 
 #: The task (health, stalls) of a stage rebuilding its state from Kafka.
 REBUILD_TASK = "rebuild from Kafka"
+
+
+class _InHand:
+    """The offsets of the records in keyed lanes, per partition, so that the position the lag is
+    measured from (``next_offsets``) is the first record not settled yet, not the last one settled."""
+
+    def __init__(self, next_offsets: dict[tuple[str, int], int]) -> None:
+        self._next = next_offsets
+        self._offsets: dict[tuple[str, int], set[int]] = {}
+        self._after_done: dict[tuple[str, int], int] = {}
+
+    def taken(self, message: Any) -> None:
+        self._offsets.setdefault((message.topic, message.partition), set()).add(message.offset)
+
+    def done(self, message: Any) -> None:
+        tp = (message.topic, message.partition)
+        offsets = self._offsets.get(tp, set())
+        offsets.discard(message.offset)
+        after = self._after_done[tp] = max(self._after_done.get(tp, 0), message.offset + 1)
+        self._next[tp] = min(offsets) if offsets else after
 
 
 def _text(value: object) -> str:
