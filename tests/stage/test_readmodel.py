@@ -38,6 +38,7 @@ from ordersync.state.readmodel import (
     failed_orders_csv_header,
     write_orders_csv,
 )
+from ordersync.state.readmodel.facts import facts_of
 from ordersync.state.store import Store
 from tests.factories import (
     CA,
@@ -56,6 +57,7 @@ from tests.factories import (
     RecordedRun,
     recorded_run,
 )
+from tests.redis_trips import counting_trips
 
 pytestmark = pytest.mark.stage
 
@@ -511,3 +513,42 @@ async def test_two_workers_folding_at_once_agree_with_one(
         await reference.reset()
     finally:
         await other_client.aclose()
+
+
+async def test_two_workers_folding_batches_at_once_agree_with_one(
+    redis_client: aioredis.Redis, redis_key_prefix: str, redis_url: str
+) -> None:
+    """Batches of the same orders folded by two processes at once: an order the other changed between
+    a batch's read and its write is folded again on its own, and nothing is lost."""
+    events = recorded_run() * 2
+    random.Random(5).shuffle(events)
+    other_client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        first = ReadModel(redis_client, redis_key_prefix, notify_dlq=False)
+        second = ReadModel(other_client, redis_key_prefix, notify_dlq=False)
+        batches = [events[start : start + 7] for start in range(0, len(events), 7)]
+        await asyncio.gather(
+            *((first if number % 2 else second).apply_many(batch) for number, batch in enumerate(batches))
+        )
+        reference = ReadModel(redis_client, f"{redis_key_prefix}-reference", notify_dlq=False)
+        await _fold(reference, recorded_run())
+        assert await _snapshot(first) == await _snapshot(reference)
+        await reference.reset()
+    finally:
+        await other_client.aclose()
+
+
+async def test_a_batch_of_orders_is_read_in_one_round_trip_and_written_in_another(
+    redis_client: aioredis.Redis, redis_key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = ReadModel(redis_client, redis_key_prefix, notify_dlq=False)
+    events = [(t, e) for t, e in recorded_run() if not isinstance(e.payload, EventDeadLettered)]
+    orders = {target for t, e in events for target, _ in facts_of(t, e)}
+    assert len(orders) >= 6
+    await redis_client.ping()  # (the connection is open before counting)
+    with counting_trips(monkeypatch) as batched:
+        await model.apply_many(events)
+    assert batched.trips == 2
+    with counting_trips(monkeypatch) as again:
+        await model.apply_many(events)  # nothing changes: read only
+    assert again.trips == 1

@@ -33,6 +33,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast, get_args
 
@@ -89,6 +90,8 @@ _ITERATION_TTL_S = 3600
 _WATCH_RETRIES = 50
 #: Orders one model folds at once (each holds a Redis connection while it does).
 _FOLD_CONCURRENCY = 32
+#: Orders whose states one batch of :meth:`ReadModel.apply_many` reads (and writes) in one round trip.
+FOLD_BATCH = 200
 #: Orders one :meth:`ReadModel.prune` call removes at most: one script of about 15 commands per order,
 #: a few milliseconds of Redis, so folds and queries are never held up long.
 PRUNE_BATCH = 500
@@ -189,6 +192,16 @@ return removed
 #: The walk is used while it should visit at most this many orders, or the filter's size if larger.
 _WALK_MIN_VISITS = 5000
 _WALK_CHUNK = 2000
+
+
+@dataclass(frozen=True)
+class _FoldPlan:
+    """One order's fold, decided: the write script's arguments (past its key), the derived row, and the
+    stored row it replaces."""
+
+    args: list[str]
+    derived: Derived
+    old_raw: str | None
 
 
 class _Writes:
@@ -354,7 +367,10 @@ class ReadModel:
         await self.apply_many([(topic, envelope)])
 
     async def apply_many(self, events: Iterable[tuple[str, Envelope[Event]]]) -> None:
-        """Fold several events, those of one order in one transaction (a rebuild's batches)."""
+        """Fold several events, those of one order in one transaction (a batch of the status
+        projection, a rebuild's batches): every order's state read in one round trip, every order
+        written in another (:data:`FOLD_BATCH` orders at a time); an order that changed in between (a
+        fold of another topic's agent, another worker) is folded again on its own."""
         by_order: dict[Target, dict[str, str]] = {}
         for topic, envelope in events:
             if isinstance(envelope.payload, EventDeadLettered):
@@ -365,7 +381,32 @@ class ReadModel:
             ((target, facts),) = by_order.items()
             await self._apply_facts(target, facts)
             return
-        await asyncio.gather(*(self._apply_facts(target, facts) for target, facts in by_order.items()))
+        orders = list(by_order.items())
+        for start in range(0, len(orders), FOLD_BATCH):
+            await self._fold_batch(orders[start : start + FOLD_BATCH])
+
+    async def _fold_batch(self, orders: list[tuple[Target, dict[str, str]]]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for target, _ in orders:
+                # EVAL, not the registered script: in a pipeline that costs redis-py a SCRIPT EXISTS trip.
+                pipe.eval(_READ_ORDER, 1, self._generation_key, self.base, target.member, target.seller_id)
+            states = await pipe.execute()
+        planned = [
+            (target, new_facts, plan)
+            for (target, new_facts), state in zip(orders, states, strict=True)
+            if (plan := self._plan(target, new_facts, cast(list[str], state))) is not None
+        ]
+        if not planned:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for _, _, plan in planned:
+                pipe.eval(_WRITE_ORDER, 1, self._generation_key, *plan.args)
+            done = await pipe.execute()
+        for (target, new_facts, plan), written in zip(planned, done, strict=True):
+            if written:
+                await self._notify_if_newly_late(plan.derived.row, plan.old_raw)
+            else:
+                await self._apply_facts(target, new_facts)
 
     async def _apply_facts(self, target: Target, new_facts: dict[str, str]) -> None:
         member = target.member
@@ -392,28 +433,34 @@ class ReadModel:
                     keys=[self._generation_key], args=[self.base, member, target.seller_id]
                 ),
             )
-            # (The seller's channel, 4th, is not used: an order's row comes from its own facts only, or
-            # the model would depend on the order records are folded in.)
-            generation, facts_count, old_raw = state[:3]
-            space = _Space(self.base, generation or "0")
-            raw_facts = dict(zip(state[4::2], state[5::2], strict=True))
-            added = {k: v for k, v in new_facts.items() if raw_facts.get(k) != v}
-            raw_facts.update(added)
-            derived = derive(target.seller_id, target.amazon_order_id, _loaded_facts(raw_facts))
-            writes = _Writes()
-            if added:
-                writes.add("HSET", space("facts", member), *(x for pair in added.items() for x in pair))
-            self._write_row(writes, space, member, derived, old_raw or None)
-            if not writes.commands:
+            plan = self._plan(target, new_facts, state)
+            if plan is None:
                 return
-            done = await self._write_order(
-                keys=[self._generation_key],
-                args=[generation or "0", space("facts", member), facts_count, *writes.args()],
-            )
-            if done:
-                await self._notify_if_newly_late(derived.row, old_raw or None)
+            if await self._write_order(keys=[self._generation_key], args=plan.args):
+                await self._notify_if_newly_late(plan.derived.row, plan.old_raw)
                 return
         raise RuntimeError(f"read model: order {member} kept changing under {_WATCH_RETRIES} attempts")
+
+    def _plan(self, target: Target, new_facts: dict[str, str], state: list[str]) -> _FoldPlan | None:
+        """What folding ``new_facts`` into the order read as ``state`` (the read script's reply)
+        writes, or None when it changes nothing."""
+        member = target.member
+        # (The seller's channel, 4th, is not used: an order's row comes from its own facts only, or the
+        # model would depend on the order records are folded in.)
+        generation, facts_count, old_raw = state[:3]
+        space = _Space(self.base, generation or "0")
+        raw_facts = dict(zip(state[4::2], state[5::2], strict=True))
+        added = {k: v for k, v in new_facts.items() if raw_facts.get(k) != v}
+        raw_facts.update(added)
+        derived = derive(target.seller_id, target.amazon_order_id, _loaded_facts(raw_facts))
+        writes = _Writes()
+        if added:
+            writes.add("HSET", space("facts", member), *(x for pair in added.items() for x in pair))
+        self._write_row(writes, space, member, derived, old_raw or None)
+        if not writes.commands:
+            return None
+        args = [generation or "0", space("facts", member), facts_count, *writes.args()]
+        return _FoldPlan(args=args, derived=derived, old_raw=old_raw or None)
 
     def _write_row(
         self,
