@@ -64,7 +64,7 @@ async def emit_if_new(
     :class:`VersionBeingSent`, so the caller tries again later and sends it if that sender died). The
     order's status and then the dedupe mark are written after Kafka's ack, the mark last: a crash before
     it sends the version again (harmless downstream), never leaves a version marked as sent with its
-    status unwritten."""
+    status unwritten (one MULTI, with the claim's release)."""
     store = runtime.store
     seller_id, order_id, version = channel.seller_id, order.amazon_order_id, order.last_update_date
     # One owner per worker and sender (``sender``, else ``found_by``): tasks of one process that may
@@ -86,17 +86,18 @@ async def emit_if_new(
         order_key(seller_id, order_id),
         downloaded_event(channel, sealed, found_by),
     )
-    await store.set_order_status(
+    await store.record_sent(
+        DEDUPE_MARK,
         seller_id,
         order_id,
+        version,
+        owner,
         channel=channel.name,
         marketplace_id=order.marketplace_id,
         amazon_status=order.order_status,
         fulfillment_channel=order.fulfillment_channel,
         downloaded_at=runtime.clock.now().isoformat(),
     )
-    await store.record_version(DEDUPE_MARK, seller_id, order_id, version)
-    await store.release_claim(seller_id, order_id, version, owner)
     return True
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -51,6 +51,7 @@ from ordersync.producers.download_send import (
 from ordersync.ratelimit import PlanBook
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import (
+    AmazonOrder,
     DownloadCursorSaved,
     FoundBy,
     OperatorCommandIssued,
@@ -131,13 +132,31 @@ async def scan(
         report.pages += 1
         report.listed += len(page.orders)
         report.listed_afn += sum(order.fulfillment_channel == "AFN" for order in page.orders)
-        for order in page.orders:
-            report.emitted += await emit_if_new(runtime, channel, order, found_by)
+        report.emitted += await emit_page(runtime, channel, page.orders, found_by)
         if page.updated_before is not None:
             report.bound = page.updated_before
         next_token = page.next_token
         if not next_token:
             return report
+
+
+async def emit_page(
+    runtime: StageRuntime, channel: Channel, orders: Sequence[AmazonOrder], found_by: FoundBy
+) -> int:
+    """Each order of a page sent if new, ``stage.concurrency`` at once (a page lists an order once: they
+    are independent, and each waits for Kafka's acknowledgement and Redis on its own); how many were
+    sent. Every send finishes before the first failure is raised, so none is left running."""
+    limit = asyncio.Semaphore(runtime.settings.stage.concurrency)
+
+    async def send(order: AmazonOrder) -> bool:
+        async with limit:
+            return await emit_if_new(runtime, channel, order, found_by)
+
+    results = await asyncio.gather(*(send(order) for order in orders), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return sum(bool(result) for result in results)
 
 
 async def download_window(

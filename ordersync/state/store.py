@@ -277,7 +277,8 @@ class Store:
         self, mark: str, seller_id: str, order_id: str, version: datetime, *, ttl_s: float, owner: str
     ) -> VersionClaim:
         """Before ``owner`` sends (seller, order, ``version``): 'mine' (send it, then
-        :meth:`record_version` and :meth:`release_claim`), 'sent' (recorded under ``mark`` already), or
+        :meth:`record_sent`, or :meth:`release_claim` if it was not sent), 'sent' (recorded under ``mark``
+        already), or
         'claimed' (another owner is sending it now; its claim lapses after ``ttl_s`` if it died)."""
         found = await self._claim_version(
             keys=[
@@ -287,6 +288,30 @@ class Store:
             args=[_iso(version), int(ttl_s * 1000), owner],
         )
         return cast(VersionClaim, found.decode() if isinstance(found, bytes) else found)
+
+    async def record_sent(
+        self, mark: str, seller_id: str, order_id: str, version: datetime, owner: str, **status: str | int
+    ) -> None:
+        """After Kafka acknowledged a claimed version: the order's status, the version's mark and the
+        claim's release, in one round trip and in that order (MULTI: all or none), so the mark is
+        never there without the status."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            self.queue_order_status(pipe, seller_id, order_id, **status)
+            # EVAL, not the registered scripts: in a pipeline those cost a SCRIPT EXISTS trip.
+            pipe.eval(
+                _SET_IF_NEWER,
+                1,
+                self.key_of(keys.MARKS[mark], seller_id, order_id),
+                _iso(version),
+                ORDER_STATE_TTL_S,
+            )
+            pipe.eval(
+                _RELEASE_IF,
+                1,
+                self.key_of(keys.DOWNLOAD_CLAIM, seller_id, order_id),
+                f"{_iso(version)} {owner}",
+            )
+            await pipe.execute()
 
     async def release_claim(self, seller_id: str, order_id: str, version: datetime, owner: str) -> None:
         await self._release_if(

@@ -15,6 +15,7 @@ from ordersync.amazon.client import OrdersPage, OrdersQuery
 from ordersync.amazon.normalize import parse_time
 from ordersync.dev.testing import RecordingRuntime
 from ordersync.pipeline.lock import Lock
+from ordersync.producers.download_send import DEDUPE_MARK
 from ordersync.producers.order_download import (
     download_window,
     poll_channel,
@@ -251,27 +252,33 @@ async def test_one_worker_polls_a_channel_and_a_standby_takes_over(make_runtime:
 async def test_a_crash_after_sending_never_leaves_an_order_marked_sent_without_its_status(
     make_runtime: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The dedupe mark is the last write of a sent version: a crash before it (here: the mark's write
-    fails) leaves the order's status written, and the next scan sends the version again."""
+    """The status, the dedupe mark and the claim's release of a sent version are one MULTI after Kafka's
+    acknowledgement: a crash before it leaves nothing marked (the next scan sends the version again),
+    and once it ran the status and the mark are both there."""
     sim, runtime = await _setup(make_runtime, tiny_scenario(orders={"count": 1}))
     try:
         sim.state.advance_clock(300)
         channel = runtime.channels.channels[0]
         [truth] = sim.state.truth_orders()
-        record_version = runtime.store.record_version
+        order_id = truth["amazon_order_id"]
+        record_sent = runtime.store.record_sent
 
-        async def crash(*args: Any, **kwargs: Any) -> bool:
-            raise ConnectionError("killed before the mark was written")
+        async def crash(*args: Any, **kwargs: Any) -> None:
+            raise ConnectionError("killed before the sent version was recorded")
 
-        monkeypatch.setattr(runtime.store, "record_version", crash)
+        monkeypatch.setattr(runtime.store, "record_sent", crash)
         with pytest.raises(ConnectionError):
             await download_window(runtime, channel, fetcher(runtime))
-        status = await runtime.store.order_status(channel.seller_id, truth["amazon_order_id"])
-        assert status["amazon_status"] == truth["status"]
-        monkeypatch.setattr(runtime.store, "record_version", record_version)
+        [sent] = downloaded(runtime)
+        version = sent.order.last_update_date
+        assert await runtime.store.is_new_version(DEDUPE_MARK, channel.seller_id, order_id, version)
+        monkeypatch.setattr(runtime.store, "record_sent", record_sent)
         again = await download_window(runtime, channel, fetcher(runtime))
         assert again.emitted == 1, "not marked as sent: sent again"
         assert len(downloaded(runtime)) == 2
+        status = await runtime.store.order_status(channel.seller_id, order_id)
+        assert status["amazon_status"] == truth["status"]
+        assert not await runtime.store.is_new_version(DEDUPE_MARK, channel.seller_id, order_id, version)
     finally:
         sim.stop()
 

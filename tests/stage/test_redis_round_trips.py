@@ -11,6 +11,7 @@ import pytest
 from ordersync.consumers import fulfillment_feed
 from ordersync.consumers.shipment_write_back import handle as write_back_handle
 from ordersync.dev.testing import RecordingRuntime
+from ordersync.producers.order_download import emit_page
 from ordersync.schemas.codec import decode
 from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.events import OrderEnriched, ShipmentItem, ShipmentRequested
@@ -211,3 +212,25 @@ async def test_a_feed_costs_the_same_round_trips_whatever_its_size_but_one_per_p
     # Sending: one look per package. Applying: its outcome with its order's status. (The check before
     # an event is sent is not counted here, where no rebuild is registered.)
     assert per_package == (1, 1)
+
+
+async def test_download_round_trips_per_order_version(
+    make_runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenario = tiny_scenario(orders={"count": 1})
+    with RunningSimulator(scenario) as sim:
+        runtime = await make_runtime("order-download", scenario, sim)
+        channel = runtime.channels.channels[0]
+        versions = [
+            order(seller_id=channel.seller_id, amazon_order_id=f"111-0000000-{n:07d}") for n in range(28)
+        ]
+        # A page sends stage.concurrency versions at once: its connections are opened before counting.
+        assert await emit_page(runtime, channel, versions[20:], "poll") == 8
+        with counting_trips(monkeypatch) as new:
+            sent = await emit_page(runtime, channel, versions[:20], "poll")
+        with counting_trips(monkeypatch) as again:
+            assert await emit_page(runtime, channel, versions[:20], "poll") == 0
+    assert sent == 20
+    # The claim; after Kafka's acknowledgement the status, the mark and the claim's release in one
+    # MULTI. A version sent already: the claim finds its mark.
+    assert (new.trips / 20, again.trips / 20) == (2, 1)
