@@ -61,8 +61,13 @@ class Envelope(BaseModel, Generic[EventT]):
         correlation_id: str,
         marketplace_id: str | None = None,
         occurred_at: datetime | None = None,
+        event_id: uuid.UUID | None = None,
     ) -> Envelope[EventT]:
+        """``event_id``: where the same event may be sent again (a copy made before a crash), one derived
+        from what it is about, so every copy is one event to those who count by id; else a new one."""
         extra: dict[str, Any] = {} if occurred_at is None else {"occurred_at": occurred_at}
+        if event_id is not None:
+            extra["event_id"] = event_id
         # Parametrised with the payload's own class: an Envelope[Event] would serialise only the
         # fields of the base class.
         model: type[Envelope[EventT]] = cast(Any, Envelope)[type(payload)]

@@ -13,10 +13,15 @@ from ordersync.schemas.events import ShipmentRequested
 from ordersync.schemas.topics import SHIPMENTS_REQUESTED, TopicSpec
 
 
+def read_envelopes(bootstrap: str, spec: TopicSpec) -> list[Any]:
+    """Every event on ``spec``'s topic, from the first offset up to the high watermark each partition's
+    first fetch reported (nothing when the topic does not exist)."""
+    return [decode(r.value, spec) for r in read_topic(bootstrap, spec.name, skip_missing=True)]
+
+
 def read_all(bootstrap: str, spec: TopicSpec) -> list[Any]:
-    """Every event payload on ``spec``'s topic, from the first offset up to the high watermark each
-    partition's first fetch reported (nothing when the topic does not exist)."""
-    return [decode(r.value, spec).payload for r in read_topic(bootstrap, spec.name, skip_missing=True)]
+    """The payloads of :func:`read_envelopes`."""
+    return [envelope.payload for envelope in read_envelopes(bootstrap, spec)]
 
 
 def wait_for(condition: Callable[[], object], timeout_s: float = 120, *, what: str = "the condition") -> None:

@@ -504,7 +504,12 @@ class StageRuntime:
             dead_lettered_at=self.clock.now(),
         )
         seller = key.split(":", 1)[0] if key and ":" in key else "unknown"
-        envelope = Envelope.wrap(record, seller_id=seller or "unknown", correlation_id=key or "unknown")
+        envelope = Envelope.wrap(
+            record,
+            seller_id=seller or "unknown",
+            correlation_id=key or "unknown",
+            event_id=dead_letter_id(self.stage, spec.name, source.partition, source.offset),
+        )
         await self.emit(spec.dlq, key or "unknown", envelope)
         DEAD_LETTERS.labels(self.stage, spec.name).inc()
         log.warning(
@@ -976,6 +981,17 @@ class StageRuntime:
 
 #: The task (health, stalls) of a stage rebuilding its state from Kafka.
 REBUILD_TASK = "rebuild from Kafka"
+
+
+#: The namespace of dead letters' event ids (:func:`dead_letter_id`).
+_DEAD_LETTER_IDS = uuid.UUID("5c1f0a8e-4d3b-4a59-9d1e-0f7a6e2b9c41")
+
+
+def dead_letter_id(stage: str, topic: str, partition: int, offset: int) -> uuid.UUID:
+    """The event id of a stage's dead letter of one record: the same for every copy (a stage killed
+    after dead-lettering a record, before its offset was committed, reads it and dead-letters it again),
+    so the status model and its notifications count it once."""
+    return uuid.uuid5(_DEAD_LETTER_IDS, f"{stage}|{topic}|{partition}|{offset}")
 
 
 class _InHand:

@@ -94,6 +94,25 @@ async def test_a_permanent_refusal_is_dead_lettered_at_once(runtime: RecordingRu
     assert letter.error == "no sales order for 111-1111111-1111111"
 
 
+async def test_a_record_dead_lettered_again_after_a_restart_is_one_dead_letter(
+    runtime: RecordingRuntime,
+) -> None:
+    """A stage killed after dead-lettering a record, before its offset was committed, reads it again and
+    dead-letters it again: both copies carry one event id (another record: another id), so whoever counts
+    dead letters by id (the status model, its notifications) counts it once."""
+    refused = Handler([Permanent("no sales order")] * 5)
+    for offset in (7, 7, 8):
+        await runtime.process(
+            INVOICES_ISSUED,
+            Record(Message(_invoice(), offset=offset)),
+            refused,  # type: ignore[arg-type]
+        )
+    first, again, other = (e.envelope for e in runtime.emitted if e.topic == DLQ)
+    assert first.event_id == again.event_id
+    assert other.event_id != first.event_id
+    assert (first.payload.source_offset, other.payload.source_offset) == (7, 8)
+
+
 def _nested(depth: int) -> bytes:
     record = json.loads(_invoice())
     deep: Any = "x"
