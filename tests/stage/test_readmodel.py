@@ -490,6 +490,16 @@ async def test_apply_many_equals_one_by_one_and_a_reset_starts_empty(
     assert leftovers == []
 
 
+async def _assert_agrees_with_one_fold(
+    model: ReadModel, redis_client: aioredis.Redis, redis_key_prefix: str
+) -> None:
+    """``model`` is what one fold of the recorded run, in order, makes."""
+    reference = ReadModel(redis_client, f"{redis_key_prefix}-reference", notify_dlq=False)
+    await _fold(reference, recorded_run())
+    assert await _snapshot(model) == await _snapshot(reference)
+    await reference.reset()
+
+
 async def test_two_workers_folding_at_once_agree_with_one(
     redis_client: aioredis.Redis, redis_key_prefix: str, redis_url: str
 ) -> None:
@@ -507,10 +517,7 @@ async def test_two_workers_folding_at_once_agree_with_one(
                 for number, (topic, envelope) in enumerate(events)
             )
         )
-        reference = ReadModel(redis_client, f"{redis_key_prefix}-reference", notify_dlq=False)
-        await _fold(reference, recorded_run())
-        assert await _snapshot(first) == await _snapshot(reference)
-        await reference.reset()
+        await _assert_agrees_with_one_fold(first, redis_client, redis_key_prefix)
     finally:
         await other_client.aclose()
 
@@ -530,10 +537,7 @@ async def test_two_workers_folding_batches_at_once_agree_with_one(
         await asyncio.gather(
             *((first if number % 2 else second).apply_many(batch) for number, batch in enumerate(batches))
         )
-        reference = ReadModel(redis_client, f"{redis_key_prefix}-reference", notify_dlq=False)
-        await _fold(reference, recorded_run())
-        assert await _snapshot(first) == await _snapshot(reference)
-        await reference.reset()
+        await _assert_agrees_with_one_fold(first, redis_client, redis_key_prefix)
     finally:
         await other_client.aclose()
 
