@@ -66,6 +66,7 @@ from ordersync.schemas.events import OrderImported, ShipmentConfirmed, ShipmentF
 from ordersync.schemas.topics import CATALOGUE, ORDERS_IMPORTED, SHIPMENTS_CONFIRMED, SHIPMENTS_FAILED
 from ordersync.settings import DEFAULT_PREFIX, KafkaSettings
 from ordersync.simulator.scenario import Scenario
+from ordersync.state.keys import WORKING_STATE
 
 SELLER = "A1BENCHPIPE"
 #: Every stage but the notifications one (the backlog is on Amazon before the start: nothing to notify).
@@ -473,6 +474,16 @@ def report(run: Run) -> None:
     rows = sorted(((f, c, s) for f, (c, s) in growth.items() if c or s), key=lambda row: -row[2])
     families = ", ".join(f"{f} {c / n:.2f} keys {s / n:,.0f} B" for f, c, s in rows[:10])
     print(f"    key families per order (MEMORY USAGE): {families}")
+    # Once an order closes (ordersync.state.lifetime) its working state expires; the rest stays: its
+    # marks for 120 days, the status model for its retention.
+    working = {family.name for family in WORKING_STATE}
+    kept = [(f, s) for f, _, s in rows if f not in working]
+    model = sum(s for f, s in kept if f.startswith("{rm}"))
+    stages = sum(s for f, s in kept if not f.startswith("{rm}"))
+    print(
+        f"    once closed (after delivery): {(model + stages) / n:,.0f} B per order kept,"
+        f" {stages / n:,.0f} B by the stages (marks, codes), {model / n:,.0f} B by the status model"
+    )
 
     records = run.topics_after.records - run.topics_before.records
     sizes = run.topics_after.bytes - run.topics_before.bytes

@@ -59,6 +59,8 @@ DEFAULT_REASON = "GeneralAdjustment"
 MAX_MESSAGES = 10_000
 #: The result's error code of a cancellation not sent because a unit of the order shipped.
 SHIPPED_CODE = "OrderShipped"
+#: Why an order closed (imported long ago, its working state gone after delivery) is not cancelled.
+CLOSED_REASON = "the order is closed: imported long ago and delivered (order_state settings)"
 #: Amazon statuses of an order with a unit shipped.
 SHIPPED_STATUSES = frozenset({"Shipped", "PartiallyShipped"})
 #: Package write-back states of a shipment confirmed, or being confirmed (requested, not failed).
@@ -245,6 +247,12 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
         marketplace_id=envelope.marketplace_id,
     )
     shipped = await shipped_reason(runtime, seller, request.amazon_order_id)
+    if (
+        shipped is None
+        and sales_order is None
+        and await runtime.store.was_imported(seller, request.amazon_order_id)
+    ):
+        shipped = CLOSED_REASON
     if shipped is not None:
         # Never a Failure after a shipment: the result says why, nothing goes to Amazon.
         await _publish(runtime, seller, entry, feed_id=None, error=f"{SHIPPED_CODE}: {shipped}")

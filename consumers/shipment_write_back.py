@@ -119,6 +119,12 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     store = runtime.store
     order_id = request.amazon_order_id
     known = await store.shipment_context(seller, order_id, request.package_reference_id)
+    if known.closed:
+        # A replay long after delivery: nothing of the order is kept to send it once only.
+        raise Permanent(
+            f"order {order_id} is closed: it was imported long ago and its working state ended after"
+            " delivery (order_state settings); its shipment is not written back again"
+        )
     state = known.state
     if state.get("status") in ("Success", "Failed"):
         return  # a replayed request: its result was published already
@@ -139,9 +145,12 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     }
     if ship_by is not None:
         recorded["ship_by"] = datetime.fromtimestamp(ship_by, UTC).isoformat()
+    ttl_s = store.ttl_of(sales_order)  # the order's life; None: not imported here, the default horizon
     async with store.redis.pipeline(transaction=False) as pipe:
-        store.queue_shipment_state(pipe, seller, order_id, request.package_reference_id, **recorded)
-        queue_remember_package(runtime, pipe, seller, order_id, request.package_reference_id)
+        store.queue_shipment_fields(
+            pipe, seller, order_id, request.package_reference_id, recorded, ttl_s=ttl_s
+        )
+        queue_remember_package(runtime, pipe, seller, order_id, request.package_reference_id, ttl_s=ttl_s)
         await pipe.execute()
     deadline_first = False
     attempts = int(state.get("attempts", 0))
@@ -207,12 +216,21 @@ async def remember_package(runtime: StageRuntime, seller: str, order_id: str, pa
 
 
 def queue_remember_package(
-    runtime: StageRuntime, pipe: Pipeline, seller: str, order_id: str, package_id: str
+    runtime: StageRuntime,
+    pipe: Pipeline,
+    seller: str,
+    order_id: str,
+    package_id: str,
+    *,
+    ttl_s: int | None = None,
 ) -> None:
-    """:func:`remember_package` queued on ``pipe``."""
+    """:func:`remember_package` queued on ``pipe``; ``ttl_s``: the order's life, where known."""
     key = _packages_key(runtime, seller, order_id)
     pipe.sadd(key, package_id)
-    pipe.expire(key, ORDER_STATE_TTL_S)
+    if ttl_s is None:
+        pipe.expire(key, ORDER_STATE_TTL_S, nx=True)
+    else:
+        pipe.expire(key, ttl_s)
 
 
 async def order_packages(runtime: StageRuntime, seller: str, order_id: str) -> dict[str, dict[str, str]]:

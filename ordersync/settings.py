@@ -557,13 +557,36 @@ class HealthSettings(_Frozen):
     )
 
 
+class OrderStateSettings(_Frozen):
+    """How long the stages keep an order's working state in Redis (its sales order, invoices counted,
+    package numbers, write-back state, status fields): until the order's life ends, not a fixed horizon.
+    Its dedupe marks and sales-order code stay 120 days (Amazon's order-change horizon), so a later
+    version of a closed order is never imported again."""
+
+    after_delivery_days: int = Field(
+        30,
+        ge=1,
+        le=3650,
+        description="Days after delivery (Amazon's delivery promise, as the privacy rules reckon it, or the"
+        " channel's longer personal-data retention) an imported order's working state is kept; then it is"
+        " closed: later invoices and shipment requests for it are dead-lettered with that reason.",
+    )
+    after_last_write_days: int = Field(
+        7,
+        ge=1,
+        le=3650,
+        description="At least this many days after it was last written an order's working state is kept,"
+        " whatever its delivery date: an order still being invoiced or written back never loses it.",
+    )
+
+
 class StatusModelSettings(_Frozen):
     """The status read model (the status projection folds it; the dashboard and ``ordersync orders`` read
     it)."""
 
-    # The per-order stage state's horizon (ordersync.state.keys.ORDER_STATE_TTL_S, not imported: the
-    # settings sit below the state package; a test keeps the two equal), so the model never shows an
-    # order whose stage state has expired.
+    # The orders' dedupe marks' horizon (ordersync.state.keys.ORDER_STATE_TTL_S, not imported: the
+    # settings sit below the state package; a test keeps the two equal), so the model lists every order
+    # the stages still recognise.
     retention_days: int = Field(
         120,
         ge=1,
@@ -625,6 +648,7 @@ class Settings(BaseSettings):
     inventory: InventorySettings = InventorySettings()
     stage: StageSettings = StageSettings()
     health: HealthSettings = HealthSettings()
+    order_state: OrderStateSettings = OrderStateSettings()
     status_model: StatusModelSettings = StatusModelSettings()
     dashboard: DashboardSettings = DashboardSettings()
     channels_file: Path = Field(Path("channels.yaml"), description="YAML file declaring the channels.")

@@ -108,6 +108,12 @@ async def invoice_context(
         context = await runtime.store.invoice_context(seller, invoice.amazon_order_id, invoice.invoice_number)
         if context.sales_order is not None:
             return context, context.sales_order
+        if context.closed:
+            raise Permanent(
+                f"invoice {invoice.invoice_number}: order {invoice.amazon_order_id} of seller {seller} is "
+                "closed: it was imported long ago and its working state ended after delivery (order_state"
+                " settings); its shipment is not written back"
+            )
         if waited >= limit:
             if runtime.last_try():
                 raise Permanent(
@@ -132,8 +138,9 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     first_time = not context.seen
     if first_time:
         check_quantities(invoice, order, packages, context.requested)
+    ttl_s = store.lifetime.ttl_s(order, runtime.clock.now())
     references = await store.package_references(
-        seller, invoice.amazon_order_id, invoice.invoice_number, range(len(packages))
+        seller, invoice.amazon_order_id, invoice.invoice_number, range(len(packages)), ttl_s=ttl_s
     )
     for request in shipment_requests(invoice, order, packages, references):
         await runtime.emit(
@@ -153,7 +160,12 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
             for item, qty in package.items():
                 totals[item] = totals.get(item, 0) + qty
     await store.invoice_done(
-        seller, invoice.amazon_order_id, invoice.invoice_number, totals, invoice_number=invoice.invoice_number
+        seller,
+        invoice.amazon_order_id,
+        invoice.invoice_number,
+        totals,
+        ttl_s=ttl_s,
+        invoice_number=invoice.invoice_number,
     )
 
 

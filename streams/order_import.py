@@ -66,6 +66,8 @@ STAGE = "import"
 MARKETPLACE_FACILITATOR = "MarketplaceFacilitator"
 NOT_IMPORTED_STATUSES = frozenset({"Canceled", "Unfulfillable"})
 UPDATE_MARK = keys.IMPORTED.name
+#: The status note of a later version of a closed order (its working state gone with its life).
+CLOSED_NOTE = "closed: imported long ago; its working state ended after delivery (order_state settings)"
 #: Redis keys of this stage: the last enriched order per order (for Retry Import) and the ignore mark.
 LAST_ENRICHED = keys.LAST_ENRICHED
 IGNORED = keys.IGNORED
@@ -305,8 +307,25 @@ async def handle_change(
         seller,
         order_id,
         order.last_update_date,
+        ttl_s=store.ttl_of(sales_order),
         amazon_status=order.order_status,
         amazon_state=state,
+    )
+
+
+async def handle_closed(runtime: StageRuntime, order: AmazonOrder, stored: StoredOrder) -> None:
+    """A version of an order imported long ago whose working state ended with its life (its import mark
+    is there, its sales order is not: ``ordersync.state.lifetime``): never a second sales order; nothing
+    goes to the back-office, the order's status says why."""
+    if not stored.is_new_version(order.last_update_date):
+        return
+    await runtime.store.mark_version_and_status(
+        UPDATE_MARK,
+        order.seller_id,
+        order.amazon_order_id,
+        order.last_update_date,
+        amazon_status=order.order_status,
+        note=CLOSED_NOTE,
     )
 
 
@@ -352,9 +371,13 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     # Kept for Retry Import and Un-ignore (no Amazon call) until the order is imported, when it is
     # forgotten: an imported order's later versions are updates, which never wait for an operator.
     last = stored.extra[0]
-    if stored.sales_order is None and (
-        last is None
-        or OrderEnriched.model_validate_json(last).order.last_update_date <= order.last_update_date
+    if (
+        stored.sales_order is None
+        and stored.mark is None
+        and (
+            last is None
+            or OrderEnriched.model_validate_json(last).order.last_update_date <= order.last_update_date
+        )
     ):
         last_key = _order_key(runtime, LAST_ENRICHED, order.seller_id, order.amazon_order_id)
         await runtime.store.redis.set(last_key, enriched.model_dump_json(), ex=ORDER_STATE_TTL_S)
@@ -379,6 +402,9 @@ async def import_order(
             await publish_import(runtime, existing, order, correlation_id)
             return
         await handle_change(runtime, correlation_id, existing, order, stored)
+        return
+    if stored.mark is not None:
+        await handle_closed(runtime, order, stored)
         return
     if stored.extra[1] is not None:
         await store.set_order_status(
@@ -457,6 +483,7 @@ async def publish_import(
         order.amazon_order_id,
         order.last_update_date,
         forget=(_order_key(runtime, LAST_ENRICHED, order.seller_id, order.amazon_order_id),),
+        ttl_s=store.ttl_of(sales_order),
         stage="imported",
         sales_order_code=code,
         reason_code="",
@@ -482,7 +509,7 @@ async def operator_command(runtime: StageRuntime, envelope: Envelope[Event]) -> 
     for order_id in command.amazon_order_ids:
         ignore_key = _order_key(runtime, IGNORED, seller, order_id)
         if command.command == "ignore":
-            if await store.sales_order(seller, order_id) is not None:
+            if await store.was_imported(seller, order_id):
                 await store.set_order_status(seller, order_id, note="ignore refused: already imported")
                 exceptions[order_id] = "refused: already imported"
                 continue
@@ -496,7 +523,7 @@ async def operator_command(runtime: StageRuntime, envelope: Envelope[Event]) -> 
             await store.redis.delete(ignore_key)
             await store.set_order_status(seller, order_id, stage="unignored", reason="")
         raw = await store.redis.get(_order_key(runtime, LAST_ENRICHED, seller, order_id))
-        if raw is None and await store.sales_order(seller, order_id) is not None:
+        if raw is None and await store.was_imported(seller, order_id):
             done += 1  # imported already (its enriched version was forgotten then): nothing to redo
             continue
         if raw is None:
@@ -617,7 +644,7 @@ async def rebuild_operator_state(runtime: StageRuntime) -> tuple[int, int]:
     for key, operator in ignored_after(commands, sellers).items():
         seller, order_id = key.split(":", 1)
         ignore_key = _order_key(runtime, IGNORED, seller, order_id)
-        if operator is None or await store.sales_order(seller, order_id) is not None:
+        if operator is None or await store.was_imported(seller, order_id):
             await store.redis.delete(ignore_key)
             continue
         await store.redis.set(ignore_key, operator, ex=ORDER_STATE_TTL_S)
@@ -632,7 +659,7 @@ async def rebuild_operator_state(runtime: StageRuntime) -> tuple[int, int]:
     restored = 0
     for enriched in newest.values():
         order = enriched.order
-        if await store.sales_order(order.seller_id, order.amazon_order_id) is not None:
+        if await store.was_imported(order.seller_id, order.amazon_order_id):
             continue  # imported: its enriched version is no longer needed (see handle)
         last_key = _order_key(runtime, LAST_ENRICHED, order.seller_id, order.amazon_order_id)
         # Kept unless Redis holds one already (written since by this stage: as new or newer).

@@ -85,6 +85,7 @@ from ordersync.schemas.topics import CATALOGUE, REDRIVE_TIERS, TopicSpec, by_nam
 from ordersync.settings import RedriveSettings, Settings
 from ordersync.state import keys
 from ordersync.state.health import HealthBoard, HealthObserver
+from ordersync.state.lifetime import OrderLifetime
 from ordersync.state.store import Store
 
 log = logging.getLogger(__name__)
@@ -375,7 +376,12 @@ class StageRuntime:
             # Every (re)connection is counted: after one, the next record checks the server is the one
             # this process's state was read from (a restart from disk can be behind).
             redis.connection_pool.connection_kwargs["redis_connect_func"] = self._on_redis_connect
-            self._store = Store(redis, self.settings.redis.key_prefix, clock=self.clock)
+            self._store = Store(
+                redis,
+                self.settings.redis.key_prefix,
+                clock=self.clock,
+                lifetime=OrderLifetime.of(self.settings.order_state),
+            )
             if self._limiter is None:
                 built = build_rate_limiter(self.settings, self.channels.channels)
                 self._limiter = self._built_limiter = built

@@ -18,8 +18,12 @@ import sys
 from dataclasses import dataclass
 from typing import Literal
 
-#: Dedupe marks and per-order state outlive Amazon's 90-day order-change horizon with margin.
+#: Dedupe marks and sales-order codes outlive Amazon's 90-day order-change horizon with margin; so does
+#: per-order state of orders not imported (an imported order's working state lives as long as the order:
+#: ORDER_LIFE, ordersync.state.lifetime).
 ORDER_STATE_TTL_S = 120 * 86400
+#: The catalogue's word for "until the order closes" (ordersync.state.lifetime).
+ORDER_LIFE = "the order's life (order_state: delivery + 30 days, at least 7 after the last write)"
 
 RedisType = Literal["string", "hash", "set", "sorted set", "list", "several"]
 _PART = re.compile(r"^(\{[a-z_]+\}|<[a-z_]+>|[a-z][a-z0-9-]*)$")
@@ -75,9 +79,15 @@ class KeyFamily:
 
 
 def _order_family(
-    name: str, owner: str, holds: str, rebuilt_from: str, type_: RedisType = "string"
+    name: str,
+    owner: str,
+    holds: str,
+    rebuilt_from: str,
+    type_: RedisType = "string",
+    *,
+    ttl: str = ORDER_LIFE,
 ) -> KeyFamily:
-    return KeyFamily(name, ("{seller}", "<order_id>"), type_, owner, "120 days", holds, rebuilt_from)
+    return KeyFamily(name, ("{seller}", "<order_id>"), type_, owner, ttl, holds, rebuilt_from)
 
 
 # --- order download and enrichment ---------------------------------------------------------------------
@@ -95,6 +105,7 @@ DOWNLOADED = _order_family(
     "order-download",
     "the LastUpdateDate of the order version last sent (dedupe mark)",
     "amazon.orders.downloaded",
+    ttl="120 days",
 )
 DOWNLOAD_CLAIM = KeyFamily(
     "download-claim",
@@ -111,6 +122,7 @@ ENRICHED = _order_family(
     "item-fetch",
     "the LastUpdateDate of the order version last enriched (dedupe mark)",
     "amazon.orders.enriched",
+    ttl="120 days",
 )
 ORDER_STATUS = _order_family(
     "order",
@@ -118,13 +130,16 @@ ORDER_STATUS = _order_family(
     "the order's status fields (channel, Amazon status, stage reached, reasons, dates)",
     "the order topics",
     "hash",
+    ttl="imported: the order's life; else 120 days after its first write",
 )
 # --- import -------------------------------------------------------------------------------------------
 IMPORTED = _order_family(
     "imported",
     "import",
-    "the LastUpdateDate of the order version last imported (dedupe mark)",
+    "the LastUpdateDate of the order version last imported (dedupe mark; with no sales order beside it,"
+    " the order is closed: imported, its life over, never imported again)",
     "orders.imported",
+    ttl="120 days",
 )
 LAST_ENRICHED = _order_family(
     "enriched-order",
@@ -132,15 +147,20 @@ LAST_ENRICHED = _order_family(
     "the last enriched order (JSON), for Retry Import and Un-ignore without calling Amazon; deleted once"
     " the order is imported",
     "amazon.orders.enriched",
+    ttl="120 days",
 )
 IGNORED = _order_family(
-    "ignored", "import", "set while an operator has the order ignored (the operator's name)", "ops.commands"
+    "ignored",
+    "import",
+    "set while an operator has the order ignored (the operator's name)",
+    "ops.commands",
+    ttl="120 days",
 )
 SALES_ORDER = _order_family(
     "sales-order", "import", "the sales order built for the order (JSON)", "orders.imported"
 )
 SALES_ORDER_CODE = _order_family(
-    "so-code", "import", "the order's sales-order code, never reused", "orders.imported"
+    "so-code", "import", "the order's sales-order code, never reused", "orders.imported", ttl="120 days"
 )
 SALES_ORDER_SEQUENCE = KeyFamily(
     "so-seq",
@@ -187,7 +207,7 @@ INVOICE_SEEN = KeyFamily(
     ("{seller}", "<order_id>", "<invoice>"),
     "string",
     "invoice-issued",
-    "120 days",
+    ORDER_LIFE,
     "set once an invoice's quantities were counted",
     "shipments.requested",
 )
@@ -196,7 +216,7 @@ PACKAGE = KeyFamily(
     ("{seller}", "<order_id>", "<invoice>", "<index>"),
     "string",
     "invoice-issued",
-    "120 days",
+    ORDER_LIFE,
     "the package reference id given to one package of an invoice",
     "shipments.requested",
 )
@@ -208,7 +228,7 @@ SHIPMENT = KeyFamily(
     ("{seller}", "<order_id>", "<package_id>"),
     "hash",
     "shipment-write-back",
-    "120 days",
+    ORDER_LIFE,
     "one package's write-back state (status, attempts, feed, errors, the request)",
     "shipments.requested, shipments.confirmed, shipments.failed",
 )
@@ -549,6 +569,17 @@ def seller_family(name: str) -> KeyFamily:
 
 #: Dedupe marks by the name the stages give them.
 MARKS: dict[str, KeyFamily] = {f.name: f for f in (DOWNLOADED, ENRICHED, IMPORTED)}
+#: An imported order's working state: gone when the order closes (ordersync.state.lifetime).
+WORKING_STATE: tuple[KeyFamily, ...] = (
+    ORDER_STATUS,
+    SALES_ORDER,
+    REQUESTED,
+    INVOICE_SEEN,
+    PACKAGE,
+    PACKAGE_SEQUENCE,
+    SHIPMENT,
+    WRITEBACK_PACKAGES,
+)
 
 
 def markdown_table() -> str:

@@ -23,6 +23,7 @@ from ordersync.schemas.events import AmazonOrder, SalesOrder
 from ordersync.settings import DEFAULT_PREFIX
 from ordersync.state import keys
 from ordersync.state.keys import ORDER_STATE_TTL_S
+from ordersync.state.lifetime import DEFAULT_LIFETIME, OrderLifetime
 
 # Keep a version only if it is newer than the stored one; returns 1 when stored.
 _SET_IF_NEWER = """
@@ -123,6 +124,7 @@ for i = 2, #KEYS do
   end
   found[#found + 1] = reference
 end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
 return found
 """
 
@@ -136,9 +138,17 @@ return 1
 """
 
 
-def _queue_hset_expiring(pipe: Pipeline, key: str, fields: Mapping[str, str | int]) -> None:
+def _queue_hset_expiring(
+    pipe: Pipeline, key: str, fields: Mapping[str, str | int], ttl_s: int | None = None
+) -> None:
+    """HSET ``fields``; the hash then lives ``ttl_s`` (a writer that knows the order's life, see
+    :mod:`ordersync.state.lifetime`), or, without one, keeps the life it has (a new hash: the order-state
+    horizon): a status written by a stage that does not know the order never extends or cuts it."""
     pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
-    pipe.expire(key, ORDER_STATE_TTL_S)
+    if ttl_s is None:
+        pipe.expire(key, ORDER_STATE_TTL_S, nx=True)
+    else:
+        pipe.expire(key, ttl_s)
 
 
 @dataclass(frozen=True)
@@ -148,6 +158,13 @@ class ShipmentContext:
     state: dict[str, str]
     sales_order: SalesOrder | None
     status: dict[str, str]
+    #: The order was imported by ordersync (its import mark is there).
+    imported: bool = False
+
+    @property
+    def closed(self) -> bool:
+        """An imported order whose working state ended with its life (:mod:`ordersync.state.lifetime`)."""
+        return self.imported and self.sales_order is None and not self.state
 
 
 @dataclass(frozen=True)
@@ -159,16 +176,30 @@ class InvoiceContext:
     seen: bool
     #: Quantity per order item requested by earlier invoices.
     requested: dict[str, int]
+    #: The order was imported by ordersync (its import mark is there).
+    imported: bool = False
+
+    @property
+    def closed(self) -> bool:
+        """An imported order whose working state ended with its life (:mod:`ordersync.state.lifetime`)."""
+        return self.imported and self.sales_order is None
 
 
 class Store:
     def __init__(
-        self, redis: aioredis.Redis, prefix: str = DEFAULT_PREFIX, *, clock: Clock = SYSTEM_CLOCK
+        self,
+        redis: aioredis.Redis,
+        prefix: str = DEFAULT_PREFIX,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        lifetime: OrderLifetime = DEFAULT_LIFETIME,
     ) -> None:
-        """``clock``: what the task-health dates are written in (the stage's clock)."""
+        """``clock``: what the task-health dates are written in and orders' lives are measured on (the
+        stage's clock); ``lifetime``: how long an order's working state is kept."""
         self.redis = redis
         self.prefix = prefix
         self.clock = clock
+        self.lifetime = lifetime
         self._set_if_newer = redis.register_script(_SET_IF_NEWER)
         self._claim_version = redis.register_script(_CLAIM_VERSION)
         self._release_if = redis.register_script(_RELEASE_IF)
@@ -178,6 +209,14 @@ class Store:
     def key_of(self, family: keys.KeyFamily, *values: str) -> str:
         """The key of ``family`` (from the catalogue, :mod:`ordersync.state.keys`) for ``values``."""
         return family.key(self.prefix, *values)
+
+    def ttl_of(self, order: SalesOrder | None) -> int | None:
+        """Seconds a write of ``order``'s working state keeps it (None: the order is not known here)."""
+        return None if order is None else self.lifetime.ttl_s(order, self.clock.now())
+
+    def is_closed(self, order: SalesOrder) -> bool:
+        """Has ``order``'s life ended (its working state is no longer kept)?"""
+        return self.lifetime.closes_at(order) <= self.clock.now()
 
     # The client decodes responses (``decode_responses=True``): every value read back is a str.
 
@@ -248,10 +287,12 @@ class Store:
         version: datetime,
         *,
         forget: Sequence[str] = (),
+        ttl_s: int | None = None,
         **status: str | int,
     ) -> None:
         """:meth:`record_version` and :meth:`set_order_status` in one round trip; the keys in ``forget``
-        (state the order no longer needs once marked) deleted in the same trip."""
+        (state the order no longer needs once marked) deleted in the same trip. ``ttl_s``: the status's
+        life, from the order's (:meth:`ttl_of`)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             # EVAL, not the registered script: a script in a pipeline costs redis-py an extra trip
             # (SCRIPT EXISTS) on every execute; Redis caches the compiled body all the same.
@@ -262,7 +303,7 @@ class Store:
                 _iso(version),
                 ORDER_STATE_TTL_S,
             )
-            self.queue_order_status(pipe, seller_id, order_id, **status)
+            self.queue_order_fields(pipe, seller_id, order_id, status, ttl_s=ttl_s)
             if forget:
                 pipe.delete(*forget)
             await pipe.execute()
@@ -383,7 +424,7 @@ class Store:
         else:
             number = await self.redis.incr(sequence)
         code = f"{prefix}{number:08d}"
-        if await self.redis.set(key, code, nx=True):
+        if await self.redis.set(key, code, nx=True, ex=ORDER_STATE_TTL_S):
             return code, True
         # Another worker assigned one in between: theirs stands; our number stays unused.
         return cast(str, await self._get(key)), False
@@ -391,18 +432,29 @@ class Store:
     async def restore_sales_order(self, order: SalesOrder, imported_at: str) -> None:
         """Put back a sales order read from ``orders.imported`` (a rebuild): the order, its code, a
         sequence that never gives its number again, and its status as imported (so it is never
-        published as new again). An order Redis still holds is left as it is."""
+        published as new again). An order Redis still holds is left as it is. An order whose life ended
+        (:mod:`ordersync.state.lifetime`) gets back only its code and import mark: it stays closed."""
         code_key = self.key_of(keys.SALES_ORDER_CODE, order.seller_id, order.amazon_order_id)
         if not await self.redis.set(code_key, order.code, nx=True, ex=ORDER_STATE_TTL_S):
             return
+        if self.is_closed(order):
+            # The mark says "imported"; the purchase date is older than any version, so every version
+            # downloaded later is still compared with it (and found closed).
+            await self._set_if_newer(
+                keys=[self.key_of(keys.IMPORTED, order.seller_id, order.amazon_order_id)],
+                args=[_iso(order.purchase_date), ORDER_STATE_TTL_S],
+            )
+            return
         await self.save_sales_order(order)
-        await self.set_order_status(
-            order.seller_id,
-            order.amazon_order_id,
-            stage="imported",
-            sales_order_code=order.code,
-            imported_at=imported_at,
-        )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            self.queue_order_fields(
+                pipe,
+                order.seller_id,
+                order.amazon_order_id,
+                {"stage": "imported", "sales_order_code": order.code, "imported_at": imported_at},
+                ttl_s=self.ttl_of(order),
+            )
+            await pipe.execute()
 
     async def resume_sequences(self, highest: Mapping[str, int]) -> None:
         """After a rebuild, each prefix's sequence (every channel's prefix in ``highest``, 0 where none
@@ -414,11 +466,20 @@ class Store:
             await self.redis.set(self.key_of(keys.SALES_ORDER_SEQUENCE, prefix), 0, nx=True)
 
     async def save_sales_order(self, order: SalesOrder) -> None:
+        """Store the sales order for the order's life (:mod:`ordersync.state.lifetime`)."""
         await self.redis.set(
             self.key_of(keys.SALES_ORDER, order.seller_id, order.amazon_order_id),
             order.model_dump_json(),
-            ex=ORDER_STATE_TTL_S,
+            ex=self.lifetime.ttl_s(order, self.clock.now()),
         )
+
+    async def was_imported(self, seller_id: str, order_id: str) -> bool:
+        """Is the order imported (its sales order stored, or its import mark there: a closed order)?"""
+        found = await self.redis.exists(
+            self.key_of(keys.SALES_ORDER, seller_id, order_id),
+            self.key_of(keys.IMPORTED, seller_id, order_id),
+        )
+        return bool(found)
 
     async def sales_order(self, seller_id: str, order_id: str) -> SalesOrder | None:
         raw = await self._get(self.key_of(keys.SALES_ORDER, seller_id, order_id))
@@ -428,12 +489,25 @@ class Store:
 
     async def set_order_status(self, seller_id: str, order_id: str, **fields: str | int) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
-            self.queue_order_status(pipe, seller_id, order_id, **fields)
+            self.queue_order_fields(pipe, seller_id, order_id, fields)
             await pipe.execute()
 
     def queue_order_status(self, pipe: Pipeline, seller_id: str, order_id: str, **fields: str | int) -> None:
         """:meth:`set_order_status` queued on ``pipe``, to go with other writes in one round trip."""
-        _queue_hset_expiring(pipe, self.key_of(keys.ORDER_STATUS, seller_id, order_id), fields)
+        self.queue_order_fields(pipe, seller_id, order_id, fields)
+
+    def queue_order_fields(
+        self,
+        pipe: Pipeline,
+        seller_id: str,
+        order_id: str,
+        fields: Mapping[str, str | int],
+        *,
+        ttl_s: int | None = None,
+    ) -> None:
+        """:meth:`queue_order_status` with ``ttl_s``, the order's life (:meth:`ttl_of`), from a writer that
+        knows it."""
+        _queue_hset_expiring(pipe, self.key_of(keys.ORDER_STATUS, seller_id, order_id), fields, ttl_s)
 
     async def order_status(self, seller_id: str, order_id: str) -> dict[str, str]:
         return await self._hgetall(self.key_of(keys.ORDER_STATUS, seller_id, order_id))
@@ -455,7 +529,20 @@ class Store:
         self, pipe: Pipeline, seller_id: str, order_id: str, package_id: str, **fields: str | int
     ) -> None:
         """:meth:`update_shipment_state` queued on ``pipe``."""
-        _queue_hset_expiring(pipe, self.key_of(keys.SHIPMENT, seller_id, order_id, package_id), fields)
+        self.queue_shipment_fields(pipe, seller_id, order_id, package_id, fields)
+
+    def queue_shipment_fields(
+        self,
+        pipe: Pipeline,
+        seller_id: str,
+        order_id: str,
+        package_id: str,
+        fields: Mapping[str, str | int],
+        *,
+        ttl_s: int | None = None,
+    ) -> None:
+        """:meth:`queue_shipment_state` with ``ttl_s``, as :meth:`queue_order_fields`."""
+        _queue_hset_expiring(pipe, self.key_of(keys.SHIPMENT, seller_id, order_id, package_id), fields, ttl_s)
 
     def queue_shipment_forget(
         self, pipe: Pipeline, seller_id: str, order_id: str, package_id: str, *fields: str
@@ -464,38 +551,49 @@ class Store:
         pipe.hdel(self.key_of(keys.SHIPMENT, seller_id, order_id, package_id), *fields)
 
     async def shipment_context(self, seller_id: str, order_id: str, package_id: str) -> ShipmentContext:
-        """The package's shipment state, its order's sales order and status, in one round trip."""
+        """The package's shipment state, its order's sales order, status and import mark, in one round
+        trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.key_of(keys.SHIPMENT, seller_id, order_id, package_id))
             pipe.get(self.key_of(keys.SALES_ORDER, seller_id, order_id))
             pipe.hgetall(self.key_of(keys.ORDER_STATUS, seller_id, order_id))
-            state, sales, status = await pipe.execute()
+            pipe.exists(self.key_of(keys.IMPORTED, seller_id, order_id))
+            state, sales, status, imported = await pipe.execute()
         return ShipmentContext(
             state=cast(dict[str, str], state),
             sales_order=SalesOrder.model_validate_json(sales) if sales else None,
             status=cast(dict[str, str], status),
+            imported=bool(imported),
         )
 
     async def invoice_context(self, seller_id: str, order_id: str, invoice: str) -> InvoiceContext:
-        """The order's sales order, whether this invoice was counted, and what earlier invoices
-        requested, in one round trip."""
+        """The order's sales order, whether this invoice was counted, what earlier invoices requested,
+        and whether the order was imported, in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.get(self.key_of(keys.SALES_ORDER, seller_id, order_id))
             pipe.exists(self.key_of(keys.INVOICE_SEEN, seller_id, order_id, invoice))
             pipe.hgetall(self.key_of(keys.REQUESTED, seller_id, order_id))
-            sales, seen, requested = await pipe.execute()
+            pipe.exists(self.key_of(keys.IMPORTED, seller_id, order_id))
+            sales, seen, requested, imported = await pipe.execute()
         return InvoiceContext(
             sales_order=SalesOrder.model_validate_json(sales) if sales else None,
             seen=bool(seen),
             requested={item: int(qty) for item, qty in cast(dict[str, str], requested).items()},
+            imported=bool(imported),
         )
 
     async def package_references(
-        self, seller_id: str, order_id: str, invoice: str, indexes: Sequence[int]
+        self,
+        seller_id: str,
+        order_id: str,
+        invoice: str,
+        indexes: Sequence[int],
+        *,
+        ttl_s: int = ORDER_STATE_TTL_S,
     ) -> list[str]:
         """Amazon's packageReferenceId for each package ``index`` of an invoice, in one round trip: a
         positive number unique within the order, the same every time this invoice is processed (one
-        script, so two workers never give one package two numbers)."""
+        script, so two workers never give one package two numbers); kept ``ttl_s``, the order's life."""
         if not indexes:
             return []
         found = await self._package_references(
@@ -503,7 +601,7 @@ class Store:
                 self.key_of(keys.PACKAGE_SEQUENCE, seller_id, order_id),
                 *(self.key_of(keys.PACKAGE, seller_id, order_id, invoice, str(index)) for index in indexes),
             ],
-            args=[ORDER_STATE_TTL_S],
+            args=[ttl_s],
         )
         return [value.decode() if isinstance(value, bytes) else str(value) for value in found]
 
@@ -555,8 +653,8 @@ class Store:
         ]
 
     @staticmethod
-    def _requested_args(quantities: Mapping[str, int]) -> list[str | int]:
-        return [ORDER_STATE_TTL_S, *(part for item, qty in quantities.items() for part in (item, qty))]
+    def _requested_args(quantities: Mapping[str, int], ttl_s: int = ORDER_STATE_TTL_S) -> list[str | int]:
+        return [ttl_s, *(part for item, qty in quantities.items() for part in (item, qty))]
 
     async def invoice_done(
         self,
@@ -564,10 +662,12 @@ class Store:
         order_id: str,
         invoice: str,
         quantities: Mapping[str, int] | None,
+        *,
+        ttl_s: int | None = None,
         **status: str | int,
     ) -> None:
         """After its requests went out: the invoice's quantities counted once (None: a replay, counted
-        before) and the order's status, in one round trip."""
+        before) and the order's status, in one round trip; ``ttl_s``: the order's life."""
         async with self.redis.pipeline(transaction=False) as pipe:
             if quantities is not None:
                 # EVAL in a pipeline: see mark_version_and_status.
@@ -575,9 +675,9 @@ class Store:
                     _ADD_REQUESTED,
                     2,
                     *self._requested_keys(seller_id, order_id, invoice),
-                    *self._requested_args(quantities),
+                    *self._requested_args(quantities, ttl_s or ORDER_STATE_TTL_S),
                 )
-            self.queue_order_status(pipe, seller_id, order_id, **status)
+            self.queue_order_fields(pipe, seller_id, order_id, status, ttl_s=ttl_s)
             await pipe.execute()
 
     # --- task health ----------------------------------------------------------------------------
