@@ -58,7 +58,7 @@ from ordersync.schemas.topics import (
 )
 from ordersync.state import keys
 from ordersync.state.keys import ORDER_STATE_TTL_S
-from ordersync.state.listings import apply_listings, item_key, lookup_stock_codes, row_of
+from ordersync.state.listings import apply_listings, item_key, row_of, stock_code_index
 from ordersync.state.store import StoredOrder
 
 log = logging.getLogger(__name__)
@@ -348,10 +348,17 @@ def not_imported_because(channel: Channel, order: AmazonOrder) -> str | None:
     return None
 
 
-async def _stored(runtime: StageRuntime, order: AmazonOrder) -> StoredOrder:
-    """What this stage reads about ``order`` before deciding, in one round trip; extra: the last
-    enriched version kept, the ignore mark and the sales-order code."""
+def _item_keys(order: AmazonOrder, channel: Channel) -> list[str]:
+    """The values the order's items are looked up by in the channel's listings."""
+    return sorted({k for k in (item_key(item, channel) for item in order.items or ()) if k})
+
+
+async def _stored(runtime: StageRuntime, enriched: OrderEnriched) -> StoredOrder:
+    """What this stage reads about the order before deciding, in one round trip; extra: the last
+    enriched version kept, the ignore mark and the sales-order code; looked up: its items' stock codes."""
+    order = enriched.order
     seller, order_id = order.seller_id, order.amazon_order_id
+    channel = runtime.channels.by_name(enriched.channel)
     return await runtime.store.stored_order(
         seller,
         order_id,
@@ -361,38 +368,58 @@ async def _stored(runtime: StageRuntime, order: AmazonOrder) -> StoredOrder:
             _order_key(runtime, IGNORED, seller, order_id),
             runtime.store.key_of(keys.SALES_ORDER_CODE, seller, order_id),
         ),
+        lookup=(stock_code_index(runtime.store, channel), _item_keys(order, channel)),
     )
 
 
 async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     enriched = envelope.payload_as(OrderEnriched)
     order = enriched.order
-    stored = await _stored(runtime, order)
-    # Kept for Retry Import and Un-ignore (no Amazon call) until the order is imported, when it is
-    # forgotten: an imported order's later versions are updates, which never wait for an operator.
+    stored = await _stored(runtime, enriched)
+    # Kept for Retry Import and Un-ignore (no Amazon call) when the order is not imported (written with its
+    # status then); an imported order's later versions are updates, which never wait for an operator.
     last = stored.extra[0]
-    if (
+    keep = (
         stored.sales_order is None
         and stored.mark is None
         and (
             last is None
             or OrderEnriched.model_validate_json(last).order.last_update_date <= order.last_update_date
         )
-    ):
-        last_key = _order_key(runtime, LAST_ENRICHED, order.seller_id, order.amazon_order_id)
-        await runtime.store.redis.set(last_key, enriched.model_dump_json(), ex=ORDER_STATE_TTL_S)
-    await import_order(runtime, enriched, envelope.correlation_id, stored)
+    )
+    await import_order(runtime, enriched, envelope.correlation_id, stored, keep_enriched=keep)
+
+
+async def _not_imported(
+    runtime: StageRuntime, enriched: OrderEnriched, keep_enriched: bool, **status: str
+) -> None:
+    """Why the order is not imported (its status), with the enriched version kept for Retry Import and
+    Un-ignore when ``keep_enriched``, in one round trip."""
+    order = enriched.order
+    store = runtime.store
+    async with store.redis.pipeline(transaction=False) as pipe:
+        store.queue_order_status(pipe, order.seller_id, order.amazon_order_id, **status)
+        if keep_enriched:
+            last_key = _order_key(runtime, LAST_ENRICHED, order.seller_id, order.amazon_order_id)
+            pipe.set(last_key, enriched.model_dump_json(), ex=ORDER_STATE_TTL_S)
+        await pipe.execute()
 
 
 async def import_order(
-    runtime: StageRuntime, enriched: OrderEnriched, correlation_id: str, stored: StoredOrder | None = None
+    runtime: StageRuntime,
+    enriched: OrderEnriched,
+    correlation_id: str,
+    stored: StoredOrder | None = None,
+    *,
+    keep_enriched: bool = False,
 ) -> None:
     """Import one enriched order: a new sales order, a change of one, a refusal, or nothing. ``stored``:
-    what Redis holds about it, when the caller read it already."""
+    what Redis holds about it, when the caller read it already; ``keep_enriched``: keep this version for
+    Retry Import and Un-ignore if the order is not imported."""
     order = enriched.order
     store = runtime.store
     if stored is None:
-        stored = await _stored(runtime, order)
+        stored = await _stored(runtime, enriched)
     channel = runtime.channels.by_name(enriched.channel)
     key = order_key(order.seller_id, order.amazon_order_id)
     existing = stored.sales_order
@@ -407,18 +434,15 @@ async def import_order(
         await handle_closed(runtime, order, stored)
         return
     if stored.extra[1] is not None:
-        await store.set_order_status(
-            order.seller_id, order.amazon_order_id, stage="ignored", reason="ignored by an operator"
+        await _not_imported(
+            runtime, enriched, keep_enriched, stage="ignored", reason="ignored by an operator"
         )
         return
     why_not = not_imported_because(channel, order)
     if why_not is not None:
-        await store.set_order_status(
-            order.seller_id, order.amazon_order_id, stage="not-imported", reason=why_not
-        )
+        await _not_imported(runtime, enriched, keep_enriched, stage="not-imported", reason=why_not)
         return
-    keys = sorted({k for k in (item_key(item, channel) for item in order.items or ()) if k})
-    stock_codes = await lookup_stock_codes(store, channel, keys)
+    stock_codes = stored.looked_up
     refused = check_importable(order, stock_codes, channel)
     if refused is not None:
         failed = OrderImportFailed(
@@ -437,9 +461,10 @@ async def import_order(
                 correlation_id=correlation_id,
             ),
         )
-        await store.set_order_status(
-            order.seller_id,
-            order.amazon_order_id,
+        await _not_imported(
+            runtime,
+            enriched,
+            keep_enriched,
             stage="import-failed",
             reason_code=refused.reason_code,
             reason=refused.reason,

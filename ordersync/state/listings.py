@@ -160,11 +160,17 @@ def _indexed(row: ListingRow) -> dict[str, str]:
     return {index: value for index, value in values.items() if value}
 
 
+def stock_code_index(store: Store, channel: Channel) -> str:
+    """The hash of the channel's stock codes by the identifying value its orders' items are looked up by
+    (:func:`item_key`)."""
+    return _index_key(store, channel.name, INDEX_OF[channel.product_identification])
+
+
 async def lookup_stock_codes(store: Store, channel: Channel, keys: list[str]) -> dict[str, str]:
     """Stock code per identifying value found in the channel's listings."""
     if not keys:
         return {}
-    index = _index_key(store, channel.name, INDEX_OF[channel.product_identification])
+    index = stock_code_index(store, channel)
     values = cast(list[str | None], await store.redis.hmget(index, keys))
     return {key: code for key, code in zip(keys, values, strict=True) if code}
 

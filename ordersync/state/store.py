@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
@@ -106,6 +107,8 @@ class StoredOrder:
     mark: str | None
     #: The values of the extra keys asked for, in order (None: no such key).
     extra: tuple[str | None, ...]
+    #: The fields found of the hash looked up (field -> value), when one was asked for.
+    looked_up: dict[str, str] = dataclass_field(default_factory=dict)
 
     def is_new_version(self, version: datetime) -> bool:
         """Is ``version`` newer than the one recorded under the mark (as :meth:`Store.is_new_version`)?"""
@@ -261,22 +264,37 @@ class Store:
         return found
 
     async def stored_order(
-        self, seller_id: str, order_id: str, *, mark: str, extra: Sequence[str] = ()
+        self,
+        seller_id: str,
+        order_id: str,
+        *,
+        mark: str,
+        extra: Sequence[str] = (),
+        lookup: tuple[str, Sequence[str]] | None = None,
     ) -> StoredOrder:
-        """The order's sales order, status, version under ``mark`` and the values of ``extra`` keys, in
-        one round trip."""
+        """The order's sales order, status, version under ``mark``, the values of ``extra`` keys and the
+        ``lookup`` (a hash and fields, e.g. the listings' stock codes of the order's items), in one round
+        trip."""
+        hash_key, fields = lookup if lookup is not None else ("", ())
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.get(self.key_of(keys.SALES_ORDER, seller_id, order_id))
             pipe.hgetall(self.key_of(keys.ORDER_STATUS, seller_id, order_id))
             pipe.get(self.key_of(keys.MARKS[mark], seller_id, order_id))
+            if fields:
+                pipe.hmget(hash_key, list(fields))
             for key in extra:
                 pipe.get(key)
             sales, status, version, *values = await pipe.execute()
+        found: dict[str, str] = {}
+        if fields:
+            hashed, *values = values
+            found = {f: v for f, v in zip(fields, cast(list[str | None], hashed), strict=True) if v}
         return StoredOrder(
             sales_order=SalesOrder.model_validate_json(sales) if sales else None,
             status=cast(dict[str, str], status),
             mark=version,
             extra=tuple(values),
+            looked_up=found,
         )
 
     async def mark_version_and_status(
