@@ -10,7 +10,10 @@ from pydantic import SecretStr
 
 from ordersync.amazon.operations import api_for_operation
 from ordersync.errors import AmazonRejected
+from ordersync.kafka.faust_app import make_app
 from ordersync.logs import JsonFormatter, PlainFormatter, bind_log_context, log_context, redact
+from ordersync.pipeline.stages import stage_worker
+from ordersync.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -70,3 +73,20 @@ def test_operations_count_for_their_api() -> None:
         assert api_for_operation(operation) == "feeds"
     assert api_for_operation("createFeed", "POST_ORDER_FULFILLMENT_DATA") == "feeds"
     assert api_for_operation("createFeed", "JSON_LISTINGS_FEED") == "listings"
+
+
+@pytest.mark.parametrize("level", ["WARNING", "ERROR"])
+def test_a_stage_logging_at_warning_or_above_leaves_the_libraries_debug_lines_off(level: str) -> None:
+    """faust's terminal spinner would set the root logger to DEBUG at these levels, so that every
+    library's debug line is built (and dropped) on the stage's CPU."""
+    settings = Settings(log_level=level)  # type: ignore[arg-type]
+    worker = stage_worker(make_app("import", settings), settings)
+    root = logging.getLogger("ordersync.test.root")
+    root.handlers[:] = [logging.NullHandler()]
+    root.setLevel(level)
+    try:
+        worker.on_setup_root_logger(root, logging.getLevelName(level))
+        assert root.level == logging.getLevelName(level)
+        assert len(root.handlers) == 1
+    finally:
+        root.handlers[:] = []
