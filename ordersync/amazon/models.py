@@ -24,6 +24,8 @@ MODEL_FILES: dict[str, str] = {
     "listings": "listingsItems_2021-08-01.json",
     "notifications": "notifications.json",
     "reports": "reports_2021-06-30.json",
+    "easyship": "easyShip_2022-03-23.json",
+    "catalog-items": "catalogItems_2022-04-01.json",
 }
 
 #: The JSON schemas of the notifications' messages, by notification type.

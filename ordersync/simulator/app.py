@@ -272,6 +272,12 @@ async def sim_feeds(request: Request) -> Response:
     return JSONResponse({"count": len(feeds), "feeds": feeds})
 
 
+async def sim_easy_ship_packages(request: Request) -> Response:
+    state: SimulatorState = request.app.state.sim
+    packages = state.truth_easy_ship(request.query_params.get("seller_id"))
+    return JSONResponse({"count": len(packages), "packages": packages})
+
+
 async def sim_feed(request: Request) -> Response:
     state: SimulatorState = request.app.state.sim
     try:
@@ -406,10 +412,32 @@ def create_app(state: SimulatorState) -> Starlette:
         Route(
             "/reports/2021-06-30/documents/{reportDocumentId}", _sp_api("getReportDocument"), methods=["GET"]
         ),
+        Route(
+            "/easyShip/2022-03-23/timeSlot", _sp_api("listHandoverSlots", with_body=True), methods=["POST"]
+        ),
+        Route("/easyShip/2022-03-23/package", _sp_api("getScheduledPackage"), methods=["GET"]),
+        Route(
+            "/easyShip/2022-03-23/package",
+            _sp_api("createScheduledPackage", with_body=True),
+            methods=["POST"],
+        ),
+        Route(
+            "/easyShip/2022-03-23/package",
+            _sp_api("updateScheduledPackages", with_body=True),
+            methods=["PATCH"],
+        ),
+        Route(
+            "/easyShip/2022-03-23/packages/bulk",
+            _sp_api("createScheduledPackageBulk", with_body=True),
+            methods=["POST"],
+        ),
+        Route("/catalog/2022-04-01/items", _sp_api("searchCatalogItems"), methods=["GET"]),
+        Route("/catalog/2022-04-01/items/{asin}", _sp_api("getCatalogItem"), methods=["GET"]),
         Route("/_sim/s3/{document_id}", s3_document, methods=["GET", "PUT"]),
         Route("/_sim/reports", sim_reports, methods=["GET", "PUT", "POST"]),
         Route("/_sim/reports/{report_id}", sim_report, methods=["GET"]),
         Route("/_sim/feeds", sim_feeds, methods=["GET"]),
+        Route("/_sim/easyship/packages", sim_easy_ship_packages, methods=["GET"]),
         Route("/_sim/feeds/{feed_id}", sim_feed, methods=["GET"]),
         Route("/_sim/listings", sim_listings, methods=["GET"]),
         Route("/_sim/notifications", sim_notifications, methods=["GET", "PUT", "POST"]),

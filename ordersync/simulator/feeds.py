@@ -39,6 +39,12 @@ from urllib.parse import urlencode
 from lxml import etree
 
 from ordersync.simulator.clock import epoch_to_iso, parse_iso
+from ordersync.simulator.easyship_documents import (
+    EASYSHIP_DOCUMENTS_FEED,
+    DocumentMessageError,
+    DocumentRequest,
+    parse_document_request,
+)
 from ordersync.simulator.scenario import FeedProfile
 
 FeedStatus = Literal["IN_QUEUE", "IN_PROGRESS", "DONE", "FATAL", "CANCELLED"]
@@ -54,6 +60,7 @@ ORDER_FEED_TYPES = frozenset(
         "POST_PAYMENT_ADJUSTMENT_DATA",
         "POST_FLAT_FILE_ORDER_ACKNOWLEDGEMENT_DATA",
         "POST_FLAT_FILE_PAYMENT_ADJUSTMENT_DATA",
+        EASYSHIP_DOCUMENTS_FEED,
     }
 )
 LISTINGS_FEED_TYPES = frozenset({"JSON_LISTINGS_FEED"})
@@ -74,7 +81,12 @@ RETIRED_FEED_TYPES = frozenset(
 KNOWN_FEED_TYPES = ORDER_FEED_TYPES | LISTINGS_FEED_TYPES | RETIRED_FEED_TYPES
 #: Feed types whose processing the simulator models; other known ones end FATAL, saying so.
 PROCESSED_FEED_TYPES = frozenset(
-    {"POST_ORDER_FULFILLMENT_DATA", "POST_ORDER_ACKNOWLEDGEMENT_DATA", "JSON_LISTINGS_FEED"}
+    {
+        "POST_ORDER_FULFILLMENT_DATA",
+        "POST_ORDER_ACKNOWLEDGEMENT_DATA",
+        "JSON_LISTINGS_FEED",
+        EASYSHIP_DOCUMENTS_FEED,
+    }
 )
 #: The bucket name of JSON_LISTINGS_FEED's own createFeed limit: 5 per 5 minutes per seller and region
 #: (feeds_2021-06-30.json createFeed: "differs from the rate limit for createFeed"; docs:
@@ -105,6 +117,8 @@ CODE_UNKNOWN_ITEM = "18032"
 CODE_WRONG_CONTENT = "90061"
 #: The feed type is retired or not processed by the simulator.
 CODE_RETIRED = "90000"
+#: POST_EASYSHIP_DOCUMENTS made FATAL by the scenario (``easy_ship.documents_fatal``).
+CODE_DOCUMENTS_UNAVAILABLE = "90210"
 
 
 class S3Error(Exception):
@@ -274,6 +288,12 @@ class OrderFeedTarget(Protocol):
 
     def acknowledge(self, seller_id: str, message: AcknowledgementMessage, at: float) -> MessageResult: ...
 
+    def easy_ship_documents(
+        self, seller_id: str, request: DocumentRequest, at: float
+    ) -> tuple[MessageResult, bytes | None]:
+        """A POST_EASYSHIP_DOCUMENTS message's outcome and, when it succeeds, its PDF."""
+        ...
+
 
 @dataclass
 class Listing:
@@ -362,6 +382,8 @@ class FeedEngine:
         self._queues: dict[tuple[str, Family], list[Feed]] = {}
         self._queue_free_at: dict[tuple[str, Family], float] = {}
         self.listings: dict[str, dict[str, Listing]] = {}
+        #: POST_EASYSHIP_DOCUMENTS feeds end FATAL (scenario ``easy_ship.documents_fatal``).
+        self.easy_ship_documents_fatal = False
 
     # --- documents ----------------------------------------------------------------------------------
 
@@ -527,6 +549,8 @@ class FeedEngine:
             self._fatal(feed, at, CODE_WRONG_CONTENT, "The feed document was never uploaded.")
         elif feed.feed_type == "JSON_LISTINGS_FEED":
             self._process_listings(feed, doc, at)
+        elif feed.feed_type == EASYSHIP_DOCUMENTS_FEED and self.easy_ship_documents_fatal:
+            self._fatal(feed, at, CODE_DOCUMENTS_UNAVAILABLE, "Easy Ship documents cannot be generated now.")
         else:
             self._process_xml(feed, doc, at)
 
@@ -564,9 +588,10 @@ class FeedEngine:
             )
             return
         assert doc.content is not None
-        expected = (
-            "OrderFulfillment" if feed.feed_type == "POST_ORDER_FULFILLMENT_DATA" else "OrderAcknowledgement"
-        )
+        expected = {
+            "POST_ORDER_FULFILLMENT_DATA": "OrderFulfillment",
+            EASYSHIP_DOCUMENTS_FEED: "EasyShipDocument",
+        }.get(feed.feed_type, "OrderAcknowledgement")
         try:
             messages = parse_envelope(doc.content, expected, feed.seller_id)
         except EnvelopeError as exc:
@@ -598,9 +623,28 @@ class FeedEngine:
                 return self.target.fulfil(
                     feed.seller_id, parse_fulfillment(message_id, element), feed.feed_id, at
                 )
+            if expected == "EasyShipDocument":
+                return self._easy_ship_documents(feed, message_id, element, at)
             return self.target.acknowledge(feed.seller_id, parse_acknowledgement(message_id, element), at)
         except MessageError as exc:
             return MessageResult(message_id, exc.key, False, CODE_INVALID_MESSAGE, str(exc))
+
+    def _easy_ship_documents(
+        self, feed: Feed, message_id: int, element: etree._Element, at: float
+    ) -> MessageResult:
+        """One EasyShipDocument message: its PDF stored as a document whose id is the ReportReferenceId."""
+        try:
+            request = parse_document_request(message_id, element)
+        except DocumentMessageError as exc:
+            raise MessageError(str(exc), "") from None
+        result, pdf = self.target.easy_ship_documents(feed.seller_id, request, at)
+        if pdf is not None:
+            region = feed.input_document_id.split(".")[3] if feed.input_document_id.count(".") > 3 else "na"
+            document = self.create_document(feed.seller_id, "application/pdf", at, region)
+            document.kind = "result"
+            document.content, document.uploaded_at = pdf, at
+            result.detail["report_reference_id"] = document.document_id
+        return result
 
     def _xml_report(self, feed: Feed, processed: int, successful: int) -> bytes:
         root = etree.Element("AmazonEnvelope", nsmap={"xsi": "http://www.w3.org/2001/XMLSchema-instance"})
@@ -635,6 +679,13 @@ class FeedEngine:
             if result.key:
                 info = etree.SubElement(node, "AdditionalInfo")
                 etree.SubElement(info, "AmazonOrderID").text = result.key
+        for result in feed.results:
+            reference = result.detail.get("report_reference_id") if result.ok else None
+            if reference is not None:  # POST_EASYSHIP_DOCUMENTS (see easyship_documents.py)
+                node = etree.SubElement(report, "EasyShipDocumentResult")
+                etree.SubElement(node, "MessageID").text = str(result.message_id or 0)
+                etree.SubElement(node, "AmazonOrderID").text = result.key
+                etree.SubElement(node, "ReportReferenceId").text = str(reference)
         out: bytes = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
         return out
 

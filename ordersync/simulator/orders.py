@@ -134,6 +134,9 @@ class Order:
     #: Amazon's LatestShipDate (epoch seconds): a seller's confirmation after it is a late shipment.
     #: None: two days after the purchase, Amazon's usual handling time.
     latest_ship_at: int | None = None
+    #: v0's EasyShipShipmentStatus once the order was scheduled through the Easy Ship API
+    #: (PendingPickUp, PickedUp, Delivered, LabelCanceled); None: not scheduled that way.
+    easy_ship_status: str | None = None
 
     @property
     def latest_ship(self) -> int:

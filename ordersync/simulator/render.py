@@ -140,7 +140,7 @@ def order_v0(order: Order, version: Version, pii: Pii) -> dict[str, Any]:
         }
     )
     if EASY_SHIP in order.programs:
-        body["EasyShipShipmentStatus"] = (
+        body["EasyShipShipmentStatus"] = order.easy_ship_status or (
             "PickedUp" if any(p.by == "easy-ship" for p in snap.packages) else "PendingPickUp"
         )
     if order.address is not None and _has_address(order, snap):

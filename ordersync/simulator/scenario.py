@@ -42,6 +42,17 @@ visibility lags, notification deliveries and faults (for the same sequence of re
       max_order_age_s: 63072000  # orders older than two years left out (Amazon's order reports)
       expired_document: invalid  # getReportDocument of an expired document: invalid (400) | not_found
       columns: null              # the header; null: Amazon's documented columns
+    easy_ship:                   # Easy Ship API 2022-03-23 (undocumented by Amazon: scenario switches)
+      marketplaces: [A21TJRUUN4KGV]  # where Easy Ship runs
+      slot_days: 3               # handover slots offered for today and the next days (UTC) ...
+      slot_windows_h: [[10, 13], [14, 17]]  # ... one per window of UTC hours ...
+      slot_capacity: 10          # ... each taking this many packages per marketplace
+      slot_cutoff_s: 3600        # a slot is offered until this long before it starts
+      max_side_cm: 120           # bigger or heavier packages get no slot (404 TimeSlotNotAvailable)
+      max_weight_g: 30000
+      pickup_after_s: 1800       # ReadyForPickup -> PickedUp (order Shipped) this long after the slot starts
+      delivery_after_s: 172800   # PickedUp -> Delivered
+      documents_fatal: false     # POST_EASYSHIP_DOCUMENTS feeds end FATAL
     sellers:
       - seller_id: A1DEMOSELLERUS
         region: na
@@ -70,7 +81,7 @@ visibility lags, notification deliveries and faults (for the same sequence of re
           preorder_share: 0.0          # PendingAvailability until released
           preorder_release_s: [3600, 259200]
           ship_plus_share: 0.0         # seller-fulfilled in Ship+: confirmShipment answers 400
-          easy_ship_share: 0.0         # seller-fulfilled in Easy Ship: Amazon's carrier ships them
+          easy_ship_share: 0.0         # seller-fulfilled in Easy Ship (e.g. an India seller, A21TJRUUN4KGV)
           invoice_unconfirmed_share: 0.0   # shipped by the seller, InvoiceUnconfirmed a while first
           invoice_confirm_s: [600, 86400]
 """
@@ -422,6 +433,48 @@ class ReportProfile(_Frozen):
         return self
 
 
+class EasyShipProfile(_Frozen):
+    """How Amazon's Easy Ship API 2022-03-23 behaves (simulated seconds). The model documents the
+    operations, the minimums (dimensions 0.01 cm, weight 11 g) and the units; everything else here is
+    undocumented by Amazon, so a scenario switch:
+
+    ``marketplaces``: where Easy Ship runs (others: 404 RegionNotSupported); India by default.
+    Handover slots: every day for ``slot_days`` days from today (UTC), one per ``slot_windows_h``
+    pair of UTC hours (Amazon's slots are local; the simulator keeps UTC), offered until
+    ``slot_cutoff_s`` before they start, each taking ``slot_capacity`` packages per marketplace.
+    ``max_side_cm`` / ``max_weight_g``: a package above either gets no slot (404 TimeSlotNotAvailable,
+    as the model's error table says of "invalid weight and dimension parameters").
+    A scheduled package is ReadyForPickup, PickedUp ``pickup_after_s`` after its slot starts (the
+    order becomes Shipped then), Delivered ``delivery_after_s`` later. ``default_package_cm`` /
+    ``default_package_g``: the package of an order scheduled (createScheduledPackage/Bulk) without
+    listing slots for it first. ``documents_fatal``: POST_EASYSHIP_DOCUMENTS feeds end FATAL.
+    """
+
+    marketplaces: tuple[str, ...] = ("A21TJRUUN4KGV",)
+    slot_days: Annotated[int, Field(ge=1, le=30)] = 3
+    slot_windows_h: Annotated[tuple[tuple[int, int], ...], Field(min_length=1)] = ((10, 13), (14, 17))
+    slot_capacity: Annotated[int, Field(ge=1)] = 10
+    slot_cutoff_s: NonNegative = 3600.0
+    handover_method: Literal["PICKUP", "DROPOFF"] = "PICKUP"
+    max_side_cm: Annotated[float, Field(gt=0)] = 120.0
+    max_weight_g: Annotated[float, Field(gt=0)] = 30000.0
+    pickup_after_s: NonNegative = 1800.0
+    delivery_after_s: NonNegative = 2 * 86400.0
+    default_package_cm: tuple[float, float, float] = (25.0, 20.0, 10.0)
+    default_package_g: Annotated[float, Field(ge=11)] = 500.0
+    documents_fatal: bool = False
+
+    @model_validator(mode="after")
+    def _windows(self) -> EasyShipProfile:
+        for start, end in self.slot_windows_h:
+            if not 0 <= start < end <= 24:
+                raise ValueError(f"slot_windows_h: ({start}, {end}) is not a window of UTC hours")
+        unknown = [m for m in self.marketplaces if m not in MARKETPLACES]
+        if unknown:
+            raise ValueError(f"marketplaces: unknown marketplace ids {', '.join(unknown)}")
+        return self
+
+
 class Scenario(_Frozen):
     name: str = "custom"
     seed: int = 0
@@ -441,6 +494,7 @@ class Scenario(_Frozen):
     feeds: FeedProfile = FeedProfile()
     notifications: NotificationProfile = NotificationProfile()
     reports: ReportProfile = ReportProfile()
+    easy_ship: EasyShipProfile = EasyShipProfile()
     sellers: Annotated[tuple[SellerScenario, ...], Field(min_length=1)]
 
     @model_validator(mode="after")

@@ -27,7 +27,16 @@ from pydantic import ValidationError
 from ordersync.amazon.models import default_plans, load_model
 from ordersync.amazon.operations import NOTIFICATIONS_SCOPE
 from ordersync.simulator import generate
+from ordersync.simulator.catalog import Catalog, build_catalog
 from ordersync.simulator.clock import SimClock, epoch_to_iso, parse_iso
+from ordersync.simulator.easyship import EasyShipEngine, ScheduledPackage
+from ordersync.simulator.easyship_documents import (
+    CODE_NO_WARRANTY,
+    CODE_NOT_SCHEDULED,
+    DocumentRequest,
+    PackageFacts,
+    documents_pdf,
+)
 from ordersync.simulator.feeds import (
     CODE_CANCELED_ORDER,
     CODE_ORDER_STATE,
@@ -194,6 +203,13 @@ OPERATIONS: dict[str, Operation] = {
         Operation("cancelReport", "reports", "cancelReport", "DELETE"),
         Operation("getReportDocument", "reports", "getReportDocument", "GET"),
         Operation("patchListingsItem", "listings", "patchListingsItem", "PATCH"),
+        Operation("listHandoverSlots", "easyship", "listHandoverSlots", "POST"),
+        Operation("getScheduledPackage", "easyship", "getScheduledPackage", "GET"),
+        Operation("createScheduledPackage", "easyship", "createScheduledPackage", "POST"),
+        Operation("updateScheduledPackages", "easyship", "updateScheduledPackages", "PATCH"),
+        Operation("createScheduledPackageBulk", "easyship", "createScheduledPackageBulk", "POST"),
+        Operation("getCatalogItem", "catalog-items", "getCatalogItem", "GET"),
+        Operation("searchCatalogItems", "catalog-items", "searchCatalogItems", "GET"),
     )
 }
 #: Faults the control API can force on the next matching requests.
@@ -407,11 +423,17 @@ class SimulatorState:
         self._control_rng = random.Random(f"{scenario.seed}/control")
         self._order_rng = random.Random(f"{scenario.seed}/order-life")
         self.feeds = FeedEngine(scenario.feeds, scenario.seed, self)
+        self.feeds.easy_ship_documents_fatal = scenario.easy_ship.documents_fatal
         self.reports = ReportEngine(scenario.reports, scenario.seed, self.feeds)
         for seller_id, products in self.catalogues.items():
             listings = self.feeds.seller_listings(seller_id)
             for product in products:
                 listings[product.sku] = Listing(product.sku, 0)
+        self.easyship = EasyShipEngine(scenario.easy_ship, self.book, self._easy_ship_picked_up)
+        self.catalog = Catalog(
+            build_catalog(self.catalogues, {s.seller_id: s.marketplaces for s in scenario.sellers})
+        )
+        easyship, catalog = self.easyship, self.catalog
         self._handlers: dict[str, Callable[[Principal, _Call], tuple[int, Any]]] = {
             "getOrders": self._get_orders,
             "getOrder": self._get_order_v0,
@@ -441,6 +463,22 @@ class SimulatorState:
             "cancelReport": self._cancel_report,
             "getReportDocument": self._get_report_document,
             "patchListingsItem": self._patch_listings_item,
+            "listHandoverSlots": lambda p, c: (200, easyship.list_handover_slots(p.seller_id, c.body, c.now)),
+            "getScheduledPackage": lambda p, c: (200, easyship.get_scheduled_package(p.seller_id, c.query)),
+            "createScheduledPackage": lambda p, c: (
+                200,
+                easyship.create_scheduled_package(p.seller_id, c.body, c.now),
+            ),
+            "updateScheduledPackages": lambda p, c: (
+                200,
+                easyship.update_scheduled_packages(p.seller_id, c.body, c.now),
+            ),
+            "createScheduledPackageBulk": lambda p, c: (
+                200,
+                easyship.create_scheduled_package_bulk(p.seller_id, c.body, c.now),
+            ),
+            "getCatalogItem": lambda p, c: (200, catalog.get_catalog_item(c.path_params["asin"], c.query)),
+            "searchCatalogItems": lambda p, c: (200, catalog.search_catalog_items(c.query, p.seller_id)),
         }
 
     # --- time ----------------------------------------------------------------------------------------
@@ -463,6 +501,9 @@ class SimulatorState:
             at, feed = event
             self.book.advance(at)
             self.feeds.step(at, feed)
+        while (pick_up_at := self.easyship.next_event_at()) is not None and pick_up_at <= now:
+            self.book.advance(pick_up_at)
+            self.easyship.step()
         self.book.advance(now)
         self.reports.advance(now)
 
@@ -1078,6 +1119,31 @@ class SimulatorState:
             how = "a label bought through Amazon" if spec.by == "label" else "Easy Ship pick-up"
             self._record_shipment(order, shipped, package, now, f"shipped by {how}")
             return order_truth(order)
+
+    def _easy_ship_picked_up(self, order: Order, scheduled: ScheduledPackage, at: int) -> None:
+        """Amazon's carrier picked an Easy Ship package up: the order ships, as Easy Ship pick-up."""
+        items = tuple((item.order_item_id, item.quantity) for item in order.items)
+        package = Package(
+            package_reference_id=str(len(order.current.packages) + 1),
+            carrier_code="Amazon Shipping",
+            carrier_name=None,
+            shipping_method=None,
+            tracking_number=scheduled.tracking_id,
+            ship_date=float(at),
+            items=items,
+            confirmed_at=at,
+            by="easy-ship",
+        )
+        shipped = tuple(item.quantity for item in order.items)
+        self._record_shipment(
+            order, shipped, package, float(at), f"Easy Ship package {scheduled.package_id} picked up"
+        )
+
+    def truth_easy_ship(self, seller_id: str | None = None) -> list[dict[str, Any]]:
+        """``GET /_sim/easyship/packages``: every scheduled Easy Ship package, with its timeline."""
+        with self._lock:
+            self.now()
+            return self.easyship.truth(seller_id)
 
     def _record_shipment(
         self, order: Order, shipped: tuple[int, ...], package: Package, at: float, change: str
@@ -1710,6 +1776,38 @@ class SimulatorState:
             return SimResponse(200, doc.content, headers), doc.content_type
 
     # --- what order feeds do (called by the feed engine at a feed's end) -------------------------------
+
+    def easy_ship_documents(
+        self, seller_id: str, request: DocumentRequest, at: float
+    ) -> tuple[MessageResult, bytes | None]:
+        """A POST_EASYSHIP_DOCUMENTS message: the PDF of a scheduled package of the seller's order."""
+        order = self.book.orders.get(request.order_id)
+        key, message_id = request.order_id, request.message_id
+        if order is None or order.seller_id != seller_id:
+            return MessageResult(message_id, key, False, CODE_UNKNOWN_ORDER, "Order not found."), None
+        package = self.easyship.packages.get(order.order_id)
+        if package is None:
+            why = f"Order {order.order_id} has no scheduled Easy Ship package: schedule it first."
+            return MessageResult(message_id, key, False, CODE_NOT_SCHEDULED, why), None
+        if "Warranty" in request.document_types and not package.has_serial_numbers:
+            why = f"No warranty for order {order.order_id}: its package was scheduled without serial numbers."
+            return MessageResult(message_id, key, False, CODE_NO_WARRANTY, why), None
+        titles = {item.order_item_id: (item.title, item.quantity) for item in order.items}
+        facts = PackageFacts(
+            order_id=order.order_id,
+            package_id=package.package_id,
+            tracking_id=package.tracking_id,
+            invoice_number=package.invoice_number,
+            invoice_date=package.invoice_date,
+            seller_id=seller_id,
+            slot_start=package.slot.start,
+            weight_g=package.size.weight_g,
+            items=tuple((i, *titles[i], serials) for i, serials in package.items),
+        )
+        detail = {"document_types": list(request.document_types), "package_id": package.package_id}
+        return MessageResult(message_id, key, True, detail=detail), documents_pdf(
+            facts, request.document_types
+        )
 
     def fulfil(  # noqa: PLR0911 - one result per rule, as Amazon reports them
         self, seller_id: str, message: FulfillmentMessage, feed_id: str, at: float

@@ -7,9 +7,10 @@ have published.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from ordersync.clock import EpochClock
@@ -19,6 +20,7 @@ from ordersync.ratelimit import InMemoryRateLimiter, PlanBook
 from ordersync.settings import AmazonSettings, RedisSettings, Settings
 from ordersync.simulator.runner import RunningSimulator
 from ordersync.simulator.scenario import Scenario
+from ordersync.simulator.testing import lwa_form
 
 
 @pytest.fixture
@@ -61,3 +63,14 @@ async def make_runtime(redis_url: str, redis_key_prefix: str) -> AsyncIterator[A
     yield make
     for runtime in made:
         await runtime.close()
+
+
+@pytest.fixture
+def sim_http(sim: RunningSimulator) -> Iterator[httpx.Client]:
+    """An HTTP client of the test module's ``sim`` fixture, signed in as its first seller (an LWA
+    access token on every request)."""
+    with httpx.Client(base_url=sim.base_url, timeout=10) as client:
+        response = client.post("/auth/o2/token", data=lwa_form(sim.state.scenario))
+        assert response.status_code == 200, response.text
+        client.headers["x-amz-access-token"] = response.json()["access_token"]
+        yield client

@@ -52,6 +52,7 @@ class World:
                     "compress_reports": True,
                 },
                 reports={"queue_delay_s": [1, 1], "duration_s": [1, 1], "lag_s": [0, 0]},
+                easy_ship={"marketplaces": [US]},
             )
         )
         self.token = access_token(self.state)
@@ -66,6 +67,11 @@ class World:
         canceled = state.add_order({})["amazon_order_id"]
         state.set_order_status(canceled, "Canceled")
         self.all_orders = [self.order, self.shipped, self.pending, self.preorder, unconfirmed, canceled]
+        self.easy_ship = [
+            state.add_order({"programs": ["AMAZON_EASY_SHIP"]})["amazon_order_id"] for _ in range(3)
+        ]
+        self.slots = [slot.slot_id for slot in state.easyship.slots(US, state.now())]
+        self.sp("createScheduledPackageBulk", self.easy_ship_bulk(self.easy_ship[0]))
         doc = self.sp(
             "createFeedDocument", Request("/feeds/2021-06-30/documents", {}, {}, {"contentType": XML})
         )
@@ -122,6 +128,85 @@ class World:
             body=request.body,
             base_url="http://sim",
         )
+
+    @staticmethod
+    def easy_ship_bulk(order_id: str, label_format: str = "PDF") -> Request:
+        body = {
+            "marketplaceId": US,
+            "labelFormat": label_format,
+            "orderScheduleDetailsList": [{"amazonOrderId": order_id}],
+        }
+        return Request("/easyShip/2022-03-23/packages/bulk", {}, {}, body)
+
+    def easy_ship_cases(self) -> dict[str, Case]:
+        unknown = "999-0000000-0000000"
+        package = "/easyShip/2022-03-23/package"
+
+        def slots(order_id: str, weight: float = 500) -> Request:
+            body = {
+                "marketplaceId": US,
+                "amazonOrderId": order_id,
+                "packageDimensions": {"length": 20, "width": 15, "height": 10, "unit": "cm"},
+                "packageWeight": {"value": weight, "unit": "g"},
+            }
+            return Request("/easyShip/2022-03-23/timeSlot", {}, {}, body)
+
+        def create(order_id: str, details: Any) -> Request:
+            body = {"marketplaceId": US, "amazonOrderId": order_id, "packageDetails": details}
+            return Request(package, {}, {}, body)
+
+        def update(order_id: str, updates: int = 1) -> Request:
+            entry = {
+                "scheduledPackageId": {"amazonOrderId": order_id},
+                "packageTimeSlot": {"slotId": self.slots[1]},
+            }
+            return Request(
+                package, {}, {}, {"marketplaceId": US, "updatePackageDetailsList": [entry] * updates}
+            )
+
+        def get(order_id: str, marketplace_id: str = US) -> Request:
+            return Request(package, {}, {"amazonOrderId": order_id, "marketplaceId": marketplace_id})
+
+        slot = {"packageTimeSlot": {"slotId": self.slots[0]}}
+        return {
+            "listHandoverSlots": Case(slots(self.easy_ship[1]), slots(self.easy_ship[1], 0), slots(unknown)),
+            "createScheduledPackage": Case(
+                create(self.easy_ship[1], slot), create(self.easy_ship[1], None), create(unknown, slot)
+            ),
+            "createScheduledPackageBulk": Case(
+                self.easy_ship_bulk(self.easy_ship[2]), self.easy_ship_bulk(self.easy_ship[2], "PNG")
+            ),
+            "getScheduledPackage": Case(get(self.easy_ship[0]), get(self.easy_ship[0], ""), get(unknown)),
+            "updateScheduledPackages": Case(
+                update(self.easy_ship[0]), update(self.easy_ship[0], 0), update(unknown)
+            ),
+        }
+
+    def catalog_cases(self) -> dict[str, Case]:
+        asin = self.state.catalogue(TEST_SELLER)[0].asin
+        all_data = "summaries,images,dimensions,identifiers,attributes,productTypes,salesRanks"
+
+        def item(asin: str, included: str = all_data) -> Request:
+            query = {"marketplaceIds": US, "includedData": included}
+            return Request(f"/catalog/2022-04-01/items/{asin}", {"asin": asin}, query)
+
+        search = "/catalog/2022-04-01/items"
+        return {
+            "getCatalogItem": Case(item(asin), item(asin, "bogus"), item("B000000000")),
+            "searchCatalogItems": Case(
+                Request(
+                    search,
+                    {},
+                    {
+                        "marketplaceIds": US,
+                        "identifiers": asin,
+                        "identifiersType": "ASIN",
+                        "includedData": all_data,
+                    },
+                ),
+                Request(search, {}, {"marketplaceIds": US}),
+            ),
+        }
 
     def patch_listing_case(self) -> Case:
         sku = self.state.catalogue(TEST_SELLER)[0].sku
@@ -279,6 +364,8 @@ class World:
                 self.report_path("1"),
             ),
             "patchListingsItem": self.patch_listing_case(),
+            **self.easy_ship_cases(),
+            **self.catalog_cases(),
             "getReportDocument": Case(
                 Request(
                     f"/reports/2021-06-30/documents/{self.report_document}",
@@ -322,10 +409,12 @@ def test_every_operation_and_status_the_simulator_serves_conforms_to_the_models(
         state = world.state
         check(operation, world.sp(operation, case.ok))
         check(operation, world.sp(operation, case.invalid))
+        state.reset_buckets()  # Catalog Items' burst is 2: the next requests must reach the operation
         if case.missing is not None:
             check(operation, world.sp(operation, case.missing))
         check(operation, world.sp(operation, case.ok, token=None))  # 403
         for fault in ("429", "500", "503"):
+            state.reset_buckets()
             state.force_fault({"fault": fault, "operation": operation})
             check(operation, world.sp(operation, case.ok))
 
