@@ -42,6 +42,9 @@ import httpx
 from lxml import etree
 from pydantic import SecretStr
 
+from ordersync.amazon import catalog, easyship
+from ordersync.amazon.catalog import CatalogItem
+from ordersync.amazon.easyship import BulkSchedule, HandoverSlot, LabelFormat, PackageSize, ScheduledPackage
 from ordersync.amazon.normalize import (
     STATUS_TO_2026,
     address_from_v0,
@@ -1043,6 +1046,128 @@ class SpApiClient:
             "DELETE",
             f"/notifications/v1/subscriptions/{notification_type}/{subscription_id}",
         )
+
+    # --- Easy Ship (2022-03-23) --------------------------------------------------------------------
+
+    async def list_handover_slots(
+        self, marketplace_id: str, amazon_order_id: str, size: PackageSize
+    ) -> tuple[HandoverSlot, ...]:
+        """listHandoverSlots: the slots Amazon offers for this order's package, earliest first."""
+        response = await self.call(
+            "listHandoverSlots",
+            "POST",
+            "/easyShip/2022-03-23/timeSlot",
+            json_body=easyship.slots_request(marketplace_id, amazon_order_id, size),
+        )
+        return easyship.parse_slots(_json(response))
+
+    async def create_scheduled_package(
+        self,
+        marketplace_id: str,
+        amazon_order_id: str,
+        slot: HandoverSlot,
+        *,
+        order_item_ids: tuple[str, ...] = (),
+        identifier: str | None = None,
+    ) -> ScheduledPackage:
+        """createScheduledPackage: the order's package scheduled in ``slot``."""
+        response = await self.call(
+            "createScheduledPackage",
+            "POST",
+            "/easyShip/2022-03-23/package",
+            json_body={
+                "amazonOrderId": amazon_order_id,
+                "marketplaceId": marketplace_id,
+                "packageDetails": easyship.package_details(slot, order_item_ids, identifier),
+            },
+        )
+        return easyship.parse_package(_json(response))
+
+    async def create_scheduled_packages(
+        self,
+        marketplace_id: str,
+        packages: Sequence[tuple[str, HandoverSlot]],
+        *,
+        label_format: LabelFormat = "PDF",
+    ) -> BulkSchedule:
+        """createScheduledPackageBulk: several orders' packages (order id, slot) in one call; Amazon
+        schedules each it can and refuses the others one by one."""
+        response = await self.call(
+            "createScheduledPackageBulk",
+            "POST",
+            "/easyShip/2022-03-23/packages/bulk",
+            json_body={
+                "marketplaceId": marketplace_id,
+                "labelFormat": label_format,
+                "orderScheduleDetailsList": [
+                    {"amazonOrderId": order_id, "packageDetails": easyship.package_details(slot)}
+                    for order_id, slot in packages
+                ],
+            },
+        )
+        return easyship.parse_bulk(_json(response))
+
+    async def get_scheduled_package(self, marketplace_id: str, amazon_order_id: str) -> ScheduledPackage:
+        """getScheduledPackage: the order's package, its slot, status and invoice."""
+        response = await self.call(
+            "getScheduledPackage",
+            "GET",
+            "/easyShip/2022-03-23/package",
+            params={"amazonOrderId": amazon_order_id, "marketplaceId": marketplace_id},
+        )
+        return easyship.parse_package(_json(response))
+
+    async def update_scheduled_packages(
+        self, marketplace_id: str, moves: Sequence[tuple[str, str | None, HandoverSlot]]
+    ) -> tuple[ScheduledPackage, ...]:
+        """updateScheduledPackages: packages (order id, package id) moved to other slots."""
+        response = await self.call(
+            "updateScheduledPackages",
+            "PATCH",
+            "/easyShip/2022-03-23/package",
+            json_body={
+                "marketplaceId": marketplace_id,
+                "updatePackageDetailsList": [
+                    {
+                        "scheduledPackageId": {"amazonOrderId": order_id}
+                        | ({"packageId": package_id} if package_id else {}),
+                        "packageTimeSlot": slot.as_amazon(),
+                    }
+                    for order_id, package_id, slot in moves
+                ],
+            },
+        )
+        return tuple(easyship.parse_package(raw) for raw in _json(response).get("packages") or ())
+
+    # --- Catalog Items (2022-04-01) ----------------------------------------------------------------
+
+    async def get_catalog_item(self, marketplace_id: str, asin: str) -> CatalogItem:
+        """getCatalogItem: the product's title, image, identifiers, dimensions and weight."""
+        response = await self.call(
+            "getCatalogItem",
+            "GET",
+            f"/catalog/2022-04-01/items/{quote(asin, safe='')}",
+            params={"marketplaceIds": marketplace_id, "includedData": ",".join(catalog.INCLUDED_DATA)},
+        )
+        return catalog.parse_item(_json(response), marketplace_id)
+
+    async def search_catalog_items(
+        self, marketplace_id: str, identifiers: Sequence[str], identifiers_type: str = "SKU"
+    ) -> tuple[CatalogItem, ...]:
+        """searchCatalogItems by identifiers (at most 20: Amazon's limit): the products found. A SKU
+        search names the seller, as Amazon requires."""
+        if not 0 < len(identifiers) <= catalog.MAX_IDENTIFIERS:
+            raise ValueError(f"1 to {catalog.MAX_IDENTIFIERS} identifiers per search, not {len(identifiers)}")
+        params = {
+            "marketplaceIds": marketplace_id,
+            "identifiers": ",".join(identifiers),
+            "identifiersType": identifiers_type,
+            "includedData": ",".join(catalog.INCLUDED_DATA),
+        }
+        if identifiers_type == "SKU":
+            params["sellerId"] = self.seller_id
+        response = await self.call("searchCatalogItems", "GET", "/catalog/2022-04-01/items", params=params)
+        return tuple(catalog.parse_item(raw, marketplace_id) for raw in _json(response).get("items") or ())
 
 
 def _destination(operation: str, response: httpx.Response, raw: Any) -> NotificationDestination:

@@ -42,6 +42,23 @@ FEED_OPERATIONS = frozenset(
 FEEDS_API_OPERATIONS = frozenset({"confirmShipment", "updateShipmentStatus"})
 
 
+#: Easy Ship API 2022-03-23 (each 1 request per second, burst 5): scheduling a package ships an Easy Ship
+#: order, so they count for the write-back (``feeds``) on the health board.
+EASYSHIP_OPERATIONS = frozenset(
+    {
+        "listHandoverSlots",
+        "createScheduledPackage",
+        "createScheduledPackageBulk",
+        "getScheduledPackage",
+        "updateScheduledPackages",
+    }
+)
+
+
+#: Catalog Items API 2022-04-01 (2 per second, burst 2): product data, counted with the listings.
+CATALOG_OPERATIONS = frozenset({"getCatalogItem", "searchCatalogItems"})
+
+
 #: Listings Items API operations.
 LISTINGS_OPERATIONS = frozenset(
     {"getListingsItem", "putListingsItem", "patchListingsItem", "searchListingsItems"}
@@ -99,13 +116,14 @@ def api_for_operation(operation: str, feed_type: str | None = None) -> ApiName:
     count for ``orders``, and so do the Notifications API's (ORDER_CHANGE is how orders arrive) and the
     Reports API's (:data:`REPORTS_OPERATIONS`: the order report reconciles orders); feeds
     and confirmShipment for ``feeds`` (the write-back), unless the feed is a listings feed
-    (JSON_LISTINGS_FEED), which counts for ``listings``.
+    (JSON_LISTINGS_FEED), which counts for ``listings``; Easy Ship's for ``feeds``, Catalog Items' for
+    ``listings``.
     """
     if feed_type is not None and feed_type in LISTINGS_FEED_TYPES:
         return "listings"
-    if operation in FEED_OPERATIONS or operation in FEEDS_API_OPERATIONS:
+    if operation in FEED_OPERATIONS or operation in FEEDS_API_OPERATIONS or operation in EASYSHIP_OPERATIONS:
         return "feeds"
-    if operation in LISTINGS_OPERATIONS:
+    if operation in LISTINGS_OPERATIONS or operation in CATALOG_OPERATIONS:
         return "listings"
     return "orders"
 
