@@ -557,6 +557,17 @@ class HealthSettings(_Frozen):
     )
 
 
+class ProductSettings(_Frozen):
+    """Product data from Amazon's Catalog Items API (``ordersync products show``), kept in Redis."""
+
+    cache_ttl_s: float = Field(
+        7 * 86400.0,
+        ge=60,
+        description="How long a product's catalog data (title, image, dimensions, weight) is kept before"
+        " it is read from Amazon again (getCatalogItem, 2 a second per seller).",
+    )
+
+
 class OrderStateSettings(_Frozen):
     """How long the stages keep an order's working state in Redis (its sales order, invoices counted,
     package numbers, write-back state, status fields): until the order's life ends, not a fixed horizon.
@@ -649,6 +660,7 @@ class Settings(BaseSettings):
     stage: StageSettings = StageSettings()
     health: HealthSettings = HealthSettings()
     order_state: OrderStateSettings = OrderStateSettings()
+    products: ProductSettings = ProductSettings()
     status_model: StatusModelSettings = StatusModelSettings()
     dashboard: DashboardSettings = DashboardSettings()
     channels_file: Path = Field(Path("channels.yaml"), description="YAML file declaring the channels.")

@@ -8,7 +8,8 @@ burst 2) under the rate limiter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -127,4 +128,32 @@ def parse_item(raw: Any, marketplace_id: str) -> CatalogItem:
             for i in identifiers.get("identifiers") or ()
             if isinstance(i, dict) and i.get("identifierType") and i.get("identifier")
         },
+    )
+
+
+def item_to_json(item: CatalogItem) -> str:
+    """``item`` as JSON (numbers as strings, exact), for a cache."""
+    return json.dumps(asdict(item), default=str, sort_keys=True)
+
+
+def _decimal(raw: Any) -> Decimal | None:
+    return None if raw is None else Decimal(str(raw))
+
+
+def item_from_json(text: str) -> CatalogItem:
+    """What :func:`item_to_json` wrote."""
+    raw = json.loads(text)
+    sizes = {
+        part: Measured(**{name: _decimal(value) for name, value in raw[part].items()})
+        for part in ("item", "package")
+    }
+    return CatalogItem(
+        asin=raw["asin"],
+        marketplace_id=raw["marketplace_id"],
+        title=raw.get("title"),
+        brand=raw.get("brand"),
+        image_url=raw.get("image_url"),
+        item=sizes["item"],
+        package=sizes["package"],
+        identifiers=dict(raw.get("identifiers") or {}),
     )

@@ -50,6 +50,9 @@ COMMANDS: dict[str, Entry] = {
     ),
     "topics": Entry("ordersync.cli.topics", "topics_app", "Create and list the catalogue's Kafka topics."),
     "quota": Entry("ordersync.cli.quota", "quota_app", "Amazon quota per seller and operation."),
+    "products": Entry(
+        "ordersync.cli.products", "products_app", "Product data from Amazon's catalog: title, image, sizes."
+    ),
     "amazon": Entry("ordersync.cli.amazon", "amazon_app", "Amazon SP-API: check a channel's access."),
     "notifications": Entry(
         "ordersync.cli.notifications",

@@ -198,6 +198,25 @@ LISTINGS_INDEX = KeyFamily(
     "another identifier (ASIN, EAN, ...) -> seller SKU",
     "channel.listings (compacted)",
 )
+# --- product data (Catalog Items) -----------------------------------------------------------------------
+PRODUCT = KeyFamily(
+    "product",
+    ("{marketplace}", "<asin>"),
+    "string",
+    "products (CLI)",
+    "products.cache_ttl_s",
+    "a product's catalog data (JSON): title, brand, image, item and package sizes, identifiers",
+    "not rebuilt: read from Amazon again",
+)
+PRODUCT_SKU = KeyFamily(
+    "product-sku",
+    ("{marketplace}", "<seller>", "<sku>"),
+    "string",
+    "products (CLI)",
+    "products.cache_ttl_s",
+    "the ASIN of a seller SKU in a marketplace",
+    "not rebuilt: read from Amazon again",
+)
 # --- invoices and shipments ---------------------------------------------------------------------------
 REQUESTED = _order_family(
     "requested", "invoice-issued", "quantity requested per order item so far", "shipments.requested", "hash"
@@ -515,6 +534,8 @@ CATALOGUE: tuple[KeyFamily, ...] = (
     LISTINGS,
     LISTINGS_ROWS,
     LISTINGS_INDEX,
+    PRODUCT,
+    PRODUCT_SKU,
     REQUESTED,
     INVOICE_SEEN,
     PACKAGE,

@@ -1,6 +1,7 @@
 """The client's Easy Ship and Catalog Items calls against the simulator over real HTTP and the rate
 limiter: slots listed, a package scheduled and read back, a slot taken in between refused with Amazon's
-"choose another slot" code, several orders in one bulk call with one refused, and a product's data."""
+"choose another slot" code, several orders in one bulk call with one refused, and a product's data, kept
+in a real Redis."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pydantic import SecretStr
 from ordersync.amazon.client import SpApiClient
 from ordersync.amazon.easyship import PackageSize
 from ordersync.channels import Channel, LwaCredentials, SecretRef
-from ordersync.errors import AmazonRejected
+from ordersync.errors import AmazonRejected, Permanent
 from ordersync.ratelimit import InMemoryRateLimiter
 from ordersync.ratelimit.plans import PlanBook
 from ordersync.settings import AmazonSettings
@@ -27,6 +28,8 @@ from ordersync.simulator.testing import (
     TEST_SELLER,
     tiny_scenario,
 )
+from ordersync.state import keys
+from ordersync.state.products import ProductCatalog
 
 pytestmark = pytest.mark.stage
 
@@ -149,3 +152,33 @@ async def test_a_products_title_image_and_sizes_come_from_the_catalog(
     assert missing.value.status == 404
     with pytest.raises(ValueError, match="1 to 20 identifiers"):
         await client.search_catalog_items(INDIA, [f"SKU-{n}" for n in range(21)])
+
+
+async def test_a_product_is_read_from_amazon_once_then_from_redis_until_refreshed(
+    sim: RunningSimulator, client: SpApiClient, redis_client: Any, redis_key_prefix: str
+) -> None:
+    product: Any = sim.state.catalogues[TEST_SELLER][0]
+    catalog = ProductCatalog(redis_client, redis_key_prefix, ttl_s=3600)
+
+    def calls(operation: str) -> int:
+        return sim.state.counters.get(TEST_SELLER, operation).calls
+
+    first, cached = await catalog.product(client, INDIA, asin=product.asin)
+    assert (cached, calls("getCatalogItem")) == (False, 1)
+    again, cached = await catalog.product(client, INDIA, asin=product.asin)
+    assert (again, cached, calls("getCatalogItem")) == (first, True, 1)
+    _, cached = await catalog.product(client, INDIA, asin=product.asin, refresh=True)
+    assert (cached, calls("getCatalogItem")) == (False, 2)
+    ttl = await redis_client.ttl(keys.PRODUCT.key(redis_key_prefix, INDIA, product.asin))
+    assert 3500 < ttl <= 3600
+
+    # By the seller's SKU: searched once, then its ASIN and product come from Redis.
+    by_sku, cached = await catalog.product(client, INDIA, sku=product.sku)
+    assert (by_sku.asin, cached, calls("searchCatalogItems")) == (product.asin, False, 1)
+    _, cached = await catalog.product(client, INDIA, sku=product.sku)
+    assert (cached, calls("searchCatalogItems")) == (True, 1)
+
+    with pytest.raises(Permanent, match="'NO-SUCH-SKU' is not in Amazon's catalog"):
+        await catalog.product(client, INDIA, sku="NO-SUCH-SKU")
+    with pytest.raises(ValueError, match="not both"):
+        await catalog.product(client, INDIA, asin=product.asin, sku=product.sku)

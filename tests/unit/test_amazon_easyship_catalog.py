@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from openapi_schema_validator import OAS30Validator
 
-from ordersync.amazon.catalog import Measured, parse_item
+from ordersync.amazon.catalog import CatalogItem, Measured, item_from_json, item_to_json, parse_item
 from ordersync.amazon.easyship import (
     HandoverSlot,
     PackageSize,
@@ -22,6 +22,7 @@ from ordersync.amazon.easyship import (
 )
 from ordersync.amazon.models import load_model
 from ordersync.amazon.operations import api_for_operation
+from ordersync.cli.products import describe
 
 pytestmark = pytest.mark.unit
 
@@ -191,3 +192,25 @@ def test_easy_ship_counts_for_the_write_back_and_the_catalog_for_the_listings() 
     assert api_for_operation("listHandoverSlots") == "feeds"
     assert api_for_operation("getCatalogItem") == "listings"
     assert api_for_operation("getOrders") == "orders"
+
+
+def test_a_cached_product_reads_back_exactly_and_prints_for_a_person() -> None:
+    item = CatalogItem(
+        asin="B000000001",
+        marketplace_id=INDIA,
+        title="Steel bottle 1 l",
+        image_url="https://img/main.jpg",
+        item=Measured(Decimal("25.40"), Decimal("8.00"), Decimal("25.00"), Decimal("680.39")),
+        package=Measured(weight_g=Decimal("800.00")),
+        identifiers={"EAN": "4006381333931"},
+    )
+    assert item_from_json(item_to_json(item)) == item
+    assert describe(item, cached=True) == [
+        "B000000001 in A21TJRUUN4KGV (cached)",
+        "  title:   Steel bottle 1 l",
+        "  brand:   -",
+        "  image:   https://img/main.jpg",
+        "  item:    25.40 x 8.00 x 25.00 cm, 680.39 g",
+        "  package: dimensions unknown, 800.00 g",
+        "  ids:     EAN 4006381333931",
+    ]
