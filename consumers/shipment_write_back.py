@@ -22,6 +22,9 @@
   ``orders.imported`` and its own task tells Amazon each imported order's sales-order code
   (MerchantOrderID, StatusCode Success) for channels with ``acknowledge_orders``, with a result per
   order on ``orders.acknowledgement-results``.
+- Easy Ship packing (:mod:`ordersync.consumers.packing`): its own agent reads ``packages.packed`` and
+  schedules each package's handover with Amazon (listHandoverSlots, createScheduledPackage; 1/s,
+  burst 5), with the outcome on ``packages.scheduled``.
 - Amazon operations and quotas (per seller, through the rate limiter): ``confirmShipment`` (v0; 2/s,
   burst 10); createFeed on the ``packing`` lane (shipments, cancellations) and the ``acknowledgement``
   lane (behind them and stock's extra feeds; at most one per ``writeback.acknowledge_flush_interval_s``),
@@ -51,7 +54,7 @@ from redis.asyncio.client import Pipeline
 
 from ordersync.channels import Channel
 from ordersync.clock import epoch_seconds
-from ordersync.consumers import acknowledgement, cancellation, fulfillment_feed
+from ordersync.consumers import acknowledgement, cancellation, fulfillment_feed, packing
 from ordersync.consumers.shipment_package import PackageWriteBack, confirmed_by_amazon, total_quantity
 from ordersync.errors import InvalidEvent, Permanent, Retryable, Throttled
 from ordersync.ops.commands import outcome_detail
@@ -72,6 +75,8 @@ from ordersync.schemas.topics import (
     ORDERS_CANCELLATION_REQUESTED,
     ORDERS_CANCELLATION_RESULTS,
     ORDERS_IMPORTED,
+    PACKAGES_PACKED,
+    PACKAGES_SCHEDULED,
     SHIPMENTS_CONFIRMED,
     SHIPMENTS_FAILED,
     SHIPMENTS_REQUESTED,
@@ -397,11 +402,17 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
     runtime.topic(SHIPMENTS_FAILED)
     runtime.topic(ORDERS_CANCELLATION_RESULTS)
     runtime.topic(ORDERS_ACKNOWLEDGEMENT_RESULTS)
+    runtime.topic(PACKAGES_SCHEDULED)
     settings = runtime.settings.writeback
     # Package outcomes live in Redis but are Kafka's: a Redis that lost them gets them back first.
     runtime.on_redis_reset(partial(rebuild_packages, runtime))
     runtime.on_redis_reset(partial(cancellation.rebuild_pending, runtime))
     runtime.on_redis_reset(partial(acknowledgement.rebuild_pending, runtime))
+    runtime.on_redis_reset(partial(packing.rebuild_outcomes, runtime))
+
+    @app.agent(runtime.topic(PACKAGES_PACKED), name="easy-ship-packing")
+    async def packages(stream: faust.StreamT[bytes]) -> None:
+        await runtime.consume(PACKAGES_PACKED, stream, lambda env: packing.handle(runtime, env))
 
     @app.task  # type: ignore[untyped-decorator]
     async def watch_redis() -> None:

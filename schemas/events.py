@@ -446,6 +446,69 @@ class ShipmentFailed(Event):
     quantity: PositiveInt
 
 
+# --- packages.packed (written by the back-office or WMS) and packages.scheduled: Easy Ship --------------
+
+
+class PackedSize(_Value):
+    """A packed package as measured: centimetres and grams (Amazon's Easy Ship units)."""
+
+    length_cm: Annotated[Decimal, Field(gt=0)]
+    width_cm: Annotated[Decimal, Field(gt=0)]
+    height_cm: Annotated[Decimal, Field(gt=0)]
+    weight_g: Annotated[Decimal, Field(gt=0)]
+
+
+class PackagePacked(Event):
+    """An Easy Ship order's package is packed: ordersync schedules Amazon's pick-up (or drop-off) of it in
+    a handover slot (Easy Ship API), and Amazon makes its label and tax invoice."""
+
+    channel: NonEmptyStr
+    amazon_order_id: AmazonOrderId
+    #: The order's items in the package (empty: every item of the order).
+    items: tuple[ShipmentItem, ...] = ()
+    #: None: proposed from Amazon's catalog (the package size of a one-unit order's product).
+    size: PackedSize | None = None
+    #: A handover slot id listed earlier, or "earliest".
+    slot: NonEmptyStr = "earliest"
+    #: PICKUP or DROPOFF; None: whatever the slot offers.
+    handover: Literal["PICKUP", "DROPOFF"] | None = None
+    #: Printed on the label to help the packer find the package.
+    identifier: Annotated[str, Field(max_length=50)] | None = None
+    packed_at: AwareDatetime
+
+
+class PackageScheduled(Event):
+    """Amazon scheduled the package's handover: its slot, Amazon's package id, invoice and tracking."""
+
+    channel: NonEmptyStr
+    amazon_order_id: AmazonOrderId
+    scheduled_package_id: str | None
+    slot_id: NonEmptyStr
+    slot_start: AwareDatetime | None
+    slot_end: AwareDatetime | None
+    handover: str | None
+    status: str | None
+    invoice_number: str | None
+    tracking_id: str | None
+    size: PackedSize
+    #: "packer" (sent with the package) or "catalog" (proposed from Amazon's catalog).
+    size_from: Literal["packer", "catalog"]
+    #: Calls to createScheduledPackage it took (a slot filled in between costs one more).
+    attempts: PositiveInt
+    scheduled_at: AwareDatetime
+
+
+class PackageSchedulingFailed(Event):
+    """Amazon would not schedule the package (or ordersync could not ask): why, in Amazon's words."""
+
+    channel: NonEmptyStr
+    amazon_order_id: AmazonOrderId
+    error_code: NonEmptyStr
+    error_message: NonEmptyStr
+    attempts: Annotated[int, Field(ge=0)]
+    failed_at: AwareDatetime
+
+
 # --- orders.cancellation-requested (written by the back-office) -----------------------------------
 
 

@@ -29,6 +29,9 @@ from ordersync.schemas.events import (
     OrderImported,
     OrderImportFailed,
     OrderUpdated,
+    PackagePacked,
+    PackageScheduled,
+    PackageSchedulingFailed,
     RecordParked,
     ShipmentConfirmed,
     ShipmentFailed,
@@ -160,6 +163,22 @@ INVENTORY_LEVELS = _external(
     description="Stock available to sell per channel and SKU; the latest value wins.",
     cleanup_policy="compact",
 )
+PACKAGES_PACKED = _external(
+    "packages.packed",
+    key="order",
+    events=(PackagePacked,),
+    writer="the back-office or WMS (Easy Ship orders)",
+    description="An Easy Ship order's package packed: its items, size, preferred handover slot and method;"
+    " ordersync schedules its pick-up or drop-off with Amazon.",
+)
+PACKAGES_SCHEDULED = TopicSpec(
+    name="packages.scheduled",
+    key="order",
+    events=(PackageScheduled, PackageSchedulingFailed),
+    writer="shipment-write-back (packing)",
+    description="Per packed Easy Ship package, its handover slot, Amazon's package id, invoice and tracking,"
+    " or why Amazon would not schedule it.",
+)
 ORDERS_CANCELLATION_REQUESTED = _external(
     "orders.cancellation-requested",
     key="order",
@@ -254,6 +273,8 @@ CATALOGUE: tuple[TopicSpec, ...] = tuple(
         ORDERS_CANCELLATION_REQUESTED,
         ORDERS_CANCELLATION_RESULTS,
         ORDERS_ACKNOWLEDGEMENT_RESULTS,
+        PACKAGES_PACKED,
+        PACKAGES_SCHEDULED,
         INVENTORY_LEVELS,
         CHANNEL_LISTINGS,
         OPS_COMMANDS,

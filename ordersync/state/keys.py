@@ -198,6 +198,15 @@ LISTINGS_INDEX = KeyFamily(
     "another identifier (ASIN, EAN, ...) -> seller SKU",
     "channel.listings (compacted)",
 )
+# --- Easy Ship packing ----------------------------------------------------------------------------------
+EASY_SHIP_PACKAGE = _order_family(
+    "easyship",
+    "shipment-write-back (packing)",
+    "the order's Easy Ship package outcome: Scheduled (Amazon's package id, slot) or Failed, so a replayed"
+    " package is never scheduled twice",
+    "packages.scheduled",
+    "hash",
+)
 # --- product data (Catalog Items) -----------------------------------------------------------------------
 PRODUCT = KeyFamily(
     "product",
@@ -536,6 +545,7 @@ CATALOGUE: tuple[KeyFamily, ...] = (
     LISTINGS_INDEX,
     PRODUCT,
     PRODUCT_SKU,
+    EASY_SHIP_PACKAGE,
     REQUESTED,
     INVOICE_SEEN,
     PACKAGE,
@@ -600,6 +610,7 @@ WORKING_STATE: tuple[KeyFamily, ...] = (
     PACKAGE_SEQUENCE,
     SHIPMENT,
     WRITEBACK_PACKAGES,
+    EASY_SHIP_PACKAGE,
 )
 
 

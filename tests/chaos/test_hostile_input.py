@@ -32,6 +32,7 @@ READERS_OF = {
     "shipments.requested": ("shipment-write-back",),
     "inventory.levels": ("inventory",),
     "orders.cancellation-requested": ("shipment-write-back",),
+    "packages.packed": ("shipment-write-back",),
     "channel.listings": ("import",),
     "ops.commands": ("import", "shipment-write-back"),
 }

@@ -56,6 +56,7 @@ from ordersync.schemas.topics import (
     ORDERS_DOWNLOADED,
     ORDERS_ENRICHED,
     ORDERS_IMPORTED,
+    PACKAGES_PACKED,
     SHIPMENTS_REQUESTED,
     TopicSpec,
     by_name,
@@ -80,6 +81,7 @@ DLQ_FAILED_STAGE: dict[str, FailedStage] = {
     SHIPMENTS_REQUESTED.name: "write-back",
     ORDERS_CANCELLATION_REQUESTED.name: "write-back",
     ORDERS_IMPORTED.name: "write-back",  # (read there for the order acknowledgements)
+    PACKAGES_PACKED.name: "write-back",  # Easy Ship packing runs in the write-back stage
 }
 
 #: The track a dead letter of each source topic fails: a later success on that track supersedes it.
@@ -90,6 +92,7 @@ DLQ_TRACK: dict[str, str] = {
     SHIPMENTS_REQUESTED.name: "shipment-request",
     ORDERS_CANCELLATION_REQUESTED.name: "cancellation",
     ORDERS_IMPORTED.name: "acknowledgement",
+    PACKAGES_PACKED.name: "easy-ship",
 }
 
 
