@@ -9,8 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ordersync.channels import load_channels
-from ordersync.errors import ConfigurationError
+from ordersync.cli.common import channel_named
 from ordersync.ops.amazon_check import check_limiter, run_check
 from ordersync.settings import get_settings
 
@@ -36,11 +35,7 @@ def check_command(
 ) -> None:
     """One cheap call with the channel's credentials: auth, region, marketplaces, rate limits."""
     settings = get_settings()
-    try:
-        found = load_channels(settings.channels_file).by_name(channel)
-    except ConfigurationError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    found = channel_named(settings, channel)
     limiter, plans = check_limiter(settings, found, local_quota)
     report = asyncio.run(run_check(settings, found, limiter=limiter, plans=plans))
     if as_json:

@@ -13,6 +13,7 @@ from ordersync.settings import Settings, get_settings
 from ordersync.state.readmodel import ReadModel
 
 if TYPE_CHECKING:
+    from ordersync.channels import Channel
     from ordersync.privacy.reader import BuyerData
 
 T = TypeVar("T")
@@ -26,6 +27,18 @@ def setup_logging() -> None:
     settings = get_settings()
     remember_secrets(settings)
     configure_logging(settings.log_level, json_lines=settings.log_json)
+
+
+def channel_named(settings: Settings, name: str) -> Channel:
+    """The channels file's channel ``name``; an unknown name or a bad file ends the command (exit 2)."""
+    from ordersync.channels import load_channels
+    from ordersync.errors import ConfigurationError
+
+    try:
+        return load_channels(settings.channels_file).by_name(name)
+    except ConfigurationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def parse_time(value: str | None, option: str) -> datetime | None:

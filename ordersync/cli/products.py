@@ -11,8 +11,9 @@ import httpx
 import typer
 
 from ordersync.amazon.catalog import CatalogItem, Measured
-from ordersync.channels import Channel, load_channels
-from ordersync.errors import AmazonApiError, ConfigurationError, Permanent
+from ordersync.channels import Channel
+from ordersync.cli.common import channel_named
+from ordersync.errors import AmazonApiError, Permanent
 from ordersync.settings import Settings, get_settings
 
 products_app = typer.Typer(help="Product data from Amazon's catalog.", no_args_is_help=True)
@@ -88,11 +89,7 @@ def show_command(  # noqa: PLR0917 - one parameter per CLI option
         typer.echo("error: give --asin or --sku (one of them)", err=True)
         raise typer.Exit(2)
     settings = get_settings()
-    try:
-        found = load_channels(settings.channels_file).by_name(channel)
-    except ConfigurationError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    found = channel_named(settings, channel)
     marketplace_id = marketplace or found.marketplaces[0]
     if marketplace_id not in found.marketplaces:
         typer.echo(

@@ -57,6 +57,15 @@ async def runtime_of(make_runtime: Any, stage: str, scenario: Any) -> RecordingR
     return runtime
 
 
+@pytest.fixture
+async def importer(make_runtime: Any, scenario: Any) -> RecordingRuntime:
+    """The import stage, its channel's SKU-1 mapped to a stock code."""
+    runtime = await runtime_of(make_runtime, "import", scenario)
+    chan = runtime.channels.channels[0]
+    await runtime.store.set_listings(chan.name, {"SKU-1": "STK-1"})
+    return runtime
+
+
 def enriched(runtime: RecordingRuntime, **changes: Any) -> Envelope[OrderEnriched]:
     chan = runtime.channels.channels[0]
     amazon = order(seller_id=chan.seller_id, **changes)
@@ -77,12 +86,10 @@ async def expire_now(runtime: RecordingRuntime, *names: str) -> None:
 
 
 async def test_an_imported_orders_working_state_lives_until_it_closes_while_its_marks_stay(
-    make_runtime: Any, scenario: Any
+    importer: RecordingRuntime,
 ) -> None:
-    runtime = await runtime_of(make_runtime, "import", scenario)
-    chan = runtime.channels.channels[0]
-    seller = chan.seller_id
-    await runtime.store.set_listings(chan.name, {"SKU-1": "STK-1"})
+    runtime = importer
+    seller = runtime.channels.channels[0].seller_id
     now = runtime.clock.now()
     # Ship by in 2 days: delivered (as the privacy rules reckon it) two weeks later, closed 30 days after.
     await order_import.handle(
@@ -103,13 +110,9 @@ async def test_an_imported_orders_working_state_lives_until_it_closes_while_its_
     assert life - SLACK_S <= await ttl(runtime, keys.ORDER_STATUS, seller, ORDER_ID) <= life
 
 
-async def test_a_later_version_of_a_closed_order_is_never_imported_again(
-    make_runtime: Any, scenario: Any
-) -> None:
-    runtime = await runtime_of(make_runtime, "import", scenario)
-    chan = runtime.channels.channels[0]
-    seller = chan.seller_id
-    await runtime.store.set_listings(chan.name, {"SKU-1": "STK-1"})
+async def test_a_later_version_of_a_closed_order_is_never_imported_again(importer: RecordingRuntime) -> None:
+    runtime = importer
+    seller = runtime.channels.channels[0].seller_id
     now = runtime.clock.now()
     await order_import.handle(
         runtime, enriched(runtime, purchase_date=now, last_update_date=now, latest_ship_date=now)
