@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import base64
 import itertools
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from ordersync.schemas.codec import encode
 from ordersync.schemas.envelope import Envelope
-from ordersync.schemas.events import EventDeadLettered
-from ordersync.schemas.topics import SHIPMENTS_REQUESTED, order_key
+from ordersync.schemas.events import EventDeadLettered, PackageScheduled, PackageSchedulingFailed, PackedSize
+from ordersync.schemas.topics import PACKAGES_SCHEDULED, SHIPMENTS_REQUESTED, order_key
 from ordersync.state.readmodel import Fact, derive, facts_of
 from tests.factories import IGNORED, OK, RETRIED, SELLER, RecordedRun, recorded_run
 
@@ -107,3 +108,50 @@ def test_a_redelivered_shipment_request_leaves_a_confirmed_package_confirmed() -
     for permutation in itertools.islice(itertools.permutations(facts), 200):
         derived = derive(SELLER, OK, permutation)
         assert (derived.row.status, derived.row.writeback_status) == ("Success", "confirmed")
+
+
+def _package_outcome(run: RecordedRun, order_id: str, error_code: str | None) -> None:
+    common: dict[str, Any] = {"channel": "acme-us", "amazon_order_id": order_id}
+    if error_code is None:
+        run.add(
+            PACKAGES_SCHEDULED.name,
+            PackageScheduled(
+                **common,
+                scheduled_package_id="PKG-1",
+                slot_id="slot-1",
+                slot_start=run.clock,
+                slot_end=None,
+                handover="PICKUP",
+                status="ReadyForPickup",
+                invoice_number="INV-9",
+                tracking_id=None,
+                size=PackedSize(
+                    length_cm=Decimal(20), width_cm=Decimal(15), height_cm=Decimal(10), weight_g=Decimal(500)
+                ),
+                size_from="packer",
+                attempts=1,
+                scheduled_at=run.clock,
+            ),
+        )
+    else:
+        run.add(
+            PACKAGES_SCHEDULED.name,
+            PackageSchedulingFailed(
+                **common, error_code=error_code, error_message="slot gone", attempts=3, failed_at=run.clock
+            ),
+        )
+
+
+def test_an_easy_ship_refusal_fails_the_order_until_its_package_is_scheduled() -> None:
+    run = RecordedRun()
+    run.order_flow(OK)
+    run.imported(OK, "SO00000001")
+    _package_outcome(run, OK, "NoHandoverSlot")
+    refused = derive(SELLER, OK, _facts(run.events, OK))
+    assert (refused.row.status, refused.row.error_code) == ("Failed", "NoHandoverSlot")
+    assert refused.history[-1]["summary"] == "Easy Ship package not scheduled: NoHandoverSlot slot gone"
+    _package_outcome(run, OK, None)
+    scheduled = derive(SELLER, OK, _facts(run.events, OK))
+    assert scheduled.row.status != "Failed"
+    assert scheduled.history[-1]["summary"].startswith("Easy Ship package PKG-1 scheduled for pickup from ")
+    assert scheduled.history[-1]["summary"].endswith(", invoice INV-9")

@@ -41,6 +41,8 @@ from ordersync.schemas.events import (
     OrderImportFailed,
     OrderUpdated,
     Package,
+    PackageScheduled,
+    PackageSchedulingFailed,
     ShipmentConfirmed,
     ShipmentFailed,
     ShipmentRequested,
@@ -57,6 +59,7 @@ from ordersync.schemas.topics import (
     ORDERS_ENRICHED,
     ORDERS_IMPORTED,
     PACKAGES_PACKED,
+    PACKAGES_SCHEDULED,
     SHIPMENTS_REQUESTED,
     TopicSpec,
     by_name,
@@ -69,6 +72,7 @@ FOLDED_TOPICS: tuple[TopicSpec, ...] = (
     ORDERS_CANCELLATION_REQUESTED,
     ORDERS_CANCELLATION_RESULTS,
     ORDERS_ACKNOWLEDGEMENT_RESULTS,
+    PACKAGES_SCHEDULED,
     OPS_COMMANDS,
     *(spec for spec in CATALOGUE if spec.name.endswith(".dlq")),
 )
@@ -343,6 +347,19 @@ class AcknowledgementResultFact:
 
 
 @dataclass(frozen=True, slots=True)
+class EasyShipFact:
+    """An Easy Ship package scheduled for its handover (``error_code`` None), or refused."""
+
+    channel: str
+    slot_start: str | None
+    handover: str | None
+    scheduled_package_id: str | None
+    invoice_number: str | None
+    error_code: str | None
+    error_message: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class CommandFact:
     channel: str
     command: str
@@ -381,6 +398,7 @@ FactData = (
     | CancellationRequestedFact
     | CancellationResultFact
     | AcknowledgementResultFact
+    | EasyShipFact
     | CommandFact
     | DeadLetterFact
 )
@@ -400,6 +418,8 @@ DATA_OF_EVENT: dict[str, type[FactData]] = {
     "OrderCancellationRequested": CancellationRequestedFact,
     "OrderCancellationResult": CancellationResultFact,
     "OrderAcknowledgementResult": AcknowledgementResultFact,
+    "PackageScheduled": EasyShipFact,
+    "PackageSchedulingFailed": EasyShipFact,
     "OperatorCommandIssued": CommandFact,
     "EventDeadLettered": DeadLetterFact,
 }
@@ -643,6 +663,35 @@ def _shipment_data(payload: Event, seller: str) -> tuple[Target, FactData, str] 
             f"{payload.error_message or payload.reason}".strip()
         )
         return Target(seller, payload.amazon_order_id), result, summary
+    if isinstance(payload, PackageScheduled):
+        scheduled = EasyShipFact(
+            channel=payload.channel,
+            slot_start=iso(payload.slot_start) if payload.slot_start else None,
+            handover=payload.handover,
+            scheduled_package_id=payload.scheduled_package_id,
+            invoice_number=payload.invoice_number,
+            error_code=None,
+            error_message=None,
+        )
+        when = f" from {iso(payload.slot_start)}" if payload.slot_start else ""
+        summary = (
+            f"Easy Ship package {payload.scheduled_package_id or ''} scheduled for"
+            f" {(payload.handover or 'handover').lower()}{when}"
+            + (f", invoice {payload.invoice_number}" if payload.invoice_number else "")
+        )
+        return Target(seller, payload.amazon_order_id), scheduled, summary
+    if isinstance(payload, PackageSchedulingFailed):
+        refused = EasyShipFact(
+            channel=payload.channel,
+            slot_start=None,
+            handover=None,
+            scheduled_package_id=None,
+            invoice_number=None,
+            error_code=payload.error_code,
+            error_message=payload.error_message,
+        )
+        summary = f"Easy Ship package not scheduled: {payload.error_code} {payload.error_message}"
+        return Target(seller, payload.amazon_order_id), refused, summary
     if isinstance(payload, OrderAcknowledgementResult):
         acknowledged = AcknowledgementResultFact(
             channel=payload.channel,

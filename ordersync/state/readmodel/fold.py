@@ -32,6 +32,7 @@ from ordersync.state.readmodel.facts import (
     CommandFact,
     DeadLetterFact,
     DownloadedFact,
+    EasyShipFact,
     EnrichedFact,
     Fact,
     ImportedFact,
@@ -336,6 +337,17 @@ def _acknowledgement_result(state: OrderState, fact: Fact, data: Acknowledgement
         state.outcome("acknowledgement", fact.at, None)
 
 
+def _easy_ship(state: OrderState, fact: Fact, data: EasyShipFact) -> None:
+    # Scheduled settles a refusal or a dead-lettered packages.packed record before it; a refusal is the
+    # order's failure until a package is scheduled.
+    state.seen(fact, data.channel)
+    if data.error_code is None:
+        state.outcome("easy-ship", fact.at, None)
+        return
+    error = {"stage": "write-back", "code": data.error_code, "message": data.error_message, "at": fact.at}
+    state.fail("easy-ship", fact.at, error)
+
+
 def _command(state: OrderState, fact: Fact, data: CommandFact) -> None:
     state.seen(fact, data.channel)
     if data.command in ("ignore", "unignore"):
@@ -388,6 +400,7 @@ _REDUCERS: dict[type, Callable[[OrderState, Fact, Any], None]] = {
     CancellationRequestedFact: _cancellation_requested,
     CancellationResultFact: _cancellation_result,
     AcknowledgementResultFact: _acknowledgement_result,
+    EasyShipFact: _easy_ship,
     CommandFact: _command,
     DeadLetterFact: _dead_letter,
 }
