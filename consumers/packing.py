@@ -13,8 +13,9 @@
   is retried with the next slot listed, up to :data:`MAX_SLOT_TRIES` times; sizes Amazon refuses, orders
   outside Easy Ship and other refusals are final; Amazon unavailable parks the record on the redrive
   tiers, and it fails only at the redrive deadline.
-- State in Redis: the order's package outcome (``easyship``), for the order's life, so a replay is not
-  scheduled twice; rebuilt from ``packages.scheduled`` when Redis lost it.
+- State in Redis: the order's package outcome (``easyship``) and the record that decided it, for the
+  order's life, so a replay is not scheduled twice, while a package refused before is tried again when
+  the packer sends it again; rebuilt from ``packages.scheduled`` when Redis lost it.
 """
 
 from __future__ import annotations
@@ -184,11 +185,13 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
     seller = envelope.seller_id
     store = runtime.store
     async with store.redis.pipeline(transaction=False) as pipe:
-        pipe.hget(_state_key(runtime, seller, packed.amazon_order_id), "status")
+        pipe.hmget(_state_key(runtime, seller, packed.amazon_order_id), ["status", "event"])
         pipe.get(store.key_of(keys.SALES_ORDER, seller, packed.amazon_order_id))
-        status, raw_order = await pipe.execute()
-    if status in ("Scheduled", "Failed"):
-        return  # a replay: its outcome was published already
+        (status, decided_by), raw_order = await pipe.execute()
+    if status == "Scheduled" or (status == "Failed" and decided_by == str(envelope.event_id)):
+        # A replay (its outcome was published), or a package scheduled already. A package refused before
+        # is tried again when the packer sends it again (a new event: another size, another slot).
+        return
     sales_order = SalesOrder.model_validate_json(raw_order) if raw_order else None
     marketplace = envelope.marketplace_id or (sales_order.marketplace_id if sales_order else None)
     attempts = 0
@@ -272,7 +275,7 @@ async def _publish(
     store = runtime.store
     key = _state_key(runtime, seller, order_id)
     async with store.redis.pipeline(transaction=False) as pipe:
-        pipe.hset(key, mapping=cast(dict[Any, Any], state))
+        pipe.hset(key, mapping=cast(dict[Any, Any], {**state, "event": str(envelope.event_id)}))
         pipe.expire(key, store.ttl_of(sales_order) or keys.ORDER_STATE_TTL_S)
         store.queue_order_status(pipe, seller, order_id, easy_ship=state["status"])
         await pipe.execute()

@@ -184,9 +184,15 @@ async def test_what_can_be_told_beforehand_is_refused_without_asking_amazon(
         "weight 5 g is below Amazon's minimum of 11 g",
     )
     assert calls(sim, "listHandoverSlots") == 0
-    # Published once: a replay of a refused package is a no-op too.
-    await packing.handle(runtime, packed(runtime, light, size=feather))
-    assert len(runtime.payloads(PACKAGES_SCHEDULED.name)) == 2
+    # Published once: a replay of a refused package is a no-op too ...
+    refused_record = packed(runtime, light, size=feather)
+    await packing.handle(runtime, refused_record)
+    await packing.handle(runtime, refused_record)
+    assert len(runtime.payloads(PACKAGES_SCHEDULED.name)) == 3
+    # ... while the package sent again, weighed properly, is scheduled.
+    await packing.handle(runtime, packed(runtime, light))
+    assert isinstance(runtime.payloads(PACKAGES_SCHEDULED.name)[-1], PackageScheduled)
+    assert calls(sim, "createScheduledPackage") == 1
 
 
 async def test_amazons_refusal_is_published_with_its_code_and_message(
