@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from ordersync.amazon.client import SpApiClient
 from ordersync.amazon.easyship import HandoverSlot, PackageSize, ScheduledPackage
@@ -275,7 +275,8 @@ async def _publish(
     store = runtime.store
     key = _state_key(runtime, seller, order_id)
     async with store.redis.pipeline(transaction=False) as pipe:
-        pipe.hset(key, mapping=cast(dict[Any, Any], {**state, "event": str(envelope.event_id)}))
+        recorded: dict[Any, Any] = {**state, "event": str(envelope.event_id)}
+        pipe.hset(key, mapping=recorded)
         pipe.expire(key, store.ttl_of(sales_order) or keys.ORDER_STATE_TTL_S)
         store.queue_order_status(pipe, seller, order_id, easy_ship=state["status"])
         await pipe.execute()
