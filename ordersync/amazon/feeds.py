@@ -504,6 +504,76 @@ def order_acknowledgement_feed(seller_id: str, messages: Iterable[Acknowledgemen
     return out
 
 
+#: Easy Ship's documents (shipping label, tax invoice, warranty) of scheduled packages, as PDFs.
+EASYSHIP_DOCUMENTS_FEED = "POST_EASYSHIP_DOCUMENTS"
+EasyShipDocumentType = Literal["ShippingLabel", "Invoice", "Warranty"]
+
+
+@dataclass(frozen=True)
+class EasyShipDocumentsMessage:
+    """One EasyShipDocument message: the documents wanted for an order's scheduled package."""
+
+    message_id: int
+    amazon_order_id: str
+    document_types: tuple[EasyShipDocumentType, ...] = ("ShippingLabel", "Invoice")
+
+
+def easyship_documents_feed(seller_id: str, messages: Iterable[EasyShipDocumentsMessage]) -> bytes:
+    """A POST_EASYSHIP_DOCUMENTS document (amzn-envelope.xsd, EasyShipDocument messages: AmazonOrderID,
+    then one DocumentType per document)."""
+    root = etree.Element("AmazonEnvelope", nsmap={"xsi": "http://www.w3.org/2001/XMLSchema-instance"})
+    root.set("{http://www.w3.org/2001/XMLSchema-instance}noNamespaceSchemaLocation", "amzn-envelope.xsd")
+    header = etree.SubElement(root, "Header")
+    etree.SubElement(header, "DocumentVersion").text = "1.01"
+    etree.SubElement(header, "MerchantIdentifier").text = seller_id
+    etree.SubElement(root, "MessageType").text = "EasyShipDocument"
+    for message in messages:
+        node = etree.SubElement(root, "Message")
+        etree.SubElement(node, "MessageID").text = str(message.message_id)
+        body = etree.SubElement(node, "EasyShipDocument")
+        etree.SubElement(body, "AmazonOrderID").text = message.amazon_order_id
+        for document_type in message.document_types:
+            etree.SubElement(body, "DocumentType").text = document_type
+    out: bytes = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    return out
+
+
+@dataclass(frozen=True)
+class EasyShipDocumentReference:
+    """Where an order's Easy Ship documents can be downloaded: the processing report's ReportReferenceId."""
+
+    message_id: int | None
+    amazon_order_id: str | None
+    report_reference_id: str
+
+
+def easyship_document_references(content: bytes) -> tuple[EasyShipDocumentReference, ...]:
+    """Each ReportReferenceId of a POST_EASYSHIP_DOCUMENTS processing report, with the MessageID and
+    AmazonOrderID beside it. Amazon names the element but does not document where it sits in the report,
+    so it is read wherever it appears, its siblings naming the message and the order."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    try:
+        root = etree.fromstring(content, parser)
+    except etree.XMLSyntaxError as exc:
+        raise ValueError(f"not an XML processing report: {exc}") from exc
+    found: list[EasyShipDocumentReference] = []
+    for node in root.iter("{*}ReportReferenceId", "ReportReferenceId"):
+        reference = (node.text or "").strip()
+        parent = node.getparent()
+        if not reference or parent is None:
+            continue
+        raw_id = (parent.findtext("{*}MessageID") or parent.findtext("MessageID") or "").strip()
+        order = (parent.findtext("{*}AmazonOrderID") or parent.findtext("AmazonOrderID") or "").strip()
+        found.append(
+            EasyShipDocumentReference(
+                message_id=int(raw_id) if raw_id.isdigit() else None,
+                amazon_order_id=order or None,
+                report_reference_id=reference,
+            )
+        )
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class Availability:
     """A seller-fulfilled SKU's stock as Amazon is told it: the quantity, and the handling time and

@@ -5,6 +5,7 @@ in a real Redis."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
@@ -12,9 +13,19 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
+from pypdf import PdfReader
 
 from ordersync.amazon.client import SpApiClient
 from ordersync.amazon.easyship import PackageSize
+from ordersync.amazon.feeds import (
+    EASYSHIP_DOCUMENTS_FEED,
+    XML_CONTENT_TYPE,
+    EasyShipDocumentsMessage,
+    FeedsClient,
+    easyship_document_references,
+    easyship_documents_feed,
+    parse_processing_report,
+)
 from ordersync.channels import Channel, LwaCredentials, SecretRef
 from ordersync.errors import AmazonRejected, Permanent
 from ordersync.ratelimit import InMemoryRateLimiter
@@ -43,6 +54,7 @@ def sim() -> Iterator[RunningSimulator]:
         seller={"region": "eu", "marketplaces": [INDIA]},
         orders={"count": 2},
         easy_ship={"slot_capacity": 1},
+        feeds={"queue_delay_s": [5, 5], "duration_s": [10, 10], "stall_share": 0},
     )
     with RunningSimulator(SimulatorState(scenario)) as running:
         yield running
@@ -182,3 +194,30 @@ async def test_a_product_is_read_from_amazon_once_then_from_redis_until_refreshe
         await catalog.product(client, INDIA, sku="NO-SUCH-SKU")
     with pytest.raises(ValueError, match="not both"):
         await catalog.product(client, INDIA, asin=product.asin, sku=product.sku)
+
+
+async def test_a_documents_feed_gives_each_scheduled_packages_pdf_naming_its_order(
+    sim: RunningSimulator, client: SpApiClient
+) -> None:
+    scheduled, unscheduled = easy_ship_order(sim), easy_ship_order(sim)
+    slot = (await client.list_handover_slots(INDIA, scheduled, SIZE))[0]
+    await client.create_scheduled_package(INDIA, scheduled, slot)
+    feeds = FeedsClient(client)
+    document = easyship_documents_feed(
+        TEST_SELLER,
+        [EasyShipDocumentsMessage(1, scheduled), EasyShipDocumentsMessage(2, unscheduled, ("Invoice",))],
+    )
+    feed_id = await feeds.submit(EASYSHIP_DOCUMENTS_FEED, document, XML_CONTENT_TYPE, [INDIA], lane="packing")
+    sim.state.advance_clock(60)
+    feed = await feeds.get_feed(feed_id)
+    assert feed.processing_status == "DONE"
+    assert feed.result_feed_document_id is not None
+    result = await feeds.get_feed_document(feed.result_feed_document_id)
+    # The order without a scheduled package is refused by its message; the other has its reference.
+    (error,) = parse_processing_report(result).results
+    assert (error.message_id, error.amazon_order_id) == (2, unscheduled)
+    (reference,) = easyship_document_references(result)
+    assert (reference.message_id, reference.amazon_order_id) == (1, scheduled)
+    pdf = PdfReader(io.BytesIO(await feeds.get_feed_document(reference.report_reference_id)))
+    assert len(pdf.pages) == 2  # shipping label and invoice
+    assert all(scheduled in page.extract_text() for page in pdf.pages)

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from lxml import etree
 from openapi_schema_validator import OAS30Validator
 
 from ordersync.amazon.catalog import CatalogItem, Measured, item_from_json, item_to_json, parse_item
@@ -19,6 +20,12 @@ from ordersync.amazon.easyship import (
     parse_package,
     parse_slots,
     slots_request,
+)
+from ordersync.amazon.feeds import (
+    EasyShipDocumentReference,
+    EasyShipDocumentsMessage,
+    easyship_document_references,
+    easyship_documents_feed,
 )
 from ordersync.amazon.models import load_model
 from ordersync.amazon.operations import api_for_operation
@@ -214,3 +221,31 @@ def test_a_cached_product_reads_back_exactly_and_prints_for_a_person() -> None:
         "  package: dimensions unknown, 800.00 g",
         "  ids:     EAN 4006381333931",
     ]
+
+
+def test_a_documents_feed_names_each_order_and_its_documents_and_its_references_are_read_back() -> None:
+    document = easyship_documents_feed(
+        "A1ACME",
+        [EasyShipDocumentsMessage(1, ORDER_ID), EasyShipDocumentsMessage(2, "403-1-2", ("Warranty",))],
+    )
+    root = etree.fromstring(document)
+    assert root.findtext("MessageType") == "EasyShipDocument"
+    first, second = root.findall("Message")
+    assert first.findtext("EasyShipDocument/AmazonOrderID") == ORDER_ID
+    assert [d.text for d in first.findall("EasyShipDocument/DocumentType")] == ["ShippingLabel", "Invoice"]
+    assert [d.text for d in second.findall("EasyShipDocument/DocumentType")] == ["Warranty"]
+
+    # Wherever the reference sits, in a namespace or not, with or without its message's id.
+    report = (
+        b'<AmazonEnvelope xmlns="urn:x"><Message><ProcessingReport><StatusCode>Complete</StatusCode>'
+        b"<Result><MessageID>1</MessageID><AmazonOrderID>" + ORDER_ID.encode() + b"</AmazonOrderID>"
+        b"<ReportReferenceId>REF-1</ReportReferenceId></Result>"
+        b"<Other><ReportReferenceId>REF-2</ReportReferenceId></Other><Empty><ReportReferenceId/></Empty>"
+        b"</ProcessingReport></Message></AmazonEnvelope>"
+    )
+    assert easyship_document_references(report) == (
+        EasyShipDocumentReference(1, ORDER_ID, "REF-1"),
+        EasyShipDocumentReference(None, None, "REF-2"),
+    )
+    with pytest.raises(ValueError, match="not an XML processing report"):
+        easyship_document_references(b"{not xml")
