@@ -417,6 +417,24 @@ def parse_listings_report(content: bytes) -> ProcessingReport:
 # --- feed bodies ------------------------------------------------------------------------------------------
 
 
+def _envelope(seller_id: str, message_type: str) -> etree._Element:
+    """An XML feed's AmazonEnvelope (amzn-envelope.xsd): its header and message type, no message yet."""
+    root = etree.Element("AmazonEnvelope", nsmap={"xsi": "http://www.w3.org/2001/XMLSchema-instance"})
+    root.set("{http://www.w3.org/2001/XMLSchema-instance}noNamespaceSchemaLocation", "amzn-envelope.xsd")
+    header = etree.SubElement(root, "Header")
+    etree.SubElement(header, "DocumentVersion").text = "1.01"
+    etree.SubElement(header, "MerchantIdentifier").text = seller_id
+    etree.SubElement(root, "MessageType").text = message_type
+    return root
+
+
+def _message(root: etree._Element, message_id: int, message_type: str) -> etree._Element:
+    """A new Message of the envelope, numbered ``message_id``: its body element, to fill."""
+    node = etree.SubElement(root, "Message")
+    etree.SubElement(node, "MessageID").text = str(message_id)
+    return etree.SubElement(node, message_type)
+
+
 @dataclass(frozen=True)
 class FulfillmentMessage:
     """One OrderFulfillment message: a shipment of some (or all, with no items) units of an order."""
@@ -434,16 +452,9 @@ class FulfillmentMessage:
 
 def order_fulfillment_feed(seller_id: str, messages: Iterable[FulfillmentMessage]) -> bytes:
     """A POST_ORDER_FULFILLMENT_DATA document (amzn-envelope.xsd, OrderFulfillment.xsd)."""
-    root = etree.Element("AmazonEnvelope", nsmap={"xsi": "http://www.w3.org/2001/XMLSchema-instance"})
-    root.set("{http://www.w3.org/2001/XMLSchema-instance}noNamespaceSchemaLocation", "amzn-envelope.xsd")
-    header = etree.SubElement(root, "Header")
-    etree.SubElement(header, "DocumentVersion").text = "1.01"
-    etree.SubElement(header, "MerchantIdentifier").text = seller_id
-    etree.SubElement(root, "MessageType").text = "OrderFulfillment"
+    root = _envelope(seller_id, "OrderFulfillment")
     for message in messages:
-        node = etree.SubElement(root, "Message")
-        etree.SubElement(node, "MessageID").text = str(message.message_id)
-        body = etree.SubElement(node, "OrderFulfillment")
+        body = _message(root, message.message_id, "OrderFulfillment")
         etree.SubElement(body, "AmazonOrderID").text = message.amazon_order_id
         etree.SubElement(body, "FulfillmentDate").text = amazon_time(message.fulfillment_date)
         data = etree.SubElement(body, "FulfillmentData")
@@ -480,16 +491,9 @@ class AcknowledgementMessage:
 
 def order_acknowledgement_feed(seller_id: str, messages: Iterable[AcknowledgementMessage]) -> bytes:
     """A POST_ORDER_ACKNOWLEDGEMENT_DATA document (amzn-envelope.xsd, OrderAcknowledgement.xsd)."""
-    root = etree.Element("AmazonEnvelope", nsmap={"xsi": "http://www.w3.org/2001/XMLSchema-instance"})
-    root.set("{http://www.w3.org/2001/XMLSchema-instance}noNamespaceSchemaLocation", "amzn-envelope.xsd")
-    header = etree.SubElement(root, "Header")
-    etree.SubElement(header, "DocumentVersion").text = "1.01"
-    etree.SubElement(header, "MerchantIdentifier").text = seller_id
-    etree.SubElement(root, "MessageType").text = "OrderAcknowledgement"
+    root = _envelope(seller_id, "OrderAcknowledgement")
     for message in messages:
-        node = etree.SubElement(root, "Message")
-        etree.SubElement(node, "MessageID").text = str(message.message_id)
-        body = etree.SubElement(node, "OrderAcknowledgement")
+        body = _message(root, message.message_id, "OrderAcknowledgement")
         etree.SubElement(body, "AmazonOrderID").text = message.amazon_order_id
         if message.merchant_order_id:
             # OrderAcknowledgement.xsd: a sequence, MerchantOrderID right after AmazonOrderID.
@@ -521,16 +525,9 @@ class EasyShipDocumentsMessage:
 def easyship_documents_feed(seller_id: str, messages: Iterable[EasyShipDocumentsMessage]) -> bytes:
     """A POST_EASYSHIP_DOCUMENTS document (amzn-envelope.xsd, EasyShipDocument messages: AmazonOrderID,
     then one DocumentType per document)."""
-    root = etree.Element("AmazonEnvelope", nsmap={"xsi": "http://www.w3.org/2001/XMLSchema-instance"})
-    root.set("{http://www.w3.org/2001/XMLSchema-instance}noNamespaceSchemaLocation", "amzn-envelope.xsd")
-    header = etree.SubElement(root, "Header")
-    etree.SubElement(header, "DocumentVersion").text = "1.01"
-    etree.SubElement(header, "MerchantIdentifier").text = seller_id
-    etree.SubElement(root, "MessageType").text = "EasyShipDocument"
+    root = _envelope(seller_id, "EasyShipDocument")
     for message in messages:
-        node = etree.SubElement(root, "Message")
-        etree.SubElement(node, "MessageID").text = str(message.message_id)
-        body = etree.SubElement(node, "EasyShipDocument")
+        body = _message(root, message.message_id, "EasyShipDocument")
         etree.SubElement(body, "AmazonOrderID").text = message.amazon_order_id
         for document_type in message.document_types:
             etree.SubElement(body, "DocumentType").text = document_type
