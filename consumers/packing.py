@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 from ordersync.amazon.client import SpApiClient
 from ordersync.amazon.easyship import HandoverSlot, PackageSize, ScheduledPackage
@@ -275,9 +275,8 @@ async def _publish(
     store = runtime.store
     key = _state_key(runtime, seller, order_id)
     async with store.redis.pipeline(transaction=False) as pipe:
-        recorded: dict[Any, Any] = {**state, "event": str(envelope.event_id)}
-        pipe.hset(key, mapping=recorded)
-        pipe.expire(key, store.ttl_of(sales_order) or keys.ORDER_STATE_TTL_S)
+        recorded = {**state, "event": str(envelope.event_id)}
+        store.queue_hash(pipe, key, recorded, ttl_s=store.ttl_of(sales_order) or keys.ORDER_STATE_TTL_S)
         store.queue_order_status(pipe, seller, order_id, easy_ship=state["status"])
         await pipe.execute()
 
@@ -295,8 +294,9 @@ async def rebuild_outcomes(runtime: StageRuntime) -> int:
             continue  # another deployment's channel on a shared cluster
         status = "Scheduled" if isinstance(payload, PackageScheduled) else "Failed"
         key = _state_key(runtime, envelope.seller_id, payload.amazon_order_id)
-        await runtime.store.redis.hset(key, mapping={"status": status})
-        await runtime.store.redis.expire(key, keys.ORDER_STATE_TTL_S, nx=True)
+        async with runtime.store.redis.pipeline(transaction=False) as pipe:
+            runtime.store.queue_hash(pipe, key, {"status": status})
+            await pipe.execute()
         restored += 1
     log.warning("Easy Ship package outcomes rebuilt from %s: %d", PACKAGES_SCHEDULED.name, restored)
     return restored

@@ -514,6 +514,13 @@ class Store:
         """:meth:`set_order_status` queued on ``pipe``, to go with other writes in one round trip."""
         self.queue_order_fields(pipe, seller_id, order_id, fields)
 
+    @staticmethod
+    def queue_hash(
+        pipe: Pipeline, key: str, fields: Mapping[str, str | int], *, ttl_s: int | None = None
+    ) -> None:
+        """HSET ``fields`` of a per-order hash, with its life as :func:`_queue_hset_expiring` keeps it."""
+        _queue_hset_expiring(pipe, key, fields, ttl_s)
+
     def queue_order_fields(
         self,
         pipe: Pipeline,
