@@ -134,14 +134,8 @@ def messages(batch: Mapping[int, PendingAcknowledgement]) -> list[Acknowledgemen
 
 
 def failure_reason(failure: FeedFailure) -> str:
-    """``code: message`` of an acknowledgement given up after its last attempt."""
-    if failure.kind == "not-sent":
-        return f"{type(failure.error).__name__}: {failure.error}"
-    if failure.kind == "interrupted":
-        return "Interrupted: the acknowledgement feed was not confirmed sent"
-    if failure.kind == "stalled":
-        return f"FeedStalled: feed {failure.feed_id} {failure.status}"
-    return f"FeedFailed: {failure.error}"
+    """``code: message`` of an item given up after its last attempt, by why its feed failed."""
+    return failure.reason("acknowledgement feed")
 
 
 async def _publish(
@@ -235,6 +229,7 @@ class OrderAcknowledgementFeed(FeedType[PendingAcknowledgement]):
         *,
         feed_id: str,
         pipe: Pipeline,
+        detail: Any = None,
     ) -> None:
         error = results_text(errors)
         await _publish(runtime, channel.seller_id, entry, feed_id=feed_id, error=error)

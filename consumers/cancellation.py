@@ -115,15 +115,8 @@ async def shipped_reason(runtime: StageRuntime, seller: str, order_id: str) -> s
 
 
 def failure_reason(failure: FeedFailure) -> str:
-    """``code: message`` of a cancellation given up after its last attempt, by why its feed failed."""
-    if failure.kind == "not-sent":
-        return f"{type(failure.error).__name__}: {failure.error}"
-    if failure.kind == "interrupted":
-        return "Interrupted: the cancellation feed was not confirmed sent"
-    if failure.kind == "stalled":
-        # Acknowledging a cancellation twice is harmless (Amazon: already cancelled).
-        return f"FeedStalled: feed {failure.feed_id} {failure.status}"
-    return f"FeedFailed: {failure.error}"
+    """``code: message`` of an item given up after its last attempt, by why its feed failed."""
+    return failure.reason("cancellation feed")
 
 
 async def _publish(
@@ -207,6 +200,7 @@ class AcknowledgementFeed(FeedType[PendingCancellation]):
         *,
         feed_id: str,
         pipe: Pipeline,
+        detail: Any = None,
     ) -> None:
         error = results_text(errors)
         await _publish(runtime, channel.seller_id, entry, feed_id=feed_id, error=error)

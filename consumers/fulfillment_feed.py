@@ -337,6 +337,7 @@ class FulfillmentFeed(FeedType[PendingShipment]):
         *,
         feed_id: str,
         pipe: Pipeline,
+        detail: Any = None,
     ) -> None:
         if await _is_settled(runtime, entry):
             return  # confirmed directly before its deadline while this feed was not done

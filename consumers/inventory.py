@@ -236,6 +236,7 @@ class ListingsFeed(FeedType[SkuQuantity]):
         *,
         feed_id: str,
         pipe: Pipeline,
+        detail: Any = None,
     ) -> None:
         seller = channel.seller_id
         if not errors:

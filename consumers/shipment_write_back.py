@@ -24,7 +24,10 @@
   order on ``orders.acknowledgement-results``.
 - Easy Ship packing (:mod:`ordersync.consumers.packing`): its own agent reads ``packages.packed`` and
   schedules each package's handover with Amazon (listHandoverSlots, createScheduledPackage; 1/s,
-  burst 5), with the outcome on ``packages.scheduled``.
+  burst 5), with the outcome on ``packages.scheduled``; its documents
+  (:mod:`ordersync.consumers.packing_documents`: its own agent reads ``packages.scheduled``, its own task
+  sends POST_EASYSHIP_DOCUMENTS on the ``packing`` lane and downloads the PDFs) are stored and announced
+  on ``packages.documents``.
 - Amazon operations and quotas (per seller, through the rate limiter): ``confirmShipment`` (v0; 2/s,
   burst 10); createFeed on the ``packing`` lane (shipments, cancellations) and the ``acknowledgement``
   lane (behind them and stock's extra feeds; at most one per ``writeback.acknowledge_flush_interval_s``),
@@ -54,7 +57,7 @@ from redis.asyncio.client import Pipeline
 
 from ordersync.channels import Channel
 from ordersync.clock import epoch_seconds
-from ordersync.consumers import acknowledgement, cancellation, fulfillment_feed, packing
+from ordersync.consumers import acknowledgement, cancellation, fulfillment_feed, packing, packing_documents
 from ordersync.consumers.shipment_package import PackageWriteBack, confirmed_by_amazon, total_quantity
 from ordersync.errors import InvalidEvent, Permanent, Retryable, Throttled
 from ordersync.ops.commands import outcome_detail
@@ -75,6 +78,7 @@ from ordersync.schemas.topics import (
     ORDERS_CANCELLATION_REQUESTED,
     ORDERS_CANCELLATION_RESULTS,
     ORDERS_IMPORTED,
+    PACKAGES_DOCUMENTS,
     PACKAGES_PACKED,
     PACKAGES_SCHEDULED,
     SHIPMENTS_CONFIRMED,
@@ -403,16 +407,22 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
     runtime.topic(ORDERS_CANCELLATION_RESULTS)
     runtime.topic(ORDERS_ACKNOWLEDGEMENT_RESULTS)
     runtime.topic(PACKAGES_SCHEDULED)
+    runtime.topic(PACKAGES_DOCUMENTS)
     settings = runtime.settings.writeback
     # Package outcomes live in Redis but are Kafka's: a Redis that lost them gets them back first.
     runtime.on_redis_reset(partial(rebuild_packages, runtime))
     runtime.on_redis_reset(partial(cancellation.rebuild_pending, runtime))
     runtime.on_redis_reset(partial(acknowledgement.rebuild_pending, runtime))
     runtime.on_redis_reset(partial(packing.rebuild_outcomes, runtime))
+    runtime.on_redis_reset(partial(packing_documents.rebuild_pending, runtime))
 
     @app.agent(runtime.topic(PACKAGES_PACKED), name="easy-ship-packing")
     async def packages(stream: faust.StreamT[bytes]) -> None:
         await runtime.consume(PACKAGES_PACKED, stream, lambda env: packing.handle(runtime, env))
+
+    @app.agent(runtime.topic(PACKAGES_SCHEDULED), name="easy-ship-documents")
+    async def package_documents(stream: faust.StreamT[bytes]) -> None:
+        await runtime.consume(PACKAGES_SCHEDULED, stream, lambda env: packing_documents.handle(runtime, env))
 
     @app.task  # type: ignore[untyped-decorator]
     async def watch_redis() -> None:
@@ -431,6 +441,14 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
         await runtime.start()
         while True:
             await runtime.survive("write-back feeds", partial(feed_tick, runtime))
+            await asyncio.sleep(scaled(runtime, tick_s))
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def easy_ship_documents() -> None:
+        # Its own task: downloads wait for getReportDocument's slow quota without holding up shipments.
+        await runtime.start()
+        while True:
+            await runtime.survive("easy-ship documents", partial(packing_documents.tick, runtime))
             await asyncio.sleep(scaled(runtime, tick_s))
 
     @app.agent(runtime.topic(ORDERS_IMPORTED), name="order-acknowledgements")

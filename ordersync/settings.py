@@ -568,6 +568,43 @@ class ProductSettings(_Frozen):
     )
 
 
+#: Amazon's Easy Ship document types (EasyshipDocuments.xsd): the shipping label, the tax invoice, and the
+#: warranty (only for items scheduled with serial numbers).
+EasyShipDocumentType = Literal["ShippingLabel", "Invoice", "Warranty"]
+
+
+class DocumentSettings(_Frozen):
+    """Easy Ship documents (shipping label, tax invoice, warranty): asked for with the
+    POST_EASYSHIP_DOCUMENTS feed, downloaded once Amazon made them, and stored as PDFs in an S3 bucket
+    (``aws``'s endpoint and credentials), or a local directory. Events carry where they are, never the
+    PDF."""
+
+    types: tuple[EasyShipDocumentType, ...] = Field(
+        ("ShippingLabel", "Invoice"),
+        min_length=1,
+        description="The documents asked for each scheduled package (Warranty only where the items were"
+        " scheduled with serial numbers).",
+    )
+    bucket: str = Field("ordersync-documents", min_length=3, description="S3 bucket of the PDFs.")
+    prefix: str = Field(
+        "easyship/", description="Key prefix of the PDFs: <prefix><seller>/<order>/<reference>.pdf."
+    )
+    server_side_encryption: Literal["AES256", "aws:kms"] = Field(
+        "AES256", description="S3 server-side encryption of every PDF (they hold buyers' addresses)."
+    )
+    kms_key_id: str | None = Field(None, description="aws:kms: the KMS key (unset: the bucket's default).")
+    directory: Path | None = Field(
+        None, description="Store the PDFs in this local directory instead of S3 (dev without an S3 server)."
+    )
+    flush_interval_s: float = Field(
+        300.0,
+        gt=0,
+        description="At most how often a seller's scheduled packages are asked for their documents in one"
+        " feed (each feed spends a createFeed token shared with shipments and stock).",
+    )
+    max_messages: int = Field(500, ge=1, le=10_000, description="Packages per POST_EASYSHIP_DOCUMENTS feed.")
+
+
 class OrderStateSettings(_Frozen):
     """How long the stages keep an order's working state in Redis (its sales order, invoices counted,
     package numbers, write-back state, status fields): until the order's life ends, not a fixed horizon.
@@ -661,6 +698,7 @@ class Settings(BaseSettings):
     health: HealthSettings = HealthSettings()
     order_state: OrderStateSettings = OrderStateSettings()
     products: ProductSettings = ProductSettings()
+    documents: DocumentSettings = DocumentSettings()
     status_model: StatusModelSettings = StatusModelSettings()
     dashboard: DashboardSettings = DashboardSettings()
     channels_file: Path = Field(Path("channels.yaml"), description="YAML file declaring the channels.")

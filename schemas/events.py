@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from ordersync.schemas.envelope import Event
+from ordersync.settings import EasyShipDocumentType
 
 OrderStatus = Literal[
     "PendingAvailability",
@@ -506,6 +507,38 @@ class PackageSchedulingFailed(Event):
     error_code: NonEmptyStr
     error_message: NonEmptyStr
     attempts: Annotated[int, Field(ge=0)]
+    failed_at: AwareDatetime
+
+
+class PackageDocumentsReady(Event):
+    """An Easy Ship package's documents (label, invoice, warranty) as Amazon made them, stored: where to
+    fetch the PDF. The PDF itself never travels in Kafka."""
+
+    channel: NonEmptyStr
+    amazon_order_id: AmazonOrderId
+    scheduled_package_id: str | None
+    document_types: tuple[EasyShipDocumentType, ...]
+    #: The POST_EASYSHIP_DOCUMENTS feed that asked for them, and Amazon's ReportReferenceId.
+    feed_id: NonEmptyStr
+    report_reference_id: NonEmptyStr
+    #: ``s3://bucket/key`` (S3 storage) or ``file:///path`` (a local directory).
+    location: NonEmptyStr
+    content_type: Literal["application/pdf"] = "application/pdf"
+    size_bytes: PositiveInt
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    stored_at: AwareDatetime
+
+
+class PackageDocumentsFailed(Event):
+    """Amazon made no documents for the package (its feed message was refused, or every attempt failed):
+    Amazon's code and message, or ordersync's reason."""
+
+    channel: NonEmptyStr
+    amazon_order_id: AmazonOrderId
+    document_types: tuple[EasyShipDocumentType, ...]
+    feed_id: str | None
+    error_code: NonEmptyStr
+    error_message: NonEmptyStr
     failed_at: AwareDatetime
 
 

@@ -29,6 +29,8 @@ from ordersync.schemas.events import (
     OrderImported,
     OrderImportFailed,
     OrderUpdated,
+    PackageDocumentsFailed,
+    PackageDocumentsReady,
     PackagePacked,
     PackageScheduled,
     PackageSchedulingFailed,
@@ -179,6 +181,14 @@ PACKAGES_SCHEDULED = TopicSpec(
     description="Per packed Easy Ship package, its handover slot, Amazon's package id, invoice and tracking,"
     " or why Amazon would not schedule it.",
 )
+PACKAGES_DOCUMENTS = TopicSpec(
+    name="packages.documents",
+    key="order",
+    events=(PackageDocumentsReady, PackageDocumentsFailed),
+    writer="shipment-write-back (packing documents)",
+    description="Per scheduled Easy Ship package, where its label and invoice PDFs are stored (S3), or why"
+    " Amazon made none.",
+)
 ORDERS_CANCELLATION_REQUESTED = _external(
     "orders.cancellation-requested",
     key="order",
@@ -275,6 +285,7 @@ CATALOGUE: tuple[TopicSpec, ...] = tuple(
         ORDERS_ACKNOWLEDGEMENT_RESULTS,
         PACKAGES_PACKED,
         PACKAGES_SCHEDULED,
+        PACKAGES_DOCUMENTS,
         INVENTORY_LEVELS,
         CHANNEL_LISTINGS,
         OPS_COMMANDS,

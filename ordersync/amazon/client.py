@@ -928,13 +928,14 @@ class SpApiClient:
         )
         return _report_status(response, _json(response))
 
-    async def get_report_document(self, document_id: str) -> bytes:
+    async def get_report_document(self, document_id: str, *, restricted: bool = False) -> bytes:
         """getReportDocument and the download from its presigned URL: the document's content,
-        gunzipped when Amazon says its ``compressionAlgorithm`` is GZIP."""
+        gunzipped when Amazon says its ``compressionAlgorithm`` is GZIP. ``restricted``: a restricted
+        report type's document (GET_EASYSHIP_DOCUMENTS), opened with a Restricted Data Token naming it."""
         operation = "getReportDocument"
-        response = await self.call(
-            operation, "GET", f"/reports/2021-06-30/documents/{quote(document_id, safe='')}"
-        )
+        path = f"/reports/2021-06-30/documents/{quote(document_id, safe='')}"
+        rdt = await self.restricted_data_token("GET", path) if restricted else None
+        response = await self.call(operation, "GET", path, access_token=rdt)
         body = _json(response)
         url, compression = body.get("url"), body.get("compressionAlgorithm")
         if not isinstance(url, str) or not url:

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ordersync.amazon.client import SpApiClient, amazon_time
 from ordersync.amazon.operations import ApiName
 from ordersync.errors import AmazonRejected, AmazonUnavailable
+from ordersync.settings import EasyShipDocumentType
 
 XML_CONTENT_TYPE = "text/xml; charset=UTF-8"
 JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
@@ -510,7 +511,6 @@ def order_acknowledgement_feed(seller_id: str, messages: Iterable[Acknowledgemen
 
 #: Easy Ship's documents (shipping label, tax invoice, warranty) of scheduled packages, as PDFs.
 EASYSHIP_DOCUMENTS_FEED = "POST_EASYSHIP_DOCUMENTS"
-EasyShipDocumentType = Literal["ShippingLabel", "Invoice", "Warranty"]
 
 
 @dataclass(frozen=True)

@@ -84,12 +84,17 @@ def lock_key(runtime: StageRuntime, family: str, seller: str) -> str:
     return seller_key(runtime, f"{family}-lock", seller)
 
 
-_FLUSH_MARKS = {"wb": "wb-last-feed", "ack": "ack-last-feed", "inv": "inv-last-flush"}
+_FLUSH_MARKS = {
+    "wb": "wb-last-feed",
+    "ack": "ack-last-feed",
+    "inv": "inv-last-flush",
+    "esdoc": "esdoc-last-feed",
+}
 
 
 def flush_mark_key(runtime: StageRuntime, family: str, seller: str) -> str:
-    """String ``wb-last-feed`` / ``ack-last-feed`` / ``inv-last-flush``: when the seller's last flush
-    was (epoch seconds), expiring after the flush interval."""
+    """String ``wb-last-feed`` / ``ack-last-feed`` / ``inv-last-flush`` / ``esdoc-last-feed``: when the
+    seller's last flush was (epoch seconds), expiring after the flush interval."""
     return seller_key(runtime, _FLUSH_MARKS[family], seller)
 
 
@@ -177,6 +182,17 @@ class FeedFailure:
         """Did it cost an attempt? Throttling, or a rate limiter without Redis, sent nothing."""
         return not isinstance(self.error, (Throttled, QuotaUnavailable))
 
+    def reason(self, what: str) -> str:
+        """``code: message`` of an item given up after this failure (``what``: its feed, as the reason
+        names it)."""
+        if self.kind == "not-sent":
+            return f"{type(self.error).__name__}: {self.error}"
+        if self.kind == "interrupted":
+            return f"Interrupted: the {what} was not confirmed sent"
+        if self.kind == "stalled":
+            return f"FeedStalled: feed {self.feed_id} {self.status}"
+        return f"FeedFailed: {self.error}"
+
     @property
     def summary(self) -> str:
         if self.kind == "not-sent":
@@ -240,9 +256,17 @@ class FeedType(ABC, Generic[E]):
         *,
         feed_id: str,
         pipe: Pipeline,
+        detail: Any = None,
     ) -> None:
-        """One message's result: accepted (no ``errors``) or refused. Redis writes queued on ``pipe``
+        """One message's result: accepted (no ``errors``) or refused, and what the report says of it
+        beyond its errors (``detail``, from :meth:`report_details`). Redis writes queued on ``pipe``
         happen in one transaction with the in-flight record's removal."""
+
+    def report_details(self, content: bytes, batch: Mapping[int, E]) -> Mapping[int, Any]:
+        """What the processing report says of each message beyond its errors, by MessageID (the
+        Easy Ship documents' ReportReferenceId): handed to :meth:`apply` as ``detail``. A report this
+        cannot read raises ValueError (the batch is then not applied). None by default."""
+        return {}
 
     def order_id(self, entry: E) -> str | None:
         """The Amazon order a message is about: report results naming the order, not the message,
@@ -581,6 +605,12 @@ class FeedEngine(Generic[E]):
                 runtime, channel, batch, FeedFailure("refused", error, False, feed_id, "DONE")
             )
             return
+        try:
+            details = kind.report_details(content, batch)
+        except ValueError as exc:
+            failure = FeedFailure("unreadable", FeedProblem(str(exc)), True, feed_id, "DONE")
+            await self._not_applied(runtime, channel, batch, failure)
+            return
         refused = 0
         await kind.before_apply(runtime, channel, batch)
         async with runtime.store.redis.pipeline(transaction=True) as pipe:
@@ -589,7 +619,15 @@ class FeedEngine(Generic[E]):
                 refused += bool(errors)
                 if errors and entry.outcome_unknown and await kind.reread(runtime, channel, entry):
                     continue  # an earlier feed of unknown outcome did apply it
-                await kind.apply(runtime, channel, entry, errors, feed_id=feed_id, pipe=pipe)
+                await kind.apply(
+                    runtime,
+                    channel,
+                    entry,
+                    errors,
+                    feed_id=feed_id,
+                    pipe=pipe,
+                    detail=details.get(message_id),
+                )
             pipe.delete(inflight_key(runtime, kind.family, channel.seller_id))
             await pipe.execute()
         accepted = len(batch) - refused

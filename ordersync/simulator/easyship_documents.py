@@ -4,12 +4,14 @@ Input, as Amazon documents it (docs "Get shipping labels, invoice, and warranty 
 EasyshipDocuments.xsd): an AmazonEnvelope of MessageType ``EasyShipDocument`` whose messages each
 name an ``AmazonOrderID`` and one or more ``DocumentType`` (ShippingLabel, Invoice, Warranty).
 
-Output: Amazon says only that the processing report gives a ``ReportReferenceId`` used to download
-the documents; neither the report element's place nor the download call could be found in its
-public documentation. The simulator's own, documented choice: each successful message gets a
-``<EasyShipDocumentResult>`` (MessageID, AmazonOrderID, ReportReferenceId) in the ProcessingReport,
-and the ReportReferenceId is a feed document id whose content is one PDF (a page per document type
-asked, each carrying the Amazon order id as text), downloadable with getFeedDocument.
+Output: Amazon says the processing report gives a ``ReportReferenceId`` used to download the documents,
+and that the documents are the restricted report type ``GET_EASYSHIP_DOCUMENTS`` (PDF), whose
+getReportDocument needs a Restricted Data Token (docs "Easy Ship Reports"). The report element's place
+is not documented; the simulator's own, documented choice: each successful message gets a
+``<EasyShipDocumentResult>`` (MessageID, AmazonOrderID, ReportReferenceId) in the ProcessingReport, and
+the ReportReferenceId is the reportDocumentId of one PDF (a page per document type asked, each carrying
+the Amazon order id as text), fetched with getReportDocument and an RDT (scenario ``pii_requires_rdt``;
+never with getFeedDocument).
 """
 
 from __future__ import annotations

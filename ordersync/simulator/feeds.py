@@ -294,6 +294,10 @@ class OrderFeedTarget(Protocol):
         """A POST_EASYSHIP_DOCUMENTS message's outcome and, when it succeeds, its PDF."""
         ...
 
+    def report_document_made(self, seller_id: str, region: str, document: Document, at: float) -> None:
+        """An Easy Ship PDF is ready: served by getReportDocument from now on."""
+        ...
+
 
 @dataclass
 class Listing:
@@ -641,8 +645,9 @@ class FeedEngine:
         if pdf is not None:
             region = feed.input_document_id.split(".")[3] if feed.input_document_id.count(".") > 3 else "na"
             document = self.create_document(feed.seller_id, "application/pdf", at, region)
-            document.kind = "result"
+            document.kind = "report"  # a GET_EASYSHIP_DOCUMENTS report document, not a feed's
             document.content, document.uploaded_at = pdf, at
+            self.target.report_document_made(feed.seller_id, region, document, at)
             result.detail["report_reference_id"] = document.document_id
         return result
 

@@ -71,6 +71,10 @@ OTHER_REPORT_TYPES = frozenset(
     }
 )
 KNOWN_REPORT_TYPES = MADE_REPORT_TYPES | OTHER_REPORT_TYPES
+#: The Easy Ship documents' PDFs (made by the POST_EASYSHIP_DOCUMENTS feed, not by createReport). A
+#: restricted report type: getReportDocument needs a Restricted Data Token ("Easy Ship Reports").
+EASYSHIP_DOCUMENTS_REPORT = "GET_EASYSHIP_DOCUMENTS"
+RESTRICTED_REPORT_TYPES = frozenset({EASYSHIP_DOCUMENTS_REPORT})
 
 #: The header of GET_FLAT_FILE_ALL_ORDERS_DATA_BY_LAST_UPDATE_GENERAL, in Amazon's order: the list of
 #: Amazon's docs "Order Tracking reports attributes" (developer-docs.amazon.com/sp-api/docs/
@@ -339,6 +343,33 @@ class ReportEngine:
             )
         self.reports[report.report_id] = report
         self._unfinished.append(report)
+        return report
+
+    def made_elsewhere(
+        self, seller_id: str, region: str, report_type: str, document: Document, at: float
+    ) -> Report:
+        """A report document another operation made (POST_EASYSHIP_DOCUMENTS's PDFs, type
+        GET_EASYSHIP_DOCUMENTS): DONE at once, fetched with getReportDocument by its document id."""
+        report = Report(
+            report_id=str(next(self._ids)),
+            seller_id=seller_id,
+            region=region,
+            report_type=report_type,
+            marketplace_ids=(),
+            options={},
+            data_start=at,
+            data_end=at,
+            created=at,
+            queue_delay=0.0,
+            duration=0.0,
+            lag=0.0,
+            status="DONE",
+            started=at,
+            ended=at,
+            document_id=document.document_id,
+        )
+        self.reports[report.report_id] = report
+        self.by_document[document.document_id] = report
         return report
 
     def cancel(self, report: Report, now: float) -> None:

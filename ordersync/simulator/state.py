@@ -80,8 +80,10 @@ from ordersync.simulator.render import (
     order_v0,
 )
 from ordersync.simulator.reports import (
+    EASYSHIP_DOCUMENTS_REPORT,
     KNOWN_REPORT_TYPES,
     REPORT_STATUSES,
+    RESTRICTED_REPORT_TYPES,
     Report,
     ReportEngine,
 )
@@ -1681,6 +1683,13 @@ class SimulatorState:
         unknown = SpApiError(400, "InvalidInput", f"Invalid reportDocumentId {document_id[:200]}", "")
         if report is None or doc is None or report.seller_id != principal.seller_id:
             raise unknown
+        if (
+            report.report_type in RESTRICTED_REPORT_TYPES
+            and principal.restricted is None
+            and self._runtime.pii_requires_rdt
+        ):
+            # A restricted report's document opens only with a Restricted Data Token naming it.
+            raise SpApiError(403, "Unauthorized", ACCESS_DENIED_MESSAGE, "")
         if doc.expires_at is not None and call.now >= doc.expires_at:
             if self.reports.profile.expired_document == "not_found":
                 raise SpApiError(
@@ -1776,6 +1785,9 @@ class SimulatorState:
             return SimResponse(200, doc.content, headers), doc.content_type
 
     # --- what order feeds do (called by the feed engine at a feed's end) -------------------------------
+
+    def report_document_made(self, seller_id: str, region: str, document: Document, at: float) -> None:
+        self.reports.made_elsewhere(seller_id, region, EASYSHIP_DOCUMENTS_REPORT, document, at)
 
     def easy_ship_documents(
         self, seller_id: str, request: DocumentRequest, at: float

@@ -360,6 +360,49 @@ ACK_LAST_FEED = KeyFamily(
     "flush interval",
     "when the last order acknowledgement feed was sent",
 )
+ESDOC_PENDING = KeyFamily(
+    "esdoc-pending",
+    ("{seller}",),
+    "hash",
+    "shipment-write-back (packing documents)",
+    "none",
+    "scheduled Easy Ship packages parked for the next POST_EASYSHIP_DOCUMENTS feed",
+    "packages.scheduled (each package without a documents outcome, parked again)",
+)
+ESDOC_INFLIGHT = KeyFamily(
+    "esdoc-inflight",
+    ("{seller}",),
+    "hash",
+    "shipment-write-back (packing documents)",
+    "none",
+    "the POST_EASYSHIP_DOCUMENTS feed in flight: its id, batch, orders and start",
+    "packages.scheduled (each package without a documents outcome, parked again)",
+)
+ESDOC_LOCK = KeyFamily(
+    "esdoc-lock",
+    ("{seller}",),
+    "string",
+    "shipment-write-back (packing documents)",
+    "lock TTL",
+    "the seller's Easy Ship documents lock (feeds and downloads)",
+)
+ESDOC_LAST_FEED = KeyFamily(
+    "esdoc-last-feed",
+    ("{seller}",),
+    "string",
+    "shipment-write-back (packing documents)",
+    "flush interval",
+    "when the last POST_EASYSHIP_DOCUMENTS feed was sent",
+)
+ESDOC_FETCH = KeyFamily(
+    "esdoc-fetch",
+    ("{seller}",),
+    "hash",
+    "shipment-write-back (packing documents)",
+    "none",
+    "documents Amazon made and not yet downloaded: <ReportReferenceId>|<order> -> the order's package",
+    "packages.scheduled (each package without a documents outcome, asked again)",
+)
 # --- inventory ----------------------------------------------------------------------------------------
 INVENTORY_LATEST = KeyFamily(
     "inv-latest",
@@ -564,6 +607,11 @@ CATALOGUE: tuple[KeyFamily, ...] = (
     ACK_INFLIGHT,
     ACK_LOCK,
     ACK_LAST_FEED,
+    ESDOC_PENDING,
+    ESDOC_INFLIGHT,
+    ESDOC_LOCK,
+    ESDOC_LAST_FEED,
+    ESDOC_FETCH,
     INVENTORY_LATEST,
     INVENTORY_PENDING,
     INVENTORY_SENT,

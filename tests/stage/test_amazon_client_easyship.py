@@ -218,6 +218,15 @@ async def test_a_documents_feed_gives_each_scheduled_packages_pdf_naming_its_ord
     assert (error.message_id, error.amazon_order_id) == (2, unscheduled)
     (reference,) = easyship_document_references(result)
     assert (reference.message_id, reference.amazon_order_id) == (1, scheduled)
-    pdf = PdfReader(io.BytesIO(await feeds.get_feed_document(reference.report_reference_id)))
+    # The reference is a restricted report document (GET_EASYSHIP_DOCUMENTS): getReportDocument with a
+    # Restricted Data Token; not a feed document, and not without the token.
+    with pytest.raises(AmazonRejected) as not_a_feed_document:
+        await feeds.get_feed_document(reference.report_reference_id)
+    assert not_a_feed_document.value.status == 404
+    with pytest.raises(AmazonRejected) as without_token:
+        await client.get_report_document(reference.report_reference_id)
+    assert without_token.value.status == 403
+    content = await client.get_report_document(reference.report_reference_id, restricted=True)
+    pdf = PdfReader(io.BytesIO(content))
     assert len(pdf.pages) == 2  # shipping label and invoice
     assert all(scheduled in page.extract_text() for page in pdf.pages)

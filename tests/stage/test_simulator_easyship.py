@@ -182,6 +182,16 @@ def test_documents_feed_over_http_gives_pdfs_with_the_order_id(sim_http: httpx.C
     assert report.findtext(".//Result/AdditionalInfo/AmazonOrderID") == unscheduled
     reference = report.findtext(".//EasyShipDocumentResult/ReportReferenceId")
     assert reference
-    pdf = PdfReader(io.BytesIO(fetch_document(sim_http, reference)))
+    # A GET_EASYSHIP_DOCUMENTS report document: not a feed document; getReportDocument needs an RDT.
+    path = f"/reports/2021-06-30/documents/{reference}"
+    assert sim_http.get(f"/feeds/2021-06-30/documents/{reference}").status_code == 404
+    assert sim_http.get(path).status_code == 403
+    rdt = sim_http.post(
+        "/tokens/2021-03-01/restrictedDataToken",
+        json={"restrictedResources": [{"method": "GET", "path": path}]},
+    ).json()["restrictedDataToken"]
+    answer = sim_http.get(path, headers={"x-amz-access-token": rdt})
+    assert answer.status_code == 200, answer.text
+    pdf = PdfReader(io.BytesIO(httpx.get(answer.json()["url"]).content))
     assert len(pdf.pages) == 2
     assert all(order_id in page.extract_text() for page in pdf.pages)

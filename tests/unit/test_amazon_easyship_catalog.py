@@ -30,6 +30,7 @@ from ordersync.amazon.feeds import (
 from ordersync.amazon.models import load_model
 from ordersync.amazon.operations import api_for_operation
 from ordersync.cli.products import describe
+from ordersync.consumers.packing_documents import references_by_message
 
 pytestmark = pytest.mark.unit
 
@@ -249,3 +250,28 @@ def test_a_documents_feed_names_each_order_and_its_documents_and_its_references_
     )
     with pytest.raises(ValueError, match="not an XML processing report"):
         easyship_document_references(b"{not xml")
+
+
+def test_each_message_gets_its_report_reference_by_message_by_order_or_the_whole_feeds() -> None:
+    def report(*results: str) -> bytes:
+        return (
+            "<AmazonEnvelope><Message><MessageID>1</MessageID><ProcessingReport>"
+            + "".join(f"<EasyShipDocumentResult>{r}</EasyShipDocumentResult>" for r in results)
+            + "</ProcessingReport></Message></AmazonEnvelope>"
+        ).encode()
+
+    orders = {1: "111-1", 2: "222-2", 3: "333-3"}
+    by_message = report(
+        "<MessageID>2</MessageID><ReportReferenceId>R2</ReportReferenceId>",
+        "<AmazonOrderID>111-1</AmazonOrderID><ReportReferenceId>R1</ReportReferenceId>",
+    )
+    assert references_by_message(by_message, orders) == {2: "R2", 1: "R1"}
+    # One reference naming neither message nor order: the feed's one document, for every message.
+    assert references_by_message(report("<ReportReferenceId>ALL</ReportReferenceId>"), orders) == {
+        1: "ALL",
+        2: "ALL",
+        3: "ALL",
+    }
+    # Two such references cannot be told apart: none is guessed.
+    ambiguous = report("<ReportReferenceId>A</ReportReferenceId>", "<ReportReferenceId>B</ReportReferenceId>")
+    assert references_by_message(ambiguous, orders) == {}

@@ -354,6 +354,25 @@ def download(state: SimulatorState, token: str, document_id: str) -> tuple[bytes
     return bytes(response.body), content_type
 
 
+def download_documents(state: SimulatorState, token: str, reference: str) -> tuple[bytes, str]:
+    """An Easy Ship reference's PDF: getReportDocument with a Restricted Data Token naming it."""
+    path = f"/reports/2021-06-30/documents/{reference}"
+    rdt = call(
+        state,
+        token,
+        "createRestrictedDataToken",
+        "/tokens/2021-03-01/restrictedDataToken",
+        body={"restrictedResources": [{"method": "GET", "path": path}]},
+    ).body["restrictedDataToken"]
+    answer = call(state, rdt, "getReportDocument", path, path_params={"reportDocumentId": reference})
+    assert answer.status == 200, answer.body
+    split = urlsplit(answer.body["url"])
+    response, content_type = state.download_document(
+        split.path.rsplit("/", 1)[1], dict(parse_qsl(split.query))
+    )
+    return bytes(response.body), content_type
+
+
 def test_the_documents_feed_gives_a_pdf_per_scheduled_package_and_an_error_for_others() -> None:
     state, token = make_state()
     scheduled, unscheduled = easy_ship_order(state), easy_ship_order(state)
@@ -372,7 +391,17 @@ def test_the_documents_feed_gives_a_pdf_per_scheduled_package_and_an_error_for_o
     assert [r.findtext("AmazonOrderID") for r in results] == [scheduled]
     reference = results[0].findtext("ReportReferenceId")
     assert reference
-    pdf, content_type = download(state, token, reference)
+    # A restricted report document (GET_EASYSHIP_DOCUMENTS): not a feed document; getReportDocument
+    # opens it only with a Restricted Data Token naming it.
+    feeds_path = f"/feeds/2021-06-30/documents/{reference}"
+    as_feed = call(state, token, "getFeedDocument", feeds_path, path_params={"feedDocumentId": reference})
+    assert as_feed.status == 404
+    path = f"/reports/2021-06-30/documents/{reference}"
+    assert (
+        call(state, token, "getReportDocument", path, path_params={"reportDocumentId": reference}).status
+        == 403
+    )
+    pdf, content_type = download_documents(state, token, reference)
     assert content_type == "application/pdf"
     assert pdf.startswith(b"%PDF-")
     reader = PdfReader(io.BytesIO(pdf))
@@ -396,7 +425,7 @@ def test_a_warranty_needs_serial_numbers_given_when_scheduling() -> None:
     assert [r.findtext("AmazonOrderID") for r in report.findall(".//EasyShipDocumentResult")] == [serial]
     reference = report.findtext(".//EasyShipDocumentResult/ReportReferenceId")
     assert reference is not None
-    text = PdfReader(io.BytesIO(download(state, token, reference)[0])).pages[0].extract_text()
+    text = PdfReader(io.BytesIO(download_documents(state, token, reference)[0])).pages[0].extract_text()
     assert serial in text
     assert "SN-0001" in text
 
