@@ -6,7 +6,8 @@ list|show``, ``ordersync status``, ``ordersync export failed`` and the dashboard
   ``amazon.orders.downloaded``, ``amazon.orders.enriched``, ``orders.imported``,
   ``orders.import-failed``, ``invoices.issued``, ``shipments.requested``, ``shipments.confirmed``,
   ``shipments.failed``, ``orders.cancellation-requested``, ``orders.cancellation-results``,
-  ``orders.acknowledgement-results``, ``ops.commands`` and every ``.dlq`` topic (the list is
+  ``orders.acknowledgement-results``, ``packages.scheduled``, ``packages.documents``, ``ops.commands``
+  and every ``.dlq`` topic (the list is
   :data:`ordersync.state.readmodel.FOLDED_TOPICS`).
 - Output: none on Kafka; the read model in Redis (:class:`ordersync.state.readmodel.ReadModel`), and
   notifications on the health board: ``dlq-growth`` when a dead-letter topic receives records,

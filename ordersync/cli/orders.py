@@ -15,6 +15,7 @@ from ordersync.cli.common import BuyerOpener, parse_time, when, with_read_model,
 from ordersync.settings import get_settings
 from ordersync.state.readmodel import (
     DEADLINES,
+    EASY_SHIP_STATES,
     OVERALL_STATUSES,
     FailedStage,
     OrderDetail,
@@ -179,6 +180,14 @@ def orders_list(  # noqa: PLR0917 - one parameter per CLI option
             "or overdue (past)."
         ),
     ] = None,
+    easy_ship: Annotated[
+        str | None,
+        typer.Option(
+            "--easy-ship",
+            help="awaiting-pickup: the Easy Ship package is scheduled and not yet picked up, shipped,"
+            " delivered or cancelled (the dashboard's Packed, awaiting pickup).",
+        ),
+    ] = None,
     sort: Annotated[
         str, typer.Option(help="purchase_date | updated_at | amazon_order_id | status | ship_by.")
     ] = "purchase_date",
@@ -200,6 +209,7 @@ def orders_list(  # noqa: PLR0917 - one parameter per CLI option
         search=search,
         failed_stage=failed_stage,
         deadline=deadline,
+        easy_ship=easy_ship,
     )
     if sort not in ("purchase_date", "updated_at", "amazon_order_id", "status", "ship_by"):
         raise typer.BadParameter(f"unknown sort {sort!r}", param_hint="--sort")
@@ -231,6 +241,7 @@ def build_filter(
     search: str | None,
     failed_stage: str | None,
     deadline: str | None = None,
+    easy_ship: str | None = None,
 ) -> OrderFilter:
     overall: OverallStatus | None = None
     if status is not None:
@@ -246,6 +257,8 @@ def build_filter(
         )
     if deadline is not None and deadline not in DEADLINES:
         raise typer.BadParameter(f"{deadline!r}: {' or '.join(DEADLINES)}", param_hint="--deadline")
+    if easy_ship is not None and easy_ship not in EASY_SHIP_STATES:
+        raise typer.BadParameter(f"{easy_ship!r}: {' or '.join(EASY_SHIP_STATES)}", param_hint="--easy-ship")
     return OrderFilter(
         status=overall,
         channel=channel,
@@ -256,6 +269,7 @@ def build_filter(
         text=search.strip() if search and search.strip() else None,
         failed_stage=cast(FailedStage | None, failed_stage),
         deadline=deadline,
+        easy_ship=easy_ship,
     )
 
 
@@ -327,6 +341,7 @@ def _detail_text(console: Console, detail: OrderDetail) -> None:
                 f"{error}: {package.get('error_message')}" if error else "",
             )
         console.print(packages)
+    _easy_ship_text(console, detail.easy_ship)
     if detail.errors:
         errors = Table(title="errors", title_justify="left")
         for column in ("at", "stage", "code", "message", "still open"):
@@ -346,6 +361,60 @@ def _detail_text(console: Console, detail: OrderDetail) -> None:
     for entry in detail.history:
         history.add_row(str(entry["at"])[:19], str(entry["topic"]), str(entry["summary"]))
     console.print(history)
+
+
+def _slot_time(value: str | None) -> str:
+    return when(datetime.fromisoformat(value.replace("Z", "+00:00"))) if value else ""
+
+
+def _easy_ship_text(console: Console, package: dict[str, Any] | None) -> None:
+    """The Easy Ship package (its id, slot, handover, status, size, invoice, tracking, refusal) and where
+    its documents are stored, one line each (never wrapped: a location is copied whole); nothing for an
+    order not packed for Easy Ship."""
+    if package is None:
+        return
+    facts = Table(title="Easy Ship package", title_justify="left", show_header=False)
+    size = package.get("size")
+    slot = ""
+    if package.get("slot_start") or package.get("slot_end"):
+        slot = f"{_slot_time(package.get('slot_start'))} - {_slot_time(package.get('slot_end'))} UTC"
+    refusal = (
+        f"{package.get('error_code')}: {package.get('error_message')}"
+        if package.get("outcome") == "failed"
+        else None
+    )
+    documents_error = package.get("documents_error")
+    for label, value in (
+        ("package", package.get("scheduled_package_id")),
+        ("slot", slot),
+        ("handover", package.get("handover")),
+        ("status", package.get("status")),
+        (
+            "size",
+            f"{size['length_cm']} x {size['width_cm']} x {size['height_cm']} cm, {size['weight_g']} g"
+            f" (from the {package.get('size_from') or '?'})"
+            if size
+            else None,
+        ),
+        ("invoice", package.get("invoice_number")),
+        ("tracking", package.get("tracking_id")),
+        ("not scheduled", refusal),
+        (
+            "documents not made",
+            f"{documents_error['code']}: {documents_error['message']}" if documents_error else None,
+        ),
+    ):
+        if value:
+            facts.add_row(label, str(value))
+    console.print(facts)
+    for document in package.get("documents") or ():
+        console.print(
+            f"document {', '.join(document.get('document_types') or ())}"
+            f" (reference {document.get('report_reference_id')}, {document.get('size_bytes')} bytes,"
+            f" stored {_slot_time(document.get('stored_at'))} UTC): {document.get('location')}",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 @orders_app.command("show")

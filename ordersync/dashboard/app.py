@@ -1,10 +1,12 @@
 """The dashboard's Starlette application: pages, JSON API, CSV export, health probes.
 
 Pages (server-rendered, work without the script except for actions):
-``/`` orders grid with the status key, ``/orders/{seller}/{order}`` detail, ``/tasks``, ``/notifications``,
-``/dead-letters``, ``/login``. JSON: ``/api/orders``, ``/api/orders/{seller}/{order}``, ``/api/health``,
-``/api/tasks``, ``/api/notifications``, ``/api/dead-letters``, ``POST /api/actions``,
-``POST /api/dead-letters/actions``. ``/export.csv`` streams the current filter's orders.
+``/`` orders grid with the status key, ``/orders/{seller}/{order}`` detail (with its Easy Ship package and
+the cached product data), ``/orders/{seller}/{order}/documents/{reference}`` (an Easy Ship PDF recorded in
+the order's state, from the document store), ``/tasks``, ``/notifications``, ``/dead-letters``, ``/login``.
+JSON: ``/api/orders``, ``/api/orders/{seller}/{order}``, ``/api/health``, ``/api/tasks``,
+``/api/notifications``, ``/api/dead-letters``, ``POST /api/actions``, ``POST /api/dead-letters/actions``.
+``/export.csv`` streams the current filter's orders.
 ``/healthz`` (process up) and ``/readyz`` (Redis answers) are for orchestrators and need no token.
 """
 
@@ -70,6 +72,7 @@ from ordersync.dashboard.dead_letters import (
     load_board,
     parse_letter_action,
 )
+from ordersync.dashboard.products import cached_products
 from ordersync.dashboard.query import (
     AMAZON_ORDER_ID,
     FAILED_STAGES,
@@ -79,6 +82,7 @@ from ordersync.dashboard.query import (
     parse_filter,
     parse_grid_query,
 )
+from ordersync.documents import PDF, DocumentNotFound, document_store
 from ordersync.errors import ConfigurationError
 from ordersync.logs import remember_secrets
 from ordersync.ops.replay import ReplayLedger, dead_letter_topics
@@ -87,7 +91,14 @@ from ordersync.privacy.reader import BuyerData, buyer_data
 from ordersync.redis_client import redis_client
 from ordersync.settings import Settings, get_settings
 from ordersync.state.health import ApiHealth, HealthBoard
-from ordersync.state.readmodel import DEADLINES, OrderDetail, OrderFilter, ReadModel, write_orders_csv
+from ordersync.state.readmodel import (
+    DEADLINES,
+    EASY_SHIP_STATES,
+    OrderDetail,
+    OrderFilter,
+    ReadModel,
+    write_orders_csv,
+)
 from ordersync.state.readmodel.export import PersonalOpener
 from ordersync.state.store import Store
 
@@ -193,6 +204,36 @@ def _format_short_time(value: datetime | None) -> str:
     return "" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def _format_iso(value: str | None) -> str:
+    """An ISO time of the read model's dicts, like every other time of the page."""
+    parsed = _iso_time(value) if value else None
+    return _format_time(parsed) if parsed else (value or "")
+
+
+#: What the grid's Easy Ship filter is called.
+EASY_SHIP_LABELS: dict[str, str] = {"awaiting-pickup": "Packed, awaiting pickup"}
+_DOCUMENT_TYPE_LABELS = {"ShippingLabel": "shipping label", "Invoice": "invoice", "Warranty": "warranty"}
+
+
+def _document_label(types: Sequence[str]) -> str:
+    return ", ".join(_DOCUMENT_TYPE_LABELS.get(t, t) for t in types) or "documents"
+
+
+def _file_part(text: str) -> str:
+    """``text`` made safe for a file name in a header: letters, digits, dot, dash and underscore."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in text)[:100]
+
+
+def _recorded_document(detail: OrderDetail | None, reference: str) -> dict[str, Any] | None:
+    """The order's stored document of Amazon's ``reference``, as its state recorded it, or None."""
+    if detail is None or detail.easy_ship is None:
+        return None
+    for document in detail.easy_ship.get("documents") or ():
+        if document.get("report_reference_id") == reference and document.get("location"):
+            return cast(dict[str, Any], document)
+    return None
+
+
 def _format_value(value: Any) -> str:
     text: str
     if value is None:
@@ -272,6 +313,8 @@ def _templates() -> Environment:
     env.filters["time"] = _format_time
     env.filters["short_time"] = _format_short_time
     env.filters["value"] = _format_value
+    env.filters["iso_time"] = _format_iso
+    env.filters["document_label"] = _document_label
     env.filters["heading"] = _heading
     env.globals["columns"] = _columns
     env.globals["asset_version"] = _ASSET_VERSION
@@ -493,6 +536,9 @@ class _Dashboard:
             statuses=STATUSES,
             failed_stages=FAILED_STAGES,
             deadlines=DEADLINES,
+            easy_ship_states=EASY_SHIP_STATES,
+            easy_ship_labels=EASY_SHIP_LABELS,
+            easy_ship_counts=await d.model.easy_ship_counts(),
             now=self.clock.now(),
             ship_by_lead_s=self.settings.health.ship_by_lead_s,
             sellers=await d.model.sellers(),
@@ -508,6 +554,13 @@ class _Dashboard:
         seller_id, order_id = request.path_params["seller_id"], request.path_params["order_id"]
         detail = await d.model.order(seller_id, order_id) if AMAZON_ORDER_ID.match(order_id) else None
         buyer = await self.buyer(request, seller_id, order_id, "order page") if detail is not None else None
+        products = (
+            await cached_products(
+                d.redis, self.settings.redis.key_prefix, detail.row.marketplace_id, seller_id, detail.lines
+            )
+            if detail is not None
+            else []
+        )
         return self.page(
             request,
             "order.html",
@@ -515,10 +568,47 @@ class _Dashboard:
             tab="orders",
             detail=detail,
             buyer=buyer,
+            products=products,
             seller_id=seller_id,
             order_id=order_id,
             **await self.shell(d),
         )
+
+    async def order_document(self, request: Request) -> Response:
+        """An Easy Ship PDF of the order (label, invoice), read from the document store: only at a
+        location the order's state recorded for that reference, never one the request names."""
+        if refused := self.refuse_reading(request, api=False):
+            return refused
+        if not personal_data_access(request, self.dashboard):
+            # The label and invoice print the buyer's name and address: as the buyer's section, only
+            # for the operator.
+            message = "the documents hold the buyer's name and address: sign in with the operator token"
+            return self.page(request, "error.html", 403, message=message, health=None)
+        d = self.deps(request)
+        seller_id, order_id = request.path_params["seller_id"], request.path_params["order_id"]
+        reference = request.path_params["reference"]
+        detail = await d.model.order(seller_id, order_id) if AMAZON_ORDER_ID.match(order_id) else None
+        document = _recorded_document(detail, reference)
+        missing = f"order {order_id[:40]} of seller {seller_id[:40]} has no stored document {reference[:60]}"
+        if document is None:
+            return self.page(request, "error.html", 404, message=missing, health=None)
+        try:
+            async with document_store(self.settings) as store:
+                content = await store.get(str(document["location"]))
+        except DocumentNotFound:
+            log.warning("dashboard: document %s of order %s is not in the store", reference, order_id)
+            return self.page(request, "error.html", 404, message=missing + " (not in the store)", health=None)
+        except (BotoCoreError, ClientError) as exc:
+            log.warning("dashboard: the document store is unavailable: %s", exc)
+            message = f"the document store is unavailable ({type(exc).__name__})"
+            return self.page(request, "error.html", 503, message=message, health=None)
+        # The PDFs carry the buyer's name and address: every serving is logged.
+        log.info(
+            "dashboard: Easy Ship document %s of order %s served to %s", reference, order_id, _client(request)
+        )
+        filename = f"{order_id}-{_file_part(reference)}.pdf"
+        disposition = {"content-disposition": f"inline; filename={filename}"}
+        return Response(content, media_type=PDF, headers=disposition)
 
     async def tasks_page(self, request: Request) -> Response:
         if refused := self.refuse_reading(request, api=False):
@@ -786,6 +876,7 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
     routes = [
         Route("/", d.orders_page),
         Route("/orders/{seller_id}/{order_id}", d.order_page),
+        Route("/orders/{seller_id}/{order_id}/documents/{reference}", d.order_document),
         Route("/tasks", d.tasks_page),
         Route("/notifications", d.notifications_page),
         Route("/dead-letters", d.dead_letters_page),

@@ -15,7 +15,15 @@ from urllib.parse import urlencode
 from pydantic import BaseModel, ConfigDict
 
 from ordersync.settings import DashboardSettings
-from ordersync.state.readmodel import DEADLINES, Deadline, OrderFilter, OverallStatus, SortKey
+from ordersync.state.readmodel import (
+    DEADLINES,
+    EASY_SHIP_STATES,
+    Deadline,
+    EasyShipState,
+    OrderFilter,
+    OverallStatus,
+    SortKey,
+)
 
 FailedStage = Literal["import", "write-back", "download"]
 
@@ -34,6 +42,7 @@ FILTER_PARAMS: tuple[str, ...] = (
     "status",
     "failed_stage",
     "deadline",
+    "easy_ship",
     "since",
     "until",
     "channel",
@@ -143,6 +152,7 @@ def parse_filter(params: Mapping[str, str]) -> tuple[OrderFilter, tuple[tuple[st
     status = _choice(params, "status", STATUSES)
     failed_stage = _choice(params, "failed_stage", FAILED_STAGES)
     deadline = _choice(params, "deadline", DEADLINES)
+    easy_ship = _choice(params, "easy_ship", EASY_SHIP_STATES)
     since_raw, until_raw = _one(params, "since"), _one(params, "until")
     since = parse_time("since", since_raw, end_of_day=False) if since_raw else None
     until = parse_time("until", until_raw, end_of_day=True) if until_raw else None
@@ -155,6 +165,7 @@ def parse_filter(params: Mapping[str, str]) -> tuple[OrderFilter, tuple[tuple[st
         status=cast(OverallStatus | None, status),
         failed_stage=cast(FailedStage | None, failed_stage),
         deadline=cast(Deadline | None, deadline),
+        easy_ship=cast(EasyShipState | None, easy_ship),
         since=since,
         until=until,
         channel=_name(params, "channel"),

@@ -20,10 +20,12 @@ from ordersync.state.readmodel.fold import Derived, derive
 from ordersync.state.readmodel.model import DLQ_NOTIFY_WITHIN, LATE_NOTIFY_WITHIN, PRUNE_BATCH, ReadModel
 from ordersync.state.readmodel.rows import (
     DEADLINES,
+    EASY_SHIP_STATES,
     FAILED_STAGES,
     OVERALL_STATUSES,
     Deadline,
     DlqSize,
+    EasyShipState,
     FailedStage,
     OrderDetail,
     OrderFilter,
@@ -41,6 +43,7 @@ __all__ = [
     "DLQ_FAILED_STAGE",
     "DLQ_NOTIFY_WITHIN",
     "DLQ_TRACK",
+    "EASY_SHIP_STATES",
     "FAILED_STAGES",
     "FOLDED_TOPICS",
     "LATE_NOTIFY_WITHIN",
@@ -49,6 +52,7 @@ __all__ = [
     "Deadline",
     "Derived",
     "DlqSize",
+    "EasyShipState",
     "Fact",
     "FailedStage",
     "OrderDetail",

@@ -41,6 +41,8 @@ from ordersync.schemas.events import (
     OrderImportFailed,
     OrderUpdated,
     Package,
+    PackageDocumentsFailed,
+    PackageDocumentsReady,
     PackageScheduled,
     PackageSchedulingFailed,
     ShipmentConfirmed,
@@ -58,6 +60,7 @@ from ordersync.schemas.topics import (
     ORDERS_DOWNLOADED,
     ORDERS_ENRICHED,
     ORDERS_IMPORTED,
+    PACKAGES_DOCUMENTS,
     PACKAGES_PACKED,
     PACKAGES_SCHEDULED,
     SHIPMENTS_REQUESTED,
@@ -73,6 +76,7 @@ FOLDED_TOPICS: tuple[TopicSpec, ...] = (
     ORDERS_CANCELLATION_RESULTS,
     ORDERS_ACKNOWLEDGEMENT_RESULTS,
     PACKAGES_SCHEDULED,
+    PACKAGES_DOCUMENTS,
     OPS_COMMANDS,
     *(spec for spec in CATALOGUE if spec.name.endswith(".dlq")),
 )
@@ -348,13 +352,45 @@ class AcknowledgementResultFact:
 
 @dataclass(frozen=True, slots=True)
 class EasyShipFact:
-    """An Easy Ship package scheduled for its handover (``error_code`` None), or refused."""
+    """An Easy Ship package scheduled for its handover (``error_code`` None), or refused. The fields
+    after ``error_message`` came later: facts stored before them read as None."""
 
     channel: str
     slot_start: str | None
     handover: str | None
     scheduled_package_id: str | None
     invoice_number: str | None
+    error_code: str | None
+    error_message: str | None
+    slot_end: str | None = field(default=None, kw_only=True, metadata={"added": True})
+    #: Amazon's package status when it was scheduled (ReadyForPickup, PendingPickUp...).
+    status: str | None = field(default=None, kw_only=True, metadata={"added": True})
+    tracking_id: str | None = field(default=None, kw_only=True, metadata={"added": True})
+    #: The package as scheduled, centimetres and grams (Decimal text).
+    length_cm: str | None = field(default=None, kw_only=True, metadata={"added": True})
+    width_cm: str | None = field(default=None, kw_only=True, metadata={"added": True})
+    height_cm: str | None = field(default=None, kw_only=True, metadata={"added": True})
+    weight_g: str | None = field(default=None, kw_only=True, metadata={"added": True})
+    #: "packer" or "catalog": who gave the size.
+    size_from: str | None = field(default=None, kw_only=True, metadata={"added": True})
+
+
+@dataclass(frozen=True, slots=True)
+class EasyShipDocumentsFact:
+    """An Easy Ship package's documents stored (``error_code`` None: where, how large, when), or why
+    Amazon made none."""
+
+    channel: str
+    scheduled_package_id: str | None
+    #: The document types, comma-separated (ShippingLabel,Invoice).
+    document_types: str
+    feed_id: str | None
+    report_reference_id: str | None
+    #: ``s3://bucket/key`` or ``file:///path``: the only places the dashboard serves a PDF from.
+    location: str | None
+    size_bytes: int | None
+    sha256: str | None
+    stored_at: str | None
     error_code: str | None
     error_message: str | None
 
@@ -399,6 +435,7 @@ FactData = (
     | CancellationResultFact
     | AcknowledgementResultFact
     | EasyShipFact
+    | EasyShipDocumentsFact
     | CommandFact
     | DeadLetterFact
 )
@@ -420,6 +457,8 @@ DATA_OF_EVENT: dict[str, type[FactData]] = {
     "OrderAcknowledgementResult": AcknowledgementResultFact,
     "PackageScheduled": EasyShipFact,
     "PackageSchedulingFailed": EasyShipFact,
+    "PackageDocumentsReady": EasyShipDocumentsFact,
+    "PackageDocumentsFailed": EasyShipDocumentsFact,
     "OperatorCommandIssued": CommandFact,
     "EventDeadLettered": DeadLetterFact,
 }
@@ -672,6 +711,14 @@ def _shipment_data(payload: Event, seller: str) -> tuple[Target, FactData, str] 
             invoice_number=payload.invoice_number,
             error_code=None,
             error_message=None,
+            slot_end=_iso_or_none(payload.slot_end),
+            status=payload.status,
+            tracking_id=payload.tracking_id,
+            length_cm=_dec(payload.size.length_cm),
+            width_cm=_dec(payload.size.width_cm),
+            height_cm=_dec(payload.size.height_cm),
+            weight_g=_dec(payload.size.weight_g),
+            size_from=payload.size_from,
         )
         when = f" from {iso(payload.slot_start)}" if payload.slot_start else ""
         summary = (
@@ -711,6 +758,49 @@ def _shipment_data(payload: Event, seller: str) -> tuple[Target, FactData, str] 
     return None
 
 
+def _documents_data(payload: Event, seller: str) -> tuple[Target, FactData, str] | None:
+    """The facts of an Easy Ship package's documents, stored or refused: (the order, data, summary)."""
+    if isinstance(payload, PackageDocumentsReady):
+        ready = EasyShipDocumentsFact(
+            channel=payload.channel,
+            scheduled_package_id=payload.scheduled_package_id,
+            document_types=",".join(payload.document_types),
+            feed_id=payload.feed_id,
+            report_reference_id=payload.report_reference_id,
+            location=payload.location,
+            size_bytes=payload.size_bytes,
+            sha256=payload.sha256,
+            stored_at=iso(payload.stored_at),
+            error_code=None,
+            error_message=None,
+        )
+        summary = (
+            f"Easy Ship documents stored ({', '.join(payload.document_types)}, reference"
+            f" {payload.report_reference_id}, {payload.size_bytes} bytes)"
+        )
+        return Target(seller, payload.amazon_order_id), ready, summary
+    if isinstance(payload, PackageDocumentsFailed):
+        failed = EasyShipDocumentsFact(
+            channel=payload.channel,
+            scheduled_package_id=None,
+            document_types=",".join(payload.document_types),
+            feed_id=payload.feed_id,
+            report_reference_id=None,
+            location=None,
+            size_bytes=None,
+            sha256=None,
+            stored_at=None,
+            error_code=payload.error_code,
+            error_message=payload.error_message,
+        )
+        summary = (
+            f"Easy Ship documents not made ({', '.join(payload.document_types)}): {payload.error_code}"
+            f" {payload.error_message}"
+        )
+        return Target(seller, payload.amazon_order_id), failed, summary
+    return None
+
+
 def facts_of(topic: str, envelope: Envelope[Event]) -> list[tuple[Target, Fact]]:
     """The orders an event is about and the fact it adds to each (none for events about no order)."""
     payload = envelope.payload
@@ -720,7 +810,10 @@ def facts_of(topic: str, envelope: Envelope[Event]) -> list[tuple[Target, Fact]]
         return [(Target(envelope.seller_id, order_id), fact) for order_id in payload.amazon_order_ids]
     if isinstance(payload, EventDeadLettered):
         return _dead_letter_facts(topic, envelope, payload)
-    about = _order_data(payload, envelope.seller_id) or _shipment_data(payload, envelope.seller_id)
+    seller = envelope.seller_id
+    about = (
+        _order_data(payload, seller) or _shipment_data(payload, seller) or _documents_data(payload, seller)
+    )
     if about is None:
         return []
     target, data, summary = about

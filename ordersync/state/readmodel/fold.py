@@ -5,7 +5,8 @@ by the reducer of its event type; :func:`derive` then reads the row and the deta
 
 Statuses (the dashboard grid's): **Ignored** when an operator ignored the order (before it was imported);
 **Failed** when its latest import attempt failed, a package or a cancellation could not be written back
-to Amazon, or one of its records was dead-lettered and nothing later on that track succeeded;
+to Amazon, its Easy Ship package could not be scheduled or its documents were not made, or one of its
+records was dead-lettered and nothing later on that track succeeded;
 **Success** when imported without such a failure; **Pending** otherwise (downloaded, held as Pending).
 A later success supersedes an earlier failure of the same track (Retry Import that works: Success).
 
@@ -32,6 +33,7 @@ from ordersync.state.readmodel.facts import (
     CommandFact,
     DeadLetterFact,
     DownloadedFact,
+    EasyShipDocumentsFact,
     EasyShipFact,
     EnrichedFact,
     Fact,
@@ -59,6 +61,13 @@ _EPOCH = iso(datetime(1970, 1, 1, tzinfo=UTC))
 CONFIRMED_BY_ORDERSYNC = frozenset({"confirmShipment", "feed"})
 #: Amazon statuses of an order that no longer awaits a shipment from the seller.
 _NOT_AWAITING_STATUSES = frozenset({"Shipped", "Canceled"})
+#: Easy Ship package statuses of a package still with the seller, waiting for its handover (Amazon's
+#: PackageStatus); any other (PickedUp, DroppedOff, Delivered, LabelCanceled...) is past it.
+_AWAITING_HANDOVER_STATUSES = frozenset(
+    {"PendingSchedule", "PendingPickUp", "PendingDropOff", "ReadyForPickup"}
+)
+#: The track of an Easy Ship package's documents: a refusal fails the order until documents are stored.
+DOCUMENTS_TRACK = "easy-ship-documents"
 
 
 @dataclass
@@ -71,6 +80,8 @@ class Derived:
     shipments: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: The Easy Ship package (slot, status, size, invoice, tracking, documents), None when not packed.
+    easy_ship: dict[str, Any] | None = None
 
 
 @dataclass
@@ -109,6 +120,10 @@ class OrderState:
     shipping_method: str | None = None
     #: "requested", "accepted" or "refused".
     cancellation: str | None = None
+    #: The Easy Ship package as its latest scheduling outcome left it; None before any.
+    easy_ship: dict[str, Any] | None = None
+    #: The Easy Ship documents stored, by Amazon's report reference.
+    documents: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: track -> the latest outcome of that track outside packages: (at, error or None when it succeeded).
     #: A track is one thing that can fail and be retried: a later success or failure supersedes it.
     stage_last: dict[str, tuple[str, dict[str, Any] | None]] = field(default_factory=dict)
@@ -342,10 +357,63 @@ def _easy_ship(state: OrderState, fact: Fact, data: EasyShipFact) -> None:
     # order's failure until a package is scheduled.
     state.seen(fact, data.channel)
     if data.error_code is None:
+        size = {"length_cm": data.length_cm, "width_cm": data.width_cm, "height_cm": data.height_cm}
+        size["weight_g"] = data.weight_g
+        state.easy_ship = {
+            "outcome": "scheduled",
+            "scheduled_package_id": data.scheduled_package_id,
+            "slot_start": data.slot_start,
+            "slot_end": data.slot_end,
+            "handover": data.handover,
+            "status": data.status,
+            "invoice_number": data.invoice_number,
+            "tracking_id": data.tracking_id,
+            "size": size if all(size.values()) else None,
+            "size_from": data.size_from,
+            "scheduled_at": fact.at,
+            "error_code": None,
+            "error_message": None,
+            "failed_at": None,
+        }
         state.outcome("easy-ship", fact.at, None)
         return
+    # A refusal keeps what an earlier scheduling said of the package, for the record.
+    package = state.easy_ship if state.easy_ship is not None else {}
+    package.update(
+        outcome="failed", error_code=data.error_code, error_message=data.error_message, failed_at=fact.at
+    )
+    state.easy_ship = package
     error = {"stage": "write-back", "code": data.error_code, "message": data.error_message, "at": fact.at}
     state.fail("easy-ship", fact.at, error)
+
+
+def _easy_ship_documents(state: OrderState, fact: Fact, data: EasyShipDocumentsFact) -> None:
+    # Stored documents settle an earlier refusal; a refusal fails the order until documents are stored
+    # (without its label the package cannot be handed over).
+    state.seen(fact, data.channel)
+    types = [t for t in data.document_types.split(",") if t]
+    if data.error_code is None and data.location and data.report_reference_id:
+        state.documents[data.report_reference_id] = {
+            "report_reference_id": data.report_reference_id,
+            "document_types": types,
+            "location": data.location,
+            "size_bytes": data.size_bytes,
+            "sha256": data.sha256,
+            "stored_at": data.stored_at,
+            "feed_id": data.feed_id,
+            "scheduled_package_id": data.scheduled_package_id,
+        }
+        state.outcome(DOCUMENTS_TRACK, fact.at, None)
+        return
+    error = {
+        "stage": "write-back",
+        "code": data.error_code or "DocumentsNotStored",
+        "message": data.error_message or "the documents event named no stored PDF",
+        "at": fact.at,
+        "document_types": types,
+        "feed_id": data.feed_id,
+    }
+    state.fail(DOCUMENTS_TRACK, fact.at, error)
 
 
 def _command(state: OrderState, fact: Fact, data: CommandFact) -> None:
@@ -401,6 +469,7 @@ _REDUCERS: dict[type, Callable[[OrderState, Fact, Any], None]] = {
     CancellationResultFact: _cancellation_result,
     AcknowledgementResultFact: _acknowledgement_result,
     EasyShipFact: _easy_ship,
+    EasyShipDocumentsFact: _easy_ship_documents,
     CommandFact: _command,
     DeadLetterFact: _dead_letter,
 }
@@ -462,6 +531,7 @@ def derive(seller_id: str, amazon_order_id: str, facts: Iterable[Fact]) -> Deriv
         awaiting_shipment=_awaiting_shipment(state, ignored),
         confirmed_at=confirmed_at,
         confirmed_late=ship_by is not None and confirmed_at is not None and confirmed_at > ship_by,
+        awaiting_pickup=_awaiting_pickup(state, ignored),
     )
     return Derived(
         row=row,
@@ -470,6 +540,7 @@ def derive(seller_id: str, amazon_order_id: str, facts: Iterable[Fact]) -> Deriv
         shipments=_shipments(state),
         errors=state.errors,
         history=state.history,
+        easy_ship=_easy_ship_detail(state),
     )
 
 
@@ -505,6 +576,36 @@ def _awaiting_shipment(state: OrderState, ignored: bool) -> bool:
         and state.cancellation != "accepted"
         and not any(p.get("status") == "confirmed" for p in state.packages.values())
     )
+
+
+def _awaiting_pickup(state: OrderState, ignored: bool) -> bool:
+    """Its Easy Ship package is scheduled and still with the seller: Amazon's status (as scheduled)
+    before the handover, the order neither shipped nor cancelled nor ignored, no package confirmed."""
+    package = state.easy_ship
+    return (
+        package is not None
+        and package["outcome"] == "scheduled"
+        and (package["status"] is None or package["status"] in _AWAITING_HANDOVER_STATUSES)
+        and not ignored
+        and state.amazon_status not in _NOT_AWAITING_STATUSES
+        and state.cancellation != "accepted"
+        and not any(p.get("status") == "confirmed" for p in state.packages.values())
+    )
+
+
+def _easy_ship_detail(state: OrderState) -> dict[str, Any] | None:
+    """The Easy Ship package with its documents (oldest stored first) and the documents' open refusal;
+    None for an order never packed for Easy Ship."""
+    documents_outcome = state.stage_last.get(DOCUMENTS_TRACK)
+    if state.easy_ship is None and documents_outcome is None:
+        return None
+    detail: dict[str, Any] = dict(state.easy_ship or {"outcome": None})
+    detail["documents"] = sorted(
+        state.documents.values(), key=lambda d: (d["stored_at"] or "", d["report_reference_id"])
+    )
+    open_refusal = documents_outcome[1] if documents_outcome else None
+    detail["documents_error"] = dict(open_refusal) if open_refusal else None
+    return detail
 
 
 def _ignored(state: OrderState) -> bool:

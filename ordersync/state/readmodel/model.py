@@ -17,7 +17,8 @@ Redis Cluster slot; :meth:`ReadModel.reset` moves to a new, empty generation in 
 ``facts:<order>`` (hash event_id -> fact), ``row:<order>`` (the derived row, JSON), sorted sets per
 sort key (``z:purchase_date``, ``z:updated_at``, ``z:status``, ``z:ship_by``, ``z:id``: every order
 with score 0, so its member order is the order-id order and ``ZRANGEBYLEX`` finds prefixes), sets per
-status, seller, channel, marketplace, SKU and failed stage, DLQ record sets per topic. Deadlines:
+status, seller, channel, marketplace, SKU, failed stage and Easy Ship state
+(``s:easy-ship:awaiting-pickup``), DLQ record sets per topic. Deadlines:
 ``z:await-ship`` holds only the orders awaiting shipment, scored by their ship-by date (the grid's
 at-risk / overdue filter is a score range of it, measured from the model's clock at query time, so the
 fold itself never reads a clock); ``s:confirmed:<seller>`` and ``s:late:<seller>`` hold the orders
@@ -57,9 +58,11 @@ from ordersync.state.readmodel.facts import (
 )
 from ordersync.state.readmodel.fold import Derived, derive
 from ordersync.state.readmodel.rows import (
+    EASY_SHIP_STATES,
     OVERALL_STATUSES,
     Deadline,
     DlqSize,
+    EasyShipState,
     OrderDetail,
     OrderFilter,
     OrderRow,
@@ -254,6 +257,8 @@ class _Space:
             keys.add(self.confirmed(row.seller_id))
         if row.confirmed_late:
             keys.add(self.late(row.seller_id))
+        if row.awaiting_pickup:
+            keys.add(self("s", "easy-ship", "awaiting-pickup"))
         return keys
 
 
@@ -300,7 +305,7 @@ def _late_by_text(late_by: timedelta) -> str:
 
 def _filter_sets(space: _Space, filter: OrderFilter) -> list[str]:
     """The index sets of the filter's plain conditions (status, seller, channel, marketplace, failed
-    stage): an order matches them when it is a member of every one."""
+    stage, Easy Ship state): an order matches them when it is a member of every one."""
     return [
         space("s", kind, value)
         for kind, value in (
@@ -309,6 +314,7 @@ def _filter_sets(space: _Space, filter: OrderFilter) -> list[str]:
             ("channel", filter.channel),
             ("mkt", filter.marketplace_id),
             ("failed", filter.failed_stage),
+            ("easy-ship", filter.easy_ship),
         )
         if value
     ]
@@ -786,6 +792,7 @@ class ReadModel:
             shipments=tuple(derived.shipments),
             errors=tuple(derived.errors),
             history=tuple(derived.history),
+            easy_ship=derived.easy_ship,
         )
 
     async def find(self, amazon_order_id: str, channel: str | None = None) -> list[OrderDetail]:
@@ -826,6 +833,18 @@ class ReadModel:
         finally:
             if temps:
                 await self.redis.delete(*temps)
+
+    async def easy_ship_counts(self, channel: str | None = None) -> dict[EasyShipState, int]:
+        """Orders per Easy Ship state the grid filters on (of one channel, or of all)."""
+        space = await self._space()
+        pipe = self.redis.pipeline(transaction=False)
+        for state in EASY_SHIP_STATES:
+            if channel is None:
+                pipe.scard(space("s", "easy-ship", state))
+            else:
+                pipe.sintercard(2, [space("s", "easy-ship", state), space("s", "channel", channel)])
+        results = await pipe.execute()
+        return {state: int(n) for state, n in zip(EASY_SHIP_STATES, results, strict=True)}
 
     async def counts(self, channel: str | None = None) -> dict[OverallStatus, int]:
         """Orders per overall status (of one channel, or of all)."""

@@ -14,10 +14,14 @@ FailedStage = Literal["import", "write-back", "download"]
 Deadline = Literal["at-risk", "overdue"]
 #: What the grid shows beside an order's ship-by date.
 ShipByState = Literal["at-risk", "overdue", "late"]
+#: Orders by where their Easy Ship package is: ``awaiting-pickup``, packed and scheduled, still with the
+#: seller (not picked up, shipped, delivered or cancelled).
+EasyShipState = Literal["awaiting-pickup"]
 
 OVERALL_STATUSES: tuple[OverallStatus, ...] = ("Failed", "Pending", "Success", "Ignored")
 FAILED_STAGES: tuple[FailedStage, ...] = ("download", "import", "write-back")
 DEADLINES: tuple[Deadline, ...] = ("at-risk", "overdue")
+EASY_SHIP_STATES: tuple[EasyShipState, ...] = ("awaiting-pickup",)
 
 
 class _Frozen(BaseModel):
@@ -41,6 +45,7 @@ class OrderFilter(_Frozen):
     #: Awaiting shipment and the latest ship date near (``at-risk``: within the model's lead time) or
     #: past (``overdue``), as of the model's clock.
     deadline: Deadline | None = None
+    easy_ship: EasyShipState | None = None
 
 
 class OrderRow(_Frozen):
@@ -75,6 +80,8 @@ class OrderRow(_Frozen):
     confirmed_at: datetime | None = None
     #: That confirmation came after ``ship_by``: a late shipment for Amazon's Late Shipment Rate.
     confirmed_late: bool = False
+    #: Its Easy Ship package is scheduled and not yet picked up, shipped, delivered or cancelled.
+    awaiting_pickup: bool = False
 
     def ship_by_state(self, now: datetime, lead_s: float) -> ShipByState | None:
         """``late`` when confirmed late; ``overdue`` / ``at-risk`` while awaiting shipment with the
@@ -98,6 +105,10 @@ class OrderDetail(_Frozen):
     errors: tuple[dict[str, Any], ...]
     #: (at, topic, event_type, summary), oldest first.
     history: tuple[dict[str, Any], ...]
+    #: The Easy Ship package: outcome (scheduled / failed), Amazon's package id, slot, handover, status,
+    #: size and who gave it, invoice, tracking, the refusal; its stored documents (types, location,
+    #: size, stored_at) and the documents' open refusal. None for an order not packed for Easy Ship.
+    easy_ship: dict[str, Any] | None = None
 
 
 class OrdersPage(_Frozen):
