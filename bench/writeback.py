@@ -1,5 +1,5 @@
-"""Benchmark of the shipment write-back, the order acknowledgements and the inventory feeds under
-Amazon's createFeed budget.
+"""Benchmark of the shipment write-back, the order acknowledgements, the inventory feeds and Easy Ship
+packing (scheduling and documents) under Amazon's createFeed budget.
 
 Invoices (shipment requests) arrive at random within one simulated hour, each order imported some time
 before its invoice (its ``OrderImported``, acknowledged with its sales-order code: the channel has
@@ -14,15 +14,25 @@ zero (``--zeros``, each a SKU's last level within the hour) are mixed in with th
 above zero, so they wait for the feed). The rate limiter runs on the simulator's clock (a wait advances
 it), so every decision is exact against the simulated Amazon's buckets.
 
+Beside them, an Easy Ship seller in India (``--packages``, each order packed at random within the hour):
+``packing.handle`` per packed package (listHandoverSlots, createScheduledPackage) and the documents step
+(``packing_documents.handle`` per scheduled package, its tick: one POST_EASYSHIP_DOCUMENTS feed per
+``documents.flush_interval_s`` on the ``packing`` lane of that seller's createFeed quota, shared with
+anything else it sends by feed, then one getReportDocument per package), the PDFs stored in a temporary
+directory.
+
 Prints shipments confirmed per simulated hour (one order per feed, as some connectors send them: 29),
 orders acknowledged per simulated hour, feeds submitted per type, createFeed calls per hour (the most in
 any hour, and in each clock hour), 429s received, and the p50/p95 latency (simulated seconds) from
 invoice issued to ``shipments.confirmed`` and from import to acknowledged; for the zeros, how many
 reached Amazon (the simulator's listing at 0, by patchListingsItem) within a simulated minute of their
-publication, the p50 and max of that latency, and patchListingsItem calls (none but for zeros).
+publication, the p50 and max of that latency, and patchListingsItem calls (none but for zeros); for
+Easy Ship, packages scheduled and documents ready per simulated hour, the p50/p95 latency from packed to
+documents ready, and the Easy Ship seller's feeds, createFeed calls per hour and 429s.
 ``simulate`` is also what the scale test (``tests/stage/test_writeback_scale.py``) runs and checks.
 
-    .venv/bin/python bench/writeback.py [--invoices 12000] [--skus 20000] [--zeros 200] [--no-acknowledge]
+    .venv/bin/python bench/writeback.py [--invoices 12000] [--skus 20000] [--zeros 200] [--packages 120]
+        [--no-acknowledge]
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import argparse
 import asyncio
 import math
 import random
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -41,7 +52,7 @@ from decimal import Decimal
 from typing import Any
 
 from ordersync.clock import EpochClock
-from ordersync.consumers import acknowledgement, inventory, shipment_write_back
+from ordersync.consumers import acknowledgement, inventory, packing, packing_documents, shipment_write_back
 from ordersync.dev.testing import RecordingRuntime, channels_of
 from ordersync.errors import QuotaTimeout
 from ordersync.kafka.faust_app import make_app
@@ -51,14 +62,25 @@ from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.events import (
     InventoryLevelChanged,
     OrderImported,
+    PackageDocumentsReady,
+    PackagePacked,
+    PackageScheduled,
+    PackedSize,
     SalesOrder,
     SalesOrderLine,
     ShipmentItem,
     ShipmentRequested,
 )
-from ordersync.schemas.topics import ORDERS_ACKNOWLEDGEMENT_RESULTS, SHIPMENTS_CONFIRMED, SHIPMENTS_FAILED
+from ordersync.schemas.topics import (
+    ORDERS_ACKNOWLEDGEMENT_RESULTS,
+    PACKAGES_DOCUMENTS,
+    PACKAGES_SCHEDULED,
+    SHIPMENTS_CONFIRMED,
+    SHIPMENTS_FAILED,
+)
 from ordersync.settings import (
     AmazonSettings,
+    DocumentSettings,
     InventorySettings,
     RateLimitSettings,
     RedisSettings,
@@ -66,9 +88,33 @@ from ordersync.settings import (
     WriteBackSettings,
 )
 from ordersync.simulator.runner import RunningSimulator
-from ordersync.simulator.testing import TEST_SELLER, tiny_scenario
+from ordersync.simulator.testing import TEST_APPLICATION, TEST_SELLER, tiny_scenario
 
 UNKNOWN_ORDER_PREFIX = "999-"
+#: The Easy Ship seller, in India (Amazon's Easy Ship marketplace).
+EASY_SHIP_SELLER = "A2BENCHSELLERIN"
+INDIA = "A21TJRUUN4KGV"
+
+
+def _easy_ship_seller(packages: int) -> dict[str, Any]:
+    """The Easy Ship seller of the scenario: ``packages`` seller-fulfilled orders, all in Easy Ship."""
+    return {
+        "seller_id": EASY_SHIP_SELLER,
+        "region": "eu",
+        "marketplaces": [INDIA],
+        "applications": [{**TEST_APPLICATION, "refresh_token": "Atzr|bench-easy-ship"}],
+        "catalogue_size": 50,
+        "orders": {
+            "count": packages,
+            "history_s": 3600,
+            "arrival_window_s": 0,
+            "items_per_order": [1, 2],
+            "pending_share": 0.0,
+            "afn_share": 0.0,
+            "cancel_share": 0.0,
+            "easy_ship_share": 1.0,
+        },
+    }
 
 
 class _OwnTaskLanes(InMemoryRateLimiter):
@@ -129,6 +175,18 @@ class Figures:
     patches_not_zero: int = 0  # ... of them carrying a quantity above zero
     shipments_s: float = 0.0  # simulated time until the last shipment result
     acknowledgements_s: float = 0.0  # ... and until the last acknowledgement result
+    packed: int = 0  # Easy Ship packages packed within the hour
+    scheduled: dict[str, str] = field(default_factory=dict)  # order -> slot
+    not_scheduled: dict[str, str] = field(default_factory=dict)  # order -> why
+    documents_ready: dict[str, str] = field(default_factory=dict)  # order -> where stored
+    documents_failed: dict[str, str] = field(default_factory=dict)  # order -> why
+    documents_latencies_s: list[float] = field(default_factory=list)  # packed -> documents ready
+    scheduled_s: float = 0.0  # simulated time until the last package's scheduling outcome
+    documents_s: float = 0.0  # ... and until the last documents outcome
+    easy_ship_feeds_by_type: dict[str, int] = field(default_factory=dict)
+    easy_ship_create_feed_by_hour: list[int] = field(default_factory=list)
+    easy_ship_max_create_feed_per_hour: int = 0
+    easy_ship_throttled: int = 0
 
     @property
     def confirmed_per_hour(self) -> float:
@@ -138,6 +196,14 @@ class Figures:
     @property
     def acknowledged_per_hour(self) -> float:
         return len(self.acknowledged) * 3600.0 / max(self.acknowledgements_s, 1.0)
+
+    @property
+    def scheduled_per_hour(self) -> float:
+        return len(self.scheduled) * 3600.0 / max(self.scheduled_s, 1.0)
+
+    @property
+    def documents_per_hour(self) -> float:
+        return len(self.documents_ready) * 3600.0 / max(self.documents_s, 1.0)
 
     @property
     def zero_latencies_s(self) -> list[float]:
@@ -208,6 +274,41 @@ def _imported(order: dict[str, Any], channel: str, code: str) -> OrderImported:
     return OrderImported(sales_order=sales_order)
 
 
+def _packed(order: dict[str, Any], channel: str, rng: random.Random, at: float) -> PackagePacked:
+    """The packer's report of a simulated Easy Ship order's one package (every item), for the earliest
+    slot."""
+    units = sum(item["quantity_ordered"] for item in order["items"])
+    return PackagePacked(
+        channel=channel,
+        amazon_order_id=order["amazon_order_id"],
+        items=tuple(
+            ShipmentItem(order_item_id=item["order_item_id"], quantity=item["quantity_ordered"])
+            for item in order["items"]
+        ),
+        size=PackedSize(
+            length_cm=Decimal(30),
+            width_cm=Decimal(20),
+            height_cm=Decimal(8 + 6 * units),
+            weight_g=Decimal(150 + 500 * units + rng.randrange(100)),
+        ),
+        packed_at=datetime.fromtimestamp(at, UTC),
+    )
+
+
+def _create_feed_counts(
+    feeds: list[dict[str, Any]], start: float, simulated_s: float
+) -> tuple[int, list[int]]:
+    """The most createFeed calls in any hour (from each call), and the calls in each hour from ``start``."""
+    created = sorted(
+        datetime.fromisoformat(f["createdTime"].replace("Z", "+00:00")).timestamp() for f in feeds
+    )
+    most = max((sum(1 for c in created if t <= c < t + 3600) for t in created), default=0)
+    hours = math.ceil(max(simulated_s, 1.0) / 3600)
+    return most, [
+        sum(1 for c in created if start + h * 3600 <= c < start + (h + 1) * 3600) for h in range(hours)
+    ]
+
+
 async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
     redis_url: str,
     key_prefix: str,
@@ -222,17 +323,21 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
     max_simulated_s: float = 4 * 3600.0,
     acknowledge: bool = True,
     zeros: int = 200,
+    packages: int = 120,
 ) -> Figures:
-    """Run the scenario; every shipment (and, with ``acknowledge``, every import) has a result (or
-    ``max_simulated_s`` passed)."""
+    """Run the scenario; every shipment (and, with ``acknowledge``, every import) and every Easy Ship
+    package has a result (or ``max_simulated_s`` passed)."""
     rng = random.Random(seed)
     scenario = tiny_scenario(
         orders={"count": invoices, "history_s": 3600, "items_per_order": [1, 2]},
         seller={"catalogue_size": skus},
+        extra_sellers=[_easy_ship_seller(packages)] if packages else [],
         feeds={"stall_share": 0.02},
+        # Slots for every package of the hour: the bench measures Amazon's quotas, not slot capacity.
+        easy_ship={"marketplaces": [INDIA], "slot_capacity": max(packages, 1)},
     )
     wall_started = time.monotonic()
-    with RunningSimulator(scenario) as sim:
+    with RunningSimulator(scenario) as sim, tempfile.TemporaryDirectory(prefix="bench-documents-") as pdfs:
         state = sim.state
         channels = channels_of(scenario)
         settings = Settings(
@@ -241,6 +346,7 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
             writeback=WriteBackSettings(mode="auto", feed_timeout_s=1800, retry_backoff_s=30),
             inventory=InventorySettings(),
             ratelimit=RateLimitSettings(inventory_flush_interval_s=inventory_interval_s),
+            documents=DocumentSettings(directory=pdfs),
         )
 
         # The inventory stage's own loop (set once the stock changes are drawn): it runs in a process of
@@ -287,7 +393,8 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
         await runtime.start()
         try:
             channel = channels.channels[0].model_copy(update={"acknowledge_orders": acknowledge})
-            runtime.channels = channels.model_copy(update={"channels": (channel,)})
+            easy_ship_channels = tuple(c for c in channels.channels if c.seller_id == EASY_SHIP_SELLER)
+            runtime.channels = channels.model_copy(update={"channels": (channel, *easy_ship_channels)})
             start = state.now()
             orders = state.truth_orders(TEST_SELLER, status="Unshipped")[:invoices]
             figures = Figures(invoices=len(orders), simulated_s=0.0, wall_s=0.0)
@@ -320,6 +427,20 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
                     plan.append((at, _request(order)))
             plan.sort(key=lambda p: p[0])
             imports.sort(key=lambda p: p[0])
+            # Easy Ship: each order packed at random within the hour (its own draws).
+            packing_rng = random.Random(seed + 3)
+            packed_plan = sorted(
+                (
+                    (at := start + packing_rng.uniform(0, hour_s), _packed(order, c.name, packing_rng, at))
+                    for c in easy_ship_channels
+                    for order in state.truth_orders(EASY_SHIP_SELLER, status="Unshipped")[:packages]
+                ),
+                key=lambda p: p[0],
+            )
+            figures.packed = len(packed_plan)
+            packed_at = {packed.amazon_order_id: at for at, packed in packed_plan}
+            next_packed = 0
+            documents_handled = 0  # emitted records read by the documents step
             figures.imported = len(imports)
             arrival = {request.amazon_order_id: at for at, request in plan}
             imported_at = {event.sales_order.amazon_order_id: at for at, event in imports}
@@ -401,8 +522,27 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
                             correlation_id=request.source or request.amazon_order_id,
                         ),
                     )
+                while next_packed < len(packed_plan) and packed_plan[next_packed][0] <= now:
+                    packed = packed_plan[next_packed][1]
+                    next_packed += 1
+                    await packing.handle(
+                        runtime,
+                        Envelope.wrap(
+                            packed,
+                            seller_id=EASY_SHIP_SELLER,
+                            marketplace_id=INDIA,
+                            correlation_id=packed.amazon_order_id,
+                        ),
+                    )
+                # The documents step's agent reads packages.scheduled as the packing step publishes it.
+                while documents_handled < len(runtime.emitted):
+                    emitted = runtime.emitted[documents_handled]
+                    documents_handled += 1
+                    if emitted.topic == PACKAGES_SCHEDULED.name:
+                        await packing_documents.handle(runtime, emitted.envelope)
                 await stock_lane()
                 await shipment_write_back.feed_tick(runtime)
+                await packing_documents.tick(runtime)
                 if now >= limiter.acknowledgement_due:
                     await acknowledgement.tick(runtime)
                 else:
@@ -415,6 +555,11 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
                 )
                 arrived = next_request == len(plan) and next_change == len(changes)
                 arrived = arrived and next_import == len(imports) and acknowledgements >= len(imports)
+                scheduling = [e for e in runtime.emitted if e.topic == PACKAGES_SCHEDULED.name]
+                documents = sum(1 for emitted in runtime.emitted if emitted.topic == PACKAGES_DOCUMENTS.name)
+                scheduled_now = sum(1 for e in scheduling if isinstance(e.envelope.payload, PackageScheduled))
+                arrived = arrived and next_packed == len(packed_plan) and len(scheduling) >= len(packed_plan)
+                arrived = arrived and documents >= scheduled_now
                 inventory_done = not await inventory.pending(
                     runtime, TEST_SELLER
                 ) and await inventory.check_inflight(runtime, channel)
@@ -431,6 +576,21 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
                     figures.acknowledgements_s = max(figures.acknowledgements_s, since_start)
                 elif emitted.topic in _RESULT_TOPICS:
                     figures.shipments_s = max(figures.shipments_s, since_start)
+                elif emitted.topic == PACKAGES_SCHEDULED.name:
+                    figures.scheduled_s = max(figures.scheduled_s, since_start)
+                    if isinstance(payload, PackageScheduled):
+                        figures.scheduled[payload.amazon_order_id] = payload.slot_id
+                    else:
+                        figures.not_scheduled[payload.amazon_order_id] = payload.error_code
+                elif emitted.topic == PACKAGES_DOCUMENTS.name:
+                    figures.documents_s = max(figures.documents_s, since_start)
+                    if isinstance(payload, PackageDocumentsReady):
+                        figures.documents_ready[payload.amazon_order_id] = payload.location
+                        figures.documents_latencies_s.append(
+                            emitted.at.timestamp() - packed_at[payload.amazon_order_id]
+                        )
+                    else:
+                        figures.documents_failed[payload.amazon_order_id] = payload.error_code
                 if emitted.topic == SHIPMENTS_CONFIRMED.name:
                     figures.confirmed[payload.amazon_order_id] = payload.method
                     figures.latencies_s.append(emitted.at.timestamp() - arrival[payload.amazon_order_id])
@@ -450,17 +610,18 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
             feeds = state.truth_feeds(TEST_SELLER)
             for feed in feeds:
                 figures.feeds_by_type[feed["feedType"]] = figures.feeds_by_type.get(feed["feedType"], 0) + 1
-            created = sorted(
-                datetime.fromisoformat(f["createdTime"].replace("Z", "+00:00")).timestamp() for f in feeds
+            figures.max_create_feed_per_hour, figures.create_feed_by_hour = _create_feed_counts(
+                feeds, start, figures.simulated_s
             )
-            figures.max_create_feed_per_hour = max(
-                (sum(1 for c in created if t <= c < t + 3600) for t in created), default=0
+            easy_ship_feeds = state.truth_feeds(EASY_SHIP_SELLER) if packages else []
+            for feed in easy_ship_feeds:
+                kind = feed["feedType"]
+                figures.easy_ship_feeds_by_type[kind] = figures.easy_ship_feeds_by_type.get(kind, 0) + 1
+            figures.easy_ship_max_create_feed_per_hour, figures.easy_ship_create_feed_by_hour = (
+                _create_feed_counts(easy_ship_feeds, start, figures.simulated_s)
             )
-            hours = math.ceil(max(figures.simulated_s, 1.0) / 3600)
-            figures.create_feed_by_hour = [
-                sum(1 for c in created if start + h * 3600 <= c < start + (h + 1) * 3600)
-                for h in range(hours)
-            ]
+            easy_ship_counters = state.counters_json()["sellers"].get(EASY_SHIP_SELLER, {})
+            figures.easy_ship_throttled = sum(int(c.get("throttled", 0)) for c in easy_ship_counters.values())
             figures.inventory_feeds = [
                 datetime.fromisoformat(f["createdTime"].replace("Z", "+00:00")).timestamp()
                 for f in feeds
@@ -493,6 +654,14 @@ async def simulate(  # noqa: PLR0912, PLR0915 - one scenario, read top to bottom
     return figures
 
 
+def _tally(reasons: dict[str, str]) -> dict[str, int]:
+    """How many of each reason."""
+    counts: dict[str, int] = {}
+    for reason in reasons.values():
+        counts[reason] = counts.get(reason, 0) + 1
+    return counts
+
+
 _RESULT_TOPICS = frozenset({SHIPMENTS_CONFIRMED.name, SHIPMENTS_FAILED.name})
 
 
@@ -501,6 +670,9 @@ def main() -> None:
     parser.add_argument("--invoices", type=int, default=12_000)
     parser.add_argument("--skus", type=int, default=20_000)
     parser.add_argument("--zeros", type=int, default=200, help="SKUs whose stock drops to zero")
+    parser.add_argument(
+        "--packages", type=int, default=120, help="Easy Ship packages packed within the hour (0: none)"
+    )
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument(
         "--no-acknowledge", action="store_true", help="without order acknowledgements (the lane idle)"
@@ -521,6 +693,7 @@ def main() -> None:
                 seed=args.seed,
                 acknowledge=not args.no_acknowledge,
                 zeros=args.zeros,
+                packages=args.packages,
             )
         )
     print(report(figures))
@@ -535,6 +708,8 @@ def report(figures: Figures) -> str:
     ack_p95 = figures.percentile(0.95, figures.ack_latencies_s) / 60
     zero_latencies = figures.zero_latencies_s
     zero_p50 = figures.percentile(0.5, zero_latencies)
+    docs_p50 = figures.percentile(0.5, figures.documents_latencies_s) / 60
+    docs_p95 = figures.percentile(0.95, figures.documents_latencies_s) / 60
     rows = [
         ("invoices issued within one simulated hour", f"{figures.invoices}"),
         ("simulated time until every result", f"{figures.simulated_s / 60:.1f} min"),
@@ -575,9 +750,32 @@ def report(figures: Figures) -> str:
             "patchListingsItem calls / quantity > 0",
             f"{figures.patch_calls} / {figures.patches_not_zero}",
         ),
+        ("Easy Ship packages packed within the hour", f"{figures.packed}"),
+        (
+            "packages scheduled / not",
+            f"{len(figures.scheduled)} / {len(figures.not_scheduled)} {_tally(figures.not_scheduled)}",
+        ),
+        ("scheduled per simulated hour", f"{figures.scheduled_per_hour:.0f}"),
+        (
+            "documents ready / failed",
+            f"{len(figures.documents_ready)} / {len(figures.documents_failed)}"
+            f" {_tally(figures.documents_failed)}",
+        ),
+        (
+            "documents ready per simulated hour",
+            f"{figures.documents_per_hour:.0f} (until the last: {figures.documents_s / 60:.1f} min)",
+        ),
+        ("latency packed -> documents ready, p50 / p95", f"{docs_p50:.1f} / {docs_p95:.1f} min"),
+        ("Easy Ship seller's feeds submitted", f"{figures.easy_ship_feeds_by_type}"),
+        (
+            "... its createFeed calls, most in any hour",
+            f"{figures.easy_ship_max_create_feed_per_hour}"
+            f" (each hour: {figures.easy_ship_create_feed_by_hour})",
+        ),
+        ("... its 429s received", f"{figures.easy_ship_throttled}"),
         ("wall time", f"{figures.wall_s:.1f} s"),
     ]
-    return "\n".join(f"{name:<42} {value}" for name, value in rows)
+    return "\n".join(f"{name:<44} {value}" for name, value in rows)
 
 
 if __name__ == "__main__":

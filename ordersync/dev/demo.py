@@ -50,7 +50,17 @@ from ordersync.kafka.admin import create_topics, kafka_client_config
 from ordersync.pipeline.stages import STAGES
 from ordersync.privacy import new_kek
 from ordersync.schemas.codec import decode
-from ordersync.schemas.events import OrderCancelled, OrderImported, OrderImportFailed, ShipmentFailed
+from ordersync.schemas.events import (
+    EASY_SHIP,
+    OrderCancelled,
+    OrderImported,
+    OrderImportFailed,
+    PackageDocumentsFailed,
+    PackageDocumentsReady,
+    PackageScheduled,
+    PackageSchedulingFailed,
+    ShipmentFailed,
+)
 from ordersync.schemas.topics import (
     CATALOGUE,
     INVOICES_ISSUED,
@@ -58,6 +68,9 @@ from ordersync.schemas.topics import (
     ORDERS_DOWNLOADED,
     ORDERS_ENRICHED,
     ORDERS_IMPORTED,
+    PACKAGES_DOCUMENTS,
+    PACKAGES_PACKED,
+    PACKAGES_SCHEDULED,
     SHIPMENTS_CONFIRMED,
     SHIPMENTS_FAILED,
     by_name,
@@ -76,7 +89,8 @@ from ordersync.simulator.scenario import Scenario, load_scenario
 from ordersync.state import keys
 from ordersync.state.listings import ListingRow, listings_csv
 
-WATCHED_TOPICS = ORDER_FLOW
+#: The order flow, and an Easy Ship order's package: packed, scheduled, its documents stored.
+WATCHED_TOPICS = (*ORDER_FLOW, PACKAGES_PACKED, PACKAGES_SCHEDULED, PACKAGES_DOCUMENTS)
 
 
 # --- what the pipeline did, read from its topics -------------------------------------------------
@@ -84,13 +98,19 @@ WATCHED_TOPICS = ORDER_FLOW
 
 @dataclass
 class Outcomes:
-    """Order ids seen per topic, and the latest failure reasons."""
+    """Order ids seen per topic, the latest failure reasons, and the Easy Ship packages' outcomes."""
 
     orders: dict[str, set[str]] = field(default_factory=lambda: {spec.name: set() for spec in WATCHED_TOPICS})
     import_failures: dict[str, str] = field(default_factory=dict)
     cancelled: set[str] = field(default_factory=set)
     shipment_failures: dict[str, str] = field(default_factory=dict)
     dead_letters: int = 0
+    #: Easy Ship orders whose package Amazon scheduled, and why the others' was not.
+    scheduled: set[str] = field(default_factory=set)
+    scheduling_failures: dict[str, str] = field(default_factory=dict)
+    #: Easy Ship orders whose documents are stored: where (``s3://bucket/key``); why the others' are not.
+    documents: dict[str, str] = field(default_factory=dict)
+    documents_failures: dict[str, str] = field(default_factory=dict)
 
     def count(self, topic: str) -> int:
         return len(self.orders[topic])
@@ -115,6 +135,10 @@ class OutcomeWatcher(threading.Thread):
                 cancelled=set(self._outcomes.cancelled),
                 shipment_failures=dict(self._outcomes.shipment_failures),
                 dead_letters=self._outcomes.dead_letters,
+                scheduled=set(self._outcomes.scheduled),
+                scheduling_failures=dict(self._outcomes.scheduling_failures),
+                documents=dict(self._outcomes.documents),
+                documents_failures=dict(self._outcomes.documents_failures),
             )
 
     def stop(self) -> None:
@@ -166,12 +190,27 @@ class OutcomeWatcher(threading.Thread):
                     self._outcomes.cancelled.add(order_id)
                 return  # updates and cancellations of orders counted when imported
             self._outcomes.orders[topic].add(order_id)
+            self._record_package(order_id, payload)
             if isinstance(payload, OrderImportFailed):
                 self._outcomes.import_failures[order_id] = payload.reason_code
             elif topic == ORDERS_IMPORTED.name:
                 self._outcomes.import_failures.pop(order_id, None)
             elif isinstance(payload, ShipmentFailed):
                 self._outcomes.shipment_failures[order_id] = f"{payload.error_code}: {payload.error_message}"
+
+    def _record_package(self, order_id: str, payload: object) -> None:
+        """An Easy Ship package's outcome: a success stands, a failure counts until one comes."""
+        outcomes = self._outcomes
+        if isinstance(payload, PackageScheduled):
+            outcomes.scheduled.add(order_id)
+            outcomes.scheduling_failures.pop(order_id, None)
+        elif isinstance(payload, PackageSchedulingFailed) and order_id not in outcomes.scheduled:
+            outcomes.scheduling_failures[order_id] = f"{payload.error_code}: {payload.error_message}"
+        elif isinstance(payload, PackageDocumentsReady):
+            outcomes.documents[order_id] = payload.location
+            outcomes.documents_failures.pop(order_id, None)
+        elif isinstance(payload, PackageDocumentsFailed) and order_id not in outcomes.documents:
+            outcomes.documents_failures[order_id] = f"{payload.error_code}: {payload.error_message}"
 
 
 # --- order-by-order accounting -------------------------------------------------------------------
@@ -190,8 +229,20 @@ class Accounting:
         return not self.unaccounted
 
 
-def account(truth: list[dict[str, Any]], outcomes: Outcomes, throttled: int, calls: int) -> Accounting:
-    """Every order on the simulated Amazon must end in exactly one known state."""
+def account(
+    truth: list[dict[str, Any]],
+    outcomes: Outcomes,
+    throttled: int,
+    calls: int,
+    *,
+    easy_ship_packages: set[str] | None = None,
+    documents_expected: bool = False,
+) -> Accounting:
+    """Every order on the simulated Amazon must end in exactly one known state.
+
+    An Easy Ship order ordersync scheduled counts once Amazon holds its package (``easy_ship_packages``:
+    the orders it does, when known) and, with ``documents_expected``, once its documents are stored or
+    failed: Amazon's carrier picks it up hours later, after the demo."""
     categories: Counter[str] = Counter()
     unaccounted: list[str] = []
     imported = outcomes.orders[ORDERS_IMPORTED.name]
@@ -208,6 +259,14 @@ def account(truth: list[dict[str, Any]], outcomes: Outcomes, throttled: int, cal
             categories[f"import failed: {outcomes.import_failures[order_id]}"] += 1
         elif order_id in outcomes.shipment_failures:
             categories["write-back failed"] += 1
+        elif EASY_SHIP in order.get("programs", ()) and (
+            order_id in outcomes.scheduled or order_id in outcomes.scheduling_failures
+        ):
+            easy_ship = _easy_ship_category(order_id, outcomes, easy_ship_packages, documents_expected)
+            if easy_ship is None:
+                unaccounted.append(f"{order_id} (Easy Ship, {status}, package or documents awaited)")
+            else:
+                categories[easy_ship] += 1
         elif (
             order["fulfillment_channel"] == "MFN" and status == "Shipped" and order.get("confirmed_by_seller")
         ):
@@ -217,6 +276,22 @@ def account(truth: list[dict[str, Any]], outcomes: Outcomes, throttled: int, cal
         else:
             unaccounted.append(f"{order_id} ({order['fulfillment_channel']}, {status})")
     return Accounting(len(truth), categories, unaccounted, throttled, calls)
+
+
+def _easy_ship_category(
+    order_id: str, outcomes: Outcomes, on_amazon: set[str] | None, documents_expected: bool
+) -> str | None:
+    """The accounting category of an Easy Ship order whose package ordersync scheduled or failed to;
+    None while its outcome is incomplete."""
+    if order_id in outcomes.scheduling_failures:
+        return "Easy Ship scheduling failed"
+    if on_amazon is not None and order_id not in on_amazon:
+        return None
+    if order_id in outcomes.documents:
+        return "Easy Ship package scheduled, documents stored"
+    if order_id in outcomes.documents_failures:
+        return "Easy Ship package scheduled, documents failed"
+    return None if documents_expected else "Easy Ship package scheduled"
 
 
 # --- the local pipeline --------------------------------------------------------------------------
@@ -367,6 +442,8 @@ class LocalPipeline:
             "ORDERSYNC_DOWNLOAD__POLL_INTERVAL_S": "1",
             "ORDERSYNC_DOWNLOAD__INITIAL_LOOKBACK_S": str(30 * 86400),
             "ORDERSYNC_WRITEBACK__RETRY_BACKOFF_S": "0.5",
+            # A documents feed each createFeed refill (30 an hour): the demo's labels within seconds.
+            "ORDERSYNC_DOCUMENTS__FLUSH_INTERVAL_S": "120",
             "ORDERSYNC_AWS__ENDPOINT_URL": self._aws.endpoint_url,
             "ORDERSYNC_AWS__ACCESS_KEY_ID": LOCAL_AWS_KEY,
             "ORDERSYNC_AWS__SECRET_ACCESS_KEY": LOCAL_AWS_KEY,
@@ -522,6 +599,27 @@ class LocalPipeline:
         calls = sum(c.get("calls", 0) for c in counters["operations"])
         return orders, throttled, calls
 
+    def easy_ship_orders(self) -> set[str]:
+        """The orders whose Easy Ship package the simulated Amazon holds (scheduled)."""
+        assert self.simulator is not None
+        with httpx.Client(base_url=self.simulator.base_url, timeout=30) as http:
+            packages = http.get("/_sim/easyship/packages").raise_for_status().json()["packages"]
+        return {package["scheduledPackageId"]["amazonOrderId"] for package in packages}
+
+    @property
+    def documents_expected(self) -> bool:
+        """Whether each scheduled Easy Ship package gets its documents stored (the shipment write-back
+        stage runs)."""
+        return "shipment-write-back" in self.stages
+
+    def operation_counts(self, operation: str) -> tuple[int, int]:
+        """The calls the simulator counted of ``operation``, every seller's, and how many it answered 429."""
+        assert self.simulator is not None
+        with httpx.Client(base_url=self.simulator.base_url, timeout=30) as http:
+            rows = http.get("/_sim/counters").raise_for_status().json()["operations"]
+        mine = [row for row in rows if row["operation"] == operation]
+        return sum(row.get("calls", 0) for row in mine), sum(row.get("throttled", 0) for row in mine)
+
     def imported_at(self, orders: list[dict[str, Any]]) -> dict[str, float]:
         """When the import stage published each of ``orders``' sales order (epoch seconds, host time;
         the order's status record in Redis), for those it did."""
@@ -584,7 +682,14 @@ def wait_until_accounted(
     streak = 0
     while True:
         truth, throttled, calls = pipeline.truth()
-        accounting = account(truth, watcher.snapshot(), throttled, calls)
+        accounting = account(
+            truth,
+            watcher.snapshot(),
+            throttled,
+            calls,
+            easy_ship_packages=pipeline.easy_ship_orders(),
+            documents_expected=pipeline.documents_expected,
+        )
         if on_tick is not None:
             on_tick(accounting, watcher.snapshot())
         dead = pipeline.dead_processes()
@@ -615,15 +720,33 @@ def progress_table(
     grid.add_row("invoiced by the back-office", str(outcomes.count(INVOICES_ISSUED.name)))
     grid.add_row("confirmed on Amazon", str(outcomes.count(SHIPMENTS_CONFIRMED.name)))
     grid.add_row("write-back failed", str(outcomes.count(SHIPMENTS_FAILED.name)))
+    grid.add_row("Easy Ship packages packed", str(outcomes.count(PACKAGES_PACKED.name)))
+    grid.add_row("  scheduled for pick-up", str(len(outcomes.scheduled)))
+    grid.add_row("  scheduling failed", str(len(outcomes.scheduling_failures)))
+    grid.add_row("  documents stored (S3)", str(len(outcomes.documents)))
+    grid.add_row("  documents failed", str(len(outcomes.documents_failures)))
     if accounting:
         for category, n in sorted(accounting.categories.items()):
-            if not category.startswith(("import failed", "confirmed")):
+            if not category.startswith(("import failed", "confirmed", "Easy Ship")):
                 grid.add_row(f"  {category}", str(n))
         grid.add_row("unaccounted for", str(len(accounting.unaccounted)))
         grid.add_row("429s received from Amazon", str(accounting.throttled))
         grid.add_row("Amazon calls made", str(accounting.sim_calls))
     grid.add_row("elapsed", f"{elapsed_s:.0f} s")
     return grid
+
+
+def easy_ship_summary(outcomes: Outcomes) -> str:
+    """One line on the Easy Ship packages: scheduled, documents stored, and where the first one is."""
+    line = (
+        f"Easy Ship: {len(outcomes.scheduled)} package(s) scheduled, "
+        f"{len(outcomes.documents)} with their documents stored"
+    )
+    if outcomes.documents:
+        order_id, location = min(outcomes.documents.items())
+        line += f", e.g. {order_id}: {location}"
+    failures = len(outcomes.scheduling_failures) + len(outcomes.documents_failures)
+    return line + (f"; {failures} failed" if failures else "")
 
 
 def _demo_dashboard(pipeline: LocalPipeline, console: Console) -> RunningDashboard:
@@ -672,8 +795,12 @@ def run_demo(*, time_scale: float, seed: int, timeout_s: float, keep: bool = Fal
                 timeout_s=timeout_s,
                 on_tick=lambda acc, out: live.update(table(acc, out)),
             )
-            live.update(table(accounting, watcher.snapshot(), final=True))
+            outcomes = watcher.snapshot()
+            live.update(table(accounting, outcomes, final=True))
         console.print()
+        console.print(easy_ship_summary(outcomes))
+        feeds, feeds_throttled = pipeline.operation_counts("createFeed")
+        console.print(f"createFeed: {feeds} call(s), {feeds_throttled} answered 429 (over Amazon's quota)")
         if keep:
             console.print(f"everything keeps running; the dashboard is at {dashboard.base_url}; Ctrl-C stops")
             while True:

@@ -2,8 +2,8 @@
 
 A scenario is seeded: the same file and seed give the same sellers, catalogue, orders, timelines,
 visibility lags, notification deliveries and faults (for the same sequence of requests). Two are built in:
-``default`` (one US seller, a few hundred orders over the past days) and ``demo`` (two sellers,
-300 orders arriving over the first simulated minutes). Format::
+``default`` (one US seller, a few hundred orders over the past days) and ``demo`` (three sellers, one
+of them in Easy Ship in India, 328 orders arriving over the first simulated minutes). Format::
 
     name: demo
     seed: 7                      # --seed overrides it

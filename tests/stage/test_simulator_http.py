@@ -194,7 +194,7 @@ def test_running_simulator_loads_a_built_in_scenario_by_name() -> None:
     with RunningSimulator("demo", seed=2, time_scale=0) as sim:
         clock = httpx.get(f"{sim.base_url}/_sim/clock", timeout=10).json()
         assert clock["time_scale"] == 0
-        assert clock["orders"] + clock["orders_upcoming"] == 300
+        assert clock["orders"] + clock["orders_upcoming"] == 328
         assert sim.state.scenario.seed == 2
         assert sim.state.catalogue("A1DEMOSELLERUS")[0].sku == "US-MUG-001"
 

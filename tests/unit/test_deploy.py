@@ -488,7 +488,7 @@ def test_compose_demo_profile_adds_the_simulator_and_the_back_office() -> None:
     assert demo_env["ORDERSYNC_CHANNELS_FILE"] == "/etc/ordersync-demo/channels.yaml"
     channels = load_channels(demo_dir / "channels.yaml")
     assert {c.seller_id for c in channels.channels} == {s.seller_id for s in scenario.sellers}
-    for name in ("demo-listings-us", "demo-listings-eu"):
+    for name in ("demo-listings-us", "demo-listings-eu", "demo-listings-in"):
         command = services[name]["command"]
         channel = channels.by_name(command[command.index("--channel") + 1])
         csv_path = demo_dir / Path(command[2]).relative_to("/etc/ordersync-demo")

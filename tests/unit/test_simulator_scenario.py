@@ -25,22 +25,28 @@ def test_default_scenario_is_one_us_seller_with_a_few_hundred_past_orders() -> N
     assert min(o["created"] for o in placed) < "2026-01-03"
 
 
-def test_demo_scenario_places_300_orders_over_twenty_minutes() -> None:
+def test_demo_scenario_places_328_orders_over_twenty_minutes() -> None:
     scenario = load_scenario("demo", time_scale=0, start=TEST_START)
-    assert [s.seller_id for s in scenario.sellers] == ["A1DEMOSELLERUS", "A2DEMOSELLEREU"]
+    assert [s.seller_id for s in scenario.sellers] == ["A1DEMOSELLERUS", "A2DEMOSELLEREU", "A3DEMOSELLERIN"]
     assert scenario.faults.http_500 == scenario.faults.http_503 == 0
     assert load_scenario("demo").time_scale == 20
     state = SimulatorState(scenario)
     assert len(state.truth_orders()) < 30
     state.advance_clock(20 * 60 + 1)
     orders = state.truth_orders()
-    assert len(orders) == 300
+    assert len(orders) == 328
     unmapped = sum(o["has_unmapped_sku"] for o in orders)
     assert 5 <= unmapped <= 30
     assert any(o["fulfillment_channel"] == "AFN" for o in orders)
     assert any(len(o["history"]) > 1 and o["history"][0]["status"] == "Pending" for o in orders)
-    assert {o["marketplace_id"] for o in orders} == {"ATVPDKIKX0DER", "A1PA6795UKMFR9"}
-    assert {o["currency"] for o in orders} == {"USD", "EUR"}
+    assert {o["marketplace_id"] for o in orders} == {"ATVPDKIKX0DER", "A1PA6795UKMFR9", "A21TJRUUN4KGV"}
+    assert {o["currency"] for o in orders} == {"USD", "EUR", "INR"}
+    # The India seller's seller-fulfilled orders are mostly in Easy Ship, scheduled in its slots.
+    india = [
+        o for o in orders if o["marketplace_id"] == "A21TJRUUN4KGV" and o["fulfillment_channel"] == "MFN"
+    ]
+    assert sum("AMAZON_EASY_SHIP" in o["programs"] for o in india) >= len(india) * 2 // 3
+    assert scenario.easy_ship.marketplaces == ("A21TJRUUN4KGV",)
 
 
 def _seller(**overrides: Any) -> dict[str, Any]:
