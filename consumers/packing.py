@@ -7,7 +7,10 @@
 - Runs in the shipment-write-back stage: scheduling the package is how an Easy Ship order ships (Amazon
   refuses confirmShipment for it).
 - Amazon operations and quotas: listHandoverSlots and createScheduledPackage (Easy Ship 2022-03-23,
-  1 a second, burst 5, per seller), getScheduledPackage when Amazon says the package exists already;
+  1 a second, burst 5, per seller), or createScheduledPackageBulk (the same quota) for the packages of a
+  seller whose slot was chosen within ``writeback.easy_ship_bulk_window_s`` of each other (each is still
+  listed with its own size: the bulk call takes none); getScheduledPackage when Amazon says the package
+  exists already;
   getCatalogItem (2 a second, burst 2; cached ``products.cache_ttl_s``) when the packer sent no size.
 - A slot filled between listing and scheduling (RetryableAfterGettingNewSlots, ScheduleWindowExpired)
   is retried with the next slot listed, up to :data:`MAX_SLOT_TRIES` times; sizes Amazon refuses, orders
@@ -20,13 +23,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 from ordersync.amazon.client import SpApiClient
-from ordersync.amazon.easyship import HandoverSlot, PackageSize, ScheduledPackage
-from ordersync.errors import AmazonRejected, Retryable
+from ordersync.amazon.easyship import HandoverSlot, PackageRequest, PackageSize, ScheduledPackage
+from ordersync.errors import AmazonRejected, AmazonUnavailable, Retryable
+from ordersync.pipeline.feeds import scaled
 from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import (
@@ -50,6 +57,7 @@ NEXT_SLOT_CODES = frozenset({"RetryableAfterGettingNewSlots", "ScheduleWindowExp
 #: Amazon's code for an order whose package is scheduled already (a retry after an unknown outcome).
 ALREADY_SCHEDULED = "ScheduledPackageAlreadyExists"
 Refusal = Literal["next-slot", "already-scheduled", "final"]
+BULK = "createScheduledPackageBulk"
 
 
 class NotScheduled(Exception):
@@ -131,11 +139,122 @@ async def proposed_size(
     )
 
 
+@dataclass
+class _Batch:
+    client: SpApiClient
+    marketplace: str
+    waiting: list[tuple[PackageRequest, asyncio.Future[ScheduledPackage]]] = field(default_factory=list)
+
+
+class BulkScheduler:
+    """Packages of one seller and marketplace whose slot was chosen at about the same time (within
+    ``window_s``), scheduled together in one createScheduledPackageBulk call; each caller gets its own
+    package, or Amazon's refusal of its order as :class:`AmazonRejected` (the same codes as
+    createScheduledPackage's, so a slot filled in between is retried the same way). A package alone in
+    its window goes by createScheduledPackage."""
+
+    def __init__(self, window_s: float, max_packages: int) -> None:
+        self.window_s = window_s
+        self.max_packages = max_packages
+        self._open: dict[tuple[str, str], _Batch] = {}
+        self._flushing: set[asyncio.Task[None]] = set()
+
+    async def schedule(
+        self, client: SpApiClient, marketplace: str, request: PackageRequest
+    ) -> ScheduledPackage:
+        key = (client.seller_id, marketplace)
+        batch = self._open.get(key)
+        loop = asyncio.get_running_loop()
+        if batch is None:
+            batch = self._open[key] = _Batch(client, marketplace)
+            loop.call_later(self.window_s, self._close, key, batch)
+        future: asyncio.Future[ScheduledPackage] = loop.create_future()
+        batch.waiting.append((request, future))
+        if len(batch.waiting) >= self.max_packages:
+            self._close(key, batch)
+        return await future
+
+    def _close(self, key: tuple[str, str], batch: _Batch) -> None:
+        if self._open.get(key) is not batch:
+            return  # closed already (full before its window ended)
+        del self._open[key]
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _send(self, batch: _Batch) -> None:
+        futures = {request.amazon_order_id: future for request, future in batch.waiting}
+        try:
+            outcomes = await self._outcomes(batch)
+        except Exception as exc:  # every caller gets the call's failure, to handle as its own
+            outcomes = dict.fromkeys(futures, exc)
+        for order_id, future in futures.items():
+            if future.done():
+                continue  # its caller is gone (the worker is stopping)
+            outcome = outcomes.get(order_id)
+            if isinstance(outcome, ScheduledPackage):
+                future.set_result(outcome)
+            else:
+                future.set_exception(
+                    outcome
+                    if isinstance(outcome, BaseException)
+                    else AmazonUnavailable(BULK, None, "Missing", f"order {order_id} not in Amazon's answer")
+                )
+
+    @staticmethod
+    async def _outcomes(batch: _Batch) -> dict[str, ScheduledPackage | Exception]:
+        requests = [request for request, _ in batch.waiting]
+        if len(requests) == 1:
+            (one,) = requests
+            package = await batch.client.create_scheduled_package(
+                batch.marketplace,
+                one.amazon_order_id,
+                one.slot,
+                order_item_ids=one.order_item_ids,
+                identifier=one.identifier,
+            )
+            return {one.amazon_order_id: package}
+        answer = await batch.client.create_scheduled_packages(batch.marketplace, requests)
+        outcomes: dict[str, ScheduledPackage | Exception] = {p.amazon_order_id: p for p in answer.scheduled}
+        for rejected in answer.rejected:
+            outcomes[rejected.amazon_order_id] = AmazonRejected(BULK, 400, rejected.code, rejected.message)
+        log.info(
+            "%s: %d Easy Ship packages in one bulk call: %d scheduled, %d refused",
+            batch.client.seller_id,
+            len(requests),
+            len(answer.scheduled),
+            len(answer.rejected),
+        )
+        return outcomes
+
+
+_BULK: weakref.WeakKeyDictionary[StageRuntime, BulkScheduler] = weakref.WeakKeyDictionary()
+
+
+def bulk_scheduler(runtime: StageRuntime) -> BulkScheduler | None:
+    """The worker's bulk scheduler (None: ``writeback.easy_ship_bulk_window_s`` 0, one call a package)."""
+    settings = runtime.settings.writeback
+    if settings.easy_ship_bulk_window_s <= 0:
+        return None
+    if runtime not in _BULK:
+        _BULK[runtime] = BulkScheduler(
+            scaled(runtime, settings.easy_ship_bulk_window_s), settings.easy_ship_bulk_max
+        )
+    return _BULK[runtime]
+
+
 async def schedule(
-    client: SpApiClient, packed: PackagePacked, marketplace: str, size: PackageSize, item_ids: tuple[str, ...]
+    client: SpApiClient,
+    packed: PackagePacked,
+    marketplace: str,
+    size: PackageSize,
+    item_ids: tuple[str, ...],
+    *,
+    bulk: BulkScheduler | None = None,
 ) -> tuple[ScheduledPackage, int]:
-    """List the slots, schedule in the chosen one, and take the next when it filled in between; returns
-    the package and the createScheduledPackage calls made."""
+    """List the slots, schedule in the chosen one (with other packages of the seller in one bulk call
+    where ``bulk`` finds some), and take the next when it filled in between; returns the package and the
+    scheduling attempts made."""
     tried: set[str] = set()
     attempts = 0
     while True:
@@ -152,7 +271,10 @@ async def schedule(
                 else "Amazon offers no handover slot",
             )
         attempts += 1
+        request = PackageRequest(packed.amazon_order_id, slot, item_ids, packed.identifier)
         try:
+            if bulk is not None:
+                return await bulk.schedule(client, marketplace, request), attempts
             package = await client.create_scheduled_package(
                 marketplace,
                 packed.amazon_order_id,
@@ -209,7 +331,9 @@ async def handle(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
         if problems:
             raise NotScheduled("InvalidSize", "; ".join(problems))
         item_ids = tuple(item.order_item_id for item in packed.items)
-        package, attempts = await schedule(client, packed, marketplace, size_of(size), item_ids)
+        package, attempts = await schedule(
+            client, packed, marketplace, size_of(size), item_ids, bulk=bulk_scheduler(runtime)
+        )
     except NotScheduled as why:
         failed = _failure(runtime, packed, why.code, why.message, attempts)
         await _publish(runtime, envelope, failed, sales_order, {"status": "Failed", "error": str(why)})

@@ -409,6 +409,16 @@ class WriteBackSettings(_Frozen):
     ship_by_margin_s: float = Field(
         1800.0, ge=0, description="Safety margin before an order's latest ship date (ship_by_direct)."
     )
+    easy_ship_bulk_window_s: float = Field(
+        1.0,
+        ge=0,
+        description="Easy Ship packages of one seller and marketplace whose slot is chosen within this"
+        " many (wall) seconds of each other are scheduled in one createScheduledPackageBulk call instead"
+        " of one createScheduledPackage each; 0: one call per package.",
+    )
+    easy_ship_bulk_max: int = Field(
+        50, ge=2, le=100, description="Packages per createScheduledPackageBulk call (Amazon: 100 at most)."
+    )
 
 
 class InvoiceSettings(_Frozen):

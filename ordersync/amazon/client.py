@@ -44,7 +44,14 @@ from pydantic import SecretStr
 
 from ordersync.amazon import catalog, easyship
 from ordersync.amazon.catalog import CatalogItem
-from ordersync.amazon.easyship import BulkSchedule, HandoverSlot, LabelFormat, PackageSize, ScheduledPackage
+from ordersync.amazon.easyship import (
+    BulkSchedule,
+    HandoverSlot,
+    LabelFormat,
+    PackageRequest,
+    PackageSize,
+    ScheduledPackage,
+)
 from ordersync.amazon.normalize import (
     STATUS_TO_2026,
     address_from_v0,
@@ -1087,12 +1094,12 @@ class SpApiClient:
     async def create_scheduled_packages(
         self,
         marketplace_id: str,
-        packages: Sequence[tuple[str, HandoverSlot]],
+        packages: Sequence[PackageRequest],
         *,
         label_format: LabelFormat = "PDF",
     ) -> BulkSchedule:
-        """createScheduledPackageBulk: several orders' packages (order id, slot) in one call; Amazon
-        schedules each it can and refuses the others one by one."""
+        """createScheduledPackageBulk: several orders' packages (slot, items, identifier) in one call;
+        Amazon schedules each it can and refuses the others one by one."""
         response = await self.call(
             "createScheduledPackageBulk",
             "POST",
@@ -1101,8 +1108,13 @@ class SpApiClient:
                 "marketplaceId": marketplace_id,
                 "labelFormat": label_format,
                 "orderScheduleDetailsList": [
-                    {"amazonOrderId": order_id, "packageDetails": easyship.package_details(slot)}
-                    for order_id, slot in packages
+                    {
+                        "amazonOrderId": package.amazon_order_id,
+                        "packageDetails": easyship.package_details(
+                            package.slot, package.order_item_ids, package.identifier
+                        ),
+                    }
+                    for package in packages
                 ],
             },
         )

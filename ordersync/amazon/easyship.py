@@ -86,6 +86,16 @@ class ScheduledPackage:
 
 
 @dataclass(frozen=True)
+class PackageRequest:
+    """One order's package to schedule: its slot, and optionally its items and label identifier."""
+
+    amazon_order_id: str
+    slot: HandoverSlot
+    order_item_ids: tuple[str, ...] = ()
+    identifier: str | None = None
+
+
+@dataclass(frozen=True)
 class RejectedOrder:
     """An order createScheduledPackageBulk did not schedule, with Amazon's error."""
 

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from pypdf import PdfReader
 
 from ordersync.amazon.client import SpApiClient
-from ordersync.amazon.easyship import PackageSize
+from ordersync.amazon.easyship import PackageRequest, PackageSize
 from ordersync.amazon.feeds import (
     EASYSHIP_DOCUMENTS_FEED,
     XML_CONTENT_TYPE,
@@ -131,7 +131,9 @@ async def test_a_bulk_call_schedules_what_it_can_and_names_the_refused(
 ) -> None:
     first, second = easy_ship_order(sim), easy_ship_order(sim)
     slot = (await client.list_handover_slots(INDIA, first, SIZE))[0]
-    bulk = await client.create_scheduled_packages(INDIA, [(first, slot), (second, slot)])
+    bulk = await client.create_scheduled_packages(
+        INDIA, [PackageRequest(first, slot, identifier="BOX-1"), PackageRequest(second, slot)]
+    )
     assert [p.amazon_order_id for p in bulk.scheduled] == [first]
     assert [r.amazon_order_id for r in bulk.rejected] == [second]
     assert bulk.rejected[0].code == "RetryableAfterGettingNewSlots"

@@ -5,6 +5,7 @@ model) refuses is published with the reason, without a call when ordersync can t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -207,3 +208,48 @@ async def test_amazons_refusal_is_published_with_its_code_and_message(
     assert failed.error_code == "TimeSlotNotAvailable"
     assert failed.error_message
     assert calls(sim, "createScheduledPackage") == 0
+
+
+@pytest.fixture
+async def busy_setup(make_runtime: Any) -> AsyncIterator[tuple[RecordingRuntime, RunningSimulator]]:
+    """One package per handover slot, and room in listHandoverSlots' burst for a packing rush."""
+    plans = {"listHandoverSlots": {"rate": 1, "burst": 20}}
+    scenario = tiny_scenario(
+        seller={"region": "eu", "marketplaces": [INDIA], "usage_plans": plans},
+        orders={"count": 1},
+        easy_ship={"slot_capacity": 1},
+    )
+    with RunningSimulator(scenario) as sim:
+        yield await make_runtime("shipment-write-back", scenario, sim), sim
+
+
+async def test_packages_ready_together_are_scheduled_in_bulk_and_a_slot_taken_by_another_moves_on(
+    busy_setup: tuple[RecordingRuntime, RunningSimulator],
+) -> None:
+    runtime, sim = busy_setup
+    orders = [await imported_order(runtime, sim) for _ in range(3)]
+    records = [packed(runtime, order_id, identifier=f"BOX-{n}") for n, order_id in enumerate(orders)]
+    # Packed at once: each lists the same earliest slot; one bulk call takes them together, Amazon
+    # schedules one and refuses the others (slot full), which list again and move on to the next slot.
+    await asyncio.gather(*(packing.handle(runtime, record) for record in records))
+    outcomes = runtime.payloads(PACKAGES_SCHEDULED.name)
+    assert all(isinstance(o, PackageScheduled) for o in outcomes)
+    assert sorted(o.amazon_order_id for o in outcomes) == sorted(orders)
+    assert sorted(o.attempts for o in outcomes) == [1, 2, 3]
+    assert len({o.slot_id for o in outcomes}) == 3
+    assert calls(sim, "createScheduledPackageBulk") == 2  # three together, then the two refused
+    assert calls(sim, "createScheduledPackage") == 1  # the last one, alone in its window
+    on_amazon = {p["scheduledPackageId"]["amazonOrderId"]: p for p in sim.state.truth_easy_ship()}
+    for n, order_id in enumerate(orders):
+        assert on_amazon[order_id]["packageIdentifier"] == f"BOX-{n}"
+
+
+async def test_with_bulk_off_each_package_is_scheduled_by_itself(make_runtime: Any) -> None:
+    scenario = tiny_scenario(seller={"region": "eu", "marketplaces": [INDIA]}, orders={"count": 1})
+    with RunningSimulator(scenario) as sim:
+        settings = {"writeback": {"easy_ship_bulk_window_s": 0}}
+        runtime = await make_runtime("shipment-write-back", scenario, sim, other_settings=settings)
+        orders = [await imported_order(runtime, sim) for _ in range(2)]
+        await asyncio.gather(*(packing.handle(runtime, packed(runtime, order_id)) for order_id in orders))
+        assert len(runtime.payloads(PACKAGES_SCHEDULED.name)) == 2
+        assert (calls(sim, "createScheduledPackage"), calls(sim, "createScheduledPackageBulk")) == (2, 0)
