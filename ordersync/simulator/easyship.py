@@ -297,7 +297,11 @@ class EasyShipEngine:
             raise invalid_input("The body must be a ListHandoverSlotsRequest JSON object.")
         marketplace_id = self.marketplace(body)
         order = self.order(seller_id, body.get("amazonOrderId"), marketplace_id, unshipped=False)
-        size = parse_size(body.get("packageDimensions"), body.get("packageWeight"))
+        size = parse_size(
+            body.get("packageDimensions"),
+            body.get("packageWeight"),
+            units_any_case=self.profile.units_any_case,
+        )
         if order.current.status not in ("Unshipped",) and order.order_id not in self.packages:
             raise SpApiError(
                 404,
@@ -536,8 +540,18 @@ def _positive_number(raw: Any, name: str, minimum: float) -> float:
     return float(raw)
 
 
-def parse_size(dimensions: Any, weight: Any) -> PackageSize:
-    """packageDimensions and packageWeight as the model bounds them (400 InvalidInput otherwise)."""
+def _unit(raw: Any, allowed: tuple[str, ...], any_case: bool) -> str | None:
+    """The model's spelling of unit ``raw``, or None when it is not one of ``allowed``."""
+    if not isinstance(raw, str):
+        return None
+    if raw in allowed:
+        return raw
+    return next((unit for unit in allowed if unit.lower() == raw.lower()), None) if any_case else None
+
+
+def parse_size(dimensions: Any, weight: Any, *, units_any_case: bool = True) -> PackageSize:
+    """packageDimensions and packageWeight as the model bounds them (400 InvalidInput otherwise);
+    ``units_any_case``: units in another case too (scenario ``easy_ship.units_any_case``)."""
     if not isinstance(dimensions, dict):
         raise invalid_input("packageDimensions (length, width, height, unit) is required.")
     if not isinstance(weight, dict):
@@ -546,11 +560,11 @@ def parse_size(dimensions: Any, weight: Any) -> PackageSize:
         _positive_number(dimensions.get(name), f"packageDimensions.{name}", MIN_DIMENSION_CM)
         for name in ("length", "width", "height")
     ]
-    if dimensions.get("unit") not in LENGTH_UNITS:
+    if _unit(dimensions.get("unit"), LENGTH_UNITS, units_any_case) is None:
         raise invalid_input(f"packageDimensions.unit must be one of {', '.join(LENGTH_UNITS)}.")
     value = _positive_number(weight.get("value"), "packageWeight.value", MIN_WEIGHT_G)
-    unit = weight.get("unit")
-    if unit not in WEIGHT_UNITS:
+    unit = _unit(weight.get("unit"), WEIGHT_UNITS, units_any_case)
+    if unit is None:
         raise invalid_input(f"packageWeight.unit must be one of {', '.join(WEIGHT_UNITS)}.")
     identifier = dimensions.get("identifier")
     if identifier is not None and (not isinstance(identifier, str) or not 1 <= len(identifier) <= MAX_STRING):

@@ -53,6 +53,7 @@ of them in Easy Ship in India, 328 orders arriving over the first simulated minu
       pickup_after_s: 1800       # ReadyForPickup -> PickedUp (order Shipped) this long after the slot starts
       delivery_after_s: 172800   # PickedUp -> Delivered
       documents_fatal: false     # POST_EASYSHIP_DOCUMENTS feeds end FATAL
+      units_any_case: true       # "Cm"/"G" as Amazon's guide writes them, beside the model's "cm"/"g"
     sellers:
       - seller_id: A1DEMOSELLERUS
         region: na
@@ -448,6 +449,9 @@ class EasyShipProfile(_Frozen):
     order becomes Shipped then), Delivered ``delivery_after_s`` later. ``default_package_cm`` /
     ``default_package_g``: the package of an order scheduled (createScheduledPackage/Bulk) without
     listing slots for it first. ``documents_fatal``: POST_EASYSHIP_DOCUMENTS feeds end FATAL.
+    ``units_any_case``: the model allows only "cm" and "grams"/"g", while Amazon's use case guide sends
+    "Cm" and "G"; on (Amazon's own example works), units match in any case; off, only as the model spells
+    them.
     """
 
     marketplaces: tuple[str, ...] = ("A21TJRUUN4KGV",)
@@ -463,6 +467,7 @@ class EasyShipProfile(_Frozen):
     default_package_cm: tuple[float, float, float] = (25.0, 20.0, 10.0)
     default_package_g: Annotated[float, Field(ge=11)] = 500.0
     documents_fatal: bool = False
+    units_any_case: bool = True
 
     @model_validator(mode="after")
     def _windows(self) -> EasyShipProfile:

@@ -115,6 +115,17 @@ def test_list_handover_slots_offers_future_slots_of_the_marketplace() -> None:
     assert all(s["handoverMethod"] == "PICKUP" for s in slots)
 
 
+@pytest.mark.parametrize("any_case", [True, False])
+def test_the_units_of_amazons_guide_are_a_scenario_switch(any_case: bool) -> None:
+    # The model spells "cm" and "g"; Amazon's use case guide sends "Cm" and "G".
+    state, token = make_state({"units_any_case": any_case})
+    guide = list_slots(
+        state, token, easy_ship_order(state), {**DIMENSIONS, "unit": "Cm"}, {"value": 500, "unit": "G"}
+    )
+    assert guide.status == (200 if any_case else 400), guide.body
+    assert list_slots(state, token, easy_ship_order(state)).status == 200
+
+
 @pytest.mark.parametrize(
     ("dimensions", "weight", "mentioned"),
     [
