@@ -6,7 +6,9 @@ of its (channel, seller, API). :meth:`HealthBoard.api_health` judges the last wi
 
 - **None**: no call for ``health.stale_after_s`` (10 minutes), or the counters cannot be read;
 - **Red**: every failing call of the window failed with nothing answered (unavailable or refused
-  credentials), or the error rate is above ``health.red_error_rate``;
+  credentials), the error rate is above ``health.red_error_rate``, or the last ``health.min_calls``
+  calls or more all failed (an outage shows at once, however many calls of the window answered before
+  it; the next answered call ends the run);
 - **Yellow**: the error rate is above ``health.yellow_error_rate``, or Amazon throttled (429) a share of
   calls in several minutes of the window (sustained throttling; a 429 is degraded, not an error);
 - **Green** otherwise,
@@ -51,6 +53,8 @@ Severity = Literal["info", "warning", "error"]
 #: The last call of an account is kept this long, for "no call since ..." (counters live one window).
 _LAST_CALL_TTL_S = 30 * 86400
 _COUNTERS: tuple[str, ...] = ("calls", "errors", "throttled", "auth", "unavailable")
+#: Outcomes that count as failures (a 429 is degraded, not failed).
+_FAILURES = frozenset({"error", "auth", "unavailable"})
 _COUNTER_OF: dict[str, str] = {
     "error": "errors",
     "throttled": "throttled",
@@ -186,6 +190,13 @@ class HealthBoard:
             last.update({"failure_at": at.isoformat(), "failure": detail or outcome, "failure_kind": outcome})
         elif outcome == "ok":
             last["ok_at"] = at.isoformat()
+        if outcome in _FAILURES:
+            # The run of failures since the last answered call: an outage shows at once, however many
+            # calls of the window answered before it.
+            pipe.hincrby(last_key, "streak", 1)
+            pipe.hsetnx(last_key, "streak_since", at.isoformat())
+        elif outcome == "ok":
+            pipe.hdel(last_key, "streak", "streak_since")
         pipe.hset(last_key, mapping=cast(dict[Any, Any], last))
         pipe.expire(last_key, _LAST_CALL_TTL_S)
         pipe.sadd(self._accounts_key, json.dumps([channel, seller_id]))
@@ -311,6 +322,12 @@ class HealthBoard:
         failed = f"{window.failures} of {window.calls} calls failed in the last {span}: {failure}"
         if window.failures and window.calls >= s.min_calls and rate > s.red_error_rate:
             return "Red", failed
+        streak = int(last.get("streak") or 0)
+        if streak >= s.min_calls:
+            since = _parse_time(last.get("streak_since"))
+            when = f" since {_clock(since, now)}" if since else ""
+            share = f"{window.failures} of {window.calls} in the last {span}"
+            return "Red", f"the last {streak} calls failed{when} ({share}): {failure}"
         if window.failures and (window.calls < s.min_calls or rate > s.yellow_error_rate):
             return "Yellow", failed
         if self._sustained_throttling(window):

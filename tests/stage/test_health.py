@@ -81,8 +81,8 @@ async def test_none_without_a_call_for_ten_minutes(board: HealthBoard) -> None:
 
 
 async def test_yellow_above_the_yellow_error_rate(board: HealthBoard) -> None:
-    await record(board, "ok", 37, at=NOW - timedelta(minutes=5))
-    await record(board, "error", 3, at=NOW - timedelta(minutes=1), detail="500 InternalFailure")
+    await record(board, "error", 3, at=NOW - timedelta(minutes=5), detail="500 InternalFailure")
+    await record(board, "ok", 37, at=NOW - timedelta(minutes=1))
     assert await health_of(board) == (
         "Yellow",
         "3 of 40 calls failed in the last 15 minutes: 500 InternalFailure",
@@ -105,6 +105,24 @@ async def test_red_above_the_red_error_rate(board: HealthBoard) -> None:
         "Red",
         "25 of 40 calls failed in the last 15 minutes: 500 InternalFailure",
     )
+
+
+async def test_an_outage_is_red_at_once_however_many_calls_answered_before(board: HealthBoard) -> None:
+    # A busy account: 330 calls answered over ten minutes, then Amazon answers 503 to everything.
+    for minute in range(10, 0, -1):
+        await record(board, "ok", 33, at=NOW - timedelta(minutes=minute))
+    await record(board, "unavailable", 2, at=NOW - timedelta(seconds=20), detail="503 ServiceUnavailable")
+    assert (await health_of(board))[0] == "Green"  # two failures: not yet an outage
+    await record(board, "throttled", 1, at=NOW - timedelta(seconds=10))  # a 429 neither ends nor extends it
+    await record(board, "unavailable", 6, at=NOW, detail="503 ServiceUnavailable")
+    # 8 of 339 in the window (2 %), but every call since 10:29 failed.
+    assert await health_of(board) == (
+        "Red",
+        "the last 8 calls failed since 10:29 (8 of 339 in the last 15 minutes): 503 ServiceUnavailable",
+    )
+    # Amazon answers again: the run ends, the key turns back.
+    await record(board, "ok", 1, at=NOW + timedelta(seconds=30))
+    assert (await health_of(board, now=NOW + timedelta(seconds=30)))[0] == "Green"
 
 
 async def test_red_when_nothing_gets_through(board: HealthBoard) -> None:
