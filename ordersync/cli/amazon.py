@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ordersync.cli.common import channel_named
+from ordersync.cli.common import ExitCode, channel_named
 from ordersync.ops.amazon_check import check_limiter, run_check
 from ordersync.settings import get_settings
 
@@ -33,7 +33,8 @@ def check_command(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
 ) -> None:
-    """One cheap call with the channel's credentials: auth, region, marketplaces, rate limits."""
+    """One cheap call with the channel's credentials: auth, region, marketplaces, rate limits (exit 6 when
+    Amazon refuses or does not answer)."""
     settings = get_settings()
     found = channel_named(settings, channel)
     limiter, plans = check_limiter(settings, found, local_quota)
@@ -43,7 +44,8 @@ def check_command(
     else:
         for line in report.lines():
             typer.echo(line)
-    raise typer.Exit(0 if report.ok else 1)
+    # A refused or unanswered call is Amazon's failure (the report above says which).
+    raise typer.Exit(int(ExitCode.OK if report.ok else ExitCode.AMAZON))
 
 
 def _json_default(value: Any) -> str:

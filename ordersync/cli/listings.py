@@ -32,10 +32,7 @@ def listings_import(
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
-    from ordersync.channels import load_channels
-    from ordersync.errors import ConfigurationError
-    from ordersync.kafka.admin import kafka_client_config
-    from ordersync.redis_client import redis_client
+    from ordersync.cli.common import ExitCode, channel_named, cli_producer_config, cli_redis, fail
     from ordersync.schemas.codec import encode
     from ordersync.schemas.envelope import Envelope
     from ordersync.schemas.topics import CHANNEL_LISTINGS, sku_key
@@ -43,15 +40,16 @@ def listings_import(
     from ordersync.state.store import Store
 
     settings = get_settings()
+    seller = channel_named(settings, channel).seller_id
     try:
-        seller = load_channels(settings.channels_file).by_name(channel).seller_id
         listings = parse_listings_csv(file.read_text())
-    except (ListingsRejected, ConfigurationError) as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from exc
+    except ListingsRejected as exc:
+        raise fail(ExitCode.USAGE, str(exc)) from exc
+    except OSError as exc:
+        raise fail(ExitCode.USAGE, f"{file}: {exc.strerror}") from exc
 
     try:
-        producer = KafkaProducer(acks="all", **kafka_client_config(settings.kafka))
+        producer = KafkaProducer(acks="all", **cli_producer_config(settings))
         try:
             for row in listings.rows:
                 event = Envelope.wrap(
@@ -63,11 +61,14 @@ def listings_import(
         finally:
             producer.close()
     except KafkaError as exc:
-        typer.echo(f"Kafka at {settings.kafka.bootstrap}: {exc}; nothing loaded", err=True)
-        raise typer.Exit(1) from exc
+        raise fail(
+            ExitCode.KAFKA,
+            f"Kafka at {settings.kafka.bootstrap} cannot be reached ({type(exc).__name__}: {exc});"
+            " nothing loaded",
+        ) from exc
 
     async def apply() -> None:
-        redis = redis_client(settings.redis)
+        redis = cli_redis(settings)
         try:
             await apply_listings(Store(redis, settings.redis.key_prefix), channel, listings.rows)
         finally:

@@ -8,8 +8,9 @@ nor the simulator.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -105,6 +106,34 @@ class LazyRoot(TyperGroup):
             return None
         return load_command(cmd_name)
 
+    def invoke(self, ctx: Any) -> Any:
+        """Run the command; whatever it raises ends it with one line on stderr and the exit code of
+        :class:`ordersync.cli.common.ExitCode` (the traceback too with ``--debug``)."""
+        from typer import Abort, Exit
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
+        try:
+            return super().invoke(ctx)
+        except (Exit, Abort, NoArgsIsHelpError, KeyboardInterrupt):
+            raise
+        except UsageError as exc:
+            if debug_enabled():
+                raise
+            # typer's own code (2), on one line: what is wrong, and where the help is.
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            _echo_error(f"{exc.format_message()} (see {where} --help)")
+            raise Exit(exc.exit_code) from None
+        except ClickException:
+            raise
+        except Exception as exc:
+            if debug_enabled():
+                raise
+            from ordersync.cli.common import failure_of
+
+            code, message = failure_of(exc)
+            _echo_error(message)
+            raise Exit(int(code)) from None
+
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         # The short help comes from the table: listing the commands must not import them.
         rows = [(name, entry.help) for name, entry in COMMANDS.items()]
@@ -112,18 +141,50 @@ class LazyRoot(TyperGroup):
             formatter.write_dl(rows)
 
 
+#: ``ordersync --debug ...`` (or ``ORDERSYNC_DEBUG=1``): a failure's traceback instead of one line.
+_DEBUG = {"on": False}
+
+
+def debug_enabled() -> bool:
+    flag = os.environ.get("ORDERSYNC_DEBUG", "").strip().lower()
+    return _DEBUG["on"] or flag in ("1", "true", "yes", "on")
+
+
+def _echo_error(message: str) -> None:
+    from ordersync.cli.common import one_line
+
+    typer.echo(f"error: {one_line(message)}", err=True)
+
+
+#: The exit codes, as :class:`ordersync.cli.common.ExitCode` defines them (kept here so that ``--help``
+#: imports nothing heavy; a unit test checks they agree).
+EXIT_CODES_EPILOG = (
+    "Exit codes: 0 done, 1 the command ran and reports a failure, 2 bad input (malformed value, unknown"
+    " option or value), 3 unknown channel, seller, order, topic or stage, 4 Redis unreachable, 5 Kafka"
+    " unreachable, 6 Amazon SP-API unreachable or credentials refused, 7 configuration error (settings,"
+    " channels file), 8 AWS (key store, S3, SQS) unreachable. Failures are one line on stderr; --debug"
+    " (or ORDERSYNC_DEBUG=1) adds the traceback."
+)
+
 app = typer.Typer(
     cls=LazyRoot,
     help="ordersync: keeps an Amazon seller's back-office in sync with Amazon, on Kafka.",
+    epilog=EXIT_CODES_EPILOG,
     no_args_is_help=True,
     rich_markup_mode=None,
+    pretty_exceptions_enable=False,  # a failure is one line (or, with --debug, Python's traceback)
     pretty_exceptions_show_locals=False,  # locals may hold secrets
 )
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="On a failure, print the traceback (also ORDERSYNC_DEBUG=1).")
+    ] = False,
+) -> None:
     """ordersync: keeps an Amazon seller's back-office in sync with Amazon, on Kafka."""
+    _DEBUG["on"] = debug
 
 
 def main() -> None:

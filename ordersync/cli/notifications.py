@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ordersync.channels import load_channels
+from ordersync.cli.common import ExitCode, fail
 from ordersync.errors import ConfigurationError, PipelineError
 from ordersync.ops.amazon_check import check_limiter
 from ordersync.ops.notifications import setup_notifications
@@ -38,10 +39,12 @@ def setup_command(
     settings = get_settings()
     try:
         channels = load_channels(settings.channels_file)
+    except ConfigurationError as exc:
+        raise fail(ExitCode.CONFIG, str(exc)) from exc
+    try:
         chosen = [channels.by_name(name) for name in channel] if channel else list(channels.active())
     except ConfigurationError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise fail(ExitCode.NOT_FOUND, str(exc)) from exc
     ready = True
     for found in chosen:
         limiter, _ = check_limiter(settings, found, local=False)

@@ -11,8 +11,23 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ordersync.cli.common import BuyerOpener, parse_time, when, with_read_model, with_read_model_and_buyers
-from ordersync.settings import get_settings
+from ordersync.cli.common import (
+    CLI_KAFKA_TIMEOUT_MS,
+    BuyerOpener,
+    ExitCode,
+    channel_named,
+    checked_order_ids,
+    cli_producer_config,
+    cli_redis,
+    fail,
+    keyspace_empty,
+    parse_time,
+    redis_described,
+    when,
+    with_read_model,
+    with_read_model_and_buyers,
+)
+from ordersync.settings import Settings, get_settings
 from ordersync.state.readmodel import (
     DEADLINES,
     EASY_SHIP_STATES,
@@ -28,82 +43,187 @@ from ordersync.state.readmodel import (
 )
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from ordersync.privacy.reader import BuyerData
 
 orders_app = typer.Typer(help="Act on orders (the actions are events on ops.commands).", no_args_is_help=True)
 
 
-@orders_app.command("retry-download")
+#: What the order actions check before anything is sent (their ``--help`` says it too).
+_CHECKED_KNOWN = (
+    " Checked before anything is sent: each id is 3-7-7 digits (else exit 2), the channel exists (else"
+    " exit 3), and ordersync knows the order under that channel's seller: downloaded, imported or in"
+    " the status model (else exit 3; an order of another account is refused)."
+)
+_CHECKED_FORMAT = (
+    " Checked before anything is sent: each id is 3-7-7 digits (else exit 2) and the channel exists"
+    " (else exit 3); the order need not be known to ordersync yet (this is how one it never downloaded"
+    " is fetched)."
+)
+
+OrderIds = Annotated[list[str], typer.Argument(help="Amazon order ids (3-7-7 digits).")]
+ChannelOption = Annotated[str, typer.Option(help="The channel the orders belong to.")]
+OperatorOption = Annotated[str | None, typer.Option(help="Who asks, for the record.")]
+
+
+@orders_app.command(
+    "retry-download",
+    help=(
+        "Download the orders again from scratch, through the pipeline (the dashboard's Retry Download)."
+        + _CHECKED_FORMAT
+    ),
+)
 def orders_retry_download(
-    order_ids: Annotated[list[str], typer.Argument(help="Amazon order ids (3-7-7 digits).")],
-    channel: Annotated[str, typer.Option(help="The channel the orders belong to.")],
-    operator: Annotated[str | None, typer.Option(help="Who asks, for the record.")] = None,
+    order_ids: OrderIds, channel: ChannelOption, operator: OperatorOption = None
 ) -> None:
     """Download the orders again from scratch, through the pipeline (the dashboard's Retry Download)."""
-    from ordersync.ops.commands import CommandRejected, publish_command
-
-    try:
-        published = publish_command(get_settings(), "retry-download", channel, order_ids, operator=operator)
-    except CommandRejected as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from exc
-    typer.echo(f"retry-download of {len(order_ids)} order(s) on {channel} sent as event {published}")
+    _order_command("retry-download", order_ids, channel, operator, must_be_known=False)
 
 
-def _order_command(command: str, order_ids: list[str], channel: str, operator: str | None) -> None:
-    from typing import cast
+async def unknown_orders(redis: Redis, prefix: str, seller_id: str, order_ids: list[str]) -> list[str]:
+    """The ids of ``order_ids`` ordersync does not know under ``seller_id``: no download, enrichment or
+    import mark, no sales order or kept enriched order, no write-back or Easy Ship package, and no
+    status-model row that came from Amazon
+    (a row made only of operators' commands does not count: it may be an earlier typo's)."""
+    from ordersync.state import keys
+    from ordersync.state.store import Store
 
-    from ordersync.ops.commands import CommandRejected, publish_command
-    from ordersync.schemas.events import OperatorCommand
+    store = Store(redis, prefix)
+    model = ReadModel(redis, prefix, notify_dlq=False, notify_late=False)
+    # Any stage's state of the order: a write-back's packages count (a stage may run alone).
+    families = (
+        keys.DOWNLOADED,
+        keys.ENRICHED,
+        keys.IMPORTED,
+        keys.SALES_ORDER,
+        keys.LAST_ENRICHED,
+        keys.WRITEBACK_PACKAGES,
+        keys.EASY_SHIP_PACKAGE,
+    )
+    unknown: list[str] = []
+    for order_id in order_ids:
+        if await redis.exists(*(store.key_of(family, seller_id, order_id) for family in families)):
+            continue
+        detail = await model.order(seller_id, order_id)
+        row = detail.row if detail is not None else None
+        if row is not None and (row.purchase_date or row.amazon_status or row.download_status):
+            continue
+        unknown.append(order_id)
+    return unknown
 
-    try:
-        published = publish_command(
-            get_settings(), cast(OperatorCommand, command), channel, order_ids, operator=operator
-        )
-    except CommandRejected as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from exc
-    typer.echo(f"{command} of {len(order_ids)} order(s) on {channel} sent as event {published}")
+
+async def _elsewhere(redis: Redis, prefix: str, order_id: str) -> list[str]:
+    """The channels the status model knows ``order_id`` under."""
+    model = ReadModel(redis, prefix, notify_dlq=False, notify_late=False)
+    return sorted({detail.row.channel for detail in await model.find(order_id) if detail.row.channel})
 
 
-@orders_app.command("ignore")
-def orders_ignore(
-    order_ids: Annotated[list[str], typer.Argument(help="Amazon order ids (3-7-7 digits).")],
-    channel: Annotated[str, typer.Option(help="The channel the orders belong to.")],
-    operator: Annotated[str | None, typer.Option(help="Who asks, for the record.")] = None,
+def _check_known(settings: Settings, channel: str, seller_id: str, order_ids: list[str]) -> None:
+    """End the command (exit 3) when an order is not known under the channel's seller."""
+    import asyncio
+
+    async def check() -> tuple[list[str], list[str]]:
+        redis = cli_redis(settings)
+        try:
+            unknown = await unknown_orders(redis, settings.redis.key_prefix, seller_id, order_ids)
+            others = await _elsewhere(redis, settings.redis.key_prefix, unknown[0]) if unknown else []
+            return unknown, others
+        finally:
+            await redis.aclose()
+
+    unknown, others = asyncio.run(check())
+    if not unknown:
+        return
+    shown = ", ".join(unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
+    hint = f"; {unknown[0]} is known on channel {', '.join(others)}" if others else ""
+    raise fail(
+        ExitCode.NOT_FOUND,
+        f"order(s) {shown} not known to channel {channel} (seller {seller_id}) in Redis"
+        f" {redis_described(settings.redis)}{hint}; nothing sent",
+    )
+
+
+def _order_command(
+    command: str, order_ids: list[str], channel: str, operator: str | None, *, must_be_known: bool = True
 ) -> None:
-    """Don't import the orders, even when they change later, until un-ignored (the dashboard's Ignore)."""
+    """Check the ids, the channel and (``must_be_known``) the orders, then publish the command on
+    ``ops.commands`` with a producer that gives up within seconds when Kafka is down."""
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    from ordersync.ops.commands import CommandRejected, build_command
+    from ordersync.schemas.codec import encode
+    from ordersync.schemas.events import OperatorCommand
+    from ordersync.schemas.topics import OPS_COMMANDS
+
+    settings = get_settings()
+    ids = checked_order_ids(order_ids)
+    seller_id = channel_named(settings, channel).seller_id
+    if must_be_known:
+        _check_known(settings, channel, seller_id, ids)
+    try:
+        envelope = build_command(settings, cast(OperatorCommand, command), channel, ids, operator)
+    except CommandRejected as exc:
+        raise fail(ExitCode.USAGE, str(exc)) from exc
+    try:
+        producer = KafkaProducer(acks="all", **cli_producer_config(settings))
+        try:
+            producer.send(OPS_COMMANDS.name, key=channel.encode(), value=encode(envelope)).get(
+                timeout=CLI_KAFKA_TIMEOUT_MS / 1000
+            )
+        finally:
+            producer.close(timeout=2)
+    except KafkaError as exc:
+        raise fail(
+            ExitCode.KAFKA,
+            f"Kafka at {settings.kafka.bootstrap} cannot be reached ({type(exc).__name__}: {exc});"
+            f" {command} not sent",
+        ) from exc
+    typer.echo(f"{command} of {len(ids)} order(s) on {channel} sent as event {envelope.event_id}")
+
+
+@orders_app.command(
+    "ignore",
+    help=(
+        "Don't import the orders, even when they change later, until un-ignored (the dashboard's Ignore)."
+        + _CHECKED_KNOWN
+    ),
+)
+def orders_ignore(order_ids: OrderIds, channel: ChannelOption, operator: OperatorOption = None) -> None:
     _order_command("ignore", order_ids, channel, operator)
 
 
-@orders_app.command("unignore")
-def orders_unignore(
-    order_ids: Annotated[list[str], typer.Argument(help="Amazon order ids (3-7-7 digits).")],
-    channel: Annotated[str, typer.Option(help="The channel the orders belong to.")],
-    operator: Annotated[str | None, typer.Option(help="Who asks, for the record.")] = None,
-) -> None:
-    """Lift an Ignore; the orders are imported again from their downloaded data."""
+@orders_app.command(
+    "unignore",
+    help=("Lift an Ignore; the orders are imported again from their downloaded data." + _CHECKED_KNOWN),
+)
+def orders_unignore(order_ids: OrderIds, channel: ChannelOption, operator: OperatorOption = None) -> None:
     _order_command("unignore", order_ids, channel, operator)
 
 
-@orders_app.command("retry-import")
-def orders_retry_import(
-    order_ids: Annotated[list[str], typer.Argument(help="Amazon order ids (3-7-7 digits).")],
-    channel: Annotated[str, typer.Option(help="The channel the orders belong to.")],
-    operator: Annotated[str | None, typer.Option(help="Who asks, for the record.")] = None,
-) -> None:
-    """Import the orders again from the downloaded data (after fixing listings); no Amazon call."""
+@orders_app.command(
+    "retry-import",
+    help=(
+        "Import the orders again from the downloaded data (after fixing listings); no Amazon call."
+        + _CHECKED_KNOWN
+    ),
+)
+def orders_retry_import(order_ids: OrderIds, channel: ChannelOption, operator: OperatorOption = None) -> None:
     _order_command("retry-import", order_ids, channel, operator)
 
 
-@orders_app.command("retry-writeback")
+@orders_app.command(
+    "retry-writeback",
+    help=(
+        "Send the orders' failed shipments to Amazon again (after fixing the cause), attempts reset;"
+        " confirmed packages are never sent twice. Carried out by the shipment-write-back stage."
+        + _CHECKED_KNOWN
+    ),
+)
 def orders_retry_writeback(
-    order_ids: Annotated[list[str], typer.Argument(help="Amazon order ids (3-7-7 digits).")],
-    channel: Annotated[str, typer.Option(help="The channel the orders belong to.")],
-    operator: Annotated[str | None, typer.Option(help="Who asks, for the record.")] = None,
+    order_ids: OrderIds, channel: ChannelOption, operator: OperatorOption = None
 ) -> None:
-    """Send the orders' failed shipments to Amazon again (after fixing the cause), attempts reset;
-    confirmed packages are never sent twice. Carried out by the shipment-write-back stage."""
     _order_command("retry-writeback", order_ids, channel, operator)
 
 
@@ -224,6 +344,10 @@ def orders_list(  # noqa: PLR0917 - one parameter per CLI option
     page, now = with_read_model(settings, page_now)
     if as_json:
         typer.echo(page.model_dump_json(indent=2))
+        return
+    typer.echo(f"Redis {redis_described(settings.redis)}")
+    if not page.total and with_read_model(settings, lambda m: keyspace_empty(m.redis, m.prefix)):
+        typer.echo(f"nothing under key prefix {settings.redis.key_prefix!r} in this Redis: no order recorded")
         return
     shown = f"{offset + 1}-{offset + len(page.rows)}" if page.rows else "none"
     title = f"orders {shown} of {page.total}"
@@ -441,11 +565,14 @@ def orders_show(
             (detail, await open_buyer(detail.row.seller_id, detail.row.amazon_order_id)) for detail in details
         ]
 
-    found = with_read_model_and_buyers(get_settings(), find, "orders show")
+    settings = get_settings()
+    found = with_read_model_and_buyers(settings, find, "orders show")
     if not found:
         where = f" on channel {channel}" if channel else ""
-        typer.echo(f"order {order_id}{where} is not in the status model", err=True)
-        raise typer.Exit(1)
+        raise fail(
+            ExitCode.NOT_FOUND,
+            f"order {order_id}{where} is not in the status model (Redis {redis_described(settings.redis)})",
+        )
     if as_json:
         payload: Any = [
             {**d.model_dump(mode="json"), **({"buyer": b.as_json()} if b else {})} for d, b in found

@@ -11,7 +11,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from ordersync.cli.common import run_with_key_store
+from ordersync.cli.common import ExitCode, cli_redis, fail, run_with_key_store
 from ordersync.clock import SYSTEM_CLOCK
 from ordersync.privacy import RETENTION_DAYS, new_kek, retention_of, shred_after
 from ordersync.privacy.keyring import KeyRing, open_key_ring
@@ -156,9 +156,7 @@ def erase_command(  # noqa: PLR0917 - one parameter per CLI option
     settings = get_settings()
 
     async def run(ring: KeyRing) -> Erased:
-        from ordersync.redis_client import redis_client
-
-        redis = redis_client(settings.redis)
+        redis = cli_redis(settings)
         try:
             prefix = settings.redis.key_prefix
             return await erase_order(
@@ -178,8 +176,8 @@ def erase_command(  # noqa: PLR0917 - one parameter per CLI option
     try:
         erased = _with_ring(settings, run)
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        unknown = "is not in the status model" in str(exc)
+        raise fail(ExitCode.NOT_FOUND if unknown else ExitCode.USAGE, str(exc)) from exc
     typer.echo(f"erased the personal data of {erased.subject} (key {erased.key_id})")
     if erased.shredded:
         typer.echo(f"destroyed {erased.key_id}: that day's personal data of the seller is gone now")

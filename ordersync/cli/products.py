@@ -12,8 +12,8 @@ import typer
 
 from ordersync.amazon.catalog import CatalogItem, Measured
 from ordersync.channels import Channel
-from ordersync.cli.common import channel_named
-from ordersync.errors import AmazonApiError, Permanent
+from ordersync.cli.common import ExitCode, channel_named, fail
+from ordersync.errors import AmazonApiError, ConfigurationError, Permanent
 from ordersync.settings import Settings, get_settings
 
 products_app = typer.Typer(help="Product data from Amazon's catalog.", no_args_is_help=True)
@@ -56,11 +56,11 @@ async def look_up(
 ) -> tuple[CatalogItem, bool]:
     """The product, through the Redis cache, with the shared rate limiter on the Amazon call."""
     from ordersync.amazon.client import SpApiClient
+    from ordersync.cli.common import cli_redis
     from ordersync.ops.amazon_check import check_limiter
-    from ordersync.redis_client import redis_client
     from ordersync.state.products import ProductCatalog
 
-    redis = redis_client(settings.redis)
+    redis = cli_redis(settings)
     limiter, _ = check_limiter(settings, channel, local=False)
     try:
         async with httpx.AsyncClient(timeout=settings.amazon.request_timeout_s) as http:
@@ -101,9 +101,12 @@ def show_command(  # noqa: PLR0917 - one parameter per CLI option
         item, cached = asyncio.run(
             look_up(settings, found, marketplace_id, asin=asin, sku=sku, refresh=refresh)
         )
-    except (AmazonApiError, Permanent) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    except AmazonApiError as exc:
+        raise fail(ExitCode.AMAZON, f"Amazon SP-API: {exc}") from exc
+    except ConfigurationError as exc:
+        raise fail(ExitCode.CONFIG, str(exc)) from exc
+    except Permanent as exc:
+        raise fail(ExitCode.FAILED, str(exc)) from exc
     if as_json:
         typer.echo(json.dumps({**asdict(item), "cached": cached}, indent=2, default=str))
         return

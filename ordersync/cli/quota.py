@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ordersync.channels import Channel, load_channels
+from ordersync.cli.common import ExitCode, fail, redis_described
 from ordersync.errors import ConfigurationError, QuotaUnavailable
 from ordersync.ratelimit.limiter import BucketStatus, build_rate_limiter
 from ordersync.settings import Settings, get_settings
@@ -85,7 +86,7 @@ def status(
 ) -> None:
     """Tokens left, waiters per lane, reservations and adopted rates of every bucket in use.
 
-    Exits 1 when Redis cannot be reached (the limiter then grants nothing).
+    Exits 4 when Redis cannot be reached (the limiter then grants nothing), 7 on a bad channels file.
     """
     settings = get_settings()
     console = Console()
@@ -93,11 +94,10 @@ def status(
         channels, note = _channels(settings)
         statuses = asyncio.run(_statuses(settings, channels, seller))
     except ConfigurationError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from exc
+        raise fail(ExitCode.CONFIG, str(exc)) from exc
     except QuotaUnavailable as exc:
-        typer.echo(f"Redis at {settings.redis.url} cannot be reached: nothing is granted ({exc})", err=True)
-        raise typer.Exit(1) from exc
+        where = redis_described(settings.redis)
+        raise fail(ExitCode.REDIS, f"Redis at {where} cannot be reached: nothing is granted ({exc})") from exc
     if as_json:
         for item in statuses:
             typer.echo(json.dumps(asdict(item)))
@@ -105,9 +105,8 @@ def status(
     if note:
         console.print(f"[dim]{note}[/dim]")
     if not statuses:
-        console.print(
-            f"no buckets in use{f' for seller {seller}' if seller else ''} (Redis {settings.redis.url})"
-        )
+        where = redis_described(settings.redis)
+        console.print(f"no buckets in use{f' for seller {seller}' if seller else ''} (Redis {where})")
         return
-    title = f"Amazon quota in Redis {settings.redis.url} (prefix {settings.redis.key_prefix})"
+    title = f"Amazon quota in Redis {redis_described(settings.redis)}"
     console.print(status_table(statuses, title=title))

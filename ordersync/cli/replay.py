@@ -1,8 +1,8 @@
 """``ordersync replay`` and ``ordersync dlq list|show|replay``, over :mod:`ordersync.ops.replay`.
 
-Exit status: 0 done (also when nothing matched), 1 a failure while running (broker or Redis unreachable,
-a record not acknowledged), 2 refused as asked (unknown topic or stage, bad filter or time, a target that
-does not accept the events); nothing is sent when refused.
+Exit status (:class:`ordersync.cli.common.ExitCode`): 0 done (also when nothing matched), 1 a record not
+acknowledged, 2 refused as asked (bad filter or time, a target that does not accept the events), 3 an
+unknown topic or stage, 4 Redis unreachable, 5 Kafka unreachable; nothing is sent when refused.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ordersync.cli.common import ExitCode, cli_redis, fail, redis_described
 from ordersync.errors import Retryable
 from ordersync.kafka.reader import ProgressHook
 from ordersync.ops.replay import (
@@ -43,7 +44,6 @@ from ordersync.ops.replay import (
     summarize,
 )
 from ordersync.privacy.masking import mask_personal
-from ordersync.redis_client import redis_client
 from ordersync.settings import Settings, get_settings
 from ordersync.state.store import Store
 
@@ -69,18 +69,22 @@ FilterOption = Annotated[
 
 @contextmanager
 def _exit_codes() -> Iterator[None]:
-    """Refusals exit 2, failures while running exit 1, each with one clear line."""
+    """Refusals exit 2 (an unknown topic or stage 3), Kafka or Redis unreachable 5 or 4, each with one
+    clear line."""
     try:
         yield
     except ReplayRejected as exc:
-        err.print(f"[red]refused:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from exc
+        text = str(exc)
+        unknown = "is not a catalogue topic" in text or "is neither a stage" in text
+        raise fail(ExitCode.NOT_FOUND if unknown else ExitCode.USAGE, f"refused: {text}") from exc
     except (KafkaError, Retryable) as exc:
-        err.print(f"[red]Kafka:[/] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
+        settings = get_settings()
+        raise fail(
+            ExitCode.KAFKA, f"Kafka at {settings.kafka.bootstrap}: {type(exc).__name__}: {exc}"
+        ) from exc
     except (RedisError, OSError) as exc:
-        err.print(f"[red]Redis:[/] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
+        settings = get_settings()
+        raise fail(ExitCode.REDIS, f"Redis at {redis_described(settings.redis)}: {exc}") from exc
 
 
 @contextmanager
@@ -103,7 +107,7 @@ def _progress(description: str) -> Iterator[ProgressHook]:
 
 def _with_store(settings: Settings, work: Callable[[Store], Any]) -> Any:
     async def run() -> Any:
-        redis = redis_client(settings.redis)
+        redis = cli_redis(settings)
         try:
             return await work(Store(redis, settings.redis.key_prefix))
         finally:

@@ -23,16 +23,18 @@ def run(
     from ordersync.pipeline.stages import STAGES, run_stage
 
     if stage not in STAGES:
-        typer.echo(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}", err=True)
-        raise typer.Exit(2)
+        from ordersync.cli.common import ExitCode, fail
+
+        raise fail(ExitCode.NOT_FOUND, f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
     setup_logging()
     from ordersync.errors import ConfigurationError
 
     try:
         run_stage(stage, get_settings())
     except ConfigurationError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        from ordersync.cli.common import ExitCode, fail
+
+        raise fail(ExitCode.CONFIG, str(exc)) from exc
 
 
 def dashboard(

@@ -30,10 +30,11 @@ def env_command(
 
 @settings_app.command("check")
 def check_command() -> None:
-    """Check this process's environment: ORDERSYNC_* variables that set nothing, and invalid values."""
+    """Check this process's environment: ORDERSYNC_* variables that set nothing, and invalid values
+    (exit 7 when there are any)."""
     problems = report_env_problems(os.environ)
     for problem in problems:
         typer.echo(problem, err=True)
     if problems:
-        raise typer.Exit(1)
+        raise typer.Exit(7)  # ExitCode.CONFIG (not imported: this command loads nothing heavy)
     typer.echo("settings: every ORDERSYNC_* variable is a setting and every value is valid")

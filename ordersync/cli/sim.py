@@ -53,8 +53,9 @@ def serve_command(  # noqa: PLR0917 - one parameter per CLI option
     try:
         loaded = load_scenario(scenario, seed, time_scale=time_scale)
     except ConfigurationError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        from ordersync.cli.common import ExitCode, fail
+
+        raise fail(ExitCode.CONFIG, str(exc)) from exc
     aws = None
     if sqs:
         from ordersync.settings import get_settings

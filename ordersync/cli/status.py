@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ordersync.cli.common import when, with_read_model
+from ordersync.cli.common import keyspace_empty, redis_described, when, with_read_model
 from ordersync.settings import Settings, get_settings
 from ordersync.state.readmodel import (
     OVERALL_STATUSES,
@@ -48,7 +48,12 @@ status_model_app = typer.Typer(help="The status read model (orders grid, status)
 
 @dataclass
 class StatusReport:
+    #: Orders per status per account, from the read model's status sets: the same count as the
+    #: dashboard's grid and status key (:meth:`ReadModel.status_counts`).
     counts: dict[tuple[str, str], dict[OverallStatus, int]] = field(default_factory=dict)
+    #: Orders of no known account yet (no channel folded, e.g. known only from a dead letter).
+    unattributed: dict[OverallStatus, int] = field(default_factory=dict)
+    total: dict[OverallStatus, int] = field(default_factory=dict)
     health: list[Any] = field(default_factory=list)
     timeliness: list[ShipmentTimeliness] = field(default_factory=list)
     tasks: list[Any] = field(default_factory=list)
@@ -59,8 +64,10 @@ class StatusReport:
 async def status_report(model: ReadModel, settings: Settings) -> StatusReport:
     report = StatusReport()
     accounts = await model.sellers()
-    for channel, seller in accounts:
-        report.counts[(channel, seller)] = await model.counts(channel)
+    counted = await model.status_counts()
+    report.counts = {(channel, seller): counts for channel, seller, counts in counted.accounts}
+    report.unattributed = dict(counted.unattributed)
+    report.total = dict(counted.total)
     report.timeliness = await model.shipment_timeliness()
     from ordersync.state.health import HealthBoard
 
@@ -101,16 +108,42 @@ def timeliness_table(rows: list[ShipmentTimeliness]) -> Table:
     return table
 
 
-def status() -> None:
-    """Per channel: orders by status, API health, tasks (last run, last error), dead-letter topics."""
-    settings = get_settings()
-    report = with_read_model(settings, lambda model: status_report(model, settings))
-    console = Console()
+def orders_table(report: StatusReport) -> Table:
+    """Orders by status per account, those of no known account, and all: the dashboard's numbers."""
     orders = Table(title="orders by status", title_justify="left")
     for column in ("channel", "seller", *OVERALL_STATUSES):
         orders.add_column(column)
     for (channel, seller), counts in sorted(report.counts.items()):
         orders.add_row(channel, seller, *(str(counts[s]) for s in OVERALL_STATUSES))
+    if any(report.unattributed.values()):
+        orders.add_row("(no account)", "", *(str(report.unattributed.get(s, 0)) for s in OVERALL_STATUSES))
+    if report.total:
+        orders.add_row("[bold]all[/]", "", *(f"[bold]{report.total.get(s, 0)}[/]" for s in OVERALL_STATUSES))
+    return orders
+
+
+def status() -> None:
+    """Per channel: orders by status, API health, tasks (last run, last error), dead-letter topics."""
+    settings = get_settings()
+
+    async def read(model: ReadModel) -> StatusReport | None:
+        if await keyspace_empty(model.redis, model.prefix):
+            return None
+        return await status_report(model, settings)
+
+    report = with_read_model(settings, read)
+    console = Console()
+    # Which Redis this is, first: a CLI aimed at another Redis (or prefix) than the pipeline's would
+    # otherwise print empty tables as if nothing had happened.
+    typer.echo(f"Redis {redis_described(settings.redis)}")
+    if report is None:
+        typer.echo(
+            f"nothing under key prefix {settings.redis.key_prefix!r} in this Redis: no order, task or dead"
+            " letter recorded (is it the pipeline's? set ORDERSYNC_REDIS__URL and"
+            " ORDERSYNC_REDIS__KEY_PREFIX as the stages have them)"
+        )
+        return
+    orders = orders_table(report)
     console.print(orders)
     if report.timeliness:
         console.print(timeliness_table(report.timeliness))

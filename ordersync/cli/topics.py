@@ -17,13 +17,18 @@ topics_app = typer.Typer(help="Create and list the catalogue's Kafka topics.", n
 
 @contextlib.contextmanager
 def _exit_on_kafka_error(settings: Settings) -> Iterator[None]:
-    """A one-line message and exit status 1 instead of a traceback when the cluster cannot be used."""
+    """One line instead of a traceback: exit 5 when the cluster cannot be reached, 1 when it refuses."""
+    from ordersync.cli.common import ExitCode, fail
 
     try:
         yield
-    except (KafkaError, TopicCreationError) as exc:
-        typer.echo(f"Kafka at {settings.kafka.bootstrap}: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    except TopicCreationError as exc:
+        raise fail(ExitCode.FAILED, f"Kafka at {settings.kafka.bootstrap}: {exc}") from exc
+    except KafkaError as exc:
+        raise fail(
+            ExitCode.KAFKA,
+            f"Kafka at {settings.kafka.bootstrap} cannot be reached: {type(exc).__name__}: {exc}",
+        ) from exc
 
 
 @topics_app.command("create")

@@ -1,10 +1,14 @@
 """Grid actions on selected orders: checked whole before anything is sent, then one ``ops.commands``
-event per channel (:func:`ordersync.ops.commands.publish_command`, the CLI's own path)."""
+event per channel (:func:`ordersync.ops.commands.publish_command`, the CLI's own path).
+
+Checked: the request's form, the channels, and each order against the read model: it must be an order
+of that channel's account, in a state the action applies to (:func:`action_refusal`, the same rules
+that enable the buttons on the pages). One problem refuses the whole request; nothing is sent."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Annotated, Any
 
 from kafka.errors import KafkaError
@@ -14,6 +18,8 @@ from starlette.concurrency import run_in_threadpool
 from ordersync.ops.commands import CommandRejected, publish_command
 from ordersync.schemas.events import OperatorCommand
 from ordersync.settings import Settings
+from ordersync.state.readmodel import OrderRow
+from ordersync.state.readmodel.fold import CANCELLED_ON_AMAZON, IMPORT_OK
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +34,96 @@ ACTION_LABELS: dict[OperatorCommand, str] = {
 
 
 class ActionRejected(ValueError):
-    """The request names no valid action on valid orders; nothing was sent."""
+    """The request names no valid action on valid orders; nothing was sent. ``conflict``: every order
+    exists but one's state does not allow the action (HTTP 409, not 422)."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], *, conflict: bool = False) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+        self.conflict = conflict
+
+
+def _ignore_refusal(row: OrderRow) -> str | None:
+    if row.status == "Ignored":
+        return "already ignored"
+    if row.import_status in IMPORT_OK.values():
+        return f"already imported ({row.import_status}): ignore applies only before the import"
+    return None
+
+
+def _download_refusal(row: OrderRow) -> str | None:
+    if row.download_status == "failed" or row.import_status not in IMPORT_OK.values():
+        return None
+    return f"already imported ({row.import_status}): Amazon's later changes arrive by themselves"
+
+
+def _import_refusal(row: OrderRow) -> str | None:
+    if row.import_status in ("failed", "held"):
+        return None
+    return f"its import did not fail (import: {row.import_status or 'not yet'})"
+
+
+def _writeback_refusal(row: OrderRow) -> str | None:
+    if row.writeback_status == "failed":
+        return None
+    if row.writeback_status == CANCELLED_ON_AMAZON:
+        return "cancelled on Amazon: there is nothing to write back"
+    return f"its write-back did not fail (write-back: {row.writeback_status or 'not yet'})"
+
+
+_REFUSALS: dict[str, Callable[[OrderRow], str | None]] = {
+    "ignore": _ignore_refusal,
+    "unignore": lambda row: None if row.status == "Ignored" else "not ignored",
+    "retry-download": _download_refusal,
+    "retry-import": _import_refusal,
+    "retry-writeback": _writeback_refusal,
+}
+
+
+def action_refusal(action: str, row: OrderRow) -> str | None:
+    """Why the order's state does not allow ``action`` (None: it does). The pages enable each button
+    by the same rule, and ``POST /api/actions`` refuses by it: ignore only before the import, un-ignore
+    only an ignored order, retry-import only after a failed (or held) import, retry-writeback only
+    after a failed write-back, retry-download until the order is imported (or when its download
+    failed); nothing but un-ignore on an ignored order."""
+    rule = _REFUSALS.get(action)
+    if rule is None:
+        return f"unknown action {action}"
+    if row.status == "Ignored" and action not in ("ignore", "unignore"):
+        return "ignored: un-ignore it first"
+    return rule(row)
+
+
+def allowed_actions(row: OrderRow) -> tuple[OperatorCommand, ...]:
+    """The actions the order's state allows, in the buttons' order."""
+    return tuple(action for action in ACTION_LABELS if action_refusal(action, row) is None)
+
+
+def check_orders(
+    action: OperatorCommand,
+    plan: Mapping[str, tuple[str, ...]],
+    sellers: Mapping[str, str],
+    rows: Mapping[tuple[str, str], OrderRow],
+) -> None:
+    """Every order of ``plan`` (channel -> ids) must be in the read model as an order of its channel's
+    account (``sellers``: channel -> seller id; ``rows``: (seller, order id) -> row) and in a state
+    that allows ``action``; raises :class:`ActionRejected` listing every problem."""
+    unknown: list[str] = []
+    refused: list[str] = []
+    for channel, ids in plan.items():
+        seller = sellers.get(channel)
+        for order_id in ids:
+            row = rows.get((seller, order_id)) if seller else None
+            if row is None or (row.channel and row.channel != channel):
+                unknown.append(
+                    f"{order_id}: not an order of {channel} (seller {seller or '?'}) in the read model"
+                )
+                continue
+            why = action_refusal(action, row)
+            if why is not None:
+                refused.append(f"{order_id}: {ACTION_LABELS[action]} refused: {why} (status {row.status})")
+    if unknown or refused:
+        raise ActionRejected(unknown + refused, conflict=not unknown)
 
 
 class OrderRef(BaseModel):

@@ -20,14 +20,17 @@ import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import redis.asyncio as aioredis
 from botocore.exceptions import BotoCoreError, ClientError
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, PackageLoader, pass_context, select_autoescape
+from jinja2.runtime import Context
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 from redis.exceptions import RedisError
@@ -52,6 +55,9 @@ from ordersync.clock import SYSTEM_CLOCK, Clock
 from ordersync.dashboard.actions import (
     ACTION_LABELS,
     ActionRejected,
+    action_refusal,
+    allowed_actions,
+    check_orders,
     parse_action,
     plan_action,
     publish_action,
@@ -96,6 +102,7 @@ from ordersync.state.readmodel import (
     EASY_SHIP_STATES,
     OrderDetail,
     OrderFilter,
+    OrdersPage,
     ReadModel,
     write_orders_csv,
 )
@@ -106,7 +113,11 @@ log = logging.getLogger(__name__)
 
 _STATIC = Path(__file__).parent / "static"
 #: Bumped with the static files, so browsers never mix an old script with a new page.
-_ASSET_VERSION = "1"
+_ASSET_VERSION = "2"
+#: The reader's time zone (an IANA name), for every time the pages show and the dates the filter takes.
+TZ_COOKIE = "ordersync_tz"
+#: Operator commands shown on the Tasks page.
+_COMMANDS_SHOWN = 20
 _NOTIFICATIONS_SHOWN = 200
 _CSV_CHUNK = 16 * 1024
 #: A thousand orders of a channel in one action is well under this.
@@ -194,20 +205,44 @@ def _load_channels(settings: Settings) -> tuple[ChannelsFile | None, str | None]
         return None, str(exc)
 
 
-def _format_time(value: datetime | None) -> str:
+@lru_cache(maxsize=1)
+def time_zone_names() -> tuple[str, ...]:
+    """The IANA time zones this machine knows (``zoneinfo``), UTC first."""
+    return ("UTC", *sorted(name for name in available_timezones() if name != "UTC"))
+
+
+def time_zone(name: str | None) -> tzinfo | None:
+    """The IANA time zone ``name``; None when it is not one."""
+    if not name or len(name) > 64 or ".." in name or name.startswith("/"):
+        return None
+    if name == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def _format_time(value: datetime | None, tz: tzinfo = UTC) -> str:
     if value is None:
         return ""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    local = value.astimezone(tz)
+    return local.strftime("%Y-%m-%d %H:%M:%S ") + (local.tzname() or "UTC")
 
 
-def _format_short_time(value: datetime | None) -> str:
-    return "" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+def _format_short_time(value: datetime | None, tz: tzinfo = UTC) -> str:
+    return "" if value is None else value.astimezone(tz).strftime("%Y-%m-%d %H:%M")
 
 
-def _format_iso(value: str | None) -> str:
+def _format_iso(value: str | None, tz: tzinfo = UTC) -> str:
     """An ISO time of the read model's dicts, like every other time of the page."""
     parsed = _iso_time(value) if value else None
-    return _format_time(parsed) if parsed else (value or "")
+    return _format_time(parsed, tz) if parsed else (value or "")
+
+
+def _tz(context: Context) -> tzinfo:
+    found = context.get("tz")
+    return found if isinstance(found, tzinfo) else UTC
 
 
 #: What the grid's Easy Ship filter is called.
@@ -234,15 +269,15 @@ def _recorded_document(detail: OrderDetail | None, reference: str) -> dict[str, 
     return None
 
 
-def _format_value(value: Any) -> str:
+def _format_value(value: Any, tz: tzinfo = UTC) -> str:
     text: str
     if value is None:
         text = ""
     elif isinstance(value, datetime):
-        text = _format_time(value)
+        text = _format_time(value, tz)
     elif isinstance(value, str):
         # Times in the read model's dicts are ISO strings; show them like every other time.
-        text = _format_time(parsed) if (parsed := _iso_time(value)) else value
+        text = _format_time(parsed, tz) if (parsed := _iso_time(value)) else value
     elif isinstance(value, list | tuple) and value and all(_is_item_quantity(v) for v in value):
         text = ", ".join(f"{v['order_item_id']} \u00d7{v['quantity']}" for v in value)
     elif isinstance(value, dict | list | tuple):
@@ -310,10 +345,11 @@ def _templates() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["time"] = _format_time
-    env.filters["short_time"] = _format_short_time
-    env.filters["value"] = _format_value
-    env.filters["iso_time"] = _format_iso
+    # Every time in the reader's time zone (the page's ``tz``; UTC when none).
+    env.filters["time"] = pass_context(lambda c, v: _format_time(v, _tz(c)))
+    env.filters["short_time"] = pass_context(lambda c, v: _format_short_time(v, _tz(c)))
+    env.filters["value"] = pass_context(lambda c, v: _format_value(v, _tz(c)))
+    env.filters["iso_time"] = pass_context(lambda c, v: _format_iso(v, _tz(c)))
     env.filters["document_label"] = _document_label
     env.filters["heading"] = _heading
     env.globals["columns"] = _columns
@@ -415,14 +451,46 @@ class _Dashboard:
     # --- rendering ---------------------------------------------------------------------------------
 
     def page(self, request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        tz = self.zone(request)
         html = self.templates.get_template(name).render(
             request_path=request.url.path,
+            request_target=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
             read_protected=self.dashboard.read_token is not None,
             actions_enabled=self.dashboard.operator_token is not None,
             action_labels=ACTION_LABELS,
+            allowed_actions=allowed_actions,
+            action_refusal=action_refusal,
+            tz=tz,
+            tz_name=str(tz) if tz is not UTC else "UTC",
+            time_zones=time_zone_names(),
             **context,
         )
         return HTMLResponse(html, status_code=status_code)
+
+    @staticmethod
+    def zone(request: Request) -> tzinfo:
+        """The reader's time zone: the cookie's, UTC when none (or not a time zone)."""
+        return time_zone(request.cookies.get(TZ_COOKIE)) or UTC
+
+    async def set_time_zone(self, request: Request) -> Response:
+        """``POST /preferences/timezone`` (tz, next): the reader's time zone, kept in a cookie."""
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        name = (form.get("tz") or [""])[0].strip()
+        target = _safe_next((form.get("next") or ["/"])[0])
+        if time_zone(name) is None:
+            message = f"{name[:64]!r} is not an IANA time zone (e.g. Europe/Berlin, America/New_York, UTC)"
+            return self.page(request, "error.html", 400, message=message, health=None)
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            TZ_COOKIE,
+            name,
+            max_age=400 * 86400,
+            httponly=True,
+            samesite="strict",
+            secure=self.dashboard.cookie_secure,
+            path="/",
+        )
+        return response
 
     # --- access --------------------------------------------------------------------------------------
 
@@ -502,6 +570,8 @@ class _Dashboard:
         return {
             "health": _group_health(await d.board.api_health(await self.known_accounts(d))),
             "timeliness": {(t.channel, t.seller_id): t for t in await d.model.shipment_timeliness()},
+            # The one count of orders per status (the CLI's `ordersync status` reads the same).
+            "status_counts": await d.model.status_counts(),
             "api_names": API_NAMES,
             "api_titles": API_TITLES,
             "channels_problem": d.channels_problem,
@@ -518,12 +588,20 @@ class _Dashboard:
         d = self.deps(request)
         error: str | None = None
         try:
-            query = parse_grid_query(request.query_params, self.dashboard)
+            query = parse_grid_query(request.query_params, self.dashboard, self.zone(request))
         except BadQuery as exc:
             error, query = str(exc), self.default_query()
-        result = await d.model.orders(
-            query.filter, sort=query.sort, descending=query.descending, offset=query.offset, limit=query.limit
-        )
+        if error is None:
+            result = await d.model.orders(
+                query.filter,
+                sort=query.sort,
+                descending=query.descending,
+                offset=query.offset,
+                limit=query.limit,
+            )
+        else:
+            # A filter that is not valid lists nothing (never every order as if there were no filter).
+            result = OrdersPage(rows=(), total=0, offset=0, limit=query.limit)
         configured = d.channels.channels if d.channels else ()
         return self.page(
             request,
@@ -533,6 +611,7 @@ class _Dashboard:
             query=query,
             result=result,
             error=error,
+            raw_params=dict(request.query_params) if error else {},
             statuses=STATUSES,
             failed_stages=FAILED_STAGES,
             deadlines=DEADLINES,
@@ -615,7 +694,20 @@ class _Dashboard:
             return refused
         d = self.deps(request)
         tasks = await d.model.tasks()
-        return self.page(request, "tasks.html", tab="tasks", tasks=tasks, **await self.shell(d))
+        commands = await d.model.recent_commands(_COMMANDS_SHOWN)
+        # A command task's result as the outcomes tell it: the latest command of that name and channel.
+        latest: dict[tuple[str, str], Any] = {}
+        for command in commands:
+            latest.setdefault((command.command or "", command.channel or ""), command)
+        return self.page(
+            request,
+            "tasks.html",
+            tab="tasks",
+            tasks=tasks,
+            commands=commands,
+            command_results=latest,
+            **await self.shell(d),
+        )
 
     async def notifications_page(self, request: Request) -> Response:
         if refused := self.refuse_reading(request, api=False):
@@ -737,7 +829,7 @@ class _Dashboard:
         if refused := self.refuse_reading(request, api=True):
             return refused
         try:
-            query = parse_grid_query(request.query_params, self.dashboard)
+            query = parse_grid_query(request.query_params, self.dashboard, self.zone(request))
         except BadQuery as exc:
             return _api_error(400, str(exc))
         result = await self.deps(request).model.orders(
@@ -786,8 +878,26 @@ class _Dashboard:
     async def api_tasks(self, request: Request) -> Response:
         if refused := self.refuse_reading(request, api=True):
             return refused
-        tasks = await self.deps(request).model.tasks()
-        return JSONResponse({"tasks": [t.model_dump(mode="json") for t in tasks]})
+        model = self.deps(request).model
+        tasks = await model.tasks()
+        commands = await model.recent_commands(_COMMANDS_SHOWN)
+        return JSONResponse(
+            {
+                "tasks": [t.model_dump(mode="json") for t in tasks],
+                "commands": [_command_json(c) for c in commands],
+            }
+        )
+
+    async def api_command(self, request: Request) -> Response:
+        """``GET /api/commands/{event_id}``: an operator command's outcome per order, as folded so far
+        (``state`` sent / done / failed; sent while the pipeline has not reported on every order)."""
+        if refused := self.refuse_reading(request, api=True):
+            return refused
+        event_id = request.path_params["event_id"]
+        if not 1 <= len(event_id) <= 64 or not all(c.isalnum() or c == "-" for c in event_id):
+            return _api_error(400, "not an event id")
+        outcome = await self.deps(request).model.command(event_id)
+        return JSONResponse(_command_json(outcome))
 
     async def api_notifications(self, request: Request) -> Response:
         if refused := self.refuse_reading(request, api=True):
@@ -814,9 +924,16 @@ class _Dashboard:
                 else {c for c, _ in await d.model.sellers()}
             )
             plan = plan_action(action, known, self.dashboard.max_action_orders)
+            sellers = (
+                {c.name: c.seller_id for c in d.channels.channels}
+                if d.channels is not None
+                else dict(await d.model.sellers())
+            )
+            rows = await d.model.rows_of((sellers.get(c, ""), o) for c, ids in plan.items() for o in ids)
+            check_orders(action.action, plan, sellers, rows)
             outcome = await publish_action(self.settings, action, plan)
         except ActionRejected as exc:
-            return _api_error(422, "the action was not sent", exc.problems)
+            return _api_error(409 if exc.conflict else 422, "the action was not sent", exc.problems)
         answer = outcome.model_dump(mode="json")
         if outcome.failure is not None:
             answer["error"] = outcome.failure
@@ -828,7 +945,7 @@ class _Dashboard:
         if refused := self.refuse_reading(request, api=True):
             return refused
         try:
-            order_filter, _ = parse_filter(request.query_params)
+            order_filter, _ = parse_filter(request.query_params, self.zone(request))
         except BadQuery as exc:
             return _api_error(400, str(exc))
         personal: PersonalOpener | None = None
@@ -891,6 +1008,8 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
         Route("/api/dead-letters", d.api_dead_letters),
         Route("/api/dead-letters/actions", d.api_dead_letter_actions, methods=["POST"]),
         Route("/api/actions", d.api_actions, methods=["POST"]),
+        Route("/api/commands/{event_id}", d.api_command),
+        Route("/preferences/timezone", d.set_time_zone, methods=["POST"]),
         Route("/export.csv", d.export_csv),
         Route("/healthz", d.healthz),
         Route("/readyz", d.readyz),
@@ -900,6 +1019,15 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
     app.add_middleware(_SameOriginWrites)
     app.add_middleware(_SecurityHeaders)
     return app
+
+
+def _command_json(outcome: Any) -> dict[str, Any]:
+    return {
+        **outcome.model_dump(mode="json"),
+        "state": outcome.state,
+        "summary": outcome.summary(),
+        "counts": {state: outcome.count(state) for state in ("sent", "done", "failed")},
+    }
 
 
 class _PacedOrders:

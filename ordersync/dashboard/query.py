@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Literal, cast, get_args
 from urllib.parse import urlencode
 
@@ -110,19 +110,20 @@ def _choice(params: Mapping[str, str], name: str, choices: tuple[str, ...]) -> s
     return value
 
 
-def parse_time(name: str, value: str, *, end_of_day: bool) -> datetime:
+def parse_time(name: str, value: str, *, end_of_day: bool, tz: tzinfo = UTC) -> datetime:
     """A date (``2026-11-20``: the day's start; for ``until`` the next day's start, as the read model's
-    upper bound is exclusive and the day typed is meant whole) or an ISO time; times without an offset
-    are UTC."""
+    upper bound is exclusive and the day typed is meant whole) or an ISO time; dates and times without
+    an offset are in ``tz`` (the reader's time zone; UTC by default)."""
     try:
         if len(value) == 10:
             day = date.fromisoformat(value)
-            start = datetime.combine(day, time(0), tzinfo=UTC)
-            return start + timedelta(days=1) if end_of_day else start
+            if end_of_day:
+                day += timedelta(days=1)
+            return datetime.combine(day, time(0), tzinfo=tz)
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise BadQuery(f"{name}: {value!r} is not a date (YYYY-MM-DD) or an ISO 8601 time") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=tz)
 
 
 def _name(params: Mapping[str, str], name: str) -> str | None:
@@ -147,17 +148,23 @@ def _int(params: Mapping[str, str], name: str, default: int, low: int, high: int
     return number
 
 
-def parse_filter(params: Mapping[str, str]) -> tuple[OrderFilter, tuple[tuple[str, str], ...]]:
-    """The order filter of a query string, and its parameters as given."""
+def parse_filter(
+    params: Mapping[str, str], tz: tzinfo = UTC
+) -> tuple[OrderFilter, tuple[tuple[str, str], ...]]:
+    """The order filter of a query string, and its parameters as given; dates are days of ``tz``. A
+    reversed date range is refused (never swapped, never read as no range)."""
     status = _choice(params, "status", STATUSES)
     failed_stage = _choice(params, "failed_stage", FAILED_STAGES)
     deadline = _choice(params, "deadline", DEADLINES)
     easy_ship = _choice(params, "easy_ship", EASY_SHIP_STATES)
     since_raw, until_raw = _one(params, "since"), _one(params, "until")
-    since = parse_time("since", since_raw, end_of_day=False) if since_raw else None
-    until = parse_time("until", until_raw, end_of_day=True) if until_raw else None
+    since = parse_time("since", since_raw, end_of_day=False, tz=tz) if since_raw else None
+    until = parse_time("until", until_raw, end_of_day=True, tz=tz) if until_raw else None
     if since and until and since >= until:
-        raise BadQuery("since: the date range starts after it ends")
+        raise BadQuery(
+            f"since: the date range is reversed: From {since_raw} is after To {until_raw}; "
+            "swap them (no order is listed for a reversed range)"
+        )
     text = _one(params, "q")
     if len(text) > _MAX_TEXT:
         raise BadQuery(f"q: the search text is longer than {_MAX_TEXT} characters")
@@ -177,9 +184,9 @@ def parse_filter(params: Mapping[str, str]) -> tuple[OrderFilter, tuple[tuple[st
     return order_filter, raw
 
 
-def parse_grid_query(params: Mapping[str, str], settings: DashboardSettings) -> GridQuery:
+def parse_grid_query(params: Mapping[str, str], settings: DashboardSettings, tz: tzinfo = UTC) -> GridQuery:
     """The whole grid view of a query string; raises :class:`BadQuery` naming the bad parameter."""
-    order_filter, raw = parse_filter(params)
+    order_filter, raw = parse_filter(params, tz)
     sort = _choice(params, "sort", SORT_KEYS) or "purchase_date"
     direction = _choice(params, "dir", ("asc", "desc")) or ("asc" if sort == "amazon_order_id" else "desc")
     default_limit = settings.page_sizes[0] if settings.page_sizes else 50

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -759,6 +760,15 @@ def _demo_dashboard(pipeline: LocalPipeline, console: Console) -> RunningDashboa
     return dashboard
 
 
+def cli_exports(env: dict[str, str]) -> str:
+    """The ``export`` line a shell needs for ``ordersync status`` or ``orders ...`` to reach the demo's
+    Kafka, Redis (and key prefix), channels and simulated Amazon; no secret is in it."""
+    reach = ("KAFKA__BOOTSTRAP", "REDIS__URL", "REDIS__KEY_PREFIX", "CHANNELS_FILE", "AMAZON__ENDPOINT")
+    names = [f"ORDERSYNC_{name}" for name in (*reach, "AMAZON__LWA_ENDPOINT")]
+    values = {"ORDERSYNC_REDIS__KEY_PREFIX": DEFAULT_PREFIX, **env}
+    return "export " + " ".join(f"{name}={shlex.quote(values[name])}" for name in names)
+
+
 def run_demo(*, time_scale: float, seed: int, timeout_s: float, keep: bool = False) -> int:
     """Run the demo; returns the exit status (non-zero when any order is unaccounted for). ``keep``:
     leave everything running after the summary, to look around the dashboard, until Ctrl-C."""
@@ -785,6 +795,7 @@ def run_demo(*, time_scale: float, seed: int, timeout_s: float, keep: bool = Fal
     try:
         with console.status("starting the broker, Redis, the simulator and the stages..."):
             pipeline.start()
+        console.print(cli_exports(pipeline.env), markup=False, soft_wrap=True)
         dashboard = _demo_dashboard(pipeline, console)
         watcher = OutcomeWatcher(pipeline.settings())
         watcher.start()

@@ -159,8 +159,12 @@ def unknown_env_names(names: list[str]) -> dict[str, str | None]:
     real = [setting.name for setting in known]
     unknown: dict[str, str | None] = {}
     for name in names:
-        # ORDERSYNC_STATE_DIR is `ordersync dev up`'s state folder, read directly, not a setting.
-        if not name.upper().startswith(ENV_PREFIX) or name.upper() == "ORDERSYNC_STATE_DIR":
+        # ORDERSYNC_STATE_DIR is `ordersync dev up`'s state folder, read directly, not a setting;
+        # ORDERSYNC_DEBUG asks the CLI for tracebacks (ordersync.cli.main).
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() in (
+            "ORDERSYNC_STATE_DIR",
+            "ORDERSYNC_DEBUG",
+        ):
             continue
         if not is_setting_env_name(name, known):
             close = difflib.get_close_matches(name.upper(), real, n=1, cutoff=0.75)

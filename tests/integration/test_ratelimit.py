@@ -776,5 +776,5 @@ async def test_quota_status_command_shows_a_table_per_seller_and_operation(
     monkeypatch.setenv("ORDERSYNC_REDIS__URL", "redis://127.0.0.1:1/0")
     get_settings.cache_clear()
     result = await asyncio.to_thread(runner.invoke, quota_app, ["status"])
-    assert result.exit_code == 1
+    assert result.exit_code == 4  # Redis unreachable (ordersync.cli.common.ExitCode)
     assert "cannot be reached" in result.output

@@ -152,13 +152,13 @@ def test_replay_refuses_what_it_cannot_do(ordersync_env: dict[str, str], topics:
     assert "does not accept OrderImportFailed" in wrong_target.stderr
     assert _records(bootstrap, SHIPMENTS_REQUESTED.name, seller) == []
 
-    for args, expected in (
-        (("no.such.topic", "--from-offset", "0"), "not a catalogue topic"),
-        ((ORDERS_IMPORT_FAILED.name,), "--from-offset"),
-        ((ORDERS_IMPORT_FAILED.name, "--since", "last tuesday"), "ISO 8601"),
-        ((ORDERS_IMPORT_FAILED.name, "--from-offset", "0", "--filter", "seller_id"), "key=value"),
+    for args, expected, code in (  # 3: an unknown name, 2: bad input (ordersync.cli.common.ExitCode)
+        (("no.such.topic", "--from-offset", "0"), "not a catalogue topic", 3),
+        ((ORDERS_IMPORT_FAILED.name,), "--from-offset", 2),
+        ((ORDERS_IMPORT_FAILED.name, "--since", "last tuesday"), "ISO 8601", 2),
+        ((ORDERS_IMPORT_FAILED.name, "--from-offset", "0", "--filter", "seller_id"), "key=value", 2),
     ):
         refused = _cli(ordersync_env, "replay", *args)
-        assert refused.returncode == 2, refused.stdout
+        assert refused.returncode == code, refused.stdout
         assert expected in refused.stderr
     assert len(_records(bootstrap, ORDERS_IMPORT_FAILED.name, seller)) == 1

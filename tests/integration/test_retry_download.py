@@ -47,5 +47,5 @@ def test_retry_download_fetches_the_order_again_through_the_pipeline(tmp_path: P
             )
         )
         rejected = pipeline.cli_result("orders", "retry-download", "--channel", channel, "not-an-order-id")
-        assert rejected.returncode == 1
+        assert rejected.returncode == 2  # bad input (ordersync.cli.common.ExitCode)
         assert "amazon_order_ids" in rejected.stderr

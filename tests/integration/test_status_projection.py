@@ -236,7 +236,7 @@ def test_live_projection_then_rebuild_gives_the_same_model(
     assert detail["shipments"][0]["tracking_number"] == "1Z0000003"
     digits = f"{uuid.uuid4().int:040d}"  # an order id no test of the session used
     never_seen = f"{digits[:3]}-{digits[3:10]}-{digits[10:17]}"
-    assert _cli(env, "orders", "show", never_seen).returncode == 1
+    assert _cli(env, "orders", "show", never_seen).returncode == 3  # unknown (ExitCode.NOT_FOUND)
 
     exported = _cli(env, "export", "failed", "--since", "2026-01-01", "--stage", "write-back")
     assert exported.returncode == 0, exported.stderr

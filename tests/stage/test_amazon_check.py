@@ -92,11 +92,11 @@ def test_check_reports_auth_region_marketplaces_and_learned_limits(
 
 def test_check_fails_clearly_on_refused_credentials_and_foreign_marketplaces(configured: Path) -> None:
     code, output = run(configured, channel("bad-token", "v0", refresh_token="Atzr|wrong"))
-    assert code == 1
+    assert code == 6  # Amazon refused (ordersync.cli.common.ExitCode)
     assert "refused: invalid_grant" in output
     assert "FAILED" in output
     code, output = run(configured, channel("foreign", "v0", marketplaces=["A2EUQ1WTGCTBG2"]))
-    assert code == 1
+    assert code == 6
     assert "InvalidInput" in output
     assert "refused" in output
     code, output = run(
@@ -105,4 +105,4 @@ def test_check_fails_clearly_on_refused_credentials_and_foreign_marketplaces(con
     )
     assert code == 0
     result = CliRunner().invoke(amazon_app, ["check", "--channel", "unknown", "--local-quota"])
-    assert result.exit_code == 2
+    assert result.exit_code == 3  # an unknown name (ordersync.cli.common.ExitCode)

@@ -18,7 +18,8 @@ import redis.asyncio as aioredis
 from ordersync.clock import ManualClock
 from ordersync.consumers import status_projection
 from ordersync.consumers.status_projection import RETENTION_TASK, prune_read_model_once
-from ordersync.schemas.topics import ORDERS_ENRICHED
+from ordersync.schemas.events import OrderAcknowledgementResult
+from ordersync.schemas.topics import ORDERS_ACKNOWLEDGEMENT_RESULTS, ORDERS_ENRICHED
 from ordersync.settings import Settings
 from ordersync.state.readmodel import OrderFilter, ReadModel, SortKey, facts_of
 from ordersync.state.store import Store
@@ -46,7 +47,8 @@ RETENTION = timedelta(days=120)
 RECENT = "111-0000301-0000301"
 RECENT_OTHER = "222-0000302-0000302"
 #: Keys of the model that are about topics and accounts, not orders: a prune leaves them.
-_NOT_PER_ORDER = ("dlq:", "dlq-last", "sellers", "seller-channel", "skipped:", "tmp:")
+#: (``z:sku-names``: the search's SKU vocabulary, kept like the sellers.)
+_NOT_PER_ORDER = ("dlq:", "dlq-last", "sellers", "seller-channel", "skipped:", "tmp:", "z:sku-names")
 
 
 def recent_run() -> Recorded:
@@ -228,7 +230,7 @@ async def test_the_pruned_model_answers_as_one_that_never_saw_the_pruned_orders(
         await reference.reset()
 
 
-# An operator's command on OK folded while it is pruned, itself old (the order is still past the
+# An acknowledgement of OK folded while it is pruned, itself old (the order is still past the
 # retention after it, so only the check-and-set can keep the order): after the order's last update it
 # changes the row; before it, the row stays the same and only the facts count tells.
 @pytest.mark.parametrize(
@@ -242,7 +244,14 @@ async def test_an_order_that_folds_a_fact_while_it_is_pruned_stays(
     await _fold(model, events)
     late = RecordedRun()
     late.clock = fact_at
-    late.command("retry-writeback", OK)
+    # An acknowledgement result leaves the row as it was when it is older than the order's last
+    # update (a command would not: its outcome is kept with the row).
+    late.add(
+        ORDERS_ACKNOWLEDGEMENT_RESULTS.name,
+        OrderAcknowledgementResult(
+            channel=CHANNEL, amazon_order_id=OK, merchant_order_id="SO00000001", acknowledged=True
+        ),
+    )
     row_before = await redis_client.get((await model._space())("row", _member(SELLER, OK)))
     real_script = model._prune_script
 
@@ -254,7 +263,7 @@ async def test_an_order_that_folds_a_fact_while_it_is_pruned_stays(
     assert await model.prune(NOW - RETENTION) == 5
     kept = await model.order(SELLER, OK)
     assert kept is not None
-    assert "retry-writeback by ops" in [h["summary"] for h in kept.history]
+    assert "OrderAcknowledgementResult" in [h["event_type"] for h in kept.history]
     row_after = await redis_client.get((await model._space())("row", _member(SELLER, OK)))
     assert (row_after == row_before) is (fact_at < T0)
     assert await _traces(redis_client, model, _members_of(events) - {_member(SELLER, OK)}) == []

@@ -89,8 +89,8 @@ def test_the_key_store_fails_with_a_clear_message_and_exit_code(capsys: pytest.C
         raise exc
 
     for raised, code, said in (
-        (ConfigurationError("privacy: no key-encryption key"), 2, "no key-encryption key"),
-        (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), 1, "key store did not answer"),
+        (ConfigurationError("privacy: no key-encryption key"), 7, "no key-encryption key"),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), 8, "key store did not answer"),
     ):
         with pytest.raises(typer.Exit) as stopped:
             run_with_key_store(fails(raised))

@@ -1,11 +1,15 @@
-// ordersync dashboard: row selection, actions with the operator token, filters that apply on change,
-// and a status key that refreshes itself. No framework and nothing from another host: it runs offline
+// ordersync dashboard: row selection, actions with the operator token (enabled only where the orders'
+// states allow them, their outcome polled until the pipeline reports it), filters that apply on change,
+// keyboard use of the grid (/ search, j/k move, Enter open, x select), and a status key that refreshes
+// itself. No framework and nothing from another host: it runs offline
 // under the page's Content-Security-Policy (script-src 'self').
 "use strict";
 
 (function () {
   const TOKEN_KEY = "ordersync.operatorToken";
   const HEALTH_REFRESH_MS = 30000;
+  const OUTCOME_POLL_MS = 2000;
+  const OUTCOME_POLL_FOR_MS = 180000;
 
   function $(selector, root) { return (root || document).querySelector(selector); }
   function $all(selector, root) { return Array.from((root || document).querySelectorAll(selector)); }
@@ -39,6 +43,16 @@
     });
   }
 
+  // The actions each selected order's state allows (data-allowed, the server's rules).
+  function selectedAllowed() {
+    const detail = $("#order-detail");
+    if (detail) { return [(detail.dataset.allowed || "").split(" ")]; }
+    return $all("input.row-select:checked").map(function (box) {
+      const row = box.closest("tr");
+      return ((row && row.dataset.allowed) || "").split(" ");
+    });
+  }
+
   function updateSelection() {
     const count = selectedOrders().length;
     const label = $("#selection-count");
@@ -46,8 +60,15 @@
       label.textContent = count ? count + " selected" : "select orders to act on them";
     }
     const enabled = $("#actions") && $("#actions").dataset.enabled === "yes";
+    const allowed = selectedAllowed();
     for (const button of $all("button.action")) {
-      button.disabled = !enabled || count === 0;
+      const refusing = allowed.filter(function (list) { return list.indexOf(button.dataset.action) < 0; }).length;
+      button.disabled = !enabled || count === 0 || refusing > 0;
+      if (refusing && !$("#order-detail")) {
+        button.title = button.textContent.trim() + ": not allowed for " + refusing + " of the selected orders (their state)";
+      } else if (!$("#order-detail")) {
+        button.removeAttribute("title");
+      }
     }
     const all = $("#select-all");
     if (all) {
@@ -104,14 +125,20 @@
       let answer = {};
       try { answer = await response.json(); } catch (e) { answer = {}; }
       if (response.ok) {
-        const events = (answer.published || []).map(function (p) {
+        const published = answer.published || [];
+        const events = published.map(function (p) {
           return p.channel + ": " + p.amazon_order_ids.length + " order(s), event " + p.event_id;
         });
-        showResult("success", label + " sent for " + what + ". The grid shows the outcome once the pipeline has carried it out.", events);
-        for (const box of $all("input.row-select:checked")) { box.checked = false; }
+        showResult("success", label + " sent for " + what + ": waiting for the outcome…", events);
+        const box = $("#action-result");
+        if (box) { box.dataset.state = "sent"; }
+        for (const b of $all("input.row-select:checked")) { b.checked = false; }
+        followOutcome(label + " sent for " + what, published.map(function (p) { return p.event_id; }));
       } else if (response.status === 403) {
         sessionStorage.removeItem(TOKEN_KEY);
         showResult("error", label + " refused: " + (answer.error || "forbidden") + ". Nothing was sent.");
+      } else if (response.status === 409 || response.status === 422) {
+        showResult("error", label + " refused: " + (answer.error || response.statusText) + ". Nothing was sent.", answer.problems || []);
       } else {
         const sent = (answer.published || []).map(function (p) { return "sent: " + p.channel + " event " + p.event_id; });
         const notSent = (answer.not_sent || []).map(function (c) { return "not sent: " + c; });
@@ -122,6 +149,92 @@
       showResult("error", label + " failed: the dashboard did not answer (" + err + "). It may or may not have been sent; sending again is safe.");
     } finally {
       updateSelection();
+    }
+  }
+
+  // Poll the commands' outcomes (read back from the read model) until each is done or failed.
+  // ``sent``: "Retry Import sent for 3 orders", kept at the head of every message.
+  function followOutcome(sent, eventIds) {
+    if (!eventIds.length) { return; }
+    const started = Date.now();
+    async function poll() {
+      const outcomes = [];
+      for (const id of eventIds) {
+        try {
+          const response = await fetch("/api/commands/" + encodeURIComponent(id), { credentials: "same-origin" });
+          outcomes.push(response.ok ? await response.json() : { state: "sent", summary: "" });
+        } catch (e) {
+          outcomes.push({ state: "sent", summary: "" });
+        }
+      }
+      const open = outcomes.filter(function (o) { return o.state === "sent"; }).length;
+      const failed = outcomes.filter(function (o) { return o.state === "failed"; }).length;
+      const lines = outcomes.map(function (o) { return o.summary; }).filter(Boolean);
+      const box = $("#action-result");
+      if (open === 0) {
+        showResult(failed ? "error" : "success", sent + (failed ? ": failed, see the reasons below." :
+          ": done, every order reported."), lines);
+        if (box) { box.dataset.state = failed ? "failed" : "done"; }
+        return;
+      }
+      if (Date.now() - started > OUTCOME_POLL_FOR_MS) {
+        showResult("warning", sent + ": no outcome reported yet for every order. Tasks shows it when it comes.", lines);
+        return;
+      }
+      showResult("success", sent + ": waiting for the outcome…", lines);
+      if (box) { box.dataset.state = "sent"; }
+      window.setTimeout(poll, OUTCOME_POLL_MS);
+    }
+    window.setTimeout(poll, OUTCOME_POLL_MS / 2);
+  }
+
+  // --- keyboard ----------------------------------------------------------------------------------
+
+  function gridRows() { return $all("#orders tbody tr[data-order]"); }
+
+  function focusRow(index) {
+    const rows = gridRows();
+    if (!rows.length) { return; }
+    const row = rows[Math.max(0, Math.min(rows.length - 1, index))];
+    for (const r of rows) { r.classList.remove("focused"); }
+    row.classList.add("focused");
+    row.focus({ preventScroll: true });
+    row.scrollIntoView({ block: "nearest" });
+  }
+
+  function onKey(event) {
+    if (event.ctrlKey || event.metaKey || event.altKey) { return; }
+    const target = event.target;
+    const typing = target && (target.isContentEditable || /^(INPUT|SELECT|TEXTAREA)$/.test(target.tagName));
+    if (typing) {
+      if (event.key === "Escape") { target.blur(); }
+      return;
+    }
+    const rows = gridRows();
+    const current = rows.indexOf(document.activeElement && document.activeElement.closest ? document.activeElement.closest("tr[data-order]") : null);
+    if (event.key === "/") {
+      const search = $("#search");
+      if (search) {
+        event.preventDefault();
+        const box = $("#filters-box");
+        if (box) { box.open = true; }
+        search.focus();
+        search.select();
+      }
+    } else if (event.key === "j" || (event.key === "ArrowDown" && current >= 0)) {
+      if (!rows.length) { return; }
+      event.preventDefault();
+      focusRow(current < 0 ? 0 : current + 1);
+    } else if (event.key === "k" || (event.key === "ArrowUp" && current >= 0)) {
+      if (!rows.length) { return; }
+      event.preventDefault();
+      focusRow(current < 0 ? 0 : current - 1);
+    } else if (event.key === "Enter" && current >= 0) {
+      const link = $("td.order-id a", rows[current]);
+      if (link) { event.preventDefault(); window.location.href = link.getAttribute("href"); }
+    } else if (event.key === "x" && current >= 0) {
+      const box = $("input.row-select", rows[current]);
+      if (box) { event.preventDefault(); box.checked = !box.checked; updateSelection(); }
     }
   }
 
@@ -263,6 +376,12 @@
       $("#remember-token").checked = true;
     }
     updateSelection();
+    document.addEventListener("keydown", onKey);
+    // A phone shows the orders first: the filters fold away behind their toggle.
+    const filtersBox = $("#filters-box");
+    if (filtersBox && window.matchMedia("(max-width: 480px)").matches && !$("#query-error")) {
+      filtersBox.open = false;
+    }
     window.setInterval(refreshHealth, HEALTH_REFRESH_MS);
   });
 

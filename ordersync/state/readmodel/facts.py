@@ -418,6 +418,8 @@ class DeadLetterFact:
     original_type: str | None
     error_type: str
     error: str
+    #: The event id of the operator command dead-lettered (a dead letter of ``ops.commands``).
+    command_id: str | None = field(default=None, metadata={"stored": "cid", "added": True})
 
 
 FactData = (
@@ -833,6 +835,8 @@ def _dead_letter_facts(
         source = by_name(letter.source_topic)
     except KeyError:
         source = None
+    if source is not None and source.name == OPS_COMMANDS.name:
+        return _command_dead_letter_facts(topic, envelope, letter)
     if source is not None and source.key == "order":
         try:
             original = decode(letter.original_value(), source)
@@ -865,6 +869,36 @@ def _dead_letter_facts(
     )
     summary = f"dead-lettered by {letter.stage} ({letter.source_topic}): {letter.error}"
     return [(target, _fact(topic, envelope, data, summary))]
+
+
+def _command_dead_letter_facts(
+    topic: str, envelope: Envelope[Event], letter: EventDeadLettered
+) -> list[tuple[Target, Fact]]:
+    """A dead-lettered operator command: one fact for each order it named, so each order's command
+    shows as failed with the dead letter's error."""
+    try:
+        original = decode(letter.original_value(), OPS_COMMANDS)
+    except InvalidEvent:
+        return []
+    command = original.payload
+    if not isinstance(command, OperatorCommandIssued):
+        return []
+    data = DeadLetterFact(
+        channel=command.channel,
+        original=None,
+        stage="import",  # (not read: a command's dead letter fails the command, not the order)
+        source_topic=letter.source_topic,
+        source_partition=letter.source_partition,
+        source_offset=letter.source_offset,
+        processing_stage=letter.stage,
+        original_type=original.event_type,
+        error_type=letter.error_type,
+        error=letter.error,
+        command_id=str(original.event_id),
+    )
+    summary = f"{command.command} command dead-lettered by {letter.stage}: {letter.error}"
+    fact = _fact(topic, envelope, data, summary)
+    return [(Target(original.seller_id, order_id), fact) for order_id in command.amazon_order_ids]
 
 
 def _looks_like_order_id(value: str) -> bool:

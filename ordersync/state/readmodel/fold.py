@@ -10,6 +10,17 @@ records was dead-lettered and nothing later on that track succeeded;
 **Success** when imported without such a failure; **Pending** otherwise (downloaded, held as Pending).
 A later success supersedes an earlier failure of the same track (Retry Import that works: Success).
 
+Cancelled on Amazon: an order Amazon shows Canceled (or whose cancellation it accepted) that reached the
+write-back track (invoiced, a package requested, or a write-back failure) and has no package confirmed
+ends there: its write-back failures are settled (no longer active, so it leaves Failed and the "confirm
+by hand" export) and its write-back status is ``cancelled-on-amazon``, a final outcome.
+
+Operator commands: each command an order received is listed with its outcome as the facts after it tell:
+``sent`` until the stage that owns it reports, then ``done`` or ``failed`` with the reason (the next
+outcome of the command's track: Retry Import's import, Retry Download's download, Retry Write-back's
+write-back; Ignore is refused for an order imported before it; a command dead-lettered on
+``ops.commands`` failed with the dead letter's error).
+
 Deadlines: the row carries Amazon's latest ship date (``ship_by``), whether the order still awaits
 shipment (merchant-fulfilled, not cancelled or ignored, no package confirmed by any method), and whether
 ordersync's first confirmation of it (confirmShipment or feed: the methods whose time ordersync knows)
@@ -23,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from ordersync.schemas.topics import INVOICES_ISSUED
+from ordersync.schemas.topics import INVOICES_ISSUED, OPS_COMMANDS
 from ordersync.state.readmodel.facts import (
     DLQ_TRACK,
     AcknowledgementResultFact,
@@ -56,6 +67,12 @@ from ordersync.state.readmodel.rows import FAILED_STAGES, FailedStage, OrderRow,
 #: What a successful import-track event makes of the import status.
 IMPORT_OK = {"OrderImported": "imported", "OrderUpdated": "updated", "OrderCancelled": "cancelled"}
 _EPOCH = iso(datetime(1970, 1, 1, tzinfo=UTC))
+#: The write-back status of an order cancelled on Amazon whose write-back failed or never happened.
+CANCELLED_ON_AMAZON = "cancelled-on-amazon"
+#: Which operator commands an outcome of each kind settles.
+_IMPORT_COMMANDS = frozenset({"retry-import", "unignore"})
+_DOWNLOAD_COMMANDS = frozenset({"retry-download"})
+_WRITEBACK_COMMANDS = frozenset({"retry-writeback"})
 #: Confirmation methods by which ordersync itself told Amazon, at ``confirmed_at``; the others
 #: (amazon-label, easy-ship, already-confirmed) shipped through Amazon at a time ordersync does not know.
 CONFIRMED_BY_ORDERSYNC = frozenset({"confirmShipment", "feed"})
@@ -82,6 +99,9 @@ class Derived:
     history: list[dict[str, Any]] = field(default_factory=list)
     #: The Easy Ship package (slot, status, size, invoice, tracking, documents), None when not packed.
     easy_ship: dict[str, Any] | None = None
+    #: The operator commands the order received, oldest first: event id, command, operator, at, outcome
+    #: (sent, done, failed), reason, settled_at.
+    commands: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -129,6 +149,14 @@ class OrderState:
     stage_last: dict[str, tuple[str, dict[str, Any] | None]] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: The operator commands the order received, oldest first, each with its outcome so far.
+    commands: list[dict[str, Any]] = field(default_factory=list)
+
+    def settle(self, kinds: frozenset[str], at: str, failure: str | None) -> None:
+        """The commands of ``kinds`` sent before ``at`` and still open are done (or failed, why)."""
+        for command in self.commands:
+            if command["command"] in kinds and command["outcome"] == "sent" and command["at"] <= at:
+                command.update(outcome="failed" if failure else "done", reason=failure, settled_at=at)
 
     def outcome(self, track: str, at: str, error: dict[str, Any] | None) -> None:
         self.stage_last[track] = (at, error)
@@ -164,6 +192,7 @@ class OrderState:
         self.import_outcome = (IMPORT_OK[kind], at)
         self.first_import_ok_at = self.first_import_ok_at or at
         self.outcome("import", at, None)
+        self.settle(_IMPORT_COMMANDS, at, None)
 
 
 # --- one reducer per event type --------------------------------------------------------------------------
@@ -183,6 +212,7 @@ def _snapshot(state: OrderState, fact: Fact, data: OrderSnapshotFact) -> None:
 def _downloaded(state: OrderState, fact: Fact, data: DownloadedFact) -> None:
     _snapshot(state, fact, data)
     state.download_status = state.download_status or "downloaded"
+    state.settle(_DOWNLOAD_COMMANDS, fact.at, None)
 
 
 def _use_items(state: OrderState, version: str, items: Iterable[ItemFact]) -> None:
@@ -195,6 +225,7 @@ def _enriched(state: OrderState, fact: Fact, data: EnrichedFact) -> None:
     _snapshot(state, fact, data)
     state.download_status = "enriched"
     state.outcome("download", fact.at, None)
+    state.settle(_DOWNLOAD_COMMANDS, fact.at, None)
     _use_items(state, data.last_update_date, data.items)
 
 
@@ -233,7 +264,9 @@ def _import_failed(state: OrderState, fact: Fact, data: ImportFailedFact) -> Non
     if data.reason_code == "pending_no_prices":
         state.import_outcome = ("held", fact.at)
         state.outcome("import", fact.at, None)
+        state.settle(_IMPORT_COMMANDS, fact.at, f"held: {data.reason}")
         return
+    state.settle(_IMPORT_COMMANDS, fact.at, f"{data.reason_code}: {data.reason}")
     state.import_failures += 1
     state.import_outcome = ("failed", fact.at)
     error = {"stage": "import", "code": data.reason_code, "message": data.reason, "at": fact.at}
@@ -294,6 +327,7 @@ def _shipment_confirmed(state: OrderState, fact: Fact, data: ShipmentConfirmedFa
         state.first_own_confirmation = data.confirmed_at
     state.outcome("invoice", fact.at, None)
     state.outcome("shipment-request", fact.at, None)
+    state.settle(_WRITEBACK_COMMANDS, fact.at, None)
 
 
 def _shipment_failed(state: OrderState, fact: Fact, data: ShipmentFailedFact) -> None:
@@ -322,6 +356,7 @@ def _shipment_failed(state: OrderState, fact: Fact, data: ShipmentFailedFact) ->
             "attempts": data.attempts,
         }
     )
+    state.settle(_WRITEBACK_COMMANDS, fact.at, f"{data.error_code}: {data.error_message}")
 
 
 def _cancellation_requested(state: OrderState, fact: Fact, data: CancellationRequestedFact) -> None:
@@ -334,6 +369,7 @@ def _cancellation_result(state: OrderState, fact: Fact, data: CancellationResult
     state.cancellation = "accepted" if data.cancelled else "refused"
     if data.cancelled:
         state.outcome("cancellation", fact.at, None)
+        state.settle(_WRITEBACK_COMMANDS, fact.at, None)
         return
     error = {
         "stage": "write-back",
@@ -342,6 +378,7 @@ def _cancellation_result(state: OrderState, fact: Fact, data: CancellationResult
         "at": fact.at,
     }
     state.fail("cancellation", fact.at, error)
+    state.settle(_WRITEBACK_COMMANDS, fact.at, f"{error['code']}: {error['message']}")
 
 
 def _acknowledgement_result(state: OrderState, fact: Fact, data: AcknowledgementResultFact) -> None:
@@ -376,6 +413,7 @@ def _easy_ship(state: OrderState, fact: Fact, data: EasyShipFact) -> None:
             "failed_at": None,
         }
         state.outcome("easy-ship", fact.at, None)
+        state.settle(_WRITEBACK_COMMANDS, fact.at, None)
         return
     # A refusal keeps what an earlier scheduling said of the package, for the record.
     package = state.easy_ship if state.easy_ship is not None else {}
@@ -385,6 +423,7 @@ def _easy_ship(state: OrderState, fact: Fact, data: EasyShipFact) -> None:
     state.easy_ship = package
     error = {"stage": "write-back", "code": data.error_code, "message": data.error_message, "at": fact.at}
     state.fail("easy-ship", fact.at, error)
+    state.settle(_WRITEBACK_COMMANDS, fact.at, f"{data.error_code}: {data.error_message}")
 
 
 def _easy_ship_documents(state: OrderState, fact: Fact, data: EasyShipDocumentsFact) -> None:
@@ -418,12 +457,40 @@ def _easy_ship_documents(state: OrderState, fact: Fact, data: EasyShipDocumentsF
 
 def _command(state: OrderState, fact: Fact, data: CommandFact) -> None:
     state.seen(fact, data.channel)
+    entry: dict[str, Any] = {
+        "event_id": fact.event_id,
+        "command": data.command,
+        "operator": data.operator,
+        "at": fact.at,
+        "outcome": "sent",
+        "reason": None,
+        "settled_at": None,
+    }
+    state.commands.append(entry)
     if data.command in ("ignore", "unignore"):
         state.ignore_command = (data.command, fact.at)
+    if data.command == "ignore":
+        # The import stage refuses to ignore an order imported before (as _ignored reads it).
+        refused = "refused: already imported" if state.first_import_ok_at is not None else None
+        entry.update(outcome="failed" if refused else "done", reason=refused, settled_at=fact.at)
+    elif data.command == "unignore" and state.first_import_ok_at is not None:
+        entry.update(outcome="done", settled_at=fact.at)
+
+
+def _command_dead_lettered(state: OrderState, fact: Fact, data: DeadLetterFact) -> None:
+    """An operator command the stage could not carry out: failed, with the dead letter's error (the
+    order itself is not failed by it)."""
+    reason = f"dead-lettered by {data.processing_stage}: {data.error_type}: {data.error}"
+    for command in state.commands:
+        if command["event_id"] == data.command_id:
+            command.update(outcome="failed", reason=reason, settled_at=fact.at)
 
 
 def _dead_letter(state: OrderState, fact: Fact, data: DeadLetterFact) -> None:
     state.seen(fact, data.channel)
+    if data.source_topic == OPS_COMMANDS.name:
+        _command_dead_lettered(state, fact, data)
+        return
     # What the dead-lettered record said about the order (its items...) still describes it.
     original = data.original
     purchase_date = getattr(original, "purchase_date", None)
@@ -447,11 +514,16 @@ def _dead_letter(state: OrderState, fact: Fact, data: DeadLetterFact) -> None:
         "dead_lettered_by": data.processing_stage,
     }
     state.fail(DLQ_TRACK.get(data.source_topic, data.stage), fact.at, error)
+    reason = f"dead-lettered by {data.processing_stage}: {data.error_type}: {data.error}"
     if data.stage == "import":
         state.import_outcome = ("failed", fact.at)
         state.import_failures += 1
+        state.settle(_IMPORT_COMMANDS, fact.at, reason)
     elif data.stage == "download":
         state.download_status = "failed"
+        state.settle(_DOWNLOAD_COMMANDS, fact.at, reason)
+    else:
+        state.settle(_WRITEBACK_COMMANDS, fact.at, reason)
 
 
 _REDUCERS: dict[type, Callable[[OrderState, Fact, Any], None]] = {
@@ -489,7 +561,8 @@ def fold(facts: Iterable[Fact]) -> OrderState:
 def derive(seller_id: str, amazon_order_id: str, facts: Iterable[Fact]) -> Derived:
     """The order's row and detail from its facts: a pure function of the set of facts."""
     state = fold(facts)
-    active = _active_errors(state)
+    cancelled = _cancelled_on_amazon(state)
+    active = _active_errors(state, settle_write_back=cancelled)
     failed_stages = tuple(s for s in FAILED_STAGES if any(e["stage"] == s for e in active))
     ignored = _ignored(state)
     import_status = state.import_outcome[0] if state.import_outcome else None
@@ -519,7 +592,7 @@ def derive(seller_id: str, amazon_order_id: str, facts: Iterable[Fact]) -> Deriv
         download_status=state.download_status,
         import_status="ignored" if ignored and import_status is None else import_status,
         invoice_status=_invoice_status(state),
-        writeback_status=_writeback_status(state, failed_stages),
+        writeback_status=CANCELLED_ON_AMAZON if cancelled else _writeback_status(state, failed_stages),
         amazon_status=state.amazon_status,
         fulfillment_channel=state.fulfillment_channel,
         sales_order_code=state.sales_order_code,
@@ -541,12 +614,24 @@ def derive(seller_id: str, amazon_order_id: str, facts: Iterable[Fact]) -> Deriv
         errors=state.errors,
         history=state.history,
         easy_ship=_easy_ship_detail(state),
+        commands=state.commands,
     )
 
 
-def _active_errors(state: OrderState) -> list[dict[str, Any]]:
+def _cancelled_on_amazon(state: OrderState) -> bool:
+    """Amazon cancelled the order after it reached the write-back track (invoiced, a package requested
+    or a write-back failure) and no package of it was confirmed: its write-back is over, for good."""
+    if state.amazon_status != "Canceled" and state.cancellation != "accepted":
+        return False
+    if any(p.get("status") == "confirmed" for p in state.packages.values()):
+        return False
+    return bool(state.invoices or state.packages or any(e["stage"] == "write-back" for e in state.errors))
+
+
+def _active_errors(state: OrderState, *, settle_write_back: bool = False) -> list[dict[str, Any]]:
     """The errors still open, oldest first: each track's latest outcome when it failed, and each failed
-    package's latest failure; every error is marked ``active`` or not."""
+    package's latest failure; every error is marked ``active`` or not. With ``settle_write_back`` (the
+    order was cancelled on Amazon) no write-back failure is open any more: each is marked ``settled``."""
     active = [error for _, error in state.stage_last.values() if error is not None]
     active += [
         next(
@@ -557,6 +642,11 @@ def _active_errors(state: OrderState) -> list[dict[str, Any]]:
         for package in state.packages.values()
         if package.get("status") == "failed"
     ]
+    if settle_write_back:
+        for error in active:
+            if error["stage"] == "write-back":
+                error["settled"] = "cancelled on Amazon"
+        active = [e for e in active if e["stage"] != "write-back"]
     active.sort(key=lambda e: e["at"])
     active_ids = {id(e) for e in active}
     for error in state.errors:

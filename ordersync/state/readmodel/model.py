@@ -22,7 +22,11 @@ status, seller, channel, marketplace, SKU, failed stage and Easy Ship state
 ``z:await-ship`` holds only the orders awaiting shipment, scored by their ship-by date (the grid's
 at-risk / overdue filter is a score range of it, measured from the model's clock at query time, so the
 fold itself never reads a clock); ``s:confirmed:<seller>`` and ``s:late:<seller>`` hold the orders
-ordersync confirmed and those it confirmed after their ship-by date. An order member is
+ordersync confirmed and those it confirmed after their ship-by date. Search: ``z:sku-names`` holds every
+seller SKU folded once, as ``<lower case>\t<SKU>`` (score 0), so a case-insensitive substring search
+scans the SKU names (far fewer than the orders) and unions their ``s:sku:`` sets. Operator commands:
+``cmd:<event id>`` (hash order member -> that order's outcome of the command, JSON) and ``z:commands``
+(event ids by the command's time). An order member is
 ``amazon_order_id|seller_id``. Grid queries intersect the sets with the sort key's sorted set into a
 short-lived key (``ZINTERSTORE`` with weight 0 for the filters) and page with ``ZRANGE ... LIMIT``.
 """
@@ -60,6 +64,8 @@ from ordersync.state.readmodel.fold import Derived, derive
 from ordersync.state.readmodel.rows import (
     EASY_SHIP_STATES,
     OVERALL_STATUSES,
+    CommandOrder,
+    CommandOutcome,
     Deadline,
     DlqSize,
     EasyShipState,
@@ -70,6 +76,7 @@ from ordersync.state.readmodel.rows import (
     OverallStatus,
     ShipmentTimeliness,
     SortKey,
+    StatusCounts,
     TaskRow,
 )
 
@@ -77,6 +84,12 @@ log = logging.getLogger(__name__)
 
 #: A status sorts by this rank, then by purchase date (the score is rank * _RANK_SPAN + epoch seconds).
 _STATUS_RANK: dict[str, int] = {"Failed": 0, "Pending": 1, "Success": 2, "Ignored": 3}
+#: A search scans at most this many SKU names' matches, and this many order ids' matches.
+SEARCH_MAX_SKUS = 500
+SEARCH_MAX_IDS = 10_000
+#: The order-id part of a search: digits and dashes (an id, or a part of one).
+_ID_TEXT = frozenset("0123456789-")
+_ORDER_ID_LENGTH = 19
 _RANK_SPAN = 10_000_000_000
 #: DLQ growth is a live alert: records dead-lettered longer ago than this (a rebuild) notify nobody.
 DLQ_NOTIFY_WITHIN = timedelta(hours=24)
@@ -170,8 +183,9 @@ return found
 """
 # The prune's script. ARGV: generation, then per order: facts key, facts count read, row key, row read
 # ('' for none), the number of arguments that follow for it, then its commands as (argument count,
-# command, args...). An order is removed only if its facts count and row are still those read: a fact
-# folded meanwhile (the count is the order's version) or a row rewritten keeps it.
+# command, args...); ZREM-IF-GONE (sorted set, hash, member) removes the member once the hash is gone.
+# An order is removed only if its facts count and row are still those read: a fact folded meanwhile
+# (the count is the order's version) or a row rewritten keeps it.
 _PRUNE = """
 if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
 local removed, i = 0, 2
@@ -182,7 +196,12 @@ while i <= #ARGV do
     local j = i + 5
     while j <= last do
       local n = tonumber(ARGV[j])
-      redis.call(unpack(ARGV, j + 1, j + n))
+      if ARGV[j + 1] == 'ZREM-IF-GONE' then
+        -- (sorted set, hash, member): the member leaves the sorted set once the hash is gone
+        if redis.call('EXISTS', ARGV[j + 3]) == 0 then redis.call('ZREM', ARGV[j + 2], ARGV[j + 4]) end
+      else
+        redis.call(unpack(ARGV, j + 1, j + n))
+      end
       j = j + n + 1
     end
     removed = removed + 1
@@ -191,6 +210,70 @@ while i <= #ARGV do
 end
 return removed
 """
+
+# The search: the orders whose SKU or id contains a text, into KEYS[3] (a sorted set, score 0).
+# KEYS: z:sku-names, z:id, destination. ARGV: the SKU names' glob ('' for none), the ids' glob ('' for
+# none), the prefix of the SKU sets' keys, the most SKU names and the most ids, the exact SKU's set key,
+# the ids' prefix ('' for none: its index range, no scan).
+# Bounded: the SKU names are one entry per SKU; the ids' scan reads z:id (one entry per order) and is
+# only asked for a text of digits and dashes. Returns {SKU names matched, ids matched, truncated (0/1)}.
+_SEARCH = """
+local dest = KEYS[3]
+local truncated = 0
+local sets = {ARGV[6]}
+if ARGV[1] ~= '' then
+  local cursor = '0'
+  repeat
+    local reply = redis.call('ZSCAN', KEYS[1], cursor, 'MATCH', ARGV[1], 'COUNT', 1000)
+    cursor = reply[1]
+    for i = 1, #reply[2], 2 do
+      if #sets > tonumber(ARGV[4]) then truncated = 1 break end
+      local name = reply[2][i]
+      sets[#sets + 1] = ARGV[3] .. string.sub(name, string.find(name, '\t', 1, true) + 1)
+    end
+  until cursor == '0' or truncated == 1
+end
+local ids = 0
+redis.call('DEL', dest)
+if ARGV[7] ~= '' then
+  -- an id or the start of one: its range of z:id (every member scores 0, so lex order is id order)
+  local found = redis.call('ZRANGE', KEYS[2], '[' .. ARGV[7], '[' .. ARGV[7] .. '~', 'BYLEX', 'LIMIT', 0,
+                           tonumber(ARGV[5]))
+  for i = 1, #found, 1000 do
+    local batch = {}
+    for j = i, math.min(i + 999, #found) do
+      batch[#batch + 1] = 0
+      batch[#batch + 1] = found[j]
+    end
+    redis.call('ZADD', dest, unpack(batch))
+  end
+  ids = #found
+end
+if ARGV[2] ~= '' then
+  local cursor = '0'
+  local batch = {}
+  repeat
+    local reply = redis.call('ZSCAN', KEYS[2], cursor, 'MATCH', ARGV[2], 'COUNT', 1000)
+    cursor = reply[1]
+    for i = 1, #reply[2], 2 do
+      if ids >= tonumber(ARGV[5]) then truncated = 1 break end
+      batch[#batch + 1] = 0
+      batch[#batch + 1] = reply[2][i]
+      ids = ids + 1
+      if #batch >= 1000 then redis.call('ZADD', dest, unpack(batch)) batch = {} end
+    end
+  until cursor == '0' or truncated == 1
+  if #batch > 0 then redis.call('ZADD', dest, unpack(batch)) end
+end
+redis.call('ZUNIONSTORE', dest, #sets + 1, dest, unpack(sets))
+return {#sets - 1, ids, truncated}
+"""
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by Redis' glob (MATCH)."""
+    return "".join("\\" + c if c in "\\*?[]" else c for c in text)
+
 
 #: The walk is used while it should visit at most this many orders, or the filter's size if larger.
 _WALK_MIN_VISITS = 5000
@@ -320,6 +403,75 @@ def _filter_sets(space: _Space, filter: OrderFilter) -> list[str]:
     ]
 
 
+def _command_entries(row: OrderRow, commands: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The order's commands as stored with its row and in each command's hash."""
+    return [
+        {
+            "event_id": c["event_id"],
+            "command": c["command"],
+            "channel": row.channel,
+            "operator": c.get("operator"),
+            "at": c["at"],
+            "outcome": c["outcome"],
+            "reason": c.get("reason"),
+            "settled_at": c.get("settled_at"),
+        }
+        for c in commands
+    ]
+
+
+def _command_outcome(event_id: str, raw: dict[str, str]) -> CommandOutcome:
+    entries = sorted(((member, json.loads(value)) for member, value in raw.items()), key=lambda e: e[0])
+    orders = []
+    for member, entry in entries:
+        seller, order_id = _split_member(member)
+        orders.append(
+            CommandOrder(
+                seller_id=seller,
+                amazon_order_id=order_id,
+                outcome=entry["outcome"],
+                reason=entry.get("reason"),
+                settled_at=parse_iso(entry.get("settled_at")),
+            )
+        )
+    first = entries[0][1] if entries else {}
+    return CommandOutcome(
+        event_id=event_id,
+        command=first.get("command"),
+        channel=first.get("channel"),
+        operator=first.get("operator"),
+        at=parse_iso(first.get("at")),
+        orders=tuple(orders),
+    )
+
+
+def _write_search_and_commands(
+    writes: _Writes,
+    *,
+    space: _Space,
+    member: str,
+    row: OrderRow,
+    old_sets: set[str],
+    commands: list[dict[str, Any]],
+    old_raw: str | None,
+) -> None:
+    """The SKU names a new SKU of the order adds to the search, and each command of the order whose
+    outcome changed, into its command hash and ``z:commands``."""
+    for sku in sorted(row.skus):
+        if space("s", "sku", sku) not in old_sets:
+            writes.add("ZADD", space("z", "sku-names"), "0", f"{sku.lower()}\t{sku}")
+    old_commands = {c["event_id"]: c for c in json.loads(old_raw).get("commands", ())} if old_raw else {}
+    for command in commands:
+        if old_commands.get(command["event_id"]) != command:
+            writes.add("HSET", space("cmd", command["event_id"]), member, json.dumps(command))
+            writes.add(
+                "ZADD",
+                space("z", "commands"),
+                repr(_epoch(parse_iso(command["at"]))),
+                command["event_id"],
+            )
+
+
 def _loaded_facts(raw: dict[str, str]) -> list[Fact]:
     return [decode_fact(event_id, value) for event_id, value in raw.items()]
 
@@ -361,6 +513,7 @@ class ReadModel:
         self._write_order = redis.register_script(_WRITE_ORDER)
         self._walk_script = redis.register_script(_WALK)
         self._prune_script = redis.register_script(_PRUNE)
+        self._search_script = redis.register_script(_SEARCH)
 
     async def _space(self, client: Any = None) -> _Space:
         generation = await (client or self.redis).get(self._generation_key)
@@ -478,10 +631,15 @@ class ReadModel:
     ) -> None:
         """Write the row and the index entries that changed (all of them for a new row)."""
         row = derived.row
-        encoded = json.dumps(
-            {"row": row.model_dump(mode="json"), "failed_stages": list(derived.failed_stages)},
-            separators=(",", ":"),
-        )
+        stored: dict[str, Any] = {
+            "row": row.model_dump(mode="json"),
+            "failed_stages": list(derived.failed_stages),
+        }
+        commands = _command_entries(row, derived.commands)
+        if commands:
+            # (Only orders that received a command carry them: every other stored row stays the same.)
+            stored["commands"] = commands
+        encoded = json.dumps(stored, separators=(",", ":"))
         if encoded == old_raw:
             return
         new_sets = space.index_sets(row, derived.failed_stages)
@@ -495,6 +653,9 @@ class ReadModel:
             writes.add("SREM", key, member)
         for key in sorted(new_sets - old_sets):
             writes.add("SADD", key, member)
+        _write_search_and_commands(
+            writes, space=space, member=member, row=row, old_sets=old_sets, commands=commands, old_raw=old_raw
+        )
         for name in sorted(old_scores.keys() - new_scores.keys()):
             writes.add("ZREM", space("z", name), member)
         for name, score in new_scores.items():
@@ -612,6 +773,15 @@ class ReadModel:
         writes = _Writes()
         writes.add("UNLINK", space("facts", member), space("row", member))
         if raw_row:
+            for command in json.loads(raw_row).get("commands", ()):
+                writes.add("HDEL", space("cmd", command["event_id"]), member)
+                # A command of pruned orders only leaves the list of commands with its last order.
+                writes.add(
+                    "ZREM-IF-GONE",
+                    space("z", "commands"),
+                    space("cmd", command["event_id"]),
+                    command["event_id"],
+                )
             _, sets, scores = _stored_indexes(space, raw_row)
             for key in sorted(sets):
                 writes.add("SREM", key, member)
@@ -655,10 +825,8 @@ class ReadModel:
             filters.append(by_deadline)
         text = (filter.text or "").strip()
         if text:
-            by_id, by_text = temp(), temp()
-            # Order ids are digits and dashes: "~" sorts after all of them, closing the prefix range.
-            pipe.zrangestore(by_id, space("z", "id"), f"[{text}", f"[{text}~", bylex=True)
-            pipe.zunionstore(by_text, {by_id: 0, space("s", "sku", text): 0})
+            by_text = temp()
+            await self._search(space, text, by_text)
             filters.append(by_text)
         score_range: tuple[float, str] | None = None
         low = _epoch(filter.since) if filter.since else float("-inf")
@@ -680,6 +848,35 @@ class ReadModel:
         if len(pipe):
             await pipe.execute()
         return source, score_range, temps
+
+    async def _search(self, space: _Space, text: str, destination: str) -> tuple[int, int, bool]:
+        """The orders a search text finds, into ``destination`` (score 0): those with a seller SKU
+        containing it in any case (a scan of the SKU names, one per SKU, at most
+        :data:`SEARCH_MAX_SKUS` of them, and the SKU exactly as typed), and, for a text of digits and
+        dashes, those whose id contains it (a scan of the order ids, at most :data:`SEARCH_MAX_IDS`
+        found), and those whose id starts with it (its index range: a whole id needs no scan). Returns
+        (SKUs, ids, truncated)."""
+        lowered = text.lower()
+        id_glob = ""
+        if set(text) <= _ID_TEXT and len(text) < _ORDER_ID_LENGTH:
+            id_glob = f"*{_glob_escape(text)}*|*"
+        found = await self._search_script(
+            keys=[space("z", "sku-names"), space("z", "id"), destination],
+            args=[
+                f"*{_glob_escape(lowered)}*\t*",
+                id_glob,
+                space("s", "sku", ""),
+                SEARCH_MAX_SKUS,
+                SEARCH_MAX_IDS,
+                space("s", "sku", text),
+                # Order ids are digits and dashes: "~" sorts after all of them, closing the prefix range.
+                text,
+            ],
+        )
+        skus, ids, truncated = (int(n) for n in found)
+        if truncated:
+            log.info("search %r: stopped at %d SKUs and %d order ids", text[:40], skus, ids)
+        return skus, ids, bool(truncated)
 
     async def orders(
         self,
@@ -772,6 +969,19 @@ class ReadModel:
         raws = cast(list[str | None], await self.redis.mget([space("row", m) for m in members]))
         return [OrderRow.model_validate(json.loads(raw)["row"]) for raw in raws if raw]
 
+    async def rows_of(self, orders: Iterable[tuple[str, str]]) -> dict[tuple[str, str], OrderRow]:
+        """The rows of (seller id, order id) pairs, in one round trip; orders never seen are left out."""
+        wanted = list(dict.fromkeys(orders))
+        if not wanted:
+            return {}
+        space = await self._space()
+        raws = cast(list[str | None], await self.redis.mget([space("row", _member(s, o)) for s, o in wanted]))
+        return {
+            pair: OrderRow.model_validate(json.loads(raw)["row"])
+            for pair, raw in zip(wanted, raws, strict=True)
+            if raw
+        }
+
     async def order(self, seller_id: str, amazon_order_id: str) -> OrderDetail | None:
         """One order with its lines, packages, errors and history; None when never seen."""
         return await self._order(await self._space(), _member(seller_id, amazon_order_id))
@@ -793,6 +1003,7 @@ class ReadModel:
             errors=tuple(derived.errors),
             history=tuple(derived.history),
             easy_ship=derived.easy_ship,
+            commands=tuple(derived.commands),
         )
 
     async def find(self, amazon_order_id: str, channel: str | None = None) -> list[OrderDetail]:
@@ -857,6 +1068,65 @@ class ReadModel:
                 pipe.sintercard(2, [space("s", "status", status), space("s", "channel", channel)])
         results = await pipe.execute()
         return {status: int(n) for status, n in zip(OVERALL_STATUSES, results, strict=True)}
+
+    async def status_counts(self) -> StatusCounts:
+        """Orders per overall status in all, per account (channel and seller, as :meth:`sellers`) and
+        of no known account: the one count the grid, the status key and ``ordersync status`` show (the
+        status sets the grid's status filter reads, so they always agree)."""
+        space = await self._space()
+        accounts = await self.sellers()
+        pipe = self.redis.pipeline(transaction=False)
+        for status in OVERALL_STATUSES:
+            pipe.scard(space("s", "status", status))
+        for channel, seller in accounts:
+            for status in OVERALL_STATUSES:
+                pipe.sintercard(
+                    3,
+                    [
+                        space("s", "status", status),
+                        space("s", "seller", seller),
+                        space("s", "channel", channel),
+                    ],
+                )
+        results = [int(n) for n in await pipe.execute()]
+        width = len(OVERALL_STATUSES)
+        total = dict(zip(OVERALL_STATUSES, results[:width], strict=True))
+        per_account: list[tuple[str, str, dict[OverallStatus, int]]] = []
+        unattributed = dict(total)
+        for i, (channel, seller) in enumerate(accounts):
+            counts = dict(zip(OVERALL_STATUSES, results[width * (i + 1) : width * (i + 2)], strict=True))
+            per_account.append((channel, seller, counts))
+            for status, n in counts.items():
+                unattributed[status] -= n
+        return StatusCounts(total=total, accounts=tuple(per_account), unattributed=unattributed)
+
+    async def command(self, event_id: str) -> CommandOutcome:
+        """An operator command's outcome per order, as folded so far (no order yet: not folded yet)."""
+        space = await self._space()
+        raw = cast(dict[str, str], await self.redis.hgetall(space("cmd", event_id)))
+        return _command_outcome(event_id, raw)
+
+    async def recent_commands(self, limit: int = 20) -> list[CommandOutcome]:
+        """The latest operator commands folded, newest first, each with its orders' outcomes."""
+        space = await self._space()
+        ids = cast(
+            list[str], await self.redis.zrange(space("z", "commands"), 0, max(0, limit - 1), desc=True)
+        )
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for event_id in ids:
+            pipe.hgetall(space("cmd", event_id))
+        found: list[CommandOutcome] = []
+        gone: list[str] = []
+        for event_id, raw in zip(ids, await pipe.execute(), strict=True):
+            if raw:
+                found.append(_command_outcome(event_id, cast(dict[str, str], raw)))
+            else:
+                gone.append(event_id)  # every order of it was pruned
+        if gone:
+            await self.redis.zrem(space("z", "commands"), *gone)
+        return found
 
     async def shipment_timeliness(self) -> list[ShipmentTimeliness]:
         """Per account the model has seen: orders ordersync confirmed and those confirmed late, and the

@@ -39,7 +39,7 @@ class OrderFilter(_Frozen):
     seller_id: str | None = None
     channel: str | None = None
     marketplace_id: str | None = None
-    #: An order id (exact or prefix) or a seller SKU (exact).
+    #: Part of an order id or of a seller SKU, in any case (:meth:`ReadModel.orders` says how it is found).
     text: str | None = None
     failed_stage: FailedStage | None = None
     #: Awaiting shipment and the latest ship date near (``at-risk``: within the model's lead time) or
@@ -109,6 +109,91 @@ class OrderDetail(_Frozen):
     #: size and who gave it, invoice, tracking, the refusal; its stored documents (types, location,
     #: size, stored_at) and the documents' open refusal. None for an order not packed for Easy Ship.
     easy_ship: dict[str, Any] | None = None
+    #: The operator commands the order received, oldest first, with their outcome: event_id, command,
+    #: operator, at, outcome ("sent", "done", "failed"), reason, settled_at.
+    commands: tuple[dict[str, Any], ...] = ()
+
+
+CommandState = Literal["sent", "done", "failed"]
+
+
+class CommandOrder(_Frozen):
+    """One order of an operator command, and what became of it."""
+
+    seller_id: str
+    amazon_order_id: str
+    outcome: CommandState
+    reason: str | None = None
+    settled_at: datetime | None = None
+
+
+class CommandOutcome(_Frozen):
+    """An operator command as the read model has folded it: each order's outcome, from the facts that
+    followed the command (never from what was sent). ``orders`` is empty while the projection has not
+    folded the command yet."""
+
+    event_id: str
+    command: str | None = None
+    channel: str | None = None
+    operator: str | None = None
+    at: datetime | None = None
+    orders: tuple[CommandOrder, ...] = ()
+
+    def count(self, outcome: CommandState) -> int:
+        return sum(1 for o in self.orders if o.outcome == outcome)
+
+    @property
+    def state(self) -> CommandState:
+        """``sent`` while any order is open (or none was folded yet), else ``failed`` when any failed."""
+        if not self.orders or self.count("sent"):
+            return "sent"
+        return "failed" if self.count("failed") else "done"
+
+    def reasons(self) -> list[str]:
+        """The distinct failure reasons, most frequent first."""
+        seen: dict[str, int] = {}
+        for order in self.orders:
+            if order.outcome == "failed" and order.reason:
+                seen[order.reason] = seen.get(order.reason, 0) + 1
+        return sorted(seen, key=lambda r: -seen[r])
+
+    def summary(self) -> str:
+        """``retry-import: 0 of 8 orders imported again, 8 failed again (reason)``: counted from the
+        outcomes folded, never from what was sent."""
+        name = self.command or "command"
+        if not self.orders:
+            return f"{name}: sent, not yet seen by the pipeline"
+        total = len(self.orders)
+        done, failed, open_ = self.count("done"), self.count("failed"), self.count("sent")
+        verb = _DONE_WORDS.get(name, "done")
+        again = " again" if name.startswith("retry-") else ""
+        parts = [f"{done} of {total} order{'' if total == 1 else 's'} {verb}"]
+        if failed:
+            reasons = self.reasons()
+            why = f" ({'; '.join(reasons[:3])}{'; ...' if len(reasons) > 3 else ''})" if reasons else ""
+            parts.append(f"{failed} failed{again}{why}")
+        if open_:
+            parts.append(f"{open_} awaiting an outcome")
+        return f"{name}: " + ", ".join(parts)
+
+
+_DONE_WORDS = {
+    "retry-import": "imported again",
+    "retry-download": "downloaded again",
+    "retry-writeback": "written back again",
+    "ignore": "ignored",
+    "unignore": "un-ignored",
+}
+
+
+class StatusCounts(_Frozen):
+    """Orders per overall status: in all (the grid's and the status key's numbers, ``ordersync
+    status``'s total), per account, and those of no known account (rows without a channel yet, e.g.
+    known only from a dead letter). The accounts and the unattributed add up to the total."""
+
+    total: dict[OverallStatus, int]
+    accounts: tuple[tuple[str, str, dict[OverallStatus, int]], ...] = ()
+    unattributed: dict[OverallStatus, int] = {}
 
 
 class OrdersPage(_Frozen):
