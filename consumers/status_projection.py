@@ -46,6 +46,7 @@ from typing import Any
 import faust
 
 from ordersync.errors import InvalidEvent
+from ordersync.ops.alerts import run_alerts
 from ordersync.pipeline.runtime import StageRuntime
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.topics import TopicSpec
@@ -247,6 +248,13 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
     async def retention() -> None:
         await runtime.start()
         await retain_read_model(runtime, projection.model)
+
+    if runtime.settings.alerts.enabled:
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def alerts() -> None:
+            await runtime.start()
+            await run_alerts(runtime.settings, runtime.store.redis, runtime.channels.channels, runtime.owner)
 
     for spec in FOLDED_TOPICS:
         _fold_agent(app, runtime, projection, spec)

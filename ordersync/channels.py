@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -75,6 +76,9 @@ class LwaCredentials(_Frozen):
     client_id: SecretRef
     client_secret: SecretRef
     refresh_token: SecretRef
+    #: When the LWA client secret expires (Amazon makes applications rotate it): an alert warns
+    #: ``alerts.credentials_warn_days`` before.
+    client_secret_expires_at: date | None = None
 
 
 class UsagePlan(_Frozen):

@@ -504,6 +504,9 @@ class StageSettings(_Frozen):
         " topic; those of one key always one after another, in their order. 1: one record at a time.",
     )
     web_port: int | None = Field(None, description="Port of the stage's /metrics and health endpoints.")
+    heartbeat_s: float = Field(
+        15.0, gt=0, description="How often each stage worker records that it is alive (wall seconds)."
+    )
     generation_check_s: float = Field(
         10.0,
         gt=0,
@@ -659,6 +662,44 @@ def _default_dashboard_page_sizes() -> tuple[int, ...]:
     return (50, 100, 500)
 
 
+class AlertSettings(_Frozen):
+    """Alerts that reach people: rules evaluated by the status-projection stage every ``interval_s`` on
+    what the stages record in Redis (API status, feeds FATAL, dead letters, orders at risk of shipping
+    late, stage heartbeats, credentials nearing expiry), delivered to the dashboard's notifications and,
+    where configured, to webhooks (Slack-compatible) and by e-mail; acknowledged or snoozed by people."""
+
+    enabled: bool = Field(True, description="Evaluate the alert rules.")
+    interval_s: float = Field(30.0, gt=0, description="How often the rules are evaluated (wall seconds).")
+    repeat_s: float = Field(
+        4 * 3600.0,
+        ge=0,
+        description="A firing alert nobody acknowledged is delivered again this often (0: never again).",
+    )
+    webhook_urls: tuple[SecretStr, ...] = Field(
+        (),
+        description='Webhooks each alert is POSTed to as JSON ({"text": ..., "alert": {...}}: Slack\'s'
+        " incoming webhooks read the text). Secret: such URLs carry their token.",
+    )
+    smtp_host: str | None = Field(None, description="SMTP server for e-mail alerts; unset: no e-mail.")
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_starttls: bool = Field(True, description="Upgrade the SMTP connection with STARTTLS.")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    email_from: str = Field("ordersync@localhost", description="Sender of alert e-mails.")
+    email_to: tuple[str, ...] = Field((), description="Recipients of alert e-mails.")
+    dashboard_url: str | None = Field(None, description="The dashboard's address, linked from alerts.")
+    stage_silent_s: float = Field(
+        120.0, gt=0, description="A stage worker whose heartbeat is older than this is not reporting."
+    )
+    dead_letters_window_s: float = Field(
+        3600.0, gt=0, description="Dead letters added within this window raise 'dead letters growing'."
+    )
+    credentials_warn_days: int = Field(
+        30, ge=0, description="Warn this many days before a channel's LWA client secret expires."
+    )
+    send_timeout_s: float = Field(10.0, gt=0, description="A webhook or SMTP delivery gives up after this.")
+
+
 class DashboardSettings(_Frozen):
     """``ordersync dashboard``: the operators' web page and its JSON API."""
 
@@ -711,6 +752,7 @@ class Settings(BaseSettings):
     documents: DocumentSettings = DocumentSettings()
     status_model: StatusModelSettings = StatusModelSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    alerts: AlertSettings = AlertSettings()
     channels_file: Path = Field(Path("channels.yaml"), description="YAML file declaring the channels.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = Field(False, description="One JSON object per log line.")

@@ -60,6 +60,7 @@ COMMANDS: dict[str, Entry] = {
         "notifications_app",
         "Amazon's ORDER_CHANGE notifications: subscribe channels.",
     ),
+    "alerts": Entry("ordersync.cli.alerts", "alerts_app", "Alerts firing now; acknowledge or snooze one."),
     "privacy": Entry("ordersync.cli.privacy", "privacy_app", "Buyers' personal data: its keys."),
     "settings": Entry(
         "ordersync.cli.settings", "settings_app", "Every setting as an environment variable; check them."

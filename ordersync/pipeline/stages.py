@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
+import socket
+from datetime import UTC, datetime
+from functools import partial
 from typing import Protocol
 
 import faust
@@ -13,6 +17,7 @@ from ordersync.errors import ConfigurationError
 from ordersync.kafka.faust_app import make_app
 from ordersync.pipeline.runtime import StageRuntime
 from ordersync.settings import Settings
+from ordersync.state.heartbeats import record_heartbeat
 
 #: Stage name -> the module that registers its agents and tasks on a faust app.
 STAGES: dict[str, str] = {
@@ -47,6 +52,21 @@ def check_privacy(settings: Settings, channels: ChannelsFile) -> None:
         )
 
 
+def register_heartbeat(app: faust.App, runtime: StageRuntime) -> None:
+    """Every ``stage.heartbeat_s`` the worker records that it is alive (the alerts' "stage not
+    reporting", the dashboard's infrastructure health)."""
+    worker = f"{runtime.stage}|{runtime.settings.stage.worker_id or socket.gethostname()}"
+    prefix = runtime.settings.redis.key_prefix
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def heartbeat() -> None:
+        await runtime.start()
+        while True:
+            beat = partial(record_heartbeat, runtime.store.redis, prefix, worker, datetime.now(UTC))
+            await runtime.survive("heartbeat", beat)
+            await asyncio.sleep(runtime.settings.stage.heartbeat_s)
+
+
 def build_stage(name: str, settings: Settings) -> tuple[faust.App, StageRuntime]:
     if name not in STAGES:
         raise KeyError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
@@ -55,6 +75,7 @@ def build_stage(name: str, settings: Settings) -> tuple[faust.App, StageRuntime]
     runtime = StageRuntime(name, settings, app)
     check_privacy(settings, runtime.channels)
     module.register(app, runtime)
+    register_heartbeat(app, runtime)
     if getattr(module, "PARKS_RECORDS", True):
         runtime.register_redrive(app)
     return app, runtime

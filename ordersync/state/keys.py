@@ -543,6 +543,41 @@ NOTIFICATION_DEDUPE = KeyFamily(
     "notification dedupe window",
     "set while a notification of the same cause is not repeated",
 )
+HEARTBEATS = KeyFamily(
+    "heartbeats",
+    (),
+    "hash",
+    "every stage worker",
+    "none",
+    "each stage worker's last heartbeat: <stage>|<worker> -> when (wall clock), for 'stage not reporting'",
+)
+ALERTS = KeyFamily(
+    "alerts",
+    ("active",),
+    "hash",
+    "status-projection (alerts)",
+    "none",
+    "firing, acknowledged or snoozed alerts: fingerprint -> the alert and who acted on it",
+)
+ALERTS_HISTORY = KeyFamily(
+    "alerts",
+    ("history",),
+    "list",
+    "status-projection (alerts)",
+    "none (capped)",
+    "resolved alerts, newest first",
+)
+ALERTS_BASELINE = KeyFamily(
+    "alerts",
+    ("baseline",),
+    "hash",
+    "status-projection (alerts)",
+    "none",
+    "what the alert rules last saw: dead letters per topic and when each last grew",
+)
+ALERTS_LOCK = KeyFamily(
+    "alerts", ("lock",), "string", "status-projection (alerts)", "lock TTL", "one worker evaluates at a time"
+)
 DLQ_REPLAYED = KeyFamily(
     "dlq-replayed",
     ("<dlq_topic>",),
@@ -628,6 +663,11 @@ CATALOGUE: tuple[KeyFamily, ...] = (
     PARKED,
     TASK,
     TASKS,
+    HEARTBEATS,
+    ALERTS,
+    ALERTS_HISTORY,
+    ALERTS_BASELINE,
+    ALERTS_LOCK,
     HEALTH_ACCOUNT,
     HEALTH_ACCOUNTS,
     NOTIFICATIONS,
