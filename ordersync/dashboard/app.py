@@ -91,12 +91,14 @@ from ordersync.dashboard.query import (
 from ordersync.documents import PDF, DocumentNotFound, document_store
 from ordersync.errors import ConfigurationError
 from ordersync.logs import remember_secrets
+from ordersync.ops.alerts import AlertBook
 from ordersync.ops.replay import ReplayLedger, dead_letter_topics
 from ordersync.privacy.keyring import KeyRing, open_key_ring
 from ordersync.privacy.reader import BuyerData, buyer_data
 from ordersync.redis_client import redis_client
 from ordersync.settings import Settings, get_settings
 from ordersync.state.health import ApiHealth, HealthBoard
+from ordersync.state.heartbeats import heartbeats
 from ordersync.state.readmodel import (
     DEADLINES,
     EASY_SHIP_STATES,
@@ -113,12 +115,14 @@ log = logging.getLogger(__name__)
 
 _STATIC = Path(__file__).parent / "static"
 #: Bumped with the static files, so browsers never mix an old script with a new page.
-_ASSET_VERSION = "2"
+_ASSET_VERSION = "3"
 #: The reader's time zone (an IANA name), for every time the pages show and the dates the filter takes.
 TZ_COOKIE = "ordersync_tz"
 #: Operator commands shown on the Tasks page.
 _COMMANDS_SHOWN = 20
 _NOTIFICATIONS_SHOWN = 200
+#: Resolved alerts shown on the notifications page.
+_RESOLVED_SHOWN = 20
 _CSV_CHUNK = 16 * 1024
 #: A thousand orders of a channel in one action is well under this.
 _MAX_ACTION_BODY = 1_000_000
@@ -714,13 +718,72 @@ class _Dashboard:
             return refused
         d = self.deps(request)
         notifications = await d.board.notifications(_NOTIFICATIONS_SHOWN)
+        book = AlertBook(d.redis, self.settings.redis.key_prefix)
         return self.page(
             request,
             "notifications.html",
             tab="notifications",
             notifications=notifications,
+            alerts=await book.active(),
+            resolved=await book.history(_RESOLVED_SHOWN),
+            workers=await self.workers(d),
+            settings_stage_silent_s=round(self.settings.alerts.stage_silent_s),
             **await self.shell(d),
         )
+
+    async def workers(self, d: _Deps) -> list[dict[str, Any]]:
+        """Each stage worker's last heartbeat (wall clock), and whether it is silent."""
+        now = datetime.now(UTC)
+        silent_s = self.settings.alerts.stage_silent_s
+        rows = []
+        for worker, beat in sorted((await heartbeats(d.redis, self.settings.redis.key_prefix)).items()):
+            stage, _, name = worker.partition("|")
+            age = (now - beat).total_seconds()
+            rows.append(
+                {"stage": stage, "worker": name, "at": beat, "age_s": round(age), "silent": age > silent_s}
+            )
+        return rows
+
+    async def api_alerts(self, request: Request) -> Response:
+        if refused := self.refuse_reading(request, api=True):
+            return refused
+        d = self.deps(request)
+        book = AlertBook(d.redis, self.settings.redis.key_prefix)
+        return JSONResponse(
+            {
+                "active": [r.model_dump(mode="json") for r in await book.active()],
+                "resolved": [r.model_dump(mode="json") for r in await book.history(_RESOLVED_SHOWN)],
+                "workers": [{**w, "at": w["at"].isoformat()} for w in await self.workers(d)],
+            }
+        )
+
+    async def api_alert_actions(self, request: Request) -> Response:
+        """Acknowledge or snooze an alert: ``{"fingerprint", "action": "acknowledge"|"snooze",
+        "snooze_s", "operator"}`` (the operator token)."""
+        if refused := self.refuse_action(request):
+            return refused
+        try:
+            body = await _json_body(request)
+        except _BadBody as exc:
+            return _api_error(exc.status_code, str(exc))
+        fingerprint, action = body.get("fingerprint"), body.get("action")
+        operator = str(body.get("operator") or "").strip()[:80]
+        if not isinstance(fingerprint, str) or action not in ("acknowledge", "snooze") or not operator:
+            return _api_error(422, "give fingerprint, action (acknowledge or snooze) and operator")
+        now = datetime.now(UTC)
+        book = AlertBook(self.deps(request).redis, self.settings.redis.key_prefix)
+        try:
+            if action == "snooze":
+                snooze_s = body.get("snooze_s")
+                if not isinstance(snooze_s, int) or not 60 <= snooze_s <= 30 * 86400:
+                    return _api_error(422, "snooze_s: whole seconds, 60 to 2592000")
+                record = await book.snooze(fingerprint, now + timedelta(seconds=snooze_s), operator, now)
+            else:
+                record = await book.acknowledge(fingerprint, operator, now)
+        except KeyError:
+            return _api_error(404, f"no alert {fingerprint[:120]!r} is firing (it may have resolved)")
+        log.info("dashboard: alert %s %s by %s", fingerprint, action, operator)
+        return JSONResponse(record.model_dump(mode="json"))
 
     async def dead_letter_board(self, request: Request) -> DeadLetterBoard:
         params = request.query_params
@@ -1005,6 +1068,8 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
         Route("/api/health", d.api_health),
         Route("/api/tasks", d.api_tasks),
         Route("/api/notifications", d.api_notifications),
+        Route("/api/alerts", d.api_alerts),
+        Route("/api/alerts/actions", d.api_alert_actions, methods=["POST"]),
         Route("/api/dead-letters", d.api_dead_letters),
         Route("/api/dead-letters/actions", d.api_dead_letter_actions, methods=["POST"]),
         Route("/api/actions", d.api_actions, methods=["POST"]),

@@ -284,3 +284,51 @@ async def test_the_cli_lists_acknowledges_and_snoozes_alerts(
         assert bad.exit_code == 2
     finally:
         get_settings.cache_clear()
+
+
+async def test_the_dashboard_shows_alerts_and_workers_and_an_operator_acknowledges_or_snoozes(
+    settings: Settings, redis_client: aioredis.Redis, tmp_path: Any
+) -> None:
+    from starlette.testclient import TestClient  # noqa: PLC0415 - only this test serves the page
+
+    from ordersync.dashboard import create_app  # noqa: PLC0415
+    from tests.factories import OPERATOR_TOKEN, dashboard_settings, write_channels_file  # noqa: PLC0415
+
+    prefix = settings.redis.key_prefix
+    page_settings = dashboard_settings(
+        settings.redis.url, prefix, write_channels_file(tmp_path / "channels.yaml")
+    )
+    board = HealthBoard(redis_client, prefix, settings.health)
+    now = datetime.now(UTC)
+    await outage(board, now)
+    await record_heartbeat(redis_client, prefix, "import|host-1", now - timedelta(minutes=5))
+    await record_heartbeat(redis_client, prefix, "inventory|host-1", now)
+    await evaluate_once(settings, redis_client, [CHANNEL], now=now)
+    fingerprint = "api-status:shop-in:orders"
+    with TestClient(create_app(page_settings)) as client:
+        page = client.get("/notifications").text
+        assert f'data-fingerprint="{fingerprint}" data-state="firing"' in page
+        assert 'data-stage="import" data-silent="yes"' in page
+        assert 'data-stage="inventory" data-silent="no"' in page
+        api = client.get("/api/alerts").json()
+        assert {a["alert"]["fingerprint"] for a in api["active"]} == {
+            fingerprint,
+            "stage-silent:import|host-1",
+        }
+
+        body = {"fingerprint": fingerprint, "action": "acknowledge", "operator": "dana"}
+        assert client.post("/api/alerts/actions", json=body).status_code == 403  # no operator token
+        headers = {"X-Operator-Token": OPERATOR_TOKEN}
+        acked = client.post("/api/alerts/actions", json=body, headers=headers)
+        assert acked.status_code == 200, acked.text
+        assert (acked.json()["state"], acked.json()["acted_by"]) == ("acknowledged", "dana")
+        snooze = {**body, "action": "snooze", "snooze_s": 3600, "fingerprint": "stage-silent:import|host-1"}
+        snoozed = client.post("/api/alerts/actions", json=snooze, headers=headers)
+        assert snoozed.json()["state"] == "snoozed"
+        assert (
+            client.post("/api/alerts/actions", json={**snooze, "snooze_s": 5}, headers=headers).status_code
+            == 422
+        )
+        gone = {**body, "fingerprint": "api-status:elsewhere:orders"}
+        assert client.post("/api/alerts/actions", json=gone, headers=headers).status_code == 404
+        assert 'data-state="acknowledged"' in client.get("/notifications").text

@@ -332,6 +332,39 @@
 
   // --- wiring ------------------------------------------------------------------------------------
 
+  // --- alerts ------------------------------------------------------------------------------------
+
+  async function runAlertAction(button) {
+    const action = button.dataset.alertAction;
+    const operator = ($("#operator-name") || { value: "" }).value.trim() || window.prompt("Your name (kept with the alert)");
+    if (!operator) { showResult("error", "Give your name: it is kept with the alert. Nothing was done."); return; }
+    const token = operatorToken();
+    if (!token) { showResult("error", "No operator token given: nothing was done."); return; }
+    const body = { fingerprint: button.dataset.fingerprint, action: action, operator: operator.trim() };
+    if (action === "snooze") { body.snooze_s = parseInt(button.dataset.snoozeS, 10); }
+    button.disabled = true;
+    try {
+      const response = await fetch("/api/alerts/actions", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-Operator-Token": token },
+        body: JSON.stringify(body),
+      });
+      let answer = {};
+      try { answer = await response.json(); } catch (e) { answer = {}; }
+      if (response.ok) {
+        window.location.reload();
+      } else {
+        if (response.status === 403) { sessionStorage.removeItem(TOKEN_KEY); }
+        button.disabled = false;
+        showResult("error", "The alert was not changed: " + (answer.error || response.statusText));
+      }
+    } catch (err) {
+      button.disabled = false;
+      showResult("error", "The dashboard did not answer: nothing was changed.");
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     const all = $("#select-all");
     if (all) {
@@ -354,6 +387,9 @@
     for (const box of $all("input.letter-select")) { box.addEventListener("change", updateLetterSelection); }
     for (const button of $all("button.letter-action")) {
       button.addEventListener("click", function () { runLetterAction(button); });
+    }
+    for (const button of $all("button.alert-action")) {
+      button.addEventListener("click", function () { runAlertAction(button); });
     }
     updateLetterSelection();
     const form = $("#filters");
