@@ -100,35 +100,23 @@ def _api_alerts(health: Iterable[ApiHealth], active: set[str]) -> list[Alert]:
     alerts = []
     for h in health:
         subject = f"{h.channel} ({h.seller_id}) {API_TITLES[h.api]}"
-        fingerprint = f"api-status:{h.channel}:{h.api}"
+        judged: tuple[Severity, str] | None = None
         if h.colour == "Red":
-            alerts.append(
-                Alert(
-                    fingerprint=fingerprint,
-                    rule="api-status",
-                    severity="error",
-                    channel=h.channel,
-                    summary=f"{subject} is Red: {h.reason}",
-                )
-            )
+            judged = "error", f"{subject} is Red: {h.reason}"
         elif h.colour == "Yellow" and h.reason.startswith("throttled"):
-            alerts.append(
-                Alert(
-                    fingerprint=fingerprint,
-                    rule="api-status",
-                    severity="warning",
-                    channel=h.channel,
-                    summary=f"{subject}: {h.reason}",
-                )
-            )
+            judged = "warning", f"{subject}: {h.reason}"
         elif h.colour == "None" and h.api == "orders" and h.channel in active and h.last_call_at is not None:
+            judged = "warning", f"{subject}: {h.reason}: is the order download running?"
+        if judged is not None:
+            severity, summary = judged
+            fingerprint = f"api-status:{h.channel}:{h.api}"
             alerts.append(
                 Alert(
                     fingerprint=fingerprint,
                     rule="api-status",
-                    severity="warning",
+                    severity=severity,
                     channel=h.channel,
-                    summary=f"{subject}: {h.reason}: is the order download running?",
+                    summary=summary,
                 )
             )
     return alerts
