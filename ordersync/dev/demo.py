@@ -721,15 +721,17 @@ def progress_table(
     grid.add_row("invoiced by the back-office", str(outcomes.count(INVOICES_ISSUED.name)))
     grid.add_row("confirmed on Amazon", str(outcomes.count(SHIPMENTS_CONFIRMED.name)))
     grid.add_row("write-back failed", str(outcomes.count(SHIPMENTS_FAILED.name)))
+    if accounting:
+        # The other final states (cancelled, fulfilled by Amazon...), under the write-back.
+        for category, n in sorted(accounting.categories.items()):
+            if not category.startswith(("import failed", "confirmed", "Easy Ship")):
+                grid.add_row(f"  {category}", str(n))
     grid.add_row("Easy Ship packages packed", str(outcomes.count(PACKAGES_PACKED.name)))
     grid.add_row("  scheduled for pick-up", str(len(outcomes.scheduled)))
     grid.add_row("  scheduling failed", str(len(outcomes.scheduling_failures)))
     grid.add_row("  documents stored (S3)", str(len(outcomes.documents)))
     grid.add_row("  documents failed", str(len(outcomes.documents_failures)))
     if accounting:
-        for category, n in sorted(accounting.categories.items()):
-            if not category.startswith(("import failed", "confirmed", "Easy Ship")):
-                grid.add_row(f"  {category}", str(n))
         grid.add_row("unaccounted for", str(len(accounting.unaccounted)))
         grid.add_row("429s received from Amazon", str(accounting.throttled))
         grid.add_row("Amazon calls made", str(accounting.sim_calls))
