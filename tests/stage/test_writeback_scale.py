@@ -31,6 +31,10 @@ def _bench() -> ModuleType:
     return module
 
 
+#: Easy Ship packages of the small Easy Ship seller beside the big one.
+EASY_SHIP_PACKAGES = 20
+
+
 async def test_5000_invoices_and_20000_skus_within_an_hour(redis_url: str, redis_key_prefix: str) -> None:
     bench: Any = _bench()
     figures = await bench.simulate(
@@ -40,6 +44,10 @@ async def test_5000_invoices_and_20000_skus_within_an_hour(redis_url: str, redis
         skus=20_000,
         inventory_interval_s=INTERVAL_S,
         tick_s=TICK_S,
+        # A small Easy Ship seller beside: its packages, shipments and stock share its createFeed quota.
+        packages=EASY_SHIP_PACKAGES,
+        easy_ship_invoices=40,
+        easy_ship_skus=100,
     )
     # Every shipment has one result: confirmed, or refused by Amazon for exactly the injected reasons.
     assert len(figures.confirmed) + len(figures.failed) == figures.invoices == 5000
@@ -85,3 +93,12 @@ async def test_5000_invoices_and_20000_skus_within_an_hour(redis_url: str, redis
     assert figures.zeros_within_a_minute == len(figures.zeros_published)
     assert figures.patch_calls >= len(figures.zeros_published)
     assert figures.patches_not_zero == 0
+    # The Easy Ship seller: every package scheduled and documented, its shipments confirmed, its
+    # createFeed calls (shipments, stock, acknowledgements, documents) within its own 30 an hour.
+    assert len(figures.scheduled) == figures.packed == EASY_SHIP_PACKAGES
+    assert len(figures.documents_ready) == EASY_SHIP_PACKAGES
+    assert figures.documents_failed == {}
+    assert len(figures.easy_ship_confirmed) == figures.easy_ship_invoices == 40
+    assert figures.easy_ship_throttled == 0
+    assert 0 < figures.easy_ship_max_create_feed_per_hour <= 30
+    assert figures.easy_ship_feeds_by_type["POST_EASYSHIP_DOCUMENTS"] >= 1
