@@ -389,6 +389,14 @@ def test_personal_data_is_unreadable_everywhere_30_days_after_delivery(tmp_path:
             180,
             what="the keys shredded by the status-projection stage",
         )
+
+        # The stage logs what it destroyed just after destroying it: the line may follow the keys' removal.
+        def destroyed_logged() -> bool:
+            text = (run_dir / "status-projection.log").read_text(errors="replace")
+            destroyed = "\n".join(line for line in text.splitlines() if "keys destroyed:" in line)
+            return all(key_id in destroyed for key_id in keys_before)
+
+        wait_for(destroyed_logged, 30, what="the status-projection stage's log of the keys it destroyed")
         projection_log = (run_dir / "status-projection.log").read_text(errors="replace")
         manual_shred = pipeline.cli("privacy", "shred")
 
