@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ordersync.amazon.operations import API_TITLES
 from ordersync.channels import Channel
+from ordersync.pipeline.cancellation import raise_if_cancel_requested
 from ordersync.pipeline.lock import Lock
 from ordersync.settings import AlertSettings, Settings
 from ordersync.state import keys
@@ -462,6 +463,7 @@ async def run_alerts(
                 await evaluate_once(settings, redis, channels, now=datetime.now(UTC), owner=owner, http=http)
             except Exception:  # the loop must outlive one bad evaluation
                 log.exception("alert evaluation failed; next in %s s", settings.alerts.interval_s)
+            raise_if_cancel_requested()  # an SMTP reply's wait may have swallowed a stop
             await asyncio.sleep(settings.alerts.interval_s)
 
 

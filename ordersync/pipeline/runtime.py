@@ -54,6 +54,7 @@ from ordersync.kafka.admin import kafka_client_config
 from ordersync.kafka.faust_app import faust_topic
 from ordersync.kafka.reader import Record, read_topic
 from ordersync.logs import EveryInterval, bind_log_context, log_context, remember_secrets
+from ordersync.pipeline.cancellation import raise_if_cancel_requested
 from ordersync.pipeline.lanes import KeyedLanes
 from ordersync.pipeline.lock import Lock
 from ordersync.pipeline.metrics import (
@@ -701,6 +702,7 @@ class StageRuntime:
         try:
             await step()
         except Exception as exc:
+            raise_if_cancel_requested()
             if is_outage(exc):
                 self.stalled(task, exc)
                 return False
@@ -708,6 +710,7 @@ class StageRuntime:
             if held is not None:
                 log.error("%s failed (%s more since the last report): %s", task, held, exc, exc_info=exc)
             return False
+        raise_if_cancel_requested()  # a library's wait may have swallowed a stop: the loop ends here
         self.resumed(task)
         return True
 
