@@ -63,9 +63,8 @@ from ordersync.pipeline.feeds import (
     FeedLimits,
     FeedType,
     Parked,
+    RetryPolicy,
     error_text,
-    retry_at,
-    scaled,
     seller_key,
 )
 from ordersync.pipeline.runtime import StageRuntime
@@ -404,22 +403,22 @@ async def _retry_later(
     """A download Amazon or the store could not serve now: again with backoff, until the attempts and
     the redrive deadline are spent."""
     seller, now = channel.seller_id, _now(runtime)
-    settings, redrive = runtime.settings.writeback, runtime.redrive_settings
+    settings = runtime.settings.writeback
+    policy = RetryPolicy.of(runtime, settings.max_attempts, settings.retry_backoff_s)
     log.warning("%s: Easy Ship documents %s not downloaded: %s", channel.name, group[0].reference, error)
     keep: list[Download] = []
     for download in group:
         download.attempts += 1
         download.first_failed_at = download.first_failed_at or now
         download.last_error = error_text(error)
-        if (
-            download.attempts >= settings.max_attempts
-            and now - download.first_failed_at >= redrive.deadline_s
+        # Amazon or the store unavailable: transient, so kept at least until the redrive deadline.
+        if policy.gives_up(
+            attempts=download.attempts, first_failed_at=download.first_failed_at, now=now, transient=True
         ):
             await publish_failed(runtime, seller, download.package, download.feed_id, download.last_error)
             await runtime.store.redis.hdel(fetch_key(runtime, seller), download.field)
             continue
-        backoff_s = scaled(runtime, settings.retry_backoff_s)
-        download.not_before = retry_at(now, download.attempts, backoff_s, cap_s=redrive.delays_s[-1])
+        download.not_before = policy.not_before(attempts=download.attempts, now=now) or now
         keep.append(download)
     if keep:
         await runtime.store.redis.hset(fetch_key(runtime, seller), mapping={d.field: d.dumps() for d in keep})

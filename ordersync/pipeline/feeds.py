@@ -366,6 +366,41 @@ def retry_at(now: float, attempts: int, backoff_s: float, cap_s: float = float("
     return now + min(cap_s, backoff_s * 2.0 ** min(max(0, attempts - 1), 60))
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a feed item (or a download that follows a feed) that failed goes again: ``max_attempts`` (None:
+    for ever), with ``backoff_s`` doubling up to ``cap_s`` (None: at once). A transient failure (Amazon
+    or the store unavailable) is not given up before ``deadline_s`` after its first failure, whatever
+    the count, so an outage longer than the attempts' backoff loses nothing. Wall seconds, already
+    scaled to the simulator's time (:meth:`of`)."""
+
+    max_attempts: int | None
+    backoff_s: float | None
+    deadline_s: float
+    cap_s: float
+
+    @classmethod
+    def of(cls, runtime: StageRuntime, max_attempts: int | None, backoff_s: float | None) -> RetryPolicy:
+        redrive = runtime.redrive_settings
+        return cls(
+            max_attempts=max_attempts,
+            backoff_s=None if backoff_s is None else scaled(runtime, backoff_s),
+            deadline_s=redrive.deadline_s,
+            cap_s=redrive.delays_s[-1],
+        )
+
+    def gives_up(self, *, attempts: int, first_failed_at: float, now: float, transient: bool) -> bool:
+        if self.max_attempts is None or attempts < self.max_attempts:
+            return False
+        return not (transient and now - first_failed_at < self.deadline_s)
+
+    def not_before(self, *, attempts: int, now: float) -> float | None:
+        """When the item may go again; None: at the next round."""
+        if self.backoff_s is None:
+            return None
+        return retry_at(now, attempts, self.backoff_s, cap_s=self.cap_s)
+
+
 # --- the engine ----------------------------------------------------------------------------------------
 
 _NOT_SENT_NOW = (Throttled, QuotaUnavailable, Retryable, Permanent)
@@ -651,6 +686,7 @@ class FeedEngine(Generic[E]):
         given up at its last attempt; one transaction puts them back and clears the in-flight record."""
         kind, seller = self.kind, channel.seller_id
         limits = kind.limits(runtime.settings)
+        policy = RetryPolicy.of(runtime, limits.max_attempts, limits.retry_backoff_s)
         log.warning("%s: %s %s: %s", seller, kind.noun, failure.kind, failure.error)
         back: list[E] = []
         for entry in batch.values():
@@ -663,18 +699,18 @@ class FeedEngine(Generic[E]):
             now = epoch_seconds(runtime.clock)
             entry.first_failed_at = entry.first_failed_at or now
             await kind.attempt_failed(runtime, entry)
-            redrive = runtime.redrive_settings
-            if (
-                limits.max_attempts is not None
-                and entry.attempts >= limits.max_attempts
-                and not (failure.transient and now - entry.first_failed_at < redrive.deadline_s)
+            if policy.gives_up(
+                attempts=entry.attempts,
+                first_failed_at=entry.first_failed_at,
+                now=now,
+                transient=failure.transient,
             ):
                 if not (entry.outcome_unknown and await kind.reread(runtime, channel, entry)):
                     await kind.give_up(runtime, channel, entry, failure)
                 continue
-            if limits.retry_backoff_s is not None:
-                backoff_s = scaled(runtime, limits.retry_backoff_s)
-                entry.not_before = retry_at(now, entry.attempts, backoff_s, cap_s=redrive.delays_s[-1])
+            until = policy.not_before(attempts=entry.attempts, now=now)
+            if until is not None:
+                entry.not_before = until
             back.append(entry)
         await self._put_back(runtime, seller, back)
         await self._record(runtime, channel, ok=False, detail=failure.summary)

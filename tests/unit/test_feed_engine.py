@@ -11,7 +11,14 @@ from ordersync.amazon.feeds import Availability, ProcessingReport, ProcessingRes
 from ordersync.consumers.cancellation import AcknowledgementFeed, PendingCancellation, failure_reason
 from ordersync.consumers.inventory import ListingsFeed, SkuQuantity
 from ordersync.errors import AmazonUnavailable, QuotaUnavailable, Retryable, Throttled
-from ordersync.pipeline.feeds import FeedFailure, FeedProblem, map_report, retry_at, stall_verdict
+from ordersync.pipeline.feeds import (
+    FeedFailure,
+    FeedProblem,
+    RetryPolicy,
+    map_report,
+    retry_at,
+    stall_verdict,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -61,6 +68,21 @@ def test_stall_decision() -> None:
 def test_backoff_doubles_with_each_attempt() -> None:
     assert [retry_at(1000.0, n, 30.0) for n in (1, 2, 3)] == [1030.0, 1060.0, 1120.0]
     assert retry_at(1000.0, 0, 30.0) == 1030.0
+
+
+def test_the_retry_policy_keeps_a_transient_failure_until_the_deadline() -> None:
+    policy = RetryPolicy(max_attempts=3, backoff_s=30.0, deadline_s=3600.0, cap_s=600.0)
+    # Attempts left: never given up, whatever the failure.
+    assert not policy.gives_up(attempts=2, first_failed_at=0.0, now=10_000.0, transient=False)
+    # Attempts spent: a fault of the work goes at once; an outage only after the deadline.
+    assert policy.gives_up(attempts=3, first_failed_at=0.0, now=10.0, transient=False)
+    assert not policy.gives_up(attempts=3, first_failed_at=0.0, now=3599.0, transient=True)
+    assert policy.gives_up(attempts=3, first_failed_at=0.0, now=3600.0, transient=True)
+    # Backoff doubles up to the cap; without backoff the item goes at the next round.
+    assert [policy.not_before(attempts=n, now=1000.0) for n in (1, 2, 6)] == [1030.0, 1060.0, 1600.0]
+    unbounded = RetryPolicy(max_attempts=None, backoff_s=None, deadline_s=0.0, cap_s=600.0)
+    assert not unbounded.gives_up(attempts=10**6, first_failed_at=0.0, now=1e9, transient=False)
+    assert unbounded.not_before(attempts=5, now=1000.0) is None
 
 
 def test_throttling_and_a_limiter_without_redis_cost_no_attempt() -> None:
