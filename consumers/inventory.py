@@ -438,7 +438,7 @@ async def _rounds(
                 # Whatever fails (Amazon, Redis, the broker), the next round tries again.
                 lease = leases[channel.name]
                 await runtime.survive(f"{name} {channel.name}", partial(job, runtime, channel, lease))
-            await asyncio.sleep(interval_s)
+            await runtime.wakeups.pause(name, channel.name, interval_s)  # or at once: Synchronize now
 
     await asyncio.gather(*(one_channel(channel) for channel in runtime.channels.active()))
 

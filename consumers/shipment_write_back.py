@@ -63,6 +63,7 @@ from ordersync.errors import InvalidEvent, Permanent, Retryable, Throttled
 from ordersync.ops.commands import outcome_detail
 from ordersync.pipeline.feeds import scaled
 from ordersync.pipeline.runtime import StageRuntime
+from ordersync.pipeline.schedule import ALL_CHANNELS
 from ordersync.schemas.codec import decode, encode
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import (
@@ -441,7 +442,7 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
         await runtime.start()
         while True:
             await runtime.survive("write-back feeds", partial(feed_tick, runtime))
-            await asyncio.sleep(scaled(runtime, tick_s))
+            await runtime.wakeups.pause("write-back feeds", ALL_CHANNELS, scaled(runtime, tick_s))
 
     @app.task  # type: ignore[untyped-decorator]
     async def easy_ship_documents() -> None:

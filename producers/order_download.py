@@ -525,7 +525,7 @@ async def poll_channel(
             async with turns:
                 # Redis or the broker down, or a surprise: the round is tried again at the next poll.
                 await runtime.survive(f"download {channel.name}", one_round)
-            await asyncio.sleep(sweep.pause_s(runtime.settings.download))
+            await runtime.wakeups.pause("download", channel.name, sweep.pause_s(runtime.settings.download))
     finally:
         await asyncio.shield(lease.release())
 

@@ -640,6 +640,15 @@ class OperatorCommandIssued(Event):
     operator: str | None = None
 
 
+class TaskRunRequested(Event):
+    """An operator asked a periodic task to run now for a channel ("Synchronize now"), from the CLI or
+    the dashboard; the stage that owns the task runs it at once instead of at its next scheduled run."""
+
+    task: Annotated[str, Field(min_length=1, max_length=64)]
+    channel: NonEmptyStr
+    operator: str | None = None
+
+
 def _base64(value: str) -> str:
     base64.b64decode(value, validate=True)
     return value

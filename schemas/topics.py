@@ -38,6 +38,7 @@ from ordersync.schemas.events import (
     ShipmentConfirmed,
     ShipmentFailed,
     ShipmentRequested,
+    TaskRunRequested,
 )
 from ordersync.settings import REDRIVE_TIER_COUNT
 
@@ -228,6 +229,15 @@ OPS_COMMANDS = _external(
     description="Operator actions on orders: ignore, retry download, retry import, retry write-back.",
 )
 
+OPS_TASK_REQUESTS = _external(
+    "ops.task-requests",
+    key="channel",
+    events=(TaskRunRequested,),
+    writer="ordersync CLI and dashboard (operators)",
+    description="Synchronize now: a periodic task (download, inventory, write-back feeds) asked to run at"
+    " once for a channel; the stage that owns the task wakes it.",
+)
+
 OPS_DEAD_LETTER_ACTIONS = TopicSpec(
     name="ops.dead-letter-actions",
     key="letter",
@@ -289,6 +299,7 @@ CATALOGUE: tuple[TopicSpec, ...] = tuple(
         INVENTORY_LEVELS,
         CHANNEL_LISTINGS,
         OPS_COMMANDS,
+        OPS_TASK_REQUESTS,
         OPS_DEAD_LETTER_ACTIONS,
         DOWNLOAD_CURSORS,
         *REDRIVE_TIERS,

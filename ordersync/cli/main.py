@@ -61,6 +61,9 @@ COMMANDS: dict[str, Entry] = {
         "Amazon's ORDER_CHANGE notifications: subscribe channels.",
     ),
     "alerts": Entry("ordersync.cli.alerts", "alerts_app", "Alerts firing now; acknowledge or snooze one."),
+    "tasks": Entry(
+        "ordersync.cli.tasks", "tasks_app", "Periodic tasks: schedules and next runs; run one now."
+    ),
     "privacy": Entry("ordersync.cli.privacy", "privacy_app", "Buyers' personal data: its keys."),
     "settings": Entry(
         "ordersync.cli.settings", "settings_app", "Every setting as an environment variable; check them."

@@ -75,6 +75,7 @@ from ordersync.pipeline.redrive import (
     waited_too_long,
     waiting_lines,
 )
+from ordersync.pipeline.schedule import Wakeups
 from ordersync.privacy.keyring import KeyRing, open_key_ring
 from ordersync.privacy.orders import Retention, personal_fields, seal_order, without_personal
 from ordersync.ratelimit import RateLimiter, RedisRateLimiter, build_rate_limiter
@@ -164,6 +165,7 @@ class StageRuntime:
         self._http: httpx.AsyncClient | None = None
         self._amazon: dict[str, SpApiClient] = {}
         self._health: HealthBoard | None = None
+        self._wakeups: Wakeups | None = None
         self._key_ring: KeyRing | None = None
         self._key_ring_stack = AsyncExitStack()
         self._key_ring_lock = asyncio.Lock()
@@ -388,6 +390,9 @@ class StageRuntime:
                 self._limiter = self._built_limiter = built
             self._http = httpx.AsyncClient(timeout=self.settings.amazon.request_timeout_s)
             self._health = HealthBoard(redis, self.settings.redis.key_prefix, self.settings.health)
+            self._wakeups = Wakeups(
+                redis, self.settings.redis.key_prefix, self.clock, self.settings.amazon.time_scale
+            )
             self.loop_started = True
 
     async def close(self) -> None:
@@ -429,6 +434,13 @@ class StageRuntime:
         if self._health is None:
             raise RuntimeError("StageRuntime.start() was not awaited")
         return self._health
+
+    @property
+    def wakeups(self) -> Wakeups:
+        """The pauses of this worker's periodic tasks and the "Synchronize now" that ends them."""
+        if self._wakeups is None:
+            raise RuntimeError("StageRuntime.start() was not awaited")
+        return self._wakeups
 
     @property
     def store(self) -> Store:

@@ -15,9 +15,15 @@ import faust
 from ordersync.channels import ChannelsFile
 from ordersync.errors import ConfigurationError
 from ordersync.kafka.faust_app import make_app
+from ordersync.pipeline.feeds import flush_mark_key
 from ordersync.pipeline.runtime import StageRuntime
+from ordersync.pipeline.schedule import owned_task, tasks_of
+from ordersync.schemas.envelope import Envelope, Event
+from ordersync.schemas.topics import OPS_TASK_REQUESTS
 from ordersync.settings import Settings
 from ordersync.state.heartbeats import record_heartbeat
+
+log = logging.getLogger(__name__)
 
 #: Stage name -> the module that registers its agents and tasks on a faust app.
 STAGES: dict[str, str] = {
@@ -67,6 +73,44 @@ def register_heartbeat(app: faust.App, runtime: StageRuntime) -> None:
             await asyncio.sleep(runtime.settings.stage.heartbeat_s)
 
 
+async def run_now(runtime: StageRuntime, envelope: Envelope[Event]) -> bool:
+    """A request on ``ops.task-requests`` naming a task of this stage: its feed pacing skipped once for the
+    channel's seller, the request noted in the task's health, and every worker pausing the task woken
+    (:mod:`.schedule`). True when this stage runs the task."""
+    owned = owned_task(runtime.stage, envelope)
+    if owned is None:
+        return False
+    task, request = owned
+    channel = next((c for c in runtime.channels.active() if c.name == request.channel), None)
+    if channel is None:
+        # Asked before a channel was removed or deactivated: nothing of it runs here.
+        log.warning("run-now %s: channel %r is not active in this stage", task.name, request.channel)
+        return False
+    for family in task.flush_families:
+        await runtime.store.redis.delete(flush_mark_key(runtime, family, channel.seller_id))
+    by = request.operator or ""
+    heard = await runtime.wakeups.request(task.name, task.scope(channel.name), by=by, at=runtime.clock.now())
+    log.info("%s %s: run now, asked by %s (%d workers heard)", task.name, channel.name, by, heard)
+    return True
+
+
+def register_task_requests(app: faust.App, runtime: StageRuntime) -> None:
+    """A stage that owns periodic tasks an operator may run now: every worker listens for wake-ups, and
+    the requests on ``ops.task-requests`` naming its tasks are turned into one (:func:`run_now`)."""
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def task_wakeups() -> None:
+        await runtime.start()
+        await runtime.wakeups.listen()
+
+    async def handle(envelope: Envelope[Event]) -> None:
+        await run_now(runtime, envelope)
+
+    @app.agent(runtime.topic(OPS_TASK_REQUESTS), name="task-requests")
+    async def task_requests(stream: faust.StreamT[bytes]) -> None:
+        await runtime.consume(OPS_TASK_REQUESTS, stream, handle)
+
+
 def build_stage(name: str, settings: Settings) -> tuple[faust.App, StageRuntime]:
     if name not in STAGES:
         raise KeyError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
@@ -76,6 +120,8 @@ def build_stage(name: str, settings: Settings) -> tuple[faust.App, StageRuntime]
     check_privacy(settings, runtime.channels)
     module.register(app, runtime)
     register_heartbeat(app, runtime)
+    if tasks_of(name):
+        register_task_requests(app, runtime)
     if getattr(module, "PARKS_RECORDS", True):
         runtime.register_redrive(app)
     return app, runtime

@@ -25,7 +25,7 @@ ORDER_STATE_TTL_S = 120 * 86400
 #: The catalogue's word for "until the order closes" (ordersync.state.lifetime).
 ORDER_LIFE = "the order's life (order_state: delivery + 30 days, at least 7 after the last write)"
 
-RedisType = Literal["string", "hash", "set", "sorted set", "list", "several"]
+RedisType = Literal["string", "hash", "set", "sorted set", "list", "several", "pub/sub channel"]
 _PART = re.compile(r"^(\{[a-z_]+\}|<[a-z_]+>|[a-z][a-z0-9-]*)$")
 
 
@@ -518,9 +518,19 @@ TASK = KeyFamily(
     "hash",
     "every stage",
     "none",
-    "a task's health: last run, last success, last result or error",
+    "a task's health: last run, last success, last result or error; a periodic task's schedule (every_s,"
+    " next_run) and the last Synchronize now (run_requested_at, run_requested_by)",
 )
 TASKS = KeyFamily("tasks", (), "set", "every stage", "none", "the index of task health records")
+TASK_WAKEUPS = KeyFamily(
+    "task-wakeups",
+    (),
+    "pub/sub channel",
+    "order-download, inventory, shipment-write-back (an operator's ops.task-requests)",
+    "none (a message, not a key)",
+    "Synchronize now: [task, scope] published to wake the workers pausing that task",
+    "nothing to rebuild: a wake-up lost costs only the early run; the task runs on its schedule",
+)
 HEALTH_ACCOUNT = KeyFamily(
     "health",
     ("{seller}", "<channel>", "<api>"),
@@ -663,6 +673,7 @@ CATALOGUE: tuple[KeyFamily, ...] = (
     PARKED,
     TASK,
     TASKS,
+    TASK_WAKEUPS,
     HEARTBEATS,
     ALERTS,
     ALERTS_HISTORY,

@@ -1209,6 +1209,10 @@ class ReadModel:
                     last_result=fields.get("last_result"),
                     last_error=fields.get("last_error"),
                     last_error_at=parse_iso(fields.get("last_error_at")),
+                    every_s=float(fields["every_s"]) if fields.get("every_s") else None,
+                    next_run=parse_iso(fields.get("next_run")),
+                    run_requested_at=parse_iso(fields.get("run_requested_at")),
+                    run_requested_by=fields.get("run_requested_by"),
                 )
             )
         return rows

@@ -211,6 +211,13 @@ class TaskRow(_Frozen):
     last_result: str | None
     last_error: str | None
     last_error_at: datetime | None
+    #: A periodic task's schedule (:mod:`ordersync.pipeline.schedule`): every how many seconds (on the
+    #: stage's clock) and its next run.
+    every_s: float | None = None
+    next_run: datetime | None = None
+    #: The last "Synchronize now" asked of it, and by whom.
+    run_requested_at: datetime | None = None
+    run_requested_by: str | None = None
 
 
 class ShipmentTimeliness(_Frozen):
