@@ -63,7 +63,6 @@ from ordersync.errors import InvalidEvent, Permanent, Retryable, Throttled
 from ordersync.ops.commands import outcome_detail
 from ordersync.pipeline.feeds import scaled
 from ordersync.pipeline.runtime import StageRuntime
-from ordersync.pipeline.schedule import ALL_CHANNELS
 from ordersync.schemas.codec import decode, encode
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import (
@@ -90,6 +89,9 @@ from ordersync.state import keys
 from ordersync.state.keys import ORDER_STATE_TTL_S
 
 log = logging.getLogger(__name__)
+
+#: The channels' feed rounds, as task health and "Synchronize now" name them.
+FEEDS_TASK = "write-back"
 STAGE = "shipment-write-back"
 
 
@@ -343,19 +345,41 @@ async def retry_writeback(runtime: StageRuntime, envelope: Envelope[Event]) -> N
     )
 
 
-async def feed_tick(runtime: StageRuntime) -> None:
-    """Every seller whose channel may write back by feed: settle its feed in flight, send the next."""
+async def channel_feeds(runtime: StageRuntime, channel: Channel) -> None:
+    """One channel's write-back feeds (by feed where its channel may, and its cancellations): settle the
+    feed in flight, send the next."""
     await runtime.confirm_state()  # Redis lost the packages: their outcomes come back first
-    for channel in runtime.channels.channels:
-        if not channel.active:
-            continue
-        try:
-            if writeback_mode(runtime, channel) != "confirm":
-                await fulfillment_feed.rescue_parked(runtime, channel)
-                await fulfillment_feed.run_feeds(runtime, channel)
-            await cancellation.run_feeds(runtime, channel)
-        except (Permanent, Retryable, Throttled) as exc:
-            log.warning("%s: write-back feed step failed, next tick retries: %s", channel.name, exc)
+    try:
+        if writeback_mode(runtime, channel) != "confirm":
+            await fulfillment_feed.rescue_parked(runtime, channel)
+            await fulfillment_feed.run_feeds(runtime, channel)
+        await cancellation.run_feeds(runtime, channel)
+    except (Permanent, Retryable, Throttled) as exc:
+        log.warning("%s: write-back feed step failed, next round retries: %s", channel.name, exc)
+
+
+async def feed_tick(runtime: StageRuntime) -> None:
+    """Every active channel's write-back feeds, one channel after another: one pass, for tests and the
+    benchmark (the stage runs each channel on a loop of its own: :func:`feed_rounds`)."""
+    for channel in runtime.channels.active():
+        await channel_feeds(runtime, channel)
+
+
+async def feed_rounds(runtime: StageRuntime, interval_s: float) -> None:
+    """Every active channel's write-back feeds, forever, each channel on a loop of its own, so a seller
+    whose feed waits for its createFeed token (minutes at Amazon's 30 an hour) holds up no other seller;
+    at most ``writeback.max_concurrent_channels`` rounds at once."""
+    turns = asyncio.Semaphore(runtime.settings.writeback.max_concurrent_channels)
+
+    async def one_channel(channel: Channel) -> None:
+        while True:
+            async with turns:
+                await runtime.survive(
+                    f"{FEEDS_TASK} {channel.name}", partial(channel_feeds, runtime, channel)
+                )
+            await runtime.wakeups.pause(FEEDS_TASK, channel.name, interval_s)  # or at once: Synchronize now
+
+    await asyncio.gather(*(one_channel(channel) for channel in runtime.channels.active()))
 
 
 async def rebuild_packages(runtime: StageRuntime) -> tuple[int, int]:
@@ -440,9 +464,7 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
     @app.task  # type: ignore[untyped-decorator]
     async def feeds() -> None:
         await runtime.start()
-        while True:
-            await runtime.survive("write-back feeds", partial(feed_tick, runtime))
-            await runtime.wakeups.pause("write-back feeds", ALL_CHANNELS, scaled(runtime, tick_s))
+        await feed_rounds(runtime, scaled(runtime, tick_s))
 
     @app.task  # type: ignore[untyped-decorator]
     async def easy_ship_documents() -> None:

@@ -389,6 +389,13 @@ class WriteBackSettings(_Frozen):
         3600.0, gt=0, description="A feed not done after this long is stalled: its outcome is unknown."
     )
     feed_max_messages: int = Field(10_000, ge=1, le=10_000, description="Messages per fulfillment feed.")
+    max_concurrent_channels: int = Field(
+        16,
+        ge=1,
+        description="Channels whose write-back feed round runs at once; the others wait their turn. Each"
+        " channel has its own loop, so a seller waiting for its createFeed token holds up no other seller"
+        " beyond its turn.",
+    )
     acknowledge_flush_interval_s: float = Field(
         1200.0,
         gt=0,

@@ -234,7 +234,7 @@ OPS_TASK_REQUESTS = _external(
     key="channel",
     events=(TaskRunRequested,),
     writer="ordersync CLI and dashboard (operators)",
-    description="Synchronize now: a periodic task (download, inventory, write-back feeds) asked to run at"
+    description="Synchronize now: a periodic task (download, inventory, write-back) asked to run at"
     " once for a channel; the stage that owns the task wakes it.",
 )
 

@@ -27,7 +27,7 @@ tasks_app = typer.Typer(help="Periodic tasks: schedules, next runs; run one now.
 
 @tasks_app.callback()
 def _group() -> None:
-    """The stages' periodic tasks (download, inventory, write-back feeds ...): when each runs next, and
+    """The stages' periodic tasks (download, inventory, write-back ...): when each runs next, and
     asking one to run now."""
 
 
@@ -79,7 +79,7 @@ def tasks_list(
 
 @tasks_app.command("run")
 def tasks_run(
-    task: Annotated[str, typer.Argument(help="download, inventory, inventory-urgent or 'write-back feeds'.")],
+    task: Annotated[str, typer.Argument(help="download, inventory, inventory-urgent or write-back.")],
     channel: Annotated[str, typer.Option("--channel", "-c", help="The channel to run it for.")],
     operator: Annotated[
         str | None, typer.Option("--operator", help="Who asks (default: your login).")

@@ -1,6 +1,6 @@
 """Task schedules, their next run, and "Synchronize now".
 
-A stage's periodic task (a channel's download round, its inventory feed, the write-back feeds) pauses
+A stage's periodic task (a channel's download round, its inventory feed, its write-back feeds) pauses
 between rounds with :meth:`Wakeups.pause`, which records in the task's health hash how often it runs
 (``every_s``) and when it runs next (``next_run``, on the stage's clock), so the dashboard and
 ``ordersync tasks list`` show the schedule.
@@ -76,11 +76,10 @@ SCHEDULABLE: Mapping[str, SchedulableTask] = {
             "inventory-urgent", "inventory", "send stock levels that fell to zero (patchListingsItem)"
         ),
         SchedulableTask(
-            "write-back feeds",
+            "write-back",
             "shipment-write-back",
-            "send pending shipment confirmations and check feeds in flight",
-            per_channel=False,
-            flush_families=("wb", "ack"),
+            "send pending shipment confirmations and cancellations, check feeds in flight",
+            flush_families=("wb",),
         ),
     )
 }

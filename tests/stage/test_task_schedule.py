@@ -178,3 +178,45 @@ def test_the_cli_lists_schedules_and_refuses_bad_requests_before_kafka(
     down = runner.invoke(app, ["tasks", "run", "download", "--channel", CHANNEL])
     assert down.exit_code == 5, down.output
     assert "run of download not asked" in down.output
+
+
+async def test_a_seller_waiting_for_its_feed_token_holds_up_no_other_seller(
+    redis_url: str, redis_key_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ordersync.consumers import shipment_write_back  # noqa: PLC0415 - only this test runs its loops
+
+    settings = Settings(
+        redis=RedisSettings(url=redis_url, key_prefix=redis_key_prefix),
+        channels_file=write_channels_file(tmp_path / "channels.yaml"),
+    )
+    runtime = StageRuntime("shipment-write-back", settings, make_app("shipment-write-back", settings))
+    await runtime.start()
+    rounds: dict[str, int] = {CHANNEL: 0, OTHER_CHANNEL: 0}
+    token = asyncio.Event()
+
+    async def channel_feeds(_runtime: StageRuntime, channel: Any) -> None:
+        rounds[channel.name] += 1
+        if channel.name == CHANNEL:
+            await token.wait()  # createFeed's token for this seller is minutes away
+
+    monkeypatch.setattr(shipment_write_back, "channel_feeds", channel_feeds)
+    loops = asyncio.create_task(shipment_write_back.feed_rounds(runtime, 0.05))
+    try:
+        for _ in range(100):
+            if rounds[OTHER_CHANNEL] >= 5:
+                break
+            await asyncio.sleep(0.05)
+        assert rounds[OTHER_CHANNEL] >= 5
+        assert rounds[CHANNEL] == 1
+        token.set()
+        for _ in range(100):
+            if rounds[CHANNEL] >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert rounds[CHANNEL] >= 2
+        rows = {row.scope: row for row in await ReadModel(runtime.store.redis, redis_key_prefix).tasks()}
+        assert rows[OTHER_CHANNEL].task == "write-back"
+        assert rows[OTHER_CHANNEL].next_run is not None
+    finally:
+        await _stop(loops)
+        await runtime.close()

@@ -12,6 +12,7 @@ from ordersync.cli.tasks import every
 from ordersync.pipeline.schedule import (
     ALL_CHANNELS,
     SCHEDULABLE,
+    SchedulableTask,
     TaskRequestRejected,
     build_task_request,
     owned_task,
@@ -25,13 +26,16 @@ pytestmark = pytest.mark.unit
 
 
 def test_every_task_belongs_to_a_stage_and_says_its_scope() -> None:
-    assert set(SCHEDULABLE) == {"download", "inventory", "inventory-urgent", "write-back feeds"}
+    assert set(SCHEDULABLE) == {"download", "inventory", "inventory-urgent", "write-back"}
     assert {task.stage for task in SCHEDULABLE.values()} <= set(STAGES)
     assert tasks_of("inventory") == ("inventory", "inventory-urgent")
     assert tasks_of("import") == ()
     assert SCHEDULABLE["download"].scope(CHANNEL) == CHANNEL
-    # The write-back tick serves every channel at once.
-    assert SCHEDULABLE["write-back feeds"].scope(CHANNEL) == ALL_CHANNELS
+    # A task that serves every channel at once is woken whichever channel is named.
+    shared = SchedulableTask(
+        "reconcile-all", "status-projection", "a task for every channel", per_channel=False
+    )
+    assert shared.scope(CHANNEL) == ALL_CHANNELS
 
 
 def test_a_request_is_checked_before_it_is_sent(tmp_path: Path) -> None:
