@@ -731,7 +731,28 @@ class DashboardSettings(_Frozen):
         1000, ge=1, le=1000, description="Most orders one action may name (one ops.commands event a channel)."
     )
     cookie_secure: bool = Field(
-        False, description="Mark the read-token cookie Secure (set it when served over HTTPS)."
+        False, description="Mark the sign-in cookies Secure (set it when served over HTTPS)."
+    )
+    session_idle_s: int = Field(
+        1800, ge=60, le=86400, description="A user's session ends after this long without a request."
+    )
+    session_max_s: int = Field(
+        43200,
+        ge=300,
+        le=30 * 86400,
+        description="A user's session ends this long after signing in, however busy.",
+    )
+    sign_in_failures: int = Field(
+        5, ge=1, le=100, description="Failed sign-ins in a row that lock a user name for sign_in_lock_s."
+    )
+    sign_in_lock_s: int = Field(
+        300, ge=1, le=86400, description="How long a user name stays locked after too many failed sign-ins."
+    )
+    audit_kept: int = Field(
+        20000,
+        ge=100,
+        le=1_000_000,
+        description="Newest audit entries kept in Redis for the audit page (ops.audit keeps every one).",
     )
 
 

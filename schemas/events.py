@@ -743,3 +743,34 @@ class DeadLetterHandled(Event):
     @property
     def letter_id(self) -> str:
         return record_id(self.dlq_topic, self.dlq_partition, self.dlq_offset)
+
+
+# --- ops.audit ------------------------------------------------------------------------------------------
+
+#: What a dashboard account may do: read; also act on orders and see buyers' personal data; also manage
+#: the accounts (ordersync.ops.users).
+DashboardRole = Literal["viewer", "operator", "admin"]
+#: Done (sent to the pipeline, or carried out), refused (nothing done, with the reason), or failed.
+AuditOutcome = Literal["sent", "refused", "failed"]
+
+
+class AuditRecorded(Event):
+    """Something a person or an API client did or tried, in the dashboard or with the CLI: an action on
+    orders, dead letters or alerts, a change to an account, a sign-in or sign-out (ordersync.ops.audit).
+    Never a password, a token or a buyer's personal data."""
+
+    entry_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+    at: AwareDatetime
+    #: A user name, ``api-token`` / ``read-token`` (the shared tokens), ``cli:<os user>``, or ``(unknown)``.
+    actor: Annotated[str, Field(min_length=1, max_length=80)]
+    role: DashboardRole | None = None
+    via: Literal["dashboard", "api", "cli"]
+    #: ``sign-in``, ``order.ignore``, ``dead-letter.replay``, ``alert.snooze``, ``user.role`` ...
+    action: Annotated[str, Field(pattern=r"^[a-z][a-z-]*(\.[a-z][a-z-]*)?$", max_length=64)]
+    #: What it was done to: ``channel/order id``, dead letter ids, an alert's fingerprint, a user name.
+    targets: Annotated[tuple[Annotated[str, Field(max_length=300)], ...], Field(max_length=1000)] = ()
+    outcome: AuditOutcome
+    reason: Annotated[str, Field(max_length=2000)] = ""
+    detail: Annotated[str, Field(max_length=2000)] = ""
+    #: The client's address, for the dashboard.
+    client: Annotated[str, Field(max_length=64)] | None = None

@@ -13,6 +13,7 @@ from typing import Literal
 from ordersync.schemas.envelope import Event
 from ordersync.schemas.events import (
     AmazonNotificationReceived,
+    AuditRecorded,
     DeadLetterHandled,
     DownloadCursorSaved,
     EventDeadLettered,
@@ -42,7 +43,7 @@ from ordersync.schemas.events import (
 )
 from ordersync.settings import REDRIVE_TIER_COUNT
 
-KeyKind = Literal["order", "sku", "channel", "source", "letter"]
+KeyKind = Literal["order", "sku", "channel", "source", "letter", "actor"]
 
 KEY_FORMATS: dict[KeyKind, str] = {
     "order": "seller_id:amazon_order_id",
@@ -50,6 +51,7 @@ KEY_FORMATS: dict[KeyKind, str] = {
     "channel": "channel",
     "source": "the parked record's own key",
     "letter": "dlq_topic:partition:offset",
+    "actor": "who did it (a user name, api-token, cli:<os user>)",
 }
 
 
@@ -247,6 +249,15 @@ OPS_DEAD_LETTER_ACTIONS = TopicSpec(
     " wins.",
     cleanup_policy="compact",
 )
+OPS_AUDIT = TopicSpec(
+    name="ops.audit",
+    key="actor",
+    events=(AuditRecorded,),
+    writer="ordersync dashboard and CLI (ordersync.ops.audit)",
+    description="The audit trail: every action and account change made in the dashboard or with the CLI,"
+    " and every sign-in and sign-out, with who, when, what and the outcome; give it the retention your"
+    " audit policy asks for.",
+)
 
 #: The redrive tiers: records a stage could not process yet (a transient fault outlived its in-line
 #: retries), each tier waiting a longer delay (``settings.redrive.delays_s``) before the stage tries
@@ -301,6 +312,7 @@ CATALOGUE: tuple[TopicSpec, ...] = tuple(
         OPS_COMMANDS,
         OPS_TASK_REQUESTS,
         OPS_DEAD_LETTER_ACTIONS,
+        OPS_AUDIT,
         DOWNLOAD_CURSORS,
         *REDRIVE_TIERS,
     )

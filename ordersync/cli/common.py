@@ -9,6 +9,7 @@ printed only with ``ordersync --debug ...`` or ``ORDERSYNC_DEBUG=1``; secrets ne
 from __future__ import annotations
 
 import asyncio
+import getpass
 import re
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -173,6 +174,11 @@ def failure_of(exc: BaseException) -> tuple[ExitCode, str]:  # noqa: PLR0911 - o
     if _is(exc, "redis.exceptions", "RedisError"):
         return ExitCode.REDIS, f"Redis refused: {detail}"
     return ExitCode.FAILED, f"{type(exc).__name__}: {detail} (ordersync --debug ... shows the traceback)"
+
+
+def cli_actor() -> str:
+    """Who acts from the command line, as the audit names them."""
+    return f"cli:{getpass.getuser()}"[:80]
 
 
 def fail(code: ExitCode, message: str) -> typer.Exit:

@@ -61,6 +61,10 @@ COMMANDS: dict[str, Entry] = {
         "Amazon's ORDER_CHANGE notifications: subscribe channels.",
     ),
     "alerts": Entry("ordersync.cli.alerts", "alerts_app", "Alerts firing now; acknowledge or snooze one."),
+    "users": Entry(
+        "ordersync.cli.users", "users_app", "The dashboard's accounts: add, list, set roles, disable."
+    ),
+    "audit": Entry("ordersync.cli.audit", "audit_app", "The audit trail: who did what, when, how it ended."),
     "tasks": Entry(
         "ordersync.cli.tasks", "tasks_app", "Periodic tasks: schedules and next runs; run one now."
     ),

@@ -4,7 +4,10 @@ Server-rendered pages (Jinja2, autoescaped) with a small vanilla script, no buil
 from another host, so it works offline and behind a strict Content-Security-Policy. Every filter, sort
 and page is done by :class:`ordersync.state.readmodel.ReadModel` in Redis, so the grid stays fast at 100,000+
 orders. Actions are ``ops.commands`` events (:func:`ordersync.ops.commands.publish_command`) and need the
-operator token; reading is open, or needs the read token, as configured (:class:`DashboardSettings`).
+operator role: a signed-in operator or admin (:mod:`ordersync.ops.users`, sessions with CSRF tokens), or
+the operator token; without accounts, reading is open or needs the read token, as configured
+(:class:`DashboardSettings`). Every action, account change, sign-in and sign-out is audited
+(:mod:`ordersync.ops.audit`, ``ops.audit``).
 """
 
 from __future__ import annotations

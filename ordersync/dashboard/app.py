@@ -3,11 +3,18 @@
 Pages (server-rendered, work without the script except for actions):
 ``/`` orders grid with the status key, ``/orders/{seller}/{order}`` detail (with its Easy Ship package and
 the cached product data), ``/orders/{seller}/{order}/documents/{reference}`` (an Easy Ship PDF recorded in
-the order's state, from the document store), ``/tasks``, ``/notifications``, ``/dead-letters``, ``/login``.
+the order's state, from the document store), ``/tasks``, ``/notifications``, ``/dead-letters``, ``/login``,
+``/users`` (admins), ``/audit`` (operators and admins).
 JSON: ``/api/orders``, ``/api/orders/{seller}/{order}``, ``/api/health``, ``/api/tasks``,
-``/api/notifications``, ``/api/dead-letters``, ``POST /api/actions``, ``POST /api/dead-letters/actions``.
+``/api/notifications``, ``/api/dead-letters``, ``/api/users``, ``/api/audit``, ``POST /api/actions``,
+``POST /api/dead-letters/actions``, ``POST /api/alerts/actions``, ``POST /api/users[/{name}]``.
 ``/export.csv`` streams the current filter's orders.
 ``/healthz`` (process up) and ``/readyz`` (Redis answers) are for orchestrators and need no token.
+
+Every other route first learns who asks (:meth:`_Dashboard.identify`: a session, a token, open reading);
+every POST route then admits the request or refuses it (:meth:`_Dashboard.admit`: the role the route
+needs, the CSRF token of a session), and every action, account change, sign-in and sign-out is audited
+(:mod:`ordersync.ops.audit`).
 """
 
 from __future__ import annotations
@@ -17,14 +24,14 @@ import contextlib
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import redis.asyncio as aioredis
@@ -52,6 +59,30 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ordersync.amazon.operations import API_NAMES, API_TITLES
 from ordersync.channels import ChannelsFile, load_channels
 from ordersync.clock import SYSTEM_CLOCK, Clock
+from ordersync.dashboard.access import (
+    ACTIONS_DISABLED,
+    MAX_ACTION_BODY,
+    NOBODY,
+    TOKEN_GIVEN,
+    USER_NOTICES,
+    Guard,
+    actor_of,
+    audit_alerts,
+    audit_letters,
+    audit_orders,
+    audit_query,
+    audit_users,
+    csrf_given,
+    form_fields,
+    has_accounts,
+    letter_audit,
+    order_audit,
+    principal_of,
+    role_refusal,
+    safe_user,
+    self_declared,
+    text_or_empty,
+)
 from ordersync.dashboard.actions import (
     ACTION_LABELS,
     ActionRejected,
@@ -63,12 +94,19 @@ from ordersync.dashboard.actions import (
     publish_action,
 )
 from ordersync.dashboard.auth import (
+    ANONYMOUS,
+    API_CLIENT,
+    BACKGROUND_HEADER,
+    CSRF_FIELD,
+    OPERATOR_HEADER,
     READ_COOKIE,
+    READER,
+    SESSION_COOKIE,
+    Principal,
     cookie_value,
     login_token_valid,
     operator_access,
-    personal_data_access,
-    read_access,
+    token_role,
 )
 from ordersync.dashboard.dead_letters import (
     ActionProblem,
@@ -92,10 +130,33 @@ from ordersync.documents import PDF, DocumentNotFound, document_store
 from ordersync.errors import ConfigurationError
 from ordersync.logs import remember_secrets
 from ordersync.ops.alerts import AlertBook
+from ordersync.ops.audit import (
+    ACTIONS,
+    OUTCOMES,
+    AuditLog,
+    AuditPage,
+    AuditSender,
+    AuditSink,
+    KafkaAuditSink,
+    new_entry,
+)
 from ordersync.ops.replay import ReplayLedger, dead_letter_topics
+from ordersync.ops.users import (
+    ROLE_MEANINGS,
+    ROLES,
+    Role,
+    SessionStore,
+    SignInThrottle,
+    User,
+    UserNotFound,
+    UserProblem,
+    UserStore,
+    checked_name,
+)
 from ordersync.privacy.keyring import KeyRing, open_key_ring
 from ordersync.privacy.reader import BuyerData, buyer_data
 from ordersync.redis_client import redis_client
+from ordersync.schemas.events import AuditOutcome
 from ordersync.settings import Settings, get_settings
 from ordersync.state.health import ApiHealth, HealthBoard
 from ordersync.state.heartbeats import heartbeats
@@ -115,7 +176,7 @@ log = logging.getLogger(__name__)
 
 _STATIC = Path(__file__).parent / "static"
 #: Bumped with the static files, so browsers never mix an old script with a new page.
-_ASSET_VERSION = "3"
+_ASSET_VERSION = "4"
 #: The reader's time zone (an IANA name), for every time the pages show and the dates the filter takes.
 TZ_COOKIE = "ordersync_tz"
 #: Operator commands shown on the Tasks page.
@@ -124,8 +185,6 @@ _NOTIFICATIONS_SHOWN = 200
 #: Resolved alerts shown on the notifications page.
 _RESOLVED_SHOWN = 20
 _CSV_CHUNK = 16 * 1024
-#: A thousand orders of a channel in one action is well under this.
-_MAX_ACTION_BODY = 1_000_000
 
 _SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (
@@ -183,12 +242,17 @@ class _SameOriginWrites:
 
 def _same_origin(headers: dict[str, str]) -> bool:
     """Whether a request's headers say it came from a page of this site (or from no page at all: curl
-    and scripts send neither ``Origin`` nor ``Sec-Fetch-Site``)."""
+    and scripts send neither ``Origin`` nor ``Sec-Fetch-Site``). A form posted by one of this site's
+    pages says ``Origin: null`` (the pages' ``Referrer-Policy: no-referrer``): then the browser's own
+    ``Sec-Fetch-Site``, which no page can set, decides, and without it the request is refused."""
     origin = headers.get("origin")
+    fetch_site = headers.get("sec-fetch-site")
+    if origin == "null":
+        return fetch_site == "same-origin"
     if origin is None:
-        return headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
+        return (fetch_site or "same-origin") in ("same-origin", "none")
     host = headers.get("host", "")
-    return origin != "null" and urlsplit(origin).netloc.lower() == host.lower()
+    return urlsplit(origin).netloc.lower() == host.lower()
 
 
 @dataclass
@@ -198,6 +262,11 @@ class _Deps:
     board: HealthBoard
     channels: ChannelsFile | None
     channels_problem: str | None
+    users: UserStore
+    sessions: SessionStore
+    throttle: SignInThrottle
+    audit: AuditLog
+    sender: AuditSender
 
 
 def _load_channels(settings: Settings) -> tuple[ChannelsFile | None, str | None]:
@@ -399,12 +468,12 @@ async def _json_body(request: Request) -> Any:
     """The request's JSON body, refused when it is not JSON or too large to be an action."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise _BadBody(415, "send the action as application/json")
-    too_large = _BadBody(413, f"the action is larger than {_MAX_ACTION_BODY} bytes")
+    too_large = _BadBody(413, f"the action is larger than {MAX_ACTION_BODY} bytes")
     declared = request.headers.get("content-length", "0")
-    if declared.isdigit() and int(declared) > _MAX_ACTION_BODY:
+    if declared.isdigit() and int(declared) > MAX_ACTION_BODY:
         raise too_large
     raw = await request.body()
-    if len(raw) > _MAX_ACTION_BODY:
+    if len(raw) > MAX_ACTION_BODY:
         raise too_large
     try:
         return json.loads(raw)
@@ -415,7 +484,7 @@ async def _json_body(request: Request) -> Any:
 class _Dashboard:
     """The endpoints, sharing the settings, the templates and (from startup) Redis."""
 
-    def __init__(self, settings: Settings, clock: Clock) -> None:
+    def __init__(self, settings: Settings, clock: Clock, audit_sink: AuditSink | None = None) -> None:
         self.settings = settings
         self.clock = clock
         self.dashboard = settings.dashboard
@@ -423,12 +492,15 @@ class _Dashboard:
         self._ring: KeyRing | None = None
         self._ring_lock = asyncio.Lock()
         self._ring_stack = AsyncExitStack()
+        self._audit_sink = audit_sink
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         redis = redis_client(self.settings.redis)
         prefix = self.settings.redis.key_prefix
         channels, problem = _load_channels(self.settings)
+        audit = AuditLog(redis, prefix, kept=self.dashboard.audit_kept)
+        sender = AuditSender(audit, self._audit_sink or KafkaAuditSink(self.settings))
         app.state.deps = _Deps(
             redis=redis,
             model=ReadModel(
@@ -440,10 +512,25 @@ class _Dashboard:
             board=HealthBoard(redis, prefix, self.settings.health),
             channels=channels,
             channels_problem=problem,
+            users=UserStore(redis, prefix, clock=self.clock),
+            sessions=SessionStore(
+                redis, prefix, idle_s=self.dashboard.session_idle_s, max_s=self.dashboard.session_max_s
+            ),
+            throttle=SignInThrottle(
+                redis,
+                prefix,
+                max_failures=self.dashboard.sign_in_failures,
+                lock_s=self.dashboard.sign_in_lock_s,
+            ),
+            audit=audit,
+            sender=sender,
         )
+        # Entries left unsent (Kafka was down, the CLI could not send its own) go out from startup on.
+        sender.start()
         try:
             yield
         finally:
+            await sender.stop()
             await redis.aclose()
             await self._ring_stack.aclose()
 
@@ -456,11 +543,21 @@ class _Dashboard:
 
     def page(self, request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         tz = self.zone(request)
+        principal = principal_of(request)
+        accounts = has_accounts(request)
+        can_act, why_not = self.act_permission(principal, accounts)
         html = self.templates.get_template(name).render(
             request_path=request.url.path,
             request_target=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
-            read_protected=self.dashboard.read_token is not None,
-            actions_enabled=self.dashboard.operator_token is not None,
+            read_protected=self.dashboard.read_token is not None or accounts,
+            actions_enabled=can_act,
+            actions_refusal=why_not,
+            # Without accounts the page asks for the operator token and the operator's name.
+            token_mode=principal.via != "session" and not accounts,
+            principal=principal,
+            accounts=accounts,
+            csrf_token=principal.session.csrf_token if principal.session is not None else "",
+            csrf_field=CSRF_FIELD,
             action_labels=ACTION_LABELS,
             allowed_actions=allowed_actions,
             action_refusal=action_refusal,
@@ -498,33 +595,188 @@ class _Dashboard:
 
     # --- access --------------------------------------------------------------------------------------
 
-    def refuse_reading(self, request: Request, *, api: bool) -> Response | None:
-        access = read_access(request, self.dashboard)
-        if access == "granted":
-            return None
-        status_code = 401 if access == "missing" else 403
-        message = "a read token is needed" if access == "missing" else "the token is not valid"
+    async def identify(self, request: Request) -> Principal:
+        """Who asks (kept in ``request.state.principal``): a signed-in user (their session still live,
+        their account enabled), else the shared tokens, else open reading when nothing protects it."""
+        d = self.deps(request)
+        accounts = await d.users.any()
+        request.state.accounts = accounts
+        principal = await self._identified(request, d, accounts)
+        request.state.principal = principal
+        return principal
+
+    async def _identified(self, request: Request, d: _Deps, accounts: bool) -> Principal:
+        session_id = request.cookies.get(SESSION_COOKIE)
+        if session_id:
+            background = request.headers.get(BACKGROUND_HEADER) == "1"
+            session = await d.sessions.get(session_id, self.clock.now(), touch=not background)
+            user = await d.users.get(session.user) if session is not None else None
+            if session is not None and user is not None and not user.disabled:
+                return Principal(user.name, user.role, "session", session=session)
+            if session is not None:
+                await d.sessions.end(session_id)  # the account went away or was disabled meanwhile
+        role, access = token_role(request, self.dashboard)
+        if role is not None:
+            return Principal(API_CLIENT if role == "operator" else READER, role, "token")
+        if not accounts and self.dashboard.read_token is None:
+            return Principal(ANONYMOUS, "viewer", "open")
         if access == "refused":
             log.warning("dashboard: reading refused, wrong token, from %s", _client(request))
+        return Principal(ANONYMOUS, None, "none", refusal=access, session_ended=bool(session_id))
+
+    def act_permission(self, principal: Principal, accounts: bool) -> tuple[bool, str | None]:
+        """Whether the page offers actions to this reader, and why not (the disabled buttons' title)."""
+        if principal.via == "session":
+            if principal.may("operator"):
+                return True, None
+            return False, f"Your role ({principal.role}) may not act: an operator or an admin may."
+        if accounts:
+            return False, "Sign in as an operator to act."
+        if self.dashboard.operator_token is None:
+            return False, ACTIONS_DISABLED[0].upper() + ACTIONS_DISABLED[1:] + "."
+        return True, None
+
+    def refuse_reading(self, request: Request, *, api: bool) -> Response | None:
+        principal = principal_of(request)
+        if principal.role is not None:
+            return None
+        status_code = 401 if principal.refusal == "missing" else 403
+        if principal.refusal == "refused":
+            message = "the token is not valid"
+        elif principal.session_ended:
+            message = "your session has ended: sign in again"
+        elif has_accounts(request):
+            message = "sign in to read the dashboard"
+        else:
+            message = "a read token is needed"
         if api:
             response = _api_error(status_code, message)
             if status_code == 401:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="ordersync dashboard"'
             return response
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return self.page(request, "login.html", status_code, next=target, error=message, health=None)
+        return self.login_page(request, status_code, next=target, error=message)
 
-    def refuse_action(self, request: Request) -> Response | None:
-        access = operator_access(request, self.dashboard)
-        if access == "granted":
+    def refuse_role(self, request: Request, needed: Role, what: str, *, api: bool) -> Response | None:
+        """Refuses a reader whose role is below ``needed`` (after :meth:`refuse_reading`)."""
+        if refused := self.refuse_reading(request, api=api):
+            return refused
+        principal = principal_of(request)
+        if principal.may(needed):
             return None
+        message = role_refusal(principal, needed, what)
+        if api:
+            return _api_error(403, message)
+        return self.page(request, "error.html", 403, message=message, health=None)
+
+    async def admit(
+        self, request: Request, needed: Role | None, what: str, audited: Guard | None
+    ) -> Response | None:
+        """Admit a state-changing request, or refuse it (403; 401 for a session that has ended) and
+        audit the refusal. The operator token in ``X-Operator-Token`` acts as ``api-token`` with the
+        operator role (a header another site cannot make a browser send: no CSRF token needed); a
+        signed-in user needs the session's CSRF token and a role of at least ``needed``. The admitted
+        principal is ``request.state.actor``."""
+        principal = principal_of(request)
+        if needed is not None and request.headers.get(OPERATOR_HEADER, "").strip():
+            actor, refusal = self._token_admission(request, needed, what)
+        elif principal.via == "session":
+            actor, refusal = principal, await self._session_refusal(request, principal, needed, what)
+        elif needed is None:
+            actor, refusal = principal, None
+        else:
+            actor, refusal = principal, self._anonymous_refusal(request, principal, what)
+        if refusal is None:
+            request.state.actor = actor
+            return None
+        status_code, message = refusal
+        if audited is not None:
+            action, targets = await audited(request)
+            await self.audit(request, action, "refused", targets=targets, reason=message, actor=actor)
+        if request.url.path.startswith("/api/"):
+            return _api_error(status_code, message)
+        return self.page(request, "error.html", status_code, message=message, health=None)
+
+    def _token_admission(
+        self, request: Request, needed: Role, what: str
+    ) -> tuple[Principal, tuple[int, str] | None]:
+        access = operator_access(request, self.dashboard)
         if access == "disabled":
-            return _api_error(
-                403,
-                "actions are disabled: no operator token is configured (ORDERSYNC_DASHBOARD__OPERATOR_TOKEN)",
+            return TOKEN_GIVEN, (403, ACTIONS_DISABLED)
+        if access != "granted":
+            log.warning("dashboard: action refused, operator token not valid, from %s", _client(request))
+            return TOKEN_GIVEN, (403, "the operator token is not valid")
+        actor = Principal(API_CLIENT, "operator", "token")
+        if not actor.may(needed):
+            return actor, (403, f"{what} needs an admin's sign-in: the operator token has the operator role")
+        return actor, None
+
+    async def _session_refusal(
+        self, request: Request, principal: Principal, needed: Role | None, what: str
+    ) -> tuple[int, str] | None:
+        session = principal.session
+        if session is None or not session.csrf_matches(await csrf_given(request)):
+            log.warning(
+                "dashboard: %s %s by %s refused: CSRF token missing or wrong",
+                request.method,
+                request.url.path,
+                principal.name,
             )
-        log.warning("dashboard: action refused, operator token %s, from %s", access, _client(request))
-        return _api_error(403, f"the operator token is {'missing' if access == 'missing' else 'not valid'}")
+            return 403, "the CSRF token is missing or wrong: reload the page and try again"
+        if needed is not None and not principal.may(needed):
+            return 403, role_refusal(principal, needed, what)
+        return None
+
+    def _anonymous_refusal(self, request: Request, principal: Principal, what: str) -> tuple[int, str]:
+        if principal.session_ended:
+            return 401, "your session has ended: sign in again"
+        if has_accounts(request):
+            return 403, f"sign in as an operator to {what} (or send the operator token)"
+        if self.dashboard.operator_token is None:
+            return 403, ACTIONS_DISABLED
+        log.warning("dashboard: action refused, operator token missing, from %s", _client(request))
+        return 403, "the operator token is missing"
+
+    async def audit(
+        self,
+        request: Request,
+        action: str,
+        outcome: AuditOutcome,
+        *,
+        targets: Iterable[str] = (),
+        reason: str = "",
+        detail: str = "",
+        actor: Principal | None = None,
+    ) -> None:
+        """Record an audit entry for this request (who: ``actor``, else the admitted principal)."""
+        who = actor or actor_of(request)
+        d = self.deps(request)
+        entry = new_entry(
+            actor=who.name,
+            role=who.role,
+            via="api" if who.via == "token" else "dashboard",
+            action=action,
+            outcome=outcome,
+            at=self.clock.now(),
+            targets=targets,
+            reason=reason,
+            detail=detail,
+            client=_client(request),
+        )
+        await d.audit.record(entry)
+        d.sender.wake()
+        log.info(
+            "audit: %s by %s: %s%s (%d target(s))",
+            action,
+            entry.actor,
+            outcome,
+            f" ({reason[:200]})" if reason else "",
+            len(entry.targets),
+        )
+
+    def may_see_personal(self, request: Request) -> bool:
+        """Buyers' personal data: for operators and admins (the operator token included)."""
+        return principal_of(request).may("operator")
 
     # --- buyers' personal data ------------------------------------------------------------------------
 
@@ -541,12 +793,16 @@ class _Dashboard:
 
     async def buyer(self, request: Request, seller_id: str, order_id: str, purpose: str) -> BuyerData:
         """The order's personal data for this request: opened for the operator, hidden for others."""
-        if not personal_data_access(request, self.dashboard):
-            note = (
-                "sign in with the operator token to see the buyer's name and address"
-                if self.dashboard.operator_token is not None
-                else "no operator token is configured, so nobody may see it here"
-            )
+        if not self.may_see_personal(request):
+            principal = principal_of(request)
+            if principal.via == "session":
+                note = f"your role ({principal.role}) may not see it: an operator or an admin may"
+            elif has_accounts(request):
+                note = "sign in as an operator to see the buyer's name and address"
+            elif self.dashboard.operator_token is not None:
+                note = "sign in with the operator token to see the buyer's name and address"
+            else:
+                note = "no operator token is configured, so nobody may see it here"
             return BuyerData("hidden", note=note)
         redis = self.deps(request).redis
         order = await Store(redis, self.settings.redis.key_prefix).sales_order(seller_id, order_id)
@@ -555,7 +811,7 @@ class _Dashboard:
         except (ConfigurationError, BotoCoreError, ClientError) as exc:
             log.warning("dashboard: the personal data key store is unavailable: %s", exc)
             return BuyerData("no key", note=f"the key store is unavailable ({type(exc).__name__})")
-        reader = f"dashboard operator at {_client(request)}"
+        reader = f"dashboard {principal_of(request).name} at {_client(request)}"
         return await buyer_data(order, ring, reader=reader, purpose=purpose)
 
     # --- shared page parts ---------------------------------------------------------------------------
@@ -662,10 +918,13 @@ class _Dashboard:
         location the order's state recorded for that reference, never one the request names."""
         if refused := self.refuse_reading(request, api=False):
             return refused
-        if not personal_data_access(request, self.dashboard):
+        if not self.may_see_personal(request):
             # The label and invoice print the buyer's name and address: as the buyer's section, only
             # for the operator.
-            message = "the documents hold the buyer's name and address: sign in with the operator token"
+            message = (
+                "the documents hold the buyer's name and address: sign in as an operator (or with the"
+                " operator token)"
+            )
             return self.page(request, "error.html", 403, message=message, health=None)
         d = self.deps(request)
         seller_id, order_id = request.path_params["seller_id"], request.path_params["order_id"]
@@ -759,31 +1018,51 @@ class _Dashboard:
 
     async def api_alert_actions(self, request: Request) -> Response:
         """Acknowledge or snooze an alert: ``{"fingerprint", "action": "acknowledge"|"snooze",
-        "snooze_s", "operator"}`` (the operator token)."""
-        if refused := self.refuse_action(request):
-            return refused
+        "snooze_s", "operator"}`` (a signed-in operator, whose name is used, or the operator token with
+        the ``operator`` given)."""
         try:
             body = await _json_body(request)
         except _BadBody as exc:
             return _api_error(exc.status_code, str(exc))
+        if not isinstance(body, dict):
+            body = {}
         fingerprint, action = body.get("fingerprint"), body.get("action")
-        operator = str(body.get("operator") or "").strip()[:80]
+        operator = self.operator_of(request, body.get("operator"))
+        audited = f"alert.{action}" if action in ("acknowledge", "snooze") else "alert.invalid"
+        targets = [fingerprint[:300]] if isinstance(fingerprint, str) else []
         if not isinstance(fingerprint, str) or action not in ("acknowledge", "snooze") or not operator:
-            return _api_error(422, "give fingerprint, action (acknowledge or snooze) and operator")
+            message = "give fingerprint, action (acknowledge or snooze) and operator"
+            await self.audit(request, audited, "refused", targets=targets, reason=message)
+            return _api_error(422, message)
         now = datetime.now(UTC)
         book = AlertBook(self.deps(request).redis, self.settings.redis.key_prefix)
+        detail = self_declared(request, operator)
         try:
             if action == "snooze":
                 snooze_s = body.get("snooze_s")
                 if not isinstance(snooze_s, int) or not 60 <= snooze_s <= 30 * 86400:
-                    return _api_error(422, "snooze_s: whole seconds, 60 to 2592000")
+                    message = "snooze_s: whole seconds, 60 to 2592000"
+                    await self.audit(request, audited, "refused", targets=targets, reason=message)
+                    return _api_error(422, message)
                 record = await book.snooze(fingerprint, now + timedelta(seconds=snooze_s), operator, now)
+                detail = f"for {snooze_s} s; {detail}".rstrip("; ")
             else:
                 record = await book.acknowledge(fingerprint, operator, now)
         except KeyError:
-            return _api_error(404, f"no alert {fingerprint[:120]!r} is firing (it may have resolved)")
+            message = f"no alert {fingerprint[:120]!r} is firing (it may have resolved)"
+            await self.audit(request, audited, "refused", targets=targets, reason=message)
+            return _api_error(404, message)
         log.info("dashboard: alert %s %s by %s", fingerprint, action, operator)
+        await self.audit(request, audited, "sent", targets=targets, detail=detail)
         return JSONResponse(record.model_dump(mode="json"))
+
+    def operator_of(self, request: Request, given: object) -> str:
+        """Who acts, as the events and the pages name them: the signed-in user (whatever the body
+        says), else the name the operator token's client gives."""
+        actor = actor_of(request)
+        if actor.via == "session":
+            return actor.name
+        return str(given or "").strip()[:80]
 
     async def dead_letter_board(self, request: Request) -> DeadLetterBoard:
         params = request.query_params
@@ -833,19 +1112,25 @@ class _Dashboard:
         return JSONResponse(board.model_dump(mode="json"))
 
     async def api_dead_letter_actions(self, request: Request) -> Response:
-        if refused := self.refuse_action(request):
-            return refused
         try:
-            action = parse_letter_action(await _json_body(request))
+            body = await _json_body(request)
         except _BadBody as exc:
             return _api_error(exc.status_code, str(exc))
+        audited, targets = letter_audit(body)
+        if isinstance(body, dict):
+            body = {**body, "operator": self.operator_of(request, body.get("operator"))}
+        try:
+            action = parse_letter_action(body)
         except ActionProblem as exc:
+            await self.audit(request, audited, "refused", targets=targets, reason=str(exc))
             return _api_error(422, "nothing was done", [str(exc)])
         store = Store(self.deps(request).redis, self.settings.redis.key_prefix)
         try:
             outcome = await carry_out(self.settings, store, action, self.clock)
         except KafkaError as exc:
-            return _api_error(503, f"the broker is unreachable ({type(exc).__name__}); it may be partly done")
+            message = f"the broker is unreachable ({type(exc).__name__}); it may be partly done"
+            await self.audit(request, audited, "failed", targets=targets, reason=message)
+            return _api_error(503, message)
         log.info(
             "dashboard: %s of %d dead letter(s) by %s: %d done",
             action.action,
@@ -853,23 +1138,111 @@ class _Dashboard:
             action.operator,
             outcome.done,
         )
+        detail = f"{outcome.done} of {outcome.asked} done"
+        if outcome.missing:
+            detail += f"; {len(outcome.missing)} not found"
+        detail = "; ".join(part for part in (detail, self_declared(request, action.operator)) if part)
+        await self.audit(request, audited, "sent", targets=targets, detail=detail)
         return JSONResponse(outcome.model_dump(mode="json"))
 
+    # --- signing in and out -------------------------------------------------------------------------
+
+    def login_page(self, request: Request, status_code: int = 200, **context: Any) -> HTMLResponse:
+        context.setdefault("next", "/")
+        return self.page(
+            request,
+            "login.html",
+            status_code,
+            token_sign_in=not has_accounts(request)
+            and (self.dashboard.read_token is not None or self.dashboard.operator_token is not None),
+            health=None,
+            **context,
+        )
+
     async def login(self, request: Request) -> Response:
-        if self.dashboard.read_token is None and self.dashboard.operator_token is None:
+        """``/login``: a user name and password (a session), or, where no account exists, a token (the
+        read cookie)."""
+        accounts = has_accounts(request)
+        if not accounts and self.dashboard.read_token is None and self.dashboard.operator_token is None:
             return RedirectResponse("/", status_code=303)
         if request.method == "GET":
-            target = _safe_next(request.query_params.get("next"))
-            return self.page(request, "login.html", next=target, health=None)
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
-        given = (form.get("token") or [""])[0]
-        target = _safe_next((form.get("next") or ["/"])[0])
+            return self.login_page(request, next=_safe_next(request.query_params.get("next")))
+        form = await form_fields(request)
+        target = _safe_next(form.get("next") or "/")
+        if "username" not in form and "token" in form:
+            return await self.token_login(request, form.get("token", ""), target)
+        return await self.password_login(request, form.get("username", ""), form.get("password", ""), target)
+
+    async def password_login(self, request: Request, name_given: str, password: str, target: str) -> Response:
+        """A user's sign-in: refused while the name is locked, counted when wrong; a new session."""
+        now = self.clock.now()
+        d = self.deps(request)
+        try:
+            name = checked_name(name_given)
+        except UserProblem:
+            name = None
+        wrong = "the user name or the password is wrong"
+        if name is None or not password:
+            await self.audit(
+                request, "sign-in", "refused", reason="not a user name, or no password", actor=NOBODY
+            )
+            return self.login_page(request, 403, next=target, error=wrong, username=name_given[:64])
+        known = await d.users.get(name) is not None
+        who = Principal(name if known else "(unknown)", None, "none")
+        locked = await d.throttle.locked_until(name, now)
+        if locked is not None:
+            minutes = max(1, round((locked - now).total_seconds() / 60))
+            message = f"too many failed sign-ins for this user name: try again in {minutes} min"
+            await self.audit(request, "sign-in", "refused", reason="user name locked", actor=who)
+            log.warning("dashboard: sign-in of %s from %s refused: locked", who.name, _client(request))
+            locked_page = self.login_page(request, 429, next=target, error=message, username=name)
+            locked_page.headers["Retry-After"] = str(max(1, int((locked - now).total_seconds())))
+            return locked_page
+        user, why = await d.users.authenticate(name, password)
+        if user is None:
+            until = await d.throttle.failed(name, now)
+            reason = why + (f"; the user name is locked until {until.isoformat()}" if until else "")
+            await self.audit(request, "sign-in", "refused", reason=reason, actor=who)
+            log.warning("dashboard: sign-in of %s from %s refused: %s", who.name, _client(request), why)
+            return self.login_page(request, 403, next=target, error=wrong, username=name)
+        await d.throttle.succeeded(name)
+        if old := request.cookies.get(SESSION_COOKIE):
+            await d.sessions.end(old)  # a new session id at every sign-in (no fixation)
+        session_id, _ = await d.sessions.create(user.name, now)
+        await self.audit(request, "sign-in", "sent", actor=Principal(user.name, user.role, "session"))
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            session_id,
+            httponly=True,
+            samesite="strict",
+            secure=self.dashboard.cookie_secure,
+            path="/",
+        )
+        response.delete_cookie(READ_COOKIE, path="/")
+        return response
+
+    async def token_login(self, request: Request, given: str, target: str) -> Response:
+        """The sign-in of a setup without accounts: the read or operator token, kept as a keyed hash in
+        the read cookie."""
+        if has_accounts(request):
+            message = "accounts are set up: sign in with your user name and password"
+            await self.audit(request, "sign-in", "refused", reason=message, actor=TOKEN_GIVEN)
+            return self.login_page(request, 403, next=target, error=message)
         token = login_token_valid(given, self.dashboard) if given else None
         if token is None:
             log.warning("dashboard: sign-in refused for %s", _client(request))
-            return self.page(
-                request, "login.html", 403, next=target, error="the token is not valid", health=None
+            await self.audit(
+                request, "sign-in", "refused", reason="the token is not valid", actor=TOKEN_GIVEN
             )
+            return self.login_page(request, 403, next=target, error="the token is not valid")
+        is_operator = self.dashboard.operator_token is not None and token == self.dashboard.operator_token
+        who = (
+            Principal(API_CLIENT, "operator", "token")
+            if is_operator
+            else Principal(READER, "viewer", "token")
+        )
+        await self.audit(request, "sign-in", "sent", actor=who)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
             READ_COOKIE,
@@ -882,9 +1255,206 @@ class _Dashboard:
         return response
 
     async def logout(self, request: Request) -> Response:
-        response = RedirectResponse("/login" if self.dashboard.read_token else "/", status_code=303)
+        principal = principal_of(request)
+        session_id = request.cookies.get(SESSION_COOKIE)
+        if (session_id and await self.deps(request).sessions.end(session_id) is not None) or (
+            principal.via == "token" and request.cookies.get(READ_COOKIE)
+        ):
+            await self.audit(request, "sign-out", "sent", actor=principal)
+        protected = self.dashboard.read_token is not None or has_accounts(request)
+        response = RedirectResponse("/login" if protected else "/", status_code=303)
         response.delete_cookie(READ_COOKIE, path="/")
+        response.delete_cookie(SESSION_COOKIE, path="/")
         return response
+
+    # --- accounts (admins) ----------------------------------------------------------------------------
+
+    async def users_page(self, request: Request) -> Response:
+        if refused := self.refuse_role(request, "admin", "manage users", api=False):
+            return refused
+        d = self.deps(request)
+        done = request.query_params.get("done")
+        changed = request.query_params.get("user", "")
+        notice = USER_NOTICES.get(done or "", "").format(user=changed) if safe_user(changed) else ""
+        return self.page(
+            request,
+            "users.html",
+            tab="users",
+            users=await d.users.list(),
+            roles=ROLES,
+            role_meanings=ROLE_MEANINGS,
+            notice=notice,
+            **await self.shell(d),
+        )
+
+    async def users(self, request: Request) -> Response:
+        return await (self.users_page(request) if request.method == "GET" else self.users_form(request))
+
+    async def users_form(self, request: Request) -> Response:
+        """The users page's forms: ``POST /users`` (add) and ``POST /users/{name}`` (``change``: role,
+        disable, enable, password), then back to the page."""
+        form = await form_fields(request)
+        name = request.path_params.get("name")
+        if name is None:
+            change: dict[str, Any] = {"add": True, "name": form.get("name", ""), "role": form.get("role", "")}
+            change["password"] = form.get("password", "")
+        else:
+            kind = form.get("change", "")
+            change = {"name": name, kind: form.get(kind, "") if kind in ("role", "password") else True}
+        status_code, message, user, done = await self.change_user(request, change)
+        if user is None:
+            d = self.deps(request)
+            return self.page(
+                request,
+                "users.html",
+                status_code,
+                tab="users",
+                users=await d.users.list(),
+                roles=ROLES,
+                role_meanings=ROLE_MEANINGS,
+                error=message,
+                **await self.shell(d),
+            )
+        return RedirectResponse(f"/users?done={done}&user={user.name}", status_code=303)
+
+    async def api_users(self, request: Request) -> Response:
+        if refused := self.refuse_role(request, "admin", "manage users", api=True):
+            return refused
+        users = await self.deps(request).users.list()
+        return JSONResponse({"users": [u.public() for u in users]})
+
+    async def api_user_change(self, request: Request) -> Response:
+        """``POST /api/users`` ``{"name", "role", "password"}`` adds an account (201);
+        ``POST /api/users/{name}`` with one of ``{"role"}``, ``{"disabled": true|false}``,
+        ``{"password"}`` changes one."""
+        try:
+            body = await _json_body(request)
+        except _BadBody as exc:
+            return _api_error(exc.status_code, str(exc))
+        if not isinstance(body, dict):
+            return _api_error(422, "send a JSON object")
+        name = request.path_params.get("name")
+        if name is None:
+            change = {"add": True, "name": body.get("name"), "role": body.get("role")}
+            change["password"] = body.get("password")
+        else:
+            kinds = [k for k in ("role", "disabled", "password") if k in body]
+            if len(kinds) != 1 or set(body) - {"role", "disabled", "password"}:
+                message = "give exactly one of role, disabled (true or false), password"
+                await self.audit(request, "user.invalid", "refused", targets=[name[:64]], reason=message)
+                return _api_error(422, message)
+            kind = kinds[0]
+            if kind == "disabled":
+                if not isinstance(body["disabled"], bool):
+                    await self.audit(
+                        request, "user.invalid", "refused", targets=[name[:64]], reason="disabled"
+                    )
+                    return _api_error(422, "disabled: true or false")
+                change = {"name": name, "disable" if body["disabled"] else "enable": True}
+            else:
+                change = {"name": name, kind: body[kind]}
+        status_code, message, user, _ = await self.change_user(request, change)
+        if user is None:
+            return _api_error(status_code, message)
+        return JSONResponse(user.public(), status_code=status_code)
+
+    async def change_user(
+        self, request: Request, change: Mapping[str, Any]
+    ) -> tuple[int, str, User | None, str]:
+        """Carry out one change to the accounts and audit it: returns the answer's status, the problem
+        (when refused), the account (None: refused) and what was done (for the page's notice)."""
+        users = self.deps(request).users
+        by = actor_of(request).name
+        name = str(change.get("name") or "")[:64]
+        kinds = [k for k in ("role", "disable", "enable", "password") if k in change]
+        kind = "add" if "add" in change else kinds[0] if len(kinds) == 1 else "invalid"
+        action = {
+            "add": "user.add",
+            "role": "user.role",
+            "disable": "user.disable",
+            "enable": "user.enable",
+        }.get(kind, "user.password" if kind == "password" else "user.invalid")
+        detail = ""
+        try:
+            if kind == "add":
+                user = await users.add(
+                    name, str(change.get("role") or ""), text_or_empty(change.get("password")), by
+                )
+                status_code, detail = 201, f"role {user.role}"
+            elif kind == "role":
+                before, user = await users.set_role(name, str(change.get("role") or ""), by)
+                status_code = 200
+                detail = f"{before} -> {user.role}" + ("; sessions ended" if before != user.role else "")
+            elif kind in ("disable", "enable"):
+                user = await users.set_disabled(name, kind == "disable", by)
+                status_code, detail = 200, "sessions ended" if kind == "disable" else ""
+            elif kind == "password":
+                user = await users.set_password(name, text_or_empty(change.get("password")), by)
+                status_code, detail = 200, "sessions ended"
+            else:
+                raise UserProblem("nothing to change")
+        except UserNotFound as exc:
+            await self.audit(request, action, "refused", targets=[name], reason=str(exc))
+            return 404, str(exc), None, kind
+        except UserProblem as exc:
+            status_code = 409 if "exists already" in str(exc) else 422
+            await self.audit(request, action, "refused", targets=[name], reason=str(exc))
+            return status_code, str(exc), None, kind
+        log.info("dashboard: %s %s by %s", action, user.name, by)
+        await self.audit(request, action, "sent", targets=[user.name], detail=detail)
+        return status_code, "", user, kind
+
+    # --- the audit trail (operators and admins) --------------------------------------------------------
+
+    async def audit_page(self, request: Request) -> Response:
+        if refused := self.refuse_role(request, "operator", "see the audit trail", api=False):
+            return refused
+        d = self.deps(request)
+        try:
+            chosen, older, limit = audit_query(request.query_params, self.zone(request))
+            page: AuditPage | None = await d.audit.page(chosen, older_than=older, limit=limit)
+            error = None
+        except ValueError as exc:
+            page, error = None, str(exc)
+        params = {k: v for k, v in request.query_params.items() if k != "older" and v}
+        return self.page(
+            request,
+            "audit.html",
+            400 if error else 200,
+            tab="audit",
+            audit=page,
+            error=error,
+            chosen=params,
+            older_link="/audit?" + urlencode({**params, "older": page.older})
+            if page and page.older
+            else None,
+            newest_link="/audit?" + urlencode(params) if request.query_params.get("older") else None,
+            actions=ACTIONS,
+            outcomes=OUTCOMES,
+            user_names=[u.name for u in await d.users.list()],
+            unsent=await d.audit.unsent_count(),
+            **await self.shell(d),
+        )
+
+    async def api_audit(self, request: Request) -> Response:
+        """``GET /api/audit``: entries newest first; filters ``user``, ``action`` (an action or its family,
+        e.g. ``order``), ``outcome``, ``since``, ``until`` (ISO dates or date-times), paging with ``older``
+        (the ``older`` of the answer) and ``limit``."""
+        if refused := self.refuse_role(request, "operator", "see the audit trail", api=True):
+            return refused
+        d = self.deps(request)
+        try:
+            chosen, older, limit = audit_query(request.query_params, self.zone(request))
+        except ValueError as exc:
+            return _api_error(400, str(exc))
+        page = await d.audit.page(chosen, older_than=older, limit=limit)
+        return JSONResponse(
+            {
+                "entries": [{"id": sid, **entry.model_dump(mode="json")} for sid, entry in page.entries],
+                "older": page.older,
+                "unsent": await d.audit.unsent_count(),
+            }
+        )
 
     # --- JSON API ------------------------------------------------------------------------------------
 
@@ -916,8 +1486,8 @@ class _Dashboard:
         back-office adapter that ships with them); every opening is logged."""
         if refused := self.refuse_reading(request, api=True):
             return refused
-        if not personal_data_access(request, self.dashboard):
-            return _api_error(403, "buyers' personal data needs the operator token")
+        if not self.may_see_personal(request):
+            return _api_error(403, "buyers' personal data needs the operator role (or the operator token)")
         seller_id, order_id = request.path_params["seller_id"], request.path_params["order_id"]
         if not AMAZON_ORDER_ID.match(order_id):
             return _api_error(400, f"{order_id[:40]!r} is not an Amazon order id (3-7-7 digits)")
@@ -972,12 +1542,13 @@ class _Dashboard:
         return JSONResponse({"notifications": [n.model_dump(mode="json") for n in notifications]})
 
     async def api_actions(self, request: Request) -> Response:
-        if refused := self.refuse_action(request):
-            return refused
         try:
             body = await _json_body(request)
         except _BadBody as exc:
             return _api_error(exc.status_code, str(exc))
+        audited, targets = order_audit(body)
+        if isinstance(body, dict) and actor_of(request).via == "session":
+            body = {**body, "operator": actor_of(request).name}  # who acts is the signed-in user
         d = self.deps(request)
         try:
             action = parse_action(body)
@@ -996,10 +1567,22 @@ class _Dashboard:
             check_orders(action.action, plan, sellers, rows)
             outcome = await publish_action(self.settings, action, plan)
         except ActionRejected as exc:
+            await self.audit(request, audited, "refused", targets=targets, reason="; ".join(exc.problems))
             return _api_error(409 if exc.conflict else 422, "the action was not sent", exc.problems)
         answer = outcome.model_dump(mode="json")
+        sent = "; ".join(f"{p.channel}: event {p.event_id}" for p in outcome.published)
+        declared = self_declared(request, action.operator or "")
         if outcome.failure is not None:
             answer["error"] = outcome.failure
+            detail = "; ".join(
+                p for p in (sent and f"sent {sent}", f"not sent: {', '.join(outcome.not_sent)}") if p
+            )
+            await self.audit(
+                request, audited, "failed", targets=targets, reason=outcome.failure, detail=detail
+            )
+        else:
+            detail = "; ".join(p for p in (sent, declared) if p)
+            await self.audit(request, audited, "sent", targets=targets, detail=detail)
         return JSONResponse(answer, status_code=200 if outcome.failure is None else 503)
 
     # --- CSV export ----------------------------------------------------------------------------------
@@ -1013,8 +1596,11 @@ class _Dashboard:
             return _api_error(400, str(exc))
         personal: PersonalOpener | None = None
         if request.query_params.get("personal") in ("1", "true", "yes"):
-            if not personal_data_access(request, self.dashboard):
-                return _api_error(403, "an export with buyers' personal data needs the operator token")
+            if not self.may_see_personal(request):
+                return _api_error(
+                    403,
+                    "an export with buyers' personal data needs the operator role (or the operator token)",
+                )
 
             async def personal(seller_id: str, order_id: str) -> tuple[str, Mapping[str, str]]:
                 found = await self.buyer(request, seller_id, order_id, "CSV export")
@@ -1044,38 +1630,98 @@ class _Dashboard:
         message = f"Redis is unreachable ({type(exc).__name__}); the read model cannot be shown"
         if request.url.path.startswith("/api/") or request.url.path.endswith(".csv"):
             return _api_error(503, message)
-        html = self.templates.get_template("error.html").render(message=message, health=None)
+        html = self.templates.get_template("error.html").render(
+            message=message, health=None, principal=principal_of(request), csrf_token=""
+        )
         return HTMLResponse(html, status_code=503)
 
 
-def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) -> Starlette:
+def create_app(
+    settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK, *, audit_sink: AuditSink | None = None
+) -> Starlette:
     """The dashboard for ``settings`` (default: the process's); Redis is opened at startup. ``clock``
-    decides when personal data has expired and dates the operator's dead-letter actions."""
-    d = _Dashboard(settings or get_settings(), clock)
+    decides when personal data has expired, dates the operator's dead-letter actions and the audit
+    entries, and times sessions and sign-in locks. ``audit_sink``: where audit entries go (default:
+    ``ops.audit`` on the settings' Kafka)."""
+    d = _Dashboard(settings or get_settings(), clock, audit_sink)
     remember_secrets(d.settings)
+
+    def read(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        """A page or API read: who asks is known before the handler runs."""
+
+        async def endpoint(request: Request) -> Response:
+            await d.identify(request)
+            return await handler(request)
+
+        return endpoint
+
+    def write(
+        handler: Callable[[Request], Awaitable[Response]],
+        needed: Role | None = None,
+        what: str = "",
+        audited: Guard | None = None,
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """A state-changing route: admitted (role, CSRF) before the handler runs; GET (a form's page)
+        only identifies."""
+
+        async def endpoint(request: Request) -> Response:
+            await d.identify(request)
+            if request.method not in ("GET", "HEAD"):
+                refused = await d.admit(request, needed, what, audited)
+                if refused is not None:
+                    return refused
+            return await handler(request)
+
+        endpoint.__dict__["admission"] = (needed, what)
+        return endpoint
+
+    acting = "act on orders"
     routes = [
-        Route("/", d.orders_page),
-        Route("/orders/{seller_id}/{order_id}", d.order_page),
-        Route("/orders/{seller_id}/{order_id}/documents/{reference}", d.order_document),
-        Route("/tasks", d.tasks_page),
-        Route("/notifications", d.notifications_page),
-        Route("/dead-letters", d.dead_letters_page),
-        Route("/login", d.login, methods=["GET", "POST"]),
-        Route("/logout", d.logout, methods=["POST"]),
-        Route("/api/orders", d.api_orders),
-        Route("/api/orders/{seller_id}/{order_id}", d.api_order),
-        Route("/api/orders/{seller_id}/{order_id}/personal", d.api_order_personal),
-        Route("/api/health", d.api_health),
-        Route("/api/tasks", d.api_tasks),
-        Route("/api/notifications", d.api_notifications),
-        Route("/api/alerts", d.api_alerts),
-        Route("/api/alerts/actions", d.api_alert_actions, methods=["POST"]),
-        Route("/api/dead-letters", d.api_dead_letters),
-        Route("/api/dead-letters/actions", d.api_dead_letter_actions, methods=["POST"]),
-        Route("/api/actions", d.api_actions, methods=["POST"]),
-        Route("/api/commands/{event_id}", d.api_command),
-        Route("/preferences/timezone", d.set_time_zone, methods=["POST"]),
-        Route("/export.csv", d.export_csv),
+        Route("/", read(d.orders_page)),
+        Route("/orders/{seller_id}/{order_id}", read(d.order_page)),
+        Route("/orders/{seller_id}/{order_id}/documents/{reference}", read(d.order_document)),
+        Route("/tasks", read(d.tasks_page)),
+        Route("/notifications", read(d.notifications_page)),
+        Route("/dead-letters", read(d.dead_letters_page)),
+        Route("/users", write(d.users, "admin", "manage users", audit_users), methods=["GET", "POST"]),
+        Route("/users/{name}", write(d.users_form, "admin", "manage users", audit_users), methods=["POST"]),
+        Route("/audit", read(d.audit_page)),
+        Route("/login", write(d.login), methods=["GET", "POST"]),
+        Route("/logout", write(d.logout), methods=["POST"]),
+        Route("/api/orders", read(d.api_orders)),
+        Route("/api/orders/{seller_id}/{order_id}", read(d.api_order)),
+        Route("/api/orders/{seller_id}/{order_id}/personal", read(d.api_order_personal)),
+        Route("/api/health", read(d.api_health)),
+        Route("/api/tasks", read(d.api_tasks)),
+        Route("/api/notifications", read(d.api_notifications)),
+        Route("/api/alerts", read(d.api_alerts)),
+        Route(
+            "/api/alerts/actions",
+            write(d.api_alert_actions, "operator", "act on alerts", audit_alerts),
+            methods=["POST"],
+        ),
+        Route("/api/dead-letters", read(d.api_dead_letters)),
+        Route(
+            "/api/dead-letters/actions",
+            write(d.api_dead_letter_actions, "operator", "act on dead letters", audit_letters),
+            methods=["POST"],
+        ),
+        Route("/api/actions", write(d.api_actions, "operator", acting, audit_orders), methods=["POST"]),
+        Route("/api/commands/{event_id}", read(d.api_command)),
+        Route("/api/users", read(d.api_users), methods=["GET"]),
+        Route(
+            "/api/users",
+            write(d.api_user_change, "admin", "manage users", audit_users),
+            methods=["POST"],
+        ),
+        Route(
+            "/api/users/{name}",
+            write(d.api_user_change, "admin", "manage users", audit_users),
+            methods=["POST"],
+        ),
+        Route("/api/audit", read(d.api_audit)),
+        Route("/preferences/timezone", write(d.set_time_zone), methods=["POST"]),
+        Route("/export.csv", read(d.export_csv)),
         Route("/healthz", d.healthz),
         Route("/readyz", d.readyz),
         Mount("/static", StaticFiles(directory=_STATIC), name="static"),

@@ -1,13 +1,23 @@
 """Who may read and who may act.
 
+Without accounts (the tokens alone):
+
 - Reading is open unless ``dashboard.read_token`` is set; then a request shows the read token (or the
   operator token) as ``Authorization: Bearer ...``, or carries the cookie ``/login`` sets.
-- Actions always need ``dashboard.operator_token`` in the ``X-Operator-Token`` header, and are refused
+- Actions need ``dashboard.operator_token`` in the ``X-Operator-Token`` header, and are refused
   outright when none is configured.
 - Buyers' personal data (the order page's buyer panel, its JSON, the CSV export's personal columns)
   is opened only for a request carrying the operator token (header, bearer, or the cookie of a sign-in
   with it); everyone else sees it hidden. A header, never a cookie: a page on another site cannot make the
   browser send it, so actions need no other CSRF defence.
+
+With accounts (:mod:`ordersync.ops.users`): from the first one on, nothing is open; the browser signs in
+with a user name and password at ``/login`` and gets a session cookie (``HttpOnly``, ``SameSite=Strict``),
+and the signed-in user's role decides what the request may do (:class:`Principal`): ``viewer`` reads,
+``operator`` also acts and sees personal data, ``admin`` also manages the accounts. A state-changing
+request carrying a live session also needs the session's CSRF token (header ``X-CSRF-Token``, or the form
+field ``csrf_token``). The tokens keep working for API clients: the operator token is the principal
+``api-token`` with the operator role, the read token ``read-token`` with the viewer role.
 
 Tokens are compared in constant time and never logged. The cookie holds an HMAC of the token, not the
 token itself.
@@ -17,15 +27,27 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import SecretStr
 from starlette.requests import Request
 
+from ordersync.ops.users import Role, Session, role_at_least
 from ordersync.settings import DashboardSettings
 
 READ_COOKIE = "ordersync_dashboard_read"
 OPERATOR_HEADER = "x-operator-token"
+#: The signed-in user's session (a random id; Redis keeps only its hash).
+SESSION_COOKIE = "ordersync_session"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+#: Sent by the page's own background refreshes: they do not count as the user's activity.
+BACKGROUND_HEADER = "x-ordersync-background"
+#: The principals of the shared tokens and of open reading (no account may take these names).
+API_CLIENT = "api-token"
+READER = "read-token"
+ANONYMOUS = "anonymous"
 _COOKIE_CONTEXT = b"ordersync-dashboard-read-cookie-v1"
 
 ReadAccess = Literal["granted", "missing", "refused"]
@@ -54,22 +76,6 @@ def _reading_tokens(settings: DashboardSettings) -> list[SecretStr]:
     return [t for t in (settings.read_token, settings.operator_token) if t is not None]
 
 
-def read_access(request: Request, settings: DashboardSettings) -> ReadAccess:
-    if settings.read_token is None:
-        return "granted"
-    tokens = _reading_tokens(settings)
-    given = bearer_token(request)
-    if given is not None:
-        # Every token is compared, so which one matched (if any) does not show in the timing.
-        matches = [tokens_equal(given, token) for token in tokens]
-        return "granted" if any(matches) else "refused"
-    cookie = request.cookies.get(READ_COOKIE)
-    if cookie:
-        matches = [hmac.compare_digest(cookie.encode(), cookie_value(t).encode()) for t in tokens]
-        return "granted" if any(matches) else "refused"
-    return "missing"
-
-
 def login_token_valid(given: str, settings: DashboardSettings) -> SecretStr | None:
     """The configured token ``given`` matches (read or operator), for the read cookie."""
     found: SecretStr | None = None
@@ -88,15 +94,52 @@ def operator_access(request: Request, settings: DashboardSettings) -> OperatorAc
     return "granted" if tokens_equal(given, settings.operator_token) else "refused"
 
 
-def personal_data_access(request: Request, settings: DashboardSettings) -> bool:
-    """Whether the request may see buyers' personal data: it carries the operator token (the header,
-    a bearer token, or the cookie ``/login`` set for it). The read token alone never may."""
-    token = settings.operator_token
-    if token is None:
-        return False
-    presented = [request.headers.get(OPERATOR_HEADER, "").strip(), bearer_token(request) or ""]
-    matches = [tokens_equal(given, token) for given in presented if given]
-    cookie = request.cookies.get(READ_COOKIE)
-    if cookie:
-        matches.append(hmac.compare_digest(cookie.encode(), cookie_value(token).encode()))
-    return any(matches)
+Via = Literal["session", "token", "open", "none"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request comes from, and with which role (None: it may not even read).
+
+    ``via``: a signed-in user's ``session``; a ``token`` (the shared tokens); ``open`` reading (no read
+    token and no account); ``none`` (nothing valid: ``refusal`` says whether a credential was missing or
+    wrong, ``session_ended`` whether the browser's session just ended)."""
+
+    name: str
+    role: Role | None
+    via: Via
+    session: Session | None = None
+    refusal: ReadAccess = "granted"
+    session_ended: bool = False
+
+    def may(self, role: Role) -> bool:
+        return role_at_least(self.role, role)
+
+
+def token_role(request: Request, settings: DashboardSettings) -> tuple[Role | None, ReadAccess]:
+    """The best role the request's tokens give: ``operator`` for the operator token (header, bearer, or
+    the cookie of a sign-in with it), ``viewer`` for the read token; else why not (``missing``: no
+    credential at all, ``refused``: one that matches nothing)."""
+    header = request.headers.get(OPERATOR_HEADER, "").strip()
+    bearer = bearer_token(request) or ""
+    cookie = request.cookies.get(READ_COOKIE) or ""
+    operator, read = settings.operator_token, settings.read_token
+    # Every comparison is made, so which one matched (if any) does not show in the timing.
+    as_operator = operator is not None and any(
+        [
+            *(tokens_equal(given, operator) for given in (header, bearer) if given),
+            _cookie_matches(cookie, operator),
+        ]
+    )
+    as_reader = read is not None and any(
+        [bool(bearer) and tokens_equal(bearer, read), _cookie_matches(cookie, read)]
+    )
+    if as_operator:
+        return "operator", "granted"
+    if as_reader:
+        return "viewer", "granted"
+    return None, ("refused" if header or bearer or cookie else "missing")
+
+
+def _cookie_matches(cookie: str, token: SecretStr) -> bool:
+    return bool(cookie) and hmac.compare_digest(cookie.encode(), cookie_value(token).encode())

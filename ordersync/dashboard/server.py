@@ -53,11 +53,15 @@ def serve(
     port = port or settings.dashboard.port
     if settings.dashboard.operator_token is None:
         log.warning(
-            "no operator token configured (ORDERSYNC_DASHBOARD__OPERATOR_TOKEN): actions are disabled"
+            "no operator token configured (ORDERSYNC_DASHBOARD__OPERATOR_TOKEN): API clients cannot act,"
+            " and only signed-in operators can (ordersync users add)"
         )
     if settings.dashboard.read_token is None and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning(
-            "reading is open to anyone who reaches %s:%d (set ORDERSYNC_DASHBOARD__READ_TOKEN)", host, port
+            "without accounts (ordersync users add) reading is open to anyone who reaches %s:%d (or set"
+            " ORDERSYNC_DASHBOARD__READ_TOKEN)",
+            host,
+            port,
         )
     log.info("dashboard on http://%s:%d", host, port)
     logging.getLogger("uvicorn.access").addFilter(_AccessLogHygiene())

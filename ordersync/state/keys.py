@@ -25,7 +25,7 @@ ORDER_STATE_TTL_S = 120 * 86400
 #: The catalogue's word for "until the order closes" (ordersync.state.lifetime).
 ORDER_LIFE = "the order's life (order_state: delivery + 30 days, at least 7 after the last write)"
 
-RedisType = Literal["string", "hash", "set", "sorted set", "list", "several", "pub/sub channel"]
+RedisType = Literal["string", "hash", "set", "sorted set", "list", "stream", "several", "pub/sub channel"]
 _PART = re.compile(r"^(\{[a-z_]+\}|<[a-z_]+>|[a-z][a-z0-9-]*)$")
 
 
@@ -596,6 +596,65 @@ DLQ_REPLAYED = KeyFamily(
     "none",
     "dead letters claimed or replayed, by partition and offset (each is replayed once)",
 )
+# --- dashboard accounts and the audit trail (ordersync.ops.users, ordersync.ops.audit) --------------------
+USERS = KeyFamily(
+    "users",
+    (),
+    "hash",
+    "ordersync users (CLI), dashboard (admins)",
+    "none",
+    "dashboard accounts: user name -> role, Argon2id password hash, disabled, created and changed (when,"
+    " by whom)",
+    "not rebuilt (no password hash leaves Redis): keep Redis persistent and backed up, or add the accounts"
+    " again with ordersync users add; ops.audit tells who they were",
+)
+SESSION = KeyFamily(
+    "session",
+    ("<session_hash>",),
+    "hash",
+    "dashboard (sign-in)",
+    "dashboard.session_idle_s after the last request, never past dashboard.session_max_s",
+    "a signed-in session, under the SHA-256 of its cookie: user, CSRF token, signed in at, last request at",
+    "not rebuilt: people sign in again",
+)
+USER_SESSIONS = KeyFamily(
+    "user-sessions",
+    ("<user>",),
+    "set",
+    "dashboard (sign-in)",
+    "dashboard.session_max_s",
+    "the sessions of one user, ended together when the user's role or password changes or the user is"
+    " disabled",
+    "not rebuilt: people sign in again",
+)
+SIGN_IN_FAILURES = KeyFamily(
+    "sign-in-failures",
+    ("<user>",),
+    "hash",
+    "dashboard (sign-in)",
+    "dashboard.sign_in_lock_s",
+    "failed sign-ins of one user name (existing or not) in a row, and until when the name is locked",
+    "not rebuilt: the count starts again",
+)
+AUDIT = KeyFamily(
+    "{audit}",
+    (),
+    "stream",
+    "dashboard, ordersync users (ordersync.ops.audit)",
+    "none (capped at dashboard.audit_kept entries)",
+    "the newest audit entries, for the audit page and ordersync audit list",
+    "ops.audit (the whole trail)",
+)
+AUDIT_UNSENT = KeyFamily(
+    "{audit}",
+    ("unsent",),
+    "hash",
+    "dashboard, ordersync users (ordersync.ops.audit)",
+    "none (emptied as Kafka acknowledges)",
+    "audit entries not yet acknowledged by Kafka: entry id -> entry; the dashboard sends them to ops.audit"
+    " and deletes them once acknowledged",
+    "-",
+)
 READ_MODEL = KeyFamily(
     "{rm}",
     ("<generation>", "<detail>"),
@@ -684,6 +743,12 @@ CATALOGUE: tuple[KeyFamily, ...] = (
     NOTIFICATIONS,
     NOTIFICATION_DEDUPE,
     DLQ_REPLAYED,
+    USERS,
+    SESSION,
+    USER_SESSIONS,
+    SIGN_IN_FAILURES,
+    AUDIT,
+    AUDIT_UNSENT,
     READ_MODEL,
     RATE_LIMIT,
 )

@@ -1,5 +1,6 @@
-// ordersync dashboard: row selection, actions with the operator token (enabled only where the orders'
-// states allow them, their outcome polled until the pipeline reports it), filters that apply on change,
+// ordersync dashboard: row selection, actions as the signed-in user (the session's CSRF token) or, on a
+// dashboard without accounts, with the operator token (enabled only where the reader may act and the
+// orders' states allow them, their outcome polled until the pipeline reports it), filters that apply on change,
 // keyboard use of the grid (/ search, j/k move, Enter open, x select), and a status key that refreshes
 // itself. No framework and nothing from another host: it runs offline
 // under the page's Content-Security-Policy (script-src 'self').
@@ -59,12 +60,16 @@
     if (label && !$("#order-detail")) {
       label.textContent = count ? count + " selected" : "select orders to act on them";
     }
-    const enabled = $("#actions") && $("#actions").dataset.enabled === "yes";
+    const bar = $("#actions");
+    const enabled = bar && bar.dataset.enabled === "yes";
     const allowed = selectedAllowed();
     for (const button of $all("button.action")) {
       const refusing = allowed.filter(function (list) { return list.indexOf(button.dataset.action) < 0; }).length;
       button.disabled = !enabled || count === 0 || refusing > 0;
-      if (refusing && !$("#order-detail")) {
+      if (!enabled) {
+        // Who may not act is told why (the role, or no operator token), whatever is selected.
+        button.title = bar.dataset.why || "";
+      } else if (refusing && !$("#order-detail")) {
         button.title = button.textContent.trim() + ": not allowed for " + refusing + " of the selected orders (their state)";
       } else if (!$("#order-detail")) {
         button.removeAttribute("title");
@@ -94,6 +99,39 @@
     return asked ? asked.trim() : null;
   }
 
+  // The signed-in user's CSRF token (the page's meta tag); none on a dashboard without accounts.
+  function csrfToken() {
+    const meta = document.querySelector("meta[name='csrf-token']");
+    return meta ? meta.getAttribute("content") : "";
+  }
+
+  // POST ``body`` as JSON: as the signed-in user (the session cookie and its CSRF token), or, without
+  // accounts, with the operator token (asked for when the page does not have it). Resolves to
+  // {response, answer} (the answer's JSON, {} when it has none), or null when no token was given.
+  async function postWithAuth(url, body) {
+    const headers = { "Content-Type": "application/json" };
+    const csrf = csrfToken();
+    if (csrf) {
+      headers["X-CSRF-Token"] = csrf;
+    } else {
+      const token = operatorToken();
+      if (!token) { return null; }
+      headers["X-Operator-Token"] = token;
+    }
+    const response = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: headers,
+      body: JSON.stringify(body),
+    });
+    let answer = {};
+    try { answer = await response.json(); } catch (e) { answer = {}; }
+    // A refused token is forgotten, so the next action asks again.
+    if (response.status === 403 && !csrf) { sessionStorage.removeItem(TOKEN_KEY); }
+    if (response.status === 401) { answer.error = (answer.error || "your session has ended") + " (reload the page to sign in)"; }
+    return { response: response, answer: answer };
+  }
+
   async function runAction(button) {
     const action = button.dataset.action;
     const label = button.textContent.trim();
@@ -105,25 +143,19 @@
     const channels = Array.from(new Set(orders.map(function (o) { return o.channel; })));
     const what = orders.length === 1 ? "order " + orders[0].amazon_order_id : orders.length + " orders";
     if (!window.confirm(label + " " + what + " (" + channels.join(", ") + ")?")) { return; }
-    const token = operatorToken();
-    if (!token) {
-      showResult("error", "No operator token given: nothing was sent.");
-      return;
-    }
     const nameField = $("#operator-name");
     const body = { action: action, orders: orders };
     if (nameField && nameField.value.trim()) { body.operator = nameField.value.trim(); }
     for (const b of $all("button.action")) { b.disabled = true; }
     showResult("info", label + ": sending…");
     try {
-      const response = await fetch("/api/actions", {
-        method: "POST",
-        credentials: "same-origin",
-        headers: { "Content-Type": "application/json", "X-Operator-Token": token },
-        body: JSON.stringify(body),
-      });
-      let answer = {};
-      try { answer = await response.json(); } catch (e) { answer = {}; }
+      const result = await postWithAuth("/api/actions", body);
+      if (!result) {
+        showResult("error", "No operator token given: nothing was sent.");
+        return;
+      }
+      const response = result.response;
+      const answer = result.answer;
       if (response.ok) {
         const published = answer.published || [];
         const events = published.map(function (p) {
@@ -134,8 +166,7 @@
         if (box) { box.dataset.state = "sent"; }
         for (const b of $all("input.row-select:checked")) { b.checked = false; }
         followOutcome(label + " sent for " + what, published.map(function (p) { return p.event_id; }));
-      } else if (response.status === 403) {
-        sessionStorage.removeItem(TOKEN_KEY);
+      } else if (response.status === 403 || response.status === 401) {
         showResult("error", label + " refused: " + (answer.error || "forbidden") + ". Nothing was sent.");
       } else if (response.status === 409 || response.status === 422) {
         showResult("error", label + " refused: " + (answer.error || response.statusText) + ". Nothing was sent.", answer.problems || []);
@@ -161,7 +192,9 @@
       const outcomes = [];
       for (const id of eventIds) {
         try {
-          const response = await fetch("/api/commands/" + encodeURIComponent(id), { credentials: "same-origin" });
+          const response = await fetch("/api/commands/" + encodeURIComponent(id), {
+            credentials: "same-origin", headers: { "X-Ordersync-Background": "1" },
+          });
           outcomes.push(response.ok ? await response.json() : { state: "sent", summary: "" });
         } catch (e) {
           outcomes.push({ state: "sent", summary: "" });
@@ -254,6 +287,7 @@
     if (label) { label.textContent = count ? count + " selected" : "select dead letters to act on them"; }
     for (const button of $all("button.letter-action")) {
       button.disabled = bar.dataset.enabled !== "yes" || count === 0;
+      if (bar.dataset.enabled !== "yes") { button.title = bar.dataset.why || ""; }
     }
   }
 
@@ -261,28 +295,26 @@
     const action = button.dataset.action;
     const label = button.textContent.trim();
     const letters = selectedLetters();
-    const operator = ($("#operator-name") || { value: "" }).value.trim();
+    // Signed in, the dashboard knows who acts; with the operator token, the page asks for a name.
+    const nameField = $("#operator-name");
+    const operator = nameField ? nameField.value.trim() : "";
     const note = ($("#letter-note") || { value: "" }).value.trim();
     if (!letters.length) { showResult("error", "Select at least one dead letter first."); return; }
-    if (!operator) { showResult("error", "Give your name: it is kept with the letters. Nothing was done."); return; }
+    if (nameField && !operator) { showResult("error", "Give your name: it is kept with the letters. Nothing was done."); return; }
     if (action === "resolve" && !note) {
       showResult("error", "Say in the note why these letters need nothing more. Nothing was done.");
       return;
     }
     if (!window.confirm(label + " " + letters.length + " dead letter(s)?")) { return; }
-    const token = operatorToken();
-    if (!token) { showResult("error", "No operator token given: nothing was done."); return; }
     for (const b of $all("button.letter-action")) { b.disabled = true; }
     showResult("info", label + ": sending…");
     try {
-      const response = await fetch("/api/dead-letters/actions", {
-        method: "POST",
-        credentials: "same-origin",
-        headers: { "Content-Type": "application/json", "X-Operator-Token": token },
-        body: JSON.stringify({ action: action, letters: letters, operator: operator, note: note }),
-      });
-      let answer = {};
-      try { answer = await response.json(); } catch (e) { answer = {}; }
+      const body = { action: action, letters: letters, note: note };
+      if (operator) { body.operator = operator; }
+      const result = await postWithAuth("/api/dead-letters/actions", body);
+      if (!result) { showResult("error", "No operator token given: nothing was done."); return; }
+      const response = result.response;
+      const answer = result.answer;
       if (response.ok) {
         const details = (answer.missing || []).map(function (m) { return "not found: " + m; });
         if (answer.replay && answer.replay.skipped) {
@@ -294,7 +326,6 @@
           label + ": " + answer.done + " of " + answer.asked + " done. Reload the page to see them handled.", details);
         for (const box of $all("input.letter-select:checked")) { box.checked = false; }
       } else {
-        if (response.status === 403) { sessionStorage.removeItem(TOKEN_KEY); }
         showResult("error", label + " failed: " + (answer.error || response.statusText), answer.problems || []);
       }
     } catch (err) {
@@ -310,7 +341,8 @@
     const table = $("#status-key");
     if (!table || document.hidden) { return; }
     try {
-      const response = await fetch("/api/health", { credentials: "same-origin" });
+      // A background refresh: it does not keep a signed-in session from ending when idle.
+      const response = await fetch("/api/health", { credentials: "same-origin", headers: { "X-Ordersync-Background": "1" } });
       if (!response.ok) { return; }
       const answer = await response.json();
       for (const h of answer.health || []) {
@@ -336,26 +368,27 @@
 
   async function runAlertAction(button) {
     const action = button.dataset.alertAction;
-    const operator = ($("#operator-name") || { value: "" }).value.trim() || window.prompt("Your name (kept with the alert)");
-    if (!operator) { showResult("error", "Give your name: it is kept with the alert. Nothing was done."); return; }
-    const token = operatorToken();
-    if (!token) { showResult("error", "No operator token given: nothing was done."); return; }
-    const body = { fingerprint: button.dataset.fingerprint, action: action, operator: operator.trim() };
+    const body = { fingerprint: button.dataset.fingerprint, action: action };
+    if (!csrfToken()) {
+      // Without accounts, who acts is named by hand.
+      const operator = ($("#operator-name") || { value: "" }).value.trim() || window.prompt("Your name (kept with the alert)");
+      if (!operator) { showResult("error", "Give your name: it is kept with the alert. Nothing was done."); return; }
+      body.operator = operator.trim();
+    }
     if (action === "snooze") { body.snooze_s = parseInt(button.dataset.snoozeS, 10); }
     button.disabled = true;
     try {
-      const response = await fetch("/api/alerts/actions", {
-        method: "POST",
-        credentials: "same-origin",
-        headers: { "Content-Type": "application/json", "X-Operator-Token": token },
-        body: JSON.stringify(body),
-      });
-      let answer = {};
-      try { answer = await response.json(); } catch (e) { answer = {}; }
+      const result = await postWithAuth("/api/alerts/actions", body);
+      if (!result) {
+        button.disabled = false;
+        showResult("error", "No operator token given: nothing was done.");
+        return;
+      }
+      const response = result.response;
+      const answer = result.answer;
       if (response.ok) {
         window.location.reload();
       } else {
-        if (response.status === 403) { sessionStorage.removeItem(TOKEN_KEY); }
         button.disabled = false;
         showResult("error", "The alert was not changed: " + (answer.error || response.statusText));
       }
