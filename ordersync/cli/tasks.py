@@ -13,11 +13,11 @@ from ordersync.cli.common import (
     CLI_KAFKA_TIMEOUT_MS,
     ExitCode,
     channel_named,
-    cli_producer_config,
     fail,
     when,
     with_read_model,
 )
+from ordersync.pipeline.schedule import every
 from ordersync.settings import get_settings
 from ordersync.state.readmodel import ReadModel
 from ordersync.state.readmodel.rows import TaskRow
@@ -29,20 +29,6 @@ tasks_app = typer.Typer(help="Periodic tasks: schedules, next runs; run one now.
 def _group() -> None:
     """The stages' periodic tasks (download, inventory, write-back ...): when each runs next, and
     asking one to run now."""
-
-
-def every(seconds: float | None) -> str:
-    """``90`` -> ``1m 30s``: a schedule as people read it."""
-    if seconds is None:
-        return ""
-    whole = round(seconds)
-    if whole < 60:
-        return f"{seconds:g}s"
-    minutes, rest = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes}m {rest}s" if rest else f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes}m" if minutes else f"{hours}h"
 
 
 @tasks_app.command("list")
@@ -103,8 +89,8 @@ def tasks_run(
             task,
             channel,
             operator=operator,
-            producer_config=cli_producer_config(settings),
-            timeout_s=CLI_KAFKA_TIMEOUT_MS / 1000,
+            wait_s=CLI_KAFKA_TIMEOUT_MS / 1000,
+            client_id="ordersync-cli",
         )
     except TaskRequestRejected as exc:
         raise fail(ExitCode.USAGE, str(exc)) from exc

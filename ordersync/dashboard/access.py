@@ -139,6 +139,19 @@ async def audit_letters(request: Request) -> tuple[str, list[str]]:
     return letter_audit(await peeked_json(request))
 
 
+def task_targets(body: object) -> list[str]:
+    """What a Synchronize now names, as its audit entry shows it: ``task:channel``."""
+    body = body if isinstance(body, dict) else {}
+    task, channel = body.get("task"), body.get("channel")
+    if not isinstance(task, str) or not isinstance(channel, str):
+        return []
+    return [f"{task}:{channel}"[:300]]
+
+
+async def audit_tasks(request: Request) -> tuple[str, list[str]]:
+    return "task.run", task_targets(await peeked_json(request))
+
+
 async def audit_alerts(request: Request) -> tuple[str, list[str]]:
     body = await peeked_json(request)
     body = body if isinstance(body, dict) else {}

@@ -71,6 +71,7 @@ from ordersync.dashboard.access import (
     audit_letters,
     audit_orders,
     audit_query,
+    audit_tasks,
     audit_users,
     csrf_given,
     form_fields,
@@ -81,6 +82,7 @@ from ordersync.dashboard.access import (
     role_refusal,
     safe_user,
     self_declared,
+    task_targets,
     text_or_empty,
 )
 from ordersync.dashboard.actions import (
@@ -153,6 +155,7 @@ from ordersync.ops.users import (
     UserStore,
     checked_name,
 )
+from ordersync.pipeline.schedule import SCHEDULABLE, TaskRequestRejected, every, publish_task_request
 from ordersync.privacy.keyring import KeyRing, open_key_ring
 from ordersync.privacy.reader import BuyerData, buyer_data
 from ordersync.redis_client import redis_client
@@ -173,6 +176,9 @@ from ordersync.state.readmodel.export import PersonalOpener
 from ordersync.state.store import Store
 
 log = logging.getLogger(__name__)
+
+#: How long a Synchronize now waits for Kafka before the page says it was not asked.
+TASK_REQUEST_WAIT_S = 6.0
 
 _STATIC = Path(__file__).parent / "static"
 #: Bumped with the static files, so browsers never mix an old script with a new page.
@@ -424,6 +430,7 @@ def _templates() -> Environment:
     env.filters["value"] = pass_context(lambda c, v: _format_value(v, _tz(c)))
     env.filters["iso_time"] = pass_context(lambda c, v: _format_iso(v, _tz(c)))
     env.filters["document_label"] = _document_label
+    env.filters["every"] = every
     env.filters["heading"] = _heading
     env.globals["columns"] = _columns
     env.globals["asset_version"] = _ASSET_VERSION
@@ -967,10 +974,59 @@ class _Dashboard:
             "tasks.html",
             tab="tasks",
             tasks=tasks,
+            schedulable=SCHEDULABLE,
             commands=commands,
             command_results=latest,
             **await self.shell(d),
         )
+
+    async def api_task_run(self, request: Request) -> Response:
+        """Synchronize now: ``{"task", "channel", "operator"}`` (a signed-in operator, whose name is used,
+        or the operator token with the ``operator`` given) published on ``ops.task-requests``; the
+        stage that owns the task runs it at once (:mod:`ordersync.pipeline.schedule`). 404: no such task
+        or channel; 422: a channel not active; 503: Kafka did not take it."""
+        try:
+            body = await _json_body(request)
+        except _BadBody as exc:
+            return _api_error(exc.status_code, str(exc))
+        body = body if isinstance(body, dict) else {}
+        task, channel = body.get("task"), body.get("channel")
+        targets = task_targets(body)
+        operator = self.operator_of(request, body.get("operator"))
+        if not isinstance(task, str) or not isinstance(channel, str) or not operator:
+            message = "give task, channel and operator"
+            await self.audit(request, "task.run", "refused", targets=targets, reason=message)
+            return _api_error(422, message)
+        if task not in SCHEDULABLE:
+            message = f"no task {task[:64]!r} can run now; tasks: {', '.join(SCHEDULABLE)}"
+            await self.audit(request, "task.run", "refused", targets=targets, reason=message)
+            return _api_error(404, message)
+        try:
+            # Bounded: the operator waits for the answer (Kafka down: 503 within seconds).
+            event_id = await run_in_threadpool(
+                publish_task_request,
+                self.settings,
+                task,
+                channel,
+                operator=operator,
+                wait_s=TASK_REQUEST_WAIT_S,
+                client_id="ordersync-dashboard",
+            )
+        except TaskRequestRejected as exc:
+            status = 404 if "no channel named" in str(exc) else 422
+            await self.audit(request, "task.run", "refused", targets=targets, reason=str(exc))
+            return _api_error(status, str(exc))
+        except KafkaError as exc:
+            reason = f"Kafka did not take the request ({type(exc).__name__}: {exc})"
+            log.warning("dashboard: run of %s on %s not asked: %s", task, channel, type(exc).__name__)
+            await self.audit(request, "task.run", "failed", targets=targets, reason=reason)
+            return _api_error(503, reason)
+        log.info("dashboard: run of %s on %s asked by %s as event %s", task, channel, operator, event_id)
+        await self.audit(
+            request, "task.run", "sent", targets=targets, detail=self_declared(request, operator)
+        )
+        stage = SCHEDULABLE[task].stage
+        return JSONResponse({"task": task, "channel": channel, "stage": stage, "event_id": event_id})
 
     async def notifications_page(self, request: Request) -> Response:
         if refused := self.refuse_reading(request, api=False):
@@ -1707,6 +1763,9 @@ def create_app(
             methods=["POST"],
         ),
         Route("/api/actions", write(d.api_actions, "operator", acting, audit_orders), methods=["POST"]),
+        Route(
+            "/api/tasks/run", write(d.api_task_run, "operator", "run tasks", audit_tasks), methods=["POST"]
+        ),
         Route("/api/commands/{event_id}", read(d.api_command)),
         Route("/api/users", read(d.api_users), methods=["GET"]),
         Route(

@@ -24,7 +24,6 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import redis.asyncio as aioredis
 from kafka import KafkaProducer
@@ -89,6 +88,20 @@ def tasks_of(stage: str) -> tuple[str, ...]:
     return tuple(name for name, task in SCHEDULABLE.items() if task.stage == stage)
 
 
+def every(seconds: float | None) -> str:
+    """``90`` -> ``1m 30s``: a schedule as people read it."""
+    if seconds is None:
+        return ""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{seconds:g}s"
+    minutes, rest = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m {rest}s" if rest else f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+
+
 class TaskRequestRejected(Permanent):
     """The request names no schedulable task or no configured channel; nothing was sent."""
 
@@ -114,17 +127,23 @@ def publish_task_request(
     channel: str,
     *,
     operator: str | None = None,
-    producer_config: Mapping[str, Any] | None = None,
-    timeout_s: float = 30.0,
+    wait_s: float = 10.0,
+    client_id: str = "ordersync",
 ) -> str:
-    """Validate and publish one request; returns its event id once Kafka has acknowledged it.
-    ``producer_config``: the client's settings (the CLI's give up within seconds when Kafka is down)."""
+    """Validate and publish one request; returns its event id once Kafka has acknowledged it. Kafka down:
+    ``KafkaError`` within about ``wait_s`` (an operator waits for the answer)."""
     envelope = build_task_request(settings, task, channel, operator)
-    config = dict(producer_config) if producer_config is not None else kafka_client_config(settings.kafka)
-    producer = KafkaProducer(acks="all", **config)
+    wait_ms = int(wait_s * 1000)
+    producer = KafkaProducer(
+        acks="all",
+        **kafka_client_config(settings.kafka, client_id=client_id),
+        bootstrap_timeout_ms=wait_ms,
+        request_timeout_ms=wait_ms,
+        max_block_ms=wait_ms,
+    )
     try:
         producer.send(OPS_TASK_REQUESTS.name, key=channel.encode(), value=encode(envelope)).get(
-            timeout=timeout_s
+            timeout=wait_s
         )
     finally:
         producer.close(timeout=2)
@@ -240,6 +259,7 @@ __all__ = [
     "TaskRequestRejected",
     "Wakeups",
     "build_task_request",
+    "every",
     "owned_task",
     "publish_task_request",
     "tasks_of",

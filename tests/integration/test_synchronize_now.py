@@ -1,6 +1,7 @@
 """Synchronize now through the real path: `ordersync tasks run download` publishes on ops.task-requests,
 the order-download stage (its own process, on the embedded broker) wakes the channel's download at once
-instead of after its ten-minute pause, and the task's row says who asked and when it runs next."""
+instead of after its ten-minute pause, and the task's row says who asked and when it runs next; then the
+same through the dashboard's Run now."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from pathlib import Path
 
 import pytest
 import redis
+from starlette.testclient import TestClient
 
+from ordersync.dashboard import create_app
 from ordersync.dev.demo import local_pipeline
 from ordersync.settings import DEFAULT_PREFIX
 from ordersync.simulator.testing import tiny_scenario
 from ordersync.state import keys
+from tests.factories import OPERATOR_TOKEN, dashboard_settings
 from tests.topics import wait_for
 
 pytestmark = pytest.mark.integration
@@ -60,4 +64,22 @@ def test_a_download_asked_for_now_runs_long_before_its_schedule(tmp_path: Path) 
         assert again["next_run"] > first["next_run"]  # the schedule starts again from the early run
         listed = pipeline.cli("tasks", "list", "--channel", channel)
         assert "download" in listed
+
+        # The same from the Tasks page's Run now (the operator token, as an API client sends it).
+        page_settings = dashboard_settings(
+            pipeline.env["ORDERSYNC_REDIS__URL"],
+            prefix,
+            Path(pipeline.env["ORDERSYNC_CHANNELS_FILE"]),
+            kafka_bootstrap=pipeline.env["ORDERSYNC_KAFKA__BOOTSTRAP"],
+        )
+        with TestClient(create_app(page_settings)) as page:
+            answer = page.post(
+                "/api/tasks/run",
+                json={"task": "download", "channel": channel, "operator": "lee"},
+                headers={"X-Operator-Token": OPERATOR_TOKEN},
+            )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["stage"] == "order-download"
+        wait_for(lambda: row()["last_run"] != again["last_run"], timeout_s=60, what="a third download round")
+        assert row()["run_requested_by"] == "lee"
         client.close()

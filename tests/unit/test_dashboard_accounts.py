@@ -46,6 +46,7 @@ def test_every_post_route_is_admitted_with_the_role_it_needs(tmp_path: Path) -> 
         "/api/alerts/actions": "operator",
         "/api/dead-letters/actions": "operator",
         "/api/actions": "operator",
+        "/api/tasks/run": "operator",
         "/api/users": "admin",
         "/api/users/{name}": "admin",
         "/preferences/timezone": None,

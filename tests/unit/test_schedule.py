@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ordersync.cli.tasks import every
 from ordersync.pipeline.schedule import (
     ALL_CHANNELS,
     SCHEDULABLE,
     SchedulableTask,
     TaskRequestRejected,
     build_task_request,
+    every,
     owned_task,
     tasks_of,
 )

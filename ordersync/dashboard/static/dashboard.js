@@ -398,6 +398,37 @@
     }
   }
 
+  // Synchronize now: the stage that owns the task runs it at once; the row's "Next run" and "Last run"
+  // show it after a reload.
+  async function runTaskNow(button) {
+    const task = button.dataset.runTask;
+    const channel = button.dataset.channel;
+    const body = { task: task, channel: channel };
+    if (!csrfToken()) {
+      const operator = window.prompt("Your name (kept with the request)");
+      if (!operator || !operator.trim()) { showResult("error", "Give your name: nothing was asked."); return; }
+      body.operator = operator.trim();
+    }
+    button.disabled = true;
+    try {
+      const result = await postWithAuth("/api/tasks/run", body);
+      if (!result) {
+        showResult("error", "No operator token given: nothing was asked.");
+        return;
+      }
+      const answer = result.answer;
+      if (result.response.ok) {
+        showResult("success", task + " on " + channel + ": run asked of " + answer.stage + " (event " + answer.event_id + ").");
+      } else {
+        showResult("error", task + " on " + channel + " not asked: " + (answer.error || result.response.statusText));
+      }
+    } catch (err) {
+      showResult("error", "The dashboard did not answer: nothing was asked.");
+    } finally {
+      button.disabled = false;
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     const all = $("#select-all");
     if (all) {
@@ -423,6 +454,9 @@
     }
     for (const button of $all("button.alert-action")) {
       button.addEventListener("click", function () { runAlertAction(button); });
+    }
+    for (const button of $all("button.task-run")) {
+      button.addEventListener("click", function () { runTaskNow(button); });
     }
     updateLetterSelection();
     const form = $("#filters");
