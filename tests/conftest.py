@@ -24,6 +24,8 @@ from ordersync.dev.devinfra import EmbeddedAws, EmbeddedBroker, EmbeddedRedis
 from ordersync.kafka.admin import create_topics
 from ordersync.schemas.topics import CATALOGUE
 from ordersync.settings import LOCAL_AWS_KEY, AwsSettings, Settings, get_settings
+from ordersync.state.readmodel import ReadModel
+from tests.factories import Orders, fill_read_model
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -159,3 +161,9 @@ async def redis_client(redis_url: str, redis_key_prefix: str) -> AsyncIterator[a
         async for key in client.scan_iter(match=f"{redis_key_prefix}*", count=500):
             await client.delete(key)
         await client.aclose()
+
+
+@pytest.fixture
+async def filled(redis_client: aioredis.Redis, redis_key_prefix: str) -> Orders:
+    """The read model filled with the factories' orders of every kind (a module may override it)."""
+    return await fill_read_model(ReadModel(redis_client, redis_key_prefix, notify_dlq=False))

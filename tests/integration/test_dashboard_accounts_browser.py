@@ -7,8 +7,6 @@ reaches ops.audit, and signing out ends the session."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +17,7 @@ from ordersync.ops.users import UserStore
 from ordersync.schemas.events import AuditRecorded, OperatorCommandIssued
 from ordersync.schemas.topics import OPS_AUDIT, OPS_COMMANDS
 from ordersync.state.readmodel import ReadModel
-from tests.factories import CHANNEL, Orders, dashboard_settings, fill_read_model, write_channels_file
+from tests.factories import CHANNEL, Orders, fill_read_model
 from tests.integration.test_dashboard_browser import CHROMIUM, _require_browser
 from tests.topics import read_all, wait_for
 
@@ -45,23 +43,9 @@ async def filled(redis_client: aioredis.Redis, redis_key_prefix: str, names: dic
 
 
 @pytest.fixture
-def dashboard(
-    *,
-    filled: Orders,
-    redis_url: str,
-    redis_key_prefix: str,
-    kafka_bootstrap: str,
-    topics: tuple[str, ...],
-    tmp_path: Path,
-) -> Iterator[RunningDashboard]:
-    settings = dashboard_settings(
-        redis_url,
-        redis_key_prefix,
-        write_channels_file(tmp_path / "channels.yaml"),
-        kafka_bootstrap=kafka_bootstrap,
-    )
-    with RunningDashboard(settings) as running:
-        yield running
+def dashboard_bootstrap(kafka_bootstrap: str, topics: tuple[str, ...]) -> str:
+    """The embedded broker, its topics created: actions land on ops.commands."""
+    return kafka_bootstrap
 
 
 async def _sign_in(page: Any, base: str, name: str, password: str) -> None:

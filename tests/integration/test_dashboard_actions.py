@@ -7,30 +7,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 from starlette.testclient import TestClient
 
 from ordersync.dashboard import create_app
 from ordersync.schemas.events import OperatorCommandIssued
 from ordersync.schemas.topics import OPS_COMMANDS
-from ordersync.state.readmodel import ReadModel
 from tests.factories import (
     CHANNEL,
     OPERATOR_TOKEN,
     OTHER_CHANNEL,
     Orders,
     dashboard_settings,
-    fill_read_model,
     write_channels_file,
 )
 from tests.topics import read_all
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def filled(redis_client: aioredis.Redis, redis_key_prefix: str) -> Orders:
-    return await fill_read_model(ReadModel(redis_client, redis_key_prefix, notify_dlq=False))
 
 
 def _retry_downloads(bootstrap: str, order_ids: set[str]) -> list[OperatorCommandIssued]:

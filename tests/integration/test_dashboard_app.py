@@ -34,18 +34,12 @@ from tests.factories import (
     T0,
     Orders,
     dashboard_settings,
-    fill_read_model,
     write_channels_file,
 )
 
 pytestmark = pytest.mark.stage
 
 READ_TOKEN = "read-token-for-tests"
-
-
-@pytest.fixture
-async def filled(redis_client: aioredis.Redis, redis_key_prefix: str) -> Orders:
-    return await fill_read_model(ReadModel(redis_client, redis_key_prefix, notify_dlq=False))
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import csv
 import io
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +26,6 @@ from tests.factories import (
     OPERATOR_TOKEN,
     SELLER,
     Orders,
-    dashboard_settings,
-    fill_read_model,
-    write_channels_file,
 )
 from tests.topics import read_all, wait_for
 
@@ -52,28 +48,9 @@ def _require_browser() -> None:
 
 
 @pytest.fixture
-async def filled(redis_client: aioredis.Redis, redis_key_prefix: str) -> Orders:
-    return await fill_read_model(ReadModel(redis_client, redis_key_prefix, notify_dlq=False))
-
-
-@pytest.fixture
-def dashboard(
-    *,
-    filled: Orders,
-    redis_url: str,
-    redis_key_prefix: str,
-    kafka_bootstrap: str,
-    topics: tuple[str, ...],
-    tmp_path: Path,
-) -> Iterator[RunningDashboard]:
-    settings = dashboard_settings(
-        redis_url,
-        redis_key_prefix,
-        write_channels_file(tmp_path / "channels.yaml"),
-        kafka_bootstrap=kafka_bootstrap,
-    )
-    with RunningDashboard(settings) as running:
-        yield running
+def dashboard_bootstrap(kafka_bootstrap: str, topics: tuple[str, ...]) -> str:
+    """The embedded broker, its topics created: actions land on ops.commands."""
+    return kafka_bootstrap
 
 
 def _ignore_commands(bootstrap: str, operator: str) -> list[OperatorCommandIssued]:

@@ -6,39 +6,17 @@ committed)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
 from ordersync.dashboard import RunningDashboard
-from ordersync.state.readmodel import ReadModel
-from tests.factories import Orders, dashboard_settings, fill_read_model, write_channels_file
+from tests.factories import Orders
 from tests.integration.test_dashboard_browser import CHROMIUM, _require_browser
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
-
-
-@pytest.fixture
-async def filled(redis_client: aioredis.Redis, redis_key_prefix: str) -> Orders:
-    return await fill_read_model(ReadModel(redis_client, redis_key_prefix, notify_dlq=False))
-
-
-@pytest.fixture
-def dashboard(
-    filled: Orders, redis_url: str, redis_key_prefix: str, tmp_path: Path
-) -> Iterator[RunningDashboard]:
-    settings = dashboard_settings(
-        redis_url,
-        redis_key_prefix,
-        write_channels_file(tmp_path / "channels.yaml"),
-        kafka_bootstrap="127.0.0.1:1",
-    )
-    with RunningDashboard(settings) as running:
-        yield running
 
 
 _VISIBLE_ROWS = """() => {

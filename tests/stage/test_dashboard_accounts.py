@@ -27,13 +27,11 @@ from ordersync.ops.audit import AuditFilter, AuditLog
 from ordersync.ops.users import UserStore
 from ordersync.schemas.events import AuditRecorded
 from ordersync.settings import Settings
-from ordersync.state.readmodel import ReadModel
 from tests.factories import (
     CHANNEL,
     OPERATOR_TOKEN,
     Orders,
     dashboard_settings,
-    fill_read_model,
     write_channels_file,
 )
 
@@ -107,11 +105,6 @@ async def users(redis_client: aioredis.Redis, redis_key_prefix: str, clock: Manu
     for name, password in PASSWORDS.items():
         await store.add(name, ROLES[name], password, "test")
     return store
-
-
-@pytest.fixture
-async def filled(redis_client: aioredis.Redis, redis_key_prefix: str) -> Orders:
-    return await fill_read_model(ReadModel(redis_client, redis_key_prefix, notify_dlq=False))
 
 
 @pytest.fixture
