@@ -24,6 +24,7 @@ import contextlib
 import io
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -130,6 +131,7 @@ from ordersync.dashboard.query import (
 )
 from ordersync.documents import PDF, DocumentNotFound, document_store
 from ordersync.errors import ConfigurationError
+from ordersync.kafka.admin import KafkaHealth, kafka_health
 from ordersync.logs import remember_secrets
 from ordersync.ops.alerts import AlertBook
 from ordersync.ops.audit import (
@@ -179,6 +181,9 @@ log = logging.getLogger(__name__)
 
 #: How long a Synchronize now waits for Kafka before the page says it was not asked.
 TASK_REQUEST_WAIT_S = 6.0
+#: How long the Kafka health the pages show is reused, and how long one look may take.
+KAFKA_HEALTH_TTL_S = 15.0
+KAFKA_HEALTH_TIMEOUT_S = 3.0
 
 _STATIC = Path(__file__).parent / "static"
 #: Bumped with the static files, so browsers never mix an old script with a new page.
@@ -498,6 +503,8 @@ class _Dashboard:
         self.templates = _templates()
         self._ring: KeyRing | None = None
         self._ring_lock = asyncio.Lock()
+        self._kafka_seen: tuple[float, KafkaHealth] | None = None
+        self._kafka_lock = asyncio.Lock()
         self._ring_stack = AsyncExitStack()
         self._audit_sink = audit_sink
 
@@ -1042,8 +1049,43 @@ class _Dashboard:
             alerts=await book.active(),
             resolved=await book.history(_RESOLVED_SHOWN),
             workers=await self.workers(d),
+            kafka=await self.kafka(),
             settings_stage_silent_s=round(self.settings.alerts.stage_silent_s),
             **await self.shell(d),
+        )
+
+    async def kafka(self) -> KafkaHealth:
+        """The cluster as one metadata request found it, at most ``KAFKA_HEALTH_TTL_S`` old: pages
+        refreshed by many operators ask the broker once (in a thread; bounded by a few seconds)."""
+        async with self._kafka_lock:
+            seen = self._kafka_seen
+            if seen is None or time.monotonic() - seen[0] > KAFKA_HEALTH_TTL_S:
+                found = await run_in_threadpool(kafka_health, self.settings, KAFKA_HEALTH_TIMEOUT_S)
+                seen = self._kafka_seen = (time.monotonic(), found)
+            return seen[1]
+
+    async def api_infrastructure(self, request: Request) -> Response:
+        """``GET /api/infrastructure``: Kafka (reachable, brokers, catalogue topics missing), Redis (it
+        answered, or this is a 503) and each stage worker's last heartbeat."""
+        if refused := self.refuse_reading(request, api=True):
+            return refused
+        d = self.deps(request)
+        await d.redis.ping()
+        kafka = await self.kafka()
+        workers = await self.workers(d)
+        return JSONResponse(
+            {
+                "kafka": {
+                    "bootstrap": kafka.bootstrap,
+                    "reachable": kafka.reachable,
+                    "brokers": kafka.brokers,
+                    "missing_topics": list(kafka.missing_topics),
+                    "error": kafka.error,
+                    "summary": kafka.summary,
+                },
+                "redis": {"reachable": True},
+                "workers": [{**w, "at": w["at"].isoformat()} for w in workers],
+            }
         )
 
     async def workers(self, d: _Deps) -> list[dict[str, Any]]:
@@ -1749,6 +1791,7 @@ def create_app(
         Route("/api/orders/{seller_id}/{order_id}/personal", read(d.api_order_personal)),
         Route("/api/health", read(d.api_health)),
         Route("/api/tasks", read(d.api_tasks)),
+        Route("/api/infrastructure", read(d.api_infrastructure)),
         Route("/api/notifications", read(d.api_notifications)),
         Route("/api/alerts", read(d.api_alerts)),
         Route(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ordersync.schemas.topics import CATALOGUE, TopicSpec
@@ -145,6 +146,55 @@ def list_topics(settings: Settings) -> set[str]:
     """Every topic name the cluster has."""
     with admin_client(settings) as admin:
         return set(admin.list_topics())
+
+
+@dataclass(frozen=True)
+class KafkaHealth:
+    """What one look at the cluster found: reachable or why not, its brokers, and the catalogue's topics
+    it lacks (a stage consuming a missing topic waits for it)."""
+
+    bootstrap: str
+    reachable: bool
+    brokers: int = 0
+    missing_topics: tuple[str, ...] = ()
+    error: str = ""
+
+    @property
+    def summary(self) -> str:
+        if not self.reachable:
+            return f"Kafka at {self.bootstrap} cannot be reached: {self.error}"
+        topics = (
+            f"{len(self.missing_topics)} catalogue topic(s) missing: {', '.join(self.missing_topics[:5])}"
+            if self.missing_topics
+            else "every catalogue topic present"
+        )
+        return f"Kafka at {self.bootstrap}: {self.brokers} broker(s), {topics}"
+
+
+def kafka_health(settings: Settings, timeout_s: float = 5.0) -> KafkaHealth:
+    """One metadata round trip to the cluster, bounded by ``timeout_s`` (blocking: run it in a thread)."""
+    from kafka.admin import KafkaAdminClient  # noqa: PLC0415 - keeps CLI start-up fast
+    from kafka.errors import KafkaError  # noqa: PLC0415
+
+    bootstrap = settings.kafka.bootstrap
+    timeout_ms = int(timeout_s * 1000)
+    try:
+        admin = KafkaAdminClient(
+            **kafka_client_config(settings.kafka, client_id="ordersync-health"),
+            bootstrap_timeout_ms=timeout_ms,
+            request_timeout_ms=timeout_ms,
+        )
+    except KafkaError as exc:
+        return KafkaHealth(bootstrap, False, error=f"{type(exc).__name__}: {exc}")
+    try:
+        cluster = admin.describe_cluster()
+        existing = set(admin.list_topics())
+    except KafkaError as exc:
+        return KafkaHealth(bootstrap, False, error=f"{type(exc).__name__}: {exc}")
+    finally:
+        admin.close()
+    missing = tuple(spec.name for spec in CATALOGUE if spec.name not in existing)
+    return KafkaHealth(bootstrap, True, brokers=len(cluster.get("brokers", ())), missing_topics=missing)
 
 
 def topic_partitions(settings: Settings, names: Iterable[str] | None = None) -> dict[str, int]:
