@@ -29,15 +29,11 @@ def listings_import(
     """Load a listings CSV; applied whole, or not at all when any row is wrong. Each row is published on
     channel.listings first (Kafka is the record: a Redis that loses the listings gets them back from
     there), then written to Redis so orders find it at once."""
-    from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
-    from ordersync.cli.common import ExitCode, channel_named, cli_producer_config, cli_redis, fail
-    from ordersync.schemas.codec import encode
-    from ordersync.schemas.envelope import Envelope
-    from ordersync.schemas.topics import CHANNEL_LISTINGS, sku_key
-    from ordersync.state.listings import ListingsRejected, apply_listings, event_of, parse_listings_csv
-    from ordersync.state.store import Store
+    from ordersync.cli.common import CLI_KAFKA_TIMEOUT_MS, ExitCode, channel_named, cli_redis, fail
+    from ordersync.ops.listings import load_listings
+    from ordersync.state.listings import ListingsRejected, parse_listings_csv
 
     settings = get_settings()
     seller = channel_named(settings, channel).seller_id
@@ -48,31 +44,27 @@ def listings_import(
     except OSError as exc:
         raise fail(ExitCode.USAGE, f"{file}: {exc.strerror}") from exc
 
-    try:
-        producer = KafkaProducer(acks="all", **cli_producer_config(settings))
+    async def load() -> None:
+        redis = cli_redis(settings)
         try:
-            for row in listings.rows:
-                event = Envelope.wrap(
-                    event_of(channel, row), seller_id=seller, correlation_id=f"listings:{channel}"
-                )
-                key = sku_key(seller, row.seller_sku).encode()
-                producer.send(CHANNEL_LISTINGS.name, key=key, value=encode(event))
-            producer.flush(timeout=60)
+            await load_listings(
+                settings,
+                redis,
+                channel,
+                seller,
+                listings.rows,
+                wait_s=CLI_KAFKA_TIMEOUT_MS / 1000,
+                client_id="ordersync-cli",
+            )
         finally:
-            producer.close()
+            await redis.aclose()
+
+    try:
+        asyncio.run(load())
     except KafkaError as exc:
         raise fail(
             ExitCode.KAFKA,
             f"Kafka at {settings.kafka.bootstrap} cannot be reached ({type(exc).__name__}: {exc});"
             " nothing loaded",
         ) from exc
-
-    async def apply() -> None:
-        redis = cli_redis(settings)
-        try:
-            await apply_listings(Store(redis, settings.redis.key_prefix), channel, listings.rows)
-        finally:
-            await redis.aclose()
-
-    asyncio.run(apply())
     typer.echo(f"{len(listings.rows)} listings loaded for channel {channel}")

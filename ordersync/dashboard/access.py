@@ -152,6 +152,22 @@ async def audit_tasks(request: Request) -> tuple[str, list[str]]:
     return "task.run", task_targets(await peeked_json(request))
 
 
+def listings_audit(path: str, body: object) -> tuple[str, list[str]]:
+    """A listings change's audit name and targets: the channel (an upload) or ``channel:seller SKU``."""
+    body = body if isinstance(body, dict) else {}
+    channel = body.get("channel")
+    channel = channel[:64] if isinstance(channel, str) else "?"
+    if path.endswith("/upload"):
+        return "listings.upload", [channel]
+    row = body.get("row")
+    sku = row.get("Merchant SKU") or row.get("Channel SKU Id") if isinstance(row, dict) else None
+    return "listings.row", [f"{channel}:{sku[:40] if isinstance(sku, str) else '?'}"]
+
+
+async def audit_listings(request: Request) -> tuple[str, list[str]]:
+    return listings_audit(request.url.path, await peeked_json(request))
+
+
 async def audit_alerts(request: Request) -> tuple[str, list[str]]:
     body = await peeked_json(request)
     body = body if isinstance(body, dict) else {}

@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
 from pathlib import Path
@@ -58,7 +58,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ordersync.amazon.operations import API_NAMES, API_TITLES
-from ordersync.channels import ChannelsFile, load_channels
+from ordersync.channels import Channel, ChannelsFile, load_channels
 from ordersync.clock import SYSTEM_CLOCK, Clock
 from ordersync.dashboard.access import (
     ACTIONS_DISABLED,
@@ -70,6 +70,7 @@ from ordersync.dashboard.access import (
     actor_of,
     audit_alerts,
     audit_letters,
+    audit_listings,
     audit_orders,
     audit_query,
     audit_tasks,
@@ -78,6 +79,7 @@ from ordersync.dashboard.access import (
     form_fields,
     has_accounts,
     letter_audit,
+    listings_audit,
     order_audit,
     principal_of,
     role_refusal,
@@ -144,6 +146,7 @@ from ordersync.ops.audit import (
     KafkaAuditSink,
     new_entry,
 )
+from ordersync.ops.listings import load_listings
 from ordersync.ops.replay import ReplayLedger, dead_letter_topics
 from ordersync.ops.users import (
     ROLE_MEANINGS,
@@ -165,6 +168,15 @@ from ordersync.schemas.events import AuditOutcome
 from ordersync.settings import Settings, get_settings
 from ordersync.state.health import ApiHealth, HealthBoard
 from ordersync.state.heartbeats import heartbeats
+from ordersync.state.listings import COLUMNS as LISTING_FILE_COLUMNS
+from ordersync.state.listings import (
+    ListingRow,
+    ListingsRejected,
+    listing_rows,
+    matches,
+    parse_listing,
+    parse_listings_csv,
+)
 from ordersync.state.readmodel import (
     DEADLINES,
     EASY_SHIP_STATES,
@@ -181,6 +193,9 @@ log = logging.getLogger(__name__)
 
 #: How long a Synchronize now waits for Kafka before the page says it was not asked.
 TASK_REQUEST_WAIT_S = 6.0
+#: Listings shown per page, and the largest listings file the page takes (about 200,000 rows).
+LISTINGS_PAGE = 100
+LISTINGS_UPLOAD_LIMIT = 20_000_000
 #: How long the Kafka health the pages show is reused, and how long one look may take.
 KAFKA_HEALTH_TTL_S = 15.0
 KAFKA_HEALTH_TIMEOUT_S = 3.0
@@ -470,22 +485,42 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "?"
 
 
+#: The listings grid's columns: (field, heading).
+LISTING_COLUMNS = (
+    ("seller_sku", "Seller SKU"),
+    ("stock_code", "Stock code"),
+    ("asin", "ASIN"),
+    ("ean", "EAN"),
+    ("channel_serial_no", "Channel serial no."),
+    ("channel_sku_id", "Channel SKU id"),
+)
+
+
+@dataclass(frozen=True)
+class ListingsPage:
+    query: str
+    offset: int
+    limit: int
+    total: int
+    rows: tuple[ListingRow, ...]
+
+
 class _BadBody(ValueError):
     def __init__(self, status_code: int, message: str) -> None:
         super().__init__(message)
         self.status_code = status_code
 
 
-async def _json_body(request: Request) -> Any:
-    """The request's JSON body, refused when it is not JSON or too large to be an action."""
+async def _json_body(request: Request, limit: int = MAX_ACTION_BODY) -> Any:
+    """The request's JSON body, refused when it is not JSON or larger than ``limit`` bytes."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise _BadBody(415, "send the action as application/json")
-    too_large = _BadBody(413, f"the action is larger than {MAX_ACTION_BODY} bytes")
+    too_large = _BadBody(413, f"the request is larger than {limit} bytes")
     declared = request.headers.get("content-length", "0")
-    if declared.isdigit() and int(declared) > MAX_ACTION_BODY:
+    if declared.isdigit() and int(declared) > limit:
         raise too_large
     raw = await request.body()
-    if len(raw) > MAX_ACTION_BODY:
+    if len(raw) > limit:
         raise too_large
     try:
         return json.loads(raw)
@@ -1606,6 +1641,116 @@ class _Dashboard:
             }
         )
 
+    # --- listings ---------------------------------------------------------------------------------------
+
+    def listing_channel(self, d: _Deps, name: str | None) -> Channel | None:
+        channels = d.channels.channels if d.channels is not None else ()
+        return next((c for c in channels if c.name == name), None)
+
+    async def listings_found(self, request: Request) -> tuple[Channel | None, ListingsPage]:
+        """The listings of ``channel`` matching ``q`` (any part of a SKU, stock code, ASIN or EAN, any
+        case), a page of them (``offset``, ``limit``)."""
+        d = self.deps(request)
+        params = request.query_params
+        channels = d.channels.channels if d.channels is not None else ()
+        channel = self.listing_channel(d, params.get("channel") or (channels[0].name if channels else None))
+        query = params.get("q", "")[:100]
+        offset = max(0, int(params["offset"])) if params.get("offset", "").isdigit() else 0
+        limit = min(500, int(params["limit"])) if params.get("limit", "").isdigit() else LISTINGS_PAGE
+        if channel is None:
+            return None, ListingsPage(query=query, offset=offset, limit=limit, total=0, rows=())
+        rows = await listing_rows(Store(d.redis, self.settings.redis.key_prefix), channel.name)
+        found = sorted((r for r in rows.values() if matches(r, query)), key=lambda r: r.seller_sku.casefold())
+        page = tuple(found[offset : offset + max(1, limit)])
+        return channel, ListingsPage(query=query, offset=offset, limit=limit, total=len(found), rows=page)
+
+    async def listings_page(self, request: Request) -> Response:
+        if refused := self.refuse_reading(request, api=False):
+            return refused
+        d = self.deps(request)
+        channel, found = await self.listings_found(request)
+        return self.page(
+            request,
+            "listings.html",
+            tab="listings",
+            channel=channel,
+            channels=d.channels.channels if d.channels is not None else (),
+            found=found,
+            columns=LISTING_COLUMNS,
+            listing_file_columns=LISTING_FILE_COLUMNS,
+            **await self.shell(d),
+        )
+
+    async def api_listings(self, request: Request) -> Response:
+        """``GET /api/listings?channel=&q=&offset=&limit=``: the channel's listings matching ``q``."""
+        if refused := self.refuse_reading(request, api=True):
+            return refused
+        channel, found = await self.listings_found(request)
+        if channel is None:
+            return _api_error(404, f"no channel named {request.query_params.get('channel', '')[:64]!r}")
+        return JSONResponse(
+            {
+                "channel": channel.name,
+                "total": found.total,
+                "offset": found.offset,
+                "rows": [asdict(row) for row in found.rows],
+            }
+        )
+
+    async def api_listings_change(self, request: Request) -> Response:
+        """``POST /api/listings/upload`` ``{"channel", "csv"}`` (a whole listings file, applied whole or
+        not at all) or ``POST /api/listings/row`` ``{"channel", "row": {column: value}}`` (one row fixed by
+        hand): published on ``channel.listings``, then written to Redis (:mod:`ordersync.ops.listings`).
+        422 with every problem; 503 when Kafka does not take it (nothing is written)."""
+        upload = request.url.path.endswith("/upload")
+        try:
+            body = await _json_body(request, limit=LISTINGS_UPLOAD_LIMIT if upload else MAX_ACTION_BODY)
+        except _BadBody as exc:
+            return _api_error(exc.status_code, str(exc))
+        body = body if isinstance(body, dict) else {}
+        action, targets = listings_audit(request.url.path, body)
+        channel = self.listing_channel(self.deps(request), body.get("channel"))
+        if channel is None:
+            message = f"no channel named {str(body.get('channel', ''))[:64]!r}"
+            await self.audit(request, action, "refused", targets=targets, reason=message)
+            return _api_error(404, message)
+        try:
+            if upload:
+                text = body.get("csv")
+                if not isinstance(text, str):
+                    raise ListingsRejected(["give the file's text as csv"])
+                rows = parse_listings_csv(text).rows
+            else:
+                fields = body.get("row")
+                if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
+                    raise ListingsRejected(["give row: the listing's columns and their text"])
+                rows = [parse_listing(fields)]
+        except ListingsRejected as exc:
+            await self.audit(
+                request, action, "refused", targets=targets, reason="; ".join(exc.problems)[:500]
+            )
+            return _api_error(422, "nothing was loaded", exc.problems)
+        try:
+            await load_listings(
+                self.settings,
+                self.deps(request).redis,
+                channel.name,
+                channel.seller_id,
+                rows,
+                wait_s=TASK_REQUEST_WAIT_S,
+                client_id="ordersync-dashboard",
+            )
+        except KafkaError as exc:
+            reason = f"Kafka did not take the listings ({type(exc).__name__}: {exc}); nothing was loaded"
+            await self.audit(request, action, "failed", targets=targets, reason=reason)
+            return _api_error(503, reason)
+        detail = f"{len(rows)} listing(s)"
+        await self.audit(request, action, "sent", targets=targets, detail=detail)
+        log.info("dashboard: %s of %s loaded for %s", detail, channel.name, actor_of(request).name)
+        return JSONResponse(
+            {"channel": channel.name, "loaded": len(rows), "rows": [asdict(r) for r in rows[:1]]}
+        )
+
     async def api_tasks(self, request: Request) -> Response:
         if refused := self.refuse_reading(request, api=True):
             return refused
@@ -1791,6 +1936,18 @@ def create_app(
         Route("/api/orders/{seller_id}/{order_id}/personal", read(d.api_order_personal)),
         Route("/api/health", read(d.api_health)),
         Route("/api/tasks", read(d.api_tasks)),
+        Route("/listings", read(d.listings_page)),
+        Route("/api/listings", read(d.api_listings)),
+        Route(
+            "/api/listings/upload",
+            write(d.api_listings_change, "operator", "edit listings", audit_listings),
+            methods=["POST"],
+        ),
+        Route(
+            "/api/listings/row",
+            write(d.api_listings_change, "operator", "edit listings", audit_listings),
+            methods=["POST"],
+        ),
         Route("/api/infrastructure", read(d.api_infrastructure)),
         Route("/api/notifications", read(d.api_notifications)),
         Route("/api/alerts", read(d.api_alerts)),

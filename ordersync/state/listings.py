@@ -106,6 +106,30 @@ def parse_listings_csv(text: str) -> Listings:
     return listings
 
 
+def parse_listing(fields: dict[str, str]) -> ListingRow:
+    """One listing given by its CSV column names (a row fixed by hand), checked as a file's row is."""
+    unknown = sorted(set(fields) - set(COLUMNS))
+    if unknown:
+        raise ListingsRejected([f"unknown column(s) {', '.join(unknown)}; the columns: {', '.join(COLUMNS)}"])
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(COLUMNS)
+    writer.writerow([fields.get(column, "") for column in COLUMNS])
+    try:
+        (row,) = parse_listings_csv(out.getvalue()).rows
+    except ListingsRejected as exc:
+        raise ListingsRejected([problem.removeprefix("line 2: ") for problem in exc.problems]) from exc
+    return row
+
+
+def matches(row: ListingRow, query: str) -> bool:
+    """Whether ``query`` is part of the row's seller SKU, stock code, ASIN, EAN or channel ids, whatever
+    the case."""
+    wanted = query.strip().casefold()
+    values = (row.seller_sku, row.stock_code, row.asin, row.ean, row.channel_serial_no, row.channel_sku_id)
+    return not wanted or any(wanted in value.casefold() for value in values if value)
+
+
 def listings_csv(rows: list[ListingRow]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)

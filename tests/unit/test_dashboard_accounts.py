@@ -47,6 +47,8 @@ def test_every_post_route_is_admitted_with_the_role_it_needs(tmp_path: Path) -> 
         "/api/dead-letters/actions": "operator",
         "/api/actions": "operator",
         "/api/tasks/run": "operator",
+        "/api/listings/upload": "operator",
+        "/api/listings/row": "operator",
         "/api/users": "admin",
         "/api/users/{name}": "admin",
         "/preferences/timezone": None,

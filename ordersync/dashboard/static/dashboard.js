@@ -429,6 +429,60 @@
     }
   }
 
+  // Listings: a whole CSV, or one row fixed by hand; the page reloads to show what Redis now has.
+  async function sendListings(url, body, what) {
+    const result = await postWithAuth(url, body);
+    if (!result) {
+      showResult("error", "No operator token given: nothing was loaded.");
+      return;
+    }
+    const answer = result.answer;
+    if (result.response.ok) {
+      showResult("success", what + ": " + answer.loaded + " listing(s) loaded.");
+      window.setTimeout(function () { window.location.reload(); }, 800);
+    } else {
+      showResult("error", what + " refused: " + (answer.error || result.response.statusText), answer.problems || []);
+    }
+  }
+
+  function listingsChannel() {
+    const box = $("#listing-actions");
+    return box ? box.dataset.channel : "";
+  }
+
+  async function uploadListings() {
+    const input = $("#listings-file");
+    const file = input && input.files ? input.files[0] : null;
+    if (!file) { showResult("error", "Choose a listings CSV first."); return; }
+    const text = await file.text();
+    await sendListings("/api/listings/upload", { channel: listingsChannel(), csv: text }, file.name);
+  }
+
+  async function saveListing(event) {
+    event.preventDefault();
+    const form = event.target;
+    const row = {};
+    for (const field of $all("input[name]", form)) {
+      if (field.value.trim()) { row[field.name] = field.value.trim(); }
+    }
+    await sendListings("/api/listings/row", { channel: listingsChannel(), row: row }, "Listing " + (row["Merchant SKU"] || ""));
+  }
+
+  function editListing(button) {
+    const tr = button.closest("tr");
+    const form = $("#listing-row");
+    if (!tr || !form) { return; }
+    const cell = function (field) {
+      const td = tr.querySelector("td[data-field='" + field + "']");
+      return td ? td.textContent.trim() : "";
+    };
+    form.elements["Merchant SKU"].value = cell("seller_sku");
+    form.elements["Client SKU Id"].value = cell("stock_code");
+    form.elements["ASIN"].value = cell("asin");
+    form.elements["EAN"].value = cell("ean");
+    form.elements["Client SKU Id"].focus();
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     const all = $("#select-all");
     if (all) {
@@ -457,6 +511,13 @@
     }
     for (const button of $all("button.task-run")) {
       button.addEventListener("click", function () { runTaskNow(button); });
+    }
+    const upload = $("#listings-upload");
+    if (upload) { upload.addEventListener("click", uploadListings); }
+    const rowForm = $("#listing-row");
+    if (rowForm) { rowForm.addEventListener("submit", saveListing); }
+    for (const button of $all("button.listing-edit")) {
+      button.addEventListener("click", function () { editListing(button); });
     }
     updateLetterSelection();
     const form = $("#filters");
