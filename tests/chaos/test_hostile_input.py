@@ -35,6 +35,7 @@ READERS_OF = {
     "packages.packed": ("shipment-write-back",),
     "channel.listings": ("import",),
     "ops.commands": ("import", "shipment-write-back"),
+    "ops.task-requests": ("shipment-write-back", "inventory"),
 }
 PER_TOPIC = 1000
 ORDER_ID, ITEM = "777-7777777-7777777", "88888888888888"
@@ -104,7 +105,8 @@ def test_every_stage_dead_letters_garbage_and_keeps_working(
 
         letters = _wait_for_letters(env["ORDERSYNC_KAFKA__BOOTSTRAP"], seller, sent, timeout_s=300)
         for topic, count in sent.items():
-            # Each stage reading the topic dead-letters every record once (ops.commands has two here).
+            # Each stage reading the topic dead-letters every record once (ops.commands and ops.task-requests
+            # have two here).
             by_stage: dict[str, int] = {}
             for letter in letters[topic]:
                 by_stage[letter.stage] = by_stage.get(letter.stage, 0) + 1
