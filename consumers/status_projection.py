@@ -9,7 +9,9 @@ list|show``, ``ordersync status``, ``ordersync export failed`` and the dashboard
   ``orders.acknowledgement-results``, ``packages.scheduled``, ``packages.documents``, ``ops.commands``
   and every ``.dlq`` topic (the list is
   :data:`ordersync.state.readmodel.FOLDED_TOPICS`).
-- Output: none on Kafka; the read model in Redis (:class:`ordersync.state.readmodel.ReadModel`), and
+- Output: none on Kafka; the read model in Redis (:class:`ordersync.state.readmodel.ReadModel`), with
+  the Trends page's hourly and daily counts (:mod:`ordersync.state.trends`: orders downloaded,
+  imported, confirmed, failures by reason, the write-back lag) written with each order's facts, and
   notifications on the health board: ``dlq-growth`` when a dead-letter topic receives records,
   ``late-shipment`` when an order is folded as confirmed after its latest ship date.
 - Ship-by deadlines: every 5 minutes (Amazon's time) one ``ship-by`` notification per seller with orders

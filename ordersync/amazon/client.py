@@ -263,6 +263,10 @@ class AmazonConflict(AmazonRejected):
 class QuotaGrant(Protocol):
     """Permission to send one request (the rate limiter's grant)."""
 
+    #: Seconds the request was held back for its quota (0: granted at once).
+    @property
+    def waited_s(self) -> float: ...
+
     def expired(self) -> bool: ...
 
 
@@ -585,12 +589,19 @@ class SpApiClient:
         return api_for_operation(operation, feed_type)
 
     async def _observe(
-        self, operation: str, api: ApiName, outcome: CallOutcome, status: int | None, detail: str | None
+        self,
+        operation: str,
+        api: ApiName,
+        outcome: CallOutcome,
+        status: int | None,
+        detail: str | None,
+        *,
+        waited_s: float = 0.0,
     ) -> None:
         """Report one outcome; a failing or slow observer costs the request at most a second."""
         if self.observer is None:
             return
-        call = ApiCall(operation, api, outcome, status, detail)
+        call = ApiCall(operation, api, outcome, status, detail, waited_s)
         try:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the caller's own
             # cancellation when the inner call finishes at the same moment, and a stopped stage runs on.
@@ -659,7 +670,8 @@ class SpApiClient:
                 method, self._base_url + path, params=params, json=json_body, headers=headers
             )
         except httpx.HTTPError as exc:
-            await self._observe(operation, api, "unavailable", None, f"no answer: {type(exc).__name__}")
+            detail = f"no answer: {type(exc).__name__}"
+            await self._observe(operation, api, "unavailable", None, detail, waited_s=grant.waited_s)
             raise AmazonUnavailable(operation, None, type(exc).__name__, str(exc) or "no answer") from exc
         request_id = response.headers.get(REQUEST_ID_HEADER)
         limit = response.headers.get(RATE_LIMIT_HEADER)
@@ -672,10 +684,12 @@ class SpApiClient:
                 log.warning("ignored malformed %s header %r", RATE_LIMIT_HEADER, limit)
         status = response.status_code
         if status < 300:
-            await self._observe(operation, api, "ok", status, None)
+            await self._observe(operation, api, "ok", status, None, waited_s=grant.waited_s)
             return response
         code, message = amazon_error(_json(response))
-        await self._observe(operation, api, _outcome(status), status, f"{status} {code}")
+        await self._observe(
+            operation, api, _outcome(status), status, f"{status} {code}", waited_s=grant.waited_s
+        )
         if status == 429:
             await self._limiter.on_throttled(operation, bucket, feed_type=feed_type)
             raise AmazonThrottled(operation, status, code, message, request_id)

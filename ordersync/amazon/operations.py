@@ -138,3 +138,5 @@ class ApiCall:
     outcome: CallOutcome
     status: int | None = None
     detail: str | None = None
+    #: Seconds the request waited for its quota before it was sent (0: sent at once, or never sent).
+    waited_s: float = 0.0

@@ -4,10 +4,12 @@ Pages (server-rendered, work without the script except for actions):
 ``/`` orders grid with the status key, ``/orders/{seller}/{order}`` detail (with its Easy Ship package and
 the cached product data), ``/orders/{seller}/{order}/documents/{reference}`` (an Easy Ship PDF recorded in
 the order's state, from the document store), ``/tasks``, ``/notifications``, ``/dead-letters``, ``/login``,
-``/users`` (admins), ``/audit`` (operators and admins).
+``/users`` (admins), ``/audit`` (operators and admins), ``/trends`` (charts drawn by its script, the
+numbers in tables).
 JSON: ``/api/orders``, ``/api/orders/{seller}/{order}``, ``/api/health``, ``/api/tasks``,
-``/api/notifications``, ``/api/dead-letters``, ``/api/users``, ``/api/audit``, ``POST /api/actions``,
-``POST /api/dead-letters/actions``, ``POST /api/alerts/actions``, ``POST /api/users[/{name}]``.
+``/api/notifications``, ``/api/trends``, ``/api/dead-letters``, ``/api/users``, ``/api/audit``,
+``POST /api/actions``, ``POST /api/dead-letters/actions``, ``POST /api/alerts/actions``,
+``POST /api/users[/{name}]``.
 ``/export.csv`` streams the current filter's orders.
 ``/healthz`` (process up) and ``/readyz`` (Redis answers) are for orchestrators and need no token.
 
@@ -188,6 +190,7 @@ from ordersync.state.readmodel import (
 )
 from ordersync.state.readmodel.export import PersonalOpener
 from ordersync.state.store import Store
+from ordersync.state.trends import RANGE_TITLES, RANGES, Trends, TrendStore, parse_range
 
 log = logging.getLogger(__name__)
 
@@ -1775,6 +1778,57 @@ class _Dashboard:
         outcome = await self.deps(request).model.command(event_id)
         return JSONResponse(_command_json(outcome))
 
+    # --- trends --------------------------------------------------------------------------------------
+
+    async def trends(self, request: Request) -> Trends:
+        """The trends of the request's ``range`` (24h, 7d, 30d) and ``channel`` (all when none), as of
+        the dashboard's clock (:mod:`ordersync.state.trends`)."""
+        params = request.query_params
+        range_name = parse_range(params.get("range"))
+        if range_name is None:
+            raise _BadBody(400, f"range: one of {', '.join(RANGES)}")
+        channel = params.get("channel") or None
+        d = self.deps(request)
+        found = await TrendStore(d.redis, self.settings.redis.key_prefix).read(
+            range_name, self.clock.now(), channel
+        )
+        configured = {c.name for c in d.channels.channels} if d.channels is not None else set()
+        found.channels = sorted({*found.channels, *configured})
+        if channel is not None and channel not in found.channels:
+            raise _BadBody(404, f"no channel named {channel[:64]!r}")
+        return found
+
+    async def trends_page(self, request: Request) -> Response:
+        if refused := self.refuse_reading(request, api=False):
+            return refused
+        d = self.deps(request)
+        try:
+            found = await self.trends(request)
+        except _BadBody as exc:
+            return self.page(request, "error.html", exc.status_code, message=str(exc), health=None)
+        by_day = found.range != "24h"
+        return self.page(
+            request,
+            "trends.html",
+            tab="trends",
+            trends=found,
+            ranges=RANGE_TITLES,
+            rows=found.table(by_day=by_day),
+            by_day=by_day,
+            api_url="/api/trends?" + urlencode({"range": found.range, "channel": found.channel or ""}),
+            **await self.shell(d),
+        )
+
+    async def api_trends(self, request: Request) -> Response:
+        """``GET /api/trends?range=24h|7d|30d&channel=...``: the series of the Trends page."""
+        if refused := self.refuse_reading(request, api=True):
+            return refused
+        try:
+            found = await self.trends(request)
+        except _BadBody as exc:
+            return _api_error(exc.status_code, str(exc))
+        return JSONResponse(found.as_json())
+
     async def api_notifications(self, request: Request) -> Response:
         if refused := self.refuse_reading(request, api=True):
             return refused
@@ -1925,6 +1979,7 @@ def create_app(
         Route("/orders/{seller_id}/{order_id}/documents/{reference}", read(d.order_document)),
         Route("/tasks", read(d.tasks_page)),
         Route("/notifications", read(d.notifications_page)),
+        Route("/trends", read(d.trends_page)),
         Route("/dead-letters", read(d.dead_letters_page)),
         Route("/users", write(d.users, "admin", "manage users", audit_users), methods=["GET", "POST"]),
         Route("/users/{name}", write(d.users_form, "admin", "manage users", audit_users), methods=["POST"]),
@@ -1950,6 +2005,7 @@ def create_app(
         ),
         Route("/api/infrastructure", read(d.api_infrastructure)),
         Route("/api/notifications", read(d.api_notifications)),
+        Route("/api/trends", read(d.api_trends)),
         Route("/api/alerts", read(d.api_alerts)),
         Route(
             "/api/alerts/actions",

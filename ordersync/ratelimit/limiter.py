@@ -124,6 +124,7 @@ class Grant:
     lane: str
     deadline: float
     tokens_left: int = 0
+    #: Seconds the request was held back for its quota; 0 when the first ask was granted.
     waited_s: float = 0.0
     decided_at_us: int = 0
     """Redis ``TIME`` (µs) of the decision, for diagnostics and tests; never compare it with local time."""
@@ -447,7 +448,8 @@ class _GcraLimiter(ABC):
                         lane=lane,
                         deadline=asked_at + self.send_deadline_s,
                         tokens_left=reply.tokens_left,
-                        waited_s=waited,
+                        # Held back for quota, or granted at the first ask (its round trip is no wait).
+                        waited_s=waited if counted_wait else 0.0,
                         decided_at_us=reply.now_us,
                         clock=self._clock,
                     )

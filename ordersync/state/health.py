@@ -40,6 +40,7 @@ from ordersync.amazon.operations import (
 )
 from ordersync.settings import DEFAULT_PREFIX, HealthSettings
 from ordersync.state import keys
+from ordersync.state.trends import quota_commands
 
 if TYPE_CHECKING:
     from ordersync.channels import Channel
@@ -169,12 +170,16 @@ class HealthBoard:
         at: datetime | None = None,
         api: ApiName | None = None,
         detail: str | None = None,
+        waited: bool = False,
     ) -> None:
         """Count one SP-API request's outcome. ``api`` defaults to the operation's
         (:func:`api_for_operation`); ``detail`` ("500 InternalFailure", "LWA refused the credentials:
         invalid_grant") is kept as the last failure's and shown in the reason; it must hold no secret.
+        ``waited``: the request waited for a rate-limiter token first.
 
-        Auth failures and sustained throttling also raise a notification (deduplicated)."""
+        The same pipeline counts the call in its hour per operation, for the Trends page
+        (:func:`ordersync.state.trends.quota_commands`). Auth failures and sustained throttling also
+        raise a notification (deduplicated)."""
         at = at or datetime.now(UTC)
         api = api or api_for_operation(operation)
         minute_key = self._minute_key(channel, seller_id, api, _minute(at))
@@ -184,6 +189,16 @@ class HealthBoard:
         if outcome != "ok":
             pipe.hincrby(minute_key, _COUNTER_OF[outcome], 1)
         pipe.expire(minute_key, ttl)
+        for command in quota_commands(
+            self.prefix,
+            seller_id,
+            channel,
+            operation,
+            at=at,
+            throttled=outcome == "throttled",
+            waited=waited,
+        ):
+            pipe.execute_command(*command)
         last_key = self._account_key(channel, seller_id, api, "last")
         last: dict[str, str] = {"at": at.isoformat(), "outcome": outcome, "operation": operation}
         if outcome not in ("ok", "throttled"):
@@ -400,7 +415,13 @@ class HealthObserver:
 
     async def on_call(self, channel: Channel, call: ApiCall) -> None:
         await self.board.record_call(
-            channel.name, channel.seller_id, call.operation, call.outcome, api=call.api, detail=call.detail
+            channel.name,
+            channel.seller_id,
+            call.operation,
+            call.outcome,
+            api=call.api,
+            detail=call.detail,
+            waited=call.waited_s > 0,
         )
 
     async def on_feed_fatal(self, channel: Channel, api: ApiName, feed_id: str, feed_type: str) -> None:

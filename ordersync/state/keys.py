@@ -664,6 +664,47 @@ READ_MODEL = KeyFamily(
     "the status read model: facts and rows per order, grid indexes, dead-letter sets",
     "every topic (ordersync status-model rebuild)",
 )
+TRENDS_HOURLY = KeyFamily(
+    "{rm}",
+    ("<generation>", "trend", "<channel>", "<hour>"),
+    "hash",
+    "status-projection",
+    "31 days past its UTC hour (ordersync.state.trends.KEEP)",
+    "one UTC hour of a channel for the Trends page: orders downloaded, imported, confirmed (each order once,"
+    " in the hour of its first such fact) and the write-back lag of the packages confirmed that hour (lag_n,"
+    " lag_sum, lag_max, histogram lag_b0 to lag_b23)",
+    "every topic (ordersync status-model rebuild: the series are part of the model's generation), for the"
+    " hours the topics and the 31 days still hold",
+)
+TRENDS_FAILURES = KeyFamily(
+    "{rm}",
+    ("<generation>", "trend-fail", "<channel>", "<day>"),
+    "hash",
+    "status-projection",
+    "31 days past its UTC day",
+    "one UTC day's failures of a channel: import|<reason code>, write-back|<error code>, dead-letter|<stage>:"
+    " <error type> -> count",
+    "every topic (ordersync status-model rebuild), for the days the topics and the 31 days still hold",
+)
+TRENDS_CHANNELS = KeyFamily(
+    "{rm}",
+    ("<generation>", "trend-channels"),
+    "set",
+    "status-projection",
+    "the generation's",
+    "the channels with trend counts (what the Trends page reads)",
+    "every topic (ordersync status-model rebuild)",
+)
+QUOTA_HOURLY = KeyFamily(
+    "quota",
+    ("{seller}", "<channel>", "<hour>"),
+    "hash",
+    "every stage calling Amazon (ordersync.state.health)",
+    "31 days past its UTC hour",
+    "SP-API calls of an account in one UTC hour, per operation: <operation>|calls, |throttled (answered"
+    " 429), |waited (waited for a rate-limiter token)",
+    "not rebuilt: Amazon's calls are not on Kafka; after a loss the Trends page's quota charts start again",
+)
 RATE_LIMIT = KeyFamily(
     "rl",
     ("{seller_app}", "<operation>"),
@@ -750,6 +791,10 @@ CATALOGUE: tuple[KeyFamily, ...] = (
     AUDIT,
     AUDIT_UNSENT,
     READ_MODEL,
+    TRENDS_HOURLY,
+    TRENDS_FAILURES,
+    TRENDS_CHANNELS,
+    QUOTA_HOURLY,
     RATE_LIMIT,
 )
 

@@ -4,6 +4,7 @@ calls to the simulator (orders, feeds, listings feeds, auth failures, a FATAL fe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -288,3 +289,38 @@ async def test_refused_credentials_and_a_fatal_feed_are_notified(
     (fatal, _) = await board.notifications()
     assert feed_id in fatal.message
     assert "JSON_LISTINGS_FEED" in fatal.message
+
+
+async def test_a_call_held_back_for_its_quota_is_counted_as_waited(
+    http: httpx.AsyncClient, board: HealthBoard, redis_client: aioredis.Redis, redis_key_prefix: str
+) -> None:
+    # The simulator's clock at 10x: getOrder's quota lets a few calls go at once, then paces them; the
+    # limiter holds those back rather than let Amazon answer 429.
+    scenario = tiny_scenario(orders={"count": 1}, time_scale=10, start=None)
+
+    async def counted() -> dict[str, int]:
+        totals: dict[str, int] = {}
+        async for key in redis_client.scan_iter(match=f"{redis_key_prefix}:quota:*"):
+            for field, value in (await redis_client.hgetall(key)).items():
+                totals[field] = totals.get(field, 0) + int(value)
+        return totals
+
+    with RunningSimulator(SimulatorState(scenario)) as sim:
+        client = SpApiClient(
+            channel=channel(TEST_REFRESH_TOKEN),
+            amazon=AmazonSettings(endpoint=sim.base_url, lwa_endpoint=sim.lwa_url),
+            limiter=InMemoryRateLimiter(plans=PlanBook(time_scale=10)),
+            http=http,
+            observer=HealthObserver(board),
+        )
+        order_id = sim.state.add_order({})["amazon_order_id"]
+        for _ in range(10):
+            await client.get_order(order_id)
+        paced = await counted()
+        assert paced.get("getOrder|waited", 0) >= 1
+        await asyncio.sleep(2.0)  # 20 s of Amazon's time: tokens to spare again
+        await client.get_order(order_id)
+    totals = await counted()
+    assert totals["getOrder|calls"] == 11
+    assert totals.get("getOrder|waited", 0) == paced["getOrder|waited"]  # the last went at once
+    assert totals.get("getOrder|throttled", 0) == 0

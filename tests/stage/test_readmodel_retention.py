@@ -47,8 +47,9 @@ RETENTION = timedelta(days=120)
 RECENT = "111-0000301-0000301"
 RECENT_OTHER = "222-0000302-0000302"
 #: Keys of the model that are about topics and accounts, not orders: a prune leaves them.
-#: (``z:sku-names``: the search's SKU vocabulary, kept like the sellers.)
-_NOT_PER_ORDER = ("dlq:", "dlq-last", "sellers", "seller-channel", "skipped:", "tmp:", "z:sku-names")
+#: (``z:sku-names``: the search's SKU vocabulary, kept like the sellers; ``trend``: the Trends page's
+#: hourly counts, which expire by themselves.)
+_NOT_PER_ORDER = ("dlq:", "dlq-last", "sellers", "seller-channel", "skipped:", "tmp:", "z:sku-names", "trend")
 
 
 def recent_run() -> Recorded:

@@ -49,18 +49,28 @@ from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import EventDeadLettered
 from ordersync.schemas.topics import CATALOGUE
 from ordersync.settings import DEFAULT_PREFIX
-from ordersync.state import keys
+from ordersync.state import keys, trends
 from ordersync.state.health import HealthBoard
 from ordersync.state.readmodel.facts import (
     FOLDED_TOPICS,
+    CancellationResultFact,
+    DownloadedFact,
+    EasyShipDocumentsFact,
+    EasyShipFact,
     Fact,
+    ImportedFact,
+    ImportFailedFact,
+    InvoicedFact,
+    ShipmentConfirmedFact,
+    ShipmentFailedFact,
+    ShipmentRequestedFact,
     Target,
     decode_fact,
     encode_fact,
     facts_of,
     parse_iso,
 )
-from ordersync.state.readmodel.fold import Derived, derive
+from ordersync.state.readmodel.fold import CONFIRMED_BY_ORDERSYNC, Derived, derive
 from ordersync.state.readmodel.rows import (
     EASY_SHIP_STATES,
     OVERALL_STATUSES,
@@ -79,6 +89,7 @@ from ordersync.state.readmodel.rows import (
     StatusCounts,
     TaskRow,
 )
+from ordersync.state.trends import TrendWrites
 
 log = logging.getLogger(__name__)
 
@@ -138,17 +149,45 @@ for i = 1, #facts do reply[#reply + 1] = facts[i] end
 return reply
 """
 
-# ARGV: generation, facts key, facts count read, then commands as (argument count, command, args...).
+# ARGV: generation, facts key, facts count read, then commands as (argument count, command, args...);
+# HSET-IF-GREATER (key, field, number) keeps the larger of the field's number and the one given (the
+# trends' largest lag of an hour).
 _WRITE_ORDER = """
 if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
 if redis.call('HLEN', ARGV[2]) ~= tonumber(ARGV[3]) then return 0 end
 local i = 4
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + n))
+  if ARGV[i + 1] == 'HSET-IF-GREATER' then
+    local old = tonumber(redis.call('HGET', ARGV[i + 2], ARGV[i + 3]))
+    if not old or old < tonumber(ARGV[i + 4]) then
+      redis.call('HSET', ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+    end
+  else
+    redis.call(unpack(ARGV, i + 1, i + n))
+  end
   i = i + n + 1
 end
 return 1
+"""
+
+# A dead letter counted once (its event id in the topic's set): the topic's latest, and the day's count of
+# its reason on the trends. KEYS: the topic's set, dlq-last. ARGV: event id, topic, epoch seconds, then
+# for the trends ('' first when its day is past keeping): the failures key up to the channel, the key
+# after it, the seller-channel hash, the channel ('' when the letter names none: the seller's, else
+# ARGV[9]), the seller, the fallback channel, the field, the expiry (seconds), the channels set.
+_COUNT_DEAD_LETTER = """
+local added = redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], 'GT', ARGV[3], ARGV[2])
+if added == 1 and ARGV[4] ~= '' then
+  local channel = ARGV[7]
+  if channel == '' then channel = redis.call('HGET', ARGV[6], ARGV[8]) or ARGV[9] end
+  local key = ARGV[4] .. channel .. ARGV[5]
+  redis.call('HINCRBY', key, ARGV[10], 1)
+  redis.call('EXPIRE', key, ARGV[11])
+  redis.call('SADD', ARGV[12], channel)
+end
+return added
 """
 
 # A page of the orders of a sorted set (KEYS[1], by rank) that are members of every set KEYS[2..]:
@@ -476,6 +515,116 @@ def _loaded_facts(raw: dict[str, str]) -> list[Fact]:
     return [decode_fact(event_id, value) for event_id, value in raw.items()]
 
 
+#: The shipment request's ``source`` of a package asked for by an invoice (streams.invoice_issued).
+_INVOICE_SOURCE = "invoice "
+
+
+def _record_trends(trend: TrendWrites, facts: list[Fact], new_ids: set[str], order_channel: str) -> None:
+    """What the facts new to an order (``new_ids``; ``facts`` are all of them) add to the trends
+    (:mod:`ordersync.state.trends`): the order downloaded, imported or confirmed in the hour of its
+    earliest fact of that kind (counted when that fact is among them), each failure among them, and the
+    write-back lag of each package ordersync confirmed whose request and confirmation are both known
+    only now. Dead letters are counted once per letter, with their topics
+    (:meth:`ReadModel._count_dead_letter`)."""
+    firsts: dict[trends.OrderMetric, list[Fact]] = {metric: [] for metric in trends.ORDER_METRICS}
+    for fact in sorted(facts, key=lambda f: (f.at, f.event_id)):
+        data = fact.data
+        if isinstance(data, DownloadedFact):
+            firsts["downloaded"].append(fact)
+        elif isinstance(data, ImportedFact):
+            firsts["imported"].append(fact)
+        elif isinstance(data, ShipmentConfirmedFact):
+            firsts["confirmed"].append(fact)
+        elif fact.event_id in new_ids:
+            _record_failure(trend, fact, _channel_of(fact, order_channel))
+    for metric, found in firsts.items():
+        # Counted once, in the hour of the order's earliest fact of the kind: by the fold that brings it,
+        # which moves the count from the hour of the one known before, if any (facts fold in any order).
+        if not found or found[0].event_id not in new_ids:
+            continue
+        before = next((f for f in found if f.event_id not in new_ids), None)
+        if before is not None:
+            trend.count(_channel_of(before, order_channel), _at(before), metric, -1)
+        trend.count(_channel_of(found[0], order_channel), _at(found[0]), metric)
+    _record_lags(trend, facts, new_ids, order_channel)
+
+
+def _channel_of(fact: Fact, order_channel: str) -> str:
+    return getattr(fact.data, "channel", None) or order_channel
+
+
+def _at(fact: Fact) -> datetime:
+    return cast(datetime, parse_iso(fact.at))
+
+
+def _record_failure(trend: TrendWrites, fact: Fact, channel: str) -> None:
+    """An import or write-back failure, by its reason, on its day."""
+    data, at = fact.data, _at(fact)
+    if isinstance(data, ImportFailedFact) and data.reason_code != "pending_no_prices":
+        trend.failure(channel, at, "import", data.reason_code, "ImportFailed")
+    elif isinstance(data, ShipmentFailedFact):
+        trend.failure(channel, at, "write-back", data.error_code, "ShipmentFailed")
+    elif isinstance(data, CancellationResultFact) and not data.cancelled:
+        trend.failure(channel, at, "write-back", data.error_code, "CancellationRefused")
+    elif isinstance(data, EasyShipFact | EasyShipDocumentsFact) and data.error_code is not None:
+        trend.failure(channel, at, "write-back", data.error_code, "EasyShipRefused")
+
+
+def _record_lags(trend: TrendWrites, facts: list[Fact], new_ids: set[str], order_channel: str) -> None:
+    """The write-back lag of each package ordersync confirmed (confirmShipment, a feed) that this fold
+    completes, in the hour of Amazon's first confirmation: from its invoice issued (a request from a
+    warehouse, without an invoice: its first request). A package is complete once its request, its
+    confirmation and the invoice its request names are all folded, in whichever order they come."""
+    seen = _Packages()
+    before = _Packages()
+    for fact in facts:
+        seen.add(fact)
+        if fact.event_id not in new_ids:
+            before.add(fact)
+    for package in seen.confirmed:
+        lag = seen.lag(package)
+        if lag is None or before.lag(package) is not None:
+            continue  # not complete yet, or counted by the fold that completed it
+        end, seconds, channel = lag
+        trend.lag(channel or order_channel, end, seconds)
+
+
+class _Packages:
+    """An order's shipment requests, ordersync's confirmations and its invoices, by package."""
+
+    def __init__(self) -> None:
+        self.requested: dict[str, list[Fact]] = {}
+        self.confirmed: dict[str, list[ShipmentConfirmedFact]] = {}
+        self.invoiced: dict[str, str] = {}
+
+    def add(self, fact: Fact) -> None:
+        data = fact.data
+        if isinstance(data, ShipmentConfirmedFact) and data.method in CONFIRMED_BY_ORDERSYNC:
+            self.confirmed.setdefault(data.package_reference_id, []).append(data)
+        elif isinstance(data, ShipmentRequestedFact):
+            self.requested.setdefault(data.package_reference_id, []).append(fact)
+        elif isinstance(data, InvoicedFact):
+            self.invoiced[data.invoice_number] = min(fact.at, self.invoiced.get(data.invoice_number, fact.at))
+
+    def lag(self, package: str) -> tuple[datetime, float, str] | None:
+        """(Amazon's first confirmation, the lag in seconds, the channel), None while not complete."""
+        requests, confirmations = self.requested.get(package), self.confirmed.get(package)
+        if not requests or not confirmations:
+            return None
+        starts = []
+        for request in requests:
+            source = cast(ShipmentRequestedFact, request.data).source or ""
+            if source.startswith(_INVOICE_SOURCE):
+                invoice = self.invoiced.get(source.removeprefix(_INVOICE_SOURCE))
+                if invoice is None:
+                    return None  # its invoice is not folded yet
+                starts.append(invoice)
+            starts.append(request.at)
+        end = cast(datetime, parse_iso(min(c.confirmed_at for c in confirmations)))
+        start = cast(datetime, parse_iso(min(starts)))
+        return end, (end - start).total_seconds(), confirmations[0].channel
+
+
 class ReadModel:
     """The read model of one key prefix (``settings.redis.key_prefix``).
 
@@ -514,6 +663,7 @@ class ReadModel:
         self._walk_script = redis.register_script(_WALK)
         self._prune_script = redis.register_script(_PRUNE)
         self._search_script = redis.register_script(_SEARCH)
+        self._count_dead_letter_script = redis.register_script(_COUNT_DEAD_LETTER)
 
     async def _space(self, client: Any = None) -> _Space:
         generation = await (client or self.redis).get(self._generation_key)
@@ -532,9 +682,11 @@ class ReadModel:
         fold of another topic's agent, another worker) is folded again on its own."""
         by_order: dict[Target, dict[str, str]] = {}
         for topic, envelope in events:
+            about = facts_of(topic, envelope)
             if isinstance(envelope.payload, EventDeadLettered):
-                await self._count_dead_letter(topic, envelope, envelope.payload)
-            for target, fact in facts_of(topic, envelope):
+                channel = next((c for _, f in about if (c := getattr(f.data, "channel", None))), "")
+                await self._count_dead_letter(topic, envelope, envelope.payload, channel)
+            for target, fact in about:
                 by_order.setdefault(target, {})[fact.event_id] = encode_fact(fact)
         if len(by_order) == 1:
             ((target, facts),) = by_order.items()
@@ -610,14 +762,22 @@ class ReadModel:
         space = _Space(self.base, generation or "0")
         raw_facts = dict(zip(state[4::2], state[5::2], strict=True))
         added = {k: v for k, v in new_facts.items() if raw_facts.get(k) != v}
+        # Only facts new to the order count on the trends: one folded again (a redelivery) adds nothing.
+        new_ids = added.keys() - raw_facts.keys()
         raw_facts.update(added)
-        derived = derive(target.seller_id, target.amazon_order_id, _loaded_facts(raw_facts))
+        facts = _loaded_facts(raw_facts)
+        derived = derive(target.seller_id, target.amazon_order_id, facts)
         writes = _Writes()
         if added:
             writes.add("HSET", space("facts", member), *(x for pair in added.items() for x in pair))
         self._write_row(writes, space, member, derived, old_raw or None)
         if not writes.commands:
             return None
+        if new_ids:
+            trend = TrendWrites(self.prefix, space.generation, self.clock.now())
+            _record_trends(trend, facts, new_ids, derived.row.channel)
+            for command in trend.commands():
+                writes.add(*command)
         args = [generation or "0", space("facts", member), facts_count, *writes.args()]
         return _FoldPlan(args=args, derived=derived, old_raw=old_raw or None)
 
@@ -667,13 +827,32 @@ class ReadModel:
             writes.add("HSET", space("seller-channel"), row.seller_id, row.channel)
 
     async def _count_dead_letter(
-        self, topic: str, envelope: Envelope[Event], letter: EventDeadLettered
+        self, topic: str, envelope: Envelope[Event], letter: EventDeadLettered, channel: str = ""
     ) -> None:
+        """Count a dead letter once: in its topic's set, and on the trends' failures of its day (of
+        ``channel``, else of its seller's channel), in one script."""
         space = await self._space()
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.sadd(space("dlq", topic), str(envelope.event_id))
-        pipe.zadd(space("dlq-last"), {topic: envelope.occurred_at.timestamp()}, gt=True)
-        added, _ = await pipe.execute()
+        day = trends.day_start(envelope.occurred_at)
+        ttl = trends.ttl_s(day + trends.DAY, self.clock.now())
+        head, _, tail = trends.failures_key(self.prefix, space.generation, "\0", day).partition("\0")
+        reason = f"dead-letter|{trends.reason_text(f'{letter.stage}: {letter.error_type}', 'unknown')}"
+        added = await self._count_dead_letter_script(
+            keys=[space("dlq", topic), space("dlq-last")],
+            args=[
+                str(envelope.event_id),
+                topic,
+                repr(envelope.occurred_at.timestamp()),
+                head if ttl > 0 else "",
+                tail,
+                space("seller-channel"),
+                channel,
+                envelope.seller_id,
+                trends.NO_CHANNEL,
+                reason,
+                str(ttl),
+                trends.channels_key(self.prefix, space.generation),
+            ],
+        )
         if not added or not self.notify_dlq:
             return
         if self.clock.now() - envelope.occurred_at > DLQ_NOTIFY_WITHIN:
