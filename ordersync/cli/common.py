@@ -254,13 +254,10 @@ def cli_producer_config(settings: Settings) -> dict[str, Any]:
     """kafka-python producer arguments for a short-lived command: the settings' address and security,
     with bounded waits (kafka-python waits 30 s to bootstrap and 60 s for metadata), so a broker that is
     down ends the command within about ten seconds (:attr:`ExitCode.KAFKA`)."""
-    from ordersync.kafka.admin import kafka_client_config
+    from ordersync.kafka.admin import bounded_producer_config
 
     return {
-        **kafka_client_config(settings.kafka, client_id="ordersync-cli"),
-        "bootstrap_timeout_ms": CLI_KAFKA_TIMEOUT_MS,
-        "request_timeout_ms": CLI_KAFKA_TIMEOUT_MS,
-        "max_block_ms": CLI_KAFKA_TIMEOUT_MS,
+        **bounded_producer_config(settings.kafka, CLI_KAFKA_TIMEOUT_MS / 1000, client_id="ordersync-cli"),
         "reconnect_backoff_max_ms": 1_000,
     }
 

@@ -84,6 +84,18 @@ def aiokafka_client_config(kafka: KafkaSettings, *, client_id: str | None = None
     return config
 
 
+def bounded_producer_config(kafka: KafkaSettings, wait_s: float, *, client_id: str) -> dict[str, Any]:
+    """kafka-python producer arguments whose waits end within ``wait_s`` (kafka-python alone waits 30 s
+    to bootstrap and 60 s for metadata): for a person waiting on the answer (the CLI, the dashboard)."""
+    wait_ms = int(wait_s * 1000)
+    return {
+        **kafka_client_config(kafka, client_id=client_id),
+        "bootstrap_timeout_ms": wait_ms,
+        "request_timeout_ms": wait_ms,
+        "max_block_ms": wait_ms,
+    }
+
+
 @contextlib.contextmanager
 def admin_client(settings: Settings) -> Iterator[KafkaAdminClient]:
     """A kafka-python admin client on the configured cluster, closed on exit."""

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from kafka import KafkaProducer
 from starlette.concurrency import run_in_threadpool
 
-from ordersync.kafka.admin import kafka_client_config
+from ordersync.kafka.admin import bounded_producer_config
 from ordersync.schemas.codec import encode
 from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.topics import CHANNEL_LISTINGS, sku_key
@@ -31,13 +31,8 @@ def publish_listings(
 ) -> None:
     """Every row on ``channel.listings``; returns once Kafka acknowledged each, raises ``KafkaError``
     (within about ``wait_s`` when Kafka is down) otherwise. Blocking: run it in a thread."""
-    wait_ms = int(wait_s * 1000)
     producer = KafkaProducer(
-        acks="all",
-        **kafka_client_config(settings.kafka, client_id=client_id),
-        bootstrap_timeout_ms=wait_ms,
-        request_timeout_ms=wait_ms,
-        max_block_ms=wait_ms,
+        acks="all", **bounded_producer_config(settings.kafka, wait_s, client_id=client_id)
     )
     try:
         sent = [

@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from ordersync.channels import load_channels
 from ordersync.clock import Clock
 from ordersync.errors import ConfigurationError, Permanent
-from ordersync.kafka.admin import kafka_client_config
+from ordersync.kafka.admin import bounded_producer_config
 from ordersync.schemas.codec import encode
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import TaskRunRequested
@@ -133,13 +133,8 @@ def publish_task_request(
     """Validate and publish one request; returns its event id once Kafka has acknowledged it. Kafka down:
     ``KafkaError`` within about ``wait_s`` (an operator waits for the answer)."""
     envelope = build_task_request(settings, task, channel, operator)
-    wait_ms = int(wait_s * 1000)
     producer = KafkaProducer(
-        acks="all",
-        **kafka_client_config(settings.kafka, client_id=client_id),
-        bootstrap_timeout_ms=wait_ms,
-        request_timeout_ms=wait_ms,
-        max_block_ms=wait_ms,
+        acks="all", **bounded_producer_config(settings.kafka, wait_s, client_id=client_id)
     )
     try:
         producer.send(OPS_TASK_REQUESTS.name, key=channel.encode(), value=encode(envelope)).get(

@@ -40,7 +40,7 @@ from ordersync.amazon.operations import (
 )
 from ordersync.settings import DEFAULT_PREFIX, HealthSettings
 from ordersync.state import keys
-from ordersync.state.trends import quota_commands
+from ordersync.state.trends import parse_accounts, quota_commands
 
 if TYPE_CHECKING:
     from ordersync.channels import Channel
@@ -265,15 +265,7 @@ class HealthBoard:
 
     async def accounts(self) -> list[tuple[str, str]]:
         """Every (channel, seller) a call was recorded for."""
-        members = cast(set[str], await self.redis.smembers(self._accounts_key))
-        accounts: list[tuple[str, str]] = []
-        for member in members:
-            try:
-                channel, seller = json.loads(member)
-            except (ValueError, TypeError):
-                continue
-            accounts.append((str(channel), str(seller)))
-        return sorted(accounts)
+        return parse_accounts(cast(set[str], await self.redis.smembers(self._accounts_key)))
 
     async def api_health(
         self, channels: Sequence[tuple[str, str]] | None = None, *, now: datetime | None = None

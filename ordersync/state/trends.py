@@ -513,7 +513,7 @@ class TrendStore:
         pipe.smembers(keys.HEALTH_ACCOUNTS.key(self.prefix))
         raw_generation, raw_accounts = await pipe.execute()
         generation = str(raw_generation or 0)
-        accounts = _accounts(cast(set[str], raw_accounts))
+        accounts = parse_accounts(cast(set[str], raw_accounts))
         trend_channels = sorted(
             cast(set[str], await self.redis.smembers(channels_key(self.prefix, generation)))
         )
@@ -556,7 +556,8 @@ class TrendStore:
         )
 
 
-def _accounts(members: Iterable[str]) -> list[tuple[str, str]]:
+def parse_accounts(members: Iterable[str]) -> list[tuple[str, str]]:
+    """The (channel, seller) pairs of the health board's account set, sorted; unreadable members skipped."""
     accounts: list[tuple[str, str]] = []
     for member in members:
         try:
