@@ -425,7 +425,7 @@ async def _rounds(
     name: str,
     interval_s: float,
     job: Callable[[StageRuntime, Channel, Lock], Awaitable[None]],
-    leases: Mapping[str, Lock],
+    leases: dict[str, Lock],
 ) -> None:
     """``job``'s rounds for every active channel, each channel on a loop of its own (a slow round, a
     feed waiting for its createFeed token, holds up only its channel), at most
@@ -436,18 +436,20 @@ async def _rounds(
         while True:
             async with turns:
                 # Whatever fails (Amazon, Redis, the broker), the next round tries again.
-                lease = leases[channel.name]
+                lease = leases.get(channel.name)
+                if lease is None:  # a channel added while the stage runs
+                    lease = leases[channel.name] = runtime.lease("inventory", channel.name)
                 await runtime.survive(f"{name} {channel.name}", partial(job, runtime, channel, lease))
             await runtime.wakeups.pause(name, channel.name, interval_s)  # or at once: Synchronize now
 
-    await asyncio.gather(*(one_channel(channel) for channel in runtime.channels.active()))
+    await runtime.each_active_channel(name, one_channel)
 
 
 async def channel_rounds(runtime: StageRuntime) -> None:
     """Every active channel's feed and urgent rounds, forever (the stage's task)."""
     settings = runtime.settings.inventory
     # One replica sends a channel's feeds at a time (the flush is not atomic across workers).
-    leases = {channel.name: runtime.lease("inventory", channel.name) for channel in runtime.channels.channels}
+    leases: dict[str, Lock] = {}
     try:
         # Two loops: a feed waiting for its createFeed token (minutes at Amazon's 30 an hour) or
         # polling its status never holds up the urgent levels, due on Amazon within a minute.

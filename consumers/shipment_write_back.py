@@ -379,7 +379,7 @@ async def feed_rounds(runtime: StageRuntime, interval_s: float) -> None:
                 )
             await runtime.wakeups.pause(FEEDS_TASK, channel.name, interval_s)  # or at once: Synchronize now
 
-    await asyncio.gather(*(one_channel(channel) for channel in runtime.channels.active()))
+    await runtime.each_active_channel(FEEDS_TASK, one_channel)
 
 
 async def rebuild_packages(runtime: StageRuntime) -> tuple[int, int]:

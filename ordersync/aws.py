@@ -49,6 +49,25 @@ async def aws_client(aws: AwsSettings, service: str) -> AsyncIterator[Any]:
         yield client
 
 
+#: What S3 answers for an object or bucket that does not exist (GET, HEAD).
+S3_MISSING_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "404", "NotFound"})
+
+
+def s3_missing(exc: ClientError) -> bool:
+    """Whether S3's ``exc`` says the object (or bucket) does not exist."""
+    return str(exc.response.get("Error", {}).get("Code")) in S3_MISSING_CODES
+
+
+async def ensure_bucket(s3: Any, bucket: str) -> None:
+    """Create ``bucket`` with the S3 client ``s3`` unless it exists."""
+    try:
+        await s3.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if not s3_missing(exc):
+            raise
+        await s3.create_bucket(Bucket=bucket)
+
+
 @contextlib.asynccontextmanager
 async def sqs_client(aws: AwsSettings) -> AsyncIterator[Any]:
     """An SQS client (aiobotocore), closed on exit."""

@@ -37,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from ordersync.errors import ConfigurationError
+from ordersync.errors import ConfigurationError, UnknownChannel
 from ordersync.settings import Region
 
 OrdersApiVersion = Literal["v0", "2026-01-01"]
@@ -49,12 +49,45 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+#: A secret store name (``{store: NAME}``): lower-case letters, digits and ``. _ -`` in parts joined by
+#: single ``/``, each part starting with a letter or digit (no ``..``, no empty or hidden part), at most
+#: 128 characters; e.g. ``channels/acme-us/refresh-token``.
+SECRET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*")
+SECRET_NAME_MAX = 128
+
+
+def check_secret_name(name: str) -> str:
+    """``name`` if it is a valid secret store name (:data:`SECRET_NAME`), else :class:`ValueError`
+    saying why (the name is not a secret: it may be shown)."""
+    if not (len(name) <= SECRET_NAME_MAX and SECRET_NAME.fullmatch(name)):
+        raise ValueError(
+            f"secret name {name!r} is not valid: up to {SECRET_NAME_MAX} lower-case letters, digits and"
+            " '._-', in parts joined by single '/', each part starting with a letter or digit"
+        )
+    return name
+
+
 class SecretRef(_Frozen):
-    """Where a secret lives: an environment variable, a file, or (for the simulator) inline."""
+    """Where a secret lives: an environment variable, a file, the secret store (``ordersync secrets``;
+    opened with :func:`ordersync.secret_store.open_channel_secrets`), or (for the simulator) inline."""
 
     env: str | None = None
     file: Path | None = None
     value: SecretStr | None = None
+    store: str | None = None
+
+    @field_validator("store")
+    @classmethod
+    def _store_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_secret_name(value)
+
+    @model_validator(mode="after")
+    def _store_alone(self) -> SecretRef:
+        if self.store is not None and (
+            self.env is not None or self.file is not None or self.value is not None
+        ):
+            raise ValueError("a store reference names only the store: not env, file or value as well")
+        return self
 
     def resolve(self, what: str) -> SecretStr:
         if self.env is not None:
@@ -69,7 +102,12 @@ class SecretRef(_Frozen):
                 raise ConfigurationError(f"{what}: cannot read {self.file}: {exc.strerror}") from exc
         if self.value is not None:
             return self.value
-        raise ConfigurationError(f"{what}: give one of env, file or value")
+        if self.store is not None:
+            raise ConfigurationError(
+                f"{what}: secret {self.store!r} is in the secret store and must be opened from it first"
+                " (ordersync.secret_store.open_channel_secrets)"
+            )
+        raise ConfigurationError(f"{what}: give one of env, file, value or store")
 
 
 class LwaCredentials(_Frozen):
@@ -248,6 +286,26 @@ class Channel(_Frozen):
             )
         return self
 
+    def inline_secrets(self) -> list[str]:
+        """The credentials given inline (``value``), which only the channels file may hold."""
+        creds = self.credentials
+        refs = {
+            "client_id": creds.client_id,
+            "client_secret": creds.client_secret,
+            "refresh_token": creds.refresh_token,
+        }
+        return [name for name, ref in refs.items() if ref.value is not None]
+
+    def stored_secrets(self) -> list[str]:
+        """The credentials kept in the secret store (opened by the stage that uses the channel)."""
+        creds = self.credentials
+        refs = {
+            "client_id": creds.client_id,
+            "client_secret": creds.client_secret,
+            "refresh_token": creds.refresh_token,
+        }
+        return [name for name, ref in refs.items() if getattr(ref, "store", None) is not None]
+
     def offered(self, quantity: int) -> int:
         """What Amazon is told of ``quantity`` in stock: less the channel's buffer, never below 0."""
         return max(0, int(quantity * (1 - self.stock_buffer_share)) - self.stock_buffer_units)
@@ -285,22 +343,20 @@ class ChannelsFile(_Frozen):
         for channel in self.channels:
             if channel.name == name:
                 return channel
-        raise ConfigurationError(f"no channel named {name!r} (known: {', '.join(self.names())})")
+        raise UnknownChannel(f"no channel named {name!r} (known: {', '.join(self.names())})")
 
     def by_seller(self, seller_id: str) -> Channel:
         for channel in self.channels:
             if channel.seller_id == seller_id:
                 return channel
-        raise ConfigurationError(f"no channel for seller {seller_id!r}")
+        raise UnknownChannel(f"no channel for seller {seller_id!r}")
 
     def selling(self, seller_id: str, marketplace_id: str) -> Channel:
         """The channel of ``seller_id`` that sells in ``marketplace_id``."""
         for channel in self.channels:
             if channel.seller_id == seller_id and marketplace_id in channel.marketplaces:
                 return channel
-        raise ConfigurationError(
-            f"no channel of seller {seller_id!r} sells in marketplace {marketplace_id!r}"
-        )
+        raise UnknownChannel(f"no channel of seller {seller_id!r} sells in marketplace {marketplace_id!r}")
 
     def names(self) -> list[str]:
         return [c.name for c in self.channels]

@@ -105,6 +105,11 @@ class ConfigurationError(Permanent):
     """Settings or the channels file are wrong; the message says where."""
 
 
+class UnknownChannel(ConfigurationError):
+    """No channel of that name, seller or marketplace: a stage following the channel registry looks again
+    before it gives up (a channel just added reaches every stage within seconds)."""
+
+
 class PersonalDataExpired(Permanent):
     """The key that sealed a buyer's personal data was destroyed (30 days after delivery, or the order
     came from Amazon after that): the data is gone by design. A stage goes on without it."""

@@ -33,6 +33,17 @@ AMAZON_REGION_ENDPOINTS: dict[str, str] = {
 }
 
 
+#: Seller Central per region: where a seller consents to a public application (docs: website
+#: authorization workflow, "Authorization URI details").
+SELLER_CENTRAL_URLS: dict[str, str] = {
+    "na": "https://sellercentral.amazon.com",
+    "eu": "https://sellercentral-europe.amazon.com",
+    "fe": "https://sellercentral.amazon.co.jp",
+}
+#: The consent page's path under Seller Central (``?application_id=...&state=...[&version=beta]``).
+CONSENT_PATH = "/apps/authorize/consent"
+
+
 #: The prefix of every Redis key when ``ORDERSYNC_REDIS__KEY_PREFIX`` is not set (the key catalogue,
 #: :mod:`ordersync.state.keys`, builds every key under it).
 DEFAULT_PREFIX = "os"
@@ -110,6 +121,45 @@ class RedisSettings(_Frozen):
         return url
 
 
+class AuthorizationSettings(_Frozen):
+    """Amazon's website authorization workflow of a public application: the seller consents in Seller
+    Central, Amazon redirects the browser to ``redirect_uri`` with an authorization code, and the code is
+    exchanged at LWA for the seller's refresh token (:mod:`ordersync.amazon.authorization`)."""
+
+    application_id: str | None = Field(
+        None, description="The application's id in Amazon's Solution Provider Portal (amzn1.sp.solution...)."
+    )
+    client_id: str | None = Field(
+        None, description="The application's LWA client id: exchanges codes, stored with new channels."
+    )
+    client_secret: SecretStr | None = Field(None, description="The application's LWA client secret.")
+    seller_central_url: str | None = Field(
+        None,
+        description="Seller Central base URL for every region (e.g. the simulator); unset: Amazon's, per"
+        " region.",
+    )
+    draft: bool = Field(
+        False, description="The application is a draft: consent URIs carry version=beta (Amazon: MD1000)."
+    )
+    redirect_uri: str | None = Field(
+        None, description="The dashboard's callback URL, as registered with Amazon for the application."
+    )
+    state_secret: SecretStr | None = Field(
+        None, description="Key signing the consent's state parameter; unset: the caller passes one."
+    )
+    state_max_age_s: int = Field(
+        900, gt=0, description="A state older than this is refused when Amazon's redirect brings it back."
+    )
+
+    def seller_central_for(self, region: Region) -> str:
+        """Seller Central's base URL for ``region`` (``seller_central_url`` when set)."""
+        return (self.seller_central_url or SELLER_CENTRAL_URLS[region]).rstrip("/")
+
+    def consent_base_for(self, region: Region) -> str:
+        """The consent page of ``region``'s Seller Central, without its query."""
+        return self.seller_central_for(region) + CONSENT_PATH
+
+
 class AmazonSettings(_Frozen):
     endpoint: str | None = Field(
         None,
@@ -132,6 +182,7 @@ class AmazonSettings(_Frozen):
         gt=0,
         description="Multiplies every rate Amazon grants. 1 for Amazon; the simulator's --time-scale for it.",
     )
+    authorization: AuthorizationSettings = AuthorizationSettings()
 
     def endpoint_for(self, region: Region) -> str:
         return (self.endpoint or AMAZON_REGION_ENDPOINTS[region]).rstrip("/")
@@ -220,6 +271,45 @@ class PrivacySettings(_Frozen):
     @property
     def wraps_keys(self) -> bool:
         """Whether a key-encryption key is configured (local or KMS): data keys can be made and opened."""
+        return self.kek is not None or bool(self.kms_key_id)
+
+
+class SecretsSettings(_Frozen):
+    """The secret store (``ordersync secrets``, ordersync/secret_store.py): channel credentials such as
+    the LWA refresh token a channel's ``{store: NAME}`` names, one S3 object each, every value
+    encrypted (AES-GCM, its name as associated data) by a key-encryption key: a local one, or AWS KMS.
+    When neither ``kek`` nor ``kms_key_id`` is set, the privacy key-encryption keys (``privacy.kek``,
+    ``privacy.kek_id``, ``privacy.previous_keks``, ``privacy.kms_key_id``) wrap the secrets instead (so
+    ``ordersync dev up`` and the demo need nothing more); with none of them the store refuses."""
+
+    bucket: str = Field(
+        "ordersync-secrets",
+        min_length=3,
+        description="S3 bucket of the encrypted secrets (secrets/<name>.json), created if missing.",
+    )
+    kek: SecretStr | None = Field(
+        None,
+        description="The local key-encryption key of the secrets, 32 bytes in base64 (`ordersync privacy"
+        " new-kek` prints one); unset: kms_key_id, else the privacy key-encryption keys.",
+    )
+    kek_id: str = Field(
+        "local-1",
+        min_length=1,
+        max_length=64,
+        description="The local key-encryption key's name, recorded with each secret it encrypts.",
+    )
+    previous_keks: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Retired local key-encryption keys by name: still decrypt the secrets they encrypted"
+        " until `ordersync secrets rewrap` has encrypted every secret with the current one.",
+    )
+    kms_key_id: str | None = Field(
+        None, description="AWS KMS key (id, ARN or alias) encrypting the secrets instead of a local key."
+    )
+
+    @property
+    def wraps_keys(self) -> bool:
+        """Whether the secrets have a key-encryption key of their own (else the privacy ones serve)."""
         return self.kek is not None or bool(self.kms_key_id)
 
 
@@ -497,6 +587,12 @@ class InventorySettings(_Frozen):
 
 
 class StageSettings(_Frozen):
+    channel_refresh_s: float = Field(
+        3.0,
+        gt=0,
+        description="How often a stage looks for channels added or changed in the channel registry (one"
+        " Redis GET): a change reaches every stage within this, without a restart.",
+    )
     partitions: int = Field(
         12,
         ge=1,
@@ -767,6 +863,7 @@ class Settings(BaseSettings):
     aws: AwsSettings = AwsSettings()
     notifications: NotificationsSettings = NotificationsSettings()
     privacy: PrivacySettings = PrivacySettings()
+    secrets: SecretsSettings = SecretsSettings()
     ratelimit: RateLimitSettings = RateLimitSettings()
     download: DownloadSettings = DownloadSettings()
     writeback: WriteBackSettings = WriteBackSettings()

@@ -533,7 +533,8 @@ async def poll_channel(
 async def poll_channels(runtime: StageRuntime) -> None:
     """Every active channel polled, forever, at most ``download.max_concurrent_channels`` rounds at once."""
     turns = asyncio.Semaphore(runtime.settings.download.max_concurrent_channels)
-    await asyncio.gather(*(poll_channel(runtime, channel, turns) for channel in runtime.channels.active()))
+    # Channels added, changed or deactivated while the stage runs are followed (the channel registry).
+    await runtime.each_active_channel("download", lambda channel: poll_channel(runtime, channel, turns))
 
 
 async def retry_download(runtime: StageRuntime, envelope: Envelope[Event]) -> None:
@@ -631,4 +632,4 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
         if not runtime.settings.download.report_reconciliation:
             return
         await runtime.start()
-        await asyncio.gather(*(reconcile_channel(runtime, channel) for channel in runtime.channels.active()))
+        await runtime.each_active_channel("reconciliation", partial(reconcile_channel, runtime))

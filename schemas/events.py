@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from ordersync.channels import Channel
 from ordersync.schemas.envelope import Event
 from ordersync.settings import EasyShipDocumentType
 
@@ -623,6 +624,41 @@ class ListingChanged(Event):
     channel_sku_id: str | None = None
     ean: str | None = None
     asin: str | None = None
+
+
+# --- config.channels -----------------------------------------------------------------------------
+
+
+class ChannelConfigured(Event):
+    """A channel added or changed while ordersync runs (the dashboard, ``ordersync channels``), whole: its
+    settings and its credentials by reference (environment, file or secret store; never a secret), or
+    ``channel`` None: the change taken back, the channels file's definition applies again.
+
+    ``namespace`` is the installation (its Redis key prefix), so installations sharing a cluster keep
+    apart; ``revision`` orders the changes of one channel (the latest wins)."""
+
+    namespace: NonEmptyStr
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
+    channel: Channel | None
+    revision: Annotated[int, Field(ge=0)]
+    operator: str | None = None
+    #: The channel's credentials are the channels file's channel's of the same name (a file channel
+    #: changed in the dashboard keeps its file's credentials, which may be inline there).
+    credentials_from_file: bool = False
+
+    @model_validator(mode="after")
+    def _names_itself_and_keeps_no_secret(self) -> ChannelConfigured:
+        if self.channel is None:
+            return self
+        if self.channel.name != self.name:
+            raise ValueError(f"the record of channel {self.name!r} defines channel {self.channel.name!r}")
+        inline = self.channel.inline_secrets()
+        if inline:
+            raise ValueError(
+                f"channel {self.name}: {', '.join(inline)} given inline; a record names secrets by"
+                " reference only (env, file or store)"
+            )
+        return self
 
 
 # --- ops.commands ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from ordersync.schemas.envelope import Event
 from ordersync.schemas.events import (
     AmazonNotificationReceived,
     AuditRecorded,
+    ChannelConfigured,
     DeadLetterHandled,
     DownloadCursorSaved,
     EventDeadLettered,
@@ -43,7 +44,7 @@ from ordersync.schemas.events import (
 )
 from ordersync.settings import REDRIVE_TIER_COUNT
 
-KeyKind = Literal["order", "sku", "channel", "source", "letter", "actor"]
+KeyKind = Literal["order", "sku", "channel", "source", "letter", "actor", "config"]
 
 KEY_FORMATS: dict[KeyKind, str] = {
     "order": "seller_id:amazon_order_id",
@@ -52,6 +53,7 @@ KEY_FORMATS: dict[KeyKind, str] = {
     "source": "the parked record's own key",
     "letter": "dlq_topic:partition:offset",
     "actor": "who did it (a user name, api-token, cli:<os user>)",
+    "config": "namespace/channel (the installation's Redis key prefix, the channel's name)",
 }
 
 
@@ -259,6 +261,17 @@ OPS_AUDIT = TopicSpec(
     " audit policy asks for.",
 )
 
+CONFIG_CHANNELS = TopicSpec(
+    name="config.channels",
+    key="config",
+    events=(ChannelConfigured,),
+    writer="ordersync dashboard and CLI (ordersync.state.channel_registry)",
+    description="The channel registry: each channel added or changed while ordersync runs, whole, with its"
+    " credentials by reference only; every stage follows it without a restart. The latest per channel"
+    " wins; a channel the file also declares is replaced.",
+    cleanup_policy="compact",
+)
+
 #: The redrive tiers: records a stage could not process yet (a transient fault outlived its in-line
 #: retries), each tier waiting a longer delay (``settings.redrive.delays_s``) before the stage tries
 #: again. A tier's delay is fixed, so its records are due in the order they were written.
@@ -313,6 +326,7 @@ CATALOGUE: tuple[TopicSpec, ...] = tuple(
         OPS_TASK_REQUESTS,
         OPS_DEAD_LETTER_ACTIONS,
         OPS_AUDIT,
+        CONFIG_CHANNELS,
         DOWNLOAD_CURSORS,
         *REDRIVE_TIERS,
     )

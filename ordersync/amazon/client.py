@@ -71,6 +71,7 @@ from ordersync.amazon.operations import (
     CallOutcome,
     api_for_operation,
 )
+from ordersync.amazon.sellers import Participation, parse_participations
 from ordersync.channels import Channel
 from ordersync.errors import AmazonRejected, AmazonThrottled, AmazonUnavailable
 from ordersync.schemas.events import Address, AmazonOrder, AmazonOrderItem, OrderStatus, ShipmentRequested
@@ -303,6 +304,35 @@ def _outcome(status: int) -> CallOutcome:
     return "error"
 
 
+async def lwa_token_request(
+    http: httpx.AsyncClient,
+    endpoint: str,
+    form: Mapping[str, str],
+    *,
+    headers: Mapping[str, str] | None = None,
+    operation: str = "lwaToken",
+) -> dict[str, Any]:
+    """One POST to LWA's token endpoint (any grant): its JSON body, which has an ``access_token``.
+    No answer, 5xx or 429: :class:`AmazonUnavailable`; a refusal (``{"error": "invalid_grant",
+    "error_description": ...}``, which carries no secret): :class:`AmazonRejected` with LWA's error as
+    its code. The form (secrets) is never logged nor put in an error."""
+    try:
+        response = await http.post(endpoint, data=dict(form), headers=dict(headers or {}))
+    except httpx.HTTPError as exc:
+        raise AmazonUnavailable(operation, None, type(exc).__name__, str(exc) or "no answer") from exc
+    if response.status_code >= 500 or response.status_code == 429:
+        raise AmazonUnavailable(operation, response.status_code, "LwaUnavailable", response.text[:200])
+    body = _json(response)
+    if response.status_code != 200 or "access_token" not in body:
+        raise AmazonRejected(
+            operation,
+            response.status_code,
+            str(body.get("error", "LwaRejected")),
+            str(body.get("error_description", "the credentials were refused")),
+        )
+    return body
+
+
 class _LwaTokens(ABC):
     """Login with Amazon: short-lived access tokens of one grant, cached until shortly before they
     expire; LWA's refusals and outages mapped to the pipeline's errors."""
@@ -346,25 +376,7 @@ class _LwaTokens(ABC):
                 "client_id": self._client_id.get_secret_value(),
                 "client_secret": self._client_secret.get_secret_value(),
             }
-            try:
-                response = await self._http.post(self._endpoint, data=form, headers=self._headers)
-            except httpx.HTTPError as exc:
-                raise AmazonUnavailable(
-                    "lwaToken", None, type(exc).__name__, str(exc) or "no answer"
-                ) from exc
-            if response.status_code >= 500 or response.status_code == 429:
-                raise AmazonUnavailable(
-                    "lwaToken", response.status_code, "LwaUnavailable", response.text[:200]
-                )
-            body = _json(response)
-            if response.status_code != 200 or "access_token" not in body:
-                # LWA answers {"error": "invalid_grant", "error_description": "..."}; no secret in it.
-                raise AmazonRejected(
-                    "lwaToken",
-                    response.status_code,
-                    str(body.get("error", "LwaRejected")),
-                    str(body.get("error_description", "the credentials were refused")),
-                )
+            body = await lwa_token_request(self._http, self._endpoint, form, headers=self._headers)
             self._token = str(body["access_token"])
             self._expires_at = time.monotonic() + float(body.get("expires_in", 3600)) - TOKEN_RENEW_MARGIN_S
             return self._token
@@ -1165,6 +1177,16 @@ class SpApiClient:
             },
         )
         return tuple(easyship.parse_package(raw) for raw in _json(response).get("packages") or ())
+
+    # --- Sellers (v1) -----------------------------------------------------------------------------
+
+    async def get_marketplace_participations(self) -> tuple[Participation, ...]:
+        """getMarketplaceParticipations: every marketplace the seller can list in, whether the seller
+        participates there and whether its listings are suspended (0.016 per second, burst 15)."""
+        response = await self.call(
+            "getMarketplaceParticipations", "GET", "/sellers/v1/marketplaceParticipations"
+        )
+        return parse_participations(_json(response), status=response.status_code)
 
     # --- Catalog Items (2022-04-01) ----------------------------------------------------------------
 

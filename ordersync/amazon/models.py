@@ -26,6 +26,7 @@ MODEL_FILES: dict[str, str] = {
     "reports": "reports_2021-06-30.json",
     "easyship": "easyShip_2022-03-23.json",
     "catalog-items": "catalogItems_2022-04-01.json",
+    "sellers": "sellers.json",
 }
 
 #: The JSON schemas of the notifications' messages, by notification type.

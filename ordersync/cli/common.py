@@ -26,7 +26,7 @@ from ordersync.state.readmodel import ReadModel
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
-    from ordersync.channels import Channel
+    from ordersync.channels import Channel, ChannelsFile
     from ordersync.privacy.reader import BuyerData
 
 T = TypeVar("T")
@@ -195,16 +195,46 @@ def setup_logging() -> None:
     configure_logging(settings.log_level, json_lines=settings.log_json)
 
 
-def channel_named(settings: Settings, name: str) -> Channel:
-    """The channels file's channel ``name``: a bad file ends the command with :attr:`ExitCode.CONFIG`,
-    an unknown name with :attr:`ExitCode.NOT_FOUND`."""
-    from ordersync.channels import load_channels
-    from ordersync.errors import ConfigurationError
+def effective_channels(settings: Settings) -> ChannelsFile:
+    """The channels file's channels with the channel registry's (its Redis view; the file alone when
+    Redis holds no view or cannot be reached): a bad file or registry ends the command with
+    :attr:`ExitCode.CONFIG`."""
+    from ordersync.channels import ChannelsFile, load_channels
+    from ordersync.errors import ConfigurationError, is_outage
+    from ordersync.redis_client import redis_client
+    from ordersync.state.channel_registry import merge, read_view
+
+    async def view() -> dict[str, Any]:
+        client = redis_client(settings.redis)
+        try:
+            found = await read_view(client, settings.redis.key_prefix)
+        finally:
+            await client.aclose()
+        return {} if found is None else dict(found[1])
 
     try:
-        channels = load_channels(settings.channels_file)
+        base = (
+            load_channels(settings.channels_file)
+            if settings.channels_file.exists()
+            else ChannelsFile(channels=())
+        )
+        try:
+            records = asyncio.run(view())
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            records = {}  # Redis down: the commands that need it say so themselves
+        return merge(base, records)[0]
     except ConfigurationError as exc:
         raise fail(ExitCode.CONFIG, str(exc)) from exc
+
+
+def channel_named(settings: Settings, name: str) -> Channel:
+    """The channel ``name`` (the file's or the registry's): a bad file ends the command with
+    :attr:`ExitCode.CONFIG`, an unknown name with :attr:`ExitCode.NOT_FOUND`."""
+    from ordersync.errors import ConfigurationError
+
+    channels = effective_channels(settings)
     try:
         return channels.by_name(name)
     except ConfigurationError as exc:

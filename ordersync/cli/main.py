@@ -69,6 +69,9 @@ COMMANDS: dict[str, Entry] = {
         "ordersync.cli.tasks", "tasks_app", "Periodic tasks: schedules and next runs; run one now."
     ),
     "privacy": Entry("ordersync.cli.privacy", "privacy_app", "Buyers' personal data: its keys."),
+    "secrets": Entry(
+        "ordersync.cli.secrets", "secrets_app", "The secret store of channel credentials: put, list, delete."
+    ),
     "settings": Entry(
         "ordersync.cli.settings", "settings_app", "Every setting as an environment variable; check them."
     ),

@@ -353,8 +353,11 @@ class LocalPipeline:
         label_share: float = 0.0,
         workers: int = 1,
         web_ports: bool = False,
+        file_sellers: tuple[str, ...] | None = None,
     ) -> None:
-        """``label_share``: the back-office stand-in ships that share of ordinary seller-fulfilled
+        """``file_sellers``: only these sellers' channels go into the channels file (None: every
+        seller's); the others can be added to the channel registry while the pipeline runs.
+        ``label_share``: the back-office stand-in ships that share of ordinary seller-fulfilled
         orders with labels bought through Amazon (Ship+ and Easy Ship orders ship through Amazon always).
         ``workers``: processes per stage, in the stage's one consumer group (Kafka shares the partitions
         among them); the first is named after the stage, the others ``<stage>-2``, ``<stage>-3``...
@@ -375,6 +378,7 @@ class LocalPipeline:
         self._label_share = label_share
         self.workers = workers
         self._serve_web = web_ports
+        self._file_sellers = file_sellers
         #: Stage process name -> the port its /readyz and /metrics answer on (with ``web_ports``).
         self.web_ports: dict[str, int] = {}
         #: Stage process name -> (stage, the environment it adds to :attr:`env`).
@@ -431,6 +435,8 @@ class LocalPipeline:
             orders_api=self._orders_api,
             fetch_pii=self._fetch_pii,
         )
+        if self._file_sellers is not None:
+            channels["channels"] = [c for c in channels["channels"] if c["seller_id"] in self._file_sellers]
         channels_file.write_text(yaml.safe_dump(channels, sort_keys=False))
         self.env = {
             "ORDERSYNC_KAFKA__BOOTSTRAP": self._kafka_bootstrap,
@@ -494,6 +500,8 @@ class LocalPipeline:
         """What the back-office knows: the catalogue's SKUs, through the real `listings import`."""
         assert self.simulator is not None
         for seller in self.scenario.sellers:
+            if self._file_sellers is not None and seller.seller_id not in self._file_sellers:
+                continue  # no channel yet: one added later loads its own
             products = self.simulator.state.catalogue(seller.seller_id)
             rows = [ListingRow(f"STK-{p.sku}", p.sku, p.asin, p.ean) for p in products]
             path = self.run_dir / f"listings-{seller.seller_id}.csv"

@@ -47,6 +47,7 @@ from ordersync.errors import (
     Retryable,
     StateLost,
     Throttled,
+    UnknownChannel,
     Unreachable,
     is_outage,
 )
@@ -79,13 +80,16 @@ from ordersync.pipeline.schedule import Wakeups
 from ordersync.privacy.keyring import KeyRing, open_key_ring
 from ordersync.privacy.orders import Retention, personal_fields, seal_order, without_personal
 from ordersync.ratelimit import RateLimiter, RedisRateLimiter, build_rate_limiter
+from ordersync.ratelimit.limiter import plan_book
 from ordersync.redis_client import redis_client
 from ordersync.schemas.codec import decode, encode
 from ordersync.schemas.envelope import Envelope, Event
 from ordersync.schemas.events import AmazonOrder, EventDeadLettered, RecordParked
 from ordersync.schemas.topics import CATALOGUE, REDRIVE_TIERS, TopicSpec, by_name
+from ordersync.secret_store import SecretStore, open_channel_secrets, open_secret_store
 from ordersync.settings import RedriveSettings, Settings
 from ordersync.state import keys
+from ordersync.state.channel_registry import ChannelRegistry
 from ordersync.state.health import HealthBoard, HealthObserver
 from ordersync.state.lifetime import OrderLifetime
 from ordersync.state.store import Store
@@ -123,6 +127,21 @@ _LAST_TRY: contextvars.ContextVar[bool] = contextvars.ContextVar("last_redrive_t
 LISTINGS_FEED_STAGES = frozenset({"inventory"})
 
 
+async def _set(event: asyncio.Event) -> None:
+    await event.wait()
+
+
+def _file_channels(settings: Settings, *, missing_is_empty: bool) -> ChannelsFile:
+    """The channels file's channels. ``missing_is_empty``: no file is no channel (a stage that takes its
+    channels from the registry needs none); a file that is there must be valid either way."""
+    if missing_is_empty and not settings.channels_file.exists():
+        log.info(
+            "no channels file at %s: the channel registry alone names the channels", settings.channels_file
+        )
+        return ChannelsFile(channels=())
+    return load_channels(settings.channels_file)
+
+
 class _StageApiObserver:
     """Counts every SP-API request in Prometheus and records it on the API health board."""
 
@@ -147,15 +166,30 @@ class StageRuntime:
         limiter: RateLimiter | None = None,
         *,
         clock: Clock = SYSTEM_CLOCK,
+        follow_channels: bool = False,
     ):
         """``clock``: Amazon's "now" for every instant the stage reckons with (windows, schedules,
-        recorded dates); the host's clock in production, the simulator's in tests."""
+        recorded dates); the host's clock in production, the simulator's in tests. ``follow_channels``:
+        the channels file merged with the channel registry, followed while the stage runs (a stage
+        process); otherwise ``channels`` (or the file) as they are."""
         self.stage = stage
         self.clock = clock
         self.settings = settings
         self.app = app
-        self.channels = channels if channels is not None else load_channels(settings.channels_file)
-        remember_secrets(settings, self.channels)
+        if channels is None:
+            channels = _file_channels(settings, missing_is_empty=follow_channels)
+        remember_secrets(settings, channels)
+        self.registry = (
+            ChannelRegistry(
+                channels,
+                settings=settings,
+                redis=lambda: self.store.redis,
+                open_secrets=self._open_secrets,
+            )
+            if follow_channels
+            else ChannelRegistry(channels)
+        )
+        self.registry.on_change(self._channels_changed)
         self._topics: dict[str, faust.TopicT] = {}
         self._started = asyncio.Lock()
         self._store: Store | None = None
@@ -169,6 +203,8 @@ class StageRuntime:
         self._key_ring: KeyRing | None = None
         self._key_ring_stack = AsyncExitStack()
         self._key_ring_lock = asyncio.Lock()
+        self._secret_store: SecretStore | None = None
+        self._secret_store_lock = asyncio.Lock()
         #: Next offset to process per (topic, partition): the consumer lag's low end.
         self.next_offsets: dict[tuple[str, int], int] = {}
         #: The worker's loop reached this stage's code (readiness of stages without a consumer).
@@ -205,6 +241,82 @@ class StageRuntime:
         if settings.stage.web_port is not None:
             # A dependency of the app: started before its consumer, stopped with it.
             app.add_dependency(StageWebServer(self, settings.stage.web_host, settings.stage.web_port))
+
+    # --- the channels, followed without a restart ------------------------------------------------
+
+    @property
+    def channels(self) -> ChannelsFile:
+        """The channels now (the registry's snapshot): read it where it is needed, never keep it."""
+        return self.registry.snapshot
+
+    @channels.setter
+    def channels(self, channels: ChannelsFile) -> None:
+        self.registry.replace(channels)
+
+    def _channels_changed(self, channels: ChannelsFile) -> None:
+        # A client made for a channel's old definition (credentials, region) is made again at next use;
+        # the limiter takes the new channels' usage plans.
+        for name, client in list(self._amazon.items()):
+            current = next((c for c in channels.channels if c.name == name), None)
+            if current != client.channel:
+                del self._amazon[name]
+        if self._built_limiter is not None:
+            self._built_limiter.plans = plan_book(self.settings, channels.channels)
+
+    async def _open_secrets(self, channel: Channel) -> Channel:
+        """``channel`` with its secret-store references opened (its secrets in memory only)."""
+        if not channel.stored_secrets():
+            return channel
+        async with self._secret_store_lock:
+            if self._secret_store is None:
+                self._secret_store = await open_secret_store(self.settings, self._key_ring_stack)
+        return await open_channel_secrets(channel, self._secret_store)
+
+    async def follow_channels(self) -> None:
+        """Follow the channel registry for as long as the stage runs (a stage process's task)."""
+        await self.start()
+        await self.registry.follow(self.settings.stage.channel_refresh_s, self.survive)
+
+    async def each_active_channel(self, name: str, run: Callable[[Channel], Awaitable[None]]) -> None:
+        """``run(channel)`` for every active channel, each on a task of its own, for as long as the stage
+        runs, following the registry: started for a channel added or activated, stopped for one
+        deactivated or removed, started again with the new definition for one changed. What a run
+        raises ends this (as it would end the stage's task)."""
+        if self.registry.follows and not self.registry.loaded.is_set():
+            await self.start()
+            while not await self.survive("channel registry", self.registry.refresh):
+                if self.registry.loaded.is_set():
+                    break
+                await asyncio.sleep(self.settings.stage.channel_refresh_s)
+        running: dict[str, tuple[Channel, asyncio.Future[None]]] = {}
+        try:
+            while True:
+                change = self.registry.change()
+                wanted = {channel.name: channel for channel in self.channels.active()}
+                for channel_name, (channel, task) in list(running.items()):
+                    if task.done():
+                        task.result()  # a run that ended raises here (or ended: started again below)
+                    if wanted.get(channel_name) != channel:
+                        task.cancel()
+                        await asyncio.gather(task, return_exceptions=True)
+                        del running[channel_name]
+                        log.info("%s %s: stopped (channel changed or deactivated)", name, channel_name)
+                for channel_name, channel in wanted.items():
+                    if channel_name not in running or running[channel_name][1].done():
+                        task = asyncio.ensure_future(run(channel))
+                        running[channel_name] = (channel, task)
+                changed: asyncio.Future[None] = asyncio.ensure_future(_set(change))
+                try:
+                    await asyncio.wait(
+                        [changed, *(task for _, task in running.values())],
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    changed.cancel()
+        finally:
+            for _, task in running.values():
+                task.cancel()
+            await asyncio.gather(*(task for _, task in running.values()), return_exceptions=True)
 
     async def _on_rebalance_complete(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         self.assigned = True
@@ -763,7 +875,7 @@ class StageRuntime:
         )
         last_try = _LAST_TRY.set(is_last_try(parked, self.clock.now()))
         try:
-            await handle(envelope)
+            await self._handle_knowing_channels(handle, envelope)
         except (Permanent, Retryable) as exc:
             if is_outage(exc):
                 raise  # the rate limiter failing closed: nothing was sent, try again
@@ -779,6 +891,18 @@ class StageRuntime:
             _LAST_TRY.reset(last_try)
         RECORDS_PROCESSED.labels(self.stage, spec.name).inc()
         await self._leave_line(spec, source, parked)
+
+    async def _handle_knowing_channels(
+        self, handle: Callable[[Envelope[Event]], Awaitable[None]], envelope: Envelope[Event]
+    ) -> None:
+        """``handle(envelope)``; a record naming a channel this stage does not know makes it read the
+        registry at once (a channel just added) and, if that changed anything, try the record again."""
+        try:
+            await handle(envelope)
+        except UnknownChannel:
+            if not await self.registry.refresh(force=True):
+                raise
+            await handle(envelope)
 
     # --- the redrive tiers ------------------------------------------------------------------------
 

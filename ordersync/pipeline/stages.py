@@ -73,6 +73,15 @@ def register_heartbeat(app: faust.App, runtime: StageRuntime) -> None:
             await asyncio.sleep(runtime.settings.stage.heartbeat_s)
 
 
+def register_channel_registry(app: faust.App, runtime: StageRuntime) -> None:
+    """Every worker follows the channel registry: channels added or changed in the dashboard reach it
+    within ``stage.channel_refresh_s``, without a restart."""
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def channel_registry() -> None:
+        await runtime.follow_channels()
+
+
 async def run_now(runtime: StageRuntime, envelope: Envelope[Event]) -> bool:
     """A request on ``ops.task-requests`` naming a task of this stage: its feed pacing skipped once for the
     channel's seller, the request noted in the task's health, and every worker pausing the task woken
@@ -116,10 +125,11 @@ def build_stage(name: str, settings: Settings) -> tuple[faust.App, StageRuntime]
         raise KeyError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
     module: StageModule = importlib.import_module(STAGES[name])
     app = make_app(name, settings)
-    runtime = StageRuntime(name, settings, app)
+    runtime = StageRuntime(name, settings, app, follow_channels=True)
     check_privacy(settings, runtime.channels)
     module.register(app, runtime)
     register_heartbeat(app, runtime)
+    register_channel_registry(app, runtime)
     if tasks_of(name):
         register_task_requests(app, runtime)
     if getattr(module, "PARKS_RECORDS", True):

@@ -30,20 +30,18 @@ import base64
 import json
 import os
 import time
-from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from botocore.exceptions import ClientError
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ordersync.aws import aws_client
+from ordersync.aws import aws_client, ensure_bucket
 from ordersync.clock import Clock
 from ordersync.errors import ConfigurationError, PersonalDataErased, PersonalDataExpired
-from ordersync.privacy.sealing import KEY_BYTES, NONCE_BYTES, DataKey, retention_of, shred_after
+from ordersync.keywrap import KeyWrapper, KmsWrapper, LocalWrapper
+from ordersync.privacy.sealing import KEY_BYTES, DataKey, retention_of, shred_after
 from ordersync.settings import AwsSettings, PrivacySettings
 
 #: How long an opened data key stays in memory (never past its shredding).
@@ -56,82 +54,6 @@ ERASED_PREFIX = "erased/"
 SHREDDED_PREFIX = "shredded/"
 #: ... kept this long after the key was due, then removed.
 SHREDDED_MARKER_KEPT = timedelta(days=366)
-
-
-class KeyWrapper(Protocol):
-    """A key-encryption key: wraps and unwraps data keys."""
-
-    @property
-    def name(self) -> str: ...
-
-    async def wrap(self, secret: bytes, key_id: str) -> bytes: ...
-
-    async def unwrap(self, wrapped: bytes, key_id: str, wrapped_by: str) -> bytes: ...
-
-
-def _local_key(name: str, value: str) -> bytes:
-    try:
-        key = base64.b64decode(value, validate=True)
-    except ValueError:
-        key = b""
-    if len(key) != KEY_BYTES:
-        raise ConfigurationError(f"privacy key-encryption key {name!r} must be {KEY_BYTES} bytes in base64")
-    return key
-
-
-class LocalWrapper:
-    """Key-encryption keys from the settings: the current one wraps; it and the retired ones unwrap."""
-
-    def __init__(self, current_name: str, keys: Mapping[str, str]) -> None:
-        self._name = current_name
-        self._keys = {name: _local_key(name, value) for name, value in keys.items()}
-        if current_name not in self._keys:
-            raise ConfigurationError(f"privacy: no key-encryption key named {current_name!r}")
-
-    @property
-    def name(self) -> str:
-        return f"local:{self._name}"
-
-    async def wrap(self, secret: bytes, key_id: str) -> bytes:
-        nonce = os.urandom(NONCE_BYTES)
-        return nonce + AESGCM(self._keys[self._name]).encrypt(nonce, secret, key_id.encode())
-
-    async def unwrap(self, wrapped: bytes, key_id: str, wrapped_by: str) -> bytes:
-        name = wrapped_by.removeprefix("local:")
-        kek = self._keys.get(name)
-        if not wrapped_by.startswith("local:") or kek is None:
-            raise ConfigurationError(
-                f"privacy: key {key_id} was wrapped by {wrapped_by}, which is not configured"
-                " (privacy.kek, privacy.previous_keks or privacy.kms_key_id)"
-            )
-        try:
-            return AESGCM(kek).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], key_id.encode())
-        except InvalidTag as exc:
-            raise ConfigurationError(f"privacy: key {key_id} does not unwrap with {wrapped_by}") from exc
-
-
-class KmsWrapper:
-    """An AWS KMS key wraps the data keys (Encrypt / Decrypt, the data key's name as context)."""
-
-    def __init__(self, kms: Any, key_id: str) -> None:
-        self._kms = kms
-        self._key_id = key_id
-
-    @property
-    def name(self) -> str:
-        return f"kms:{self._key_id}"
-
-    async def wrap(self, secret: bytes, key_id: str) -> bytes:
-        answer = await self._kms.encrypt(
-            KeyId=self._key_id, Plaintext=secret, EncryptionContext={"ordersync:data-key": key_id}
-        )
-        return bytes(answer["CiphertextBlob"])
-
-    async def unwrap(self, wrapped: bytes, key_id: str, wrapped_by: str) -> bytes:
-        answer = await self._kms.decrypt(
-            CiphertextBlob=wrapped, EncryptionContext={"ordersync:data-key": key_id}
-        )
-        return bytes(answer["Plaintext"])
 
 
 @dataclass(frozen=True)
@@ -189,12 +111,7 @@ class S3KeyStore:
         return f"{ERASED_PREFIX}{key_id}/{subject}.json"
 
     async def ensure_bucket(self) -> None:
-        try:
-            await self._s3.head_bucket(Bucket=self.bucket)
-        except ClientError as exc:
-            if not _missing(exc):
-                raise
-            await self._s3.create_bucket(Bucket=self.bucket)
+        await ensure_bucket(self._s3, self.bucket)
 
     async def get(self, key_id: str) -> StoredKey | None:
         try:

@@ -1026,6 +1026,16 @@ class RedisRateLimiter(_GcraLimiter):
         await self.redis.aclose()
 
 
+def plan_book(settings: Settings, channels: Iterable[Channel]) -> PlanBook:
+    """The usage plans: the models' defaults and ``channels``' overrides, with the settings' margins."""
+    return PlanBook.from_channels(
+        channels,
+        time_scale=settings.amazon.time_scale,
+        margin=settings.ratelimit.plan_margin,
+        margins=settings.ratelimit.plan_margins,
+    )
+
+
 def build_rate_limiter(settings: Settings, channels: Iterable[Channel]) -> RedisRateLimiter:
     """The limiter for a stage: Redis from ``settings.redis``, plans from the models and the channels'
     overrides, scaled by ``settings.amazon.time_scale``."""
@@ -1037,12 +1047,7 @@ def build_rate_limiter(settings: Settings, channels: Iterable[Channel]) -> Redis
     )
     return RedisRateLimiter(
         client,
-        plans=PlanBook.from_channels(
-            channels,
-            time_scale=settings.amazon.time_scale,
-            margin=settings.ratelimit.plan_margin,
-            margins=settings.ratelimit.plan_margins,
-        ),
+        plans=plan_book(settings, channels),
         application_id=settings.amazon.application_id,
         key_prefix=settings.redis.key_prefix,
         send_deadline_s=settings.ratelimit.send_deadline_s,

@@ -1,6 +1,6 @@
-"""The simulator over HTTP: Amazon's paths (LWA, Orders v0 and 2026-01-01, Tokens, Feeds, Notifications,
-Reports), the presigned document URLs (``/_sim/s3/``) and the unauthenticated control and truth API under
-``/_sim/``.
+"""The simulator over HTTP: Amazon's paths (LWA, Seller Central's consent page, Orders v0 and 2026-01-01,
+Tokens, Feeds, Notifications, Reports, Sellers), the presigned document URLs (``/_sim/s3/``) and the
+unauthenticated control and truth API under ``/_sim/``.
 
 Handlers only translate HTTP to :class:`~ordersync.simulator.state.SimulatorState` calls and back,
 plus the faults only HTTP can show: slow answers, and connections closed without an answer.
@@ -18,10 +18,11 @@ from urllib.parse import parse_qsl
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from ordersync.simulator.consent import CONSENT_PATH, ConsentError, consent_page, error_page
 from ordersync.simulator.state import SimResponse, SimulatorState
 from ordersync.simulator.validation import ControlError
 
@@ -135,6 +136,26 @@ async def lwa_token(request: Request) -> Response:
     status, body = state.issue_access_token(form, user_agent=request.headers.get("user-agent"))
     headers = {"cache-control": "no-store", "x-amzn-RequestId": str(uuid.uuid4())}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def seller_central_consent(request: Request) -> Response:
+    """Seller Central's consent page (GET) and the seller's confirmation (POST: 302 to the redirect
+    URI with the authorization code), :mod:`ordersync.simulator.consent`."""
+    state: SimulatorState = request.app.state.sim
+    headers = {"cache-control": "no-store"}
+    if request.method == "GET":
+        consent = state.consent(_first_values(request))
+        if isinstance(consent, ConsentError):
+            return HTMLResponse(error_page(consent), status_code=consent.status, headers=headers)
+        return HTMLResponse(consent_page(consent), headers=headers)
+    raw = await request.body()
+    form: dict[str, str] = {}
+    for key, value in parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True):
+        form.setdefault(key, value)
+    outcome = state.confirm_consent(form)
+    if isinstance(outcome, ConsentError):
+        return HTMLResponse(error_page(outcome), status_code=outcome.status, headers=headers)
+    return RedirectResponse(outcome, status_code=302, headers=headers)
 
 
 # --- control and truth API ------------------------------------------------------------------------------
@@ -350,6 +371,10 @@ def create_app(state: SimulatorState) -> Starlette:
     """The simulator's ASGI app over ``state``."""
     routes = [
         Route("/auth/o2/token", lwa_token, methods=["POST"]),
+        Route(CONSENT_PATH, seller_central_consent, methods=["GET", "POST"]),
+        Route(
+            "/sellers/v1/marketplaceParticipations", _sp_api("getMarketplaceParticipations"), methods=["GET"]
+        ),
         Route("/orders/v0/orders", _sp_api("getOrders"), methods=["GET"]),
         Route("/orders/v0/orders/{orderId}", _sp_api("getOrder"), methods=["GET"]),
         Route("/orders/v0/orders/{orderId}/orderItems", _sp_api("getOrderItems"), methods=["GET"]),

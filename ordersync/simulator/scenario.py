@@ -60,7 +60,11 @@ of them in Easy Ship in India, 328 orders arriving over the first simulated minu
         marketplaces: [ATVPDKIKX0DER]
         applications:            # the LWA apps this seller authorised
           - {client_id: amzn1.application-oa2-client.demo, client_secret: s3cret, refresh_token: Atzr|us,
-             pii_roles: [direct_to_consumer_delivery, tax_invoicing, tax_remittance]}  # default: all three
+             pii_roles: [direct_to_consumer_delivery, tax_invoicing, tax_remittance],  # default: all three
+             application_id: amzn1.sp.solution.demo,  # consent URIs' id; default: from the client id
+             draft: false,                # true: consent URIs need version=beta (MD1000)
+             redirect_uris: []}           # registered redirect URIs; []: any the consent URI names
+        store_name: Demo Store US        # getMarketplaceParticipations' storeName; default: "<id> Store"
         usage_plans:             # per-account overrides of Amazon's default plans
           getOrders: {rate: 0.0334, burst: 20}
         catalogue:               # the SKUs the seller's back-office knows; or catalogue_size: N
@@ -183,6 +187,12 @@ PiiRole = Literal["direct_to_consumer_delivery", "tax_invoicing", "tax_remittanc
 PII_ROLES: tuple[PiiRole, ...] = ("direct_to_consumer_delivery", "tax_invoicing", "tax_remittance")
 
 
+#: The prefix of an LWA client id; :attr:`Application.solution_id` derives an application id from the rest.
+LWA_CLIENT_PREFIX = "amzn1.application-oa2-client."
+#: The prefix of an application id in Amazon's Solution Provider Portal (the consent URI's application_id).
+SOLUTION_PREFIX = "amzn1.sp.solution."
+
+
 class Application(_Frozen):
     """An LWA application the seller authorised, with the refresh token it was given.
 
@@ -190,12 +200,32 @@ class Application(_Frozen):
     an application that passed Amazon's review; ``[]`` models one without them). Orders 2026-01-01
     shows buyer and recipient data only to an application with the role; Orders v0 only through a
     Restricted Data Token, and only the data of the roles held.
+
+    The website authorization workflow (``/apps/authorize/consent``, :mod:`ordersync.simulator.consent`)
+    knows the application by ``application_id`` (the consent URI's ``application_id``; default
+    :attr:`solution_id`: ``amzn1.sp.solution.`` and the client id without its
+    ``amzn1.application-oa2-client.`` prefix). ``draft``: the application is not published yet, so its
+    consent URI must carry ``version=beta`` (Amazon's MD1000 otherwise). ``redirect_uris``: the OAuth
+    redirect URIs registered for it; a consent URI's ``redirect_uri`` must be one of them (MD5101). None
+    registered (the default) is the simulator's lenient switch: any ``redirect_uri`` the consent URI
+    carries is accepted (and one is then required). The entries of one client id in several sellers
+    must agree on these three.
     """
 
     client_id: Annotated[str, Field(min_length=1)]
     client_secret: Annotated[str, Field(min_length=1)]
     refresh_token: Annotated[str, Field(min_length=1)]
     pii_roles: tuple[PiiRole, ...] = PII_ROLES
+    application_id: Annotated[str, Field(min_length=1)] | None = None
+    draft: bool = False
+    redirect_uris: tuple[Annotated[str, Field(pattern=r"^https?://[^\s]+$")], ...] = ()
+
+    @property
+    def solution_id(self) -> str:
+        """The application id consent URIs name: ``application_id``, else one derived from the client id."""
+        if self.application_id:
+            return self.application_id
+        return SOLUTION_PREFIX + self.client_id.removeprefix(LWA_CLIENT_PREFIX)
 
     @field_validator("pii_roles")
     @classmethod
@@ -278,6 +308,8 @@ class SellerScenario(_Frozen):
     catalogue: tuple[Product, ...] = ()
     catalogue_size: Annotated[int, Field(ge=1, le=100_000)] = 40
     orders: OrderProfile = OrderProfile()
+    #: The store's name in getMarketplaceParticipations (default: "<seller_id> Store").
+    store_name: Annotated[str, Field(min_length=1)] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> SellerScenario:
@@ -515,7 +547,27 @@ class Scenario(_Frozen):
             for app in seller.applications:
                 if secrets.setdefault(app.client_id, app.client_secret) != app.client_secret:
                     raise ValueError(f"client {app.client_id} has two different client secrets")
+        published: dict[str, tuple[str, bool, tuple[str, ...]]] = {}
+        clients: dict[str, str] = {}
+        for seller in self.sellers:
+            for app in seller.applications:
+                facts = (app.solution_id, app.draft, app.redirect_uris)
+                if published.setdefault(app.client_id, facts) != facts:
+                    raise ValueError(
+                        f"client {app.client_id}: application_id, draft and redirect_uris differ between"
+                        " sellers"
+                    )
+                if clients.setdefault(app.solution_id, app.client_id) != app.client_id:
+                    raise ValueError(f"application id {app.solution_id} names two client ids")
         return self
+
+    def application(self, application_id: str) -> Application | None:
+        """The application consent URIs call ``application_id`` (:attr:`Application.solution_id`)."""
+        for seller in self.sellers:
+            for app in seller.applications:
+                if app.solution_id == application_id:
+                    return app
+        return None
 
     def seller(self, seller_id: str) -> SellerScenario:
         for seller in self.sellers:

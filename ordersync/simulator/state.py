@@ -29,6 +29,15 @@ from ordersync.amazon.operations import NOTIFICATIONS_SCOPE
 from ordersync.simulator import generate
 from ordersync.simulator.catalog import Catalog, build_catalog
 from ordersync.simulator.clock import SimClock, epoch_to_iso, parse_iso
+from ordersync.simulator.consent import (
+    AUTHORIZATION_CODE_TTL_S,
+    AuthorizationCode,
+    Consent,
+    ConsentError,
+    check_consent,
+    marketplace_participations,
+    redirect_location,
+)
 from ordersync.simulator.easyship import EasyShipEngine, ScheduledPackage
 from ordersync.simulator.easyship_documents import (
     CODE_NO_WARRANTY,
@@ -90,6 +99,7 @@ from ordersync.simulator.reports import (
 from ordersync.simulator.scenario import (
     MARKETPLACES,
     UNMAPPED_SKU_PREFIX,
+    Application,
     Faults,
     NotificationProfile,
     Product,
@@ -212,6 +222,7 @@ OPERATIONS: dict[str, Operation] = {
         Operation("createScheduledPackageBulk", "easyship", "createScheduledPackageBulk", "POST"),
         Operation("getCatalogItem", "catalog-items", "getCatalogItem", "GET"),
         Operation("searchCatalogItems", "catalog-items", "searchCatalogItems", "GET"),
+        Operation("getMarketplaceParticipations", "sellers", "getMarketplaceParticipations", "GET"),
     )
 }
 #: Faults the control API can force on the next matching requests.
@@ -382,6 +393,10 @@ class _Runtime:
     pii_requires_rdt: bool
     access_tokens: dict[str, _IssuedToken] = field(default_factory=dict)
     forced: list[ForcedFault] = field(default_factory=list)
+    #: Authorization codes of confirmed consents not exchanged yet, by code.
+    authorization_codes: dict[str, AuthorizationCode] = field(default_factory=dict)
+    #: Refresh tokens LWA minted for authorization codes: (seller id, client id) by token.
+    minted_refresh_tokens: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 class SimulatorState:
@@ -481,6 +496,7 @@ class SimulatorState:
             ),
             "getCatalogItem": lambda p, c: (200, catalog.get_catalog_item(c.path_params["asin"], c.query)),
             "searchCatalogItems": lambda p, c: (200, catalog.search_catalog_items(c.query, p.seller_id)),
+            "getMarketplaceParticipations": lambda p, c: (200, marketplace_participations(self._seller(p))),
         }
 
     # --- time ----------------------------------------------------------------------------------------
@@ -522,8 +538,8 @@ class SimulatorState:
     def issue_access_token(
         self, form: Mapping[str, str], *, user_agent: str | None = None
     ) -> tuple[int, dict[str, Any]]:
-        """``POST /auth/o2/token`` (refresh-token grant, or client_credentials with a grantless
-        ``scope``): (status, body) as Login with Amazon answers."""
+        """``POST /auth/o2/token`` (refresh-token grant, client_credentials with a grantless ``scope``, or
+        authorization_code with a consent's code): (status, body) as Login with Amazon answers."""
         with self._lock:
             self._user_agents["lwaToken"] = user_agent or ""
             status, body, seller = self._lwa(form)
@@ -538,7 +554,7 @@ class SimulatorState:
                 _lwa_error("invalid_request", "The request is missing a required parameter : grant_type"),
                 ANONYMOUS,
             )
-        if grant_type not in ("refresh_token", "client_credentials"):
+        if grant_type not in ("refresh_token", "client_credentials", "authorization_code"):
             message = "The authorization grant type is not supported by the authorization server"
             return 400, _lwa_error("unsupported_grant_type", message), ANONYMOUS
         client_id, client_secret = form.get("client_id", ""), form.get("client_secret", "")
@@ -548,25 +564,93 @@ class SimulatorState:
             return 401, _lwa_error("invalid_client", "Client authentication failed"), ANONYMOUS
         if grant_type == "client_credentials":
             return self._grantless_token(client_id, form.get("scope"))
+        if grant_type == "authorization_code":
+            return self._exchange_code(form, apps)
         refresh_token = form.get("refresh_token")
         if not refresh_token:
             message = "The request is missing a required parameter : refresh_token"
             return 400, _lwa_error("invalid_request", message), ANONYMOUS
         for seller, app in apps:
             if secrets.compare_digest(app.refresh_token, refresh_token):
-                token = "Atza|" + secrets.token_urlsafe(48)
-                lifetime = self.scenario.access_token_lifetime_s
-                principal = Principal(seller.seller_id, app.client_id, pii_roles=frozenset(app.pii_roles))
-                self._runtime.access_tokens[token] = _IssuedToken(principal, self._real_clock() + lifetime)
-                body = {
-                    "access_token": token,
-                    "refresh_token": refresh_token,
-                    "token_type": "bearer",
-                    "expires_in": lifetime,
-                }
-                return 200, body, seller.seller_id
+                return self._seller_token(seller.seller_id, app, refresh_token)
+        minted = self._runtime.minted_refresh_tokens.get(refresh_token)
+        if minted is not None and minted[1] == client_id:
+            return self._seller_token(minted[0], self._application_for(minted[0], apps), refresh_token)
         message = "The request has an invalid grant parameter : refresh_token"
         return 400, _lwa_error("invalid_grant", message), ANONYMOUS
+
+    @staticmethod
+    def _application_for(seller_id: str, apps: list[tuple[SellerScenario, Application]]) -> Application:
+        """The client's application as ``seller_id`` authorised it in the scenario (its roles), else as
+        the first seller did."""
+        return next((app for seller, app in apps if seller.seller_id == seller_id), apps[0][1])
+
+    def _seller_token(
+        self, seller_id: str, app: Application, refresh_token: str
+    ) -> tuple[int, dict[str, Any], str]:
+        """An access token acting for ``seller_id`` through ``app``."""
+        token = "Atza|" + secrets.token_urlsafe(48)
+        lifetime = self.scenario.access_token_lifetime_s
+        principal = Principal(seller_id, app.client_id, pii_roles=frozenset(app.pii_roles))
+        self._runtime.access_tokens[token] = _IssuedToken(principal, self._real_clock() + lifetime)
+        body = {
+            "access_token": token,
+            "refresh_token": refresh_token,
+            "token_type": "bearer",
+            "expires_in": lifetime,
+        }
+        return 200, body, seller_id
+
+    def _exchange_code(
+        self, form: Mapping[str, str], apps: list[tuple[SellerScenario, Application]]
+    ) -> tuple[int, dict[str, Any], str]:
+        """``grant_type=authorization_code``: a consent's code, exchanged once within 5 simulated
+        minutes with the redirect URI it was issued for, buys a new refresh token for that seller and
+        application (kept here: the refresh-token grant takes it from then on). A refused exchange
+        leaves the code as it was."""
+        code, redirect_uri = form.get("code"), form.get("redirect_uri")
+        for name, value in (("code", code), ("redirect_uri", redirect_uri)):
+            if not value:
+                message = f"The request is missing a required parameter : {name}"
+                return 400, _lwa_error("invalid_request", message), ANONYMOUS
+        client_id = apps[0][1].client_id
+        issued = self._runtime.authorization_codes.get(code or "")
+        if issued is None or issued.client_id != client_id:
+            return 400, _lwa_error("invalid_grant", "The authorization code is invalid or used"), ANONYMOUS
+        if self.clock.now() - issued.issued_at > AUTHORIZATION_CODE_TTL_S:
+            del self._runtime.authorization_codes[code or ""]
+            return 400, _lwa_error("invalid_grant", "The authorization code has expired"), ANONYMOUS
+        if redirect_uri != issued.redirect_uri:
+            message = "The redirect_uri does not match the one the authorization code was issued for"
+            return 400, _lwa_error("invalid_grant", message), ANONYMOUS
+        del self._runtime.authorization_codes[code or ""]
+        refresh_token = "Atzr|" + secrets.token_urlsafe(64)
+        self._runtime.minted_refresh_tokens[refresh_token] = (issued.seller_id, client_id)
+        app = self._application_for(issued.seller_id, apps)
+        return self._seller_token(issued.seller_id, app, refresh_token)
+
+    # --- Seller Central: the website authorization workflow ------------------------------------------
+
+    def consent(self, query: Mapping[str, str]) -> Consent | ConsentError:
+        """``GET /apps/authorize/consent``: the consent Seller Central would show, or its error page."""
+        with self._lock:
+            return check_consent(self.scenario, dict(query))
+
+    def confirm_consent(self, form: Mapping[str, str]) -> str | ConsentError:
+        """``POST /apps/authorize/consent``: the seller confirmed; returns where Amazon redirects the
+        browser (the redirect URI with ``spapi_oauth_code``, ``state``, ``selling_partner_id``)."""
+        with self._lock:
+            consent = check_consent(self.scenario, dict(form))
+            if isinstance(consent, ConsentError):
+                return consent
+            seller_id = form.get("selling_partner_id", "")
+            if seller_id not in {s.seller_id for s in consent.sellers}:
+                return ConsentError(400, "UnknownSeller", f"No selling account {seller_id or '(none)'}.")
+            code = "ANsim" + secrets.token_urlsafe(24)
+            self._runtime.authorization_codes[code] = AuthorizationCode(
+                seller_id, consent.application.client_id, consent.redirect_uri, self.clock.now()
+            )
+            return redirect_location(consent, code, seller_id)
 
     def _grantless_token(self, client_id: str, scope: str | None) -> tuple[int, dict[str, Any], str]:
         """A client_credentials token: the application's own, for grantless operations."""

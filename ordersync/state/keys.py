@@ -522,6 +522,25 @@ TASK = KeyFamily(
     " next_run) and the last Synchronize now (run_requested_at, run_requested_by)",
 )
 TASKS = KeyFamily("tasks", (), "set", "every stage", "none", "the index of task health records")
+CHANNEL_REGISTRY = KeyFamily(
+    "channel-registry",
+    (),
+    "hash",
+    "dashboard and CLI (ordersync.state.channel_registry)",
+    "none",
+    "the channel registry's view: channel name -> its latest ChannelConfigured (JSON)",
+    "config.channels (compacted), by the first stage that finds the view gone",
+)
+CHANNEL_REGISTRY_REVISION = KeyFamily(
+    "channel-registry",
+    ("revision",),
+    "string",
+    "dashboard and CLI (ordersync.state.channel_registry)",
+    "none",
+    "a token changed at every change of the view (stages compare it every few seconds); absent: the view"
+    " is not loaded",
+    "config.channels (compacted), with the view",
+)
 TASK_WAKEUPS = KeyFamily(
     "task-wakeups",
     (),
@@ -728,6 +747,8 @@ CATALOGUE: tuple[KeyFamily, ...] = (
     SALES_ORDER,
     SALES_ORDER_CODE,
     SALES_ORDER_SEQUENCE,
+    CHANNEL_REGISTRY,
+    CHANNEL_REGISTRY_REVISION,
     LISTINGS,
     LISTINGS_ROWS,
     LISTINGS_INDEX,
