@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -803,6 +803,63 @@ class AlertSettings(_Frozen):
     send_timeout_s: float = Field(10.0, gt=0, description="A webhook or SMTP delivery gives up after this.")
 
 
+#: The dashboard's roles (ordersync.schemas.events.DashboardRole; not imported: settings import nothing
+#: of ordersync).
+_DashboardRole = Literal["viewer", "operator", "admin"]
+
+
+class OidcSettings(_Frozen):
+    """Single sign-on with an OpenID Connect provider (authorization code flow with PKCE; the dashboard's
+    own sessions follow): unset ``issuer``, no single sign-on (ordersync.dashboard.oidc)."""
+
+    issuer: str | None = Field(
+        None,
+        description="The provider's issuer URL (its /.well-known/openid-configuration is read); unset: no"
+        " single sign-on.",
+    )
+    provider_name: str = Field(
+        "single sign-on", max_length=64, description='The login page\'s button: "Sign in with <this>".'
+    )
+    client_id: str | None = Field(None, description="The dashboard's client id at the provider.")
+    client_secret: SecretStr | None = Field(
+        None, description="The client's secret; unset: a public client (PKCE only)."
+    )
+    scopes: str = Field("openid email profile", description="Scopes asked for, space-separated.")
+    redirect_uri: str | None = Field(
+        None,
+        description="The callback URL registered at the provider; unset: this dashboard's"
+        " /login/oidc/callback as the browser reached it.",
+    )
+    username_claim: Literal["email", "preferred_username"] = Field(
+        "email", description="The ID token's claim that names the ordersync user."
+    )
+    roles_claim: str | None = Field(
+        None, description="The ID token's claim listing the user's groups or roles (e.g. groups)."
+    )
+    role_map: dict[str, _DashboardRole] = Field(
+        default_factory=dict,
+        description="A group or role of roles_claim -> the ordersync role it gives (any case; the highest"
+        " wins), as JSON.",
+    )
+    default_role: _DashboardRole | None = Field(
+        None, description="The role of a user none of whose groups is mapped; unset: such a user is refused."
+    )
+    auto_create: bool = Field(
+        True, description="Make the account of a user's first single sign-on; false: an admin adds it first."
+    )
+    flow_max_age_s: int = Field(
+        600, ge=30, le=3600, description="A sign-in must come back from the provider within this long."
+    )
+
+    @model_validator(mode="after")
+    def _client_with_issuer(self) -> OidcSettings:
+        if self.issuer is not None and not self.client_id:
+            raise ValueError("dashboard.oidc.client_id is needed with dashboard.oidc.issuer")
+        if self.issuer is not None and "openid" not in self.scopes.split():
+            raise ValueError("dashboard.oidc.scopes must include openid")
+        return self
+
+
 class DashboardSettings(_Frozen):
     """``ordersync dashboard``: the operators' web page and its JSON API."""
 
@@ -850,6 +907,7 @@ class DashboardSettings(_Frozen):
         le=1_000_000,
         description="Newest audit entries kept in Redis for the audit page (ops.audit keeps every one).",
     )
+    oidc: OidcSettings = OidcSettings()
 
 
 class Settings(BaseSettings):

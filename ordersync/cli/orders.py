@@ -19,6 +19,7 @@ from ordersync.cli.common import (
     checked_order_ids,
     cli_producer_config,
     cli_redis,
+    effective_channels,
     fail,
     keyspace_empty,
     parse_time,
@@ -159,11 +160,12 @@ def _order_command(
 
     settings = get_settings()
     ids = checked_order_ids(order_ids)
+    channels = effective_channels(settings)
     seller_id = channel_named(settings, channel).seller_id
     if must_be_known:
         _check_known(settings, channel, seller_id, ids)
     try:
-        envelope = build_command(settings, cast(OperatorCommand, command), channel, ids, operator)
+        envelope = build_command(channels, cast(OperatorCommand, command), channel, ids, operator)
     except CommandRejected as exc:
         raise fail(ExitCode.USAGE, str(exc)) from exc
     try:

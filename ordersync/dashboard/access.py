@@ -168,6 +168,26 @@ async def audit_listings(request: Request) -> tuple[str, list[str]]:
     return listings_audit(request.url.path, await peeked_json(request))
 
 
+def channels_audit(path: str, body: object) -> tuple[str, list[str]]:
+    """A channel change's audit name and target (the channel's name), from its path and body as sent."""
+    body = body if isinstance(body, dict) else {}
+    name = body.get("name")
+    targets = [name[:64]] if isinstance(name, str) and name else []
+    kind = path.rstrip("/").rsplit("/", 1)[-1]
+    if kind == "active":
+        kind = "activate" if body.get("active") is True else "deactivate"
+    action = f"channel.{kind}" if kind in CHANNEL_ACTIONS else "channel.invalid"
+    return action, targets
+
+
+#: What the Channels page's API does, as the audit names it (``channel.<kind>``).
+CHANNEL_ACTIONS = ("save", "activate", "deactivate", "test", "discover", "revert")
+
+
+async def audit_channels(request: Request) -> tuple[str, list[str]]:
+    return channels_audit(request.url.path, await peeked_json(request))
+
+
 async def audit_alerts(request: Request) -> tuple[str, list[str]]:
     body = await peeked_json(request)
     body = body if isinstance(body, dict) else {}

@@ -15,6 +15,7 @@ from kafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from ordersync.channels import ChannelsFile
 from ordersync.ops.commands import CommandRejected, publish_command
 from ordersync.schemas.events import OperatorCommand
 from ordersync.settings import Settings
@@ -199,7 +200,7 @@ class ActionOutcome(BaseModel):
 
 
 async def publish_action(
-    settings: Settings, request: ActionRequest, plan: dict[str, tuple[str, ...]]
+    settings: Settings, configured: ChannelsFile, request: ActionRequest, plan: dict[str, tuple[str, ...]]
 ) -> ActionOutcome:
     """Publish one command per channel, in a thread (kafka-python blocks until the broker acknowledges).
 
@@ -213,7 +214,7 @@ async def publish_action(
         ids = plan[channel]
         try:
             event_id = await run_in_threadpool(
-                publish_command, settings, request.action, channel, ids, operator=operator
+                publish_command, settings, configured, request.action, channel, ids, operator=operator
             )
         except CommandRejected as exc:
             if not published:

@@ -26,6 +26,8 @@ import contextlib
 import io
 import json
 import logging
+import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -37,12 +39,13 @@ from typing import Any, cast
 from urllib.parse import parse_qs, urlencode, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+import httpx
 import redis.asyncio as aioredis
 from botocore.exceptions import BotoCoreError, ClientError
 from jinja2 import Environment, PackageLoader, pass_context, select_autoescape
 from jinja2.runtime import Context
 from kafka.errors import KafkaError
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -59,8 +62,17 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ordersync.amazon.authorization import (
+    AuthorizationStateError,
+    consent_url,
+    exchange_code,
+    read_state,
+    sign_state,
+)
+from ordersync.amazon.client import SpApiClient
 from ordersync.amazon.operations import API_NAMES, API_TITLES
-from ordersync.channels import Channel, ChannelsFile, load_channels
+from ordersync.amazon.sellers import Participation, discover_marketplaces
+from ordersync.channels import Channel, ChannelsFile, LwaCredentials, SecretRef, load_channels
 from ordersync.clock import SYSTEM_CLOCK, Clock
 from ordersync.dashboard.access import (
     ACTIONS_DISABLED,
@@ -71,12 +83,14 @@ from ordersync.dashboard.access import (
     Guard,
     actor_of,
     audit_alerts,
+    audit_channels,
     audit_letters,
     audit_listings,
     audit_orders,
     audit_query,
     audit_tasks,
     audit_users,
+    channels_audit,
     csrf_given,
     form_fields,
     has_accounts,
@@ -115,6 +129,18 @@ from ordersync.dashboard.auth import (
     operator_access,
     token_role,
 )
+from ordersync.dashboard.channels import (
+    CREDENTIAL_FIELDS,
+    ChannelProblems,
+    channel_yaml,
+    definition,
+    kafka_listens,
+    keeps_file_credentials,
+    parse_definition,
+    secret_name,
+    with_channel,
+    with_marketplaces,
+)
 from ordersync.dashboard.dead_letters import (
     ActionProblem,
     DeadLetterBoard,
@@ -123,6 +149,7 @@ from ordersync.dashboard.dead_letters import (
     load_board,
     parse_letter_action,
 )
+from ordersync.dashboard.oidc import CALLBACK_PATH, LOGIN_PATH, OIDC_COOKIE, OidcSignIn, SignInRefused
 from ordersync.dashboard.products import cached_products
 from ordersync.dashboard.query import (
     AMAZON_ORDER_ID,
@@ -134,10 +161,11 @@ from ordersync.dashboard.query import (
     parse_grid_query,
 )
 from ordersync.documents import PDF, DocumentNotFound, document_store
-from ordersync.errors import ConfigurationError
+from ordersync.errors import AmazonApiError, AmazonRejected, ConfigurationError, PipelineError
 from ordersync.kafka.admin import KafkaHealth, kafka_health
-from ordersync.logs import remember_secrets
+from ordersync.logs import EveryInterval, remember_secrets
 from ordersync.ops.alerts import AlertBook
+from ordersync.ops.amazon_check import SingleCallLimiter, check_limiter, run_check
 from ordersync.ops.audit import (
     ACTIONS,
     OUTCOMES,
@@ -167,7 +195,10 @@ from ordersync.privacy.keyring import KeyRing, open_key_ring
 from ordersync.privacy.reader import BuyerData, buyer_data
 from ordersync.redis_client import redis_client
 from ordersync.schemas.events import AuditOutcome
-from ordersync.settings import Settings, get_settings
+from ordersync.secret_store import SecretStore, open_channel_secrets, open_secret_store
+from ordersync.settings import Region, Settings, get_settings
+from ordersync.state import keys
+from ordersync.state.channel_registry import ChannelRegistry, save_channel
 from ordersync.state.health import ApiHealth, HealthBoard
 from ordersync.state.heartbeats import heartbeats
 from ordersync.state.listings import COLUMNS as LISTING_FILE_COLUMNS
@@ -205,7 +236,7 @@ KAFKA_HEALTH_TIMEOUT_S = 3.0
 
 _STATIC = Path(__file__).parent / "static"
 #: Bumped with the static files, so browsers never mix an old script with a new page.
-_ASSET_VERSION = "4"
+_ASSET_VERSION = "5"
 #: The reader's time zone (an IANA name), for every time the pages show and the dates the filter takes.
 TZ_COOKIE = "ordersync_tz"
 #: Operator commands shown on the Tasks page.
@@ -289,13 +320,23 @@ class _Deps:
     redis: aioredis.Redis
     model: ReadModel
     board: HealthBoard
-    channels: ChannelsFile | None
+    #: The channels: the file's (empty when it is missing or invalid) merged with the channel registry's,
+    #: followed while the dashboard runs.
+    registry: ChannelRegistry
     channels_problem: str | None
     users: UserStore
     sessions: SessionStore
     throttle: SignInThrottle
     audit: AuditLog
     sender: AuditSender
+
+    @property
+    def channels(self) -> ChannelsFile | None:
+        """The effective channels; None only when the file is not loaded and no channel is known."""
+        snapshot = self.registry.snapshot
+        if self.channels_problem is not None and not snapshot.channels:
+            return None
+        return snapshot
 
 
 def _load_channels(settings: Settings) -> tuple[ChannelsFile | None, str | None]:
@@ -508,6 +549,32 @@ class ListingsPage:
     rows: tuple[ListingRow, ...]
 
 
+class _AuthorizationFailed(Exception):
+    """An authorization that ends on an error page (and in the audit as ``outcome``)."""
+
+    def __init__(self, status_code: int, outcome: AuditOutcome, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.outcome = outcome
+        self.message = message
+
+
+#: A channel's name (as :class:`Channel` takes it).
+CHANNEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+#: What the page's "New channel" form starts from.
+NEW_CHANNEL_YAML = """name: new-channel
+seller_id: A1SELLERID
+region: na
+marketplaces: [ATVPDKIKX0DER]
+active: true
+orders_api: "2026-01-01"
+credentials:                  # by reference; or type them below (kept in the secret store)
+  client_id: {env: NEW_LWA_CLIENT_ID}
+  client_secret: {env: NEW_LWA_CLIENT_SECRET}
+  refresh_token: {store: channels/new-channel/refresh_token}
+"""
+
+
 class _BadBody(ValueError):
     def __init__(self, status_code: int, message: str) -> None:
         super().__init__(message)
@@ -545,12 +612,21 @@ class _Dashboard:
         self._kafka_lock = asyncio.Lock()
         self._ring_stack = AsyncExitStack()
         self._audit_sink = audit_sink
+        self._store: SecretStore | None = None
+        self._store_lock = asyncio.Lock()
+        oidc = settings.dashboard.oidc
+        self.oidc = OidcSignIn(oidc, settings.redis.key_prefix) if oidc.issuer is not None else None
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         redis = redis_client(self.settings.redis)
         prefix = self.settings.redis.key_prefix
         channels, problem = _load_channels(self.settings)
+        registry = ChannelRegistry(
+            channels if channels is not None else ChannelsFile(channels=()),
+            settings=self.settings,
+            redis=lambda: redis,
+        )
         audit = AuditLog(redis, prefix, kept=self.dashboard.audit_kept)
         sender = AuditSender(audit, self._audit_sink or KafkaAuditSink(self.settings))
         app.state.deps = _Deps(
@@ -562,7 +638,7 @@ class _Dashboard:
                 ship_by_lead=timedelta(seconds=self.settings.health.ship_by_lead_s),
             ),
             board=HealthBoard(redis, prefix, self.settings.health),
-            channels=channels,
+            registry=registry,
             channels_problem=problem,
             users=UserStore(redis, prefix, clock=self.clock),
             sessions=SessionStore(
@@ -579,9 +655,15 @@ class _Dashboard:
         )
         # Entries left unsent (Kafka was down, the CLI could not send its own) go out from startup on.
         sender.start()
+        following = asyncio.create_task(
+            registry.follow(self.settings.stage.channel_refresh_s, self._registry_survive(registry, redis))
+        )
         try:
             yield
         finally:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
             await sender.stop()
             await redis.aclose()
             await self._ring_stack.aclose()
@@ -1291,6 +1373,7 @@ class _Dashboard:
             status_code,
             token_sign_in=not has_accounts(request)
             and (self.dashboard.read_token is not None or self.dashboard.operator_token is not None),
+            sso_name=self.dashboard.oidc.provider_name if self.oidc is not None else None,
             health=None,
             **context,
         )
@@ -1299,7 +1382,8 @@ class _Dashboard:
         """``/login``: a user name and password (a session), or, where no account exists, a token (the
         read cookie)."""
         accounts = has_accounts(request)
-        if not accounts and self.dashboard.read_token is None and self.dashboard.operator_token is None:
+        tokens = self.dashboard.read_token is not None or self.dashboard.operator_token is not None
+        if not accounts and not tokens and self.oidc is None:
             return RedirectResponse("/", status_code=303)
         if request.method == "GET":
             return self.login_page(request, next=_safe_next(request.query_params.get("next")))
@@ -1342,11 +1426,19 @@ class _Dashboard:
             log.warning("dashboard: sign-in of %s from %s refused: %s", who.name, _client(request), why)
             return self.login_page(request, 403, next=target, error=wrong, username=name)
         await d.throttle.succeeded(name)
+        return await self.start_session(request, user, RedirectResponse(target, status_code=303))
+
+    async def start_session(
+        self, request: Request, user: User, response: Response, detail: str = ""
+    ) -> Response:
+        """A new session of ``user`` (audited), its cookie set on ``response``."""
+        d = self.deps(request)
         if old := request.cookies.get(SESSION_COOKIE):
             await d.sessions.end(old)  # a new session id at every sign-in (no fixation)
-        session_id, _ = await d.sessions.create(user.name, now)
-        await self.audit(request, "sign-in", "sent", actor=Principal(user.name, user.role, "session"))
-        response = RedirectResponse(target, status_code=303)
+        session_id, _ = await d.sessions.create(user.name, self.clock.now())
+        await self.audit(
+            request, "sign-in", "sent", actor=Principal(user.name, user.role, "session"), detail=detail
+        )
         response.set_cookie(
             SESSION_COOKIE,
             session_id,
@@ -1388,6 +1480,79 @@ class _Dashboard:
             secure=self.dashboard.cookie_secure,
             path="/",
         )
+        return response
+
+    async def oidc_login(self, request: Request) -> Response:
+        """``GET /login/oidc?next=``: to the OpenID Connect provider (single sign-on, ``dashboard.oidc``;
+        :mod:`ordersync.dashboard.oidc`), the flow kept in Redis and bound to this browser by a cookie."""
+        if self.oidc is None:
+            return self.page(request, "error.html", 404, message="single sign-on is not set up", health=None)
+        target = _safe_next(request.query_params.get("next"))
+        redirect_uri = self.dashboard.oidc.redirect_uri or str(request.base_url).rstrip("/") + CALLBACK_PATH
+        try:
+            url, binding = await self.oidc.begin(self.deps(request).redis, redirect_uri, target)
+        except SignInRefused as exc:
+            log.error("dashboard: single sign-on cannot start: %s", exc.reason)
+            return self.login_page(request, exc.status_code, next=target, error=exc.message)
+        response = RedirectResponse(url, status_code=303)
+        response.set_cookie(
+            OIDC_COOKIE,
+            binding,
+            max_age=self.dashboard.oidc.flow_max_age_s,
+            httponly=True,
+            samesite="lax",  # the provider's redirect back is cross-site: a Strict cookie would stay home
+            secure=self.dashboard.cookie_secure,
+            path=LOGIN_PATH,
+        )
+        return response
+
+    async def oidc_callback(self, request: Request) -> Response:
+        """``GET /login/oidc/callback?code=&state=``: the provider's redirect. The flow (once), this
+        browser's binding, the ID token and the role the claims give decide; a new session as a password
+        sign-in makes, audited (``sign-in``, detail ``method: oidc``) like every refusal."""
+        if self.oidc is None:
+            return self.page(request, "error.html", 404, message="single sign-on is not set up", health=None)
+        d = self.deps(request)
+        who = NOBODY
+        try:
+            signed = await self.oidc.finish(
+                d.redis, request.query_params, request.cookies.get(OIDC_COOKIE, "")
+            )
+            who = Principal(signed.name, None, "none")
+            if signed.role is None:
+                raise SignInRefused(
+                    403,
+                    "your account at the sign-in provider has no role on this dashboard: ask an admin",
+                    "no role mapped from the provider's claims, and no dashboard.oidc.default_role",
+                )
+            user, why = await d.users.single_sign_on(
+                signed.name,
+                signed.role,
+                create=self.dashboard.oidc.auto_create,
+                by=f"oidc:{signed.name}"[:80],
+            )
+            if user is None:
+                raise SignInRefused(403, "you may not sign in to this dashboard: ask an admin", why)
+        except (SignInRefused, UserProblem) as exc:
+            refused = exc if isinstance(exc, SignInRefused) else SignInRefused(403, str(exc))
+            await self.audit(
+                request, "sign-in", "refused", reason=refused.reason[:500], detail="method: oidc", actor=who
+            )
+            log.warning(
+                "dashboard: single sign-on of %s from %s refused: %s",
+                who.name,
+                _client(request),
+                refused.reason,
+            )
+            page = self.login_page(request, refused.status_code, error=refused.message)
+            page.delete_cookie(OIDC_COOKIE, path=LOGIN_PATH)
+            return page
+        # A page of this site goes on: after the provider's cross-site redirect, a redirect would not
+        # carry the new SameSite=Strict session cookie to the target.
+        target = _safe_next(signed.target)
+        page = self.page(request, "signed_in_continue.html", target=target, health=None)
+        response = await self.start_session(request, user, page, detail="method: oidc")
+        response.delete_cookie(OIDC_COOKIE, path=LOGIN_PATH)
         return response
 
     async def logout(self, request: Request) -> Response:
@@ -1644,6 +1809,585 @@ class _Dashboard:
             }
         )
 
+    # --- channels ---------------------------------------------------------------------------------------
+
+    def _registry_survive(
+        self, registry: ChannelRegistry, redis: aioredis.Redis
+    ) -> Callable[[str, Callable[[], Awaitable[object]]], Awaitable[bool]]:
+        """The dashboard's ``survive`` for :meth:`ChannelRegistry.follow`: an outage keeps the last
+        channels and is logged once a minute. When the registry's view is not loaded in Redis (it is read
+        again from Kafka then), Kafka is first asked whether it listens at all: a broker that is down
+        never leaves a thread blocked on its bootstrap."""
+        said = EveryInterval()
+        prefix = self.settings.redis.key_prefix
+
+        def tell(key: str, message: str) -> None:
+            held = said.due(key)
+            if held is not None:
+                log.warning("dashboard: %s%s", message, f" ({held} more since)" if held else "")
+
+        async def survive(what: str, look: Callable[[], Awaitable[object]]) -> bool:
+            try:
+                loaded = await redis.exists(keys.CHANNEL_REGISTRY_REVISION.key(prefix))
+                if not loaded and not await kafka_listens(self.settings.kafka.bootstrap):
+                    tell(
+                        "kafka",
+                        f"{what}: not loaded and Kafka does not listen; the channels stay as they are",
+                    )
+                    return False
+                await look()
+            except (RedisError, KafkaError, ConfigurationError, OSError) as exc:
+                tell("error", f"{what} not read, the channels stay as they are: {type(exc).__name__}: {exc}")
+                return False
+            return True
+
+        return survive
+
+    async def secret_store(self) -> SecretStore:
+        """The secret store, opened on first need (its AWS clients close with the dashboard)."""
+        async with self._store_lock:
+            if self._store is None:
+                self._store = await open_secret_store(self.settings, self._ring_stack)
+            return self._store
+
+    @staticmethod
+    def is_admin(request: Request) -> bool:
+        principal = principal_of(request)
+        return principal.via == "session" and principal.may("admin")
+
+    def channel_rows(self, d: _Deps) -> list[dict[str, Any]]:
+        registry = d.registry
+        declared = {c.name for c in registry.base.channels}
+        rows = []
+        for channel in registry.snapshot.channels:
+            source = registry.sources.get(channel.name, "file")
+            rows.append(
+                {
+                    "name": channel.name,
+                    "seller_id": channel.seller_id,
+                    "region": channel.region,
+                    "marketplaces": list(channel.marketplaces),
+                    "orders_api": channel.orders_api,
+                    "active": channel.active,
+                    "source": "dashboard" if source == "registry" else "file",
+                    "in_file": channel.name in declared,
+                    "stored_secrets": channel.stored_secrets(),
+                    "yaml": channel_yaml(channel),
+                }
+            )
+        return rows
+
+    async def channels_page(self, request: Request) -> Response:
+        """``/channels``: every channel, where it comes from; for admins the forms that change them."""
+        if refused := self.refuse_reading(request, api=False):
+            return refused
+        d = self.deps(request)
+        auth = self.settings.amazon.authorization
+        authorized = request.query_params.get("authorized", "")[:64]
+        return self.page(
+            request,
+            "channels.html",
+            tab="channels",
+            rows=self.channel_rows(d),
+            is_admin=self.is_admin(request),
+            authorized=authorized,
+            consent_ready=bool(auth.application_id and auth.client_id and auth.client_secret),
+            credential_fields=CREDENTIAL_FIELDS,
+            regions=("na", "eu", "fe"),
+            new_yaml=NEW_CHANNEL_YAML,
+            **await self.shell(d),
+        )
+
+    async def api_channels(self, request: Request) -> Response:
+        """``GET /api/channels``: every channel (its definition, credentials as references) and its
+        source (file / dashboard)."""
+        if refused := self.refuse_reading(request, api=True):
+            return refused
+        rows = self.channel_rows(self.deps(request))
+        return JSONResponse({"channels": [{k: v for k, v in r.items() if k != "yaml"} for r in rows]})
+
+    async def _channel_body(self, request: Request) -> tuple[dict[str, Any], str, list[str]] | Response:
+        try:
+            body = await _json_body(request)
+        except _BadBody as exc:
+            return _api_error(exc.status_code, str(exc))
+        body = body if isinstance(body, dict) else {}
+        action, targets = channels_audit(request.url.path, body)
+        return body, action, targets
+
+    async def _save(
+        self, request: Request, name: str, channel: Channel | None, action: str, targets: list[str]
+    ) -> Response | None:
+        """``channel`` into the registry (None: the registry's definition taken back), then the snapshot
+        read again; a refusal answered (422, 503) and audited, None when saved."""
+        d = self.deps(request)
+        try:
+            await save_channel(
+                self.settings,
+                d.redis,
+                d.registry.base,
+                name,
+                channel,
+                clock=self.clock,
+                operator=actor_of(request).name,
+                wait_s=TASK_REQUEST_WAIT_S,
+            )
+        except ConfigurationError as exc:
+            await self.audit(request, action, "refused", targets=targets, reason=str(exc)[:500])
+            return _api_error(422, "nothing was saved", [str(exc)])
+        except KafkaError as exc:
+            reason = f"Kafka did not take the change ({type(exc).__name__}: {exc}); nothing was saved"
+            await self.audit(request, action, "failed", targets=targets, reason=reason)
+            return _api_error(503, reason)
+        await d.registry.refresh(force=True)
+        return None
+
+    async def _kafka_refusal(self, request: Request, action: str, targets: list[str]) -> Response | None:
+        if await kafka_listens(self.settings.kafka.bootstrap):
+            return None
+        reason = f"Kafka does not listen at {self.settings.kafka.bootstrap}; nothing was saved"
+        await self.audit(request, action, "failed", targets=targets, reason=reason)
+        return _api_error(503, reason)
+
+    async def _unknown(self, request: Request, name: object, action: str, targets: list[str]) -> Response:
+        message = f"no channel named {str(name)[:64]!r}"
+        await self.audit(request, action, "refused", targets=targets, reason=message)
+        return _api_error(404, message)
+
+    async def api_channel_save(self, request: Request) -> Response:
+        """``POST /api/channels/save`` ``{"name", "yaml", "credentials": {client_id, client_secret,
+        refresh_token}}``: add channel ``name`` or replace its definition (validated as the channels
+        file is). Credentials typed go straight into the secret store (``channels/<name>/<field>``) and
+        the definition names them ``{store: ...}``: never Kafka, Redis or a log. 422 with every problem;
+        503 when Kafka or the secret store is down (nothing saved)."""
+        read = await self._channel_body(request)
+        if isinstance(read, Response):
+            return read
+        body, action, targets = read
+        name, text = body.get("name"), body.get("yaml")
+        typed_raw = body.get("credentials")
+        typed_raw = typed_raw if isinstance(typed_raw, dict) else {}
+        typed = {
+            f: v.strip()
+            for f, v in typed_raw.items()
+            if f in CREDENTIAL_FIELDS and isinstance(v, str) and v.strip()
+        }
+        remember_secrets(*(SecretStr(v) for v in typed.values()))
+        d = self.deps(request)
+        try:
+            if not isinstance(name, str) or not isinstance(text, str):
+                raise ChannelProblems(["give name and yaml: the channel's definition"])
+            in_file = next((c for c in d.registry.base.channels if c.name == name), None)
+            channel = parse_definition(name, text, typed, in_file)
+            if clashes := with_channel(d.registry.snapshot, name, channel):
+                raise ChannelProblems(clashes)
+        except ChannelProblems as exc:
+            reason = "; ".join(exc.problems)[:500]
+            await self.audit(request, action, "refused", targets=targets, reason=reason)
+            return _api_error(422, "nothing was saved", exc.problems)
+        known = "replaced" if name in {c.name for c in d.registry.snapshot.channels} else "added"
+        if refused := await self._store_and_save(request, channel, typed, action, targets):
+            return refused
+        detail = f"seller {channel.seller_id}, {channel.region}, {','.join(channel.marketplaces)}"
+        if typed:
+            detail += f"; secrets stored: {', '.join(sorted(typed))}"
+        await self.audit(request, action, "sent", targets=targets, detail=detail)
+        return JSONResponse({"name": name, "saved": known, "channel": definition(channel)})
+
+    async def _store_and_save(
+        self, request: Request, channel: Channel, typed: Mapping[str, str], action: str, targets: list[str]
+    ) -> Response | None:
+        """Kafka listening, the typed secrets stored, the channel saved; or the refusal."""
+        if refused := await self._kafka_refusal(request, action, targets):
+            return refused
+        if refused := await self._stored_secrets(request, channel, typed, action, targets):
+            return refused
+        return await self._save(request, channel.name, channel, action, targets)
+
+    async def _stored_secrets(
+        self, request: Request, channel: Channel, typed: Mapping[str, str], action: str, targets: list[str]
+    ) -> Response | None:
+        """Put the typed credentials into the secret store and check that every other one the channel
+        names there is in it (422 naming the missing; 503 when the store is down)."""
+        named = {f: getattr(channel.credentials, f).store for f in channel.stored_secrets() if f not in typed}
+        if not typed and not named:
+            return None
+        try:
+            store = await self.secret_store()
+            absent = [
+                f"credentials.{f}: secret {n!r} is not in the secret store"
+                for f, n in named.items()
+                if not await store.exists(n)
+            ]
+            if absent:
+                await self.audit(request, action, "refused", targets=targets, reason="; ".join(absent)[:500])
+                return _api_error(422, "nothing was saved", absent)
+            for field, value in typed.items():
+                await store.put(secret_name(channel.name, field), SecretStr(value))
+        except ValueError as exc:  # a value the store does not take (too long)
+            await self.audit(request, action, "refused", targets=targets, reason=str(exc)[:500])
+            return _api_error(422, "nothing was saved", [f"credentials: {exc}"])
+        except (ConfigurationError, BotoCoreError, ClientError) as exc:
+            reason = f"the secret store is unavailable ({type(exc).__name__}: {exc}); nothing was saved"
+            await self.audit(request, action, "failed", targets=targets, reason=reason)
+            return _api_error(503, reason)
+        return None
+
+    async def api_channel_active(self, request: Request) -> Response:
+        """``POST /api/channels/active`` ``{"name", "active": true|false}``: the channel (de)activated in
+        the registry."""
+        read = await self._channel_body(request)
+        if isinstance(read, Response):
+            return read
+        body, action, targets = read
+        d = self.deps(request)
+        channel = self.listing_channel(d, body.get("name"))
+        if channel is None:
+            return await self._unknown(request, body.get("name"), action, targets)
+        active = body.get("active")
+        problems = [] if isinstance(active, bool) else ["active: true or false"]
+        in_file = next((c for c in d.registry.base.channels if c.name == channel.name), None)
+        if not keeps_file_credentials(channel, in_file) and (inline := channel.inline_secrets()):
+            problems += [
+                f"credentials.{f}: given inline in the channels file; the registry keeps no secret: edit"
+                " the channel and name it by env, file or store (or type it in the credential fields)"
+                for f in inline
+            ]
+        if problems:
+            await self.audit(request, action, "refused", targets=targets, reason="; ".join(problems)[:500])
+            return _api_error(422, "nothing was saved", problems)
+        changed: Channel = channel.model_copy(update={"active": active})
+        if refused := await self._store_and_save(request, changed, {}, action, targets):
+            return refused
+        await self.audit(request, action, "sent", targets=targets)
+        return JSONResponse({"name": channel.name, "active": active})
+
+    async def api_channel_revert(self, request: Request) -> Response:
+        """``POST /api/channels/revert`` ``{"name"}``: the dashboard's changes of a channel the channels
+        file declares taken back (the file's definition applies again)."""
+        read = await self._channel_body(request)
+        if isinstance(read, Response):
+            return read
+        body, action, targets = read
+        d = self.deps(request)
+        name = body.get("name")
+        if not isinstance(name, str) or self.listing_channel(d, name) is None:
+            return await self._unknown(request, name, action, targets)
+        if d.registry.sources.get(name) != "registry" or name not in {
+            c.name for c in d.registry.base.channels
+        }:
+            problem = f"{name}: no dashboard change of a channel the channels file declares to take back"
+            await self.audit(request, action, "refused", targets=targets, reason=problem)
+            return _api_error(422, "nothing was changed", [problem])
+        if refused := await self._kafka_refusal(request, action, targets):
+            return refused
+        if refused := await self._save(request, name, None, action, targets):
+            return refused
+        await self.audit(request, action, "sent", targets=targets)
+        return JSONResponse({"name": name, "source": d.registry.sources.get(name, "file")})
+
+    async def opened_channel(self, channel: Channel) -> Channel:
+        """``channel`` with its secret store credentials opened (in memory only)."""
+        if not channel.stored_secrets():
+            return channel
+        return await open_channel_secrets(channel, await self.secret_store())
+
+    async def api_channel_test(self, request: Request) -> Response:
+        """``POST /api/channels/test`` ``{"name"}``: ``ordersync amazon check`` for the channel (one
+        call outside the shared budget): ok, or what failed."""
+        read = await self._channel_body(request)
+        if isinstance(read, Response):
+            return read
+        body, action, targets = read
+        channel = self.listing_channel(self.deps(request), body.get("name"))
+        if channel is None:
+            return await self._unknown(request, body.get("name"), action, targets)
+        try:
+            opened = await self.opened_channel(channel)
+            limiter, plans = check_limiter(self.settings, opened, local=True)
+            report = await run_check(self.settings, opened, limiter=limiter, plans=plans)
+        except (ConfigurationError, BotoCoreError, ClientError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            await self.audit(request, action, "failed", targets=targets, reason=reason[:500])
+            return JSONResponse({"name": channel.name, "ok": False, "lines": [reason], "auth": "not tried"})
+        outcome: AuditOutcome = "sent" if report.ok else "failed"
+        reason = "" if report.ok else f"{report.error_kind}: {report.error_code}: {report.error_message}"
+        await self.audit(request, action, outcome, targets=targets, reason=reason[:500])
+        return JSONResponse(
+            {
+                "name": channel.name,
+                "ok": report.ok,
+                "auth": report.auth,
+                "status": report.status,
+                "error_code": report.error_code,
+                "error_message": report.error_message,
+                "lines": report.lines(),
+            }
+        )
+
+    async def participations(self, channel: Channel) -> list[Participation]:
+        """The seller's marketplaces (one getMarketplaceParticipations, outside the shared budget)."""
+        _, plans = check_limiter(self.settings, channel, local=True)
+        limiter = SingleCallLimiter(self.settings.ratelimit.send_deadline_s, plans)
+        async with httpx.AsyncClient(timeout=self.settings.amazon.request_timeout_s) as http:
+            client = SpApiClient(channel=channel, amazon=self.settings.amazon, limiter=limiter, http=http)
+            return await discover_marketplaces(client)
+
+    async def api_channel_discover(self, request: Request) -> Response:
+        """``POST /api/channels/discover`` ``{"name", "yaml"?}``: the seller's marketplace
+        participations, and the definition (the page's ``yaml`` if given) with the participating ones as
+        its marketplaces."""
+        read = await self._channel_body(request)
+        if isinstance(read, Response):
+            return read
+        body, action, targets = read
+        channel = self.listing_channel(self.deps(request), body.get("name"))
+        if channel is None:
+            return await self._unknown(request, body.get("name"), action, targets)
+        try:
+            found = await self.participations(await self.opened_channel(channel))
+        except (ConfigurationError, BotoCoreError, ClientError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            await self.audit(request, action, "failed", targets=targets, reason=reason[:500])
+            return _api_error(503, reason)
+        except PipelineError as exc:
+            reason = f"Amazon did not tell the marketplaces ({type(exc).__name__}: {exc})"
+            await self.audit(request, action, "failed", targets=targets, reason=reason[:500])
+            return _api_error(502, reason)
+        participating = [p.marketplace_id for p in found if p.is_participating]
+        text = body.get("yaml")
+        await self.audit(request, action, "sent", targets=targets, detail=",".join(participating))
+        return JSONResponse(
+            {
+                "name": channel.name,
+                "participations": [
+                    {
+                        "marketplace_id": p.marketplace_id,
+                        "name": p.marketplace.name,
+                        "country_code": p.marketplace.country_code,
+                        "participating": p.is_participating,
+                        "suspended_listings": p.has_suspended_listings,
+                        "store_name": p.store_name,
+                    }
+                    for p in found
+                ],
+                "participating": participating,
+                "yaml": with_marketplaces(text if isinstance(text, str) else None, channel, participating)
+                if participating
+                else None,
+            }
+        )
+
+    # --- Amazon's website authorization ---------------------------------------------------------------
+
+    def redirect_uri(self, request: Request) -> str:
+        """Where Amazon sends the seller back: the configured URI, else this dashboard's callback."""
+        configured = self.settings.amazon.authorization.redirect_uri
+        return configured or str(request.base_url).rstrip("/") + "/channels/authorized"
+
+    def state_key(self) -> SecretStr:
+        key = self.settings.amazon.authorization.state_secret
+        if key is None or not key.get_secret_value():
+            raise ConfigurationError(
+                "amazon.authorization.state_secret is not set"
+                " (ORDERSYNC_AMAZON__AUTHORIZATION__STATE_SECRET): the key that signs the consent's state"
+            )
+        return key
+
+    def authorization_refusal(self, request: Request, status_code: int, message: str) -> HTMLResponse:
+        return self.page(request, "error.html", status_code, message=message, health=None)
+
+    async def channel_authorize(self, request: Request) -> Response:
+        """``GET /channels/authorize?name=&region=`` (admins): to Seller Central's consent page, with a
+        signed state naming the channel, the region, the admin and a nonce."""
+        if refused := self.refuse_role(request, "admin", "authorize channels", api=False):
+            return refused
+        principal = principal_of(request)
+        if principal.via != "session":
+            return self.authorization_refusal(request, 403, "authorizing a channel needs an admin's sign-in")
+        name = request.query_params.get("name", "").strip()
+        region = request.query_params.get("region", "").strip()
+        problems = []
+        if not CHANNEL_NAME.fullmatch(name):
+            problems.append("name: lower-case letters, digits and . _ -, starting with a letter or digit")
+        existing = self.listing_channel(self.deps(request), name)
+        if existing is not None:
+            region = existing.region
+        if region not in ("na", "eu", "fe"):
+            problems.append("region: na, eu or fe")
+        if problems:
+            return self.authorization_refusal(request, 422, "; ".join(problems))
+        try:
+            state = sign_state(
+                self.state_key(),
+                {
+                    "channel": name,
+                    "region": region,
+                    "user": principal.name,
+                    "nonce": secrets.token_urlsafe(16),
+                },
+            )
+            url = consent_url(
+                self.settings.amazon, cast(Region, region), state, redirect_uri=self.redirect_uri(request)
+            )
+        except ConfigurationError as exc:
+            return self.authorization_refusal(request, 503, str(exc))
+        log.info("dashboard: %s asked Amazon's consent for channel %s (%s)", principal.name, name, region)
+        return RedirectResponse(url, status_code=303)
+
+    async def channel_authorized(self, request: Request) -> Response:
+        """``GET /channels/authorized?spapi_oauth_code=&state=&selling_partner_id=``: Amazon's redirect
+        after the seller's consent.
+
+        A GET from Amazon cannot carry a CSRF token: the signed state is the protection. It was signed
+        here (``amazon.authorization.state_secret``) for the admin who started the consent, must come
+        back within ``state_max_age_s`` and to the same signed-in admin; a changed, foreign or old state
+        is refused. The authorization code is good once at Amazon, so a redirect replayed is refused
+        there. The session cookie is SameSite=Strict, which a redirect from Amazon's site does not
+        carry: without a session, the page first sends the browser on to the same address from this
+        site (then the cookie comes along)."""
+        params = request.query_params
+        principal = principal_of(request)
+        if principal.via != "session" and params.get("continued") != "1":
+            target = request.url.path + "?" + urlencode({**dict(params), "continued": "1"})
+            return self.page(request, "authorized_continue.html", target=target, health=None)
+        if refused := self.refuse_role(request, "admin", "authorize channels", api=False):
+            return refused
+        action = "channel.authorize"
+        try:
+            state = read_state(
+                self.state_key(), params.get("state", ""), self.settings.amazon.authorization.state_max_age_s
+            )
+        except (AuthorizationStateError, ConfigurationError) as exc:
+            await self.audit(request, action, "refused", reason=str(exc))
+            return self.authorization_refusal(request, 400, f"Amazon's answer was not accepted: {exc}")
+        name, region = str(state.get("channel", "")), str(state.get("region", ""))
+        targets = [name[:64]]
+        code, seller_id = params.get("spapi_oauth_code", ""), params.get("selling_partner_id", "")
+        try:
+            if state.get("user") != principal.name:
+                raise _AuthorizationFailed(
+                    403, "refused", "this authorization was started by another user: start it again yourself"
+                )
+            if not code or not seller_id:
+                raise _AuthorizationFailed(
+                    400, "refused", "Amazon's answer carries no authorization code or seller: start again"
+                )
+            saved = await self.authorized_channel(request, name, region, code, seller_id)
+        except _AuthorizationFailed as exc:
+            await self.audit(request, action, exc.outcome, targets=targets, reason=exc.message[:500])
+            return self.authorization_refusal(request, exc.status_code, exc.message)
+        detail = f"seller {saved.seller_id}, {saved.region}, {','.join(saved.marketplaces)}"
+        await self.audit(request, action, "sent", targets=targets, detail=detail)
+        return RedirectResponse("/channels?" + urlencode({"authorized": name}), status_code=303)
+
+    async def new_channel(
+        self, name: str, region: Region, seller_id: str, values: Mapping[str, SecretStr]
+    ) -> Channel:
+        """The channel an authorization adds: active, Orders API 2026-01-01, the marketplaces the seller
+        participates in (asked of Amazon with ``values``, the credentials, in memory only), its
+        credentials in the secret store."""
+        opened = Channel(
+            name=name,
+            seller_id=seller_id,
+            region=region,
+            marketplaces=("unknown",),
+            credentials=LwaCredentials(**{f: SecretRef(value=v) for f, v in values.items()}),
+        )
+        try:
+            found = await self.participations(opened)
+        except PipelineError as exc:
+            raise _AuthorizationFailed(
+                502, "failed", f"Amazon did not tell the marketplaces: {exc}"
+            ) from None
+        participating = tuple(p.marketplace_id for p in found if p.is_participating)
+        if not participating:
+            raise _AuthorizationFailed(422, "refused", f"seller {seller_id} participates in no marketplace")
+        return Channel(
+            name=name,
+            seller_id=seller_id,
+            region=region,
+            marketplaces=participating,
+            active=True,
+            orders_api="2026-01-01",
+            credentials=LwaCredentials(
+                **{f: SecretRef(store=secret_name(name, f)) for f in CREDENTIAL_FIELDS}
+            ),
+        )
+
+    async def authorized_channel(
+        self, request: Request, name: str, region: str, code: str, seller_id: str
+    ) -> Channel:
+        """The code exchanged, the secrets stored, the marketplaces discovered, the channel saved."""
+        d = self.deps(request)
+        auth = self.settings.amazon.authorization
+        existing = self.listing_channel(d, name)
+        if existing is not None and existing.seller_id != seller_id:
+            raise _AuthorizationFailed(
+                409,
+                "refused",
+                f"channel {name} is seller {existing.seller_id}'s; Amazon's consent is seller {seller_id}'s",
+            )
+        if not await kafka_listens(self.settings.kafka.bootstrap):
+            raise _AuthorizationFailed(503, "failed", "Kafka does not listen: nothing was saved; try again")
+        try:
+            async with httpx.AsyncClient(timeout=self.settings.amazon.request_timeout_s) as http:
+                granted = await exchange_code(http, self.settings.amazon, code, self.redirect_uri(request))
+        except ConfigurationError as exc:
+            raise _AuthorizationFailed(503, "failed", str(exc)) from None
+        except AmazonApiError as exc:
+            status_code = 502 if isinstance(exc, AmazonRejected) else 503
+            raise _AuthorizationFailed(
+                status_code, "failed", f"Amazon did not grant the token: {exc}"
+            ) from None
+        remember_secrets(granted.refresh_token)
+        token_ref = SecretRef(store=secret_name(name, "refresh_token"))
+        if existing is not None:
+            channel: Channel = existing.model_copy(
+                update={"credentials": existing.credentials.model_copy(update={"refresh_token": token_ref})}
+            )
+            values = {"refresh_token": granted.refresh_token}
+        else:
+            assert auth.client_id is not None  # exchange_code checked both
+            assert auth.client_secret is not None
+            values = {
+                "refresh_token": granted.refresh_token,
+                "client_id": SecretStr(auth.client_id),
+                "client_secret": auth.client_secret,
+            }
+            channel = await self.new_channel(name, cast(Region, region), seller_id, values)
+        problems = [f"credentials.{f} is given inline" for f in channel.inline_secrets()]
+        problems = problems or with_channel(d.registry.snapshot, name, channel)
+        if problems:
+            raise _AuthorizationFailed(422, "refused", "the channel was not saved: " + "; ".join(problems))
+        try:
+            store = await self.secret_store()
+            for field, value in values.items():
+                await store.put(secret_name(name, field), value)
+        except (ConfigurationError, BotoCoreError, ClientError, ValueError) as exc:
+            raise _AuthorizationFailed(
+                503, "failed", f"the secret store is unavailable ({type(exc).__name__}); nothing was saved"
+            ) from None
+        try:
+            await save_channel(
+                self.settings,
+                d.redis,
+                d.registry.base,
+                name,
+                channel,
+                clock=self.clock,
+                operator=actor_of(request).name,
+                wait_s=TASK_REQUEST_WAIT_S,
+            )
+        except ConfigurationError as exc:
+            raise _AuthorizationFailed(422, "refused", str(exc)) from None
+        except KafkaError as exc:
+            raise _AuthorizationFailed(
+                503, "failed", f"Kafka did not take the channel ({type(exc).__name__}); nothing was saved"
+            ) from None
+        await d.registry.refresh(force=True)
+        return channel
+
     # --- listings ---------------------------------------------------------------------------------------
 
     def listing_channel(self, d: _Deps, name: str | None) -> Channel | None:
@@ -1862,7 +2606,8 @@ class _Dashboard:
             )
             rows = await d.model.rows_of((sellers.get(c, ""), o) for c, ids in plan.items() for o in ids)
             check_orders(action.action, plan, sellers, rows)
-            outcome = await publish_action(self.settings, action, plan)
+            configured = d.channels if d.channels is not None else ChannelsFile(channels=())
+            outcome = await publish_action(self.settings, configured, action, plan)
         except ActionRejected as exc:
             await self.audit(request, audited, "refused", targets=targets, reason="; ".join(exc.problems))
             return _api_error(409 if exc.conflict else 422, "the action was not sent", exc.problems)
@@ -1986,6 +2731,8 @@ def create_app(
         Route("/audit", read(d.audit_page)),
         Route("/login", write(d.login), methods=["GET", "POST"]),
         Route("/logout", write(d.logout), methods=["POST"]),
+        Route("/login/oidc", read(d.oidc_login)),
+        Route("/login/oidc/callback", read(d.oidc_callback)),
         Route("/api/orders", read(d.api_orders)),
         Route("/api/orders/{seller_id}/{order_id}", read(d.api_order)),
         Route("/api/orders/{seller_id}/{order_id}/personal", read(d.api_order_personal)),
@@ -2002,6 +2749,24 @@ def create_app(
             "/api/listings/row",
             write(d.api_listings_change, "operator", "edit listings", audit_listings),
             methods=["POST"],
+        ),
+        Route("/channels", read(d.channels_page)),
+        Route("/channels/authorize", read(d.channel_authorize)),
+        Route("/channels/authorized", read(d.channel_authorized)),
+        Route("/api/channels", read(d.api_channels)),
+        *(
+            Route(
+                f"/api/channels/{kind}",
+                write(handler, "admin", "change channels", audit_channels),
+                methods=["POST"],
+            )
+            for kind, handler in (
+                ("save", d.api_channel_save),
+                ("active", d.api_channel_active),
+                ("revert", d.api_channel_revert),
+                ("test", d.api_channel_test),
+                ("discover", d.api_channel_discover),
+            )
         ),
         Route("/api/infrastructure", read(d.api_infrastructure)),
         Route("/api/notifications", read(d.api_notifications)),

@@ -79,6 +79,8 @@ from ordersync.schemas.topics import (
 from ordersync.settings import (
     DEFAULT_PREFIX,
     LOCAL_AWS_KEY,
+    AmazonSettings,
+    AuthorizationSettings,
     AwsSettings,
     KafkaSettings,
     PrivacySettings,
@@ -379,6 +381,8 @@ class LocalPipeline:
         self.workers = workers
         self._serve_web = web_ports
         self._file_sellers = file_sellers
+        #: Signs the state of the dashboard's "Add a channel with Amazon" (the simulator's consent).
+        self._state_secret = SecretStr(secrets.token_urlsafe(32))
         #: Stage process name -> the port its /readyz and /metrics answer on (with ``web_ports``).
         self.web_ports: dict[str, int] = {}
         #: Stage process name -> (stage, the environment it adds to :attr:`env`).
@@ -482,9 +486,25 @@ class LocalPipeline:
             )
 
     def settings(self) -> Settings:
-        """The settings the stages run with, as far as a test or the demo reaches what they reach."""
+        """The settings the stages run with, as far as a test or the demo reaches what they reach; with
+        the simulator's application for the website authorization (the dashboard's Channels page)."""
         env = self.env
+        app = self.scenario.sellers[0].applications[0]
+        amazon = AmazonSettings(
+            endpoint=env["ORDERSYNC_AMAZON__ENDPOINT"],
+            lwa_endpoint=env["ORDERSYNC_AMAZON__LWA_ENDPOINT"],
+            time_scale=float(env["ORDERSYNC_AMAZON__TIME_SCALE"]),
+            authorization=AuthorizationSettings(
+                application_id=app.solution_id,
+                client_id=app.client_id,
+                client_secret=SecretStr(app.client_secret),
+                seller_central_url=env["ORDERSYNC_AMAZON__ENDPOINT"],
+                draft=app.draft,
+                state_secret=self._state_secret,
+            ),
+        )
         return Settings(
+            amazon=amazon,
             kafka=KafkaSettings(bootstrap=env["ORDERSYNC_KAFKA__BOOTSTRAP"]),
             redis=RedisSettings(url=env["ORDERSYNC_REDIS__URL"]),
             channels_file=Path(env["ORDERSYNC_CHANNELS_FILE"]),

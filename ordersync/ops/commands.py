@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 from kafka import KafkaProducer
 from pydantic import ValidationError
 
-from ordersync.channels import load_channels
+from ordersync.channels import ChannelsFile
 from ordersync.errors import ConfigurationError, Permanent
-from ordersync.kafka.admin import kafka_client_config
+from ordersync.kafka.admin import bounded_producer_config
 from ordersync.schemas.codec import encode
 from ordersync.schemas.envelope import Envelope
 from ordersync.schemas.events import OperatorCommand, OperatorCommandIssued
@@ -34,10 +34,15 @@ class CommandRejected(Permanent):
 
 
 def build_command(
-    settings: Settings, command: OperatorCommand, channel: str, order_ids: Sequence[str], operator: str | None
+    channels: ChannelsFile,
+    command: OperatorCommand,
+    channel: str,
+    order_ids: Sequence[str],
+    operator: str | None,
 ) -> Envelope[OperatorCommandIssued]:
+    """The command, for a channel of ``channels`` (the file's and the registry's)."""
     try:
-        seller = load_channels(settings.channels_file).by_name(channel).seller_id
+        seller = channels.by_name(channel).seller_id
         event = OperatorCommandIssued(
             command=command,
             channel=channel,
@@ -51,17 +56,22 @@ def build_command(
 
 def publish_command(
     settings: Settings,
+    channels: ChannelsFile,
     command: OperatorCommand,
     channel: str,
     order_ids: Sequence[str],
     *,
     operator: str | None = None,
+    wait_s: float = 10.0,
 ) -> str:
-    """Validate and publish one command; returns its event id once Kafka has acknowledged it."""
-    envelope = build_command(settings, command, channel, order_ids, operator)
-    producer = KafkaProducer(acks="all", **kafka_client_config(settings.kafka))
+    """Validate and publish one command; returns its event id once Kafka has acknowledged it, raises
+    ``KafkaError`` within about ``wait_s`` when Kafka is down. Blocking: run it in a thread."""
+    envelope = build_command(channels, command, channel, order_ids, operator)
+    producer = KafkaProducer(
+        acks="all", **bounded_producer_config(settings.kafka, wait_s, client_id="ordersync-commands")
+    )
     try:
-        producer.send(OPS_COMMANDS.name, key=channel.encode(), value=encode(envelope)).get(timeout=30)
+        producer.send(OPS_COMMANDS.name, key=channel.encode(), value=encode(envelope)).get(timeout=wait_s)
     finally:
-        producer.close()
+        producer.close(timeout=2)
     return str(envelope.event_id)

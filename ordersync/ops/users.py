@@ -87,6 +87,8 @@ class User(BaseModel):
     #: Argon2id, pwdlib's format; never shown, logged or audited.
     password_hash: str = Field(repr=False)
     disabled: bool = False
+    #: Signs in only through the OpenID Connect provider (dashboard.oidc): no password.
+    sso: bool = False
     created_at: AwareDatetime
     created_by: str
     changed_at: AwareDatetime
@@ -244,16 +246,53 @@ class UserStore:
         audit, never for the person signing in): unknown user, wrong password, disabled. Takes as long
         for a name without an account."""
         user = await self.get(name)
-        stored = user.password_hash if user is not None else _stand_in_hash()
+        stored = user.password_hash if user is not None and not user.sso else _stand_in_hash()
         password = password[:MAX_PASSWORD_CHARS]
         matches = await asyncio.to_thread(password_matches, password, stored)
         if user is None:
             return None, "unknown user name"
+        if user.sso:
+            return None, "the user signs in with single sign-on only"
         if not matches:
             return None, "wrong password"
         if user.disabled:
             return None, "the user is disabled"
         return user, ""
+
+    async def single_sign_on(
+        self, name: str, role: Role, *, create: bool, by: str
+    ) -> tuple[User | None, str]:
+        """The account of a user the OpenID Connect provider vouched for, with the role the provider's
+        claims give (which replaces the one kept: the provider decides; a change ends the user's other
+        sessions), else None and why. A new account (``create``) or one that had a password becomes a
+        single sign-on account without one. A disabled account stays refused."""
+        name, role = checked_name(name), checked_role(role)
+        user = await self.get(name)
+        if user is None:
+            if not create:
+                return None, "no account of that name, and dashboard.oidc.auto_create is off"
+            now = self.clock.now()
+            user = User(
+                name=name,
+                role=role,
+                password_hash="",
+                sso=True,
+                created_at=now,
+                created_by=by,
+                changed_at=now,
+                changed_by=by,
+            )
+            if not await self.redis.hsetnx(self.key, name, user.model_dump_json()):
+                return None, "the account was being made by another sign-in: sign in again"
+            return user, ""
+        if user.disabled:
+            return None, "the user is disabled"
+        if user.role == role and user.sso:
+            return user, ""
+        changed = await self._save(user, by, role=role, sso=True, password_hash="")
+        if user.role != role:
+            await self.sessions.end_all(user.name)
+        return changed, ""
 
     async def _keep_an_admin(self, name: str, what: str) -> None:
         others = [u for u in await self.list() if u.role == "admin" and not u.disabled and u.name != name]

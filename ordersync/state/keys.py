@@ -655,6 +655,16 @@ SIGN_IN_FAILURES = KeyFamily(
     "failed sign-ins of one user name (existing or not) in a row, and until when the name is locked",
     "not rebuilt: the count starts again",
 )
+OIDC_FLOW = KeyFamily(
+    "oidc-flow",
+    ("<state_hash>",),
+    "string",
+    "dashboard (single sign-on)",
+    "dashboard.oidc.flow_max_age_s",
+    "a single sign-on under way, under the SHA-256 of its state: nonce, PKCE verifier, the browser's"
+    " binding, where to go after; read once at the provider's redirect",
+    "not rebuilt: people sign in again",
+)
 AUDIT = KeyFamily(
     "{audit}",
     (),
@@ -809,6 +819,7 @@ CATALOGUE: tuple[KeyFamily, ...] = (
     SESSION,
     USER_SESSIONS,
     SIGN_IN_FAILURES,
+    OIDC_FLOW,
     AUDIT,
     AUDIT_UNSENT,
     READ_MODEL,

@@ -483,6 +483,83 @@
     form.elements["Client SKU Id"].focus();
   }
 
+  // --- channels (admins) -------------------------------------------------------------------------
+
+  async function sendChannel(url, body, what, reload) {
+    const result = await postWithAuth(url, body);
+    if (!result) { showResult("error", "Not signed in: nothing was changed."); return null; }
+    const answer = result.answer;
+    if (!result.response.ok) {
+      showResult("error", what + " refused: " + (answer.error || result.response.statusText), answer.problems || []);
+      return null;
+    }
+    if (reload) {
+      showResult("success", what + ": done.");
+      window.setTimeout(function () { window.location.reload(); }, 800);
+    }
+    return answer;
+  }
+
+  function rowChannel(button) {
+    const tr = button.closest("tr[data-channel]");
+    return tr ? tr.dataset.channel : "";
+  }
+
+  async function saveChannel(event) {
+    event.preventDefault();
+    const form = event.target;
+    const text = form.elements["yaml"].value;
+    let name = form.dataset.channel;
+    if (!name) {
+      const found = /^name:\s*["']?([a-z0-9][a-z0-9._-]*)/m.exec(text);
+      name = found ? found[1] : "";
+    }
+    const credentials = {};
+    for (const field of ["client_id", "client_secret", "refresh_token"]) {
+      const input = form.elements[field];
+      if (input && input.value.trim()) { credentials[field] = input.value.trim(); }
+    }
+    const answer = await sendChannel("/api/channels/save", { name: name, yaml: text, credentials: credentials }, "Channel " + name, true);
+    if (answer) { for (const input of $all("input[type=password]", form)) { input.value = ""; } }
+  }
+
+  async function testChannel(button) {
+    const name = rowChannel(button);
+    button.disabled = true;
+    try {
+      const answer = await sendChannel("/api/channels/test", { name: name }, "Test of " + name, false);
+      if (answer) {
+        showResult(answer.ok ? "success" : "error", "Test of " + name + ": " + (answer.ok ? "OK" : "FAILED"), answer.lines || []);
+      }
+    } finally { button.disabled = false; }
+  }
+
+  async function discoverChannel(button) {
+    const form = button.closest("form");
+    const box = form.parentElement.querySelector(".discovered");
+    const name = form.dataset.channel;
+    button.disabled = true;
+    try {
+      const answer = await sendChannel("/api/channels/discover", { name: name, yaml: form.elements["yaml"].value }, "Discovery for " + name, false);
+      if (!answer || !box) { return; }
+      box.textContent = "";
+      const list = document.createElement("ul");
+      for (const p of answer.participations) {
+        const item = document.createElement("li");
+        item.textContent = p.marketplace_id + " " + p.name + " (" + p.country_code + "): " + (p.participating ? "participating" : "not participating") + (p.suspended_listings ? ", listings suspended" : "");
+        list.appendChild(item);
+      }
+      box.appendChild(list);
+      if (answer.yaml) {
+        const use = document.createElement("button");
+        use.type = "button";
+        use.textContent = "Use the participating marketplaces";
+        use.addEventListener("click", function () { form.elements["yaml"].value = answer.yaml; });
+        box.appendChild(use);
+      }
+    } finally { button.disabled = false; }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     const all = $("#select-all");
     if (all) {
@@ -518,6 +595,33 @@
     if (rowForm) { rowForm.addEventListener("submit", saveListing); }
     for (const button of $all("button.listing-edit")) {
       button.addEventListener("click", function () { editListing(button); });
+    }
+    for (const form of $all("form.channel-form")) { form.addEventListener("submit", saveChannel); }
+    for (const button of $all("button.channel-active")) {
+      button.addEventListener("click", function () {
+        sendChannel("/api/channels/active", { name: rowChannel(button), active: button.dataset.active === "true" }, button.textContent + " " + rowChannel(button), true);
+      });
+    }
+    for (const button of $all("button.channel-revert")) {
+      button.addEventListener("click", function () {
+        sendChannel("/api/channels/revert", { name: rowChannel(button) }, "Removing the dashboard changes of " + rowChannel(button), true);
+      });
+    }
+    for (const button of $all("button.channel-test")) {
+      button.addEventListener("click", function () { testChannel(button); });
+    }
+    for (const button of $all("button.channel-discover")) {
+      button.addEventListener("click", function () { discoverChannel(button); });
+    }
+    // To Amazon by navigation, not as a form's submission: the page's form-action 'self' would stop
+    // the redirect to Seller Central.
+    const authorize = $("#authorize-form");
+    if (authorize) {
+      authorize.addEventListener("submit", function (event) {
+        event.preventDefault();
+        const query = new URLSearchParams(new FormData(authorize)).toString();
+        window.location.assign("/channels/authorize?" + query);
+      });
     }
     updateLetterSelection();
     const form = $("#filters");
