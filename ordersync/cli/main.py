@@ -69,6 +69,11 @@ COMMANDS: dict[str, Entry] = {
         "ordersync.cli.tasks", "tasks_app", "Periodic tasks: schedules and next runs; run one now."
     ),
     "privacy": Entry("ordersync.cli.privacy", "privacy_app", "Buyers' personal data: its keys."),
+    "channels": Entry(
+        "ordersync.cli.channels",
+        "channels_app",
+        "The channels every stage follows: list, activate, deactivate, import, export.",
+    ),
     "secrets": Entry(
         "ordersync.cli.secrets", "secrets_app", "The secret store of channel credentials: put, list, delete."
     ),

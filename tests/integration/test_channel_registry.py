@@ -7,19 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 import redis.asyncio as aioredis
+import yaml
 from pydantic import ValidationError
+from typer.testing import CliRunner, Result
 
 from ordersync.channels import Channel, ChannelsFile, load_channels
+from ordersync.cli import app
 from ordersync.clock import SYSTEM_CLOCK
 from ordersync.dev.demo import local_pipeline
 from ordersync.errors import ConfigurationError
 from ordersync.schemas.events import ChannelConfigured
-from ordersync.settings import DEFAULT_PREFIX, Settings
+from ordersync.settings import DEFAULT_PREFIX, Settings, get_settings
 from ordersync.simulator.testing import TEST_APPLICATION, TEST_SELLER, tiny_scenario
 from ordersync.state import keys
 from ordersync.state.channel_registry import (
@@ -29,6 +33,7 @@ from ordersync.state.channel_registry import (
     read_view,
     save_channel,
 )
+from tests.factories import CHANNEL, OTHER_CHANNEL, SELLER, write_channels_file
 from tests.topics import wait_for
 
 pytestmark = pytest.mark.integration
@@ -164,3 +169,91 @@ def test_the_registry_refuses_a_channel_clashing_with_another_or_holding_a_secre
                 )
             },
         )
+
+
+@pytest.fixture
+def cli_env(
+    *,
+    redis_url: str,
+    redis_key_prefix: str,
+    kafka_bootstrap: str,
+    topics: tuple[str, ...],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Path]:
+    """The CLI aimed at the session's Redis (this test's prefix) and broker, with the factories' channels
+    file (credentials inline, as a test's file has them)."""
+    channels_file = write_channels_file(tmp_path / "channels.yaml")
+    monkeypatch.setenv("ORDERSYNC_REDIS__URL", redis_url)
+    monkeypatch.setenv("ORDERSYNC_REDIS__KEY_PREFIX", redis_key_prefix)
+    monkeypatch.setenv("ORDERSYNC_KAFKA__BOOTSTRAP", kafka_bootstrap)
+    monkeypatch.setenv("ORDERSYNC_CHANNELS_FILE", str(channels_file))
+    get_settings.cache_clear()
+    yield channels_file
+    get_settings.cache_clear()
+
+
+def _cli(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def test_the_channels_commands_list_change_import_and_export_with_exit_codes(
+    cli_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listed = _cli("channels", "list")
+    assert listed.exit_code == 0, listed.output
+    assert [line.split()[-2:] for line in listed.output.splitlines()] == [["active", "file"]] * 2
+
+    # A file channel deactivated: the registry records it, with "the file's credentials", never them.
+    off = _cli("channels", "deactivate", CHANNEL)
+    assert off.exit_code == 0, off.output
+    listed = _cli("channels", "list").output
+    assert f"{CHANNEL} " in listed
+    assert "inactive  registry" in listed
+    records = read_records(get_settings())
+    assert records[CHANNEL].credentials_from_file
+    assert "Atzr|refresh" not in records[CHANNEL].model_dump_json()
+    assert _cli("channels", "activate", "nowhere").exit_code == 3
+
+    # Import: inline credentials refused (the registry keeps no secret), references taken.
+    imported = tmp_path / "more.yaml"
+    more = {
+        "name": "more-de",
+        "seller_id": "A9MORESELLER",
+        "region": "eu",
+        "marketplaces": ["A1PA6795UKMFR9"],
+        "credentials": {
+            "client_id": {"env": "MORE_ID"},
+            "client_secret": {"env": "MORE_SECRET"},
+            "refresh_token": {"value": "Atzr|more-inline"},
+        },
+    }
+    imported.write_text(yaml.safe_dump({"channels": [more]}))
+    refused = _cli("channels", "import", str(imported))
+    assert refused.exit_code == 2
+    assert "inline" in refused.output
+    assert "more-de" not in read_records(get_settings())
+    # Two channels of one seller: refused, nothing saved.
+    clash = {**more, "name": "clash", "seller_id": SELLER, "region": "na"}
+    clash["credentials"] = {**more["credentials"], "refresh_token": {"env": "MORE_TOKEN"}}
+    imported.write_text(yaml.safe_dump({"channels": [clash]}))
+    assert _cli("channels", "import", str(imported)).exit_code == 2
+    more["credentials"]["refresh_token"] = {"file": str(tmp_path / "more-token")}
+    imported.write_text(yaml.safe_dump({"channels": [more]}))
+    taken = _cli("channels", "import", str(imported))
+    assert taken.exit_code == 0, taken.output
+    assert read_records(get_settings())["more-de"].channel is not None
+
+    exported = yaml.safe_load(_cli("channels", "export").output)
+    names = {c["name"]: c for c in exported["channels"]}
+    assert set(names) == {CHANNEL, OTHER_CHANNEL, "more-de"}
+    assert names[CHANNEL]["active"] is False
+    assert names["more-de"]["credentials"]["client_id"] == {"env": "MORE_ID"}
+
+    # Kafka down: nothing changes, exit code 5.
+    monkeypatch.setenv("ORDERSYNC_KAFKA__BOOTSTRAP", "127.0.0.1:1")
+    get_settings.cache_clear()
+    down = _cli("channels", "deactivate", OTHER_CHANNEL)
+    assert down.exit_code == 5, down.output
+    still = next(line for line in _cli("channels", "list").output.splitlines() if OTHER_CHANNEL in line)
+    assert "inactive" not in still
