@@ -256,7 +256,9 @@ def register(app: faust.App, runtime: StageRuntime) -> None:
         @app.task  # type: ignore[untyped-decorator]
         async def alerts() -> None:
             await runtime.start()
-            await run_alerts(runtime.settings, runtime.store.redis, runtime.channels.channels, runtime.owner)
+            await run_alerts(
+                runtime.settings, runtime.store.redis, lambda: runtime.channels.channels, runtime.owner
+            )
 
     for spec in FOLDED_TOPICS:
         _fold_agent(app, runtime, projection, spec)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any, Literal, cast
@@ -454,13 +454,19 @@ async def evaluate_once(
 
 
 async def run_alerts(
-    settings: Settings, redis: aioredis.Redis, channels: Sequence[Channel], owner: str
+    settings: Settings,
+    redis: aioredis.Redis,
+    channels: Sequence[Channel] | Callable[[], Sequence[Channel]],
+    owner: str,
 ) -> None:
-    """Evaluate every ``alerts.interval_s`` until cancelled; a failing evaluation is logged and retried."""
+    """Evaluate every ``alerts.interval_s`` until cancelled; a failing evaluation is logged and retried.
+    ``channels``: the channels, or where to read them at each evaluation (a stage following the channel
+    registry: a channel added while it runs is watched from the next evaluation)."""
     async with httpx.AsyncClient() as http:
         while True:
+            current = channels() if callable(channels) else channels
             try:
-                await evaluate_once(settings, redis, channels, now=datetime.now(UTC), owner=owner, http=http)
+                await evaluate_once(settings, redis, current, now=datetime.now(UTC), owner=owner, http=http)
             except Exception:  # the loop must outlive one bad evaluation
                 log.exception("alert evaluation failed; next in %s s", settings.alerts.interval_s)
             raise_if_cancel_requested()  # an SMTP reply's wait may have swallowed a stop
