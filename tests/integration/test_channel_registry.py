@@ -14,6 +14,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 import yaml
+from kafka import KafkaProducer
 from pydantic import ValidationError
 from typer.testing import CliRunner, Result
 
@@ -23,6 +24,7 @@ from ordersync.clock import SYSTEM_CLOCK
 from ordersync.dev.demo import local_pipeline
 from ordersync.errors import ConfigurationError
 from ordersync.schemas.events import ChannelConfigured
+from ordersync.schemas.topics import CONFIG_CHANNELS
 from ordersync.settings import DEFAULT_PREFIX, Settings, get_settings
 from ordersync.simulator.testing import TEST_APPLICATION, TEST_SELLER, tiny_scenario
 from ordersync.state import keys
@@ -257,3 +259,17 @@ def test_the_channels_commands_list_change_import_and_export_with_exit_codes(
     assert down.exit_code == 5, down.output
     still = next(line for line in _cli("channels", "list").output.splitlines() if OTHER_CHANNEL in line)
     assert "inactive" not in still
+
+
+def test_garbage_on_the_registry_topic_is_skipped_by_every_reader(
+    *, kafka_bootstrap: str, topics: tuple[str, ...], redis_key_prefix: str
+) -> None:
+    settings = Settings.model_validate(
+        {"kafka": {"bootstrap": kafka_bootstrap}, "redis": {"key_prefix": redis_key_prefix}}
+    )
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    key = f"{redis_key_prefix}/{CHANNEL}".encode()
+    for value in (b"\x00not json", b'{"event_type": "ChannelConfigured"}', b"[]", None):
+        producer.send(CONFIG_CHANNELS.name, key=key, value=value).get(timeout=30)
+    producer.close()
+    assert read_records(settings) == {}
