@@ -1920,18 +1920,8 @@ class _Dashboard:
     ) -> Response | None:
         """``channel`` into the registry (None: the registry's definition taken back), then the snapshot
         read again; a refusal answered (422, 503) and audited, None when saved."""
-        d = self.deps(request)
         try:
-            await save_channel(
-                self.settings,
-                d.redis,
-                d.registry.base,
-                name,
-                channel,
-                clock=self.clock,
-                operator=actor_of(request).name,
-                wait_s=TASK_REQUEST_WAIT_S,
-            )
+            await self._registry_write(request, name, channel)
         except ConfigurationError as exc:
             await self.audit(request, action, "refused", targets=targets, reason=str(exc)[:500])
             return _api_error(422, "nothing was saved", [str(exc)])
@@ -1939,8 +1929,23 @@ class _Dashboard:
             reason = f"Kafka did not take the change ({type(exc).__name__}: {exc}); nothing was saved"
             await self.audit(request, action, "failed", targets=targets, reason=reason)
             return _api_error(503, reason)
-        await d.registry.refresh(force=True)
         return None
+
+    async def _registry_write(self, request: Request, name: str, channel: Channel | None) -> None:
+        """``channel`` saved in the registry by the user asking (:func:`save_channel`: raises
+        ``ConfigurationError`` or ``KafkaError``, nothing saved), then the snapshot read again."""
+        d = self.deps(request)
+        await save_channel(
+            self.settings,
+            d.redis,
+            d.registry.base,
+            name,
+            channel,
+            clock=self.clock,
+            operator=actor_of(request).name,
+            wait_s=TASK_REQUEST_WAIT_S,
+        )
+        await d.registry.refresh(force=True)
 
     async def _kafka_refusal(self, request: Request, action: str, targets: list[str]) -> Response | None:
         if await kafka_listens(self.settings.kafka.bootstrap):
@@ -2341,20 +2346,19 @@ class _Dashboard:
                 status_code, "failed", f"Amazon did not grant the token: {exc}"
             ) from None
         remember_secrets(granted.refresh_token)
-        token_ref = SecretRef(store=secret_name(name, "refresh_token"))
+        assert auth.client_id is not None  # exchange_code checked both
+        assert auth.client_secret is not None
+        # The token Amazon granted is the application's: the channel uses the application's LWA client
+        # with it (a channel authorized again moves to it too), all three kept in the secret store.
+        values = {
+            "refresh_token": granted.refresh_token,
+            "client_id": SecretStr(auth.client_id),
+            "client_secret": auth.client_secret,
+        }
+        stored = LwaCredentials(**{f: SecretRef(store=secret_name(name, f)) for f in CREDENTIAL_FIELDS})
         if existing is not None:
-            channel: Channel = existing.model_copy(
-                update={"credentials": existing.credentials.model_copy(update={"refresh_token": token_ref})}
-            )
-            values = {"refresh_token": granted.refresh_token}
+            channel: Channel = existing.model_copy(update={"credentials": stored})
         else:
-            assert auth.client_id is not None  # exchange_code checked both
-            assert auth.client_secret is not None
-            values = {
-                "refresh_token": granted.refresh_token,
-                "client_id": SecretStr(auth.client_id),
-                "client_secret": auth.client_secret,
-            }
             channel = await self.new_channel(name, cast(Region, region), seller_id, values)
         problems = [f"credentials.{f} is given inline" for f in channel.inline_secrets()]
         problems = problems or with_channel(d.registry.snapshot, name, channel)
@@ -2369,23 +2373,13 @@ class _Dashboard:
                 503, "failed", f"the secret store is unavailable ({type(exc).__name__}); nothing was saved"
             ) from None
         try:
-            await save_channel(
-                self.settings,
-                d.redis,
-                d.registry.base,
-                name,
-                channel,
-                clock=self.clock,
-                operator=actor_of(request).name,
-                wait_s=TASK_REQUEST_WAIT_S,
-            )
+            await self._registry_write(request, name, channel)
         except ConfigurationError as exc:
             raise _AuthorizationFailed(422, "refused", str(exc)) from None
         except KafkaError as exc:
             raise _AuthorizationFailed(
                 503, "failed", f"Kafka did not take the channel ({type(exc).__name__}); nothing was saved"
             ) from None
-        await d.registry.refresh(force=True)
         return channel
 
     # --- listings ---------------------------------------------------------------------------------------
