@@ -44,7 +44,7 @@ from ordersync.simulator.testing import TEST_APPLICATION, TEST_SELLER, tiny_scen
 from ordersync.state.channel_registry import read_view
 from tests.factories import dashboard_settings
 from tests.stage.test_amazon_authorization_sim import read_page
-from tests.stage.test_dashboard_accounts import csrf_of, sign_in
+from tests.stage.test_dashboard_accounts import RecordingSink, csrf_of, sign_in
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("topics")]
 
@@ -59,19 +59,6 @@ ADMIN, OTHER_ADMIN, VIEWER, OPERATOR = (
 )
 #: Nothing listens there.
 CLOSED = "http://127.0.0.1:1"
-
-
-class RecordingSink:
-    """Stands in for ops.audit's Kafka producer (the entries are read from Redis's audit log)."""
-
-    def __init__(self) -> None:
-        self.sent: list[AuditRecorded] = []
-
-    def send(self, entries: Any) -> None:
-        self.sent.extend(entries)
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")

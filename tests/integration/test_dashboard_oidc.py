@@ -30,6 +30,7 @@ from ordersync.ops.users import UserStore
 from ordersync.schemas.events import AuditRecorded
 from ordersync.settings import OidcSettings, Settings
 from tests.factories import dashboard_settings, write_channels_file
+from tests.stage.test_dashboard_accounts import RecordingSink
 
 with warnings.catch_warnings():
     # oidc-provider-mock 0.3.4 imports authlib.jose, which authlib deprecates (for joserfc) from 1.7 on.
@@ -48,19 +49,6 @@ pytestmark = [
 NO_BROKER = "127.0.0.1:1"
 CALLBACK = "http://testserver/login/oidc/callback"
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
-
-
-class RecordingSink:
-    """Stands in for ops.audit's Kafka producer."""
-
-    def __init__(self) -> None:
-        self.sent: list[AuditRecorded] = []
-
-    def send(self, entries: Any) -> None:
-        self.sent.extend(entries)
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +24,12 @@ from ordersync.ops.users import UserStore
 from ordersync.schemas.events import AuditRecorded
 from ordersync.settings import Settings, get_settings
 from tests.factories import dashboard_settings, write_channels_file
+from tests.stage.test_dashboard_accounts import RecordingSink
 
 pytestmark = pytest.mark.stage
 
 NO_BROKER = "127.0.0.1:1"
 ADMIN_PASSWORD = "the-first-admin-pass"
-
-
-class RecordingSink:
-    def __init__(self) -> None:
-        self.sent: list[AuditRecorded] = []
-
-    def send(self, entries: Sequence[AuditRecorded]) -> None:
-        self.sent.extend(entries)
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture
