@@ -1821,18 +1821,20 @@ class _Dashboard:
         said = EveryInterval()
         prefix = self.settings.redis.key_prefix
 
-        def tell(key: str, message: str) -> None:
+        def tell(key: str, message: str, level: int = logging.WARNING) -> None:
             held = said.due(key)
             if held is not None:
-                log.warning("dashboard: %s%s", message, f" ({held} more since)" if held else "")
+                log.log(level, "dashboard: %s%s", message, f" ({held} more since)" if held else "")
 
         async def survive(what: str, look: Callable[[], Awaitable[object]]) -> bool:
             try:
                 loaded = await redis.exists(keys.CHANNEL_REGISTRY_REVISION.key(prefix))
                 if not loaded and not await kafka_listens(self.settings.kafka.bootstrap):
+                    # Kafka's own health (the Notifications page) reports it down; here only what it means.
                     tell(
                         "kafka",
                         f"{what}: not loaded and Kafka does not listen; the channels stay as they are",
+                        logging.INFO,
                     )
                     return False
                 await look()
