@@ -21,7 +21,6 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Literal, cast
 
 import redis.asyncio as aioredis
@@ -196,25 +195,6 @@ def next_revision(clock: Clock, held: ChannelConfigured | None) -> int:
     reads it), or one more than the last where clocks disagree."""
     now = int(clock.now().timestamp() * 1_000_000)
     return now if held is None else max(now, held.revision + 1)
-
-
-@dataclass(frozen=True)
-class Effective:
-    """The channels a stage works with now, and where each comes from."""
-
-    channels: ChannelsFile
-    sources: dict[str, ChannelSource]
-
-
-async def effective_channels(settings: Settings, redis: aioredis.Redis, base: ChannelsFile) -> Effective:
-    """The file's channels merged with the registry's view (rebuilt from Kafka first if Redis lost it)."""
-    found = await read_view(redis, settings.redis.key_prefix)
-    if found is None:
-        await rebuild_view(settings, redis)
-        found = await read_view(redis, settings.redis.key_prefix)
-    records = found[1] if found is not None else {}
-    channels, sources = merge(base, records)
-    return Effective(channels, sources)
 
 
 async def save_channel(
